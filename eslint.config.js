@@ -1,0 +1,59 @@
+// ESLint (typescript-eslint) with the layer rules of docs/architecture.md: imports flow one way, down.
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+const kafkaClient = { group: ['kafkajs'], message: 'Only src/kafka talks to the Kafka client.' };
+const registryClient = {
+  group: ['@kafkajs/confluent-schema-registry', 'avsc'],
+  message: 'Only src/serde talks to the schema registry and Avro.',
+};
+const up = (folders, message) => ({ group: folders.flatMap((f) => [`**/${f}/**`, `**/${f}`]), message });
+
+export default tseslint.config(
+  { ignores: ['node_modules/**', 'dist/**', 'bench/results/**', 'coverage/**', '.scratch/**', 'bench/kafka-streams/target/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    languageOptions: { globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly', URL: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', AbortController: 'readonly', AbortSignal: 'readonly', fetch: 'readonly', Response: 'readonly' } },
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', destructuredArrayIgnorePattern: '^_' }],
+      'no-restricted-properties': ['error', { object: 'process', property: 'env', message: 'Read configuration through src/core/config.ts.' }],
+    },
+  },
+  {
+    files: ['src/core/config.ts', 'src/ops/cli.ts', 'test/**', 'bench/**', 'scripts/**'],
+    rules: { 'no-restricted-properties': 'off' },
+  },
+  {
+    files: ['src/core/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['kafka', 'serde', 'runtime', 'stages', 'api', 'ops', 'media', 'blob', 'topologies'], 'src/core imports nothing of ours.')] }] },
+  },
+  {
+    files: ['src/kafka/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [registryClient, up(['serde', 'runtime', 'stages', 'api', 'ops', 'media', 'blob', 'topologies'], 'src/kafka may import only src/core.')] }] },
+  },
+  {
+    files: ['src/serde/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, up(['kafka', 'runtime', 'stages', 'api', 'ops', 'media', 'blob', 'topologies'], 'src/serde may import only src/core.')] }] },
+  },
+  {
+    files: ['src/runtime/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['stages', 'api', 'ops', 'topologies'], 'src/runtime may import src/kafka, src/serde and src/core.')] }] },
+  },
+  {
+    files: ['src/stages/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['kafka', 'serde', 'api', 'ops', 'topologies'], 'A stage has no Kafka client: it may import src/media, src/blob, src/core and runtime types.')] }] },
+  },
+  {
+    files: ['src/media/**', 'src/blob/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['kafka', 'serde', 'runtime', 'stages', 'api', 'ops', 'topologies'], 'media and blob may import only src/core.')] }] },
+  },
+  {
+    files: ['topologies/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['kafka', 'serde', 'stages', 'api', 'ops'], 'A topology is data: it may import only src/runtime types.')] }] },
+  },
+  {
+    files: ['src/api/**', 'src/ops/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient] }] },
+  },
+);

@@ -1,0 +1,115 @@
+/**
+ * Configuration: the only module that reads `process.env`. Each setting has its name, default,
+ * parser and doc together (in the spirit of Kafka's ConfigDef); `loadConfig` validates them all
+ * once at start and throws `CONFIG_INVALID` naming the variable.
+ */
+import { SonicError } from './errors.js';
+
+type Parser<T> = (raw: string, name: string) => T;
+
+interface SettingDef<T> {
+  env: string;
+  default: T;
+  doc: string;
+  parse: Parser<T>;
+}
+
+const str: Parser<string> = (raw) => raw;
+
+const int =
+  (min: number, max: number): Parser<number> =>
+  (raw, name) => {
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new SonicError('CONFIG_INVALID', `${name} must be an integer in [${min}, ${max}], got "${raw}"`, {
+        details: { variable: name },
+      });
+    }
+    return n;
+  };
+
+const oneOf =
+  <T extends string>(...values: T[]): Parser<T> =>
+  (raw, name) => {
+    if (!(values as string[]).includes(raw)) {
+      throw new SonicError('CONFIG_INVALID', `${name} must be one of ${values.join(', ')}, got "${raw}"`, {
+        details: { variable: name },
+      });
+    }
+    return raw as T;
+  };
+
+const brokerList: Parser<string[]> = (raw, name) => {
+  const list = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  if (list.length === 0 || list.some((b) => !/^[^\s:]+:\d+$/.test(b))) {
+    throw new SonicError('CONFIG_INVALID', `${name} must be a comma-separated list of host:port, got "${raw}"`, {
+      details: { variable: name },
+    });
+  }
+  return list;
+};
+
+const url: Parser<string> = (raw, name) => {
+  try {
+    const u = new URL(raw);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('protocol');
+  } catch {
+    throw new SonicError('CONFIG_INVALID', `${name} must be an http(s) URL, got "${raw}"`, { details: { variable: name } });
+  }
+  return raw.replace(/\/+$/, '');
+};
+
+const topicPrefix: Parser<string> = (raw, name) => {
+  if (!/^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$/.test(raw)) {
+    throw new SonicError('CONFIG_INVALID', `${name} must be dot-separated [a-zA-Z0-9_-] words, got "${raw}"`, {
+      details: { variable: name },
+    });
+  }
+  return raw;
+};
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+function def<T>(env: string, dflt: T, parse: Parser<T>, doc: string): SettingDef<T> {
+  return { env, default: dflt, parse, doc };
+}
+
+/** Every setting sonicflow reads from the environment, with its default and meaning. */
+export const SETTINGS = {
+  kafkaBrokers: def('KAFKA_BROKERS', ['localhost:9092'], brokerList, 'Kafka bootstrap servers, comma-separated host:port. When set, `stack:up` starts no broker.'),
+  schemaRegistryUrl: def(
+    'SCHEMA_REGISTRY_URL',
+    'http://localhost:8081/apis/ccompat/v7',
+    url,
+    'Confluent-compatible schema registry base URL. When set, `stack:up` starts no registry.',
+  ),
+  topicPrefix: def('SONIC_TOPIC_PREFIX', 'sonic', topicPrefix, 'Prefix of every topic name (`<prefix>.tasks.requested`, ...).'),
+  clientId: def('SONIC_CLIENT_ID', 'sonicflow', str, 'Kafka client id and prefix of consumer groups and transactional ids.'),
+  logLevel: def<LogLevel>('SONIC_LOG_LEVEL', 'info', oneOf(...LOG_LEVELS), 'pino log level.'),
+  kafkaConnectTimeoutMs: def('SONIC_KAFKA_CONNECT_TIMEOUT_MS', 5000, int(100, 600_000), 'Timeout of one broker connection attempt, ms.'),
+  kafkaRequestTimeoutMs: def('SONIC_KAFKA_REQUEST_TIMEOUT_MS', 30000, int(100, 600_000), 'Timeout of one Kafka request, ms.'),
+} as const;
+
+type Settings = typeof SETTINGS;
+/** The validated configuration, one typed field per setting. */
+export type Config = { readonly [K in keyof Settings]: Settings[K]['default'] };
+
+/** Reads and validates every setting. Throws `SonicError('CONFIG_INVALID')` naming the variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const out: Record<string, unknown> = {};
+  for (const [key, setting] of Object.entries(SETTINGS) as [string, SettingDef<unknown>][]) {
+    const raw = env[setting.env];
+    out[key] = raw === undefined || raw === '' ? setting.default : setting.parse(raw, setting.env);
+  }
+  return Object.freeze(out) as Config;
+}
+
+/** Rows for the documentation table: variable, default, meaning. */
+export function describeSettings(): { env: string; default: string; doc: string }[] {
+  return Object.values(SETTINGS).map((s: SettingDef<unknown>) => ({
+    env: s.env,
+    default: Array.isArray(s.default) ? s.default.join(',') : String(s.default),
+    doc: s.doc,
+  }));
+}

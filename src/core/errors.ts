@@ -1,0 +1,94 @@
+/**
+ * The one error taxonomy of sonicflow. Every failure carries a `code` from {@link ERROR_CODES}
+ * and a `retryable` flag; the runtime's classifier, the API's 4xx answers and the DLQ headers
+ * all read these two fields and nothing else.
+ */
+
+/** Catalogue of error codes: whether each is retryable by default, and what it means. */
+export const ERROR_CODES = {
+  // request and media validation (permanent)
+  INVALID_REQUEST: { retryable: false, doc: 'The request is malformed or misses a required field.' },
+  PARAMS_OUT_OF_RANGE: { retryable: false, doc: 'A Sonic parameter lies outside its documented range.' },
+  INPUT_NOT_FOUND: { retryable: false, doc: 'A referenced blob does not exist.' },
+  CHECKSUM_MISMATCH: { retryable: false, doc: 'A blob does not match its recorded sha256.' },
+  UNSUPPORTED_AUDIO_FORMAT: { retryable: false, doc: 'The audio container or codec is not accepted.' },
+  AUDIO_DECODE_FAILED: { retryable: false, doc: 'The audio could not be decoded.' },
+  AUDIO_TOO_SHORT: { retryable: false, doc: 'The audio is shorter than 1 s.' },
+  AUDIO_TOO_LONG: { retryable: false, doc: 'The audio is longer than the configured maximum.' },
+  UNSUPPORTED_IMAGE_FORMAT: { retryable: false, doc: 'The image is not JPEG, PNG or WebP.' },
+  IMAGE_DECODE_FAILED: { retryable: false, doc: 'The image could not be decoded.' },
+  IMAGE_TOO_SMALL: { retryable: false, doc: 'The image short side is below the minimum.' },
+  IMAGE_TOO_LARGE: { retryable: false, doc: 'The image short side is above the maximum.' },
+  NO_FACE_DETECTED: { retryable: false, doc: 'The model found no face in the portrait.' },
+  // transient
+  INPUT_FETCH_FAILED: { retryable: true, doc: 'A blob could not be read (timeout, 5xx).' },
+  GPU_OOM: { retryable: true, doc: 'The GPU ran out of memory.' },
+  CUDA_ERROR: { retryable: true, doc: 'The GPU runtime failed.' },
+  INFERENCE_TIMEOUT: { retryable: true, doc: 'Inference exceeded its time budget.' },
+  ENCODE_FAILED: { retryable: true, doc: 'ffmpeg failed to encode or the output did not probe.' },
+  STORAGE_WRITE_FAILED: { retryable: true, doc: 'A blob could not be written.' },
+  PUBLISH_FAILED: { retryable: true, doc: 'The final video could not be published.' },
+  CALLBACK_DELIVERY_FAILED: { retryable: true, doc: 'A webhook delivery failed.' },
+  CALLBACK_URL_REFUSED: { retryable: false, doc: 'A callback URL resolves to a refused address.' },
+  // pipeline and infrastructure
+  DESERIALIZATION_FAILED: { retryable: false, doc: 'A record could not be decoded (bad bytes, unknown schema).' },
+  SCHEMA_INCOMPATIBLE: { retryable: false, doc: 'The registry refused a schema under the subject compatibility.' },
+  SCHEMA_NOT_FOUND: { retryable: false, doc: 'A schema file or subject is missing.' },
+  REGISTRY_UNAVAILABLE: { retryable: true, doc: 'The schema registry could not be reached.' },
+  BROKER_UNAVAILABLE: { retryable: true, doc: 'The Kafka broker could not be reached.' },
+  TOPOLOGY_INVALID: { retryable: false, doc: 'The topology declaration is inconsistent.' },
+  CONFIG_INVALID: { retryable: false, doc: 'A configuration value is invalid.' },
+  RETRIES_EXHAUSTED: { retryable: false, doc: 'Every retry tier failed.' },
+  INTERNAL: { retryable: false, doc: 'A bug: an unexpected exception.' },
+} as const satisfies Record<string, { retryable: boolean; doc: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface SonicErrorOptions {
+  /** Overrides the catalogue's default for this one error. */
+  retryable?: boolean;
+  cause?: unknown;
+  /** Structured context (subject, field, path, ...), logged and carried in headers. */
+  details?: Record<string, unknown>;
+}
+
+/** An error with a stable machine-readable code and a retryable flag. */
+export class SonicError extends Error {
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, options: SonicErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'SonicError';
+    this.code = code;
+    this.retryable = options.retryable ?? ERROR_CODES[code].retryable;
+    this.details = options.details ?? {};
+    // enumerable so that pino and JSON.stringify show them
+    Object.defineProperty(this, 'message', { enumerable: true, value: message });
+  }
+
+  toJSON(): { code: ErrorCode; message: string; retryable: boolean; details: Record<string, unknown> } {
+    return { code: this.code, message: this.message, retryable: this.retryable, details: this.details };
+  }
+}
+
+/** True when `code` names an entry of the catalogue. */
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.hasOwn(ERROR_CODES, code);
+}
+
+/** Narrowing helper that also accepts SonicErrors crossing module copies (by shape). */
+export function isSonicError(err: unknown): err is SonicError {
+  return (
+    err instanceof SonicError ||
+    (err instanceof Error && isErrorCode((err as { code?: unknown }).code) && typeof (err as { retryable?: unknown }).retryable === 'boolean')
+  );
+}
+
+/** Turns anything thrown into a SonicError; unknown exceptions become non-retryable `INTERNAL`. */
+export function toSonicError(err: unknown): SonicError {
+  if (isSonicError(err)) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new SonicError('INTERNAL', message, { cause: err });
+}

@@ -1,0 +1,122 @@
+/**
+ * Topic administration: what exists, with how many partitions and which configs; create, grow
+ * and reconfigure topics; delete (tests only). Never shrinks anything.
+ */
+import kafkajs, { type Admin } from 'kafkajs';
+import type { Kafka } from './client.js';
+
+const { ConfigResourceTypes } = kafkajs;
+
+export interface TopicState {
+  name: string;
+  partitions: number;
+  replicationFactor: number;
+  /** Non-default configs only. */
+  configs: Record<string, string>;
+}
+
+export interface NewTopic {
+  name: string;
+  partitions: number;
+  replicationFactor: number;
+  configs: Record<string, string>;
+}
+
+export class TopicAdmin {
+  private readonly admin: Admin;
+  private connected = false;
+
+  constructor(kafka: Kafka) {
+    this.admin = kafka.admin();
+  }
+
+  async connect(): Promise<this> {
+    if (!this.connected) {
+      await this.admin.connect();
+      this.connected = true;
+    }
+    return this;
+  }
+
+  async close(): Promise<void> {
+    if (this.connected) await this.admin.disconnect();
+    this.connected = false;
+  }
+
+  /** Names of every topic, internal ones excluded. */
+  async list(): Promise<string[]> {
+    return (await this.admin.listTopics()).filter((t) => !t.startsWith('__')).sort();
+  }
+
+  /** Partitions, replication and non-default configs of each existing topic among `names`. */
+  async describe(names: string[]): Promise<Map<string, TopicState>> {
+    const existing = new Set(await this.admin.listTopics());
+    const present = names.filter((n) => existing.has(n));
+    const out = new Map<string, TopicState>();
+    if (present.length === 0) return out;
+    const meta = await this.admin.fetchTopicMetadata({ topics: present });
+    const configs = await this.admin.describeConfigs({
+      includeSynonyms: false,
+      resources: present.map((name) => ({ type: ConfigResourceTypes.TOPIC, name })),
+    });
+    const cfgByTopic = new Map(
+      configs.resources.map((r) => [
+        r.resourceName,
+        Object.fromEntries(r.configEntries.filter((e) => !e.isDefault && e.configValue !== null).map((e) => [e.configName, e.configValue])),
+      ]),
+    );
+    for (const t of meta.topics) {
+      out.set(t.name, {
+        name: t.name,
+        partitions: t.partitions.length,
+        replicationFactor: t.partitions[0]?.replicas.length ?? 0,
+        configs: cfgByTopic.get(t.name) ?? {},
+      });
+    }
+    return out;
+  }
+
+  /** Creates topics and waits for their leaders. Existing ones are left as they are. */
+  async create(topics: NewTopic[]): Promise<void> {
+    if (topics.length === 0) return;
+    await this.admin.createTopics({
+      waitForLeaders: true,
+      topics: topics.map((t) => ({
+        topic: t.name,
+        numPartitions: t.partitions,
+        replicationFactor: t.replicationFactor,
+        configEntries: Object.entries(t.configs).map(([name, value]) => ({ name, value })),
+      })),
+    });
+  }
+
+  /** Grows topics to `count` partitions each (Kafka cannot shrink them). */
+  async addPartitions(grow: { name: string; count: number }[]): Promise<void> {
+    if (grow.length === 0) return;
+    await this.admin.createPartitions({ topicPartitions: grow.map((g) => ({ topic: g.name, count: g.count })) });
+  }
+
+  /**
+   * Replaces the topic's config overrides with `configs`: kafkajs speaks only the non-incremental
+   * AlterConfigs, so pass every override the topic should keep (see `describe`).
+   */
+  async setConfigs(name: string, configs: Record<string, string>): Promise<void> {
+    await this.admin.alterConfigs({
+      validateOnly: false,
+      resources: [
+        {
+          type: ConfigResourceTypes.TOPIC,
+          name,
+          configEntries: Object.entries(configs).map(([n, value]) => ({ name: n, value })),
+        },
+      ],
+    });
+  }
+
+  /** Deletes topics that exist among `names`. */
+  async delete(names: string[]): Promise<void> {
+    const existing = new Set(await this.admin.listTopics());
+    const present = names.filter((n) => existing.has(n));
+    if (present.length > 0) await this.admin.deleteTopics({ topics: present, timeout: 30_000 });
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * The Kafka port: the only module family that imports kafkajs. Everything above it talks to
+ * Kafka through the small functions and types exported from `src/kafka/*`.
+ */
+import kafkajs, { type Kafka, type LogEntry, type KafkaConfig } from 'kafkajs';
+import type { Logger } from '../core/logger.js';
+
+export type { Kafka } from 'kafkajs';
+
+// kafkajs is CommonJS: its named exports are reached through the default export under ESM
+const { Kafka: KafkaClient, logLevel, Partitioners } = kafkajs;
+
+/** Java-compatible murmur2 partitioning (the Java client's default), set on every producer. */
+export const createPartitioner = Partitioners.DefaultPartitioner;
+
+/** Idempotent producers must retry without limit (kafkajs warns otherwise); request timeouts bound each try. */
+export const PRODUCER_RETRY = { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 100, maxRetryTime: 5000 };
+
+export interface KafkaConnection {
+  brokers: string[];
+  clientId: string;
+  connectTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  /** SASL/SSL settings, passed through to kafkajs. */
+  ssl?: KafkaConfig['ssl'];
+  sasl?: KafkaConfig['sasl'];
+}
+
+const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
+  [logLevel.ERROR]: 'error',
+  [logLevel.WARN]: 'warn',
+  [logLevel.INFO]: 'info',
+  [logLevel.DEBUG]: 'debug',
+};
+
+/** A kafkajs client whose logs go to our pino logger (kafkajs INFO is demoted to debug: it is chatty). */
+export function createKafka(conn: KafkaConnection, logger: Logger): Kafka {
+  const log = logger.child({ component: 'kafkajs' });
+  return new KafkaClient({
+    clientId: conn.clientId,
+    brokers: conn.brokers,
+    connectionTimeout: conn.connectTimeoutMs ?? 5000,
+    requestTimeout: conn.requestTimeoutMs ?? 30000,
+    ...(conn.ssl === undefined ? {} : { ssl: conn.ssl }),
+    ...(conn.sasl === undefined ? {} : { sasl: conn.sasl }),
+    retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 5000 },
+    logLevel: logLevel.INFO,
+    logCreator:
+      () =>
+      ({ level, log: entry }: LogEntry) => {
+        const { message, timestamp: _ts, logger: _l, ...rest } = entry;
+        // CONCURRENT_TRANSACTIONS is retried by src/kafka/io.ts; kafkajs still logs it as an error
+        const expected = typeof rest.error === 'string' && rest.error.includes('another concurrent operation on the same transaction');
+        const lvl = expected ? 'debug' : (LEVELS[level] ?? 'info');
+        (lvl === 'info' ? log.debug : log[lvl]).call(log, { ...rest, namespace: entry.logger }, message);
+      },
+  });
+}

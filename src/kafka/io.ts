@@ -1,0 +1,197 @@
+/**
+ * Plain producing and reading, for the API, the CLI tools and tests. The transactional stage
+ * hop lives in the runtime's own producer wrapper.
+ */
+import type { IHeaders, Producer, Transaction } from 'kafkajs';
+import { PRODUCER_RETRY, createPartitioner, type Kafka } from './client.js';
+
+export interface OutRecord {
+  key: string | null;
+  value: Buffer | null;
+  headers?: Record<string, string>;
+  partition?: number;
+}
+
+export interface InRecord {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: string | null;
+  value: Buffer | null;
+  headers: Record<string, string>;
+  timestamp: number;
+}
+
+/** Decodes kafkajs header values (Buffer | string | arrays) to UTF-8 strings; the last value wins. */
+export function headersToStrings(h: IHeaders | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(h ?? {})) {
+    const last = Array.isArray(v) ? v[v.length - 1] : v;
+    if (last !== undefined) out[k] = Buffer.isBuffer(last) ? last.toString('utf8') : String(last);
+  }
+  return out;
+}
+
+function toMessages(records: OutRecord[]): { key: string | null; value: Buffer | null; headers?: IHeaders; partition?: number }[] {
+  return records.map((r) => ({
+    key: r.key,
+    value: r.value,
+    ...(r.headers ? { headers: r.headers } : {}),
+    ...(r.partition === undefined ? {} : { partition: r.partition }),
+  }));
+}
+
+/** An idempotent (non-transactional) producer. */
+export class PlainProducer {
+  private readonly producer: Producer;
+
+  constructor(kafka: Kafka) {
+    this.producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false, createPartitioner, retry: PRODUCER_RETRY });
+  }
+
+  async connect(): Promise<this> {
+    await this.producer.connect();
+    return this;
+  }
+
+  async send(topic: string, records: OutRecord[]): Promise<void> {
+    await this.producer.send({ topic, acks: -1, messages: toMessages(records) });
+  }
+
+  async close(): Promise<void> {
+    await this.producer.disconnect();
+  }
+}
+
+/**
+ * Retries `fn` while the transaction coordinator answers CONCURRENT_TRANSACTIONS, which it does
+ * while it still writes the markers of this producer's previous transaction. The Java client
+ * retries this error; kafkajs does not for AddOffsetsToTxn (tulios/kafkajs#1315, #430).
+ */
+export async function retryConcurrentTransactions<T>(fn: () => Promise<T>, deadlineMs = 10_000): Promise<T> {
+  const until = Date.now() + deadlineMs;
+  for (let delay = 10; ; delay = Math.min(delay * 2, 500)) {
+    try {
+      return await fn();
+    } catch (err) {
+      if ((err as { type?: string }).type !== 'CONCURRENT_TRANSACTIONS' || Date.now() + delay > until) throw err;
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+/** A transactional producer with a stable transactional id (the new owner of the id fences the old one). */
+export class TxProducer {
+  private readonly producer: Producer;
+
+  constructor(kafka: Kafka, readonly transactionalId: string, transactionTimeoutMs = 60_000) {
+    this.producer = kafka.producer({
+      transactionalId,
+      idempotent: true,
+      maxInFlightRequests: 1,
+      transactionTimeout: transactionTimeoutMs,
+      allowAutoTopicCreation: false,
+      createPartitioner,
+      retry: PRODUCER_RETRY,
+    });
+  }
+
+  /** Connects and runs InitProducerId, which fences older producers with the same id. */
+  async connect(): Promise<this> {
+    await this.producer.connect();
+    return this;
+  }
+
+  /**
+   * Runs `fill` inside one transaction and commits it; aborts when `fill` throws or `commit` is
+   * false. `offsets`, when given, are committed for `groupId` in the same transaction.
+   */
+  async inTransaction(
+    fill: (send: (topic: string, records: OutRecord[]) => Promise<void>) => Promise<void>,
+    opts: { commit?: boolean; offsets?: { groupId: string; topic: string; partition: number; offset: string }[] } = {},
+  ): Promise<void> {
+    const txn: Transaction = await this.producer.transaction();
+    try {
+      await fill(async (topic, records) => {
+        await txn.send({ topic, acks: -1, messages: toMessages(records) });
+      });
+      for (const o of opts.offsets ?? []) {
+        await retryConcurrentTransactions(() =>
+          txn.sendOffsets({
+            consumerGroupId: o.groupId,
+            topics: [{ topic: o.topic, partitions: [{ partition: o.partition, offset: o.offset }] }],
+          }),
+        );
+      }
+      if (opts.commit === false) await txn.abort();
+      else await txn.commit();
+    } catch (err) {
+      if (txn.isActive()) await txn.abort().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.producer.disconnect();
+  }
+}
+
+export interface ReadOptions {
+  /** `read_committed` (default) or `read_uncommitted`. */
+  isolation?: 'read_committed' | 'read_uncommitted';
+  /** Stop after this many records. */
+  limit?: number;
+  /** Stop when no record arrived for this long, ms (default 3000). */
+  idleMs?: number;
+  /** Give up after this long in all, ms (default 30000). */
+  timeoutMs?: number;
+  groupId?: string;
+}
+
+/**
+ * Reads a topic from the beginning with a throw-away consumer group and returns what it saw.
+ * Ends at `limit` records, after `idleMs` without records, or at `timeoutMs`.
+ */
+export async function readTopic(kafka: Kafka, topic: string, opts: ReadOptions = {}): Promise<InRecord[]> {
+  const consumer = kafka.consumer({
+    groupId: opts.groupId ?? `sonicflow-read-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
+    readUncommitted: opts.isolation === 'read_uncommitted',
+    allowAutoTopicCreation: false,
+    maxWaitTimeInMs: 200,
+  });
+  const out: InRecord[] = [];
+  const idleMs = opts.idleMs ?? 3000;
+  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  let last = Date.now();
+  let joined = false;
+  // the idle clock starts once the group is joined: joining alone can take seconds
+  consumer.on(consumer.events.GROUP_JOIN, () => {
+    joined = true;
+    last = Date.now();
+  });
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      eachMessage: async ({ topic: t, partition, message }) => {
+        last = Date.now();
+        out.push({
+          topic: t,
+          partition,
+          offset: message.offset,
+          key: message.key ? message.key.toString('utf8') : null,
+          value: message.value,
+          headers: headersToStrings(message.headers),
+          timestamp: Number(message.timestamp),
+        });
+      },
+    });
+    while (Date.now() < deadline && (!joined || Date.now() - last < idleMs) && (opts.limit === undefined || out.length < opts.limit)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } finally {
+    await consumer.disconnect();
+  }
+  return opts.limit === undefined ? out : out.slice(0, opts.limit);
+}

@@ -1,0 +1,128 @@
+/**
+ * The `sonicflow` command line. Every command has `--help`. Errors print as
+ * `error [CODE]: message` on stderr and exit 1; usage errors exit 2.
+ */
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError, Option } from 'commander';
+import { describeSettings } from '../core/config.js';
+import { isSonicError, toSonicError } from '../core/errors.js';
+import { TopicAdmin } from '../kafka/admin.js';
+import { describeMermaid, describeTopology } from '../runtime/describe.js';
+import { validateTopology } from '../runtime/validate.js';
+import { SchemaCatalog } from '../serde/catalog.js';
+import { Context } from './context.js';
+import { applyDeploy, formatPlan, planDeploy, planIsEmpty, topicsInScope } from './deploy.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const out = (s: string): boolean => process.stdout.write(s);
+
+export function buildCli(ctx: () => Context): Command {
+  const program = new Command('sonicflow')
+    .description('Portrait + speech -> talking-head video with Sonic, as an exactly-once Kafka stage topology.')
+    .showHelpAfterError()
+    .exitOverride();
+
+  const topology = program.command('topology').description('Describe, check and deploy the stage topology.');
+  const fileOpt = (): Option => new Option('--file <path>', 'topology module (.ts/.js) or JSON instead of the built-in Sonic topology');
+
+  topology
+    .command('describe')
+    .description("Print the topology in Kafka Streams' Topology#describe() style, or as a Mermaid diagram.")
+    .addOption(new Option('--format <format>', 'output format').choices(['text', 'mermaid']).default('text'))
+    .addOption(fileOpt())
+    .action(async (opts: { format: string; file?: string }) => {
+      const t = await ctx().topology(opts.file);
+      out(opts.format === 'mermaid' ? describeMermaid(t) : describeTopology(t));
+    });
+
+  topology
+    .command('validate')
+    .description('Check the topology: producers for consumed topics, schemas, names, partitions vs replicas. Exit 1 on problems.')
+    .addOption(fileOpt())
+    .action(async (opts: { file?: string }) => {
+      const t = await ctx().topology(opts.file);
+      const catalog = new SchemaCatalog();
+      const problems = validateTopology(t, (name) => catalog.has(name));
+      if (problems.length === 0) {
+        out(`topology ${t.name} is valid: ${t.stages.length} stages, ${Object.keys(t.topics).length} topics\n`);
+        return;
+      }
+      for (const p of problems) process.stderr.write(`${p.node}: ${p.message}\n`);
+      process.stderr.write(`topology ${t.name} has ${problems.length} problem(s)\n`);
+      process.exitCode = 1;
+    });
+
+  topology
+    .command('deploy')
+    .description('Plan, then create or grow topics, set configs and register schemas with their compatibility. Never shrinks.')
+    .option('--stage <name>', 'only the topics of one stage (input, retry tiers, DLQ, outputs, status)')
+    .option('--dry-run', 'print the plan and change nothing')
+    .addOption(fileOpt())
+    .action(async (opts: { stage?: string; dryRun?: boolean; file?: string }) => {
+      const c = ctx();
+      const t = await c.topology(opts.file);
+      const admin = await new TopicAdmin(c.kafka).connect();
+      try {
+        const registry = c.registryAdmin;
+        const plan = await planDeploy(topicsInScope(t, opts.stage), admin, registry);
+        out(formatPlan(plan));
+        if (plan.refusals.length > 0) {
+          process.stderr.write('deploy refused: nothing was changed\n');
+          process.exitCode = 1;
+          return;
+        }
+        if (opts.dryRun || planIsEmpty(plan)) return;
+        await applyDeploy(plan, admin, registry);
+        out('Applied.\n');
+      } finally {
+        await admin.close();
+      }
+    });
+
+  const stack = program.command('stack').description('The local Kafka broker and schema registry (no Docker needed).');
+  for (const [name, doc] of [
+    ['up', 'start Kafka (KRaft) and Apicurio Registry, or reuse them when running'],
+    ['down', 'stop exactly what `stack up` started'],
+    ['status', 'report both services'],
+    ['clean', 'stop, then delete the local data and logs'],
+  ] as const) {
+    stack
+      .command(name)
+      .description(doc)
+      .action(() => {
+        const r = spawnSync('bash', [join(ROOT, 'ops', 'stack', 'stack.sh'), name], { stdio: 'inherit' });
+        process.exitCode = r.status ?? 1;
+      });
+  }
+
+  program
+    .command('config')
+    .description('List every environment variable sonicflow reads, with its default and current value.')
+    .action(() => {
+      for (const s of describeSettings()) {
+        const now = process.env[s.env];
+        out(`${s.env}=${now ?? s.default}${now === undefined ? '  (default)' : ''}\n    ${s.doc}\n`);
+      }
+    });
+
+  return program;
+}
+
+/** Runs the CLI with `argv` (node, script, ...args) and returns the exit code. */
+export async function main(argv: string[] = process.argv): Promise<number> {
+  let context: Context | undefined;
+  const program = buildCli(() => (context ??= new Context()));
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    const e = toSonicError(err);
+    process.stderr.write(`error [${e.code}]: ${e.message}\n`);
+    if (!isSonicError(err)) process.stderr.write(`${(err as Error).stack ?? ''}\n`);
+    return 1;
+  }
+}
+

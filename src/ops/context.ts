@@ -1,0 +1,82 @@
+/**
+ * What every command needs, built once and lazily: configuration, logger, Kafka client, serde,
+ * and the topology (the built-in Sonic one, or a file given with --file).
+ */
+import { extname, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { loadConfig, type Config } from '../core/config.js';
+import { SonicError } from '../core/errors.js';
+import { createLogger, type Logger } from '../core/logger.js';
+import { createKafka, type Kafka } from '../kafka/client.js';
+import { SchemaCatalog } from '../serde/catalog.js';
+import { RegistryAdmin } from '../serde/registry-admin.js';
+import { Serde } from '../serde/serde.js';
+import { defineTopology, type Topology, type TopologyDecl } from '../runtime/topology.js';
+import { sonicTopology } from '../../topologies/sonic.js';
+
+export class Context {
+  readonly config: Config;
+  readonly logger: Logger;
+  private kafkaClient?: Kafka;
+  private serdeInstance?: Serde;
+
+  constructor(env?: NodeJS.ProcessEnv, name = 'sonicflow') {
+    this.config = loadConfig(env);
+    this.logger = createLogger(name, this.config.logLevel);
+  }
+
+  get kafka(): Kafka {
+    this.kafkaClient ??= createKafka(
+      {
+        brokers: this.config.kafkaBrokers,
+        clientId: this.config.clientId,
+        connectTimeoutMs: this.config.kafkaConnectTimeoutMs,
+        requestTimeoutMs: this.config.kafkaRequestTimeoutMs,
+      },
+      this.logger,
+    );
+    return this.kafkaClient;
+  }
+
+  get serde(): Serde {
+    this.serdeInstance ??= new Serde(new SchemaCatalog(), { url: this.config.schemaRegistryUrl });
+    return this.serdeInstance;
+  }
+
+  get registryAdmin(): RegistryAdmin {
+    return new RegistryAdmin(this.serde);
+  }
+
+  /** The built-in Sonic topology with the configured prefix, or the one declared in `file`. */
+  async topology(file?: string): Promise<Topology> {
+    if (!file) return sonicTopology({ prefix: this.config.topicPrefix });
+    return loadTopologyFile(file, this.config.topicPrefix);
+  }
+}
+
+/**
+ * Loads a topology from a module (default export: a Topology, a declaration, or a function of
+ * `{prefix}` returning either) or from a JSON file holding a Topology or a declaration.
+ */
+export async function loadTopologyFile(file: string, prefix: string): Promise<Topology> {
+  const path = resolve(file);
+  let loaded: unknown;
+  try {
+    if (extname(path) === '.json') {
+      const { readFile } = await import('node:fs/promises');
+      loaded = JSON.parse(await readFile(path, 'utf8'));
+    } else {
+      const mod = (await import(pathToFileURL(path).href)) as { default?: unknown };
+      loaded = mod.default;
+    }
+  } catch (err) {
+    throw new SonicError('TOPOLOGY_INVALID', `cannot load topology from ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  if (typeof loaded === 'function') loaded = (loaded as (o: { prefix: string }) => unknown)({ prefix });
+  if (loaded && typeof loaded === 'object' && 'stages' in loaded) {
+    const stages = (loaded as { stages: unknown }).stages;
+    if (Array.isArray(stages)) return loaded as Topology;
+    return defineTopology({ prefix, ...(loaded as Omit<TopologyDecl, 'prefix'>) } as TopologyDecl);
+  }
+  throw new SonicError('TOPOLOGY_INVALID', `${file} does not export a topology (a Topology, a declaration, or a function returning one)`);
+}

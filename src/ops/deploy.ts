@@ -1,0 +1,134 @@
+/**
+ * `topology deploy`: compares the topology with the broker and the registry, prints a plan like
+ * `terraform plan`, then applies it. Idempotent; never shrinks partitions or drops topics; refuses
+ * the whole deploy when any change is impossible or any schema is incompatible.
+ */
+import { SonicError } from '../core/errors.js';
+import type { TopicAdmin, TopicState } from '../kafka/admin.js';
+import { stageSinks, stageSources } from '../runtime/describe.js';
+import { findStage, registeredTopics, type TopicSpec, type Topology } from '../runtime/topology.js';
+import type { CompatibilityLevel, RegistryAdmin } from '../serde/registry-admin.js';
+import { valueSubject } from '../serde/serde.js';
+
+export interface SubjectChange {
+  subject: string;
+  schema: string;
+  /** `new`: no version yet; `register`: a new version; `unchanged`: already registered. */
+  action: 'new' | 'register' | 'unchanged';
+  compatibility: { from?: string; to: CompatibilityLevel };
+}
+
+export interface DeployPlan {
+  createTopics: TopicSpec[];
+  addPartitions: { name: string; from: number; to: number }[];
+  configChanges: { name: string; key: string; from?: string; to: string; all: Record<string, string> }[];
+  subjects: SubjectChange[];
+  refusals: { node: string; reason: string }[];
+}
+
+/** Topics a deploy touches: all of them, or one stage's inputs, retry tiers, DLQ, sinks and status. */
+export function topicsInScope(t: Topology, stage?: string): TopicSpec[] {
+  if (!stage) return Object.values(t.topics);
+  const s = findStage(t, stage);
+  if (!s) throw new SonicError('TOPOLOGY_INVALID', `no stage named "${stage}" (stages: ${t.stages.map((x) => x.name).join(', ')})`);
+  const names = new Set([...stageSources(s), ...stageSinks(t, s).map((k) => k.topic)]);
+  return Object.values(t.topics).filter((topic) => names.has(topic.name));
+}
+
+/** Works out what deploying `topics` would change. Reads only. */
+export async function planDeploy(topics: TopicSpec[], admin: TopicAdmin, registry: RegistryAdmin): Promise<DeployPlan> {
+  const plan: DeployPlan = { createTopics: [], addPartitions: [], configChanges: [], subjects: [], refusals: [] };
+  const existing: Map<string, TopicState> = await admin.describe(topics.map((t) => t.name));
+  for (const spec of topics) {
+    const now = existing.get(spec.name);
+    if (!now) {
+      plan.createTopics.push(spec);
+      continue;
+    }
+    if (now.partitions > spec.partitions) {
+      plan.refusals.push({
+        node: `topic:${spec.name}`,
+        reason: `topic ${spec.name} has ${now.partitions} partitions and the topology asks for ${spec.partitions}; Kafka cannot remove partitions (keys would move) — raise the topology's count back to ${now.partitions} or more`,
+      });
+    } else if (now.partitions < spec.partitions) {
+      plan.addPartitions.push({ name: spec.name, from: now.partitions, to: spec.partitions });
+    }
+    const all = { ...now.configs, ...spec.configs };
+    for (const [key, to] of Object.entries(spec.configs)) {
+      if (now.configs[key] !== to) plan.configChanges.push({ name: spec.name, key, ...(now.configs[key] === undefined ? {} : { from: now.configs[key] }), to, all });
+    }
+  }
+
+  const scoped = new Set(topics.map((t) => t.name));
+  for (const topic of registeredTopics({ topics: Object.fromEntries(topics.map((t) => [t.name, t])) } as Topology)) {
+    if (!scoped.has(topic.name) || !topic.valueSchema) continue;
+    const subject = valueSubject(topic.name);
+    const versions = await registry.versions(subject);
+    const from = versions.length > 0 ? await registry.compatibility(subject) : undefined;
+    const compatibility = { ...(from === undefined ? {} : { from }), to: topic.compatibility };
+    if (versions.length === 0) {
+      plan.subjects.push({ subject, schema: topic.valueSchema, action: 'new', compatibility });
+      continue;
+    }
+    const verdict = await registry.check(subject, topic.valueSchema, topic.compatibility);
+    if (verdict.registered) plan.subjects.push({ subject, schema: topic.valueSchema, action: 'unchanged', compatibility });
+    else if (verdict.compatible) plan.subjects.push({ subject, schema: topic.valueSchema, action: 'register', compatibility });
+    else {
+      plan.refusals.push({
+        node: `subject:${subject}`,
+        reason: `schema ${topic.valueSchema} is incompatible with the latest version of ${subject} under ${topic.compatibility}: ${verdict.reason}`,
+      });
+    }
+  }
+  return plan;
+}
+
+/** True when applying the plan would change nothing. */
+export function planIsEmpty(p: DeployPlan): boolean {
+  return (
+    p.createTopics.length + p.addPartitions.length + p.configChanges.length === 0 &&
+    p.subjects.every((s) => s.action === 'unchanged' && s.compatibility.from === s.compatibility.to)
+  );
+}
+
+/** The plan as text, one line per change, `+` create, `~` change, `!` refused. */
+export function formatPlan(p: DeployPlan): string {
+  const lines: string[] = [];
+  for (const t of p.createTopics) {
+    const cfg = Object.entries(t.configs).map(([k, v]) => `${k}=${v}`).join(', ');
+    lines.push(`  + topic ${t.name} (partitions ${t.partitions}, replication ${t.replicationFactor}${cfg ? `, ${cfg}` : ''})`);
+  }
+  for (const a of p.addPartitions) lines.push(`  ~ topic ${a.name}: partitions ${a.from} -> ${a.to}`);
+  for (const c of p.configChanges) lines.push(`  ~ topic ${c.name}: ${c.key} ${c.from ?? '(default)'} -> ${c.to}`);
+  for (const s of p.subjects) {
+    if (s.action === 'new') lines.push(`  + subject ${s.subject} (schema ${s.schema}, compatibility ${s.compatibility.to})`);
+    if (s.action === 'register') lines.push(`  ~ subject ${s.subject}: new version of ${s.schema} (compatible under ${s.compatibility.to})`);
+    if (s.action !== 'new' && s.compatibility.from !== s.compatibility.to) {
+      lines.push(`  ~ subject ${s.subject}: compatibility ${s.compatibility.from ?? '(none)'} -> ${s.compatibility.to}`);
+    }
+  }
+  for (const r of p.refusals) lines.push(`  ! ${r.node}: ${r.reason}`);
+  if (lines.length === 0) return 'No changes. The broker and the registry match the topology.\n';
+  return `Plan:\n${lines.join('\n')}\n`;
+}
+
+/** Applies a plan; refuses (TOPOLOGY_INVALID or SCHEMA_INCOMPATIBLE) when it has refusals. */
+export async function applyDeploy(p: DeployPlan, admin: TopicAdmin, registry: RegistryAdmin): Promise<void> {
+  if (p.refusals.length > 0) {
+    const schema = p.refusals.some((r) => r.node.startsWith('subject:'));
+    throw new SonicError(schema ? 'SCHEMA_INCOMPATIBLE' : 'TOPOLOGY_INVALID', `deploy refused:\n${p.refusals.map((r) => `  - ${r.node}: ${r.reason}`).join('\n')}`, {
+      details: { refusals: p.refusals },
+    });
+  }
+  await admin.create(p.createTopics);
+  await admin.addPartitions(p.addPartitions.map((a) => ({ name: a.name, count: a.to })));
+  const byTopic = new Map(p.configChanges.map((c) => [c.name, c.all]));
+  for (const [name, all] of byTopic) await admin.setConfigs(name, all);
+  for (const s of p.subjects) {
+    if (s.action === 'unchanged') {
+      if (s.compatibility.from !== s.compatibility.to) await registry.setCompatibility(s.subject, s.compatibility.to);
+    } else {
+      await registry.register(s.subject, s.schema, s.compatibility.to);
+    }
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * Static checks of a topology. Each problem names the offending node so that a mistake in a
+ * declaration can be found without reading the expansion.
+ */
+import { SonicError } from '../core/errors.js';
+import { stageSinks } from './describe.js';
+import type { Topology } from './topology.js';
+
+export interface TopologyProblem {
+  /** The offending node: `topic:<name>` or `stage:<name>`. */
+  node: string;
+  message: string;
+}
+
+const TOPIC_NAME = /^[a-zA-Z0-9._-]{1,249}$/;
+const NODE_NAME = /^[a-z][a-z0-9-]{0,62}$/;
+
+/**
+ * Returns every problem found (empty when valid):
+ * a consumed topic with no producer that is not declared external, a topic without a value
+ * schema, an invalid topic/stage/sink name, a topic used but not declared, fewer partitions
+ * than a stage's maximum replicas, and inconsistent retry or scaling settings.
+ * `schemaExists`, when given, also checks that each named schema is available.
+ */
+export function validateTopology(t: Topology, schemaExists?: (name: string) => boolean): TopologyProblem[] {
+  const problems: TopologyProblem[] = [];
+  const add = (node: string, message: string): void => void problems.push({ node, message });
+
+  for (const topic of Object.values(t.topics)) {
+    const node = `topic:${topic.name}`;
+    if (!TOPIC_NAME.test(topic.name) || topic.name === '.' || topic.name === '..') {
+      add(node, `invalid topic name "${topic.name}": use 1-249 characters of [a-zA-Z0-9._-]`);
+    }
+    if (!topic.valueSchema) add(node, `topic ${topic.name} has no value schema`);
+    else if (schemaExists && !schemaExists(topic.valueSchema)) {
+      add(node, `topic ${topic.name} names schema "${topic.valueSchema}", which does not exist`);
+    }
+    if (!Number.isInteger(topic.partitions) || topic.partitions < 1) {
+      add(node, `topic ${topic.name} must have at least 1 partition, has ${topic.partitions}`);
+    }
+    if (topic.role === 'status' && topic.configs['cleanup.policy'] !== 'compact') {
+      add(node, `status topic ${topic.name} must set cleanup.policy=compact`);
+    }
+  }
+
+  const producers = new Map<string, string[]>();
+  const addProducer = (topic: string, who: string): void => void producers.set(topic, [...(producers.get(topic) ?? []), who]);
+  for (const topic of Object.values(t.topics)) for (const p of topic.external?.producers ?? []) addProducer(topic.name, p);
+
+  const stageNames = new Set<string>();
+  for (const s of t.stages) {
+    const node = `stage:${s.name}`;
+    if (!NODE_NAME.test(s.name)) add(node, `invalid stage name "${s.name}": use [a-z][a-z0-9-]*`);
+    if (stageNames.has(s.name)) add(node, `duplicate stage name "${s.name}"`);
+    stageNames.add(s.name);
+    for (const sink of Object.keys(s.outputs)) {
+      if (!NODE_NAME.test(sink)) add(node, `stage ${s.name} has an invalid sink name "${sink}": use [a-z][a-z0-9-]*`);
+    }
+    for (const { topic } of stageSinks(t, s)) {
+      if (!t.topics[topic]) add(node, `stage ${s.name} writes topic ${topic}, which is not declared`);
+      addProducer(topic, s.name);
+    }
+    if (s.retry.delaysMs.some((d, i) => !(d > 0) || (i > 0 && d < (s.retry.delaysMs[i - 1] ?? 0)))) {
+      add(node, `stage ${s.name} retry delays must be positive and non-decreasing, got [${s.retry.delaysMs.join(', ')}]`);
+    }
+    if (!Number.isInteger(s.retry.maxAttempts) || s.retry.maxAttempts < 1) {
+      add(node, `stage ${s.name} maxAttempts must be an integer >= 1, got ${s.retry.maxAttempts}`);
+    }
+    const { minReplicas, maxReplicas } = s.scaling;
+    if (minReplicas < 0 || maxReplicas < 1 || minReplicas > maxReplicas) {
+      add(node, `stage ${s.name} scaling bounds are inconsistent: min ${minReplicas}, max ${maxReplicas}`);
+    }
+    if (s.concurrency < 1) add(node, `stage ${s.name} concurrency must be >= 1, got ${s.concurrency}`);
+  }
+
+  for (const s of t.stages) {
+    const node = `stage:${s.name}`;
+    for (const topic of [s.input, ...s.retry.topics]) {
+      const spec = t.topics[topic];
+      if (!spec) {
+        add(node, `stage ${s.name} consumes topic ${topic}, which is not declared`);
+        continue;
+      }
+      if (topic === s.input && !(producers.get(topic)?.length)) {
+        add(node, `stage ${s.name} consumes topic ${topic}, which no stage produces and which is not declared external`);
+      }
+      if (spec.partitions < s.scaling.maxReplicas) {
+        add(
+          node,
+          `stage ${s.name} may run ${s.scaling.maxReplicas} replicas but its input ${topic} has ${spec.partitions} partitions; extra replicas would idle`,
+        );
+      }
+    }
+  }
+
+  for (const topic of Object.values(t.topics)) {
+    const consumed = t.stages.some((s) => s.input === topic.name || s.retry.topics.includes(topic.name));
+    if (!consumed && !producers.has(topic.name) && !topic.external) {
+      add(`topic:${topic.name}`, `topic ${topic.name} is neither produced nor consumed`);
+    }
+  }
+  if (!t.topics[t.statusTopic]) add(`topic:${t.statusTopic}`, `status topic ${t.statusTopic} is not declared`);
+  return problems;
+}
+
+/** Throws `TOPOLOGY_INVALID` listing every problem, or returns the topology unchanged. */
+export function assertValidTopology(t: Topology, schemaExists?: (name: string) => boolean): Topology {
+  const problems = validateTopology(t, schemaExists);
+  if (problems.length > 0) {
+    throw new SonicError(
+      'TOPOLOGY_INVALID',
+      `topology ${t.name} is invalid:\n${problems.map((p) => `  - ${p.node}: ${p.message}`).join('\n')}`,
+      { details: { problems } },
+    );
+  }
+  return t;
+}

@@ -1,0 +1,72 @@
+import { describe, expect, it } from 'vitest';
+import { TopicAdmin } from '../../src/kafka/admin.js';
+import { registeredTopics } from '../../src/runtime/topology.js';
+import { valueSubject } from '../../src/serde/serde.js';
+import { sonicTopology } from '../../topologies/sonic.js';
+import { kafkaTool, onCleanup, sonicflow, testContext, uniqueName } from '../helpers/infra.js';
+
+describe('topology deploy (real broker and registry)', () => {
+  const ctx = testContext();
+
+  it('creates every topic and subject from empty, then plans "no changes"; Kafka\'s own tool lists the topics', async () => {
+    const prefix = uniqueName('deploy').replace(/-/g, '_');
+    const topology = sonicTopology({ prefix });
+    const topics = Object.values(topology.topics);
+    onCleanup(async () => {
+      const admin = await new TopicAdmin(ctx.kafka).connect();
+      await admin.delete(topics.map((t) => t.name));
+      await admin.close();
+      for (const t of registeredTopics(topology)) await ctx.registryAdmin.deleteSubject(valueSubject(t.name));
+    });
+    const env = { SONIC_TOPIC_PREFIX: prefix };
+
+    const dry = sonicflow(['topology', 'deploy', '--dry-run'], env);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toContain(`+ topic ${prefix}.tasks.requested (partitions 12`);
+    expect(dry.stdout).toContain(`+ subject ${prefix}.tasks.status-value (schema task-status, compatibility FULL)`);
+    const admin = await new TopicAdmin(ctx.kafka).connect();
+    expect((await admin.describe([`${prefix}.tasks.requested`])).size).toBe(0); // dry run changed nothing
+
+    const first = sonicflow(['topology', 'deploy'], env);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toContain('Applied.');
+
+    const listed = kafkaTool('topics', ['--bootstrap-server', ctx.config.kafkaBrokers[0]!, '--list']).split('\n');
+    for (const t of topics) expect(listed).toContain(t.name);
+    const state = await admin.describe([`${prefix}.tasks.status`, `${prefix}.infer.retry.3`]);
+    expect(state.get(`${prefix}.tasks.status`)).toMatchObject({ partitions: 12, configs: { 'cleanup.policy': 'compact' } });
+    expect(state.get(`${prefix}.infer.retry.3`)?.partitions).toBe(12);
+    await admin.close();
+
+    const subjects = await ctx.registryAdmin.subjects();
+    for (const t of registeredTopics(topology)) {
+      expect(subjects).toContain(valueSubject(t.name));
+      expect(await ctx.registryAdmin.compatibility(valueSubject(t.name))).toBe(t.compatibility);
+    }
+
+    const second = sonicflow(['topology', 'deploy'], env);
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout).toBe('No changes. The broker and the registry match the topology.\n');
+  }, 120_000);
+
+  it('deploys one stage only with --stage: its input, retry tiers, DLQ, sinks and the status topic', async () => {
+    const prefix = uniqueName('stage').replace(/-/g, '_');
+    const r = sonicflow(['topology', 'deploy', '--stage', 'encode', '--dry-run'], { SONIC_TOPIC_PREFIX: prefix });
+    expect(r.code, r.stderr).toBe(0);
+    const created = [...r.stdout.matchAll(/\+ topic (\S+)/g)].map((m) => m[1]).sort();
+    expect(created).toEqual(
+      [
+        `${prefix}.encode.dlq`,
+        `${prefix}.encode.retry.1`,
+        `${prefix}.encode.retry.2`,
+        `${prefix}.encode.retry.3`,
+        `${prefix}.tasks.encoded`,
+        `${prefix}.tasks.rendered`,
+        `${prefix}.tasks.status`,
+      ].sort(),
+    );
+    const bad = sonicflow(['topology', 'deploy', '--stage', 'nope', '--dry-run'], { SONIC_TOPIC_PREFIX: prefix });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('error [TOPOLOGY_INVALID]: no stage named "nope"');
+  });
+});

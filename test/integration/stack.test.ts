@@ -1,0 +1,68 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ROOT } from '../helpers/infra.js';
+
+// A second, private stack on other ports, so that stopping it cannot disturb the other tests.
+const env = {
+  ...process.env,
+  KAFKA_BROKERS: '',
+  SCHEMA_REGISTRY_URL: '',
+  SONICFLOW_STATE_DIR: mkdtempSync(join(tmpdir(), 'sonicflow-stack-')),
+  SONIC_KAFKA_PORT: '19092',
+  SONIC_KAFKA_CONTROLLER_PORT: '19093',
+  SONIC_REGISTRY_PORT: '18081',
+};
+const stack = (cmd: string) => spawnSync('bash', [join(ROOT, 'ops/stack/stack.sh'), cmd], { env, encoding: 'utf8', timeout: 240_000 });
+const portOpen = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const s = createConnection({ host: '127.0.0.1', port });
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => resolve(false));
+  });
+
+describe('local stack lifecycle', () => {
+  afterAll(() => void stack('down'));
+
+  it('stack:up starts both services, a second up reuses them, and stack:down leaves the ports free', async () => {
+    const first = stack('up');
+    expect(first.status, first.stderr).toBe(0);
+    expect(first.stdout).toContain('KAFKA_BROKERS=localhost:19092');
+    expect(first.stdout).toContain('SCHEMA_REGISTRY_URL=http://localhost:18081/apis/ccompat/v7');
+    expect(await portOpen(19092)).toBe(true);
+    expect(await portOpen(18081)).toBe(true);
+
+    const second = stack('up');
+    expect(second.status, second.stderr).toBe(0);
+    expect(second.stderr).toMatch(/kafka: already running \(pid \d+\) on localhost:19092, reusing it/);
+    expect(second.stderr).toMatch(/registry: already running \(pid \d+\) at .*18081.*, reusing it/);
+    expect(second.stderr).not.toContain('starting');
+
+    const status = stack('status');
+    expect(status.status).toBe(0);
+    expect(status.stdout).toMatch(/kafka: running \(pid \d+, started by sonicflow\)/);
+    expect(status.stdout).toMatch(/registry: running \(pid \d+, started by sonicflow\)/);
+
+    const down = stack('down');
+    expect(down.status, down.stderr).toBe(0);
+    expect(await portOpen(19092)).toBe(false);
+    expect(await portOpen(19093)).toBe(false);
+    expect(await portOpen(18081)).toBe(false);
+    const after = stack('status');
+    expect(after.status).toBe(1);
+    expect(after.stdout).toContain('kafka: not running');
+  }, 300_000);
+
+  it('uses external services as given and starts nothing when KAFKA_BROKERS and SCHEMA_REGISTRY_URL are set', () => {
+    const r = spawnSync('bash', [join(ROOT, 'ops/stack/stack.sh'), 'up'], {
+      env: { ...env, KAFKA_BROKERS: 'broker.example:9092', SCHEMA_REGISTRY_URL: 'http://registry.example:8081' },
+      encoding: 'utf8',
+    });
+    expect(r.status).toBe(0);
+    expect(r.stderr).toContain('KAFKA_BROKERS=broker.example:9092 is set; using it, starting nothing');
+    expect(r.stderr).toContain('SCHEMA_REGISTRY_URL=http://registry.example:8081 is set; using it, starting nothing');
+  });
+});

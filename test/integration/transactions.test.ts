@@ -1,0 +1,47 @@
+import { randomUUID } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { TxProducer, readTopic } from '../../src/kafka/io.js';
+import { createTopics, kafkaTool, testContext, uniqueName } from '../helpers/infra.js';
+
+describe('kafkajs transactions on the local Kafka 4.x broker', () => {
+  const ctx = testContext();
+
+  it('an aborted transaction is invisible to read_committed; a committed one is visible exactly once', async () => {
+    const topic = uniqueName('txn');
+    await createTopics([{ name: topic, partitions: 3 }]);
+    const producer = await new TxProducer(ctx.kafka, uniqueName('txn-producer')).connect();
+    const aborted = Array.from({ length: 5 }, () => randomUUID());
+    const committed = Array.from({ length: 5 }, () => randomUUID());
+    await producer.inTransaction(async (send) => send(topic, aborted.map((k) => ({ key: k, value: Buffer.from('aborted') }))), { commit: false });
+    await producer.inTransaction(async (send) => send(topic, committed.map((k) => ({ key: k, value: Buffer.from('committed') }))));
+    await producer.close();
+
+    const seen = await readTopic(ctx.kafka, topic, { isolation: 'read_committed', idleMs: 2000 });
+    expect(seen.map((r) => r.key).sort()).toEqual([...committed].sort());
+    expect(seen.every((r) => r.value?.toString() === 'committed')).toBe(true);
+
+    // the aborted records were written: read_uncommitted sees them, which proves the filter above is real
+    const all = await readTopic(ctx.kafka, topic, { isolation: 'read_uncommitted', idleMs: 2000 });
+    expect(all.map((r) => r.key).sort()).toEqual([...aborted, ...committed].sort());
+  });
+
+  it('commits consumer offsets inside the transaction (sendOffsets), as Kafka reports them', async () => {
+    const topic = uniqueName('txn-offsets');
+    const group = uniqueName('txn-group');
+    await createTopics([{ name: topic }]);
+    const producer = await new TxProducer(ctx.kafka, uniqueName('txn-producer')).connect();
+    await producer.inTransaction(async (send) => send(topic, [{ key: 'k', value: Buffer.from('v') }]), {
+      offsets: [{ groupId: group, topic, partition: 0, offset: '42' }],
+    });
+    await producer.inTransaction(async () => undefined, { commit: false, offsets: [{ groupId: group, topic, partition: 0, offset: '99' }] });
+    await producer.close();
+    const admin = ctx.kafka.admin();
+    await admin.connect();
+    const offsets = await admin.fetchOffsets({ groupId: group, topics: [topic] });
+    await admin.disconnect();
+    expect(offsets[0]?.partitions[0]?.offset).toBe('42');
+    // Kafka's own tool agrees
+    const described = kafkaTool('consumer-groups', ['--bootstrap-server', ctx.config.kafkaBrokers[0]!, '--describe', '--group', group]);
+    expect(described).toMatch(new RegExp(`${topic}\\s+0\\s+42\\s`));
+  });
+});

@@ -1,0 +1,59 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { describeSettings, loadConfig } from '../../src/core/config.js';
+import { ERROR_CODES, SonicError, toSonicError } from '../../src/core/errors.js';
+
+describe('configuration', () => {
+  it('has documented defaults for the local stack', () => {
+    const c = loadConfig({});
+    expect(c.kafkaBrokers).toEqual(['localhost:9092']);
+    expect(c.schemaRegistryUrl).toBe('http://localhost:8081/apis/ccompat/v7');
+    expect(c.topicPrefix).toBe('sonic');
+  });
+
+  it('reads and validates the environment, naming the variable on a bad value', () => {
+    expect(loadConfig({ KAFKA_BROKERS: 'a:1, b:2', SONIC_TOPIC_PREFIX: 'acme.video' })).toMatchObject({ kafkaBrokers: ['a:1', 'b:2'], topicPrefix: 'acme.video' });
+    expect(() => loadConfig({ KAFKA_BROKERS: 'no-port' })).toThrow(/KAFKA_BROKERS must be a comma-separated list of host:port/);
+    expect(() => loadConfig({ SCHEMA_REGISTRY_URL: 'ftp://x' })).toThrow(/SCHEMA_REGISTRY_URL must be an http\(s\) URL/);
+    expect(() => loadConfig({ SONIC_TOPIC_PREFIX: 'bad prefix' })).toThrow(/SONIC_TOPIC_PREFIX/);
+    expect(() => loadConfig({ SONIC_LOG_LEVEL: 'loud' })).toThrow(/SONIC_LOG_LEVEL must be one of/);
+    try {
+      loadConfig({ SONIC_KAFKA_REQUEST_TIMEOUT_MS: '-5' });
+    } catch (err) {
+      expect((err as SonicError).code).toBe('CONFIG_INVALID');
+      expect((err as SonicError).details).toEqual({ variable: 'SONIC_KAFKA_REQUEST_TIMEOUT_MS' });
+    }
+  });
+
+  it('lists every variable with its default in docs/configuration.md', () => {
+    const doc = readFileSync(join(import.meta.dirname, '..', '..', 'docs', 'configuration.md'), 'utf8');
+    for (const s of describeSettings()) {
+      expect(doc, s.env).toContain(`\`${s.env}\``);
+      expect(doc, s.env).toContain(`\`${s.default}\``);
+    }
+  });
+});
+
+describe('error taxonomy', () => {
+  it('gives every error a code and a retryable flag from the catalogue, overridable per error', () => {
+    expect(new SonicError('GPU_OOM', 'x').retryable).toBe(true);
+    expect(new SonicError('NO_FACE_DETECTED', 'x').retryable).toBe(false);
+    expect(new SonicError('INFERENCE_TIMEOUT', 'x', { retryable: false }).retryable).toBe(false);
+    for (const [code, def] of Object.entries(ERROR_CODES)) expect(typeof def.retryable, code).toBe('boolean');
+  });
+
+  it('serialises code, message and retryable for logs and API answers', () => {
+    const e = new SonicError('AUDIO_TOO_SHORT', 'audio is 0.5 s, the minimum is 1 s', { details: { duration_s: 0.5 } });
+    expect(JSON.parse(JSON.stringify(e))).toEqual({ code: 'AUDIO_TOO_SHORT', message: 'audio is 0.5 s, the minimum is 1 s', retryable: false, details: { duration_s: 0.5 } });
+  });
+
+  it('turns unknown exceptions into non-retryable INTERNAL errors, keeping the cause', () => {
+    const cause = new TypeError('x is undefined');
+    const e = toSonicError(cause);
+    expect(e).toMatchObject({ code: 'INTERNAL', retryable: false, message: 'x is undefined' });
+    expect(e.cause).toBe(cause);
+    const same = new SonicError('GPU_OOM', 'oom');
+    expect(toSonicError(same)).toBe(same);
+  });
+});

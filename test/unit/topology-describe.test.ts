@@ -1,0 +1,50 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { describeMermaid, describeTopology } from '../../src/runtime/describe.js';
+import { sonicTopology } from '../../topologies/sonic.js';
+
+const pinned = readFileSync(join(import.meta.dirname, '..', 'fixtures', 'sonic-topology.txt'), 'utf8');
+
+describe('topology describe', () => {
+  it('prints the Sonic topology exactly as pinned, in Topology#describe() style', () => {
+    expect(describeTopology(sonicTopology())).toBe(pinned);
+  });
+
+  it('names every node explicitly: no generated KSTREAM-style names', () => {
+    const text = describeTopology(sonicTopology());
+    expect(text).not.toMatch(/KSTREAM|-\d{10}/);
+    for (const stage of ['validate', 'preprocess', 'infer', 'encode', 'publish', 'notify']) {
+      expect(text).toContain(`Processor: ${stage} (stores: [])`);
+      expect(text).toContain(`Source: ${stage}-source (topics: [`);
+    }
+  });
+
+  it('links every sink back to its processor and every processor to its source', () => {
+    const lines = describeTopology(sonicTopology()).split('\n');
+    lines.forEach((line, i) => {
+      if (line.trim().startsWith('Sink:')) expect(lines[i + 1]?.trim()).toMatch(/^<-- [a-z]+$/);
+      if (line.trim().startsWith('Processor:')) expect(lines[i + 2]?.trim()).toMatch(/^<-- [a-z]+-source$/);
+    });
+  });
+
+  it('applies the topic prefix to every topic', () => {
+    const text = describeTopology(sonicTopology({ prefix: 'acme.video' }));
+    expect(text).toContain('Source: validate-source (topics: [acme.video.tasks.requested, acme.video.validate.retry.1');
+    expect(text).not.toMatch(/topics?: \[?sonic\./);
+  });
+
+  it('renders a Mermaid flowchart with every stage and the status topic', () => {
+    const m = describeMermaid(sonicTopology());
+    expect(m.startsWith('flowchart LR\n')).toBe(true);
+    for (const stage of ['validate', 'preprocess', 'infer', 'encode', 'publish', 'notify']) expect(m).toContain(`${stage}{{${stage}}}`);
+    expect(m).toContain('sonic_tasks_status[(sonic.tasks.status)]');
+  });
+});
+
+describe('documentation', () => {
+  it('docs/architecture.md shows the current Mermaid diagram', () => {
+    const doc = readFileSync(join(import.meta.dirname, '..', '..', 'docs', 'architecture.md'), 'utf8');
+    expect(doc).toContain(describeMermaid(sonicTopology()));
+  });
+});
