@@ -89,6 +89,16 @@ export const SETTINGS = {
   logLevel: def<LogLevel>('SONIC_LOG_LEVEL', 'info', oneOf(...LOG_LEVELS), 'pino log level.'),
   kafkaConnectTimeoutMs: def('SONIC_KAFKA_CONNECT_TIMEOUT_MS', 5000, int(100, 600_000), 'Timeout of one broker connection attempt, ms.'),
   kafkaRequestTimeoutMs: def('SONIC_KAFKA_REQUEST_TIMEOUT_MS', 30000, int(100, 600_000), 'Timeout of one Kafka request, ms.'),
+  sessionTimeoutMs: def('SONIC_SESSION_TIMEOUT_MS', 30000, int(6000, 1_800_000), 'Consumer group session timeout, ms: how soon a dead stage process loses its partitions.'),
+  heartbeatIntervalMs: def('SONIC_HEARTBEAT_INTERVAL_MS', 3000, int(100, 600_000), 'Consumer heartbeat interval, ms (at most a third of the session timeout).'),
+  rebalanceTimeoutMs: def('SONIC_REBALANCE_TIMEOUT_MS', 60000, int(1000, 1_800_000), 'How long the group waits for members to rejoin during a rebalance, ms.'),
+  fetchMaxWaitMs: def('SONIC_FETCH_MAX_WAIT_MS', 100, int(1, 30_000), 'Longest a fetch waits for new records, ms; also the pause-poll granularity.'),
+  transactionTimeoutMs: def('SONIC_TRANSACTION_TIMEOUT_MS', 60000, int(1000, 900_000), 'Kafka transaction timeout, ms. Transactions are short: work happens before them.'),
+  drainTimeoutMs: def('SONIC_DRAIN_TIMEOUT_MS', 30000, int(0, 3_600_000), 'On SIGTERM, how long in-flight work may finish before it is abandoned, ms.'),
+  metricsPort: def('SONIC_METRICS_PORT', 9464, int(0, 65535), 'Port of /metrics, /healthz and /readyz of a stage process; 0 picks a free port.'),
+  batchMaxRecords: def('SONIC_BATCH_MAX_RECORDS', 0, int(0, 100_000), 'Records per transaction; 0 keeps the topology value of the stage.'),
+  batchMaxWaitMs: def('SONIC_BATCH_MAX_WAIT_MS', -1, int(-1, 600_000), 'Longest a batch collects before it commits, ms (the commit interval); -1 keeps the topology value.'),
+  concurrency: def('SONIC_CONCURRENCY', 0, int(0, 1024), 'Partitions a stage process works on at once; 0 keeps the topology value.'),
 } as const;
 
 type Settings = typeof SETTINGS;

@@ -22,10 +22,10 @@ export const ERROR_CODES = {
   NO_FACE_DETECTED: { retryable: false, doc: 'The model found no face in the portrait.' },
   // transient
   INPUT_FETCH_FAILED: { retryable: true, doc: 'A blob could not be read (timeout, 5xx).' },
-  GPU_OOM: { retryable: true, doc: 'The GPU ran out of memory.' },
+  GPU_OOM: { retryable: true, maxAttempts: 3, doc: 'The GPU ran out of memory.' },
   CUDA_ERROR: { retryable: true, doc: 'The GPU runtime failed.' },
-  INFERENCE_TIMEOUT: { retryable: true, doc: 'Inference exceeded its time budget.' },
-  ENCODE_FAILED: { retryable: true, doc: 'ffmpeg failed to encode or the output did not probe.' },
+  INFERENCE_TIMEOUT: { retryable: true, maxAttempts: 2, doc: 'Inference exceeded its time budget (retried once).' },
+  ENCODE_FAILED: { retryable: true, maxAttempts: 2, doc: 'ffmpeg failed to encode or the output did not probe (retried once).' },
   STORAGE_WRITE_FAILED: { retryable: true, doc: 'A blob could not be written.' },
   PUBLISH_FAILED: { retryable: true, doc: 'The final video could not be published.' },
   CALLBACK_DELIVERY_FAILED: { retryable: true, doc: 'A webhook delivery failed.' },
@@ -40,7 +40,8 @@ export const ERROR_CODES = {
   CONFIG_INVALID: { retryable: false, doc: 'A configuration value is invalid.' },
   RETRIES_EXHAUSTED: { retryable: false, doc: 'Every retry tier failed.' },
   INTERNAL: { retryable: false, doc: 'A bug: an unexpected exception.' },
-} as const satisfies Record<string, { retryable: boolean; doc: string }>;
+  SHUTDOWN: { retryable: true, doc: 'The worker stopped or lost the partition mid-task; the next owner redoes it.' },
+} as const satisfies Record<string, { retryable: boolean; maxAttempts?: number; doc: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
@@ -71,6 +72,12 @@ export class SonicError extends Error {
   toJSON(): { code: ErrorCode; message: string; retryable: boolean; details: Record<string, unknown> } {
     return { code: this.code, message: this.message, retryable: this.retryable, details: this.details };
   }
+}
+
+/** The most attempts (first try included) a code allows, when the catalogue limits it. */
+export function maxAttemptsFor(code: ErrorCode): number | undefined {
+  const def = ERROR_CODES[code] as { maxAttempts?: number };
+  return def.maxAttempts;
 }
 
 /** True when `code` names an entry of the catalogue. */

@@ -131,6 +131,31 @@ export class TxProducer {
     }
   }
 
+  /**
+   * Writes `records` and commits `offset` (the next offset to read) of the input partition for
+   * `groupId`, all in one transaction: either everything becomes visible or nothing does.
+   */
+  async publish(records: (OutRecord & { topic: string })[], input: { groupId: string; topic: string; partition: number; offset: string }): Promise<void> {
+    const byTopic = new Map<string, OutRecord[]>();
+    for (const r of records) byTopic.set(r.topic, [...(byTopic.get(r.topic) ?? []), r]);
+    const txn: Transaction = await this.producer.transaction();
+    try {
+      if (byTopic.size > 0) {
+        await txn.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, recs]) => ({ topic, messages: toMessages(recs) })) });
+      }
+      await retryConcurrentTransactions(() =>
+        txn.sendOffsets({
+          consumerGroupId: input.groupId,
+          topics: [{ topic: input.topic, partitions: [{ partition: input.partition, offset: input.offset }] }],
+        }),
+      );
+      await txn.commit();
+    } catch (err) {
+      if (txn.isActive()) await txn.abort().catch(() => undefined);
+      throw err;
+    }
+  }
+
   async close(): Promise<void> {
     await this.producer.disconnect();
   }

@@ -10,9 +10,12 @@ import { describeSettings } from '../core/config.js';
 import { isSonicError, toSonicError } from '../core/errors.js';
 import { TopicAdmin } from '../kafka/admin.js';
 import { describeMermaid, describeTopology } from '../runtime/describe.js';
+import { findStage } from '../runtime/topology.js';
 import { validateTopology } from '../runtime/validate.js';
 import { SchemaCatalog } from '../serde/catalog.js';
 import { Context } from './context.js';
+import { formatList, formatShow, readDlq, replay, select } from './dlq.js';
+import { runStage } from './run.js';
 import { applyDeploy, formatPlan, planDeploy, planIsEmpty, topicsInScope } from './deploy.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -79,6 +82,62 @@ export function buildCli(ctx: () => Context): Command {
       } finally {
         await admin.close();
       }
+    });
+
+  program
+    .command('run')
+    .description('Run one stage as this process: consume its input and retry tiers, publish exactly once. SIGTERM drains and exits 0.')
+    .argument('<stage>', 'stage name (validate, preprocess, infer, encode, publish, notify)')
+    .addOption(fileOpt())
+    .action(async (stage: string, opts: { file?: string }) => {
+      process.exitCode = await runStage(ctx(), stage, opts.file);
+    });
+
+  const dlq = program.command('dlq').description("Inspect and replay a stage's dead letters.");
+  dlq
+    .command('list')
+    .description('List the dead letters of a stage: position, task, error code, reason, attempt, time, message.')
+    .argument('<stage>', 'stage name')
+    .addOption(fileOpt())
+    .action(async (stage: string, opts: { file?: string }) => {
+      const c = ctx();
+      out(formatList(await readDlq(c, await c.topology(opts.file), stage)));
+    });
+  dlq
+    .command('show')
+    .description('Show dead letters in full: every header and the value decoded through the registry.')
+    .argument('<stage>', 'stage name')
+    .option('--task-id <id>', 'the dead letters of one task')
+    .option('--position <partition:offset>', 'one dead letter by position')
+    .addOption(fileOpt())
+    .action(async (stage: string, opts: { file?: string; taskId?: string; position?: string }) => {
+      const c = ctx();
+      const all = await readDlq(c, await c.topology(opts.file), stage);
+      const picked = all.filter((r) => (!opts.taskId || r.key === opts.taskId) && (!opts.position || `${r.partition}:${r.offset}` === opts.position));
+      if (picked.length === 0) {
+        process.stderr.write('no dead letter matches\n');
+        process.exitCode = 1;
+        return;
+      }
+      for (const r of picked) out(`${await formatShow(c, r)}\n`);
+    });
+  dlq
+    .command('replay')
+    .description("Re-inject dead letters into the stage's input (attempt 1 again, the replay recorded in headers), in one transaction.")
+    .argument('<stage>', 'stage name')
+    .option('--all', 'every dead letter of the stage')
+    .option('--task-id <id...>', 'the dead letters of these tasks')
+    .option('--code <code>', 'the dead letters with this error code')
+    .option('--dry-run', 'print what would be replayed and change nothing')
+    .addOption(fileOpt())
+    .action(async (stage: string, opts: { file?: string; all?: boolean; taskId?: string[]; code?: string; dryRun?: boolean }) => {
+      const c = ctx();
+      const t = await c.topology(opts.file);
+      const picked = select(await readDlq(c, t, stage), { all: opts.all, taskIds: opts.taskId, code: opts.code });
+      out(formatList(picked).replace(/dead letter\(s\)\n$/, `dead letter(s) ${opts.dryRun ? 'would be' : 'are being'} replayed\n`));
+      if (opts.dryRun || picked.length === 0) return;
+      await replay(c, t, stage, picked);
+      out(`Replayed ${picked.length} record(s) into ${findStage(t, stage)?.input}.\n`);
     });
 
   const stack = program.command('stack').description('The local Kafka broker and schema registry (no Docker needed).');

@@ -12,6 +12,8 @@ import { SchemaCatalog } from '../serde/catalog.js';
 import { RegistryAdmin } from '../serde/registry-admin.js';
 import { Serde } from '../serde/serde.js';
 import { defineTopology, type Topology, type TopologyDecl } from '../runtime/topology.js';
+import type { StageDefinition } from '../runtime/stage.js';
+import { sonicStages } from '../stages/index.js';
 import { sonicTopology } from '../../topologies/sonic.js';
 
 export class Context {
@@ -49,34 +51,47 @@ export class Context {
 
   /** The built-in Sonic topology with the configured prefix, or the one declared in `file`. */
   async topology(file?: string): Promise<Topology> {
-    if (!file) return sonicTopology({ prefix: this.config.topicPrefix });
+    return (await this.pipeline(file)).topology;
+  }
+
+  /** The topology and its stage handlers: the built-in Sonic ones, or the `stages` export of `file`. */
+  async pipeline(file?: string): Promise<Pipeline> {
+    if (!file) return { topology: sonicTopology({ prefix: this.config.topicPrefix }), stages: sonicStages };
     return loadTopologyFile(file, this.config.topicPrefix);
   }
+}
+
+export interface Pipeline {
+  topology: Topology;
+  stages: Record<string, StageDefinition<never>>;
 }
 
 /**
  * Loads a topology from a module (default export: a Topology, a declaration, or a function of
  * `{prefix}` returning either) or from a JSON file holding a Topology or a declaration.
  */
-export async function loadTopologyFile(file: string, prefix: string): Promise<Topology> {
+export async function loadTopologyFile(file: string, prefix: string): Promise<Pipeline> {
   const path = resolve(file);
   let loaded: unknown;
+  let stages: Record<string, StageDefinition<never>> = {};
   try {
     if (extname(path) === '.json') {
       const { readFile } = await import('node:fs/promises');
       loaded = JSON.parse(await readFile(path, 'utf8'));
     } else {
-      const mod = (await import(pathToFileURL(path).href)) as { default?: unknown };
+      const mod = (await import(pathToFileURL(path).href)) as { default?: unknown; stages?: Record<string, StageDefinition<never>> };
       loaded = mod.default;
+      stages = mod.stages ?? {};
     }
   } catch (err) {
     throw new SonicError('TOPOLOGY_INVALID', `cannot load topology from ${file}: ${(err as Error).message}`, { cause: err });
   }
   if (typeof loaded === 'function') loaded = (loaded as (o: { prefix: string }) => unknown)({ prefix });
   if (loaded && typeof loaded === 'object' && 'stages' in loaded) {
-    const stages = (loaded as { stages: unknown }).stages;
-    if (Array.isArray(stages)) return loaded as Topology;
-    return defineTopology({ prefix, ...(loaded as Omit<TopologyDecl, 'prefix'>) } as TopologyDecl);
+    const topology = Array.isArray((loaded as { stages: unknown }).stages)
+      ? (loaded as Topology)
+      : defineTopology({ prefix, ...(loaded as Omit<TopologyDecl, 'prefix'>) } as TopologyDecl);
+    return { topology, stages };
   }
   throw new SonicError('TOPOLOGY_INVALID', `${file} does not export a topology (a Topology, a declaration, or a function returning one)`);
 }

@@ -9,33 +9,10 @@ import type avro from 'avsc';
 import { SonicError } from '../core/errors.js';
 import { LOGICAL_TYPES } from './logical-types.js';
 import type { SchemaCatalog } from './catalog.js';
+import type { Codec } from './codec.js';
+import { frameWire, parseWire, type Decoded } from './wire.js';
 
-export const MAGIC_BYTE = 0;
-export const WIRE_HEADER_BYTES = 5;
-
-/** Subject of a topic's value under TopicNameStrategy. */
-export function valueSubject(topic: string): string {
-  return `${topic}-value`;
-}
-
-/** Splits a Confluent-framed buffer; throws `DESERIALIZATION_FAILED` when it is not one. */
-export function parseWire(buf: Buffer): { schemaId: number; body: Buffer } {
-  if (buf.length < WIRE_HEADER_BYTES) {
-    throw new SonicError('DESERIALIZATION_FAILED', `record of ${buf.length} bytes is too short for the Confluent wire format`);
-  }
-  if (buf[0] !== MAGIC_BYTE) {
-    throw new SonicError('DESERIALIZATION_FAILED', `record starts with byte ${buf[0]}, not the Confluent magic byte 0`);
-  }
-  return { schemaId: buf.readInt32BE(1), body: buf.subarray(WIRE_HEADER_BYTES) };
-}
-
-/** Frames an Avro body with its schema id. */
-export function frameWire(schemaId: number, body: Buffer): Buffer {
-  const header = Buffer.alloc(WIRE_HEADER_BYTES);
-  header[0] = MAGIC_BYTE;
-  header.writeInt32BE(schemaId, 1);
-  return Buffer.concat([header, body]);
-}
+export { MAGIC_BYTE, WIRE_HEADER_BYTES, frameWire, parseWire, valueSubject, type Decoded } from './wire.js';
 
 export interface RegistryOptions {
   url: string;
@@ -43,10 +20,6 @@ export interface RegistryOptions {
   auth?: { username: string; password: string };
 }
 
-export interface Decoded<T = unknown> {
-  value: T;
-  schemaId: number;
-}
 
 /** Lists the Avro paths where `value` does not match `type`, for a readable error. */
 function invalidPaths(type: avro.Type, value: unknown): string[] {
@@ -64,7 +37,7 @@ function invalidPaths(type: avro.Type, value: unknown): string[] {
  * the topic (its id looked up by content, so a producer never writes with a schema it was not built
  * for); readers decode any registered writer schema into the local reader schema.
  */
-export class Serde {
+export class Serde implements Codec {
   readonly registry: SchemaRegistry;
   private readonly writerIds = new Map<string, Promise<number>>();
   private readonly writerTypes = new Map<number, Promise<avro.Type>>();

@@ -1,0 +1,122 @@
+/**
+ * A group consumer for the stage runner: `read_committed`, no auto-commit, offsets committed
+ * only through transactions. Batches are handed to the runner, which pauses the partition and
+ * returns at once; kafkajs then keeps fetching other partitions and heartbeating, so a handler
+ * may run far longer than the session timeout without losing the group. When the work is
+ * committed the runner seeks past it and resumes the partition.
+ */
+import type { Admin, Consumer, EachBatchPayload } from 'kafkajs';
+import type { Kafka } from './client.js';
+import { headersToStrings, type InRecord } from './io.js';
+
+export interface GroupConsumerOptions {
+  groupId: string;
+  sessionTimeoutMs: number;
+  heartbeatIntervalMs: number;
+  rebalanceTimeoutMs: number;
+  /** Longest a fetch waits for data, ms. */
+  maxWaitMs: number;
+  maxBytesPerPartition?: number;
+}
+
+export interface TopicPartition {
+  topic: string;
+  partition: number;
+}
+
+export type Assignment = TopicPartition[];
+
+export interface GroupConsumerEvents {
+  /** Every (re)join, with the full new assignment. */
+  onAssignment(assignment: Assignment, info: { generationId: number; memberId: string }): void;
+  /** A fetched batch; called with the partition still unpaused. Must not block. */
+  onBatch(topic: string, partition: number, records: InRecord[]): void;
+  /** The consumer crashed and will not restart itself. */
+  onCrash(error: Error): void;
+}
+
+export class GroupConsumer {
+  private readonly consumer: Consumer;
+  private readonly admin: Admin;
+  private generation = 0;
+
+  constructor(
+    kafka: Kafka,
+    readonly options: GroupConsumerOptions,
+  ) {
+    this.consumer = kafka.consumer({
+      groupId: options.groupId,
+      sessionTimeout: options.sessionTimeoutMs,
+      heartbeatInterval: options.heartbeatIntervalMs,
+      rebalanceTimeout: options.rebalanceTimeoutMs,
+      maxWaitTimeInMs: options.maxWaitMs,
+      maxBytesPerPartition: options.maxBytesPerPartition ?? 1_048_576,
+      readUncommitted: false,
+      allowAutoTopicCreation: false,
+    });
+    this.admin = kafka.admin();
+  }
+
+  async start(topics: string[], events: GroupConsumerEvents): Promise<void> {
+    const { GROUP_JOIN, CRASH } = this.consumer.events;
+    this.consumer.on(GROUP_JOIN, (e) => {
+      this.generation += 1;
+      const assignment: Assignment = Object.entries(e.payload.memberAssignment).flatMap(([topic, partitions]) =>
+        partitions.map((partition) => ({ topic, partition })),
+      );
+      events.onAssignment(assignment, { generationId: this.generation, memberId: e.payload.memberId });
+    });
+    this.consumer.on(CRASH, (e) => {
+      if (!e.payload.restart) events.onCrash(e.payload.error);
+    });
+    await this.admin.connect();
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topics, fromBeginning: true });
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 1,
+      eachBatch: async ({ batch }: EachBatchPayload) => {
+        events.onBatch(
+          batch.topic,
+          batch.partition,
+          batch.messages.map((m) => ({
+            topic: batch.topic,
+            partition: batch.partition,
+            offset: m.offset,
+            key: m.key ? m.key.toString('utf8') : null,
+            value: m.value,
+            headers: headersToStrings(m.headers),
+            timestamp: Number(m.timestamp),
+          })),
+        );
+      },
+    });
+  }
+
+  pause(tp: TopicPartition): void {
+    this.consumer.pause([{ topic: tp.topic, partitions: [tp.partition] }]);
+  }
+
+  resume(tp: TopicPartition): void {
+    this.consumer.resume([{ topic: tp.topic, partitions: [tp.partition] }]);
+  }
+
+  /** The next fetch of `tp` starts at `offset` (no commit: offsets move only in transactions). */
+  seek(tp: TopicPartition, offset: string): void {
+    this.consumer.seek({ topic: tp.topic, partition: tp.partition, offset });
+  }
+
+  /** The group's committed offset of `tp` as the coordinator has it now (-1 when none). */
+  async committed(tp: TopicPartition): Promise<bigint> {
+    const [res] = await this.admin.fetchOffsets({ groupId: this.options.groupId, topics: [tp.topic] });
+    const offset = res?.partitions.find((p) => p.partition === tp.partition)?.offset ?? '-1';
+    return BigInt(offset);
+  }
+
+  /** Leaves the group and closes the connections. */
+  async stop(): Promise<void> {
+    await this.consumer.disconnect();
+    await this.admin.disconnect();
+  }
+}

@@ -1,0 +1,229 @@
+/**
+ * The routing core shared by the Kafka runner and the topology test driver: decode one input
+ * record, run the handler, and turn its result or failure into the records one transaction must
+ * write (outputs, status event, retry or DLQ record). No Kafka here, so both drivers run exactly
+ * this code.
+ */
+import { SonicError, toSonicError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import type { Codec } from '../serde/codec.js';
+import { valueSubject } from '../serde/wire.js';
+import { classify, type Decision } from './classify.js';
+import { HEADERS, attemptOf, childTraceparent, dueOf, failureHeaders } from './headers.js';
+import type { StageDefinition, StageRecord, StatusExtra, TaskState } from './stage.js';
+import type { StageSpec, Topology } from './topology.js';
+
+/** A record as read from a topic. */
+export interface RawRecord {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: string | null;
+  value: Buffer | null;
+  headers: Record<string, string>;
+  timestamp?: number;
+}
+
+/** A record to write. */
+export interface Produced {
+  topic: string;
+  key: string | null;
+  value: Buffer | null;
+  headers: Record<string, string>;
+}
+
+export type Outcome =
+  | {
+      kind: 'ok' | 'retry' | 'dlq';
+      taskId: string | null;
+      /** Everything the transaction writes for this input, in order. */
+      records: Produced[];
+      decision?: Decision;
+      handlerMs: number;
+    }
+  | { kind: 'aborted'; taskId: string | null; handlerMs: number };
+
+export interface ProgramOptions {
+  logger: Logger;
+  /** Epoch ms; a fake clock in the test driver. */
+  clock?: () => number;
+  /** Receives best-effort progress status events (outside the transaction). */
+  onProgress?: (record: Produced) => void;
+}
+
+export class StageProgram<In = unknown> {
+  readonly inputSchema: string;
+  private readonly sinks: Map<string, { topic: string; schema: string }>;
+  private readonly statusSchema: string | undefined;
+  private readonly retryTopics: Set<string>;
+  private readonly clock: () => number;
+
+  constructor(
+    readonly topology: Topology,
+    readonly stage: StageSpec,
+    readonly definition: StageDefinition<In>,
+    private readonly codec: Codec,
+    private readonly options: ProgramOptions,
+  ) {
+    const schemaOf = (topic: string): string => {
+      const schema = topology.topics[topic]?.valueSchema;
+      if (!schema) throw new SonicError('TOPOLOGY_INVALID', `topic ${topic} of stage ${stage.name} has no value schema`);
+      return schema;
+    };
+    this.inputSchema = schemaOf(stage.input);
+    this.sinks = new Map(Object.entries(stage.outputs).map(([sink, topic]) => [sink, { topic, schema: schemaOf(topic) }]));
+    this.statusSchema = stage.emitsStatus ? schemaOf(topology.statusTopic) : undefined;
+    this.retryTopics = new Set(stage.retry.topics);
+    this.clock = options.clock ?? Date.now;
+  }
+
+  /** True for the stage's retry tier topics. */
+  isRetryTopic(topic: string): boolean {
+    return this.retryTopics.has(topic);
+  }
+
+  /** When a record may be processed: its due time on a retry tier, at once otherwise. */
+  dueAt(raw: RawRecord): number {
+    return this.isRetryTopic(raw.topic) ? dueOf(raw.headers) : 0;
+  }
+
+  /** Runs one record through the handler and routes the result. Never throws for record-level failures. */
+  async process(raw: RawRecord, signal: AbortSignal): Promise<Outcome> {
+    const taskId = raw.key;
+    const attempt = attemptOf(raw.headers);
+    const log = this.options.logger.child({ task_id: taskId, topic: raw.topic, partition: raw.partition, offset: raw.offset, attempt });
+    let value: In;
+    try {
+      if (raw.value === null) throw new SonicError('DESERIALIZATION_FAILED', 'record has no value (tombstone)');
+      if (taskId === null) throw new SonicError('DESERIALIZATION_FAILED', 'record has no key; keys are task ids');
+      value = (await this.codec.decode<In>(raw.value, this.inputSchema)).value;
+    } catch (err) {
+      const error = toSonicError(err);
+      if (error.code !== 'DESERIALIZATION_FAILED') throw err; // registry unreachable: not the record's fault
+      log.warn({ err: error }, 'undecodable record sent to the DLQ');
+      return this.toDlq(raw, attempt, error, 'undecodable', 0, {});
+    }
+
+    const started = this.clock();
+    const traceparent = childTraceparent(raw.headers[HEADERS.traceparent]);
+    const extra: StatusExtra = this.definition.statusOf?.(value) ?? {};
+    const record: StageRecord<In> = {
+      taskId,
+      value,
+      attempt,
+      topic: raw.topic,
+      partition: raw.partition,
+      offset: raw.offset,
+      headers: raw.headers,
+    };
+    if (this.definition.reportStart) this.emitProgress(taskId, attempt, 0, extra);
+    try {
+      const result = await this.definition.handle(record, {
+        stage: this.stage.name,
+        signal,
+        logger: log,
+        now: () => new Date(this.clock()),
+        progress: (fraction) => this.emitProgress(taskId, attempt, fraction, extra),
+      });
+      const handlerMs = this.clock() - started;
+      if (signal.aborted) return { kind: 'aborted', taskId, handlerMs };
+      const records: Produced[] = [];
+      for (const e of result.emit ?? []) {
+        const sink = this.sinks.get(e.sink);
+        if (!sink) throw new SonicError('INTERNAL', `stage ${this.stage.name} has no sink named "${e.sink}" (sinks: ${[...this.sinks.keys()].join(', ')})`);
+        records.push({
+          topic: sink.topic,
+          key: e.key ?? taskId,
+          value: await this.codec.encode(valueSubject(sink.topic), sink.schema, e.value),
+          headers: { ...e.headers, [HEADERS.traceparent]: traceparent },
+        });
+      }
+      const status = await this.status(taskId, { ...extra, ...result.status, state: this.definition.doneState, attempt }, traceparent);
+      if (status) records.push(status);
+      return { kind: 'ok', taskId, records, handlerMs };
+    } catch (err) {
+      const handlerMs = this.clock() - started;
+      if (signal.aborted) return { kind: 'aborted', taskId, handlerMs };
+      const decision = classify(err, attempt, this.stage.retry);
+      if (decision.action === 'dlq') {
+        log.warn({ err: decision.error, reason: decision.reason }, 'record sent to the DLQ');
+        return this.toDlq(raw, attempt, decision.error, decision.reason, handlerMs, extra, decision);
+      }
+      const now = this.clock();
+      const dueMs = now + decision.delayMs;
+      log.info({ err: decision.error, tier: decision.tier, due_ms: dueMs }, 'record sent to a retry tier');
+      const headers = failureHeaders(raw.headers, { stage: this.stage.name, topic: raw.topic, partition: raw.partition, offset: raw.offset, attempt, error: decision.error, nowMs: now, dueMs, tier: decision.tier });
+      const records: Produced[] = [{ topic: this.stage.retry.topics[decision.tier - 1]!, key: raw.key, value: raw.value, headers }];
+      const status = await this.status(
+        taskId,
+        { ...extra, state: this.definition.runningState, attempt: attempt + 1, error_code: decision.error.code, error_message: decision.error.message, retryable: true },
+        traceparent,
+      );
+      if (status) records.push(status);
+      return { kind: 'retry', taskId, records, decision, handlerMs };
+    }
+  }
+
+  private async toDlq(
+    raw: RawRecord,
+    attempt: number,
+    error: SonicError,
+    reason: 'permanent' | 'exhausted' | 'undecodable',
+    handlerMs: number,
+    extra: StatusExtra,
+    decision?: Decision,
+  ): Promise<Outcome> {
+    const headers = failureHeaders(raw.headers, { stage: this.stage.name, topic: raw.topic, partition: raw.partition, offset: raw.offset, attempt, error, nowMs: this.clock(), dlqReason: reason });
+    const records: Produced[] = [{ topic: this.stage.dlq, key: raw.key, value: raw.value, headers }];
+    if (raw.key !== null && isUuid(raw.key)) {
+      const status = await this.status(
+        raw.key,
+        { ...extra, state: 'FAILED', attempt, error_code: error.code, error_message: error.message, retryable: false },
+        childTraceparent(raw.headers[HEADERS.traceparent]),
+      );
+      if (status) records.push(status);
+    }
+    return { kind: 'dlq', taskId: raw.key, records, handlerMs, ...(decision ? { decision } : {}) };
+  }
+
+  private async status(
+    taskId: string,
+    fields: StatusExtra & { state: TaskState; attempt: number; error_code?: string; error_message?: string; retryable?: boolean },
+    traceparent: string,
+  ): Promise<Produced | undefined> {
+    if (!this.statusSchema) return undefined;
+    const value = {
+      task_id: taskId,
+      stage: this.stage.name,
+      progress: null,
+      error_code: null,
+      error_message: null,
+      retryable: null,
+      result_url: null,
+      tenant_id: null,
+      created_at: null,
+      ...fields,
+      at: new Date(this.clock()),
+    };
+    return {
+      topic: this.topology.statusTopic,
+      key: taskId,
+      value: await this.codec.encode(valueSubject(this.topology.statusTopic), this.statusSchema, value),
+      headers: { [HEADERS.traceparent]: traceparent },
+    };
+  }
+
+  private emitProgress(taskId: string, attempt: number, fraction: number, extra: StatusExtra): void {
+    const sink = this.options.onProgress;
+    if (!sink || !Number.isFinite(fraction)) return;
+    const progress = Math.min(1, Math.max(0, fraction));
+    this.status(taskId, { ...extra, state: this.definition.runningState, attempt, progress }, childTraceparent(undefined))
+      .then((r) => r && sink(r))
+      .catch((err: unknown) => this.options.logger.warn({ err }, 'progress event dropped'));
+  }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+function isUuid(s: string): boolean {
+  return UUID.test(s);
+}

@@ -1,0 +1,388 @@
+/**
+ * The stage runner: one stage as one consumer/producer process with exactly-once hops.
+ *
+ * - Work first, then a short transaction: a fetched batch pauses its partition and is handled
+ *   outside kafkajs' fetch loop (which keeps heartbeating), then one transaction per batch writes
+ *   the outputs, status events, retry/DLQ records and the input offset.
+ * - Zombie fencing without KIP-447: one transactional producer per input partition with a stable
+ *   id. Before its first batch, a new owner initialises that producer (fencing any old owner) and
+ *   re-reads the committed offset, dropping records a previous owner already committed.
+ * - Retry tiers: a retry partition's head record is not handled before it is due; the partition
+ *   stays paused (heartbeats go on) and a timer wakes it.
+ */
+import { SonicError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import type { StageMetrics } from '../core/metrics.js';
+import type { Kafka } from '../kafka/client.js';
+import { GroupConsumer, type Assignment, type TopicPartition } from '../kafka/consumer.js';
+import { PlainProducer, TxProducer, type InRecord } from '../kafka/io.js';
+import type { Codec } from '../serde/codec.js';
+import { Lifecycle } from './lifecycle.js';
+import { StageProgram, type Outcome, type RawRecord } from './program.js';
+import type { StageDefinition } from './stage.js';
+import type { StageSpec, Topology } from './topology.js';
+
+export interface RunnerOptions {
+  clientId: string;
+  sessionTimeoutMs: number;
+  heartbeatIntervalMs: number;
+  rebalanceTimeoutMs: number;
+  fetchMaxWaitMs: number;
+  transactionTimeoutMs: number;
+  drainTimeoutMs: number;
+  /** Override the topology's batch bounds and concurrency (0 / -1: keep). */
+  batchMaxRecords?: number;
+  batchMaxWaitMs?: number;
+  concurrency?: number;
+}
+
+interface PartitionWork {
+  tp: TopicPartition;
+  key: string;
+  owned: boolean;
+  /** Fetched, not yet handled. */
+  queue: RawRecord[];
+  /** Next offset to hand to a worker (local de-duplication of refetches); -1 unknown. */
+  position: bigint;
+  busy: boolean;
+  /** Producer initialised and committed offset re-read since this member got the partition. */
+  fenced: boolean;
+  abort: AbortController;
+  producer?: TxProducer;
+  timer?: NodeJS.Timeout;
+}
+
+const FENCING_ERRORS = new Set(['INVALID_PRODUCER_EPOCH', 'PRODUCER_FENCED', 'INVALID_PRODUCER_ID_MAPPING', 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED']);
+
+export class StageRunner {
+  readonly lifecycle: Lifecycle;
+  readonly groupId: string;
+  private readonly program: StageProgram;
+  private readonly consumer: GroupConsumer;
+  private readonly progress: PlainProducer;
+  private readonly parts = new Map<string, PartitionWork>();
+  private readonly ready: PartitionWork[] = [];
+  private readonly maxRecords: number;
+  private readonly maxWaitMs: number;
+  private readonly concurrency: number;
+  private active = 0;
+  private memberId = '';
+  private idle: (() => void) | undefined;
+  private failure: ((err: Error) => void) | undefined;
+  /** Settles when the runner has stopped (resolves) or failed (rejects). */
+  readonly done: Promise<void>;
+
+  constructor(
+    private readonly kafka: Kafka,
+    codec: Codec,
+    readonly topology: Topology,
+    readonly stage: StageSpec,
+    definition: StageDefinition,
+    private readonly logger: Logger,
+    private readonly options: RunnerOptions,
+    private readonly metrics?: StageMetrics,
+  ) {
+    this.lifecycle = new Lifecycle(logger);
+    this.groupId = `${options.clientId}.${topology.prefix}.${stage.name}`;
+    this.maxRecords = options.batchMaxRecords || stage.batch.maxRecords;
+    this.maxWaitMs = options.batchMaxWaitMs !== undefined && options.batchMaxWaitMs >= 0 ? options.batchMaxWaitMs : stage.batch.maxWaitMs;
+    this.concurrency = options.concurrency || stage.concurrency;
+    this.progress = new PlainProducer(kafka);
+    this.program = new StageProgram(topology, stage, definition, codec, {
+      logger,
+      onProgress: (r) => void this.progress.send(r.topic, [r]).catch((err: unknown) => logger.warn({ err }, 'progress event not sent')),
+    });
+    this.consumer = new GroupConsumer(kafka, {
+      groupId: this.groupId,
+      sessionTimeoutMs: options.sessionTimeoutMs,
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      rebalanceTimeoutMs: options.rebalanceTimeoutMs,
+      maxWaitMs: options.fetchMaxWaitMs,
+    });
+    this.done = new Promise<void>((resolve, reject) => {
+      this.lifecycle.onChange((s) => {
+        if (s === 'stopped') resolve();
+      });
+      this.failure = reject;
+    });
+    this.done.catch(() => undefined);
+  }
+
+  /** Joins the group and starts handling records. */
+  async start(): Promise<void> {
+    await this.progress.connect();
+    // running before the consumer starts: batches may arrive as soon as it has joined
+    this.lifecycle.to('running');
+    await this.consumer.start([this.stage.input, ...this.stage.retry.topics], {
+      onAssignment: (a, info) => this.onAssignment(a, info.memberId),
+      onBatch: (topic, partition, records) => this.onBatch(topic, partition, records),
+      onCrash: (err) => void this.fail(err),
+    });
+    this.logger.info(
+      { group: this.groupId, topics: [this.stage.input, ...this.stage.retry.topics], batch_max_records: this.maxRecords, batch_max_wait_ms: this.maxWaitMs, concurrency: this.concurrency },
+      'stage running',
+    );
+  }
+
+  /**
+   * Stops fetching, lets in-flight work finish and commit for up to the drain timeout, then
+   * abandons what is left (uncommitted, so the next owner redoes it), leaves the group and closes.
+   */
+  async stop(reason: string): Promise<void> {
+    if (!this.lifecycle.can('draining')) return this.done;
+    this.lifecycle.to('draining', reason);
+    for (const w of this.parts.values()) {
+      clearTimeout(w.timer);
+      this.consumer.pause(w.tp);
+    }
+    this.ready.length = 0;
+    const drained = await this.waitIdle(this.options.drainTimeoutMs);
+    if (!drained) {
+      this.logger.warn({ drain_timeout_ms: this.options.drainTimeoutMs, in_flight: this.active }, 'drain timeout: abandoning in-flight work, it stays uncommitted');
+      for (const w of this.parts.values()) w.abort.abort(new SonicError('SHUTDOWN', 'stage is stopping'));
+      await this.waitIdle(5_000);
+    }
+    await this.closeAll();
+    this.lifecycle.to('stopped', reason);
+  }
+
+  private async fail(err: Error): Promise<void> {
+    if (!this.lifecycle.can('failed')) return;
+    this.logger.error({ err }, 'stage failed');
+    this.lifecycle.to('failed', err.message);
+    for (const w of this.parts.values()) w.abort.abort(err);
+    await this.closeAll().catch(() => undefined);
+    this.failure?.(err);
+  }
+
+  private async closeAll(): Promise<void> {
+    const producers = [...this.parts.values()].map((w) => this.closeProducer(w));
+    await Promise.allSettled(producers);
+    await this.consumer.stop().catch((err: unknown) => this.logger.warn({ err }, 'consumer stop failed'));
+    await this.progress.close().catch(() => undefined);
+  }
+
+  private waitIdle(timeoutMs: number): Promise<boolean> {
+    if (this.active === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.idle = undefined;
+        resolve(false);
+      }, timeoutMs);
+      this.idle = () => {
+        clearTimeout(t);
+        this.idle = undefined;
+        resolve(true);
+      };
+    });
+  }
+
+  private onAssignment(assignment: Assignment, memberId: string): void {
+    const next = new Set(assignment.map((tp) => keyOf(tp)));
+    // a new member id means this process was out of the group: whatever it held may have moved
+    const rejoined = this.memberId !== '' && memberId !== this.memberId;
+    this.memberId = memberId;
+    for (const w of [...this.parts.values()]) {
+      if (!rejoined && next.has(w.key)) continue;
+      this.revoke(w);
+    }
+    for (const tp of assignment) {
+      if (!this.parts.has(keyOf(tp))) this.parts.set(keyOf(tp), newWork(tp));
+    }
+    this.logger.info({ member_id: memberId, assignment: [...next].sort(), rejoined }, 'partitions assigned');
+  }
+
+  private revoke(w: PartitionWork): void {
+    w.owned = false;
+    clearTimeout(w.timer);
+    w.abort.abort(new SonicError('SHUTDOWN', `partition ${w.key} was revoked`));
+    this.parts.delete(w.key);
+    const i = this.ready.indexOf(w);
+    if (i >= 0) this.ready.splice(i, 1);
+    // a pause would otherwise survive until the partition comes back
+    this.consumer.resume(w.tp);
+    if (!w.busy) void this.closeProducer(w);
+    this.logger.info({ partition: w.key, busy: w.busy }, 'partition revoked');
+  }
+
+  private onBatch(topic: string, partition: number, records: InRecord[]): void {
+    const w = this.parts.get(keyOf({ topic, partition }));
+    if (!w || !w.owned || this.lifecycle.state !== 'running') {
+      if (w) this.consumer.pause(w.tp);
+      return;
+    }
+    const fresh = records.filter((r) => w.position < 0n || BigInt(r.offset) >= w.position);
+    if (fresh.length === 0) return;
+    this.consumer.pause(w.tp);
+    w.queue.push(...fresh);
+    w.position = BigInt(fresh[fresh.length - 1]!.offset) + 1n;
+    this.schedule(w);
+  }
+
+  /** Queues a partition for a worker slot, or sets a timer when its head retry is not due yet. */
+  private schedule(w: PartitionWork): void {
+    if (w.busy || !w.owned || w.queue.length === 0 || this.ready.includes(w) || this.lifecycle.state !== 'running') return;
+    const due = this.program.dueAt(w.queue[0]!);
+    const wait = due - Date.now();
+    if (wait > 0) {
+      clearTimeout(w.timer);
+      w.timer = setTimeout(() => this.schedule(w), wait);
+      return;
+    }
+    this.ready.push(w);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.active < this.concurrency && this.ready.length > 0) {
+      const w = this.ready.shift()!;
+      this.active += 1;
+      w.busy = true;
+      void this.work(w).finally(() => {
+        w.busy = false;
+        this.active -= 1;
+        this.afterWork(w);
+        if (this.active === 0) this.idle?.();
+        this.pump();
+      });
+    }
+  }
+
+  private afterWork(w: PartitionWork): void {
+    if (!w.owned) {
+      void this.closeProducer(w);
+      return;
+    }
+    if (w.queue.length > 0) {
+      this.schedule(w);
+      return;
+    }
+    if (this.lifecycle.state !== 'running') return;
+    if (w.position >= 0n) this.consumer.seek(w.tp, w.position.toString());
+    this.consumer.resume(w.tp);
+  }
+
+  /** Handles the queued records of one partition in batches, one transaction per batch. */
+  private async work(w: PartitionWork): Promise<void> {
+    try {
+      await this.fence(w);
+      while (w.owned && w.queue.length > 0 && this.lifecycle.state === 'running') {
+        const batch: { raw: RawRecord; outcome: Outcome & { kind: 'ok' | 'retry' | 'dlq' } }[] = [];
+        const started = Date.now();
+        while (
+          w.queue.length > 0 &&
+          batch.length < this.maxRecords &&
+          (batch.length === 0 || (Date.now() - started < this.maxWaitMs && this.lifecycle.state === 'running'))
+        ) {
+          const raw = w.queue[0]!;
+          const due = this.program.dueAt(raw);
+          if (due > Date.now()) break; // not due: commit what we have, the timer resumes us
+          w.queue.shift();
+          if (due > 0) this.metrics?.retryLatenessSeconds.observe({ stage: this.stage.name, topic: raw.topic }, (Date.now() - due) / 1000);
+          this.metrics?.inFlight.inc({ stage: this.stage.name });
+          let outcome: Outcome;
+          try {
+            outcome = await this.program.process(raw, w.abort.signal);
+          } finally {
+            this.metrics?.inFlight.dec({ stage: this.stage.name });
+          }
+          this.metrics?.handlerSeconds.observe({ stage: this.stage.name, outcome: outcome.kind }, outcome.handlerMs / 1000);
+          if (outcome.kind === 'aborted') {
+            this.drop(w, batch.length + 1, 'handler aborted: partition revoked or process stopping');
+            return;
+          }
+          batch.push({ raw, outcome });
+        }
+        if (batch.length === 0) return;
+        await this.commit(w, batch);
+      }
+    } catch (err) {
+      await this.recover(w, err);
+    }
+  }
+
+  /** First batch after (re)gaining the partition: fence older owners, then skip what they committed. */
+  private async fence(w: PartitionWork): Promise<void> {
+    if (w.fenced && w.producer) return;
+    const txId = `${this.options.clientId}.${this.stage.name}.${w.tp.topic}.${w.tp.partition}`;
+    w.producer = await new TxProducer(this.kafka, txId, this.options.transactionTimeoutMs).connect();
+    const committed = await this.consumer.committed(w.tp);
+    if (committed >= 0n) {
+      const before = w.queue.length;
+      w.queue = w.queue.filter((r) => BigInt(r.offset) >= committed);
+      if (w.position < committed) w.position = committed;
+      if (before !== w.queue.length) this.logger.info({ partition: w.key, skipped: before - w.queue.length, committed: committed.toString() }, 'skipped records committed by a previous owner');
+    }
+    w.fenced = true;
+    this.logger.debug({ partition: w.key, transactional_id: txId }, 'partition fenced');
+  }
+
+  private async commit(w: PartitionWork, batch: { raw: RawRecord; outcome: Outcome & { kind: 'ok' | 'retry' | 'dlq' } }[]): Promise<void> {
+    if (!w.owned || !w.producer) {
+      this.drop(w, batch.length, 'partition revoked before commit');
+      return;
+    }
+    const last = batch[batch.length - 1]!.raw;
+    const started = Date.now();
+    await w.producer.publish(
+      batch.flatMap((b) => b.outcome.records),
+      { groupId: this.groupId, topic: w.tp.topic, partition: w.tp.partition, offset: (BigInt(last.offset) + 1n).toString() },
+    );
+    const m = this.metrics;
+    if (m) {
+      m.transactions.inc({ stage: this.stage.name, result: 'commit' });
+      m.transactionSeconds.observe({ stage: this.stage.name }, (Date.now() - started) / 1000);
+      m.batchRecords.observe({ stage: this.stage.name }, batch.length);
+      for (const b of batch) m.records.inc({ stage: this.stage.name, outcome: b.outcome.kind });
+    }
+    this.logger.debug({ partition: w.key, records: batch.length, last_offset: last.offset }, 'batch committed');
+  }
+
+  private drop(w: PartitionWork, records: number, why: string): void {
+    this.metrics?.records.inc({ stage: this.stage.name, outcome: 'dropped' }, records);
+    this.logger.info({ partition: w.key, records, why }, 'results dropped, not published');
+    w.queue = [];
+  }
+
+  /**
+   * A failed transaction: kafkajs cannot reuse the producer, so close it; forget the queue and
+   * go back to the committed offset. After a fencing error wait a little first: another member
+   * probably owns the partition now and the next heartbeat will say so.
+   */
+  private async recover(w: PartitionWork, err: unknown): Promise<void> {
+    const type = (err as { type?: string }).type ?? '';
+    this.metrics?.transactions.inc({ stage: this.stage.name, result: 'abort' });
+    this.logger.warn({ err, partition: w.key, type }, 'transaction failed; the batch is aborted and will be redone from the committed offset');
+    this.drop(w, w.queue.length, 'transaction failed');
+    await this.closeProducer(w);
+    w.fenced = false;
+    w.position = -1n;
+    if (FENCING_ERRORS.has(type)) await sleep(2 * this.options.heartbeatIntervalMs);
+    if (!w.owned) return;
+    try {
+      const committed = await this.consumer.committed(w.tp);
+      if (committed >= 0n) w.position = committed;
+    } catch (e) {
+      this.logger.warn({ err: e, partition: w.key }, 'could not read the committed offset; resuming from the consumer position');
+    }
+  }
+
+  private async closeProducer(w: PartitionWork): Promise<void> {
+    const p = w.producer;
+    w.producer = undefined;
+    w.fenced = false;
+    if (p) await p.close().catch((err: unknown) => this.logger.debug({ err }, 'producer close failed'));
+  }
+}
+
+function keyOf(tp: TopicPartition): string {
+  return `${tp.topic}/${tp.partition}`;
+}
+
+function newWork(tp: TopicPartition): PartitionWork {
+  return { tp, key: keyOf(tp), owned: true, queue: [], position: -1n, busy: false, fenced: false, abort: new AbortController() };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
