@@ -96,9 +96,15 @@ export class TxProducer {
     });
   }
 
-  /** Connects and runs InitProducerId, which fences older producers with the same id. */
+  /**
+   * Connects and runs the transactional InitProducerId, which bumps the epoch of the id and so
+   * fences every older producer with it (and aborts its open transaction). kafkajs would only do
+   * this lazily at the first transaction; an empty transaction forces it now (its abort is local).
+   */
   async connect(): Promise<this> {
     await this.producer.connect();
+    const txn = await this.producer.transaction();
+    await txn.abort();
     return this;
   }
 

@@ -1,0 +1,143 @@
+/**
+ * Harness for runtime tests on the real broker: deploys the two-hop chain of
+ * test/fixtures/chain.ts under a unique prefix, produces records, runs stages as child processes
+ * (`sonicflow run`), and reads topics back with a read_committed consumer.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { TopicAdmin } from '../../src/kafka/admin.js';
+import { PlainProducer, readTopic, type InRecord } from '../../src/kafka/io.js';
+import { loadTopologyFile } from '../../src/ops/context.js';
+import { applyDeploy, planDeploy } from '../../src/ops/deploy.js';
+import type { Topology } from '../../src/runtime/topology.js';
+import { registeredTopics } from '../../src/runtime/topology.js';
+import { valueSubject } from '../../src/serde/serde.js';
+import { ROOT, onCleanup, testContext, uniqueName } from './infra.js';
+
+export const CHAIN_FILE = join(ROOT, 'test', 'fixtures', 'chain.ts');
+
+export interface Chain {
+  prefix: string;
+  topology: Topology;
+  topic(name: 'in' | 'mid' | 'out' | 'status' | 'first.dlq' | 'second.dlq' | 'first.retry.1' | 'first.retry.2'): string;
+}
+
+/** Deploys a fresh chain (topics and subjects), removed after the file's tests. */
+export async function deployChain(env: Record<string, string> = {}): Promise<Chain> {
+  const ctx = testContext();
+  const prefix = uniqueName('chain').replace(/-/g, '_');
+  Object.assign(process.env, env); // the fixture reads its retry delays at load time
+  const { topology } = await loadTopologyFile(CHAIN_FILE, prefix);
+  const admin = await new TopicAdmin(ctx.kafka).connect();
+  try {
+    await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);
+  } finally {
+    await admin.close();
+  }
+  onCleanup(async () => {
+    const a = await new TopicAdmin(ctx.kafka).connect();
+    await a.delete(Object.keys(topology.topics));
+    await a.close();
+    for (const t of registeredTopics(topology)) await ctx.registryAdmin.deleteSubject(valueSubject(t.name));
+  });
+  return { prefix, topology, topic: (name) => `${prefix}.${name}` };
+}
+
+/** Produces `n` records (fresh task ids) to the chain input; returns their keys. */
+export async function produce(chain: Chain, n: number, fields: Record<string, unknown> = {}): Promise<string[]> {
+  const ctx = testContext();
+  const topic = chain.topic('in');
+  const keys: string[] = [];
+  const records = [];
+  for (let i = 0; i < n; i++) {
+    const id = randomUUID();
+    keys.push(id);
+    records.push({ key: id, value: await ctx.serde.encode(valueSubject(topic), 'task-status', { task_id: id, state: 'QUEUED', at: new Date(), ...fields }) });
+  }
+  const p = await new PlainProducer(ctx.kafka).connect();
+  for (let i = 0; i < records.length; i += 100) await p.send(topic, records.slice(i, i + 100));
+  await p.close();
+  return keys;
+}
+
+/** Every committed record of a topic. */
+export function readAll(topic: string, idleMs = 1500): Promise<InRecord[]> {
+  return readTopic(testContext().kafka, topic, { isolation: 'read_committed', idleMs, timeoutMs: 60_000 });
+}
+
+/** Counts per key. */
+export function countKeys(records: InRecord[]): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const r of records) m.set(r.key ?? '', (m.get(r.key ?? '') ?? 0) + 1);
+  return m;
+}
+
+export interface StageProcess {
+  proc: ChildProcess;
+  name: string;
+  /** stderr (JSON logs) so far. */
+  logs(): string;
+  waitForLog(pattern: RegExp, timeoutMs?: number): Promise<void>;
+  /** Resolves with the exit code (or the signal name). */
+  exited: Promise<number | string>;
+}
+
+const running = new Set<StageProcess>();
+onCleanup(async () => {
+  for (const s of running) s.proc.kill('SIGKILL');
+});
+
+/** Starts `sonicflow run <stage>` for the chain as a child process. */
+export function startStage(chain: Chain, stage: 'first' | 'second', env: Record<string, string> = {}): StageProcess {
+  const proc = spawn(process.execPath, [join(ROOT, 'bin/sonicflow.mjs'), 'run', stage, '--file', CHAIN_FILE], {
+    env: {
+      ...process.env,
+      SONIC_TOPIC_PREFIX: chain.prefix,
+      SONIC_METRICS_PORT: '0',
+      SONIC_LOG_LEVEL: 'info',
+      SONIC_SESSION_TIMEOUT_MS: '6000',
+      SONIC_HEARTBEAT_INTERVAL_MS: '1000',
+      SONIC_REBALANCE_TIMEOUT_MS: '8000',
+      SONIC_DRAIN_TIMEOUT_MS: '15000',
+      ...env,
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let buf = '';
+  const waiters: { pattern: RegExp; resolve: () => void }[] = [];
+  proc.stderr!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (const w of [...waiters]) {
+      if (!w.pattern.test(buf)) continue;
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve();
+    }
+  });
+  const exited = new Promise<number | string>((resolve) => proc.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  const handle: StageProcess = {
+    proc,
+    name: stage,
+    logs: () => buf,
+    waitForLog: (pattern, timeoutMs = 60_000) =>
+      new Promise<void>((resolve, reject) => {
+        if (pattern.test(buf)) return resolve();
+        const t = setTimeout(() => reject(new Error(`no log line matching ${pattern} within ${timeoutMs} ms; logs:\n${buf.slice(-3000)}`)), timeoutMs);
+        waiters.push({ pattern, resolve: () => (clearTimeout(t), resolve()) });
+      }),
+    exited,
+  };
+  running.add(handle);
+  void exited.then(() => running.delete(handle));
+  return handle;
+}
+
+/** Polls `check` until it returns true or the time is up. */
+export async function waitUntil(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}

@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import { TxProducer } from '../../src/kafka/io.js';
+import { createTopics, testContext, uniqueName } from '../helpers/infra.js';
+import { deployChain, produce, readAll, startStage, waitUntil } from '../helpers/chain.js';
+
+describe('zombie fencing (real broker)', () => {
+  it('a producer whose transactional id was taken over cannot commit: the newer owner fences it', async () => {
+    const ctx = testContext();
+    const topic = uniqueName('fence');
+    await createTopics([{ name: topic }]);
+    const txId = uniqueName('stage.topic.0');
+    const zombie = await new TxProducer(ctx.kafka, txId).connect();
+    const owner = await new TxProducer(ctx.kafka, txId).connect(); // InitProducerId bumps the epoch
+    const fenced = await zombie.publish([{ topic, key: 'k', value: Buffer.from('zombie') }], { groupId: uniqueName('g'), topic, partition: 0, offset: '1' }).catch((e: unknown) => e);
+    expect(fenced).toBeInstanceOf(Error);
+    expect((fenced as { type?: string }).type).toMatch(/INVALID_PRODUCER_EPOCH|PRODUCER_FENCED/);
+    await owner.publish([{ topic, key: 'k', value: Buffer.from('owner') }], { groupId: uniqueName('g'), topic, partition: 0, offset: '1' });
+    await Promise.all([zombie.close().catch(() => undefined), owner.close()]);
+    const seen = await readAll(topic);
+    expect(seen.map((r) => r.value?.toString())).toEqual(['owner']);
+  });
+
+  it('an instance stalled past a rebalance cannot publish its result; the new owner\'s result is the only one', async () => {
+    const chain = await deployChain();
+    const a = startStage(chain, 'first', { CHAIN_DELAY_MS: '10000', CHAIN_TAG: 'A' });
+    await a.waitForLog(/"msg":"partitions assigned"/);
+    const [key] = await produce(chain, 1);
+    await a.waitForLog(/"msg":"handling"/);
+    a.proc.kill('SIGSTOP'); // A freezes mid-handler: no heartbeats, it becomes a zombie
+    const b = startStage(chain, 'first', { CHAIN_DELAY_MS: '0', CHAIN_TAG: 'B' });
+    try {
+      await waitUntil(async () => (await readAll(chain.topic('mid'), 500)).length > 0, 60_000, "the new owner's output");
+      a.proc.kill('SIGCONT'); // A's handler finishes now and A tries to publish
+      await a.waitForLog(/"msg":"(results dropped, not published|transaction failed[^"]*)"/, 30_000);
+      await new Promise((r) => setTimeout(r, 3000));
+      const out = await readAll(chain.topic('mid'));
+      expect(out).toHaveLength(1);
+      expect(out[0]!.key).toBe(key);
+      const value = (await testContext().serde.decode<{ result_url: string }>(out[0]!.value!, 'task-status')).value;
+      expect(value.result_url).toBe('B');
+    } finally {
+      a.proc.kill('SIGCONT');
+      a.proc.kill('SIGTERM');
+      b.proc.kill('SIGTERM');
+      await Promise.all([a.exited, b.exited]);
+    }
+  }, 120_000);
+});
