@@ -50,7 +50,7 @@ export function createKafka(conn: KafkaConnection, logger: Logger): Kafka {
       ({ level, log: entry }: LogEntry) => {
         const { message, timestamp: _ts, logger: _l, ...rest } = entry;
         // CONCURRENT_TRANSACTIONS is retried by src/kafka/io.ts; kafkajs still logs it as an error
-        const expected = typeof rest.error === 'string' && rest.error.includes('another concurrent operation on the same transaction');
+        const expected = `${String(rest.error ?? '')} ${message}`.includes('another concurrent operation on the same transaction');
         const lvl = expected ? 'debug' : (LEVELS[level] ?? 'info');
         (lvl === 'info' ? log.debug : log[lvl]).call(log, { ...rest, namespace: entry.logger }, message);
       },
