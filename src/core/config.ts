@@ -3,6 +3,8 @@
  * parser and doc together (in the spirit of Kafka's ConfigDef); `loadConfig` validates them all
  * once at start and throws `CONFIG_INVALID` naming the variable.
  */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { SonicError } from './errors.js';
 
 type Parser<T> = (raw: string, name: string) => T;
@@ -71,6 +73,23 @@ const topicPrefix: Parser<string> = (raw, name) => {
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
+const path: Parser<string> = (raw, name) => {
+  if (!raw.startsWith('/') && !raw.startsWith('~')) {
+    throw new SonicError('CONFIG_INVALID', `${name} must be an absolute path (or start with ~), got "${raw}"`, { details: { variable: name } });
+  }
+  return raw.startsWith('~') ? join(homedir(), raw.slice(1)) : raw;
+};
+
+const optionalUrl: Parser<string> = (raw, name) => (raw === '' ? '' : url(raw, name));
+
+const list: Parser<string[]> = (raw) => raw.split(',').map((s) => s.trim()).filter(Boolean);
+
+const bool: Parser<boolean> = (raw, name) => {
+  if (['1', 'true', 'yes', 'on'].includes(raw)) return true;
+  if (['0', 'false', 'no', 'off'].includes(raw)) return false;
+  throw new SonicError('CONFIG_INVALID', `${name} must be true or false, got "${raw}"`, { details: { variable: name } });
+};
+
 function def<T>(env: string, dflt: T, parse: Parser<T>, doc: string): SettingDef<T> {
   return { env, default: dflt, parse, doc };
 }
@@ -99,6 +118,37 @@ export const SETTINGS = {
   batchMaxRecords: def('SONIC_BATCH_MAX_RECORDS', 0, int(0, 100_000), 'Records per transaction; 0 keeps the topology value of the stage.'),
   batchMaxWaitMs: def('SONIC_BATCH_MAX_WAIT_MS', -1, int(-1, 600_000), 'Longest a batch collects before it commits, ms (the commit interval); -1 keeps the topology value.'),
   concurrency: def('SONIC_CONCURRENCY', 0, int(0, 1024), 'Partitions a stage process works on at once; 0 keeps the topology value.'),
+  // blob store
+  blobStore: def<'fs' | 's3'>('SONIC_BLOB_STORE', 'fs', oneOf('fs', 's3'), 'Where media lives: `fs` (a directory) or `s3` (any S3-compatible store).'),
+  dataDir: def('SONIC_DATA_DIR', '~/.local/share/sonicflow', path, 'Root directory of the filesystem blob store.'),
+  s3Endpoint: def('SONIC_S3_ENDPOINT', 'http://localhost:9000', optionalUrl, 'S3 endpoint URL; empty for AWS itself. The default is the local S3Proxy of `stack:up`.'),
+  s3Bucket: def('SONIC_S3_BUCKET', 'sonicflow', str, 'S3 bucket (created when missing).'),
+  s3Region: def('SONIC_S3_REGION', 'us-east-1', str, 'S3 region.'),
+  s3AccessKeyId: def('SONIC_S3_ACCESS_KEY_ID', 'local-identity', str, 'S3 access key id.'),
+  s3SecretAccessKey: def('SONIC_S3_SECRET_ACCESS_KEY', 'local-credential', str, 'S3 secret access key (redacted in logs).'),
+  s3ForcePathStyle: def('SONIC_S3_FORCE_PATH_STYLE', true, bool, 'Path-style S3 URLs (MinIO, S3Proxy); false for virtual-hosted buckets.'),
+  publicBaseUrl: def('SONIC_PUBLIC_BASE_URL', '', optionalUrl, 'Base URL where published videos are served (a CDN); empty: the API serves them at /v1/tasks/{id}/video.'),
+  // HTTP API
+  apiHost: def('SONIC_API_HOST', '127.0.0.1', str, 'Address the HTTP API listens on.'),
+  apiPort: def('SONIC_API_PORT', 8080, int(0, 65535), 'Port of the HTTP API; 0 picks a free port.'),
+  apiAuth: def<'required' | 'disabled'>('SONIC_API_AUTH', 'required', oneOf('required', 'disabled'), 'Bearer API keys: `required`, or `disabled` (local demos only).'),
+  apiKeys: def('SONIC_API_KEYS', [] as string[], list, 'API keys, comma-separated `tenant:key` (or bare `key` for tenant `default`).'),
+  apiRateLimitPerMinute: def('SONIC_API_RATE_LIMIT_PER_MINUTE', 600, int(1, 10_000_000), 'Requests per minute per API key (per address without auth).'),
+  maxAudioBytes: def('SONIC_MAX_AUDIO_BYTES', 50 * 1024 * 1024, int(1, 2 ** 31), 'Largest accepted audio upload, bytes.'),
+  maxImageBytes: def('SONIC_MAX_IMAGE_BYTES', 20 * 1024 * 1024, int(1, 2 ** 31), 'Largest accepted image upload, bytes.'),
+  maxAudioSeconds: def('SONIC_MAX_AUDIO_SECONDS', 60, int(1, 400), 'Longest accepted audio, s (Sonic cannot go past 400 s).'),
+  // inference
+  inferBackend: def<'builtin' | 'command' | 'cog'>('SONIC_INFER_BACKEND', 'builtin', oneOf('builtin', 'command', 'cog'), 'Inference backend: `builtin` (CPU preview renderer, not lip-sync), `command` (Sonic CLI or a script), `cog` (a Cog model server).'),
+  inferCommand: def('SONIC_INFER_COMMAND', '', str, 'Command template of the `command` backend, e.g. `python3 demo.py {image} {audio} {output} --dynamic_scale {dynamic_scale}`.'),
+  inferCwd: def('SONIC_INFER_CWD', '', str, 'Working directory of the `command` backend (the Sonic checkout).'),
+  inferTimeoutBaseS: def('SONIC_INFER_TIMEOUT_BASE_S', 120, int(1, 86_400), 'Inference time budget: this many seconds ...'),
+  inferTimeoutPerAudioS: def('SONIC_INFER_TIMEOUT_PER_AUDIO_S', 60, int(0, 3_600), '... plus this many per second of audio.'),
+  cogUrl: def('SONIC_COG_URL', 'http://localhost:5000', optionalUrl, 'Base URL of the Cog server of the `cog` backend.'),
+  // webhooks
+  webhookSecret: def('SONIC_WEBHOOK_SECRET', '', str, 'Default Standard Webhooks signing secret (`whsec_...`); tasks may name others via SONIC_WEBHOOK_SECRETS.'),
+  webhookSecrets: def('SONIC_WEBHOOK_SECRETS', [] as string[], list, 'Named signing secrets, comma-separated `name=whsec_...`, referenced by a task callback `secret_ref`.'),
+  webhookAllowHosts: def('SONIC_WEBHOOK_ALLOW_HOSTS', [] as string[], list, 'Callback hosts allowed even though they resolve to private, loopback or link-local addresses.'),
+  webhookTimeoutMs: def('SONIC_WEBHOOK_TIMEOUT_MS', 6000, int(100, 120_000), 'Time a webhook receiver has to answer, ms.'),
 } as const;
 
 type Settings = typeof SETTINGS;
@@ -110,7 +160,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const out: Record<string, unknown> = {};
   for (const [key, setting] of Object.entries(SETTINGS) as [string, SettingDef<unknown>][]) {
     const raw = env[setting.env];
-    out[key] = raw === undefined || raw === '' ? setting.default : setting.parse(raw, setting.env);
+    if (raw !== undefined && raw !== '') out[key] = setting.parse(raw, setting.env);
+    // string defaults go through their parser too (so `~` expands)
+    else out[key] = typeof setting.default === 'string' && setting.default !== '' ? setting.parse(setting.default, setting.env) : setting.default;
   }
   return Object.freeze(out) as Config;
 }
