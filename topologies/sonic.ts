@@ -15,10 +15,14 @@ export interface SonicTopologyOptions {
   partitions?: number;
   /** Replication factor of every topic (1 on a single local broker). */
   replicationFactor?: number;
+  /** Multiplies every retry delay (tests shrink them; the tiers stay the same topics). */
+  retryDelayScale?: number;
 }
 
 /** Builds the Sonic topology for a prefix. */
 export function sonicTopology(options: SonicTopologyOptions = {}): Topology {
+  const scale = options.retryDelayScale ?? 1;
+  const delays = (ms: number[]): number[] => ms.map((d) => Math.max(1, Math.round(d * scale)));
   return defineTopology({
     name: 'sonic',
     prefix: options.prefix ?? 'sonic',
@@ -26,7 +30,7 @@ export function sonicTopology(options: SonicTopologyOptions = {}): Topology {
     defaults: {
       partitions: options.partitions ?? 12,
       replicationFactor: options.replicationFactor ?? 1,
-      retry: { delaysMs: [5_000, 30_000, 120_000], maxAttempts: 4 },
+      retry: { delaysMs: delays([5_000, 30_000, 120_000]), maxAttempts: 4 },
     },
     topics: {
       'tasks.requested': {
@@ -42,7 +46,7 @@ export function sonicTopology(options: SonicTopologyOptions = {}): Topology {
       'tasks.completed': {
         valueSchema: 'task-completed',
         configs: stream,
-        doc: 'Tasks that reached their end, for webhooks and other subscribers.',
+        doc: 'Tasks that reached their end, succeeded or failed, for webhooks and other subscribers.',
       },
       'tasks.status': {
         role: 'status',
@@ -63,37 +67,37 @@ export function sonicTopology(options: SonicTopologyOptions = {}): Topology {
       validate: {
         doc: 'Probes the audio and the image and checks every parameter.',
         input: 'tasks.requested',
-        outputs: { validated: 'tasks.validated' },
+        outputs: { validated: 'tasks.validated', failed: 'tasks.completed' },
         concurrency: 4,
         scaling: { maxReplicas: 4, lagThreshold: 50, targetDrainSeconds: 60 },
       },
       preprocess: {
         doc: 'Converts audio to 16 kHz mono PCM and the portrait to a bounded RGB PNG.',
         input: 'tasks.validated',
-        outputs: { prepared: 'tasks.prepared' },
+        outputs: { prepared: 'tasks.prepared', failed: 'tasks.completed' },
         concurrency: 4,
         scaling: { maxReplicas: 4, lagThreshold: 50, targetDrainSeconds: 60 },
       },
       infer: {
         doc: 'Renders the talking head (builtin preview, Sonic CLI, or a Cog server); one task per GPU.',
         input: 'tasks.prepared',
-        outputs: { rendered: 'tasks.rendered' },
+        outputs: { rendered: 'tasks.rendered', failed: 'tasks.completed' },
         concurrency: 1,
-        retry: { delaysMs: [10_000, 60_000, 300_000], maxAttempts: 3 },
+        retry: { delaysMs: delays([10_000, 60_000, 300_000]), maxAttempts: 3 },
         batch: { maxRecords: 1, maxWaitMs: 0 },
         scaling: { maxReplicas: 8, lagThreshold: 2, targetDrainSeconds: 600 },
       },
       encode: {
         doc: 'Muxes the original audio into an H.264/AAC faststart MP4 and probes it.',
         input: 'tasks.rendered',
-        outputs: { encoded: 'tasks.encoded' },
+        outputs: { encoded: 'tasks.encoded', failed: 'tasks.completed' },
         concurrency: 2,
         scaling: { maxReplicas: 4, lagThreshold: 10, targetDrainSeconds: 120 },
       },
       publish: {
         doc: 'Moves the MP4 to its public location and marks the task SUCCEEDED.',
         input: 'tasks.encoded',
-        outputs: { completed: 'tasks.completed' },
+        outputs: { completed: 'tasks.completed', failed: 'tasks.completed' },
         concurrency: 4,
         scaling: { maxReplicas: 2, lagThreshold: 50, targetDrainSeconds: 60 },
       },
@@ -102,7 +106,7 @@ export function sonicTopology(options: SonicTopologyOptions = {}): Topology {
         input: 'tasks.completed',
         emitsStatus: false,
         concurrency: 8,
-        retry: { delaysMs: [5_000, 30_000, 120_000, 600_000], maxAttempts: 5 },
+        retry: { delaysMs: delays([5_000, 30_000, 120_000, 600_000]), maxAttempts: 5 },
         scaling: { maxReplicas: 2, lagThreshold: 100, targetDrainSeconds: 60 },
       },
     },

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The local sonicflow stack without Docker: a single-node Apache Kafka (KRaft) and Apicurio
-# Registry, both fetched from Maven Central through Maven, run as local Java processes.
+# The local sonicflow stack without Docker: a single-node Apache Kafka (KRaft), Apicurio Registry
+# and S3Proxy (an S3-compatible blob server), all fetched from Maven Central through Maven, run as
+# local Java processes.
 #
-#   stack.sh up       start both, or reuse what already runs (idempotent)
+#   stack.sh up       start all three, or reuse what already runs (idempotent)
 #   stack.sh down     stop exactly the processes this script started
-#   stack.sh status   report both services; exit 0 only when both answer
+#   stack.sh status   report the services; exit 0 only when all answer
 #   stack.sh clean    down, then delete the stack's data and logs
 #   stack.sh fetch    only download and cache the artifacts
 #   stack.sh tool NAME [ARGS]   run a Kafka command-line tool (topics, consumer-groups,
@@ -12,23 +13,33 @@
 #
 # Environment (defaults in brackets) — see docs/configuration.md:
 #   KAFKA_BROKERS, SCHEMA_REGISTRY_URL   when set, that service is used as is and not started
+#   SONIC_S3_ENDPOINT   when set to other than http://localhost:$SONIC_S3_PORT, no S3Proxy is started
 #   SONICFLOW_CACHE_DIR [${XDG_CACHE_HOME:-~/.cache}/sonicflow]   downloaded artifacts
 #   SONICFLOW_STATE_DIR [${XDG_STATE_HOME:-~/.local/state}/sonicflow]   data, logs, pid files
-#   SONIC_KAFKA_PORT [9092], SONIC_KAFKA_CONTROLLER_PORT [9093], SONIC_REGISTRY_PORT [8081]
+#   SONIC_KAFKA_PORT [9092], SONIC_KAFKA_CONTROLLER_PORT [9093], SONIC_REGISTRY_PORT [8081],
+#   SONIC_S3_PORT [9000]
 #   SONIC_STACK_TIMEOUT_S [120]   how long to wait for each service to answer
 set -euo pipefail
 
 KAFKA_VERSION=4.1.1
 APICURIO_VERSION=3.0.9
+S3PROXY_VERSION=2.6.0
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${SONICFLOW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sonicflow}
 STATE=${SONICFLOW_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/sonicflow}
 KAFKA_PORT=${SONIC_KAFKA_PORT:-9092}
 CONTROLLER_PORT=${SONIC_KAFKA_CONTROLLER_PORT:-9093}
 REGISTRY_PORT=${SONIC_REGISTRY_PORT:-8081}
+S3_PORT=${SONIC_S3_PORT:-9000}
 TIMEOUT_S=${SONIC_STACK_TIMEOUT_S:-120}
 KAFKA_HOME="$CACHE/kafka-$KAFKA_VERSION"
 APICURIO_HOME="$CACHE/apicurio-registry-$APICURIO_VERSION"
+S3PROXY_HOME="$CACHE/s3proxy-$S3PROXY_VERSION"
+S3PROXY_ARTIFACT="org.gaul:s3proxy:$S3PROXY_VERSION:jar:jar-with-dependencies"
+# The identity and credential of the local S3Proxy: the defaults of SONIC_S3_ACCESS_KEY_ID and
+# SONIC_S3_SECRET_ACCESS_KEY, for a server that listens on 127.0.0.1 only.
+S3_IDENTITY=local-identity
+S3_CREDENTIAL=local-credential
 # Marks the processes we start so that `down` never stops anything else.
 MARK="-Dsonicflow.stack=$STATE"
 
@@ -79,6 +90,19 @@ fetch_apicurio() {
   touch "$APICURIO_HOME/.complete"
 }
 
+fetch_s3proxy() {
+  [ -f "$S3PROXY_HOME/.complete" ] && return 0
+  command -v mvn >/dev/null || die "s3: mvn not found; install Maven to fetch $S3PROXY_ARTIFACT"
+  say "s3: fetching $S3PROXY_ARTIFACT from Maven Central"
+  mkdir -p "$S3PROXY_HOME"
+  mvn -q -B -f "$HERE/pom.xml" dependency:copy -Dmdep.overWriteReleases=true -Dmdep.stripVersion=true \
+    -Dmdep.stripClassifier=true -Dartifact="$S3PROXY_ARTIFACT" \
+    -DoutputDirectory="$S3PROXY_HOME" >"$S3PROXY_HOME/fetch.log" 2>&1 ||
+    die "s3: Maven could not fetch S3Proxy (see $S3PROXY_HOME/fetch.log)"
+  [ -f "$S3PROXY_HOME/s3proxy.jar" ] || die "s3: no s3proxy.jar in $S3PROXY_HOME after fetching (see $S3PROXY_HOME/fetch.log)"
+  touch "$S3PROXY_HOME/.complete"
+}
+
 # wait_until NAME PID LOG CHECK-COMMAND...
 wait_until() {
   local name=$1 pid=$2 log=$3; shift 3
@@ -101,6 +125,15 @@ wait_until() {
 kafka_ready() { port_open "$KAFKA_PORT" && grep -q 'Kafka Server started' "$STATE/kafka/logs/server.log" 2>/dev/null; }
 registry_url() { echo "http://localhost:$REGISTRY_PORT/apis/ccompat/v7"; }
 registry_ready() { curl -fsS -m 5 -o /dev/null "$(registry_url)/subjects" 2>/dev/null; }
+s3_url() { echo "http://localhost:$S3_PORT"; }
+# Any S3 server answers an anonymous request with an error that carries a request id.
+s3_ready() { curl -sS -m 5 -o /dev/null -D - "$(s3_url)/" 2>/dev/null | grep -qi '^x-amz-request-id:'; }
+# true when SONIC_S3_ENDPOINT names another server than the local default
+s3_external() {
+  local e=${SONIC_S3_ENDPOINT:-}
+  e=${e%/}
+  [ -n "$e" ] && [ "$e" != "$(s3_url)" ] && [ "$e" != "http://127.0.0.1:$S3_PORT" ]
+}
 
 up_kafka() {
   if [ -n "${KAFKA_BROKERS:-}" ]; then say "kafka: KAFKA_BROKERS=$KAFKA_BROKERS is set; using it, starting nothing"; return; fi
@@ -174,6 +207,37 @@ up_registry() {
   say "registry: ready at $(registry_url) (log: $log)"
 }
 
+up_s3() {
+  if s3_external; then say "s3: SONIC_S3_ENDPOINT=$SONIC_S3_ENDPOINT is set; using it, starting nothing"; return; fi
+  local pid
+  if pid=$(our_pid s3) && s3_ready; then say "s3: already running (pid $pid) at $(s3_url), reusing it"; return; fi
+  if port_open "$S3_PORT"; then
+    s3_ready || die "s3: port $S3_PORT is taken by something that is not an S3 server (set SONIC_S3_PORT)"
+    say "s3: an S3 server not started by this script answers at $(s3_url); reusing it (down leaves it alone)"; return
+  fi
+  fetch_s3proxy
+  mkdir -p "$STATE/s3/data"
+  local conf="$STATE/s3/s3proxy.conf" log="$STATE/s3/s3proxy.log"
+  # filesystem-nio2 keeps objects as files under data/<bucket>/<key> and their metadata in xattrs;
+  # jclouds.identity/credential are unused by it but S3Proxy insists on them.
+  cat >"$conf" <<EOF
+# written by ops/stack/stack.sh — S3Proxy for local development and CI
+s3proxy.endpoint=http://127.0.0.1:$S3_PORT
+s3proxy.authorization=aws-v2-or-v4
+s3proxy.identity=$S3_IDENTITY
+s3proxy.credential=$S3_CREDENTIAL
+jclouds.provider=filesystem-nio2
+jclouds.filesystem.basedir=$STATE/s3/data
+jclouds.identity=$S3_IDENTITY
+jclouds.credential=$S3_CREDENTIAL
+EOF
+  say "s3: starting S3Proxy $S3PROXY_VERSION (filesystem storage under $STATE/s3/data) at $(s3_url)"
+  setsid nohup java $MARK -Xms64m -Xmx256m -jar "$S3PROXY_HOME/s3proxy.jar" --properties "$conf" >"$log" 2>&1 </dev/null &
+  echo $! >"$STATE/s3.pid"
+  wait_until s3 "$!" "$log" s3_ready
+  say "s3: ready at $(s3_url) (log: $log)"
+}
+
 stop_one() {
   local name=$1 port=$2 pid
   if ! pid=$(our_pid "$name"); then
@@ -226,10 +290,13 @@ case "$cmd" in
     mkdir -p "$STATE"
     up_kafka
     up_registry
+    up_s3
     echo "KAFKA_BROKERS=${KAFKA_BROKERS:-localhost:$KAFKA_PORT}"
     echo "SCHEMA_REGISTRY_URL=${SCHEMA_REGISTRY_URL:-$(registry_url)}"
+    if s3_external; then echo "SONIC_S3_ENDPOINT=${SONIC_S3_ENDPOINT%/}"; else echo "SONIC_S3_ENDPOINT=$(s3_url)"; fi
     ;;
   down)
+    stop_one s3 "$S3_PORT"
     stop_one registry "$REGISTRY_PORT"
     stop_one kafka "$KAFKA_PORT"
     ;;
@@ -239,16 +306,18 @@ case "$cmd" in
     else status_one kafka "localhost:$KAFKA_PORT" "$(port_open "$KAFKA_PORT" && echo true || echo false)" || rc=1; fi
     if [ -n "${SCHEMA_REGISTRY_URL:-}" ]; then echo "registry: external, SCHEMA_REGISTRY_URL=$SCHEMA_REGISTRY_URL"
     else status_one registry "$(registry_url)" "$(registry_ready && echo true || echo false)" || rc=1; fi
+    if s3_external; then echo "s3: external, SONIC_S3_ENDPOINT=$SONIC_S3_ENDPOINT"
+    else status_one s3 "$(s3_url)" "$(s3_ready && echo true || echo false)" || rc=1; fi
     echo "data and logs: $STATE"
     exit $rc
     ;;
   clean)
     "$0" down
-    rm -rf "$STATE/kafka" "$STATE/registry"
+    rm -rf "$STATE/kafka" "$STATE/registry" "$STATE/s3"
     say "removed data and logs under $STATE"
     ;;
-  fetch) need_java; fetch_kafka; fetch_apicurio ;;
+  fetch) need_java; fetch_kafka; fetch_apicurio; fetch_s3proxy ;;
   tool) tool "$@" ;;
-  -h|--help|help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$cmd' (up, down, status, clean, fetch, tool, --help)" ;;
 esac

@@ -30,6 +30,16 @@ const int =
     return n;
   };
 
+const num =
+  (min: number, max: number): Parser<number> =>
+  (raw, name) => {
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n < min || n > max) {
+      throw new SonicError('CONFIG_INVALID', `${name} must be a number in [${min}, ${max}], got "${raw}"`, { details: { variable: name } });
+    }
+    return n;
+  };
+
 const oneOf =
   <T extends string>(...values: T[]): Parser<T> =>
   (raw, name) => {
@@ -118,6 +128,7 @@ export const SETTINGS = {
   batchMaxRecords: def('SONIC_BATCH_MAX_RECORDS', 0, int(0, 100_000), 'Records per transaction; 0 keeps the topology value of the stage.'),
   batchMaxWaitMs: def('SONIC_BATCH_MAX_WAIT_MS', -1, int(-1, 600_000), 'Longest a batch collects before it commits, ms (the commit interval); -1 keeps the topology value.'),
   concurrency: def('SONIC_CONCURRENCY', 0, int(0, 1024), 'Partitions a stage process works on at once; 0 keeps the topology value.'),
+  retryDelayScale: def('SONIC_RETRY_DELAY_SCALE', 1, num(0.0001, 1000), 'Multiplies every retry tier delay of the Sonic topology (tests and demos shrink them).'),
   // blob store
   blobStore: def<'fs' | 's3'>('SONIC_BLOB_STORE', 'fs', oneOf('fs', 's3'), 'Where media lives: `fs` (a directory) or `s3` (any S3-compatible store).'),
   dataDir: def('SONIC_DATA_DIR', '~/.local/share/sonicflow', path, 'Root directory of the filesystem blob store.'),
@@ -131,9 +142,11 @@ export const SETTINGS = {
   // HTTP API
   apiHost: def('SONIC_API_HOST', '127.0.0.1', str, 'Address the HTTP API listens on.'),
   apiPort: def('SONIC_API_PORT', 8080, int(0, 65535), 'Port of the HTTP API; 0 picks a free port.'),
+  apiPublicUrl: def('SONIC_API_PUBLIC_URL', 'http://localhost:8080', url, 'How clients reach the API; video links use it when SONIC_PUBLIC_BASE_URL is empty.'),
   apiAuth: def<'required' | 'disabled'>('SONIC_API_AUTH', 'required', oneOf('required', 'disabled'), 'Bearer API keys: `required`, or `disabled` (local demos only).'),
   apiKeys: def('SONIC_API_KEYS', [] as string[], list, 'API keys, comma-separated `tenant:key` (or bare `key` for tenant `default`).'),
   apiRateLimitPerMinute: def('SONIC_API_RATE_LIMIT_PER_MINUTE', 600, int(1, 10_000_000), 'Requests per minute per API key (per address without auth).'),
+  apiKey: def('SONIC_API_KEY', '', str, 'API key the `sonicflow submit` client sends (redacted in logs).'),
   maxAudioBytes: def('SONIC_MAX_AUDIO_BYTES', 50 * 1024 * 1024, int(1, 2 ** 31), 'Largest accepted audio upload, bytes.'),
   maxImageBytes: def('SONIC_MAX_IMAGE_BYTES', 20 * 1024 * 1024, int(1, 2 ** 31), 'Largest accepted image upload, bytes.'),
   maxAudioSeconds: def('SONIC_MAX_AUDIO_SECONDS', 60, int(1, 400), 'Longest accepted audio, s (Sonic cannot go past 400 s).'),

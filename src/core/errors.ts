@@ -24,6 +24,7 @@ export const ERROR_CODES = {
   INPUT_FETCH_FAILED: { retryable: true, doc: 'A blob could not be read (timeout, 5xx).' },
   GPU_OOM: { retryable: true, maxAttempts: 3, doc: 'The GPU ran out of memory.' },
   CUDA_ERROR: { retryable: true, doc: 'The GPU runtime failed.' },
+  INFERENCE_FAILED: { retryable: true, maxAttempts: 2, doc: 'The inference backend failed for an unrecognised reason (retried once).' },
   INFERENCE_TIMEOUT: { retryable: true, maxAttempts: 2, doc: 'Inference exceeded its time budget (retried once).' },
   ENCODE_FAILED: { retryable: true, maxAttempts: 2, doc: 'ffmpeg failed to encode or the output did not probe (retried once).' },
   STORAGE_WRITE_FAILED: { retryable: true, doc: 'A blob could not be written.' },
@@ -40,6 +41,14 @@ export const ERROR_CODES = {
   CONFIG_INVALID: { retryable: false, doc: 'A configuration value is invalid.' },
   RETRIES_EXHAUSTED: { retryable: false, doc: 'Every retry tier failed.' },
   INTERNAL: { retryable: false, doc: 'A bug: an unexpected exception.' },
+  // HTTP API answers
+  UNAUTHORIZED: { retryable: false, doc: 'The API key is missing or wrong.' },
+  FORBIDDEN: { retryable: false, doc: 'The task belongs to another tenant.' },
+  TASK_NOT_FOUND: { retryable: false, doc: 'No task has this id.' },
+  VIDEO_NOT_READY: { retryable: true, doc: 'The task has not succeeded (yet).' },
+  PAYLOAD_TOO_LARGE: { retryable: false, doc: 'An upload exceeds its size limit.' },
+  RATE_LIMITED: { retryable: true, doc: 'Too many requests for this API key; retry after the indicated time.' },
+  IDEMPOTENCY_KEY_INVALID: { retryable: false, doc: 'The Idempotency-Key header is not 1-255 characters of [A-Za-z0-9_:.-].' },
   SHUTDOWN: { retryable: true, doc: 'The worker stopped or lost the partition mid-task; the next owner redoes it.' },
 } as const satisfies Record<string, { retryable: boolean; maxAttempts?: number; doc: string }>;
 

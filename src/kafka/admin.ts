@@ -80,7 +80,8 @@ export class TopicAdmin {
   async create(topics: NewTopic[]): Promise<void> {
     if (topics.length === 0) return;
     await this.admin.createTopics({
-      waitForLeaders: true,
+      // kafkajs' own wait gives up on UNKNOWN_TOPIC_OR_PARTITION while metadata propagates
+      waitForLeaders: false,
       topics: topics.map((t) => ({
         topic: t.name,
         numPartitions: t.partitions,
@@ -88,6 +89,23 @@ export class TopicAdmin {
         configEntries: Object.entries(t.configs).map(([name, value]) => ({ name, value })),
       })),
     });
+    await this.waitForLeaders(topics.map((t) => t.name));
+  }
+
+  /** Polls metadata until every partition of `names` has a leader (30 s at most). */
+  async waitForLeaders(names: string[], timeoutMs = 30_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
+      try {
+        const meta = await this.admin.fetchTopicMetadata({ topics: names });
+        if (meta.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
+      } catch (err) {
+        const type = (err as { type?: string }).type;
+        if (type !== 'UNKNOWN_TOPIC_OR_PARTITION' && type !== 'LEADER_NOT_AVAILABLE') throw err;
+      }
+      if (Date.now() > until) throw new Error(`topics ${names.join(', ')} have no leaders after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
   }
 
   /** Grows topics to `count` partitions each (Kafka cannot shrink them). */

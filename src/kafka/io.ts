@@ -58,6 +58,13 @@ export class PlainProducer {
     await this.producer.send({ topic, acks: -1, messages: toMessages(records) });
   }
 
+  /** Sends records to several topics in one request per broker. */
+  async sendMany(records: (OutRecord & { topic: string })[]): Promise<void> {
+    const byTopic = new Map<string, OutRecord[]>();
+    for (const r of records) byTopic.set(r.topic, [...(byTopic.get(r.topic) ?? []), r]);
+    await this.producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, recs]) => ({ topic, messages: toMessages(recs) })) });
+  }
+
   async close(): Promise<void> {
     await this.producer.disconnect();
   }
@@ -225,4 +232,79 @@ export async function readTopic(kafka: Kafka, topic: string, opts: ReadOptions =
     await consumer.disconnect();
   }
   return opts.limit === undefined ? out : out.slice(0, opts.limit);
+}
+
+/**
+ * Follows a topic from the beginning with a private consumer group and no commits (a
+ * materialised view rebuilds itself on start). `caughtUp` resolves after the first fetch that
+ * brings nothing new, i.e. once the view has read what the topic held when it started.
+ */
+export class TopicTail {
+  private readonly consumer: ReturnType<Kafka['consumer']>;
+  readonly caughtUp: Promise<void>;
+  private markCaughtUp!: () => void;
+
+  constructor(kafka: Kafka, readonly topic: string, groupPrefix: string) {
+    this.consumer = kafka.consumer({
+      groupId: `${groupPrefix}.${process.pid}.${Date.now().toString(36)}`,
+      readUncommitted: false,
+      maxWaitTimeInMs: 250,
+      allowAutoTopicCreation: false,
+    });
+    this.caughtUp = new Promise((r) => (this.markCaughtUp = r));
+  }
+
+  async start(onRecords: (records: InRecord[]) => void): Promise<void> {
+    let fetches = 0;
+    let sawRecords = false;
+    // FETCH fires before the batches of that fetch are handled: `sawRecords` at fetch n tells
+    // whether fetch n-1 brought anything
+    this.consumer.on(this.consumer.events.GROUP_JOIN, () => (fetches = 0));
+    this.consumer.on(this.consumer.events.FETCH, () => {
+      fetches += 1;
+      if (fetches >= 2 && !sawRecords) this.markCaughtUp();
+      sawRecords = false;
+    });
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topic: this.topic, fromBeginning: true });
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatch: async ({ batch }) => {
+        if (batch.messages.length > 0) sawRecords = true;
+        onRecords(
+          batch.messages.map((m) => ({
+            topic: batch.topic,
+            partition: batch.partition,
+            offset: m.offset,
+            key: m.key ? m.key.toString('utf8') : null,
+            value: m.value,
+            headers: headersToStrings(m.headers),
+            timestamp: Number(m.timestamp),
+          })),
+        );
+      },
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.consumer.disconnect();
+  }
+}
+
+/** True when the broker answers a metadata request within `timeoutMs`. */
+export async function brokerReachable(kafka: Kafka, timeoutMs = 3000): Promise<boolean> {
+  const admin = kafka.admin();
+  const timeout = new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs).unref());
+  const check = (async () => {
+    try {
+      await admin.connect();
+      await admin.describeCluster();
+      return true;
+    } catch {
+      return false;
+    } finally {
+      await admin.disconnect().catch(() => undefined);
+    }
+  })();
+  return Promise.race([check, timeout]);
 }

@@ -14,8 +14,10 @@ import { findStage } from '../runtime/topology.js';
 import { validateTopology } from '../runtime/validate.js';
 import { SchemaCatalog } from '../serde/catalog.js';
 import { Context } from './context.js';
+import { startApi } from '../api/main.js';
 import { formatList, formatShow, readDlq, replay, select } from './dlq.js';
-import { runStage } from './run.js';
+import { runStages } from './run.js';
+import { downloadVideo, submitTask, waitForTask } from './submit.js';
 import { applyDeploy, formatPlan, planDeploy, planIsEmpty, topicsInScope } from './deploy.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -86,11 +88,57 @@ export function buildCli(ctx: () => Context): Command {
 
   program
     .command('run')
-    .description('Run one stage as this process: consume its input and retry tiers, publish exactly once. SIGTERM drains and exits 0.')
-    .argument('<stage>', 'stage name (validate, preprocess, infer, encode, publish, notify)')
+    .description('Run a stage as this process: consume its input and retry tiers, publish exactly once. SIGTERM drains and exits 0.')
+    .argument('<stages...>', 'stage name(s): validate, preprocess, infer, encode, publish, notify (several share the process)')
     .addOption(fileOpt())
-    .action(async (stage: string, opts: { file?: string }) => {
-      process.exitCode = await runStage(ctx(), stage, opts.file);
+    .action(async (stages: string[], opts: { file?: string }) => {
+      process.exitCode = await runStages(ctx(), stages, opts.file);
+    });
+
+  program
+    .command('api')
+    .description('Run the HTTP API: POST /v1/tasks, GET /v1/tasks/:id (+ /events, /video), /docs, /healthz, /readyz, /metrics.')
+    .action(async () => {
+      const c = ctx();
+      const api = await startApi(c);
+      out(`API listening on ${api.url} (OpenAPI at ${api.url}/docs)\n`);
+      await new Promise<void>((resolve) => {
+        const stop = (): void => void api.close().then(resolve);
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+    });
+
+  program
+    .command('submit')
+    .description('Submit a portrait and a speech recording to the API; with --wait, show progress and print where the video is.')
+    .requiredOption('--audio <file>', 'speech recording (wav, mp3, m4a/aac, flac, ogg)')
+    .requiredOption('--image <file>', 'portrait (jpeg, png, webp)')
+    .option('--api <url>', 'API base URL (default SONIC_API_PUBLIC_URL)')
+    .option('--param <name=value...>', 'Sonic parameters, e.g. --param min_resolution=512 inference_steps=25')
+    .option('--idempotency-key <key>', 'a retried submit with the same key returns the same task')
+    .option('--callback <url>', 'webhook URL for the end of the task')
+    .option('--wait', 'follow the task until it ends')
+    .option('--output <file>', 'with --wait: save the MP4 here')
+    .action(async (o: { audio: string; image: string; api?: string; param?: string[]; idempotencyKey?: string; callback?: string; wait?: boolean; output?: string }) => {
+      const c = ctx();
+      const api = (o.api ?? c.config.apiPublicUrl).replace(/\/+$/, '');
+      const params = Object.fromEntries((o.param ?? []).map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]));
+      const common = { api, ...(c.config.apiKey ? { apiKey: c.config.apiKey } : {}), progress: process.stderr };
+      const taskId = await submitTask({ ...common, audio: o.audio, image: o.image, params, wait: !!o.wait, ...(o.idempotencyKey ? { idempotencyKey: o.idempotencyKey } : {}), ...(o.callback ? { callback: o.callback } : {}) });
+      out(`task ${taskId}\n`);
+      if (!o.wait) return;
+      const status = await waitForTask(common, taskId);
+      if (status.state !== 'SUCCEEDED') {
+        process.stderr.write(`task ${taskId} ${status.state}: ${status.error?.code ?? ''} ${status.error?.message ?? ''}\n`);
+        process.exitCode = 1;
+        return;
+      }
+      out(`video ${status.video_url}\n`);
+      if (o.output) {
+        await downloadVideo(common, status, o.output);
+        out(`saved ${o.output}\n`);
+      }
     });
 
   const dlq = program.command('dlq').description("Inspect and replay a stage's dead letters.");

@@ -12,6 +12,7 @@ import { SchemaCatalog } from '../serde/catalog.js';
 import { RegistryAdmin } from '../serde/registry-admin.js';
 import { Serde } from '../serde/serde.js';
 import { defineTopology, type Topology, type TopologyDecl } from '../runtime/topology.js';
+import { createBlobStore, type BlobStore } from '../blob/index.js';
 import type { StageDefinition } from '../runtime/stage.js';
 import { sonicStages } from '../stages/index.js';
 import { sonicTopology } from '../../topologies/sonic.js';
@@ -45,19 +46,36 @@ export class Context {
     return this.serdeInstance;
   }
 
+  private blobStore?: BlobStore;
+  /** The configured blob store (filesystem or S3). */
+  get blob(): BlobStore {
+    this.blobStore ??= createBlobStore(this.config);
+    return this.blobStore;
+  }
+
+  /** Closes the blob store if one was opened. */
+  async blobClose(): Promise<void> {
+    await this.blobStore?.close();
+  }
+
   get registryAdmin(): RegistryAdmin {
     return new RegistryAdmin(this.serde);
   }
 
   /** The built-in Sonic topology with the configured prefix, or the one declared in `file`. */
   async topology(file?: string): Promise<Topology> {
-    return (await this.pipeline(file)).topology;
+    return (await this.pipeline(file, [])).topology;
   }
 
-  /** The topology and its stage handlers: the built-in Sonic ones, or the `stages` export of `file`. */
-  async pipeline(file?: string): Promise<Pipeline> {
-    if (!file) return { topology: sonicTopology({ prefix: this.config.topicPrefix }), stages: sonicStages };
-    return loadTopologyFile(file, this.config.topicPrefix);
+  /**
+   * The topology and its stage handlers: the built-in Sonic ones (only those named in `only`,
+   * when given), or the `stages` export of `file`.
+   */
+  async pipeline(file?: string, only?: string[]): Promise<Pipeline> {
+    if (file) return loadTopologyFile(file, this.config.topicPrefix);
+    const topology = sonicTopology({ prefix: this.config.topicPrefix, retryDelayScale: this.config.retryDelayScale });
+    const stages = only?.length === 0 ? {} : sonicStages({ config: this.config, blob: this.blob, logger: this.logger }, only);
+    return { topology, stages };
   }
 }
 

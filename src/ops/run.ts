@@ -1,6 +1,8 @@
 /**
- * `sonicflow run <stage>`: one stage as one process. Serves /metrics, /healthz and /readyz;
- * SIGTERM or SIGINT drains in-flight work and exits 0; a crash exits 1 with the error logged.
+ * `sonicflow run <stage> [<stage>...]`: stages as this process — normally one (one process per
+ * stage, scaled on its own); several share a process in small deployments and tests. Serves
+ * /metrics, /healthz and /readyz; SIGTERM or SIGINT drains in-flight work and exits 0; a crash
+ * exits 1 with the error logged.
  */
 import { SonicError } from '../core/errors.js';
 import { createRegistry, createStageMetrics, serveMetrics } from '../core/metrics.js';
@@ -8,23 +10,17 @@ import { StageRunner } from '../runtime/runner.js';
 import { findStage } from '../runtime/topology.js';
 import type { Context } from './context.js';
 
-export async function runStage(ctx: Context, stageName: string, file?: string): Promise<number> {
-  const { topology, stages } = await ctx.pipeline(file);
-  const stage = findStage(topology, stageName);
-  if (!stage) throw new SonicError('TOPOLOGY_INVALID', `no stage named "${stageName}" (stages: ${topology.stages.map((s) => s.name).join(', ')})`);
-  const definition = stages[stageName];
-  if (!definition) throw new SonicError('TOPOLOGY_INVALID', `stage "${stageName}" has no handler (handlers: ${Object.keys(stages).join(', ') || 'none'})`);
+export async function runStages(ctx: Context, names: string[], file?: string): Promise<number> {
+  const { topology, stages } = await ctx.pipeline(file, names);
   const c = ctx.config;
-  const logger = ctx.logger.child({ stage: stageName });
-  const registry = createRegistry({ stage: stageName });
-  const runner = new StageRunner(
-    ctx.kafka,
-    ctx.serde,
-    topology,
-    stage,
-    definition,
-    logger,
-    {
+  const registry = createRegistry();
+  const metrics = createStageMetrics(registry);
+  const runners = names.map((name) => {
+    const stage = findStage(topology, name);
+    if (!stage) throw new SonicError('TOPOLOGY_INVALID', `no stage named "${name}" (stages: ${topology.stages.map((s) => s.name).join(', ')})`);
+    const definition = stages[name];
+    if (!definition) throw new SonicError('TOPOLOGY_INVALID', `stage "${name}" has no handler (handlers: ${Object.keys(stages).join(', ') || 'none'})`);
+    const runner = new StageRunner(ctx.kafka, ctx.serde, topology, stage, definition, ctx.logger.child({ stage: name }), {
       clientId: c.clientId,
       sessionTimeoutMs: c.sessionTimeoutMs,
       heartbeatIntervalMs: c.heartbeatIntervalMs,
@@ -35,33 +31,39 @@ export async function runStage(ctx: Context, stageName: string, file?: string): 
       batchMaxRecords: c.batchMaxRecords,
       batchMaxWaitMs: c.batchMaxWaitMs,
       concurrency: c.concurrency,
-    },
-    createStageMetrics(registry),
-  );
+    }, metrics);
+    return { runner, definition };
+  });
   const http = await serveMetrics(
     c.metricsPort,
     registry,
-    { live: () => runner.lifecycle.state !== 'failed', ready: () => runner.lifecycle.state === 'running' },
-    logger,
+    {
+      live: () => runners.every((r) => r.runner.lifecycle.state !== 'failed'),
+      ready: () => runners.every((r) => r.runner.lifecycle.state === 'running'),
+    },
+    ctx.logger,
   );
-  logger.info({ metrics_port: http.port }, 'metrics endpoint listening');
+  ctx.logger.info({ metrics_port: http.port, stages: names }, 'metrics endpoint listening');
+  const stopAll = (reason: string): Promise<void[]> => Promise.all(runners.map((r) => r.runner.stop(reason)));
   const onSignal = (signal: NodeJS.Signals): void => {
-    logger.info({ signal }, 'signal received, draining');
-    void runner.stop(signal);
+    ctx.logger.info({ signal }, 'signal received, draining');
+    void stopAll(signal);
   };
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
   try {
-    await runner.start();
-    await runner.done;
-    logger.info('stage stopped');
+    for (const r of runners) await r.runner.start();
+    // resolves when all have stopped; one failing stage rejects at once and stops the others
+    await Promise.all(runners.map((r) => r.runner.done));
+    ctx.logger.info('stages stopped');
     return 0;
   } catch (err) {
-    logger.error({ err }, 'stage crashed');
-    await runner.stop('crash').catch(() => undefined);
+    ctx.logger.error({ err }, 'stage crashed');
+    await stopAll('crash').catch(() => undefined);
     return 1;
   } finally {
-    await definition.close?.().catch(() => undefined);
+    for (const r of runners) await r.definition.close?.().catch(() => undefined);
     http.server.close();
+    await ctx.blobClose();
   }
 }

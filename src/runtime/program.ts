@@ -10,7 +10,7 @@ import type { Codec } from '../serde/codec.js';
 import { valueSubject } from '../serde/wire.js';
 import { classify, type Decision } from './classify.js';
 import { HEADERS, attemptOf, childTraceparent, dueOf, failureHeaders } from './headers.js';
-import type { StageDefinition, StageRecord, StatusExtra, TaskState } from './stage.js';
+import type { Emit, StageDefinition, StageRecord, StatusExtra, TaskState } from './stage.js';
 import type { StageSpec, Topology } from './topology.js';
 
 /** A record as read from a topic. */
@@ -127,17 +127,7 @@ export class StageProgram<In = unknown> {
       });
       const handlerMs = this.clock() - started;
       if (signal.aborted) return { kind: 'aborted', taskId, handlerMs };
-      const records: Produced[] = [];
-      for (const e of result.emit ?? []) {
-        const sink = this.sinks.get(e.sink);
-        if (!sink) throw new SonicError('INTERNAL', `stage ${this.stage.name} has no sink named "${e.sink}" (sinks: ${[...this.sinks.keys()].join(', ')})`);
-        records.push({
-          topic: sink.topic,
-          key: e.key ?? taskId,
-          value: await this.codec.encode(valueSubject(sink.topic), sink.schema, e.value),
-          headers: { ...e.headers, [HEADERS.traceparent]: traceparent },
-        });
-      }
+      const records = await this.encodeEmits(result.emit ?? [], taskId, traceparent);
       const status = await this.status(taskId, { ...extra, ...result.status, state: this.definition.doneState, attempt }, traceparent);
       if (status) records.push(status);
       return { kind: 'ok', taskId, records, handlerMs };
@@ -147,7 +137,9 @@ export class StageProgram<In = unknown> {
       const decision = classify(err, attempt, this.stage.retry);
       if (decision.action === 'dlq') {
         log.warn({ err: decision.error, reason: decision.reason }, 'record sent to the DLQ');
-        return this.toDlq(raw, attempt, decision.error, decision.reason, handlerMs, extra, decision);
+        const dead = await this.toDlq(raw, attempt, decision.error, decision.reason, handlerMs, extra, decision);
+        if (dead.kind === 'dlq') dead.records.push(...(await this.failureEmits(record, decision.error, traceparent, log)));
+        return dead;
       }
       const now = this.clock();
       const dueMs = now + decision.delayMs;
@@ -161,6 +153,33 @@ export class StageProgram<In = unknown> {
       );
       if (status) records.push(status);
       return { kind: 'retry', taskId, records, decision, handlerMs };
+    }
+  }
+
+  /** Encodes a handler's emits for their sinks. */
+  private async encodeEmits(emits: Emit[], taskId: string, traceparent: string): Promise<Produced[]> {
+    const records: Produced[] = [];
+    for (const e of emits) {
+      const sink = this.sinks.get(e.sink);
+      if (!sink) throw new SonicError('INTERNAL', `stage ${this.stage.name} has no sink named "${e.sink}" (sinks: ${[...this.sinks.keys()].join(', ')})`);
+      records.push({
+        topic: sink.topic,
+        key: e.key ?? taskId,
+        value: await this.codec.encode(valueSubject(sink.topic), sink.schema, e.value),
+        headers: { ...e.headers, [HEADERS.traceparent]: traceparent },
+      });
+    }
+    return records;
+  }
+
+  /** What the stage wants published when a task fails for good (e.g. a failure outcome for webhooks). */
+  private async failureEmits(record: StageRecord<In>, error: SonicError, traceparent: string, log: Logger): Promise<Produced[]> {
+    if (!this.definition.onFailure) return [];
+    try {
+      return await this.encodeEmits(this.definition.onFailure(record, error).emit ?? [], record.taskId, traceparent);
+    } catch (err) {
+      log.error({ err }, 'onFailure hook failed; the DLQ record is written without its failure outputs');
+      return [];
     }
   }
 

@@ -3,6 +3,7 @@
  * The runtime turns it into a correct consumer/producer (exactly-once hops, retries, DLQ);
  * the handler never sees Kafka.
  */
+import type { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 
 export type TaskState = 'QUEUED' | 'VALIDATING' | 'PREPROCESSING' | 'INFERRING' | 'ENCODING' | 'PUBLISHING' | 'SUCCEEDED' | 'FAILED';
@@ -67,6 +68,12 @@ export interface StageDefinition<In = unknown> {
   reportStart?: boolean;
   /** Optional fields for every status event of a task, from its input value (tenant, created time). */
   statusOf?(value: In): StatusExtra;
+  /**
+   * Called when a task fails for good in this stage (permanent error or retries exhausted), with
+   * the decoded record: its emits are published in the same transaction as the DLQ record
+   * (for example a FAILED outcome that turns into a webhook).
+   */
+  onFailure?(record: StageRecord<In>, error: SonicError): StageResult;
   /** Releases resources when the process stops. */
   close?(): Promise<void>;
 }

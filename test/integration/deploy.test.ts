@@ -49,7 +49,7 @@ describe('topology deploy (real broker and registry)', () => {
     expect(second.stdout).toBe('No changes. The broker and the registry match the topology.\n');
   }, 120_000);
 
-  it('deploys one stage only with --stage: its input, retry tiers, DLQ, sinks and the status topic', async () => {
+  it('deploys one stage only with --stage: its input, retry tiers, DLQ, sinks (the failure outcome too) and the status topic', async () => {
     const prefix = uniqueName('stage').replace(/-/g, '_');
     const r = sonicflow(['topology', 'deploy', '--stage', 'encode', '--dry-run'], { SONIC_TOPIC_PREFIX: prefix });
     expect(r.code, r.stderr).toBe(0);
@@ -60,6 +60,7 @@ describe('topology deploy (real broker and registry)', () => {
         `${prefix}.encode.retry.1`,
         `${prefix}.encode.retry.2`,
         `${prefix}.encode.retry.3`,
+        `${prefix}.tasks.completed`,
         `${prefix}.tasks.encoded`,
         `${prefix}.tasks.rendered`,
         `${prefix}.tasks.status`,

@@ -11,10 +11,12 @@ const env = {
   ...process.env,
   KAFKA_BROKERS: '',
   SCHEMA_REGISTRY_URL: '',
+  SONIC_S3_ENDPOINT: '',
   SONICFLOW_STATE_DIR: mkdtempSync(join(tmpdir(), 'sonicflow-stack-')),
   SONIC_KAFKA_PORT: '19092',
   SONIC_KAFKA_CONTROLLER_PORT: '19093',
   SONIC_REGISTRY_PORT: '18081',
+  SONIC_S3_PORT: '19000',
 };
 const stack = (cmd: string) => spawnSync('bash', [join(ROOT, 'ops/stack/stack.sh'), cmd], { env, encoding: 'utf8', timeout: 240_000 });
 const portOpen = (port: number) =>
@@ -27,42 +29,59 @@ const portOpen = (port: number) =>
 describe('local stack lifecycle', () => {
   afterAll(() => void stack('down'));
 
-  it('stack:up starts both services, a second up reuses them, and stack:down leaves the ports free', async () => {
+  it('stack:up starts the services, a second up reuses them, and stack:down leaves the ports free', async () => {
     const first = stack('up');
     expect(first.status, first.stderr).toBe(0);
     expect(first.stdout).toContain('KAFKA_BROKERS=localhost:19092');
     expect(first.stdout).toContain('SCHEMA_REGISTRY_URL=http://localhost:18081/apis/ccompat/v7');
+    expect(first.stdout).toContain('SONIC_S3_ENDPOINT=http://localhost:19000');
     expect(await portOpen(19092)).toBe(true);
     expect(await portOpen(18081)).toBe(true);
+    expect(await portOpen(19000)).toBe(true);
+    // an S3 server: an unsigned request is refused with an S3 error document
+    const s3 = await fetch('http://127.0.0.1:19000/');
+    expect(s3.headers.get('x-amz-request-id')).toBeTruthy();
+    expect(await s3.text()).toContain('<Error>');
 
     const second = stack('up');
     expect(second.status, second.stderr).toBe(0);
     expect(second.stderr).toMatch(/kafka: already running \(pid \d+\) on localhost:19092, reusing it/);
     expect(second.stderr).toMatch(/registry: already running \(pid \d+\) at .*18081.*, reusing it/);
+    expect(second.stderr).toMatch(/s3: already running \(pid \d+\) at http:\/\/localhost:19000, reusing it/);
     expect(second.stderr).not.toContain('starting');
 
     const status = stack('status');
     expect(status.status).toBe(0);
     expect(status.stdout).toMatch(/kafka: running \(pid \d+, started by sonicflow\)/);
     expect(status.stdout).toMatch(/registry: running \(pid \d+, started by sonicflow\)/);
+    expect(status.stdout).toMatch(/s3: running \(pid \d+, started by sonicflow\) at http:\/\/localhost:19000/);
 
     const down = stack('down');
     expect(down.status, down.stderr).toBe(0);
     expect(await portOpen(19092)).toBe(false);
     expect(await portOpen(19093)).toBe(false);
     expect(await portOpen(18081)).toBe(false);
+    expect(await portOpen(19000)).toBe(false);
     const after = stack('status');
     expect(after.status).toBe(1);
     expect(after.stdout).toContain('kafka: not running');
+    expect(after.stdout).toContain('s3: not running');
   }, 300_000);
 
-  it('uses external services as given and starts nothing when KAFKA_BROKERS and SCHEMA_REGISTRY_URL are set', () => {
+  it('uses external services as given and starts nothing when KAFKA_BROKERS, SCHEMA_REGISTRY_URL and SONIC_S3_ENDPOINT are set', () => {
     const r = spawnSync('bash', [join(ROOT, 'ops/stack/stack.sh'), 'up'], {
-      env: { ...env, KAFKA_BROKERS: 'broker.example:9092', SCHEMA_REGISTRY_URL: 'http://registry.example:8081' },
+      env: {
+        ...env,
+        KAFKA_BROKERS: 'broker.example:9092',
+        SCHEMA_REGISTRY_URL: 'http://registry.example:8081',
+        SONIC_S3_ENDPOINT: 'https://s3.example',
+      },
       encoding: 'utf8',
     });
     expect(r.status).toBe(0);
     expect(r.stderr).toContain('KAFKA_BROKERS=broker.example:9092 is set; using it, starting nothing');
     expect(r.stderr).toContain('SCHEMA_REGISTRY_URL=http://registry.example:8081 is set; using it, starting nothing');
+    expect(r.stderr).toContain('SONIC_S3_ENDPOINT=https://s3.example is set; using it, starting nothing');
+    expect(r.stdout).toContain('SONIC_S3_ENDPOINT=https://s3.example');
   });
 });

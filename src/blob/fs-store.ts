@@ -1,0 +1,182 @@
+/**
+ * The filesystem blob store: one file per key under a root directory, written atomically, with a
+ * `<file>.meta.json` sidecar holding its sha256 and content type. Suits one machine, or several
+ * that share the directory (NFS and the like).
+ */
+import { createReadStream } from 'node:fs';
+import { readFile, rm, stat as fsStat } from 'node:fs/promises';
+import { isAbsolute, resolve, sep } from 'node:path';
+import { SonicError } from '../core/errors.js';
+import { LocalIoError, errnoOf, writeFileAtomically } from './local-file.js';
+import {
+  META_SUFFIX,
+  checkSha256,
+  keyAfterPrefix,
+  sha256Hex,
+  validateKey,
+  type BlobRef,
+  type BlobStat,
+  type BlobStore,
+  type PutOptions,
+  type ReadOptions,
+} from './store.js';
+
+const URI_PREFIX = 'blob://';
+// errno codes that mean "no blob under this key": absent, or a directory stands where it would be
+const ABSENT = new Set(['ENOENT', 'ENOTDIR', 'EISDIR', 'ERR_FS_EISDIR']);
+
+interface Sidecar {
+  sha256: string;
+  size_bytes: number;
+  content_type: string | null;
+}
+
+function isSidecar(v: unknown): v is Sidecar {
+  const s = v as Partial<Sidecar> | null;
+  return typeof s?.sha256 === 'string' && typeof s.size_bytes === 'number' && (s.content_type === null || typeof s.content_type === 'string');
+}
+
+/** A {@link BlobStore} in a local (or shared) directory; uris are `blob://<key>`. */
+export class FsBlobStore implements BlobStore {
+  readonly kind = 'fs' as const;
+  readonly #root: string;
+
+  /** @param rootDir absolute directory that holds the blobs; created on first write. */
+  constructor(rootDir: string) {
+    if (!isAbsolute(rootDir)) {
+      throw new SonicError('CONFIG_INVALID', `the blob store root must be an absolute path, got "${rootDir}"`, { details: { rootDir } });
+    }
+    this.#root = resolve(rootDir);
+  }
+
+  /** The root directory (for operators; never put it in a record). */
+  get rootDir(): string {
+    return this.#root;
+  }
+
+  async put(key: string, data: Buffer | string, opts: PutOptions = {}): Promise<BlobRef> {
+    const path = this.#path(key);
+    const sidecar = path + META_SUFFIX;
+    let digest;
+    try {
+      digest = await writeFileAtomically(path, typeof data === 'string' ? createReadStream(data) : data, async () => {
+        // dropped before the new content lands, so a crash in between leaves no sidecar rather than a wrong one
+        await rm(sidecar, { force: true }).catch((err: unknown) => {
+          throw new LocalIoError('target', err);
+        });
+      });
+      const meta: Sidecar = { sha256: digest.sha256, size_bytes: digest.size_bytes, content_type: opts.contentType ?? null };
+      await writeFileAtomically(sidecar, Buffer.from(JSON.stringify(meta)));
+    } catch (err) {
+      throw writeError(key, err, typeof data === 'string' ? data : undefined);
+    }
+    return { uri: URI_PREFIX + key, key, size_bytes: digest.size_bytes, sha256: digest.sha256, content_type: opts.contentType ?? null };
+  }
+
+  async getBuffer(key: string, opts: ReadOptions = {}): Promise<Buffer> {
+    const path = this.#path(key);
+    let data: Buffer;
+    try {
+      data = await readFile(path);
+    } catch (err) {
+      throw readError(key, err);
+    }
+    checkSha256(key, opts.sha256, sha256Hex(data));
+    return data;
+  }
+
+  async download(key: string, toPath: string, opts: ReadOptions = {}): Promise<void> {
+    const path = this.#path(key);
+    try {
+      await writeFileAtomically(toPath, createReadStream(path), (d) => checkSha256(key, opts.sha256, d.sha256));
+    } catch (err) {
+      if (err instanceof LocalIoError && err.side === 'target') throw writeError(key, err, undefined, toPath);
+      throw readError(key, err);
+    }
+  }
+
+  async stat(key: string): Promise<BlobStat | undefined> {
+    const path = this.#path(key);
+    let size: number;
+    try {
+      const st = await fsStat(path);
+      if (!st.isFile()) return undefined;
+      size = st.size;
+    } catch (err) {
+      if (ABSENT.has(errnoOf(err) ?? '')) return undefined;
+      throw readError(key, err);
+    }
+    const out: BlobStat = { size_bytes: size };
+    const meta = await readFile(path + META_SUFFIX, 'utf8')
+      .then((text) => JSON.parse(text) as unknown)
+      .catch(() => undefined);
+    // a sidecar of another size belongs to other content (written outside this store)
+    if (isSidecar(meta) && meta.size_bytes === size) {
+      out.sha256 = meta.sha256;
+      if (meta.content_type !== null) out.content_type = meta.content_type;
+    }
+    return out;
+  }
+
+  async delete(key: string): Promise<void> {
+    const path = this.#path(key);
+    try {
+      await rm(path, { force: true });
+      await rm(path + META_SUFFIX, { force: true });
+    } catch (err) {
+      throw writeError(key, err);
+    }
+  }
+
+  keyFromUri(uri: string): string {
+    return keyAfterPrefix(uri, URI_PREFIX, 'filesystem blob store');
+  }
+
+  async close(): Promise<void> {}
+
+  #path(key: string): string {
+    validateKey(key);
+    const path = resolve(this.#root, key);
+    // validateKey already forbids '..'; this guards the invariant itself
+    if (!path.startsWith(this.#root + sep)) {
+      throw new SonicError('INVALID_REQUEST', `blob key "${key}" leaves the store root`, { details: { key } });
+    }
+    return path;
+  }
+}
+
+function unwrap(err: unknown): unknown {
+  return err instanceof LocalIoError ? err.error : err;
+}
+
+function readError(key: string, err: unknown): SonicError {
+  if (err instanceof SonicError) return err;
+  const cause = unwrap(err);
+  const errno = errnoOf(cause);
+  if (ABSENT.has(errno ?? '')) {
+    return new SonicError('INPUT_NOT_FOUND', `blob "${key}" does not exist`, { cause, details: { key, store: 'fs' } });
+  }
+  return new SonicError('INPUT_FETCH_FAILED', `blob "${key}" could not be read: ${errno ?? String(cause)}`, {
+    cause,
+    details: { key, store: 'fs', errno },
+  });
+}
+
+function writeError(key: string, err: unknown, sourcePath?: string, targetPath?: string): SonicError {
+  if (err instanceof SonicError) return err;
+  const cause = unwrap(err);
+  const errno = errnoOf(cause);
+  if (err instanceof LocalIoError && err.side === 'source' && sourcePath !== undefined && ABSENT.has(errno ?? '')) {
+    return new SonicError('INPUT_NOT_FOUND', `the file to store as blob "${key}" does not exist: ${sourcePath}`, {
+      cause,
+      details: { key, store: 'fs', path: sourcePath },
+    });
+  }
+  const what = targetPath === undefined ? `blob "${key}" could not be written` : `blob "${key}" could not be downloaded to ${targetPath}`;
+  return new SonicError('STORAGE_WRITE_FAILED', `${what}: ${errno ?? String(cause)}`, {
+    cause,
+    // a file standing where a directory must be (or the reverse) does not heal by retrying
+    retryable: !['ENOTDIR', 'EISDIR', 'ERR_FS_EISDIR', 'EEXIST'].includes(errno ?? ''),
+    details: { key, store: 'fs', errno, ...(targetPath === undefined ? {} : { path: targetPath }) },
+  });
+}

@@ -1,0 +1,157 @@
+/**
+ * Runs the command-line media tools (ffmpeg, ffprobe, espeak-ng) as child processes. A non-zero
+ * exit is returned to the caller, who knows which error code it means; only a failure to start
+ * the tool at all is thrown here.
+ */
+import { spawn } from 'node:child_process';
+import { basename } from 'node:path';
+import type { Writable } from 'node:stream';
+import { SonicError } from '../core/errors.js';
+
+/** Options of {@link runTool} and {@link startTool}. */
+export interface ToolOptions {
+  /** Kills the process with SIGKILL after this many milliseconds; no limit by default. */
+  timeoutMs?: number;
+  /** Kills the process with SIGKILL when aborted; the result then rejects with `signal.reason`. */
+  signal?: AbortSignal;
+  /** Bytes written to the tool's stdin, which is then closed ({@link runTool} only; empty by default). */
+  input?: Buffer;
+}
+
+/** How a tool ended. */
+export interface ToolResult {
+  /** Exit code; `null` when the process was killed by a signal (see `timedOut`). */
+  code: number | null;
+  /** The signal that ended the process, if any. */
+  signal: NodeJS.Signals | null;
+  /** Everything the tool wrote to stdout. */
+  stdout: Buffer;
+  /** The last {@link STDERR_TAIL_CHARS} characters the tool wrote to stderr. */
+  stderr: string;
+  /** True when the process was killed because `timeoutMs` elapsed. */
+  timedOut: boolean;
+}
+
+/** A started tool whose stdin the caller feeds (see {@link startTool}). */
+export interface RunningTool {
+  /** The tool's stdin; write errors (EPIPE when the tool exits early) are swallowed, the exit code tells. */
+  stdin: Writable;
+  /** Settles when the process has exited and its output streams have closed. */
+  result: Promise<ToolResult>;
+  /** Kills the process with SIGKILL (no-op once it has exited). */
+  kill(): void;
+}
+
+/** How much of stderr is kept: ffmpeg can be chatty and only the end explains a failure. */
+export const STDERR_TAIL_CHARS = 16_384;
+
+const INSTALL_HINT: Record<string, string> = {
+  ffmpeg: 'apt-get install ffmpeg',
+  ffprobe: 'apt-get install ffmpeg',
+  'espeak-ng': 'apt-get install espeak-ng',
+};
+
+/**
+ * Starts `cmd args` with piped stdio. Use it when stdin must be streamed with backpressure;
+ * otherwise prefer {@link runTool}.
+ *
+ * `result` rejects with a `SonicError` `INTERNAL` when the tool cannot be started (e.g. not
+ * installed: "ffmpeg not found: install it (apt-get install ffmpeg)"), and with `signal.reason`
+ * when `signal` aborts; a non-zero exit or a timeout resolves normally.
+ */
+export function startTool(cmd: string, args: readonly string[], options: ToolOptions = {}): RunningTool {
+  const { timeoutMs, signal } = options;
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const stdout: Buffer[] = [];
+  let stderr = '';
+  let timedOut = false;
+  let aborted = false;
+
+  child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk: string) => {
+    stderr = (stderr + chunk).slice(-STDERR_TAIL_CHARS);
+  });
+  // EPIPE when the tool exits before reading all its input: the exit code is the real answer
+  child.stdin.on('error', () => undefined);
+
+  const kill = (): void => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
+    timedOut = true;
+    kill();
+  }, timeoutMs);
+  const onAbort = (): void => {
+    aborted = true;
+    kill();
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  if (signal?.aborted) onAbort();
+
+  const result = new Promise<ToolResult>((resolve, reject) => {
+    let settled = false;
+    const finish = (): void => {
+      settled = true;
+      if (timer !== undefined) clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    };
+    child.once('error', (err: NodeJS.ErrnoException) => {
+      if (settled) return;
+      finish();
+      kill();
+      reject(spawnError(cmd, err));
+    });
+    child.once('close', (code, sig) => {
+      if (settled) return;
+      finish();
+      if (aborted) reject(abortReason(signal));
+      else resolve({ code, signal: sig, stdout: Buffer.concat(stdout), stderr: stderr.trim(), timedOut });
+    });
+  });
+  return { stdin: child.stdin, result, kill };
+}
+
+/**
+ * Runs `cmd args` to completion, optionally feeding `input` on stdin, and returns its exit code,
+ * stdout and stderr. Never throws for a non-zero exit; the caller decides what it means.
+ *
+ * @throws SonicError `INTERNAL` when the tool cannot be started (not installed, not executable).
+ * @throws `signal.reason` when `signal` aborts (the process is killed with SIGKILL first).
+ */
+export async function runTool(cmd: string, args: readonly string[], options: ToolOptions = {}): Promise<ToolResult> {
+  const tool = startTool(cmd, args, options);
+  tool.stdin.end(options.input);
+  return tool.result;
+}
+
+/**
+ * One line explaining why a tool run failed: timeout, signal or exit code, plus the end of stderr.
+ * For error messages; `what` names the step (e.g. "ffmpeg").
+ */
+export function failureReason(what: string, res: ToolResult, timeoutMs?: number): string {
+  const tail = lastLines(res.stderr, 4);
+  const how = res.timedOut
+    ? `timed out${timeoutMs === undefined ? '' : ` after ${timeoutMs} ms`}`
+    : res.code === null
+      ? `was killed by ${res.signal ?? 'a signal'}`
+      : `exited with code ${res.code}`;
+  return `${what} ${how}${tail ? `: ${tail}` : ''}`;
+}
+
+function lastLines(text: string, n: number): string {
+  return text.split('\n').map((l) => l.trim()).filter(Boolean).slice(-n).join(' | ');
+}
+
+function spawnError(cmd: string, err: NodeJS.ErrnoException): SonicError {
+  const name = basename(cmd);
+  const hint = INSTALL_HINT[name];
+  const message = err.code === 'ENOENT'
+    ? `${name} not found: install it${hint ? ` (${hint})` : ''}`
+    : `${name} could not be started: ${err.message}`;
+  return new SonicError('INTERNAL', message, { cause: err, details: { cmd, errno: err.code } });
+}
+
+function abortReason(signal: AbortSignal | undefined): unknown {
+  return signal?.reason ?? new SonicError('SHUTDOWN', 'the operation was aborted');
+}

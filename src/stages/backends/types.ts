@@ -1,0 +1,33 @@
+/** The inference backend interface of the `infer` stage. */
+import type { SonicParams } from '../params.js';
+
+export interface InferInput {
+  taskId: string;
+  attempt: number;
+  /** Local paths. */
+  imagePng: string;
+  audio16k: string;
+  audioOriginal: string;
+  durationS: number;
+  params: SonicParams;
+  /** Where the backend must leave the rendered video (with or without audio: encode re-muxes). */
+  outputPath: string;
+  workDir: string;
+  signal: AbortSignal;
+  onProgress(fraction: number): void;
+}
+
+export interface InferOutput {
+  /** Seed actually used, when the backend reports one. */
+  seed: number | null;
+}
+
+export interface InferBackend {
+  readonly name: 'builtin' | 'command' | 'cog';
+  render(input: InferInput): Promise<InferOutput>;
+}
+
+/** Time budget of one inference: a base plus a per-second-of-audio allowance, ms. */
+export function inferenceBudgetMs(durationS: number, baseS: number, perAudioS: number): number {
+  return Math.round((baseS + perAudioS * durationS) * 1000);
+}

@@ -1,0 +1,44 @@
+/**
+ * encode: the deliverable MP4 — H.264 yuv420p, AAC, 25 fps, +faststart, the original audio muxed —
+ * probed after ffmpeg (exit code checked, codecs and duration verified). ENCODE_FAILED is retried once.
+ */
+import { join } from 'node:path';
+import { taskKey } from '../blob/store.js';
+import { encodeDeliverable } from '../media/encode.js';
+import { defineStage } from '../runtime/stage.js';
+import { failedOutcome, fetchTo, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
+import type { TaskEncoded, TaskRendered } from './records.js';
+
+export function encodeStage(deps: StageDeps) {
+  return defineStage<TaskRendered>({
+    name: 'encode',
+    runningState: 'ENCODING',
+    doneState: 'PUBLISHING',
+    statusOf,
+    onFailure: (rec, error) => failedOutcome(rec, error, Date.now()),
+    async handle(rec, ctx) {
+      const v = rec.value;
+      return withScratch(rec.taskId, 'encode', async (dir) => {
+        const output = join(dir, 'video.mp4');
+        const result = await encodeDeliverable({
+          video: await fetchTo(deps.blob, v.video, dir, 'rendered.mp4'),
+          audio: await fetchTo(deps.blob, v.audio_original, dir, 'audio-original'),
+          output,
+          fps: v.request.params.fps,
+          signal: ctx.signal,
+        });
+        const stored = await deps.blob.put(taskKey(rec.taskId, 'encode', 'video.mp4'), output, { contentType: 'video/mp4' });
+        const out: TaskEncoded = {
+          task_id: rec.taskId,
+          request: v.request,
+          video: mediaRef(stored),
+          duration_s: result.durationS,
+          width: result.width,
+          height: result.height,
+          encoded_at: ctx.now(),
+        };
+        return { emit: [{ sink: 'encoded', value: out }] };
+      });
+    },
+  });
+}

@@ -1,0 +1,71 @@
+/**
+ * infer: renders the talking head with the configured backend — builtin (CPU preview, not
+ * lip-sync), command (Sonic's CLI or any script) or cog (a Cog model server). One task per GPU:
+ * the topology runs it with concurrency 1 and one record per transaction.
+ */
+import { join } from 'node:path';
+import { taskKey } from '../blob/store.js';
+import { probe } from '../media/probe.js';
+import { defineStage } from '../runtime/stage.js';
+import { BuiltinBackend } from './backends/builtin.js';
+import { CogBackend } from './backends/cog.js';
+import { CommandBackend } from './backends/command.js';
+import type { InferBackend } from './backends/types.js';
+import { failedOutcome, fetchTo, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
+import type { TaskPrepared, TaskRendered } from './records.js';
+
+/** The backend chosen by SONIC_INFER_BACKEND. */
+export function createBackend(deps: StageDeps): InferBackend {
+  const c = deps.config;
+  const timeouts = { timeoutBaseS: c.inferTimeoutBaseS, timeoutPerAudioS: c.inferTimeoutPerAudioS };
+  if (c.inferBackend === 'command') return new CommandBackend(c.inferCommand, { cwd: c.inferCwd, ...timeouts });
+  if (c.inferBackend === 'cog') return new CogBackend(c.cogUrl, timeouts);
+  return new BuiltinBackend();
+}
+
+export function inferStage(deps: StageDeps, backend: InferBackend = createBackend(deps)) {
+  return defineStage<TaskPrepared>({
+    name: 'infer',
+    runningState: 'INFERRING',
+    doneState: 'ENCODING',
+    reportStart: true,
+    statusOf,
+    onFailure: (rec, error) => failedOutcome(rec, error, Date.now()),
+    async handle(rec, ctx) {
+      const v = rec.value;
+      const started = Date.now();
+      return withScratch(rec.taskId, 'infer', async (dir) => {
+        const output = join(dir, 'rendered.mp4');
+        const result = await backend.render({
+          taskId: rec.taskId,
+          attempt: rec.attempt,
+          imagePng: await fetchTo(deps.blob, v.image_png, dir, 'image.png'),
+          audio16k: await fetchTo(deps.blob, v.audio_16k, dir, 'audio16k.wav'),
+          audioOriginal: await fetchTo(deps.blob, v.audio_original, dir, 'audio-original'),
+          durationS: v.audio_duration_s,
+          params: v.request.params,
+          outputPath: output,
+          workDir: dir,
+          signal: ctx.signal,
+          onProgress: (f) => ctx.progress(f),
+        });
+        const video = await probe(output, { onError: 'INFERENCE_FAILED' });
+        const stored = await deps.blob.put(taskKey(rec.taskId, 'infer', 'rendered.mp4'), output, { contentType: 'video/mp4' });
+        const out: TaskRendered = {
+          task_id: rec.taskId,
+          request: v.request,
+          video: mediaRef(stored),
+          audio_original: v.audio_original,
+          audio_duration_s: v.audio_duration_s,
+          backend: backend.name,
+          seed: result.seed,
+          frames: video.video?.frames ?? Math.round((video.video?.fps ?? 25) * video.durationS),
+          fps: video.video?.fps ?? v.request.params.fps,
+          infer_ms: Date.now() - started,
+          rendered_at: ctx.now(),
+        };
+        return { emit: [{ sink: 'rendered', value: out }] };
+      });
+    },
+  });
+}

@@ -1,0 +1,47 @@
+/**
+ * publish: puts the MP4 at its public location (`videos/<task_id>.mp4` in the store, served by a
+ * CDN at SONIC_PUBLIC_BASE_URL or by the API), writes the completed record and marks the task
+ * SUCCEEDED. The key derives from the task id only, so a redo overwrites the same object.
+ */
+import { defineStage } from '../runtime/stage.js';
+import { failedOutcome, fetchTo, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
+import type { TaskCompleted, TaskEncoded } from './records.js';
+
+/** Store key of a task's published video. */
+export function publishedKey(taskId: string): string {
+  return `videos/${taskId}.mp4`;
+}
+
+/** Where clients download a task's video. */
+export function videoUrl(config: StageDeps['config'], taskId: string): string {
+  return config.publicBaseUrl ? `${config.publicBaseUrl}/${publishedKey(taskId)}` : `${config.apiPublicUrl}/v1/tasks/${taskId}/video`;
+}
+
+export function publishStage(deps: StageDeps) {
+  return defineStage<TaskEncoded>({
+    name: 'publish',
+    runningState: 'PUBLISHING',
+    doneState: 'SUCCEEDED',
+    statusOf,
+    onFailure: (rec, error) => failedOutcome(rec, error, Date.now()),
+    async handle(rec, ctx) {
+      const v = rec.value;
+      const stored = await withScratch(rec.taskId, 'publish', async (dir) => {
+        const local = await fetchTo(deps.blob, v.video, dir, 'video.mp4');
+        return deps.blob.put(publishedKey(rec.taskId), local, { contentType: 'video/mp4' });
+      });
+      const url = videoUrl(deps.config, rec.taskId);
+      const out: TaskCompleted = {
+        task_id: rec.taskId,
+        request: v.request,
+        outcome: 'SUCCEEDED',
+        video: mediaRef(stored),
+        video_url: url,
+        duration_s: v.duration_s,
+        error: null,
+        completed_at: ctx.now(),
+      };
+      return { emit: [{ sink: 'completed', value: out }], status: { result_url: url, progress: 1 } };
+    },
+  });
+}

@@ -1,0 +1,120 @@
+/**
+ * Harness for end-to-end tests of the Sonic pipeline on the real broker, registry, blob store
+ * and ffmpeg: deploys the Sonic topology under a unique prefix, starts the API and the six stages
+ * (`sonicflow api`, `sonicflow run validate ... notify`) as child processes, and talks HTTP.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TopicAdmin } from '../../src/kafka/admin.js';
+import { applyDeploy, planDeploy } from '../../src/ops/deploy.js';
+import { registeredTopics } from '../../src/runtime/topology.js';
+import { valueSubject } from '../../src/serde/wire.js';
+import { sonicTopology } from '../../topologies/sonic.js';
+import { ROOT, onCleanup, testContext, uniqueName } from './infra.js';
+
+export interface Pipeline {
+  prefix: string;
+  api: string;
+  dataDir: string;
+  env: Record<string, string>;
+  logs(): { api: string; stages: string };
+  submit(form: Record<string, string | { data: Buffer; name: string }>, headers?: Record<string, string>): Promise<{ status: number; body: Record<string, unknown> }>;
+  status(taskId: string): Promise<Record<string, unknown>>;
+  waitFor(taskId: string, states?: string[], timeoutMs?: number): Promise<Record<string, unknown>>;
+  topic(name: string): string;
+}
+
+function child(args: string[], env: Record<string, string>): { proc: ChildProcess; logs: () => string } {
+  const proc = spawn(process.execPath, [join(ROOT, 'bin/sonicflow.mjs'), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let buf = '';
+  proc.stdout!.on('data', (d: Buffer) => (buf += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (buf = (buf + d.toString()).slice(-400_000)));
+  onCleanup(async () => {
+    if (proc.exitCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+    proc.kill('SIGKILL');
+  });
+  return { proc, logs: () => buf };
+}
+
+/** Starts a whole pipeline; `env` overrides settings (backend, blob store, webhook secret, ...). */
+export async function startPipeline(env: Record<string, string> = {}): Promise<Pipeline> {
+  const ctx = testContext();
+  const prefix = uniqueName('sonic').replace(/-/g, '_');
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const dataDir = mkdtempSync(join(tmpdir(), 'sonicflow-data-'));
+  const fullEnv: Record<string, string> = {
+    SONIC_TOPIC_PREFIX: prefix,
+    SONIC_API_AUTH: 'disabled',
+    SONIC_API_PORT: String(port),
+    SONIC_API_PUBLIC_URL: `http://127.0.0.1:${port}`,
+    SONIC_DATA_DIR: dataDir,
+    SONIC_METRICS_PORT: '0',
+    SONIC_LOG_LEVEL: 'info',
+    SONIC_RETRY_DELAY_SCALE: '0.02',
+    SONIC_SESSION_TIMEOUT_MS: '10000',
+    SONIC_HEARTBEAT_INTERVAL_MS: '1000',
+    SONIC_WEBHOOK_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
+    ...env,
+  };
+  const topology = sonicTopology({ prefix });
+  const admin = await new TopicAdmin(ctx.kafka).connect();
+  try {
+    await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);
+  } finally {
+    await admin.close();
+  }
+  onCleanup(async () => {
+    const a = await new TopicAdmin(ctx.kafka).connect();
+    await a.delete(Object.keys(topology.topics));
+    await a.close();
+    for (const t of registeredTopics(topology)) await ctx.registryAdmin.deleteSubject(valueSubject(t.name));
+  });
+  const api = child(['api'], fullEnv);
+  const stages = child(['run', 'validate', 'preprocess', 'infer', 'encode', 'publish', 'notify'], fullEnv);
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const ok = await fetch(`${base}/readyz`).then((r) => r.ok, () => false);
+    // tests need every stage's group joined before they submit
+    if (ok && /"msg":"stage running"/.test(stages.logs()) && (stages.logs().match(/"msg":"partitions assigned"/g) ?? []).length >= 6) break;
+    if (Date.now() > deadline) throw new Error(`pipeline did not start:\n${api.logs().slice(-2000)}\n${stages.logs().slice(-2000)}`);
+    if (api.proc.exitCode !== null || stages.proc.exitCode !== null) throw new Error(`a pipeline process exited:\n${api.logs().slice(-3000)}\n${stages.logs().slice(-3000)}`);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  const p: Pipeline = {
+    prefix,
+    api: base,
+    dataDir,
+    env: fullEnv,
+    logs: () => ({ api: api.logs(), stages: stages.logs() }),
+    topic: (name) => `${prefix}.${name}`,
+    async submit(form, headers = {}) {
+      const fd = new FormData();
+      for (const [k, v] of Object.entries(form)) {
+        if (typeof v === 'string') fd.set(k, v);
+        else fd.set(k, new Blob([v.data]), v.name);
+      }
+      const res = await fetch(`${base}/v1/tasks`, { method: 'POST', body: fd, headers });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    },
+    async status(taskId) {
+      const key = fullEnv.SONIC_API_KEYS?.split(',')[0]?.split(':')[1];
+      return (await (await fetch(`${base}/v1/tasks/${taskId}`, key ? { headers: { authorization: `Bearer ${key}` } } : {})).json()) as Record<string, unknown>;
+    },
+    async waitFor(taskId, states = ['SUCCEEDED', 'FAILED'], timeoutMs = 120_000) {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const s = await p.status(taskId);
+        if (states.includes(String(s.state))) return s;
+        if (Date.now() > until) throw new Error(`task ${taskId} is ${String(s.state)} after ${timeoutMs} ms; stage logs:\n${stages.logs().slice(-3000)}`);
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    },
+  };
+  return p;
+}

@@ -1,0 +1,189 @@
+/**
+ * One behavioural suite, run against the filesystem store and against the S3 store on a real
+ * S3-compatible server (the local S3Proxy of `stack.sh up`, or SONIC_S3_ENDPOINT).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DeleteBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/core/config.js';
+import type { SonicError } from '../../src/core/errors.js';
+import { createBlobStore, taskKey, type BlobStore } from '../../src/blob/index.js';
+
+const work = mkdtempSync(join(tmpdir(), 'sonicflow-blob-'));
+const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
+
+async function failure(p: Promise<unknown> | (() => unknown)): Promise<SonicError> {
+  try {
+    await (typeof p === 'function' ? p() : p);
+  } catch (err) {
+    return err as SonicError;
+  }
+  throw new Error('expected a failure');
+}
+
+interface Subject {
+  name: 'fs' | 's3';
+  make(): BlobStore;
+  uriPrefix: string;
+  foreignUris: string[];
+  cleanup(store: BlobStore): Promise<void>;
+}
+
+const env = { ...process.env, SONIC_LOG_LEVEL: 'warn' };
+const bucket = `sonicflow-test-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+
+const subjects: Subject[] = [
+  {
+    name: 'fs',
+    make: () => createBlobStore(loadConfig({ ...env, SONIC_BLOB_STORE: 'fs', SONIC_DATA_DIR: join(work, 'fs-root') })),
+    uriPrefix: 'blob://',
+    foreignUris: ['s3://sonicflow/tasks/t/s/n', 'file:///etc/passwd', 'blob://../etc/passwd', 'blob:///abs', 'blob://'],
+    cleanup: async () => rmSync(join(work, 'fs-root'), { recursive: true, force: true }),
+  },
+  {
+    name: 's3',
+    make: () => createBlobStore(loadConfig({ ...env, SONIC_BLOB_STORE: 's3', SONIC_S3_BUCKET: bucket })),
+    uriPrefix: `s3://${bucket}/`,
+    foreignUris: ['s3://other-bucket/tasks/t/s/n', `s3://${bucket}`, `s3://${bucket}/../x`, 'blob://tasks/t/s/n', 'file:///etc/passwd'],
+    cleanup: async () => {
+      // the keys were deleted by the suite; the bucket itself goes here
+      const c = loadConfig(env);
+      const client = new S3Client({
+        endpoint: c.s3Endpoint,
+        region: c.s3Region,
+        forcePathStyle: c.s3ForcePathStyle,
+        credentials: { accessKeyId: c.s3AccessKeyId, secretAccessKey: c.s3SecretAccessKey },
+      });
+      await client.send(new DeleteBucketCommand({ Bucket: bucket })).catch(() => undefined);
+      client.destroy();
+    },
+  },
+];
+
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+describe.each(subjects)('$name blob store', (subject) => {
+  let store: BlobStore;
+  const written = new Set<string>();
+  const put: BlobStore['put'] = async (key, data, opts) => {
+    written.add(key);
+    return store.put(key, data, opts);
+  };
+
+  beforeAll(() => {
+    store = subject.make();
+    expect(store.kind).toBe(subject.name);
+  });
+  afterAll(async () => {
+    for (const key of written) await store.delete(key);
+    await store.close();
+    await subject.cleanup(store);
+  });
+
+  it('stores a buffer and returns a reference with its uri, size, sha256 and content type', async () => {
+    const data = Buffer.from('portrait bytes');
+    const key = taskKey('t-buf', 'validate', 'image.png');
+    const ref = await put(key, data, { contentType: 'image/png' });
+    expect(ref).toEqual({ uri: `${subject.uriPrefix}${key}`, key, size_bytes: data.length, sha256: sha(data), content_type: 'image/png' });
+    expect(await store.getBuffer(key)).toEqual(data);
+  });
+
+  it('streams a local file in and out (a few MiB), checksums intact', async () => {
+    const data = randomBytes(3 * 1024 * 1024 + 17);
+    const src = join(work, `${subject.name}-src.bin`);
+    writeFileSync(src, data);
+    const key = taskKey('t-file', 'encode', 'video.mp4');
+    const ref = await put(key, src, { contentType: 'video/mp4' });
+    expect(ref).toMatchObject({ key, size_bytes: data.length, sha256: sha(data), content_type: 'video/mp4' });
+    const out = join(work, `${subject.name}-out`, 'nested', 'video.mp4');
+    await store.download(key, out, { sha256: ref.sha256 });
+    expect(sha(readFileSync(out))).toBe(ref.sha256);
+    expect(readdirSync(join(work, `${subject.name}-out`, 'nested'))).toEqual(['video.mp4']);
+  });
+
+  it('stores an empty blob', async () => {
+    const ref = await put('empty/zero.bin', Buffer.alloc(0));
+    expect(ref).toMatchObject({ size_bytes: 0, sha256: sha('') });
+    expect((await store.getBuffer('empty/zero.bin')).length).toBe(0);
+    expect(await store.stat('empty/zero.bin')).toMatchObject({ size_bytes: 0, sha256: sha('') });
+  });
+
+  it('overwrites the same key: a redo replaces the object instead of adding one', async () => {
+    const key = taskKey('t-redo', 'infer', 'frames.bin');
+    await put(key, Buffer.from('first attempt, longer'), { contentType: 'application/octet-stream' });
+    const second = await put(key, Buffer.from('redo'), { contentType: 'text/plain' });
+    expect(second.sha256).toBe(sha('redo'));
+    expect((await store.getBuffer(key)).toString()).toBe('redo');
+    expect(await store.stat(key)).toEqual({ size_bytes: 4, sha256: sha('redo'), content_type: 'text/plain' });
+  });
+
+  it('stats what exists and answers undefined for what does not', async () => {
+    const key = taskKey('t-stat', 'preprocess', 'audio.wav');
+    await put(key, Buffer.from('RIFF....WAVE'), { contentType: 'audio/wav' });
+    expect(await store.stat(key)).toEqual({ size_bytes: 12, sha256: sha('RIFF....WAVE'), content_type: 'audio/wav' });
+    expect(await store.stat(taskKey('t-stat', 'preprocess', 'missing.wav'))).toBeUndefined();
+  });
+
+  it('answers INPUT_NOT_FOUND, not retryable, for a missing key on every read', async () => {
+    const key = taskKey('t-missing', 'infer', 'nothing.bin');
+    for (const e of [await failure(store.getBuffer(key)), await failure(store.download(key, join(work, `${subject.name}-missing.bin`)))]) {
+      expect(e.code).toBe('INPUT_NOT_FOUND');
+      expect(e.retryable).toBe(false);
+      expect(e.message).toContain(key);
+    }
+    expect(existsSync(join(work, `${subject.name}-missing.bin`))).toBe(false);
+    await store.delete(key); // deleting what is absent is fine
+  });
+
+  it('answers INPUT_NOT_FOUND when the local file to store does not exist', async () => {
+    const e = await failure(store.put('never/written.bin', join(work, 'no-such-file.bin')));
+    expect(e).toMatchObject({ code: 'INPUT_NOT_FOUND', retryable: false });
+    expect(await store.stat('never/written.bin')).toBeUndefined();
+  });
+
+  it('verifies an expected sha256 and refuses a mismatch without leaving a partial file', async () => {
+    const key = taskKey('t-sum', 'publish', 'out.mp4');
+    const ref = await put(key, Buffer.from('the video'));
+    expect((await store.getBuffer(key, { sha256: ref.sha256 })).toString()).toBe('the video');
+    const wrong = sha('something else');
+    const e1 = await failure(store.getBuffer(key, { sha256: wrong }));
+    expect(e1).toMatchObject({ code: 'CHECKSUM_MISMATCH', retryable: false });
+    const dir = join(work, `${subject.name}-sum`);
+    const e2 = await failure(store.download(key, join(dir, 'out.mp4'), { sha256: wrong }));
+    expect(e2.code).toBe('CHECKSUM_MISMATCH');
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('deletes', async () => {
+    const key = taskKey('t-del', 'notify', 'x.json');
+    await put(key, Buffer.from('{}'), { contentType: 'application/json' });
+    await store.delete(key);
+    expect(await store.stat(key)).toBeUndefined();
+    expect((await failure(store.getBuffer(key))).code).toBe('INPUT_NOT_FOUND');
+  });
+
+  it('turns its own uris back into keys and refuses foreign ones with INPUT_NOT_FOUND', async () => {
+    const key = taskKey('t-uri', 'validate', 'audio.mp3');
+    const ref = await put(key, Buffer.from('ID3'));
+    expect(ref.uri.startsWith(subject.uriPrefix)).toBe(true);
+    expect(store.keyFromUri(ref.uri)).toBe(key);
+    for (const uri of subject.foreignUris) {
+      const e = await failure(() => store.keyFromUri(uri));
+      expect(e.code, uri).toBe('INPUT_NOT_FOUND');
+      expect(e.retryable).toBe(false);
+    }
+  });
+
+  it('refuses keys that would leave the store, before touching it', async () => {
+    expect((await failure(() => taskKey('t1', 'infer', '../x'))).code).toBe('INVALID_REQUEST');
+    for (const key of ['../x', 'tasks/../../x', '/etc/passwd', 'a//b']) {
+      expect((await failure(store.put(key, Buffer.from('x')))).code, key).toBe('INVALID_REQUEST');
+      expect((await failure(store.getBuffer(key))).code, key).toBe('INVALID_REQUEST');
+      expect((await failure(store.stat(key))).code, key).toBe('INVALID_REQUEST');
+    }
+    expect(existsSync(join(work, 'x'))).toBe(false);
+  });
+});

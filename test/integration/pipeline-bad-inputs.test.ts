@@ -1,0 +1,142 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { HEADERS } from '../../src/runtime/headers.js';
+import { makePortrait, synthSpeech } from '../../src/media/samples.js';
+import { readAll } from '../helpers/chain.js';
+import { startPipeline, type Pipeline } from '../helpers/pipeline.js';
+
+const KEY = 'k-acme-1234';
+const auth = { authorization: `Bearer ${KEY}` };
+
+interface File {
+  data: Buffer;
+  name: string;
+}
+
+describe('bad input gets a clear error and loses nothing (real pipeline)', () => {
+  let p: Pipeline;
+  const dir = mkdtempSync(join(tmpdir(), 'sonicflow-bad-'));
+  const f: Record<string, File> = {};
+  const file = (name: string): File => ({ data: readFileSync(join(dir, name)), name });
+  const ff = (...args: string[]) => {
+    const r = spawnSync('ffmpeg', ['-nostdin', '-v', 'error', '-y', ...args], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(r.stderr);
+  };
+
+  beforeAll(async () => {
+    p = await startPipeline({ SONIC_API_AUTH: 'required', SONIC_API_KEYS: `acme:${KEY},other:k-other-5678,burst:k-burst-0000`, SONIC_MAX_AUDIO_BYTES: String(2 * 1024 * 1024), SONIC_API_RATE_LIMIT_PER_MINUTE: '200' });
+    await synthSpeech('Good morning. This is a perfectly fine recording.', join(dir, 'ok.wav'));
+    await makePortrait(join(dir, 'ok.png'), { width: 400, height: 500 });
+    f.ok_wav = file('ok.wav');
+    f.ok_png = file('ok.png');
+    ff('-f', 'lavfi', '-i', 'sine=frequency=300:duration=0.5', join(dir, 'short.wav'));
+    ff('-f', 'lavfi', '-i', 'anoisesrc=d=600:a=0.1:r=8000', '-ac', '1', '-c:a', 'libmp3lame', '-b:a', '8k', join(dir, 'ten-minutes.mp3'));
+    ff('-f', 'lavfi', '-i', 'color=c=red:s=100x100', '-frames:v', '1', join(dir, 'tiny.png'));
+    const wav = readFileSync(join(dir, 'ok.wav'));
+    writeFileSync(join(dir, 'truncated.wav'), wav.subarray(0, 30)); // RIFF/WAVE magic, the format chunk cut short
+    writeFileSync(join(dir, 'corrupt.png'), Buffer.concat([readFileSync(join(dir, 'ok.png')).subarray(0, 16), Buffer.alloc(4000, 7)]));
+    writeFileSync(join(dir, 'big.wav'), Buffer.concat([wav.subarray(0, 44), Buffer.alloc(3 * 1024 * 1024)]));
+  }, 120_000);
+
+  const submit = (form: Record<string, string | File>, headers: Record<string, string> = auth) => p.submit(form, headers);
+
+  // --- answered 4xx by the API, nothing enqueued -------------------------------------------
+  const api4xx: [string, () => Promise<{ status: number; body: Record<string, unknown> }>, number, string][] = [
+    ['an image renamed to .wav', () => submit({ audio: { ...f.ok_png!, name: 'speech.wav' }, image: f.ok_png! }), 415, 'UNSUPPORTED_AUDIO_FORMAT'],
+    ['a text file as the image', () => submit({ audio: f.ok_wav!, image: { data: Buffer.from('hello, not an image at all'), name: 'face.jpg' } }), 415, 'UNSUPPORTED_IMAGE_FORMAT'],
+    ['min_resolution not a multiple of 64', () => submit({ audio: f.ok_wav!, image: f.ok_png!, min_resolution: '300' }), 422, 'PARAMS_OUT_OF_RANGE'],
+    ['inference_steps 0', () => submit({ audio: f.ok_wav!, image: f.ok_png!, inference_steps: '0' }), 422, 'PARAMS_OUT_OF_RANGE'],
+    ['dynamic_scale 3.5', () => submit({ audio: f.ok_wav!, image: f.ok_png!, dynamic_scale: '3.5' }), 422, 'PARAMS_OUT_OF_RANGE'],
+    ['a parameter that is not a number', () => submit({ audio: f.ok_wav!, image: f.ok_png!, expand_ratio: 'wide' }), 400, 'INVALID_REQUEST'],
+    ['the image field missing', () => submit({ audio: f.ok_wav! }), 400, 'INVALID_REQUEST'],
+    ['an oversize upload', () => submit({ audio: { data: readFileSync(join(dir, 'big.wav')), name: 'big.wav' }, image: f.ok_png! }), 413, 'PAYLOAD_TOO_LARGE'],
+    ['no API key', () => submit({ audio: f.ok_wav!, image: f.ok_png! }, {}), 401, 'UNAUTHORIZED'],
+    ['a wrong API key', () => submit({ audio: f.ok_wav!, image: f.ok_png! }, { authorization: 'Bearer nope' }), 401, 'UNAUTHORIZED'],
+    ['an invalid Idempotency-Key', () => submit({ audio: f.ok_wav!, image: f.ok_png! }, { ...auth, 'idempotency-key': 'has spaces in it' }), 422, 'IDEMPOTENCY_KEY_INVALID'],
+    ['a callback that is not http(s)', () => submit({ audio: f.ok_wav!, image: f.ok_png!, callback_url: 'ftp://example.com/hook' }), 400, 'INVALID_REQUEST'],
+    ['metadata that is not an object of strings', () => submit({ audio: f.ok_wav!, image: f.ok_png!, metadata: '{"n": 1}' }), 400, 'INVALID_REQUEST'],
+    [
+      'malformed JSON',
+      async () => {
+        const r = await fetch(`${p.api}/v1/tasks`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{"audio": {"uri": ' });
+        return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+      },
+      400,
+      'INVALID_REQUEST',
+    ],
+    [
+      'JSON referencing a blob that does not exist',
+      async () => {
+        const r = await fetch(`${p.api}/v1/tasks`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ audio: { uri: 'blob://tasks/nope/input/audio' }, image: { uri: 'blob://tasks/nope/input/image' } }) });
+        return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+      },
+      422,
+      'INPUT_NOT_FOUND',
+    ],
+    [
+      'an unknown task id',
+      async () => {
+        const r = await fetch(`${p.api}/v1/tasks/00000000-0000-4000-8000-000000000000`, { headers: auth });
+        return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+      },
+      404,
+      'TASK_NOT_FOUND',
+    ],
+  ];
+
+  it.each(api4xx.map(([name, call, status, code]) => ({ name, call, status, code })))('$name → $status $code, nothing enqueued', async ({ call, status, code }) => {
+    const before = (await readAll(p.topic('tasks.requested'), 300)).length;
+    const r = await call();
+    expect(r.status, JSON.stringify(r.body)).toBe(status);
+    expect(r.body.code).toBe(code);
+    expect(typeof r.body.message).toBe('string');
+    expect(String(r.body.message).length).toBeGreaterThan(10);
+    expect((await readAll(p.topic('tasks.requested'), 300)).length).toBe(before);
+  }, 60_000);
+
+  // --- accepted, then failed by the validate stage: DLQ with the code, status FAILED ----------
+  const dlq: [string, () => Record<string, string | File>, string][] = [
+    ['a truncated audio file', () => ({ audio: file('truncated.wav'), image: f.ok_png! }), 'AUDIO_DECODE_FAILED'],
+    ['0.5 s of audio', () => ({ audio: file('short.wav'), image: f.ok_png! }), 'AUDIO_TOO_SHORT'],
+    ['10 minutes of audio', () => ({ audio: file('ten-minutes.mp3'), image: f.ok_png! }), 'AUDIO_TOO_LONG'],
+    ['a 100×100 image', () => ({ audio: f.ok_wav!, image: file('tiny.png') }), 'IMAGE_TOO_SMALL'],
+    ['a PNG that does not decode', () => ({ audio: f.ok_wav!, image: file('corrupt.png') }), 'IMAGE_DECODE_FAILED'],
+  ];
+
+  it.each(dlq.map(([name, form, code]) => ({ name, form, code })))('$name → DLQ $code, task FAILED with that code', async ({ form, code }) => {
+    const r = await submit(form());
+    expect(r.status, JSON.stringify(r.body)).toBe(202);
+    const id = String(r.body.task_id);
+    const s = await p.waitFor(id);
+    expect(s.state).toBe('FAILED');
+    expect(s.error).toMatchObject({ code, retryable: false });
+    const dead = (await readAll(p.topic('validate.dlq'), 500)).find((d) => d.key === id);
+    expect(dead?.headers[HEADERS.errorCode]).toBe(code);
+    expect(dead?.headers[HEADERS.dlqReason]).toBe('permanent');
+    // the failure is an outcome too (for webhooks)
+    expect((await readAll(p.topic('tasks.completed'), 500)).some((c) => c.key === id)).toBe(true);
+  }, 120_000);
+
+  it('keeps tenants apart and rate-limits per key', async () => {
+    const r = await submit({ audio: f.ok_wav!, image: f.ok_png! });
+    expect(r.status).toBe(202);
+    const id = String(r.body.task_id);
+    const other = await fetch(`${p.api}/v1/tasks/${id}`, { headers: { authorization: 'Bearer k-other-5678' } });
+    expect(other.status).toBe(404); // another tenant's task looks missing
+    const burst = await Promise.all(Array.from({ length: 230 }, () => fetch(`${p.api}/v1/tasks/${id}`, { headers: { authorization: 'Bearer k-burst-0000' } })));
+    const limited = burst.filter((x) => x.status === 429);
+    expect(limited.length).toBeGreaterThan(0);
+    expect(((await limited[0]!.json()) as { code: string }).code).toBe('RATE_LIMITED');
+    expect((await fetch(`${p.api}/v1/tasks/${id}`, { headers: auth })).status).toBe(200); // other keys unaffected
+    expect((await p.waitFor(id, ['SUCCEEDED', 'FAILED'], 120_000)).state).toBe('SUCCEEDED');
+  }, 180_000);
+
+  it('leaves no accepted task in a non-terminal state', async () => {
+    const accepted = [...new Set((await readAll(p.topic('tasks.requested'))).map((r) => r.key!))];
+    expect(accepted.length).toBeGreaterThanOrEqual(6);
+    for (const id of accepted) expect(['SUCCEEDED', 'FAILED']).toContain((await p.waitFor(id, ['SUCCEEDED', 'FAILED'], 60_000)).state);
+  }, 180_000);
+});

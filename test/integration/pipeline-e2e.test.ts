@@ -1,0 +1,95 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { hasFaststart } from '../../src/media/encode.js';
+import { probe } from '../../src/media/probe.js';
+import { makePortrait, speechWithSilence } from '../../src/media/samples.js';
+import { readAll } from '../helpers/chain.js';
+import { startPipeline, type Pipeline } from '../helpers/pipeline.js';
+
+/** Freeze intervals (s) found by ffmpeg's freezedetect. */
+function freezes(video: string): { start: number; end: number }[] {
+  const r = spawnSync('ffmpeg', ['-nostdin', '-v', 'info', '-i', video, '-vf', 'freezedetect=n=0.0005:d=0.4', '-map', '0:v', '-f', 'null', '-'], { encoding: 'utf8' });
+  const starts = [...r.stderr.matchAll(/freeze_start: ([\d.]+)/g)].map((m) => Number(m[1]));
+  const ends = [...r.stderr.matchAll(/freeze_end: ([\d.]+)/g)].map((m) => Number(m[1]));
+  return starts.map((start, i) => ({ start, end: ends[i] ?? Number.POSITIVE_INFINITY }));
+}
+
+describe('the Sonic pipeline end to end (real broker, registry, filesystem store, ffmpeg)', () => {
+  let p: Pipeline;
+  const dir = mkdtempSync(join(tmpdir(), 'sonicflow-e2e-'));
+  let silence: { startS: number; endS: number; durationS: number };
+  beforeAll(async () => {
+    p = await startPipeline();
+    silence = await speechWithSilence(join(dir, 'speech.wav'), { speech: ['Hello, I am your virtual presenter for today.', 'After a short pause, I keep on talking to you.'], silenceS: 2.5 });
+    await makePortrait(join(dir, 'portrait.jpg'), { width: 512, height: 640 });
+  }, 120_000);
+
+  const files = () => ({
+    audio: { data: readFileSync(join(dir, 'speech.wav')), name: 'speech.wav' },
+    image: { data: readFileSync(join(dir, 'portrait.jpg')), name: 'portrait.jpg' },
+  });
+
+  it('submit answers 202 at once; the task goes QUEUED → … → SUCCEEDED and the MP4 is h264/yuv420p/aac, as long as the audio, frozen in silence and moving in speech', async () => {
+    const t0 = Date.now();
+    const r = await p.submit({ ...files(), min_resolution: '256', metadata: '{"campaign":"e2e"}' });
+    const submitMs = Date.now() - t0;
+    expect(r.status, JSON.stringify(r.body)).toBe(202);
+    const id = String(r.body.task_id);
+    expect(r.body.status_url).toBe(`${p.api}/v1/tasks/${id}`);
+    expect(submitMs).toBeLessThan(10_000); // generous: it never waits for a stage
+
+    // follow the server-sent events while the task runs
+    const events: string[] = [];
+    const res = await fetch(`${p.api}/v1/tasks/${id}/events`);
+    expect(res.headers.get('content-type')).toContain('text/event-stream');
+    const text = await res.text(); // the stream ends when the task does
+    for (const m of text.matchAll(/data: (.*)\n/g)) events.push(String((JSON.parse(m[1]!) as { state: string }).state));
+    expect(events[events.length - 1]).toBe('SUCCEEDED');
+    const order = ['QUEUED', 'VALIDATING', 'PREPROCESSING', 'INFERRING', 'ENCODING', 'PUBLISHING', 'SUCCEEDED'];
+    const ranks = events.map((s) => order.indexOf(s));
+    expect(ranks).toEqual([...ranks].sort((a, b) => a - b));
+    expect(new Set(events).size).toBeGreaterThanOrEqual(3);
+
+    const s = await p.status(id);
+    expect(s).toMatchObject({ task_id: id, state: 'SUCCEEDED', error: null, video_url: `${p.api}/v1/tasks/${id}/video` });
+    const video = await fetch(String(s.video_url));
+    expect(video.status).toBe(200);
+    expect(video.headers.get('content-type')).toBe('video/mp4');
+    const mp4 = join(dir, 'out.mp4');
+    writeFileSync(mp4, Buffer.from(await video.arrayBuffer()));
+
+    const info = await probe(mp4);
+    expect(info.video).toMatchObject({ codec: 'h264', pixFmt: 'yuv420p', fps: 25 });
+    expect(info.audio?.codec).toBe('aac');
+    expect(Math.abs(info.durationS - silence.durationS)).toBeLessThanOrEqual(0.2);
+    expect(await hasFaststart(mp4)).toBe(true);
+
+    const frozen = freezes(mp4);
+    const inSilence = frozen.find((f) => f.start <= silence.startS + 0.5 && f.end >= silence.endS - 0.5);
+    expect(inSilence, `freezes ${JSON.stringify(frozen)} vs silence ${JSON.stringify(silence)}`).toBeDefined();
+    const speechS = silence.durationS - (silence.endS - silence.startS);
+    const frozenOutside = frozen.filter((f) => f !== inSilence).reduce((a, f) => a + (Math.min(f.end, silence.durationS) - f.start), 0);
+    expect(frozenOutside).toBeLessThan(speechS * 0.5); // the video moves while there is speech
+  }, 180_000);
+
+  it('the same Idempotency-Key twice gives one task and one video', async () => {
+    const key = `campaign-42:item-${Date.now()}`;
+    const first = await p.submit({ ...files(), min_resolution: '256' }, { 'idempotency-key': key });
+    const second = await p.submit({ ...files(), min_resolution: '256' }, { 'idempotency-key': key });
+    expect(first.status).toBe(202);
+    expect(second.status).toBe(200);
+    expect(second.body).toMatchObject({ task_id: first.body.task_id, idempotent_replay: true });
+    const id = String(first.body.task_id);
+    expect((await p.waitFor(id)).state).toBe('SUCCEEDED');
+    const third = await p.submit({ ...files(), min_resolution: '256' }, { 'idempotency-key': key });
+    expect(third.body).toMatchObject({ task_id: id, status: 'SUCCEEDED', idempotent_replay: true });
+    await new Promise((r) => setTimeout(r, 1500));
+    const requested = (await readAll(p.topic('tasks.requested'))).filter((r) => r.key === id);
+    const completed = (await readAll(p.topic('tasks.completed'))).filter((r) => r.key === id);
+    expect(requested).toHaveLength(1);
+    expect(completed).toHaveLength(1);
+  }, 180_000);
+});

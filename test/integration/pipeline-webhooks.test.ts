@@ -1,0 +1,110 @@
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import standardwebhooks from 'standardwebhooks';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HEADERS } from '../../src/runtime/headers.js';
+import { makePortrait, makeTone, synthSpeech } from '../../src/media/samples.js';
+import { readAll, waitUntil } from '../helpers/chain.js';
+import { startPipeline, type Pipeline } from '../helpers/pipeline.js';
+
+const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
+
+interface Delivery {
+  path: string;
+  headers: IncomingHttpHeaders;
+  body: string;
+  answered: number;
+}
+
+describe('webhooks (Standard Webhooks, notify stage with its own retry tiers)', () => {
+  let p: Pipeline;
+  let receiver: Server;
+  let base = '';
+  const deliveries: Delivery[] = [];
+  const failFirst = new Map<string, number>(); // path -> failures left
+  const dir = mkdtempSync(join(tmpdir(), 'sonicflow-hooks-'));
+
+  beforeAll(async () => {
+    receiver = createServer((req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        const left = failFirst.get(req.url ?? '') ?? 0;
+        const answered = left > 0 ? 503 : 204;
+        if (left > 0) failFirst.set(req.url ?? '', left - 1);
+        deliveries.push({ path: req.url ?? '', headers: req.headers, body, answered });
+        res.writeHead(answered).end();
+      });
+    });
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+    p = await startPipeline({ SONIC_WEBHOOK_SECRET: SECRET, SONIC_WEBHOOK_ALLOW_HOSTS: '127.0.0.1' });
+    await synthSpeech('The video is ready, the webhook should tell you.', join(dir, 'speech.wav'));
+    await makeTone(join(dir, 'short.wav'), 0.4);
+    await makePortrait(join(dir, 'face.png'), { width: 320, height: 400 });
+  }, 120_000);
+  afterAll(() => void receiver?.close());
+
+  const form = (audio: string, callback: string) => ({
+    audio: { data: readFileSync(join(dir, audio)), name: audio },
+    image: { data: readFileSync(join(dir, 'face.png')), name: 'face.png' },
+    min_resolution: '256',
+    callback_url: callback,
+    metadata: '{"order":"A-17"}',
+  });
+
+  it('a receiver failing three times then succeeding gets the same event again with the same webhook-id, and every signature verifies', async () => {
+    failFirst.set('/flaky', 3);
+    const r = await p.submit(form('speech.wav', `${base}/flaky`));
+    const id = String(r.body.task_id);
+    expect((await p.waitFor(id)).state).toBe('SUCCEEDED');
+    await waitUntil(() => deliveries.filter((d) => d.path === '/flaky').length >= 4, 60_000, 'four deliveries');
+    const mine = deliveries.filter((d) => d.path === '/flaky');
+    expect(mine.map((d) => d.answered)).toEqual([503, 503, 503, 204]);
+    expect(new Set(mine.map((d) => d.headers['webhook-id']))).toEqual(new Set([`msg_${id}_succeeded`]));
+    const wh = new standardwebhooks.Webhook(SECRET);
+    for (const d of mine) {
+      const event = wh.verify(d.body, d.headers as Record<string, string>) as { type: string; data: Record<string, unknown> };
+      expect(event.type).toBe('video.succeeded');
+      expect(event.data).toMatchObject({ task_id: id, status: 'SUCCEEDED', video_url: `${p.api}/v1/tasks/${id}/video`, metadata: { order: 'A-17' } });
+    }
+    // a signature made with another secret does not verify
+    expect(() => new standardwebhooks.Webhook('whsec_' + Buffer.from('another secret!!').toString('base64')).verify(mine[0]!.body, mine[0]!.headers as Record<string, string>)).toThrow();
+    // the retries went through the notify tiers, and the task never stopped being SUCCEEDED
+    expect((await readAll(p.topic('notify.retry.1'), 500)).filter((x) => x.key === id)).toHaveLength(1);
+    expect((await readAll(p.topic('notify.retry.3'), 500)).filter((x) => x.key === id)).toHaveLength(1);
+    expect((await p.status(id)).state).toBe('SUCCEEDED');
+  }, 180_000);
+
+  it('a failed task sends video.failed with the error', async () => {
+    const r = await p.submit(form('short.wav', `${base}/failed`));
+    const id = String(r.body.task_id);
+    expect((await p.waitFor(id)).state).toBe('FAILED');
+    await waitUntil(() => deliveries.some((d) => d.path === '/failed'), 60_000, 'the failure webhook');
+    const d = deliveries.find((x) => x.path === '/failed')!;
+    const event = new standardwebhooks.Webhook(SECRET).verify(d.body, d.headers as Record<string, string>) as { type: string; data: { error: { code: string } } };
+    expect(event.type).toBe('video.failed');
+    expect(event.data.error.code).toBe('AUDIO_TOO_SHORT');
+    expect(d.headers['webhook-id']).toBe(`msg_${id}_failed`);
+  }, 120_000);
+
+  it('a callback that resolves to a private or loopback address is refused without a request; the task still succeeds', async () => {
+    const before = deliveries.length;
+    // 10.x is never contacted: the address is refused before any connection; localhost is not allow-listed
+    const a = await p.submit(form('speech.wav', 'http://10.1.2.3:9/hook'));
+    const b = await p.submit(form('speech.wav', `http://localhost:${new URL(base).port}/sneaky`));
+    for (const r of [a, b]) expect((await p.waitFor(String(r.body.task_id))).state).toBe('SUCCEEDED');
+    await waitUntil(async () => (await readAll(p.topic('notify.dlq'), 500)).length >= 2, 60_000, 'two refused callbacks in the notify DLQ');
+    const dead = await readAll(p.topic('notify.dlq'));
+    for (const r of [a, b]) {
+      const d = dead.find((x) => x.key === r.body.task_id);
+      expect(d?.headers[HEADERS.errorCode]).toBe('CALLBACK_URL_REFUSED');
+      expect(d?.headers[HEADERS.dlqReason]).toBe('permanent');
+      expect((await p.status(String(r.body.task_id))).state).toBe('SUCCEEDED');
+    }
+    expect(deliveries.slice(before).some((d) => d.path === '/sneaky')).toBe(false);
+  }, 180_000);
+});

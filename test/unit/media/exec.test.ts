@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { SonicError } from '../../../src/core/errors.js';
+import { failureReason, runTool, startTool } from '../../../src/media/exec.js';
+
+describe('runTool', () => {
+  it('returns stdout, stderr and the exit code, feeding stdin', async () => {
+    const res = await runTool('sh', ['-c', 'cat; echo oops >&2; exit 3'], { input: Buffer.from('hello') });
+    expect(res).toMatchObject({ code: 3, timedOut: false, stderr: 'oops' });
+    expect(res.stdout.toString()).toBe('hello');
+    expect(failureReason('sh', res)).toBe('sh exited with code 3: oops');
+  });
+
+  it('rejects with INTERNAL and an install hint when the tool is missing', async () => {
+    const err = await runTool('/nonexistent/ffmpeg', ['-version']).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SonicError);
+    expect(err).toMatchObject({ code: 'INTERNAL', message: 'ffmpeg not found: install it (apt-get install ffmpeg)' });
+  });
+
+  it('kills the tool with SIGKILL on timeout and says so', async () => {
+    const t0 = Date.now();
+    const res = await runTool('sleep', ['10'], { timeoutMs: 200 });
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(res).toMatchObject({ code: null, signal: 'SIGKILL', timedOut: true });
+    expect(failureReason('sleep', res, 200)).toBe('sleep timed out after 200 ms');
+  });
+
+  it('kills the tool on abort and rejects with the abort reason', async () => {
+    const ac = new AbortController();
+    const reason = new SonicError('SHUTDOWN', 'stage is stopping');
+    const tool = startTool('sleep', ['10'], { signal: ac.signal });
+    setTimeout(() => ac.abort(reason), 100);
+    const t0 = Date.now();
+    await expect(tool.result).rejects.toBe(reason);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    // already aborted: never runs to completion
+    await expect(runTool('sleep', ['10'], { signal: ac.signal })).rejects.toBe(reason);
+  });
+
+  it('survives a tool that exits without reading its input (EPIPE)', async () => {
+    const res = await runTool('true', [], { input: Buffer.alloc(8 << 20) });
+    expect(res.code).toBe(0);
+  });
+});

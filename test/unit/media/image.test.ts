@@ -1,0 +1,137 @@
+import { execFileSync } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { checkImage, exifOrientation, toModelPng } from '../../../src/media/image.js';
+import { makePortrait } from '../../../src/media/samples.js';
+import { expectSonicError, ffprobeJson, tempDir } from '../../fixtures/media/util.js';
+
+const dir = tempDir('image');
+const f = (name: string): string => join(dir, name);
+
+/** An APP1 Exif segment whose IFD0 holds one Orientation entry (SHORT), in either byte order. */
+function exifSegment(orientation: number, order: 'II' | 'MM'): Buffer {
+  const tiff = Buffer.alloc(8 + 2 + 12 + 4);
+  const le = order === 'II';
+  const u16 = (v: number, o: number): number => (le ? tiff.writeUInt16LE(v, o) : tiff.writeUInt16BE(v, o));
+  const u32 = (v: number, o: number): number => (le ? tiff.writeUInt32LE(v, o) : tiff.writeUInt32BE(v, o));
+  tiff.write(order, 0, 'latin1');
+  u16(42, 2);
+  u32(8, 4); // IFD0 right after the header
+  u16(1, 8); // one entry
+  u16(0x0112, 10); // Orientation
+  u16(3, 12); // SHORT
+  u32(1, 14); // count
+  u16(orientation, 18); // value, left-justified in the 4-byte field
+  u32(0, 22); // no next IFD
+  const payload = Buffer.concat([Buffer.from('Exif\0\0', 'latin1'), tiff]);
+  const head = Buffer.from([0xff, 0xe1, 0, 0]);
+  head.writeUInt16BE(payload.length + 2, 2);
+  return Buffer.concat([head, payload]);
+}
+
+/** Inserts `segment` right after the SOI marker of a JPEG. */
+function withSegment(jpeg: Buffer, segment: Buffer): Buffer {
+  return Buffer.concat([jpeg.subarray(0, 2), segment, jpeg.subarray(2)]);
+}
+
+/** Decodes a picture (with ffmpeg, not our code) and returns a pixel reader. */
+function pixels(png: string, width: number): (x: number, y: number) => [number, number, number] {
+  const raw = execFileSync('ffmpeg', ['-v', 'error', '-i', png, '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-']);
+  return (x, y) => {
+    const o = (y * width + x) * 3;
+    return [raw[o] as number, raw[o + 1] as number, raw[o + 2] as number];
+  };
+}
+
+const isRed = ([r, g, b]: [number, number, number]): boolean => r > 200 && g < 60 && b < 60;
+
+beforeAll(async () => {
+  await Promise.all([
+    makePortrait(f('face.jpg')),
+    makePortrait(f('face.webp'), { width: 300, height: 400 }),
+    makePortrait(f('tiny.png'), { width: 100, height: 100 }),
+  ]);
+  // landscape 480×320 with a red block in the stored top-left corner
+  execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', 'color=c=white:s=480x320:r=1:d=1', '-vf', 'drawbox=x=0:y=0:w=120:h=80:color=red:t=fill', '-frames:v', '1', '-q:v', '2', f('land.jpg')]);
+  const land = await readFile(f('land.jpg'));
+  for (let o = 1; o <= 8; o++) await writeFile(f(`rot${o}.jpg`), withSegment(land, exifSegment(o, o % 2 ? 'II' : 'MM')));
+  const png = await readFile(f('tiny.png'));
+  await writeFile(f('truncated.png'), png.subarray(0, 40));
+  await writeFile(f('text.png'), 'plain text\n');
+});
+
+describe('exifOrientation', () => {
+  it('reads the tag in both byte orders and defaults to 1', async () => {
+    const land = await readFile(f('land.jpg'));
+    expect(exifOrientation(land)).toBe(1);
+    for (let o = 1; o <= 8; o++) {
+      expect(exifOrientation(withSegment(land, exifSegment(o, 'MM')))).toBe(o);
+      expect(exifOrientation(withSegment(land, exifSegment(o, 'II')))).toBe(o);
+    }
+    expect(exifOrientation(withSegment(land, exifSegment(9, 'II')))).toBe(1);
+    expect(exifOrientation(await readFile(f('tiny.png')))).toBe(1);
+    expect(exifOrientation(withSegment(land, exifSegment(6, 'MM')).subarray(0, 20))).toBe(1); // cut mid-segment
+  });
+});
+
+describe('checkImage', () => {
+  it('measures JPEG and WebP portraits', async () => {
+    expect(await checkImage(f('face.jpg'))).toEqual({ format: 'jpeg', width: 640, height: 800, orientation: 1 });
+    expect(await checkImage(f('face.webp'))).toMatchObject({ format: 'webp', width: 300, height: 400 });
+  });
+
+  it('refuses a 100×100 image as too small and a large one as too large, with sizes in the message', async () => {
+    const small = await expectSonicError(checkImage(f('tiny.png')), 'IMAGE_TOO_SMALL');
+    expect(small.message).toBe('image is 100×100 px; its short side must be at least 256 px');
+    const large = await expectSonicError(checkImage(f('face.jpg'), { maxShort: 512 }), 'IMAGE_TOO_LARGE');
+    expect(large.message).toBe('image is 640×800 px; its short side must be at most 512 px');
+  });
+
+  it('swaps width and height for EXIF orientation 6 and 8 but not 3', async () => {
+    expect(await checkImage(f('land.jpg'))).toMatchObject({ width: 480, height: 320, orientation: 1 });
+    expect(await checkImage(f('rot6.jpg'))).toMatchObject({ width: 320, height: 480, orientation: 6 });
+    expect(await checkImage(f('rot8.jpg'))).toMatchObject({ width: 320, height: 480, orientation: 8 });
+    expect(await checkImage(f('rot3.jpg'))).toMatchObject({ width: 480, height: 320, orientation: 3 });
+  });
+
+  it('refuses non-images and undecodable images', async () => {
+    await expectSonicError(checkImage(f('text.png')), 'UNSUPPORTED_IMAGE_FORMAT');
+    await expectSonicError(checkImage(f('truncated.png'), { minShort: 1 }), 'IMAGE_DECODE_FAILED');
+  });
+});
+
+describe('toModelPng', () => {
+  it('writes an upright rgb24 PNG for EXIF orientation 6 (rotated clockwise)', async () => {
+    expect(await toModelPng(f('rot6.jpg'), f('rot6.png'))).toEqual({ width: 320, height: 480 });
+    const s = ffprobeJson(f('rot6.png'), 'stream=codec_name,width,height,pix_fmt').streams?.[0];
+    expect(s).toMatchObject({ codec_name: 'png', width: 320, height: 480, pix_fmt: 'rgb24' });
+    // the stored top-left block ends up top-right
+    const at = pixels(f('rot6.png'), 320);
+    expect(isRed(at(300, 20))).toBe(true);
+    expect(isRed(at(20, 20))).toBe(false);
+  });
+
+  // where the stored top-left corner is displayed, per EXIF orientation (TIFF 6.0 / Exif 2.3)
+  const CORNER = { 1: 'top-left', 2: 'top-right', 3: 'bottom-right', 4: 'bottom-left', 5: 'top-left', 6: 'top-right', 7: 'bottom-right', 8: 'bottom-left' } as const;
+  it.each(Object.entries(CORNER))('puts the stored top-left corner of orientation %s at the %s', async (o, corner) => {
+    const out = f(`rot${o}.png`);
+    const { width, height } = await toModelPng(f(`rot${o}.jpg`), out);
+    expect([width, height]).toEqual(Number(o) >= 5 ? [320, 480] : [480, 320]);
+    const x = corner.endsWith('left') ? 10 : width - 10;
+    const y = corner.startsWith('top') ? 10 : height - 10;
+    const at = pixels(out, width);
+    expect(isRed(at(x, y))).toBe(true);
+    expect(isRed(at(width - 1 - x, height - 1 - y))).toBe(false);
+  });
+
+  it('scales down to maxSide keeping the aspect, never up', async () => {
+    expect(await toModelPng(f('face.webp'), f('webp.png'), { maxSide: 200 })).toEqual({ width: 150, height: 200 });
+    expect(await toModelPng(f('face.jpg'), f('same.png'))).toEqual({ width: 640, height: 800 });
+  });
+
+  it('throws IMAGE_DECODE_FAILED for an undecodable input', async () => {
+    await expectSonicError(toModelPng(f('truncated.png'), f('bad.png')), 'IMAGE_DECODE_FAILED');
+    await expectSonicError(toModelPng(f('text.png'), f('bad2.png')), 'IMAGE_DECODE_FAILED');
+  });
+});
