@@ -21,7 +21,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['src/core/config.ts', 'src/ops/cli.ts', 'test/**', 'bench/**', 'scripts/**'],
+    files: ['src/core/config.ts', 'src/ops/cli.ts', 'src/ops/demo.ts', 'test/**', 'bench/**', 'scripts/**'],
     rules: { 'no-restricted-properties': 'off' },
   },
   {

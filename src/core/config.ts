@@ -156,6 +156,7 @@ export const SETTINGS = {
   inferCwd: def('SONIC_INFER_CWD', '', str, 'Working directory of the `command` backend (the Sonic checkout).'),
   inferTimeoutBaseS: def('SONIC_INFER_TIMEOUT_BASE_S', 120, int(1, 86_400), 'Inference time budget: this many seconds ...'),
   inferTimeoutPerAudioS: def('SONIC_INFER_TIMEOUT_PER_AUDIO_S', 60, int(0, 3_600), '... plus this many per second of audio.'),
+  cogMode: def<'sync' | 'poll'>('SONIC_COG_MODE', 'sync', oneOf('sync', 'poll'), 'How the `cog` backend waits: `sync` (one blocking request, stock Cog) or `poll` (async + GET polling with progress).'),
   cogUrl: def('SONIC_COG_URL', 'http://localhost:5000', optionalUrl, 'Base URL of the Cog server of the `cog` backend.'),
   // webhooks
   webhookSecret: def('SONIC_WEBHOOK_SECRET', '', str, 'Default Standard Webhooks signing secret (`whsec_...`); tasks may name others via SONIC_WEBHOOK_SECRETS.'),

@@ -7,7 +7,7 @@
  */
 import type { Admin, Consumer, EachBatchPayload } from 'kafkajs';
 import type { Kafka } from './client.js';
-import { headersToStrings, type InRecord } from './io.js';
+import { toInRecord, type InRecord } from './io.js';
 
 export interface GroupConsumerOptions {
   groupId: string;
@@ -77,19 +77,7 @@ export class GroupConsumer {
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: 1,
       eachBatch: async ({ batch }: EachBatchPayload) => {
-        events.onBatch(
-          batch.topic,
-          batch.partition,
-          batch.messages.map((m) => ({
-            topic: batch.topic,
-            partition: batch.partition,
-            offset: m.offset,
-            key: m.key ? m.key.toString('utf8') : null,
-            value: m.value,
-            headers: headersToStrings(m.headers),
-            timestamp: Number(m.timestamp),
-          })),
-        );
+        events.onBatch(batch.topic, batch.partition, batch.messages.map((m) => toInRecord(batch.topic, batch.partition, m)));
       },
     });
   }

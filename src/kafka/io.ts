@@ -2,7 +2,7 @@
  * Plain producing and reading, for the API, the CLI tools and tests. The transactional stage
  * hop lives in the runtime's own producer wrapper.
  */
-import type { IHeaders, Producer, Transaction } from 'kafkajs';
+import type { IHeaders, KafkaMessage, Producer, Transaction } from 'kafkajs';
 import { PRODUCER_RETRY, createPartitioner, type Kafka } from './client.js';
 
 export interface OutRecord {
@@ -30,6 +30,19 @@ export function headersToStrings(h: IHeaders | undefined): Record<string, string
     if (last !== undefined) out[k] = Buffer.isBuffer(last) ? last.toString('utf8') : String(last);
   }
   return out;
+}
+
+/** A kafkajs message of a batch as an InRecord (UTF-8 key, string headers). */
+export function toInRecord(topic: string, partition: number, m: KafkaMessage): InRecord {
+  return {
+    topic,
+    partition,
+    offset: m.offset,
+    key: m.key ? m.key.toString('utf8') : null,
+    value: m.value,
+    headers: headersToStrings(m.headers),
+    timestamp: Number(m.timestamp),
+  };
 }
 
 function toMessages(records: OutRecord[]): { key: string | null; value: Buffer | null; headers?: IHeaders; partition?: number }[] {
@@ -214,15 +227,7 @@ export async function readTopic(kafka: Kafka, topic: string, opts: ReadOptions =
       autoCommit: false,
       eachMessage: async ({ topic: t, partition, message }) => {
         last = Date.now();
-        out.push({
-          topic: t,
-          partition,
-          offset: message.offset,
-          key: message.key ? message.key.toString('utf8') : null,
-          value: message.value,
-          headers: headersToStrings(message.headers),
-          timestamp: Number(message.timestamp),
-        });
+        out.push(toInRecord(t, partition, message));
       },
     });
     while (Date.now() < deadline && (!joined || Date.now() - last < idleMs) && (opts.limit === undefined || out.length < opts.limit)) {
@@ -271,17 +276,7 @@ export class TopicTail {
       autoCommit: false,
       eachBatch: async ({ batch }) => {
         if (batch.messages.length > 0) sawRecords = true;
-        onRecords(
-          batch.messages.map((m) => ({
-            topic: batch.topic,
-            partition: batch.partition,
-            offset: m.offset,
-            key: m.key ? m.key.toString('utf8') : null,
-            value: m.value,
-            headers: headersToStrings(m.headers),
-            timestamp: Number(m.timestamp),
-          })),
-        );
+        onRecords(batch.messages.map((m) => toInRecord(batch.topic, batch.partition, m)));
       },
     });
   }

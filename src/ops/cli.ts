@@ -16,6 +16,7 @@ import { SchemaCatalog } from '../serde/catalog.js';
 import { Context } from './context.js';
 import { startApi } from '../api/main.js';
 import { formatList, formatShow, readDlq, replay, select } from './dlq.js';
+import { runDemo } from './demo.js';
 import { runStages } from './run.js';
 import { downloadVideo, submitTask, waitForTask } from './submit.js';
 import { applyDeploy, formatPlan, planDeploy, planIsEmpty, topicsInScope } from './deploy.js';
@@ -139,6 +140,14 @@ export function buildCli(ctx: () => Context): Command {
         await downloadVideo(common, status, o.output);
         out(`saved ${o.output}\n`);
       }
+    });
+
+  program
+    .command('demo')
+    .description('Run the whole pipeline locally on a generated sample and print the MP4 (expects the stack up: npm run demo does that).')
+    .option('--keep', 'keep the API and stages running after the demo, until Ctrl-C')
+    .action(async (o: { keep?: boolean }) => {
+      process.exitCode = await runDemo(ctx(), { keep: !!o.keep, out });
     });
 
   const dlq = program.command('dlq').description("Inspect and replay a stage's dead letters.");

@@ -6,6 +6,7 @@
  */
 import { SonicError, toSonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import type { InRecord } from '../kafka/io.js';
 import type { Codec } from '../serde/codec.js';
 import { valueSubject } from '../serde/wire.js';
 import { classify, type Decision } from './classify.js';
@@ -13,16 +14,8 @@ import { HEADERS, attemptOf, childTraceparent, dueOf, failureHeaders } from './h
 import type { Emit, StageDefinition, StageRecord, StatusExtra, TaskState } from './stage.js';
 import type { StageSpec, Topology } from './topology.js';
 
-/** A record as read from a topic. */
-export interface RawRecord {
-  topic: string;
-  partition: number;
-  offset: string;
-  key: string | null;
-  value: Buffer | null;
-  headers: Record<string, string>;
-  timestamp?: number;
-}
+/** A record as read from a topic (the test driver's records carry no timestamp). */
+export type RawRecord = Omit<InRecord, 'timestamp'> & { timestamp?: number };
 
 /** A record to write. */
 export interface Produced {

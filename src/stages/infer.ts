@@ -19,7 +19,7 @@ export function createBackend(deps: StageDeps): InferBackend {
   const c = deps.config;
   const timeouts = { timeoutBaseS: c.inferTimeoutBaseS, timeoutPerAudioS: c.inferTimeoutPerAudioS };
   if (c.inferBackend === 'command') return new CommandBackend(c.inferCommand, { cwd: c.inferCwd, ...timeouts });
-  if (c.inferBackend === 'cog') return new CogBackend(c.cogUrl, timeouts);
+  if (c.inferBackend === 'cog') return new CogBackend(c.cogUrl, { ...timeouts, mode: c.cogMode });
   return new BuiltinBackend();
 }
 

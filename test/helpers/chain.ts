@@ -3,7 +3,6 @@
  * test/fixtures/chain.ts under a unique prefix, produces records, runs stages as child processes
  * (`sonicflow run`), and reads topics back with a read_committed consumer.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { TopicAdmin } from '../../src/kafka/admin.js';
@@ -13,7 +12,7 @@ import { applyDeploy, planDeploy } from '../../src/ops/deploy.js';
 import type { Topology } from '../../src/runtime/topology.js';
 import { registeredTopics } from '../../src/runtime/topology.js';
 import { valueSubject } from '../../src/serde/serde.js';
-import { ROOT, onCleanup, testContext, uniqueName } from './infra.js';
+import { ROOT, onCleanup, startSonicflow, testContext, uniqueName, type SonicflowProcess } from './infra.js';
 
 export const CHAIN_FILE = join(ROOT, 'test', 'fixtures', 'chain.ts');
 
@@ -73,63 +72,21 @@ export function countKeys(records: InRecord[]): Map<string, number> {
   return m;
 }
 
-export interface StageProcess {
-  proc: ChildProcess;
-  name: string;
-  /** stderr (JSON logs) so far. */
-  logs(): string;
-  waitForLog(pattern: RegExp, timeoutMs?: number): Promise<void>;
-  /** Resolves with the exit code (or the signal name). */
-  exited: Promise<number | string>;
-}
-
-const running = new Set<StageProcess>();
-onCleanup(async () => {
-  for (const s of running) s.proc.kill('SIGKILL');
-});
+export type StageProcess = SonicflowProcess & { name: string };
 
 /** Starts `sonicflow run <stage>` for the chain as a child process. */
 export function startStage(chain: Chain, stage: 'first' | 'second', env: Record<string, string> = {}): StageProcess {
-  const proc = spawn(process.execPath, [join(ROOT, 'bin/sonicflow.mjs'), 'run', stage, '--file', CHAIN_FILE], {
-    env: {
-      ...process.env,
-      SONIC_TOPIC_PREFIX: chain.prefix,
-      SONIC_METRICS_PORT: '0',
-      SONIC_LOG_LEVEL: 'info',
-      SONIC_SESSION_TIMEOUT_MS: '6000',
-      SONIC_HEARTBEAT_INTERVAL_MS: '1000',
-      SONIC_REBALANCE_TIMEOUT_MS: '8000',
-      SONIC_DRAIN_TIMEOUT_MS: '15000',
-      ...env,
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
+  const handle = startSonicflow(['run', stage, '--file', CHAIN_FILE], {
+    SONIC_TOPIC_PREFIX: chain.prefix,
+    SONIC_METRICS_PORT: '0',
+    SONIC_LOG_LEVEL: 'info',
+    SONIC_SESSION_TIMEOUT_MS: '6000',
+    SONIC_HEARTBEAT_INTERVAL_MS: '1000',
+    SONIC_REBALANCE_TIMEOUT_MS: '8000',
+    SONIC_DRAIN_TIMEOUT_MS: '15000',
+    ...env,
   });
-  let buf = '';
-  const waiters: { pattern: RegExp; resolve: () => void }[] = [];
-  proc.stderr!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    for (const w of [...waiters]) {
-      if (!w.pattern.test(buf)) continue;
-      waiters.splice(waiters.indexOf(w), 1);
-      w.resolve();
-    }
-  });
-  const exited = new Promise<number | string>((resolve) => proc.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
-  const handle: StageProcess = {
-    proc,
-    name: stage,
-    logs: () => buf,
-    waitForLog: (pattern, timeoutMs = 60_000) =>
-      new Promise<void>((resolve, reject) => {
-        if (pattern.test(buf)) return resolve();
-        const t = setTimeout(() => reject(new Error(`no log line matching ${pattern} within ${timeoutMs} ms; logs:\n${buf.slice(-3000)}`)), timeoutMs);
-        waiters.push({ pattern, resolve: () => (clearTimeout(t), resolve()) });
-      }),
-    exited,
-  };
-  running.add(handle);
-  void exited.then(() => running.delete(handle));
-  return handle;
+  return Object.assign(handle, { name: stage });
 }
 
 /** Polls `check` until it returns true or the time is up. */

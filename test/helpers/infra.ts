@@ -4,7 +4,7 @@
  * resource is created.
  */
 import { randomBytes } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
 import { TopicAdmin, type NewTopic } from '../../src/kafka/admin.js';
@@ -68,4 +68,48 @@ export function sonicflow(args: string[], env: NodeJS.ProcessEnv = {}): { code: 
     timeout: 120_000,
   });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+export interface SonicflowProcess {
+  proc: ChildProcess;
+  /** What it printed so far (JSON logs on stderr, output on stdout). */
+  logs(): string;
+  waitForLog(pattern: RegExp, timeoutMs?: number): Promise<void>;
+  /** Resolves with the exit code (or the signal name). */
+  exited: Promise<number | string>;
+}
+
+/** Starts `sonicflow <args>` as a child process; it is killed after the file's tests if still running. */
+export function startSonicflow(args: string[], env: Record<string, string> = {}): SonicflowProcess {
+  const proc = spawn(process.execPath, [join(ROOT, 'bin/sonicflow.mjs'), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let buf = '';
+  const waiters: { pattern: RegExp; resolve: () => void }[] = [];
+  const onData = (d: Buffer): void => {
+    buf = (buf + d.toString()).slice(-2_000_000);
+    for (const w of [...waiters]) {
+      if (!w.pattern.test(buf)) continue;
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve();
+    }
+  };
+  proc.stdout!.on('data', onData);
+  proc.stderr!.on('data', onData);
+  const exited = new Promise<number | string>((resolve) => proc.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  onCleanup(async () => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    proc.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+    proc.kill('SIGKILL');
+  });
+  return {
+    proc,
+    logs: () => buf,
+    waitForLog: (pattern, timeoutMs = 60_000) =>
+      new Promise<void>((resolve, reject) => {
+        if (pattern.test(buf)) return resolve();
+        const t = setTimeout(() => reject(new Error(`no log line matching ${pattern} within ${timeoutMs} ms; logs:\n${buf.slice(-3000)}`)), timeoutMs);
+        waiters.push({ pattern, resolve: () => (clearTimeout(t), resolve()) });
+      }),
+    exited,
+  };
 }

@@ -3,7 +3,6 @@
  * and ffmpeg: deploys the Sonic topology under a unique prefix, starts the API and the six stages
  * (`sonicflow api`, `sonicflow run validate ... notify`) as child processes, and talks HTTP.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +11,7 @@ import { applyDeploy, planDeploy } from '../../src/ops/deploy.js';
 import { registeredTopics } from '../../src/runtime/topology.js';
 import { valueSubject } from '../../src/serde/wire.js';
 import { sonicTopology } from '../../topologies/sonic.js';
-import { ROOT, onCleanup, testContext, uniqueName } from './infra.js';
+import { onCleanup, startSonicflow, testContext, uniqueName } from './infra.js';
 
 export interface Pipeline {
   prefix: string;
@@ -24,21 +23,6 @@ export interface Pipeline {
   status(taskId: string): Promise<Record<string, unknown>>;
   waitFor(taskId: string, states?: string[], timeoutMs?: number): Promise<Record<string, unknown>>;
   topic(name: string): string;
-}
-
-function child(args: string[], env: Record<string, string>): { proc: ChildProcess; logs: () => string } {
-  const proc = spawn(process.execPath, [join(ROOT, 'bin/sonicflow.mjs'), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let buf = '';
-  proc.stdout!.on('data', (d: Buffer) => (buf += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (buf = (buf + d.toString()).slice(-400_000)));
-  onCleanup(async () => {
-    if (proc.exitCode !== null) return;
-    const exited = new Promise((r) => proc.once('exit', r));
-    proc.kill('SIGTERM');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-    proc.kill('SIGKILL');
-  });
-  return { proc, logs: () => buf };
 }
 
 /** Starts a whole pipeline; `env` overrides settings (backend, blob store, webhook secret, ...). */
@@ -74,8 +58,8 @@ export async function startPipeline(env: Record<string, string> = {}): Promise<P
     await a.close();
     for (const t of registeredTopics(topology)) await ctx.registryAdmin.deleteSubject(valueSubject(t.name));
   });
-  const api = child(['api'], fullEnv);
-  const stages = child(['run', 'validate', 'preprocess', 'infer', 'encode', 'publish', 'notify'], fullEnv);
+  const api = startSonicflow(['api'], fullEnv);
+  const stages = startSonicflow(['run', 'validate', 'preprocess', 'infer', 'encode', 'publish', 'notify'], fullEnv);
   const base = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {

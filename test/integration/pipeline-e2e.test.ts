@@ -92,4 +92,15 @@ describe('the Sonic pipeline end to end (real broker, registry, filesystem store
     expect(requested).toHaveLength(1);
     expect(completed).toHaveLength(1);
   }, 180_000);
+
+  it('serves its OpenAPI description at /docs, health, readiness and Prometheus metrics', async () => {
+    const spec = (await (await fetch(`${p.api}/docs/json`)).json()) as { openapi: string; paths: Record<string, unknown> };
+    expect(spec.openapi).toMatch(/^3\./);
+    expect(Object.keys(spec.paths)).toEqual(expect.arrayContaining(['/v1/tasks', '/v1/tasks/{id}', '/v1/tasks/{id}/events', '/v1/tasks/{id}/video']));
+    expect((await fetch(`${p.api}/docs/`)).status).toBe(200);
+    expect(await (await fetch(`${p.api}/healthz`)).json()).toEqual({ status: 'ok' });
+    expect(await (await fetch(`${p.api}/readyz`)).json()).toEqual({ ready: true, checks: { broker: true, registry: true, status_view: true } });
+    const metrics = await (await fetch(`${p.api}/metrics`)).text();
+    expect(metrics).toMatch(/sonicflow_http_requests_total\{route="\/v1\/tasks",status="202",service="api"\} [1-9]/);
+  });
 });

@@ -1,8 +1,12 @@
 /**
  * The cog backend: a Cog-compatible model server (e.g. a Sonic Cog image on a GPU node).
- * It creates the prediction idempotently with `PUT /predictions/<task>-<attempt>` and
- * `Prefer: respond-async`, polls it (progress from the percentages in its logs), cancels it when
- * the stage is told to stop, and writes the output (a data URI or a URL) to the output path.
+ * It creates the prediction idempotently with `PUT /predictions/<task>-<attempt>`, cancels it
+ * when the stage is told to stop or the budget runs out, and writes the output (a data URI or a
+ * URL) to the output path. Two modes:
+ * - `sync` (default): one blocking PUT, as stock Cog serves it (no progress while it runs);
+ * - `poll`: `Prefer: respond-async`, then `GET /predictions/<id>` until it ends, with progress
+ *   from the percentages in its logs — for servers that answer GET on a prediction (stock Cog
+ *   reports async progress only by webhook).
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { SonicError } from '../../core/errors.js';
@@ -26,24 +30,29 @@ export class CogBackend implements InferBackend {
 
   constructor(
     private readonly baseUrl: string,
-    private readonly opts: { timeoutBaseS: number; timeoutPerAudioS: number; pollMs?: number },
+    private readonly opts: { timeoutBaseS: number; timeoutPerAudioS: number; pollMs?: number; mode?: 'sync' | 'poll' },
   ) {}
 
-  private async call(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Prediction> {
+  private async call(method: string, path: string, body?: unknown, signal?: AbortSignal, async = true): Promise<Prediction> {
     let res: Response;
+    let text: string;
     try {
       res = await fetch(`${this.baseUrl}${path}`, {
         method,
-        headers: { 'content-type': 'application/json', prefer: 'respond-async' },
+        headers: { 'content-type': 'application/json', ...(async ? { prefer: 'respond-async' } : {}) },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
         ...(signal ? { signal } : {}),
       });
+      text = await res.text();
     } catch (err) {
       signal?.throwIfAborted();
       throw new SonicError('INFERENCE_FAILED', `Cog server at ${this.baseUrl} is unreachable: ${(err as Error).message}`, { cause: err });
     }
-    const text = await res.text();
     if (res.status >= 500) throw new SonicError('INFERENCE_FAILED', `Cog server answered ${res.status}: ${text.slice(0, 300)}`);
+    // 409: every prediction slot is busy (Cog's answer to a new id while it runs another one)
+    if (res.status === 408 || res.status === 409 || res.status === 429) {
+      throw new SonicError('INFERENCE_FAILED', `Cog server is busy (${res.status}): ${text.slice(0, 300)}`);
+    }
     if (res.status >= 400) throw new SonicError('INTERNAL', `Cog server refused the prediction (${res.status}): ${text.slice(0, 300)}`);
     return JSON.parse(text) as Prediction;
   }
@@ -60,34 +69,72 @@ export class CogBackend implements InferBackend {
       expand_ratio: i.params.expand_ratio,
       ...(seed === null ? {} : { seed }),
     };
-    const deadline = Date.now() + inferenceBudgetMs(i.durationS, this.opts.timeoutBaseS, this.opts.timeoutPerAudioS);
-    let p = await this.call('PUT', `/predictions/${encodeURIComponent(id)}`, { id, input }, i.signal);
+    const budgetMs = inferenceBudgetMs(i.durationS, this.opts.timeoutBaseS, this.opts.timeoutPerAudioS);
+    // the budget bounds every request and wait, so a poll the server never answers times out too
+    const budget = new AbortController();
+    const timer = setTimeout(() => budget.abort(new SonicError('INFERENCE_TIMEOUT', `Cog prediction ${id} did not finish within its budget`)), budgetMs);
+    const signal = AbortSignal.any([i.signal, budget.signal]);
+    const path = `/predictions/${encodeURIComponent(id)}`;
     try {
-      while (p.status === 'starting' || p.status === 'processing') {
-        if (Date.now() > deadline) throw new SonicError('INFERENCE_TIMEOUT', `Cog prediction ${id} did not finish within its budget`);
-        await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 1000));
-        i.signal.throwIfAborted();
-        p = await this.call('GET', `/predictions/${encodeURIComponent(id)}`, undefined, i.signal);
-        const pct = lastPercent(p.logs ?? '');
-        if (pct !== undefined) i.onProgress(pct);
+      let p: Prediction;
+      try {
+        // inside the try: aborted while the PUT is in flight, the prediction may exist already
+        const poll = this.opts.mode === 'poll';
+        p = await this.call('PUT', path, { id, input }, signal, poll);
+        while (poll && (p.status === 'starting' || p.status === 'processing')) {
+          await wait(this.opts.pollMs ?? 1000, signal);
+          p = await this.call('GET', path, undefined, signal);
+          const pct = lastPercent(p.logs ?? '');
+          if (pct !== undefined) i.onProgress(pct);
+        }
+      } catch (err) {
+        // stopping or timing out: do not leave the GPU busy with a result nobody will take
+        await this.call('POST', `${path}/cancel`, undefined, AbortSignal.timeout(CANCEL_TIMEOUT_MS)).catch(() => undefined);
+        throw err;
       }
-    } catch (err) {
-      // stopping or timing out: do not leave the GPU busy with a result nobody will take
-      await this.call('POST', `/predictions/${encodeURIComponent(id)}/cancel`).catch(() => undefined);
-      throw err;
+      if (p.status !== 'succeeded' && p.status !== 'failed' && p.status !== 'canceled') {
+        throw new SonicError('INFERENCE_FAILED', `Cog answered a blocking prediction with status ${p.status}; set SONIC_COG_MODE=poll for a server that answers asynchronously`);
+      }
+      if (p.status !== 'succeeded') throw classifyModelFailure(`${p.error ?? ''}\n${p.logs ?? ''}`, `Cog prediction ${p.status}`);
+      const out = Array.isArray(p.output) ? p.output[p.output.length - 1] : p.output;
+      if (typeof out !== 'string' || out.length === 0) throw classifyModelFailure(`${p.logs ?? ''}\nno face: the prediction returned no video`, 'Cog prediction returned no output');
+      await writeFile(i.outputPath, await this.fetchOutput(out, signal));
+      return { seed };
+    } finally {
+      clearTimeout(timer);
     }
-    if (p.status !== 'succeeded') throw classifyModelFailure(`${p.error ?? ''}\n${p.logs ?? ''}`, `Cog prediction ${p.status}`);
-    const out = Array.isArray(p.output) ? p.output[p.output.length - 1] : p.output;
-    if (typeof out !== 'string' || out.length === 0) throw classifyModelFailure(`${p.logs ?? ''}\nno face: the prediction returned no video`, 'Cog prediction returned no output');
-    await writeFile(i.outputPath, await this.fetchOutput(out, i.signal));
-    return { seed };
   }
 
   private async fetchOutput(out: string, signal: AbortSignal): Promise<Buffer> {
     if (out.startsWith('data:')) return Buffer.from(out.slice(out.indexOf(',') + 1), 'base64');
     const url = new URL(out, this.baseUrl);
-    const res = await fetch(url, { signal });
-    if (!res.ok) throw new SonicError('INFERENCE_FAILED', `downloading the Cog output ${url.href} answered ${res.status}`);
-    return Buffer.from(await res.arrayBuffer());
+    try {
+      const res = await fetch(url, { signal });
+      if (!res.ok) throw new SonicError('INFERENCE_FAILED', `downloading the Cog output ${url.href} answered ${res.status}`);
+      return Buffer.from(await res.arrayBuffer());
+    } catch (err) {
+      signal.throwIfAborted();
+      if (err instanceof SonicError) throw err;
+      throw new SonicError('INFERENCE_FAILED', `downloading the Cog output ${url.href} failed: ${(err as Error).message}`, { cause: err });
+    }
   }
+}
+
+/** Bounds the cancel request, which is sent after the stage's own signal may have fired. */
+const CANCEL_TIMEOUT_MS = 5_000;
+
+/** Sleeps `ms`, or rejects with `signal.reason` as soon as it aborts. */
+function wait(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const onAbort = (): void => {
+      clearTimeout(t);
+      reject(signal.reason);
+    };
+    const t = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
 }
