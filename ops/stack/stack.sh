@@ -177,7 +177,7 @@ EOF
   local out="$STATE/kafka/logs/stdout.log"
   setsid nohup java $MARK -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
     -Dkafka.logs.dir="$STATE/kafka/logs" -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
-    -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$props" >"$out" 2>&1 </dev/null &
+    -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$props" >"$out" 2>&1 </dev/null 9>&- &
   echo $! >"$STATE/kafka.pid"
   wait_until kafka "$!" "$STATE/kafka/logs/server.log" kafka_ready
   say "kafka: ready on localhost:$KAFKA_PORT (log: $STATE/kafka/logs/server.log)"
@@ -201,7 +201,7 @@ up_registry() {
   # Schemas are stored in the Kafka topic kafkasql-journal, so they survive a registry restart.
   APICURIO_STORAGE_KIND=kafkasql APICURIO_KAFKASQL_BOOTSTRAP_SERVERS="$brokers" \
     QUARKUS_HTTP_PORT="$REGISTRY_PORT" QUARKUS_HTTP_HOST=127.0.0.1 \
-    setsid nohup env -C "$STATE/registry" java $MARK -Xms128m -Xmx512m -jar "$jar" >"$log" 2>&1 </dev/null &
+    setsid nohup env -C "$STATE/registry" java $MARK -Xms128m -Xmx512m -jar "$jar" >"$log" 2>&1 </dev/null 9>&- &
   echo $! >"$STATE/registry.pid"
   wait_until registry "$!" "$log" registry_ready
   say "registry: ready at $(registry_url) (log: $log)"
@@ -232,7 +232,7 @@ jclouds.identity=$S3_IDENTITY
 jclouds.credential=$S3_CREDENTIAL
 EOF
   say "s3: starting S3Proxy $S3PROXY_VERSION (filesystem storage under $STATE/s3/data) at $(s3_url)"
-  setsid nohup java $MARK -Xms64m -Xmx256m -jar "$S3PROXY_HOME/s3proxy.jar" --properties "$conf" >"$log" 2>&1 </dev/null &
+  setsid nohup java $MARK -Xms64m -Xmx256m -jar "$S3PROXY_HOME/s3proxy.jar" --properties "$conf" >"$log" 2>&1 </dev/null 9>&- &
   echo $! >"$STATE/s3.pid"
   wait_until s3 "$!" "$log" s3_ready
   say "s3: ready at $(s3_url) (log: $log)"
@@ -284,6 +284,13 @@ tool() {
 
 cmd=${1:-status}
 shift || true
+# one `up`/`down`/`clean` at a time: parallel test workers or shells must not start a second broker
+# (the services are started with fd 9 closed, so they do not hold the lock)
+if [ "$cmd" = up ] || [ "$cmd" = down ] || [ "$cmd" = clean ]; then
+  mkdir -p "$STATE"
+  exec 9>"$STATE/stack.lock"
+  flock -w "$TIMEOUT_S" 9 || die "another stack.sh $cmd holds $STATE/stack.lock for more than ${TIMEOUT_S}s"
+fi
 case "$cmd" in
   up)
     need_java

@@ -43,7 +43,7 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
     },
     ready: async () => {
       if (Date.now() - registryOk.at > 2000) {
-        const ok = await fetch(`${ctx.config.schemaRegistryUrl}/subjects`, { signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false);
+        const ok = await fetch(`${ctx.config.schemaRegistryUrl}/subjects`, { headers: ctx.serde.authHeaders, signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false);
         registryOk = { at: Date.now(), ok };
       }
       const checks = { broker: await brokerReachable(ctx.kafka, 2000), registry: registryOk.ok, status_view: view.ready };

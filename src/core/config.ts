@@ -115,6 +115,13 @@ export const SETTINGS = {
   ),
   topicPrefix: def('SONIC_TOPIC_PREFIX', 'sonic', topicPrefix, 'Prefix of every topic name (`<prefix>.tasks.requested`, ...).'),
   clientId: def('SONIC_CLIENT_ID', 'sonicflow', str, 'Kafka client id and prefix of consumer groups and transactional ids.'),
+  kafkaSaslMechanism: def<'' | 'plain' | 'scram-sha-256' | 'scram-sha-512'>('SONIC_KAFKA_SASL_MECHANISM', '', oneOf('', 'plain', 'scram-sha-256', 'scram-sha-512'), 'SASL mechanism for the brokers; empty for none.'),
+  kafkaSaslUsername: def('SONIC_KAFKA_SASL_USERNAME', '', str, 'SASL user name.'),
+  kafkaSaslPassword: def('SONIC_KAFKA_SASL_PASSWORD', '', str, 'SASL password (redacted in logs and `sonicflow config`).'),
+  kafkaSsl: def('SONIC_KAFKA_SSL', false, bool, 'TLS to the brokers.'),
+  kafkaSslCaFile: def('SONIC_KAFKA_SSL_CA_FILE', '', str, 'PEM file of the CA that signed the brokers\' certificates (default: the system CAs).'),
+  schemaRegistryUsername: def('SCHEMA_REGISTRY_USERNAME', '', str, 'Basic-auth user of the schema registry; empty for none.'),
+  schemaRegistryPassword: def('SCHEMA_REGISTRY_PASSWORD', '', str, 'Basic-auth password of the schema registry (redacted).'),
   logLevel: def<LogLevel>('SONIC_LOG_LEVEL', 'info', oneOf(...LOG_LEVELS), 'pino log level.'),
   kafkaConnectTimeoutMs: def('SONIC_KAFKA_CONNECT_TIMEOUT_MS', 5000, int(100, 600_000), 'Timeout of one broker connection attempt, ms.'),
   kafkaRequestTimeoutMs: def('SONIC_KAFKA_REQUEST_TIMEOUT_MS', 30000, int(100, 600_000), 'Timeout of one Kafka request, ms.'),
@@ -179,6 +186,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     else out[key] = typeof setting.default === 'string' && setting.default !== '' ? setting.parse(setting.default, setting.env) : setting.default;
   }
   return Object.freeze(out) as Config;
+}
+
+/** Variables whose values are secrets: never printed or logged. */
+export const SECRET_SETTINGS: ReadonlySet<string> = new Set(['SONIC_KAFKA_SASL_PASSWORD', 'SCHEMA_REGISTRY_PASSWORD', 'SONIC_S3_SECRET_ACCESS_KEY', 'SONIC_API_KEYS', 'SONIC_API_KEY', 'SONIC_WEBHOOK_SECRET', 'SONIC_WEBHOOK_SECRETS']);
+
+/** A value for display: secrets become `[redacted]` (or stay empty when unset). */
+export function displayValue(env: string, value: string): string {
+  return SECRET_SETTINGS.has(env) && value !== '' ? '[redacted]' : value;
 }
 
 /** Rows for the documentation table: variable, default, meaning. */

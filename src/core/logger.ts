@@ -3,13 +3,19 @@
  * `{stage, topic, partition, task_id}`. Messages are constant, variables go in the object,
  * errors under `err`. Secrets are redacted wherever they appear in a logged object.
  */
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 import type { LogLevel } from './config.js';
 
 export type { Logger } from 'pino';
 
 const REDACT = [
   'password',
+  'sasl',
+  '*.sasl',
+  'secretAccessKey',
+  '*.secretAccessKey',
+  'apiKeys',
+  '*.apiKeys',
   'secret',
   'apiKey',
   'authorization',
@@ -22,7 +28,7 @@ const REDACT = [
 ];
 
 /** Creates the process's root logger, writing JSON lines to stderr (stdout stays for command output). */
-export function createLogger(name: string, level: LogLevel = 'info'): Logger {
+export function createLogger(name: string, level: LogLevel = 'info', destination: DestinationStream = pino.destination(2)): Logger {
   return pino(
     {
       name,
@@ -31,6 +37,6 @@ export function createLogger(name: string, level: LogLevel = 'info'): Logger {
       redact: { paths: REDACT, censor: '[redacted]' },
       serializers: { err: pino.stdSerializers.err },
     },
-    pino.destination(2),
+    destination,
   );
 }

@@ -29,8 +29,13 @@ export type Assignment = TopicPartition[];
 export interface GroupConsumerEvents {
   /** Every (re)join, with the full new assignment. */
   onAssignment(assignment: Assignment, info: { generationId: number; memberId: string }): void;
-  /** A fetched batch; called with the partition still unpaused. Must not block. */
-  onBatch(topic: string, partition: number, records: InRecord[]): void;
+  /**
+   * A fetched batch; called with the partition still unpaused. Must not block. `endOffset` is the
+   * batch's last offset including control records (transaction markers) that follow the records.
+   */
+  onBatch(topic: string, partition: number, records: InRecord[], endOffset: string): void;
+  /** A fetch brought only control records (markers) up to `lastOffset`: the position moved without work. */
+  onMarkersOnly(topic: string, partition: number, lastOffset: string): void;
   /** The consumer crashed and will not restart itself. */
   onCrash(error: Error): void;
 }
@@ -58,7 +63,11 @@ export class GroupConsumer {
   }
 
   async start(topics: string[], events: GroupConsumerEvents): Promise<void> {
-    const { GROUP_JOIN, CRASH } = this.consumer.events;
+    const { GROUP_JOIN, CRASH, START_BATCH_PROCESS } = this.consumer.events;
+    // kafkajs resolves batches of only markers itself and never shows them to eachBatch
+    this.consumer.on(START_BATCH_PROCESS, (e) => {
+      if (e.payload.batchSize === 0) events.onMarkersOnly(e.payload.topic, e.payload.partition, String(e.payload.lastOffset));
+    });
     this.consumer.on(GROUP_JOIN, (e) => {
       this.generation += 1;
       const assignment: Assignment = Object.entries(e.payload.memberAssignment).flatMap(([topic, partitions]) =>
@@ -77,7 +86,7 @@ export class GroupConsumer {
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: 1,
       eachBatch: async ({ batch }: EachBatchPayload) => {
-        events.onBatch(batch.topic, batch.partition, batch.messages.map((m) => toInRecord(batch.topic, batch.partition, m)));
+        events.onBatch(batch.topic, batch.partition, batch.messages.map((m) => toInRecord(batch.topic, batch.partition, m)), batch.lastOffset());
       },
     });
   }

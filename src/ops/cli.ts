@@ -6,18 +6,24 @@ import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
-import { describeSettings } from '../core/config.js';
+import { describeSettings, displayValue } from '../core/config.js';
 import { isSonicError, toSonicError } from '../core/errors.js';
 import { TopicAdmin } from '../kafka/admin.js';
 import { describeMermaid, describeTopology } from '../runtime/describe.js';
 import { findStage } from '../runtime/topology.js';
 import { validateTopology } from '../runtime/validate.js';
 import { SchemaCatalog } from '../serde/catalog.js';
+import { RegistryAdmin } from '../serde/registry-admin.js';
+import { Serde } from '../serde/serde.js';
 import { Context } from './context.js';
 import { startApi } from '../api/main.js';
 import { formatList, formatShow, readDlq, replay, select } from './dlq.js';
+import { Autoscaler, lagOfStage } from './autoscale.js';
+import { renderK8s } from './k8s/render.js';
+import { formatLag, lagSamples$, serveLagExporter, stageLag } from './lag.js';
 import { runDemo } from './demo.js';
 import { runStages } from './run.js';
+import { checkSchemas, formatChecks, formatDiffs } from './schemas.js';
 import { downloadVideo, submitTask, waitForTask } from './submit.js';
 import { applyDeploy, formatPlan, planDeploy, planIsEmpty, topicsInScope } from './deploy.js';
 
@@ -65,13 +71,14 @@ export function buildCli(ctx: () => Context): Command {
     .description('Plan, then create or grow topics, set configs and register schemas with their compatibility. Never shrinks.')
     .option('--stage <name>', 'only the topics of one stage (input, retry tiers, DLQ, outputs, status)')
     .option('--dry-run', 'print the plan and change nothing')
+    .addOption(new Option('--schemas <dir>', "directory of .avsc files to use instead of the project's schemas/"))
     .addOption(fileOpt())
-    .action(async (opts: { stage?: string; dryRun?: boolean; file?: string }) => {
+    .action(async (opts: { stage?: string; dryRun?: boolean; file?: string; schemas?: string }) => {
       const c = ctx();
       const t = await c.topology(opts.file);
       const admin = await new TopicAdmin(c.kafka).connect();
       try {
-        const registry = c.registryAdmin;
+        const registry = opts.schemas ? new RegistryAdmin(new Serde(new SchemaCatalog(opts.schemas), { url: c.config.schemaRegistryUrl })) : c.registryAdmin;
         const plan = await planDeploy(topicsInScope(t, opts.stage), admin, registry);
         out(formatPlan(plan));
         if (plan.refusals.length > 0) {
@@ -150,6 +157,102 @@ export function buildCli(ctx: () => Context): Command {
       process.exitCode = await runDemo(ctx(), { keep: !!o.keep, out });
     });
 
+  program
+    .command('lag')
+    .description('Consumer lag per stage: lag, input and processing rates, time to drain, replicas by KEDA\'s rule and by sonicflow\'s.')
+    .option('--watch', 'refresh every --interval-ms until Ctrl-C')
+    .option('--partitions', 'also one line per partition')
+    .option('--interval-ms <ms>', 'sampling interval (rates need two samples)', '5000')
+    .option('--exporter <port>', 'serve kafka_consumergroup_lag and sonicflow_stage_* metrics on this port instead of printing')
+    .option('--stages <names>', 'comma-separated stages (default: all)')
+    .addOption(fileOpt())
+    .action(async (o: { watch?: boolean; partitions?: boolean; intervalMs: string; exporter?: string; stages?: string; file?: string }) => {
+      const c = ctx();
+      const topology = await c.topology(o.file);
+      const opts = o.stages ? { stages: o.stages.split(',') } : {};
+      const intervalMs = Number(o.intervalMs);
+      if (o.exporter) {
+        const exporter = await serveLagExporter(c, topology, Number(o.exporter), intervalMs, opts);
+        out(`lag exporter on :${exporter.port}/metrics (refreshed every ${intervalMs} ms)\n`);
+        await new Promise<void>((resolve) => {
+          const stop = (): void => void exporter.close().then(resolve);
+          process.once('SIGTERM', stop);
+          process.once('SIGINT', stop);
+        });
+        return;
+      }
+      if (!o.watch) {
+        out(formatLag(await stageLag(c, topology, { ...opts, sampleMs: Math.min(intervalMs, 2000) }), { partitions: !!o.partitions }));
+        return;
+      }
+      await new Promise<void>((resolve, reject) => {
+        const sub = lagSamples$(c, topology, intervalMs, opts).subscribe({
+          next: (r) => out(`${process.stdout.isTTY ? '\x1b[2J\x1b[H' : '\n'}${new Date().toISOString()}\n${formatLag(r, { partitions: !!o.partitions })}`),
+          error: reject,
+        });
+        process.once('SIGINT', () => (sub.unsubscribe(), resolve()));
+        process.once('SIGTERM', () => (sub.unsubscribe(), resolve()));
+      });
+    });
+
+  program
+    .command('render')
+    .description('Render deployment manifests from the topology.')
+    .command('k8s')
+    .description('Kubernetes: a Deployment and a KEDA ScaledObject per stage, the API, a PodMonitor and the ConfigMap (YAML on stdout).')
+    .option('--stage <name>', "only one stage's Deployment and ScaledObject")
+    .option('--image <image>', 'container image', 'ghcr.io/sonicflow/sonicflow:latest')
+    .option('--namespace <ns>', 'namespace', 'sonicflow')
+    .addOption(fileOpt())
+    .action(async (o: { stage?: string; image: string; namespace: string; file?: string }) => {
+      const c = ctx();
+      const topology = await c.topology(o.file);
+      out(
+        renderK8s(topology, {
+          ...(o.stage ? { stage: o.stage } : {}),
+          image: o.image,
+          namespace: o.namespace,
+          drainTimeoutMs: c.config.drainTimeoutMs,
+          metricsPort: c.config.metricsPort || 9464,
+          brokers: c.config.kafkaBrokers,
+          schemaRegistryUrl: c.config.schemaRegistryUrl,
+          clientId: c.config.clientId,
+          groupIdOf: (stage) => `${c.config.clientId}.${topology.prefix}.${stage}`,
+        }),
+      );
+    });
+
+  program
+    .command('autoscale')
+    .description('Supervise every stage as worker processes on this machine and scale each on its backlog (lag × seconds per record vs target drain time).')
+    .option('--stages <names>', 'comma-separated stages to supervise (default: all)')
+    .option('--interval-ms <ms>', 'sampling interval', '5000')
+    .option('--up-cooldown-ms <ms>', 'minimum time between two scale-ups of a stage', '15000')
+    .option('--down-stabilization-ms <ms>', 'how long fewer replicas must be enough before scaling down', '60000')
+    .option('--max <n>', 'upper bound of replicas per stage (also capped by partitions and the topology)')
+    .addOption(fileOpt())
+    .action(async (o: { stages?: string; intervalMs: string; upCooldownMs: string; downStabilizationMs: string; max?: string; file?: string }) => {
+      const c = ctx();
+      const topology = await c.topology(o.file);
+      const scaler = new Autoscaler(topology, lagOfStage(c, topology), c.logger.child({ component: 'autoscale' }), {
+        ...(o.stages ? { stages: o.stages.split(',') } : {}),
+        intervalMs: Number(o.intervalMs),
+        upCooldownMs: Number(o.upCooldownMs),
+        downStabilizationMs: Number(o.downStabilizationMs),
+        ...(o.max ? { maxReplicas: Number(o.max) } : {}),
+        defaultSecondsPerRecord: 1,
+        env: process.env,
+        ...(o.file ? { runArgs: ['--file', o.file] } : {}),
+      });
+      scaler.start();
+      out('autoscaling; Ctrl-C drains every worker and stops\n');
+      await new Promise<void>((resolve) => {
+        const stop = (): void => void scaler.stop().then(resolve);
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+    });
+
   const dlq = program.command('dlq').description("Inspect and replay a stage's dead letters.");
   dlq
     .command('list')
@@ -197,6 +300,52 @@ export function buildCli(ctx: () => Context): Command {
       out(`Replayed ${picked.length} record(s) into ${findStage(t, stage)?.input}.\n`);
     });
 
+  const schemas = program.command('schemas').description('Govern the Avro schemas: schemas/ is the source of truth, the registry follows it.');
+  const schemasOpt = (): Option => new Option('--schemas <dir>', 'directory of .avsc files to use instead of the project\'s schemas/');
+  const schemaChecks = async (o: { file?: string; schemas?: string }) => {
+    const c = ctx();
+    const catalog = o.schemas ? new SchemaCatalog(o.schemas) : c.serde.catalog;
+    const registry = new RegistryAdmin(o.schemas ? new Serde(catalog, { url: c.config.schemaRegistryUrl }) : c.serde);
+    return { registry, checks: await checkSchemas(await c.topology(o.file), catalog, registry) };
+  };
+  schemas
+    .command('check')
+    .description("Check every local schema against the registry under its subject's compatibility level; exit 1 on an incompatible change.")
+    .addOption(schemasOpt())
+    .addOption(fileOpt())
+    .action(async (o: { file?: string; schemas?: string }) => {
+      const { checks } = await schemaChecks(o);
+      out(formatChecks(checks, false));
+      if (checks.some((x) => x.verdict === 'incompatible')) process.exitCode = 1;
+    });
+  schemas
+    .command('diff')
+    .description('Show field-level changes of every local schema against the latest registered version.')
+    .addOption(schemasOpt())
+    .addOption(fileOpt())
+    .action(async (o: { file?: string; schemas?: string }) => {
+      out(formatDiffs((await schemaChecks(o)).checks));
+    });
+  schemas
+    .command('register')
+    .description('Register new and compatibly changed schemas with their compatibility levels; refuses everything if one is incompatible.')
+    .addOption(schemasOpt())
+    .addOption(fileOpt())
+    .action(async (o: { file?: string; schemas?: string }) => {
+      const { registry, checks } = await schemaChecks(o);
+      out(formatChecks(checks, true));
+      if (checks.some((x) => x.verdict === 'incompatible')) {
+        process.stderr.write('nothing registered\n');
+        process.exitCode = 1;
+        return;
+      }
+      const topology = await ctx().topology(o.file);
+      for (const x of checks.filter((y) => y.verdict === 'new' || y.verdict === 'compatible')) {
+        const level = Object.values(topology.topics).find((t) => `${t.name}-value` === x.subject)!.compatibility;
+        out(`registered ${x.subject} as schema id ${await registry.register(x.subject, x.schema, level)}\n`);
+      }
+    });
+
   const stack = program.command('stack').description('The local Kafka broker and schema registry (no Docker needed).');
   for (const [name, doc] of [
     ['up', 'start Kafka (KRaft) and Apicurio Registry, or reuse them when running'],
@@ -219,7 +368,7 @@ export function buildCli(ctx: () => Context): Command {
     .action(() => {
       for (const s of describeSettings()) {
         const now = process.env[s.env];
-        out(`${s.env}=${now ?? s.default}${now === undefined ? '  (default)' : ''}\n    ${s.doc}\n`);
+        out(`${s.env}=${displayValue(s.env, now ?? s.default)}${now === undefined ? '  (default)' : ''}\n    ${s.doc}\n`);
       }
     });
 

@@ -2,6 +2,7 @@
  * What every command needs, built once and lazily: configuration, logger, Kafka client, serde,
  * and the topology (the built-in Sonic one, or a file given with --file).
  */
+import { readFileSync } from 'node:fs';
 import { extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { loadConfig, type Config } from '../core/config.js';
@@ -29,12 +30,15 @@ export class Context {
   }
 
   get kafka(): Kafka {
+    const c = this.config;
     this.kafkaClient ??= createKafka(
       {
-        brokers: this.config.kafkaBrokers,
-        clientId: this.config.clientId,
-        connectTimeoutMs: this.config.kafkaConnectTimeoutMs,
-        requestTimeoutMs: this.config.kafkaRequestTimeoutMs,
+        brokers: c.kafkaBrokers,
+        clientId: c.clientId,
+        connectTimeoutMs: c.kafkaConnectTimeoutMs,
+        requestTimeoutMs: c.kafkaRequestTimeoutMs,
+        ...(c.kafkaSsl ? { ssl: c.kafkaSslCaFile ? { ca: [readFileSync(c.kafkaSslCaFile, 'utf8')] } : true } : {}),
+        ...(c.kafkaSaslMechanism ? { sasl: { mechanism: c.kafkaSaslMechanism, username: c.kafkaSaslUsername, password: c.kafkaSaslPassword } as never } : {}),
       },
       this.logger,
     );
@@ -42,7 +46,11 @@ export class Context {
   }
 
   get serde(): Serde {
-    this.serdeInstance ??= new Serde(new SchemaCatalog(), { url: this.config.schemaRegistryUrl });
+    const c = this.config;
+    this.serdeInstance ??= new Serde(new SchemaCatalog(), {
+      url: c.schemaRegistryUrl,
+      ...(c.schemaRegistryUsername ? { auth: { username: c.schemaRegistryUsername, password: c.schemaRegistryPassword } } : {}),
+    });
     return this.serdeInstance;
   }
 

@@ -44,6 +44,12 @@ interface PartitionWork {
   queue: RawRecord[];
   /** Next offset to hand to a worker (local de-duplication of refetches); -1 unknown. */
   position: bigint;
+  /** Offset this member last committed (or found committed); -1 unknown. */
+  committed: bigint;
+  /** Last offset of the fetched batch each queued record came from (markers included), by record offset. */
+  batchEnds: Map<string, bigint>;
+  /** Commits a position that moved over markers only, once the partition has been idle a moment. */
+  markerTimer?: NodeJS.Timeout;
   busy: boolean;
   /** Producer initialised and committed offset re-read since this member got the partition. */
   fenced: boolean;
@@ -99,6 +105,9 @@ export class StageRunner {
       rebalanceTimeoutMs: options.rebalanceTimeoutMs,
       maxWaitMs: options.fetchMaxWaitMs,
     });
+    // every series exists from the start, so that increase() sees the first retry or dead letter
+    for (const outcome of ['ok', 'retry', 'dlq', 'dropped']) metrics?.records.inc({ stage: stage.name, outcome }, 0);
+    for (const result of ['commit', 'abort']) metrics?.transactions.inc({ stage: stage.name, result }, 0);
     this.done = new Promise<void>((resolve, reject) => {
       this.lifecycle.onChange((s) => {
         if (s === 'stopped') resolve();
@@ -115,7 +124,8 @@ export class StageRunner {
     this.lifecycle.to('running');
     await this.consumer.start([this.stage.input, ...this.stage.retry.topics], {
       onAssignment: (a, info) => this.onAssignment(a, info.memberId),
-      onBatch: (topic, partition, records) => this.onBatch(topic, partition, records),
+      onBatch: (topic, partition, records, end) => this.onBatch(topic, partition, records, end),
+      onMarkersOnly: (topic, partition, last) => this.onMarkersOnly(topic, partition, BigInt(last)),
       onCrash: (err) => void this.fail(err),
     });
     this.logger.info(
@@ -195,6 +205,7 @@ export class StageRunner {
   private revoke(w: PartitionWork): void {
     w.owned = false;
     clearTimeout(w.timer);
+    clearTimeout(w.markerTimer);
     w.abort.abort(new SonicError('SHUTDOWN', `partition ${w.key} was revoked`));
     this.parts.delete(w.key);
     const i = this.ready.indexOf(w);
@@ -205,7 +216,7 @@ export class StageRunner {
     this.logger.info({ partition: w.key, busy: w.busy }, 'partition revoked');
   }
 
-  private onBatch(topic: string, partition: number, records: InRecord[]): void {
+  private onBatch(topic: string, partition: number, records: InRecord[], endOffset: string): void {
     const w = this.parts.get(keyOf({ topic, partition }));
     if (!w || !w.owned || this.lifecycle.state !== 'running') {
       if (w) this.consumer.pause(w.tp);
@@ -213,10 +224,41 @@ export class StageRunner {
     }
     const fresh = records.filter((r) => w.position < 0n || BigInt(r.offset) >= w.position);
     if (fresh.length === 0) return;
+    clearTimeout(w.markerTimer);
     this.consumer.pause(w.tp);
     w.queue.push(...fresh);
-    w.position = BigInt(fresh[fresh.length - 1]!.offset) + 1n;
+    // committing past the batch's trailing markers leaves no phantom lag of 1 behind each transaction
+    const last = fresh[fresh.length - 1]!;
+    const end = BigInt(endOffset) > BigInt(last.offset) ? BigInt(endOffset) : BigInt(last.offset);
+    w.batchEnds.set(last.offset, end);
+    w.position = end + 1n;
     this.schedule(w);
+  }
+
+  /**
+   * A fetch of markers only moved the partition's position. When the partition stays idle for a
+   * moment, commit that position (an offset-only transaction), so that an idle stage shows lag 0.
+   */
+  private onMarkersOnly(topic: string, partition: number, lastOffset: bigint): void {
+    const w = this.parts.get(keyOf({ topic, partition }));
+    if (!w || !w.owned || w.committed < 0n || lastOffset + 1n <= w.committed || this.lifecycle.state !== 'running') return;
+    clearTimeout(w.markerTimer);
+    w.markerTimer = setTimeout(() => {
+      if (!w.owned || w.busy || w.queue.length > 0 || !w.producer || this.lifecycle.state !== 'running' || lastOffset + 1n <= w.committed) return;
+      const producer = w.producer;
+      w.busy = true;
+      producer
+        .publish([], { groupId: this.groupId, topic: w.tp.topic, partition: w.tp.partition, offset: (lastOffset + 1n).toString() })
+        .then(() => {
+          w.committed = lastOffset + 1n;
+          if (w.position < w.committed) w.position = w.committed;
+        })
+        .catch((err: unknown) => this.recover(w, err))
+        .finally(() => {
+          w.busy = false;
+          this.schedule(w);
+        });
+    }, 1000);
   }
 
   /** Queues a partition for a worker slot, or sets a timer when its head retry is not due yet. */
@@ -307,6 +349,7 @@ export class StageRunner {
     const txId = `${this.options.clientId}.${this.stage.name}.${w.tp.topic}.${w.tp.partition}`;
     w.producer = await new TxProducer(this.kafka, txId, this.options.transactionTimeoutMs).connect();
     const committed = await this.consumer.committed(w.tp);
+    w.committed = committed;
     if (committed >= 0n) {
       const before = w.queue.length;
       w.queue = w.queue.filter((r) => BigInt(r.offset) >= committed);
@@ -323,11 +366,11 @@ export class StageRunner {
       return;
     }
     const last = batch[batch.length - 1]!.raw;
+    const next = (w.batchEnds.get(last.offset) ?? BigInt(last.offset)) + 1n;
+    for (const b of batch) w.batchEnds.delete(b.raw.offset);
     const started = Date.now();
-    await w.producer.publish(
-      batch.flatMap((b) => b.outcome.records),
-      { groupId: this.groupId, topic: w.tp.topic, partition: w.tp.partition, offset: (BigInt(last.offset) + 1n).toString() },
-    );
+    await w.producer.publish(batch.flatMap((b) => b.outcome.records), { groupId: this.groupId, topic: w.tp.topic, partition: w.tp.partition, offset: next.toString() });
+    w.committed = next;
     const m = this.metrics;
     if (m) {
       m.transactions.inc({ stage: this.stage.name, result: 'commit' });
@@ -342,6 +385,7 @@ export class StageRunner {
     this.metrics?.records.inc({ stage: this.stage.name, outcome: 'dropped' }, records);
     this.logger.info({ partition: w.key, records, why }, 'results dropped, not published');
     w.queue = [];
+    w.batchEnds.clear();
   }
 
   /**
@@ -380,7 +424,7 @@ function keyOf(tp: TopicPartition): string {
 }
 
 function newWork(tp: TopicPartition): PartitionWork {
-  return { tp, key: keyOf(tp), owned: true, queue: [], position: -1n, busy: false, fenced: false, abort: new AbortController() };
+  return { tp, key: keyOf(tp), owned: true, queue: [], position: -1n, committed: -1n, batchEnds: new Map(), busy: false, fenced: false, abort: new AbortController() };
 }
 
 function sleep(ms: number): Promise<void> {

@@ -22,7 +22,7 @@ export class RegistryAdmin {
     try {
       res = await fetch(`${this.serde.url}${path}`, {
         method,
-        headers: { 'content-type': CONTENT_TYPE, accept: CONTENT_TYPE },
+        headers: { 'content-type': CONTENT_TYPE, accept: CONTENT_TYPE, ...this.serde.authHeaders },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
         signal: AbortSignal.timeout(10_000),
       });

@@ -131,6 +131,12 @@ export class Serde implements Codec {
     return t;
   }
 
+  /** Headers for direct registry calls (basic auth when configured). */
+  get authHeaders(): Record<string, string> {
+    const a = this.options.auth;
+    return a ? { authorization: `Basic ${Buffer.from(`${a.username}:${a.password}`).toString('base64')}` } : {};
+  }
+
   /** The registry base URL this serde talks to. */
   get url(): string {
     return this.options.url;

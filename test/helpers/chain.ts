@@ -23,11 +23,11 @@ export interface Chain {
 }
 
 /** Deploys a fresh chain (topics and subjects), removed after the file's tests. */
-export async function deployChain(env: Record<string, string> = {}): Promise<Chain> {
+export async function deployChain(env: Record<string, string> = {}, file = CHAIN_FILE): Promise<Chain> {
   const ctx = testContext();
   const prefix = uniqueName('chain').replace(/-/g, '_');
   Object.assign(process.env, env); // the fixture reads its retry delays at load time
-  const { topology } = await loadTopologyFile(CHAIN_FILE, prefix);
+  const { topology } = await loadTopologyFile(file, prefix);
   const admin = await new TopicAdmin(ctx.kafka).connect();
   try {
     await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);

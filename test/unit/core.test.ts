@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { describeSettings, loadConfig } from '../../src/core/config.js';
 import { ERROR_CODES, SonicError, toSonicError } from '../../src/core/errors.js';
+import { createLogger } from '../../src/core/logger.js';
+import { sonicflow } from '../helpers/infra.js';
 
 describe('configuration', () => {
   it('has documented defaults for the local stack', () => {
@@ -55,5 +57,28 @@ describe('error taxonomy', () => {
     expect(e.cause).toBe(cause);
     const same = new SonicError('GPU_OOM', 'oom');
     expect(toSonicError(same)).toBe(same);
+  });
+});
+
+describe('secrets', () => {
+  it('reads SASL, TLS and registry credentials from the environment', () => {
+    const c = loadConfig({ SONIC_KAFKA_SASL_MECHANISM: 'scram-sha-512', SONIC_KAFKA_SASL_USERNAME: 'svc', SONIC_KAFKA_SASL_PASSWORD: 'p4ss', SONIC_KAFKA_SSL: 'true', SCHEMA_REGISTRY_USERNAME: 'reg' });
+    expect(c).toMatchObject({ kafkaSaslMechanism: 'scram-sha-512', kafkaSaslUsername: 'svc', kafkaSaslPassword: 'p4ss', kafkaSsl: true, schemaRegistryUsername: 'reg' });
+    expect(() => loadConfig({ SONIC_KAFKA_SASL_MECHANISM: 'gssapi' })).toThrow(/SONIC_KAFKA_SASL_MECHANISM must be one of/);
+  });
+
+  it('never prints a secret: `sonicflow config` shows [redacted], and logs redact passwords and SASL settings', async () => {
+    const r = sonicflow(['config'], { SONIC_KAFKA_SASL_PASSWORD: 'hunter2-secret', SONIC_S3_SECRET_ACCESS_KEY: 'aws-secret-xyz', SONIC_API_KEYS: 'acme:key-abc' });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('SONIC_KAFKA_SASL_PASSWORD=[redacted]');
+    for (const secret of ['hunter2-secret', 'aws-secret-xyz', 'key-abc']) expect(r.stdout).not.toContain(secret);
+
+    const lines: string[] = [];
+    const { Writable } = await import('node:stream');
+    const sink = new Writable({ write: (chunk: Buffer, _e, cb) => (lines.push(chunk.toString()), cb()) });
+    const log = createLogger('t', 'info', sink);
+    log.info({ kafka: { sasl: { mechanism: 'plain', username: 'u', password: 'hunter2-secret' } }, s3: { secretAccessKey: 'aws-secret-xyz' }, password: 'pw-1' }, 'connecting');
+    expect(lines.join('')).toContain('connecting');
+    expect(lines.join('')).not.toMatch(/hunter2-secret|aws-secret-xyz|pw-1/);
   });
 });

@@ -1,0 +1,232 @@
+/**
+ * `sonicflow autoscale`: on one machine, supervises every stage as N worker processes
+ * (`sonicflow run <stage>`) and adjusts N per stage from the backlog: desired replicas =
+ * ceil(lag × measured seconds per record / target drain time), bounded by min/max replicas,
+ * the input's partitions and --max. It scales up after a short cooldown, scales down only after
+ * the lower value held for a stabilisation window (hysteresis, so it does not flap), and drains
+ * workers it removes with SIGTERM. Each decision is logged with its inputs.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { interval, exhaustMap, from, type Subscription } from 'rxjs';
+import type { Logger } from '../core/logger.js';
+import { fetchGroupLag } from '../kafka/lag.js';
+import type { StageSpec, Topology } from '../runtime/topology.js';
+import type { Context } from './context.js';
+import { drainReplicas, stageGroupId } from './lag.js';
+
+const BIN = fileURLToPath(new URL('../../bin/sonicflow.mjs', import.meta.url));
+
+export interface AutoscaleOptions {
+  /** Stages to supervise (default: all). */
+  stages?: string[];
+  /** Sampling interval, ms. */
+  intervalMs: number;
+  /** Minimum time between two scale-ups of a stage, ms. */
+  upCooldownMs: number;
+  /** How long a lower replica count must be desired before scaling down, ms. */
+  downStabilizationMs: number;
+  /** Upper bound for every stage, on top of the topology's maxReplicas and partitions. */
+  maxReplicas?: number;
+  /** Seconds per record before any has been measured. */
+  defaultSecondsPerRecord: number;
+  /** Environment for the workers (their configuration). */
+  env: NodeJS.ProcessEnv;
+  /** Extra arguments for `sonicflow run` (e.g. --file for a test topology). */
+  runArgs?: string[];
+}
+
+export interface ScaleInputs {
+  lag: number;
+  secondsPerRecord: number;
+  targetDrainSeconds: number;
+  min: number;
+  max: number;
+}
+
+/** sonicflow's rule: replicas needed to drain `lag` within the target time, in [min, max]; min when idle. */
+export function desiredReplicas(i: ScaleInputs): number {
+  return drainReplicas(i.lag, i.secondsPerRecord, i.targetDrainSeconds, { minReplicas: i.min, maxReplicas: i.max, partitions: i.max });
+}
+
+export interface Decision {
+  stage: string;
+  at: number;
+  lag: number;
+  secondsPerRecord: number;
+  targetDrainSeconds: number;
+  current: number;
+  desired: number;
+  action: 'up' | 'down' | 'hold';
+  reason: string;
+}
+
+interface StageState {
+  spec: StageSpec;
+  max: number;
+  workers: { child: ChildProcess; port: number; stopping: boolean }[];
+  lastUpAt: number;
+  /** Since when a lower count has been desired, and the highest such value seen. */
+  lowerSince: number | undefined;
+  lowerPeak: number;
+  secondsPerRecord: number;
+  handled: { sum: number; count: number };
+}
+
+export type LagOf = (stage: StageSpec) => Promise<number>;
+
+/** Total lag of a stage's group over its input and retry topics. */
+export function lagOfStage(ctx: Context, topology: Topology): LagOf {
+  return async (stage) => {
+    const lags = await fetchGroupLag(ctx.kafka, stageGroupId(ctx.config.clientId, topology, stage), [stage.input, ...stage.retry.topics]);
+    return Number(lags.reduce((a, l) => a + (l.lag > 0n ? l.lag : 0n), 0n));
+  };
+}
+
+/** Reads a worker's handler time (sum, count) from its /metrics. */
+async function handlerTotals(port: number): Promise<{ sum: number; count: number } | undefined> {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(1000) })).text();
+    let sum = 0;
+    let count = 0;
+    for (const m of text.matchAll(/^sonicflow_handler_duration_seconds_(sum|count)\{[^}]*outcome="(ok|retry|dlq)"[^}]*\} ([\d.e+-]+)$/gm)) {
+      if (m[1] === 'sum') sum += Number(m[3]);
+      else count += Number(m[3]);
+    }
+    return { sum, count };
+  } catch {
+    return undefined;
+  }
+}
+
+export class Autoscaler {
+  private readonly states = new Map<string, StageState>();
+  private sub?: Subscription;
+  private nextPort = 19_500 + Math.floor(Math.random() * 500) * 2;
+  readonly decisions: Decision[] = [];
+
+  constructor(
+    private readonly topology: Topology,
+    private readonly lagOf: LagOf,
+    private readonly logger: Logger,
+    private readonly options: AutoscaleOptions,
+  ) {
+    for (const spec of topology.stages) {
+      if (options.stages && !options.stages.includes(spec.name)) continue;
+      const partitions = topology.topics[spec.input]?.partitions ?? 1;
+      const max = Math.max(1, Math.min(spec.scaling.maxReplicas, partitions, options.maxReplicas ?? Number.POSITIVE_INFINITY));
+      this.states.set(spec.name, { spec, max, workers: [], lastUpAt: 0, lowerSince: undefined, lowerPeak: 0, secondsPerRecord: options.defaultSecondsPerRecord, handled: { sum: 0, count: 0 } });
+    }
+  }
+
+  /** Current live workers per stage. */
+  replicas(stage: string): number {
+    return this.states.get(stage)?.workers.filter((w) => !w.stopping).length ?? 0;
+  }
+
+  /** Starts min replicas of every stage and the control loop. */
+  start(): void {
+    for (const s of this.states.values()) this.scaleTo(s, Math.max(1, s.spec.scaling.minReplicas));
+    this.sub = interval(this.options.intervalMs)
+      .pipe(exhaustMap(() => from(this.tick())))
+      .subscribe({ error: (err: unknown) => this.logger.error({ err }, 'autoscaler loop failed') });
+  }
+
+  /** One control step for every stage (exposed for tests). */
+  async tick(): Promise<void> {
+    for (const s of this.states.values()) {
+      const lag = await this.lagOf(s.spec).catch((err: unknown) => {
+        this.logger.warn({ err, stage: s.spec.name }, 'lag not available; holding');
+        return undefined;
+      });
+      if (lag === undefined) continue;
+      await this.measure(s);
+      this.decide(s, lag, Date.now());
+    }
+  }
+
+  /** Seconds per record from the workers' handler histograms since the last sample. */
+  private async measure(s: StageState): Promise<void> {
+    const totals = await Promise.all(s.workers.map((w) => handlerTotals(w.port)));
+    const sum = totals.reduce((a, t) => a + (t?.sum ?? 0), 0);
+    const count = totals.reduce((a, t) => a + (t?.count ?? 0), 0);
+    const dCount = count - s.handled.count;
+    if (dCount > 0 && sum >= s.handled.sum) s.secondsPerRecord = Math.max(0.001, (sum - s.handled.sum) / dCount);
+    s.handled = { sum, count };
+  }
+
+  private decide(s: StageState, lag: number, now: number): void {
+    const current = this.replicas(s.spec.name);
+    const min = Math.max(1, s.spec.scaling.minReplicas);
+    const inputs = { lag, secondsPerRecord: s.secondsPerRecord, targetDrainSeconds: s.spec.scaling.targetDrainSeconds, min, max: s.max };
+    const desired = desiredReplicas(inputs);
+    let action: Decision['action'] = 'hold';
+    let reason = 'at the desired count';
+    if (desired > current) {
+      s.lowerSince = undefined;
+      if (now - s.lastUpAt >= this.options.upCooldownMs) {
+        action = 'up';
+        reason = `backlog needs ${desired} to drain in ${inputs.targetDrainSeconds} s`;
+        s.lastUpAt = now;
+        this.scaleTo(s, desired);
+      } else reason = 'scale-up cooldown';
+    } else if (desired < current) {
+      if (s.lowerSince === undefined) {
+        s.lowerSince = now;
+        s.lowerPeak = desired;
+      }
+      s.lowerPeak = Math.max(s.lowerPeak, desired);
+      if (now - s.lowerSince >= this.options.downStabilizationMs) {
+        action = 'down';
+        reason = `fewer needed for ${this.options.downStabilizationMs} ms`;
+        this.scaleTo(s, s.lowerPeak);
+        s.lowerSince = undefined;
+      } else reason = 'waiting for the lower count to hold (hysteresis)';
+    } else s.lowerSince = undefined;
+    const d: Decision = { stage: s.spec.name, at: now, ...inputs, current, desired, action, reason };
+    this.decisions.push(d);
+    this.logger.info({ decision: d }, 'autoscale decision');
+  }
+
+  private scaleTo(s: StageState, n: number): void {
+    const live = s.workers.filter((w) => !w.stopping);
+    for (let i = live.length; i < n; i++) this.spawn(s);
+    // remove the newest first: the oldest have warm caches and stable assignments
+    for (const w of live.slice(n).reverse()) {
+      w.stopping = true;
+      w.child.kill('SIGTERM');
+    }
+  }
+
+  private spawn(s: StageState): void {
+    const port = this.nextPort++;
+    const child = spawn(process.execPath, [BIN, 'run', s.spec.name, ...(this.options.runArgs ?? [])], {
+      env: { ...this.options.env, SONIC_METRICS_PORT: String(port) },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    const worker = { child, port, stopping: false };
+    s.workers.push(worker);
+    child.on('exit', (code, signal) => {
+      s.workers.splice(s.workers.indexOf(worker), 1);
+      if (!worker.stopping && this.sub && !this.sub.closed) {
+        this.logger.warn({ stage: s.spec.name, code, signal }, 'worker exited unexpectedly; restarting it');
+        this.spawn(s);
+      }
+    });
+    this.logger.info({ stage: s.spec.name, pid: child.pid, metrics_port: port }, 'worker started');
+  }
+
+  /** Stops the loop and drains every worker. */
+  async stop(): Promise<void> {
+    this.sub?.unsubscribe();
+    const exits: Promise<void>[] = [];
+    for (const s of this.states.values()) {
+      for (const w of s.workers) {
+        w.stopping = true;
+        exits.push(new Promise((r) => (w.child.exitCode !== null ? r() : w.child.once('exit', () => r()))));
+        w.child.kill('SIGTERM');
+      }
+    }
+    await Promise.all(exits);
+  }
+}
