@@ -20,7 +20,7 @@ import { fmt, saveResults, summarise, table } from './lib.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const CHAIN = join(ROOT, 'test', 'fixtures', 'chain.ts');
-const { values: args } = parseArgs({ options: { runs: { type: 'string', default: '3' }, records: { type: 'string', default: '4000' } } });
+const { values: args } = parseArgs({ options: { runs: { type: 'string', default: '3' }, records: { type: 'string', default: '4000' }, ab: { type: 'boolean', default: false } } });
 const RUNS = Number(args.runs);
 const N = Number(args.records);
 
@@ -29,6 +29,18 @@ const VARIANTS: { name: string; env: Record<string, string> }[] = [
   { name: 'default (topology: 50 records / 100 ms)', env: {} },
   { name: 'batching off (1 record per transaction)', env: { SONIC_BATCH_MAX_RECORDS: '1', SONIC_BATCH_MAX_WAIT_MS: '0' } },
 ];
+
+// --ab: before/after of the retry backoff change (kafkajs' 100 ms vs 20 ms), runs interleaved
+if (args.ab) {
+  VARIANTS.splice(
+    0,
+    VARIANTS.length,
+    { name: 'default batching, retry backoff 100 ms (kafkajs default, before)', env: { SONIC_KAFKA_RETRY_INITIAL_MS: '100' } },
+    { name: 'default batching, retry backoff 20 ms (after)', env: { SONIC_KAFKA_RETRY_INITIAL_MS: '20' } },
+    { name: 'batching off, retry backoff 100 ms (before)', env: { SONIC_BATCH_MAX_RECORDS: '1', SONIC_BATCH_MAX_WAIT_MS: '0', SONIC_KAFKA_RETRY_INITIAL_MS: '100' } },
+    { name: 'batching off, retry backoff 20 ms (after)', env: { SONIC_BATCH_MAX_RECORDS: '1', SONIC_BATCH_MAX_WAIT_MS: '0', SONIC_KAFKA_RETRY_INITIAL_MS: '20' } },
+  );
+}
 
 const ctx = new Context({ ...process.env, SONIC_LOG_LEVEL: 'error' }, 'bench');
 
@@ -72,16 +84,17 @@ async function oneRun(env: Record<string, string>): Promise<{ rps: number }> {
 }
 
 const results: Record<string, { records: number; rps: ReturnType<typeof summarise> }> = {};
-for (const v of VARIANTS) {
-  const rps: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
+const rps = new Map<string, number[]>(VARIANTS.map((v) => [v.name, []]));
+// interleaved: run i of every variant before run i + 1 of any, so drift in the machine's load hits all alike
+for (let i = 0; i < RUNS; i++) {
+  for (const v of VARIANTS) {
     const r = await oneRun(v.env);
-    rps.push(r.rps);
+    rps.get(v.name)!.push(r.rps);
     process.stderr.write(`${v.name}: run ${i + 1}/${RUNS}: ${r.rps.toFixed(0)} records/s\n`);
   }
-  results[v.name] = { records: N, rps: summarise(rps) };
 }
+for (const v of VARIANTS) results[v.name] = { records: N, rps: summarise(rps.get(v.name)!) };
 console.log(`\nTwo-hop chain, ${N} records, 4 partitions, one process per stage, exactly-once hops (median (min–max) of ${RUNS} runs)\n`);
 console.log(table(['variant', 'records/s end to end'], Object.entries(results).map(([name, r]) => [name, fmt(r.rps)])));
-console.log(`\nsaved ${saveResults('two-hop', results)}`);
+console.log(`\nsaved ${saveResults(args.ab ? 'two-hop-retry-backoff' : 'two-hop', results)}`);
 process.exit(0);

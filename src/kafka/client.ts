@@ -13,14 +13,23 @@ const { Kafka: KafkaClient, logLevel, Partitioners } = kafkajs;
 /** Java-compatible murmur2 partitioning (the Java client's default), set on every producer. */
 export const createPartitioner = Partitioners.DefaultPartitioner;
 
-/** Idempotent producers must retry without limit (kafkajs warns otherwise); request timeouts bound each try. */
-export const PRODUCER_RETRY = { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 100, maxRetryTime: 5000 };
+/**
+ * Idempotent producers must retry without limit (kafkajs warns otherwise); request timeouts bound
+ * each try. The first backoff comes from the client (`retryInitialMs`).
+ */
+export const PRODUCER_RETRY = { retries: Number.MAX_SAFE_INTEGER, maxRetryTime: 5000 };
 
 export interface KafkaConnection {
   brokers: string[];
   clientId: string;
   connectTimeoutMs?: number;
   requestTimeoutMs?: number;
+  /**
+   * First retry backoff, ms (kafkajs: 100). Right after a commit the coordinator answers the next
+   * transaction's AddPartitionsToTxn with CONCURRENT_TRANSACTIONS until it has written the markers;
+   * the Java client retries that after 20 ms, kafkajs after its full backoff.
+   */
+  retryInitialMs?: number;
   /** SASL/SSL settings, passed through to kafkajs. */
   ssl?: KafkaConfig['ssl'];
   sasl?: KafkaConfig['sasl'];
@@ -43,7 +52,7 @@ export function createKafka(conn: KafkaConnection, logger: Logger): Kafka {
     requestTimeout: conn.requestTimeoutMs ?? 30000,
     ...(conn.ssl === undefined ? {} : { ssl: conn.ssl }),
     ...(conn.sasl === undefined ? {} : { sasl: conn.sasl }),
-    retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 5000 },
+    retry: { retries: 8, initialRetryTime: conn.retryInitialMs ?? 20, maxRetryTime: 5000 },
     logLevel: logLevel.INFO,
     logCreator:
       () =>

@@ -37,6 +37,7 @@ export class Context {
         clientId: c.clientId,
         connectTimeoutMs: c.kafkaConnectTimeoutMs,
         requestTimeoutMs: c.kafkaRequestTimeoutMs,
+        retryInitialMs: c.kafkaRetryInitialMs,
         ...(c.kafkaSsl ? { ssl: c.kafkaSslCaFile ? { ca: [readFileSync(c.kafkaSslCaFile, 'utf8')] } : true } : {}),
         ...(c.kafkaSaslMechanism ? { sasl: { mechanism: c.kafkaSaslMechanism, username: c.kafkaSaslUsername, password: c.kafkaSaslPassword } as never } : {}),
       },
