@@ -6,7 +6,8 @@ import { loadTopologyFile } from '../../src/ops/context.js';
 import { deployChain, produce, readAll, waitUntil } from '../helpers/chain.js';
 import { ROOT, testContext } from '../helpers/infra.js';
 
-const BURST = join(ROOT, 'test', 'fixtures', 'burst.ts');
+// the scheduling benchmark's pipeline serves the autoscaler test too
+const BURST = join(ROOT, 'bench', 'fixtures', 'burst.ts');
 
 describe('replica rule', () => {
   it('drains the backlog in the target time, within [min, max], min when idle', () => {
