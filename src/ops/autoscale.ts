@@ -4,7 +4,9 @@
  * ceil(lag × measured seconds per record / target drain time), bounded by min/max replicas,
  * the input's partitions and --max. It scales up after a short cooldown, scales down only after
  * the lower value held for a stabilisation window (hysteresis, so it does not flap), and drains
- * workers it removes with SIGTERM. Each decision is logged with its inputs.
+ * workers it removes with SIGTERM. After a scale-down it scales up again only once the backlog has
+ * grown past what it was then (the rebalance of a scale-down is no reason to scale up). Each
+ * decision is logged with its inputs.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -56,7 +58,10 @@ export interface Decision {
   secondsPerRecord: number;
   targetDrainSeconds: number;
   current: number;
+  /** What the rule asks for now. */
   desired: number;
+  /** The count this decision set (with hysteresis, a scale-down goes to the highest count desired in its window). */
+  target: number;
   action: 'up' | 'down' | 'hold';
   reason: string;
 }
@@ -71,6 +76,8 @@ interface StageState {
   lowerPeak: number;
   secondsPerRecord: number;
   handled: { sum: number; count: number };
+  /** Lag when this stage last scaled down: a scale-up after it needs the backlog to have grown. */
+  lagAtLastDown: number | undefined;
 }
 
 export type LagOf = (stage: StageSpec) => Promise<number>;
@@ -115,7 +122,7 @@ export class Autoscaler {
       if (options.stages && !options.stages.includes(spec.name)) continue;
       const partitions = topology.topics[spec.input]?.partitions ?? 1;
       const max = Math.max(1, Math.min(spec.scaling.maxReplicas, partitions, options.maxReplicas ?? Number.POSITIVE_INFINITY));
-      this.states.set(spec.name, { spec, max, workers: [], lastUpAt: 0, lowerSince: undefined, lowerPeak: 0, secondsPerRecord: options.defaultSecondsPerRecord, handled: { sum: 0, count: 0 } });
+      this.states.set(spec.name, { spec, max, workers: [], lastUpAt: 0, lowerSince: undefined, lowerPeak: 0, secondsPerRecord: options.defaultSecondsPerRecord, handled: { sum: 0, count: 0 }, lagAtLastDown: undefined });
     }
   }
 
@@ -161,13 +168,19 @@ export class Autoscaler {
     const inputs = { lag, secondsPerRecord: s.secondsPerRecord, targetDrainSeconds: s.spec.scaling.targetDrainSeconds, min, max: s.max };
     const desired = desiredReplicas(inputs);
     let action: Decision['action'] = 'hold';
+    let target = current;
     let reason = 'at the desired count';
     if (desired > current) {
       s.lowerSince = undefined;
-      if (now - s.lastUpAt >= this.options.upCooldownMs) {
+      if (s.lagAtLastDown !== undefined && lag <= s.lagAtLastDown) {
+        // the rebalance a scale-down causes stalls the stage for a moment; that is not new work
+        reason = 'backlog has not grown since the last scale-down (hysteresis)';
+      } else if (now - s.lastUpAt >= this.options.upCooldownMs) {
         action = 'up';
         reason = `backlog needs ${desired} to drain in ${inputs.targetDrainSeconds} s`;
         s.lastUpAt = now;
+        s.lagAtLastDown = undefined;
+        target = desired;
         this.scaleTo(s, desired);
       } else reason = 'scale-up cooldown';
     } else if (desired < current) {
@@ -179,11 +192,13 @@ export class Autoscaler {
       if (now - s.lowerSince >= this.options.downStabilizationMs) {
         action = 'down';
         reason = `fewer needed for ${this.options.downStabilizationMs} ms`;
+        target = s.lowerPeak;
         this.scaleTo(s, s.lowerPeak);
         s.lowerSince = undefined;
+        s.lagAtLastDown = lag;
       } else reason = 'waiting for the lower count to hold (hysteresis)';
     } else s.lowerSince = undefined;
-    const d: Decision = { stage: s.spec.name, at: now, ...inputs, current, desired, action, reason };
+    const d: Decision = { stage: s.spec.name, at: now, ...inputs, current, desired, target, action, reason };
     this.decisions.push(d);
     this.logger.info({ decision: d }, 'autoscale decision');
   }
