@@ -5,14 +5,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { TopicAdmin } from '../../src/kafka/admin.js';
 import { PlainProducer, readTopic, type InRecord } from '../../src/kafka/io.js';
 import { loadTopologyFile } from '../../src/ops/context.js';
-import { applyDeploy, planDeploy } from '../../src/ops/deploy.js';
 import type { Topology } from '../../src/runtime/topology.js';
-import { registeredTopics } from '../../src/runtime/topology.js';
 import { valueSubject } from '../../src/serde/serde.js';
-import { ROOT, onCleanup, startSonicflow, testContext, uniqueName, type SonicflowProcess } from './infra.js';
+import { ROOT, deployTopology, startSonicflow, testContext, uniqueName, type SonicflowProcess } from './infra.js';
 
 export const CHAIN_FILE = join(ROOT, 'test', 'fixtures', 'chain.ts');
 
@@ -24,22 +21,10 @@ export interface Chain {
 
 /** Deploys a fresh chain (topics and subjects), removed after the file's tests. */
 export async function deployChain(env: Record<string, string> = {}, file = CHAIN_FILE): Promise<Chain> {
-  const ctx = testContext();
   const prefix = uniqueName('chain').replace(/-/g, '_');
   Object.assign(process.env, env); // the fixture reads its retry delays at load time
   const { topology } = await loadTopologyFile(file, prefix);
-  const admin = await new TopicAdmin(ctx.kafka).connect();
-  try {
-    await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);
-  } finally {
-    await admin.close();
-  }
-  onCleanup(async () => {
-    const a = await new TopicAdmin(ctx.kafka).connect();
-    await a.delete(Object.keys(topology.topics));
-    await a.close();
-    for (const t of registeredTopics(topology)) await ctx.registryAdmin.deleteSubject(valueSubject(t.name));
-  });
+  await deployTopology(topology);
   return { prefix, topology, topic: (name) => `${prefix}.${name}` };
 }
 

@@ -9,6 +9,9 @@ import { join } from 'node:path';
 import { afterAll } from 'vitest';
 import { TopicAdmin, type NewTopic } from '../../src/kafka/admin.js';
 import { Context } from '../../src/ops/context.js';
+import { applyDeploy, planDeploy } from '../../src/ops/deploy.js';
+import { registeredTopics, type Topology } from '../../src/runtime/topology.js';
+import { valueSubject } from '../../src/serde/wire.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 
@@ -50,6 +53,23 @@ export async function createTopics(topics: (Partial<NewTopic> & { name: string }
     } finally {
       await a.close();
     }
+  });
+}
+
+/** Deploys every topic and subject of a topology; both are removed after the file's tests. */
+export async function deployTopology(topology: Topology): Promise<void> {
+  const ctx = testContext();
+  const admin = await new TopicAdmin(ctx.kafka).connect();
+  try {
+    await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);
+  } finally {
+    await admin.close();
+  }
+  onCleanup(async () => {
+    const a = await new TopicAdmin(ctx.kafka).connect();
+    await a.delete(Object.keys(topology.topics));
+    await a.close();
+    for (const t of registeredTopics(topology)) await ctx.registryAdmin.deleteSubject(valueSubject(t.name));
   });
 }
 

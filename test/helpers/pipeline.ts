@@ -6,12 +6,8 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TopicAdmin } from '../../src/kafka/admin.js';
-import { applyDeploy, planDeploy } from '../../src/ops/deploy.js';
-import { registeredTopics } from '../../src/runtime/topology.js';
-import { valueSubject } from '../../src/serde/wire.js';
 import { sonicTopology } from '../../topologies/sonic.js';
-import { onCleanup, startSonicflow, testContext, uniqueName } from './infra.js';
+import { deployTopology, startSonicflow, uniqueName } from './infra.js';
 
 export interface Pipeline {
   prefix: string;
@@ -27,7 +23,6 @@ export interface Pipeline {
 
 /** Starts a whole pipeline; `env` overrides settings (backend, blob store, webhook secret, ...). */
 export async function startPipeline(env: Record<string, string> = {}): Promise<Pipeline> {
-  const ctx = testContext();
   const prefix = uniqueName('sonic').replace(/-/g, '_');
   const port = 20000 + Math.floor(Math.random() * 20000);
   const dataDir = mkdtempSync(join(tmpdir(), 'sonicflow-data-'));
@@ -46,18 +41,7 @@ export async function startPipeline(env: Record<string, string> = {}): Promise<P
     ...env,
   };
   const topology = sonicTopology({ prefix });
-  const admin = await new TopicAdmin(ctx.kafka).connect();
-  try {
-    await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);
-  } finally {
-    await admin.close();
-  }
-  onCleanup(async () => {
-    const a = await new TopicAdmin(ctx.kafka).connect();
-    await a.delete(Object.keys(topology.topics));
-    await a.close();
-    for (const t of registeredTopics(topology)) await ctx.registryAdmin.deleteSubject(valueSubject(t.name));
-  });
+  await deployTopology(topology);
   const api = startSonicflow(['api'], fullEnv);
   const stages = startSonicflow(['run', 'validate', 'preprocess', 'infer', 'encode', 'publish', 'notify'], fullEnv);
   const base = `http://127.0.0.1:${port}`;
