@@ -56,7 +56,7 @@ import { FIVE_HOP, benchValue, fiveHopTopology } from '../fixtures/five-hop.js';
 import { percentile, startNode, stopProcess, waitFor } from '../lib.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
-const FIXTURE = join(ROOT, 'bench', 'fixtures', 'five-hop.ts');
+const FIXTURE_PATH = join('bench', 'fixtures', 'five-hop.ts');
 
 // ---------------------------------------------------------------- shared result shape
 
@@ -375,7 +375,15 @@ const VARIANT_ENV: Record<SonicflowVariant, Record<string, string>> = {
 };
 
 /** Deploys, loads, runs and measures the five-hop chain on sonicflow, then removes everything it made. */
-export async function run(opts: HopBaselineOptions & { variant?: SonicflowVariant; statusEvents?: boolean } = {}): Promise<HopBaselineResult> {
+export async function run(
+  opts: HopBaselineOptions & {
+    variant?: SonicflowVariant;
+    statusEvents?: boolean;
+    /** The source tree whose `bin/sonicflow.mjs` and five-hop fixture run the stages (default: this one); bench/ab.ts points it at another revision. */
+    root?: string;
+  } = {},
+): Promise<HopBaselineResult> {
+  const root = opts.root ?? ROOT;
   const n = opts.records ?? 20_000;
   const partitions = opts.partitions ?? FIVE_HOP.partitions;
   const variant = opts.variant ?? 'eos-batched';
@@ -396,7 +404,8 @@ export async function run(opts: HopBaselineOptions & { variant?: SonicflowVarian
   try {
     await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);
     stages = startNode(
-      [join(ROOT, 'bin', 'sonicflow.mjs'), 'run', 'hop1', 'hop2', 'hop3', 'hop4', 'hop5', '--file', FIXTURE],
+      // BENCH_STAGE_NODE_ARGS adds node flags to the stage process, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+      [...(process.env.BENCH_STAGE_NODE_ARGS?.split(' ').filter(Boolean) ?? []), join(root, 'bin', 'sonicflow.mjs'), 'run', 'hop1', 'hop2', 'hop3', 'hop4', 'hop5', '--file', join(root, FIXTURE_PATH)],
       {
         ...baseEnv,
         ...VARIANT_ENV[variant],
@@ -404,7 +413,8 @@ export async function run(opts: HopBaselineOptions & { variant?: SonicflowVarian
         FIVE_HOP_PARTITIONS: String(partitions),
         FIVE_HOP_STATUS: statusEvents ? 'on' : 'off',
         SONIC_METRICS_PORT: '0',
-        SONIC_LOG_LEVEL: 'warn',
+        // BENCH_STAGE_LOG_LEVEL=debug logs every committed batch (the log is kept, see below)
+        SONIC_LOG_LEVEL: process.env.BENCH_STAGE_LOG_LEVEL ?? 'warn',
       },
       join(logDir, 'stages.log'),
     );
@@ -445,7 +455,8 @@ export async function run(opts: HopBaselineOptions & { variant?: SonicflowVarian
     await admin.close();
     for (const t of registeredTopics(topology)) await ctx.registryAdmin.deleteSubject(valueSubject(t.name)).catch(() => undefined);
     await deleteGroups(ctx.kafka, topology.stages.map((s) => `${ctx.config.clientId}.${prefix}.${s.name}`));
-    if (!failed) rmSync(logDir, { recursive: true, force: true });
+    if (!failed && !process.env.BENCH_STAGE_LOG_LEVEL) rmSync(logDir, { recursive: true, force: true });
+    else if (!failed) process.stderr.write(`stage log kept: ${join(logDir, 'stages.log')}\n`);
   }
 }
 
