@@ -1,9 +1,11 @@
 /**
  * A group consumer for the stage runner: `read_committed`, no auto-commit, offsets committed
- * only through transactions. Batches are handed to the runner, which pauses the partition and
- * returns at once; kafkajs then keeps fetching other partitions and heartbeating, so a handler
- * may run far longer than the session timeout without losing the group. When the work is
- * committed the runner seeks past it and resumes the partition.
+ * only through transactions. Batches are handed to the runner, which queues them and returns at
+ * once; kafkajs keeps fetching and heartbeating, so a handler may run far longer than the session
+ * timeout without losing the group. While the runner's queue of a partition is short it keeps the
+ * partition fetching (the next batch arrives while the current one is handled and committed);
+ * when the queue is full it pauses the partition, and resumes it as the queue drains. Fetch
+ * positions move in memory only (kafkajs' resolveOffset and seek with autoCommit off).
  */
 import type { Admin, Consumer, EachBatchPayload } from 'kafkajs';
 import type { Kafka } from './client.js';
@@ -26,14 +28,24 @@ export interface TopicPartition {
 
 export type Assignment = TopicPartition[];
 
+export interface BatchInfo {
+  /** The batch's last offset, including control records (transaction markers) after its records. */
+  endOffset: string;
+  /** The offset the fetch asked for. */
+  fetchedOffset: string;
+  /** The partition's high watermark when fetched (records past the last stable offset included). */
+  highWatermark: string;
+}
+
 export interface GroupConsumerEvents {
   /** Every (re)join, with the full new assignment. */
   onAssignment(assignment: Assignment, info: { generationId: number; memberId: string }): void;
   /**
-   * A fetched batch; called with the partition still unpaused. Must not block. `endOffset` is the
-   * batch's last offset including control records (transaction markers) that follow the records.
+   * A fetched batch; called with the partition still unpaused. Must not block. Returns true to
+   * take the batch and go on fetching after `info.endOffset`; false when the handler paused the
+   * partition or seeked it.
    */
-  onBatch(topic: string, partition: number, records: InRecord[], endOffset: string): void;
+  onBatch(topic: string, partition: number, records: InRecord[], info: BatchInfo): boolean;
   /** A fetch brought only control records (markers) up to `lastOffset`: the position moved without work. */
   onMarkersOnly(topic: string, partition: number, lastOffset: string): void;
   /** The consumer crashed and will not restart itself. */
@@ -85,8 +97,13 @@ export class GroupConsumer {
       autoCommit: false,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: 1,
-      eachBatch: async ({ batch }: EachBatchPayload) => {
-        events.onBatch(batch.topic, batch.partition, batch.messages.map((m) => toInRecord(batch.topic, batch.partition, m)), batch.lastOffset());
+      eachBatch: async ({ batch, resolveOffset }: EachBatchPayload) => {
+        const endOffset = batch.lastOffset();
+        const records = batch.messages.map((m) => toInRecord(batch.topic, batch.partition, m));
+        // fetchedOffset is set by kafkajs 2.x's Batch, though its typings omit it
+        const fetchedOffset = String((batch as typeof batch & { fetchedOffset: string }).fetchedOffset);
+        // resolving moves only kafkajs' in-memory fetch position: autoCommit is off
+        if (events.onBatch(batch.topic, batch.partition, records, { endOffset, fetchedOffset, highWatermark: batch.highWatermark })) resolveOffset(endOffset);
       },
     });
   }

@@ -1,9 +1,13 @@
 /**
  * The stage runner: one stage as one consumer/producer process with exactly-once hops.
  *
- * - Work first, then a short transaction: a fetched batch pauses its partition and is handled
+ * - Work first, then a short transaction: fetched records are queued per partition and handled
  *   outside kafkajs' fetch loop (which keeps heartbeating), then one transaction per batch writes
  *   the outputs, status events, retry/DLQ records and the input offset.
+ * - Prefetch: a partition keeps fetching while its queue holds less than two batches, so the next
+ *   batch is already here when a transaction commits; a fuller queue pauses the partition until
+ *   it drains. Fetch positions move in memory only; the committed offset moves only in a
+ *   transaction, so prefetched records a crash or rebalance loses are simply fetched again.
  * - Zombie fencing without KIP-447: one transactional producer per input partition with a stable
  *   id. Before its first batch, a new owner initialises that producer (fencing any old owner) and
  *   re-reads the committed offset, dropping records a previous owner already committed.
@@ -14,7 +18,7 @@ import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
 import type { Kafka } from '../kafka/client.js';
-import { GroupConsumer, type Assignment, type TopicPartition } from '../kafka/consumer.js';
+import { GroupConsumer, type Assignment, type BatchInfo, type TopicPartition } from '../kafka/consumer.js';
 import { PlainProducer, TxProducer, type InRecord } from '../kafka/io.js';
 import type { Codec } from '../serde/codec.js';
 import { Lifecycle } from './lifecycle.js';
@@ -44,6 +48,8 @@ interface PartitionWork {
   queue: RawRecord[];
   /** Next offset to hand to a worker (local de-duplication of refetches); -1 unknown. */
   position: bigint;
+  /** This runner paused the partition's fetching (queue full, or rewinding after a failure). */
+  paused: boolean;
   /** Offset this member last committed (or found committed); -1 unknown. */
   committed: bigint;
   /** Last offset of the fetched batch each queued record came from (markers included), by record offset. */
@@ -71,6 +77,8 @@ export class StageRunner {
   private readonly maxRecords: number;
   private readonly maxWaitMs: number;
   private readonly concurrency: number;
+  /** A partition stops fetching when this many records are queued. */
+  private readonly prefetch: number;
   private active = 0;
   private memberId = '';
   private idle: (() => void) | undefined;
@@ -93,6 +101,7 @@ export class StageRunner {
     this.maxRecords = options.batchMaxRecords || stage.batch.maxRecords;
     this.maxWaitMs = options.batchMaxWaitMs !== undefined && options.batchMaxWaitMs >= 0 ? options.batchMaxWaitMs : stage.batch.maxWaitMs;
     this.concurrency = options.concurrency || stage.concurrency;
+    this.prefetch = 2 * this.maxRecords;
     this.progress = new PlainProducer(kafka);
     this.program = new StageProgram(topology, stage, definition, codec, {
       logger,
@@ -124,7 +133,7 @@ export class StageRunner {
     this.lifecycle.to('running');
     await this.consumer.start([this.stage.input, ...this.stage.retry.topics], {
       onAssignment: (a, info) => this.onAssignment(a, info.memberId),
-      onBatch: (topic, partition, records, end) => this.onBatch(topic, partition, records, end),
+      onBatch: (topic, partition, records, info) => this.onBatch(topic, partition, records, info),
       onMarkersOnly: (topic, partition, last) => this.onMarkersOnly(topic, partition, BigInt(last)),
       onCrash: (err) => void this.fail(err),
     });
@@ -143,7 +152,7 @@ export class StageRunner {
     this.lifecycle.to('draining', reason);
     for (const w of this.parts.values()) {
       clearTimeout(w.timer);
-      this.consumer.pause(w.tp);
+      this.pauseFetch(w);
     }
     this.ready.length = 0;
     const drained = await this.waitIdle(this.options.drainTimeoutMs);
@@ -216,23 +225,53 @@ export class StageRunner {
     this.logger.info({ partition: w.key, busy: w.busy }, 'partition revoked');
   }
 
-  private onBatch(topic: string, partition: number, records: InRecord[], endOffset: string): void {
+  /** Queues a fetched batch; true when it was taken (the fetch position moves past it). */
+  private onBatch(topic: string, partition: number, records: InRecord[], { endOffset, fetchedOffset, highWatermark }: BatchInfo): boolean {
     const w = this.parts.get(keyOf({ topic, partition }));
-    if (!w || !w.owned || this.lifecycle.state !== 'running') {
-      if (w) this.consumer.pause(w.tp);
-      return;
+    if (!w) return false;
+    // paused: a fetch that was in flight when the queue filled up or a transaction failed
+    if (!w.owned || w.paused || this.lifecycle.state !== 'running') {
+      this.pauseFetch(w);
+      return false;
+    }
+    // fetched from beyond what this member holds (a fetch that raced a rewind): never skip records
+    if (w.position >= 0n && BigInt(fetchedOffset) > w.position) {
+      this.consumer.seek(w.tp, w.position.toString());
+      return false;
     }
     const fresh = records.filter((r) => w.position < 0n || BigInt(r.offset) >= w.position);
-    if (fresh.length === 0) return;
+    if (fresh.length === 0) {
+      if (w.position >= 0n) this.consumer.seek(w.tp, w.position.toString());
+      return false;
+    }
     clearTimeout(w.markerTimer);
-    this.consumer.pause(w.tp);
     w.queue.push(...fresh);
     // committing past the batch's trailing markers leaves no phantom lag of 1 behind each transaction
     const last = fresh[fresh.length - 1]!;
     const end = BigInt(endOffset) > BigInt(last.offset) ? BigInt(endOffset) : BigInt(last.offset);
     w.batchEnds.set(last.offset, end);
     w.position = end + 1n;
+    // A backlog (a full batch fetched, or a batch's worth more in the log) keeps fetching while
+    // this batch is handled and committed. Caught up, fetching waits for the work instead: the
+    // records that arrive meanwhile then come as one fetch and one batch, not as many small ones
+    // that cost a fetch and a transaction each.
+    const backlog = fresh.length >= this.maxRecords || BigInt(highWatermark) - w.position >= BigInt(this.maxRecords);
+    if (w.queue.length >= this.prefetch || !backlog) this.pauseFetch(w);
     this.schedule(w);
+    return true;
+  }
+
+  private pauseFetch(w: PartitionWork): void {
+    if (w.paused) return;
+    w.paused = true;
+    this.consumer.pause(w.tp);
+  }
+
+  /** Fetching goes on from `w.position` (kafkajs resolved or was seeked to it). */
+  private resumeFetch(w: PartitionWork): void {
+    if (!w.paused || !w.owned || this.lifecycle.state !== 'running') return;
+    w.paused = false;
+    this.consumer.resume(w.tp);
   }
 
   /**
@@ -256,7 +295,7 @@ export class StageRunner {
         .catch((err: unknown) => this.recover(w, err))
         .finally(() => {
           w.busy = false;
-          this.schedule(w);
+          this.afterWork(w);
         });
     }, 1000);
   }
@@ -295,13 +334,8 @@ export class StageRunner {
       void this.closeProducer(w);
       return;
     }
-    if (w.queue.length > 0) {
-      this.schedule(w);
-      return;
-    }
-    if (this.lifecycle.state !== 'running') return;
-    if (w.position >= 0n) this.consumer.seek(w.tp, w.position.toString());
-    this.consumer.resume(w.tp);
+    if (w.queue.length < this.prefetch) this.resumeFetch(w);
+    this.schedule(w);
   }
 
   /** Handles the queued records of one partition in batches, one transaction per batch. */
@@ -337,6 +371,7 @@ export class StageRunner {
         }
         if (batch.length === 0) return;
         await this.commit(w, batch);
+        if (w.queue.length < this.prefetch) this.resumeFetch(w);
       }
     } catch (err) {
       await this.recover(w, err);
@@ -353,7 +388,10 @@ export class StageRunner {
     if (committed >= 0n) {
       const before = w.queue.length;
       w.queue = w.queue.filter((r) => BigInt(r.offset) >= committed);
-      if (w.position < committed) w.position = committed;
+      if (w.position < committed) {
+        w.position = committed;
+        this.consumer.seek(w.tp, committed.toString());
+      }
       if (before !== w.queue.length) this.logger.info({ partition: w.key, skipped: before - w.queue.length, committed: committed.toString() }, 'skipped records committed by a previous owner');
     }
     w.fenced = true;
@@ -378,7 +416,7 @@ export class StageRunner {
       m.batchRecords.observe({ stage: this.stage.name }, batch.length);
       for (const b of batch) m.records.inc({ stage: this.stage.name, outcome: b.outcome.kind });
     }
-    this.logger.debug({ partition: w.key, records: batch.length, last_offset: last.offset }, 'batch committed');
+    this.logger.debug({ partition: w.key, records: batch.length, last_offset: last.offset, transaction_ms: Date.now() - started }, 'batch committed');
   }
 
   private drop(w: PartitionWork, records: number, why: string): void {
@@ -390,10 +428,12 @@ export class StageRunner {
 
   /**
    * A failed transaction: kafkajs cannot reuse the producer, so close it; forget the queue and
-   * go back to the committed offset. After a fencing error wait a little first: another member
-   * probably owns the partition now and the next heartbeat will say so.
+   * go back to the committed offset (fetching stays paused until then: prefetched records past
+   * it must not be taken). After a fencing error wait a little first: another member probably
+   * owns the partition now and the next heartbeat will say so.
    */
   private async recover(w: PartitionWork, err: unknown): Promise<void> {
+    this.pauseFetch(w);
     const type = (err as { type?: string }).type ?? '';
     this.metrics?.transactions.inc({ stage: this.stage.name, result: 'abort' });
     this.logger.warn({ err, partition: w.key, type }, 'transaction failed; the batch is aborted and will be redone from the committed offset');
@@ -402,12 +442,22 @@ export class StageRunner {
     w.fenced = false;
     w.position = -1n;
     if (FENCING_ERRORS.has(type)) await sleep(2 * this.options.heartbeatIntervalMs);
-    if (!w.owned) return;
-    try {
-      const committed = await this.consumer.committed(w.tp);
-      if (committed >= 0n) w.position = committed;
-    } catch (e) {
-      this.logger.warn({ err: e, partition: w.key }, 'could not read the committed offset; resuming from the consumer position');
+    for (let attempt = 1; w.owned; attempt++) {
+      try {
+        const committed = await this.consumer.committed(w.tp);
+        // nothing committed yet: the group's reset policy (earliest) is where fetching starts again
+        w.position = committed >= 0n ? committed : 0n;
+        this.consumer.seek(w.tp, w.position.toString());
+        return;
+      } catch (e) {
+        if (attempt >= 5) {
+          // fetching on from the prefetch position could skip records: stop, a restart starts from the committed offset
+          await this.fail(new SonicError('BROKER_UNAVAILABLE', `could not read the committed offset of ${w.key} after a failed transaction: ${(e as Error).message}`, { cause: e }));
+          return;
+        }
+        this.logger.warn({ err: e, partition: w.key, attempt }, 'could not read the committed offset; trying again');
+        await sleep(500 * attempt);
+      }
     }
   }
 
@@ -424,7 +474,7 @@ function keyOf(tp: TopicPartition): string {
 }
 
 function newWork(tp: TopicPartition): PartitionWork {
-  return { tp, key: keyOf(tp), owned: true, queue: [], position: -1n, committed: -1n, batchEnds: new Map(), busy: false, fenced: false, abort: new AbortController() };
+  return { tp, key: keyOf(tp), owned: true, queue: [], position: -1n, paused: false, committed: -1n, batchEnds: new Map(), busy: false, fenced: false, abort: new AbortController() };
 }
 
 function sleep(ms: number): Promise<void> {

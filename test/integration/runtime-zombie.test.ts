@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { TxProducer } from '../../src/kafka/io.js';
 import { createTopics, testContext, uniqueName } from '../helpers/infra.js';
-import { deployChain, produce, readAll, startStage, waitUntil } from '../helpers/chain.js';
+import { countKeys, deployChain, produce, readAll, startStage, waitUntil } from '../helpers/chain.js';
 
 describe('zombie fencing (real broker)', () => {
   it('a producer whose transactional id was taken over cannot commit: the newer owner fences it', async () => {
@@ -45,4 +45,30 @@ describe('zombie fencing (real broker)', () => {
       await Promise.all([a.exited, b.exited]);
     }
   }, 120_000);
+
+  it('transactions fenced mid-backlog: the stage goes back to the committed offset past its prefetched records, and every record comes out once', async () => {
+    const chain = await deployChain();
+    const keys = await produce(chain, 2000);
+    // 10 ms per record, 50 per transaction: each partition has a prefetched queue of hundreds
+    // of records beyond its committed offset for several seconds
+    const a = startStage(chain, 'first', { CHAIN_DELAY_MS: '10' });
+    try {
+      await a.waitForLog(/"msg":"partitions assigned"/);
+      await new Promise((r) => setTimeout(r, 2000));
+      const ctx = testContext();
+      // taking over the transactional ids aborts the open transactions and fences the stage's producers
+      const takeovers = await Promise.all([0, 1, 2, 3].map((p) => new TxProducer(ctx.kafka, `${ctx.config.clientId}.first.${chain.topic('in')}.${p}`).connect()));
+      await Promise.all(takeovers.map((t) => t.close()));
+      await a.waitForLog(/"msg":"transaction failed[^"]*"/, 30_000);
+      await waitUntil(async () => (await readAll(chain.topic('mid'), 1000)).length >= keys.length, 90_000, 'every record through the first hop');
+      await new Promise((r) => setTimeout(r, 2000));
+      const counts = countKeys(await readAll(chain.topic('mid')));
+      expect([...counts.values()].filter((n) => n !== 1)).toEqual([]);
+      expect(keys.filter((k) => !counts.has(k))).toEqual([]);
+      expect(counts.size).toBe(keys.length);
+    } finally {
+      a.proc.kill('SIGTERM');
+      await a.exited;
+    }
+  }, 150_000);
 });
