@@ -4,6 +4,7 @@
  */
 import kafkajs, { type Kafka, type LogEntry, type KafkaConfig } from 'kafkajs';
 import type { Logger } from '../core/logger.js';
+import { installCoordinatorCache } from './coordinators.js';
 
 export type { Kafka } from 'kafkajs';
 
@@ -44,6 +45,7 @@ const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
 
 /** A kafkajs client whose logs go to our pino logger (kafkajs INFO is demoted to debug: it is chatty). */
 export function createKafka(conn: KafkaConnection, logger: Logger): Kafka {
+  installCoordinatorCache();
   const log = logger.child({ component: 'kafkajs' });
   return new KafkaClient({
     clientId: conn.clientId,

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { TxProducer, readTopic } from '../../src/kafka/io.js';
 import { createTopics, kafkaTool, testContext, uniqueName } from '../helpers/infra.js';
@@ -43,5 +44,29 @@ describe('kafkajs transactions on the local Kafka 4.x broker', () => {
     // Kafka's own tool agrees
     const described = kafkaTool('consumer-groups', ['--bootstrap-server', ctx.config.kafkaBrokers[0]!, '--describe', '--group', group]);
     expect(described).toMatch(new RegExp(`${topic}\\s+0\\s+42\\s`));
+  });
+
+  it('looks its coordinators up once, not before every transaction step (kafkajs keeps no cache)', async () => {
+    const topic = uniqueName('txn-lookups');
+    await createTopics([{ name: topic }]);
+    // count the FindCoordinator requests kafkajs sends, at the broker connection
+    const Broker = createRequire(import.meta.url)('kafkajs/src/broker/index.js') as { prototype: { findGroupCoordinator: (...a: unknown[]) => Promise<unknown> } };
+    const send = Broker.prototype.findGroupCoordinator;
+    let lookups = 0;
+    Broker.prototype.findGroupCoordinator = function (this: unknown, ...a: unknown[]) {
+      lookups += 1;
+      return send.apply(this, a);
+    };
+    try {
+      const producer = await new TxProducer(ctx.kafka, uniqueName('txn-lookups')).connect();
+      const group = uniqueName('txn-lookups-group');
+      for (let i = 1; i <= 20; i++) await producer.publish([{ topic, key: String(i), value: Buffer.from('v') }], { groupId: group, topic, partition: 0, offset: String(i) });
+      await producer.close();
+    } finally {
+      Broker.prototype.findGroupCoordinator = send;
+    }
+    // one lookup of the transaction coordinator and one of the group coordinator; uncached, 20 x 4 + 1
+    expect(lookups).toBeLessThanOrEqual(3);
+    expect((await readTopic(ctx.kafka, topic, { isolation: 'read_committed', idleMs: 1500 })).length).toBe(20);
   });
 });
