@@ -84,7 +84,10 @@ export class StageProgram<In = unknown> {
   async process(raw: RawRecord, signal: AbortSignal): Promise<Outcome> {
     const taskId = raw.key;
     const attempt = attemptOf(raw.headers);
-    const log = this.options.logger.child({ task_id: taskId, topic: raw.topic, partition: raw.partition, offset: raw.offset, attempt });
+    // most records log nothing: the per-record child logger is made on first use only
+    let child: Logger | undefined;
+    const parent = this.options.logger;
+    const log = (): Logger => (child ??= parent.child({ task_id: taskId, topic: raw.topic, partition: raw.partition, offset: raw.offset, attempt }));
     let value: In;
     try {
       if (raw.value === null) throw new SonicError('DESERIALIZATION_FAILED', 'record has no value (tombstone)');
@@ -93,7 +96,7 @@ export class StageProgram<In = unknown> {
     } catch (err) {
       const error = toSonicError(err);
       if (error.code !== 'DESERIALIZATION_FAILED') throw err; // registry unreachable: not the record's fault
-      log.warn({ err: error }, 'undecodable record sent to the DLQ');
+      log().warn({ err: error }, 'undecodable record sent to the DLQ');
       return this.toDlq(raw, attempt, error, 'undecodable', 0, {});
     }
 
@@ -114,7 +117,9 @@ export class StageProgram<In = unknown> {
       const result = await this.definition.handle(record, {
         stage: this.stage.name,
         signal,
-        logger: log,
+        get logger() {
+          return log();
+        },
         now: () => new Date(this.clock()),
         progress: (fraction) => this.emitProgress(taskId, attempt, fraction, extra),
       });
@@ -129,14 +134,14 @@ export class StageProgram<In = unknown> {
       if (signal.aborted) return { kind: 'aborted', taskId, handlerMs };
       const decision = classify(err, attempt, this.stage.retry);
       if (decision.action === 'dlq') {
-        log.warn({ err: decision.error, reason: decision.reason }, 'record sent to the DLQ');
+        log().warn({ err: decision.error, reason: decision.reason }, 'record sent to the DLQ');
         const dead = await this.toDlq(raw, attempt, decision.error, decision.reason, handlerMs, extra, decision);
-        if (dead.kind === 'dlq') dead.records.push(...(await this.failureEmits(record, decision.error, traceparent, log)));
+        if (dead.kind === 'dlq') dead.records.push(...(await this.failureEmits(record, decision.error, traceparent, log())));
         return dead;
       }
       const now = this.clock();
       const dueMs = now + decision.delayMs;
-      log.info({ err: decision.error, tier: decision.tier, due_ms: dueMs }, 'record sent to a retry tier');
+      log().info({ err: decision.error, tier: decision.tier, due_ms: dueMs }, 'record sent to a retry tier');
       const headers = failureHeaders(raw.headers, { stage: this.stage.name, topic: raw.topic, partition: raw.partition, offset: raw.offset, attempt, error: decision.error, nowMs: now, dueMs, tier: decision.tier });
       const records: Produced[] = [{ topic: this.stage.retry.topics[decision.tier - 1]!, key: raw.key, value: raw.value, headers }];
       const status = await this.status(

@@ -198,4 +198,15 @@ describe('header schema', () => {
     expect(childTraceparent(undefined)).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
     expect(childTraceparent('garbage')).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
   });
+  it('keeps the trace id and flags of the input and gives every hop its own span id, across pool refills', () => {
+    const parent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const spans = new Set<string>();
+    for (let i = 0; i < 2000; i++) {
+      const child = childTraceparent(parent);
+      expect(child).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
+      spans.add(child.split('-')[2]!);
+    }
+    expect(spans.size).toBe(2000); // 2000 x 8 bytes: the 4 KB pool refilled three times
+    expect(spans.has('0000000000000000')).toBe(false);
+  });
 });
