@@ -9,10 +9,10 @@ import { installCoordinatorCache } from './coordinators.js';
 export type { Kafka } from 'kafkajs';
 
 // kafkajs is CommonJS: its named exports are reached through the default export under ESM
-const { Kafka: KafkaClient, logLevel, Partitioners } = kafkajs;
+const { Kafka: KafkaClient, logLevel } = kafkajs;
 
 /** Java-compatible murmur2 partitioning (the Java client's default), set on every producer. */
-export const createPartitioner = Partitioners.DefaultPartitioner;
+export { createPartitioner } from './partitioner.js';
 
 /**
  * Idempotent producers must retry without limit (kafkajs warns otherwise); request timeouts bound
