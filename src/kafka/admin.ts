@@ -100,8 +100,10 @@ export class TopicAdmin {
         const meta = await this.admin.fetchTopicMetadata({ topics: names });
         if (meta.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
       } catch (err) {
-        const type = (err as { type?: string }).type;
-        if (type !== 'UNKNOWN_TOPIC_OR_PARTITION' && type !== 'LEADER_NOT_AVAILABLE') throw err;
+        // a new topic's partitions can answer UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE or
+        // NOT_LEADER_FOR_PARTITION for a moment while the controller's metadata reaches the broker
+        const e = err as { type?: string; retriable?: boolean };
+        if (e.type !== 'UNKNOWN_TOPIC_OR_PARTITION' && e.type !== 'LEADER_NOT_AVAILABLE' && e.retriable !== true) throw err;
       }
       if (Date.now() > until) throw new Error(`topics ${names.join(', ')} have no leaders after ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, delay));
