@@ -13,9 +13,10 @@
  *     Stable with every member; warm up with one record per partition (so every worker has
  *     fenced its partitions and set up its transactional producers) and wait for its outputs.
  *  2. Produce a burst of `tasks` records (default 300) into `in` in one send, keyed by fresh task
- *     ids with the default (murmur2) partitioner as the API does, so partitions get uneven shares
- *     (or, with `partitioning: 'balanced'`, ids chosen to land evenly), and follow in, prepared
- *     and out until all are out.
+ *     ids with the default (murmur2) partitioner as the API does, so `in`'s partitions get uneven
+ *     shares (or, with `partitioning: 'balanced'`, ids chosen to land evenly), and follow in,
+ *     prepared and out until all are out. `prepared`, infer's input, is partitioned 'balanced' as
+ *     sonic's tasks.prepared is: prep deals the tasks evenly over infer's partitions.
  *  3. makespan = last `out` timestamp - first `in` timestamp; ideal = ceil(tasks / workers) x
  *     serviceMs; the ratio makespan / ideal is the efficiency figure (1.0 is perfect).
  *  4. Worker idle time while a backlog existed: each output carries its handler's start and end
@@ -272,7 +273,7 @@ function measure(
     notes: [
       `bench/fixtures/burst.ts (prep -> infer with a fixed ${o.serviceMs} ms sleep), not the media pipeline`,
       `${o.workers} infer processes + 1 prep process, ${o.partitions} partitions, infer one record per transaction (exactly-once)`,
-      `tasks partitioned ${o.partitioning === 'key' ? 'by random task ids (murmur2), as the API does' : 'evenly (task ids chosen per partition)'}: per partition ${perPartition.join('/')}`,
+      `tasks written to in ${o.partitioning === 'key' ? 'by random task ids (murmur2), as the API does' : 'evenly (task ids chosen per partition)'}; infer's tasks per partition ${perPartition.join('/')}`,
       `makespan from the first 'in' to the last 'out' timestamp; idle = worker outside a handler while infer lag > 0, 1 ms resolution`,
       silent > 0 ? `${silent} worker(s) handled no task` : '',
     ].filter(Boolean).join('; '),

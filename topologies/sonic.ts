@@ -40,7 +40,14 @@ export function sonicTopology(options: SonicTopologyOptions = {}): Topology {
         doc: 'Submitted tasks, written by the HTTP API.',
       },
       'tasks.validated': { valueSchema: 'task-validated', configs: stream, doc: 'Tasks whose inputs probed as acceptable.' },
-      'tasks.prepared': { valueSchema: 'task-prepared', configs: stream, doc: 'Tasks with model-ready audio and image.' },
+      'tasks.prepared': {
+        valueSchema: 'task-prepared',
+        configs: stream,
+        // infer's input: each task is one record here, so key order is moot, and dealing the tasks
+        // evenly keeps every GPU worker busy while a backlog lasts (random task ids do not)
+        partitioning: 'balanced',
+        doc: 'Tasks with model-ready audio and image.',
+      },
       'tasks.rendered': { valueSchema: 'task-rendered', configs: stream, doc: 'Tasks with a rendered silent video.' },
       'tasks.encoded': { valueSchema: 'task-encoded', configs: stream, doc: 'Tasks with the deliverable MP4.' },
       'tasks.completed': {

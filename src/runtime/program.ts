@@ -23,6 +23,8 @@ export interface Produced {
   key: string | null;
   value: Buffer | null;
   headers: Record<string, string>;
+  /** Set for sinks partitioned 'balanced'; otherwise the producer partitions by key. */
+  partition?: number;
 }
 
 export type Outcome =
@@ -46,7 +48,7 @@ export interface ProgramOptions {
 
 export class StageProgram<In = unknown> {
   readonly inputSchema: string;
-  private readonly sinks: Map<string, { topic: string; schema: string }>;
+  private readonly sinks: Map<string, { topic: string; schema: string; balanced?: { partitions: number; next: number } }>;
   private readonly statusSchema: string | undefined;
   private readonly retryTopics: Set<string>;
   private readonly clock: () => number;
@@ -64,7 +66,14 @@ export class StageProgram<In = unknown> {
       return schema;
     };
     this.inputSchema = schemaOf(stage.input);
-    this.sinks = new Map(Object.entries(stage.outputs).map(([sink, topic]) => [sink, { topic, schema: schemaOf(topic) }]));
+    this.sinks = new Map(
+      Object.entries(stage.outputs).map(([sink, topic]) => {
+        const spec = topology.topics[topic];
+        // round robin from a random start, so that several processes do not all begin at partition 0
+        const balanced = spec?.partitioning === 'balanced' ? { partitions: spec.partitions, next: Math.floor(Math.random() * spec.partitions) } : undefined;
+        return [sink, { topic, schema: schemaOf(topic), ...(balanced ? { balanced } : {}) }];
+      }),
+    );
     this.statusSchema = stage.emitsStatus ? schemaOf(topology.statusTopic) : undefined;
     this.retryTopics = new Set(stage.retry.topics);
     this.clock = options.clock ?? Date.now;
@@ -165,6 +174,7 @@ export class StageProgram<In = unknown> {
         key: e.key ?? taskId,
         value: await this.codec.encode(valueSubject(sink.topic), sink.schema, e.value),
         headers: { ...e.headers, [HEADERS.traceparent]: traceparent },
+        ...(sink.balanced ? { partition: sink.balanced.next++ % sink.balanced.partitions } : {}),
       });
     }
     return records;

@@ -14,6 +14,8 @@ import type { Topology } from './topology.js';
 
 export interface DriverRecord<T = unknown> {
   topic: string;
+  /** The partition a 'balanced' sink chose; 0 otherwise (the driver keeps one log per topic). */
+  partition: number;
   offset: string;
   key: string | null;
   /** Decoded value; undefined when the bytes do not decode (e.g. a poison pill in a DLQ). */
@@ -89,7 +91,7 @@ export class TopologyTestDriver {
       (this.topics.get(topic) ?? []).map(async (r) => {
         let value: T | undefined;
         if (r.value && schema) value = await this.codec.decode<T>(r.value, schema).then((d) => d.value, () => undefined);
-        return { topic, offset: r.offset, key: r.key, value, raw: r.value, headers: r.headers };
+        return { topic, partition: r.partition, offset: r.offset, key: r.key, value, raw: r.value, headers: r.headers };
       }),
     );
   }
@@ -99,9 +101,9 @@ export class TopologyTestDriver {
     return (await this.read<T>(this.topology.statusTopic)).filter((r) => r.key === taskId).map((r) => r.value!);
   }
 
-  private append(r: Omit<RawRecord, 'partition' | 'offset'>): void {
+  private append(r: Omit<RawRecord, 'partition' | 'offset'> & { partition?: number }): void {
     const log = this.topics.get(r.topic) ?? [];
-    log.push({ ...r, partition: 0, offset: String(log.length), timestamp: this.clockMs });
+    log.push({ ...r, partition: r.partition ?? 0, offset: String(log.length), timestamp: this.clockMs });
     this.topics.set(r.topic, log);
   }
 

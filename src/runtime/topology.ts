@@ -24,8 +24,17 @@ export interface TopicSpec {
   compatibility: Compatibility;
   /** Producers and consumers outside the topology (the API, webhooks receivers, operators). */
   external?: { producers?: string[]; consumers?: string[] };
+  /**
+   * How stages pick a partition when they write here: 'key' (murmur2 of the task id, the Java
+   * client's rule; the default) or 'balanced' (each stage process deals its records round robin
+   * over the partitions). 'balanced' evens out the backlog per partition of a slow stage's input,
+   * where one record per task makes key order moot; see docs/runtime.md.
+   */
+  partitioning?: Partitioning;
   doc: string;
 }
+
+export type Partitioning = 'key' | 'balanced';
 
 export interface RetrySpec {
   /** Delay of each tier, ms; tier n is topic `<prefix>.<stage>.retry.<n>`. */
@@ -79,6 +88,7 @@ export interface TopicDecl {
   valueSchema?: string;
   compatibility?: Compatibility;
   external?: { producers?: string[]; consumers?: string[] };
+  partitioning?: Partitioning;
   doc: string;
 }
 
@@ -143,6 +153,7 @@ export function defineTopology(decl: TopologyDecl): Topology {
       ...(t.valueSchema === undefined ? {} : { valueSchema: t.valueSchema }),
       compatibility: t.compatibility ?? 'BACKWARD',
       ...(t.external === undefined ? {} : { external: t.external }),
+      ...(t.partitioning === undefined ? {} : { partitioning: t.partitioning }),
       doc: t.doc,
     };
   }

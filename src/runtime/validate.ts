@@ -41,6 +41,13 @@ export function validateTopology(t: Topology, schemaExists?: (name: string) => b
     if (topic.role === 'status' && topic.configs['cleanup.policy'] !== 'compact') {
       add(node, `status topic ${topic.name} must set cleanup.policy=compact`);
     }
+    if (topic.partitioning !== undefined && topic.partitioning !== 'key' && topic.partitioning !== 'balanced') {
+      add(node, `topic ${topic.name} has partitioning "${String(topic.partitioning)}": use "key" or "balanced"`);
+    }
+    // compaction keeps the latest record per key only within a partition
+    if (topic.partitioning === 'balanced' && (topic.role === 'status' || topic.configs['cleanup.policy']?.includes('compact'))) {
+      add(node, `compacted topic ${topic.name} cannot be partitioning "balanced": a task's records must share a partition`);
+    }
   }
 
   const producers = new Map<string, string[]>();

@@ -156,6 +156,47 @@ describe('stage routing (topology test driver, same code as the Kafka runner)', 
   });
 });
 
+describe('sink partitioning', () => {
+  const twoSinks = (partitioning: 'key' | 'balanced') =>
+    defineTopology({
+      name: 'unit',
+      prefix: 'p',
+      status: 'status',
+      defaults: { partitions: 3 },
+      topics: {
+        in: { valueSchema: 'task-status', external: { producers: ['test'] }, doc: 'in' },
+        out: { valueSchema: 'task-status', partitioning, external: { consumers: ['test'] }, doc: 'out' },
+        status: { role: 'status', valueSchema: 'task-status', configs: { 'cleanup.policy': 'compact' }, doc: 'status' },
+      },
+      stages: { work: { doc: 'work', input: 'in', outputs: { done: 'out' } } },
+    });
+  const forward = defineStage<Msg>({
+    name: 'work',
+    runningState: 'INFERRING',
+    doneState: 'ENCODING',
+    handle: async (rec) => ({ emit: [{ sink: 'done', value: rec.value }] }),
+  });
+
+  it("a 'balanced' sink deals a stage's records round robin over its partitions; the status topic stays keyed", async () => {
+    const driver = new TopologyTestDriver(twoSinks('balanced'), { work: forward } as never);
+    for (let i = 0; i < 9; i++) {
+      const m = msg();
+      await driver.pipeInput('p.in', m.task_id, m);
+    }
+    const parts = (await driver.read('p.out')).map((r) => r.partition);
+    expect(parts).toHaveLength(9);
+    for (let i = 1; i < parts.length; i++) expect(parts[i]).toBe((parts[i - 1]! + 1) % 3);
+    expect((await driver.read('p.status')).every((r) => r.partition === 0)).toBe(true);
+  });
+
+  it("a 'key' sink (the default) leaves the partition to the key", async () => {
+    const driver = new TopologyTestDriver(twoSinks('key'), { work: forward } as never);
+    const m = msg();
+    await driver.pipeInput('p.in', m.task_id, m);
+    expect((await driver.read('p.out')).map((r) => [r.key, r.partition])).toEqual([[m.task_id, 0]]);
+  });
+});
+
 describe('classify', () => {
   const retry = { delaysMs: [5_000, 30_000, 120_000], maxAttempts: 4 };
   it('routes attempt n of a retryable error to tier n', () => {

@@ -100,6 +100,17 @@ describe('topology validate', () => {
     expect(p).toContain('stage:first: stage first retry delays must be positive and non-decreasing, got [30000, 5000]');
   });
 
+  it("refuses 'balanced' partitioning on a compacted topic and an unknown partitioning; accepts it on a stream", () => {
+    const d = decl();
+    d.topics.status!.partitioning = 'balanced';
+    d.topics.out!.partitioning = 'balanced';
+    (d.topics.in as { partitioning?: string }).partitioning = 'random';
+    const p = problemsOf(d);
+    expect(p).toContain('topic:mini.status: compacted topic mini.status cannot be partitioning "balanced": a task\'s records must share a partition');
+    expect(p).toContain('topic:mini.in: topic mini.in has partitioning "random": use "key" or "balanced"');
+    expect(p.filter((x) => x.startsWith('topic:mini.out'))).toEqual([]);
+  });
+
   it('assertValidTopology throws TOPOLOGY_INVALID listing every problem', () => {
     const d = decl();
     delete d.topics.out!.valueSchema;
