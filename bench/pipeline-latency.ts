@@ -17,9 +17,7 @@ import { parseArgs } from 'node:util';
 import { TopicAdmin } from '../src/kafka/admin.js';
 import { makePortrait, speechWithSilence } from '../src/media/samples.js';
 import { Context } from '../src/ops/context.js';
-import { applyDeploy, planDeploy } from '../src/ops/deploy.js';
-import { registeredTopics } from '../src/runtime/topology.js';
-import { valueSubject } from '../src/serde/wire.js';
+import { applyDeploy, planDeploy, removeTopology } from '../src/ops/deploy.js';
 import { sonicTopology } from '../topologies/sonic.js';
 import { fmt, percentile, saveResults, summarise, table } from './lib.js';
 
@@ -122,8 +120,10 @@ try {
 } finally {
   procs.forEach((p) => p.kill('SIGTERM'));
   await new Promise((r) => setTimeout(r, 3000));
-  await admin.delete(Object.keys(topology.topics));
-  await admin.close();
-  for (const t of registeredTopics(topology)) await ctx.registryAdmin.deleteSubject(valueSubject(t.name));
+  try {
+    await removeTopology(topology, admin, ctx.registryAdmin);
+  } finally {
+    await admin.close();
+  }
 }
 process.exit(0);

@@ -40,8 +40,7 @@ import kafkajs from 'kafkajs';
 import { TopicAdmin } from '../src/kafka/admin.js';
 import { PlainProducer } from '../src/kafka/io.js';
 import { Context } from '../src/ops/context.js';
-import { applyDeploy, planDeploy } from '../src/ops/deploy.js';
-import { registeredTopics } from '../src/runtime/topology.js';
+import { applyDeploy, planDeploy, removeTopology } from '../src/ops/deploy.js';
 import { valueSubject } from '../src/serde/wire.js';
 import { TopicCollector, brokerList, deleteGroups, waitGroupsStable } from './baselines/sonicflow.js';
 import { burstTopology } from './fixtures/burst.js';
@@ -192,9 +191,8 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
     throw err;
   } finally {
     await Promise.all(procs.map((p) => stopProcess(p.proc, 30_000)));
-    await admin.delete(Object.keys(topology.topics)).catch(() => undefined);
+    await removeTopology(topology, admin, ctx.registryAdmin).catch(() => undefined);
     await admin.close();
-    for (const t of registeredTopics(topology)) await ctx.registryAdmin.deleteSubject(valueSubject(t.name)).catch(() => undefined);
     await deleteGroups(ctx.kafka, groups);
     if (!failed) rmSync(logDir, { recursive: true, force: true });
   }

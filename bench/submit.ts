@@ -28,9 +28,7 @@ import { parseArgs } from 'node:util';
 import { FsBlobStore, taskKey } from '../src/blob/index.js';
 import { TopicAdmin } from '../src/kafka/admin.js';
 import { Context } from '../src/ops/context.js';
-import { applyDeploy, planDeploy } from '../src/ops/deploy.js';
-import { registeredTopics } from '../src/runtime/topology.js';
-import { valueSubject } from '../src/serde/wire.js';
+import { applyDeploy, planDeploy, removeTopology } from '../src/ops/deploy.js';
 import { sonicTopology } from '../topologies/sonic.js';
 import { brokerList, deleteGroups, groupsStartingWith } from './baselines/sonicflow.js';
 import { freePort, startNode, stopProcess, waitFor } from './lib.js';
@@ -187,9 +185,8 @@ export async function run(opts: SubmitOptions = {}): Promise<SubmitResult> {
     throw err;
   } finally {
     if (server) await stopProcess(server.proc, 20_000);
-    await admin.delete(Object.keys(topology.topics)).catch(() => undefined);
+    await removeTopology(topology, admin, ctx.registryAdmin).catch(() => undefined);
     await admin.close();
-    for (const t of registeredTopics(topology)) await ctx.registryAdmin.deleteSubject(valueSubject(t.name)).catch(() => undefined);
     await deleteGroups(ctx.kafka, await groupsStartingWith(ctx.kafka, `${ctx.config.clientId}.${prefix}.`));
     if (!failed) rmSync(dir, { recursive: true, force: true });
   }

@@ -13,8 +13,7 @@ import { parseArgs } from 'node:util';
 import { TopicAdmin } from '../src/kafka/admin.js';
 import { PlainProducer, readTopic } from '../src/kafka/io.js';
 import { Context, loadTopologyFile } from '../src/ops/context.js';
-import { applyDeploy, planDeploy } from '../src/ops/deploy.js';
-import { registeredTopics } from '../src/runtime/topology.js';
+import { applyDeploy, planDeploy, removeTopology } from '../src/ops/deploy.js';
 import { valueSubject } from '../src/serde/wire.js';
 import { fmt, saveResults, summarise, table } from './lib.js';
 
@@ -77,9 +76,11 @@ async function oneRun(env: Record<string, string>): Promise<{ rps: number }> {
     const ts = out.map((r) => r.timestamp).sort((a, b) => a - b);
     return { rps: (N - 1) / ((ts[ts.length - 1]! - ts[0]!) / 1000) };
   } finally {
-    await admin.delete(Object.keys(topology.topics));
-    await admin.close();
-    for (const t of registeredTopics(topology)) await ctx.registryAdmin.deleteSubject(valueSubject(t.name));
+    try {
+      await removeTopology(topology, admin, ctx.registryAdmin);
+    } finally {
+      await admin.close();
+    }
   }
 }
 

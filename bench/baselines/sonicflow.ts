@@ -49,8 +49,7 @@ import { TopicAdmin } from '../../src/kafka/admin.js';
 import type { Kafka } from '../../src/kafka/client.js';
 import { PlainProducer, TxProducer, headersToStrings } from '../../src/kafka/io.js';
 import { Context } from '../../src/ops/context.js';
-import { applyDeploy, planDeploy } from '../../src/ops/deploy.js';
-import { registeredTopics } from '../../src/runtime/topology.js';
+import { applyDeploy, planDeploy, removeTopology } from '../../src/ops/deploy.js';
 import { valueSubject } from '../../src/serde/wire.js';
 import { FIVE_HOP, benchValue, fiveHopTopology } from '../fixtures/five-hop.js';
 import { percentile, startNode, stopProcess, waitFor } from '../lib.js';
@@ -451,9 +450,8 @@ export async function run(
     throw err;
   } finally {
     if (stages) await stopProcess(stages.proc, 40_000);
-    await admin.delete(Object.keys(topology.topics)).catch(() => undefined);
+    await removeTopology(topology, admin, ctx.registryAdmin).catch(() => undefined);
     await admin.close();
-    for (const t of registeredTopics(topology)) await ctx.registryAdmin.deleteSubject(valueSubject(t.name)).catch(() => undefined);
     await deleteGroups(ctx.kafka, topology.stages.map((s) => `${ctx.config.clientId}.${prefix}.${s.name}`));
     if (!failed && !process.env.BENCH_STAGE_LOG_LEVEL) rmSync(logDir, { recursive: true, force: true });
     else if (!failed) process.stderr.write(`stage log kept: ${join(logDir, 'stages.log')}\n`);

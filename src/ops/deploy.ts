@@ -132,3 +132,14 @@ export async function applyDeploy(p: DeployPlan, admin: TopicAdmin, registry: Re
     }
   }
 }
+
+/**
+ * The inverse of a deploy, for throw-away topologies (tests, benchmarks): deletes the topology's
+ * topics and their value subjects. Tries every step, then throws the first failure.
+ */
+export async function removeTopology(topology: Topology, admin: TopicAdmin, registry: RegistryAdmin): Promise<void> {
+  const failures: unknown[] = [];
+  await admin.delete(Object.keys(topology.topics)).catch((err: unknown) => failures.push(err));
+  for (const t of registeredTopics(topology)) await registry.deleteSubject(valueSubject(t.name)).catch((err: unknown) => failures.push(err));
+  if (failures.length > 0) throw failures[0];
+}

@@ -236,12 +236,12 @@ export class StageRunner {
     }
     // fetched from beyond what this member holds (a fetch that raced a rewind): never skip records
     if (w.position >= 0n && BigInt(fetchedOffset) > w.position) {
-      this.consumer.seek(w.tp, w.position.toString());
+      this.fetchFromPosition(w);
       return false;
     }
     const fresh = records.filter((r) => w.position < 0n || BigInt(r.offset) >= w.position);
     if (fresh.length === 0) {
-      if (w.position >= 0n) this.consumer.seek(w.tp, w.position.toString());
+      if (w.position >= 0n) this.fetchFromPosition(w);
       return false;
     }
     clearTimeout(w.markerTimer);
@@ -267,11 +267,16 @@ export class StageRunner {
     this.consumer.pause(w.tp);
   }
 
-  /** Fetching goes on from `w.position` (kafkajs resolved or was seeked to it). */
+  /** Resumes a paused partition whose queue has room again; fetching goes on from `w.position` (kafkajs resolved or was seeked to it). */
   private resumeFetch(w: PartitionWork): void {
-    if (!w.paused || !w.owned || this.lifecycle.state !== 'running') return;
+    if (!w.paused || !w.owned || w.queue.length >= this.prefetch || this.lifecycle.state !== 'running') return;
     w.paused = false;
     this.consumer.resume(w.tp);
+  }
+
+  /** The partition's next fetch starts at `w.position` (in memory only: no commit). */
+  private fetchFromPosition(w: PartitionWork): void {
+    this.consumer.seek(w.tp, w.position.toString());
   }
 
   /**
@@ -334,7 +339,7 @@ export class StageRunner {
       void this.closeProducer(w);
       return;
     }
-    if (w.queue.length < this.prefetch) this.resumeFetch(w);
+    this.resumeFetch(w);
     this.schedule(w);
   }
 
@@ -371,7 +376,7 @@ export class StageRunner {
         }
         if (batch.length === 0) return;
         await this.commit(w, batch);
-        if (w.queue.length < this.prefetch) this.resumeFetch(w);
+        this.resumeFetch(w);
       }
     } catch (err) {
       await this.recover(w, err);
@@ -390,7 +395,7 @@ export class StageRunner {
       w.queue = w.queue.filter((r) => BigInt(r.offset) >= committed);
       if (w.position < committed) {
         w.position = committed;
-        this.consumer.seek(w.tp, committed.toString());
+        this.fetchFromPosition(w);
       }
       if (before !== w.queue.length) this.logger.info({ partition: w.key, skipped: before - w.queue.length, committed: committed.toString() }, 'skipped records committed by a previous owner');
     }
@@ -447,7 +452,7 @@ export class StageRunner {
         const committed = await this.consumer.committed(w.tp);
         // nothing committed yet: the group's reset policy (earliest) is where fetching starts again
         w.position = committed >= 0n ? committed : 0n;
-        this.consumer.seek(w.tp, w.position.toString());
+        this.fetchFromPosition(w);
         return;
       } catch (e) {
         if (attempt >= 5) {

@@ -9,9 +9,8 @@ import { join } from 'node:path';
 import { afterAll } from 'vitest';
 import { TopicAdmin, type NewTopic } from '../../src/kafka/admin.js';
 import { Context } from '../../src/ops/context.js';
-import { applyDeploy, planDeploy } from '../../src/ops/deploy.js';
-import { registeredTopics, type Topology } from '../../src/runtime/topology.js';
-import { valueSubject } from '../../src/serde/wire.js';
+import { applyDeploy, planDeploy, removeTopology } from '../../src/ops/deploy.js';
+import type { Topology } from '../../src/runtime/topology.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 
@@ -67,9 +66,11 @@ export async function deployTopology(topology: Topology): Promise<void> {
   }
   onCleanup(async () => {
     const a = await new TopicAdmin(ctx.kafka).connect();
-    await a.delete(Object.keys(topology.topics));
-    await a.close();
-    for (const t of registeredTopics(topology)) await ctx.registryAdmin.deleteSubject(valueSubject(t.name));
+    try {
+      await removeTopology(topology, a, ctx.registryAdmin);
+    } finally {
+      await a.close();
+    }
   });
 }
 

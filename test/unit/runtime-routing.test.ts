@@ -15,18 +15,22 @@ interface Msg {
   at: Date;
 }
 
-const topology = defineTopology({
-  name: 'unit',
-  prefix: 'u',
-  status: 'status',
-  defaults: { partitions: 1, retry: { delaysMs: [5_000, 30_000], maxAttempts: 3 } },
-  topics: {
-    in: { valueSchema: 'task-status', external: { producers: ['test'] }, doc: 'in' },
-    out: { valueSchema: 'task-status', external: { consumers: ['test'] }, doc: 'out' },
-    status: { role: 'status', valueSchema: 'task-status', configs: { 'cleanup.policy': 'compact' }, doc: 'status' },
-  },
-  stages: { work: { doc: 'work', input: 'in', outputs: { done: 'out' } } },
-});
+/** in -> work -> out, plus the status topic; `out` partitioned as asked. */
+const unitTopology = (prefix: string, partitions: number, partitioning?: 'key' | 'balanced') =>
+  defineTopology({
+    name: 'unit',
+    prefix,
+    status: 'status',
+    defaults: { partitions, retry: { delaysMs: [5_000, 30_000], maxAttempts: 3 } },
+    topics: {
+      in: { valueSchema: 'task-status', external: { producers: ['test'] }, doc: 'in' },
+      out: { valueSchema: 'task-status', ...(partitioning ? { partitioning } : {}), external: { consumers: ['test'] }, doc: 'out' },
+      status: { role: 'status', valueSchema: 'task-status', configs: { 'cleanup.policy': 'compact' }, doc: 'status' },
+    },
+    stages: { work: { doc: 'work', input: 'in', outputs: { done: 'out' } } },
+  });
+
+const topology = unitTopology('u', 1);
 
 /** A stage whose behaviour each test sets through `behave`. */
 function driverWith(behave: (m: Msg, attempt: number) => void) {
@@ -157,19 +161,7 @@ describe('stage routing (topology test driver, same code as the Kafka runner)', 
 });
 
 describe('sink partitioning', () => {
-  const twoSinks = (partitioning: 'key' | 'balanced') =>
-    defineTopology({
-      name: 'unit',
-      prefix: 'p',
-      status: 'status',
-      defaults: { partitions: 3 },
-      topics: {
-        in: { valueSchema: 'task-status', external: { producers: ['test'] }, doc: 'in' },
-        out: { valueSchema: 'task-status', partitioning, external: { consumers: ['test'] }, doc: 'out' },
-        status: { role: 'status', valueSchema: 'task-status', configs: { 'cleanup.policy': 'compact' }, doc: 'status' },
-      },
-      stages: { work: { doc: 'work', input: 'in', outputs: { done: 'out' } } },
-    });
+  const twoSinks = (partitioning: 'key' | 'balanced') => unitTopology('p', 3, partitioning);
   const forward = defineStage<Msg>({
     name: 'work',
     runningState: 'INFERRING',
