@@ -20,6 +20,7 @@ export const ERROR_CODES = {
   IMAGE_TOO_SMALL: { retryable: false, doc: 'The image short side is below the minimum.' },
   IMAGE_TOO_LARGE: { retryable: false, doc: 'The image short side is above the maximum.' },
   NO_FACE_DETECTED: { retryable: false, doc: 'The model found no face in the portrait.' },
+  MEDIA_MISMATCH: { retryable: false, doc: 'A file is not what its field says: a video where audio belongs, or a file whose header lies about its content.' },
   // transient
   INPUT_FETCH_FAILED: { retryable: true, doc: 'A blob could not be read (timeout, 5xx).' },
   GPU_OOM: { retryable: true, maxAttempts: 3, doc: 'The GPU ran out of memory.' },
@@ -43,12 +44,15 @@ export const ERROR_CODES = {
   INTERNAL: { retryable: false, doc: 'A bug: an unexpected exception.' },
   // HTTP API answers
   UNAUTHORIZED: { retryable: false, doc: 'The API key is missing or wrong.' },
-  FORBIDDEN: { retryable: false, doc: 'The task belongs to another tenant.' },
+  FORBIDDEN: { retryable: false, doc: 'The resource belongs to another tenant, or lies outside the caller\'s own upload area.' },
   TASK_NOT_FOUND: { retryable: false, doc: 'No task has this id.' },
   VIDEO_NOT_READY: { retryable: true, doc: 'The task has not succeeded (yet).' },
   PAYLOAD_TOO_LARGE: { retryable: false, doc: 'An upload exceeds its size limit.' },
   RATE_LIMITED: { retryable: true, doc: 'Too many requests for this API key; retry after the indicated time.' },
   IDEMPOTENCY_KEY_INVALID: { retryable: false, doc: 'The Idempotency-Key header is not 1-255 characters of [A-Za-z0-9_:.-].' },
+  CALLBACK_SECRET_UNKNOWN: { retryable: false, doc: 'The callback secret_ref names no signing secret of the caller\'s tenant.' },
+  API_OVERLOADED: { retryable: true, doc: 'The API is at its limit of concurrent uploads or event streams; retry after the indicated time.' },
+  RANGE_NOT_SATISFIABLE: { retryable: false, doc: 'The requested byte range lies outside the video.' },
   SHUTDOWN: { retryable: true, doc: 'The worker stopped or lost the partition mid-task; the next owner redoes it.' },
 } as const satisfies Record<string, { retryable: boolean; maxAttempts?: number; doc: string }>;
 
@@ -58,7 +62,31 @@ export interface SonicErrorOptions {
   /** Overrides the catalogue's default for this one error. */
   retryable?: boolean;
   cause?: unknown;
-  /** Structured context (subject, field, path, ...), logged and carried in headers. */
+  /** Structured context (subject, field, path, ...), logged and carried in headers; clients see only {@link PUBLIC_DETAIL_KEYS}. */
+  details?: Record<string, unknown>;
+  /**
+   * What a client (API answer, task status, webhook) may read: `true` when `message` itself is
+   * safe, or a safe text of its own. Safe means no file paths, hosts, endpoints or tool output.
+   * Without it, clients read the catalogue's text for the code; operators always get `message`
+   * (logs, DLQ headers).
+   */
+  safe?: true | string;
+}
+
+/**
+ * Detail keys a client may see (the field at fault and measured limits); every other detail
+ * (paths, endpoints, exit codes, keys of the store) stays in logs and DLQ headers.
+ */
+export const PUBLIC_DETAIL_KEYS: ReadonlySet<string> = new Set([
+  'field', 'max', 'min', 'limit', 'width', 'height', 'pixels', 'maxPixels', 'maxSide', 'minShort', 'maxShort',
+  'durationS', 'minS', 'maxS', 'sizeBytes', 'maxBytes', 'retryAfterS',
+]);
+
+/** What a client is told about an error: its code, whether to retry, a safe message and safe details. */
+export interface PublicError {
+  code: ErrorCode;
+  message: string;
+  retryable: boolean;
   details?: Record<string, unknown>;
 }
 
@@ -67,6 +95,8 @@ export class SonicError extends Error {
   readonly code: ErrorCode;
   readonly retryable: boolean;
   readonly details: Record<string, unknown>;
+  /** The message a client may read (see {@link SonicErrorOptions.safe}). */
+  readonly publicMessage: string;
 
   constructor(code: ErrorCode, message: string, options: SonicErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -74,9 +104,11 @@ export class SonicError extends Error {
     this.code = code;
     this.retryable = options.retryable ?? ERROR_CODES[code].retryable;
     this.details = options.details ?? {};
+    this.publicMessage = options.safe === true ? message : (options.safe ?? ERROR_CODES[code].doc);
     // enumerable so that pino and JSON.stringify show them
     Object.defineProperty(this, 'message', { enumerable: true, value: message });
   }
+
 
   toJSON(): { code: ErrorCode; message: string; retryable: boolean; details: Record<string, unknown> } {
     return { code: this.code, message: this.message, retryable: this.retryable, details: this.details };
@@ -107,4 +139,16 @@ export function toSonicError(err: unknown): SonicError {
   if (isSonicError(err)) return err;
   const message = err instanceof Error ? err.message : String(err);
   return new SonicError('INTERNAL', message, { cause: err });
+}
+
+/**
+ * What a client may be told about an error (API answers, task status, webhooks): its code, the
+ * retryable flag, the safe message and the public details only. Works on SonicErrors from another
+ * copy of this module too (by shape); anything else is an `INTERNAL` with the catalogue's text.
+ */
+export function publicError(err: unknown): PublicError {
+  const e = toSonicError(err);
+  const message = typeof (e as Partial<SonicError>).publicMessage === 'string' ? e.publicMessage : ERROR_CODES[e.code].doc;
+  const details = Object.fromEntries(Object.entries(e.details ?? {}).filter(([k]) => PUBLIC_DETAIL_KEYS.has(k)));
+  return { code: e.code, message, retryable: e.retryable, ...(Object.keys(details).length ? { details } : {}) };
 }

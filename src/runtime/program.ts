@@ -4,7 +4,7 @@
  * write (outputs, status event, retry or DLQ record). No Kafka here, so both drivers run exactly
  * this code.
  */
-import { SonicError, toSonicError } from '../core/errors.js';
+import { SonicError, publicError, toSonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { InRecord } from '../kafka/io.js';
 import type { Codec } from '../serde/codec.js';
@@ -155,7 +155,7 @@ export class StageProgram<In = unknown> {
       const records: Produced[] = [{ topic: this.stage.retry.topics[decision.tier - 1]!, key: raw.key, value: raw.value, headers }];
       const status = await this.status(
         taskId,
-        { ...extra, state: this.definition.runningState, attempt: attempt + 1, error_code: decision.error.code, error_message: decision.error.message, retryable: true },
+        { ...extra, state: this.definition.runningState, attempt: attempt + 1, error_code: decision.error.code, error_message: publicError(decision.error).message, retryable: true },
         traceparent,
       );
       if (status) records.push(status);
@@ -205,7 +205,7 @@ export class StageProgram<In = unknown> {
     if (raw.key !== null && isUuid(raw.key)) {
       const status = await this.status(
         raw.key,
-        { ...extra, state: 'FAILED', attempt, error_code: error.code, error_message: error.message, retryable: false },
+        { ...extra, state: 'FAILED', attempt, error_code: error.code, error_message: publicError(error).message, retryable: false },
         childTraceparent(raw.headers[HEADERS.traceparent]),
       );
       if (status) records.push(status);

@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Config } from '../core/config.js';
-import type { SonicError } from '../core/errors.js';
+import { publicError, type SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { BlobRef, BlobStore } from '../blob/store.js';
 import type { StageRecord, StageResult, StatusExtra } from '../runtime/stage.js';
@@ -57,7 +57,7 @@ export function failedOutcome(rec: StageRecord<{ request: TaskRequest } | TaskRe
     video: null,
     video_url: null,
     duration_s: null,
-    error: { code: error.code, message: error.message, retryable: error.retryable },
+    error: { code: error.code, message: publicError(error).message, retryable: error.retryable },
     completed_at: new Date(nowMs),
   };
   return { emit: [{ sink: 'failed', value: outcome }] };

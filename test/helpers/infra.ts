@@ -55,9 +55,8 @@ export async function createTopics(topics: (Partial<NewTopic> & { name: string }
   });
 }
 
-/** Deploys every topic and subject of a topology; both are removed after the file's tests. */
-export async function deployTopology(topology: Topology): Promise<void> {
-  const ctx = testContext();
+/** Deploys every topic and subject of a topology (on the shared broker unless `ctx` says otherwise); both are removed after the file's tests. */
+export async function deployTopology(topology: Topology, ctx: Context = testContext()): Promise<void> {
   const admin = await new TopicAdmin(ctx.kafka).connect();
   try {
     await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { describeSettings, loadConfig } from '../../src/core/config.js';
-import { ERROR_CODES, SonicError, toSonicError } from '../../src/core/errors.js';
+import { ERROR_CODES, SonicError, publicError, toSonicError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/logger.js';
 import { sonicflow } from '../helpers/infra.js';
 
@@ -48,6 +48,19 @@ describe('error taxonomy', () => {
   it('serialises code, message and retryable for logs and API answers', () => {
     const e = new SonicError('AUDIO_TOO_SHORT', 'audio is 0.5 s, the minimum is 1 s', { details: { duration_s: 0.5 } });
     expect(JSON.parse(JSON.stringify(e))).toEqual({ code: 'AUDIO_TOO_SHORT', message: 'audio is 0.5 s, the minimum is 1 s', retryable: false, details: { duration_s: 0.5 } });
+  });
+
+  it('tells clients only the safe message and the public details; operators keep the rest', () => {
+    const leaky = new SonicError('AUDIO_DECODE_FAILED', 'cannot read /tmp/sonicflow-validate-1a2b/audio: ffprobe exited with code 1: moov atom not found', {
+      details: { path: '/tmp/sonicflow-validate-1a2b/audio', exitCode: 1, field: 'audio' },
+    });
+    expect(publicError(leaky)).toEqual({ code: 'AUDIO_DECODE_FAILED', message: ERROR_CODES.AUDIO_DECODE_FAILED.doc, retryable: false, details: { field: 'audio' } });
+    expect(leaky.message).toContain('/tmp/sonicflow-validate-1a2b');
+    const own = new SonicError('AUDIO_TOO_SHORT', 'the audio is 0.50 s; at least 1 s is needed', { safe: true, details: { durationS: 0.5, minS: 1 } });
+    expect(publicError(own)).toEqual({ code: 'AUDIO_TOO_SHORT', message: 'the audio is 0.50 s; at least 1 s is needed', retryable: false, details: { durationS: 0.5, minS: 1 } });
+    const s3 = new SonicError('STORAGE_WRITE_FAILED', 'PUT http://minio.internal:9000/bucket/x failed', { safe: 'the store could not be written', details: { endpoint: 'http://minio.internal:9000' } });
+    expect(publicError(s3)).toEqual({ code: 'STORAGE_WRITE_FAILED', message: 'the store could not be written', retryable: true });
+    expect(publicError(new TypeError('secret internals'))).toEqual({ code: 'INTERNAL', message: ERROR_CODES.INTERNAL.doc, retryable: false });
   });
 
   it('turns unknown exceptions into non-retryable INTERNAL errors, keeping the cause', () => {

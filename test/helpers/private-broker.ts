@@ -1,0 +1,90 @@
+/**
+ * A private single-node Kafka for tests that stop, restart or freeze the broker: it runs on its
+ * own ports with its own data directory (through ops/stack/stack.sh), so that the shared broker
+ * the other test files use is never disturbed. The schema registry and the S3 store stay the
+ * shared ones (the registry keeps its schemas in the shared broker).
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Context } from '../../src/ops/context.js';
+import { ROOT, onCleanup } from './infra.js';
+
+export interface PrivateBroker {
+  /** `localhost:<port>`, for KAFKA_BROKERS. */
+  brokers: string;
+  /** Environment for sonicflow processes that should use this broker. */
+  env: Record<string, string>;
+  /** A Context (quiet logs) on this broker, the shared registry and store. */
+  context(): Context;
+  /** Stops the broker (SIGTERM, then waits for the port to close); its data stays. */
+  stop(): void;
+  /** Starts it again on the same ports and data. */
+  start(): void;
+  /** Freezes the process (SIGSTOP): connections stay open and nothing answers. */
+  freeze(): void;
+  /** Thaws a frozen broker (SIGCONT). */
+  thaw(): void;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts a private broker (about 10-20 s); it is stopped and its data removed after the file's tests. */
+export async function startPrivateBroker(): Promise<PrivateBroker> {
+  const state = mkdtempSync(join(tmpdir(), 'sonicflow-private-kafka-'));
+  const [kafkaPort, controllerPort, s3Port] = [await freePort(), await freePort(), await freePort()];
+  const registry = process.env.SCHEMA_REGISTRY_URL || 'http://localhost:8081/apis/ccompat/v7';
+  const s3 = process.env.SONIC_S3_ENDPOINT || 'http://127.0.0.1:9000';
+  const stackEnv = {
+    ...process.env,
+    KAFKA_BROKERS: '',
+    SCHEMA_REGISTRY_URL: registry,
+    // another port than the endpoint's, so stack.sh treats the shared store as external
+    SONIC_S3_ENDPOINT: s3,
+    SONIC_S3_PORT: String(s3Port),
+    SONICFLOW_STATE_DIR: state,
+    SONIC_KAFKA_PORT: String(kafkaPort),
+    SONIC_KAFKA_CONTROLLER_PORT: String(controllerPort),
+  };
+  const stack = (cmd: string): void => {
+    const r = spawnSync('bash', [join(ROOT, 'ops/stack/stack.sh'), cmd], { env: stackEnv, encoding: 'utf8', timeout: 180_000 });
+    if (r.status !== 0) throw new Error(`stack.sh ${cmd} (private broker on ${kafkaPort}) failed: ${r.stderr}`);
+  };
+  const pid = (): number => Number(readFileSync(join(state, 'kafka.pid'), 'utf8').trim());
+  const signal = (sig: NodeJS.Signals): void => {
+    try {
+      process.kill(pid(), sig);
+    } catch {
+      // already gone
+    }
+  };
+  stack('up');
+  onCleanup(async () => {
+    signal('SIGCONT');
+    stack('down');
+    rmSync(state, { recursive: true, force: true });
+  });
+  const brokers = `localhost:${kafkaPort}`;
+  const env = { KAFKA_BROKERS: brokers, SCHEMA_REGISTRY_URL: registry, SONIC_S3_ENDPOINT: s3 };
+  let ctx: Context | undefined;
+  return {
+    brokers,
+    env,
+    context: () => (ctx ??= new Context({ ...process.env, ...env, SONIC_LOG_LEVEL: process.env.SONIC_LOG_LEVEL ?? 'error' }, 'test')),
+    stop: () => stack('down'),
+    start: () => stack('up'),
+    freeze: () => signal('SIGSTOP'),
+    thaw: () => signal('SIGCONT'),
+  };
+}
