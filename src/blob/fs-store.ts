@@ -17,6 +17,8 @@ import {
   type BlobRef,
   type BlobStat,
   type BlobStore,
+  type ByteRange,
+  type OpenedBlob,
   type PutOptions,
   type ReadOptions,
 } from './store.js';
@@ -83,6 +85,19 @@ export class FsBlobStore implements BlobStore {
     }
     checkSha256(key, opts.sha256, sha256Hex(data));
     return data;
+  }
+
+  async openRead(key: string, range?: ByteRange): Promise<OpenedBlob> {
+    const st = await this.stat(key);
+    if (!st) throw readError(key, Object.assign(new Error('absent'), { code: 'ENOENT' }));
+    const path = this.#path(key);
+    const stream = createReadStream(path, range ? { start: range.start, end: range.end } : {});
+    // opening fails asynchronously (a delete in between): surface it as a read error
+    await new Promise<void>((resolve, reject) => {
+      stream.once('open', () => resolve());
+      stream.once('error', (err) => reject(readError(key, err)));
+    });
+    return { stream, size: st.size_bytes, ...(st.sha256 ? { sha256: st.sha256 } : {}), ...(st.content_type ? { content_type: st.content_type } : {}) };
   }
 
   async download(key: string, toPath: string, opts: ReadOptions = {}): Promise<void> {

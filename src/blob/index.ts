@@ -15,6 +15,8 @@ export {
   type BlobRef,
   type BlobStat,
   type BlobStore,
+  type ByteRange,
+  type OpenedBlob,
   type PutOptions,
   type ReadOptions,
 } from './store.js';

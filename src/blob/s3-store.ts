@@ -26,6 +26,8 @@ import {
   type BlobRef,
   type BlobStat,
   type BlobStore,
+  type ByteRange,
+  type OpenedBlob,
   type PutOptions,
   type ReadOptions,
 } from './store.js';
@@ -132,6 +134,24 @@ export class S3BlobStore implements BlobStore {
     }
     checkSha256(key, opts.sha256, sha256Hex(data));
     return data;
+  }
+
+  async openRead(key: string, range?: ByteRange): Promise<OpenedBlob> {
+    validateKey(key);
+    let res: GetObjectCommandOutput;
+    try {
+      res = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}) }));
+    } catch (err) {
+      throw this.#error('read', key, err);
+    }
+    if (!(res.Body instanceof Readable)) {
+      throw new SonicError('INPUT_FETCH_FAILED', `S3 read of ${this.#uri(key)} returned no stream`, { details: this.#details(key) });
+    }
+    // ContentRange: "bytes 0-99/1234"; without a range the length is the size
+    const total = /\/(\d+)$/.exec(res.ContentRange ?? '')?.[1];
+    const size = total !== undefined ? Number(total) : (res.ContentLength ?? 0);
+    const sha256 = res.Metadata?.['sha256'];
+    return { stream: res.Body, size, ...(sha256 ? { sha256 } : {}), ...(res.ContentType ? { content_type: res.ContentType } : {}) };
   }
 
   async download(key: string, toPath: string, opts: ReadOptions = {}): Promise<void> {

@@ -36,6 +36,22 @@ export interface ReadOptions {
   sha256?: string;
 }
 
+/** An inclusive byte range of a blob (as in HTTP `Range: bytes=start-end`). */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+/** A blob opened for streaming (see {@link BlobStore.openRead}). */
+export interface OpenedBlob {
+  /** The bytes of the range (or the whole blob); destroy it when the reader goes away. */
+  stream: import('node:stream').Readable;
+  /** Size of the whole blob in bytes. */
+  size: number;
+  sha256?: string;
+  content_type?: string;
+}
+
 /**
  * A place for media. Failures are SonicErrors: a missing key is `INPUT_NOT_FOUND` (permanent),
  * other read failures `INPUT_FETCH_FAILED`, write failures `STORAGE_WRITE_FAILED`, an invalid key
@@ -50,6 +66,11 @@ export interface BlobStore {
   put(key: string, data: Buffer | string, opts?: PutOptions): Promise<BlobRef>;
   /** The whole blob in memory. */
   getBuffer(key: string, opts?: ReadOptions): Promise<Buffer>;
+  /**
+   * Streams the blob, or the inclusive byte `range` of it (the caller checks the range against
+   * {@link stat}'s size first). Nothing is held in memory; `INPUT_NOT_FOUND` when absent.
+   */
+  openRead(key: string, range?: ByteRange): Promise<OpenedBlob>;
   /** Streams the blob to a local file; the file appears complete or not at all. */
   download(key: string, toPath: string, opts?: ReadOptions): Promise<void>;
   /** Size, checksum and content type, or undefined when the key is absent. */

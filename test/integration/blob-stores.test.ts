@@ -157,6 +157,26 @@ describe.each(subjects)('$name blob store', (subject) => {
     expect(readdirSync(dir)).toEqual([]);
   });
 
+  it('streams a blob or an inclusive byte range of it, with the whole size', async () => {
+    const data = randomBytes(200_000);
+    const key = taskKey('t-range', 'publish', 'video.mp4');
+    const ref = await put(key, data, { contentType: 'video/mp4' });
+    const read = async (o: Awaited<ReturnType<BlobStore['openRead']>>): Promise<Buffer> => {
+      const chunks: Buffer[] = [];
+      for await (const c of o.stream) chunks.push(c as Buffer);
+      return Buffer.concat(chunks);
+    };
+    const whole = await store.openRead(key);
+    expect(whole).toMatchObject({ size: data.length, sha256: ref.sha256, content_type: 'video/mp4' });
+    expect((await read(whole)).equals(data)).toBe(true);
+    const mid = await store.openRead(key, { start: 1000, end: 1999 });
+    expect(mid.size).toBe(data.length);
+    expect((await read(mid)).equals(data.subarray(1000, 2000))).toBe(true);
+    const tail = await store.openRead(key, { start: data.length - 1, end: data.length - 1 });
+    expect((await read(tail)).equals(data.subarray(data.length - 1))).toBe(true);
+    expect((await failure(store.openRead(taskKey('t-range', 'publish', 'absent.mp4')))).code).toBe('INPUT_NOT_FOUND');
+  });
+
   it('deletes', async () => {
     const key = taskKey('t-del', 'notify', 'x.json');
     await put(key, Buffer.from('{}'), { contentType: 'application/json' });
