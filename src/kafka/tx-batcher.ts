@@ -1,0 +1,211 @@
+/**
+ * Transactional group commit for the API: every submit's records (the task request and its
+ * QUEUED status) are written in a Kafka transaction, so a read_committed reader sees both or
+ * neither; submits that arrive while a transaction is open go together in the next one.
+ *
+ * Each submit has a deadline. A submit whose transaction has not reached its commit by then is
+ * refused (BROKER_UNAVAILABLE) and can never become visible: the batch it was in is aborted
+ * instead of committed, or, when the broker does not answer at all, left open and fenced by the
+ * next producer with the same transactional id (or aborted by the coordinator at its timeout).
+ * Only a commit already sent when the deadline passes has an unknown outcome; that submit is
+ * refused with `details.inDoubt = true`, so the caller keeps what the records point at.
+ */
+import type { Producer, Transaction } from 'kafkajs';
+import { SonicError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { PRODUCER_RETRY, createPartitioner, type Kafka } from './client.js';
+import type { OutRecord } from './io.js';
+
+/** Options of {@link TxBatcher}. */
+export interface TxBatcherOptions {
+  /** Stable per API replica: a restarted replica fences its predecessor's open transaction. */
+  transactionalId: string;
+  /** Broker-side transaction timeout, ms: how long an abandoned transaction can hold readers back. */
+  transactionTimeoutMs: number;
+  /** How long past its deadline a submit waits for a commit already sent before it is called in doubt, ms. */
+  commitGraceMs?: number;
+  /** Most submits in one transaction; 500 by default. */
+  maxBatch?: number;
+}
+
+interface Pending {
+  records: (OutRecord & { topic: string })[];
+  resolve(): void;
+  reject(err: SonicError): void;
+  /** The deadline passed before the commit was sent: these records must never commit. */
+  abandoned: boolean;
+  /** The commit that holds these records has been sent. */
+  committing: boolean;
+  settled: boolean;
+  timer?: NodeJS.Timeout;
+}
+
+export class TxBatcher {
+  private readonly queue: Pending[] = [];
+  private producer?: Producer;
+  private connecting?: Promise<Producer>;
+  /** The flush that owns the pump now, if any. */
+  private flushing: symbol | undefined;
+  /** Bumped whenever the producer is thrown away; a flush of an older generation must not touch the new one. */
+  private generation = 0;
+  private closed = false;
+
+  constructor(
+    private readonly kafka: Kafka,
+    private readonly options: TxBatcherOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  /**
+   * Writes `records` in one transaction (with those of concurrent calls); resolves once committed.
+   *
+   * @throws SonicError `BROKER_UNAVAILABLE` (retryable) when not committed within `deadlineMs`;
+   *   `details.inDoubt` is true when the commit was sent but not answered in time.
+   */
+  send(records: (OutRecord & { topic: string })[], deadlineMs: number): Promise<void> {
+    if (this.closed) return Promise.reject(new SonicError('BROKER_UNAVAILABLE', 'the producer is closed', { safe: 'the service is shutting down' }));
+    return new Promise<void>((resolve, reject) => {
+      const p: Pending = { records, resolve, reject, abandoned: false, committing: false, settled: false };
+      p.timer = setTimeout(() => this.expire(p), deadlineMs);
+      this.queue.push(p);
+      this.pump();
+    });
+  }
+
+  /** Refuses what is queued, closes the producer. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const p of this.queue.splice(0)) this.settle(p, unavailable('the producer is closing', false));
+    await this.reset();
+  }
+
+  private expire(p: Pending): void {
+    if (p.settled) return;
+    if (!p.committing) {
+      p.abandoned = true;
+      this.settle(p, unavailable('the broker did not take the task in time', false));
+      const i = this.queue.indexOf(p);
+      if (i >= 0) this.queue.splice(i, 1);
+      return;
+    }
+    p.timer = setTimeout(() => this.settle(p, unavailable('the broker did not confirm the task in time', true)), this.options.commitGraceMs ?? 5000);
+  }
+
+  private settle(p: Pending, err?: SonicError): void {
+    if (p.settled) return;
+    p.settled = true;
+    clearTimeout(p.timer);
+    if (err) p.reject(err);
+    else p.resolve();
+  }
+
+  private pump(): void {
+    if (this.flushing || this.closed || this.queue.length === 0) return;
+    const batch = this.queue.splice(0, this.options.maxBatch ?? 500);
+    const flush = Symbol('flush');
+    this.flushing = flush;
+    const release = (): void => {
+      if (this.flushing !== flush) return;
+      this.flushing = undefined;
+      this.pump();
+    };
+    // A flush that hangs (no broker answers) must not hold later submits: once every submit of
+    // it has given up, detach it and start over with a new producer, which fences the old one.
+    const watch = setInterval(() => {
+      if (!batch.every((p) => p.abandoned)) return;
+      clearInterval(watch);
+      if (this.flushing !== flush) return;
+      this.logger.warn({ submits: batch.length }, 'enqueue transaction abandoned: the broker does not answer');
+      void this.reset();
+      release();
+    }, 100);
+    watch.unref();
+    void this.flush(batch, this.generation).finally(() => {
+      clearInterval(watch);
+      release();
+    });
+  }
+
+  private async flush(batch: Pending[], generation: number): Promise<void> {
+    let txn: Transaction | undefined;
+    try {
+      const producer = await this.connect();
+      if (batch.every((p) => p.abandoned)) return;
+      txn = await producer.transaction();
+      const byTopic = new Map<string, OutRecord[]>();
+      for (const p of batch) for (const r of p.records) byTopic.set(r.topic, [...(byTopic.get(r.topic) ?? []), r]);
+      await txn.sendBatch({
+        acks: -1,
+        topicMessages: [...byTopic].map(([topic, recs]) => ({
+          topic,
+          messages: recs.map((r) => ({ key: r.key, value: r.value, ...(r.headers ? { headers: r.headers } : {}) })),
+        })),
+      });
+      const live = batch.filter((p) => !p.abandoned);
+      if (live.length < batch.length || generation !== this.generation) {
+        // some gave up: none of this transaction may become visible; the others go again
+        await txn.abort();
+        this.queue.unshift(...live.filter((p) => !p.settled));
+        return;
+      }
+      for (const p of batch) p.committing = true;
+      await txn.commit();
+      for (const p of batch) this.settle(p);
+    } catch (err) {
+      const inDoubt = batch.some((p) => p.committing);
+      this.logger.warn({ err, submits: batch.length, in_doubt: inDoubt }, 'enqueue transaction failed');
+      if (txn?.isActive() && !inDoubt) await txn.abort().catch(() => undefined);
+      for (const p of batch) this.settle(p, unavailable(`the enqueue transaction failed: ${(err as Error).message}`, p.committing));
+      if (generation === this.generation) await this.reset();
+    }
+  }
+
+  private async connect(): Promise<Producer> {
+    if (this.producer) return this.producer;
+    const generation = this.generation;
+    this.connecting ??= (async () => {
+      const producer = this.kafka.producer({
+        transactionalId: this.options.transactionalId,
+        idempotent: true,
+        maxInFlightRequests: 1,
+        transactionTimeout: this.options.transactionTimeoutMs,
+        allowAutoTopicCreation: false,
+        createPartitioner,
+        retry: PRODUCER_RETRY,
+      });
+      try {
+        await producer.connect();
+        // InitProducerId now (kafkajs would do it lazily): fences a previous instance and aborts its open transaction
+        const init = await producer.transaction();
+        await init.abort();
+      } catch (err) {
+        await producer.disconnect().catch(() => undefined);
+        throw err;
+      }
+      if (generation !== this.generation) {
+        // thrown away while connecting
+        await producer.disconnect().catch(() => undefined);
+        throw new Error('the producer was reset while connecting');
+      }
+      this.producer = producer;
+      return producer;
+    })().finally(() => (this.connecting = undefined));
+    return this.connecting;
+  }
+
+  /** Throws the producer away (the next transaction starts with a new one). */
+  private async reset(): Promise<void> {
+    this.generation += 1;
+    const p = this.producer;
+    this.producer = undefined;
+    this.connecting = undefined;
+    if (p) await Promise.race([p.disconnect().catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
+  }
+}
+
+function unavailable(why: string, inDoubt: boolean): SonicError {
+  const safe = inDoubt
+    ? 'the task queue did not confirm the task in time; retry with the same Idempotency-Key to learn whether it was enqueued'
+    : 'the task queue is unavailable; nothing was enqueued, retry later';
+  return new SonicError('BROKER_UNAVAILABLE', why, { safe, details: { inDoubt } });
+}
