@@ -2,13 +2,19 @@
  * `sonicflow api`: the HTTP API process. Materialises the status view, then listens; SIGTERM or
  * SIGINT closes the server (in-flight requests finish) and the Kafka clients.
  */
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { SonicError } from '../core/errors.js';
-import { PlainProducer, brokerReachable } from '../kafka/io.js';
+import { brokerReachable } from '../kafka/io.js';
+import { TxBatcher } from '../kafka/tx-batcher.js';
 import type { Context } from '../ops/context.js';
 import { HEADERS } from '../runtime/headers.js';
 import { valueSubject } from '../serde/wire.js';
+import { EventStreams } from './events.js';
+import { loadServerSecret } from './secret.js';
 import { buildApi } from './server.js';
 import { StatusView } from './status-view.js';
+import { UploadSlots } from './uploads.js';
 
 export interface RunningApi {
   url: string;
@@ -17,6 +23,7 @@ export interface RunningApi {
 
 /** Starts the API; resolves once it listens and its status view has caught up. */
 export async function startApi(ctx: Context): Promise<RunningApi> {
+  const c = ctx.config;
   const topology = await ctx.topology();
   const requested = `${topology.prefix}.tasks.requested`;
   const statusTopic = topology.statusTopic;
@@ -24,39 +31,53 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
   const statusSchema = topology.topics[statusTopic]?.valueSchema;
   if (!requestSchema || !statusSchema) throw new SonicError('TOPOLOGY_INVALID', `the topology lacks ${requested} or ${statusTopic}`);
   const logger = ctx.logger.child({ component: 'api' });
-  const view = new StatusView(ctx.kafka, statusTopic, ctx.serde, statusSchema, logger, `${ctx.config.clientId}.${topology.prefix}.api-view`);
+  const secret = await loadServerSecret(c.apiSecret, c.stateDir);
+  const view = new StatusView(ctx.kafka, statusTopic, ctx.serde, statusSchema, logger, `${c.clientId}.${topology.prefix}.api-view`);
   await view.start();
   await Promise.race([view.caughtUp, new Promise((r) => setTimeout(r, 15_000))]);
-  const producer = await new PlainProducer(ctx.kafka).connect();
+  const instance = (c.apiInstanceId || hostname()).replace(/[^A-Za-z0-9._-]/g, '_');
+  const batcher = new TxBatcher(ctx.kafka, {
+    transactionalId: `${c.clientId}.${topology.prefix}.api.${instance}`,
+    // an abandoned submit holds read_committed readers back at most this long
+    transactionTimeoutMs: c.apiEnqueueTimeoutMs + 10_000,
+  }, logger);
+  const streams = new EventStreams({ perKey: c.apiMaxStreamsPerKey, total: c.apiMaxStreams, maxLifetimeMs: c.apiStreamMaxS * 1000 });
   let registryOk = { at: 0, ok: false };
   const { app } = await buildApi({
-    config: ctx.config,
+    config: c,
     logger,
     blob: ctx.blob,
     view,
+    secret,
+    streams,
+    slots: new UploadSlots(c.apiMaxConcurrentUploads),
+    spoolRoot: c.apiSpoolDir || join(tmpdir(), 'sonicflow-api-spool'),
     enqueue: async (request, queued) => {
       const headers = request.traceparent ? { [HEADERS.traceparent]: request.traceparent } : undefined;
-      await producer.sendMany([
-        { topic: requested, key: request.task_id, value: await ctx.serde.encode(valueSubject(requested), requestSchema, request), ...(headers ? { headers } : {}) },
-        { topic: statusTopic, key: request.task_id, value: await ctx.serde.encode(valueSubject(statusTopic), statusSchema, queued), ...(headers ? { headers } : {}) },
-      ]);
+      await batcher.send(
+        [
+          { topic: requested, key: request.task_id, value: await ctx.serde.encode(valueSubject(requested), requestSchema, request), ...(headers ? { headers } : {}) },
+          { topic: statusTopic, key: request.task_id, value: await ctx.serde.encode(valueSubject(statusTopic), statusSchema, queued), ...(headers ? { headers } : {}) },
+        ],
+        c.apiEnqueueTimeoutMs,
+      );
     },
     ready: async () => {
       if (Date.now() - registryOk.at > 2000) {
-        const ok = await fetch(`${ctx.config.schemaRegistryUrl}/subjects`, { headers: ctx.serde.authHeaders, signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false);
+        const ok = await fetch(`${c.schemaRegistryUrl}/subjects`, { headers: ctx.serde.authHeaders, signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false);
         registryOk = { at: Date.now(), ok };
       }
       const checks = { broker: await brokerReachable(ctx.kafka, 2000), registry: registryOk.ok, status_view: view.ready };
       return { ready: Object.values(checks).every(Boolean), checks };
     },
   });
-  const address = await app.listen({ host: ctx.config.apiHost, port: ctx.config.apiPort });
-  logger.info({ address, auth: ctx.config.apiAuth, tasks_known: view.size }, 'API listening');
+  const address = await app.listen({ host: c.apiHost, port: c.apiPort });
+  logger.info({ address, auth: c.apiAuth, tasks_known: view.size }, 'API listening');
   return {
     url: address,
     close: async () => {
       await app.close();
-      await producer.close().catch(() => undefined);
+      await batcher.close().catch(() => undefined);
       await view.stop().catch(() => undefined);
       await ctx.blobClose();
     },

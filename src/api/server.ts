@@ -3,16 +3,20 @@
  * (`{code, message}` with the HTTP status the code implies), OpenAPI at /docs, health, readiness
  * and Prometheus metrics. Task routes live in tasks.ts.
  */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { randomUUID } from 'node:crypto';
 import multipart from '@fastify/multipart';
-import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { Counter, Histogram } from 'prom-client';
 import type { Config } from '../core/config.js';
-import { SonicError, isSonicError, type ErrorCode } from '../core/errors.js';
+import { SonicError, isSonicError, publicError, type ErrorCode } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { createRegistry, type Registry } from '../core/metrics.js';
+import { guardScope, parseApiKeys } from './auth.js';
+import type { EventStreams } from './events.js';
+import { uploadRoutes } from './media.js';
 import { taskRoutes, type TaskRouteDeps } from './tasks.js';
 
 const STATUS: Partial<Record<ErrorCode, number>> = {
@@ -24,15 +28,25 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_AUDIO_FORMAT: 415,
   UNSUPPORTED_IMAGE_FORMAT: 415,
+  MEDIA_MISMATCH: 415,
+  RANGE_NOT_SATISFIABLE: 416,
   PARAMS_OUT_OF_RANGE: 422,
   INPUT_NOT_FOUND: 422,
   IDEMPOTENCY_KEY_INVALID: 422,
   CALLBACK_URL_REFUSED: 422,
+  CALLBACK_SECRET_UNKNOWN: 422,
+  IMAGE_TOO_LARGE: 422,
+  IMAGE_TOO_SMALL: 422,
+  IMAGE_DECODE_FAILED: 422,
+  AUDIO_DECODE_FAILED: 422,
+  AUDIO_TOO_SHORT: 422,
+  AUDIO_TOO_LONG: 422,
   RATE_LIMITED: 429,
   BROKER_UNAVAILABLE: 503,
   REGISTRY_UNAVAILABLE: 503,
   STORAGE_WRITE_FAILED: 503,
   INPUT_FETCH_FAILED: 503,
+  API_OVERLOADED: 503,
 };
 
 /** HTTP status for an error code (500 for anything unexpected). */
@@ -40,48 +54,56 @@ export function httpStatus(code: ErrorCode): number {
   return STATUS[code] ?? 500;
 }
 
-declare module 'fastify' {
-  interface FastifyRequest {
-    tenant: string;
-    apiKey: string | null;
-  }
-}
-
 export interface ApiDeps extends TaskRouteDeps {
   config: Config;
   logger: Logger;
-  /** Broker, registry and status view readiness. */
+  streams: EventStreams;
+  /** Broker, registry and status view readiness (cheap: called per probe). */
   ready(): Promise<{ ready: boolean; checks: Record<string, boolean> }>;
 }
 
-/** Parses SONIC_API_KEYS (`tenant:key` or bare `key`) into key → tenant. */
-export function parseApiKeys(entries: string[]): Map<string, string> {
-  return new Map(
-    entries.map((e) => {
-      const i = e.indexOf(':');
-      return i > 0 ? [e.slice(i + 1), e.slice(0, i)] : [e, 'default'];
-    }),
-  );
-}
+const MULTIPART_LIMITS: Record<string, string> = {
+  FST_PARTS_LIMIT: 'the form has too many parts',
+  FST_FILES_LIMIT: 'the form has too many files',
+  FST_FIELDS_LIMIT: 'the form has too many fields',
+  FST_REQ_FILE_TOO_LARGE: 'a file is larger than allowed',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'the request body is larger than allowed',
+};
 
 function fastifyErrorToSonic(err: { code?: string; statusCode?: number; message: string; validation?: unknown }): SonicError {
   if (isSonicError(err)) return err;
-  if (err.code === 'FST_REQ_FILE_TOO_LARGE' || err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.statusCode === 413) {
-    return new SonicError('PAYLOAD_TOO_LARGE', `the upload is larger than allowed: ${err.message}`);
-  }
-  if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || err.statusCode === 415) {
-    return new SonicError('INVALID_REQUEST', 'send multipart/form-data (audio and image files) or application/json (references to stored blobs)');
+  const limit = err.code ? MULTIPART_LIMITS[err.code] : undefined;
+  if (limit || err.statusCode === 413) return new SonicError('PAYLOAD_TOO_LARGE', limit ?? 'the request is larger than allowed', { safe: true });
+  if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || err.code === 'FST_INVALID_MULTIPART_CONTENT_TYPE' || err.statusCode === 415) {
+    return new SonicError('INVALID_REQUEST', 'send multipart/form-data (audio and image files) or application/json (references to uploaded files)', { safe: true });
   }
   if (err.code === 'FST_ERR_CTP_INVALID_JSON' || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || err instanceof SyntaxError) {
-    return new SonicError('INVALID_REQUEST', `the JSON body is malformed: ${err.message}`);
+    return new SonicError('INVALID_REQUEST', 'the JSON body is malformed', { safe: true });
   }
-  if (err.validation || (err.statusCode && err.statusCode >= 400 && err.statusCode < 500)) return new SonicError('INVALID_REQUEST', err.message);
+  if (err.code === 'FST_PROTO_VIOLATION') return new SonicError('INVALID_REQUEST', 'a field name is not allowed', { safe: true });
+  if (err.code === 'FST_MP_PREMATURE_CLOSE') return new SonicError('INVALID_REQUEST', 'the upload ended before the form was complete', { safe: true });
+  if (err.validation || (err.statusCode && err.statusCode >= 400 && err.statusCode < 500)) return new SonicError('INVALID_REQUEST', err.message, { safe: true });
   return new SonicError('INTERNAL', 'internal error', { cause: err });
 }
 
 export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; registry: Registry }> {
   const { config } = deps;
-  const app = Fastify({ loggerInstance: deps.logger.child({ component: 'api' }) as unknown as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: 1_048_576 });
+  // Node's own request and header deadlines, checked every second rather than every 30 s:
+  // a client that trickles its request is cut off on time (slow-loris)
+  const serverFactory = (handler: (req: IncomingMessage, res: ServerResponse) => void) =>
+    createServer({ requestTimeout: config.apiRequestTimeoutMs, headersTimeout: Math.min(config.apiHeadersTimeoutMs, config.apiRequestTimeoutMs), connectionsCheckingInterval: 1000 }, handler);
+  const app = Fastify({
+    loggerInstance: deps.logger.child({ component: 'api' }) as unknown as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: 1_048_576,
+    serverFactory,
+    requestTimeout: config.apiRequestTimeoutMs,
+    connectionTimeout: config.apiIdleTimeoutMs,
+    // the client address for the per-address limits: trust only as many proxy hops as configured
+    trustProxy: config.apiTrustProxyHops > 0 ? (_address: string, hop: number) => hop < config.apiTrustProxyHops : false,
+    genReqId: () => randomUUID(),
+    forceCloseConnections: true,
+  }) as unknown as FastifyInstance;
   const registry = createRegistry({ service: 'api' });
   const requests = new Counter({ name: 'sonicflow_http_requests_total', help: 'HTTP requests by route and status.', labelNames: ['route', 'status'], registers: [registry] });
   const duration = new Histogram({
@@ -94,50 +116,34 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
 
   app.setErrorHandler((err, req, reply) => {
     const e = fastifyErrorToSonic(err as never);
-    if (e.code === 'INTERNAL') req.log.error({ err }, 'request failed');
     const status = (err as { statusCode?: number }).statusCode === 429 ? 429 : httpStatus(e.code);
-    void reply.status(status).send({ code: status === 429 ? 'RATE_LIMITED' : e.code, message: status === 429 ? (err as Error).message : e.message, retryable: status === 429 || e.retryable, ...(Object.keys(e.details).length ? { details: e.details } : {}) });
+    if (status >= 500) req.log[e.code === 'INTERNAL' ? 'error' : 'warn']({ err, request_id: req.id }, 'request failed');
+    const answer = publicError(e);
+    const wait = answer.details?.retryAfterS;
+    if ((status === 429 || status === 503) && !reply.hasHeader('retry-after')) void reply.header('retry-after', String(typeof wait === 'number' ? wait : 2));
+    // the rest of a refused body is not worth reading: without this the connection would wait
+    // for it before the next request (a kept-alive client would hang)
+    if (!req.raw.readableEnded || status === 503) void reply.header('connection', 'close');
+    void reply.status(status).send({ ...answer, ...(status >= 500 ? { request_id: req.id } : {}) });
   });
-  app.setNotFoundHandler((req, reply) => void reply.status(404).send({ code: 'INVALID_REQUEST', message: `no route ${req.method} ${req.url}`, retryable: false }));
+  app.setNotFoundHandler((req, reply) => void reply.status(404).send({ code: 'INVALID_REQUEST', message: `no route ${req.method} ${req.url.slice(0, 200)}`, retryable: false }));
+  app.addHook('onSend', async (req, reply) => {
+    void reply.header('x-request-id', req.id);
+  });
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unknown';
     requests.inc({ route, status: String(reply.statusCode) });
     duration.observe({ route }, reply.elapsedTime / 1000);
   });
+  app.addHook('preClose', async () => deps.streams.closeAll());
 
   const keys = parseApiKeys(config.apiKeys);
-  if (config.apiAuth === 'required' && keys.size === 0) {
+  if (config.apiAuth === 'required' && keys.length === 0) {
     throw new SonicError('CONFIG_INVALID', 'SONIC_API_AUTH=required but SONIC_API_KEYS is empty: set keys, or SONIC_API_AUTH=disabled for a local demo');
   }
   app.decorateRequest('tenant', '');
-  app.decorateRequest('apiKey', null);
-  app.addHook('onRequest', async (req: FastifyRequest) => {
-    if (!req.url.startsWith('/v1/')) return;
-    if (config.apiAuth === 'disabled') {
-      req.tenant = 'default';
-      return;
-    }
-    const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
-    const tenant = m ? keys.get(m[1]!) : undefined;
-    if (!m || tenant === undefined) throw new SonicError('UNAUTHORIZED', m ? 'the API key is not valid' : 'send an API key: Authorization: Bearer <key>');
-    req.tenant = tenant;
-    req.apiKey = m[1]!;
-  });
+  app.decorateRequest('keyId', null);
 
-  await app.register(rateLimit, {
-    global: true,
-    hook: 'preHandler',
-    max: config.apiRateLimitPerMinute,
-    timeWindow: 60_000,
-    keyGenerator: (req) => req.apiKey ?? req.ip,
-    allowList: (req) => !req.url.startsWith('/v1/'),
-    errorResponseBuilder: (_req, ctx) => {
-      const e = new SonicError('RATE_LIMITED', `rate limit of ${ctx.max} requests per minute reached; retry in ${Math.ceil(ctx.ttl / 1000)} s`) as SonicError & { statusCode: number };
-      e.statusCode = 429;
-      return e;
-    },
-  });
-  await app.register(multipart, { limits: { fileSize: Math.max(config.maxAudioBytes, config.maxImageBytes) + 1, files: 2, fields: 32 } });
   await app.register(swagger, {
     openapi: {
       info: { title: 'sonicflow API', version: '1', description: 'Submit a portrait and a speech recording; get a lip-synced talking-head video.' },
@@ -154,6 +160,16 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
   });
   app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => reply.type(registry.contentType).send(await registry.metrics()));
 
-  await app.register(taskRoutes(deps), { prefix: '/v1' });
+  // Authentication and the rate limit belong to the /v1 scope itself: every route registered in
+  // it has them, whatever spelling of its path the router matched.
+  await app.register(
+    async (v1) => {
+      await guardScope(v1, { auth: config.apiAuth, keys, perMinute: config.apiRateLimitPerMinute, failedPerMinute: config.apiFailedAuthPerMinute });
+      await v1.register(multipart);
+      await v1.register(taskRoutes(deps));
+      await v1.register(uploadRoutes(deps));
+    },
+    { prefix: '/v1' },
+  );
   return { app, registry };
 }

@@ -1,13 +1,11 @@
 /**
- * Task submission: checks a request without touching Kafka (sizes, content sniffed from the
- * bytes, parameter ranges, required fields), stores the media, and writes the task request plus
- * its QUEUED status. Anything wrong is a SonicError with a code the API maps to a 4xx.
+ * Task submission without touching Kafka: the fields of a request (parameters, limits, callback),
+ * task ids for idempotent submits, and the rules for media a JSON request references (only the
+ * caller's own upload area). Anything wrong is a SonicError with a code the API maps to a 4xx.
  */
-import { createHash } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import { SonicError } from '../core/errors.js';
-import type { BlobRef, BlobStore } from '../blob/store.js';
-import { taskKey } from '../blob/store.js';
-import { sniff } from '../media/sniff.js';
+import type { BlobStore } from '../blob/store.js';
 import { PARAM_DEFAULTS, checkParams, checkRequestFields, type SonicParams } from '../stages/params.js';
 import type { MediaRef, TaskRequest } from '../stages/records.js';
 
@@ -21,27 +19,46 @@ export interface SubmitFields {
   metadata?: unknown;
 }
 
+/** Sonic parameters a form may carry as fields of their own. */
+export const PARAM_FIELDS = ['min_resolution', 'expand_ratio', 'inference_steps', 'dynamic_scale', 'motion_scale', 'seed', 'fps', 'crop_to_face'] as const;
+/** The other text fields of a submit. */
+export const REQUEST_FIELDS = ['max_duration_s', 'truncate_audio', 'callback_url', 'callback_secret_ref', 'priority', 'metadata'] as const;
+
 export interface Limits {
   maxAudioBytes: number;
   maxImageBytes: number;
   maxAudioSeconds: number;
 }
 
-const NAMESPACE = 'sonicflow-idempotency-v1';
+const NAMESPACE = 'sonicflow-idempotency-v2';
 
-/** A task id derived from tenant and Idempotency-Key (UUID v5 style), so a retried submit maps to the same task. */
-export function idempotentTaskId(tenant: string, key: string): string {
-  const h = createHash('sha1').update(NAMESPACE).update('\u0000').update(tenant).update('\u0000').update(key).digest();
-  h[6] = (h[6]! & 0x0f) | 0x50;
+/**
+ * The task id of an idempotent submit: an HMAC-SHA256 of tenant and Idempotency-Key under the
+ * server secret, shaped as a UUID (version 8). A retried submit maps to the same task; without
+ * the secret nobody can compute another tenant's ids.
+ */
+export function idempotentTaskId(secret: Buffer, tenant: string, key: string): string {
+  const h = createHmac('sha256', secret).update(NAMESPACE).update('\u0000').update(tenant).update('\u0000').update(key).digest();
+  h[6] = (h[6]! & 0x0f) | 0x80;
   h[8] = (h[8]! & 0x3f) | 0x80;
   const hex = h.subarray(0, 16).toString('hex');
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
+/** The blob key prefix of a tenant's uploads: the only place a JSON submit may reference. */
+export function uploadArea(tenant: string): string {
+  return `uploads/${tenant}/`;
+}
+
+/** A fresh key in the tenant's upload area. */
+export function newUploadKey(tenant: string): string {
+  return `${uploadArea(tenant)}${randomUUID()}`;
+}
+
 function num(field: string, v: unknown, fallback: number): number {
   if (v === undefined || v === null || v === '') return fallback;
-  const n = typeof v === 'number' ? v : Number(v);
-  if (typeof v === 'boolean' || !Number.isFinite(n)) throw new SonicError('INVALID_REQUEST', `${field} must be a number, got ${JSON.stringify(v)}`, { details: { field } });
+  const n = typeof v === 'number' ? v : typeof v === 'string' ? Number(v) : NaN;
+  if (!Number.isFinite(n)) throw new SonicError('INVALID_REQUEST', `${field} must be a number, got ${JSON.stringify(v).slice(0, 60)}`, { safe: true, details: { field } });
   return n;
 }
 
@@ -49,17 +66,18 @@ function bool(field: string, v: unknown, fallback: boolean): boolean {
   if (v === undefined || v === null || v === '') return fallback;
   if (v === true || v === 'true' || v === '1') return true;
   if (v === false || v === 'false' || v === '0') return false;
-  throw new SonicError('INVALID_REQUEST', `${field} must be true or false, got ${JSON.stringify(v)}`, { details: { field } });
+  throw new SonicError('INVALID_REQUEST', `${field} must be true or false, got ${JSON.stringify(v).slice(0, 60)}`, { safe: true, details: { field } });
 }
 
 function str(field: string, v: unknown): string | null {
   if (v === undefined || v === null || v === '') return null;
-  if (typeof v !== 'string') throw new SonicError('INVALID_REQUEST', `${field} must be a string`, { details: { field } });
+  if (typeof v !== 'string') throw new SonicError('INVALID_REQUEST', `${field} must be a string`, { safe: true, details: { field } });
   return v;
 }
 
 /** Sonic parameters from form fields or JSON, defaults applied; throws on wrong types or ranges. */
 export function parseParams(p: SubmitFields['params']): SonicParams {
+  if (typeof p !== 'object' || p === null || Array.isArray(p)) throw new SonicError('INVALID_REQUEST', 'params must be an object', { safe: true, details: { field: 'params' } });
   const seed = p.seed === undefined || p.seed === null || p.seed === '' ? null : num('seed', p.seed, 0);
   const params: SonicParams = {
     min_resolution: num('min_resolution', p.min_resolution, PARAM_DEFAULTS.min_resolution),
@@ -73,22 +91,6 @@ export function parseParams(p: SubmitFields['params']): SonicParams {
   };
   checkParams(params);
   return params;
-}
-
-/** Checks an uploaded file's size and sniffed type; returns its content type. */
-export function checkUpload(kind: 'audio' | 'image', data: Buffer, limits: Limits): string {
-  const max = kind === 'audio' ? limits.maxAudioBytes : limits.maxImageBytes;
-  if (data.length > max) throw new SonicError('PAYLOAD_TOO_LARGE', `${kind} is ${data.length} bytes; at most ${max}`, { details: { field: kind } });
-  if (data.length === 0) throw new SonicError('INVALID_REQUEST', `${kind} is empty`, { details: { field: kind } });
-  const found = sniff(data.subarray(0, 64));
-  if (found?.kind !== kind) {
-    const code = kind === 'audio' ? 'UNSUPPORTED_AUDIO_FORMAT' : 'UNSUPPORTED_IMAGE_FORMAT';
-    const accepted = kind === 'audio' ? 'wav, mp3, m4a/aac, flac or ogg' : 'jpeg, png or webp';
-    throw new SonicError(code, `the ${kind} file is ${found ? `${found.format} (${found.kind})` : 'not a recognised format'}; send ${accepted} (the type is read from the bytes, not the name)`, {
-      details: { field: kind },
-    });
-  }
-  return found.contentType;
 }
 
 /** Builds and checks the TaskRequest. */
@@ -126,7 +128,8 @@ export function buildRequest(a: {
   checkRequestFields(request);
   if (request.max_duration_s > a.limits.maxAudioSeconds) {
     throw new SonicError('PARAMS_OUT_OF_RANGE', `max_duration_s must be at most ${a.limits.maxAudioSeconds} on this deployment; got ${request.max_duration_s}`, {
-      details: { field: 'max_duration_s' },
+      safe: true,
+      details: { field: 'max_duration_s', max: a.limits.maxAudioSeconds },
     });
   }
   return request;
@@ -139,34 +142,43 @@ function parseMetadata(v: unknown): Record<string, string> {
     try {
       m = JSON.parse(v);
     } catch {
-      throw new SonicError('INVALID_REQUEST', 'metadata must be a JSON object of strings', { details: { field: 'metadata' } });
+      throw new SonicError('INVALID_REQUEST', 'metadata must be a JSON object of strings', { safe: true, details: { field: 'metadata' } });
     }
   }
   if (typeof m !== 'object' || m === null || Array.isArray(m) || Object.values(m).some((x) => typeof x !== 'string')) {
-    throw new SonicError('INVALID_REQUEST', 'metadata must be an object of string values', { details: { field: 'metadata' } });
+    throw new SonicError('INVALID_REQUEST', 'metadata must be an object of string values', { safe: true, details: { field: 'metadata' } });
   }
-  return m as Record<string, string>;
+  // a plain copy: no prototype tricks ride along
+  return Object.fromEntries(Object.entries(m as Record<string, string>));
 }
 
-/** Stores an upload under the task's input folder (same key on a retried submit). */
-export async function storeUpload(blob: BlobStore, taskId: string, kind: 'audio' | 'image', data: Buffer, contentType: string): Promise<MediaRef> {
-  const ref: BlobRef = await blob.put(taskKey(taskId, 'input', kind), data, { contentType });
-  return { uri: ref.uri, content_type: ref.content_type, size_bytes: ref.size_bytes, sha256: ref.sha256 };
-}
-
-/** Resolves a JSON reference to a blob already in the store: it must exist and respect the size limit. */
-export async function referencedBlob(blob: BlobStore, kind: 'audio' | 'image', v: unknown, limits: Limits): Promise<MediaRef> {
+/**
+ * Resolves a JSON reference to media the caller uploaded: it must name a blob of this store
+ * inside the caller's own upload area (403 FORBIDDEN otherwise, whatever else it names), exist,
+ * hold the right kind of media (as sniffed at upload) and respect the size limit.
+ */
+export async function referencedBlob(blob: BlobStore, tenant: string, kind: 'audio' | 'image', v: unknown, limits: Limits): Promise<MediaRef> {
+  const field = kind;
   const uri = typeof v === 'string' ? v : typeof v === 'object' && v !== null ? (v as { uri?: unknown }).uri : undefined;
-  if (typeof uri !== 'string' || uri === '') throw new SonicError('INVALID_REQUEST', `${kind} is required: a file upload, or {"uri": "..."} of a stored blob`, { details: { field: kind } });
+  if (typeof uri !== 'string' || uri === '') {
+    throw new SonicError('INVALID_REQUEST', `${kind} is required: {"uri": "..."} of a file uploaded with POST /v1/uploads`, { safe: true, details: { field } });
+  }
   let key: string;
   try {
     key = blob.keyFromUri(uri);
   } catch {
-    throw new SonicError('INPUT_NOT_FOUND', `${kind}.uri ${uri} is not a blob of this store`, { details: { field: kind } });
+    throw new SonicError('FORBIDDEN', `${kind}.uri is not a file of your upload area: upload it with POST /v1/uploads and use the uri it returns`, { safe: true, details: { field } });
+  }
+  if (!key.startsWith(uploadArea(tenant))) {
+    throw new SonicError('FORBIDDEN', `${kind}.uri is not a file of your upload area: upload it with POST /v1/uploads and use the uri it returns`, { safe: true, details: { field } });
   }
   const st = await blob.stat(key);
-  if (!st) throw new SonicError('INPUT_NOT_FOUND', `${kind} ${uri} does not exist`, { details: { field: kind } });
+  if (!st) throw new SonicError('INPUT_NOT_FOUND', `${kind} ${uri.slice(0, 200)} does not exist (uploads expire)`, { safe: true, details: { field } });
+  if (!st.content_type?.startsWith(`${kind}/`)) {
+    const code = kind === 'audio' ? 'UNSUPPORTED_AUDIO_FORMAT' : 'UNSUPPORTED_IMAGE_FORMAT';
+    throw new SonicError(code, `${kind}.uri names ${st.content_type ? `a ${st.content_type} file` : 'a file of unknown type'}, not ${kind}`, { safe: true, details: { field } });
+  }
   const max = kind === 'audio' ? limits.maxAudioBytes : limits.maxImageBytes;
-  if (st.size_bytes > max) throw new SonicError('PAYLOAD_TOO_LARGE', `${kind} is ${st.size_bytes} bytes; at most ${max}`, { details: { field: kind } });
+  if (st.size_bytes > max) throw new SonicError('PAYLOAD_TOO_LARGE', `${kind} is ${st.size_bytes} bytes; at most ${max}`, { safe: true, details: { field, maxBytes: max } });
   return { uri, content_type: st.content_type ?? null, size_bytes: st.size_bytes, sha256: st.sha256 ?? null };
 }

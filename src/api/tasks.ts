@@ -1,28 +1,44 @@
 /**
- * Task routes: submit (multipart upload or JSON references), status from the materialised view,
- * server-sent status events, and the video.
+ * Task routes: submit (multipart upload or JSON references to the caller's uploads), status from
+ * the materialised view, server-sent status events, and the video. Registered inside the `/v1`
+ * scope, so authentication and the rate limit apply to each of them (see auth.ts).
  */
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import { filter, takeWhile } from 'rxjs';
 import type { Config } from '../core/config.js';
 import { SonicError } from '../core/errors.js';
-import type { BlobStore } from '../blob/store.js';
+import type { Logger } from '../core/logger.js';
+import { taskKey, type BlobStore } from '../blob/store.js';
 import { childTraceparent } from '../runtime/headers.js';
 import { publishedKey, videoUrl } from '../stages/publish.js';
-import type { TaskRequest } from '../stages/records.js';
+import type { MediaRef, TaskRequest } from '../stages/records.js';
+import type { EventStreams } from './events.js';
+import { storeInspected } from './media.js';
 import { TERMINAL, toView, type StatusEvent, type StatusView, type TaskView } from './status-view.js';
-import { buildRequest, checkUpload, idempotentTaskId, referencedBlob, storeUpload, type Limits, type SubmitFields } from './submit.js';
+import { PARAM_FIELDS, REQUEST_FIELDS, buildRequest, idempotentTaskId, referencedBlob, type Limits, type SubmitFields } from './submit.js';
+import { readMultipart, type UploadSlots } from './uploads.js';
+import { sendBlob } from './video.js';
 
 export interface TaskRouteDeps {
   config: Config;
+  logger: Logger;
   blob: BlobStore;
   view: StatusView;
-  /** Writes the request and its QUEUED status; resolves when the broker has them. */
+  /** Writes the request and its QUEUED status in one transaction; throws BROKER_UNAVAILABLE past its deadline. */
   enqueue(request: TaskRequest, queued: StatusEvent): Promise<void>;
+  /** Keys the idempotent task ids. */
+  secret: Buffer;
+  streams: EventStreams;
+  slots: UploadSlots;
+  /** Checks a callback (URL, signing secret) before anything is stored; throws a 4xx SonicError. */
+  checkCallback?(tenant: string, callback: { url: string; secret_ref: string | null }): void;
+  /** Directory for spooled uploads. */
+  spoolRoot: string;
 }
 
-const PARAM_FIELDS = ['min_resolution', 'expand_ratio', 'inference_steps', 'dynamic_scale', 'motion_scale', 'seed', 'fps', 'crop_to_face'] as const;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const IDEMPOTENCY_KEY = /^[A-Za-z0-9_:.-]{1,255}$/;
+const PLACEHOLDER: MediaRef = { uri: 'pending:', content_type: null, size_bytes: null, sha256: null };
 
 const taskViewSchema = {
   type: 'object',
@@ -39,7 +55,7 @@ const taskViewSchema = {
     updated_at: { type: 'string' },
   },
 };
-const errorSchema = { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' }, retryable: { type: 'boolean' } } };
+export const errorSchema = { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' }, retryable: { type: 'boolean' }, details: { type: 'object', additionalProperties: true } } };
 
 export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
   const { config, blob, view } = deps;
@@ -48,9 +64,9 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
   const recent = new Map<string, Promise<void>>();
 
   const visible = (req: FastifyRequest, id: string): StatusEvent => {
-    const e = view.get(id);
+    const e = UUID.test(id) ? view.get(id) : undefined;
     // another tenant's task looks exactly like a missing one
-    if (!e || (config.apiAuth === 'required' && e.tenant_id !== req.tenant)) throw new SonicError('TASK_NOT_FOUND', `no task ${id}`);
+    if (!e || (config.apiAuth === 'required' && e.tenant_id !== req.tenant)) throw new SonicError('TASK_NOT_FOUND', `no task ${id.slice(0, 64)}`, { safe: true });
     return e;
   };
   const present = (e: StatusEvent): TaskView & { video_url: string | null } => ({ ...toView(e), video_url: e.state === 'SUCCEEDED' ? videoUrl(config, e.task_id) : null });
@@ -62,27 +78,113 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
     idempotent_replay: replay,
   });
 
+  /** Reads the submit's media and fields; `stored` collects what was written to the store, for removal when the submit fails. */
+  const readSubmit = async (req: FastifyRequest, taskId: string, stored: string[]): Promise<{ fields: SubmitFields; audio: MediaRef; image: MediaRef }> => {
+    const fields: SubmitFields = { params: {} };
+    if (!req.isMultipart()) {
+      const body = req.body;
+      if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new SonicError('INVALID_REQUEST', 'send a JSON object or a multipart form', { safe: true });
+      const b = body as Record<string, unknown>;
+      Object.assign(fields, {
+        params: b.params ?? {},
+        max_duration_s: b.max_duration_s,
+        truncate_audio: b.truncate_audio,
+        priority: b.priority,
+        metadata: b.metadata,
+        callback_url: (b.callback as { url?: unknown } | undefined)?.url ?? b.callback_url,
+        callback_secret_ref: (b.callback as { secret_ref?: unknown } | undefined)?.secret_ref ?? b.callback_secret_ref,
+      });
+      check(req, taskId, fields);
+      const audio = await referencedBlob(blob, req.tenant, 'audio', b.audio, limits);
+      const image = await referencedBlob(blob, req.tenant, 'image', b.image, limits);
+      return { fields, audio, image };
+    }
+    const release = deps.slots.acquire();
+    const form = await readMultipart(req, {
+      files: { audio: config.maxAudioBytes, image: config.maxImageBytes },
+      fields: [...PARAM_FIELDS, ...REQUEST_FIELDS],
+      maxFieldBytes: 16_384,
+      spoolRoot: deps.spoolRoot,
+    }).catch((err: unknown) => {
+      release();
+      throw err;
+    });
+    try {
+      for (const [name, value] of Object.entries(form.fields)) {
+        if ((PARAM_FIELDS as readonly string[]).includes(name)) (fields.params as Record<string, unknown>)[name] = value;
+        else (fields as unknown as Record<string, unknown>)[name] = value;
+      }
+      const files = { audio: form.files.get('audio'), image: form.files.get('image') };
+      for (const kind of ['audio', 'image'] as const) {
+        if (!files[kind]) throw new SonicError('INVALID_REQUEST', `the ${kind} file is missing (multipart field "${kind}")`, { safe: true, details: { field: kind } });
+      }
+      check(req, taskId, fields);
+      const audio = await storeInspected(blob, config, 'audio', files.audio!, taskKey(taskId, 'input', 'audio'), stored);
+      const image = await storeInspected(blob, config, 'image', files.image!, taskKey(taskId, 'input', 'image'), stored);
+      return { fields, audio, image };
+    } finally {
+      release();
+      await form.cleanup();
+    }
+  };
+
+  /** The checks that need no media, made before anything is stored. */
+  const check = (req: FastifyRequest, taskId: string, fields: SubmitFields): void => {
+    const r = buildRequest({ taskId, tenant: req.tenant, idempotencyKey: null, image: PLACEHOLDER, audio: PLACEHOLDER, fields, limits, traceparent: null, now: new Date() });
+    if (r.callback) deps.checkCallback?.(req.tenant, r.callback);
+  };
+
+  const submit = async (req: FastifyRequest, taskId: string, idemKey: string | null): Promise<void> => {
+    const stored: string[] = [];
+    let keep = false;
+    try {
+      const { fields, audio, image } = await readSubmit(req, taskId, stored);
+      const now = new Date();
+      const traceparent = childTraceparent(typeof req.headers.traceparent === 'string' ? req.headers.traceparent : undefined);
+      const request = buildRequest({ taskId, tenant: req.tenant, idempotencyKey: idemKey, image, audio, fields, limits, traceparent, now });
+      const queued: StatusEvent = {
+        task_id: taskId, state: 'QUEUED', stage: null, attempt: 1, progress: null, error_code: null, error_message: null,
+        retryable: null, result_url: null, tenant_id: req.tenant, created_at: now, at: now,
+      };
+      try {
+        await deps.enqueue(request, queued);
+      } catch (err) {
+        // a commit of unknown outcome may still have enqueued the task: its inputs stay
+        keep = (err as SonicError).details?.inDoubt === true;
+        throw err;
+      }
+      keep = true;
+      view.apply(queued);
+    } finally {
+      if (!keep) {
+        for (const key of stored) await blob.delete(key).catch((err: unknown) => deps.logger.warn({ err, key }, 'upload of a refused submit not removed'));
+      }
+    }
+  };
+
   return async (app: FastifyInstance) => {
     app.post(
       '/tasks',
       {
+        bodyLimit: 65_536,
         schema: {
           summary: 'Submit a task',
           description:
-            'multipart/form-data with files `audio` and `image` and Sonic parameters as fields, or JSON `{audio: {uri}, image: {uri}, params: {...}}` referencing stored blobs. Answers 202 at once; the video is made asynchronously.',
+            'multipart/form-data with files `audio` and `image` and Sonic parameters as fields, or JSON `{audio: {uri}, image: {uri}, params: {...}}` referencing files uploaded with POST /v1/uploads. Answers 202 at once; the video is made asynchronously.',
           headers: { type: 'object', properties: { 'idempotency-key': { type: 'string' } } },
-          response: { 202: { type: 'object', additionalProperties: true }, 200: { type: 'object', additionalProperties: true }, '4xx': errorSchema },
+          response: { 202: { type: 'object', additionalProperties: true }, 200: { type: 'object', additionalProperties: true }, '4xx': errorSchema, '5xx': errorSchema },
         },
       },
       async (req, reply) => {
-        const idemKey = typeof req.headers['idempotency-key'] === 'string' ? req.headers['idempotency-key'] : null;
-        if (idemKey !== null && !/^[A-Za-z0-9_:.-]{1,255}$/.test(idemKey)) {
-          throw new SonicError('IDEMPOTENCY_KEY_INVALID', 'Idempotency-Key must be 1-255 characters of [A-Za-z0-9_:.-]');
+        const raw = req.headers['idempotency-key'];
+        const idemKey = typeof raw === 'string' ? raw : null;
+        if (raw !== undefined && (idemKey === null || !IDEMPOTENCY_KEY.test(idemKey))) {
+          throw new SonicError('IDEMPOTENCY_KEY_INVALID', 'Idempotency-Key must be 1-255 characters of [A-Za-z0-9_:.-]', { safe: true });
         }
-        const taskId = idemKey ? idempotentTaskId(req.tenant, idemKey) : randomUUID();
+        const taskId = idemKey ? idempotentTaskId(deps.secret, req.tenant, idemKey) : randomUUID();
         if (idemKey && (view.get(taskId) || recent.has(taskId))) {
           await recent.get(taskId)?.catch(() => undefined);
-          if (view.get(taskId) || recent.has(taskId)) return reply.status(200).header('idempotent-replayed', 'true').send(accepted(taskId, true));
+          if (view.get(taskId)) return reply.status(200).header('idempotent-replayed', 'true').send(accepted(taskId, true));
         }
         const work = submit(req, taskId, idemKey);
         if (idemKey) recent.set(taskId, work);
@@ -97,57 +199,6 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
       },
     );
 
-    const submit = async (req: FastifyRequest, taskId: string, idemKey: string | null): Promise<void> => {
-      const fields: SubmitFields = { params: {} };
-      let audio;
-      let image;
-      if (req.isMultipart()) {
-        const files: Partial<Record<'audio' | 'image', { data: Buffer; type: string }>> = {};
-        for await (const part of req.parts()) {
-          if (part.type === 'file') {
-            if (part.fieldname !== 'audio' && part.fieldname !== 'image') {
-              part.file.resume();
-              throw new SonicError('INVALID_REQUEST', `unexpected file field "${part.fieldname}": send "audio" and "image"`);
-            }
-            const data = await part.toBuffer();
-            files[part.fieldname] = { data, type: checkUpload(part.fieldname, data, limits) };
-          } else {
-            const value = typeof part.value === 'string' ? part.value : String(part.value);
-            if ((PARAM_FIELDS as readonly string[]).includes(part.fieldname)) (fields.params as Record<string, unknown>)[part.fieldname] = value;
-            else (fields as unknown as Record<string, unknown>)[part.fieldname] = value;
-          }
-        }
-        if (!files.audio) throw new SonicError('INVALID_REQUEST', 'the audio file is missing (multipart field "audio")', { details: { field: 'audio' } });
-        if (!files.image) throw new SonicError('INVALID_REQUEST', 'the image file is missing (multipart field "image")', { details: { field: 'image' } });
-        audio = await storeUpload(blob, taskId, 'audio', files.audio.data, files.audio.type);
-        image = await storeUpload(blob, taskId, 'image', files.image.data, files.image.type);
-      } else {
-        const body = req.body;
-        if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new SonicError('INVALID_REQUEST', 'send a JSON object or a multipart form');
-        const b = body as Record<string, unknown>;
-        Object.assign(fields, {
-          params: (typeof b.params === 'object' && b.params) || {},
-          max_duration_s: b.max_duration_s,
-          truncate_audio: b.truncate_audio,
-          priority: b.priority,
-          metadata: b.metadata,
-          callback_url: (b.callback as { url?: unknown } | undefined)?.url ?? b.callback_url,
-          callback_secret_ref: (b.callback as { secret_ref?: unknown } | undefined)?.secret_ref ?? b.callback_secret_ref,
-        });
-        audio = await referencedBlob(blob, 'audio', b.audio, limits);
-        image = await referencedBlob(blob, 'image', b.image, limits);
-      }
-      const now = new Date();
-      const traceparent = childTraceparent(typeof req.headers.traceparent === 'string' ? req.headers.traceparent : undefined);
-      const request = buildRequest({ taskId, tenant: req.tenant, idempotencyKey: idemKey, image, audio, fields, limits, traceparent, now });
-      const queued: StatusEvent = {
-        task_id: taskId, state: 'QUEUED', stage: null, attempt: 1, progress: null, error_code: null, error_message: null,
-        retryable: null, result_url: null, tenant_id: req.tenant, created_at: now, at: now,
-      };
-      await deps.enqueue(request, queued);
-      view.apply(queued);
-    };
-
     app.get<{ Params: { id: string } }>(
       '/tasks/:id',
       { schema: { summary: 'Task status', params: { type: 'object', properties: { id: { type: 'string' } } }, response: { 200: taskViewSchema, '4xx': errorSchema } } },
@@ -157,38 +208,26 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
     app.get<{ Params: { id: string } }>(
       '/tasks/:id/events',
       { schema: { summary: 'Status changes as server-sent events, until the task ends', produces: ['text/event-stream'] } },
-      async (req, reply) => streamEvents(req, reply, visible(req, req.params.id)),
+      async (req, reply: FastifyReply) => {
+        const first = visible(req, req.params.id);
+        deps.streams.admit(req.keyId ?? req.ip);
+        reply.hijack();
+        deps.streams.serve(reply.raw, req.keyId ?? req.ip, first, view.changes$, {
+          matches: (e) => e.task_id === first.task_id,
+          isLast: (e) => TERMINAL.has(e.state),
+          render: (e) => JSON.stringify(present(e)),
+        });
+      },
     );
-
-    const streamEvents = (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply, first: StatusEvent): void => {
-      reply.hijack();
-      const res = reply.raw;
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-      const send = (e: StatusEvent): boolean => res.write(`event: status\ndata: ${JSON.stringify(present(e))}\n\n`);
-      send(first);
-      if (TERMINAL.has(first.state)) return void res.end();
-      const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
-      const sub = view.changes$
-        .pipe(
-          filter((e) => e.task_id === req.params.id),
-          takeWhile((e) => !TERMINAL.has(e.state), true),
-        )
-        .subscribe({ next: send, complete: () => res.end() });
-      res.on('close', () => {
-        clearInterval(ping);
-        sub.unsubscribe();
-      });
-    };
 
     app.get<{ Params: { id: string } }>(
       '/tasks/:id/video',
-      { schema: { summary: 'The MP4 of a succeeded task (or a redirect to its public location)', produces: ['video/mp4'] } },
+      { schema: { summary: 'The MP4 of a succeeded task (or a redirect to its public location); supports Range requests', produces: ['video/mp4'] } },
       async (req, reply) => {
         const e = visible(req, req.params.id);
-        if (e.state !== 'SUCCEEDED') throw new SonicError('VIDEO_NOT_READY', `task ${e.task_id} is ${e.state}; the video exists once it has SUCCEEDED`);
+        if (e.state !== 'SUCCEEDED') throw new SonicError('VIDEO_NOT_READY', `task ${e.task_id} is ${e.state}; the video exists once it has SUCCEEDED`, { safe: true });
         if (config.publicBaseUrl) return reply.redirect(videoUrl(config, e.task_id), 302);
-        const data = await blob.getBuffer(publishedKey(e.task_id));
-        return reply.type('video/mp4').header('content-disposition', `inline; filename="${e.task_id}.mp4"`).send(data);
+        return sendBlob(req, reply, blob, publishedKey(e.task_id), { contentType: 'video/mp4', filename: `${e.task_id}.mp4` });
       },
     );
   };

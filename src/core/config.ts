@@ -92,6 +92,8 @@ const path: Parser<string> = (raw, name) => {
 
 const optionalUrl: Parser<string> = (raw, name) => (raw === '' ? '' : url(raw, name));
 
+const optionalPath: Parser<string> = (raw, name) => (raw === '' ? '' : path(raw, name));
+
 const list: Parser<string[]> = (raw) => raw.split(',').map((s) => s.trim()).filter(Boolean);
 
 const bool: Parser<boolean> = (raw, name) => {
@@ -152,9 +154,23 @@ export const SETTINGS = {
   apiPort: def('SONIC_API_PORT', 8080, int(0, 65535), 'Port of the HTTP API; 0 picks a free port.'),
   apiPublicUrl: def('SONIC_API_PUBLIC_URL', 'http://localhost:8080', url, 'How clients reach the API; video links use it when SONIC_PUBLIC_BASE_URL is empty.'),
   apiAuth: def<'required' | 'disabled'>('SONIC_API_AUTH', 'required', oneOf('required', 'disabled'), 'Bearer API keys: `required`, or `disabled` (local demos only).'),
-  apiKeys: def('SONIC_API_KEYS', [] as string[], list, 'API keys, comma-separated `tenant:key` (or bare `key` for tenant `default`).'),
+  apiKeys: def('SONIC_API_KEYS', [] as string[], list, 'API keys, comma-separated `tenant:key` (or bare `key` for tenant `default`), each optionally followed by `;expires=<ISO-8601>`; tenants are 1-64 of [A-Za-z0-9_-].'),
   apiRateLimitPerMinute: def('SONIC_API_RATE_LIMIT_PER_MINUTE', 600, int(1, 10_000_000), 'Requests per minute per API key (per address without auth).'),
   apiKey: def('SONIC_API_KEY', '', str, 'API key the `sonicflow submit` client sends (redacted in logs).'),
+  apiSecret: def('SONIC_API_SECRET', '', str, 'Server secret (32+ characters) that keys idempotent task ids; empty: generated once into SONIC_STATE_DIR. Replicas must share it (redacted).'),
+  stateDir: def('SONIC_STATE_DIR', '~/.local/state/sonicflow', path, 'Directory of local state: the generated API secret.'),
+  apiInstanceId: def('SONIC_API_INSTANCE_ID', '', str, 'Names this API replica in its transactional id (stable across restarts, unique per replica); empty: the host name.'),
+  apiTrustProxyHops: def('SONIC_API_TRUST_PROXY_HOPS', 0, int(0, 10), 'Reverse proxies in front of the API whose X-Forwarded-For is trusted for the client address (rate limits per address); 0 trusts none.'),
+  apiFailedAuthPerMinute: def('SONIC_API_FAILED_AUTH_PER_MINUTE', 20, int(1, 1_000_000), 'Failed authentications per minute per client address before it is answered 429.'),
+  apiRequestTimeoutMs: def('SONIC_API_REQUEST_TIMEOUT_MS', 120_000, int(1000, 3_600_000), 'Longest a client may take to send a whole request (uploads included), ms; slower ones are cut off.'),
+  apiHeadersTimeoutMs: def('SONIC_API_HEADERS_TIMEOUT_MS', 10_000, int(500, 600_000), 'Longest a client may take to send the request headers, ms.'),
+  apiIdleTimeoutMs: def('SONIC_API_IDLE_TIMEOUT_MS', 60_000, int(1000, 3_600_000), 'A connection with no traffic either way for this long is closed, ms.'),
+  apiMaxConcurrentUploads: def('SONIC_API_MAX_CONCURRENT_UPLOADS', 32, int(1, 100_000), 'Uploads (multipart submits and POST /v1/uploads) in progress at once; more are answered 503 API_OVERLOADED.'),
+  apiSpoolDir: def('SONIC_API_SPOOL_DIR', '', optionalPath, 'Where uploads are spooled while they are checked; empty: the system temporary directory.'),
+  apiEnqueueTimeoutMs: def('SONIC_API_ENQUEUE_TIMEOUT_MS', 10_000, int(100, 600_000), 'Longest a submit waits for Kafka to take the task, ms; then 503 BROKER_UNAVAILABLE and nothing is enqueued.'),
+  apiMaxStreamsPerKey: def('SONIC_API_MAX_STREAMS_PER_KEY', 16, int(1, 100_000), 'Open event streams (SSE) per API key.'),
+  apiMaxStreams: def('SONIC_API_MAX_STREAMS', 1000, int(1, 1_000_000), 'Open event streams (SSE) on one API process.'),
+  apiStreamMaxS: def('SONIC_API_STREAM_MAX_S', 3600, int(1, 86_400), 'Longest an event stream stays open, s; the client reconnects and gets the current state.'),
   maxAudioBytes: def('SONIC_MAX_AUDIO_BYTES', 50 * 1024 * 1024, int(1, 2 ** 31), 'Largest accepted audio upload, bytes.'),
   maxImageBytes: def('SONIC_MAX_IMAGE_BYTES', 20 * 1024 * 1024, int(1, 2 ** 31), 'Largest accepted image upload, bytes.'),
   maxAudioSeconds: def('SONIC_MAX_AUDIO_SECONDS', 60, int(1, 400), 'Longest accepted audio, s (Sonic cannot go past 400 s).'),
@@ -190,7 +206,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 }
 
 /** Variables whose values are secrets: never printed or logged. */
-export const SECRET_SETTINGS: ReadonlySet<string> = new Set(['SONIC_KAFKA_SASL_PASSWORD', 'SCHEMA_REGISTRY_PASSWORD', 'SONIC_S3_SECRET_ACCESS_KEY', 'SONIC_API_KEYS', 'SONIC_API_KEY', 'SONIC_WEBHOOK_SECRET', 'SONIC_WEBHOOK_SECRETS']);
+export const SECRET_SETTINGS: ReadonlySet<string> = new Set(['SONIC_KAFKA_SASL_PASSWORD', 'SCHEMA_REGISTRY_PASSWORD', 'SONIC_S3_SECRET_ACCESS_KEY', 'SONIC_API_KEYS', 'SONIC_API_KEY', 'SONIC_API_SECRET', 'SONIC_WEBHOOK_SECRET', 'SONIC_WEBHOOK_SECRETS']);
 
 /** A value for display: secrets become `[redacted]` (or stay empty when unset). */
 export function displayValue(env: string, value: string): string {

@@ -78,7 +78,7 @@ export interface SonicErrorOptions {
  * (paths, endpoints, exit codes, keys of the store) stays in logs and DLQ headers.
  */
 export const PUBLIC_DETAIL_KEYS: ReadonlySet<string> = new Set([
-  'field', 'max', 'min', 'limit', 'width', 'height', 'pixels', 'maxPixels', 'maxSide', 'minShort', 'maxShort',
+  'field', 'max', 'min', 'step', 'limit', 'width', 'height', 'pixels', 'maxPixels', 'maxSide', 'minShort', 'maxShort',
   'durationS', 'minS', 'maxS', 'sizeBytes', 'maxBytes', 'retryAfterS',
 ]);
 

@@ -3,7 +3,10 @@
  * --wait follows the task's server-sent events with a progress bar until it ends, printing the
  * video's location (and saving it with --output).
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { basename } from 'node:path';
 import { SonicError } from '../core/errors.js';
 
@@ -94,9 +97,20 @@ export async function waitForTask(o: Pick<SubmitOptions, 'api' | 'apiKey' | 'pro
   return last;
 }
 
-/** Downloads the task's video to `path`. */
+/**
+ * Downloads the task's video to `path`, streamed. The API key goes only to the API's own origin:
+ * a `video_url` on a CDN, or a redirect to one, is fetched without it.
+ */
 export async function downloadVideo(o: Pick<SubmitOptions, 'api' | 'apiKey'>, status: TaskStatus, path: string): Promise<void> {
-  const res = await fetch(status.video_url ?? `${o.api}/v1/tasks/${status.task_id}/video`, { headers: headers(o) });
-  if (!res.ok) await answer(res);
-  await writeFile(path, Buffer.from(await res.arrayBuffer()));
+  const apiOrigin = new URL(o.api).origin;
+  let url = new URL(status.video_url ?? `${o.api}/v1/tasks/${status.task_id}/video`, o.api);
+  let res: Response | undefined;
+  for (let hops = 0; hops < 5; hops++) {
+    res = await fetch(url, { headers: url.origin === apiOrigin ? headers(o) : {}, redirect: 'manual' });
+    const location = res.headers.get('location');
+    if (res.status < 300 || res.status >= 400 || !location) break;
+    url = new URL(location, url);
+  }
+  if (!res || !res.ok || !res.body) return void (res ? await answer(res) : undefined);
+  await pipeline(Readable.fromWeb(res.body as never), createWriteStream(path));
 }

@@ -68,9 +68,9 @@ describe('bad input gets a clear error and loses nothing (real pipeline)', () =>
       'INVALID_REQUEST',
     ],
     [
-      'JSON referencing a blob that does not exist',
+      'JSON referencing an upload that does not exist',
       async () => {
-        const r = await fetch(`${p.api}/v1/tasks`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ audio: { uri: 'blob://tasks/nope/input/audio' }, image: { uri: 'blob://tasks/nope/input/image' } }) });
+        const r = await fetch(`${p.api}/v1/tasks`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ audio: { uri: 'blob://uploads/acme/00000000-0000-4000-8000-000000000001' }, image: { uri: 'blob://uploads/acme/00000000-0000-4000-8000-000000000002' } }) });
         return { status: r.status, body: (await r.json()) as Record<string, unknown> };
       },
       422,

@@ -1,0 +1,161 @@
+/**
+ * Who is calling: bearer API keys (with an optional expiry) mapped to tenants, and a limit on
+ * failed attempts per client address. `guardScope` makes authentication and the per-key rate
+ * limit properties of every route registered in a fastify scope (the `/v1` plugin), so they hold
+ * whatever spelling of a path the router accepted (`/%761/tasks` is the same route as `/v1/tasks`).
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import rateLimit from '@fastify/rate-limit';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { SonicError } from '../core/errors.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The caller's tenant ('' before authentication). */
+    tenant: string;
+    /** A short, non-reversible id of the key used (for rate limits and logs), or null. */
+    keyId: string | null;
+  }
+}
+
+/** One configured key. */
+export interface ApiKey {
+  tenant: string;
+  /** sha256 of the key. */
+  digest: Buffer;
+  /** The key is refused from this instant on; undefined: never. */
+  expiresAt?: Date;
+}
+
+/** Tenant names appear in blob keys and secret names: a plain word. */
+export const TENANT_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+const digest = (key: string): Buffer => createHash('sha256').update(key, 'utf8').digest();
+
+/**
+ * Parses SONIC_API_KEYS entries: `tenant:key`, a bare `key` (tenant `default`), either followed by
+ * `;expires=<ISO-8601 instant>`. Throws CONFIG_INVALID for a bad tenant name, an empty key, a
+ * key used twice or an unreadable expiry (the message never shows a key).
+ */
+export function parseApiKeys(entries: string[]): ApiKey[] {
+  const seen = new Set<string>();
+  return entries.map((entry, i) => {
+    const [main = '', ...attrs] = entry.split(';');
+    const colon = main.indexOf(':');
+    const tenant = colon > 0 ? main.slice(0, colon) : 'default';
+    const key = colon > 0 ? main.slice(colon + 1) : main;
+    const where = `SONIC_API_KEYS entry ${i + 1} (tenant ${TENANT_NAME.test(tenant) ? tenant : '?'})`;
+    if (!TENANT_NAME.test(tenant)) throw new SonicError('CONFIG_INVALID', `${where}: the tenant must be 1-64 of [A-Za-z0-9_-]`);
+    if (key.length === 0) throw new SonicError('CONFIG_INVALID', `${where}: the key is empty`);
+    const hex = digest(key).toString('hex');
+    if (seen.has(hex)) throw new SonicError('CONFIG_INVALID', `${where}: the same key appears twice`);
+    seen.add(hex);
+    const out: ApiKey = { tenant, digest: digest(key) };
+    for (const a of attrs) {
+      const m = /^expires=(.+)$/.exec(a.trim());
+      const at = m ? new Date(m[1]!) : undefined;
+      if (!at || Number.isNaN(at.getTime())) throw new SonicError('CONFIG_INVALID', `${where}: unknown attribute or bad date "${a.slice(0, 40)}" (expected expires=<ISO-8601>)`);
+      out.expiresAt = at;
+    }
+    return out;
+  });
+}
+
+/** Looks a presented key up in constant time per configured key; the tenant, or why not. */
+export function authenticate(keys: readonly ApiKey[], presented: string, now: Date): { tenant: string } | { refused: 'unknown' | 'expired' } {
+  const d = digest(presented);
+  let found: ApiKey | undefined;
+  for (const k of keys) if (timingSafeEqual(k.digest, d)) found = k;
+  if (!found) return { refused: 'unknown' };
+  if (found.expiresAt && found.expiresAt.getTime() <= now.getTime()) return { refused: 'expired' };
+  return { tenant: found.tenant };
+}
+
+/**
+ * Failed authentications per client address in a sliding minute: past `max`, every request from
+ * that address is answered 429 until the window has room again (a guessing client learns nothing
+ * more). Memory is bounded: at most `maxAddresses` addresses are tracked, the oldest dropped first.
+ */
+export class FailedAuthLimiter {
+  private readonly failures = new Map<string, number[]>();
+
+  constructor(
+    private readonly max: number,
+    private readonly windowMs = 60_000,
+    private readonly maxAddresses = 100_000,
+  ) {}
+
+  /** Seconds until `address` may try again; 0 when it may now. */
+  retryAfterS(address: string, nowMs: number): number {
+    const times = this.recent(address, nowMs);
+    if (times.length < this.max) return 0;
+    return Math.max(1, Math.ceil((times[times.length - this.max]! + this.windowMs - nowMs) / 1000));
+  }
+
+  record(address: string, nowMs: number): void {
+    const times = this.recent(address, nowMs);
+    times.push(nowMs);
+    // re-insert: Map order is the eviction order
+    this.failures.delete(address);
+    this.failures.set(address, times.slice(-this.max));
+    if (this.failures.size > this.maxAddresses) this.failures.delete(this.failures.keys().next().value!);
+  }
+
+  private recent(address: string, nowMs: number): number[] {
+    const times = (this.failures.get(address) ?? []).filter((t) => t > nowMs - this.windowMs);
+    if (times.length === 0) this.failures.delete(address);
+    return times;
+  }
+}
+
+export interface GuardOptions {
+  auth: 'required' | 'disabled';
+  keys: readonly ApiKey[];
+  /** Requests per minute per key (per address without auth). */
+  perMinute: number;
+  /** Failed authentications per minute per address. */
+  failedPerMinute: number;
+  now?: () => Date;
+}
+
+/**
+ * Adds authentication and the rate limit to every route of `scope` (call it inside the plugin
+ * that registers the routes). A failed attempt counts against the client address; an address
+ * past the limit gets 429 before its key is even looked at.
+ */
+export async function guardScope(scope: FastifyInstance, o: GuardOptions): Promise<void> {
+  const now = o.now ?? (() => new Date());
+  const failures = new FailedAuthLimiter(o.failedPerMinute);
+  scope.addHook('onRequest', async (req: FastifyRequest, reply) => {
+    if (o.auth === 'disabled') {
+      req.tenant = 'default';
+      return;
+    }
+    const t = now();
+    const wait = failures.retryAfterS(req.ip, t.getTime());
+    if (wait > 0) {
+      void reply.header('retry-after', String(wait));
+      throw new SonicError('RATE_LIMITED', `too many failed authentications from this address; retry in ${wait} s`, { safe: true, details: { retryAfterS: wait } });
+    }
+    const m = /^Bearer ([\x21-\x7e]{1,512})$/.exec(req.headers.authorization ?? '');
+    const result = m ? authenticate(o.keys, m[1]!, t) : ({ refused: 'missing' } as const);
+    if ('refused' in result) {
+      failures.record(req.ip, t.getTime());
+      const message = result.refused === 'missing' ? 'send an API key: Authorization: Bearer <key>' : result.refused === 'expired' ? 'the API key has expired' : 'the API key is not valid';
+      throw new SonicError('UNAUTHORIZED', message, { safe: true });
+    }
+    req.tenant = result.tenant;
+    req.keyId = createHash('sha256').update(m![1]!).digest('hex').slice(0, 16);
+  });
+  await scope.register(rateLimit, {
+    global: true,
+    hook: 'onRequest',
+    max: o.perMinute,
+    timeWindow: 60_000,
+    keyGenerator: (req) => (req.keyId ? `key:${req.keyId}` : `ip:${req.ip}`),
+    errorResponseBuilder: (_req, ctx) => {
+      const wait = Math.max(1, Math.ceil(ctx.ttl / 1000));
+      return Object.assign(new SonicError('RATE_LIMITED', `rate limit of ${ctx.max} requests per minute reached; retry in ${wait} s`, { safe: true, details: { retryAfterS: wait } }), { statusCode: 429 });
+    },
+  });
+}

@@ -1,0 +1,86 @@
+/**
+ * Server-sent events of a task's status: a bounded number of open streams per API key and in
+ * all, a ping that keeps proxies from idling them out, a longest lifetime after which the client
+ * reconnects, and a shutdown that ends every stream at once (so the server can close).
+ */
+import type { ServerResponse } from 'node:http';
+import type { Observable } from 'rxjs';
+import { filter, takeWhile } from 'rxjs';
+import { SonicError } from '../core/errors.js';
+
+export interface StreamLimits {
+  perKey: number;
+  total: number;
+  /** Longest a stream stays open, ms; the client reconnects (EventSource does) and gets the current state. */
+  maxLifetimeMs: number;
+  pingMs?: number;
+}
+
+interface Open {
+  owner: string;
+  end(): void;
+}
+
+export class EventStreams {
+  private readonly open = new Set<Open>();
+  private readonly byOwner = new Map<string, number>();
+  private closing = false;
+
+  constructor(private readonly limits: StreamLimits) {}
+
+  /** Open streams now. */
+  get size(): number {
+    return this.open.size;
+  }
+
+  /** Throws API_OVERLOADED (in all, or shutting down) or RATE_LIMITED (this key) when another stream may not open. */
+  admit(owner: string): void {
+    if (this.closing || this.open.size >= this.limits.total) {
+      throw new SonicError('API_OVERLOADED', 'too many open event streams on this server; poll the status instead, or retry later', { safe: true, details: { limit: this.limits.total, retryAfterS: 5 } });
+    }
+    if ((this.byOwner.get(owner) ?? 0) >= this.limits.perKey) {
+      throw new SonicError('RATE_LIMITED', `at most ${this.limits.perKey} event streams may be open per API key; close one first`, { safe: true, details: { limit: this.limits.perKey, retryAfterS: 5 } });
+    }
+  }
+
+  /**
+   * Streams `first`, then every event of `changes$` that `matches`, until `isLast` says the
+   * task ended (or the client goes, the lifetime passes, or the server shuts down).
+   */
+  serve<E>(res: ServerResponse, owner: string, first: E, changes$: Observable<E>, o: { matches(e: E): boolean; isLast(e: E): boolean; render(e: E): string }): void {
+    this.admit(owner);
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    const send = (e: E): void => void res.write(`event: status\ndata: ${o.render(e)}\n\n`);
+    send(first);
+    if (o.isLast(first)) return void res.end();
+    let ended = false;
+    const entry: Open = { owner, end: () => finish() };
+    this.open.add(entry);
+    this.byOwner.set(owner, (this.byOwner.get(owner) ?? 0) + 1);
+    const ping = setInterval(() => res.write(': ping\n\n'), this.limits.pingMs ?? 15_000);
+    const lifetime = setTimeout(() => finish(), this.limits.maxLifetimeMs);
+    const sub = changes$.pipe(filter(o.matches), takeWhile((e) => !o.isLast(e), true)).subscribe({ next: send, complete: () => finish() });
+    function finish(): void {
+      if (ended) return;
+      ended = true;
+      res.end();
+    }
+    res.on('close', () => {
+      ended = true;
+      clearInterval(ping);
+      clearTimeout(lifetime);
+      sub.unsubscribe();
+      if (this.open.delete(entry)) {
+        const n = (this.byOwner.get(owner) ?? 1) - 1;
+        if (n <= 0) this.byOwner.delete(owner);
+        else this.byOwner.set(owner, n);
+      }
+    });
+  }
+
+  /** Ends every open stream and refuses new ones (call before closing the server). */
+  closeAll(): void {
+    this.closing = true;
+    for (const s of [...this.open]) s.end();
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * Hostile suite, part 4: the API when Kafka is gone. A submit while the broker is stopped or
+ * frozen is refused on time (503 BROKER_UNAVAILABLE with Retry-After), its uploads are removed,
+ * and nothing of it ever becomes visible; when the broker returns, submits work again. Runs on a
+ * private broker, so the other test files keep theirs.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { readTopic } from '../../src/kafka/io.js';
+import { makePortrait } from '../../src/media/samples.js';
+import { KEYS, bearer, multipart, raw, startApiOnly, type ApiUnderTest } from '../helpers/api.js';
+import { startPrivateBroker, type PrivateBroker } from '../helpers/private-broker.js';
+
+describe('the API while the broker is away (private broker)', () => {
+  let broker: PrivateBroker;
+  let api: ApiUnderTest;
+  let form: { body: Buffer; contentType: string };
+  const accepted: string[] = [];
+  const dir = mkdtempSync(join(tmpdir(), 'sonicflow-sec-avail-'));
+
+  beforeAll(async () => {
+    broker = await startPrivateBroker();
+    api = await startApiOnly({ ...broker.env, SONIC_API_ENQUEUE_TIMEOUT_MS: '3000', SONIC_KAFKA_CONNECT_TIMEOUT_MS: '1000', SONIC_KAFKA_REQUEST_TIMEOUT_MS: '2000' }, broker.context());
+    spawnSync('ffmpeg', ['-nostdin', '-v', 'error', '-f', 'lavfi', '-i', 'sine=frequency=220:duration=2', join(dir, 'a.wav')]);
+    await makePortrait(join(dir, 'p.png'), { width: 400, height: 500 });
+    form = multipart([
+      { name: 'audio', filename: 'a.wav', data: readFileSync(join(dir, 'a.wav')) },
+      { name: 'image', filename: 'p.png', data: readFileSync(join(dir, 'p.png')) },
+    ]);
+  }, 180_000);
+
+  const submit = (headers: Record<string, string> = {}) => raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': form.contentType, ...headers }, form.body);
+  /** Stored input files (the task folders stay; their files go). */
+  const inputs = (): string[] =>
+    existsSync(join(api.dataDir, 'tasks')) ? readdirSync(join(api.dataDir, 'tasks'), { recursive: true }).map(String).filter((f) => /input\/(audio|image)$/.test(f)) : [];
+  const refusedOnTime = async (): Promise<void> => {
+    const before = inputs();
+    const t0 = Date.now();
+    const r = await submit({ 'idempotency-key': `down-${t0}` });
+    expect(r.status, r.text).toBe(503);
+    expect(r.json).toMatchObject({ code: 'BROKER_UNAVAILABLE', retryable: true });
+    expect(Number(r.headers['retry-after'])).toBeGreaterThan(0);
+    expect(Date.now() - t0).toBeLessThan(3000 + 2000);
+    // the uploads of the refused submit are gone
+    expect(inputs().sort()).toEqual(before.sort());
+  };
+
+  it('a submit with the broker up is accepted', async () => {
+    const r = await submit();
+    expect(r.status, r.text).toBe(202);
+    accepted.push(String(r.json.task_id));
+  });
+
+  it('with the broker stopped: 503 BROKER_UNAVAILABLE within the enqueue deadline, uploads removed, /readyz 503 at once', async () => {
+    broker.stop();
+    await refusedOnTime();
+    await refusedOnTime();
+    const t0 = Date.now();
+    const ready = await raw(api.port, 'GET', '/readyz');
+    expect(ready.status).toBe(503);
+    expect(ready.json).toMatchObject({ ready: false, checks: { broker: false } });
+    expect(Date.now() - t0).toBeLessThan(3000);
+  }, 60_000);
+
+  it('when the broker returns, submits are accepted again', async () => {
+    broker.start();
+
+    const until = Date.now() + 60_000;
+    for (;;) {
+      const r = await submit();
+      if (r.status === 202) {
+        accepted.push(String(r.json.task_id));
+        break;
+      }
+      expect(r.json.code).toBe('BROKER_UNAVAILABLE');
+      if (Date.now() > until) throw new Error(`still refused: ${r.text}\n${api.proc.logs().slice(-3000)}`);
+      await new Promise((res) => setTimeout(res, 500));
+    }
+  }, 90_000);
+
+  it('with the broker frozen (it accepts nothing and answers nothing): 503 on time as well', async () => {
+    broker.freeze();
+    try {
+      await refusedOnTime();
+    } finally {
+      broker.thaw();
+    }
+    const until = Date.now() + 60_000;
+    while ((await submit()).status !== 202) {
+      if (Date.now() > until) throw new Error('submits still refused after the broker thawed');
+      await new Promise((res) => setTimeout(res, 500));
+    }
+  }, 90_000);
+
+  it('a refused submit never becomes visible: every QUEUED status has its request, and no request is of a refused submit', async () => {
+    const kafka = broker.context().kafka;
+    const requests = await readTopic(kafka, api.topic('tasks.requested'), { idleMs: 2000 });
+    const statuses = await readTopic(kafka, api.topic('tasks.status'), { idleMs: 2000 });
+    const requested = new Set(requests.map((r) => r.key));
+    for (const id of accepted) expect(requested.has(id)).toBe(true);
+    for (const s of statuses) expect(requested.has(s.key), `QUEUED of ${s.key} without its request`).toBe(true);
+    // each accepted submit once; refused ones not at all
+    expect(requests.length).toBe(requested.size);
+    expect(requested.size).toBe(accepted.length + 1);
+    expect(inputs().length).toBe(2 * requested.size);
+  }, 60_000);
+});

@@ -1,0 +1,168 @@
+/**
+ * Hostile suite, part 3: requests built to exhaust the API — odd and oversized forms, slow
+ * clients, floods of uploads and event streams — against the real API process and broker. Each
+ * refused request gets its exact status and code, enqueues nothing and leaves no spool file.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makePortrait } from '../../src/media/samples.js';
+import { KEYS, bearer, expectRefused, multipart, raw, startApiOnly, type ApiUnderTest } from '../helpers/api.js';
+
+describe('no request exhausts the API (real API, broker, registry)', () => {
+  let api: ApiUnderTest;
+  const dir = mkdtempSync(join(tmpdir(), 'sonicflow-sec-inputs-'));
+  let wav: Buffer;
+  let png: Buffer;
+  const sockets: Socket[] = [];
+  afterAll(() => sockets.forEach((s) => s.destroy()));
+
+  beforeAll(async () => {
+    api = await startApiOnly({
+      SONIC_MAX_AUDIO_BYTES: String(400_000),
+      SONIC_MAX_IMAGE_BYTES: String(300_000),
+      SONIC_API_REQUEST_TIMEOUT_MS: '3000',
+      SONIC_API_HEADERS_TIMEOUT_MS: '2000',
+      SONIC_API_MAX_CONCURRENT_UPLOADS: '2',
+      SONIC_API_MAX_STREAMS_PER_KEY: '2',
+      SONIC_API_MAX_STREAMS: '3',
+    });
+    spawnSync('ffmpeg', ['-nostdin', '-v', 'error', '-f', 'lavfi', '-i', 'sine=frequency=220:duration=2', join(dir, 'a.wav')]);
+    await makePortrait(join(dir, 'p.png'), { width: 400, height: 500 });
+    wav = readFileSync(join(dir, 'a.wav'));
+    png = readFileSync(join(dir, 'p.png'));
+  }, 120_000);
+
+  const send = (parts: Parameters<typeof multipart>[0], headers: Record<string, string> = {}) => {
+    const f = multipart(parts);
+    return raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': f.contentType, ...headers }, f.body);
+  };
+  const media = () => [{ name: 'audio', filename: 'a.wav', data: wav }, { name: 'image', filename: 'p.png', data: png }];
+
+  const forms: [string, () => Parameters<typeof multipart>[0], number, string][] = [
+    ['a field named params', () => [...media(), { name: 'params', data: '{"seed": 1}' }], 400, 'INVALID_REQUEST'],
+    ['a field named __proto__', () => [...media(), { name: '__proto__', data: '{"tenant_id": "other"}' }], 400, 'INVALID_REQUEST'],
+    ['a field named constructor', () => [...media(), { name: 'constructor', data: 'x' }], 400, 'INVALID_REQUEST'],
+    ['a field named tenant_id', () => [...media(), { name: 'tenant_id', data: 'other' }], 400, 'INVALID_REQUEST'],
+    ['an unexpected file field', () => [{ name: 'video', filename: 'v.mp4', data: wav }, ...media()], 400, 'INVALID_REQUEST'],
+    ['a third file after audio and image', () => [...media(), { name: 'video', filename: 'v.mp4', data: wav }], 413, 'PAYLOAD_TOO_LARGE'],
+    ['a file where a parameter belongs', () => [{ name: 'seed', filename: 's', data: '1' }, ...media()], 400, 'INVALID_REQUEST'],
+    ['the audio file twice', () => [media()[0]!, { name: 'audio', filename: 'b.wav', data: wav }, media()[1]!], 400, 'INVALID_REQUEST'],
+    ['the same parameter twice', () => [{ name: 'seed', data: '1' }, { name: 'seed', data: '2' }, ...media()], 400, 'INVALID_REQUEST'],
+    ['a zero-length audio file', () => [{ name: 'audio', filename: 'a.wav', data: Buffer.alloc(0) }, media()[1]!], 400, 'INVALID_REQUEST'],
+    ['an image over its limit (the audio limit is larger)', () => [media()[0]!, { name: 'image', filename: 'p.png', data: Buffer.concat([png, Buffer.alloc(350_000)]) }], 413, 'PAYLOAD_TOO_LARGE'],
+    ['an audio file over its limit', () => [{ name: 'audio', filename: 'a.wav', data: Buffer.concat([wav, Buffer.alloc(500_000)]) }, media()[1]!], 413, 'PAYLOAD_TOO_LARGE'],
+    ['a 20 000-character metadata field', () => [...media(), { name: 'metadata', data: JSON.stringify({ a: 'x'.repeat(20_000) }) }], 413, 'PAYLOAD_TOO_LARGE'],
+    ['more fields than a submit has', () => [...['min_resolution', 'expand_ratio', 'inference_steps', 'dynamic_scale', 'motion_scale', 'seed', 'fps', 'crop_to_face', 'max_duration_s', 'truncate_audio', 'priority', 'metadata', 'callback_secret_ref', 'callback_url', 'extra1'].map((name) => ({ name, data: '' })), ...media()], 413, 'PAYLOAD_TOO_LARGE'],
+    ['300 file parts', () => Array.from({ length: 300 }, (_, i) => ({ name: `f${i}`, filename: 'x', data: 'x' })), 400, 'INVALID_REQUEST'],
+    ['300 empty text parts', () => Array.from({ length: 300 }, () => ({ name: 'seed', data: '' })), 400, 'INVALID_REQUEST'],
+    ['a text file as the image', () => [media()[0]!, { name: 'image', filename: 'p.png', data: 'not an image, just text' }], 415, 'UNSUPPORTED_IMAGE_FORMAT'],
+    ['an image as the audio', () => [{ name: 'audio', filename: 'a.wav', data: png }, media()[1]!], 415, 'UNSUPPORTED_AUDIO_FORMAT'],
+  ];
+  it.each(forms.map(([name, parts, status, code]) => ({ name, parts, status, code })))('a form with $name → $status $code, nothing enqueued, nothing spooled', async ({ parts, status, code }) => {
+    await expectRefused(api, () => send(parts()), status, code);
+    await waitFor(() => api.spooled().length === 0, 3000, 'spool files removed');
+  });
+
+  const bodies: [string, Record<string, string>, Buffer | string, number, string][] = [
+    ['a JSON body over 64 KiB', { 'content-type': 'application/json' }, JSON.stringify({ audio: { uri: 'x' }, pad: 'x'.repeat(70_000) }), 413, 'PAYLOAD_TOO_LARGE'],
+    ['a gzip-encoded JSON body', { 'content-type': 'application/json', 'content-encoding': 'gzip' }, gzipSync(JSON.stringify({ a: 1 })), 400, 'INVALID_REQUEST'],
+    ['a text/plain body', { 'content-type': 'text/plain' }, 'audio=x', 400, 'INVALID_REQUEST'],
+    ['an XML body', { 'content-type': 'application/xml' }, '<task/>', 400, 'INVALID_REQUEST'],
+    ['a JSON array', { 'content-type': 'application/json' }, '[1,2,3]', 400, 'INVALID_REQUEST'],
+    ['JSON params that are a string', { 'content-type': 'application/json' }, JSON.stringify({ params: 'x', audio: { uri: 'blob://uploads/acme/x' }, image: { uri: 'blob://uploads/acme/y' } }), 400, 'INVALID_REQUEST'],
+    ['a multipart body without a boundary', { 'content-type': 'multipart/form-data' }, 'x', 400, 'INVALID_REQUEST'],
+    ['a multipart body cut short', { 'content-type': 'multipart/form-data; boundary=abc' }, '--abc\r\ncontent-disposition: form-data; name="audio"; filename="a"\r\n\r\nRIFF', 400, 'INVALID_REQUEST'],
+  ];
+  it.each(bodies.map(([name, headers, body, status, code]) => ({ name, headers, body, status, code })))('$name → $status $code, nothing enqueued', async ({ headers, body, status, code }) => {
+    await expectRefused(api, () => raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), ...headers }, body), status, code);
+  });
+
+  /** Opens a connection that sends the headers and the start of an upload, then one byte every `everyMs`. */
+  const trickle = (everyMs: number, path = '/v1/tasks'): { socket: Socket; closed: Promise<{ afterMs: number; answer: string }> } => {
+    const started = Date.now();
+    const socket = connect(api.port, '127.0.0.1');
+    sockets.push(socket);
+    let answer = '';
+    socket.on('data', (d) => (answer += d.toString()));
+    socket.on('error', () => undefined);
+    const closed = new Promise<{ afterMs: number; answer: string }>((resolve) => socket.on('close', () => resolve({ afterMs: Date.now() - started, answer })));
+    socket.write(`POST ${path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEYS.acme}\r\ncontent-type: multipart/form-data; boundary=abc\r\ncontent-length: 100000\r\n\r\n--abc\r\ncontent-disposition: form-data; name="audio"; filename="a.wav"\r\n\r\nRIFF`);
+    const t = setInterval(() => (socket.writable ? socket.write('x') : clearInterval(t)), everyMs);
+    socket.on('close', () => clearInterval(t));
+    return { socket, closed };
+  };
+
+  it('a slow-loris upload is cut off at the request deadline; nothing is enqueued or left spooled', async () => {
+    const before = await api.requestedEnd();
+    const { closed } = trickle(300);
+    const { afterMs, answer } = await closed;
+    expect(afterMs).toBeLessThan(3000 + 2500);
+    expect(answer === '' || /^HTTP\/1\.1 (408|400)/.test(answer), answer).toBe(true);
+    expect(await api.requestedEnd()).toBe(before);
+    await waitFor(() => api.spooled().length === 0, 3000, 'spool files removed');
+  }, 20_000);
+
+  it('slow headers are cut off at the headers deadline', async () => {
+    const socket = connect(api.port, '127.0.0.1');
+    sockets.push(socket);
+    const started = Date.now();
+    const closed = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now() - started)));
+    socket.on('error', () => undefined);
+    socket.write('GET /healthz HTTP/1.1\r\nhost: x\r\n');
+    const t = setInterval(() => socket.writable && socket.write('x-a: b\r\n'), 300);
+    expect(await closed).toBeLessThan(2000 + 2500);
+    clearInterval(t);
+  }, 20_000);
+
+  it('past the cap on concurrent uploads a submit is refused at once with 503 API_OVERLOADED and Retry-After; the slots come back', async () => {
+    const slow = [trickle(200), trickle(200)];
+    await new Promise((r) => setTimeout(r, 500));
+    const r = await expectRefused(api, () => send(media()), 503, 'API_OVERLOADED');
+    expect(Number(r.headers['retry-after'])).toBeGreaterThan(0);
+    await Promise.all(slow.map((s) => s.closed));
+    // the server sees the cut connections a moment after the client does
+    await waitFor(async () => (await send(media())).status === 202, 3000, 'the upload slots are released');
+  }, 30_000);
+
+  it('event streams are capped per key (429) and in all (503); other keys keep theirs', async () => {
+    const ok = await send(media());
+    const id = String(ok.json.task_id);
+    const open = (key: string) => fetch(`${api.base}/v1/tasks/${id}/events`, { headers: bearer(key) });
+    const s1 = await open(KEYS.acme);
+    const s2 = await open(KEYS.acme);
+    expect([s1.status, s2.status]).toEqual([200, 200]);
+    const third = await open(KEYS.acme);
+    expect(third.status).toBe(429);
+    expect(((await third.json()) as { code: string }).code).toBe('RATE_LIMITED');
+    // the other tenant may not see acme's task at all; its streams are its own
+    expect((await open(KEYS.other)).status).toBe(404);
+    streams.push(s1, s2);
+  });
+
+  const streams: Response[] = [];
+  it('shutdown ends every open event stream at once and the API exits 0', async () => {
+    expect(streams).toHaveLength(2);
+    const ended = streams.map(async (s) => {
+      const reader = s.body!.getReader();
+      for (;;) if ((await reader.read().catch(() => ({ done: true }))).done) return Date.now();
+    });
+    const t0 = Date.now();
+    api.proc.proc.kill('SIGTERM');
+    const times = await Promise.all(ended);
+    for (const t of times) expect(t - t0).toBeLessThan(3000);
+    expect(await api.proc.exited).toBe(0);
+  }, 20_000);
+});
+
+async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`not within ${timeoutMs} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
