@@ -3,23 +3,15 @@
  * event, `video.succeeded` or `video.failed`. It has its own retry tiers and DLQ and writes no task
  * status: a webhook that keeps failing never fails the task.
  */
-import { SonicError } from '../core/errors.js';
 import { defineStage } from '../runtime/stage.js';
 import type { StageDeps } from './common.js';
 import type { TaskCompleted } from './records.js';
-import { deliver } from './webhook.js';
+import { deliver, resolveWebhookSecret } from './webhook.js';
 
-/** The signing secret for a callback: the named one, or the default. */
-export function secretFor(config: StageDeps['config'], ref: string | null): string {
-  if (ref) {
-    const entry = config.webhookSecrets.find((s) => s.startsWith(`${ref}=`));
-    if (!entry) throw new SonicError('CONFIG_INVALID', `callback secret_ref "${ref}" is not in SONIC_WEBHOOK_SECRETS`);
-    return entry.slice(ref.length + 1);
-  }
-  if (!config.webhookSecret) throw new SonicError('CONFIG_INVALID', 'no webhook signing secret: set SONIC_WEBHOOK_SECRET (whsec_...)');
-  return config.webhookSecret;
-}
-
+/**
+ * The notify stage. The signing secret resolves within the task's tenant only
+ * (CALLBACK_SECRET_UNKNOWN, permanent: straight to the DLQ).
+ */
 export function notifyStage(deps: StageDeps) {
   return defineStage<TaskCompleted>({
     name: 'notify',
@@ -29,6 +21,7 @@ export function notifyStage(deps: StageDeps) {
       const v = rec.value;
       const callback = v.request.callback;
       if (!callback) return {};
+      const secret = resolveWebhookSecret(deps.config, v.request.tenant_id, callback.secret_ref);
       const succeeded = v.outcome === 'SUCCEEDED';
       const status = await deliver(
         callback.url,
@@ -45,7 +38,7 @@ export function notifyStage(deps: StageDeps) {
             completed_at: v.completed_at.toISOString(),
           },
         },
-        { secret: secretFor(deps.config, callback.secret_ref), allowHosts: deps.config.webhookAllowHosts, timeoutMs: deps.config.webhookTimeoutMs },
+        { secret, allowHosts: deps.config.webhookAllowHosts, timeoutMs: deps.config.webhookTimeoutMs },
       );
       ctx.logger.info({ url_host: new URL(callback.url).host, status, attempt: rec.attempt }, 'webhook delivered');
       return {};

@@ -11,6 +11,7 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { BlockList, isIP } from 'node:net';
 import standardwebhooks from 'standardwebhooks';
+import type { Config } from '../core/config.js';
 import { SonicError } from '../core/errors.js';
 
 const { Webhook } = standardwebhooks;
@@ -27,6 +28,30 @@ export function isPrivateAddress(address: string): boolean {
   const v4mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
   if (v4mapped) return blocked.check(v4mapped, 'ipv4');
   return blocked.check(address, isIP(address) === 6 ? 'ipv6' : 'ipv4');
+}
+
+/**
+ * The signing secret of a task's callback, within the task's tenant only: `secret_ref` names
+ * `<tenant>/<ref>` of SONIC_WEBHOOK_SECRETS; without one (null or empty), `<tenant>/default` when
+ * configured, else SONIC_WEBHOOK_SECRET. Throws `CALLBACK_SECRET_UNKNOWN` (permanent; a
+ * client-safe message that names the ref, never a secret; details `{field: 'callback_secret_ref'}`)
+ * when nothing matches: another tenant's name never resolves.
+ */
+export function resolveWebhookSecret(config: Pick<Config, 'webhookSecret' | 'webhookSecrets'>, tenant: string, ref: string | null): string {
+  const find = (name: string): string | undefined => {
+    const prefix = `${tenant}/${name}=`;
+    return config.webhookSecrets.find((e) => e.startsWith(prefix))?.slice(prefix.length);
+  };
+  const unknown = (message: string): SonicError => new SonicError('CALLBACK_SECRET_UNKNOWN', message, { safe: true, details: { field: 'callback_secret_ref' } });
+  if (ref !== null && ref !== '') {
+    // a name never holds `/`, so `other-tenant/name` cannot reach across tenants
+    const secret = /^[A-Za-z0-9_.-]{1,64}$/.test(ref) ? find(ref) : undefined;
+    if (secret === undefined) throw unknown(`callback_secret_ref ${JSON.stringify(ref.slice(0, 64))} names no webhook signing secret of your tenant`);
+    return secret;
+  }
+  const secret = find('default') ?? config.webhookSecret;
+  if (!secret) throw unknown('no webhook signing secret is configured for your tenant; name one with callback_secret_ref');
+  return secret;
 }
 
 export interface WebhookEvent {
