@@ -208,8 +208,8 @@ export const SETTINGS = {
   // webhooks
   webhookSecret: def('SONIC_WEBHOOK_SECRET', '', webhookSecret, 'Fallback Standard Webhooks signing secret (`whsec_...`) for tasks without `secret_ref` whose tenant has no `<tenant>/default`; shared by all such tenants.'),
   webhookSecrets: def('SONIC_WEBHOOK_SECRETS', [] as string[], webhookSecretList, 'Signing secrets per tenant, comma-separated `tenant/name=whsec_...` (a bare `name=` belongs to tenant `default`); a task\'s `secret_ref` names one of its own tenant, `<tenant>/default` is used without one.'),
-  webhookAllowHosts: def('SONIC_WEBHOOK_ALLOW_HOSTS', [] as string[], list, 'Callback hosts allowed even though they resolve to private, loopback or link-local addresses.'),
-  webhookTimeoutMs: def('SONIC_WEBHOOK_TIMEOUT_MS', 6000, int(100, 120_000), 'Time a webhook receiver has to answer, ms.'),
+  webhookAllowHosts: def('SONIC_WEBHOOK_ALLOW_HOSTS', [] as string[], list, 'Callback hosts (exact names or IP literals) exempt from the public-address policy: development and tests only.'),
+  webhookTimeoutMs: def('SONIC_WEBHOOK_TIMEOUT_MS', 6000, int(100, 120_000), 'Total deadline of one webhook delivery (DNS, connect, TLS, request, response headers, first 4 KiB of the body), ms.'),
 } as const;
 
 type Settings = typeof SETTINGS;

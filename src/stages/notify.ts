@@ -10,7 +10,8 @@ import { deliver, resolveWebhookSecret } from './webhook.js';
 
 /**
  * The notify stage. The signing secret resolves within the task's tenant only
- * (CALLBACK_SECRET_UNKNOWN, permanent: straight to the DLQ).
+ * (CALLBACK_SECRET_UNKNOWN, permanent: straight to the DLQ); a delivery is bounded by
+ * SONIC_WEBHOOK_TIMEOUT_MS and ends at once when the stage stops or loses the partition.
  */
 export function notifyStage(deps: StageDeps) {
   return defineStage<TaskCompleted>({
@@ -33,12 +34,13 @@ export function notifyStage(deps: StageDeps) {
             status: v.outcome,
             video_url: v.video_url,
             duration_s: v.duration_s,
-            error: v.error,
+            // the stages put only the client-safe message here (publicError); nothing else is copied
+            error: v.error ? { code: v.error.code, message: v.error.message, retryable: v.error.retryable } : null,
             metadata: v.request.metadata,
             completed_at: v.completed_at.toISOString(),
           },
         },
-        { secret, allowHosts: deps.config.webhookAllowHosts, timeoutMs: deps.config.webhookTimeoutMs },
+        { secret, allowHosts: deps.config.webhookAllowHosts, timeoutMs: deps.config.webhookTimeoutMs, signal: ctx.signal },
       );
       ctx.logger.info({ url_host: new URL(callback.url).host, status, attempt: rec.attempt }, 'webhook delivered');
       return {};
