@@ -102,6 +102,45 @@ const bool: Parser<boolean> = (raw, name) => {
   throw new SonicError('CONFIG_INVALID', `${name} must be true or false, got "${raw}"`, { details: { variable: name } });
 };
 
+/** A Standard Webhooks secret: `whsec_` and the base64 of 24 to 64 random bytes (as the spec recommends). Never echoed. */
+function checkWebhookSecret(secret: string, name: string, what: string): void {
+  const m = /^whsec_([A-Za-z0-9+/]+={0,2})$/.exec(secret);
+  const bytes = m ? Buffer.from(m[1]!, 'base64').length : 0;
+  if (bytes < 24 || bytes > 64) {
+    throw new SonicError('CONFIG_INVALID', `${name}: ${what} must be whsec_ followed by the base64 of 24 to 64 random bytes`, { details: { variable: name } });
+  }
+}
+
+const webhookSecret: Parser<string> = (raw, name) => {
+  checkWebhookSecret(raw, name, 'the secret');
+  return raw;
+};
+
+/** Tenant ids as they come from SONIC_API_KEYS (no `/`, `=`, `,` or spaces), secret names. */
+const WEBHOOK_TENANT = /^[^/=,\s]{1,128}$/;
+const WEBHOOK_SECRET_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/**
+ * `[tenant/]name=whsec_...` entries, normalised to `tenant/name=whsec_...` (tenant `default` when
+ * omitted: the tenant of bare API keys and of disabled auth). Errors name the entry, never its secret.
+ */
+const webhookSecretList: Parser<string[]> = (raw, name) => {
+  const seen = new Set<string>();
+  return list(raw, name).map((entry, i) => {
+    const eq = entry.indexOf('=');
+    const key = eq < 0 ? entry : entry.slice(0, eq);
+    const slash = key.indexOf('/');
+    const [tenant, secretName] = slash < 0 ? ['default', key] : [key.slice(0, slash), key.slice(slash + 1)];
+    if (eq < 0 || !WEBHOOK_TENANT.test(tenant) || !WEBHOOK_SECRET_NAME.test(secretName)) {
+      throw new SonicError('CONFIG_INVALID', `${name} entry ${i + 1} must be tenant/name=whsec_... (name of [A-Za-z0-9_.-], at most 64)`, { details: { variable: name } });
+    }
+    checkWebhookSecret(entry.slice(eq + 1), name, `the secret of ${tenant}/${secretName}`);
+    if (seen.has(`${tenant}/${secretName}`)) throw new SonicError('CONFIG_INVALID', `${name} names ${tenant}/${secretName} twice`, { details: { variable: name } });
+    seen.add(`${tenant}/${secretName}`);
+    return `${tenant}/${secretName}=${entry.slice(eq + 1)}`;
+  });
+};
+
 function def<T>(env: string, dflt: T, parse: Parser<T>, doc: string): SettingDef<T> {
   return { env, default: dflt, parse, doc };
 }
@@ -183,10 +222,10 @@ export const SETTINGS = {
   cogMode: def<'sync' | 'poll'>('SONIC_COG_MODE', 'sync', oneOf('sync', 'poll'), 'How the `cog` backend waits: `sync` (one blocking request, stock Cog) or `poll` (async + GET polling with progress).'),
   cogUrl: def('SONIC_COG_URL', 'http://localhost:5000', optionalUrl, 'Base URL of the Cog server of the `cog` backend.'),
   // webhooks
-  webhookSecret: def('SONIC_WEBHOOK_SECRET', '', str, 'Default Standard Webhooks signing secret (`whsec_...`); tasks may name others via SONIC_WEBHOOK_SECRETS.'),
-  webhookSecrets: def('SONIC_WEBHOOK_SECRETS', [] as string[], list, 'Named signing secrets, comma-separated `name=whsec_...`, referenced by a task callback `secret_ref`.'),
-  webhookAllowHosts: def('SONIC_WEBHOOK_ALLOW_HOSTS', [] as string[], list, 'Callback hosts allowed even though they resolve to private, loopback or link-local addresses.'),
-  webhookTimeoutMs: def('SONIC_WEBHOOK_TIMEOUT_MS', 6000, int(100, 120_000), 'Time a webhook receiver has to answer, ms.'),
+  webhookSecret: def('SONIC_WEBHOOK_SECRET', '', webhookSecret, 'Fallback Standard Webhooks signing secret (`whsec_...`) for tasks without `secret_ref` whose tenant has no `<tenant>/default`; shared by all such tenants.'),
+  webhookSecrets: def('SONIC_WEBHOOK_SECRETS', [] as string[], webhookSecretList, 'Signing secrets per tenant, comma-separated `tenant/name=whsec_...` (a bare `name=` belongs to tenant `default`); a task\'s `secret_ref` names one of its own tenant, `<tenant>/default` is used without one.'),
+  webhookAllowHosts: def('SONIC_WEBHOOK_ALLOW_HOSTS', [] as string[], list, 'Callback hosts (exact names or IP literals) exempt from the public-address policy: development and tests only.'),
+  webhookTimeoutMs: def('SONIC_WEBHOOK_TIMEOUT_MS', 6000, int(100, 120_000), 'Total deadline of one webhook delivery (DNS, connect, TLS, request, response headers, first 4 KiB of the body), ms.'),
 } as const;
 
 type Settings = typeof SETTINGS;

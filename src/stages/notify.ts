@@ -3,23 +3,16 @@
  * event, `video.succeeded` or `video.failed`. It has its own retry tiers and DLQ and writes no task
  * status: a webhook that keeps failing never fails the task.
  */
-import { SonicError } from '../core/errors.js';
 import { defineStage } from '../runtime/stage.js';
 import type { StageDeps } from './common.js';
 import type { TaskCompleted } from './records.js';
-import { deliver } from './webhook.js';
+import { deliver, resolveWebhookSecret } from './webhook.js';
 
-/** The signing secret for a callback: the named one, or the default. */
-export function secretFor(config: StageDeps['config'], ref: string | null): string {
-  if (ref) {
-    const entry = config.webhookSecrets.find((s) => s.startsWith(`${ref}=`));
-    if (!entry) throw new SonicError('CONFIG_INVALID', `callback secret_ref "${ref}" is not in SONIC_WEBHOOK_SECRETS`);
-    return entry.slice(ref.length + 1);
-  }
-  if (!config.webhookSecret) throw new SonicError('CONFIG_INVALID', 'no webhook signing secret: set SONIC_WEBHOOK_SECRET (whsec_...)');
-  return config.webhookSecret;
-}
-
+/**
+ * The notify stage. The signing secret resolves within the task's tenant only
+ * (CALLBACK_SECRET_UNKNOWN, permanent: straight to the DLQ); a delivery is bounded by
+ * SONIC_WEBHOOK_TIMEOUT_MS and ends at once when the stage stops or loses the partition.
+ */
 export function notifyStage(deps: StageDeps) {
   return defineStage<TaskCompleted>({
     name: 'notify',
@@ -29,6 +22,7 @@ export function notifyStage(deps: StageDeps) {
       const v = rec.value;
       const callback = v.request.callback;
       if (!callback) return {};
+      const secret = resolveWebhookSecret(deps.config, v.request.tenant_id, callback.secret_ref);
       const succeeded = v.outcome === 'SUCCEEDED';
       const status = await deliver(
         callback.url,
@@ -40,12 +34,13 @@ export function notifyStage(deps: StageDeps) {
             status: v.outcome,
             video_url: v.video_url,
             duration_s: v.duration_s,
-            error: v.error,
+            // the stages put only the client-safe message here (publicError); nothing else is copied
+            error: v.error ? { code: v.error.code, message: v.error.message, retryable: v.error.retryable } : null,
             metadata: v.request.metadata,
             completed_at: v.completed_at.toISOString(),
           },
         },
-        { secret: secretFor(deps.config, callback.secret_ref), allowHosts: deps.config.webhookAllowHosts, timeoutMs: deps.config.webhookTimeoutMs },
+        { secret, allowHosts: deps.config.webhookAllowHosts, timeoutMs: deps.config.webhookTimeoutMs, signal: ctx.signal },
       );
       ctx.logger.info({ url_host: new URL(callback.url).host, status, attempt: rec.attempt }, 'webhook delivered');
       return {};

@@ -85,15 +85,19 @@ describe('webhooks (Standard Webhooks, notify stage with its own retry tiers)', 
     expect((await p.waitFor(id)).state).toBe('FAILED');
     await waitUntil(() => deliveries.some((d) => d.path === '/failed'), 60_000, 'the failure webhook');
     const d = deliveries.find((x) => x.path === '/failed')!;
-    const event = new standardwebhooks.Webhook(SECRET).verify(d.body, d.headers as Record<string, string>) as { type: string; data: { error: { code: string } } };
+    const event = new standardwebhooks.Webhook(SECRET).verify(d.body, d.headers as Record<string, string>) as { type: string; data: { error: { code: string; message: string } } };
     expect(event.type).toBe('video.failed');
     expect(event.data.error.code).toBe('AUDIO_TOO_SHORT');
+    // the client-safe error only, exactly as the status endpoint shows it: no paths, tools or hosts
+    expect(event.data.error).toEqual((await p.status(id)).error);
+    expect(event.data.error.message).not.toMatch(/\/tmp|ffprobe|ffmpeg|sonicflow-/);
     expect(d.headers['webhook-id']).toBe(`msg_${id}_failed`);
   }, 120_000);
 
   it('a callback that resolves to a private or loopback address is refused without a request; the task still succeeds', async () => {
     const before = deliveries.length;
-    // 10.x is never contacted: the address is refused before any connection; localhost is not allow-listed
+    // 10.x is never contacted: the address is refused before any connection; localhost is not allow-listed.
+    // Once the API calls checkCallbackUrl at submit, both submits answer 422 CALLBACK_URL_REFUSED and no task exists.
     const a = await p.submit(form('speech.wav', 'http://10.1.2.3:9/hook'));
     const b = await p.submit(form('speech.wav', `http://localhost:${new URL(base).port}/sneaky`));
     for (const r of [a, b]) expect((await p.waitFor(String(r.body.task_id))).state).toBe('SUCCEEDED');
