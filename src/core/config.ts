@@ -92,6 +92,8 @@ const path: Parser<string> = (raw, name) => {
 
 const optionalUrl: Parser<string> = (raw, name) => (raw === '' ? '' : url(raw, name));
 
+const optionalPath: Parser<string> = (raw, name) => (raw === '' ? '' : path(raw, name));
+
 const list: Parser<string[]> = (raw) => raw.split(',').map((s) => s.trim()).filter(Boolean);
 
 const bool: Parser<boolean> = (raw, name) => {
@@ -158,11 +160,19 @@ export const SETTINGS = {
   maxAudioBytes: def('SONIC_MAX_AUDIO_BYTES', 50 * 1024 * 1024, int(1, 2 ** 31), 'Largest accepted audio upload, bytes.'),
   maxImageBytes: def('SONIC_MAX_IMAGE_BYTES', 20 * 1024 * 1024, int(1, 2 ** 31), 'Largest accepted image upload, bytes.'),
   maxAudioSeconds: def('SONIC_MAX_AUDIO_SECONDS', 60, int(1, 400), 'Longest accepted audio, s (Sonic cannot go past 400 s).'),
+  // media checks (API uploads, validate, preprocess, encode)
+  maxImagePixels: def('SONIC_MAX_IMAGE_PIXELS', 25_000_000, int(1, 2 ** 31 - 1), 'Most pixels (width × height) of a portrait, read from its header before anything decodes it; also the `-max_pixels` of every decoder run.'),
+  maxImageSide: def('SONIC_MAX_IMAGE_SIDE', 8192, int(16, 65_535), 'Longest accepted long side of a portrait, px.'),
+  minImageShortSide: def('SONIC_MIN_IMAGE_SHORT_SIDE', 256, int(1, 65_535), 'Shortest accepted short side of a portrait, px.'),
+  maxImageShortSide: def('SONIC_MAX_IMAGE_SHORT_SIDE', 4096, int(1, 65_535), 'Longest accepted short side of a portrait, px.'),
+  mediaTimeoutS: def('SONIC_MEDIA_TIMEOUT_S', 60, int(1, 86_400), 'Deadline of one ffmpeg/ffprobe run of validate, preprocess and encode, s ...'),
+  mediaTimeoutPerAudioS: def('SONIC_MEDIA_TIMEOUT_PER_AUDIO_S', 2, num(0, 3_600), '... plus this many per second of audio for runs whose work grows with it (audio decoding, encoding).'),
+  scratchDir: def('SONIC_SCRATCH_DIR', '', optionalPath, 'Scratch directory of the stage processes; empty: `<os tmpdir>/sonicflow-scratch`. Each process works in its own subdirectory and sweeps those of dead processes.'),
   // inference
   inferBackend: def<'builtin' | 'command' | 'cog'>('SONIC_INFER_BACKEND', 'builtin', oneOf('builtin', 'command', 'cog'), 'Inference backend: `builtin` (CPU preview renderer, not lip-sync), `command` (Sonic CLI or a script), `cog` (a Cog model server).'),
   inferCommand: def('SONIC_INFER_COMMAND', '', str, 'Command template of the `command` backend, e.g. `python3 demo.py {image} {audio} {output} --dynamic_scale {dynamic_scale}`.'),
   inferCwd: def('SONIC_INFER_CWD', '', str, 'Working directory of the `command` backend (the Sonic checkout).'),
-  inferTimeoutBaseS: def('SONIC_INFER_TIMEOUT_BASE_S', 120, int(1, 86_400), 'Inference time budget: this many seconds ...'),
+  inferTimeoutBaseS: def('SONIC_INFER_TIMEOUT_BASE_S', 120, int(1, 86_400), 'Inference time budget of every backend (builtin included): this many seconds ...'),
   inferTimeoutPerAudioS: def('SONIC_INFER_TIMEOUT_PER_AUDIO_S', 60, int(0, 3_600), '... plus this many per second of audio.'),
   cogMode: def<'sync' | 'poll'>('SONIC_COG_MODE', 'sync', oneOf('sync', 'poll'), 'How the `cog` backend waits: `sync` (one blocking request, stock Cog) or `poll` (async + GET polling with progress).'),
   cogUrl: def('SONIC_COG_URL', 'http://localhost:5000', optionalUrl, 'Base URL of the Cog server of the `cog` backend.'),
