@@ -6,10 +6,11 @@ import { join } from 'node:path';
 import { taskKey } from '../blob/store.js';
 import { encodeDeliverable } from '../media/encode.js';
 import { defineStage } from '../runtime/stage.js';
-import { failedOutcome, fetchTo, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
+import { failedOutcome, fetchTo, initScratch, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
 import type { TaskEncoded, TaskRendered } from './records.js';
 
 export function encodeStage(deps: StageDeps) {
+  initScratch(deps);
   return defineStage<TaskRendered>({
     name: 'encode',
     runningState: 'ENCODING',

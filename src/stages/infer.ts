@@ -11,7 +11,7 @@ import { BuiltinBackend } from './backends/builtin.js';
 import { CogBackend } from './backends/cog.js';
 import { CommandBackend } from './backends/command.js';
 import type { InferBackend } from './backends/types.js';
-import { failedOutcome, fetchTo, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
+import { failedOutcome, fetchTo, initScratch, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
 import type { TaskPrepared, TaskRendered } from './records.js';
 
 /** The backend chosen by SONIC_INFER_BACKEND. */
@@ -24,6 +24,7 @@ export function createBackend(deps: StageDeps): InferBackend {
 }
 
 export function inferStage(deps: StageDeps, backend: InferBackend = createBackend(deps)) {
+  initScratch(deps);
   return defineStage<TaskPrepared>({
     name: 'infer',
     runningState: 'INFERRING',

@@ -8,10 +8,11 @@ import { taskKey } from '../blob/store.js';
 import { toModelWav } from '../media/audio.js';
 import { checkImage, toModelPng } from '../media/image.js';
 import { defineStage } from '../runtime/stage.js';
-import { failedOutcome, fetchTo, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
+import { failedOutcome, fetchTo, initScratch, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
 import type { TaskPrepared, TaskValidated } from './records.js';
 
 export function preprocessStage(deps: StageDeps) {
+  initScratch(deps);
   return defineStage<TaskValidated>({
     name: 'preprocess',
     runningState: 'PREPROCESSING',

@@ -12,7 +12,7 @@ import { mediaDeadlineMs } from '../media/bounds.js';
 import { checkImage } from '../media/image.js';
 import { inspectLimits, inspectMedia } from '../media/inspect.js';
 import { defineStage } from '../runtime/stage.js';
-import { failedOutcome, fetchTo, statusOf, withScratch, type StageDeps } from './common.js';
+import { failedOutcome, fetchTo, initScratch, statusOf, withScratch, type StageDeps } from './common.js';
 import { HARD_MAX_AUDIO_S, checkParams, checkRequestFields } from './params.js';
 import type { TaskRequest, TaskValidated } from './records.js';
 
@@ -22,6 +22,7 @@ export function audioLimit(request: TaskRequest, configuredMaxS: number): number
 }
 
 export function validateStage(deps: StageDeps) {
+  initScratch(deps);
   return defineStage<TaskRequest>({
     name: 'validate',
     runningState: 'VALIDATING',
