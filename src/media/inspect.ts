@@ -351,14 +351,17 @@ async function wavChunks(r: HeaderReader): Promise<void> {
   throw r.corrupt(fmt ? 'is truncated: it has no WAV samples' : 'is truncated: it has no WAV format header');
 }
 
-// Polyglots: a ZIP end record that reaches exactly the end of the file (what unzip looks for),
-// a PDF header in the first KiB (where PDF readers look for one), or HTML at either end.
+// Polyglots: a ZIP end record in the last 64 KiB that a ZIP reader would accept (its comment
+// reaches the end of the file, or its central directory sits right before it), a PDF header in
+// the first KiB (where PDF readers look for one), or HTML at either end.
 async function refusePolyglot(r: HeaderReader, head: Buffer): Promise<void> {
   const tail = r.size <= head.length ? head : await r.at(Math.max(0, r.size - ZIP_TAIL), ZIP_TAIL);
   for (let i = tail.length - 22; i >= 0; i--) {
-    if (tail[i] === 0x50 && tail.readUInt32LE(i) === 0x06054b50 && i + 22 + tail.readUInt16LE(i + 20) === tail.length) {
-      throw polyglot(r, 'a ZIP archive');
-    }
+    if (tail[i] !== 0x50 || tail.readUInt32LE(i) !== 0x06054b50) continue;
+    const cdSize = tail.readUInt32LE(i + 12);
+    const exactEnd = i + 22 + tail.readUInt16LE(i + 20) === tail.length;
+    const directory = cdSize >= 46 && cdSize <= i && tail.readUInt32LE(i - cdSize) === 0x02014b50;
+    if (exactEnd || directory) throw polyglot(r, 'a ZIP archive');
   }
   if (head.indexOf('%PDF-', 1, 'latin1') > 0) throw polyglot(r, 'a PDF document');
   const start = r.size <= head.length ? head : await r.at(0, MARKUP_WINDOW);

@@ -3,9 +3,10 @@
  * root (`<root>/p<pid>-<host>-<random>`), one subdirectory per task, removed when the task ends
  * however it ends; the process directory goes when the process exits. A process that is killed
  * (SIGKILL, OOM killer, power loss) cannot clean up, so every process sweeps at start the
- * directories of processes that are gone: those of this host whose pid no longer runs, and any
- * whose heartbeat (the directory's mtime, touched every minute) is older than a quarter of an
- * hour — which also covers other hosts sharing the root and reused pids.
+ * directories of processes that are gone (and again with every heartbeat): those of this host
+ * whose pid no longer runs, and any whose heartbeat (the directory's mtime, touched every
+ * minute) is older than a quarter of an hour — which also covers other hosts sharing the root
+ * and reused pids.
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
@@ -60,7 +61,11 @@ async function createProcessDir(root: string): Promise<string> {
   const named = join(root, `p${process.pid}-${HOST}-${randomBytes(4).toString('hex')}`);
   await mkdir(named, { mode: 0o700 });
   ownDirs.add(named);
-  const beat = setInterval(() => void utimes(named, new Date(), new Date()).catch(() => undefined), SCRATCH_HEARTBEAT_MS);
+  // the heartbeat also sweeps, so the leftovers of a sibling that dies go within a minute
+  const beat = setInterval(() => {
+    void utimes(named, new Date(), new Date()).catch(() => undefined);
+    void sweepStaleScratch(root).catch(() => undefined);
+  }, SCRATCH_HEARTBEAT_MS);
   beat.unref();
   process.once('exit', () => rmSync(named, { recursive: true, force: true }));
   return named;
