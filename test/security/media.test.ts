@@ -35,7 +35,7 @@ const LIMITS: InspectLimits = { maxPixels: 25_000_000, maxSide: 8192, minShort: 
 const image = (path: string) => inspectMedia('image', path, LIMITS);
 const audio = (path: string) => inspectMedia('audio', path, LIMITS);
 /** What a client must never read: paths, tool names, ffmpeg's log prefixes. */
-const LEAK = /\/(tmp|home|var|work|root)\b|ffmpeg|ffprobe|\[\w+ @ 0x|Invalid data/i;
+const LEAK = /\/(tmp|home|var|srv|root|usr)\b|ffmpeg|ffprobe|\[\w+ @ 0x|Invalid data/i;
 
 beforeAll(async () => {
   await Promise.all([makePortrait(f('face.jpg'), { width: 480, height: 600 }), makePortrait(f('face.png'), { width: 320, height: 400 }), makeTone(f('tone.wav'), 2)]);
@@ -64,7 +64,7 @@ describe('hostile media at the edge (inspectMedia, checkImage, the decoders)', (
     expect(read(f('bomb-4096x30000.png')).length).toBeLessThan(500_000);
     const t0 = performance.now();
     const err = await expectSonicError(image(f('bomb-4096x30000.png')), 'IMAGE_TOO_LARGE');
-    expect(performance.now() - t0).toBeLessThan(100);
+    expect(performance.now() - t0).toBeLessThan(250); // a decode would take seconds
     expect(err.details).toMatchObject({ width: 4096, height: 30000, pixels: 122_880_000 });
     await expectSonicError(image(put('bomb-30000.png', greyPng(30_000, 30_000, 16))), 'IMAGE_TOO_LARGE');
     // had a header check been skipped, the decoders would still refuse it unallocated
