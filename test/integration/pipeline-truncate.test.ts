@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makePortrait } from '../../src/media/samples.js';
 import { ROOT } from '../helpers/infra.js';
 import { startPipeline, type Pipeline } from '../helpers/pipeline.js';
@@ -28,6 +28,8 @@ describe('truncate_audio: the cut speech flows to infer and encode (real pipelin
   let pipelines: Record<'builtin' | 'command', Pipeline>;
   let long: Buffer;
   let face: Buffer;
+
+  afterAll(() => rmSync(dir, { recursive: true, force: true, maxRetries: 3 }));
 
   beforeAll(async () => {
     // ten minutes of speech-band noise at 8 kb/s: a small upload that decodes to a lot of audio

@@ -7,10 +7,10 @@
  * with its code, a client message free of paths and tool output, and no scratch left behind.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FsBlobStore } from '../../src/blob/fs-store.js';
 import { PlainProducer } from '../../src/kafka/io.js';
 import { toModelWav } from '../../src/media/audio.js';
@@ -36,6 +36,8 @@ const image = (path: string) => inspectMedia('image', path, LIMITS);
 const audio = (path: string) => inspectMedia('audio', path, LIMITS);
 /** What a client must never read: paths, tool names, ffmpeg's log prefixes. */
 const LEAK = /\/(tmp|home|var|srv|root|usr)\b|ffmpeg|ffprobe|\[\w+ @ 0x|Invalid data/i;
+
+afterAll(() => rmSync(dir, { recursive: true, force: true, maxRetries: 3 }));
 
 beforeAll(async () => {
   await Promise.all([makePortrait(f('face.jpg'), { width: 480, height: 600 }), makePortrait(f('face.png'), { width: 320, height: 400 }), makeTone(f('tone.wav'), 2)]);
