@@ -7,6 +7,14 @@ import { describe, expect, it } from 'vitest';
 import { SCRATCH_STALE_MS, processScratchDir, sweepStaleScratch, withScratchDir } from '../../../src/media/scratch.js';
 import { tempDir } from '../../fixtures/media/util.js';
 
+const base = tempDir('scratch');
+let n = 0;
+/** A fresh scratch root for one test, under the file's temp directory (removed after the file). */
+const freshRoot = (): string => {
+  const root = join(base, `root-${++n}`);
+  mkdirSync(root);
+  return root;
+};
 const SCRATCH = join(import.meta.dirname, '..', '..', '..', 'src', 'media', 'scratch.ts');
 
 /**
@@ -27,7 +35,7 @@ async function busyStage(root: string): Promise<{ child: ChildProcess; taskDir: 
 
 describe('scratch directories', () => {
   it('gives each task a directory under this process\'s own, removed after success and after failure', async () => {
-    const root = tempDir('scratch-own');
+    const root = freshRoot();
     const mine = await processScratchDir(root);
     expect(mine.startsWith(join(root, `p${process.pid}-`))).toBe(true);
     let seen = '';
@@ -40,7 +48,7 @@ describe('scratch directories', () => {
   });
 
   it('leaves a killed stage\'s files only until the next process starts, and keeps a live one\'s', async () => {
-    const root = tempDir('scratch-kill');
+    const root = freshRoot();
     const killed = await busyStage(root);
     const alive = await busyStage(root);
     try {
@@ -62,7 +70,7 @@ describe('scratch directories', () => {
   }, 30_000);
 
   it('sweeps a directory whose heartbeat stopped, whatever its pid or host, and nothing else', async () => {
-    const root = tempDir('scratch-stale');
+    const root = freshRoot();
     const host = hostname().replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 64);
     const dirs = {
       otherHostFresh: `p123-elsewhere.example-0123abcd`,
