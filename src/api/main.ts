@@ -2,14 +2,15 @@
  * `sonicflow api`: the HTTP API process. Materialises the status view, then listens; SIGTERM or
  * SIGINT closes the server (in-flight requests finish) and the Kafka clients.
  */
-import { hostname, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { hostname } from 'node:os';
 import { SonicError } from '../core/errors.js';
 import { brokerReachable } from '../kafka/io.js';
 import { TxBatcher } from '../kafka/tx-batcher.js';
+import { defaultScratchRoot, processScratchDir } from '../media/scratch.js';
 import type { Context } from '../ops/context.js';
 import { HEADERS } from '../runtime/headers.js';
 import { valueSubject } from '../serde/wire.js';
+import { checkCallbackUrl, resolveWebhookSecret } from '../stages/webhook.js';
 import { EventStreams } from './events.js';
 import { loadServerSecret } from './secret.js';
 import { buildApi } from './server.js';
@@ -51,7 +52,13 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
     secret,
     streams,
     slots: new UploadSlots(c.apiMaxConcurrentUploads),
-    spoolRoot: c.apiSpoolDir || join(tmpdir(), 'sonicflow-api-spool'),
+    // refused here, before anything is stored, rather than by notify after the video was made
+    checkCallback: (tenant, callback) => {
+      checkCallbackUrl(callback.url, c.webhookAllowHosts);
+      resolveWebhookSecret(c, tenant, callback.secret_ref);
+    },
+    // uploads are spooled in this process's scratch directory: swept if the process dies
+    spoolRoot: await processScratchDir(c.scratchDir || defaultScratchRoot()),
     enqueue: async (request, queued) => {
       const headers = request.traceparent ? { [HEADERS.traceparent]: request.traceparent } : undefined;
       await batcher.send(

@@ -8,7 +8,7 @@ import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { Config } from '../core/config.js';
 import { SonicError } from '../core/errors.js';
 import type { BlobStore } from '../blob/store.js';
-import { inspectMedia } from '../media/inspect.js';
+import { inspectLimits, inspectMedia } from '../media/inspect.js';
 import type { MediaRef } from '../stages/records.js';
 import { newUploadKey } from './submit.js';
 import { readMultipart, type SpooledFile, type UploadSlots } from './uploads.js';
@@ -21,12 +21,7 @@ import { readMultipart, type SpooledFile, type UploadSlots } from './uploads.js'
  */
 export async function storeInspected(blob: BlobStore, config: Config, kind: 'audio' | 'image', file: SpooledFile, key: string, stored: string[]): Promise<MediaRef> {
   if (file.size === 0) throw new SonicError('INVALID_REQUEST', `the ${kind} file is empty`, { safe: true, details: { field: kind } });
-  const found = await inspectMedia(kind, file.path, {
-    maxPixels: 25_000_000,
-    maxSide: 8192,
-    minShort: 256,
-    maxShort: 4096,
-  });
+  const found = await inspectMedia(kind, file.path, inspectLimits(config));
   stored.push(key);
   const ref = await blob.put(key, file.path, { contentType: found.contentType });
   return { uri: ref.uri, content_type: ref.content_type, size_bytes: ref.size_bytes, sha256: ref.sha256 };

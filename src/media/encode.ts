@@ -4,6 +4,7 @@
  */
 import { open, stat } from 'node:fs/promises';
 import { SonicError } from '../core/errors.js';
+import { decoderBounds } from './bounds.js';
 import { failureReason, runTool } from './exec.js';
 import { probe, type ProbeResult } from './probe.js';
 
@@ -11,7 +12,7 @@ import { probe, type ProbeResult } from './probe.js';
 export interface EncodeOptions {
   /** The rendered video (its audio, if any, is ignored). */
   video: string;
-  /** The original speech. */
+  /** The speech (preprocess's cut of the upload): the video must last as long. */
   audio: string;
   /** The MP4 to write. */
   output: string;
@@ -22,8 +23,10 @@ export interface EncodeOptions {
   /** Largest accepted gap in seconds between the video, the output audio and the source audio; 0.2 by default. */
   toleranceS?: number;
   signal?: AbortSignal;
-  /** Kills ffmpeg after this many milliseconds; no limit by default. */
+  /** Kills each ffmpeg/ffprobe run after this many milliseconds; the tool runner's default (10 min) otherwise. */
   timeoutMs?: number;
+  /** The decoder refuses a rendered video of larger frames (`-max_pixels`); the default of {@link decoderBounds}. */
+  maxPixels?: number;
 }
 
 /** What {@link encodeDeliverable} wrote, as probed. */
@@ -49,17 +52,17 @@ export interface EncodeResult {
  *   `PARAMS_OUT_OF_RANGE` for `fps <= 0` or `crf` outside [0, 51]; `signal.reason` on abort.
  */
 export async function encodeDeliverable(options: EncodeOptions): Promise<EncodeResult> {
-  const { video, audio, output, fps = 25, crf = 18, toleranceS = 0.2, signal, timeoutMs } = options;
+  const { video, audio, output, fps = 25, crf = 18, toleranceS = 0.2, signal, timeoutMs, maxPixels } = options;
   if (!(fps > 0) || !(crf >= 0 && crf <= 51)) {
     throw new SonicError('PARAMS_OUT_OF_RANGE', `encode needs fps > 0 and crf in [0, 51], got fps ${fps}, crf ${crf}`, { details: { fps, crf } });
   }
-  const source = await probe(audio, { signal, onError: 'AUDIO_DECODE_FAILED' });
+  const source = await probe(audio, { signal, onError: 'AUDIO_DECODE_FAILED', timeoutMs });
   const sourceS = source.audio?.durationS ?? 0;
   const fail = (reason: string, details: Record<string, unknown> = {}): SonicError =>
     new SonicError('ENCODE_FAILED', `encoding ${output} failed: ${reason}`, { details: { output, ...details } });
 
   const res = await runTool('ffmpeg', [
-    '-nostdin', '-v', 'error', '-y', '-i', video, '-i', audio,
+    '-nostdin', '-v', 'error', '-y', ...decoderBounds(maxPixels), '-i', video, '-i', audio,
     '-map', '0:v:0', '-map', '1:a:0',
     '-c:v', 'libx264', '-preset', 'medium', '-crf', String(crf), '-pix_fmt', 'yuv420p', '-r', String(fps),
     '-c:a', 'aac', '-b:a', '128k', '-ar', '48000',
@@ -69,7 +72,7 @@ export async function encodeDeliverable(options: EncodeOptions): Promise<EncodeR
   const sizeBytes = await stat(output).then((s) => s.size, () => 0);
   if (sizeBytes === 0) throw fail('ffmpeg exited 0 but wrote no file');
 
-  const info: ProbeResult = await probe(output, { signal, onError: 'ENCODE_FAILED' });
+  const info: ProbeResult = await probe(output, { signal, onError: 'ENCODE_FAILED', timeoutMs, maxPixels });
   const v = info.video;
   const a = info.audio;
   if (!v) throw fail('the output has no video stream');

@@ -1,7 +1,9 @@
 /**
  * Runs the command-line media tools (ffmpeg, ffprobe, espeak-ng) as child processes. A non-zero
  * exit is returned to the caller, who knows which error code it means; only a failure to start
- * the tool at all is thrown here.
+ * the tool at all is thrown here. No run is unbounded: every tool has a deadline
+ * ({@link DEFAULT_TOOL_TIMEOUT_MS} unless the caller gives its own) and a cap on the stdout it
+ * may hand back ({@link DEFAULT_MAX_STDOUT_BYTES}); past either it is killed.
  */
 import { spawn } from 'node:child_process';
 import { basename } from 'node:path';
@@ -10,8 +12,14 @@ import { SonicError } from '../core/errors.js';
 
 /** Options of {@link runTool} and {@link startTool}. */
 export interface ToolOptions {
-  /** Kills the process with SIGKILL after this many milliseconds; no limit by default. */
+  /** Kills the process with SIGKILL after this many milliseconds; {@link DEFAULT_TOOL_TIMEOUT_MS} by default. */
   timeoutMs?: number;
+  /**
+   * Kills the process with SIGKILL once it has written more than this many bytes to stdout (the
+   * result then has `stdoutOverflow` set and holds the first `maxStdoutBytes`);
+   * {@link DEFAULT_MAX_STDOUT_BYTES} by default.
+   */
+  maxStdoutBytes?: number;
   /** Kills the process with SIGKILL when aborted; the result then rejects with `signal.reason`. */
   signal?: AbortSignal;
   /** Bytes written to the tool's stdin, which is then closed ({@link runTool} only; empty by default). */
@@ -24,12 +32,14 @@ export interface ToolResult {
   code: number | null;
   /** The signal that ended the process, if any. */
   signal: NodeJS.Signals | null;
-  /** Everything the tool wrote to stdout. */
+  /** What the tool wrote to stdout, at most `maxStdoutBytes`. */
   stdout: Buffer;
   /** The last {@link STDERR_TAIL_CHARS} characters the tool wrote to stderr. */
   stderr: string;
   /** True when the process was killed because `timeoutMs` elapsed. */
   timedOut: boolean;
+  /** True when the process was killed because it wrote more than `maxStdoutBytes` to stdout. */
+  stdoutOverflow: boolean;
 }
 
 /** A started tool whose stdin the caller feeds (see {@link startTool}). */
@@ -45,6 +55,15 @@ export interface RunningTool {
 /** How much of stderr is kept: ffmpeg can be chatty and only the end explains a failure. */
 export const STDERR_TAIL_CHARS = 16_384;
 
+/** Deadline of a tool run whose caller names none, ms. Callers on the task path pass their own. */
+export const DEFAULT_TOOL_TIMEOUT_MS = 10 * 60_000;
+
+/** Longest deadline a timer can hold (2^31 - 1 ms, about 24.8 days); Node fires longer ones at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Most stdout a tool run may hand back unless its caller allows more, bytes. */
+export const DEFAULT_MAX_STDOUT_BYTES = 64 * 1024 * 1024;
+
 const INSTALL_HINT: Record<string, string> = {
   ffmpeg: 'apt-get install ffmpeg',
   ffprobe: 'apt-get install ffmpeg',
@@ -57,17 +76,39 @@ const INSTALL_HINT: Record<string, string> = {
  *
  * `result` rejects with a `SonicError` `INTERNAL` when the tool cannot be started (e.g. not
  * installed: "ffmpeg not found: install it (apt-get install ffmpeg)"), and with `signal.reason`
- * when `signal` aborts; a non-zero exit or a timeout resolves normally.
+ * when `signal` aborts; a non-zero exit, a timeout or a stdout overflow resolves normally (with
+ * `code` null, and `timedOut` or `stdoutOverflow` set).
+ *
+ * @throws SonicError `INTERNAL` at once for a `timeoutMs` that is not positive and finite (no run is unbounded).
  */
 export function startTool(cmd: string, args: readonly string[], options: ToolOptions = {}): RunningTool {
-  const { timeoutMs, signal } = options;
+  const { timeoutMs = DEFAULT_TOOL_TIMEOUT_MS, maxStdoutBytes = DEFAULT_MAX_STDOUT_BYTES, signal } = options;
+  if (!(timeoutMs > 0 && timeoutMs <= MAX_TIMER_MS) || !(maxStdoutBytes >= 0)) {
+    throw new SonicError('INTERNAL', `${basename(cmd)} needs 0 < timeoutMs <= ${MAX_TIMER_MS} and maxStdoutBytes >= 0, got ${timeoutMs} and ${maxStdoutBytes}`);
+  }
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   const stdout: Buffer[] = [];
+  let stdoutBytes = 0;
   let stderr = '';
   let timedOut = false;
+  let stdoutOverflow = false;
   let aborted = false;
+  const kill = (): void => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
 
-  child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
+  child.stdout.on('data', (chunk: Buffer) => {
+    if (stdoutOverflow) return;
+    if (stdoutBytes + chunk.length > maxStdoutBytes) {
+      stdoutOverflow = true;
+      stdout.push(chunk.subarray(0, maxStdoutBytes - stdoutBytes));
+      stdoutBytes = maxStdoutBytes;
+      kill();
+      return;
+    }
+    stdout.push(chunk);
+    stdoutBytes += chunk.length;
+  });
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (chunk: string) => {
     stderr = (stderr + chunk).slice(-STDERR_TAIL_CHARS);
@@ -75,10 +116,7 @@ export function startTool(cmd: string, args: readonly string[], options: ToolOpt
   // EPIPE when the tool exits before reading all its input: the exit code is the real answer
   child.stdin.on('error', () => undefined);
 
-  const kill = (): void => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  };
-  const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
+  const timer = setTimeout(() => {
     timedOut = true;
     kill();
   }, timeoutMs);
@@ -93,7 +131,7 @@ export function startTool(cmd: string, args: readonly string[], options: ToolOpt
     let settled = false;
     const finish = (): void => {
       settled = true;
-      if (timer !== undefined) clearTimeout(timer);
+      clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
     };
     child.once('error', (err: NodeJS.ErrnoException) => {
@@ -106,7 +144,7 @@ export function startTool(cmd: string, args: readonly string[], options: ToolOpt
       if (settled) return;
       finish();
       if (aborted) reject(abortReason(signal));
-      else resolve({ code, signal: sig, stdout: Buffer.concat(stdout), stderr: stderr.trim(), timedOut });
+      else resolve({ code, signal: sig, stdout: Buffer.concat(stdout), stderr: stderr.trim(), timedOut, stdoutOverflow });
     });
   });
   return { stdin: child.stdin, result, kill };
@@ -133,7 +171,9 @@ export function failureReason(what: string, res: ToolResult, timeoutMs?: number)
   const tail = lastLines(res.stderr, 4);
   const how = res.timedOut
     ? `timed out${timeoutMs === undefined ? '' : ` after ${timeoutMs} ms`}`
-    : res.code === null
+    : res.stdoutOverflow
+      ? 'was stopped: it wrote more output than allowed'
+      : res.code === null
       ? `was killed by ${res.signal ?? 'a signal'}`
       : `exited with code ${res.code}`;
   return `${what} ${how}${tail ? `: ${tail}` : ''}`;

@@ -6,9 +6,14 @@
  */
 import { open, stat } from 'node:fs/promises';
 import { SonicError } from '../core/errors.js';
+import { DEFAULT_MAX_PIXELS, decoderBounds, pixelLimitHit } from './bounds.js';
 import { failureReason, runTool } from './exec.js';
+import { exifOrientation } from './exif.js';
+import { inspectMedia } from './inspect.js';
 import { probe } from './probe.js';
 import { sniff, type ImageFormat } from './sniff.js';
+
+export { exifOrientation } from './exif.js';
 
 /** An APP1 segment cannot exceed 64 KiB and must precede the image data, so this much suffices. */
 const EXIF_SCAN_BYTES = 128 * 1024;
@@ -19,7 +24,13 @@ export interface CheckImageOptions {
   minShort?: number;
   /** Largest accepted short side in pixels; 4096 by default. */
   maxShort?: number;
+  /** Largest accepted long side in pixels; 8192 by default. */
+  maxSide?: number;
+  /** Most pixels, from the header and for the decoders (`-max_pixels`); {@link DEFAULT_MAX_PIXELS} by default. */
+  maxPixels?: number;
   signal?: AbortSignal;
+  /** Deadline of each ffprobe/ffmpeg run, ms; 60 000 by default. */
+  timeoutMs?: number;
 }
 
 /** What {@link checkImage} measured. */
@@ -33,89 +44,56 @@ export interface ImageInfo {
 }
 
 /**
- * Checks that a file is a decodable JPEG, PNG or WebP whose short side (after EXIF orientation)
- * lies within the limits.
+ * Checks that a file is a JPEG, PNG or WebP within the size limits that really decodes: first
+ * its header ({@link inspectMedia}: format, announced size, bombs, polyglots), then ffprobe and
+ * one decode of the picture, both bounded by `-max_pixels`, and the size ffprobe finds must be
+ * the one the header announced.
  *
- * @throws SonicError `UNSUPPORTED_IMAGE_FORMAT` when the magic bytes are not JPEG, PNG or WebP;
- *   `IMAGE_DECODE_FAILED` when ffprobe cannot read it or finds no picture size; `IMAGE_TOO_SMALL` /
- *   `IMAGE_TOO_LARGE` when the short side is below `minShort` / above `maxShort` (the messages
- *   state the measured size and the limit).
+ * @throws SonicError with the codes of {@link inspectMedia}; `IMAGE_TOO_LARGE` when a decoder
+ *   refuses the picture for its pixels (a header that lied); `MEDIA_MISMATCH` when the decoded
+ *   size differs from the header's; `IMAGE_DECODE_FAILED` when ffprobe or ffmpeg cannot decode
+ *   it or runs past `timeoutMs`; `signal.reason` on abort.
  */
 export async function checkImage(path: string, options: CheckImageOptions = {}): Promise<ImageInfo> {
-  const { minShort = 256, maxShort = 4096, signal } = options;
-  const head = await readHead(path, EXIF_SCAN_BYTES);
-  const kind = sniff(head);
-  if (kind?.kind !== 'image') {
-    throw new SonicError('UNSUPPORTED_IMAGE_FORMAT', `${path} is not a JPEG, PNG or WebP image${kind ? ` (found ${kind.format})` : ''}`, { details: { path } });
-  }
-  const info = await probe(path, { signal, onError: 'IMAGE_DECODE_FAILED' });
+  const { minShort = 256, maxShort = 4096, maxSide = 8192, maxPixels = DEFAULT_MAX_PIXELS, signal, timeoutMs = 60_000 } = options;
+  const header = await inspectMedia('image', path, { minShort, maxShort, maxSide, maxPixels });
+  const info = await probe(path, { signal, onError: 'IMAGE_DECODE_FAILED', maxPixels, timeoutMs });
+  if (info.overPixelLimit) throw tooManyPixels(path, info.overPixelLimit, maxPixels);
   const v = info.video;
   if (!v || !(v.width > 0 && v.height > 0)) {
-    throw new SonicError('IMAGE_DECODE_FAILED', `${path} has no decodable picture`, { details: { path } });
+    throw new SonicError('IMAGE_DECODE_FAILED', `${path} has no decodable picture`, { details: { path, field: 'image' }, safe: 'the image holds no decodable picture' });
   }
-  const orientation = kind.format === 'jpeg' ? exifOrientation(head) : 1;
+  const orientation = header.orientation ?? 1;
   const [width, height] = orientation >= 5 ? [v.height, v.width] : [v.width, v.height];
-  const short = Math.min(width, height);
-  if (short < minShort) {
-    throw new SonicError('IMAGE_TOO_SMALL', `image is ${width}×${height} px; its short side must be at least ${minShort} px`, { details: { width, height, minShort } });
+  if (width !== header.width || height !== header.height) {
+    throw new SonicError('MEDIA_MISMATCH', `the image header of ${path} declares ${header.width}×${header.height} px but its picture is ${width}×${height} px`, {
+      details: { path, field: 'image', width, height },
+      safe: `the image header declares ${header.width}×${header.height} px but its picture is ${width}×${height} px`,
+    });
   }
-  if (short > maxShort) {
-    throw new SonicError('IMAGE_TOO_LARGE', `image is ${width}×${height} px; its short side must be at most ${maxShort} px`, { details: { width, height, maxShort } });
-  }
-  return { format: kind.format, width, height, orientation };
+  await decodeOnce(path, { maxPixels, signal, timeoutMs });
+  return { format: header.format as ImageFormat, width, height, orientation };
 }
 
-/**
- * The EXIF orientation tag (0x0112) of a JPEG, read from the TIFF structure of its APP1 "Exif"
- * segment (big- and little-endian). Only the segments before the image data are scanned, so
- * the first 128 KiB of the file suffice.
- *
- * @returns 1..8; 1 when the buffer is not a JPEG, has no Exif segment or no valid tag.
- */
-export function exifOrientation(buf: Buffer): number {
-  if (buf.length < 4 || buf[0] !== 0xff || buf[1] !== 0xd8) return 1;
-  let off = 2;
-  while (off + 4 <= buf.length) {
-    if (buf[off] !== 0xff) return 1;
-    const marker = buf[off + 1];
-    if (marker === 0xff) { off += 1; continue; } // fill byte
-    // SOS or EOI: no metadata after this point; standalone markers have no length
-    if (marker === 0xda || marker === 0xd9) return 1;
-    if (marker === 0x01 || (marker !== undefined && marker >= 0xd0 && marker <= 0xd7)) { off += 2; continue; }
-    const len = buf.readUInt16BE(off + 2);
-    if (len < 2) return 1;
-    const start = off + 4;
-    const end = Math.min(buf.length, off + 2 + len);
-    if (marker === 0xe1 && end - start >= 6 && buf.toString('latin1', start, start + 6) === 'Exif\0\0') {
-      const found = tiffOrientation(buf.subarray(start + 6, end));
-      if (found !== undefined) return found;
-    }
-    off += 2 + len;
+/** Decodes the first picture to an 8×8 thumbnail: a corrupt body behind a valid header fails here. */
+async function decodeOnce(path: string, o: { maxPixels: number; signal?: AbortSignal; timeoutMs: number }): Promise<void> {
+  const res = await runTool('ffmpeg', [
+    '-nostdin', '-v', 'error', ...decoderBounds(o.maxPixels), '-noautorotate', '-i', path, '-map', '0:v:0', '-frames:v', '1', '-vf', 'scale=8:8,format=gray', '-f', 'rawvideo', '-',
+  ], { signal: o.signal, timeoutMs: o.timeoutMs, maxStdoutBytes: 1024 });
+  const over = pixelLimitHit(res.stderr);
+  if (over) throw tooManyPixels(path, over, o.maxPixels);
+  if (res.code !== 0 || res.stdout.length !== 64) {
+    throw new SonicError('IMAGE_DECODE_FAILED', `cannot decode ${path}: ${failureReason('ffmpeg', res, o.timeoutMs)}`, {
+      details: { path, field: 'image', exitCode: res.code, timedOut: res.timedOut },
+      safe: res.timedOut ? 'decoding the image took longer than allowed' : 'the image could not be decoded: its data is corrupt or truncated',
+    });
   }
-  return 1;
 }
 
-function tiffOrientation(t: Buffer): number | undefined {
-  if (t.length < 8) return undefined;
-  const order = t.toString('latin1', 0, 2);
-  if (order !== 'II' && order !== 'MM') return undefined;
-  const le = order === 'II';
-  const u16 = (o: number): number => (le ? t.readUInt16LE(o) : t.readUInt16BE(o));
-  const u32 = (o: number): number => (le ? t.readUInt32LE(o) : t.readUInt32BE(o));
-  if (u16(2) !== 42) return undefined;
-  const ifd = u32(4);
-  if (ifd + 2 > t.length) return undefined;
-  const entries = u16(ifd);
-  for (let i = 0; i < entries; i++) {
-    const e = ifd + 2 + i * 12;
-    if (e + 12 > t.length) return undefined;
-    if (u16(e) !== 0x0112) continue;
-    const type = u16(e + 2);
-    // SHORT (3) as the spec says; LONG (4) from some writers
-    const value = type === 3 ? u16(e + 8) : type === 4 ? u32(e + 8) : 0;
-    return value >= 1 && value <= 8 ? value : undefined;
-  }
-  return undefined;
+function tooManyPixels(path: string, size: { width: number; height: number }, maxPixels: number): SonicError {
+  const { width, height } = size;
+  const text = `the picture decodes to ${width}×${height} px (${width * height} pixels); at most ${maxPixels} pixels are accepted`;
+  return new SonicError('IMAGE_TOO_LARGE', `${text} (${path})`, { details: { path, field: 'image', width, height, pixels: width * height, maxPixels }, safe: text });
 }
 
 /**
@@ -149,8 +127,10 @@ export async function uprightFilters(path: string): Promise<string[]> {
 export interface ToModelPngOptions {
   /** Longest side of the output in pixels (smaller images are not enlarged); 2048 by default. */
   maxSide?: number;
+  /** The decoder refuses an input of more pixels (`-max_pixels`); {@link DEFAULT_MAX_PIXELS} by default. */
+  maxPixels?: number;
   signal?: AbortSignal;
-  /** Kills ffmpeg after this many milliseconds; no limit by default. */
+  /** Kills each ffmpeg/ffprobe run after this many milliseconds; 60 000 by default. */
   timeoutMs?: number;
 }
 
@@ -161,24 +141,30 @@ export interface ToModelPngOptions {
  *
  * @returns the output size in pixels, as probed from the written file.
  * @throws SonicError `IMAGE_DECODE_FAILED` when ffmpeg fails, times out or writes nothing
- *   readable; `signal.reason` on abort.
+ *   readable; `IMAGE_TOO_LARGE` when the decoder refuses the input for its pixels;
+ *   `signal.reason` on abort.
  */
 export async function toModelPng(input: string, output: string, options: ToModelPngOptions = {}): Promise<{ width: number; height: number }> {
-  const { maxSide = 2048, signal, timeoutMs } = options;
+  const { maxSide = 2048, maxPixels = DEFAULT_MAX_PIXELS, signal, timeoutMs = 60_000 } = options;
   const filters = [
     ...(await uprightFilters(input)),
     `scale=w='min(iw,${maxSide})':h='min(ih,${maxSide})':force_original_aspect_ratio=decrease`,
     'format=rgb24',
   ];
   const res = await runTool('ffmpeg', [
-    '-nostdin', '-v', 'error', '-y', '-noautorotate', '-i', input, '-map', '0:v:0', '-vf', filters.join(','), '-frames:v', '1', '-c:v', 'png', '-f', 'image2', '-update', '1', output,
+    '-nostdin', '-v', 'error', '-y', ...decoderBounds(maxPixels), '-noautorotate', '-i', input, '-map', '0:v:0', '-vf', filters.join(','), '-frames:v', '1', '-c:v', 'png', '-f', 'image2', '-update', '1', output,
   ], { signal, timeoutMs });
+  const over = pixelLimitHit(res.stderr);
+  if (over) throw tooManyPixels(input, over, maxPixels);
   if (res.code !== 0) {
-    throw new SonicError('IMAGE_DECODE_FAILED', `cannot convert ${input} to PNG: ${failureReason('ffmpeg', res, timeoutMs)}`, { details: { input } });
+    throw new SonicError('IMAGE_DECODE_FAILED', `cannot convert ${input} to PNG: ${failureReason('ffmpeg', res, timeoutMs)}`, {
+      details: { input, field: 'image', timedOut: res.timedOut },
+      safe: res.timedOut ? 'converting the image took longer than allowed' : 'the image could not be decoded',
+    });
   }
   const size = await stat(output).then((s) => s.size, () => 0);
   if (size === 0) throw new SonicError('IMAGE_DECODE_FAILED', `ffmpeg wrote no PNG for ${input}`, { details: { input, output } });
-  const out = await probe(output, { signal, onError: 'IMAGE_DECODE_FAILED' });
+  const out = await probe(output, { signal, onError: 'IMAGE_DECODE_FAILED', timeoutMs });
   if (!out.video || !(out.video.width > 0)) throw new SonicError('IMAGE_DECODE_FAILED', `the PNG written for ${input} has no picture`, { details: { input, output } });
   return { width: out.video.width, height: out.video.height };
 }

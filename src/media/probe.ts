@@ -4,6 +4,7 @@
  * our own output.
  */
 import { SonicError, type ErrorCode } from '../core/errors.js';
+import { decoderBounds, pixelLimitHit } from './bounds.js';
 import { failureReason, runTool } from './exec.js';
 
 /** The first audio stream of a file. */
@@ -39,6 +40,11 @@ export interface ProbeResult {
   durationS: number;
   audio?: AudioStreamInfo;
   video?: VideoStreamInfo;
+  /**
+   * Set when a picture stream was refused by the `maxPixels` bound: the size it announced. Its
+   * decoder never allocated it, and `video` then reports 0×0 (or is absent).
+   */
+  overPixelLimit?: { width: number; height: number };
 }
 
 /** Options of {@link probe} and {@link countFrames}. */
@@ -48,9 +54,13 @@ export interface ProbeOptions {
   onError?: ErrorCode;
   /** Kills ffprobe after this many milliseconds; 60 000 by default. */
   timeoutMs?: number;
+  /** Decoders refuse pictures of more pixels (`-max_pixels`); {@link DEFAULT_MAX_PIXELS} by default. */
+  maxPixels?: number;
 }
 
 const DEFAULT_TIMEOUT_MS = 60_000;
+/** ffprobe's JSON for a few streams is small; a file of thousands of streams is refused. */
+const PROBE_STDOUT_BYTES = 4 * 1024 * 1024;
 
 interface RawStream {
   codec_type?: string;
@@ -80,7 +90,7 @@ interface RawProbe {
  * @throws SonicError `INTERNAL` when ffprobe is not installed; `signal.reason` on abort.
  */
 export async function probe(path: string, options: ProbeOptions = {}): Promise<ProbeResult> {
-  const raw = await ffprobeJson(path, [
+  const { raw, stderr } = await ffprobeJson(path, [
     '-show_entries',
     'format=duration,format_name:stream=index,codec_type,codec_name,sample_rate,channels,width,height,pix_fmt,avg_frame_rate,nb_frames,duration:stream_disposition=attached_pic',
   ], options);
@@ -89,6 +99,8 @@ export async function probe(path: string, options: ProbeOptions = {}): Promise<P
   const a = streams.find((s) => s.codec_type === 'audio');
   const v = streams.find((s) => s.codec_type === 'video' && s.disposition?.attached_pic !== 1);
   const result: ProbeResult = { formatName: raw.format?.format_name ?? '', durationS: formatDuration };
+  const over = pixelLimitHit(stderr);
+  if (over) result.overPixelLimit = over;
   if (a) {
     result.audio = {
       codec: a.codec_name ?? '',
@@ -119,23 +131,27 @@ export async function probe(path: string, options: ProbeOptions = {}): Promise<P
  * @throws SonicError `options.onError` (default `INTERNAL`) when ffprobe fails or finds no video stream.
  */
 export async function countFrames(path: string, options: ProbeOptions = {}): Promise<number> {
-  const raw = await ffprobeJson(path, ['-count_frames', '-select_streams', 'v:0', '-show_entries', 'stream=nb_read_frames'], options);
+  const { raw } = await ffprobeJson(path, ['-count_frames', '-select_streams', 'v:0', '-show_entries', 'stream=nb_read_frames'], options);
   const n = raw.streams?.[0]?.nb_read_frames;
   if (n === undefined || !/^\d+$/.test(n)) {
-    throw new SonicError(options.onError ?? 'INTERNAL', `ffprobe found no video frames to count in ${path}`, { details: { path } });
+    throw new SonicError(options.onError ?? 'INTERNAL', `ffprobe found no video frames to count in ${path}`, { details: { path }, safe: 'no video frames could be counted' });
   }
   return Number(n);
 }
 
-async function ffprobeJson(path: string, entries: string[], options: ProbeOptions): Promise<RawProbe> {
+async function ffprobeJson(path: string, entries: string[], options: ProbeOptions): Promise<{ raw: RawProbe; stderr: string }> {
   const code = options.onError ?? 'INTERNAL';
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const res = await runTool('ffprobe', ['-v', 'error', ...entries, '-of', 'json', '--', path], { signal: options.signal, timeoutMs });
+  const res = await runTool('ffprobe', ['-v', 'error', ...decoderBounds(options.maxPixels), ...entries, '-of', 'json', '--', path], {
+    signal: options.signal,
+    timeoutMs,
+    maxStdoutBytes: PROBE_STDOUT_BYTES,
+  });
   if (res.code !== 0) {
-    throw new SonicError(code, `cannot read ${path}: ${failureReason('ffprobe', res, timeoutMs)}`, { details: { path, exitCode: res.code } });
+    throw new SonicError(code, `cannot read ${path}: ${failureReason('ffprobe', res, timeoutMs)}`, { details: { path, exitCode: res.code, timedOut: res.timedOut } });
   }
   try {
-    return JSON.parse(res.stdout.toString('utf8')) as RawProbe;
+    return { raw: JSON.parse(res.stdout.toString('utf8')) as RawProbe, stderr: res.stderr };
   } catch (err) {
     throw new SonicError(code, `ffprobe printed unreadable JSON for ${path}`, { cause: err, details: { path } });
   }

@@ -6,6 +6,7 @@ import { stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { SonicError } from '../core/errors.js';
 import { frameCount, loudness } from './audio.js';
+import { DEFAULT_MAX_PIXELS, decoderBounds } from './bounds.js';
 import { failureReason, runTool, startTool } from './exec.js';
 import { uprightFilters } from './image.js';
 import { probe } from './probe.js';
@@ -30,8 +31,10 @@ export interface RenderPreviewOptions {
   signal?: AbortSignal;
   /** Called with the fraction of frames written, from 0 to 1 (1 once the video is complete). */
   onProgress?: (fraction: number) => void;
-  /** Kills each ffmpeg run after this many milliseconds; no limit by default. */
+  /** Kills each ffmpeg/ffprobe run after this many milliseconds; the tool runner's default (10 min) otherwise. */
   timeoutMs?: number;
+  /** The decoder refuses a portrait of more pixels (`-max_pixels`); {@link DEFAULT_MAX_PIXELS} by default. */
+  maxPixels?: number;
 }
 
 /** What {@link renderPreview} wrote. */
@@ -64,7 +67,7 @@ export interface RenderResult {
  *   encoder fails or its output does not hold exactly the expected frames; `signal.reason` on abort.
  */
 export async function renderPreview(options: RenderPreviewOptions): Promise<RenderResult> {
-  const { image, audio, output, size, fps = 25, motionScale = 1, crf = 18, signal, onProgress, timeoutMs } = options;
+  const { image, audio, output, size, fps = 25, motionScale = 1, crf = 18, signal, onProgress, timeoutMs, maxPixels } = options;
   if (!Number.isInteger(size) || size < 16 || size % 2 !== 0) {
     throw new SonicError('PARAMS_OUT_OF_RANGE', `size must be an even integer of at least 16 px, got ${size}`, { details: { size } });
   }
@@ -72,12 +75,12 @@ export async function renderPreview(options: RenderPreviewOptions): Promise<Rend
   if (!(motionScale >= 0)) throw new SonicError('PARAMS_OUT_OF_RANGE', `motionScale must be ≥ 0, got ${motionScale}`, { details: { motionScale } });
   if (!(crf >= 0 && crf <= 51)) throw new SonicError('PARAMS_OUT_OF_RANGE', `crf must lie in [0, 51], got ${crf}`, { details: { crf } });
 
-  const audioInfo = await probe(audio, { signal, onError: 'AUDIO_DECODE_FAILED' });
+  const audioInfo = await probe(audio, { signal, onError: 'AUDIO_DECODE_FAILED', timeoutMs });
   const audioDurationS = audioInfo.audio?.durationS ?? 0;
   if (!(audioDurationS > 0)) throw new SonicError('AUDIO_DECODE_FAILED', `${audio} has no audio of known duration`, { details: { audio } });
   const frames = frameCount(audioDurationS, fps);
 
-  const still = await decodeStill(image, size, { signal, timeoutMs });
+  const still = await decodeStill(image, size, { signal, timeoutMs, maxPixels });
   const levels = await loudness(audio, fps, { frames, signal, timeoutMs });
   onProgress?.(0);
 
@@ -108,7 +111,7 @@ export async function renderPreview(options: RenderPreviewOptions): Promise<Rend
   }
   const written = await stat(output).then((s) => s.size, () => 0);
   if (written === 0) throw new SonicError('ENCODE_FAILED', `ffmpeg wrote no preview video to ${output}`, { details: { output } });
-  const info = await probe(output, { signal, onError: 'ENCODE_FAILED' });
+  const info = await probe(output, { signal, onError: 'ENCODE_FAILED', timeoutMs });
   if (info.video?.frames !== frames) {
     throw new SonicError('ENCODE_FAILED', `the preview has ${info.video?.frames ?? 'no'} frames; ${frames} were written`, { details: { output, frames } });
   }
@@ -120,11 +123,12 @@ export async function renderPreview(options: RenderPreviewOptions): Promise<Rend
  * Decodes a picture to raw RGB, upright (EXIF orientation applied), with its short side scaled
  * to `size` (long side rounded to even).
  *
- * @throws SonicError `IMAGE_DECODE_FAILED` when ffprobe or ffmpeg cannot decode it.
+ * @throws SonicError `IMAGE_DECODE_FAILED` when ffprobe or ffmpeg cannot decode it (a picture of
+ *   more than `maxPixels`, {@link DEFAULT_MAX_PIXELS} by default, is not decoded at all).
  */
-export async function decodeStill(image: string, size: number, options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<RgbImage> {
-  const { signal, timeoutMs } = options;
-  const info = await probe(image, { signal, onError: 'IMAGE_DECODE_FAILED' });
+export async function decodeStill(image: string, size: number, options: { signal?: AbortSignal; timeoutMs?: number; maxPixels?: number } = {}): Promise<RgbImage> {
+  const { signal, timeoutMs, maxPixels = DEFAULT_MAX_PIXELS } = options;
+  const info = await probe(image, { signal, onError: 'IMAGE_DECODE_FAILED', timeoutMs, maxPixels });
   const v = info.video;
   if (!v || !(v.width > 0 && v.height > 0)) throw new SonicError('IMAGE_DECODE_FAILED', `${image} has no decodable picture`, { details: { image } });
   const upright = await uprightFilters(image);
@@ -136,9 +140,9 @@ export async function decodeStill(image: string, size: number, options: { signal
   const width = w <= h ? size : even(w * scale);
   const height = w <= h ? even(h * scale) : size;
   const res = await runTool('ffmpeg', [
-    '-nostdin', '-v', 'error', '-noautorotate', '-i', image, '-map', '0:v:0', '-frames:v', '1',
+    '-nostdin', '-v', 'error', ...decoderBounds(maxPixels), '-noautorotate', '-i', image, '-map', '0:v:0', '-frames:v', '1',
     '-vf', [...upright, `scale=${width}:${height}:flags=lanczos`, 'format=rgb24'].join(','), '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-',
-  ], { signal, timeoutMs });
+  ], { signal, timeoutMs, maxStdoutBytes: width * height * 3 });
   if (res.code !== 0) {
     throw new SonicError('IMAGE_DECODE_FAILED', `cannot decode ${image}: ${failureReason('ffmpeg', res, timeoutMs)}`, { details: { image } });
   }

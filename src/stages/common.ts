@@ -3,13 +3,12 @@
  * transfer helpers, the status fields taken from the request, and the FAILED outcome that a
  * stage publishes when a task fails for good (notify turns it into a webhook).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Config } from '../core/config.js';
 import { publicError, type SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { BlobRef, BlobStore } from '../blob/store.js';
+import { defaultScratchRoot, processScratchDir, withScratchDir } from '../media/scratch.js';
 import type { StageRecord, StageResult, StatusExtra } from '../runtime/stage.js';
 import type { MediaRef, TaskCompleted, TaskRequest } from './records.js';
 
@@ -19,20 +18,41 @@ export interface StageDeps {
   logger: Logger;
 }
 
-/** Runs `fn` in a fresh scratch directory that is removed afterwards, whatever happens. */
-export async function withScratch<T>(taskId: string, stage: string, fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), `sonicflow-${stage}-${taskId.slice(0, 8)}-`));
-  try {
-    return await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+let scratchRoot: string | undefined;
+
+/**
+ * Sets this process's scratch root (SONIC_SCRATCH_DIR, or `<os tmpdir>/sonicflow-scratch-<uid>`)
+ * and starts making its process directory, which first sweeps the directories of dead processes
+ * (see src/media/scratch.ts). Stage factories call it, so the sweep runs when a stage starts; a
+ * failure is logged here and thrown again by the first {@link withScratch}.
+ */
+export function initScratch(deps: Pick<StageDeps, 'config' | 'logger'>): void {
+  scratchRoot = deps.config.scratchDir || defaultScratchRoot();
+  processScratchDir(scratchRoot).then(
+    (dir) => deps.logger.debug({ scratch_dir: dir }, 'scratch directory ready'),
+    (err: unknown) => deps.logger.error({ err, scratch_root: scratchRoot }, 'cannot prepare the scratch directory'),
+  );
 }
 
-/** Downloads a referenced blob into `dir/name`; returns the local path. */
+/**
+ * Runs `fn` in a fresh scratch directory of this process (`<process dir>/<stage>-<task>-<random>`)
+ * that is removed afterwards, whatever happens; a process killed mid-task leaves it to the sweep
+ * of the next process that starts.
+ */
+export async function withScratch<T>(taskId: string, stage: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  return withScratchDir(`${stage}-${taskId.slice(0, 8)}`, fn, scratchRoot);
+}
+
+/**
+ * Downloads a referenced blob into `dir/name`, verified against the reference's sha256 when it
+ * has one; returns the local path.
+ *
+ * @throws SonicError `CHECKSUM_MISMATCH` when the bytes are not the ones referenced (non-retryable);
+ *   the store's `INPUT_NOT_FOUND` / `INPUT_FETCH_FAILED` otherwise.
+ */
 export async function fetchTo(blob: BlobStore, ref: MediaRef, dir: string, name: string): Promise<string> {
   const path = join(dir, name);
-  await blob.download(blob.keyFromUri(ref.uri), path);
+  await blob.download(blob.keyFromUri(ref.uri), path, ref.sha256 ? { sha256: ref.sha256 } : {});
   return path;
 }
 

@@ -1,15 +1,19 @@
 /**
- * encode: the deliverable MP4 — H.264 yuv420p, AAC, 25 fps, +faststart, the original audio muxed —
- * probed after ffmpeg (exit code checked, codecs and duration verified). ENCODE_FAILED is retried once.
+ * encode: the deliverable MP4 — H.264 yuv420p, AAC, 25 fps, +faststart, the speech muxed (the
+ * cut preprocess made, so the rendered video and the speech last the same) — probed after ffmpeg
+ * (exit code checked, codecs and duration verified), every run under a deadline that grows with
+ * the audio. ENCODE_FAILED is retried once.
  */
 import { join } from 'node:path';
 import { taskKey } from '../blob/store.js';
+import { mediaDeadlineMs } from '../media/bounds.js';
 import { encodeDeliverable } from '../media/encode.js';
 import { defineStage } from '../runtime/stage.js';
-import { failedOutcome, fetchTo, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
+import { failedOutcome, fetchTo, initScratch, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
 import type { TaskEncoded, TaskRendered } from './records.js';
 
 export function encodeStage(deps: StageDeps) {
+  initScratch(deps);
   return defineStage<TaskRendered>({
     name: 'encode',
     runningState: 'ENCODING',
@@ -22,10 +26,12 @@ export function encodeStage(deps: StageDeps) {
         const output = join(dir, 'video.mp4');
         const result = await encodeDeliverable({
           video: await fetchTo(deps.blob, v.video, dir, 'rendered.mp4'),
-          audio: await fetchTo(deps.blob, v.audio_original, dir, 'audio-original'),
+          audio: await fetchTo(deps.blob, v.audio_original, dir, 'speech.flac'),
           output,
           fps: v.request.params.fps,
           signal: ctx.signal,
+          timeoutMs: mediaDeadlineMs(deps.config, v.audio_duration_s),
+          maxPixels: deps.config.maxImagePixels,
         });
         const stored = await deps.blob.put(taskKey(rec.taskId, 'encode', 'video.mp4'), output, { contentType: 'video/mp4' });
         const out: TaskEncoded = {

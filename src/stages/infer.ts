@@ -1,17 +1,20 @@
 /**
  * infer: renders the talking head with the configured backend — builtin (CPU preview, not
- * lip-sync), command (Sonic's CLI or any script) or cog (a Cog model server). One task per GPU:
- * the topology runs it with concurrency 1 and one record per transaction.
+ * lip-sync), command (Sonic's CLI or any script) or cog (a Cog model server) — from
+ * preprocess's outputs (the speech already cut at the task's limit), each under the inference
+ * time budget. One task per GPU: the topology runs it with concurrency 1 and one record per
+ * transaction.
  */
 import { join } from 'node:path';
 import { taskKey } from '../blob/store.js';
+import { mediaDeadlineMs } from '../media/bounds.js';
 import { probe } from '../media/probe.js';
 import { defineStage } from '../runtime/stage.js';
 import { BuiltinBackend } from './backends/builtin.js';
 import { CogBackend } from './backends/cog.js';
 import { CommandBackend } from './backends/command.js';
 import type { InferBackend } from './backends/types.js';
-import { failedOutcome, fetchTo, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
+import { failedOutcome, fetchTo, initScratch, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
 import type { TaskPrepared, TaskRendered } from './records.js';
 
 /** The backend chosen by SONIC_INFER_BACKEND. */
@@ -20,10 +23,11 @@ export function createBackend(deps: StageDeps): InferBackend {
   const timeouts = { timeoutBaseS: c.inferTimeoutBaseS, timeoutPerAudioS: c.inferTimeoutPerAudioS };
   if (c.inferBackend === 'command') return new CommandBackend(c.inferCommand, { cwd: c.inferCwd, ...timeouts });
   if (c.inferBackend === 'cog') return new CogBackend(c.cogUrl, { ...timeouts, mode: c.cogMode });
-  return new BuiltinBackend();
+  return new BuiltinBackend({ ...timeouts, maxPixels: c.maxImagePixels });
 }
 
 export function inferStage(deps: StageDeps, backend: InferBackend = createBackend(deps)) {
+  initScratch(deps);
   return defineStage<TaskPrepared>({
     name: 'infer',
     runningState: 'INFERRING',
@@ -41,7 +45,7 @@ export function inferStage(deps: StageDeps, backend: InferBackend = createBacken
           attempt: rec.attempt,
           imagePng: await fetchTo(deps.blob, v.image_png, dir, 'image.png'),
           audio16k: await fetchTo(deps.blob, v.audio_16k, dir, 'audio16k.wav'),
-          audioOriginal: await fetchTo(deps.blob, v.audio_original, dir, 'audio-original'),
+          audioOriginal: await fetchTo(deps.blob, v.audio_original, dir, 'speech.flac'),
           durationS: v.audio_duration_s,
           params: v.request.params,
           outputPath: output,
@@ -49,7 +53,7 @@ export function inferStage(deps: StageDeps, backend: InferBackend = createBacken
           signal: ctx.signal,
           onProgress: (f) => ctx.progress(f),
         });
-        const video = await probe(output, { onError: 'INFERENCE_FAILED' });
+        const video = await probe(output, { onError: 'INFERENCE_FAILED', signal: ctx.signal, timeoutMs: mediaDeadlineMs(deps.config), maxPixels: deps.config.maxImagePixels });
         const stored = await deps.blob.put(taskKey(rec.taskId, 'infer', 'rendered.mp4'), output, { contentType: 'video/mp4' });
         const out: TaskRendered = {
           task_id: rec.taskId,

@@ -1,17 +1,30 @@
 /**
- * preprocess: audio to 16 kHz mono PCM WAV for the model (the original is kept for muxing), and
- * the portrait to an orientation-corrected, bounded RGB PNG. Outputs are stored under
- * `tasks/<id>/preprocess/`, so a redone stage overwrites its own objects.
+ * preprocess: the speech cut at the task's limit (16-bit FLAC, `speech.flac`: what infer and
+ * encode use instead of the upload, with its measured duration), the model's 16 kHz mono PCM
+ * WAV made from it, and the portrait as an orientation-corrected, bounded RGB PNG. Outputs are
+ * stored under `tasks/<id>/preprocess/`, so a redone stage overwrites its own objects.
+ *
+ * With `truncate_audio`, audio longer than the limit is cut there; without it, decoding still
+ * stops at the limit, and audio that reaches it although its header announced less (a lying
+ * header, a decompression bomb) is refused as AUDIO_TOO_LONG. Every tool run has a deadline.
  */
 import { join } from 'node:path';
 import { taskKey } from '../blob/store.js';
-import { toModelWav } from '../media/audio.js';
-import { checkImage, toModelPng } from '../media/image.js';
+import { SonicError } from '../core/errors.js';
+import { checkDuration, toModelWav, toSpeechFlac } from '../media/audio.js';
+import { mediaDeadlineMs } from '../media/bounds.js';
+import { toModelPng } from '../media/image.js';
 import { defineStage } from '../runtime/stage.js';
-import { failedOutcome, fetchTo, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
+import { failedOutcome, fetchTo, initScratch, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
 import type { TaskPrepared, TaskValidated } from './records.js';
+import { audioLimit } from './validate.js';
+
+/** How much shorter than the limit a header may claim before audio reaching the limit counts as a lie, s. */
+const HEADER_SLACK_S = 0.5;
 
 export function preprocessStage(deps: StageDeps) {
+  initScratch(deps);
+  const c = deps.config;
   return defineStage<TaskValidated>({
     name: 'preprocess',
     runningState: 'PREPROCESSING',
@@ -20,23 +33,33 @@ export function preprocessStage(deps: StageDeps) {
     onFailure: (rec, error) => failedOutcome(rec, error, Date.now()),
     async handle(rec, ctx) {
       const v = rec.value;
+      const maxS = audioLimit(v.request, c.maxAudioSeconds);
       return withScratch(rec.taskId, 'preprocess', async (dir) => {
         const audioIn = await fetchTo(deps.blob, v.request.audio, dir, 'audio');
         const imageIn = await fetchTo(deps.blob, v.request.image, dir, 'image');
+        const flac = join(dir, 'speech.flac');
         const wav = join(dir, 'audio16k.wav');
         const png = join(dir, 'image.png');
-        await toModelWav(audioIn, wav, { maxS: v.audio_probe.duration_s, signal: ctx.signal });
-        await toModelPng(imageIn, png, { maxSide: 2048, signal: ctx.signal });
-        const image = await checkImage(png, { minShort: 1, maxShort: 100_000 });
+        const { durationS } = await toSpeechFlac(audioIn, flac, { maxS, signal: ctx.signal, timeoutMs: mediaDeadlineMs(c, maxS) });
+        if (!v.request.truncate_audio && durationS >= maxS - 0.001 && v.audio_probe.duration_s < maxS - HEADER_SLACK_S) {
+          throw new SonicError('AUDIO_TOO_LONG', `the audio decodes to more than ${maxS} s although its header says ${v.audio_probe.duration_s.toFixed(2)} s`, {
+            safe: `the audio is longer than ${maxS} s (its header claims ${v.audio_probe.duration_s.toFixed(2)} s); at most ${maxS} s is allowed`,
+            details: { field: 'audio', maxS },
+          });
+        }
+        checkDuration(durationS, 1, maxS);
+        await toModelWav(flac, wav, { maxS, signal: ctx.signal, timeoutMs: mediaDeadlineMs(c, durationS) });
+        const image = await toModelPng(imageIn, png, { maxSide: 2048, maxPixels: c.maxImagePixels, signal: ctx.signal, timeoutMs: mediaDeadlineMs(c) });
+        const speech = await deps.blob.put(taskKey(rec.taskId, 'preprocess', 'speech.flac'), flac, { contentType: 'audio/flac' });
         const audio16k = await deps.blob.put(taskKey(rec.taskId, 'preprocess', 'audio16k.wav'), wav, { contentType: 'audio/wav' });
         const imagePng = await deps.blob.put(taskKey(rec.taskId, 'preprocess', 'image.png'), png, { contentType: 'image/png' });
         const out: TaskPrepared = {
           task_id: rec.taskId,
           request: v.request,
           audio_16k: mediaRef(audio16k),
-          audio_original: v.request.audio,
+          audio_original: mediaRef(speech),
           image_png: mediaRef(imagePng),
-          audio_duration_s: v.audio_probe.duration_s,
+          audio_duration_s: durationS,
           width: image.width,
           height: image.height,
           prepared_at: ctx.now(),

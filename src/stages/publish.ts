@@ -4,7 +4,7 @@
  * SUCCEEDED. The key derives from the task id only, so a redo overwrites the same object.
  */
 import { defineStage } from '../runtime/stage.js';
-import { failedOutcome, fetchTo, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
+import { failedOutcome, fetchTo, initScratch, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
 import type { TaskCompleted, TaskEncoded } from './records.js';
 
 /** Store key of a task's published video. */
@@ -18,6 +18,7 @@ export function videoUrl(config: StageDeps['config'], taskId: string): string {
 }
 
 export function publishStage(deps: StageDeps) {
+  initScratch(deps);
   return defineStage<TaskEncoded>({
     name: 'publish',
     runningState: 'PUBLISHING',

@@ -42,8 +42,14 @@ export interface TaskValidated extends StageRecordBase {
 
 export interface TaskPrepared extends StageRecordBase {
   audio_16k: MediaRef;
+  /**
+   * The speech as infer and encode use it: the upload decoded and cut at the task's limit
+   * (16-bit FLAC, `tasks/<id>/preprocess/speech.flac`). Records written before the cut existed
+   * carry the upload itself.
+   */
   audio_original: MediaRef;
   image_png: MediaRef;
+  /** Duration of `audio_original`, s, as probed after the cut (not as the upload's header claims). */
   audio_duration_s: number;
   width: number;
   height: number;
@@ -52,6 +58,7 @@ export interface TaskPrepared extends StageRecordBase {
 
 export interface TaskRendered extends StageRecordBase {
   video: MediaRef;
+  /** The speech to mux (see {@link TaskPrepared.audio_original}): the video must last as long. */
   audio_original: MediaRef;
   audio_duration_s: number;
   backend: string;

@@ -1,28 +1,20 @@
 /**
- * validate: probes the audio and the portrait and checks every parameter. Permanent failures
- * (wrong format, undecodable, too short or long, too small or large, parameters out of range)
- * go to the DLQ at once; a store that cannot be read is retried (INPUT_FETCH_FAILED).
+ * validate: checks every parameter, then the audio and the portrait: their headers first
+ * (`inspectMedia`: formats, decompression bombs, videos posing as audio, lying headers,
+ * polyglots), then ffprobe and one decode of the picture, every tool run bounded by a deadline
+ * and `-max_pixels`. Permanent failures (wrong format, undecodable, too short or long, too small
+ * or large, parameters out of range) go to the DLQ at once; a store that cannot be read is
+ * retried (INPUT_FETCH_FAILED); a blob whose bytes are not the ones submitted is CHECKSUM_MISMATCH.
  */
-import { open } from 'node:fs/promises';
 import { SonicError } from '../core/errors.js';
 import { checkAudio } from '../media/audio.js';
+import { mediaDeadlineMs } from '../media/bounds.js';
 import { checkImage } from '../media/image.js';
-import { sniff } from '../media/sniff.js';
+import { inspectLimits, inspectMedia } from '../media/inspect.js';
 import { defineStage } from '../runtime/stage.js';
-import { failedOutcome, fetchTo, statusOf, withScratch, type StageDeps } from './common.js';
+import { failedOutcome, fetchTo, initScratch, statusOf, withScratch, type StageDeps } from './common.js';
 import { HARD_MAX_AUDIO_S, checkParams, checkRequestFields } from './params.js';
 import type { TaskRequest, TaskValidated } from './records.js';
-
-async function head(path: string): Promise<Buffer> {
-  const f = await open(path, 'r');
-  try {
-    const buf = Buffer.alloc(64);
-    const { bytesRead } = await f.read(buf, 0, 64, 0);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await f.close();
-  }
-}
 
 /** The longest audio this task may have: its own limit, capped by configuration and Sonic's 400 s. */
 export function audioLimit(request: TaskRequest, configuredMaxS: number): number {
@@ -30,6 +22,7 @@ export function audioLimit(request: TaskRequest, configuredMaxS: number): number
 }
 
 export function validateStage(deps: StageDeps) {
+  initScratch(deps);
   return defineStage<TaskRequest>({
     name: 'validate',
     runningState: 'VALIDATING',
@@ -41,23 +34,20 @@ export function validateStage(deps: StageDeps) {
       checkParams(request.params);
       checkRequestFields(request);
       if (request.expires_at && request.expires_at.getTime() < Date.now()) {
-        throw new SonicError('INVALID_REQUEST', `the task expired at ${request.expires_at.toISOString()}`);
+        throw new SonicError('INVALID_REQUEST', `the task expired at ${request.expires_at.toISOString()}`, { safe: true });
       }
       return withScratch(rec.taskId, 'validate', async (dir) => {
         const audioPath = await fetchTo(deps.blob, request.audio, dir, 'audio');
         const imagePath = await fetchTo(deps.blob, request.image, dir, 'image');
-        const audioKind = sniff(await head(audioPath));
-        if (audioKind?.kind !== 'audio') {
-          throw new SonicError('UNSUPPORTED_AUDIO_FORMAT', `the audio is ${audioKind ? `a ${audioKind.format} image` : 'not a recognised format'}; send wav, mp3, m4a/aac, flac or ogg`);
-        }
-        const imageKind = sniff(await head(imagePath));
-        if (imageKind?.kind !== 'image') {
-          throw new SonicError('UNSUPPORTED_IMAGE_FORMAT', `the image is ${imageKind ? `${imageKind.format} audio` : 'not a recognised format'}; send jpeg, png or webp`);
-        }
+        // headers first, without a decoder: formats, bombs, videos posing as audio, polyglots
+        const limits = inspectLimits(deps.config);
+        const audioKind = await inspectMedia('audio', audioPath, limits);
+        await inspectMedia('image', imagePath, limits);
         const maxS = audioLimit(request, deps.config.maxAudioSeconds);
+        const timeoutMs = mediaDeadlineMs(deps.config);
         // with truncate_audio, longer audio is cut at maxS by preprocess instead of refused
-        const audio = await checkAudio(audioPath, { minS: 1, maxS: request.truncate_audio ? Number.POSITIVE_INFINITY : maxS });
-        const image = await checkImage(imagePath, { minShort: 256, maxShort: 4096 });
+        const audio = await checkAudio(audioPath, { minS: 1, maxS: request.truncate_audio ? Number.POSITIVE_INFINITY : maxS, signal: ctx.signal, timeoutMs, maxPixels: limits.maxPixels });
+        const image = await checkImage(imagePath, { ...limits, signal: ctx.signal, timeoutMs });
         ctx.signal.throwIfAborted();
         const out: TaskValidated = {
           task_id: rec.taskId,
@@ -69,7 +59,7 @@ export function validateStage(deps: StageDeps) {
             sample_rate: audio.audio?.sampleRate ?? 0,
             channels: audio.audio?.channels ?? 0,
           },
-          image_probe: { format: imageKind.format, width: image.width, height: image.height },
+          image_probe: { format: image.format, width: image.width, height: image.height },
           validated_at: ctx.now(),
         };
         return { emit: [{ sink: 'validated', value: out }] };

@@ -4,7 +4,7 @@
  * raw HTTP requests that keep a path exactly as spelled, and the end offsets of
  * `tasks.requested`, which must not move when a request is refused.
  */
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,7 +28,7 @@ export interface ApiUnderTest {
   topic(name: string): string;
   /** Sum of the high watermarks of tasks.requested (every record, marker and aborted write counts). */
   requestedEnd(): Promise<bigint>;
-  /** Files left in the spool directory. */
+  /** Files left in the spool (the API's scratch directory). */
   spooled(): string[];
 }
 
@@ -53,7 +53,7 @@ export async function startApiOnly(env: Record<string, string> = {}, ctx: Contex
     SONIC_API_PUBLIC_URL: `http://127.0.0.1:${port}`,
     SONIC_DATA_DIR: dataDir,
     SONIC_STATE_DIR: join(dataDir, 'state'),
-    SONIC_API_SPOOL_DIR: spoolDir,
+    SONIC_SCRATCH_DIR: spoolDir,
     SONIC_LOG_LEVEL: 'warn',
     SONIC_API_INSTANCE_ID: prefix,
     ...env,
@@ -80,7 +80,7 @@ export async function startApiOnly(env: Record<string, string> = {}, ctx: Contex
       const offsets = await reader.offsets([`${prefix}.tasks.requested`]);
       return offsets.reduce((sum, o) => sum + o.end, 0n);
     },
-    spooled: () => readdirSync(spoolDir, { recursive: true }).map(String),
+    spooled: () => readdirSync(spoolDir, { recursive: true }).map(String).filter((f) => statSync(join(spoolDir, f)).isFile()),
   };
 }
 

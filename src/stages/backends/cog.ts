@@ -72,7 +72,7 @@ export class CogBackend implements InferBackend {
     const budgetMs = inferenceBudgetMs(i.durationS, this.opts.timeoutBaseS, this.opts.timeoutPerAudioS);
     // the budget bounds every request and wait, so a poll the server never answers times out too
     const budget = new AbortController();
-    const timer = setTimeout(() => budget.abort(new SonicError('INFERENCE_TIMEOUT', `Cog prediction ${id} did not finish within its budget`)), budgetMs);
+    const timer = setTimeout(() => budget.abort(new SonicError('INFERENCE_TIMEOUT', `Cog prediction ${id} did not finish within its budget of ${Math.round(budgetMs / 1000)} s`, { safe: 'inference did not finish within its time budget' })), budgetMs);
     const signal = AbortSignal.any([i.signal, budget.signal]);
     const path = `/predictions/${encodeURIComponent(id)}`;
     try {

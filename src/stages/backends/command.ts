@@ -85,7 +85,7 @@ export class CommandBackend implements InferBackend {
       });
     });
     i.signal.throwIfAborted();
-    if (timedOut) throw new SonicError('INFERENCE_TIMEOUT', `inference took longer than its budget of ${Math.round(budgetMs / 1000)} s for ${i.durationS.toFixed(1)} s of audio`);
+    if (timedOut) throw new SonicError('INFERENCE_TIMEOUT', `inference took longer than its budget of ${Math.round(budgetMs / 1000)} s for ${i.durationS.toFixed(1)} s of audio`, { safe: true });
     if (code !== 0) throw classifyModelFailure(stderr, `inference command exited with ${code}`);
     // Sonic's process() returns -1 without a file when it finds no face, and demo.py exits 0
     const made = await stat(i.outputPath).catch(() => undefined);

@@ -4,10 +4,11 @@ import type { SonicParams } from '../params.js';
 export interface InferInput {
   taskId: string;
   attempt: number;
-  /** Local paths. */
+  /** Local paths: the model PNG, the 16 kHz mono WAV, and the speech cut at the task's limit (FLAC); both audio files last `durationS`. */
   imagePng: string;
   audio16k: string;
   audioOriginal: string;
+  /** Seconds of speech (after preprocess's cut); the video must last as long, and the time budget follows it. */
   durationS: number;
   params: SonicParams;
   /** Where the backend must leave the rendered video (with or without audio: encode re-muxes). */
@@ -27,7 +28,7 @@ export interface InferBackend {
   render(input: InferInput): Promise<InferOutput>;
 }
 
-/** Time budget of one inference: a base plus a per-second-of-audio allowance, ms. */
+/** Time budget of one inference, for every backend: a base plus a per-second-of-audio allowance, ms. */
 export function inferenceBudgetMs(durationS: number, baseS: number, perAudioS: number): number {
   return Math.round((baseS + perAudioS * durationS) * 1000);
 }

@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { checkAudio, dbfsToLevel, frameCount, loudness, toModelWav } from '../../../src/media/audio.js';
+import { checkAudio, dbfsToLevel, frameCount, loudness, toModelWav, toSpeechFlac } from '../../../src/media/audio.js';
+import { publicError } from '../../../src/core/errors.js';
 import { countFrames, probe } from '../../../src/media/probe.js';
 import { makeNoise, makePortrait, makeSilence, makeTone } from '../../../src/media/samples.js';
 import { expectSonicError, ffprobeJson, tempDir } from '../../fixtures/media/util.js';
@@ -25,6 +26,9 @@ beforeAll(async () => {
   const whole = await readFile(f('tone2.m4a'));
   await writeFile(f('truncated.m4a'), whole.subarray(0, Math.floor(whole.length / 2)));
   await writeFile(f('text.wav'), 'not audio at all\n');
+  execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', 'sine=d=2:r=96000', '-ac', '6', '-c:a', 'pcm_s24le', f('six-96k.wav')]);
+  // an hour of silence in about 8 KB: a decompression bomb for anything that decodes it whole
+  execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', 'anullsrc=r=8000:cl=mono', '-t', '3600', '-c:a', 'flac', '-frame_size', '65535', f('hour.flac')]);
 });
 
 describe('probe', () => {
@@ -53,13 +57,14 @@ describe('checkAudio', () => {
 
   it('refuses audio shorter than minS, stating both values', async () => {
     const err = await expectSonicError(checkAudio(f('short.wav')), 'AUDIO_TOO_SHORT');
-    expect(err.message).toBe('audio is 0.50 s; at least 1 s is needed');
+    expect(err.message).toBe('the audio is 0.50 s; at least 1 s is needed');
+    expect(publicError(err)).toMatchObject({ message: err.message, details: { field: 'audio', durationS: 0.5, minS: 1 } });
     expect(err.retryable).toBe(false);
   });
 
   it('refuses audio longer than maxS, stating both values', async () => {
     const err = await expectSonicError(checkAudio(f('long.ogg'), { maxS: 2 }), 'AUDIO_TOO_LONG');
-    expect(err.message).toMatch(/^audio is 3\.0\d s; at most 2 s is allowed$/);
+    expect(err.message).toMatch(/^the audio is 3\.0\d s; at most 2 s is allowed$/);
   });
 
   it('reports a truncated file, a text file and an image as AUDIO_DECODE_FAILED', async () => {
@@ -88,6 +93,34 @@ describe('toModelWav', () => {
   it('throws AUDIO_DECODE_FAILED for a file ffmpeg cannot decode or without audio', async () => {
     await expectSonicError(toModelWav(f('truncated.m4a'), f('x.wav')), 'AUDIO_DECODE_FAILED');
     await expectSonicError(toModelWav(f('face.png'), f('y.wav')), 'AUDIO_DECODE_FAILED');
+  });
+});
+
+describe('toSpeechFlac', () => {
+  it('cuts the speech to 16-bit FLAC, mono or stereo up to 48 kHz, and reports the probed duration', async () => {
+    expect(await toSpeechFlac(f('six-96k.wav'), f('six.flac'), { maxS: 1.25 })).toEqual({ durationS: 1.25 });
+    const s = ffprobeJson(f('six.flac'), 'stream=codec_name,sample_rate,channels,sample_fmt').streams?.[0];
+    expect(s).toMatchObject({ codec_name: 'flac', sample_rate: '48000', channels: 2, sample_fmt: 's16' });
+    expect(await toSpeechFlac(f('tone2.mp3'), f('mp3.flac'), { maxS: 60 })).toEqual({ durationS: expect.closeTo(2, 1) as number });
+    expect(ffprobeJson(f('mp3.flac'), 'stream=sample_rate,channels').streams?.[0]).toMatchObject({ sample_rate: '44100', channels: 1 });
+  });
+
+  it('decodes no more than the cut of a decompression bomb', async () => {
+    expect(ffprobeJson(f('hour.flac'), 'format=duration').format?.duration).toBe('3600.000000');
+    const t0 = Date.now();
+    expect(await toSpeechFlac(f('hour.flac'), f('bomb.flac'), { maxS: 5 })).toEqual({ durationS: 5 });
+    expect(Date.now() - t0).toBeLessThan(3000);
+    // the loudness of a few frames decodes only those frames' audio
+    expect(await loudness(f('hour.flac'), 25, { frames: 50 })).toEqual(Array(50).fill(0));
+  });
+
+  it('fails with a client-safe AUDIO_DECODE_FAILED, and stops at its deadline', async () => {
+    const err = await expectSonicError(toSpeechFlac(f('text.wav'), f('text.flac'), { maxS: 10 }), 'AUDIO_DECODE_FAILED');
+    expect(publicError(err).message).toBe('the audio could not be decoded: its data is corrupt or truncated');
+    expect(err.message).toContain(f('text.wav')); // operators see the file and ffmpeg's words
+    const slow = await expectSonicError(toModelWav(f('hour.flac'), f('hour.wav'), { timeoutMs: 100 }), 'AUDIO_DECODE_FAILED');
+    expect(slow.details).toMatchObject({ timedOut: true });
+    expect(publicError(slow).message).toBe('decoding the audio took longer than allowed');
   });
 });
 

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { SonicError } from '../../../src/core/errors.js';
-import { failureReason, runTool, startTool } from '../../../src/media/exec.js';
+import { DEFAULT_MAX_STDOUT_BYTES, DEFAULT_TOOL_TIMEOUT_MS, failureReason, runTool, startTool } from '../../../src/media/exec.js';
 
 describe('runTool', () => {
   it('returns stdout, stderr and the exit code, feeding stdin', async () => {
     const res = await runTool('sh', ['-c', 'cat; echo oops >&2; exit 3'], { input: Buffer.from('hello') });
-    expect(res).toMatchObject({ code: 3, timedOut: false, stderr: 'oops' });
+    expect(res).toMatchObject({ code: 3, timedOut: false, stdoutOverflow: false, stderr: 'oops' });
     expect(res.stdout.toString()).toBe('hello');
     expect(failureReason('sh', res)).toBe('sh exited with code 3: oops');
   });
@@ -34,6 +34,26 @@ describe('runTool', () => {
     expect(Date.now() - t0).toBeLessThan(5000);
     // already aborted: never runs to completion
     await expect(runTool('sleep', ['10'], { signal: ac.signal })).rejects.toBe(reason);
+  });
+
+  it('bounds every run: a default deadline, and no infinite or non-positive one', async () => {
+    expect(DEFAULT_TOOL_TIMEOUT_MS).toBeGreaterThan(0);
+    expect(() => startTool('sleep', ['10'], { timeoutMs: Number.POSITIVE_INFINITY })).toThrow(/timeoutMs/);
+    expect(() => startTool('sleep', ['10'], { timeoutMs: 0 })).toThrow(/timeoutMs/);
+    await expect(runTool('sleep', ['10'], { timeoutMs: Number.NaN })).rejects.toMatchObject({ code: 'INTERNAL' });
+  });
+
+  it('kills a tool that writes more stdout than allowed and keeps only the allowed bytes', async () => {
+    const t0 = Date.now();
+    const res = await runTool('yes', [], { maxStdoutBytes: 100_000 });
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(res).toMatchObject({ code: null, signal: 'SIGKILL', stdoutOverflow: true, timedOut: false });
+    expect(res.stdout.length).toBe(100_000);
+    expect(failureReason('yes', res)).toBe('yes was stopped: it wrote more output than allowed');
+    // the default cap applies too: nothing reads an endless stream into memory
+    const capped = await runTool('head', ['-c', String(DEFAULT_MAX_STDOUT_BYTES + 10), '/dev/zero']);
+    expect(capped.stdoutOverflow).toBe(true);
+    expect(capped.stdout.length).toBe(DEFAULT_MAX_STDOUT_BYTES);
   });
 
   it('survives a tool that exits without reading its input (EPIPE)', async () => {

@@ -2,7 +2,11 @@ import { execFileSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { crc32 } from 'node:zlib';
+import { publicError } from '../../../src/core/errors.js';
 import { checkImage, exifOrientation, toModelPng } from '../../../src/media/image.js';
+import { probe } from '../../../src/media/probe.js';
+import { decodeStill } from '../../../src/media/render.js';
 import { makePortrait } from '../../../src/media/samples.js';
 import { expectSonicError, ffprobeJson, tempDir } from '../../fixtures/media/util.js';
 
@@ -83,9 +87,9 @@ describe('checkImage', () => {
 
   it('refuses a 100×100 image as too small and a large one as too large, with sizes in the message', async () => {
     const small = await expectSonicError(checkImage(f('tiny.png')), 'IMAGE_TOO_SMALL');
-    expect(small.message).toBe('image is 100×100 px; its short side must be at least 256 px');
+    expect(small.message).toBe('the image is 100×100 px; its short side must be at least 256 px');
     const large = await expectSonicError(checkImage(f('face.jpg'), { maxShort: 512 }), 'IMAGE_TOO_LARGE');
-    expect(large.message).toBe('image is 640×800 px; its short side must be at most 512 px');
+    expect(large.message).toBe('the image is 640×800 px; its short side must be at most 512 px');
   });
 
   it('swaps width and height for EXIF orientation 6 and 8 but not 3', async () => {
@@ -93,6 +97,28 @@ describe('checkImage', () => {
     expect(await checkImage(f('rot6.jpg'))).toMatchObject({ width: 320, height: 480, orientation: 6 });
     expect(await checkImage(f('rot8.jpg'))).toMatchObject({ width: 320, height: 480, orientation: 8 });
     expect(await checkImage(f('rot3.jpg'))).toMatchObject({ width: 480, height: 320, orientation: 3 });
+  });
+
+  it('decodes the picture: a corrupt body behind a valid header is a client-safe IMAGE_DECODE_FAILED', async () => {
+    const png = Buffer.from(await readFile(f('tiny.png')));
+    const idat = png.indexOf('IDAT');
+    const len = png.readUInt32BE(idat - 4);
+    for (let i = idat + 10; i < idat + 4 + len - 4; i++) png[i] = (png[i]! * 7 + 13) & 0xff;
+    png.writeUInt32BE(crc32(png.subarray(idat, idat + 4 + len)) >>> 0, idat + 4 + len); // chunk checksum kept valid
+    await writeFile(f('body.png'), png);
+    expect(execFileSync('ffprobe', ['-v', 'error', '-show_entries', 'stream=width', '-of', 'csv=p=0', f('body.png')]).toString().trim()).toBe('100'); // ffprobe alone is fooled
+    const err = await expectSonicError(checkImage(f('body.png'), { minShort: 1 }), 'IMAGE_DECODE_FAILED');
+    expect(publicError(err).message).toBe('the image could not be decoded: its data is corrupt or truncated');
+    expect(err.message).toContain('inflate'); // zlib's complaint, for operators
+  });
+
+  it('refuses more pixels than maxPixels in every decoder run (IMAGE_TOO_LARGE), header or not', async () => {
+    const large = await expectSonicError(checkImage(f('face.jpg'), { maxPixels: 100_000 }), 'IMAGE_TOO_LARGE');
+    expect(large.details).toMatchObject({ width: 640, height: 800, maxPixels: 100_000 });
+    const conv = await expectSonicError(toModelPng(f('face.jpg'), f('big.png'), { maxPixels: 100_000 }), 'IMAGE_TOO_LARGE');
+    expect(publicError(conv)).toMatchObject({ message: 'the picture decodes to 640×800 px (512000 pixels); at most 100000 pixels are accepted', details: { width: 640, height: 800 } });
+    await expectSonicError(decodeStill(f('face.jpg'), 256, { maxPixels: 100_000 }), 'IMAGE_DECODE_FAILED');
+    expect((await probe(f('face.jpg'), { maxPixels: 100_000 })).overPixelLimit).toEqual({ width: 640, height: 800 });
   });
 
   it('refuses non-images and undecodable images', async () => {
