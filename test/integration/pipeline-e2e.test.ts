@@ -73,6 +73,28 @@ describe('the Sonic pipeline end to end (real broker, registry, filesystem store
     const speechS = silence.durationS - (silence.endS - silence.startS);
     const frozenOutside = frozen.filter((f) => f !== inSilence).reduce((a, f) => a + (Math.min(f.end, silence.durationS) - f.start), 0);
     expect(frozenOutside).toBeLessThan(speechS * 0.5); // the video moves while there is speech
+
+    // players seek: byte ranges, validators, and a clear 416 past the end
+    const whole = readFileSync(mp4);
+    expect(video.headers.get('accept-ranges')).toBe('bytes');
+    expect(Number(video.headers.get('content-length'))).toBe(whole.length);
+    const etag = video.headers.get('etag')!;
+    expect(etag).toMatch(/^"[0-9a-f]{64}"$/);
+    const mid = await fetch(String(s.video_url), { headers: { range: 'bytes=100-1099' } });
+    expect(mid.status).toBe(206);
+    expect(mid.headers.get('content-range')).toBe(`bytes 100-1099/${whole.length}`);
+    expect(Buffer.from(await mid.arrayBuffer()).equals(whole.subarray(100, 1100))).toBe(true);
+    const tail = await fetch(String(s.video_url), { headers: { range: 'bytes=-500' } });
+    expect(tail.status).toBe(206);
+    expect(Buffer.from(await tail.arrayBuffer()).equals(whole.subarray(whole.length - 500))).toBe(true);
+    const past = await fetch(String(s.video_url), { headers: { range: `bytes=${whole.length}-` } });
+    expect(past.status).toBe(416);
+    expect(past.headers.get('content-range')).toBe(`bytes */${whole.length}`);
+    expect(((await past.json()) as { code: string }).code).toBe('RANGE_NOT_SATISFIABLE');
+    const stale = await fetch(String(s.video_url), { headers: { range: 'bytes=0-9', 'if-range': '"another-version"' } });
+    expect(stale.status).toBe(200);
+    expect(Buffer.from(await stale.arrayBuffer()).length).toBe(whole.length);
+    expect((await fetch(String(s.video_url), { headers: { 'if-none-match': etag } })).status).toBe(304);
   }, 180_000);
 
   it('the same Idempotency-Key twice gives one task and one video', async () => {

@@ -1,11 +1,13 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
+import { lookup } from 'node:dns/promises';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import standardwebhooks from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HEADERS } from '../../src/runtime/headers.js';
+import { isPublicAddress } from '../../src/stages/webhook.js';
 import { makePortrait, makeTone, synthSpeech } from '../../src/media/samples.js';
 import { readAll, waitUntil } from '../helpers/chain.js';
 import { startPipeline, type Pipeline } from '../helpers/pipeline.js';
@@ -94,21 +96,28 @@ describe('webhooks (Standard Webhooks, notify stage with its own retry tiers)', 
     expect(d.headers['webhook-id']).toBe(`msg_${id}_failed`);
   }, 120_000);
 
-  it('a callback that resolves to a private or loopback address is refused without a request; the task still succeeds', async () => {
-    const before = deliveries.length;
-    // 10.x is never contacted: the address is refused before any connection; localhost is not allow-listed.
-    // Once the API calls checkCallbackUrl at submit, both submits answer 422 CALLBACK_URL_REFUSED and no task exists.
-    const a = await p.submit(form('speech.wav', 'http://10.1.2.3:9/hook'));
-    const b = await p.submit(form('speech.wav', `http://localhost:${new URL(base).port}/sneaky`));
-    for (const r of [a, b]) expect((await p.waitFor(String(r.body.task_id))).state).toBe('SUCCEEDED');
-    await waitUntil(async () => (await readAll(p.topic('notify.dlq'), 500)).length >= 2, 60_000, 'two refused callbacks in the notify DLQ');
-    const dead = await readAll(p.topic('notify.dlq'));
-    for (const r of [a, b]) {
-      const d = dead.find((x) => x.key === r.body.task_id);
-      expect(d?.headers[HEADERS.errorCode]).toBe('CALLBACK_URL_REFUSED');
-      expect(d?.headers[HEADERS.dlqReason]).toBe('permanent');
-      expect((await p.status(String(r.body.task_id))).state).toBe('SUCCEEDED');
+  it('a private address or localhost as the callback is refused at submit: 422 CALLBACK_URL_REFUSED, no task', async () => {
+    for (const url of ['http://10.1.2.3:9/hook', `http://localhost:${new URL(base).port}/sneaky`, `http://[::ffff:127.0.0.1]:${new URL(base).port}/sneaky`]) {
+      const r = await p.submit(form('speech.wav', url));
+      expect(r.status, url).toBe(422);
+      expect(r.body.code, url).toBe('CALLBACK_URL_REFUSED');
     }
-    expect(deliveries.slice(before).some((d) => d.path === '/sneaky')).toBe(false);
+  });
+
+  it('a host name that resolves to a loopback address is refused when notify connects, without a request; the task still succeeds', async () => {
+    // the machine's own name passes the submit check (it is no IP literal and not localhost) but
+    // resolves to a loopback or private address on any ordinary host
+    const host = hostname();
+    const addresses = await lookup(host, { all: true });
+    expect(addresses.some((a) => !isPublicAddress(a.address)), `${host} resolves to ${JSON.stringify(addresses)}`).toBe(true);
+    const before = deliveries.length;
+    const r = await p.submit(form('speech.wav', `http://${host}:${new URL(base).port}/sneaky`));
+    expect(r.status).toBe(202);
+    expect((await p.waitFor(String(r.body.task_id))).state).toBe('SUCCEEDED');
+    await waitUntil(async () => (await readAll(p.topic('notify.dlq'), 500)).some((x) => x.key === r.body.task_id), 60_000, 'the refused callback in the notify DLQ');
+    const d = (await readAll(p.topic('notify.dlq'))).find((x) => x.key === r.body.task_id);
+    expect(d?.headers[HEADERS.errorCode]).toBe('CALLBACK_URL_REFUSED');
+    expect(d?.headers[HEADERS.dlqReason]).toBe('permanent');
+    expect(deliveries.slice(before).some((x) => x.path === '/sneaky')).toBe(false);
   }, 180_000);
 });

@@ -4,7 +4,7 @@
  * refused request gets its exact status and code, enqueues nothing and leaves no spool file.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,12 +12,14 @@ import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makePortrait } from '../../src/media/samples.js';
 import { KEYS, bearer, expectRefused, multipart, raw, startApiOnly, type ApiUnderTest } from '../helpers/api.js';
+import { ff, greyPng, withWavDataSize, zipOf } from '../unit/media/hostile-fixtures.js';
 
 describe('no request exhausts the API (real API, broker, registry)', () => {
   let api: ApiUnderTest;
   const dir = mkdtempSync(join(tmpdir(), 'sonicflow-sec-inputs-'));
   let wav: Buffer;
   let png: Buffer;
+  let mp4: Buffer;
   const sockets: Socket[] = [];
   afterAll(() => sockets.forEach((s) => s.destroy()));
 
@@ -35,6 +37,8 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
     await makePortrait(join(dir, 'p.png'), { width: 400, height: 500 });
     wav = readFileSync(join(dir, 'a.wav'));
     png = readFileSync(join(dir, 'p.png'));
+    ff('-f', 'lavfi', '-i', 'testsrc=s=160x120:d=1', '-f', 'lavfi', '-i', 'sine=d=1', '-c:v', 'libx264', '-preset', 'ultrafast', '-c:a', 'aac', '-movflags', '+faststart', join(dir, 'v.mp4'));
+    mp4 = readFileSync(join(dir, 'v.mp4'));
   }, 120_000);
 
   const send = (parts: Parameters<typeof multipart>[0], headers: Record<string, string> = {}) => {
@@ -62,6 +66,12 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
     ['300 empty text parts', () => Array.from({ length: 300 }, () => ({ name: 'seed', data: '' })), 400, 'INVALID_REQUEST'],
     ['a text file as the image', () => [media()[0]!, { name: 'image', filename: 'p.png', data: 'not an image, just text' }], 415, 'UNSUPPORTED_IMAGE_FORMAT'],
     ['an image as the audio', () => [{ name: 'audio', filename: 'a.wav', data: png }, media()[1]!], 415, 'UNSUPPORTED_AUDIO_FORMAT'],
+    ['a PNG bomb (4096×30000 declared, a few KB sent)', () => [media()[0]!, { name: 'image', filename: 'p.png', data: greyPng(4096, 30_000, 16) }], 422, 'IMAGE_TOO_LARGE'],
+    ['a 30000×30000 PNG', () => [media()[0]!, { name: 'image', filename: 'p.png', data: greyPng(30_000, 30_000, 4) }], 422, 'IMAGE_TOO_LARGE'],
+    ['a PNG whose header is cut off', () => [media()[0]!, { name: 'image', filename: 'p.png', data: png.subarray(0, 20) }], 422, 'IMAGE_DECODE_FAILED'],
+    ['an MP4 with a video track as the audio', () => [{ name: 'audio', filename: 'a.m4a', data: mp4 }, media()[1]!], 415, 'MEDIA_MISMATCH'],
+    ['a PNG with a ZIP appended (polyglot)', () => [media()[0]!, { name: 'image', filename: 'p.png', data: Buffer.concat([png, zipOf('index.html', Buffer.from('<script>alert(1)</script>'))]) }], 415, 'MEDIA_MISMATCH'],
+    ['a WAV announcing an hour it does not hold', () => [{ name: 'audio', filename: 'a.wav', data: withWavDataSize(wav, 3600 * 88_200) }, media()[1]!], 415, 'MEDIA_MISMATCH'],
   ];
   it.each(forms.map(([name, parts, status, code]) => ({ name, parts, status, code })))('a form with $name → $status $code, nothing enqueued, nothing spooled', async ({ parts, status, code }) => {
     await expectRefused(api, () => send(parts()), status, code);
@@ -96,6 +106,14 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
     socket.on('close', () => clearInterval(t));
     return { socket, closed };
   };
+
+  it('POST /v1/uploads inspects like a submit: a PNG bomb → 422 IMAGE_TOO_LARGE, nothing stored', async () => {
+    const f = multipart([{ name: 'image', filename: 'p.png', data: greyPng(4096, 30_000, 16) }]);
+    await expectRefused(api, () => raw(api.port, 'POST', '/v1/uploads', { ...bearer(KEYS.acme), 'content-type': f.contentType }, f.body), 422, 'IMAGE_TOO_LARGE');
+    const g = multipart([{ name: 'audio', filename: 'a.wav', data: wav }, { name: 'image', filename: 'p.png', data: png }]);
+    await expectRefused(api, () => raw(api.port, 'POST', '/v1/uploads', { ...bearer(KEYS.acme), 'content-type': g.contentType }, g.body), 400, 'INVALID_REQUEST');
+    expect(readdirSync(api.dataDir).filter((d) => d === 'uploads')).toEqual([]);
+  });
 
   it('a slow-loris upload is cut off at the request deadline; nothing is enqueued or left spooled', async () => {
     const before = await api.requestedEnd();

@@ -16,7 +16,12 @@ import { SonicError } from '../../src/core/errors.js';
 import { HEADERS } from '../../src/runtime/headers.js';
 import { makePortrait, makeTone } from '../../src/media/samples.js';
 import { deliver, resolveWebhookSecret, type DeliveryOptions, type Resolver } from '../../src/stages/webhook.js';
+import { PlainProducer } from '../../src/kafka/io.js';
+import { valueSubject } from '../../src/serde/wire.js';
+import type { TaskCompleted } from '../../src/stages/records.js';
+import { sonicTopology } from '../../topologies/sonic.js';
 import { readAll, waitUntil } from '../helpers/chain.js';
+import { testContext } from '../helpers/infra.js';
 import { startPipeline, type Pipeline } from '../helpers/pipeline.js';
 
 const secret = (fill: string): string => `whsec_${Buffer.alloc(24, fill).toString('base64')}`;
@@ -374,19 +379,29 @@ describe('through the pipeline (API auth required, two tenants)', () => {
     expect(await stateOf('acme', stuck)).toBe('SUCCEEDED');
   }, 300_000);
 
-  it('a tenant cannot sign with another tenant\'s secret: the webhook is not sent, notify dead-letters CALLBACK_SECRET_UNKNOWN, the task still SUCCEEDED', async () => {
-    // once the API checks secret_ref at submit, these two submits answer 422 CALLBACK_SECRET_UNKNOWN instead
-    const plain = await submit('acme', `${base}/cross-plain`, 'billing');
-    const qualified = await submit('acme', `${base}/cross-qualified`, 'globex/billing');
+  const refusedAtSubmit = async (tenant: keyof typeof KEYS, callback: string, secretRef: string | undefined, code: string): Promise<void> => {
+    const before = (await readAll(p.topic('tasks.requested'), 300)).length;
+    const r = await p.submit(
+      {
+        audio: { data: readFileSync(join(dir, 'tone.wav')), name: 'tone.wav' },
+        image: { data: readFileSync(join(dir, 'face.png')), name: 'face.png' },
+        callback_url: callback,
+        ...(secretRef === undefined ? {} : { callback_secret_ref: secretRef }),
+      },
+      { authorization: `Bearer ${KEYS[tenant]}` },
+    );
+    expect(r.status, JSON.stringify(r.body)).toBe(422);
+    expect(r.body.code).toBe(code);
+    expect(JSON.stringify(r.body)).not.toContain(TENANT_SECRETS.globexBilling.slice(6));
+    expect((await readAll(p.topic('tasks.requested'), 300)).length).toBe(before);
+  };
+
+  it('a tenant cannot sign with another tenant\'s secret: refused at submit with 422 CALLBACK_SECRET_UNKNOWN, nothing enqueued; its own secret signs', async () => {
+    await refusedAtSubmit('acme', `${base}/cross-plain`, 'billing', 'CALLBACK_SECRET_UNKNOWN');
+    await refusedAtSubmit('acme', `${base}/cross-qualified`, 'globex/billing', 'CALLBACK_SECRET_UNKNOWN');
+    await refusedAtSubmit('acme', `${base}/cross-dots`, '../globex/billing', 'CALLBACK_SECRET_UNKNOWN');
     const own = await submit('acme', `${base}/own`);
-    for (const id of [plain, qualified, own]) await succeeded('acme', id);
-    await waitUntil(async () => (await dead(plain)) !== undefined && (await dead(qualified)) !== undefined, 60_000, 'both refused in the notify DLQ');
-    for (const id of [plain, qualified]) {
-      const d = await dead(id);
-      expect(d?.headers[HEADERS.errorCode]).toBe('CALLBACK_SECRET_UNKNOWN');
-      expect(d?.headers[HEADERS.dlqReason]).toBe('permanent');
-      expect(d?.headers[HEADERS.errorMessage]).not.toContain(TENANT_SECRETS.globexBilling.slice(6));
-    }
+    await succeeded('acme', own);
     await waitUntil(() => deliveries.some((d) => d.path === '/own'), 60_000, 'acme\'s own webhook');
     expect(deliveries.some((d) => d.path.startsWith('/cross'))).toBe(false);
     const own1 = deliveries.find((d) => d.path === '/own')!;
@@ -394,14 +409,33 @@ describe('through the pipeline (API auth required, two tenants)', () => {
     expect(verifies(own1, TENANT_SECRETS.shared)).toBe(false);
   }, 300_000);
 
-  it('an IPv4-mapped loopback callback is dead-lettered CALLBACK_URL_REFUSED without a connection; the task still SUCCEEDED', async () => {
-    // once the API calls checkCallbackUrl at submit, this submit answers 422 CALLBACK_URL_REFUSED instead
+  it('an IPv4-mapped loopback callback is refused at submit with 422 CALLBACK_URL_REFUSED, nothing enqueued', async () => {
     const port = (healthy.address() as AddressInfo).port;
-    const before = deliveries.length;
-    const id = await submit('globex', `http://[::ffff:7f00:1]:${port}/mapped`);
-    await succeeded('globex', id);
-    await waitUntil(async () => (await dead(id)) !== undefined, 60_000, 'the refused callback in the notify DLQ');
-    expect((await dead(id))?.headers[HEADERS.errorCode]).toBe('CALLBACK_URL_REFUSED');
-    expect(deliveries.slice(before).some((d) => d.path === '/mapped')).toBe(false);
-  }, 300_000);
+    await refusedAtSubmit('globex', `http://[::ffff:7f00:1]:${port}/mapped`, undefined, 'CALLBACK_URL_REFUSED');
+    await refusedAtSubmit('globex', `http://0x0a000001:${port}/hex`, undefined, 'CALLBACK_URL_REFUSED');
+    await refusedAtSubmit('globex', `http://[64:ff9b::7f00:1]:${port}/nat64`, undefined, 'CALLBACK_URL_REFUSED');
+  }, 60_000);
+
+  it('notify itself refuses another tenant\'s secret_ref in a record that never passed submit: DLQ CALLBACK_SECRET_UNKNOWN, no request made', async () => {
+    // the submit check is the first line; notify is the second, for records written some other way
+    const own = await submit('acme', `${base}/template`);
+    await succeeded('acme', own);
+    const topic = p.topic('tasks.completed');
+    const template = (await readAll(topic)).find((r) => r.key === own)!;
+    const ctx = testContext();
+    const schema = sonicTopology({ prefix: p.prefix }).topics[topic]!.valueSchema!;
+    const value = (await ctx.serde.decode<TaskCompleted>(template.value!, schema)).value;
+    const forged = '00000000-0000-4000-8000-0000000000f0';
+    value.task_id = forged;
+    value.request = { ...value.request, task_id: forged, callback: { url: `${base}/bypass`, secret_ref: 'billing' } };
+    const producer = await new PlainProducer(ctx.kafka).connect();
+    try {
+      await producer.send(topic, [{ key: forged, value: await ctx.serde.encode(valueSubject(topic), schema, value) }]);
+    } finally {
+      await producer.close();
+    }
+    await waitUntil(async () => (await dead(forged)) !== undefined, 60_000, 'the forged record in the notify DLQ');
+    expect((await dead(forged))?.headers[HEADERS.errorCode]).toBe('CALLBACK_SECRET_UNKNOWN');
+    expect(deliveries.some((d) => d.path === '/bypass')).toBe(false);
+  }, 120_000);
 });
