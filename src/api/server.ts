@@ -121,9 +121,11 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
     const answer = publicError(e);
     const wait = answer.details?.retryAfterS;
     if ((status === 429 || status === 503) && !reply.hasHeader('retry-after')) void reply.header('retry-after', String(typeof wait === 'number' ? wait : 2));
-    // the rest of a refused body is not worth reading: without this the connection would wait
-    // for it before the next request (a kept-alive client would hang)
-    if (!req.raw.readableEnded || status === 503) void reply.header('connection', 'close');
+    // A body that was partly read (an upload refused midway) is not read further: close the
+    // connection, or it would wait for the rest before the next request. A body nobody started
+    // to read is discarded by Node itself, and the connection lives on.
+    const partlyRead = !req.raw.readableEnded && req.raw.readableFlowing !== null;
+    if (partlyRead || status === 503) void reply.header('connection', 'close');
     void reply.status(status).send({ ...answer, ...(status >= 500 ? { request_id: req.id } : {}) });
   });
   app.setNotFoundHandler((req, reply) => void reply.status(404).send({ code: 'INVALID_REQUEST', message: `no route ${req.method} ${req.url.slice(0, 200)}`, retryable: false }));
