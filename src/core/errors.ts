@@ -18,7 +18,7 @@ export const ERROR_CODES = {
   UNSUPPORTED_IMAGE_FORMAT: { retryable: false, doc: 'The image is not JPEG, PNG or WebP.' },
   IMAGE_DECODE_FAILED: { retryable: false, doc: 'The image could not be decoded.' },
   IMAGE_TOO_SMALL: { retryable: false, doc: 'The image short side is below the minimum.' },
-  IMAGE_TOO_LARGE: { retryable: false, doc: 'The image short side is above the maximum.' },
+  IMAGE_TOO_LARGE: { retryable: false, doc: 'The image has more pixels, a longer side or a longer short side than allowed.' },
   NO_FACE_DETECTED: { retryable: false, doc: 'The model found no face in the portrait.' },
   MEDIA_MISMATCH: { retryable: false, doc: 'A file is not what its field says: a video where audio belongs, or a file whose header lies about its content.' },
   // transient

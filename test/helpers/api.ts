@@ -9,6 +9,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
+import { freePort } from '../../bench/lib.js';
 import { OffsetReader } from '../../src/kafka/lag.js';
 import type { Context } from '../../src/ops/context.js';
 import { sonicTopology } from '../../topologies/sonic.js';
@@ -42,7 +43,7 @@ export interface RawResponse {
 /** Starts the API alone (auth required, tenants acme and other, one expired key); `env` overrides. */
 export async function startApiOnly(env: Record<string, string> = {}, ctx: Context = testContext()): Promise<ApiUnderTest> {
   const prefix = uniqueName('sec').replace(/-/g, '_');
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), 'sonicflow-sec-data-'));
   const spoolDir = mkdtempSync(join(tmpdir(), 'sonicflow-sec-spool-'));
   const fullEnv: Record<string, string> = {

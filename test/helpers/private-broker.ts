@@ -6,9 +6,9 @@
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from '../../bench/lib.js';
 import { Context } from '../../src/ops/context.js';
 import { ROOT, onCleanup } from './infra.js';
 
@@ -27,17 +27,6 @@ export interface PrivateBroker {
   freeze(): void;
   /** Thaws a frozen broker (SIGCONT). */
   thaw(): void;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** Starts a private broker (about 10-20 s); it is stopped and its data removed after the file's tests. */

@@ -1,54 +1,38 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import standardwebhooks from 'standardwebhooks';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { HEADERS } from '../../src/runtime/headers.js';
 import { isPublicAddress } from '../../src/stages/webhook.js';
 import { makePortrait, makeTone, synthSpeech } from '../../src/media/samples.js';
 import { readAll, waitUntil } from '../helpers/chain.js';
+import { recordingServer, type Recorded } from '../helpers/http.js';
 import { startPipeline, type Pipeline } from '../helpers/pipeline.js';
 
 const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
 
-interface Delivery {
-  path: string;
-  headers: IncomingHttpHeaders;
-  body: string;
-  answered: number;
-}
-
 describe('webhooks (Standard Webhooks, notify stage with its own retry tiers)', () => {
   let p: Pipeline;
-  let receiver: Server;
   let base = '';
-  const deliveries: Delivery[] = [];
+  let deliveries: Recorded[] = [];
   const failFirst = new Map<string, number>(); // path -> failures left
   const dir = mkdtempSync(join(tmpdir(), 'sonicflow-hooks-'));
 
   beforeAll(async () => {
-    receiver = createServer((req, res) => {
-      let body = '';
-      req.on('data', (d: Buffer) => (body += d.toString()));
-      req.on('end', () => {
-        const left = failFirst.get(req.url ?? '') ?? 0;
-        const answered = left > 0 ? 503 : 204;
-        if (left > 0) failFirst.set(req.url ?? '', left - 1);
-        deliveries.push({ path: req.url ?? '', headers: req.headers, body, answered });
-        res.writeHead(answered).end();
-      });
+    const receiver = await recordingServer((req) => {
+      const left = failFirst.get(req.url ?? '') ?? 0;
+      if (left > 0) failFirst.set(req.url ?? '', left - 1);
+      return left > 0 ? 503 : 204;
     });
-    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
-    base = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+    base = receiver.url;
+    deliveries = receiver.seen;
     p = await startPipeline({ SONIC_WEBHOOK_SECRET: SECRET, SONIC_WEBHOOK_ALLOW_HOSTS: '127.0.0.1' });
     await synthSpeech('The video is ready, the webhook should tell you.', join(dir, 'speech.wav'));
     await makeTone(join(dir, 'short.wav'), 0.4);
     await makePortrait(join(dir, 'face.png'), { width: 320, height: 400 });
   }, 120_000);
-  afterAll(() => void receiver?.close());
 
   const form = (audio: string, callback: string) => ({
     audio: { data: readFileSync(join(dir, audio)), name: audio },

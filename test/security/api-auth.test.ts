@@ -55,6 +55,20 @@ describe('authentication and rate limits cannot be side-stepped (real API, broke
     await expectRefused(api, () => post(path), status, code);
   });
 
+  it('every single character of /v1/tasks percent-encoded (upper and lower case hex) still needs the key', async () => {
+    const path = '/v1/tasks';
+    const before = await api.requestedEnd();
+    for (let i = 0; i < path.length; i++) {
+      for (const hex of [path.charCodeAt(i).toString(16).toUpperCase(), path.charCodeAt(i).toString(16).toLowerCase()]) {
+        const spelled = `${path.slice(0, i)}%${hex.padStart(2, '0')}${path.slice(i + 1)}`;
+        const r = await post(spelled);
+        // an encoded '/' is part of a segment, not a separator: no route (and no request target at all in front)
+        expect(r.status, spelled).toBe(path[i] !== '/' ? 401 : i === 0 ? 400 : 404);
+      }
+    }
+    expect(await api.requestedEnd()).toBe(before);
+  });
+
   const keyCases: [string, Record<string, string>, string][] = [
     ['a wrong key', bearer('k-acme-0123456780'), 'the API key is not valid'],
     ['the key in another case', bearer(KEYS.acme.toUpperCase()), 'the API key is not valid'],

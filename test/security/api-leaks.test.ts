@@ -4,32 +4,17 @@
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../bench/lib.js';
 import { makePortrait } from '../../src/media/samples.js';
 import { downloadVideo } from '../../src/ops/submit.js';
 import { KEYS, bearer, expectRefused, multipart, raw, startApiOnly } from '../helpers/api.js';
+import { recordingServer } from '../helpers/http.js';
 
 describe('nothing leaks to clients (real API, broker, registry)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sonicflow-sec-leaks-'));
-  const servers: Server[] = [];
-  afterAll(() => servers.forEach((s) => s.close()));
-
-  /** A local HTTP server that records the headers of every request and answers with `answer`. */
-  const listen = async (answer: (path: string, res: import('node:http').ServerResponse) => void): Promise<{ url: string; seen: { path: string; headers: IncomingHttpHeaders }[] }> => {
-    const seen: { path: string; headers: IncomingHttpHeaders }[] = [];
-    const server = createServer((req, res) => {
-      seen.push({ path: req.url ?? '', headers: req.headers });
-      answer(req.url ?? '', res);
-    });
-    servers.push(server);
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen };
-  };
-
   beforeAll(async () => {
     spawnSync('ffmpeg', ['-nostdin', '-v', 'error', '-f', 'lavfi', '-i', 'sine=frequency=220:duration=2', join(dir, 'a.wav')]);
     await makePortrait(join(dir, 'p.png'), { width: 400, height: 500 });
@@ -37,12 +22,11 @@ describe('nothing leaks to clients (real API, broker, registry)', () => {
 
   it('a store that fails answers 503 STORAGE_WRITE_FAILED without its endpoint, bucket or path; nothing enqueued', async () => {
     // an S3 endpoint on a port where nothing listens: every write fails
-    const dead = await listen(() => undefined);
-    servers.pop()!.close();
-    const api = await startApiOnly({ SONIC_BLOB_STORE: 's3', SONIC_S3_ENDPOINT: dead.url, SONIC_S3_BUCKET: 'secret-bucket-name' });
+    const deadPort = await freePort();
+    const api = await startApiOnly({ SONIC_BLOB_STORE: 's3', SONIC_S3_ENDPOINT: `http://127.0.0.1:${deadPort}`, SONIC_S3_BUCKET: 'secret-bucket-name' });
     const f = multipart([{ name: 'audio', filename: 'a.wav', data: readFileSync(join(dir, 'a.wav')) }, { name: 'image', filename: 'p.png', data: readFileSync(join(dir, 'p.png')) }]);
     const r = await expectRefused(api, () => raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': f.contentType }, f.body), 503, 'STORAGE_WRITE_FAILED');
-    expect(r.text).not.toContain(new URL(dead.url).port);
+    expect(r.text).not.toContain(String(deadPort));
     expect(r.text).not.toMatch(/secret-bucket-name|127\.0\.0\.1|tasks\/|\/tmp\/|ECONNREFUSED/);
     // operators get the detail in the log
     await expect.poll(() => api.proc.logs(), { timeout: 5000 }).toMatch(/secret-bucket-name|ECONNREFUSED/);
@@ -50,10 +34,11 @@ describe('nothing leaks to clients (real API, broker, registry)', () => {
   }, 90_000);
 
   it('the CLI sends its API key to the API only: not to a CDN video_url, not after a redirect to another origin', async () => {
-    const cdn = await listen((_p, res) => res.writeHead(200, { 'content-type': 'video/mp4' }).end('MP4-BYTES'));
-    const api = await listen((path, res) => {
-      if (path.endsWith('/video')) res.writeHead(302, { location: `${cdn.url}/videos/t2.mp4` }).end();
-      else res.writeHead(404).end();
+    const cdn = await recordingServer((_req, res) => (res.writeHead(200, { 'content-type': 'video/mp4' }).end('MP4-BYTES'), 200));
+    const api = await recordingServer((req, res) => {
+      if (!req.url?.endsWith('/video')) return 404;
+      res.writeHead(302, { location: `${cdn.url}/videos/t2.mp4` }).end();
+      return 302;
     });
     const o = { api: api.url, apiKey: 'k-cli-secret-key-1234' };
     await downloadVideo(o, { task_id: 't1', state: 'SUCCEEDED', progress: 1, video_url: `${cdn.url}/videos/t1.mp4` } as never, join(dir, 'v1.mp4'));

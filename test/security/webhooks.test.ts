@@ -5,7 +5,7 @@
  * whole pipeline.
  */
 import { mkdtempSync, readFileSync } from 'node:fs';
-import { createServer as createHttpServer, type IncomingHttpHeaders, type Server as HttpServer } from 'node:http';
+import type { Server as HttpServer } from 'node:http';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +21,7 @@ import { valueSubject } from '../../src/serde/wire.js';
 import type { TaskCompleted } from '../../src/stages/records.js';
 import { sonicTopology } from '../../topologies/sonic.js';
 import { readAll, waitUntil } from '../helpers/chain.js';
+import { recordingServer, type Recorded } from '../helpers/http.js';
 import { testContext } from '../helpers/infra.js';
 import { startPipeline, type Pipeline } from '../helpers/pipeline.js';
 
@@ -290,12 +291,6 @@ describe('tenant-scoped secrets', () => {
   });
 });
 
-interface Delivery {
-  path: string;
-  headers: IncomingHttpHeaders;
-  body: string;
-}
-
 describe('through the pipeline (API auth required, two tenants)', () => {
   const TENANT_SECRETS = { acme: secret('a'), globex: secret('g'), globexBilling: secret('b'), shared: secret('s') };
   const KEYS = { acme: 'key-acme-0123456789', globex: 'key-globex-0123456789' };
@@ -303,21 +298,14 @@ describe('through the pipeline (API auth required, two tenants)', () => {
   let healthy: HttpServer;
   let base = '';
   let slow: Receiver;
-  const deliveries: Delivery[] = [];
+  let deliveries: Recorded[] = [];
   const dir = mkdtempSync(join(tmpdir(), 'sonicflow-hostile-'));
 
   beforeAll(async () => {
-    healthy = createHttpServer((req, res) => {
-      let body = '';
-      req.on('data', (d: Buffer) => (body += d.toString()));
-      req.on('end', () => {
-        deliveries.push({ path: req.url ?? '', headers: req.headers, body });
-        res.writeHead(204).end();
-      });
-    });
-    servers.push(healthy);
-    await new Promise<void>((r) => healthy.listen(0, '127.0.0.1', r));
-    base = `http://127.0.0.1:${(healthy.address() as AddressInfo).port}`;
+    const hooks = await recordingServer();
+    healthy = hooks.server;
+    base = hooks.url;
+    deliveries = hooks.seen;
     slow = await receiver(trickle('HTTP/1.1 200 OK\r\n', 200));
     p = await startPipeline({
       SONIC_API_AUTH: 'required',
@@ -353,7 +341,7 @@ describe('through the pipeline (API auth required, two tenants)', () => {
   };
   const succeeded = (tenant: keyof typeof KEYS, id: string) => waitUntil(async () => (await stateOf(tenant, id)) === 'SUCCEEDED', 150_000, `task ${id} SUCCEEDED`);
   const dead = async (id: string) => (await readAll(p.topic('notify.dlq'), 500)).find((x) => x.key === id);
-  const verifies = (d: Delivery, s: string): boolean => {
+  const verifies = (d: Recorded, s: string): boolean => {
     try {
       new standardwebhooks.Webhook(s).verify(d.body, d.headers as Record<string, string>);
       return true;

@@ -1,15 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { ERROR_CODES, publicError, type SonicError } from '../../src/core/errors.js';
+import { thrown } from '../helpers/errors.js';
+import { ERROR_CODES, publicError } from '../../src/core/errors.js';
 import { checkCallbackUrl, isAllowListed, isPublicAddress, refusedRange } from '../../src/stages/webhook.js';
 
-function thrown(fn: () => unknown): SonicError {
-  try {
-    fn();
-  } catch (err) {
-    return err as SonicError;
-  }
-  throw new Error('expected a throw');
-}
 
 describe('address policy (ipaddr.js ranges, an allow-list of global unicast)', () => {
   it.each([

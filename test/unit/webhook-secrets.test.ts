@@ -1,18 +1,11 @@
 import { describe, expect, it } from 'vitest';
+import { thrown } from '../helpers/errors.js';
 import { loadConfig } from '../../src/core/config.js';
-import { publicError, type SonicError } from '../../src/core/errors.js';
+import { publicError } from '../../src/core/errors.js';
 import { resolveWebhookSecret } from '../../src/stages/webhook.js';
 
 const secret = (fill: string, bytes = 24): string => `whsec_${Buffer.alloc(bytes, fill).toString('base64')}`;
 
-function thrown(fn: () => unknown): SonicError {
-  try {
-    fn();
-  } catch (err) {
-    return err as SonicError;
-  }
-  throw new Error('expected a throw');
-}
 
 describe('tenant-scoped webhook secrets', () => {
   const config = loadConfig({
