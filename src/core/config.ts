@@ -177,6 +177,10 @@ export const SETTINGS = {
   batchMaxRecords: def('SONIC_BATCH_MAX_RECORDS', 0, int(0, 100_000), 'Records per transaction; 0 keeps the topology value of the stage.'),
   batchMaxWaitMs: def('SONIC_BATCH_MAX_WAIT_MS', -1, int(-1, 600_000), 'Longest a batch collects before it commits, ms (the commit interval); -1 keeps the topology value.'),
   concurrency: def('SONIC_CONCURRENCY', 0, int(0, 1024), 'Partitions a stage process works on at once; 0 keeps the topology value.'),
+  reconnectBackoffMs: def('SONIC_RECONNECT_BACKOFF_MS', 500, int(10, 600_000), 'First wait before a stage process tries the broker again (connecting, restarting its consumer, reading a committed offset), ms; waits grow, jittered, up to SONIC_RECONNECT_BACKOFF_MAX_MS.'),
+  reconnectBackoffMaxMs: def('SONIC_RECONNECT_BACKOFF_MAX_MS', 10_000, int(10, 3_600_000), 'Longest wait between tries while the broker is away, ms. A stage process waits for the broker without limit.'),
+  brokerCheckCacheMs: def('SONIC_BROKER_CHECK_CACHE_MS', 1000, int(0, 60_000), 'How long /readyz reuses its last broker check, ms.'),
+  brokerCheckTimeoutMs: def('SONIC_BROKER_CHECK_TIMEOUT_MS', 2000, int(100, 60_000), 'Longest /readyz waits for the broker to answer, ms; no answer is not ready.'),
   retryDelayScale: def('SONIC_RETRY_DELAY_SCALE', 1, num(0.0001, 1000), 'Multiplies every retry tier delay of the Sonic topology (tests and demos shrink them).'),
   // blob store
   blobStore: def<'fs' | 's3'>('SONIC_BLOB_STORE', 'fs', oneOf('fs', 's3'), 'Where media lives: `fs` (a directory) or `s3` (any S3-compatible store).'),

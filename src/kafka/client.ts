@@ -4,6 +4,7 @@
  */
 import kafkajs, { type Kafka, type LogEntry, type KafkaConfig } from 'kafkajs';
 import type { Logger } from '../core/logger.js';
+import { retry, type BackoffOptions } from '../core/retry.js';
 import { installCoordinatorCache } from './coordinators.js';
 
 export type { Kafka } from 'kafkajs';
@@ -65,5 +66,19 @@ export function createKafka(conn: KafkaConnection, logger: Logger): Kafka {
         const lvl = expected ? 'debug' : (LEVELS[level] ?? 'info');
         (lvl === 'info' ? log.debug : log[lvl]).call(log, { ...rest, namespace: entry.logger }, message);
       },
+  });
+}
+
+/**
+ * Runs `connect` until it succeeds, waiting a capped, jittered backoff between tries, each wait
+ * logged with its attempt and delay: a process that needs the broker waits for it rather than
+ * exit. Rejects with the signal's reason when the signal aborts.
+ */
+export async function untilConnected(what: string, connect: () => Promise<unknown>, options: { backoff: BackoffOptions; logger: Logger; signal?: AbortSignal }): Promise<void> {
+  await retry(connect, {
+    ...options.backoff,
+    jitter: 'decorrelated',
+    ...(options.signal ? { signal: options.signal } : {}),
+    onRetry: (err, attempt, delayMs) => options.logger.warn({ err, what, attempt, next_try_in_ms: delayMs }, 'broker unreachable; waiting to try again'),
   });
 }

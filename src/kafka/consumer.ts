@@ -7,8 +7,10 @@
  * when the queue is full it pauses the partition, and resumes it as the queue drains. Fetch
  * positions move in memory only (kafkajs' resolveOffset and seek with autoCommit off).
  */
-import type { Admin, Consumer, EachBatchPayload } from 'kafkajs';
-import type { Kafka } from './client.js';
+import type { Admin, Consumer, ConsumerRunConfig, EachBatchPayload } from 'kafkajs';
+import type { Logger } from '../core/logger.js';
+import { Backoff, sleep, type BackoffOptions } from '../core/retry.js';
+import { untilConnected, type Kafka } from './client.js';
 import { toInRecord, type InRecord } from './io.js';
 
 export interface GroupConsumerOptions {
@@ -19,6 +21,9 @@ export interface GroupConsumerOptions {
   /** Longest a fetch waits for data, ms. */
   maxWaitMs: number;
   maxBytesPerPartition?: number;
+  /** Waits between tries to reach the broker (start, restarts after a crash). */
+  reconnect: BackoffOptions;
+  logger: Logger;
 }
 
 export interface TopicPartition {
@@ -38,6 +43,8 @@ export interface BatchInfo {
 }
 
 export interface GroupConsumerEvents {
+  /** Connected and subscribed: called once, before the consumer runs (so before any assignment). */
+  onConnected?(): void;
   /** Every (re)join, with the full new assignment. */
   onAssignment(assignment: Assignment, info: { generationId: number; memberId: string }): void;
   /**
@@ -48,14 +55,30 @@ export interface GroupConsumerEvents {
   onBatch(topic: string, partition: number, records: InRecord[], info: BatchInfo): boolean;
   /** A fetch brought only control records (markers) up to `lastOffset`: the position moved without work. */
   onMarkersOnly(topic: string, partition: number, lastOffset: string): void;
-  /** The consumer crashed and will not restart itself. */
+  /** The consumer crashed with an error no restart can mend (a bug in a handler); it stays down. */
   onCrash(error: Error): void;
 }
 
+/** What kafkajs itself treats as unrecoverable (its `retry` module): programming errors, not outages. */
+const BUGS = new Set(['TypeError', 'RangeError', 'ReferenceError', 'SyntaxError']);
+
+/**
+ * The consumer survives broker outages: it waits for the broker at start, and when kafkajs gives
+ * up (its retries exhausted: the broker or the coordinator away too long) it restarts the kafkajs
+ * consumer itself, with capped, jittered backoff, until the broker is back or `stop()` is called.
+ * A restarted consumer joins the group as a new member, so the runner sees a fresh assignment.
+ */
 export class GroupConsumer {
   private readonly consumer: Consumer;
   private readonly admin: Admin;
+  private readonly logger: Logger;
+  /** Restarts since the last successful join: the wait before the next one grows. */
+  private readonly restarts: Backoff;
+  private readonly stopping = new AbortController();
   private generation = 0;
+  private state: 'idle' | 'connecting' | 'joining' | 'joined' | 'restarting' | 'stopped' = 'idle';
+  private runConfig: ConsumerRunConfig | undefined;
+  private lastStart = Promise.resolve();
 
   constructor(
     kafka: Kafka,
@@ -70,11 +93,25 @@ export class GroupConsumer {
       maxBytesPerPartition: options.maxBytesPerPartition ?? 1_048_576,
       readUncommitted: false,
       allowAutoTopicCreation: false,
+      // kafkajs restarts after a fixed pause, and never after some errors: we restart it ourselves
+      retry: { retries: 5, restartOnFailure: async () => false },
     });
     this.admin = kafka.admin();
+    this.logger = options.logger;
+    this.restarts = new Backoff({ ...options.reconnect, jitter: 'decorrelated' });
   }
 
-  async start(topics: string[], events: GroupConsumerEvents): Promise<void> {
+  /** True while the consumer is a member of the group with an assignment (rebalances included). */
+  get joined(): boolean {
+    return this.state === 'joined';
+  }
+
+  /**
+   * Connects (waiting for the broker as long as it takes), subscribes and starts consuming;
+   * resolves once it runs (the group join follows). Rejects with the signal's reason when
+   * `signal` (or `stop()`) ends the wait.
+   */
+  async start(topics: string[], events: GroupConsumerEvents, signal?: AbortSignal): Promise<void> {
     const { GROUP_JOIN, CRASH, START_BATCH_PROCESS } = this.consumer.events;
     // kafkajs resolves batches of only markers itself and never shows them to eachBatch
     this.consumer.on(START_BATCH_PROCESS, (e) => {
@@ -82,18 +119,25 @@ export class GroupConsumer {
     });
     this.consumer.on(GROUP_JOIN, (e) => {
       this.generation += 1;
+      this.state = 'joined';
+      this.restarts.reset();
       const assignment: Assignment = Object.entries(e.payload.memberAssignment).flatMap(([topic, partitions]) =>
         partitions.map((partition) => ({ topic, partition })),
       );
       events.onAssignment(assignment, { generationId: this.generation, memberId: e.payload.memberId });
     });
     this.consumer.on(CRASH, (e) => {
-      if (!e.payload.restart) events.onCrash(e.payload.error);
+      const err = e.payload.error;
+      if (this.state === 'stopped') return;
+      if (BUGS.has(err.name)) {
+        this.state = 'stopped';
+        events.onCrash(err);
+        return;
+      }
+      this.state = 'restarting';
+      this.lastStart = this.restart(err, events);
     });
-    await this.admin.connect();
-    await this.consumer.connect();
-    await this.consumer.subscribe({ topics, fromBeginning: true });
-    await this.consumer.run({
+    this.runConfig = {
       autoCommit: false,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: 1,
@@ -105,20 +149,66 @@ export class GroupConsumer {
         // resolving moves only kafkajs' in-memory fetch position: autoCommit is off
         if (events.onBatch(batch.topic, batch.partition, records, { endOffset, fetchedOffset, highWatermark: batch.highWatermark })) resolveOffset(endOffset);
       },
-    });
+    };
+    const abort = signal ? AbortSignal.any([signal, this.stopping.signal]) : this.stopping.signal;
+    this.state = 'connecting';
+    await untilConnected(
+      'consumer',
+      async () => {
+        await this.admin.connect();
+        await this.consumer.connect();
+        await this.consumer.subscribe({ topics, fromBeginning: true });
+      },
+      { backoff: this.options.reconnect, logger: this.logger, signal: abort },
+    );
+    if (abort.aborted) throw abort.reason;
+    events.onConnected?.();
+    this.state = 'joining';
+    await this.consumer.run(this.runConfig);
   }
 
+  /** kafkajs gave up and disconnected: wait, reconnect, run again (a new member of the group). */
+  private async restart(err: Error, events: GroupConsumerEvents): Promise<void> {
+    const delay = this.restarts.next();
+    this.logger.warn({ err, restart_in_ms: delay }, 'consumer crashed (kafkajs gave up); restarting it');
+    try {
+      await sleep(delay, this.stopping.signal);
+      this.state = 'connecting';
+      await untilConnected('consumer restart', () => this.consumer.connect(), { backoff: this.options.reconnect, logger: this.logger, signal: this.stopping.signal });
+      if (this.stopping.signal.aborted) return;
+      this.state = 'joining';
+      await this.consumer.run(this.runConfig);
+    } catch (e) {
+      if (this.stopping.signal.aborted) return;
+      this.state = 'stopped';
+      events.onCrash(e as Error);
+    }
+  }
+
+  // Pause, resume and seek act on the running kafkajs consumer; while it restarts there is none,
+  // and none is needed: a restarted consumer rejoins as a new member and the runner starts over.
+
   pause(tp: TopicPartition): void {
-    this.consumer.pause([{ topic: tp.topic, partitions: [tp.partition] }]);
+    this.whileRunning(() => this.consumer.pause([{ topic: tp.topic, partitions: [tp.partition] }]));
   }
 
   resume(tp: TopicPartition): void {
-    this.consumer.resume([{ topic: tp.topic, partitions: [tp.partition] }]);
+    this.whileRunning(() => this.consumer.resume([{ topic: tp.topic, partitions: [tp.partition] }]));
   }
 
   /** The next fetch of `tp` starts at `offset` (no commit: offsets move only in transactions). */
   seek(tp: TopicPartition, offset: string): void {
-    this.consumer.seek({ topic: tp.topic, partition: tp.partition, offset });
+    this.whileRunning(() => this.consumer.seek({ topic: tp.topic, partition: tp.partition, offset }));
+  }
+
+  private whileRunning(action: () => void): void {
+    if (this.state !== 'joining' && this.state !== 'joined') return;
+    try {
+      action();
+    } catch (err) {
+      // kafkajs crashed a moment ago and has no consumer group: nothing to pause or seek
+      if (!/not initialized/.test((err as Error).message)) throw err;
+    }
   }
 
   /** The group's committed offset of `tp` as the coordinator has it now (-1 when none). */
@@ -128,8 +218,19 @@ export class GroupConsumer {
     return BigInt(offset);
   }
 
-  /** Leaves the group and closes the connections. */
+  /** The first offset still in `tp`'s log (records below it were deleted by retention or deleteRecords). */
+  async logStart(tp: TopicPartition): Promise<bigint> {
+    const offsets = await this.admin.fetchTopicOffsets(tp.topic);
+    const p = offsets.find((o) => o.partition === tp.partition);
+    if (!p) throw new Error(`no partition ${tp.partition} in ${tp.topic}`);
+    return BigInt(p.low);
+  }
+
+  /** Ends any wait for the broker, leaves the group and closes the connections. */
   async stop(): Promise<void> {
+    this.state = 'stopped';
+    this.stopping.abort(new Error('consumer stopped'));
+    await this.lastStart;
     await this.consumer.disconnect();
     await this.admin.disconnect();
   }

@@ -3,6 +3,7 @@
  * hop lives in the runtime's own producer wrapper.
  */
 import type { IHeaders, KafkaMessage, Producer, Transaction } from 'kafkajs';
+import { retry } from '../core/retry.js';
 import { PRODUCER_RETRY, createPartitioner, type Kafka } from './client.js';
 
 export interface OutRecord {
@@ -88,16 +89,9 @@ export class PlainProducer {
  * while it still writes the markers of this producer's previous transaction. The Java client
  * retries this error; kafkajs does not for AddOffsetsToTxn (tulios/kafkajs#1315, #430).
  */
-export async function retryConcurrentTransactions<T>(fn: () => Promise<T>, deadlineMs = 10_000): Promise<T> {
-  const until = Date.now() + deadlineMs;
-  for (let delay = 10; ; delay = Math.min(delay * 2, 500)) {
-    try {
-      return await fn();
-    } catch (err) {
-      if ((err as { type?: string }).type !== 'CONCURRENT_TRANSACTIONS' || Date.now() + delay > until) throw err;
-      await new Promise((r) => setTimeout(r, delay));
-    }
-  }
+export function retryConcurrentTransactions<T>(fn: () => Promise<T>, deadlineMs = 10_000): Promise<T> {
+  // 10, 20, 40 ... 500 ms: the markers are usually written within the first few
+  return retry(() => fn(), { initialMs: 10, maxMs: 500, jitter: 'none', deadlineMs, retryIf: (err) => (err as { type?: string }).type === 'CONCURRENT_TRANSACTIONS' });
 }
 
 /** A transactional producer with a stable transactional id (the new owner of the id fences the old one). */
@@ -286,7 +280,11 @@ export class TopicTail {
   }
 }
 
-/** True when the broker answers a metadata request within `timeoutMs`. */
+/**
+ * True when the broker answers a metadata request within `timeoutMs`. Opens (and closes) an admin
+ * connection per call: for readiness probes use `BrokerHealth` (src/kafka/health.ts), which keeps
+ * one connection and caches its answer.
+ */
 export async function brokerReachable(kafka: Kafka, timeoutMs = 3000): Promise<boolean> {
   const admin = kafka.admin();
   const timeout = new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs).unref());

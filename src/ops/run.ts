@@ -2,10 +2,12 @@
  * `sonicflow run <stage> [<stage>...]`: stages as this process — normally one (one process per
  * stage, scaled on its own); several share a process in small deployments and tests. Serves
  * /metrics, /healthz and /readyz; SIGTERM or SIGINT drains in-flight work and exits 0; a crash
- * exits 1 with the error logged.
+ * exits 1 with the error logged. A broker outage is no crash: the process waits for the broker
+ * (at start too), alive (/healthz 200) and not ready (/readyz 503) until it is back.
  */
 import { SonicError } from '../core/errors.js';
 import { createRegistry, createStageMetrics, serveMetrics } from '../core/metrics.js';
+import { BrokerHealth } from '../kafka/health.js';
 import { StageRunner } from '../runtime/runner.js';
 import { findStage } from '../runtime/topology.js';
 import type { Context } from './context.js';
@@ -31,15 +33,18 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
       batchMaxRecords: c.batchMaxRecords,
       batchMaxWaitMs: c.batchMaxWaitMs,
       concurrency: c.concurrency,
+      reconnect: { initialMs: c.reconnectBackoffMs, maxMs: Math.max(c.reconnectBackoffMs, c.reconnectBackoffMaxMs) },
     }, metrics);
     return { runner, definition };
   });
+  const broker = new BrokerHealth(ctx.kafka, { cacheMs: c.brokerCheckCacheMs, timeoutMs: c.brokerCheckTimeoutMs, logger: ctx.logger });
   const http = await serveMetrics(
     c.metricsPort,
     registry,
     {
+      // alive while it waits for the broker; only a failed stage is dead
       live: () => runners.every((r) => r.runner.lifecycle.state !== 'failed'),
-      ready: () => runners.every((r) => r.runner.lifecycle.state === 'running'),
+      ready: async () => runners.every((r) => r.runner.ready) && (await broker.check()),
     },
     ctx.logger,
   );
@@ -64,6 +69,7 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
   } finally {
     for (const r of runners) await r.definition.close?.().catch(() => undefined);
     http.server.close();
+    await broker.close();
     await ctx.blobClose();
   }
 }

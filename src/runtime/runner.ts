@@ -13,15 +13,20 @@
  *   re-reads the committed offset, dropping records a previous owner already committed.
  * - Retry tiers: a retry partition's head record is not handled before it is due; the partition
  *   stays paused (heartbeats go on) and a timer wakes it.
+ * - Broker outages: the runner waits for the broker at start, its consumer restarts itself when
+ *   kafkajs gives up, and a partition whose transaction failed keeps trying to go back to its
+ *   committed offset (clamped to the log start) with capped backoff while the broker is away.
  */
 import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
-import type { Kafka } from '../kafka/client.js';
-import { GroupConsumer, type Assignment, type BatchInfo, type TopicPartition } from '../kafka/consumer.js';
+import type { BackoffOptions } from '../core/retry.js';
+import { untilConnected, type Kafka } from '../kafka/client.js';
+import { GroupConsumer, type Assignment, type BatchInfo } from '../kafka/consumer.js';
 import { PlainProducer, TxProducer, type InRecord } from '../kafka/io.js';
 import type { Codec } from '../serde/codec.js';
 import { Lifecycle } from './lifecycle.js';
+import { FENCING_ERRORS, PartitionRecovery, keyOf, newWork, type PartitionWork } from './partition.js';
 import { StageProgram, type Outcome, type RawRecord } from './program.js';
 import type { StageDefinition } from './stage.js';
 import type { StageSpec, Topology } from './topology.js';
@@ -38,33 +43,9 @@ export interface RunnerOptions {
   batchMaxRecords?: number;
   batchMaxWaitMs?: number;
   concurrency?: number;
+  /** Waits between tries while the broker is away: connecting, restarting the consumer, going back to a committed offset. */
+  reconnect: BackoffOptions;
 }
-
-interface PartitionWork {
-  tp: TopicPartition;
-  key: string;
-  owned: boolean;
-  /** Fetched, not yet handled. */
-  queue: RawRecord[];
-  /** Next offset to hand to a worker (local de-duplication of refetches); -1 unknown. */
-  position: bigint;
-  /** This runner paused the partition's fetching (queue full, or rewinding after a failure). */
-  paused: boolean;
-  /** Offset this member last committed (or found committed); -1 unknown. */
-  committed: bigint;
-  /** Last offset of the fetched batch each queued record came from (markers included), by record offset. */
-  batchEnds: Map<string, bigint>;
-  /** Commits a position that moved over markers only, once the partition has been idle a moment. */
-  markerTimer?: NodeJS.Timeout;
-  busy: boolean;
-  /** Producer initialised and committed offset re-read since this member got the partition. */
-  fenced: boolean;
-  abort: AbortController;
-  producer?: TxProducer;
-  timer?: NodeJS.Timeout;
-}
-
-const FENCING_ERRORS = new Set(['INVALID_PRODUCER_EPOCH', 'PRODUCER_FENCED', 'INVALID_PRODUCER_ID_MAPPING', 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED']);
 
 export class StageRunner {
   readonly lifecycle: Lifecycle;
@@ -73,12 +54,16 @@ export class StageRunner {
   private readonly consumer: GroupConsumer;
   private readonly progress: PlainProducer;
   private readonly parts = new Map<string, PartitionWork>();
-  private readonly ready: PartitionWork[] = [];
+  /** Partitions with records to handle, waiting for a worker slot. */
+  private readonly runnable: PartitionWork[] = [];
   private readonly maxRecords: number;
   private readonly maxWaitMs: number;
   private readonly concurrency: number;
   /** A partition stops fetching when this many records are queued. */
   private readonly prefetch: number;
+  private readonly recovery: PartitionRecovery;
+  /** Aborted by stop(): ends the waits for the broker. */
+  private readonly stopping = new AbortController();
   private active = 0;
   private memberId = '';
   private idle: (() => void) | undefined;
@@ -113,7 +98,10 @@ export class StageRunner {
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       rebalanceTimeoutMs: options.rebalanceTimeoutMs,
       maxWaitMs: options.fetchMaxWaitMs,
+      reconnect: options.reconnect,
+      logger,
     });
+    this.recovery = new PartitionRecovery(this.consumer, logger, options);
     // every series exists from the start, so that increase() sees the first retry or dead letter
     for (const outcome of ['ok', 'retry', 'dlq', 'dropped']) metrics?.records.inc({ stage: stage.name, outcome }, 0);
     for (const result of ['commit', 'abort']) metrics?.transactions.inc({ stage: stage.name, result }, 0);
@@ -126,21 +114,46 @@ export class StageRunner {
     this.done.catch(() => undefined);
   }
 
-  /** Joins the group and starts handling records. */
+  /**
+   * Connects (waiting for the broker as long as it takes, until stop()), joins the group and
+   * starts handling records. Resolves at once when stop() ends the wait.
+   */
   async start(): Promise<void> {
-    await this.progress.connect();
-    // running before the consumer starts: batches may arrive as soon as it has joined
-    this.lifecycle.to('running');
-    await this.consumer.start([this.stage.input, ...this.stage.retry.topics], {
-      onAssignment: (a, info) => this.onAssignment(a, info.memberId),
-      onBatch: (topic, partition, records, info) => this.onBatch(topic, partition, records, info),
-      onMarkersOnly: (topic, partition, last) => this.onMarkersOnly(topic, partition, BigInt(last)),
-      onCrash: (err) => void this.fail(err),
-    });
+    const signal = this.stopping.signal;
+    const topics = [this.stage.input, ...this.stage.retry.topics];
+    try {
+      await untilConnected('producer', () => this.progress.connect(), { backoff: this.options.reconnect, logger: this.logger, signal });
+      await this.consumer.start(
+        topics,
+        {
+          // running before the consumer runs: batches may arrive as soon as it has joined
+          onConnected: () => {
+            if (this.lifecycle.state === 'starting') this.lifecycle.to('running');
+          },
+          onAssignment: (a, info) => this.onAssignment(a, info.memberId),
+          onBatch: (topic, partition, records, info) => this.onBatch(topic, partition, records, info),
+          onMarkersOnly: (topic, partition, last) => this.onMarkersOnly(topic, partition, BigInt(last)),
+          onCrash: (err) => void this.fail(err),
+        },
+        signal,
+      );
+    } catch (err) {
+      if (signal.aborted) return;
+      throw err;
+    }
     this.logger.info(
-      { group: this.groupId, topics: [this.stage.input, ...this.stage.retry.topics], batch_max_records: this.maxRecords, batch_max_wait_ms: this.maxWaitMs, concurrency: this.concurrency },
+      { group: this.groupId, topics, batch_max_records: this.maxRecords, batch_max_wait_ms: this.maxWaitMs, concurrency: this.concurrency },
       'stage running',
     );
+  }
+
+  /**
+   * Ready: running, a member of the group, and no partition stuck going back to its committed
+   * offset. A broker outage makes it unready (the consumer restarts, recoveries fail) until the
+   * broker is back and the group is joined again.
+   */
+  get ready(): boolean {
+    return this.lifecycle.state === 'running' && this.consumer.joined && this.recovery.stalled.size === 0;
   }
 
   /**
@@ -150,11 +163,12 @@ export class StageRunner {
   async stop(reason: string): Promise<void> {
     if (!this.lifecycle.can('draining')) return this.done;
     this.lifecycle.to('draining', reason);
+    this.stopping.abort(new SonicError('SHUTDOWN', 'stage is stopping'));
     for (const w of this.parts.values()) {
       clearTimeout(w.timer);
       this.pauseFetch(w);
     }
-    this.ready.length = 0;
+    this.runnable.length = 0;
     const drained = await this.waitIdle(this.options.drainTimeoutMs);
     if (!drained) {
       this.logger.warn({ drain_timeout_ms: this.options.drainTimeoutMs, in_flight: this.active }, 'drain timeout: abandoning in-flight work, it stays uncommitted');
@@ -169,6 +183,7 @@ export class StageRunner {
     if (!this.lifecycle.can('failed')) return;
     this.logger.error({ err }, 'stage failed');
     this.lifecycle.to('failed', err.message);
+    this.stopping.abort(err);
     for (const w of this.parts.values()) w.abort.abort(err);
     await this.closeAll().catch(() => undefined);
     this.failure?.(err);
@@ -217,8 +232,9 @@ export class StageRunner {
     clearTimeout(w.markerTimer);
     w.abort.abort(new SonicError('SHUTDOWN', `partition ${w.key} was revoked`));
     this.parts.delete(w.key);
-    const i = this.ready.indexOf(w);
-    if (i >= 0) this.ready.splice(i, 1);
+    this.recovery.stalled.delete(w);
+    const i = this.runnable.indexOf(w);
+    if (i >= 0) this.runnable.splice(i, 1);
     // a pause would otherwise survive until the partition comes back
     this.consumer.resume(w.tp);
     if (!w.busy) void this.closeProducer(w);
@@ -234,9 +250,11 @@ export class StageRunner {
       this.pauseFetch(w);
       return false;
     }
-    // fetched from beyond what this member holds (a fetch that raced a rewind): never skip records
+    // fetched from beyond what this member holds (a fetch that raced a rewind, or kafkajs reset an
+    // out-of-range position to the log start): never skip records, unless they no longer exist
     if (w.position >= 0n && BigInt(fetchedOffset) > w.position) {
       this.fetchFromPosition(w);
+      this.refreshLogStart(w, BigInt(fetchedOffset));
       return false;
     }
     const fresh = records.filter((r) => w.position < 0n || BigInt(r.offset) >= w.position);
@@ -279,6 +297,16 @@ export class StageRunner {
     this.consumer.seek(w.tp, w.position.toString());
   }
 
+  /** A fetch came from beyond the position: when the records from it on were deleted, go on from the log start. */
+  private refreshLogStart(w: PartitionWork, fetchedOffset: bigint): void {
+    void this.recovery.logStartPast(w, fetchedOffset).then((low) => {
+      if (low === undefined || this.parts.get(w.key) !== w || !w.owned || w.recovering || w.position < 0n || low <= w.position) return;
+      this.logger.warn({ partition: w.key, position: w.position.toString(), log_start: low.toString() }, 'records below the log start were deleted before they were handled; going on from the log start');
+      w.position = low;
+      this.fetchFromPosition(w);
+    });
+  }
+
   /**
    * A fetch of markers only moved the partition's position. When the partition stays idle for a
    * moment, commit that position (an offset-only transaction), so that an idle stage shows lag 0.
@@ -307,7 +335,7 @@ export class StageRunner {
 
   /** Queues a partition for a worker slot, or sets a timer when its head retry is not due yet. */
   private schedule(w: PartitionWork): void {
-    if (w.busy || !w.owned || w.queue.length === 0 || this.ready.includes(w) || this.lifecycle.state !== 'running') return;
+    if (w.busy || !w.owned || w.queue.length === 0 || this.runnable.includes(w) || this.lifecycle.state !== 'running') return;
     const due = this.program.dueAt(w.queue[0]!);
     const wait = due - Date.now();
     if (wait > 0) {
@@ -315,13 +343,13 @@ export class StageRunner {
       w.timer = setTimeout(() => this.schedule(w), wait);
       return;
     }
-    this.ready.push(w);
+    this.runnable.push(w);
     this.pump();
   }
 
   private pump(): void {
-    while (this.active < this.concurrency && this.ready.length > 0) {
-      const w = this.ready.shift()!;
+    while (this.active < this.concurrency && this.runnable.length > 0) {
+      const w = this.runnable.shift()!;
       this.active += 1;
       w.busy = true;
       void this.work(w).finally(() => {
@@ -387,20 +415,7 @@ export class StageRunner {
   private async fence(w: PartitionWork): Promise<void> {
     if (w.fenced && w.producer) return;
     const txId = `${this.options.clientId}.${this.stage.name}.${w.tp.topic}.${w.tp.partition}`;
-    w.producer = await new TxProducer(this.kafka, txId, this.options.transactionTimeoutMs).connect();
-    const committed = await this.consumer.committed(w.tp);
-    w.committed = committed;
-    if (committed >= 0n) {
-      const before = w.queue.length;
-      w.queue = w.queue.filter((r) => BigInt(r.offset) >= committed);
-      if (w.position < committed) {
-        w.position = committed;
-        this.fetchFromPosition(w);
-      }
-      if (before !== w.queue.length) this.logger.info({ partition: w.key, skipped: before - w.queue.length, committed: committed.toString() }, 'skipped records committed by a previous owner');
-    }
-    w.fenced = true;
-    this.logger.debug({ partition: w.key, transactional_id: txId }, 'partition fenced');
+    await this.recovery.fence(w, () => new TxProducer(this.kafka, txId, this.options.transactionTimeoutMs).connect());
   }
 
   private async commit(w: PartitionWork, batch: { raw: RawRecord; outcome: Outcome & { kind: 'ok' | 'retry' | 'dlq' } }[]): Promise<void> {
@@ -433,36 +448,31 @@ export class StageRunner {
 
   /**
    * A failed transaction: kafkajs cannot reuse the producer, so close it; forget the queue and
-   * go back to the committed offset (fetching stays paused until then: prefetched records past
-   * it must not be taken). After a fencing error wait a little first: another member probably
-   * owns the partition now and the next heartbeat will say so.
+   * go back to the committed offset, clamped to the log start (fetching stays paused until then:
+   * prefetched records past it must not be taken). While the broker is away the way back is
+   * retried with capped backoff for as long as the partition is ours: fetching on from the
+   * prefetch position instead could skip records.
    */
   private async recover(w: PartitionWork, err: unknown): Promise<void> {
-    this.pauseFetch(w);
-    const type = (err as { type?: string }).type ?? '';
-    this.metrics?.transactions.inc({ stage: this.stage.name, result: 'abort' });
-    this.logger.warn({ err, partition: w.key, type }, 'transaction failed; the batch is aborted and will be redone from the committed offset');
-    this.drop(w, w.queue.length, 'transaction failed');
-    await this.closeProducer(w);
-    w.fenced = false;
-    w.position = -1n;
-    if (FENCING_ERRORS.has(type)) await sleep(2 * this.options.heartbeatIntervalMs);
-    for (let attempt = 1; w.owned; attempt++) {
-      try {
-        const committed = await this.consumer.committed(w.tp);
-        // nothing committed yet: the group's reset policy (earliest) is where fetching starts again
-        w.position = committed >= 0n ? committed : 0n;
-        this.fetchFromPosition(w);
-        return;
-      } catch (e) {
-        if (attempt >= 5) {
-          // fetching on from the prefetch position could skip records: stop, a restart starts from the committed offset
-          await this.fail(new SonicError('BROKER_UNAVAILABLE', `could not read the committed offset of ${w.key} after a failed transaction: ${(e as Error).message}`, { cause: e }));
-          return;
-        }
-        this.logger.warn({ err: e, partition: w.key, attempt }, 'could not read the committed offset; trying again');
-        await sleep(500 * attempt);
-      }
+    w.recovering = true;
+    const stillOurs = (): boolean => w.owned && this.lifecycle.state === 'running';
+    try {
+      this.pauseFetch(w);
+      const type = (err as { type?: string }).type ?? '';
+      this.metrics?.transactions.inc({ stage: this.stage.name, result: 'abort' });
+      this.logger.warn({ err, partition: w.key, type }, 'transaction failed; the batch is aborted and will be redone from the committed offset');
+      this.drop(w, w.queue.length, 'transaction failed');
+      await this.closeProducer(w);
+      w.position = -1n;
+      const start = await this.recovery.startAfterFailure(w, FENCING_ERRORS.has(type), stillOurs, AbortSignal.any([w.abort.signal, this.stopping.signal]));
+      if (start === undefined || !stillOurs()) return;
+      w.position = start;
+      this.fetchFromPosition(w);
+    } catch (e) {
+      // revoked or stopping: whoever gets the partition next starts from the committed offset
+      if (stillOurs()) this.logger.warn({ err: e, partition: w.key }, 'gave up going back to the committed offset');
+    } finally {
+      w.recovering = false;
     }
   }
 
@@ -472,16 +482,4 @@ export class StageRunner {
     w.fenced = false;
     if (p) await p.close().catch((err: unknown) => this.logger.debug({ err }, 'producer close failed'));
   }
-}
-
-function keyOf(tp: TopicPartition): string {
-  return `${tp.topic}/${tp.partition}`;
-}
-
-function newWork(tp: TopicPartition): PartitionWork {
-  return { tp, key: keyOf(tp), owned: true, queue: [], position: -1n, paused: false, committed: -1n, batchEnds: new Map(), busy: false, fenced: false, abort: new AbortController() };
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
