@@ -4,7 +4,7 @@
  */
 import { hostname } from 'node:os';
 import { SonicError } from '../core/errors.js';
-import { brokerReachable } from '../kafka/io.js';
+import { BrokerHealth } from '../kafka/health.js';
 import { TxBatcher } from '../kafka/tx-batcher.js';
 import { defaultScratchRoot, processScratchDir } from '../media/scratch.js';
 import type { Context } from '../ops/context.js';
@@ -43,6 +43,8 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
     transactionTimeoutMs: c.apiEnqueueTimeoutMs + 10_000,
   }, logger);
   const streams = new EventStreams({ perKey: c.apiMaxStreamsPerKey, total: c.apiMaxStreams, maxLifetimeMs: c.apiStreamMaxS * 1000 });
+  // one long-lived admin connection answers every readiness probe (a cached, single-flight check)
+  const broker = new BrokerHealth(ctx.kafka, { cacheMs: c.brokerCheckCacheMs, timeoutMs: c.brokerCheckTimeoutMs, logger });
   let registryOk = { at: 0, ok: false };
   const { app } = await buildApi({
     config: c,
@@ -74,7 +76,7 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
         const ok = await fetch(`${c.schemaRegistryUrl}/subjects`, { headers: ctx.serde.authHeaders, signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false);
         registryOk = { at: Date.now(), ok };
       }
-      const checks = { broker: await brokerReachable(ctx.kafka, 2000), registry: registryOk.ok, status_view: view.ready };
+      const checks = { broker: await broker.check(), registry: registryOk.ok, status_view: view.ready };
       return { ready: Object.values(checks).every(Boolean), checks };
     },
   });
@@ -85,6 +87,7 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
     close: async () => {
       await app.close();
       await batcher.close().catch(() => undefined);
+      await broker.close().catch(() => undefined);
       await view.stop().catch(() => undefined);
       await ctx.blobClose();
     },

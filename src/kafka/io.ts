@@ -279,25 +279,3 @@ export class TopicTail {
     await this.consumer.disconnect();
   }
 }
-
-/**
- * True when the broker answers a metadata request within `timeoutMs`. Opens (and closes) an admin
- * connection per call: for readiness probes use `BrokerHealth` (src/kafka/health.ts), which keeps
- * one connection and caches its answer.
- */
-export async function brokerReachable(kafka: Kafka, timeoutMs = 3000): Promise<boolean> {
-  const admin = kafka.admin();
-  const timeout = new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs).unref());
-  const check = (async () => {
-    try {
-      await admin.connect();
-      await admin.describeCluster();
-      return true;
-    } catch {
-      return false;
-    } finally {
-      await admin.disconnect().catch(() => undefined);
-    }
-  })();
-  return Promise.race([check, timeout]);
-}

@@ -54,6 +54,24 @@ describe('the API while the broker is away (private broker)', () => {
     accepted.push(String(r.json.task_id));
   });
 
+  it('/readyz does not open a Kafka connection per call: 50 probes, no new connection to the broker', async () => {
+    const port = broker.brokers.split(':')[1]!;
+    /** Local ports of every TCP connection to the broker, in any state (TIME-WAIT included: closed ones linger a minute). */
+    const connections = (): Set<string> => {
+      const r = spawnSync('ss', ['-tanH', `( dport = :${port} )`], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`ss failed: ${r.stderr}`);
+      return new Set(r.stdout.split('\n').filter(Boolean).map((l) => l.trim().split(/\s+/)[3]!));
+    };
+    expect((await raw(api.port, 'GET', '/readyz')).status).toBe(200);
+    const before = connections();
+    for (let i = 0; i < 50; i++) {
+      expect((await raw(api.port, 'GET', '/readyz')).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const opened = [...connections()].filter((c) => !before.has(c));
+    expect(opened.length, `new connections: ${opened.join(' ')}`).toBeLessThanOrEqual(1);
+  });
+
   it('with the broker stopped: 503 BROKER_UNAVAILABLE within the enqueue deadline, uploads removed, /readyz 503 at once', async () => {
     broker.stop();
     await refusedOnTime();
