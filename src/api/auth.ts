@@ -115,6 +115,8 @@ export interface GuardOptions {
   perMinute: number;
   /** Failed authentications per minute per address. */
   failedPerMinute: number;
+  /** Whether X-Forwarded-For is trusted (SONIC_API_TRUST_PROXY_HOPS > 0); only used to warn. */
+  trustsProxy?: boolean;
   now?: () => Date;
 }
 
@@ -126,7 +128,13 @@ export interface GuardOptions {
 export async function guardScope(scope: FastifyInstance, o: GuardOptions): Promise<void> {
   const now = o.now ?? (() => new Date());
   const failures = new FailedAuthLimiter(o.failedPerMinute);
+  let warned = false;
   scope.addHook('onRequest', async (req: FastifyRequest, reply) => {
+    if (!warned && !o.trustsProxy && req.headers['x-forwarded-for'] !== undefined) {
+      // behind a proxy every client shares its address: one guessing client locks out all
+      warned = true;
+      req.log.warn({ proxy: req.ip }, 'requests arrive through a proxy (X-Forwarded-For) but SONIC_API_TRUST_PROXY_HOPS is 0: per-address limits apply to the proxy');
+    }
     if (o.auth === 'disabled') {
       req.tenant = 'default';
       return;

@@ -49,33 +49,39 @@ export class EventStreams {
    */
   serve<E>(res: ServerResponse, owner: string, first: E, changes$: Observable<E>, o: { matches(e: E): boolean; isLast(e: E): boolean; render(e: E): string }): void {
     this.admit(owner);
+    // the connection, not the response: a response queued behind another on a pipelined
+    // connection never hears 'close' when the connection dies, its request's socket does
+    const socket = res.req?.socket;
+    if (!socket || socket.destroyed) return void res.destroy();
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
     const send = (e: E): void => void res.write(`event: status\ndata: ${o.render(e)}\n\n`);
     send(first);
     if (o.isLast(first)) return void res.end();
-    let ended = false;
+    let released = false;
     const entry: Open = { owner, end: () => finish() };
     this.open.add(entry);
     this.byOwner.set(owner, (this.byOwner.get(owner) ?? 0) + 1);
     const ping = setInterval(() => res.write(': ping\n\n'), this.limits.pingMs ?? 15_000);
     const lifetime = setTimeout(() => finish(), this.limits.maxLifetimeMs);
     const sub = changes$.pipe(filter(o.matches), takeWhile((e) => !o.isLast(e), true)).subscribe({ next: send, complete: () => finish() });
-    function finish(): void {
-      if (ended) return;
-      ended = true;
-      res.end();
-    }
-    res.on('close', () => {
-      ended = true;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      socket.off('close', release);
       clearInterval(ping);
       clearTimeout(lifetime);
       sub.unsubscribe();
-      if (this.open.delete(entry)) {
-        const n = (this.byOwner.get(owner) ?? 1) - 1;
-        if (n <= 0) this.byOwner.delete(owner);
-        else this.byOwner.set(owner, n);
-      }
-    });
+      this.open.delete(entry);
+      const n = (this.byOwner.get(owner) ?? 1) - 1;
+      if (n <= 0) this.byOwner.delete(owner);
+      else this.byOwner.set(owner, n);
+    };
+    function finish(): void {
+      release();
+      if (!res.writableEnded) res.end();
+    }
+    res.once('close', release);
+    socket.once('close', release);
   }
 
   /** Ends every open stream and refuses new ones (call before closing the server). */

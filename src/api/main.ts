@@ -42,7 +42,8 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
     // an abandoned submit holds read_committed readers back at most this long
     transactionTimeoutMs: c.apiEnqueueTimeoutMs + 10_000,
   }, logger);
-  const streams = new EventStreams({ perKey: c.apiMaxStreamsPerKey, total: c.apiMaxStreams, maxLifetimeMs: c.apiStreamMaxS * 1000 });
+  // the ping keeps an idle stream inside the idle timeout
+  const streams = new EventStreams({ perKey: c.apiMaxStreamsPerKey, total: c.apiMaxStreams, maxLifetimeMs: c.apiStreamMaxS * 1000, pingMs: Math.min(15_000, Math.floor(c.apiIdleTimeoutMs / 2)) });
   // one long-lived admin connection answers every readiness probe (a cached, single-flight check)
   const broker = new BrokerHealth(ctx.kafka, { cacheMs: c.brokerCheckCacheMs, timeoutMs: c.brokerCheckTimeoutMs, logger });
   let registryOk = { at: 0, ok: false };
@@ -53,7 +54,7 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
     view,
     secret,
     streams,
-    slots: new UploadSlots(c.apiMaxConcurrentUploads),
+    slots: new UploadSlots(c.apiMaxConcurrentUploads, c.apiMaxUploadsPerKey),
     // refused here, before anything is stored, rather than by notify after the video was made
     checkCallback: (tenant, callback) => {
       checkCallbackUrl(callback.url, c.webhookAllowHosts);

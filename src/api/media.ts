@@ -48,7 +48,7 @@ export function uploadRoutes(deps: UploadRouteDeps): FastifyPluginAsync {
       },
       async (req, reply) => {
         if (!req.isMultipart()) throw new SonicError('INVALID_REQUEST', 'send multipart/form-data with one file in field "audio" or "image"', { safe: true });
-        const release = deps.slots.acquire();
+        const release = deps.slots.acquire(req.keyId ?? req.ip);
         const stored: string[] = [];
         let ok = false;
         try {

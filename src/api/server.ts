@@ -90,8 +90,14 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
   const { config } = deps;
   // Node's own request and header deadlines, checked every second rather than every 30 s:
   // a client that trickles its request is cut off on time (slow-loris)
-  const serverFactory = (handler: (req: IncomingMessage, res: ServerResponse) => void) =>
-    createServer({ requestTimeout: config.apiRequestTimeoutMs, headersTimeout: Math.min(config.apiHeadersTimeoutMs, config.apiRequestTimeoutMs), connectionsCheckingInterval: 1000 }, handler);
+  // (fastify applies no idle timeout to a server of our own: set it here, or a client that stops
+  // reading a video would hold its connection and the open blob forever)
+  const serverFactory = (handler: (req: IncomingMessage, res: ServerResponse) => void) => {
+    const server = createServer({ requestTimeout: config.apiRequestTimeoutMs, headersTimeout: Math.min(config.apiHeadersTimeoutMs, config.apiRequestTimeoutMs), connectionsCheckingInterval: 1000 }, handler);
+    server.setTimeout(config.apiIdleTimeoutMs);
+    server.keepAliveTimeout = Math.min(5000, config.apiIdleTimeoutMs);
+    return server;
+  };
   const app = Fastify({
     loggerInstance: deps.logger.child({ component: 'api' }) as unknown as FastifyBaseLogger,
     disableRequestLogging: true,
@@ -166,7 +172,7 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
   // it has them, whatever spelling of its path the router matched.
   await app.register(
     async (v1) => {
-      await guardScope(v1, { auth: config.apiAuth, keys, perMinute: config.apiRateLimitPerMinute, failedPerMinute: config.apiFailedAuthPerMinute });
+      await guardScope(v1, { auth: config.apiAuth, keys, perMinute: config.apiRateLimitPerMinute, failedPerMinute: config.apiFailedAuthPerMinute, trustsProxy: config.apiTrustProxyHops > 0 });
       await v1.register(multipart);
       await v1.register(taskRoutes(deps));
       await v1.register(uploadRoutes(deps));

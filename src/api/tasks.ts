@@ -99,7 +99,7 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
       const image = await referencedBlob(blob, req.tenant, 'image', b.image, limits);
       return { fields, audio, image };
     }
-    const release = deps.slots.acquire();
+    const release = deps.slots.acquire(req.keyId ?? req.ip);
     const form = await readMultipart(req, {
       files: { audio: config.maxAudioBytes, image: config.maxImageBytes },
       fields: [...PARAM_FIELDS, ...REQUEST_FIELDS],
@@ -119,8 +119,11 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
         if (!files[kind]) throw new SonicError('INVALID_REQUEST', `the ${kind} file is missing (multipart field "${kind}")`, { safe: true, details: { field: kind } });
       }
       check(req, taskId, fields);
-      const audio = await storeInspected(blob, config, 'audio', files.audio!, taskKey(taskId, 'input', 'audio'), stored);
-      const image = await storeInspected(blob, config, 'image', files.image!, taskKey(taskId, 'input', 'image'), stored);
+      // keys of this request alone: a retry of the same task (after an in-doubt 503) never
+      // overwrites, nor on failure deletes, what an earlier attempt that did commit points at
+      const attempt = randomUUID().slice(0, 8);
+      const audio = await storeInspected(blob, config, 'audio', files.audio!, taskKey(taskId, 'input', `audio-${attempt}`), stored);
+      const image = await storeInspected(blob, config, 'image', files.image!, taskKey(taskId, 'input', `image-${attempt}`), stored);
       return { fields, audio, image };
     } finally {
       release();
@@ -182,9 +185,13 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
           throw new SonicError('IDEMPOTENCY_KEY_INVALID', 'Idempotency-Key must be 1-255 characters of [A-Za-z0-9_:.-]', { safe: true });
         }
         const taskId = idemKey ? idempotentTaskId(deps.secret, req.tenant, idemKey) : randomUUID();
-        if (idemKey && (view.get(taskId) || recent.has(taskId))) {
-          await recent.get(taskId)?.catch(() => undefined);
-          if (view.get(taskId)) return reply.status(200).header('idempotent-replayed', 'true').send(accepted(taskId, true));
+        // one submit of an id at a time: wait for the one under way, then look again; the check
+        // and the claim below run without an await between them, so only one waiter claims
+        for (;;) {
+          if (idemKey && view.get(taskId)) return reply.status(200).header('idempotent-replayed', 'true').send(accepted(taskId, true));
+          const pending = recent.get(taskId);
+          if (!pending) break;
+          await pending.catch(() => undefined);
         }
         const work = submit(req, taskId, idemKey);
         if (idemKey) recent.set(taskId, work);

@@ -71,7 +71,7 @@ export async function readMultipart(req: FastifyRequest, spec: MultipartSpec): P
       }
       seen.add(part.fieldname);
       if (part.type === 'file') {
-        const max = spec.files[part.fieldname];
+        const max = Object.hasOwn(spec.files, part.fieldname) ? spec.files[part.fieldname] : undefined;
         if (max === undefined) {
           part.file.resume();
           throw new SonicError('INVALID_REQUEST', `unexpected file field "${part.fieldname.slice(0, 64)}": send ${Object.keys(spec.files).join(' and ')}`, { safe: true });
@@ -119,25 +119,39 @@ function asRequestError(err: unknown): unknown {
 }
 
 /**
- * A counting semaphore without a queue: an upload either gets a slot now or is refused (503
- * API_OVERLOADED with Retry-After), so a flood of slow uploads cannot pile up memory, disk or
- * file descriptors.
+ * Counting semaphores without a queue, in all and per owner (an API key): an upload either gets a
+ * slot now or is refused (503 API_OVERLOADED in all, 429 RATE_LIMITED for one key), so a flood of
+ * slow uploads cannot pile up memory, disk or file descriptors, and one tenant cannot take every
+ * slot.
  */
 export class UploadSlots {
   private used = 0;
+  private readonly byOwner = new Map<string, number>();
 
-  constructor(private readonly max: number) {}
+  constructor(
+    private readonly max: number,
+    private readonly perOwner: number = max,
+  ) {}
 
-  /** A release function, or throws API_OVERLOADED. */
-  acquire(): () => void {
+  /** A release function (idempotent), or throws API_OVERLOADED / RATE_LIMITED. */
+  acquire(owner: string): () => void {
     if (this.used >= this.max) {
       throw new SonicError('API_OVERLOADED', `${this.max} uploads are in progress; retry in a moment`, { safe: true, details: { limit: this.max, retryAfterS: 1 } });
     }
+    const mine = this.byOwner.get(owner) ?? 0;
+    if (mine >= this.perOwner) {
+      throw new SonicError('RATE_LIMITED', `${this.perOwner} uploads of this API key are in progress; wait for one to finish`, { safe: true, details: { limit: this.perOwner, retryAfterS: 1 } });
+    }
     this.used += 1;
+    this.byOwner.set(owner, mine + 1);
     let released = false;
     return () => {
-      if (!released) this.used -= 1;
+      if (released) return;
       released = true;
+      this.used -= 1;
+      const left = (this.byOwner.get(owner) ?? 1) - 1;
+      if (left <= 0) this.byOwner.delete(owner);
+      else this.byOwner.set(owner, left);
     };
   }
 

@@ -31,5 +31,6 @@ export function createBlobStore(config: Config): BlobStore {
     accessKeyId: config.s3AccessKeyId,
     secretAccessKey: config.s3SecretAccessKey,
     forcePathStyle: config.s3ForcePathStyle,
+    timeoutMs: config.blobTimeoutMs,
   });
 }

@@ -42,6 +42,12 @@ export interface S3BlobStoreOptions {
   secretAccessKey: string;
   /** Path-style URLs (`<endpoint>/<bucket>/<key>`), as S3Proxy and MinIO need. */
   forcePathStyle: boolean;
+  /**
+   * Longest one call may take in all, body included, ms (the SDK's socket timeout only bounds
+   * silence: a server sending a byte a minute would hold a stage forever); 300 000 by default.
+   * Streams opened with `openRead` (served to clients) have no total deadline.
+   */
+  timeoutMs?: number;
 }
 
 const NOT_FOUND_NAMES = new Set(['NoSuchKey', 'NotFound', 'NoSuchBucket']);
@@ -71,12 +77,14 @@ export class S3BlobStore implements BlobStore {
   // private fields: neither JSON.stringify nor util.inspect shows them, so the credentials stay out of logs
   readonly #client: S3Client;
   readonly #region: string;
+  readonly #timeoutMs: number;
   #bucketReady: Promise<void> | undefined;
 
   constructor(opts: S3BlobStoreOptions) {
     this.bucket = opts.bucket;
     this.endpoint = opts.endpoint === '' ? 'aws' : opts.endpoint;
     this.#region = opts.region;
+    this.#timeoutMs = opts.timeoutMs ?? 300_000;
     this.#client = new S3Client({
       ...(opts.endpoint === '' ? {} : { endpoint: opts.endpoint }),
       region: opts.region,
@@ -115,6 +123,7 @@ export class S3BlobStore implements BlobStore {
           ...(opts.contentType === undefined ? {} : { ContentType: opts.contentType }),
           Metadata: { sha256: digest.sha256 },
         }),
+        this.#deadline(),
       );
     } catch (err) {
       throw this.#error('write', key, err);
@@ -178,7 +187,7 @@ export class S3BlobStore implements BlobStore {
   async stat(key: string): Promise<BlobStat | undefined> {
     validateKey(key);
     try {
-      const head = await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      const head = await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), this.#deadline());
       const out: BlobStat = { size_bytes: head.ContentLength ?? 0 };
       const sha256 = head.Metadata?.['sha256'];
       if (sha256 !== undefined) out.sha256 = sha256;
@@ -194,7 +203,7 @@ export class S3BlobStore implements BlobStore {
   async delete(key: string): Promise<void> {
     validateKey(key);
     try {
-      await this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+      await this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), this.#deadline());
     } catch (err) {
       // no bucket, no object: deleting is already done
       if (NOT_FOUND_NAMES.has(nameOf(err)) || statusOf(err) === 404) return;
@@ -214,7 +223,8 @@ export class S3BlobStore implements BlobStore {
     validateKey(key);
     let res: GetObjectCommandOutput;
     try {
-      res = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      // the deadline also bounds reading the body, which the caller does after this resolves
+      res = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), this.#deadline());
     } catch (err) {
       throw this.#error('read', key, err);
     }
@@ -222,6 +232,11 @@ export class S3BlobStore implements BlobStore {
       throw new SonicError('INPUT_FETCH_FAILED', `S3 read of ${this.#uri(key)} returned no body`, { details: this.#details(key) });
     }
     return res.Body;
+  }
+
+  /** Options of one SDK call: aborted when its total deadline passes. */
+  #deadline(): { abortSignal: AbortSignal } {
+    return { abortSignal: AbortSignal.timeout(this.#timeoutMs) };
   }
 
   /** Creates the bucket when missing, once per store; a failure lets the next write try again. */
@@ -235,7 +250,7 @@ export class S3BlobStore implements BlobStore {
 
   async #createBucketIfMissing(): Promise<void> {
     try {
-      await this.#client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      await this.#client.send(new HeadBucketCommand({ Bucket: this.bucket }), this.#deadline());
       return;
     } catch (err) {
       if (statusOf(err) !== 404) throw this.#error('write', '', err, `checking bucket ${this.bucket}`);
@@ -247,6 +262,7 @@ export class S3BlobStore implements BlobStore {
           // us-east-1 is the one region S3 refuses as an explicit location constraint
           ...(this.#region === 'us-east-1' ? {} : { CreateBucketConfiguration: { LocationConstraint: this.#region as BucketLocationConstraint } }),
         }),
+        this.#deadline(),
       );
     } catch (err) {
       if (nameOf(err) === 'BucketAlreadyOwnedByYou') return; // a concurrent writer created it

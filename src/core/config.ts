@@ -191,6 +191,7 @@ export const SETTINGS = {
   s3AccessKeyId: def('SONIC_S3_ACCESS_KEY_ID', 'local-identity', str, 'S3 access key id.'),
   s3SecretAccessKey: def('SONIC_S3_SECRET_ACCESS_KEY', 'local-credential', str, 'S3 secret access key (redacted in logs).'),
   s3ForcePathStyle: def('SONIC_S3_FORCE_PATH_STYLE', true, bool, 'Path-style S3 URLs (MinIO, S3Proxy); false for virtual-hosted buckets.'),
+  blobTimeoutMs: def('SONIC_BLOB_TIMEOUT_MS', 300_000, int(1000, 86_400_000), 'Longest one S3 call may take in all, body included, ms (a store that trickles is cut off; videos served to clients are not bounded by it).'),
   publicBaseUrl: def('SONIC_PUBLIC_BASE_URL', '', optionalUrl, 'Base URL where published videos are served (a CDN); empty: the API serves them at /v1/tasks/{id}/video.'),
   // HTTP API
   apiHost: def('SONIC_API_HOST', '127.0.0.1', str, 'Address the HTTP API listens on.'),
@@ -209,6 +210,7 @@ export const SETTINGS = {
   apiHeadersTimeoutMs: def('SONIC_API_HEADERS_TIMEOUT_MS', 10_000, int(500, 600_000), 'Longest a client may take to send the request headers, ms.'),
   apiIdleTimeoutMs: def('SONIC_API_IDLE_TIMEOUT_MS', 60_000, int(1000, 3_600_000), 'A connection with no traffic either way for this long is closed, ms.'),
   apiMaxConcurrentUploads: def('SONIC_API_MAX_CONCURRENT_UPLOADS', 32, int(1, 100_000), 'Uploads (multipart submits and POST /v1/uploads) in progress at once; more are answered 503 API_OVERLOADED.'),
+  apiMaxUploadsPerKey: def('SONIC_API_MAX_UPLOADS_PER_KEY', 8, int(1, 100_000), 'Uploads in progress at once per API key; more are answered 429 RATE_LIMITED, so one tenant cannot take every slot.'),
   apiEnqueueTimeoutMs: def('SONIC_API_ENQUEUE_TIMEOUT_MS', 10_000, int(100, 600_000), 'Longest a submit waits for Kafka to take the task, ms; then 503 BROKER_UNAVAILABLE and nothing is enqueued.'),
   apiMaxStreamsPerKey: def('SONIC_API_MAX_STREAMS_PER_KEY', 16, int(1, 100_000), 'Open event streams (SSE) per API key.'),
   apiMaxStreams: def('SONIC_API_MAX_STREAMS', 1000, int(1, 1_000_000), 'Open event streams (SSE) on one API process.'),

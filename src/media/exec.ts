@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { basename } from 'node:path';
 import type { Writable } from 'node:stream';
-import { SonicError } from '../core/errors.js';
+import { SonicError, type ErrorCode } from '../core/errors.js';
 
 /** Options of {@link runTool} and {@link startTool}. */
 export interface ToolOptions {
@@ -24,6 +24,14 @@ export interface ToolOptions {
   signal?: AbortSignal;
   /** Bytes written to the tool's stdin, which is then closed ({@link runTool} only; empty by default). */
   input?: Buffer;
+  /** Working directory; the parent's by default. */
+  cwd?: string;
+  /** Sees every chunk the tool writes, stdout and stderr alike (progress parsing, own tails). */
+  onOutput?: (text: string, stream: 'stdout' | 'stderr') => void;
+  /** Keep stdout for the result (true by default); false passes it to `onOutput` only. */
+  keepStdout?: boolean;
+  /** Error code when the tool cannot be started; `INTERNAL` by default (a missing system tool is a bug of the install). */
+  spawnErrorCode?: ErrorCode;
 }
 
 /** How a tool ended. */
@@ -48,7 +56,7 @@ export interface RunningTool {
   stdin: Writable;
   /** Settles when the process has exited and its output streams have closed. */
   result: Promise<ToolResult>;
-  /** Kills the process with SIGKILL (no-op once it has exited). */
+  /** Kills the process and everything it started (its process group) with SIGKILL. */
   kill(): void;
 }
 
@@ -86,7 +94,9 @@ export function startTool(cmd: string, args: readonly string[], options: ToolOpt
   if (!(timeoutMs > 0 && timeoutMs <= MAX_TIMER_MS) || !(maxStdoutBytes >= 0)) {
     throw new SonicError('INTERNAL', `${basename(cmd)} needs 0 < timeoutMs <= ${MAX_TIMER_MS} and maxStdoutBytes >= 0, got ${timeoutMs} and ${maxStdoutBytes}`);
   }
-  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  // its own process group, so that a deadline also kills what it started: a wrapper script's
+  // children would otherwise hold its pipes open (and the result back) long after the kill
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true, ...(options.cwd ? { cwd: options.cwd } : {}) });
   const stdout: Buffer[] = [];
   let stdoutBytes = 0;
   let stderr = '';
@@ -94,11 +104,18 @@ export function startTool(cmd: string, args: readonly string[], options: ToolOpt
   let stdoutOverflow = false;
   let aborted = false;
   const kill = (): void => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    if (child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // the group is gone already
+    }
   };
+  const keepStdout = options.keepStdout ?? true;
 
   child.stdout.on('data', (chunk: Buffer) => {
-    if (stdoutOverflow) return;
+    options.onOutput?.(chunk.toString('utf8'), 'stdout');
+    if (stdoutOverflow || !keepStdout) return;
     if (stdoutBytes + chunk.length > maxStdoutBytes) {
       stdoutOverflow = true;
       stdout.push(chunk.subarray(0, maxStdoutBytes - stdoutBytes));
@@ -111,6 +128,7 @@ export function startTool(cmd: string, args: readonly string[], options: ToolOpt
   });
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (chunk: string) => {
+    options.onOutput?.(chunk, 'stderr');
     stderr = (stderr + chunk).slice(-STDERR_TAIL_CHARS);
   });
   // EPIPE when the tool exits before reading all its input: the exit code is the real answer
@@ -138,11 +156,13 @@ export function startTool(cmd: string, args: readonly string[], options: ToolOpt
       if (settled) return;
       finish();
       kill();
-      reject(spawnError(cmd, err));
+      reject(spawnError(cmd, err, options.spawnErrorCode));
     });
     child.once('close', (code, sig) => {
       if (settled) return;
       finish();
+      // nothing the tool left running outlives its run
+      kill();
       if (aborted) reject(abortReason(signal));
       else resolve({ code, signal: sig, stdout: Buffer.concat(stdout), stderr: stderr.trim(), timedOut, stdoutOverflow });
     });
@@ -183,13 +203,13 @@ function lastLines(text: string, n: number): string {
   return text.split('\n').map((l) => l.trim()).filter(Boolean).slice(-n).join(' | ');
 }
 
-function spawnError(cmd: string, err: NodeJS.ErrnoException): SonicError {
+function spawnError(cmd: string, err: NodeJS.ErrnoException, code: ErrorCode = 'INTERNAL'): SonicError {
   const name = basename(cmd);
   const hint = INSTALL_HINT[name];
   const message = err.code === 'ENOENT'
     ? `${name} not found: install it${hint ? ` (${hint})` : ''}`
     : `${name} could not be started: ${err.message}`;
-  return new SonicError('INTERNAL', message, { cause: err, details: { cmd, errno: err.code } });
+  return new SonicError(code, message, { cause: err, details: { cmd, errno: err.code } });
 }
 
 function abortReason(signal: AbortSignal | undefined): unknown {

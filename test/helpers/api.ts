@@ -15,7 +15,7 @@ import type { Context } from '../../src/ops/context.js';
 import { sonicTopology } from '../../topologies/sonic.js';
 import { deployTopology, startSonicflow, testContext, uniqueName, type SonicflowProcess } from './infra.js';
 
-export const KEYS = { acme: 'k-acme-0123456789', other: 'k-other-0123456789', expired: 'k-expired-0123456789' };
+export const KEYS = { acme: 'k-acme-0123456789', other: 'k-other-0123456789', third: 'k-third-0123456789', expired: 'k-expired-0123456789' };
 export const bearer = (key: string): Record<string, string> => ({ authorization: `Bearer ${key}` });
 
 export interface ApiUnderTest {
@@ -49,7 +49,7 @@ export async function startApiOnly(env: Record<string, string> = {}, ctx: Contex
   const fullEnv: Record<string, string> = {
     SONIC_TOPIC_PREFIX: prefix,
     SONIC_API_AUTH: 'required',
-    SONIC_API_KEYS: `acme:${KEYS.acme},other:${KEYS.other},acme:${KEYS.expired};expires=2020-01-01T00:00:00Z`,
+    SONIC_API_KEYS: `acme:${KEYS.acme},other:${KEYS.other},third:${KEYS.third},acme:${KEYS.expired};expires=2020-01-01T00:00:00Z`,
     SONIC_API_PORT: String(port),
     SONIC_API_PUBLIC_URL: `http://127.0.0.1:${port}`,
     SONIC_DATA_DIR: dataDir,

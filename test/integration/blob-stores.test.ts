@@ -10,7 +10,8 @@ import { DeleteBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/core/config.js';
 import type { SonicError } from '../../src/core/errors.js';
-import { createBlobStore, taskKey, type BlobStore } from '../../src/blob/index.js';
+import { S3BlobStore, createBlobStore, taskKey, type BlobStore } from '../../src/blob/index.js';
+import { recordingServer } from '../helpers/http.js';
 
 const work = mkdtempSync(join(tmpdir(), 'sonicflow-blob-'));
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -205,5 +206,23 @@ describe.each(subjects)('$name blob store', (subject) => {
       expect((await failure(store.stat(key))).code, key).toBe('INVALID_REQUEST');
     }
     expect(existsSync(join(work, 'x'))).toBe(false);
+  });
+});
+
+describe('S3 store against a server that trickles', () => {
+  it('gives up on a read at its total deadline, though bytes keep coming (INPUT_FETCH_FAILED, nothing written)', async () => {
+    const slow = await recordingServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': '100000' });
+      const t = setInterval(() => (res.writableEnded || res.destroyed ? clearInterval(t) : res.write('x')), 100);
+      res.on('close', () => clearInterval(t));
+      return 200;
+    });
+    const store = new S3BlobStore({ endpoint: slow.url, bucket: 'b', region: 'us-east-1', accessKeyId: 'a', secretAccessKey: 's', forcePathStyle: true, timeoutMs: 1000 });
+    const t0 = Date.now();
+    const e = await failure(store.download('tasks/t/infer/x.mp4', join(work, 'slow', 'x.mp4')));
+    expect(Date.now() - t0).toBeLessThan(4000);
+    expect(e.code).toBe('INPUT_FETCH_FAILED');
+    expect(existsSync(join(work, 'slow', 'x.mp4'))).toBe(false);
+    await store.close();
   });
 });

@@ -35,7 +35,7 @@ describe('the API while the broker is away (private broker)', () => {
   const submit = (headers: Record<string, string> = {}) => raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': form.contentType, ...headers }, form.body);
   /** Stored input files (the task folders stay; their files go). */
   const inputs = (): string[] =>
-    existsSync(join(api.dataDir, 'tasks')) ? readdirSync(join(api.dataDir, 'tasks'), { recursive: true }).map(String).filter((f) => /input\/(audio|image)$/.test(f)) : [];
+    existsSync(join(api.dataDir, 'tasks')) ? readdirSync(join(api.dataDir, 'tasks'), { recursive: true }).map(String).filter((f) => /input\/(audio|image)-[0-9a-f]{8}$/.test(f)) : [];
   const refusedOnTime = async (): Promise<void> => {
     const before = inputs();
     const t0 = Date.now();

@@ -9,9 +9,15 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FsBlobStore } from '../../src/blob/fs-store.js';
+import { PlainProducer } from '../../src/kafka/io.js';
+import { valueSubject } from '../../src/serde/wire.js';
+import { sonicTopology } from '../../topologies/sonic.js';
 import { makePortrait } from '../../src/media/samples.js';
 import { KEYS, bearer, expectRefused, multipart, raw, startApiOnly, type ApiUnderTest } from '../helpers/api.js';
+import { testContext } from '../helpers/infra.js';
 import { ff, greyPng, withWavDataSize, zipOf } from '../unit/media/hostile-fixtures.js';
 
 describe('no request exhausts the API (real API, broker, registry)', () => {
@@ -30,6 +36,8 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
       SONIC_API_REQUEST_TIMEOUT_MS: '3000',
       SONIC_API_HEADERS_TIMEOUT_MS: '2000',
       SONIC_API_MAX_CONCURRENT_UPLOADS: '2',
+      SONIC_API_MAX_UPLOADS_PER_KEY: '1',
+      SONIC_API_IDLE_TIMEOUT_MS: '2000',
       SONIC_API_MAX_STREAMS_PER_KEY: '2',
       SONIC_API_MAX_STREAMS: '3',
     });
@@ -93,7 +101,7 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
   });
 
   /** Opens a connection that sends the headers and the start of an upload, then one byte every `everyMs`. */
-  const trickle = (everyMs: number, path = '/v1/tasks'): { socket: Socket; closed: Promise<{ afterMs: number; answer: string }> } => {
+  const trickle = (everyMs: number, key = KEYS.acme, path = '/v1/tasks'): { socket: Socket; closed: Promise<{ afterMs: number; answer: string }> } => {
     const started = Date.now();
     const socket = connect(api.port, '127.0.0.1');
     sockets.push(socket);
@@ -101,7 +109,7 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
     socket.on('data', (d) => (answer += d.toString()));
     socket.on('error', () => undefined);
     const closed = new Promise<{ afterMs: number; answer: string }>((resolve) => socket.on('close', () => resolve({ afterMs: Date.now() - started, answer })));
-    socket.write(`POST ${path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEYS.acme}\r\ncontent-type: multipart/form-data; boundary=abc\r\ncontent-length: 100000\r\n\r\n--abc\r\ncontent-disposition: form-data; name="audio"; filename="a.wav"\r\n\r\nRIFF`);
+    socket.write(`POST ${path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: multipart/form-data; boundary=abc\r\ncontent-length: 100000\r\n\r\n--abc\r\ncontent-disposition: form-data; name="audio"; filename="a.wav"\r\n\r\nRIFF`);
     const t = setInterval(() => (socket.writable ? socket.write('x') : clearInterval(t)), everyMs);
     socket.on('close', () => clearInterval(t));
     return { socket, closed };
@@ -137,8 +145,21 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
     clearInterval(t);
   }, 20_000);
 
+  it('one key cannot take every upload slot: its second upload is refused with 429, another key\'s goes through', async () => {
+    const slow = trickle(200);
+    await new Promise((r) => setTimeout(r, 500));
+    const r = await expectRefused(api, () => send(media()), 429, 'RATE_LIMITED');
+    expect(Number(r.headers['retry-after'])).toBeGreaterThan(0);
+    const f = multipart(media());
+    const other = await raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.other), 'content-type': f.contentType }, f.body);
+    expect(other.status, other.text).toBe(202);
+    await slow.closed;
+    // the server sees the cut connection a moment after the client does
+    await waitFor(async () => (await send(media())).status === 202, 3000, 'acme\'s upload slot is released');
+  }, 30_000);
+
   it('past the cap on concurrent uploads a submit is refused at once with 503 API_OVERLOADED and Retry-After; the slots come back', async () => {
-    const slow = [trickle(200), trickle(200)];
+    const slow = [trickle(200, KEYS.other), trickle(200, KEYS.third)];
     await new Promise((r) => setTimeout(r, 500));
     const r = await expectRefused(api, () => send(media()), 503, 'API_OVERLOADED');
     expect(Number(r.headers['retry-after'])).toBeGreaterThan(0);
@@ -146,6 +167,54 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
     // the server sees the cut connections a moment after the client does
     await waitFor(async () => (await send(media())).status === 202, 3000, 'the upload slots are released');
   }, 30_000);
+
+  it('a client that stops reading a video is cut off after the idle timeout; the connection and the file go', async () => {
+    // a succeeded task of acme's, with a 48 MB video in the store: more than socket buffers hold
+    const id = randomUUID();
+    await new FsBlobStore(api.dataDir).put(`videos/${id}.mp4`, Buffer.alloc(48 * 1024 * 1024, 1), { contentType: 'video/mp4' });
+    const ctx = testContext();
+    const topic = api.topic('tasks.status');
+    const now = new Date();
+    const event = { task_id: id, state: 'SUCCEEDED', stage: 'publish', attempt: 1, progress: 1, error_code: null, error_message: null, retryable: null, result_url: null, tenant_id: 'acme', created_at: now, at: now };
+    const producer = await new PlainProducer(ctx.kafka).connect();
+    await producer.send(topic, [{ key: id, value: await ctx.serde.encode(valueSubject(topic), sonicTopology({ prefix: api.prefix }).topics[topic]!.valueSchema!, event) }]);
+    await producer.close();
+    await waitFor(async () => (await raw(api.port, 'GET', `/v1/tasks/${id}`, bearer(KEYS.acme))).json.state === 'SUCCEEDED', 10_000, 'the task succeeded in the view');
+
+    const socket = connect(api.port, '127.0.0.1');
+    sockets.push(socket);
+    socket.on('error', () => undefined);
+    await new Promise((r) => socket.once('connect', r));
+    socket.write(`GET /v1/tasks/${id}/video HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEYS.acme}\r\n\r\n`);
+    await new Promise((r) => socket.once('data', r));
+    socket.pause(); // read the first bytes, then nothing more
+    // a paused client hears nothing: watch the server's end of the connection instead
+    const serverEnd = (): string => spawnSync('ss', ['-tanH', 'state', 'established', `( sport = :${api.port} and dport = :${socket.localPort} )`], { encoding: 'utf8' }).stdout.trim();
+    expect(serverEnd()).not.toBe('');
+    const t0 = Date.now();
+    await waitFor(() => serverEnd() === '', 2000 + 4000, 'the server closed the stalled connection');
+    expect(Date.now() - t0).toBeGreaterThan(1000); // the idle timeout, not an error at once
+  }, 30_000);
+
+  it('a stream on a pipelined connection that dies gives its slot back', async () => {
+    const ok = await send(media());
+    const id = String(ok.json.task_id);
+    const socket = connect(api.port, '127.0.0.1');
+    sockets.push(socket);
+    socket.on('error', () => undefined);
+    const get = `GET /v1/tasks/${id}/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEYS.acme}\r\n\r\n`;
+    socket.write(get + get); // the second waits behind the first, which never ends
+    await new Promise((r) => setTimeout(r, 500));
+    socket.destroy();
+    await new Promise((r) => setTimeout(r, 300));
+    // both of acme's two slots are free again
+    const a = await fetch(`${api.base}/v1/tasks/${id}/events`, { headers: bearer(KEYS.acme) });
+    const b = await fetch(`${api.base}/v1/tasks/${id}/events`, { headers: bearer(KEYS.acme) });
+    expect([a.status, b.status]).toEqual([200, 200]);
+    await a.body?.cancel();
+    await b.body?.cancel();
+    await new Promise((r) => setTimeout(r, 300));
+  });
 
   it('event streams are capped per key (429) and in all (503); other keys keep theirs', async () => {
     const ok = await send(media());

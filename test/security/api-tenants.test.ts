@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -118,6 +119,36 @@ describe('no tenant reaches another tenant\'s data (real API, broker, registry)'
     expect(again.status).toBe(200);
     expect(again.json).toMatchObject({ task_id: id, idempotent_replay: true });
     expect(await api.requestedEnd()).toBe(before);
+  });
+
+  it('concurrent submits with one Idempotency-Key make one task even when the first of them fails', async () => {
+    const key = `race-${Date.now()}`;
+    // the first: a multipart submit that takes its time, then ends without its image (400)
+    const socket = connect(api.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    let first = '';
+    socket.on('data', (d) => (first += d.toString()));
+    const firstDone = new Promise((r) => socket.on('data', () => /\r\n\r\n\{.*\}$/s.test(first) && r(undefined)));
+    const head = `--abc\r\ncontent-disposition: form-data; name="audio"; filename="a.wav"\r\n\r\n`;
+    const tail = `\r\n--abc--\r\n`;
+    const body = Buffer.concat([Buffer.from(head), files.wav!, Buffer.from(tail)]);
+    socket.write(`POST /v1/tasks HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEYS.acme}\r\nidempotency-key: ${key}\r\ncontent-type: multipart/form-data; boundary=abc\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n`);
+    socket.write(body.subarray(0, 100));
+    await new Promise((r) => setTimeout(r, 300));
+    // two more with the same key wait for it
+    const before = await api.requestedEnd();
+    const json = { audio: { uri: uploads['acme.audio'] }, image: { uri: uploads['acme.image'] } };
+    const others = [submitJson(KEYS.acme, json, { 'idempotency-key': key }), submitJson(KEYS.acme, json, { 'idempotency-key': key })];
+    await new Promise((r) => setTimeout(r, 300));
+    socket.write(body.subarray(100));
+    await firstDone;
+    socket.destroy();
+    expect(first).toMatch(/^HTTP\/1\.1 400/);
+    const answers = await Promise.all(others);
+    expect(answers.map((a) => a.status).sort()).toEqual([200, 202]);
+    expect(answers[0]!.json.task_id).toBe(answers[1]!.json.task_id);
+    // one task: its request and QUEUED status, nothing more
+    expect(await api.requestedEnd()).toBe(before + 2n);
   });
 
   it('an Idempotency-Key sent twice in one request → 422 IDEMPOTENCY_KEY_INVALID, nothing enqueued', async () => {

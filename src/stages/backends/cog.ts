@@ -8,7 +8,10 @@
  *   from the percentages in its logs — for servers that answer GET on a prediction (stock Cog
  *   reports async progress only by webhook).
  */
+import { createWriteStream } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { SonicError } from '../../core/errors.js';
 import { classifyModelFailure, lastPercent } from './failures.js';
 import { inferenceBudgetMs, type InferBackend, type InferInput, type InferOutput } from './types.js';
@@ -98,20 +101,28 @@ export class CogBackend implements InferBackend {
       if (p.status !== 'succeeded') throw classifyModelFailure(`${p.error ?? ''}\n${p.logs ?? ''}`, `Cog prediction ${p.status}`);
       const out = Array.isArray(p.output) ? p.output[p.output.length - 1] : p.output;
       if (typeof out !== 'string' || out.length === 0) throw classifyModelFailure(`${p.logs ?? ''}\nno face: the prediction returned no video`, 'Cog prediction returned no output');
-      await writeFile(i.outputPath, await this.fetchOutput(out, signal));
+      await this.saveOutput(out, i.outputPath, signal);
       return { seed };
     } finally {
       clearTimeout(timer);
     }
   }
 
-  private async fetchOutput(out: string, signal: AbortSignal): Promise<Buffer> {
-    if (out.startsWith('data:')) return Buffer.from(out.slice(out.indexOf(',') + 1), 'base64');
+  /** Writes the prediction's output (a data URI or a URL) to `path`, streamed and capped at {@link MAX_OUTPUT_BYTES}. */
+  private async saveOutput(out: string, path: string, signal: AbortSignal): Promise<void> {
+    if (out.startsWith('data:')) return writeFile(path, Buffer.from(out.slice(out.indexOf(',') + 1), 'base64'));
     const url = new URL(out, this.baseUrl);
     try {
       const res = await fetch(url, { signal });
-      if (!res.ok) throw new SonicError('INFERENCE_FAILED', `downloading the Cog output ${url.href} answered ${res.status}`);
-      return Buffer.from(await res.arrayBuffer());
+      if (!res.ok || !res.body) throw new SonicError('INFERENCE_FAILED', `downloading the Cog output ${url.href} answered ${res.status}`);
+      let size = 0;
+      const cap = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          size += chunk.length;
+          cb(size > MAX_OUTPUT_BYTES ? new SonicError('INFERENCE_FAILED', `the Cog output ${url.href} is larger than ${MAX_OUTPUT_BYTES} bytes`) : null, chunk);
+        },
+      });
+      await pipeline(Readable.fromWeb(res.body as never), cap, createWriteStream(path), { signal });
     } catch (err) {
       signal.throwIfAborted();
       if (err instanceof SonicError) throw err;
@@ -119,6 +130,9 @@ export class CogBackend implements InferBackend {
     }
   }
 }
+
+/** Largest rendered video taken from a Cog server, bytes: far above any real output, far below a full disk. */
+const MAX_OUTPUT_BYTES = 4 * 1024 ** 3;
 
 /** Bounds the cancel request, which is sent after the stage's own signal may have fired. */
 const CANCEL_TIMEOUT_MS = 5_000;

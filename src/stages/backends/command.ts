@@ -5,9 +5,9 @@
  * shell ever sees task data. Exit code and stderr map to error codes; a run past its budget
  * (base + per audio second) is killed and fails with INFERENCE_TIMEOUT (retried once).
  */
-import { spawn } from 'node:child_process';
 import { stat } from 'node:fs/promises';
 import { SonicError } from '../../core/errors.js';
+import { startTool } from '../../media/exec.js';
 import { classifyModelFailure, lastPercent } from './failures.js';
 import { inferenceBudgetMs, type InferBackend, type InferInput, type InferOutput } from './types.js';
 
@@ -59,31 +59,22 @@ export class CommandBackend implements InferBackend {
     };
     const [cmd, ...args] = splitTemplate(this.template).map((a) => fill(a, values));
     const budgetMs = inferenceBudgetMs(i.durationS, this.opts.timeoutBaseS, this.opts.timeoutPerAudioS);
-    const { code, stderr, timedOut } = await new Promise<{ code: number | null; stderr: string; timedOut: boolean }>((resolve, reject) => {
-      const child = spawn(cmd!, args, { cwd: this.opts.cwd || i.workDir, stdio: ['ignore', 'pipe', 'pipe'] });
-      let err = '';
-      let timedOut = false;
-      const kill = (): void => void child.kill('SIGKILL');
-      const timer = setTimeout(() => ((timedOut = true), kill()), budgetMs);
-      i.signal.addEventListener('abort', kill, { once: true });
-      const onOutput = (d: Buffer): void => {
-        const text = d.toString();
-        err = (err + text).slice(-64_000);
+    let output = '';
+    const tool = startTool(cmd!, args, {
+      cwd: this.opts.cwd || i.workDir,
+      timeoutMs: budgetMs,
+      signal: i.signal,
+      keepStdout: false,
+      spawnErrorCode: 'CONFIG_INVALID',
+      onOutput: (text) => {
+        output = (output + text).slice(-64_000);
         const p = lastPercent(text);
         if (p !== undefined) i.onProgress(p);
-      };
-      child.stdout.on('data', onOutput);
-      child.stderr.on('data', onOutput);
-      child.on('error', (e) => {
-        clearTimeout(timer);
-        reject(new SonicError('CONFIG_INVALID', `cannot start inference command "${cmd}": ${e.message}`, { cause: e }));
-      });
-      child.on('close', (c) => {
-        clearTimeout(timer);
-        i.signal.removeEventListener('abort', kill);
-        resolve({ code: c, stderr: err, timedOut });
-      });
+      },
     });
+    tool.stdin.end();
+    const { code, timedOut } = await tool.result;
+    const stderr = output;
     i.signal.throwIfAborted();
     if (timedOut) throw new SonicError('INFERENCE_TIMEOUT', `inference took longer than its budget of ${Math.round(budgetMs / 1000)} s for ${i.durationS.toFixed(1)} s of audio`, { safe: true });
     if (code !== 0) throw classifyModelFailure(stderr, `inference command exited with ${code}`);

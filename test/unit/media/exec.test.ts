@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { SonicError } from '../../../src/core/errors.js';
 import { DEFAULT_MAX_STDOUT_BYTES, DEFAULT_TOOL_TIMEOUT_MS, failureReason, runTool, startTool } from '../../../src/media/exec.js';
@@ -22,6 +23,18 @@ describe('runTool', () => {
     expect(Date.now() - t0).toBeLessThan(5000);
     expect(res).toMatchObject({ code: null, signal: 'SIGKILL', timedOut: true });
     expect(failureReason('sleep', res, 200)).toBe('sleep timed out after 200 ms');
+  });
+
+  it('a deadline kills what the tool started too: a wrapper whose children hold its pipes ends on time, nothing left running', async () => {
+    const marker = `sonicflow-grandchild-${process.pid}-${Date.now()}`;
+    const t0 = Date.now();
+    // the children outlive a kill of the shell alone, and keep stdout and stderr open
+    const res = await runTool('sh', ['-c', `sleep 30 & sleep 31 & exec -a ${marker} sleep 32`], { timeoutMs: 300 });
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(res.timedOut).toBe(true);
+    await new Promise((r) => setTimeout(r, 200));
+    const left = spawnSync('pgrep', ['-f', 'sleep 3[01]|' + marker], { encoding: 'utf8' }).stdout.trim();
+    expect(left).toBe('');
   });
 
   it('kills the tool on abort and rejects with the abort reason', async () => {
