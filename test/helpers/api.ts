@@ -4,16 +4,17 @@
  * raw HTTP requests that keep a path exactly as spelled, and the end offsets of
  * `tasks.requested`, which must not move when a request is refused.
  */
-import { mkdtempSync, readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { freePort } from '../../bench/lib.js';
 import { OffsetReader } from '../../src/kafka/lag.js';
+import { makePortrait, makeTone } from '../../src/media/samples.js';
 import type { Context } from '../../src/ops/context.js';
 import { sonicTopology } from '../../topologies/sonic.js';
-import { deployTopology, startSonicflow, testContext, uniqueName, type SonicflowProcess } from './infra.js';
+import { deployTopology, onCleanup, startSonicflow, testContext, uniqueName, type SonicflowProcess } from './infra.js';
 
 export const KEYS = { acme: 'k-acme-0123456789', other: 'k-other-0123456789', third: 'k-third-0123456789', expired: 'k-expired-0123456789' };
 export const bearer = (key: string): Record<string, string> => ({ authorization: `Bearer ${key}` });
@@ -120,6 +121,17 @@ export function multipart(parts: { name: string; filename?: string; data: Buffer
   }
   chunks.push(Buffer.from(`--${boundary}--\r\n`));
   return { body: Buffer.concat(chunks), contentType: `multipart/form-data; boundary=${boundary}` };
+}
+
+/** A 2 s tone (WAV) and a 400×500 portrait (PNG) that pass every check, and a submit form of both. */
+export async function sampleMedia(): Promise<{ wav: Buffer; png: Buffer; form: { body: Buffer; contentType: string } }> {
+  const dir = mkdtempSync(join(tmpdir(), 'sonicflow-sample-'));
+  onCleanup(async () => rmSync(dir, { recursive: true, force: true }));
+  await makeTone(join(dir, 'a.wav'), 2, { frequency: 220 });
+  await makePortrait(join(dir, 'p.png'), { width: 400, height: 500 });
+  const wav = readFileSync(join(dir, 'a.wav'));
+  const png = readFileSync(join(dir, 'p.png'));
+  return { wav, png, form: multipart([{ name: 'audio', filename: 'a.wav', data: wav }, { name: 'image', filename: 'p.png', data: png }]) };
 }
 
 /** Asserts a refused request: the exact status and code, a message, and nothing enqueued. */

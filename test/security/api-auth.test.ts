@@ -3,28 +3,17 @@
  * the real API process, broker and registry, and asserts the exact status and code and that
  * tasks.requested did not move.
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { makePortrait } from '../../src/media/samples.js';
-import { KEYS, bearer, expectRefused, multipart, raw, startApiOnly, type ApiUnderTest } from '../helpers/api.js';
+import { KEYS, bearer, expectRefused, raw, sampleMedia, startApiOnly, type ApiUnderTest } from '../helpers/api.js';
 
 describe('authentication and rate limits cannot be side-stepped (real API, broker, registry)', () => {
   let api: ApiUnderTest;
   let form: { body: Buffer; contentType: string };
-  const dir = mkdtempSync(join(tmpdir(), 'sonicflow-sec-auth-'));
 
   beforeAll(async () => {
     // one proxy hop is trusted, so each case can come from an address of its own
     api = await startApiOnly({ SONIC_API_TRUST_PROXY_HOPS: '1', SONIC_API_FAILED_AUTH_PER_MINUTE: '5', SONIC_API_RATE_LIMIT_PER_MINUTE: '40' });
-    spawnSync('ffmpeg', ['-nostdin', '-v', 'error', '-f', 'lavfi', '-i', 'sine=frequency=220:duration=2', join(dir, 'a.wav')]);
-    await makePortrait(join(dir, 'p.png'), { width: 400, height: 500 });
-    form = multipart([
-      { name: 'audio', filename: 'a.wav', data: readFileSync(join(dir, 'a.wav')) },
-      { name: 'image', filename: 'p.png', data: readFileSync(join(dir, 'p.png')) },
-    ]);
+    ({ form } = await sampleMedia());
   }, 120_000);
 
   let address = 0;

@@ -5,13 +5,11 @@
  * private broker, so the other test files keep theirs.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readTopic } from '../../src/kafka/io.js';
-import { makePortrait } from '../../src/media/samples.js';
-import { KEYS, bearer, multipart, raw, startApiOnly, type ApiUnderTest } from '../helpers/api.js';
+import { KEYS, bearer, raw, sampleMedia, startApiOnly, type ApiUnderTest } from '../helpers/api.js';
 import { startPrivateBroker, type PrivateBroker } from '../helpers/private-broker.js';
 
 describe('the API while the broker is away (private broker)', () => {
@@ -19,17 +17,11 @@ describe('the API while the broker is away (private broker)', () => {
   let api: ApiUnderTest;
   let form: { body: Buffer; contentType: string };
   const accepted: string[] = [];
-  const dir = mkdtempSync(join(tmpdir(), 'sonicflow-sec-avail-'));
 
   beforeAll(async () => {
     broker = await startPrivateBroker();
     api = await startApiOnly({ ...broker.env, SONIC_API_ENQUEUE_TIMEOUT_MS: '3000', SONIC_KAFKA_CONNECT_TIMEOUT_MS: '1000', SONIC_KAFKA_REQUEST_TIMEOUT_MS: '2000' }, broker.context());
-    spawnSync('ffmpeg', ['-nostdin', '-v', 'error', '-f', 'lavfi', '-i', 'sine=frequency=220:duration=2', join(dir, 'a.wav')]);
-    await makePortrait(join(dir, 'p.png'), { width: 400, height: 500 });
-    form = multipart([
-      { name: 'audio', filename: 'a.wav', data: readFileSync(join(dir, 'a.wav')) },
-      { name: 'image', filename: 'p.png', data: readFileSync(join(dir, 'p.png')) },
-    ]);
+    ({ form } = await sampleMedia());
   }, 180_000);
 
   const submit = (headers: Record<string, string> = {}) => raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': form.contentType, ...headers }, form.body);

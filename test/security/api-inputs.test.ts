@@ -15,8 +15,7 @@ import { FsBlobStore } from '../../src/blob/fs-store.js';
 import { PlainProducer } from '../../src/kafka/io.js';
 import { valueSubject } from '../../src/serde/wire.js';
 import { sonicTopology } from '../../topologies/sonic.js';
-import { makePortrait } from '../../src/media/samples.js';
-import { KEYS, bearer, expectRefused, multipart, raw, startApiOnly, type ApiUnderTest } from '../helpers/api.js';
+import { KEYS, bearer, expectRefused, multipart, raw, sampleMedia, startApiOnly, type ApiUnderTest } from '../helpers/api.js';
 import { testContext } from '../helpers/infra.js';
 import { ff, greyPng, withWavDataSize, zipOf } from '../unit/media/hostile-fixtures.js';
 
@@ -41,10 +40,7 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
       SONIC_API_MAX_STREAMS_PER_KEY: '2',
       SONIC_API_MAX_STREAMS: '3',
     });
-    spawnSync('ffmpeg', ['-nostdin', '-v', 'error', '-f', 'lavfi', '-i', 'sine=frequency=220:duration=2', join(dir, 'a.wav')]);
-    await makePortrait(join(dir, 'p.png'), { width: 400, height: 500 });
-    wav = readFileSync(join(dir, 'a.wav'));
-    png = readFileSync(join(dir, 'p.png'));
+    ({ wav, png } = await sampleMedia());
     ff('-f', 'lavfi', '-i', 'testsrc=s=160x120:d=1', '-f', 'lavfi', '-i', 'sine=d=1', '-c:v', 'libx264', '-preset', 'ultrafast', '-c:a', 'aac', '-movflags', '+faststart', join(dir, 'v.mp4'));
     mp4 = readFileSync(join(dir, 'v.mp4'));
   }, 120_000);

@@ -2,30 +2,27 @@
  * Hostile suite, part 5: what leaks. Clients get a code and a safe message, never the store's
  * endpoint, a path or a tool's output; the CLI never hands its API key to another origin.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../bench/lib.js';
-import { makePortrait } from '../../src/media/samples.js';
 import { downloadVideo } from '../../src/ops/submit.js';
-import { KEYS, bearer, expectRefused, multipart, raw, startApiOnly } from '../helpers/api.js';
+import { KEYS, bearer, expectRefused, raw, sampleMedia, startApiOnly } from '../helpers/api.js';
 import { recordingServer } from '../helpers/http.js';
 
 describe('nothing leaks to clients (real API, broker, registry)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sonicflow-sec-leaks-'));
+  let form: { body: Buffer; contentType: string };
   beforeAll(async () => {
-    spawnSync('ffmpeg', ['-nostdin', '-v', 'error', '-f', 'lavfi', '-i', 'sine=frequency=220:duration=2', join(dir, 'a.wav')]);
-    await makePortrait(join(dir, 'p.png'), { width: 400, height: 500 });
+    ({ form } = await sampleMedia());
   }, 60_000);
 
   it('a store that fails answers 503 STORAGE_WRITE_FAILED without its endpoint, bucket or path; nothing enqueued', async () => {
     // an S3 endpoint on a port where nothing listens: every write fails
     const deadPort = await freePort();
     const api = await startApiOnly({ SONIC_BLOB_STORE: 's3', SONIC_S3_ENDPOINT: `http://127.0.0.1:${deadPort}`, SONIC_S3_BUCKET: 'secret-bucket-name' });
-    const f = multipart([{ name: 'audio', filename: 'a.wav', data: readFileSync(join(dir, 'a.wav')) }, { name: 'image', filename: 'p.png', data: readFileSync(join(dir, 'p.png')) }]);
-    const r = await expectRefused(api, () => raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': f.contentType }, f.body), 503, 'STORAGE_WRITE_FAILED');
+    const r = await expectRefused(api, () => raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': form.contentType }, form.body), 503, 'STORAGE_WRITE_FAILED');
     expect(r.text).not.toContain(String(deadPort));
     expect(r.text).not.toMatch(/secret-bucket-name|127\.0\.0\.1|tasks\/|\/tmp\/|ECONNREFUSED/);
     // operators get the detail in the log

@@ -4,14 +4,9 @@
  * Idempotency-Key. Real API, broker and registry; nothing refused may enqueue anything.
  */
 import { createHash } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { makePortrait } from '../../src/media/samples.js';
-import { KEYS, bearer, expectRefused, multipart, raw, startApiOnly, type ApiUnderTest, type RawResponse } from '../helpers/api.js';
+import { KEYS, bearer, expectRefused, multipart, raw, sampleMedia, startApiOnly, type ApiUnderTest, type RawResponse } from '../helpers/api.js';
 
 /** The unkeyed id scheme sonicflow used before (UUID v5 style over tenant and key): anyone could compute it. */
 function guessableId(tenant: string, key: string): string {
@@ -24,7 +19,6 @@ function guessableId(tenant: string, key: string): string {
 
 describe('no tenant reaches another tenant\'s data (real API, broker, registry)', () => {
   let api: ApiUnderTest;
-  const dir = mkdtempSync(join(tmpdir(), 'sonicflow-sec-tenants-'));
   const files: Record<string, Buffer> = {};
   const uploads: Record<string, string> = {};
   let acmeTask = '';
@@ -42,10 +36,7 @@ describe('no tenant reaches another tenant\'s data (real API, broker, registry)'
 
   beforeAll(async () => {
     api = await startApiOnly();
-    spawnSync('ffmpeg', ['-nostdin', '-v', 'error', '-f', 'lavfi', '-i', 'sine=frequency=220:duration=2', join(dir, 'a.wav')]);
-    await makePortrait(join(dir, 'p.png'), { width: 400, height: 500 });
-    files.wav = readFileSync(join(dir, 'a.wav'));
-    files.png = readFileSync(join(dir, 'p.png'));
+    ({ wav: files.wav, png: files.png } = await sampleMedia());
     for (const [tenant, key] of [['acme', KEYS.acme], ['other', KEYS.other]] as const) {
       const a = await upload(key, 'audio', files.wav);
       const i = await upload(key, 'image', files.png);
