@@ -25,8 +25,10 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { FsBlobStore, taskKey } from '../src/blob/index.js';
+import { newUploadKey } from '../src/api/submit.js';
+import { FsBlobStore } from '../src/blob/index.js';
 import { TopicAdmin } from '../src/kafka/admin.js';
+import { readTopic } from '../src/kafka/io.js';
 import { Context } from '../src/ops/context.js';
 import { applyDeploy, planDeploy, removeTopology } from '../src/ops/deploy.js';
 import { sonicTopology } from '../topologies/sonic.js';
@@ -75,7 +77,7 @@ export interface SubmitResult {
   errors: number;
   timeouts: number;
   statusCodes: Record<string, number>;
-  /** Tasks found in <prefix>.tasks.requested afterwards (2xx answers + 1 warm-up + those in flight at the end). */
+  /** Task requests a read_committed reader finds in <prefix>.tasks.requested afterwards (2xx answers + 1 warm-up + those in flight at the end). */
   enqueued: number;
   notes: string;
 }
@@ -101,14 +103,9 @@ function wav(seconds = 1, rate = 16_000): Buffer {
 const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==', 'base64');
 
 /** Records in `topic`: the sum of its partitions' end offsets (no transactions write it). */
+/** Records a read_committed reader sees in `topic` (offsets would count transaction markers too). */
 async function recordsIn(ctx: Context, topic: string): Promise<number> {
-  const admin = ctx.kafka.admin();
-  await admin.connect();
-  try {
-    return (await admin.fetchTopicOffsets(topic)).reduce((a, p) => a + Number(p.offset), 0);
-  } finally {
-    await admin.disconnect();
-  }
+  return (await readTopic(ctx.kafka, topic, { idleMs: 2000, timeoutMs: 120_000 })).length;
 }
 
 /** Starts the API alone, loads it with autocannon, and removes everything it made. */
@@ -130,6 +127,7 @@ export async function run(opts: SubmitOptions = {}): Promise<SubmitResult> {
     SONIC_API_RATE_LIMIT_PER_MINUTE: '10000000',
     SONIC_BLOB_STORE: 'fs',
     SONIC_DATA_DIR: join(dir, 'data'),
+    SONIC_STATE_DIR: join(dir, 'state'),
     SONIC_METRICS_PORT: '0',
     SONIC_LOG_LEVEL: 'warn',
   };
@@ -142,9 +140,9 @@ export async function run(opts: SubmitOptions = {}): Promise<SubmitResult> {
   try {
     await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);
     const store = new FsBlobStore(ctx.config.dataDir);
-    const id = `bench-${randomUUID()}`;
-    const audio = await store.put(taskKey(id, 'input', 'audio.wav'), wav(), { contentType: 'audio/wav' });
-    const image = await store.put(taskKey(id, 'input', 'image.png'), PNG, { contentType: 'image/png' });
+    // in the upload area of the tenant that disabled auth gives every caller, as POST /v1/uploads would
+    const audio = await store.put(newUploadKey('default'), wav(), { contentType: 'audio/wav' });
+    const image = await store.put(newUploadKey('default'), PNG, { contentType: 'image/png' });
     const body = JSON.stringify({ audio: { uri: audio.uri }, image: { uri: image.uri } });
 
     server = startNode([join(ROOT, 'bin', 'sonicflow.mjs'), 'api'], env, join(dir, 'api.log'));
@@ -176,7 +174,7 @@ export async function run(opts: SubmitOptions = {}): Promise<SubmitResult> {
       notes: [
         `POST /v1/tasks with a JSON body referencing two stored blobs (fs store), no Idempotency-Key (every request a new task)`,
         `the API process alone (no stages), auth disabled, rate limit 10^7/min; autocannon in the benchmark process, ${connections} connections x ${durationS} s`,
-        `each accepted task = 2 records produced with acks=all (tasks.requested + its QUEUED status)`,
+        `each accepted task = 2 records written with acks=all in a Kafka transaction (tasks.requested + its QUEUED status), concurrent submits sharing transactions over 4 transactional producers`,
       ].join('; '),
     };
   } catch (err) {

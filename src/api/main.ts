@@ -41,6 +41,7 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
     transactionalId: `${c.clientId}.${topology.prefix}.api.${instance}`,
     // an abandoned submit holds read_committed readers back at most this long
     transactionTimeoutMs: c.apiEnqueueTimeoutMs + 10_000,
+    producers: c.apiProducers,
   }, logger);
   // the ping keeps an idle stream inside the idle timeout
   const streams = new EventStreams({ perKey: c.apiMaxStreamsPerKey, total: c.apiMaxStreams, maxLifetimeMs: c.apiStreamMaxS * 1000, pingMs: Math.min(15_000, Math.floor(c.apiIdleTimeoutMs / 2)) });

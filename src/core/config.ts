@@ -211,6 +211,7 @@ export const SETTINGS = {
   apiIdleTimeoutMs: def('SONIC_API_IDLE_TIMEOUT_MS', 60_000, int(1000, 3_600_000), 'A connection with no traffic either way for this long is closed, ms.'),
   apiMaxConcurrentUploads: def('SONIC_API_MAX_CONCURRENT_UPLOADS', 32, int(1, 100_000), 'Uploads (multipart submits and POST /v1/uploads) in progress at once; more are answered 503 API_OVERLOADED.'),
   apiMaxUploadsPerKey: def('SONIC_API_MAX_UPLOADS_PER_KEY', 8, int(1, 100_000), 'Uploads in progress at once per API key; more are answered 429 RATE_LIMITED, so one tenant cannot take every slot.'),
+  apiProducers: def('SONIC_API_PRODUCERS', 8, int(1, 64), 'Transactional producers of one API process taking turns at writing submits (one waits for its commit markers while another writes); ids `<client id>.<prefix>.api.<instance>.<n>`.'),
   apiEnqueueTimeoutMs: def('SONIC_API_ENQUEUE_TIMEOUT_MS', 10_000, int(100, 600_000), 'Longest a submit waits for Kafka to take the task, ms; then 503 BROKER_UNAVAILABLE and nothing is enqueued.'),
   apiMaxStreamsPerKey: def('SONIC_API_MAX_STREAMS_PER_KEY', 16, int(1, 100_000), 'Open event streams (SSE) per API key.'),
   apiMaxStreams: def('SONIC_API_MAX_STREAMS', 1000, int(1, 1_000_000), 'Open event streams (SSE) on one API process.'),

@@ -26,6 +26,11 @@ export interface TxBatcherOptions {
   commitGraceMs?: number;
   /** Most submits in one transaction; 500 by default. */
   maxBatch?: number;
+  /**
+   * Transactional producers taking turns (ids `<transactionalId>.<n>`), so that one waits for its
+   * commit markers while another writes; 8 by default.
+   */
+  producers?: number;
 }
 
 interface Pending {
@@ -40,21 +45,35 @@ interface Pending {
   timer?: NodeJS.Timeout;
 }
 
+/**
+ * One transactional producer and the flush it runs. A producer cannot start its next transaction
+ * before the coordinator has written the markers of the last one (it answers
+ * CONCURRENT_TRANSACTIONS meanwhile), so several lanes take turns.
+ */
+class Lane {
+  producer?: Producer;
+  connecting?: Promise<Producer>;
+  /** The flush that owns this lane now, if any. */
+  flushing: symbol | undefined;
+  /** Bumped whenever the producer is thrown away; a flush of an older generation must not touch the new one. */
+  generation = 0;
+
+  constructor(readonly transactionalId: string) {}
+}
+
 export class TxBatcher {
   private readonly queue: Pending[] = [];
-  private producer?: Producer;
-  private connecting?: Promise<Producer>;
-  /** The flush that owns the pump now, if any. */
-  private flushing: symbol | undefined;
-  /** Bumped whenever the producer is thrown away; a flush of an older generation must not touch the new one. */
-  private generation = 0;
+  private readonly lanes: Lane[];
   private closed = false;
 
   constructor(
     private readonly kafka: Kafka,
     private readonly options: TxBatcherOptions,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    const n = options.producers ?? 8;
+    this.lanes = Array.from({ length: n }, (_, i) => new Lane(n === 1 ? options.transactionalId : `${options.transactionalId}.${i}`));
+  }
 
   /**
    * Writes `records` in one transaction (with those of concurrent calls); resolves once committed.
@@ -72,11 +91,11 @@ export class TxBatcher {
     });
   }
 
-  /** Refuses what is queued, closes the producer. */
+  /** Refuses what is queued, closes the producers. */
   async close(): Promise<void> {
     this.closed = true;
     for (const p of this.queue.splice(0)) this.settle(p, unavailable('the producer is closing', false));
-    await this.reset();
+    await Promise.all(this.lanes.map((l) => this.reset(l)));
   }
 
   private expire(p: Pending): void {
@@ -99,14 +118,21 @@ export class TxBatcher {
     else p.resolve();
   }
 
+  /** Starts a flush on every idle lane while submits wait. */
   private pump(): void {
-    if (this.flushing || this.closed || this.queue.length === 0) return;
+    for (const lane of this.lanes) {
+      if (this.closed || this.queue.length === 0) return;
+      if (!lane.flushing) this.start(lane);
+    }
+  }
+
+  private start(lane: Lane): void {
     const batch = this.queue.splice(0, this.options.maxBatch ?? 500);
     const flush = Symbol('flush');
-    this.flushing = flush;
+    lane.flushing = flush;
     const release = (): void => {
-      if (this.flushing !== flush) return;
-      this.flushing = undefined;
+      if (lane.flushing !== flush) return;
+      lane.flushing = undefined;
       this.pump();
     };
     // A flush that hangs (no broker answers) must not hold later submits: once every submit of
@@ -114,22 +140,22 @@ export class TxBatcher {
     const watch = setInterval(() => {
       if (!batch.every((p) => p.abandoned)) return;
       clearInterval(watch);
-      if (this.flushing !== flush) return;
-      this.logger.warn({ submits: batch.length }, 'enqueue transaction abandoned: the broker does not answer');
-      void this.reset();
+      if (lane.flushing !== flush) return;
+      this.logger.warn({ submits: batch.length, transactional_id: lane.transactionalId }, 'enqueue transaction abandoned: the broker does not answer');
+      void this.reset(lane);
       release();
     }, 100);
     watch.unref();
-    void this.flush(batch, this.generation).finally(() => {
+    void this.flush(lane, batch, lane.generation).finally(() => {
       clearInterval(watch);
       release();
     });
   }
 
-  private async flush(batch: Pending[], generation: number): Promise<void> {
+  private async flush(lane: Lane, batch: Pending[], generation: number): Promise<void> {
     let txn: Transaction | undefined;
     try {
-      const producer = await this.connect();
+      const producer = await this.connect(lane);
       if (batch.every((p) => p.abandoned)) return;
       txn = await producer.transaction();
       const byTopic = new Map<string, OutRecord[]>();
@@ -142,7 +168,7 @@ export class TxBatcher {
         })),
       });
       const live = batch.filter((p) => !p.abandoned);
-      if (live.length < batch.length || generation !== this.generation) {
+      if (live.length < batch.length || generation !== lane.generation) {
         // some gave up: none of this transaction may become visible; the others go again
         await txn.abort();
         this.queue.unshift(...live.filter((p) => !p.settled));
@@ -153,19 +179,19 @@ export class TxBatcher {
       for (const p of batch) this.settle(p);
     } catch (err) {
       const inDoubt = batch.some((p) => p.committing);
-      this.logger.warn({ err, submits: batch.length, in_doubt: inDoubt }, 'enqueue transaction failed');
+      this.logger.warn({ err, submits: batch.length, in_doubt: inDoubt, transactional_id: lane.transactionalId }, 'enqueue transaction failed');
       if (txn?.isActive() && !inDoubt) await txn.abort().catch(() => undefined);
       for (const p of batch) this.settle(p, unavailable(`the enqueue transaction failed: ${(err as Error).message}`, p.committing));
-      if (generation === this.generation) await this.reset();
+      if (generation === lane.generation) await this.reset(lane);
     }
   }
 
-  private async connect(): Promise<Producer> {
-    if (this.producer) return this.producer;
-    const generation = this.generation;
-    this.connecting ??= (async () => {
+  private async connect(lane: Lane): Promise<Producer> {
+    if (lane.producer) return lane.producer;
+    const generation = lane.generation;
+    lane.connecting ??= (async () => {
       const producer = this.kafka.producer({
-        transactionalId: this.options.transactionalId,
+        transactionalId: lane.transactionalId,
         idempotent: true,
         maxInFlightRequests: 1,
         transactionTimeout: this.options.transactionTimeoutMs,
@@ -182,23 +208,25 @@ export class TxBatcher {
         await producer.disconnect().catch(() => undefined);
         throw err;
       }
-      if (generation !== this.generation) {
+      if (generation !== lane.generation) {
         // thrown away while connecting
         await producer.disconnect().catch(() => undefined);
         throw new Error('the producer was reset while connecting');
       }
-      this.producer = producer;
+      lane.producer = producer;
       return producer;
-    })().finally(() => (this.connecting = undefined));
-    return this.connecting;
+    })().finally(() => {
+      if (lane.generation === generation) lane.connecting = undefined;
+    });
+    return lane.connecting;
   }
 
-  /** Throws the producer away (the next transaction starts with a new one). */
-  private async reset(): Promise<void> {
-    this.generation += 1;
-    const p = this.producer;
-    this.producer = undefined;
-    this.connecting = undefined;
+  /** Throws a lane's producer away (its next transaction starts with a new one). */
+  private async reset(lane: Lane): Promise<void> {
+    lane.generation += 1;
+    const p = lane.producer;
+    lane.producer = undefined;
+    lane.connecting = undefined;
     if (p) await Promise.race([p.disconnect().catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
   }
 }
