@@ -8,23 +8,11 @@ import { Subject, type Observable } from 'rxjs';
 import type { Logger } from '../core/logger.js';
 import type { Kafka } from '../kafka/client.js';
 import { TopicTail, type InRecord } from '../kafka/io.js';
-import type { TaskState } from '../runtime/stage.js';
+import type { TaskState, TaskStatus } from '../stages/records.js';
 import type { Codec } from '../serde/codec.js';
 
-export interface StatusEvent {
-  task_id: string;
-  state: TaskState;
-  stage: string | null;
-  attempt: number;
-  progress: number | null;
-  error_code: string | null;
-  error_message: string | null;
-  retryable: boolean | null;
-  result_url: string | null;
-  tenant_id: string | null;
-  created_at: Date | null;
-  at: Date;
-}
+/** One status event: the value of the status topic (generated from schemas/task-status.avsc). */
+export type StatusEvent = TaskStatus;
 
 export interface TaskView {
   task_id: string;

@@ -4,17 +4,9 @@
  * (so that a request written by another producer is held to the same rules).
  */
 import { SonicError } from '../core/errors.js';
+import type { SonicParams } from './records.gen.js';
 
-export interface SonicParams {
-  min_resolution: number;
-  expand_ratio: number;
-  inference_steps: number;
-  dynamic_scale: number;
-  motion_scale: number;
-  seed: number | null;
-  fps: number;
-  crop_to_face: boolean;
-}
+export type { SonicParams } from './records.gen.js';
 
 interface Range {
   min: number;
