@@ -2,7 +2,8 @@
  * The one retrier of sonicflow (as kafkajs has one, `src/retry`): capped exponential backoff with
  * jitter, an optional attempt limit and deadline, an AbortSignal, a predicate deciding what is
  * worth another try and a hook that sees every wait. The clock is injectable, so that tests run
- * on a fake one.
+ * on a fake one. Every retry loop of sonicflow goes through `retry()`; a plain wait is `sleep()`
+ * here (it rejects with the signal's own reason) or `setTimeout` of `node:timers/promises`.
  *
  * Jitter (see "Exponential Backoff And Jitter", AWS Architecture Blog, 2015):
  * - `full`: a delay drawn from [0, min(max, initial * multiplier^n)] — spreads many clients best;

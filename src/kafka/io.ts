@@ -2,6 +2,7 @@
  * Plain producing and reading, for the API, the CLI tools and tests. The transactional stage
  * hop lives in the runtime's own producer wrapper.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import type { IHeaders, KafkaMessage, Producer, Transaction } from 'kafkajs';
 import { retry } from '../core/retry.js';
 import { PRODUCER_RETRY, createPartitioner, type Kafka } from './client.js';
@@ -225,7 +226,7 @@ export async function readTopic(kafka: Kafka, topic: string, opts: ReadOptions =
       },
     });
     while (Date.now() < deadline && (!joined || Date.now() - last < idleMs) && (opts.limit === undefined || out.length < opts.limit)) {
-      await new Promise((r) => setTimeout(r, 50));
+      await delay(50);
     }
   } finally {
     await consumer.disconnect();

@@ -21,6 +21,7 @@
  * - The exporter serves kafka_exporter's series (so Grafana dashboard 7589 works) plus
  *   sonicflow's per-stage figures, refreshed by the sampler; a scrape never reaches Kafka.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import { Gauge, Registry } from 'prom-client';
 import { EMPTY, Observable, catchError, defer, exhaustMap, finalize, from, map, timer } from 'rxjs';
 import { SonicError } from '../core/errors.js';
@@ -236,14 +237,12 @@ export function buildReport(topology: Topology, current: OffsetSample, previous:
   return { at: new Date(current.at), intervalSeconds: seconds, stages };
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 /** Two samples `sampleMs` apart (default 2 s), reported with rates, drain times and replica counts. */
 export async function stageLag(ctx: Context, topology: Topology, opts: LagOptions & { sampleMs?: number } = {}): Promise<StageLagReport> {
   const reader = new OffsetReader(ctx.kafka);
   try {
     const first = await sampleOffsets(reader, ctx.config.clientId, topology, opts.stages);
-    await sleep(opts.sampleMs ?? 2000);
+    await delay(opts.sampleMs ?? 2000);
     const second = await sampleOffsets(reader, ctx.config.clientId, topology, opts.stages);
     return buildReport(topology, second, first, opts);
   } finally {
