@@ -90,7 +90,7 @@ export class PlainProducer {
  * while it still writes the markers of this producer's previous transaction. The Java client
  * retries this error; kafkajs does not for AddOffsetsToTxn (tulios/kafkajs#1315, #430).
  */
-export function retryConcurrentTransactions<T>(fn: () => Promise<T>, deadlineMs = 10_000): Promise<T> {
+function retryConcurrentTransactions<T>(fn: () => Promise<T>, deadlineMs = 10_000): Promise<T> {
   // 10, 20, 40 ... 500 ms: the markers are usually written within the first few
   return retry(() => fn(), { initialMs: 10, maxMs: 500, jitter: 'none', deadlineMs, retryIf: (err) => (err as { type?: string }).type === 'CONCURRENT_TRANSACTIONS' });
 }

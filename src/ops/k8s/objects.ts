@@ -12,7 +12,7 @@ export interface ResourceRequirements {
   limits: Record<string, string>;
 }
 
-export interface HttpProbe {
+interface HttpProbe {
   httpGet: { path: string; port: string };
   initialDelaySeconds?: number;
   periodSeconds: number;
@@ -72,7 +72,7 @@ export interface KafkaTrigger {
   };
 }
 
-export interface HpaScalingRules {
+interface HpaScalingRules {
   stabilizationWindowSeconds: number;
   selectPolicy: 'Max' | 'Min';
   policies: { type: 'Pods' | 'Percent'; value: number; periodSeconds: number }[];
@@ -97,7 +97,7 @@ export interface ScaledObject {
   };
 }
 
-export interface PodMetricsEndpoint {
+interface PodMetricsEndpoint {
   port: string;
   path: string;
   interval: string;
