@@ -1,6 +1,6 @@
 /**
  * Topic administration: what exists, with how many partitions and which configs; create, grow
- * and reconfigure topics; delete (tests only). Never shrinks anything.
+ * and reconfigure topics; delete (throw-away topologies: tests, benchmarks). Never shrinks anything.
  */
 import kafkajs, { type Admin } from 'kafkajs';
 import { retry } from '../core/retry.js';

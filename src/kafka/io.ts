@@ -1,6 +1,7 @@
 /**
- * Plain producing and reading, for the API, the CLI tools and tests. The transactional stage
- * hop lives in the runtime's own producer wrapper.
+ * Producing and reading: the idempotent producer of progress events (`PlainProducer`, tests too),
+ * the transactional producer of a stage hop and of DLQ replays (`TxProducer`), a throw-away reader
+ * for tools and tests (`readTopic`) and the follower behind the API's status view (`TopicTail`).
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type { IHeaders, KafkaMessage, Producer, Transaction } from 'kafkajs';
