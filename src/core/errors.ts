@@ -29,7 +29,6 @@ export const ERROR_CODES = {
   INFERENCE_TIMEOUT: { retryable: true, maxAttempts: 2, doc: 'Inference exceeded its time budget (retried once).' },
   ENCODE_FAILED: { retryable: true, maxAttempts: 2, doc: 'ffmpeg failed to encode or the output did not probe (retried once).' },
   STORAGE_WRITE_FAILED: { retryable: true, doc: 'A blob could not be written.' },
-  PUBLISH_FAILED: { retryable: true, doc: 'The final video could not be published.' },
   CALLBACK_DELIVERY_FAILED: { retryable: true, doc: 'A webhook delivery failed.' },
   CALLBACK_URL_REFUSED: { retryable: false, doc: 'A callback URL resolves to a refused address.' },
   // pipeline and infrastructure
@@ -40,7 +39,6 @@ export const ERROR_CODES = {
   BROKER_UNAVAILABLE: { retryable: true, doc: 'The Kafka broker could not be reached.' },
   TOPOLOGY_INVALID: { retryable: false, doc: 'The topology declaration is inconsistent.' },
   CONFIG_INVALID: { retryable: false, doc: 'A configuration value is invalid.' },
-  RETRIES_EXHAUSTED: { retryable: false, doc: 'Every retry tier failed.' },
   INTERNAL: { retryable: false, doc: 'A bug: an unexpected exception.' },
   // HTTP API answers
   UNAUTHORIZED: { retryable: false, doc: 'The API key is missing or wrong.' },

@@ -2,7 +2,8 @@
  * The one retrier of sonicflow (as kafkajs has one, `src/retry`): capped exponential backoff with
  * jitter, an optional attempt limit and deadline, an AbortSignal, a predicate deciding what is
  * worth another try and a hook that sees every wait. The clock is injectable, so that tests run
- * on a fake one.
+ * on a fake one. Every retry loop of sonicflow goes through `retry()`; a plain wait is `sleep()`
+ * here (it rejects with the signal's own reason) or `setTimeout` of `node:timers/promises`.
  *
  * Jitter (see "Exponential Backoff And Jitter", AWS Architecture Blog, 2015):
  * - `full`: a delay drawn from [0, min(max, initial * multiplier^n)] — spreads many clients best;
@@ -78,10 +79,10 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-export const systemClock: Clock = { now: () => Date.now(), sleep };
+const systemClock: Clock = { now: () => Date.now(), sleep };
 
 /** Settles as `promise` does, or rejects with `signal.reason` when the signal aborts first (the promise then runs on, ignored). */
-export function abortable<T>(promise: Promise<T>, signal?: AbortSignal): Promise<T> {
+function abortable<T>(promise: Promise<T>, signal?: AbortSignal): Promise<T> {
   if (!signal) return promise;
   if (signal.aborted) {
     promise.catch(() => undefined);

@@ -1,8 +1,9 @@
 /**
  * Topic administration: what exists, with how many partitions and which configs; create, grow
- * and reconfigure topics; delete (tests only). Never shrinks anything.
+ * and reconfigure topics; delete (throw-away topologies: tests, benchmarks). Never shrinks anything.
  */
 import kafkajs, { type Admin } from 'kafkajs';
+import { retry } from '../core/retry.js';
 import type { Kafka } from './client.js';
 
 const { ConfigResourceTypes } = kafkajs;
@@ -94,20 +95,23 @@ export class TopicAdmin {
 
   /** Polls metadata until every partition of `names` has a leader (30 s at most). */
   async waitForLeaders(names: string[], timeoutMs = 30_000): Promise<void> {
-    const until = Date.now() + timeoutMs;
-    for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
-      try {
-        const meta = await this.admin.fetchTopicMetadata({ topics: names });
-        if (meta.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
-      } catch (err) {
-        // a new topic's partitions can answer UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE or
-        // NOT_LEADER_FOR_PARTITION for a moment while the controller's metadata reaches the broker
-        const e = err as { type?: string; retriable?: boolean };
-        if (e.type !== 'UNKNOWN_TOPIC_OR_PARTITION' && e.type !== 'LEADER_NOT_AVAILABLE' && e.retriable !== true) throw err;
-      }
-      if (Date.now() > until) throw new Error(`topics ${names.join(', ')} have no leaders after ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, delay));
-    }
+    const notYet = new Error(`topics ${names.join(', ')} have no leaders after ${timeoutMs} ms`);
+    await retry(
+      async () => {
+        try {
+          const meta = await this.admin.fetchTopicMetadata({ topics: names });
+          if (meta.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
+        } catch (err) {
+          // a new topic's partitions can answer UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE or
+          // NOT_LEADER_FOR_PARTITION for a moment while the controller's metadata reaches the broker
+          const e = err as { type?: string; retriable?: boolean };
+          if (e.type !== 'UNKNOWN_TOPIC_OR_PARTITION' && e.type !== 'LEADER_NOT_AVAILABLE' && e.retriable !== true) throw err;
+        }
+        throw notYet;
+      },
+      // 50, 100, 200 ... 1000 ms
+      { initialMs: 50, maxMs: 1000, jitter: 'none', deadlineMs: timeoutMs, retryIf: (err) => err === notYet },
+    );
   }
 
   /** Grows topics to `count` partitions each (Kafka cannot shrink them). */

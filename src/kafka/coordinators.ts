@@ -18,7 +18,7 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 
 /** Longest a coordinator answer is kept without a request failing first, ms. */
-export const COORDINATOR_TTL_MS = 60_000;
+const COORDINATOR_TTL_MS = 60_000;
 
 /** Errors after which no cached coordinator is trusted. */
 const STALE_TYPES = new Set(['NOT_COORDINATOR_FOR_GROUP', 'GROUP_COORDINATOR_NOT_AVAILABLE', 'GROUP_LOAD_IN_PROGRESS']);

@@ -1,7 +1,9 @@
 /**
- * Plain producing and reading, for the API, the CLI tools and tests. The transactional stage
- * hop lives in the runtime's own producer wrapper.
+ * Producing and reading: the idempotent producer of progress events (`PlainProducer`, tests too),
+ * the transactional producer of a stage hop and of DLQ replays (`TxProducer`), a throw-away reader
+ * for tools and tests (`readTopic`) and the follower behind the API's status view (`TopicTail`).
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import type { IHeaders, KafkaMessage, Producer, Transaction } from 'kafkajs';
 import { retry } from '../core/retry.js';
 import { PRODUCER_RETRY, createPartitioner, type Kafka } from './client.js';
@@ -89,7 +91,7 @@ export class PlainProducer {
  * while it still writes the markers of this producer's previous transaction. The Java client
  * retries this error; kafkajs does not for AddOffsetsToTxn (tulios/kafkajs#1315, #430).
  */
-export function retryConcurrentTransactions<T>(fn: () => Promise<T>, deadlineMs = 10_000): Promise<T> {
+function retryConcurrentTransactions<T>(fn: () => Promise<T>, deadlineMs = 10_000): Promise<T> {
   // 10, 20, 40 ... 500 ms: the markers are usually written within the first few
   return retry(() => fn(), { initialMs: 10, maxMs: 500, jitter: 'none', deadlineMs, retryIf: (err) => (err as { type?: string }).type === 'CONCURRENT_TRANSACTIONS' });
 }
@@ -225,7 +227,7 @@ export async function readTopic(kafka: Kafka, topic: string, opts: ReadOptions =
       },
     });
     while (Date.now() < deadline && (!joined || Date.now() - last < idleMs) && (opts.limit === undefined || out.length < opts.limit)) {
-      await new Promise((r) => setTimeout(r, 50));
+      await delay(50);
     }
   } finally {
     await consumer.disconnect();

@@ -22,6 +22,7 @@
  * kafka_* series) test `committed < 0n` and print `-` / -1 instead.
  */
 import type { Admin } from 'kafkajs';
+import { retry } from '../core/retry.js';
 import type { Kafka } from './client.js';
 
 export interface PartitionLag {
@@ -179,32 +180,38 @@ export class OffsetReader {
   }
 
   private async highWatermarksOf(topics: { topic: string; partitions: number[] }[]): Promise<Map<string, bigint>> {
-    const out = new Map<string, bigint>();
     const cluster = this.cluster;
-    if (!cluster || topics.length === 0) return out;
+    if (!cluster || topics.length === 0) return new Map();
     const names = topics.map((t) => t.topic);
     if (names.some((n) => !this.knownTopics.has(n))) {
       await cluster.addMultipleTargetTopics(names);
       for (const n of names) this.knownTopics.add(n);
     }
     const wanted = topics.reduce((n, t) => n + t.partitions.length, 0);
-    for (let attempt = 1; ; attempt++) {
-      try {
+    return retry(
+      async (attempt) => {
+        if (attempt > 1) await cluster.refreshMetadata().catch(() => undefined);
         const res = await cluster.fetchTopicsOffset(
           topics.map((t) => ({ topic: t.topic, fromBeginning: false, partitions: t.partitions.map((partition) => ({ partition })) })),
         );
-        out.clear();
+        const out = new Map<string, bigint>();
         for (const t of res) for (const p of t.partitions) out.set(`${t.topic}:${p.partition}`, BigInt(p.offset));
         // a partition whose leader the cached metadata does not know is left out of the answer
-        if (out.size >= wanted) return out;
-        if (attempt >= 5) throw new Error(`no high watermark for ${wanted - out.size} partition(s) of ${names.join(', ')}`);
-      } catch (err) {
-        const type = (err as { type?: string }).type;
-        if (attempt >= 5 || (type !== undefined && !RETRIABLE.has(type))) throw err;
-      }
-      await cluster.refreshMetadata().catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 100 * attempt));
-    }
+        if (out.size < wanted) throw new Error(`no high watermark for ${wanted - out.size} partition(s) of ${names.join(', ')}`);
+        return out;
+      },
+      // five tries in about a second: 100, 200, 400, 400 ms
+      {
+        initialMs: 100,
+        maxMs: 400,
+        jitter: 'none',
+        maxAttempts: 5,
+        retryIf: (err) => {
+          const type = (err as { type?: string }).type;
+          return type === undefined || RETRIABLE.has(type);
+        },
+      },
+    );
   }
 }
 

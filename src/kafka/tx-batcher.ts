@@ -10,6 +10,7 @@
  * Only a commit already sent when the deadline passes has an unknown outcome; that submit is
  * refused with `details.inDoubt = true`, so the caller keeps what the records point at.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Producer, Transaction } from 'kafkajs';
 import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -227,7 +228,7 @@ export class TxBatcher {
     const p = lane.producer;
     lane.producer = undefined;
     lane.connecting = undefined;
-    if (p) await Promise.race([p.disconnect().catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
+    if (p) await Promise.race([p.disconnect().catch(() => undefined), delay(2000, undefined, { ref: false })]);
   }
 }
 

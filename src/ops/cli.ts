@@ -30,7 +30,7 @@ import { applyDeploy, formatPlan, planDeploy, planIsEmpty, topicsInScope } from 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const out = (s: string): boolean => process.stdout.write(s);
 
-export function buildCli(ctx: () => Context): Command {
+function buildCli(ctx: () => Context): Command {
   const program = new Command('sonicflow')
     .description('Portrait + speech -> talking-head video with Sonic, as an exactly-once Kafka stage topology.')
     .showHelpAfterError()

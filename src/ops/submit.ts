@@ -37,7 +37,7 @@ export interface TaskStatus {
 const STEPS = ['QUEUED', 'VALIDATING', 'PREPROCESSING', 'INFERRING', 'ENCODING', 'PUBLISHING', 'SUCCEEDED'];
 
 /** `[########------] INFERRING 42%` — overall position across the stages plus the stage's progress. */
-export function progressBar(s: Pick<TaskStatus, 'state' | 'progress'>, width = 28): string {
+function progressBar(s: Pick<TaskStatus, 'state' | 'progress'>, width = 28): string {
   const i = Math.max(0, STEPS.indexOf(s.state));
   const within = s.progress ?? 0;
   const fraction = s.state === 'SUCCEEDED' ? 1 : Math.min(1, (i + within) / (STEPS.length - 1));

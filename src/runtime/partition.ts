@@ -1,180 +1,297 @@
 /**
- * One input partition as the stage runner holds it, and where its fetching (re)starts: the
- * group's committed offset, clamped to the partition's log start. Records below the log start
- * are gone (retention, `deleteRecords`); asking for them makes the broker answer
- * OFFSET_OUT_OF_RANGE and kafkajs reset the fetch to the earliest offset, and a runner that then
- * seeks back to its older position loops between seek and reset for ever.
+ * One input partition as the stage runner holds it: the records fetched and not yet handled, the
+ * fetch position and the committed offset, and the partition's own transactional producer. What
+ * a partition does by itself lives here: taking fetched batches (and pausing its fetching when
+ * enough are queued), fencing older owners before its first batch, committing a batch's results
+ * with its input offset in one transaction, committing a position that moved over transaction
+ * markers only, and going back to the committed offset after a failed transaction. When a
+ * partition gets a worker, and what the worker does, is the runner's (`runner.ts`).
  */
+import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { retry, sleep, type BackoffOptions } from '../core/retry.js';
-import type { GroupConsumer, TopicPartition } from '../kafka/consumer.js';
-import type { TxProducer } from '../kafka/io.js';
-import type { RawRecord } from './program.js';
+import type { StageMetrics } from '../core/metrics.js';
+import type { BatchInfo, GroupConsumer, TopicPartition } from '../kafka/consumer.js';
+import type { InRecord, TxProducer } from '../kafka/io.js';
+import type { Outcome, RawRecord } from './program.js';
+import { FENCING_ERRORS, clampToLogStart, keyOf, type PartitionPosition, type PartitionRecovery } from './recovery.js';
 
-export interface PartitionWork {
-  tp: TopicPartition;
-  key: string;
-  owned: boolean;
+/** A handled record: what one transaction writes for it. */
+export interface Handled {
+  raw: RawRecord;
+  outcome: Outcome & { kind: 'ok' | 'retry' | 'dlq' };
+}
+
+/** What the partitions of one runner share with it. */
+export interface PartitionHost {
+  readonly groupId: string;
+  readonly stage: string;
+  readonly consumer: GroupConsumer;
+  readonly recovery: PartitionRecovery;
+  readonly logger: Logger;
+  readonly metrics: StageMetrics | undefined;
+  /** Most records of one batch: a fetch that brings this many means a backlog. */
+  readonly maxRecords: number;
+  /** A partition stops fetching when this many records are queued. */
+  readonly prefetch: number;
+  /** Aborted when the runner stops: ends a way back to the committed offset. */
+  readonly stopping: AbortSignal;
+  /** The runner is running (neither starting nor draining nor down). */
+  running(): boolean;
+  /** A connected transactional producer with the partition's stable id (connecting fences older owners). */
+  producerFor(tp: TopicPartition): Promise<TxProducer>;
+  /** The partition may have work: give it a worker when one is free. */
+  schedule(p: Partition): void;
+}
+
+export class Partition implements PartitionPosition {
+  readonly key: string;
+  /** False once revoked: a later assignment of the same partition gets a new Partition. */
+  owned = true;
   /** Fetched, not yet handled. */
-  queue: RawRecord[];
+  queue: RawRecord[] = [];
   /** Next offset to hand to a worker (local de-duplication of refetches); -1 unknown. */
-  position: bigint;
-  /** This runner paused the partition's fetching (queue full, or rewinding after a failure). */
-  paused: boolean;
+  position = -1n;
   /** Offset this member last committed (or found committed); -1 unknown. */
-  committed: bigint;
-  /** Last offset of the fetched batch each queued record came from (markers included), by record offset. */
-  batchEnds: Map<string, bigint>;
-  /** Commits a position that moved over markers only, once the partition has been idle a moment. */
-  markerTimer?: NodeJS.Timeout;
-  busy: boolean;
-  /** Producer initialised and committed offset re-read since this member got the partition. */
-  fenced: boolean;
-  /** Going back to the committed offset after a failed transaction, and not there yet. */
-  recovering: boolean;
+  committed = -1n;
+  /** A worker, or an offset-only commit, is at work on the partition. */
+  busy = false;
   /** A log-start refresh is under way (a fetch came from beyond the position). */
-  refreshing: boolean;
-  abort: AbortController;
-  producer?: TxProducer;
-  timer?: NodeJS.Timeout;
-}
-
-/** Errors that mean another producer took the partition's transactional id. */
-export const FENCING_ERRORS = new Set(['INVALID_PRODUCER_EPOCH', 'PRODUCER_FENCED', 'INVALID_PRODUCER_ID_MAPPING', 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED']);
-
-export function keyOf(tp: TopicPartition): string {
-  return `${tp.topic}/${tp.partition}`;
-}
-
-export function newWork(tp: TopicPartition): PartitionWork {
-  return {
-    tp,
-    key: keyOf(tp),
-    owned: true,
-    queue: [],
-    position: -1n,
-    paused: false,
-    committed: -1n,
-    batchEnds: new Map(),
-    busy: false,
-    fenced: false,
-    recovering: false,
-    refreshing: false,
-    abort: new AbortController(),
-  };
-}
-
-/**
- * Where a partition's work (re)starts: when this member gains it, past what older owners
- * committed; after a failed transaction, at the committed offset clamped to the log start, waited
- * for as long as the broker is away; after a fetch from beyond the position, at the log start
- * when the records past the position were deleted.
- */
-export class PartitionRecovery {
-  /** Log start offsets by partition key: they only grow, so a cached one errs low, and is refreshed when a fetch says so. */
-  private readonly logStarts = new Map<string, bigint>();
-  /** Partitions whose way back failed at least once and has not succeeded yet. */
-  readonly stalled = new Set<PartitionWork>();
+  refreshing = false;
+  /** Aborts the handler at work here: the partition was revoked or the runner stops. */
+  readonly abort = new AbortController();
+  /** This runner paused the partition's fetching (queue full, or rewinding after a failure). */
+  private paused = false;
+  /** Last offset of the fetched batch each queued record came from (markers included), by record offset. */
+  private readonly batchEnds = new Map<string, bigint>();
+  /** Producer initialised and committed offset re-read since this member got the partition. */
+  private fenced = false;
+  /** Going back to the committed offset after a failed transaction, and not there yet. */
+  private recovering = false;
+  private producer: TxProducer | undefined;
+  /** Wakes the partition when its head record (a retry) becomes due. */
+  private dueTimer: NodeJS.Timeout | undefined;
+  /** Commits a position that moved over markers only, once the partition has been idle a moment. */
+  private markerTimer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly consumer: GroupConsumer,
-    private readonly logger: Logger,
-    private readonly options: { reconnect: BackoffOptions; heartbeatIntervalMs: number },
-  ) {}
+    readonly tp: TopicPartition,
+    private readonly host: PartitionHost,
+  ) {
+    this.key = keyOf(tp);
+  }
 
-  /** The partition's log start: cached, or asked for when `refresh` or unknown. */
-  async logStart(tp: TopicPartition, refresh = false): Promise<bigint> {
-    const key = keyOf(tp);
-    const cached = this.logStarts.get(key);
-    if (cached !== undefined && !refresh) return cached;
-    const low = await this.consumer.logStart(tp);
-    const start = cached !== undefined && cached > low ? cached : low;
-    this.logStarts.set(key, start);
-    return start;
+  /** Queues a fetched batch; true when it was taken (the fetch position moves past it). */
+  take(records: InRecord[], { endOffset, fetchedOffset, highWatermark }: BatchInfo): boolean {
+    // paused: a fetch that was in flight when the queue filled up or a transaction failed
+    if (!this.owned || this.paused || !this.host.running()) {
+      this.pauseFetch();
+      return false;
+    }
+    // fetched from beyond what this member holds (a fetch that raced a rewind, or kafkajs reset an
+    // out-of-range position to the log start): never skip records, unless they no longer exist
+    if (this.position >= 0n && BigInt(fetchedOffset) > this.position) {
+      this.fetchFromPosition();
+      this.refreshLogStart(BigInt(fetchedOffset));
+      return false;
+    }
+    const fresh = records.filter((r) => this.position < 0n || BigInt(r.offset) >= this.position);
+    if (fresh.length === 0) {
+      if (this.position >= 0n) this.fetchFromPosition();
+      return false;
+    }
+    clearTimeout(this.markerTimer);
+    this.queue.push(...fresh);
+    // committing past the batch's trailing markers leaves no phantom lag of 1 behind each transaction
+    const last = fresh[fresh.length - 1]!;
+    const end = BigInt(endOffset) > BigInt(last.offset) ? BigInt(endOffset) : BigInt(last.offset);
+    this.batchEnds.set(last.offset, end);
+    this.position = end + 1n;
+    // A backlog (a full batch fetched, or a batch's worth more in the log) keeps fetching while
+    // this batch is handled and committed. Caught up, fetching waits for the work instead: the
+    // records that arrive meanwhile then come as one fetch and one batch, not as many small ones
+    // that cost a fetch and a transaction each.
+    const max = this.host.maxRecords;
+    const backlog = fresh.length >= max || BigInt(highWatermark) - this.position >= BigInt(max);
+    if (this.queue.length >= this.host.prefetch || !backlog) this.pauseFetch();
+    return true;
+  }
+
+  pauseFetch(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.host.consumer.pause(this.tp);
+  }
+
+  /** Resumes a paused partition whose queue has room again; fetching goes on from the position (kafkajs resolved or was seeked to it). */
+  resumeFetch(): void {
+    if (!this.paused || !this.owned || this.queue.length >= this.host.prefetch || !this.host.running()) return;
+    this.paused = false;
+    this.host.consumer.resume(this.tp);
+  }
+
+  /** The runner stops: no wake-up, no more fetching. */
+  hold(): void {
+    clearTimeout(this.dueTimer);
+    this.pauseFetch();
+  }
+
+  /** Calls `wake` in `ms` (the head record is not due yet), replacing an earlier wake-up. */
+  wakeIn(ms: number, wake: () => void): void {
+    clearTimeout(this.dueTimer);
+    this.dueTimer = setTimeout(wake, ms);
+  }
+
+  /** A worker or an offset-only commit is done: a revoked partition closes its producer; one still ours fetches on and looks for work. */
+  afterWork(): void {
+    if (!this.owned) {
+      void this.closeProducer();
+      return;
+    }
+    this.resumeFetch();
+    this.host.schedule(this);
+  }
+
+  /** The partition is no longer ours: its timers stop, its handler is aborted, its producer closes once it is idle. */
+  revoke(): void {
+    this.owned = false;
+    clearTimeout(this.dueTimer);
+    clearTimeout(this.markerTimer);
+    this.abort.abort(new SonicError('SHUTDOWN', `partition ${this.key} was revoked`));
+    this.host.recovery.stalled.delete(this);
+    // a pause would otherwise survive until the partition comes back
+    this.host.consumer.resume(this.tp);
+    if (!this.busy) void this.closeProducer();
+    this.host.logger.info({ partition: this.key, busy: this.busy }, 'partition revoked');
+  }
+
+  /** The partition's next fetch starts at the position (in memory only: no commit). */
+  private fetchFromPosition(): void {
+    this.host.consumer.seek(this.tp, this.position.toString());
+  }
+
+  /** A fetch came from beyond the position: when the records from it on were deleted, go on from the log start. */
+  private refreshLogStart(fetchedOffset: bigint): void {
+    void this.host.recovery.logStartPast(this, fetchedOffset).then((low) => {
+      if (low === undefined || !this.owned || this.recovering || this.position < 0n || low <= this.position) return;
+      this.host.logger.warn({ partition: this.key, position: this.position.toString(), log_start: low.toString() }, 'records below the log start were deleted before they were handled; going on from the log start');
+      this.position = low;
+      this.fetchFromPosition();
+    });
   }
 
   /**
-   * Before the first batch after (re)gaining a partition: initialise its transactional producer
+   * A fetch of markers only moved the partition's position. When the partition stays idle for a
+   * moment, commit that position (an offset-only transaction), so that an idle stage shows lag 0.
+   */
+  onMarkersOnly(lastOffset: bigint): void {
+    if (!this.owned || this.committed < 0n || lastOffset + 1n <= this.committed || !this.host.running()) return;
+    clearTimeout(this.markerTimer);
+    this.markerTimer = setTimeout(() => {
+      if (!this.owned || this.busy || this.queue.length > 0 || !this.producer || !this.host.running() || lastOffset + 1n <= this.committed) return;
+      const producer = this.producer;
+      this.busy = true;
+      producer
+        .publish([], { groupId: this.host.groupId, topic: this.tp.topic, partition: this.tp.partition, offset: (lastOffset + 1n).toString() })
+        .then(() => {
+          this.committed = lastOffset + 1n;
+          if (this.position < this.committed) this.position = this.committed;
+        })
+        .catch((err: unknown) => this.recover(err))
+        .finally(() => {
+          this.busy = false;
+          this.afterWork();
+        });
+    }, 1000);
+  }
+
+  /**
+   * Before the first batch after (re)gaining the partition: initialise its transactional producer
    * (which fences any older owner and aborts its open transaction), then re-read the committed
    * offset and drop the queued records an older owner committed meanwhile; fetching moves on to
    * the committed offset (never below the log start) when it lies past the position.
    */
-  async fence(w: PartitionWork, initProducer: () => Promise<TxProducer>): Promise<void> {
-    w.producer = await initProducer();
-    const committed = await this.consumer.committed(w.tp);
-    w.committed = committed;
+  async fence(): Promise<void> {
+    if (this.fenced && this.producer) return;
+    this.producer = await this.host.producerFor(this.tp);
+    const committed = await this.host.consumer.committed(this.tp);
+    this.committed = committed;
     if (committed >= 0n) {
-      const before = w.queue.length;
-      w.queue = w.queue.filter((r) => BigInt(r.offset) >= committed);
-      if (w.position < committed) {
-        w.position = clampToLogStart(committed, await this.logStart(w.tp));
-        this.consumer.seek(w.tp, w.position.toString());
+      const before = this.queue.length;
+      this.queue = this.queue.filter((r) => BigInt(r.offset) >= committed);
+      if (this.position < committed) {
+        this.position = clampToLogStart(committed, await this.host.recovery.logStart(this.tp));
+        this.fetchFromPosition();
       }
-      if (before !== w.queue.length) this.logger.info({ partition: w.key, skipped: before - w.queue.length, committed: committed.toString() }, 'skipped records committed by a previous owner');
+      if (before !== this.queue.length) this.host.logger.info({ partition: this.key, skipped: before - this.queue.length, committed: committed.toString() }, 'skipped records committed by a previous owner');
     }
-    w.fenced = true;
-    this.logger.debug({ partition: w.key, transactional_id: w.producer.transactionalId }, 'partition fenced');
+    this.fenced = true;
+    this.host.logger.debug({ partition: this.key, transactional_id: this.producer.transactionalId }, 'partition fenced');
+  }
+
+  /** One transaction: the batch's records and the input offset past the batch (its trailing markers included). */
+  async commit(batch: Handled[]): Promise<void> {
+    if (!this.owned || !this.producer) {
+      this.drop(batch.length, 'partition revoked before commit');
+      return;
+    }
+    const last = batch[batch.length - 1]!.raw;
+    const next = (this.batchEnds.get(last.offset) ?? BigInt(last.offset)) + 1n;
+    for (const b of batch) this.batchEnds.delete(b.raw.offset);
+    const started = Date.now();
+    await this.producer.publish(batch.flatMap((b) => b.outcome.records), { groupId: this.host.groupId, topic: this.tp.topic, partition: this.tp.partition, offset: next.toString() });
+    this.committed = next;
+    const { metrics: m, stage } = this.host;
+    if (m) {
+      m.transactions.inc({ stage, result: 'commit' });
+      m.transactionSeconds.observe({ stage }, (Date.now() - started) / 1000);
+      m.batchRecords.observe({ stage }, batch.length);
+      for (const b of batch) m.records.inc({ stage, outcome: b.outcome.kind });
+    }
+    this.host.logger.debug({ partition: this.key, records: batch.length, last_offset: last.offset, transaction_ms: Date.now() - started }, 'batch committed');
+  }
+
+  /** Forgets the queue: `records` handled ones are not published (counted as dropped). */
+  drop(records: number, why: string): void {
+    this.host.metrics?.records.inc({ stage: this.host.stage, outcome: 'dropped' }, records);
+    this.host.logger.info({ partition: this.key, records, why }, 'results dropped, not published');
+    this.queue = [];
+    this.batchEnds.clear();
   }
 
   /**
-   * Where fetching starts after a failed transaction: max(committed, log start). After a fencing
-   * error it first waits two heartbeats (another member probably owns the partition now, and the
-   * next heartbeat will say so). Tries again with capped backoff while `stillOurs()`; undefined
-   * when the partition stopped being ours; rejects with the signal's reason.
+   * A failed transaction: kafkajs cannot reuse the producer, so close it; forget the queue and
+   * go back to the committed offset, clamped to the log start (fetching stays paused until then:
+   * prefetched records past it must not be taken). While the broker is away the way back is
+   * retried with capped backoff for as long as the partition is ours: fetching on from the
+   * prefetch position instead could skip records.
    */
-  async startAfterFailure(w: PartitionWork, fenced: boolean, stillOurs: () => boolean, signal: AbortSignal): Promise<bigint | undefined> {
+  async recover(err: unknown): Promise<void> {
+    this.recovering = true;
+    const stillOurs = (): boolean => this.owned && this.host.running();
     try {
-      if (fenced) await sleep(2 * this.options.heartbeatIntervalMs, signal);
-      return await retry(
-        async () => {
-          if (!stillOurs()) return undefined;
-          const committed = await this.consumer.committed(w.tp);
-          const low = await this.logStart(w.tp, true);
-          // kafkajs itself commits -2 (earliest) when it resets an out-of-range position
-          if (committed < low && low > 0n) {
-            this.logger.warn({ partition: w.key, committed: committed.toString(), log_start: low.toString() }, 'committed offset (or none) lies below the log start (records deleted): fetching from the log start');
-          }
-          return clampToLogStart(committed, low);
-        },
-        {
-          ...this.options.reconnect,
-          jitter: 'decorrelated',
-          signal,
-          retryIf: stillOurs,
-          onRetry: (err, attempt, delayMs) => {
-            this.stalled.add(w);
-            this.logger.warn({ err, partition: w.key, attempt, next_try_in_ms: delayMs }, 'could not read the committed offset; trying again');
-          },
-        },
-      );
+      this.pauseFetch();
+      const type = (err as { type?: string }).type ?? '';
+      this.host.metrics?.transactions.inc({ stage: this.host.stage, result: 'abort' });
+      this.host.logger.warn({ err, partition: this.key, type }, 'transaction failed; the batch is aborted and will be redone from the committed offset');
+      this.drop(this.queue.length, 'transaction failed');
+      await this.closeProducer();
+      this.position = -1n;
+      const start = await this.host.recovery.startAfterFailure(this, FENCING_ERRORS.has(type), stillOurs, AbortSignal.any([this.abort.signal, this.host.stopping]));
+      if (start === undefined || !stillOurs()) return;
+      this.position = start;
+      this.fetchFromPosition();
+    } catch (e) {
+      // revoked or stopping: whoever gets the partition next starts from the committed offset
+      if (stillOurs()) this.host.logger.warn({ err: e, partition: this.key }, 'gave up going back to the committed offset');
     } finally {
-      this.stalled.delete(w);
+      this.recovering = false;
     }
   }
 
-  /**
-   * A fetch came from beyond the position (a fetch that raced a rewind, or kafkajs reset an
-   * out-of-range position to the log start). Resolves with the log start when it lies past the
-   * position: the records in between were deleted, and seeking back to them would loop between
-   * seek and reset. One check at a time per partition.
-   */
-  async logStartPast(w: PartitionWork, fetchedOffset: bigint): Promise<bigint | undefined> {
-    if (w.refreshing) return undefined;
-    w.refreshing = true;
-    this.logger.info({ partition: w.key, position: w.position.toString(), fetched_offset: fetchedOffset.toString() }, 'fetch came from beyond the position; seeking back and checking the log start');
-    try {
-      const low = await this.logStart(w.tp, true);
-      return w.position >= 0n && low > w.position ? low : undefined;
-    } catch (err) {
-      this.logger.warn({ err, partition: w.key }, 'could not read the log start');
-      return undefined;
-    } finally {
-      w.refreshing = false;
-    }
+  async closeProducer(): Promise<void> {
+    const p = this.producer;
+    this.producer = undefined;
+    this.fenced = false;
+    if (p) await p.close().catch((err: unknown) => this.host.logger.debug({ err }, 'producer close failed'));
   }
-}
-
-/** max(committed, log start); nothing committed (-1) starts at the log start. */
-export function clampToLogStart(committed: bigint, logStart: bigint): bigint {
-  return committed > logStart ? committed : logStart;
 }

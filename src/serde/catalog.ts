@@ -10,7 +10,7 @@ import { SonicError } from '../core/errors.js';
 import { avroType } from './logical-types.js';
 
 /** `schemas/` of this package. */
-export const DEFAULT_SCHEMAS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'schemas');
+const DEFAULT_SCHEMAS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'schemas');
 
 export class SchemaCatalog {
   private readonly raws = new Map<string, avro.Schema>();

@@ -33,7 +33,7 @@ function canRead(reader: avro.Type, writer: avro.Type): boolean {
 type FieldLike = { name: string; type: avro.Type; defaultValue: () => unknown };
 
 /** Explains why `reader` cannot read data written with `writer`, field by field. */
-export function explainResolution(reader: avro.Type, writer: avro.Type, path = ''): string[] {
+function explainResolution(reader: avro.Type, writer: avro.Type, path = ''): string[] {
   if (canRead(reader, writer)) return [];
   const here = path || '(root)';
   if (reader.typeName === 'record' && writer.typeName === 'record') {

@@ -8,7 +8,7 @@ import avro from 'avsc';
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** `{"type": "long", "logicalType": "timestamp-millis"}` as a JavaScript Date. */
-export class TimestampMillisType extends avro.types.LogicalType {
+class TimestampMillisType extends avro.types.LogicalType {
   override _fromValue(val: number): Date {
     return new Date(val);
   }
@@ -24,7 +24,7 @@ export class TimestampMillisType extends avro.types.LogicalType {
 }
 
 /** `{"type": "string", "logicalType": "uuid"}`: a string that must look like a UUID. */
-export class UuidType extends avro.types.LogicalType {
+class UuidType extends avro.types.LogicalType {
   override _fromValue(val: string): string {
     return val;
   }

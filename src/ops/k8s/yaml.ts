@@ -23,7 +23,7 @@ function entries(o: Record<string, unknown>): [string, unknown][] {
 }
 
 /** A string as a YAML scalar: plain when unambiguous, else double-quoted. */
-export function yamlString(s: string): string {
+function yamlString(s: string): string {
   if (PLAIN.test(s) && !s.endsWith(':') && !RESERVED.has(s.toLowerCase())) return s;
   // JSON escapes are valid YAML double-quoted escapes; YAML also wants DEL, C1 controls and BOM escaped.
   return JSON.stringify(s).replace(/[\u007f-\u009f\ufeff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);

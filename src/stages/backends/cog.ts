@@ -13,6 +13,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { SonicError } from '../../core/errors.js';
+import { sleep } from '../../core/retry.js';
 import { classifyModelFailure, lastPercent } from './failures.js';
 import { inferenceBudgetMs, type InferBackend, type InferInput, type InferOutput } from './types.js';
 
@@ -85,7 +86,7 @@ export class CogBackend implements InferBackend {
         const poll = this.opts.mode === 'poll';
         p = await this.call('PUT', path, { id, input }, signal, poll);
         while (poll && (p.status === 'starting' || p.status === 'processing')) {
-          await wait(this.opts.pollMs ?? 1000, signal);
+          await sleep(this.opts.pollMs ?? 1000, signal);
           p = await this.call('GET', path, undefined, signal);
           const pct = lastPercent(p.logs ?? '');
           if (pct !== undefined) i.onProgress(pct);
@@ -136,19 +137,3 @@ const MAX_OUTPUT_BYTES = 4 * 1024 ** 3;
 
 /** Bounds the cancel request, which is sent after the stage's own signal may have fired. */
 const CANCEL_TIMEOUT_MS = 5_000;
-
-/** Sleeps `ms`, or rejects with `signal.reason` as soon as it aborts. */
-function wait(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const onAbort = (): void => {
-      clearTimeout(t);
-      reject(signal.reason);
-    };
-    const t = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-}

@@ -1,0 +1,141 @@
+/**
+ * What every rendered manifest shares: the defaults, the render options as given and as checked,
+ * the labels and metadata, and the parts of a pod (resources, security, probes, config).
+ */
+import { SonicError } from '../../core/errors.js';
+import type { Topology } from '../../runtime/topology.js';
+import type { Container, ObjectMeta, ResourceRequirements } from './objects.js';
+
+const DEFAULT_IMAGE = 'ghcr.io/sonicflow/sonicflow:latest';
+const DEFAULT_NAMESPACE = 'sonicflow';
+const DEFAULT_METRICS_PORT = 9464;
+export const API_PORT = 8080;
+export const CONFIG_MAP_NAME = 'sonicflow-config';
+const SECRET_NAME = 'sonicflow-secrets';
+/** Added to the drain timeout: leaving the group, closing producers and the blob client, flushing logs. */
+const GRACE_MARGIN_SECONDS = 15;
+export const GPU_RESOURCE = 'nvidia.com/gpu';
+
+export const NAME = 'sonicflow';
+export const LABEL_NAME = 'app.kubernetes.io/name';
+const LABEL_COMPONENT = 'app.kubernetes.io/component';
+
+export interface RenderK8sOptions {
+  /** Only this stage's Deployment and ScaledObject (no API, PodMonitor or ConfigMap). */
+  stage?: string;
+  image?: string;
+  imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
+  namespace?: string;
+  /** SONIC_DRAIN_TIMEOUT_MS of the stage pods; the grace period is derived from it. */
+  drainTimeoutMs: number;
+  /** SONIC_METRICS_PORT of the stage pods (/metrics, /healthz, /readyz); 0 is not allowed here. */
+  metricsPort?: number;
+  /** Kafka bootstrap servers, for the KEDA triggers and the ConfigMap's KAFKA_BROKERS. */
+  brokers: string[];
+  /** The consumer group of a stage, as the runner forms it: `${clientId}.${prefix}.${stage}`. */
+  groupIdOf: (stage: string) => string;
+  /** SCHEMA_REGISTRY_URL in the ConfigMap; when absent the pods use their own default. */
+  schemaRegistryUrl?: string;
+  /**
+   * SONIC_CLIENT_ID in the ConfigMap. Pass the client id `groupIdOf` uses: the ScaledObjects watch
+   * `groupIdOf(stage)` and the pods join `${SONIC_CLIENT_ID}.${prefix}.${stage}`.
+   */
+  clientId?: string;
+  /** More ConfigMap entries: SONIC_S3_ENDPOINT, SONIC_S3_BUCKET, SONIC_API_PUBLIC_URL, SONIC_INFER_BACKEND, ... */
+  config?: Record<string, string>;
+  /** Resources per stage (or `api`), replacing the defaults. */
+  resources?: Record<string, ResourceRequirements>;
+  /** Stages that get one GPU each (default `['infer']`; `[]` for the CPU-only builtin backend). */
+  gpuStages?: string[];
+  /** Replicas of the API Deployment (default 2; it needs the s3 blob store, which the ConfigMap selects). */
+  apiReplicas?: number;
+}
+
+const DEFAULT_RESOURCES: Record<string, ResourceRequirements> = {
+  validate: { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '512Mi' } },
+  // ffmpeg resampling and image conversion
+  preprocess: { requests: { cpu: '500m', memory: '512Mi' }, limits: { cpu: '2', memory: '1Gi' } },
+  // the model, its weights and decoded frames; the GPU is added for GPU stages
+  infer: { requests: { cpu: '2', memory: '8Gi' }, limits: { cpu: '8', memory: '16Gi' } },
+  // ffmpeg H.264/AAC encoding
+  encode: { requests: { cpu: '1', memory: '512Mi' }, limits: { cpu: '2', memory: '2Gi' } },
+  publish: { requests: { cpu: '100m', memory: '256Mi' }, limits: { cpu: '500m', memory: '512Mi' } },
+  notify: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '500m', memory: '256Mi' } },
+  api: { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '768Mi' } },
+};
+const FALLBACK_RESOURCES: ResourceRequirements = { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '512Mi' } };
+
+/** The options checked, with their defaults filled in. */
+export interface Resolved {
+  image: string;
+  imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never';
+  namespace: string;
+  metricsPort: number;
+  graceSeconds: number;
+  gpuStages: Set<string>;
+}
+
+export function resolve(opts: RenderK8sOptions): Resolved {
+  const bad = (message: string): never => {
+    throw new SonicError('CONFIG_INVALID', message);
+  };
+  const metricsPort = opts.metricsPort ?? DEFAULT_METRICS_PORT;
+  if (!Number.isInteger(metricsPort) || metricsPort < 1 || metricsPort > 65535) bad(`metrics port must be 1-65535 for Kubernetes probes, got ${metricsPort}`);
+  if (!Number.isFinite(opts.drainTimeoutMs) || opts.drainTimeoutMs < 0) bad(`drain timeout must be a number of ms >= 0, got ${opts.drainTimeoutMs}`);
+  if (opts.brokers.length === 0 || opts.brokers.some((b) => !/^[^\s,]+:\d+$/.test(b))) bad(`brokers must be host:port entries, got [${opts.brokers.join(', ')}]`);
+  const namespace = opts.namespace ?? DEFAULT_NAMESPACE;
+  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) bad(`namespace "${namespace}" is not a valid Kubernetes namespace name`);
+  for (const key of Object.keys(opts.config ?? {})) {
+    if (!/^[-._a-zA-Z0-9]+$/.test(key)) bad(`config key "${key}" is not a valid ConfigMap key`);
+  }
+  return {
+    image: opts.image ?? DEFAULT_IMAGE,
+    imagePullPolicy: opts.imagePullPolicy ?? 'IfNotPresent',
+    namespace,
+    metricsPort,
+    graceSeconds: Math.ceil(opts.drainTimeoutMs / 1000) + GRACE_MARGIN_SECONDS,
+    gpuStages: new Set(opts.gpuStages ?? ['infer']),
+  };
+}
+
+export function labels(component: string): Record<string, string> {
+  return { [LABEL_NAME]: NAME, [LABEL_COMPONENT]: component };
+}
+
+export function metadata(name: string, component: string, r: Resolved, topology: Topology): ObjectMeta {
+  return {
+    name,
+    namespace: r.namespace,
+    labels: { ...labels(component), 'app.kubernetes.io/part-of': topology.name, 'app.kubernetes.io/managed-by': NAME },
+  };
+}
+
+/** Name of a stage's Deployment and ScaledObject. */
+export function stageObjectName(stage: string): string {
+  return `${NAME}-${stage}`;
+}
+
+export function resourcesFor(component: string, opts: RenderK8sOptions, gpu: boolean): ResourceRequirements {
+  const base = opts.resources?.[component] ?? DEFAULT_RESOURCES[component] ?? FALLBACK_RESOURCES;
+  const res = { requests: { ...base.requests }, limits: { ...base.limits } };
+  // an extended resource is requested through its limit (the request defaults to it and may not differ)
+  if (gpu) res.limits[GPU_RESOURCE] = '1';
+  else delete res.limits[GPU_RESOURCE];
+  delete res.requests[GPU_RESOURCE];
+  return res;
+}
+
+export const POD_SECURITY = { runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1000, fsGroup: 1000, seccompProfile: { type: 'RuntimeDefault' } };
+// /tmp is an emptyDir: stages work in temporary directories (ffmpeg, inference) and tsx caches there
+export const CONTAINER_SECURITY = { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } };
+
+export function envFrom(): Container['envFrom'] {
+  return [{ configMapRef: { name: CONFIG_MAP_NAME } }, { secretRef: { name: SECRET_NAME, optional: true } }];
+}
+
+export function probes(port: string): Pick<Container, 'livenessProbe' | 'readinessProbe'> {
+  return {
+    livenessProbe: { httpGet: { path: '/healthz', port }, initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 3, failureThreshold: 3 },
+    readinessProbe: { httpGet: { path: '/readyz', port }, periodSeconds: 5, timeoutSeconds: 3, failureThreshold: 3 },
+  };
+}

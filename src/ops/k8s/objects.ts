@@ -1,0 +1,137 @@
+/** The Kubernetes objects sonicflow renders, as far as it fills them in (`render.ts`). */
+
+export interface ObjectMeta {
+  name: string;
+  namespace?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+
+export interface ResourceRequirements {
+  requests: Record<string, string>;
+  limits: Record<string, string>;
+}
+
+interface HttpProbe {
+  httpGet: { path: string; port: string };
+  initialDelaySeconds?: number;
+  periodSeconds: number;
+  timeoutSeconds: number;
+  failureThreshold: number;
+}
+
+export interface Container {
+  name: string;
+  image: string;
+  imagePullPolicy: string;
+  command: string[];
+  env: { name: string; value: string }[];
+  envFrom: ({ configMapRef: { name: string; optional?: boolean } } | { secretRef: { name: string; optional?: boolean } })[];
+  ports: { name: string; containerPort: number; protocol: 'TCP' }[];
+  livenessProbe: HttpProbe;
+  readinessProbe: HttpProbe;
+  resources: ResourceRequirements;
+  securityContext: Record<string, unknown>;
+  volumeMounts: { name: string; mountPath: string }[];
+}
+
+export interface Deployment {
+  apiVersion: 'apps/v1';
+  kind: 'Deployment';
+  metadata: ObjectMeta;
+  spec: {
+    replicas?: number;
+    revisionHistoryLimit: number;
+    selector: { matchLabels: Record<string, string> };
+    strategy: { type: 'RollingUpdate'; rollingUpdate: { maxSurge: number; maxUnavailable: number } };
+    template: {
+      metadata: { labels: Record<string, string> };
+      spec: {
+        terminationGracePeriodSeconds: number;
+        securityContext: Record<string, unknown>;
+        tolerations?: { key: string; operator: string; effect: string }[];
+        containers: Container[];
+        volumes: { name: string; emptyDir: Record<string, string> }[];
+      };
+    };
+  };
+}
+
+export interface KafkaTrigger {
+  type: 'kafka';
+  metricType: 'AverageValue';
+  metadata: {
+    bootstrapServers: string;
+    consumerGroup: string;
+    topic: string;
+    lagThreshold: string;
+    activationLagThreshold: string;
+    offsetResetPolicy: 'earliest' | 'latest';
+    allowIdleConsumers: 'true' | 'false';
+    scaleToZeroOnInvalidOffset: 'true' | 'false';
+  };
+}
+
+interface HpaScalingRules {
+  stabilizationWindowSeconds: number;
+  selectPolicy: 'Max' | 'Min';
+  policies: { type: 'Pods' | 'Percent'; value: number; periodSeconds: number }[];
+}
+
+export interface ScaledObject {
+  apiVersion: 'keda.sh/v1alpha1';
+  kind: 'ScaledObject';
+  metadata: ObjectMeta;
+  spec: {
+    scaleTargetRef: { apiVersion: 'apps/v1'; kind: 'Deployment'; name: string };
+    pollingInterval: number;
+    cooldownPeriod: number;
+    minReplicaCount: number;
+    maxReplicaCount: number;
+    fallback: { failureThreshold: number; replicas: number };
+    advanced: {
+      restoreToOriginalReplicaCount: boolean;
+      horizontalPodAutoscalerConfig: { behavior: { scaleUp: HpaScalingRules; scaleDown: HpaScalingRules } };
+    };
+    triggers: KafkaTrigger[];
+  };
+}
+
+interface PodMetricsEndpoint {
+  port: string;
+  path: string;
+  interval: string;
+  honorLabels: boolean;
+  relabelings: { action: 'replace'; targetLabel: string; replacement?: string; sourceLabels?: string[] }[];
+}
+
+export interface PodMonitor {
+  apiVersion: 'monitoring.coreos.com/v1';
+  kind: 'PodMonitor';
+  metadata: ObjectMeta;
+  spec: {
+    selector: { matchLabels: Record<string, string> };
+    namespaceSelector: { matchNames: string[] };
+    podMetricsEndpoints: PodMetricsEndpoint[];
+  };
+}
+
+export interface Service {
+  apiVersion: 'v1';
+  kind: 'Service';
+  metadata: ObjectMeta;
+  spec: {
+    type: 'ClusterIP';
+    selector: Record<string, string>;
+    ports: { name: string; port: number; targetPort: string; protocol: 'TCP' }[];
+  };
+}
+
+export interface ConfigMap {
+  apiVersion: 'v1';
+  kind: 'ConfigMap';
+  metadata: ObjectMeta;
+  data: Record<string, string>;
+}
+
+export type K8sObject = Deployment | ScaledObject | PodMonitor | Service | ConfigMap;

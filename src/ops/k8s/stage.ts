@@ -1,0 +1,147 @@
+/**
+ * A stage's objects: its Deployment (`sonicflow run <stage>`) and the KEDA ScaledObject that
+ * scales it on the consumer group's lag.
+ *
+ * Choices, with their reasons:
+ * - One Kafka trigger per consumed topic (the input and each retry tier), all on the stage's group.
+ *   KEDA caps each trigger at its topic's partitions (`allowIdleConsumers: 'false'`) and the HPA
+ *   takes the highest trigger, so the stage never runs more consumers than partitions.
+ * - `maxReplicaCount` is clamped to the input's partitions as well (`topology validate` already
+ *   refuses more): replicas beyond the partitions would join the group and idle.
+ * - `lagThreshold` and `activationLagThreshold` are always written: KEDA's documentation and its
+ *   code have disagreed on defaults, and both are strings as KEDA's metadata requires.
+ * - `offsetResetPolicy: earliest` matches the runner (`fromBeginning: true`): a group with no
+ *   committed offset has the whole retained backlog ahead of it, and KEDA counts it as lag.
+ * - Scale-down is slow (one pod a minute after a 300 s stabilisation window): every replica change
+ *   is a consumer-group rebalance that pauses the whole stage, so the scaler must not flap.
+ * - `terminationGracePeriodSeconds` is the drain timeout plus a margin, so Kubernetes never kills a
+ *   pod that is still finishing and committing in-flight work after SIGTERM.
+ * - `spec.replicas` is left out of the stage Deployments: KEDA owns it, and an apply that sets it
+ *   would reset the scaler's choice.
+ * - GPU stages (`infer` by default) get `nvidia.com/gpu: 1` and a toleration for the usual GPU
+ *   node taint, and roll with `maxSurge: 0` (a surge pod would wait for a spare GPU).
+ */
+import { SonicError } from '../../core/errors.js';
+import type { StageSpec, Topology } from '../../runtime/topology.js';
+import {
+  CONTAINER_SECURITY,
+  GPU_RESOURCE,
+  NAME,
+  POD_SECURITY,
+  envFrom,
+  labels,
+  metadata,
+  probes,
+  resourcesFor,
+  stageObjectName,
+  type RenderK8sOptions,
+  type Resolved,
+} from './common.js';
+import type { Deployment, KafkaTrigger, ScaledObject } from './objects.js';
+
+const SCALE_DOWN_STABILIZATION_SECONDS = 300;
+const SCALE_UP_STABILIZATION_SECONDS = 30;
+const POLLING_INTERVAL_SECONDS = 15;
+/** KEDA waits this long after the last active trigger before scaling to zero (only when minReplicas is 0). */
+const COOLDOWN_PERIOD_SECONDS = 300;
+
+export function stageDeployment(topology: Topology, stage: StageSpec, opts: RenderK8sOptions, r: Resolved): Deployment {
+  const gpu = r.gpuStages.has(stage.name);
+  const podLabels = labels(stage.name);
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: metadata(stageObjectName(stage.name), stage.name, r, topology),
+    spec: {
+      revisionHistoryLimit: 5,
+      selector: { matchLabels: { ...podLabels } },
+      strategy: { type: 'RollingUpdate', rollingUpdate: gpu ? { maxSurge: 0, maxUnavailable: 1 } : { maxSurge: 1, maxUnavailable: 0 } },
+      template: {
+        metadata: { labels: { ...podLabels } },
+        spec: {
+          terminationGracePeriodSeconds: r.graceSeconds,
+          securityContext: POD_SECURITY,
+          ...(gpu ? { tolerations: [{ key: GPU_RESOURCE, operator: 'Exists', effect: 'NoSchedule' }] } : {}),
+          containers: [
+            {
+              name: stage.name,
+              image: r.image,
+              imagePullPolicy: r.imagePullPolicy,
+              command: [NAME, 'run', stage.name],
+              env: [
+                { name: 'SONIC_METRICS_PORT', value: String(r.metricsPort) },
+                { name: 'SONIC_DRAIN_TIMEOUT_MS', value: String(opts.drainTimeoutMs) },
+              ],
+              envFrom: envFrom(),
+              ports: [{ name: 'metrics', containerPort: r.metricsPort, protocol: 'TCP' }],
+              ...probes('metrics'),
+              resources: resourcesFor(stage.name, opts, gpu),
+              securityContext: CONTAINER_SECURITY,
+              volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }],
+            },
+          ],
+          volumes: [{ name: 'tmp', emptyDir: {} }],
+        },
+      },
+    },
+  };
+}
+
+export function stageScaledObject(topology: Topology, stage: StageSpec, opts: RenderK8sOptions, r: Resolved): ScaledObject {
+  const input = topology.topics[stage.input];
+  if (!input) throw new SonicError('TOPOLOGY_INVALID', `stage ${stage.name} reads topic ${stage.input}, which the topology does not declare`);
+  const { minReplicas, maxReplicas, lagThreshold, activationLagThreshold } = stage.scaling;
+  if (!(lagThreshold > 0)) throw new SonicError('TOPOLOGY_INVALID', `stage ${stage.name} lagThreshold must be > 0 for KEDA, got ${lagThreshold}`);
+  const maxReplicaCount = Math.max(1, Math.min(maxReplicas, input.partitions));
+  const minReplicaCount = Math.max(0, Math.min(minReplicas, maxReplicaCount));
+  const consumerGroup = opts.groupIdOf(stage.name);
+  const trigger = (topic: string): KafkaTrigger => ({
+    type: 'kafka',
+    metricType: 'AverageValue',
+    metadata: {
+      bootstrapServers: opts.brokers.join(','),
+      consumerGroup,
+      topic,
+      lagThreshold: String(Math.ceil(lagThreshold)),
+      activationLagThreshold: String(Math.max(0, Math.floor(activationLagThreshold))),
+      offsetResetPolicy: 'earliest',
+      allowIdleConsumers: 'false',
+      scaleToZeroOnInvalidOffset: 'false',
+    },
+  });
+  return {
+    apiVersion: 'keda.sh/v1alpha1',
+    kind: 'ScaledObject',
+    metadata: metadata(stageObjectName(stage.name), stage.name, r, topology),
+    spec: {
+      scaleTargetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: stageObjectName(stage.name) },
+      pollingInterval: POLLING_INTERVAL_SECONDS,
+      cooldownPeriod: COOLDOWN_PERIOD_SECONDS,
+      minReplicaCount,
+      maxReplicaCount,
+      // when the scaler cannot read the lag (broker down), hold at least one replica
+      fallback: { failureThreshold: 3, replicas: Math.max(1, minReplicaCount) },
+      advanced: {
+        restoreToOriginalReplicaCount: false,
+        horizontalPodAutoscalerConfig: {
+          behavior: {
+            scaleUp: {
+              stabilizationWindowSeconds: SCALE_UP_STABILIZATION_SECONDS,
+              selectPolicy: 'Max',
+              policies: [
+                { type: 'Pods', value: 2, periodSeconds: 60 },
+                { type: 'Percent', value: 100, periodSeconds: 60 },
+              ],
+            },
+            scaleDown: {
+              stabilizationWindowSeconds: SCALE_DOWN_STABILIZATION_SECONDS,
+              selectPolicy: 'Min',
+              policies: [{ type: 'Pods', value: 1, periodSeconds: 60 }],
+            },
+          },
+        },
+      },
+      triggers: [stage.input, ...stage.retry.topics].map(trigger),
+    },
+  };
+}
