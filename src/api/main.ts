@@ -4,6 +4,7 @@
  */
 import { hostname } from 'node:os';
 import { SonicError } from '../core/errors.js';
+import { sleep } from '../core/retry.js';
 import { BrokerHealth } from '../kafka/health.js';
 import { TxBatcher } from '../kafka/tx-batcher.js';
 import { defaultScratchRoot, processScratchDir } from '../media/scratch.js';
@@ -35,7 +36,8 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
   const secret = await loadServerSecret(c.apiSecret, c.stateDir);
   const view = new StatusView(ctx.kafka, statusTopic, ctx.serde, statusSchema, logger, `${c.clientId}.${topology.prefix}.api-view`);
   await view.start();
-  await Promise.race([view.caughtUp, new Promise((r) => setTimeout(r, 15_000))]);
+  // serve a view that is still catching up rather than none (readiness says which)
+  await Promise.race([view.caughtUp, sleep(15_000)]);
   const instance = (c.apiInstanceId || hostname()).replace(/[^A-Za-z0-9._-]/g, '_');
   const batcher = new TxBatcher(ctx.kafka, {
     transactionalId: `${c.clientId}.${topology.prefix}.api.${instance}`,

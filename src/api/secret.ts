@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SonicError } from '../core/errors.js';
+import { retry } from '../core/retry.js';
 
 /** The file under the state directory that holds a generated secret. */
 export const SECRET_FILE = 'api-secret';
@@ -31,11 +32,13 @@ export async function loadServerSecret(configured: string, stateDir: string): Pr
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new SonicError('CONFIG_INVALID', `cannot write the API secret to ${path}: ${(err as Error).message}`, { cause: err });
   }
-  for (let i = 0; ; i++) {
-    const text = (await readFile(path, 'utf8')).trim();
-    if (/^[0-9a-f]{64}$/.test(text)) return Buffer.from(text, 'hex');
-    // the other process may still be writing it
-    if (i >= 20) throw new SonicError('CONFIG_INVALID', `${path} does not hold a 64-character hex secret; delete it to generate a new one, or set SONIC_API_SECRET`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  // the other process may still be writing it
+  return retry(
+    async () => {
+      const text = (await readFile(path, 'utf8')).trim();
+      if (!/^[0-9a-f]{64}$/.test(text)) throw new SonicError('CONFIG_INVALID', `${path} does not hold a 64-character hex secret; delete it to generate a new one, or set SONIC_API_SECRET`);
+      return Buffer.from(text, 'hex');
+    },
+    { maxAttempts: 20, initialMs: 50, maxMs: 50, jitter: 'none' },
+  );
 }

@@ -1,5 +1,6 @@
 /**
- * Configuration: the only module that reads `process.env`. Each setting has its name, default,
+ * Configuration: the only module that interprets `process.env` (elsewhere the environment is only
+ * passed on to child processes, or shown by `sonicflow config`). Each setting has its name, default,
  * parser and doc together (in the spirit of Kafka's ConfigDef); `loadConfig` validates them all
  * once at start and throws `CONFIG_INVALID` naming the variable.
  */
