@@ -6,6 +6,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from '../../bench/lib.js';
 import { sonicTopology } from '../../topologies/sonic.js';
 import { deployTopology, startSonicflow, uniqueName } from './infra.js';
 
@@ -24,7 +25,8 @@ export interface Pipeline {
 /** Starts a whole pipeline; `env` overrides settings (backend, blob store, webhook secret, ...). */
 export async function startPipeline(env: Record<string, string> = {}): Promise<Pipeline> {
   const prefix = uniqueName('sonic').replace(/-/g, '_');
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  // the API's public URL (in every video link) names its port, so the port is chosen before it starts
+  const port = await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), 'sonicflow-data-'));
   const fullEnv: Record<string, string> = {
     SONIC_TOPIC_PREFIX: prefix,
