@@ -12,9 +12,9 @@ describe('runTool', () => {
   });
 
   it('rejects with INTERNAL and an install hint when the tool is missing', async () => {
-    const err = await runTool('/nonexistent/ffmpeg', ['-version']).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(SonicError);
-    expect(err).toMatchObject({ code: 'INTERNAL', message: 'ffmpeg not found: install it (apt-get install ffmpeg)' });
+    const run = runTool('/nonexistent/ffmpeg', ['-version']);
+    await expect(run).rejects.toBeInstanceOf(SonicError);
+    await expect(run).rejects.toMatchObject({ code: 'INTERNAL', message: 'ffmpeg not found: install it (apt-get install ffmpeg)' });
   });
 
   it('kills the tool with SIGKILL on timeout and says so', async () => {
