@@ -7,8 +7,10 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../bench/lib.js';
+import type { Topology } from '../../src/runtime/topology.js';
 import { sonicTopology } from '../../topologies/sonic.js';
-import { deployTopology, startSonicflow, uniqueName } from './infra.js';
+import { deployTopology, startSonicflow, testContext, uniqueName } from './infra.js';
+import { waitConsumedToEnd } from './wait.js';
 
 export interface Pipeline {
   prefix: string;
@@ -20,6 +22,9 @@ export interface Pipeline {
   status(taskId: string): Promise<Record<string, unknown>>;
   waitFor(taskId: string, states?: string[], timeoutMs?: number): Promise<Record<string, unknown>>;
   topic(name: string): string;
+  topology: Topology;
+  /** Waits until every stage has committed its inputs to the log end: nothing in flight, nothing more to come. */
+  drained(timeoutMs?: number): Promise<void>;
 }
 
 /** Starts a whole pipeline; `env` overrides settings (backend, blob store, webhook secret, ...). */
@@ -63,6 +68,8 @@ export async function startPipeline(env: Record<string, string> = {}): Promise<P
     env: fullEnv,
     logs: () => ({ api: api.logs(), stages: stages.logs() }),
     topic: (name) => `${prefix}.${name}`,
+    topology,
+    drained: (timeoutMs = 60_000) => waitConsumedToEnd(testContext(), topology, topology.stages.map((s) => s.name), timeoutMs),
     async submit(form, headers = {}) {
       const fd = new FormData();
       for (const [k, v] of Object.entries(form)) {
