@@ -63,7 +63,7 @@ describe('the API while the broker is away (private broker)', () => {
     const before = connections();
     for (let i = 0; i < 50; i++) {
       await raw(api.port, 'GET', '/readyz');
-      await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 20)); // probes spread over a second or more: the cached answer expires meanwhile
     }
     const opened = [...connections()].filter((c) => !before.has(c));
     expect(opened.length, `new connections: ${opened.join(' ')}`).toBeLessThanOrEqual(1);
