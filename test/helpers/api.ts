@@ -68,7 +68,7 @@ export async function startApiOnly(env: Record<string, string> = {}, ctx: Contex
   const deadline = Date.now() + 60_000;
   while (!(await fetch(`${base}/healthz`).then((r) => r.ok, () => false))) {
     if (Date.now() > deadline || proc.proc.exitCode !== null) throw new Error(`the API did not start:\n${proc.logs().slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, 200)); // poll interval
   }
   const reader = new OffsetReader(ctx.kafka);
   return {

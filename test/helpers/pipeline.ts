@@ -59,7 +59,7 @@ export async function startPipeline(env: Record<string, string> = {}): Promise<P
     if (ok && /"msg":"stage running"/.test(stages.logs()) && (stages.logs().match(/"msg":"partitions assigned"/g) ?? []).length >= 6) break;
     if (Date.now() > deadline) throw new Error(`pipeline did not start:\n${api.logs().slice(-2000)}\n${stages.logs().slice(-2000)}`);
     if (api.proc.exitCode !== null || stages.proc.exitCode !== null) throw new Error(`a pipeline process exited:\n${api.logs().slice(-3000)}\n${stages.logs().slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => setTimeout(r, 300)); // poll interval
   }
   const p: Pipeline = {
     prefix,
@@ -89,7 +89,7 @@ export async function startPipeline(env: Record<string, string> = {}): Promise<P
         const s = await p.status(taskId);
         if (states.includes(String(s.state))) return s;
         if (Date.now() > until) throw new Error(`task ${taskId} is ${String(s.state)} after ${timeoutMs} ms; stage logs:\n${stages.logs().slice(-3000)}`);
-        await new Promise((r) => setTimeout(r, 300));
+        await new Promise((r) => setTimeout(r, 300)); // poll interval
       }
     },
   };

@@ -249,6 +249,6 @@ async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: numbe
   const until = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > until) throw new Error(`not within ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 50)); // poll interval
   }
 }
