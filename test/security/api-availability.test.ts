@@ -57,7 +57,7 @@ describe('the API while the broker is away (private broker)', () => {
     // ready first (the status view catches up, the first checks run), then count
     const until = Date.now() + 30_000;
     while ((await raw(api.port, 'GET', '/readyz')).status !== 200) {
-      if (Date.now() > until) throw new Error(`the API is not ready: ${(await raw(api.port, 'GET', '/readyz')).text}`);
+      if (Date.now() > until) throw new Error(`the API is not ready: ${(await raw(api.port, 'GET', '/readyz')).text}; the API's log:\n${api.proc.logs().slice(-6000)}`);
       await new Promise((r) => setTimeout(r, 200)); // poll interval
     }
     const before = connections();
