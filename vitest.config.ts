@@ -1,12 +1,50 @@
 import { defineConfig } from 'vitest/config';
 
+/**
+ * Two tiers, run together by `npx vitest run` (and `npm test`), or alone with `--project`:
+ *   unit         test/unit: pure code, the topology test driver, ffmpeg and local files. It needs
+ *                no broker, registry or S3 store: their settings point nowhere, and
+ *                test/helpers/no-services.ts fails a test that connects to one of them.
+ *   integration  test/integration and test/security: the real broker, registry and store.
+ */
+const NOWHERE: Record<string, string> = {
+  KAFKA_BROKERS: '127.0.0.1:1',
+  SCHEMA_REGISTRY_URL: 'http://127.0.0.1:1',
+  SONIC_S3_ENDPOINT: 'http://127.0.0.1:1',
+};
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     // integration tests share one broker and registry; files run in parallel, 2 at a time on 2 cores
     maxWorkers: 2,
     testTimeout: 60_000,
     hookTimeout: 120_000,
     reporters: ['default'],
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'unit',
+          include: ['test/unit/**/*.test.ts'],
+          setupFiles: ['test/helpers/no-services.ts'],
+          env: {
+            ...NOWHERE,
+            // the services this environment named, for the guard to refuse as well
+            SONICFLOW_UNIT_REFUSED: Object.keys(NOWHERE)
+              // eslint-disable-next-line no-restricted-properties -- the test runner's own settings, not the service's
+              .map((k) => process.env[k] ?? '')
+              .filter((v) => v !== '' && !Object.values(NOWHERE).includes(v))
+              .join(','),
+          },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'integration',
+          include: ['test/integration/**/*.test.ts', 'test/security/**/*.test.ts'],
+        },
+      },
+    ],
   },
 });

@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # `npm test`: installs what is missing, then lint, type check, import-cycle check, and every test
-# tier (unit, topology driver, integration against the real broker and registry).
+# tier: the unit tier first (pure code, the topology test driver, ffmpeg; it runs with the broker,
+# registry and store pointing nowhere), then the integration tier against the real broker,
+# registry and S3 store. Arguments go to one vitest run of both tiers instead (a file, a filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh
 echo "== lint"; npx eslint .
 echo "== typecheck"; npx tsc --noEmit -p tsconfig.json
 echo "== import cycles"; npx madge --circular --warning --extensions ts --ts-config tsconfig.json src topologies
+if [ $# -gt 0 ]; then
+  echo "== stack"; bash ops/stack/stack.sh up >/dev/null
+  echo "== tests"; npx vitest run "$@"
+  exit
+fi
+echo "== unit tests (no broker, registry or store)"; npx vitest run --project unit
 echo "== stack"; bash ops/stack/stack.sh up >/dev/null
-echo "== tests"; npx vitest run "$@"
+echo "== integration tests"; npx vitest run --project integration

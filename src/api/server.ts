@@ -9,7 +9,7 @@ import multipart from '@fastify/multipart';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { Counter, Histogram } from 'prom-client';
+import { Counter, Gauge, Histogram } from 'prom-client';
 import type { Config } from '../core/config.js';
 import { SonicError, isSonicError, publicError, type ErrorCode } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -119,6 +119,9 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [registry],
   });
+  // the bounded resources, as they are now
+  new Gauge({ name: 'sonicflow_api_uploads_in_progress', help: 'Uploads holding an upload slot.', registers: [registry], collect() { this.set(deps.slots.inUse); } });
+  new Gauge({ name: 'sonicflow_api_event_streams', help: 'Open event streams.', registers: [registry], collect() { this.set(deps.streams.size); } });
 
   app.setErrorHandler((err, req, reply) => {
     const e = fastifyErrorToSonic(err as never);
@@ -174,7 +177,7 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
     async (v1) => {
       await guardScope(v1, { auth: config.apiAuth, keys, perMinute: config.apiRateLimitPerMinute, failedPerMinute: config.apiFailedAuthPerMinute, trustsProxy: config.apiTrustProxyHops > 0 });
       await v1.register(multipart);
-      await v1.register(taskRoutes(deps));
+      await v1.register(taskRoutes({ ...deps, registry }));
       await v1.register(uploadRoutes(deps));
     },
     { prefix: '/v1' },

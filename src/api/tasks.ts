@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { Gauge, type Registry } from 'prom-client';
 import type { Config } from '../core/config.js';
 import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -34,6 +35,8 @@ export interface TaskRouteDeps {
   checkCallback?(tenant: string, callback: { url: string; secret_ref: string | null }): void;
   /** Directory for spooled uploads. */
   spoolRoot: string;
+  /** Where the routes' own metrics go. */
+  registry?: Registry;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -62,6 +65,7 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
   const limits: Limits = { maxAudioBytes: config.maxAudioBytes, maxImageBytes: config.maxImageBytes, maxAudioSeconds: config.maxAudioSeconds };
   /** Tasks accepted by this process whose QUEUED event the view may not show yet. */
   const recent = new Map<string, Promise<void>>();
+  const waiting = deps.registry && new Gauge({ name: 'sonicflow_api_submits_waiting', help: 'Submits waiting for an earlier submit of the same task id to end.', registers: [deps.registry] });
 
   const visible = (req: FastifyRequest, id: string): StatusEvent => {
     const e = UUID.test(id) ? view.get(id) : undefined;
@@ -191,7 +195,8 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
           if (idemKey && view.get(taskId)) return reply.status(200).header('idempotent-replayed', 'true').send(accepted(taskId, true));
           const pending = recent.get(taskId);
           if (!pending) break;
-          await pending.catch(() => undefined);
+          waiting?.inc();
+          await pending.catch(() => undefined).finally(() => waiting?.dec());
         }
         const work = submit(req, taskId, idemKey);
         if (idemKey) recent.set(taskId, work);

@@ -32,6 +32,8 @@ export interface ApiUnderTest {
   requestedEnd(): Promise<bigint>;
   /** Files left in the spool (the API's scratch directory). */
   spooled(): string[];
+  /** The value of one of the API's own gauges now (its /metrics): `sonicflow_api_uploads_in_progress`, `sonicflow_api_event_streams`, `sonicflow_api_submits_waiting`. */
+  gauge(name: string): Promise<number>;
 }
 
 export interface RawResponse {
@@ -66,7 +68,7 @@ export async function startApiOnly(env: Record<string, string> = {}, ctx: Contex
   const deadline = Date.now() + 60_000;
   while (!(await fetch(`${base}/healthz`).then((r) => r.ok, () => false))) {
     if (Date.now() > deadline || proc.proc.exitCode !== null) throw new Error(`the API did not start:\n${proc.logs().slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, 200)); // poll interval
   }
   const reader = new OffsetReader(ctx.kafka);
   return {
@@ -83,6 +85,12 @@ export async function startApiOnly(env: Record<string, string> = {}, ctx: Contex
       return offsets.reduce((sum, o) => sum + o.end, 0n);
     },
     spooled: () => readdirSync(spoolDir, { recursive: true }).map(String).filter((f) => statSync(join(spoolDir, f)).isFile()),
+    async gauge(name) {
+      const text = await (await fetch(`${base}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
+      if (line === undefined) throw new Error(`the API has no metric ${name}`);
+      return Number(line.slice(line.lastIndexOf(' ') + 1));
+    },
   };
 }
 

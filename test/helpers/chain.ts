@@ -74,12 +74,4 @@ export function startStage(chain: Chain, stage: 'first' | 'second', env: Record<
   return Object.assign(handle, { name: stage });
 }
 
-/** Polls `check` until it returns true or the time is up. */
-export async function waitUntil(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
+export { waitUntil } from './wait.js';

@@ -118,7 +118,7 @@ export function startSonicflow(args: string[], env: Record<string, string> = {})
   onCleanup(async () => {
     if (proc.exitCode !== null || proc.signalCode !== null) return;
     proc.kill('SIGTERM');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]); // at most 10 s to drain, then SIGKILL
     proc.kill('SIGKILL');
   });
   return {

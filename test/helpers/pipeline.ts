@@ -6,8 +6,11 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from '../../bench/lib.js';
+import type { Topology } from '../../src/runtime/topology.js';
 import { sonicTopology } from '../../topologies/sonic.js';
-import { deployTopology, startSonicflow, uniqueName } from './infra.js';
+import { deployTopology, startSonicflow, testContext, uniqueName } from './infra.js';
+import { waitConsumedToEnd } from './wait.js';
 
 export interface Pipeline {
   prefix: string;
@@ -19,12 +22,16 @@ export interface Pipeline {
   status(taskId: string): Promise<Record<string, unknown>>;
   waitFor(taskId: string, states?: string[], timeoutMs?: number): Promise<Record<string, unknown>>;
   topic(name: string): string;
+  topology: Topology;
+  /** Waits until every stage has committed its inputs to the log end: nothing in flight, nothing more to come. */
+  drained(timeoutMs?: number): Promise<void>;
 }
 
 /** Starts a whole pipeline; `env` overrides settings (backend, blob store, webhook secret, ...). */
 export async function startPipeline(env: Record<string, string> = {}): Promise<Pipeline> {
   const prefix = uniqueName('sonic').replace(/-/g, '_');
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  // the API's public URL (in every video link) names its port, so the port is chosen before it starts
+  const port = await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), 'sonicflow-data-'));
   const fullEnv: Record<string, string> = {
     SONIC_TOPIC_PREFIX: prefix,
@@ -52,7 +59,7 @@ export async function startPipeline(env: Record<string, string> = {}): Promise<P
     if (ok && /"msg":"stage running"/.test(stages.logs()) && (stages.logs().match(/"msg":"partitions assigned"/g) ?? []).length >= 6) break;
     if (Date.now() > deadline) throw new Error(`pipeline did not start:\n${api.logs().slice(-2000)}\n${stages.logs().slice(-2000)}`);
     if (api.proc.exitCode !== null || stages.proc.exitCode !== null) throw new Error(`a pipeline process exited:\n${api.logs().slice(-3000)}\n${stages.logs().slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => setTimeout(r, 300)); // poll interval
   }
   const p: Pipeline = {
     prefix,
@@ -61,6 +68,8 @@ export async function startPipeline(env: Record<string, string> = {}): Promise<P
     env: fullEnv,
     logs: () => ({ api: api.logs(), stages: stages.logs() }),
     topic: (name) => `${prefix}.${name}`,
+    topology,
+    drained: (timeoutMs = 60_000) => waitConsumedToEnd(testContext(), topology, topology.stages.map((s) => s.name), timeoutMs),
     async submit(form, headers = {}) {
       const fd = new FormData();
       for (const [k, v] of Object.entries(form)) {
@@ -80,7 +89,7 @@ export async function startPipeline(env: Record<string, string> = {}): Promise<P
         const s = await p.status(taskId);
         if (states.includes(String(s.state))) return s;
         if (Date.now() > until) throw new Error(`task ${taskId} is ${String(s.state)} after ${timeoutMs} ms; stage logs:\n${stages.logs().slice(-3000)}`);
-        await new Promise((r) => setTimeout(r, 300));
+        await new Promise((r) => setTimeout(r, 300)); // poll interval
       }
     },
   };

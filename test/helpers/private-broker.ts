@@ -32,7 +32,9 @@ export interface PrivateBroker {
 /** Starts a private broker (about 10-20 s); it is stopped and its data removed after the file's tests. */
 export async function startPrivateBroker(): Promise<PrivateBroker> {
   const state = mkdtempSync(join(tmpdir(), 'sonicflow-private-kafka-'));
-  const [kafkaPort, controllerPort, s3Port] = [await freePort(), await freePort(), await freePort()];
+  const ports = new Set<number>();
+  while (ports.size < 3) ports.add(await freePort());
+  const [kafkaPort, controllerPort, s3Port] = [...ports] as [number, number, number];
   const registry = process.env.SCHEMA_REGISTRY_URL || 'http://localhost:8081/apis/ccompat/v7';
   const s3 = process.env.SONIC_S3_ENDPOINT || 'http://127.0.0.1:9000';
   const stackEnv = {

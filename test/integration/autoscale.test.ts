@@ -1,7 +1,9 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/core/logger.js';
+import { OffsetReader } from '../../src/kafka/lag.js';
 import { Autoscaler, desiredReplicas, lagOfStage, type Decision } from '../../src/ops/autoscale.js';
+import { stageGroupId } from '../../src/ops/lag.js';
 import { loadTopologyFile } from '../../src/ops/context.js';
 import { deployChain, produce, readAll, waitUntil } from '../helpers/chain.js';
 import { ROOT, testContext } from '../helpers/infra.js';
@@ -42,7 +44,15 @@ describe('local autoscaler on a burst (real broker, workers as processes)', () =
     });
     scaler.start();
     try {
-      await new Promise((r) => setTimeout(r, 5000)); // the minimum workers join their groups
+      // the minimum workers have joined their groups
+      const reader = new OffsetReader(ctx.kafka);
+      try {
+        const joined = async (): Promise<boolean> =>
+          (await Promise.all(topology.stages.map(async (s) => (await reader.members(stageGroupId(ctx.config.clientId, topology, s))) >= Math.max(1, s.scaling.minReplicas)))).every(Boolean);
+        await waitUntil(joined, 60_000, 'every stage group to have its minimum members');
+      } finally {
+        await reader.close();
+      }
       const keys = await produce(chain, 200);
       await waitUntil(async () => (await readAll(chain.topic('out'), 400)).length >= 200, 150_000, 'the backlog to drain');
       await waitUntil(() => scaler.replicas('infer') === 1, 60_000, 'infer to scale back down');

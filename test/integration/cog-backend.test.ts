@@ -186,8 +186,7 @@ describe('the cog backend with a Cog-compatible server', () => {
     const id = `${req.taskId}-1`;
     // a long poll interval: the abort must not wait for the next poll
     const rendering = rejection(new CogBackend(cog.url, { ...fast, pollMs: 5000 }).render(req));
-    await new Promise((r) => setTimeout(r, 400));
-    expect(cog.predictions.get(id)?.status).toBe('processing');
+    await expect.poll(() => cog.predictions.get(id)?.status, { timeout: 5000 }).toBe('processing');
     const reason = new SonicError('SHUTDOWN', 'partition revoked');
     const abortedAt = Date.now();
     ac.abort(reason);
@@ -204,8 +203,8 @@ describe('the cog backend with a Cog-compatible server', () => {
     const req = request({ steps: COG_STEPS.stuck, signal: ac.signal });
     const id = `${req.taskId}-1`;
     const rendering = rejection(new CogBackend(slow.url, fast).render(req));
-    await new Promise((r) => setTimeout(r, 400));
-    expect(slow.predictions.get(id)?.status).toBe('processing');
+    // the prediction runs while the server holds back its answer to the create request (1.5 s)
+    await expect.poll(() => slow.predictions.get(id)?.status, { timeout: 1000 }).toBe('processing');
     const reason = new SonicError('SHUTDOWN', 'stage is stopping');
     ac.abort(reason);
     expect(await rendering).toBe(reason);

@@ -60,17 +60,29 @@ async function scrape(ctx: Context, chain: Chain): Promise<string> {
   }
 }
 
-/** Reads the group's lag until two reads 300 ms apart agree (transaction markers land asynchronously). */
-async function settledLag(ctx: Context, group: string, topics: string[]): Promise<PartitionLag[]> {
-  let last = JSON.stringify(await fetchGroupLag(ctx.kafka, group, topics), (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
-  for (let i = 0; i < 30; i++) {
-    await new Promise((r) => setTimeout(r, 300));
-    const rows = await fetchGroupLag(ctx.kafka, group, topics);
-    const now = JSON.stringify(rows, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
-    if (now === last) return rows;
-    last = now;
-  }
-  throw new Error(`lag of ${group} never settled`);
+/**
+ * The group's lag once no transaction is open on `topics` (every partition's last stable offset
+ * equals its high watermark: the commit markers are in) and `ready` holds.
+ */
+async function lagWhen(ctx: Context, group: string, topics: string[], ready: (rows: PartitionLag[]) => boolean = () => true): Promise<PartitionLag[]> {
+  let rows: PartitionLag[] = [];
+  await waitUntil(
+    async () => {
+      rows = await fetchGroupLag(ctx.kafka, group, topics);
+      return rows.every((r) => r.stable === r.end) && ready(rows);
+    },
+    15_000,
+    () => `the lag of ${group} to settle: ${JSON.stringify(rows, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}`,
+    100,
+  );
+  return rows;
+}
+
+/** Whether we and the tool see the same committed offsets (the same partitions, the same values). */
+function sameCommitted(ours: PartitionLag[], tool: ToolRow[]): boolean {
+  const a = ours.filter((r) => r.committed >= 0n).map((r) => `${r.topic}:${r.partition}@${r.committed}`);
+  const b = tool.filter((r) => r.current !== '-').map((r) => `${r.topic}:${r.partition}@${r.current}`);
+  return JSON.stringify(a.sort()) === JSON.stringify(b.sort());
 }
 
 /** Every partition the tool lists with a committed offset agrees with ours and with the exporter; ours lists no other commits. */
@@ -124,7 +136,7 @@ describe('consumer-group lag vs kafka-consumer-groups --describe (real broker)',
       // 40 records in one committed transaction: a commit marker after them on each partition
       const value = await testContext().serde.encode(valueSubject(input), 'task-status', { task_id: randomUUID(), state: 'QUEUED', at: new Date() });
       await producer.inTransaction(async (send) => send(input, Array.from({ length: 40 }, (_, i) => ({ key: `k${i}`, value, partition: i % 4 }))));
-      const ends = new Map((await settledLag(ctx, group, [input])).map((r) => [r.partition, r.end]));
+      const ends = new Map((await lagWhen(ctx, group, [input])).map((r) => [r.partition, r.end]));
       expect([...ends.values()].every((e) => e > 10n)).toBe(true);
       // p0 half-way, p1 past the commit marker (all read), p2 at the marker (as a runner committing last+1 leaves it), p3 nothing
       const commits = [
@@ -134,7 +146,9 @@ describe('consumer-group lag vs kafka-consumer-groups --describe (real broker)',
         { topic: chain.topic('first.retry.1'), partition: 0, offset: 0n },
       ];
       await producer.inTransaction(async () => undefined, { offsets: commits.map((c) => ({ groupId: group, topic: c.topic, partition: c.partition, offset: c.offset.toString() })) });
-      const settled = await settledLag(ctx, group, topics);
+      // the offsets show once the transaction's markers are in
+      const isCommitted = (rows: PartitionLag[]): boolean => commits.every((c) => rows.find((r) => r.topic === c.topic && r.partition === c.partition)?.committed === c.offset);
+      const settled = await lagWhen(ctx, group, topics, isCommitted);
       const asText = (t: string, p: number, o: bigint): string => `${t}:${p}@${o}`;
       expect(settled.filter((r) => r.committed >= 0n).map((r) => asText(r.topic, r.partition, r.committed)).sort()).toEqual(commits.map((c) => asText(c.topic, c.partition, c.offset)).sort());
       expect(settled.find((r) => r.topic === input && r.partition === 2)!.lag).toBe(1n);
@@ -176,11 +190,24 @@ describe('consumer-group lag vs kafka-consumer-groups --describe (real broker)',
       stage.proc.kill('SIGTERM');
       await stage.exited;
     }
-    const ours = await settledLag(ctx, group, topics);
+    // the stage's last offsets show once its last transaction's markers are in: read until the
+    // tool shows the offsets we do (or time out: then they disagree)
+    let ours: PartitionLag[] = [];
+    let tool: ToolRow[] = [];
+    await waitUntil(
+      async () => {
+        ours = await lagWhen(ctx, group, topics);
+        tool = describeGroup(group);
+        return sameCommitted(ours, tool);
+      },
+      30_000,
+      () => `the same committed offsets in ours and the tool's: ${JSON.stringify(tool)}`,
+      100,
+    );
     const onInput = ours.filter((r) => r.topic === chain.topic('in'));
     const total = onInput.reduce((n, r) => n + r.end - r.earliest, 0n);
     const left = onInput.reduce((n, r) => n + r.lag, 0n);
     expect(left > 0n && left < total).toBe(true); // some but not all consumed
-    expectAgreement(group, ours, describeGroup(group), await scrape(ctx, chain));
+    expectAgreement(group, ours, tool, await scrape(ctx, chain));
   });
 });

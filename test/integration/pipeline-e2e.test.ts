@@ -108,7 +108,8 @@ describe('the Sonic pipeline end to end (real broker, registry, filesystem store
     expect((await p.waitFor(id)).state).toBe('SUCCEEDED');
     const third = await p.submit({ ...files(), min_resolution: '256' }, { 'idempotency-key': key });
     expect(third.body).toMatchObject({ task_id: id, status: 'SUCCEEDED', idempotent_replay: true });
-    await new Promise((r) => setTimeout(r, 1500));
+    // every stage has committed its inputs to the log end: no second request or completion can come
+    await p.drained();
     const requested = (await readAll(p.topic('tasks.requested'))).filter((r) => r.key === id);
     const completed = (await readAll(p.topic('tasks.completed'))).filter((r) => r.key === id);
     expect(requested).toHaveLength(1);

@@ -15,7 +15,7 @@ async function timedChecks(health: BrokerHealth, n: number, gapMs: number): Prom
     const t0 = Date.now();
     answers.push(await health.check());
     slowestMs = Math.max(slowestMs, Date.now() - t0);
-    await new Promise((r) => setTimeout(r, gapMs));
+    await new Promise((r) => setTimeout(r, gapMs)); // checks spread over time (the cache expires between them): the pacing under test
   }
   return { answers, slowestMs };
 }
@@ -24,7 +24,7 @@ async function until(health: BrokerHealth, want: boolean, timeoutMs: number): Pr
   const t0 = Date.now();
   while (Date.now() - t0 < timeoutMs) {
     if ((await health.check()) === want) return Date.now() - t0;
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, 200)); // poll interval
   }
   throw new Error(`BrokerHealth did not answer ${want} within ${timeoutMs} ms (status ${JSON.stringify(health.status)})`);
 }

@@ -15,6 +15,7 @@ import { valueSubject } from '../../src/serde/serde.js';
 import { CHAIN_FILE, countKeys, startStage, waitUntil, type Chain, type StageProcess } from '../helpers/chain.js';
 import { deployTopology, onCleanup, uniqueName } from '../helpers/infra.js';
 import { startPrivateBroker, type PrivateBroker } from '../helpers/private-broker.js';
+import { waitConsumedToEnd } from '../helpers/wait.js';
 
 let broker: PrivateBroker;
 let ctx: Context;
@@ -100,7 +101,8 @@ describe('broker outages (private broker, stages as child processes)', () => {
       expect(await quitter.exited).toBe(0);
       expect(Date.now() - t0).toBeLessThan(5_000);
 
-      await new Promise((r) => setTimeout(r, 20_000));
+      // past kafkajs' own retries (8 in each try), a second try failed too and it waits for a third
+      await s.waitForLog(/"attempt":2,"next_try_in_ms":\d+,"msg":"broker unreachable; waiting to try again"/, 60_000);
       expect(s.proc.exitCode).toBeNull();
       expect(await probe(s, '/healthz')).toBe(200);
       expect(await probe(s, '/readyz')).toBe(503);
@@ -114,7 +116,7 @@ describe('broker outages (private broker, stages as child processes)', () => {
     await waitUntil(async () => (await probe(s, '/readyz')) === 200, 60_000, '/readyz 200 once the broker is back');
     console.log(`started while the broker was down: ready ${Date.now() - back} ms after the broker was back`);
     await waitUntil(async () => (await readAll(chain.topic('mid'), 500)).length >= keys.length, 60_000, 'every output');
-    await new Promise((r) => setTimeout(r, 2000));
+    await waitConsumedToEnd(ctx, chain.topology, ['first']);
     await stopStage(s);
     await expectExactlyOnce(chain.topic('mid'), keys);
   }, 150_000);
@@ -135,6 +137,7 @@ describe('broker outages (private broker, stages as child processes)', () => {
       try {
         const until = Date.now() + outage.ms;
         while (Date.now() < until) {
+          // the outage under test lasts outage.ms; readiness is sampled every 5 s meanwhile
           await new Promise((r) => setTimeout(r, 5_000));
           readyDuring.push(await probe(s, '/readyz'));
           expect(s.proc.exitCode).toBeNull();
@@ -157,7 +160,7 @@ describe('broker outages (private broker, stages as child processes)', () => {
       );
       // a minute without a broker is more than kafkajs' own retries last: the consumer was restarted, not the process
       if (outage.kind === 'stopped') expect(count('consumer crashed')).toBeGreaterThan(0);
-      await new Promise((r) => setTimeout(r, 2000));
+      await waitConsumedToEnd(ctx, chain.topology, ['first']);
       // the same process did it all: no exit, no restart, no failure
       expect(s.proc.exitCode).toBeNull();
       expect(s.proc.pid).toBe(pid);
@@ -190,7 +193,7 @@ describe('broker outages (private broker, stages as child processes)', () => {
       await Promise.all(takeovers.map((t) => t.close()));
       await s.waitForLog(/"msg":"transaction failed[^"]*"/, 30_000);
       await waitUntil(async () => (await readAll(chain.topic('mid'), 500)).length >= survivors.length, 90_000, 'the records after the log start');
-      await new Promise((r) => setTimeout(r, 2000));
+      await waitConsumedToEnd(ctx, chain.topology, ['first']);
     } finally {
       await stopStage(s);
     }

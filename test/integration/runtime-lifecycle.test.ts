@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { countKeys, deployChain, produce, readAll, startStage, waitUntil } from '../helpers/chain.js';
+import { testContext } from '../helpers/infra.js';
+import { waitConsumedToEnd } from '../helpers/wait.js';
 
 describe('long tasks and graceful shutdown (real broker)', () => {
   it('a handler running three times the session timeout completes once, with no rebalance-induced duplicate', async () => {
@@ -10,7 +12,7 @@ describe('long tasks and graceful shutdown (real broker)', () => {
     const t0 = Date.now();
     await waitUntil(async () => (await readAll(chain.topic('mid'), 500)).length >= 2, 90_000, 'both outputs');
     expect(Date.now() - t0).toBeGreaterThanOrEqual(18_000); // the work really took > 3 session timeouts
-    await new Promise((r) => setTimeout(r, 3000));
+    await waitConsumedToEnd(testContext(), chain.topology, ['first']);
     const counts = countKeys(await readAll(chain.topic('mid')));
     expect([...counts.keys()].sort()).toEqual([...keys].sort());
     expect([...counts.values()]).toEqual([1, 1]);
@@ -46,7 +48,7 @@ describe('long tasks and graceful shutdown (real broker)', () => {
 
     const again = startStage(chain, 'first', env);
     await waitUntil(async () => (await readAll(chain.topic('mid'), 500)).length >= 300, 90_000, 'all 300 outputs');
-    await new Promise((r) => setTimeout(r, 2000));
+    await waitConsumedToEnd(testContext(), chain.topology, ['first']);
     again.proc.kill('SIGINT');
     expect(await again.exited).toBe(0);
     const counts = countKeys(await readAll(chain.topic('mid')));

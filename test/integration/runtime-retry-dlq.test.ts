@@ -6,6 +6,7 @@ import { PlainProducer } from '../../src/kafka/io.js';
 import { HEADERS } from '../../src/runtime/headers.js';
 import { countKeys, deployChain, produce, readAll, startStage, waitUntil, type StageProcess } from '../helpers/chain.js';
 import { sonicflow, testContext } from '../helpers/infra.js';
+import { waitConsumedToEnd } from '../helpers/wait.js';
 
 const started: StageProcess[] = [];
 afterEach(async () => {
@@ -22,7 +23,8 @@ describe('retry tiers and the DLQ on the real broker', () => {
     const stage = startStage(chain, 'first', { CHAIN_FAIL_RETRYABLE: '3', CHAIN_RETRY_DELAYS: '1500,3000' });
     started.push(stage);
     await waitUntil(async () => (await readAll(chain.topic('mid'), 500)).length > 0, 60_000, 'the output');
-    await new Promise((r) => setTimeout(r, 2000)); // would a second output show up?
+    // the input and both retry tiers committed to their ends: no second output can show up
+    await waitConsumedToEnd(testContext(), chain.topology, ['first']);
 
     const input = (await readAll(chain.topic('in')))[0]!;
     const out = await readAll(chain.topic('mid'));
@@ -84,7 +86,7 @@ describe('retry tiers and the DLQ on the real broker', () => {
     expect(replay.stdout).toContain(`Replayed 1 record(s) into ${chain.topic('in')}`);
 
     await waitUntil(async () => (await readAll(chain.topic('mid'), 500)).some((r) => r.key === bad), 60_000, 'the replayed record to succeed');
-    await new Promise((r) => setTimeout(r, 1500));
+    await waitConsumedToEnd(testContext(), chain.topology, ['first']);
     const counts = countKeys(await readAll(chain.topic('mid')));
     expect(counts.get(bad!)).toBe(1);
     expect([...counts.values()].every((n) => n === 1)).toBe(true);

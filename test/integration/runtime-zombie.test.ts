@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { TxProducer } from '../../src/kafka/io.js';
 import { createTopics, testContext, uniqueName } from '../helpers/infra.js';
+import { OffsetReader } from '../../src/kafka/lag.js';
 import { countKeys, deployChain, produce, readAll, startStage, waitUntil } from '../helpers/chain.js';
+import { waitConsumedToEnd } from '../helpers/wait.js';
 
 describe('zombie fencing (real broker)', () => {
   it('a producer whose transactional id was taken over cannot commit: the newer owner fences it', async () => {
@@ -11,9 +13,9 @@ describe('zombie fencing (real broker)', () => {
     const txId = uniqueName('stage.topic.0');
     const zombie = await new TxProducer(ctx.kafka, txId).connect();
     const owner = await new TxProducer(ctx.kafka, txId).connect(); // InitProducerId bumps the epoch
-    const fenced = await zombie.publish([{ topic, key: 'k', value: Buffer.from('zombie') }], { groupId: uniqueName('g'), topic, partition: 0, offset: '1' }).catch((e: unknown) => e);
-    expect(fenced).toBeInstanceOf(Error);
-    expect((fenced as { type?: string }).type).toMatch(/INVALID_PRODUCER_EPOCH|PRODUCER_FENCED/);
+    const fenced = zombie.publish([{ topic, key: 'k', value: Buffer.from('zombie') }], { groupId: uniqueName('g'), topic, partition: 0, offset: '1' });
+    await expect(fenced).rejects.toBeInstanceOf(Error);
+    await expect(fenced).rejects.toMatchObject({ type: expect.stringMatching(/INVALID_PRODUCER_EPOCH|PRODUCER_FENCED/) });
     await owner.publish([{ topic, key: 'k', value: Buffer.from('owner') }], { groupId: uniqueName('g'), topic, partition: 0, offset: '1' });
     await Promise.all([zombie.close().catch(() => undefined), owner.close()]);
     const seen = await readAll(topic);
@@ -32,7 +34,8 @@ describe('zombie fencing (real broker)', () => {
       await waitUntil(async () => (await readAll(chain.topic('mid'), 500)).length > 0, 60_000, "the new owner's output");
       a.proc.kill('SIGCONT'); // A's handler finishes now and A tries to publish
       await a.waitForLog(/"msg":"(results dropped, not published|transaction failed[^"]*)"/, 30_000);
-      await new Promise((r) => setTimeout(r, 3000));
+      // the group has committed the input to its end: nothing more can be published for it
+      await waitConsumedToEnd(testContext(), chain.topology, ['first']);
       const out = await readAll(chain.topic('mid'));
       expect(out).toHaveLength(1);
       expect(out[0]!.key).toBe(key);
@@ -54,14 +57,22 @@ describe('zombie fencing (real broker)', () => {
     const a = startStage(chain, 'first', { CHAIN_DELAY_MS: '10' });
     try {
       await a.waitForLog(/"msg":"partitions assigned"/);
-      await new Promise((r) => setTimeout(r, 2000));
       const ctx = testContext();
+      // mid-backlog: a transaction committed on every partition, most of the records still ahead
+      const reader = new OffsetReader(ctx.kafka);
+      try {
+        const committed = async (): Promise<bigint[]> => [...(await reader.committed(`${ctx.config.clientId}.${chain.prefix}.first`, [chain.topic('in')])).values()];
+        await waitUntil(async () => (await committed()).filter((c) => c > 0n).length === 4, 60_000, 'a commit on each of the 4 partitions');
+        expect((await committed()).reduce((n, c) => n + c, 0n)).toBeLessThan(BigInt(keys.length / 2));
+      } finally {
+        await reader.close();
+      }
       // taking over the transactional ids aborts the open transactions and fences the stage's producers
       const takeovers = await Promise.all([0, 1, 2, 3].map((p) => new TxProducer(ctx.kafka, `${ctx.config.clientId}.first.${chain.topic('in')}.${p}`).connect()));
       await Promise.all(takeovers.map((t) => t.close()));
       await a.waitForLog(/"msg":"transaction failed[^"]*"/, 30_000);
       await waitUntil(async () => (await readAll(chain.topic('mid'), 1000)).length >= keys.length, 90_000, 'every record through the first hop');
-      await new Promise((r) => setTimeout(r, 2000));
+      await waitConsumedToEnd(ctx, chain.topology, ['first']);
       const counts = countKeys(await readAll(chain.topic('mid')));
       expect([...counts.values()].filter((n) => n !== 1)).toEqual([]);
       expect(keys.filter((k) => !counts.has(k))).toEqual([]);

@@ -57,13 +57,13 @@ describe('the API while the broker is away (private broker)', () => {
     // ready first (the status view catches up, the first checks run), then count
     const until = Date.now() + 30_000;
     while ((await raw(api.port, 'GET', '/readyz')).status !== 200) {
-      if (Date.now() > until) throw new Error(`the API is not ready: ${(await raw(api.port, 'GET', '/readyz')).text}`);
-      await new Promise((r) => setTimeout(r, 200));
+      if (Date.now() > until) throw new Error(`the API is not ready: ${(await raw(api.port, 'GET', '/readyz')).text}; the API's log:\n${api.proc.logs().slice(-6000)}`);
+      await new Promise((r) => setTimeout(r, 200)); // poll interval
     }
     const before = connections();
     for (let i = 0; i < 50; i++) {
       await raw(api.port, 'GET', '/readyz');
-      await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 20)); // probes spread over a second or more: the cached answer expires meanwhile
     }
     const opened = [...connections()].filter((c) => !before.has(c));
     expect(opened.length, `new connections: ${opened.join(' ')}`).toBeLessThanOrEqual(1);
@@ -92,7 +92,7 @@ describe('the API while the broker is away (private broker)', () => {
       }
       expect(r.json.code).toBe('BROKER_UNAVAILABLE');
       if (Date.now() > until) throw new Error(`still refused: ${r.text}\n${api.proc.logs().slice(-3000)}`);
-      await new Promise((res) => setTimeout(res, 500));
+      await new Promise((res) => setTimeout(res, 500)); // poll interval
     }
   }, 90_000);
 
@@ -106,7 +106,7 @@ describe('the API while the broker is away (private broker)', () => {
     const until = Date.now() + 60_000;
     while ((await submit()).status !== 202) {
       if (Date.now() > until) throw new Error('submits still refused after the broker thawed');
-      await new Promise((res) => setTimeout(res, 500));
+      await new Promise((res) => setTimeout(res, 500)); // poll interval
     }
   }, 90_000);
 

@@ -143,7 +143,7 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
 
   it('one key cannot take every upload slot: its second upload is refused with 429, another key\'s goes through', async () => {
     const slow = trickle(200);
-    await new Promise((r) => setTimeout(r, 500));
+    await waitFor(async () => (await api.gauge('sonicflow_api_uploads_in_progress')) === 1, 3000, 'the slow upload holds its slot');
     const r = await expectRefused(api, () => send(media()), 429, 'RATE_LIMITED');
     expect(Number(r.headers['retry-after'])).toBeGreaterThan(0);
     const f = multipart(media());
@@ -156,7 +156,7 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
 
   it('past the cap on concurrent uploads a submit is refused at once with 503 API_OVERLOADED and Retry-After; the slots come back', async () => {
     const slow = [trickle(200, KEYS.other), trickle(200, KEYS.third)];
-    await new Promise((r) => setTimeout(r, 500));
+    await waitFor(async () => (await api.gauge('sonicflow_api_uploads_in_progress')) === 2, 3000, 'the slow uploads hold both slots');
     const r = await expectRefused(api, () => send(media()), 503, 'API_OVERLOADED');
     expect(Number(r.headers['retry-after'])).toBeGreaterThan(0);
     await Promise.all(slow.map((s) => s.closed));
@@ -199,17 +199,20 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
     sockets.push(socket);
     socket.on('error', () => undefined);
     const get = `GET /v1/tasks/${id}/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEYS.acme}\r\n\r\n`;
-    socket.write(get + get); // the second waits behind the first, which never ends
-    await new Promise((r) => setTimeout(r, 500));
+    const streams = (): Promise<number> => api.gauge('sonicflow_api_event_streams');
+    expect(await streams()).toBe(0);
+    socket.write(get + get); // the second's response waits behind the first, which never ends
+    await waitFor(async () => (await streams()) === 2, 3000, 'both streams are open, acme\'s two slots taken');
     socket.destroy();
-    await new Promise((r) => setTimeout(r, 300));
+    // the server sees the dead connection a moment after the client killed it
+    await waitFor(async () => (await streams()) === 0, 3000, 'the dead connection\'s stream is released');
     // both of acme's two slots are free again
     const a = await fetch(`${api.base}/v1/tasks/${id}/events`, { headers: bearer(KEYS.acme) });
     const b = await fetch(`${api.base}/v1/tasks/${id}/events`, { headers: bearer(KEYS.acme) });
     expect([a.status, b.status]).toEqual([200, 200]);
     await a.body?.cancel();
     await b.body?.cancel();
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor(async () => (await streams()) === 0, 3000, 'the cancelled streams are released');
   });
 
   it('event streams are capped per key (429) and in all (503); other keys keep theirs', async () => {
@@ -246,6 +249,6 @@ async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: numbe
   const until = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > until) throw new Error(`not within ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 50)); // poll interval
   }
 }

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { connect } from 'node:net';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { KEYS, bearer, expectRefused, multipart, raw, sampleMedia, startApiOnly, type ApiUnderTest, type RawResponse } from '../helpers/api.js';
+import { waitUntil } from '../helpers/wait.js';
 
 /** The unkeyed id scheme sonicflow used before (UUID v5 style over tenant and key): anyone could compute it. */
 function guessableId(tenant: string, key: string): string {
@@ -125,12 +126,13 @@ describe('no tenant reaches another tenant\'s data (real API, broker, registry)'
     const body = Buffer.concat([Buffer.from(head), files.wav!, Buffer.from(tail)]);
     socket.write(`POST /v1/tasks HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEYS.acme}\r\nidempotency-key: ${key}\r\ncontent-type: multipart/form-data; boundary=abc\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n`);
     socket.write(body.subarray(0, 100));
-    await new Promise((r) => setTimeout(r, 300));
+    // the first has claimed the task id once it holds an upload slot
+    await waitUntil(async () => (await api.gauge('sonicflow_api_uploads_in_progress')) === 1, 10_000, 'the first submit under way', 50);
     // two more with the same key wait for it
     const before = await api.requestedEnd();
     const json = { audio: { uri: uploads['acme.audio'] }, image: { uri: uploads['acme.image'] } };
     const others = [submitJson(KEYS.acme, json, { 'idempotency-key': key }), submitJson(KEYS.acme, json, { 'idempotency-key': key })];
-    await new Promise((r) => setTimeout(r, 300));
+    await waitUntil(async () => (await api.gauge('sonicflow_api_submits_waiting')) === 2, 10_000, 'both to wait for the first', 50);
     socket.write(body.subarray(100));
     await firstDone;
     socket.destroy();

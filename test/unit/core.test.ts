@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { describeSettings, loadConfig } from '../../src/core/config.js';
 import { ERROR_CODES, SonicError, publicError, toSonicError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/logger.js';
+import { thrown } from '../helpers/errors.js';
 import { sonicflow } from '../helpers/infra.js';
 
 describe('configuration', () => {
@@ -20,12 +21,10 @@ describe('configuration', () => {
     expect(() => loadConfig({ SCHEMA_REGISTRY_URL: 'ftp://x' })).toThrow(/SCHEMA_REGISTRY_URL must be an http\(s\) URL/);
     expect(() => loadConfig({ SONIC_TOPIC_PREFIX: 'bad prefix' })).toThrow(/SONIC_TOPIC_PREFIX/);
     expect(() => loadConfig({ SONIC_LOG_LEVEL: 'loud' })).toThrow(/SONIC_LOG_LEVEL must be one of/);
-    try {
-      loadConfig({ SONIC_KAFKA_REQUEST_TIMEOUT_MS: '-5' });
-    } catch (err) {
-      expect((err as SonicError).code).toBe('CONFIG_INVALID');
-      expect((err as SonicError).details).toEqual({ variable: 'SONIC_KAFKA_REQUEST_TIMEOUT_MS' });
-    }
+    const err = thrown(() => loadConfig({ SONIC_KAFKA_REQUEST_TIMEOUT_MS: '-5' }));
+    expect(err).toBeInstanceOf(SonicError);
+    expect(err.code).toBe('CONFIG_INVALID');
+    expect(err.details).toEqual({ variable: 'SONIC_KAFKA_REQUEST_TIMEOUT_MS' });
   });
 
   it('lists every variable with its default in docs/configuration.md', () => {

@@ -109,8 +109,12 @@ describe('retry', () => {
     const controller = new AbortController();
     const { fn, calls } = flaky(100);
     const started = Date.now();
-    const running = retry(fn, { initialMs: 60_000, maxMs: 60_000, jitter: 'none', signal: controller.signal });
-    setTimeout(() => controller.abort(new Error('stopping')), 20);
+    let waiting!: () => void;
+    const inWait = new Promise<void>((r) => (waiting = r));
+    // onRetry is called just before the wait starts
+    const running = retry(fn, { initialMs: 60_000, maxMs: 60_000, jitter: 'none', signal: controller.signal, onRetry: () => waiting() });
+    await inWait;
+    controller.abort(new Error('stopping'));
     await expect(running).rejects.toThrow('stopping');
     expect(Date.now() - started).toBeLessThan(5_000);
     expect(calls()).toBe(1);
@@ -146,7 +150,7 @@ describe('retry', () => {
 describe('sleep', () => {
   it('waits, and rejects with the reason as soon as the signal aborts', async () => {
     const t0 = Date.now();
-    await sleep(20);
+    await sleep(20); // the sleep under test
     expect(Date.now() - t0).toBeGreaterThanOrEqual(15);
     const c = new AbortController();
     const s = sleep(60_000, c.signal);

@@ -7,6 +7,7 @@ import { defineTopology, type TopologyDecl } from '../../src/runtime/topology.js
 import { assertValidTopology, validateTopology } from '../../src/runtime/validate.js';
 import { SchemaCatalog } from '../../src/serde/catalog.js';
 import { sonicTopology } from '../../topologies/sonic.js';
+import { thrown } from '../helpers/errors.js';
 import { sonicflow } from '../helpers/infra.js';
 
 /** A small valid declaration that each test breaks in one way. */
@@ -115,15 +116,11 @@ describe('topology validate', () => {
     const d = decl();
     delete d.topics.out!.valueSchema;
     d.stages.first!.scaling = { maxReplicas: 9 };
-    try {
-      assertValidTopology(defineTopology(d));
-      expect.unreachable();
-    } catch (err) {
-      expect(err).toBeInstanceOf(SonicError);
-      expect((err as SonicError).code).toBe('TOPOLOGY_INVALID');
-      expect((err as SonicError).message).toContain('topic:mini.out');
-      expect((err as SonicError).message).toContain('stage:first');
-    }
+    const err = thrown(() => assertValidTopology(defineTopology(d)));
+    expect(err).toBeInstanceOf(SonicError);
+    expect(err.code).toBe('TOPOLOGY_INVALID');
+    expect(err.message).toContain('topic:mini.out');
+    expect(err.message).toContain('stage:first');
   });
 
   it('`sonicflow topology validate --file` exits 1 and names the offending node; 0 for a valid file', () => {

@@ -12,9 +12,9 @@ describe('runTool', () => {
   });
 
   it('rejects with INTERNAL and an install hint when the tool is missing', async () => {
-    const err = await runTool('/nonexistent/ffmpeg', ['-version']).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(SonicError);
-    expect(err).toMatchObject({ code: 'INTERNAL', message: 'ffmpeg not found: install it (apt-get install ffmpeg)' });
+    const run = runTool('/nonexistent/ffmpeg', ['-version']);
+    await expect(run).rejects.toBeInstanceOf(SonicError);
+    await expect(run).rejects.toMatchObject({ code: 'INTERNAL', message: 'ffmpeg not found: install it (apt-get install ffmpeg)' });
   });
 
   it('kills the tool with SIGKILL on timeout and says so', async () => {
@@ -26,22 +26,28 @@ describe('runTool', () => {
   });
 
   it('a deadline kills what the tool started too: a wrapper whose children hold its pipes ends on time, nothing left running', async () => {
-    const marker = `sonicflow-grandchild-${process.pid}-${Date.now()}`;
+    // durations no other process runs, so that pgrep finds this test's processes only
+    const unique = `${process.pid % 1000}${Date.now() % 1000}`.padStart(6, '0');
+    const [a, b, c] = [`30.${unique}`, `31.${unique}`, `32.${unique}`];
     const t0 = Date.now();
     // the children outlive a kill of the shell alone, and keep stdout and stderr open
-    const res = await runTool('sh', ['-c', `sleep 30 & sleep 31 & exec -a ${marker} sleep 32`], { timeoutMs: 300 });
+    const res = await runTool('sh', ['-c', `sleep ${a} & sleep ${b} & sleep ${c}`], { timeoutMs: 300 });
     expect(Date.now() - t0).toBeLessThan(3000);
     expect(res.timedOut).toBe(true);
-    await new Promise((r) => setTimeout(r, 200));
-    const left = spawnSync('pgrep', ['-f', 'sleep 3[01]|' + marker], { encoding: 'utf8' }).stdout.trim();
-    expect(left).toBe('');
+    // killed processes disappear once reaped: poll for that, then none of them is left
+    const left = (): string => spawnSync('pgrep', ['-f', `sleep (${a}|${b}|${c})`.replaceAll('.', '\\.')], { encoding: 'utf8' }).stdout.trim();
+    await expect.poll(left, { timeout: 3000 }).toBe('');
   });
 
   it('kills the tool on abort and rejects with the abort reason', async () => {
     const ac = new AbortController();
     const reason = new SonicError('SHUTDOWN', 'stage is stopping');
-    const tool = startTool('sleep', ['10'], { signal: ac.signal });
-    setTimeout(() => ac.abort(reason), 100);
+    // aborted once it runs: it says so on stdout, then sleeps
+    let running!: () => void;
+    const started = new Promise<void>((r) => (running = r));
+    const tool = startTool('sh', ['-c', 'echo running; exec sleep 10'], { signal: ac.signal, onOutput: () => running() });
+    await started;
+    ac.abort(reason);
     const t0 = Date.now();
     await expect(tool.result).rejects.toBe(reason);
     expect(Date.now() - t0).toBeLessThan(5000);
