@@ -22,8 +22,11 @@ function selectStages(topology: Topology, only?: string[]): StageSpec[] {
   return topology.stages.filter((s) => only.includes(s.name));
 }
 
-/** Reads every selected stage's group: committed offsets first, then the end offsets of all topics. */
-async function sampleOffsets(reader: OffsetReader, clientId: string, topology: Topology, only?: string[]): Promise<OffsetSample> {
+/**
+ * Reads every selected stage's group: committed offsets first, then the end offsets of all
+ * topics (also what the tests wait on to know a stage has consumed everything).
+ */
+export async function sampleOffsets(reader: OffsetReader, clientId: string, topology: Topology, only?: string[]): Promise<OffsetSample> {
   const stages = selectStages(topology, only);
   const wanted = stages.map((s) => [s.input, ...s.retry.topics]);
   const existing = new Set(await reader.existing([...new Set(wanted.flat())]));
