@@ -184,7 +184,8 @@ export class StageProgram<In = unknown> {
   private async failureEmits(record: StageRecord<In>, error: SonicError, traceparent: string, log: Logger): Promise<Produced[]> {
     if (!this.definition.onFailure) return [];
     try {
-      return await this.encodeEmits(this.definition.onFailure(record, error).emit ?? [], record.taskId, traceparent);
+      const ctx = { stage: this.stage.name, now: () => new Date(this.clock()) };
+      return await this.encodeEmits(this.definition.onFailure(record, error, ctx).emit ?? [], record.taskId, traceparent);
     } catch (err) {
       log.error({ err }, 'onFailure hook failed; the DLQ record is written without its failure outputs');
       return [];

@@ -31,6 +31,12 @@ export interface StageContext {
   now(): Date;
 }
 
+/** What `onFailure` may use: the stage's clock (the test driver's fake one under test). */
+export interface FailureContext {
+  readonly stage: string;
+  now(): Date;
+}
+
 /** Fields a handler may add to its status event. */
 export interface StatusExtra {
   result_url?: string | null;
@@ -73,7 +79,7 @@ export interface StageDefinition<In = unknown> {
    * the decoded record: its emits are published in the same transaction as the DLQ record
    * (for example a FAILED outcome that turns into a webhook).
    */
-  onFailure?(record: StageRecord<In>, error: SonicError): StageResult;
+  onFailure?(record: StageRecord<In>, error: SonicError, ctx: FailureContext): StageResult;
   /** Releases resources when the process stops. */
   close?(): Promise<void>;
 }

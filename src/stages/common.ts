@@ -9,7 +9,7 @@ import { publicError, type SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { BlobRef, BlobStore } from '../blob/store.js';
 import { defaultScratchRoot, processScratchDir, withScratchDir } from '../media/scratch.js';
-import type { StageRecord, StageResult, StatusExtra } from '../runtime/stage.js';
+import { defineStage, type StageDefinition, type StageRecord, type StageResult, type StatusExtra } from '../runtime/stage.js';
 import type { MediaRef, TaskCompleted, TaskRequest } from './records.js';
 
 export interface StageDeps {
@@ -68,7 +68,7 @@ export function statusOf(v: { request: TaskRequest } | TaskRequest): StatusExtra
 }
 
 /** The FAILED outcome published with a dead letter, so that the task's webhook fires. */
-export function failedOutcome(rec: StageRecord<{ request: TaskRequest } | TaskRequest>, error: SonicError, nowMs: number): StageResult {
+export function failedOutcome(rec: StageRecord<{ request: TaskRequest } | TaskRequest>, error: SonicError, now: Date): StageResult {
   const request = 'request' in rec.value ? rec.value.request : rec.value;
   const outcome: TaskCompleted = {
     task_id: rec.taskId,
@@ -78,7 +78,24 @@ export function failedOutcome(rec: StageRecord<{ request: TaskRequest } | TaskRe
     video_url: null,
     duration_s: null,
     error: { code: error.code, message: publicError(error).message, retryable: error.retryable },
-    completed_at: new Date(nowMs),
+    completed_at: now,
   };
   return { emit: [{ sink: 'failed', value: outcome }] };
+}
+
+/** A task record of the Sonic topics: the request itself, or a stage's output carrying it. */
+export type TaskRecord = { request: TaskRequest } | TaskRequest;
+
+/**
+ * Defines a Sonic stage of the task path: prepares the process's scratch directory, and supplies
+ * what every such stage shares — the status fields taken from the request, and the FAILED outcome
+ * published when a task fails for good (so that its webhook fires), stamped with the stage's clock.
+ */
+export function sonicStage<In extends TaskRecord>(deps: Pick<StageDeps, 'config' | 'logger'>, def: Omit<StageDefinition<In>, 'statusOf' | 'onFailure'>): StageDefinition<In> {
+  initScratch(deps);
+  return defineStage<In>({
+    ...def,
+    statusOf,
+    onFailure: (rec, error, ctx) => failedOutcome(rec, error, ctx.now()),
+  });
 }

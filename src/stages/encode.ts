@@ -8,18 +8,14 @@ import { join } from 'node:path';
 import { taskKey } from '../blob/store.js';
 import { mediaDeadlineMs } from '../media/bounds.js';
 import { encodeDeliverable } from '../media/encode.js';
-import { defineStage } from '../runtime/stage.js';
-import { failedOutcome, fetchTo, initScratch, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
+import { fetchTo, mediaRef, sonicStage, withScratch, type StageDeps } from './common.js';
 import type { TaskEncoded, TaskRendered } from './records.js';
 
 export function encodeStage(deps: StageDeps) {
-  initScratch(deps);
-  return defineStage<TaskRendered>({
+  return sonicStage<TaskRendered>(deps, {
     name: 'encode',
     runningState: 'ENCODING',
     doneState: 'PUBLISHING',
-    statusOf,
-    onFailure: (rec, error) => failedOutcome(rec, error, Date.now()),
     async handle(rec, ctx) {
       const v = rec.value;
       return withScratch(rec.taskId, 'encode', async (dir) => {

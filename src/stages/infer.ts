@@ -9,12 +9,11 @@ import { join } from 'node:path';
 import { taskKey } from '../blob/store.js';
 import { mediaDeadlineMs } from '../media/bounds.js';
 import { probe } from '../media/probe.js';
-import { defineStage } from '../runtime/stage.js';
 import { BuiltinBackend } from './backends/builtin.js';
 import { CogBackend } from './backends/cog.js';
 import { CommandBackend } from './backends/command.js';
 import type { InferBackend } from './backends/types.js';
-import { failedOutcome, fetchTo, initScratch, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
+import { fetchTo, mediaRef, sonicStage, withScratch, type StageDeps } from './common.js';
 import type { TaskPrepared, TaskRendered } from './records.js';
 
 /** The backend chosen by SONIC_INFER_BACKEND. */
@@ -27,14 +26,11 @@ export function createBackend(deps: StageDeps): InferBackend {
 }
 
 export function inferStage(deps: StageDeps, backend: InferBackend = createBackend(deps)) {
-  initScratch(deps);
-  return defineStage<TaskPrepared>({
+  return sonicStage<TaskPrepared>(deps, {
     name: 'infer',
     runningState: 'INFERRING',
     doneState: 'ENCODING',
     reportStart: true,
-    statusOf,
-    onFailure: (rec, error) => failedOutcome(rec, error, Date.now()),
     async handle(rec, ctx) {
       const v = rec.value;
       const started = Date.now();

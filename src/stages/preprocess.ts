@@ -14,8 +14,7 @@ import { SonicError } from '../core/errors.js';
 import { checkDuration, toModelWav, toSpeechFlac } from '../media/audio.js';
 import { mediaDeadlineMs } from '../media/bounds.js';
 import { toModelPng } from '../media/image.js';
-import { defineStage } from '../runtime/stage.js';
-import { failedOutcome, fetchTo, initScratch, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
+import { fetchTo, mediaRef, sonicStage, withScratch, type StageDeps } from './common.js';
 import type { TaskPrepared, TaskValidated } from './records.js';
 import { audioLimit } from './validate.js';
 
@@ -23,14 +22,11 @@ import { audioLimit } from './validate.js';
 const HEADER_SLACK_S = 0.5;
 
 export function preprocessStage(deps: StageDeps) {
-  initScratch(deps);
   const c = deps.config;
-  return defineStage<TaskValidated>({
+  return sonicStage<TaskValidated>(deps, {
     name: 'preprocess',
     runningState: 'PREPROCESSING',
     doneState: 'INFERRING',
-    statusOf,
-    onFailure: (rec, error) => failedOutcome(rec, error, Date.now()),
     async handle(rec, ctx) {
       const v = rec.value;
       const maxS = audioLimit(v.request, c.maxAudioSeconds);

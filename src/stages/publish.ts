@@ -3,8 +3,7 @@
  * CDN at SONIC_PUBLIC_BASE_URL or by the API), writes the completed record and marks the task
  * SUCCEEDED. The key derives from the task id only, so a redo overwrites the same object.
  */
-import { defineStage } from '../runtime/stage.js';
-import { failedOutcome, fetchTo, initScratch, mediaRef, statusOf, withScratch, type StageDeps } from './common.js';
+import { fetchTo, mediaRef, sonicStage, withScratch, type StageDeps } from './common.js';
 import type { TaskCompleted, TaskEncoded } from './records.js';
 
 /** Store key of a task's published video. */
@@ -18,13 +17,10 @@ export function videoUrl(config: StageDeps['config'], taskId: string): string {
 }
 
 export function publishStage(deps: StageDeps) {
-  initScratch(deps);
-  return defineStage<TaskEncoded>({
+  return sonicStage<TaskEncoded>(deps, {
     name: 'publish',
     runningState: 'PUBLISHING',
     doneState: 'SUCCEEDED',
-    statusOf,
-    onFailure: (rec, error) => failedOutcome(rec, error, Date.now()),
     async handle(rec, ctx) {
       const v = rec.value;
       const stored = await withScratch(rec.taskId, 'publish', async (dir) => {

@@ -11,8 +11,7 @@ import { checkAudio } from '../media/audio.js';
 import { mediaDeadlineMs } from '../media/bounds.js';
 import { checkImage } from '../media/image.js';
 import { inspectLimits, inspectMedia } from '../media/inspect.js';
-import { defineStage } from '../runtime/stage.js';
-import { failedOutcome, fetchTo, initScratch, statusOf, withScratch, type StageDeps } from './common.js';
+import { fetchTo, sonicStage, withScratch, type StageDeps } from './common.js';
 import { HARD_MAX_AUDIO_S, checkParams, checkRequestFields } from './params.js';
 import type { TaskRequest, TaskValidated } from './records.js';
 
@@ -22,13 +21,10 @@ export function audioLimit(request: TaskRequest, configuredMaxS: number): number
 }
 
 export function validateStage(deps: StageDeps) {
-  initScratch(deps);
-  return defineStage<TaskRequest>({
+  return sonicStage<TaskRequest>(deps, {
     name: 'validate',
     runningState: 'VALIDATING',
     doneState: 'PREPROCESSING',
-    statusOf,
-    onFailure: (rec, error) => failedOutcome(rec, error, Date.now()),
     async handle(rec, ctx) {
       const request = rec.value;
       checkParams(request.params);

@@ -92,6 +92,25 @@ describe('stage routing (topology test driver, same code as the Kafka runner)', 
     expect(await driver.statuses(m.task_id)).toEqual([expect.objectContaining({ state: 'FAILED', error_code: 'NO_FACE_DETECTED', retryable: false })]);
   });
 
+  it("onFailure's outputs carry the stage's clock (the driver's fake one), published with the dead letter", async () => {
+    const work = defineStage<Msg>({
+      name: 'work',
+      runningState: 'INFERRING',
+      doneState: 'ENCODING',
+      async handle() {
+        throw new SonicError('NO_FACE_DETECTED', 'no face');
+      },
+      onFailure: (rec, error, ctx) => ({ emit: [{ sink: 'done', value: { ...rec.value, stage: `failed:${error.code}`, at: ctx.now() } }] }),
+    });
+    const driver = new TopologyTestDriver(topology, { work } as never, { startMs: Date.UTC(2030, 5, 1) });
+    await driver.advanceTime(12_345);
+    const m = msg();
+    await driver.pipeInput('u.in', m.task_id, m);
+    const [out] = await driver.read<Msg>('u.out');
+    expect(out?.value).toMatchObject({ stage: 'failed:NO_FACE_DETECTED', at: new Date(Date.UTC(2030, 5, 1) + 12_345) });
+    expect(await driver.read('u.work.dlq')).toHaveLength(1);
+  });
+
   it('treats a bug (TypeError) as permanent: INTERNAL, DLQ at once', async () => {
     const { driver } = driverWith((m) => {
       (m as unknown as { nope: { x: number } }).nope.x = 1;
