@@ -11,7 +11,7 @@ import { isSonicError, toSonicError } from '../core/errors.js';
 import { TopicAdmin } from '../kafka/admin.js';
 import { describeMermaid, describeTopology } from '../runtime/describe.js';
 import { findStage } from '../runtime/topology.js';
-import { validateTopology } from '../runtime/validate.js';
+import { assertValidTopology, validateTopology } from '../runtime/validate.js';
 import { SchemaCatalog } from '../serde/catalog.js';
 import { RegistryAdmin } from '../serde/registry-admin.js';
 import { Serde } from '../serde/serde.js';
@@ -76,9 +76,12 @@ function buildCli(ctx: () => Context): Command {
     .action(async (opts: { stage?: string; dryRun?: boolean; file?: string; schemas?: string }) => {
       const c = ctx();
       const t = await c.topology(opts.file);
+      const catalog = opts.schemas ? new SchemaCatalog(opts.schemas) : c.serde.catalog;
+      // nothing is planned for a topology that cannot work: the problems name their nodes
+      assertValidTopology(t, (schema) => catalog.has(schema));
       const admin = await new TopicAdmin(c.kafka).connect();
       try {
-        const registry = opts.schemas ? new RegistryAdmin(new Serde(new SchemaCatalog(opts.schemas), { url: c.config.schemaRegistryUrl })) : c.registryAdmin;
+        const registry = opts.schemas ? new RegistryAdmin(new Serde(catalog, { url: c.config.schemaRegistryUrl })) : c.registryAdmin;
         const plan = await planDeploy(topicsInScope(t, opts.stage), admin, registry);
         out(formatPlan(plan));
         if (plan.refusals.length > 0) {

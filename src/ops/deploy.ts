@@ -7,6 +7,7 @@ import { SonicError } from '../core/errors.js';
 import type { TopicAdmin, TopicState } from '../kafka/admin.js';
 import { stageSinks, stageSources } from '../runtime/describe.js';
 import { findStage, registeredTopics, type TopicSpec, type Topology } from '../runtime/topology.js';
+import type { TopologyProblem } from '../runtime/validate.js';
 import type { CompatibilityLevel, RegistryAdmin } from '../serde/registry-admin.js';
 import { valueSubject } from '../serde/serde.js';
 
@@ -33,6 +34,30 @@ export function topicsInScope(t: Topology, stage?: string): TopicSpec[] {
   if (!s) throw new SonicError('TOPOLOGY_INVALID', `no stage named "${stage}" (stages: ${t.stages.map((x) => x.name).join(', ')})`);
   const names = new Set([...stageSources(s), ...stageSinks(t, s).map((k) => k.topic)]);
   return Object.values(t.topics).filter((topic) => names.has(topic.name));
+}
+
+/**
+ * What keeps `stages` from running on the broker as it is: a topic of theirs (input, retry tiers,
+ * DLQ, sinks, status) that does not exist, or has another partition count than the topology
+ * declares. Each problem names its node; fix them with `sonicflow topology deploy`.
+ */
+export async function deployedProblems(t: Topology, stages: string[], admin: TopicAdmin): Promise<TopologyProblem[]> {
+  const problems: TopologyProblem[] = [];
+  for (const stage of stages) {
+    const topics = topicsInScope(t, stage);
+    const actual = await admin.describe(topics.map((x) => x.name));
+    for (const spec of topics) {
+      const now = actual.get(spec.name);
+      if (!now) problems.push({ node: `topic:${spec.name}`, message: `topic ${spec.name} of stage ${stage} does not exist: run \`sonicflow topology deploy --stage ${stage}\`` });
+      else if (now.partitions !== spec.partitions) {
+        problems.push({
+          node: `topic:${spec.name}`,
+          message: `topic ${spec.name} of stage ${stage} has ${now.partitions} partitions, the topology declares ${spec.partitions}${now.partitions < spec.partitions ? `: run \`sonicflow topology deploy --stage ${stage}\`` : ' (partitions never shrink: declare the broker\'s count)'}`,
+        });
+      }
+    }
+  }
+  return problems;
 }
 
 /** Works out what deploying `topics` would change. Reads only. */

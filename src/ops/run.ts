@@ -10,10 +10,16 @@ import { createRegistry, createStageMetrics, serveMetrics } from '../core/metric
 import { BrokerHealth } from '../kafka/health.js';
 import { StageRunner } from '../runtime/runner.js';
 import { findStage } from '../runtime/topology.js';
+import { assertValidTopology, type TopologyProblem } from '../runtime/validate.js';
+import { TopicAdmin } from '../kafka/admin.js';
+import { untilConnected } from '../kafka/client.js';
+import { deployedProblems } from './deploy.js';
 import type { Context } from './context.js';
 
 export async function runStages(ctx: Context, names: string[], file?: string): Promise<number> {
   const { topology, stages } = await ctx.pipeline(file, names);
+  // a topology that cannot work is refused before anything connects, naming its nodes
+  assertValidTopology(topology, (schema) => ctx.serde.catalog.has(schema));
   const c = ctx.config;
   const registry = createRegistry();
   const metrics = createStageMetrics(registry);
@@ -56,13 +62,39 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
   };
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
+  const stopped = new AbortController();
+  const onStop = (): void => stopped.abort(new SonicError('SHUTDOWN', 'stopped before the stages started'));
+  process.once('SIGTERM', onStop);
+  process.once('SIGINT', onStop);
   try {
+    // the broker as it is must fit the topology: every topic there, with the declared partitions
+    // (waiting for an unreachable broker like the stages do; SIGTERM ends the wait)
+    const admin = new TopicAdmin(ctx.kafka);
+    let problems: TopologyProblem[] = [];
+    try {
+      await untilConnected('the deployed topics', async () => ((await admin.connect()), (problems = await deployedProblems(topology, names, admin))), {
+        backoff: { initialMs: c.reconnectBackoffMs, maxMs: Math.max(c.reconnectBackoffMs, c.reconnectBackoffMaxMs) },
+        logger: ctx.logger,
+        signal: stopped.signal,
+      });
+    } finally {
+      await admin.close().catch(() => undefined);
+    }
+    if (problems.length > 0) {
+      throw new SonicError('TOPOLOGY_INVALID', `the broker does not hold the topology's topics as declared:\n${problems.map((p) => `  - ${p.node}: ${p.message}`).join('\n')}`, { details: { problems } });
+    }
+    process.off('SIGTERM', onStop);
+    process.off('SIGINT', onStop);
     for (const r of runners) await r.runner.start();
     // resolves when all have stopped; one failing stage rejects at once and stops the others
     await Promise.all(runners.map((r) => r.runner.done));
     ctx.logger.info('stages stopped');
     return 0;
   } catch (err) {
+    if (stopped.signal.aborted) {
+      ctx.logger.info('stopped while waiting for the broker');
+      return 0;
+    }
     ctx.logger.error({ err }, 'stage crashed');
     await stopAll('crash').catch(() => undefined);
     return 1;
