@@ -57,6 +57,13 @@ function toMessages(records: OutRecord[]): { key: string | null; value: Buffer |
   }));
 }
 
+/** Records for several topics grouped as kafkajs' sendBatch takes them (one request per broker). */
+function topicMessages(records: (OutRecord & { topic: string })[]): { topic: string; messages: ReturnType<typeof toMessages> }[] {
+  const byTopic = new Map<string, OutRecord[]>();
+  for (const r of records) byTopic.set(r.topic, [...(byTopic.get(r.topic) ?? []), r]);
+  return [...byTopic].map(([topic, recs]) => ({ topic, messages: toMessages(recs) }));
+}
+
 /** An idempotent (non-transactional) producer. */
 export class PlainProducer {
   private readonly producer: Producer;
@@ -76,9 +83,7 @@ export class PlainProducer {
 
   /** Sends records to several topics in one request per broker. */
   async sendMany(records: (OutRecord & { topic: string })[]): Promise<void> {
-    const byTopic = new Map<string, OutRecord[]>();
-    for (const r of records) byTopic.set(r.topic, [...(byTopic.get(r.topic) ?? []), r]);
-    await this.producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, recs]) => ({ topic, messages: toMessages(recs) })) });
+    await this.producer.sendBatch({ acks: -1, topicMessages: topicMessages(records) });
   }
 
   async close(): Promise<void> {
@@ -118,25 +123,38 @@ export class TxProducer {
    * this lazily at the first transaction; an empty transaction forces it now (its abort is local).
    */
   async connect(): Promise<this> {
-    await this.producer.connect();
-    const txn = await this.producer.transaction();
-    await txn.abort();
+    try {
+      await this.producer.connect();
+      const txn = await this.producer.transaction();
+      await txn.abort();
+    } catch (err) {
+      // a producer that could not start holds no connection
+      await this.producer.disconnect().catch(() => undefined);
+      throw err;
+    }
     return this;
   }
 
   /**
    * Runs `fill` inside one transaction and commits it; aborts when `fill` throws or `commit` is
-   * false. `offsets`, when given, are committed for `groupId` in the same transaction.
+   * (or, asked right before the commit, answers) false. `fill` may send to one topic or, with
+   * `sendMany`, to several in one request. `offsets`, when given, are committed for `groupId` in
+   * the same transaction.
    */
   async inTransaction(
-    fill: (send: (topic: string, records: OutRecord[]) => Promise<void>) => Promise<void>,
-    opts: { commit?: boolean; offsets?: { groupId: string; topic: string; partition: number; offset: string }[] } = {},
+    fill: (send: (topic: string, records: OutRecord[]) => Promise<void>, sendMany: (records: (OutRecord & { topic: string })[]) => Promise<void>) => Promise<void>,
+    opts: { commit?: boolean | (() => boolean); offsets?: { groupId: string; topic: string; partition: number; offset: string }[] } = {},
   ): Promise<void> {
     const txn: Transaction = await this.producer.transaction();
     try {
-      await fill(async (topic, records) => {
-        await txn.send({ topic, acks: -1, messages: toMessages(records) });
-      });
+      await fill(
+        async (topic, records) => {
+          await txn.send({ topic, acks: -1, messages: toMessages(records) });
+        },
+        async (records) => {
+          await txn.sendBatch({ acks: -1, topicMessages: topicMessages(records) });
+        },
+      );
       for (const o of opts.offsets ?? []) {
         await retryConcurrentTransactions(() =>
           txn.sendOffsets({
@@ -145,7 +163,8 @@ export class TxProducer {
           }),
         );
       }
-      if (opts.commit === false) await txn.abort();
+      const commit = typeof opts.commit === 'function' ? opts.commit() : opts.commit !== false;
+      if (!commit) await txn.abort();
       else await txn.commit();
     } catch (err) {
       if (txn.isActive()) await txn.abort().catch(() => undefined);
@@ -158,13 +177,9 @@ export class TxProducer {
    * `groupId`, all in one transaction: either everything becomes visible or nothing does.
    */
   async publish(records: (OutRecord & { topic: string })[], input: { groupId: string; topic: string; partition: number; offset: string }): Promise<void> {
-    const byTopic = new Map<string, OutRecord[]>();
-    for (const r of records) byTopic.set(r.topic, [...(byTopic.get(r.topic) ?? []), r]);
     const txn: Transaction = await this.producer.transaction();
     try {
-      if (byTopic.size > 0) {
-        await txn.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, recs]) => ({ topic, messages: toMessages(recs) })) });
-      }
+      if (records.length > 0) await txn.sendBatch({ acks: -1, topicMessages: topicMessages(records) });
       await retryConcurrentTransactions(() =>
         txn.sendOffsets({
           consumerGroupId: input.groupId,

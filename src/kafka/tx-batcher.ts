@@ -11,11 +11,10 @@
  * refused with `details.inDoubt = true`, so the caller keeps what the records point at.
  */
 import { setTimeout as delay } from 'node:timers/promises';
-import type { Producer, Transaction } from 'kafkajs';
 import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { PRODUCER_RETRY, createPartitioner, type Kafka } from './client.js';
-import type { OutRecord } from './io.js';
+import type { Kafka } from './client.js';
+import { TxProducer, type OutRecord } from './io.js';
 
 /** Options of {@link TxBatcher}. */
 export interface TxBatcherOptions {
@@ -52,8 +51,8 @@ interface Pending {
  * CONCURRENT_TRANSACTIONS meanwhile), so several lanes take turns.
  */
 class Lane {
-  producer?: Producer;
-  connecting?: Promise<Producer>;
+  producer?: TxProducer;
+  connecting?: Promise<TxProducer>;
   /** The flush that owns this lane now, if any. */
   flushing: symbol | undefined;
   /** Bumped whenever the producer is thrown away; a flush of an older generation must not touch the new one. */
@@ -154,64 +153,42 @@ export class TxBatcher {
   }
 
   private async flush(lane: Lane, batch: Pending[], generation: number): Promise<void> {
-    let txn: Transaction | undefined;
     try {
       const producer = await this.connect(lane);
       if (batch.every((p) => p.abandoned)) return;
-      txn = await producer.transaction();
-      const byTopic = new Map<string, OutRecord[]>();
-      for (const p of batch) for (const r of p.records) byTopic.set(r.topic, [...(byTopic.get(r.topic) ?? []), r]);
-      await txn.sendBatch({
-        acks: -1,
-        topicMessages: [...byTopic].map(([topic, recs]) => ({
-          topic,
-          messages: recs.map((r) => ({ key: r.key, value: r.value, ...(r.headers ? { headers: r.headers } : {}) })),
-        })),
+      let requeue = false;
+      await producer.inTransaction(async (_send, sendMany) => sendMany(batch.flatMap((p) => p.records)), {
+        // decided right before the commit, with no await in between
+        commit: () => {
+          const live = batch.filter((p) => !p.abandoned);
+          if (live.length < batch.length || generation !== lane.generation) {
+            // some gave up: none of this transaction may become visible; the others go again
+            requeue = true;
+            return false;
+          }
+          for (const p of batch) p.committing = true;
+          return true;
+        },
       });
-      const live = batch.filter((p) => !p.abandoned);
-      if (live.length < batch.length || generation !== lane.generation) {
-        // some gave up: none of this transaction may become visible; the others go again
-        await txn.abort();
-        this.queue.unshift(...live.filter((p) => !p.settled));
-        return;
-      }
-      for (const p of batch) p.committing = true;
-      await txn.commit();
-      for (const p of batch) this.settle(p);
+      if (requeue) this.queue.unshift(...batch.filter((p) => !p.abandoned && !p.settled));
+      else for (const p of batch) this.settle(p);
     } catch (err) {
       const inDoubt = batch.some((p) => p.committing);
       this.logger.warn({ err, submits: batch.length, in_doubt: inDoubt, transactional_id: lane.transactionalId }, 'enqueue transaction failed');
-      if (txn?.isActive() && !inDoubt) await txn.abort().catch(() => undefined);
       for (const p of batch) this.settle(p, unavailable(`the enqueue transaction failed: ${(err as Error).message}`, p.committing));
       if (generation === lane.generation) await this.reset(lane);
     }
   }
 
-  private async connect(lane: Lane): Promise<Producer> {
+  private async connect(lane: Lane): Promise<TxProducer> {
     if (lane.producer) return lane.producer;
     const generation = lane.generation;
     lane.connecting ??= (async () => {
-      const producer = this.kafka.producer({
-        transactionalId: lane.transactionalId,
-        idempotent: true,
-        maxInFlightRequests: 1,
-        transactionTimeout: this.options.transactionTimeoutMs,
-        allowAutoTopicCreation: false,
-        createPartitioner,
-        retry: PRODUCER_RETRY,
-      });
-      try {
-        await producer.connect();
-        // InitProducerId now (kafkajs would do it lazily): fences a previous instance and aborts its open transaction
-        const init = await producer.transaction();
-        await init.abort();
-      } catch (err) {
-        await producer.disconnect().catch(() => undefined);
-        throw err;
-      }
+      // connect() runs InitProducerId: it fences a previous instance and aborts its open transaction
+      const producer = await new TxProducer(this.kafka, lane.transactionalId, this.options.transactionTimeoutMs).connect();
       if (generation !== lane.generation) {
         // thrown away while connecting
-        await producer.disconnect().catch(() => undefined);
+        await producer.close().catch(() => undefined);
         throw new Error('the producer was reset while connecting');
       }
       lane.producer = producer;
@@ -228,7 +205,7 @@ export class TxBatcher {
     const p = lane.producer;
     lane.producer = undefined;
     lane.connecting = undefined;
-    if (p) await Promise.race([p.disconnect().catch(() => undefined), delay(2000, undefined, { ref: false })]);
+    if (p) await Promise.race([p.close().catch(() => undefined), delay(2000, undefined, { ref: false })]);
   }
 }
 

@@ -73,6 +73,13 @@ export interface RequestLimits {
   idempotency_key: string | null;
 }
 
+/** Throws IDEMPOTENCY_KEY_INVALID unless `key` is 1-255 characters of [A-Za-z0-9_:.-]. */
+export function checkIdempotencyKey(key: string): void {
+  if (!IDEMPOTENCY_KEY.test(key)) {
+    throw new SonicError('IDEMPOTENCY_KEY_INVALID', 'Idempotency-Key must be 1-255 characters of [A-Za-z0-9_:.-]', { safe: true, details: { field: 'idempotency_key' } });
+  }
+}
+
 /** Throws PARAMS_OUT_OF_RANGE / INVALID_REQUEST for request fields outside their rules. */
 export function checkRequestFields(r: RequestLimits): void {
   checkRange('max_duration_s', r.max_duration_s, { min: 1, max: HARD_MAX_AUDIO_S });
@@ -94,7 +101,5 @@ export function checkRequestFields(r: RequestLimits): void {
       throw new SonicError('INVALID_REQUEST', `callback.url must be http(s), got ${u.protocol}`, { safe: true, details: { field: 'callback_url' } });
     }
   }
-  if (r.idempotency_key !== null && !IDEMPOTENCY_KEY.test(r.idempotency_key)) {
-    throw new SonicError('IDEMPOTENCY_KEY_INVALID', 'Idempotency-Key must be 1-255 characters of [A-Za-z0-9_:.-]', { safe: true, details: { field: 'idempotency_key' } });
-  }
+  if (r.idempotency_key !== null) checkIdempotencyKey(r.idempotency_key);
 }
