@@ -21,39 +21,55 @@ export default tseslint.config(
     },
   },
   {
-    files: ['src/core/config.ts', 'src/ops/cli.ts', 'src/ops/demo.ts', 'test/**', 'bench/**', 'scripts/**'],
+    files: ['src/core/config.ts', 'src/cli/cli.ts', 'src/ops/demo.ts', 'test/**', 'bench/**', 'scripts/**'],
     rules: { 'no-restricted-properties': 'off' },
   },
   {
     files: ['src/core/**'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['kafka', 'serde', 'runtime', 'stages', 'api', 'ops', 'media', 'blob', 'topologies'], 'src/core imports nothing of ours.')] }] },
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['kafka', 'serde', 'runtime', 'domain', 'stages', 'api', 'ops', 'app', 'cli', 'media', 'blob', 'topologies'], 'src/core imports nothing of ours.')] }] },
   },
   {
     files: ['src/kafka/**'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [registryClient, up(['serde', 'runtime', 'stages', 'api', 'ops', 'media', 'blob', 'topologies'], 'src/kafka may import only src/core.')] }] },
+    rules: { 'no-restricted-imports': ['error', { patterns: [registryClient, up(['serde', 'runtime', 'domain', 'stages', 'api', 'ops', 'app', 'cli', 'media', 'blob', 'topologies'], 'src/kafka may import only src/core.')] }] },
   },
   {
     files: ['src/serde/**'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, up(['kafka', 'runtime', 'stages', 'api', 'ops', 'media', 'blob', 'topologies'], 'src/serde may import only src/core.')] }] },
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, up(['kafka', 'runtime', 'domain', 'stages', 'api', 'ops', 'app', 'cli', 'media', 'blob', 'topologies'], 'src/serde may import only src/core.')] }] },
   },
   {
     files: ['src/runtime/**'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['stages', 'api', 'ops', 'topologies'], 'src/runtime may import src/kafka, src/serde and src/core.')] }] },
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['domain', 'stages', 'api', 'ops', 'app', 'cli', 'media', 'blob', 'topologies'], 'src/runtime knows nothing of Sonic: it may import src/kafka, src/serde and src/core.')] }] },
+  },
+  {
+    files: ['src/domain/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['kafka', 'serde', 'runtime', 'stages', 'api', 'ops', 'app', 'cli', 'media', 'blob', 'topologies'], 'src/domain (Sonic records and rules) may import only src/core.')] }] },
   },
   {
     files: ['src/stages/**'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['kafka', 'serde', 'api', 'ops', 'topologies'], 'A stage has no Kafka client: it may import src/media, src/blob, src/core and runtime types.')] }] },
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['kafka', 'serde', 'api', 'ops', 'app', 'cli', 'topologies'], 'A stage has no Kafka client: it may import src/domain, src/media, src/blob, src/core and the runtime.')] }] },
   },
   {
     files: ['src/media/**', 'src/blob/**'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['kafka', 'serde', 'runtime', 'stages', 'api', 'ops', 'topologies'], 'media and blob may import only src/core.')] }] },
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['kafka', 'serde', 'runtime', 'domain', 'stages', 'api', 'ops', 'app', 'cli', 'topologies'], 'media and blob may import only src/core.')] }] },
   },
   {
     files: ['topologies/**'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['kafka', 'serde', 'stages', 'api', 'ops'], 'A topology is data: it may import only src/runtime types.')] }] },
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['kafka', 'serde', 'api', 'ops', 'app', 'cli'], 'A topology composes stages and topics: it may import src/stages, src/domain and src/runtime.')] }] },
   },
   {
-    files: ['src/api/**', 'src/ops/**'],
+    files: ['src/app/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['api', 'ops', 'cli'], 'The composition root is imported by the services, never the other way.')] }] },
+  },
+  {
+    files: ['src/api/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['stages', 'topologies', 'ops', 'cli'], 'The API reaches stages and the topology only through src/app; it never imports src/ops.')] }] },
+  },
+  {
+    files: ['src/ops/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient, up(['stages', 'topologies', 'api', 'cli'], 'Operations commands reach stages and the topology only through src/app; they never import src/api.')] }] },
+  },
+  {
+    files: ['src/cli/**'],
     rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient] }] },
   },
 );

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { TopicAdmin } from '../src/kafka/admin.js';
 import { makePortrait, speechWithSilence } from '../src/media/samples.js';
-import { Context } from '../src/ops/context.js';
+import { Context } from '../src/app/context.js';
 import { applyDeploy, planDeploy, removeTopology } from '../src/ops/deploy.js';
 import { sonicTopology } from '../topologies/sonic.js';
 import { fmt, percentile, saveResults, summarise, table } from './lib.js';

@@ -39,7 +39,7 @@ import { parseArgs } from 'node:util';
 import kafkajs from 'kafkajs';
 import { TopicAdmin } from '../src/kafka/admin.js';
 import { PlainProducer } from '../src/kafka/io.js';
-import { Context } from '../src/ops/context.js';
+import { Context } from '../src/app/context.js';
 import { applyDeploy, planDeploy, removeTopology } from '../src/ops/deploy.js';
 import { valueSubject } from '../src/serde/wire.js';
 import { TopicCollector, brokerList, deleteGroups, waitGroupsStable } from './baselines/sonicflow.js';

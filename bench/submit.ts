@@ -29,7 +29,7 @@ import { newUploadKey } from '../src/api/submit.js';
 import { FsBlobStore } from '../src/blob/index.js';
 import { TopicAdmin } from '../src/kafka/admin.js';
 import { readTopic } from '../src/kafka/io.js';
-import { Context } from '../src/ops/context.js';
+import { Context } from '../src/app/context.js';
 import { applyDeploy, planDeploy, removeTopology } from '../src/ops/deploy.js';
 import { sonicTopology } from '../topologies/sonic.js';
 import { brokerList, deleteGroups, groupsStartingWith } from './baselines/sonicflow.js';

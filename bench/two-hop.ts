@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { TopicAdmin } from '../src/kafka/admin.js';
 import { PlainProducer, readTopic } from '../src/kafka/io.js';
-import { Context, loadTopologyFile } from '../src/ops/context.js';
+import { Context, loadTopologyFile } from '../src/app/context.js';
 import { applyDeploy, planDeploy, removeTopology } from '../src/ops/deploy.js';
 import { valueSubject } from '../src/serde/wire.js';
 import { fmt, saveResults, summarise, table } from './lib.js';

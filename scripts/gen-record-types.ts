@@ -1,5 +1,5 @@
 /**
- * `npm run gen:types`: writes src/stages/records.gen.ts, the TypeScript declarations of every
+ * `npm run gen:types`: writes src/domain/records.gen.ts, the TypeScript declarations of every
  * record in schemas/*.avsc (see src/serde/typescript.ts). Run it after changing a schema; tsc
  * then shows every stage the change breaks.
  */

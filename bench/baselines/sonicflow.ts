@@ -48,7 +48,7 @@ import type { Consumer } from 'kafkajs';
 import { TopicAdmin } from '../../src/kafka/admin.js';
 import type { Kafka } from '../../src/kafka/client.js';
 import { PlainProducer, TxProducer, headersToStrings } from '../../src/kafka/io.js';
-import { Context } from '../../src/ops/context.js';
+import { Context } from '../../src/app/context.js';
 import { applyDeploy, planDeploy, removeTopology } from '../../src/ops/deploy.js';
 import { valueSubject } from '../../src/serde/wire.js';
 import { FIVE_HOP, benchValue, fiveHopTopology } from '../fixtures/five-hop.js';

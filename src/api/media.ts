@@ -9,7 +9,7 @@ import type { Config } from '../core/config.js';
 import { SonicError } from '../core/errors.js';
 import type { BlobStore } from '../blob/store.js';
 import { inspectLimits, inspectMedia } from '../media/inspect.js';
-import type { MediaRef } from '../stages/records.js';
+import type { MediaRef } from '../domain/records.js';
 import { newUploadKey } from './submit.js';
 import { readMultipart, type SpooledFile, type UploadSlots } from './uploads.js';
 

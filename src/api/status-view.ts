@@ -8,7 +8,7 @@ import { Subject, type Observable } from 'rxjs';
 import type { Logger } from '../core/logger.js';
 import type { Kafka } from '../kafka/client.js';
 import { TopicTail, type InRecord } from '../kafka/io.js';
-import type { TaskState, TaskStatus } from '../stages/records.js';
+import type { TaskState, TaskStatus } from '../domain/records.js';
 import type { Codec } from '../serde/codec.js';
 
 /** One status event: the value of the status topic (generated from schemas/task-status.avsc). */

@@ -6,8 +6,8 @@
 import { createHmac, randomUUID } from 'node:crypto';
 import { SonicError } from '../core/errors.js';
 import type { BlobStore } from '../blob/store.js';
-import { PARAM_DEFAULTS, checkParams, checkRequestFields, type SonicParams } from '../stages/params.js';
-import type { MediaRef, TaskRequest } from '../stages/records.js';
+import { PARAM_DEFAULTS, checkParams, checkRequestFields, type SonicParams } from '../domain/params.js';
+import type { MediaRef, TaskRequest } from '../domain/records.js';
 
 export interface SubmitFields {
   params: Partial<Record<keyof SonicParams, unknown>>;

@@ -14,7 +14,7 @@ import { interval, exhaustMap, from, type Subscription } from 'rxjs';
 import type { Logger } from '../core/logger.js';
 import { fetchGroupLag } from '../kafka/lag.js';
 import type { StageSpec, Topology } from '../runtime/topology.js';
-import type { Context } from './context.js';
+import type { Context } from '../app/context.js';
 import { drainReplicas, stageGroupId } from './lag.js';
 
 const BIN = fileURLToPath(new URL('../../bin/sonicflow.mjs', import.meta.url));

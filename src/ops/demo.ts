@@ -12,7 +12,7 @@ import { SonicError } from '../core/errors.js';
 import { TopicAdmin } from '../kafka/admin.js';
 import { probe } from '../media/probe.js';
 import { makePortrait, speechWithSilence } from '../media/samples.js';
-import type { Context } from './context.js';
+import type { Context } from '../app/context.js';
 import { applyDeploy, formatPlan, planDeploy } from './deploy.js';
 import { downloadVideo, submitTask, waitForTask } from './submit.js';
 

@@ -8,7 +8,7 @@ import { SonicError } from '../core/errors.js';
 import { readTopic, TxProducer, type InRecord } from '../kafka/io.js';
 import { HEADERS, replayHeaders } from '../runtime/headers.js';
 import { findStage, type StageSpec, type Topology } from '../runtime/topology.js';
-import type { Context } from './context.js';
+import type { Context } from '../app/context.js';
 
 export interface ReplaySelection {
   all?: boolean;

@@ -14,7 +14,7 @@ import { assertValidTopology, type TopologyProblem } from '../runtime/validate.j
 import { TopicAdmin } from '../kafka/admin.js';
 import { untilConnected } from '../kafka/client.js';
 import { deployedProblems } from './deploy.js';
-import type { Context } from './context.js';
+import type { Context } from '../app/context.js';
 
 export async function runStages(ctx: Context, names: string[], file?: string): Promise<number> {
   const { topology, stages } = await ctx.pipeline(file, names);

@@ -10,7 +10,7 @@ import type { Logger } from '../core/logger.js';
 import type { BlobRef, BlobStore } from '../blob/store.js';
 import { defaultScratchRoot, processScratchDir, withScratchDir } from '../media/scratch.js';
 import { defineStage, type StageDefinition, type StageRecord, type StageResult, type StatusExtra } from '../runtime/stage.js';
-import type { MediaRef, TaskCompleted, TaskRequest } from './records.js';
+import type { MediaRef, TaskCompleted, TaskRequest } from '../domain/records.js';
 
 export interface StageDeps {
   config: Config;

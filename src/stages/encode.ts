@@ -9,7 +9,7 @@ import { taskKey } from '../blob/store.js';
 import { mediaDeadlineMs } from '../media/bounds.js';
 import { encodeDeliverable } from '../media/encode.js';
 import { fetchTo, mediaRef, sonicStage, withScratch, type StageDeps } from './common.js';
-import type { TaskEncoded, TaskRendered } from './records.js';
+import type { TaskEncoded, TaskRendered } from '../domain/records.js';
 
 export function encodeStage(deps: StageDeps) {
   return sonicStage<TaskRendered>(deps, {

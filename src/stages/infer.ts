@@ -14,7 +14,7 @@ import { CogBackend } from './backends/cog.js';
 import { CommandBackend } from './backends/command.js';
 import type { InferBackend } from './backends/types.js';
 import { fetchTo, mediaRef, sonicStage, withScratch, type StageDeps } from './common.js';
-import type { TaskPrepared, TaskRendered } from './records.js';
+import type { TaskPrepared, TaskRendered } from '../domain/records.js';
 
 /** The backend chosen by SONIC_INFER_BACKEND. */
 export function createBackend(deps: StageDeps): InferBackend {

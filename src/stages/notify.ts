@@ -5,8 +5,9 @@
  */
 import { defineStage } from '../runtime/stage.js';
 import type { StageDeps } from './common.js';
-import type { TaskCompleted } from './records.js';
-import { deliver, resolveWebhookSecret } from './webhook.js';
+import type { TaskCompleted } from '../domain/records.js';
+import { resolveWebhookSecret } from '../domain/callbacks.js';
+import { deliver } from './webhook.js';
 
 /**
  * The notify stage. The signing secret resolves within the task's tenant only

@@ -15,7 +15,7 @@ import { checkDuration, toModelWav, toSpeechFlac } from '../media/audio.js';
 import { mediaDeadlineMs } from '../media/bounds.js';
 import { toModelPng } from '../media/image.js';
 import { fetchTo, mediaRef, sonicStage, withScratch, type StageDeps } from './common.js';
-import type { TaskPrepared, TaskValidated } from './records.js';
+import type { TaskPrepared, TaskValidated } from '../domain/records.js';
 import { audioLimit } from './validate.js';
 
 /** How much shorter than the limit a header may claim before audio reaching the limit counts as a lie, s. */

@@ -4,17 +4,8 @@
  * SUCCEEDED. The key derives from the task id only, so a redo overwrites the same object.
  */
 import { fetchTo, mediaRef, sonicStage, withScratch, type StageDeps } from './common.js';
-import type { TaskCompleted, TaskEncoded } from './records.js';
-
-/** Store key of a task's published video. */
-export function publishedKey(taskId: string): string {
-  return `videos/${taskId}.mp4`;
-}
-
-/** Where clients download a task's video. */
-export function videoUrl(config: StageDeps['config'], taskId: string): string {
-  return config.publicBaseUrl ? `${config.publicBaseUrl}/${publishedKey(taskId)}` : `${config.apiPublicUrl}/v1/tasks/${taskId}/video`;
-}
+import { publishedKey, videoUrl } from '../domain/paths.js';
+import type { TaskCompleted, TaskEncoded } from '../domain/records.js';
 
 export function publishStage(deps: StageDeps) {
   return sonicStage<TaskEncoded>(deps, {

@@ -12,8 +12,8 @@ import { mediaDeadlineMs } from '../media/bounds.js';
 import { checkImage } from '../media/image.js';
 import { inspectLimits, inspectMedia } from '../media/inspect.js';
 import { fetchTo, sonicStage, withScratch, type StageDeps } from './common.js';
-import { HARD_MAX_AUDIO_S, checkParams, checkRequestFields } from './params.js';
-import type { TaskRequest, TaskValidated } from './records.js';
+import { HARD_MAX_AUDIO_S, checkParams, checkRequestFields } from '../domain/params.js';
+import type { TaskRequest, TaskValidated } from '../domain/records.js';
 
 /** The longest audio this task may have: its own limit, capped by configuration and Sonic's 400 s. */
 export function audioLimit(request: TaskRequest, configuredMaxS: number): number {

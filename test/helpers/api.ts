@@ -12,7 +12,7 @@ import { expect } from 'vitest';
 import { freePort } from '../../bench/lib.js';
 import { OffsetReader } from '../../src/kafka/lag.js';
 import { makePortrait, makeTone } from '../../src/media/samples.js';
-import type { Context } from '../../src/ops/context.js';
+import type { Context } from '../../src/app/context.js';
 import { sonicTopology } from '../../topologies/sonic.js';
 import { deployTopology, onCleanup, startSonicflow, testContext, uniqueName, type SonicflowProcess } from './infra.js';
 

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { PlainProducer, readTopic, type InRecord } from '../../src/kafka/io.js';
-import { loadTopologyFile } from '../../src/ops/context.js';
+import { loadTopologyFile } from '../../src/app/context.js';
 import type { Topology } from '../../src/runtime/topology.js';
 import { valueSubject } from '../../src/serde/serde.js';
 import { ROOT, deployTopology, startSonicflow, testContext, uniqueName, type SonicflowProcess } from './infra.js';

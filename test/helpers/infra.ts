@@ -8,7 +8,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
 import { TopicAdmin, type NewTopic } from '../../src/kafka/admin.js';
-import { Context } from '../../src/ops/context.js';
+import { Context } from '../../src/app/context.js';
 import { applyDeploy, planDeploy, removeTopology } from '../../src/ops/deploy.js';
 import type { Topology } from '../../src/runtime/topology.js';
 

@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../bench/lib.js';
-import { Context } from '../../src/ops/context.js';
+import { Context } from '../../src/app/context.js';
 import { ROOT, onCleanup } from './infra.js';
 
 export interface PrivateBroker {

@@ -4,7 +4,7 @@ import { createLogger } from '../../src/core/logger.js';
 import { OffsetReader } from '../../src/kafka/lag.js';
 import { Autoscaler, desiredReplicas, lagOfStage, type Decision } from '../../src/ops/autoscale.js';
 import { stageGroupId } from '../../src/ops/lag.js';
-import { loadTopologyFile } from '../../src/ops/context.js';
+import { loadTopologyFile } from '../../src/app/context.js';
 import { deployChain, produce, readAll, waitUntil } from '../helpers/chain.js';
 import { ROOT, testContext } from '../helpers/infra.js';
 

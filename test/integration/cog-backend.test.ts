@@ -15,7 +15,7 @@ import { probe } from '../../src/media/probe.js';
 import { makePortrait, synthSpeech } from '../../src/media/samples.js';
 import { CogBackend } from '../../src/stages/backends/cog.js';
 import type { InferInput } from '../../src/stages/backends/types.js';
-import { PARAM_DEFAULTS } from '../../src/stages/params.js';
+import { PARAM_DEFAULTS } from '../../src/domain/params.js';
 import { COG_STEPS, decodeDataUri, startCogServer, type CogServer } from '../fixtures/cog-server.js';
 
 const NORMAL_STEPS = 20;

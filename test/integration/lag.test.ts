@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { TxProducer } from '../../src/kafka/io.js';
 import { OffsetReader, fetchGroupLag, type PartitionLag } from '../../src/kafka/lag.js';
-import { Context } from '../../src/ops/context.js';
+import { Context } from '../../src/app/context.js';
 import { serveLagExporter, stageGroupId } from '../../src/ops/lag.js';
 import { findStage } from '../../src/runtime/topology.js';
 import { valueSubject } from '../../src/serde/serde.js';

@@ -7,7 +7,7 @@ import { taskKey } from '../../src/blob/store.js';
 import { probe } from '../../src/media/probe.js';
 import { makePortrait, synthSpeech } from '../../src/media/samples.js';
 import { loadConfig } from '../../src/core/config.js';
-import type { TaskRequest } from '../../src/stages/records.js';
+import type { TaskRequest } from '../../src/domain/records.js';
 import { sonicTopology } from '../../topologies/sonic.js';
 import { readAll } from '../helpers/chain.js';
 import { testContext } from '../helpers/infra.js';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import standardwebhooks from 'standardwebhooks';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { HEADERS } from '../../src/runtime/headers.js';
-import { isPublicAddress } from '../../src/stages/webhook.js';
+import { isPublicAddress } from '../../src/domain/callbacks.js';
 import { makePortrait, makeTone, synthSpeech } from '../../src/media/samples.js';
 import { readAll, waitUntil } from '../helpers/chain.js';
 import { recordingServer, type Recorded } from '../helpers/http.js';

@@ -10,7 +10,7 @@ import { get } from 'node:http';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { retry } from '../../src/core/retry.js';
 import { PlainProducer, TxProducer, readTopic, type InRecord } from '../../src/kafka/io.js';
-import { Context, loadTopologyFile } from '../../src/ops/context.js';
+import { Context, loadTopologyFile } from '../../src/app/context.js';
 import { valueSubject } from '../../src/serde/serde.js';
 import { CHAIN_FILE, countKeys, startStage, waitUntil, type Chain, type StageProcess } from '../helpers/chain.js';
 import { deployTopology, onCleanup, uniqueName } from '../helpers/infra.js';

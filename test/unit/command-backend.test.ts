@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CommandBackend } from '../../src/stages/backends/command.js';
 import type { InferInput } from '../../src/stages/backends/types.js';
-import { PARAM_DEFAULTS } from '../../src/stages/params.js';
+import { PARAM_DEFAULTS } from '../../src/domain/params.js';
 
 const input = (over: Partial<InferInput> = {}): InferInput => ({
   taskId: '00000000-0000-4000-8000-000000000001',

@@ -2,7 +2,7 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { combineLag, partitionLag, type PartitionLag } from '../../src/kafka/lag.js';
 import { firstValueFrom } from 'rxjs';
-import { Context } from '../../src/ops/context.js';
+import { Context } from '../../src/app/context.js';
 import { boundReplicas, buildReport, drainReplicas, formatDuration, formatLag, kedaReplicas, lagGauges, lagSamples$, serveLagExporter, type OffsetSample } from '../../src/ops/lag.js';
 import { defineTopology } from '../../src/runtime/topology.js';
 

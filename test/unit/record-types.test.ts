@@ -4,7 +4,7 @@ import { avroToTypeScript } from '../../src/serde/typescript.js';
 import { GENERATED, generate } from '../../scripts/gen-record-types.js';
 
 describe('record types generated from the schemas', () => {
-  it('src/stages/records.gen.ts is what the schemas generate (run `npm run gen:types` after a schema change)', () => {
+  it('src/domain/records.gen.ts is what the schemas generate (run `npm run gen:types` after a schema change)', () => {
     expect(readFileSync(GENERATED, 'utf8')).toBe(generate());
   });
 

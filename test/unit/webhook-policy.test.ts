@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { thrown } from '../helpers/errors.js';
 import { ERROR_CODES, publicError } from '../../src/core/errors.js';
-import { checkCallbackUrl, isAllowListed, isPublicAddress, refusedRange } from '../../src/stages/webhook.js';
+import { checkCallbackUrl, isAllowListed, isPublicAddress, refusedRange } from '../../src/domain/callbacks.js';
 
 
 describe('address policy (ipaddr.js ranges, an allow-list of global unicast)', () => {

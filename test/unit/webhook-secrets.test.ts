@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { thrown } from '../helpers/errors.js';
 import { loadConfig } from '../../src/core/config.js';
 import { publicError } from '../../src/core/errors.js';
-import { resolveWebhookSecret } from '../../src/stages/webhook.js';
+import { resolveWebhookSecret } from '../../src/domain/callbacks.js';
 
 const secret = (fill: string, bytes = 24): string => `whsec_${Buffer.alloc(bytes, fill).toString('base64')}`;
 

@@ -5,7 +5,7 @@
 import { Gauge, Registry } from 'prom-client';
 import { serveMetrics } from '../../core/metrics.js';
 import type { Topology } from '../../runtime/topology.js';
-import type { Context } from '../context.js';
+import type { Context } from '../../app/context.js';
 import type { LagOptions, StageLagReport } from './report.js';
 import { lagSamples$ } from './sample.js';
 

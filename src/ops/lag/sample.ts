@@ -7,7 +7,7 @@ import { EMPTY, Observable, catchError, defer, exhaustMap, finalize, from, map, 
 import { SonicError } from '../../core/errors.js';
 import { OffsetReader, combineLag } from '../../kafka/lag.js';
 import type { StageSpec, Topology } from '../../runtime/topology.js';
-import type { Context } from '../context.js';
+import type { Context } from '../../app/context.js';
 import { buildReport, type LagOptions, type OffsetSample, type StageLagReport } from './report.js';
 
 /** The consumer group of a stage, as the runner names it (`src/runtime/runner.ts`). */

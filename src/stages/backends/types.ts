@@ -1,5 +1,5 @@
 /** The inference backend interface of the `infer` stage. */
-import type { SonicParams } from '../params.js';
+import type { SonicParams } from '../../domain/params.js';
 
 export interface InferInput {
   taskId: string;

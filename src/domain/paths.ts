@@ -1,0 +1,15 @@
+/**
+ * Where a task's deliverable lives: its store key and the URL clients download it from. The
+ * publish stage writes there and the API serves and links it, so both take it from here.
+ */
+import type { Config } from '../core/config.js';
+
+/** Store key of a task's published video. */
+export function publishedKey(taskId: string): string {
+  return `videos/${taskId}.mp4`;
+}
+
+/** Where clients download a task's video. */
+export function videoUrl(config: Pick<Config, 'publicBaseUrl' | 'apiPublicUrl'>, taskId: string): string {
+  return config.publicBaseUrl ? `${config.publicBaseUrl}/${publishedKey(taskId)}` : `${config.apiPublicUrl}/v1/tasks/${taskId}/video`;
+}
