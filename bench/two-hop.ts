@@ -45,7 +45,7 @@ const ctx = new Context({ ...process.env, SONIC_LOG_LEVEL: 'error' }, 'bench');
 
 async function oneRun(env: Record<string, string>): Promise<{ rps: number }> {
   const prefix = `bench_${randomUUID().slice(0, 8)}`;
-  const { topology } = await loadTopologyFile(CHAIN, prefix);
+  const topology = await loadTopologyFile(CHAIN, prefix);
   const admin = await new TopicAdmin(ctx.kafka).connect();
   await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);
   try {

@@ -1,9 +1,30 @@
 /**
  * The Sonic talking-head pipeline:
  * api → tasks.requested → validate → preprocess → infer → encode → publish → tasks.completed → notify.
- * Every stage also writes tasks.status, and has its retry tiers and DLQ (derived by defineTopology).
+ * Each stage is declared once, in its own file under src/stages/; this file composes the stages
+ * (one line each, in task order: the task states follow it) with the topics. Every stage of the
+ * task path writes tasks.status; every stage has its retry tiers and DLQ (derived by defineTopology).
  */
+import type { TaskState } from '../src/domain/records.js';
+import type { AnyStage } from '../src/runtime/stage.js';
 import { defineTopology, type Topology } from '../src/runtime/topology.js';
+import { encode } from '../src/stages/encode.js';
+import { infer } from '../src/stages/infer.js';
+import { notify } from '../src/stages/notify.js';
+import { preprocess } from '../src/stages/preprocess.js';
+import { publish } from '../src/stages/publish.js';
+import { taskStates } from '../src/stages/status.js';
+import { validate } from '../src/stages/validate.js';
+
+/** The stages, in task order. */
+export const SONIC_STAGES = [
+  validate,
+  preprocess,
+  infer,
+  encode,
+  publish,
+  notify,
+];
 
 const DAY_MS = 86_400_000;
 const stream = { 'cleanup.policy': 'delete', 'retention.ms': String(7 * DAY_MS) };
@@ -17,20 +38,22 @@ export interface SonicTopologyOptions {
   replicationFactor?: number;
   /** Multiplies every retry delay (tests shrink them; the tiers stay the same topics). */
   retryDelayScale?: number;
+  /** The stages in task order (SONIC_STAGES by default; a test adds one). */
+  stages?: readonly (AnyStage & { state?: TaskState })[];
 }
 
 /** Builds the Sonic topology for a prefix. */
 export function sonicTopology(options: SonicTopologyOptions = {}): Topology {
-  const scale = options.retryDelayScale ?? 1;
-  const delays = (ms: number[]): number[] => ms.map((d) => Math.max(1, Math.round(d * scale)));
+  const stages = options.stages ?? SONIC_STAGES;
   return defineTopology({
     name: 'sonic',
     prefix: options.prefix ?? 'sonic',
-    status: 'tasks.status',
+    status: { topic: 'tasks.status', hook: taskStates(stages) },
     defaults: {
       partitions: options.partitions ?? 12,
       replicationFactor: options.replicationFactor ?? 1,
-      retry: { delaysMs: delays([5_000, 30_000, 120_000]), maxAttempts: 4 },
+      retry: { delaysMs: [5_000, 30_000, 120_000], maxAttempts: 4 },
+      ...(options.retryDelayScale === undefined ? {} : { retryDelayScale: options.retryDelayScale }),
     },
     topics: {
       'tasks.requested': {
@@ -70,53 +93,7 @@ export function sonicTopology(options: SonicTopologyOptions = {}): Topology {
         doc: 'Latest state per task (compacted); the API materialises it into its status view.',
       },
     },
-    stages: {
-      validate: {
-        doc: 'Probes the audio and the image and checks every parameter.',
-        input: 'tasks.requested',
-        outputs: { validated: 'tasks.validated', failed: 'tasks.completed' },
-        concurrency: 4,
-        scaling: { maxReplicas: 4, lagThreshold: 50, targetDrainSeconds: 60 },
-      },
-      preprocess: {
-        doc: 'Converts audio to 16 kHz mono PCM and the portrait to a bounded RGB PNG.',
-        input: 'tasks.validated',
-        outputs: { prepared: 'tasks.prepared', failed: 'tasks.completed' },
-        concurrency: 4,
-        scaling: { maxReplicas: 4, lagThreshold: 50, targetDrainSeconds: 60 },
-      },
-      infer: {
-        doc: 'Renders the talking head (builtin preview, Sonic CLI, or a Cog server); one task per GPU.',
-        input: 'tasks.prepared',
-        outputs: { rendered: 'tasks.rendered', failed: 'tasks.completed' },
-        concurrency: 1,
-        retry: { delaysMs: delays([10_000, 60_000, 300_000]), maxAttempts: 3 },
-        batch: { maxRecords: 1, maxWaitMs: 0 },
-        scaling: { maxReplicas: 8, lagThreshold: 2, targetDrainSeconds: 600 },
-      },
-      encode: {
-        doc: 'Muxes the original audio into an H.264/AAC faststart MP4 and probes it.',
-        input: 'tasks.rendered',
-        outputs: { encoded: 'tasks.encoded', failed: 'tasks.completed' },
-        concurrency: 2,
-        scaling: { maxReplicas: 4, lagThreshold: 10, targetDrainSeconds: 120 },
-      },
-      publish: {
-        doc: 'Moves the MP4 to its public location and marks the task SUCCEEDED.',
-        input: 'tasks.encoded',
-        outputs: { completed: 'tasks.completed', failed: 'tasks.completed' },
-        concurrency: 4,
-        scaling: { maxReplicas: 2, lagThreshold: 50, targetDrainSeconds: 60 },
-      },
-      notify: {
-        doc: 'Delivers Standard Webhooks events; a failing receiver never fails the task.',
-        input: 'tasks.completed',
-        emitsStatus: false,
-        concurrency: 8,
-        retry: { delaysMs: delays([5_000, 30_000, 120_000, 600_000]), maxAttempts: 5 },
-        scaling: { maxReplicas: 2, lagThreshold: 100, targetDrainSeconds: 60 },
-      },
-    },
+    stages,
   });
 }
 

@@ -11,6 +11,7 @@ import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { taskKey, type BlobStore } from '../blob/store.js';
 import { childTraceparent } from '../runtime/headers.js';
+import { isTaskId } from '../domain/ids.js';
 import { publishedKey, videoUrl } from '../domain/paths.js';
 import type { MediaRef, TaskRequest } from '../domain/records.js';
 import type { EventStreams } from './events.js';
@@ -40,7 +41,6 @@ export interface TaskRouteDeps {
   registry?: Registry;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const PLACEHOLDER: MediaRef = { uri: 'pending:', content_type: null, size_bytes: null, sha256: null };
 
 const taskViewSchema = {
@@ -68,7 +68,7 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
   const waiting = deps.registry && new Gauge({ name: 'sonicflow_api_submits_waiting', help: 'Submits waiting for an earlier submit of the same task id to end.', registers: [deps.registry] });
 
   const visible = (req: FastifyRequest, id: string): StatusEvent => {
-    const e = UUID.test(id) ? view.get(id) : undefined;
+    const e = isTaskId(id) ? view.get(id) : undefined;
     // another tenant's task looks exactly like a missing one
     if (!e || (config.apiAuth === 'required' && e.tenant_id !== req.tenant)) throw new SonicError('TASK_NOT_FOUND', `no task ${id.slice(0, 64)}`, { safe: true });
     return e;

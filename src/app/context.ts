@@ -1,6 +1,7 @@
 /**
- * What every command needs, built once and lazily: configuration, logger, Kafka client, serde,
- * and the topology (the built-in Sonic one, or a file given with --file).
+ * The composition root: what every command and the API need, built once and lazily —
+ * configuration, logger, Kafka client, serde, blob store, and the topology with its stages (the
+ * built-in Sonic one, or a file given with --file).
  */
 import { readFileSync } from 'node:fs';
 import { extname, resolve } from 'node:path';
@@ -14,8 +15,7 @@ import { RegistryAdmin } from '../serde/registry-admin.js';
 import { Serde } from '../serde/serde.js';
 import { defineTopology, type Topology, type TopologyDecl } from '../runtime/topology.js';
 import { createBlobStore, type BlobStore } from '../blob/index.js';
-import type { StageDefinition } from '../runtime/stage.js';
-import { sonicStages } from '../stages/index.js';
+import type { StageDeps } from '../stages/common.js';
 import { sonicTopology } from '../../topologies/sonic.js';
 
 export class Context {
@@ -71,54 +71,42 @@ export class Context {
     return new RegistryAdmin(this.serde);
   }
 
-  /** The built-in Sonic topology with the configured prefix, or the one declared in `file`. */
-  async topology(file?: string): Promise<Topology> {
-    return (await this.pipeline(file, [])).topology;
-  }
-
   /**
-   * The topology and its stage handlers: the built-in Sonic ones (only those named in `only`,
-   * when given), or the `stages` export of `file`.
+   * The built-in Sonic topology with the configured prefix, or the one declared in `file`. Its
+   * stages carry their code: `stage.create(ctx.stageDeps)` builds a handler.
    */
-  async pipeline(file?: string, only?: string[]): Promise<Pipeline> {
+  async topology(file?: string): Promise<Topology> {
     if (file) return loadTopologyFile(file, this.config.topicPrefix);
-    const topology = sonicTopology({ prefix: this.config.topicPrefix, retryDelayScale: this.config.retryDelayScale });
-    const stages = only?.length === 0 ? {} : sonicStages({ config: this.config, blob: this.blob, logger: this.logger }, only);
-    return { topology, stages };
+    return sonicTopology({ prefix: this.config.topicPrefix, retryDelayScale: this.config.retryDelayScale });
   }
-}
 
-export interface Pipeline {
-  topology: Topology;
-  stages: Record<string, StageDefinition<never>>;
+  /** What a stage's `create` gets in this process. */
+  get stageDeps(): StageDeps {
+    return { config: this.config, blob: this.blob, logger: this.logger };
+  }
 }
 
 /**
  * Loads a topology from a module (default export: a Topology, a declaration, or a function of
  * `{prefix}` returning either) or from a JSON file holding a Topology or a declaration.
  */
-export async function loadTopologyFile(file: string, prefix: string): Promise<Pipeline> {
+export async function loadTopologyFile(file: string, prefix: string): Promise<Topology> {
   const path = resolve(file);
   let loaded: unknown;
-  let stages: Record<string, StageDefinition<never>> = {};
   try {
     if (extname(path) === '.json') {
       const { readFile } = await import('node:fs/promises');
       loaded = JSON.parse(await readFile(path, 'utf8'));
     } else {
-      const mod = (await import(pathToFileURL(path).href)) as { default?: unknown; stages?: Record<string, StageDefinition<never>> };
-      loaded = mod.default;
-      stages = mod.stages ?? {};
+      loaded = ((await import(pathToFileURL(path).href)) as { default?: unknown }).default;
     }
   } catch (err) {
     throw new SonicError('TOPOLOGY_INVALID', `cannot load topology from ${file}: ${(err as Error).message}`, { cause: err });
   }
   if (typeof loaded === 'function') loaded = (loaded as (o: { prefix: string }) => unknown)({ prefix });
   if (loaded && typeof loaded === 'object' && 'stages' in loaded) {
-    const topology = Array.isArray((loaded as { stages: unknown }).stages)
-      ? (loaded as Topology)
-      : defineTopology({ prefix, ...(loaded as Omit<TopologyDecl, 'prefix'>) } as TopologyDecl);
-    return { topology, stages };
+    // a Topology has its status topic's full name; a declaration names the status topic's key
+    return 'statusTopic' in loaded ? (loaded as Topology) : defineTopology({ prefix, ...(loaded as Omit<TopologyDecl, 'prefix'>) } as TopologyDecl);
   }
   throw new SonicError('TOPOLOGY_INVALID', `${file} does not export a topology (a Topology, a declaration, or a function returning one)`);
 }

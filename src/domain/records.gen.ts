@@ -182,3 +182,14 @@ export interface ImageProbe {
   width: number;
   height: number;
 }
+
+/** Each schema of schemas/ by file base name, and the type of its values. */
+export interface Schemas {
+  'task-completed': TaskCompleted;
+  'task-encoded': TaskEncoded;
+  'task-prepared': TaskPrepared;
+  'task-rendered': TaskRendered;
+  'task-request': TaskRequest;
+  'task-status': TaskStatus;
+  'task-validated': TaskValidated;
+}

@@ -11,6 +11,7 @@ export type {
   ImageProbe,
   MediaRef,
   Outcome,
+  Schemas,
   SonicParams,
   TaskCompleted,
   TaskEncoded,

@@ -17,7 +17,7 @@ import { deployedProblems } from './deploy.js';
 import type { Context } from '../app/context.js';
 
 export async function runStages(ctx: Context, names: string[], file?: string): Promise<number> {
-  const { topology, stages } = await ctx.pipeline(file, names);
+  const topology = await ctx.topology(file);
   // a topology that cannot work is refused before anything connects, naming its nodes
   assertValidTopology(topology, (schema) => ctx.serde.catalog.has(schema));
   const c = ctx.config;
@@ -26,9 +26,9 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
   const runners = names.map((name) => {
     const stage = findStage(topology, name);
     if (!stage) throw new SonicError('TOPOLOGY_INVALID', `no stage named "${name}" (stages: ${topology.stages.map((s) => s.name).join(', ')})`);
-    const definition = stages[name];
-    if (!definition) throw new SonicError('TOPOLOGY_INVALID', `stage "${name}" has no handler (handlers: ${Object.keys(stages).join(', ') || 'none'})`);
-    const runner = new StageRunner(ctx.kafka, ctx.serde, topology, stage, definition, ctx.logger.child({ stage: name }), {
+    if (!stage.create) throw new SonicError('TOPOLOGY_INVALID', `stage "${name}" has no code: the topology declares it as data only (a stage declared with defineStage brings its handler)`);
+    const handler = stage.create(ctx.stageDeps as never);
+    const runner = new StageRunner(ctx.kafka, ctx.serde, topology, stage, handler, ctx.logger.child({ stage: name }), {
       clientId: c.clientId,
       sessionTimeoutMs: c.sessionTimeoutMs,
       heartbeatIntervalMs: c.heartbeatIntervalMs,
@@ -41,7 +41,7 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
       concurrency: c.concurrency,
       reconnect: { initialMs: c.reconnectBackoffMs, maxMs: Math.max(c.reconnectBackoffMs, c.reconnectBackoffMaxMs) },
     }, metrics);
-    return { runner, definition };
+    return { runner, handler };
   });
   const broker = new BrokerHealth(ctx.kafka, { cacheMs: c.brokerCheckCacheMs, timeoutMs: c.brokerCheckTimeoutMs, logger: ctx.logger });
   const http = await serveMetrics(
@@ -99,7 +99,7 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
     await stopAll('crash').catch(() => undefined);
     return 1;
   } finally {
-    for (const r of runners) await r.definition.close?.().catch(() => undefined);
+    for (const r of runners) await r.handler.close?.().catch(() => undefined);
     http.server.close();
     await broker.close();
     await ctx.blobClose();

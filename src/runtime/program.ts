@@ -4,14 +4,14 @@
  * write (outputs, status event, retry or DLQ record). No Kafka here, so both drivers run exactly
  * this code.
  */
-import { SonicError, publicError, toSonicError } from '../core/errors.js';
+import { SonicError, toSonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { InRecord } from '../kafka/io.js';
 import type { Codec } from '../serde/codec.js';
 import { valueSubject } from '../serde/wire.js';
 import { classify, type Decision } from './classify.js';
 import { HEADERS, attemptOf, childTraceparent, dueOf, failureHeaders } from './headers.js';
-import type { Emit, StageDefinition, StageRecord, StatusExtra, TaskState } from './stage.js';
+import type { Emit, StageHandler, StageRecord, StatusFields, StatusPhase, StatusHook } from './stage.js';
 import type { StageSpec, Topology } from './topology.js';
 
 /** A record as read from a topic (the test driver's records carry no timestamp). */
@@ -50,13 +50,14 @@ export class StageProgram<In = unknown> {
   readonly inputSchema: string;
   private readonly sinks: Map<string, { topic: string; schema: string; balanced?: { partitions: number; next: number } }>;
   private readonly statusSchema: string | undefined;
+  private readonly statusHook: StatusHook | undefined;
   private readonly retryTopics: Set<string>;
   private readonly clock: () => number;
 
   constructor(
     readonly topology: Topology,
     readonly stage: StageSpec,
-    readonly definition: StageDefinition<In>,
+    readonly handler: StageHandler<In>,
     private readonly codec: Codec,
     private readonly options: ProgramOptions,
   ) {
@@ -75,6 +76,8 @@ export class StageProgram<In = unknown> {
       }),
     );
     this.statusSchema = stage.emitsStatus ? schemaOf(topology.statusTopic) : undefined;
+    this.statusHook = topology.statusHook;
+    if (this.statusSchema && !this.statusHook) throw new SonicError('TOPOLOGY_INVALID', `stage ${stage.name} writes status events but the topology has no status hook`);
     this.retryTopics = new Set(stage.retry.topics);
     this.clock = options.clock ?? Date.now;
   }
@@ -111,7 +114,7 @@ export class StageProgram<In = unknown> {
 
     const started = this.clock();
     const traceparent = childTraceparent(raw.headers[HEADERS.traceparent]);
-    const extra: StatusExtra = this.definition.statusOf?.(value) ?? {};
+    const extra: StatusFields = this.handler.statusOf?.(value) ?? {};
     const record: StageRecord<In> = {
       taskId,
       value,
@@ -121,9 +124,9 @@ export class StageProgram<In = unknown> {
       offset: raw.offset,
       headers: raw.headers,
     };
-    if (this.definition.reportStart) this.emitProgress(taskId, attempt, 0, extra);
+    if (this.handler.reportStart) this.emitProgress(taskId, attempt, 0, extra);
     try {
-      const result = await this.definition.handle(record, {
+      const result = await this.handler.handle(record, {
         stage: this.stage.name,
         signal,
         get logger() {
@@ -135,7 +138,7 @@ export class StageProgram<In = unknown> {
       const handlerMs = this.clock() - started;
       if (signal.aborted) return { kind: 'aborted', taskId, handlerMs };
       const records = await this.encodeEmits(result.emit ?? [], taskId, traceparent);
-      const status = await this.status(taskId, { ...extra, ...result.status, state: this.definition.doneState, attempt }, traceparent);
+      const status = await this.status(taskId, 'succeeded', { fields: { ...extra, ...result.status }, attempt }, traceparent);
       if (status) records.push(status);
       return { kind: 'ok', taskId, records, handlerMs };
     } catch (err) {
@@ -153,11 +156,7 @@ export class StageProgram<In = unknown> {
       log().info({ err: decision.error, tier: decision.tier, due_ms: dueMs }, 'record sent to a retry tier');
       const headers = failureHeaders(raw.headers, { stage: this.stage.name, topic: raw.topic, partition: raw.partition, offset: raw.offset, attempt, error: decision.error, nowMs: now, dueMs, tier: decision.tier });
       const records: Produced[] = [{ topic: this.stage.retry.topics[decision.tier - 1]!, key: raw.key, value: raw.value, headers }];
-      const status = await this.status(
-        taskId,
-        { ...extra, state: this.definition.runningState, attempt: attempt + 1, error_code: decision.error.code, error_message: publicError(decision.error).message, retryable: true },
-        traceparent,
-      );
+      const status = await this.status(taskId, 'retrying', { fields: extra, attempt: attempt + 1, error: decision.error }, traceparent);
       if (status) records.push(status);
       return { kind: 'retry', taskId, records, decision, handlerMs };
     }
@@ -182,10 +181,10 @@ export class StageProgram<In = unknown> {
 
   /** What the stage wants published when a task fails for good (e.g. a failure outcome for webhooks). */
   private async failureEmits(record: StageRecord<In>, error: SonicError, traceparent: string, log: Logger): Promise<Produced[]> {
-    if (!this.definition.onFailure) return [];
+    if (!this.handler.onFailure) return [];
     try {
       const ctx = { stage: this.stage.name, now: () => new Date(this.clock()) };
-      return await this.encodeEmits(this.definition.onFailure(record, error, ctx).emit ?? [], record.taskId, traceparent);
+      return await this.encodeEmits(this.handler.onFailure(record, error, ctx).emit ?? [], record.taskId, traceparent);
     } catch (err) {
       log.error({ err }, 'onFailure hook failed; the DLQ record is written without its failure outputs');
       return [];
@@ -198,60 +197,42 @@ export class StageProgram<In = unknown> {
     error: SonicError,
     reason: 'permanent' | 'exhausted' | 'undecodable',
     handlerMs: number,
-    extra: StatusExtra,
+    extra: StatusFields,
     decision?: Decision,
   ): Promise<Outcome> {
     const headers = failureHeaders(raw.headers, { stage: this.stage.name, topic: raw.topic, partition: raw.partition, offset: raw.offset, attempt, error, nowMs: this.clock(), dlqReason: reason });
     const records: Produced[] = [{ topic: this.stage.dlq, key: raw.key, value: raw.value, headers }];
-    if (raw.key !== null && isUuid(raw.key)) {
-      const status = await this.status(
-        raw.key,
-        { ...extra, state: 'FAILED', attempt, error_code: error.code, error_message: publicError(error).message, retryable: false },
-        childTraceparent(raw.headers[HEADERS.traceparent]),
-      );
+    if (raw.key !== null) {
+      const status = await this.status(raw.key, 'failed', { fields: extra, attempt, error }, childTraceparent(raw.headers[HEADERS.traceparent]));
       if (status) records.push(status);
     }
     return { kind: 'dlq', taskId: raw.key, records, handlerMs, ...(decision ? { decision } : {}) };
   }
 
+  /** The status event of a transition, built by the topology's hook; none when the stage writes none. */
   private async status(
-    taskId: string,
-    fields: StatusExtra & { state: TaskState; attempt: number; error_code?: string; error_message?: string; retryable?: boolean },
+    key: string,
+    phase: StatusPhase,
+    t: { fields: StatusFields; attempt: number; progress?: number; error?: SonicError },
     traceparent: string,
   ): Promise<Produced | undefined> {
-    if (!this.statusSchema) return undefined;
-    const value = {
-      task_id: taskId,
-      stage: this.stage.name,
-      progress: null,
-      error_code: null,
-      error_message: null,
-      retryable: null,
-      result_url: null,
-      tenant_id: null,
-      created_at: null,
-      ...fields,
-      at: new Date(this.clock()),
-    };
+    if (!this.statusSchema || !this.statusHook) return undefined;
+    const value = this.statusHook.event({ stage: this.stage.name, key, phase, ...t, at: new Date(this.clock()) });
+    if (value === undefined) return undefined;
     return {
       topic: this.topology.statusTopic,
-      key: taskId,
+      key,
       value: await this.codec.encode(valueSubject(this.topology.statusTopic), this.statusSchema, value),
       headers: { [HEADERS.traceparent]: traceparent },
     };
   }
 
-  private emitProgress(taskId: string, attempt: number, fraction: number, extra: StatusExtra): void {
+  private emitProgress(taskId: string, attempt: number, fraction: number, extra: StatusFields): void {
     const sink = this.options.onProgress;
     if (!sink || !Number.isFinite(fraction)) return;
     const progress = Math.min(1, Math.max(0, fraction));
-    this.status(taskId, { ...extra, state: this.definition.runningState, attempt, progress }, childTraceparent(undefined))
+    this.status(taskId, 'progress', { fields: extra, attempt, progress }, childTraceparent(undefined))
       .then((r) => r && sink(r))
       .catch((err: unknown) => this.options.logger.warn({ err }, 'progress event dropped'));
   }
-}
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-function isUuid(s: string): boolean {
-  return UUID.test(s);
 }

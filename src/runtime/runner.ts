@@ -34,7 +34,7 @@ import { Lifecycle } from './lifecycle.js';
 import { Partition, type Handled, type PartitionHost } from './partition.js';
 import { StageProgram, type Outcome } from './program.js';
 import { PartitionRecovery, keyOf } from './recovery.js';
-import type { StageDefinition } from './stage.js';
+import type { StageHandler } from './stage.js';
 import type { StageSpec, Topology } from './topology.js';
 
 export interface RunnerOptions {
@@ -82,7 +82,7 @@ export class StageRunner {
     codec: Codec,
     readonly topology: Topology,
     readonly stage: StageSpec,
-    definition: StageDefinition,
+    handler: StageHandler,
     private readonly logger: Logger,
     private readonly options: RunnerOptions,
     private readonly metrics?: StageMetrics,
@@ -93,7 +93,7 @@ export class StageRunner {
     this.maxWaitMs = options.batchMaxWaitMs !== undefined && options.batchMaxWaitMs >= 0 ? options.batchMaxWaitMs : stage.batch.maxWaitMs;
     this.concurrency = options.concurrency || stage.concurrency;
     this.progress = new PlainProducer(kafka);
-    this.program = new StageProgram(topology, stage, definition, codec, {
+    this.program = new StageProgram(topology, stage, handler, codec, {
       logger,
       onProgress: (r) => void this.progress.send(r.topic, [r]).catch((err: unknown) => logger.warn({ err }, 'progress event not sent')),
     });

@@ -1,16 +1,64 @@
 /**
- * What a stage author writes: a StageDefinition with one handler `(record, ctx) => result`.
- * The runtime turns it into a correct consumer/producer (exactly-once hops, retries, DLQ);
- * the handler never sees Kafka.
+ * What a stage author writes: one declaration per stage — its input, its typed sinks, retry
+ * tiers, concurrency, scaling — and a factory for its handler `(record, ctx) => result`. The
+ * runtime turns it into a correct consumer/producer (exactly-once hops, retries, DLQ); the
+ * handler never sees Kafka. Nothing here knows what a record means: status events are built by
+ * the topology's {@link StatusHook}.
  */
 import type { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 
-export type TaskState = 'QUEUED' | 'VALIDATING' | 'PREPROCESSING' | 'INFERRING' | 'ENCODING' | 'PUBLISHING' | 'SUCCEEDED' | 'FAILED';
+declare const valueType: unique symbol;
+
+/**
+ * A topic as a stage sees it: its key in the topology (without the prefix) and the schema its
+ * values have; `V` is the TypeScript type of those values. `sonicflow run` and `topology
+ * validate` check that the topology's topic has this schema, so the type cannot lie.
+ */
+export interface TopicRef<V = unknown> {
+  readonly topic: string;
+  readonly schema: string;
+  /** Type only: the value type. */
+  readonly [valueType]?: V;
+}
+
+/**
+ * A factory of typed topic references for a map of schema name → value type (generated from the
+ * schemas): `const topic = topicRefs<Schemas>(); topic('tasks.encoded', 'task-encoded')` is a
+ * `TopicRef<TaskEncoded>`, and a misspelt schema name does not compile.
+ */
+export function topicRefs<Schemas>() {
+  return <S extends keyof Schemas & string>(topic: string, schema: S): TopicRef<Schemas[S]> => ({ topic, schema });
+}
+
+/** Named sinks of a stage: sink name → topic. */
+export type Sinks = Record<string, TopicRef>;
+
+/** The value type of a topic reference. */
+export type ValueOf<R> = R extends TopicRef<infer V> ? V : never;
+
+/** One output record: a sink the declaration names, and a value of that sink's type. */
+export type EmitOf<S extends Sinks> = {
+  [K in keyof S & string]: {
+    sink: K;
+    value: ValueOf<S[K]>;
+    /** Defaults to the input's key. */
+    key?: string;
+    headers?: Record<string, string>;
+  };
+}[keyof S & string];
+
+/** Any output record (the runtime's untyped view). */
+export interface Emit {
+  sink: string;
+  value: unknown;
+  key?: string;
+  headers?: Record<string, string>;
+}
 
 /** One input record, decoded. */
 export interface StageRecord<V = unknown> {
-  /** The record key: the task id. */
+  /** The record key (in Sonic, the task id). */
   taskId: string;
   value: V;
   /** 1 on the first try, +1 per retry. */
@@ -28,63 +76,124 @@ export interface StageContext {
   readonly logger: Logger;
   /** Reports progress in [0, 1] as a status event (best effort, outside the transaction). */
   progress(fraction: number): void;
+  /** The stage's clock (the test driver's fake one under test). */
   now(): Date;
 }
 
-/** What `onFailure` may use: the stage's clock (the test driver's fake one under test). */
+/** What `onFailure` may use: the stage's clock. */
 export interface FailureContext {
   readonly stage: string;
   now(): Date;
 }
 
-/** Fields a handler may add to its status event. */
-export interface StatusExtra {
-  result_url?: string | null;
-  tenant_id?: string | null;
-  created_at?: Date | null;
-  progress?: number | null;
+/** Fields a stage adds to its status events; the topology's status hook decides what they mean. */
+export type StatusFields = Readonly<Record<string, unknown>>;
+
+export interface StageResult<S extends Sinks = Sinks> {
+  emit?: EmitOf<S>[];
+  status?: StatusFields;
 }
 
-export interface Emit {
-  /** Sink name from the topology (e.g. `validated`). */
-  sink: string;
-  value: unknown;
-  /** Defaults to the input's key (the task id). */
-  key?: string;
-  headers?: Record<string, string>;
-}
-
-export interface StageResult {
-  emit?: Emit[];
-  status?: StatusExtra;
-}
-
-export interface StageDefinition<In = unknown> {
-  name: string;
-  /** State shown while the stage works on a task, and while its retries wait. */
-  runningState: TaskState;
-  /** State written when the stage succeeds. */
-  doneState: TaskState;
+/** The code of a stage, built in the process that runs it. */
+export interface StageHandler<In = unknown, S extends Sinks = Sinks> {
   /**
    * Does the work. Throw a SonicError with a code to fail: retryable codes go to the retry tiers,
    * others to the DLQ. Anything else thrown is a bug (INTERNAL, DLQ at once).
    */
-  handle(record: StageRecord<In>, ctx: StageContext): Promise<StageResult>;
-  /** Emit a progress-0 status event when work on a record starts (for long stages such as infer). */
+  handle(record: StageRecord<In>, ctx: StageContext): Promise<StageResult<S>>;
+  /** Emit a progress-0 status event when work on a record starts (for long stages). */
   reportStart?: boolean;
-  /** Optional fields for every status event of a task, from its input value (tenant, created time). */
-  statusOf?(value: In): StatusExtra;
+  /** Status fields for every event of a record, from its value. */
+  statusOf?(value: In): StatusFields;
   /**
-   * Called when a task fails for good in this stage (permanent error or retries exhausted), with
-   * the decoded record: its emits are published in the same transaction as the DLQ record
-   * (for example a FAILED outcome that turns into a webhook).
+   * Called when a record fails for good in this stage (permanent error or retries exhausted): its
+   * emits are published in the same transaction as the DLQ record.
    */
-  onFailure?(record: StageRecord<In>, error: SonicError, ctx: FailureContext): StageResult;
+  onFailure?(record: StageRecord<In>, error: SonicError, ctx: FailureContext): StageResult<S>;
   /** Releases resources when the process stops. */
   close?(): Promise<void>;
 }
 
-/** Identity helper that keeps the handler's input type. */
-export function defineStage<In>(def: StageDefinition<In>): StageDefinition<In> {
-  return def;
+export interface RetrySpec {
+  /** Delay of each tier, ms; tier n is topic `<prefix>.<stage>.retry.<n>`. */
+  delaysMs: number[];
+  /** Total attempts including the first; beyond the last tier a failure goes to the DLQ. */
+  maxAttempts: number;
+}
+
+export interface ScalingSpec {
+  minReplicas: number;
+  maxReplicas: number;
+  /** KEDA lagThreshold: target lag per replica. */
+  lagThreshold: number;
+  /** KEDA activationLagThreshold: lag above which the stage wakes from zero. */
+  activationLagThreshold: number;
+  /** Target time to drain the backlog, s (sonicflow's own scaling rule). */
+  targetDrainSeconds: number;
+}
+
+export interface BatchSpec {
+  /** Records of one partition per transaction. */
+  maxRecords: number;
+  /** How long to wait to fill a batch, ms. */
+  maxWaitMs: number;
+}
+
+/**
+ * A stage, declared once: everything the topology, deploy, autoscaling and the runner need, and
+ * `create`, which builds the handler from the process's dependencies `D`.
+ */
+export interface StageDeclaration<D = never, In = unknown, S extends Sinks = Sinks> {
+  name: string;
+  doc: string;
+  input: TopicRef<In>;
+  sinks?: S;
+  /** Whether the stage writes a status event per record (default true when the topology has a status topic). */
+  emitsStatus?: boolean;
+  retry?: Partial<RetrySpec>;
+  /** Partitions processed concurrently by one process (default 1). */
+  concurrency?: number;
+  batch?: Partial<BatchSpec>;
+  scaling?: Partial<ScalingSpec>;
+  create(deps: D): StageHandler<In, S>;
+}
+
+/** A stage declaration of any input, sinks and dependencies (for lists of stages). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- each stage has its own input, sinks and deps
+export type AnyStage = StageDeclaration<any, any, any>;
+
+/** Keeps a declaration's types: the input's value type and the sinks' names and value types. */
+export function defineStage<D, In, S extends Sinks = Record<never, TopicRef>>(decl: StageDeclaration<D, In, S>): StageDeclaration<D, In, S> {
+  return decl;
+}
+
+/** What a status event is about. */
+export type StatusPhase = 'progress' | 'succeeded' | 'retrying' | 'failed';
+
+export interface StatusTransition {
+  stage: string;
+  /** The record key. */
+  key: string;
+  /**
+   * progress: work started or moved on (`progress` set); succeeded: the stage's outputs are
+   * written; retrying: the record waits in a retry tier; failed: it went to the DLQ.
+   */
+  phase: StatusPhase;
+  /** The attempt the event describes (for `retrying`, the next one). */
+  attempt: number;
+  progress?: number;
+  /** Why it is retrying or failed; give clients only `publicError(error)`. */
+  error?: SonicError;
+  /** The stage's `statusOf(value)` merged with its result's `status`. */
+  fields: StatusFields;
+  at: Date;
+}
+
+/**
+ * Turns the runtime's view of a record's progress into the status topic's value: the topology
+ * supplies it (in Sonic, task states derived from the stage order). Returns undefined to write no
+ * event (for example, for a key that names no task).
+ */
+export interface StatusHook {
+  event(transition: StatusTransition): unknown;
 }

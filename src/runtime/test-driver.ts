@@ -9,7 +9,7 @@ import { SchemaCatalog } from '../serde/catalog.js';
 import { MemorySerde } from '../serde/codec.js';
 import { valueSubject } from '../serde/wire.js';
 import { StageProgram, type RawRecord } from './program.js';
-import type { StageDefinition } from './stage.js';
+import type { StageHandler } from './stage.js';
 import type { Topology } from './topology.js';
 
 export interface DriverRecord<T = unknown> {
@@ -25,6 +25,15 @@ export interface DriverRecord<T = unknown> {
 }
 
 export interface DriverOptions {
+  /**
+   * The dependencies each stage's `create` gets (what `sonicflow run` gives a stage); stages
+   * declared without code, and stages listed in `handlers`, do not need them.
+   */
+  deps?: unknown;
+  /** Handlers by stage name, instead of building them with `create` (e.g. one with a fake backend). */
+  handlers?: Record<string, StageHandler>;
+  /** Runs only these stages (all with a handler by default). */
+  only?: string[];
   /** Start of the fake clock, epoch ms. */
   startMs?: number;
   catalog?: SchemaCatalog;
@@ -42,17 +51,22 @@ export class TopologyTestDriver {
 
   constructor(
     readonly topology: Topology,
-    stages: Record<string, StageDefinition<never>>,
     options: DriverOptions = {},
   ) {
     this.clockMs = options.startMs ?? Date.UTC(2026, 0, 1);
     this.codec = new MemorySerde(options.catalog ?? new SchemaCatalog());
     const logger = options.logger ?? createLogger('test-driver', 'silent');
+    const handlerOf = (s: Topology['stages'][number]): StageHandler | undefined =>
+      options.handlers?.[s.name] ?? (options.deps !== undefined ? s.create?.(options.deps as never) : undefined);
     this.programs = topology.stages
-      .filter((s) => stages[s.name])
+      .filter((s) => !options.only || options.only.includes(s.name))
+      .flatMap((s) => {
+        const handler = handlerOf(s);
+        return handler ? [{ s, handler }] : [];
+      })
       .map(
-        (s) =>
-          new StageProgram<never>(topology, s, stages[s.name]!, this.codec, {
+        ({ s, handler }) =>
+          new StageProgram<never>(topology, s, handler as StageHandler<never>, this.codec, {
             logger: logger.child({ stage: s.name }),
             clock: () => this.clockMs,
             onProgress: (r) => void this.progressEvents.push({ ...r, partition: 0, offset: '-1' }),

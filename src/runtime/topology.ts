@@ -5,6 +5,10 @@
  */
 
 import type { CompatibilityLevel } from '../serde/compat.js';
+import { SonicError } from '../core/errors.js';
+import type { AnyStage, BatchSpec, RetrySpec, ScalingSpec, Sinks, StageHandler, StatusHook } from './stage.js';
+
+export type { BatchSpec, RetrySpec, ScalingSpec } from './stage.js';
 
 export type Compatibility = CompatibilityLevel;
 
@@ -36,24 +40,6 @@ export interface TopicSpec {
 
 export type Partitioning = 'key' | 'balanced';
 
-export interface RetrySpec {
-  /** Delay of each tier, ms; tier n is topic `<prefix>.<stage>.retry.<n>`. */
-  delaysMs: number[];
-  /** Total attempts including the first; beyond the last tier a failure goes to the DLQ. */
-  maxAttempts: number;
-}
-
-export interface ScalingSpec {
-  minReplicas: number;
-  maxReplicas: number;
-  /** KEDA lagThreshold: target lag per replica. */
-  lagThreshold: number;
-  /** KEDA activationLagThreshold: lag above which the stage wakes from zero. */
-  activationLagThreshold: number;
-  /** Target time to drain the backlog, s (sonicflow's own scaling rule). */
-  targetDrainSeconds: number;
-}
-
 export interface StageSpec {
   name: string;
   doc: string;
@@ -68,8 +54,15 @@ export interface StageSpec {
   /** Partitions processed concurrently by one process. */
   concurrency: number;
   /** Records of one partition per transaction, and how long to wait to fill a batch. */
-  batch: { maxRecords: number; maxWaitMs: number };
+  batch: BatchSpec;
   scaling: ScalingSpec;
+  /**
+   * The schemas the stage's code was typed against (its input and each sink), from a stage
+   * declaration; validation checks them against the topics' schemas.
+   */
+  contract?: { input: string; sinks: Record<string, string> };
+  /** Builds the stage's handler; only stages declared with code have one (not a JSON topology). */
+  create?: (deps: never) => StageHandler;
 }
 
 export interface Topology {
@@ -77,6 +70,8 @@ export interface Topology {
   prefix: string;
   /** Topic that every status-emitting stage writes. */
   statusTopic: string;
+  /** Builds the status events (see StatusHook); a topology without one can be deployed, not run. */
+  statusHook?: StatusHook;
   topics: Record<string, TopicSpec>;
   stages: StageSpec[];
 }
@@ -101,16 +96,18 @@ export interface StageDecl {
   emitsStatus?: boolean;
   retry?: Partial<RetrySpec>;
   concurrency?: number;
-  batch?: Partial<StageSpec['batch']>;
+  batch?: Partial<BatchSpec>;
   scaling?: Partial<ScalingSpec>;
 }
 
 export interface TopologyDecl {
   name: string;
   prefix: string;
-  /** Topic key of the status topic. */
-  status: string;
+  /** Topic key of the status topic, and the hook that builds its events. */
+  status: string | { topic: string; hook: StatusHook };
   defaults?: {
+    /** Multiplies every retry delay (tests shrink them; the tiers stay the same topics). */
+    retryDelayScale?: number;
     partitions?: number;
     replicationFactor?: number;
     retry?: RetrySpec;
@@ -118,7 +115,11 @@ export interface TopologyDecl {
     dlqTopicConfigs?: Record<string, string>;
   };
   topics: Record<string, TopicDecl>;
-  stages: Record<string, StageDecl>;
+  /**
+   * The stages, in order: declarations with their code (see `defineStage`), or plain data by name
+   * (a topology that is only described, validated or deployed).
+   */
+  stages: readonly AnyStage[] | Record<string, StageDecl>;
 }
 
 export const DEFAULT_PARTITIONS = 12;
@@ -158,8 +159,10 @@ export function defineTopology(decl: TopologyDecl): Topology {
     };
   }
 
+  const scale = decl.defaults?.retryDelayScale ?? 1;
+  const scaled = (ms: number[]): number[] => (scale === 1 ? ms : ms.map((d) => Math.max(1, Math.round(d * scale))));
   const stages: StageSpec[] = [];
-  for (const [stageName, s] of Object.entries(decl.stages)) {
+  for (const [stageName, s] of stageEntries(decl.stages)) {
     const input = full(s.input);
     const inputSpec = topics[input];
     const derived = (key: string, role: 'retry' | 'dlq', doc: string, configs: Record<string, string>): string => {
@@ -176,7 +179,7 @@ export function defineTopology(decl: TopologyDecl): Topology {
       };
       return name;
     };
-    const delaysMs = s.retry?.delaysMs ?? retryDefault.delaysMs;
+    const delaysMs = scaled(s.retry?.delaysMs ?? retryDefault.delaysMs);
     const retryTopics = delaysMs.map((delay, i) =>
       derived(
         `${stageName}.retry.${i + 1}`,
@@ -208,9 +211,39 @@ export function defineTopology(decl: TopologyDecl): Topology {
         activationLagThreshold: s.scaling?.activationLagThreshold ?? 0,
         targetDrainSeconds: s.scaling?.targetDrainSeconds ?? 300,
       },
+      ...(s.contract ? { contract: s.contract } : {}),
+      ...(s.create ? { create: s.create } : {}),
     });
   }
-  return { name: decl.name, prefix: decl.prefix, statusTopic: full(decl.status), topics, stages };
+  const status = typeof decl.status === 'string' ? { topic: decl.status } : decl.status;
+  return { name: decl.name, prefix: decl.prefix, statusTopic: full(status.topic), ...('hook' in status ? { statusHook: status.hook } : {}), topics, stages };
+}
+
+/** A stage as data, from a declaration with code or a plain data entry. */
+type StageEntry = StageDecl & Pick<StageSpec, 'contract' | 'create'>;
+
+/** The stages of a declaration by name, in order; declarations with code bring their contract and factory. */
+function stageEntries(stages: TopologyDecl['stages']): [string, StageEntry][] {
+  if (!Array.isArray(stages)) return Object.entries(stages as Record<string, StageDecl>);
+  const seen = new Set<string>();
+  return (stages as readonly AnyStage[]).map((d) => {
+    if (seen.has(d.name)) throw new SonicError('TOPOLOGY_INVALID', `stage ${d.name} is declared twice`);
+    seen.add(d.name);
+    const sinks = Object.entries((d.sinks ?? {}) as Sinks);
+    const entry: StageEntry = {
+      doc: d.doc,
+      input: d.input.topic,
+      outputs: Object.fromEntries(sinks.map(([sink, ref]) => [sink, ref.topic])),
+      ...(d.emitsStatus === undefined ? {} : { emitsStatus: d.emitsStatus }),
+      ...(d.retry ? { retry: d.retry } : {}),
+      ...(d.concurrency === undefined ? {} : { concurrency: d.concurrency }),
+      ...(d.batch ? { batch: d.batch } : {}),
+      ...(d.scaling ? { scaling: d.scaling } : {}),
+      contract: { input: d.input.schema, sinks: Object.fromEntries(sinks.map(([sink, ref]) => [sink, ref.schema])) },
+      create: d.create as unknown as StageSpec['create'],
+    };
+    return [d.name, entry];
+  });
 }
 
 /** Topics whose value subject is registered (`<topic>-value`); retry and DLQ topics reuse their input's. */

@@ -19,7 +19,8 @@ const NODE_NAME = /^[a-z][a-z0-9-]{0,62}$/;
  * Returns every problem found (empty when valid):
  * a consumed topic with no producer that is not declared external, a topic without a value
  * schema, an invalid topic/stage/sink name, a topic used but not declared, fewer partitions
- * than a stage's maximum replicas, and inconsistent retry or scaling settings.
+ * than a stage's maximum replicas, inconsistent retry or scaling settings, and a stage whose code
+ * is typed against another schema than its input's or a sink's topic holds.
  * `schemaExists`, when given, also checks that each named schema is available.
  */
 export function validateTopology(t: Topology, schemaExists?: (name: string) => boolean): TopologyProblem[] {
@@ -78,6 +79,19 @@ export function validateTopology(t: Topology, schemaExists?: (name: string) => b
       add(node, `stage ${s.name} scaling bounds are inconsistent: min ${minReplicas}, max ${maxReplicas}`);
     }
     if (s.concurrency < 1) add(node, `stage ${s.name} concurrency must be >= 1, got ${s.concurrency}`);
+    // the schemas the stage's code is typed against must be the topics' schemas
+    if (s.contract) {
+      const schemaOf = (topic: string): string | undefined => t.topics[topic]?.valueSchema;
+      const inSchema = schemaOf(s.input);
+      if (inSchema && inSchema !== s.contract.input) {
+        add(node, `stage ${s.name} reads ${s.contract.input} records, but its input ${s.input} holds ${inSchema}`);
+      }
+      for (const [sink, topic] of Object.entries(s.outputs)) {
+        const want = s.contract.sinks[sink];
+        const have = schemaOf(topic);
+        if (want && have && want !== have) add(node, `stage ${s.name} sink ${sink} writes ${want} records, but topic ${topic} holds ${have}`);
+      }
+    }
   }
 
   for (const s of t.stages) {

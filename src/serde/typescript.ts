@@ -101,13 +101,18 @@ export function avroToTypeScript(schemas: Record<string, unknown>): string {
     }
   };
 
-  for (const name of Object.keys(schemas).sort()) typeOf(schemas[name] as Avro, name);
+  const roots = Object.keys(schemas)
+    .sort()
+    .map((name) => [name, typeOf(schemas[name] as Avro, name)] as const);
+  // schema name → value type, so that typed topic references (src/runtime/stage.ts topicRefs)
+  // give each topic the type of its schema
+  const map = `/** Each schema of schemas/ by file base name, and the type of its values. */\nexport interface Schemas {\n${roots.map(([n, t]) => `  '${n}': ${t};`).join('\n')}\n}\n`;
   const header = [
     '// Generated from schemas/*.avsc by `npm run gen:types`; do not edit.',
     '// A unit test fails when this file and the schemas disagree.',
     '',
   ].join('\n');
-  return `${header}\n${[...named.values()].map((n) => n.code).join('\n')}`;
+  return `${header}\n${[...named.values()].map((n) => n.code).join('\n')}\n${map}`;
 }
 
 function wrap(t: string): string {

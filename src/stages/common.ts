@@ -1,7 +1,8 @@
 /**
  * What every Sonic stage shares: its dependencies, a scratch directory per task and stage, blob
- * transfer helpers, the status fields taken from the request, and the FAILED outcome that a
- * stage publishes when a task fails for good (notify turns it into a webhook).
+ * transfer helpers, and `taskStage`, which declares a stage of the task path with what all of
+ * them share (the task state, the status fields taken from the request, the FAILED outcome
+ * published when a task fails for good so that notify turns it into a webhook).
  */
 import { join } from 'node:path';
 import type { Config } from '../core/config.js';
@@ -9,8 +10,9 @@ import { publicError, type SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { BlobRef, BlobStore } from '../blob/store.js';
 import { defaultScratchRoot, processScratchDir, withScratchDir } from '../media/scratch.js';
-import { defineStage, type StageDefinition, type StageRecord, type StageResult, type StatusExtra } from '../runtime/stage.js';
-import type { MediaRef, TaskCompleted, TaskRequest } from '../domain/records.js';
+import type { Sinks, StageDeclaration, StageHandler, StageRecord, StageResult, TopicRef } from '../runtime/stage.js';
+import type { TaskStatusFields } from './status.js';
+import type { MediaRef, TaskCompleted, TaskRequest, TaskState } from '../domain/records.js';
 
 export interface StageDeps {
   config: Config;
@@ -62,13 +64,13 @@ export function mediaRef(b: BlobRef): MediaRef {
 }
 
 /** Status fields every event of a task carries. */
-export function statusOf(v: { request: TaskRequest } | TaskRequest): StatusExtra {
+export function statusOf(v: { request: TaskRequest } | TaskRequest): TaskStatusFields {
   const r = 'request' in v ? v.request : v;
   return { tenant_id: r.tenant_id, created_at: r.created_at };
 }
 
 /** The FAILED outcome published with a dead letter, so that the task's webhook fires. */
-export function failedOutcome(rec: StageRecord<{ request: TaskRequest } | TaskRequest>, error: SonicError, now: Date): StageResult {
+export function failedOutcome(rec: StageRecord<TaskRecord>, error: SonicError, now: Date): StageResult<{ failed: TopicRef<TaskCompleted> }> {
   const request = 'request' in rec.value ? rec.value.request : rec.value;
   const outcome: TaskCompleted = {
     task_id: rec.taskId,
@@ -86,16 +88,29 @@ export function failedOutcome(rec: StageRecord<{ request: TaskRequest } | TaskRe
 /** A task record of the Sonic topics: the request itself, or a stage's output carrying it. */
 export type TaskRecord = { request: TaskRequest } | TaskRequest;
 
+/** A stage of the Sonic task path: a declaration with its task state (see status.ts). */
+export type TaskStageDeclaration<In, S extends Sinks> = StageDeclaration<StageDeps, In, S> & { state: TaskState };
+
 /**
- * Defines a Sonic stage of the task path: prepares the process's scratch directory, and supplies
- * what every such stage shares — the status fields taken from the request, and the FAILED outcome
- * published when a task fails for good (so that its webhook fires), stamped with the stage's clock.
+ * Declares a stage of the task path. Besides the runtime's declaration it names `state`, the
+ * task's state while the stage works on it (the state after it follows from the stage order),
+ * and needs a `failed` sink for the FAILED outcome. It supplies what every such stage shares: the
+ * scratch directory is prepared when the handler is built, every status event carries the
+ * request's tenant and creation time, and a task that fails for good publishes its FAILED
+ * outcome (so that its webhook fires), stamped with the stage's clock.
  */
-export function sonicStage<In extends TaskRecord>(deps: Pick<StageDeps, 'config' | 'logger'>, def: Omit<StageDefinition<In>, 'statusOf' | 'onFailure'>): StageDefinition<In> {
-  initScratch(deps);
-  return defineStage<In>({
-    ...def,
-    statusOf,
-    onFailure: (rec, error, ctx) => failedOutcome(rec, error, ctx.now()),
-  });
+export function taskStage<In extends TaskRecord, S extends Sinks & { failed: TopicRef<TaskCompleted> }>(
+  decl: Omit<TaskStageDeclaration<In, S>, 'create'> & { create(deps: StageDeps): Omit<StageHandler<In, S>, 'statusOf' | 'onFailure'> },
+): TaskStageDeclaration<In, S> {
+  return {
+    ...decl,
+    create(deps) {
+      initScratch(deps);
+      const handler: StageHandler<In, S> = decl.create(deps);
+      handler.statusOf = statusOf;
+      // the outcome goes to the `failed` sink, which every S has
+      handler.onFailure = (rec, error, ctx) => failedOutcome(rec, error, ctx.now()) as unknown as StageResult<S>;
+      return handler;
+    },
+  };
 }

@@ -8,14 +8,20 @@ import { join } from 'node:path';
 import { taskKey } from '../blob/store.js';
 import { mediaDeadlineMs } from '../media/bounds.js';
 import { encodeDeliverable } from '../media/encode.js';
-import { fetchTo, mediaRef, sonicStage, withScratch, type StageDeps } from './common.js';
-import type { TaskEncoded, TaskRendered } from '../domain/records.js';
+import { TOPICS } from './topics.js';
+import { fetchTo, taskStage, mediaRef, withScratch } from './common.js';
+import type { TaskEncoded } from '../domain/records.js';
 
-export function encodeStage(deps: StageDeps) {
-  return sonicStage<TaskRendered>(deps, {
-    name: 'encode',
-    runningState: 'ENCODING',
-    doneState: 'PUBLISHING',
+/** The encode stage, declared once: the topology composes it by this name. */
+export const encode = taskStage({
+  name: 'encode',
+  doc: 'Muxes the original audio into an H.264/AAC faststart MP4 and probes it.',
+  state: 'ENCODING',
+  input: TOPICS.rendered,
+  sinks: { encoded: TOPICS.encoded, failed: TOPICS.completed },
+  concurrency: 2,
+  scaling: { maxReplicas: 4, lagThreshold: 10, targetDrainSeconds: 120 },
+  create: (deps) => ({
     async handle(rec, ctx) {
       const v = rec.value;
       return withScratch(rec.taskId, 'encode', async (dir) => {
@@ -42,5 +48,5 @@ export function encodeStage(deps: StageDeps) {
         return { emit: [{ sink: 'encoded', value: out }] };
       });
     },
-  });
-}
+  }),
+});

@@ -13,8 +13,9 @@ import { BuiltinBackend } from './backends/builtin.js';
 import { CogBackend } from './backends/cog.js';
 import { CommandBackend } from './backends/command.js';
 import type { InferBackend } from './backends/types.js';
-import { fetchTo, mediaRef, sonicStage, withScratch, type StageDeps } from './common.js';
-import type { TaskPrepared, TaskRendered } from '../domain/records.js';
+import { TOPICS } from './topics.js';
+import { fetchTo, taskStage, mediaRef, withScratch, type StageDeps } from './common.js';
+import type { TaskRendered } from '../domain/records.js';
 
 /** The backend chosen by SONIC_INFER_BACKEND. */
 export function createBackend(deps: StageDeps): InferBackend {
@@ -25,11 +26,20 @@ export function createBackend(deps: StageDeps): InferBackend {
   return new BuiltinBackend({ ...timeouts, maxPixels: c.maxImagePixels });
 }
 
-export function inferStage(deps: StageDeps, backend: InferBackend = createBackend(deps)) {
-  return sonicStage<TaskPrepared>(deps, {
-    name: 'infer',
-    runningState: 'INFERRING',
-    doneState: 'ENCODING',
+/** The infer stage, declared once: the topology composes it by this name. */
+export const infer = taskStage({
+  name: 'infer',
+  doc: 'Renders the talking head (builtin preview, Sonic CLI, or a Cog server); one task per GPU.',
+  state: 'INFERRING',
+  input: TOPICS.prepared,
+  sinks: { rendered: TOPICS.rendered, failed: TOPICS.completed },
+  concurrency: 1,
+  retry: { delaysMs: [10_000, 60_000, 300_000], maxAttempts: 3 },
+  batch: { maxRecords: 1, maxWaitMs: 0 },
+  scaling: { maxReplicas: 8, lagThreshold: 2, targetDrainSeconds: 600 },
+  create: (deps) => {
+    const backend = createBackend(deps);
+    return {
     reportStart: true,
     async handle(rec, ctx) {
       const v = rec.value;
@@ -67,5 +77,6 @@ export function inferStage(deps: StageDeps, backend: InferBackend = createBacken
         return { emit: [{ sink: 'rendered', value: out }] };
       });
     },
-  });
-}
+    };
+  },
+});

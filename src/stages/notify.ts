@@ -5,20 +5,24 @@
  */
 import { defineStage } from '../runtime/stage.js';
 import type { StageDeps } from './common.js';
-import type { TaskCompleted } from '../domain/records.js';
 import { resolveWebhookSecret } from '../domain/callbacks.js';
+import { TOPICS } from './topics.js';
 import { deliver } from './webhook.js';
 
 /**
- * The notify stage. The signing secret resolves within the task's tenant only
+ * The notify stage (outside the task path: no task state). The signing secret resolves within the task's tenant only
  * (CALLBACK_SECRET_UNKNOWN, permanent: straight to the DLQ); a delivery is bounded by
  * SONIC_WEBHOOK_TIMEOUT_MS and ends at once when the stage stops or loses the partition.
  */
-export function notifyStage(deps: StageDeps) {
-  return defineStage<TaskCompleted>({
-    name: 'notify',
-    runningState: 'SUCCEEDED',
-    doneState: 'SUCCEEDED',
+export const notify = defineStage({
+  name: 'notify',
+  doc: 'Delivers Standard Webhooks events; a failing receiver never fails the task.',
+  input: TOPICS.completed,
+  emitsStatus: false,
+  concurrency: 8,
+  retry: { delaysMs: [5_000, 30_000, 120_000, 600_000], maxAttempts: 5 },
+  scaling: { maxReplicas: 2, lagThreshold: 100, targetDrainSeconds: 60 },
+  create: (deps: StageDeps) => ({
     async handle(rec, ctx) {
       const v = rec.value;
       const callback = v.request.callback;
@@ -46,5 +50,5 @@ export function notifyStage(deps: StageDeps) {
       ctx.logger.info({ url_host: new URL(callback.url).host, status, attempt: rec.attempt }, 'webhook delivered');
       return {};
     },
-  });
-}
+  }),
+});

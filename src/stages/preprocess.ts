@@ -14,19 +14,26 @@ import { SonicError } from '../core/errors.js';
 import { checkDuration, toModelWav, toSpeechFlac } from '../media/audio.js';
 import { mediaDeadlineMs } from '../media/bounds.js';
 import { toModelPng } from '../media/image.js';
-import { fetchTo, mediaRef, sonicStage, withScratch, type StageDeps } from './common.js';
-import type { TaskPrepared, TaskValidated } from '../domain/records.js';
+import { TOPICS } from './topics.js';
+import { fetchTo, taskStage, mediaRef, withScratch } from './common.js';
+import type { TaskPrepared } from '../domain/records.js';
 import { audioLimit } from './validate.js';
 
 /** How much shorter than the limit a header may claim before audio reaching the limit counts as a lie, s. */
 const HEADER_SLACK_S = 0.5;
 
-export function preprocessStage(deps: StageDeps) {
-  const c = deps.config;
-  return sonicStage<TaskValidated>(deps, {
-    name: 'preprocess',
-    runningState: 'PREPROCESSING',
-    doneState: 'INFERRING',
+/** The preprocess stage, declared once: the topology composes it by this name. */
+export const preprocess = taskStage({
+  name: 'preprocess',
+  doc: 'Converts audio to 16 kHz mono PCM and the portrait to a bounded RGB PNG.',
+  state: 'PREPROCESSING',
+  input: TOPICS.validated,
+  sinks: { prepared: TOPICS.prepared, failed: TOPICS.completed },
+  concurrency: 4,
+  scaling: { maxReplicas: 4, lagThreshold: 50, targetDrainSeconds: 60 },
+  create: (deps) => {
+    const c = deps.config;
+    return {
     async handle(rec, ctx) {
       const v = rec.value;
       const maxS = audioLimit(v.request, c.maxAudioSeconds);
@@ -63,5 +70,6 @@ export function preprocessStage(deps: StageDeps) {
         return { emit: [{ sink: 'prepared', value: out }] };
       });
     },
-  });
-}
+    };
+  },
+});

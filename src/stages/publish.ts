@@ -3,15 +3,21 @@
  * CDN at SONIC_PUBLIC_BASE_URL or by the API), writes the completed record and marks the task
  * SUCCEEDED. The key derives from the task id only, so a redo overwrites the same object.
  */
-import { fetchTo, mediaRef, sonicStage, withScratch, type StageDeps } from './common.js';
+import { TOPICS } from './topics.js';
+import { fetchTo, taskStage, mediaRef, withScratch } from './common.js';
 import { publishedKey, videoUrl } from '../domain/paths.js';
-import type { TaskCompleted, TaskEncoded } from '../domain/records.js';
+import type { TaskCompleted } from '../domain/records.js';
 
-export function publishStage(deps: StageDeps) {
-  return sonicStage<TaskEncoded>(deps, {
-    name: 'publish',
-    runningState: 'PUBLISHING',
-    doneState: 'SUCCEEDED',
+/** The publish stage, declared once: the topology composes it by this name. */
+export const publish = taskStage({
+  name: 'publish',
+  doc: 'Moves the MP4 to its public location and marks the task SUCCEEDED.',
+  state: 'PUBLISHING',
+  input: TOPICS.encoded,
+  sinks: { completed: TOPICS.completed, failed: TOPICS.completed },
+  concurrency: 4,
+  scaling: { maxReplicas: 2, lagThreshold: 50, targetDrainSeconds: 60 },
+  create: (deps) => ({
     async handle(rec, ctx) {
       const v = rec.value;
       const stored = await withScratch(rec.taskId, 'publish', async (dir) => {
@@ -31,5 +37,5 @@ export function publishStage(deps: StageDeps) {
       };
       return { emit: [{ sink: 'completed', value: out }], status: { result_url: url, progress: 1 } };
     },
-  });
-}
+  }),
+});

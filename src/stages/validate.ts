@@ -11,7 +11,8 @@ import { checkAudio } from '../media/audio.js';
 import { mediaDeadlineMs } from '../media/bounds.js';
 import { checkImage } from '../media/image.js';
 import { inspectLimits, inspectMedia } from '../media/inspect.js';
-import { fetchTo, sonicStage, withScratch, type StageDeps } from './common.js';
+import { TOPICS } from './topics.js';
+import { fetchTo, taskStage, withScratch } from './common.js';
 import { HARD_MAX_AUDIO_S, checkParams, checkRequestFields } from '../domain/params.js';
 import type { TaskRequest, TaskValidated } from '../domain/records.js';
 
@@ -20,16 +21,21 @@ export function audioLimit(request: TaskRequest, configuredMaxS: number): number
   return Math.min(request.max_duration_s, configuredMaxS, HARD_MAX_AUDIO_S);
 }
 
-export function validateStage(deps: StageDeps) {
-  return sonicStage<TaskRequest>(deps, {
-    name: 'validate',
-    runningState: 'VALIDATING',
-    doneState: 'PREPROCESSING',
+/** The validate stage, declared once: the topology composes it by this name. */
+export const validate = taskStage({
+  name: 'validate',
+  doc: 'Probes the audio and the image and checks every parameter.',
+  state: 'VALIDATING',
+  input: TOPICS.requested,
+  sinks: { validated: TOPICS.validated, failed: TOPICS.completed },
+  concurrency: 4,
+  scaling: { maxReplicas: 4, lagThreshold: 50, targetDrainSeconds: 60 },
+  create: (deps) => ({
     async handle(rec, ctx) {
       const request = rec.value;
       checkParams(request.params);
       checkRequestFields(request);
-      if (request.expires_at && request.expires_at.getTime() < Date.now()) {
+      if (request.expires_at && request.expires_at.getTime() < ctx.now().getTime()) {
         throw new SonicError('INVALID_REQUEST', `the task expired at ${request.expires_at.toISOString()}`, { safe: true });
       }
       return withScratch(rec.taskId, 'validate', async (dir) => {
@@ -61,5 +67,5 @@ export function validateStage(deps: StageDeps) {
         return { emit: [{ sink: 'validated', value: out }] };
       });
     },
-  });
-}
+  }),
+});

@@ -23,7 +23,7 @@ export interface Chain {
 export async function deployChain(env: Record<string, string> = {}, file = CHAIN_FILE): Promise<Chain> {
   const prefix = uniqueName('chain').replace(/-/g, '_');
   Object.assign(process.env, env); // the fixture reads its retry delays at load time
-  const { topology } = await loadTopologyFile(file, prefix);
+  const topology = await loadTopologyFile(file, prefix);
   await deployTopology(topology);
   return { prefix, topology, topic: (name) => `${prefix}.${name}` };
 }

@@ -25,7 +25,7 @@ describe('local autoscaler on a burst (real broker, workers as processes)', () =
   it('a burst of 200 tasks with a slowed infer scales infer up, drains the backlog, and scales back down without flapping', async () => {
     const chain = await deployChain({}, BURST);
     const ctx = testContext();
-    const { topology } = await loadTopologyFile(BURST, chain.prefix);
+    const topology = await loadTopologyFile(BURST, chain.prefix);
     const scaler = new Autoscaler(topology, lagOfStage(ctx, topology), createLogger('autoscale-test', 'warn'), {
       intervalMs: 1000,
       upCooldownMs: 2000,

@@ -28,7 +28,7 @@ beforeAll(async () => {
 
 async function deployChain(): Promise<Chain> {
   const prefix = uniqueName('outage').replace(/-/g, '_');
-  const { topology } = await loadTopologyFile(CHAIN_FILE, prefix);
+  const topology = await loadTopologyFile(CHAIN_FILE, prefix);
   await deployTopology(topology, ctx);
   return { prefix, topology, topic: (name) => `${prefix}.${name}` };
 }

@@ -3,24 +3,21 @@ import { describe, expect, it } from 'vitest';
 import { SonicError } from '../../src/core/errors.js';
 import { classify } from '../../src/runtime/classify.js';
 import { HEADERS, attemptOf, childTraceparent, failureHeaders, replayHeaders } from '../../src/runtime/headers.js';
-import { defineStage } from '../../src/runtime/stage.js';
+import type { Schemas } from '../../src/domain/records.js';
+import type { StageHandler } from '../../src/runtime/stage.js';
+import { taskStates } from '../../src/stages/status.js';
 import { TopologyTestDriver } from '../../src/runtime/test-driver.js';
 import { defineTopology } from '../../src/runtime/topology.js';
 
-interface Msg {
-  task_id: string;
-  state: string;
-  stage: string | null;
-  error_message: string | null;
-  at: Date;
-}
+type Msg = Schemas['task-status'];
 
 /** in -> work -> out, plus the status topic; `out` partitioned as asked. */
 const unitTopology = (prefix: string, partitions: number, partitioning?: 'key' | 'balanced') =>
   defineTopology({
     name: 'unit',
     prefix,
-    status: 'status',
+    // `work` works in the task state INFERRING; a (here absent) next stage in ENCODING follows it
+    status: { topic: 'status', hook: taskStates([{ name: 'work', state: 'INFERRING' }, { name: 'next', state: 'ENCODING' }]) },
     defaults: { partitions, retry: { delaysMs: [5_000, 30_000], maxAttempts: 3 } },
     topics: {
       in: { valueSchema: 'task-status', external: { producers: ['test'] }, doc: 'in' },
@@ -35,20 +32,31 @@ const topology = unitTopology('u', 1);
 /** A stage whose behaviour each test sets through `behave`. */
 function driverWith(behave: (m: Msg, attempt: number) => void) {
   const calls: { taskId: string; attempt: number }[] = [];
-  const work = defineStage<Msg>({
-    name: 'work',
-    runningState: 'INFERRING',
-    doneState: 'ENCODING',
+  const work: StageHandler<Msg> = {
     async handle(rec) {
       calls.push({ taskId: rec.taskId, attempt: rec.attempt });
       behave(rec.value, rec.attempt);
       return { emit: [{ sink: 'done', value: { ...rec.value, stage: 'work' } }] };
     },
-  });
-  return { driver: new TopologyTestDriver(topology, { work } as never), calls };
+  };
+  return { driver: new TopologyTestDriver(topology, { handlers: { work } }), calls };
 }
 
-const msg = (extra: Partial<Msg> = {}): Msg => ({ task_id: randomUUID(), state: 'QUEUED', stage: null, error_message: null, at: new Date(0), ...extra });
+const msg = (extra: Partial<Msg> = {}): Msg => ({
+  task_id: randomUUID(),
+  state: 'QUEUED',
+  stage: null,
+  attempt: 1,
+  progress: null,
+  error_code: null,
+  error_message: null,
+  retryable: null,
+  result_url: null,
+  tenant_id: null,
+  created_at: null,
+  at: new Date(0),
+  ...extra,
+});
 
 describe('stage routing (topology test driver, same code as the Kafka runner)', () => {
   it('publishes the handler output and a status event on success, carrying the trace id', async () => {
@@ -93,16 +101,13 @@ describe('stage routing (topology test driver, same code as the Kafka runner)', 
   });
 
   it("onFailure's outputs carry the stage's clock (the driver's fake one), published with the dead letter", async () => {
-    const work = defineStage<Msg>({
-      name: 'work',
-      runningState: 'INFERRING',
-      doneState: 'ENCODING',
+    const work: StageHandler<Msg> = {
       async handle() {
         throw new SonicError('NO_FACE_DETECTED', 'no face');
       },
       onFailure: (rec, error, ctx) => ({ emit: [{ sink: 'done', value: { ...rec.value, stage: `failed:${error.code}`, at: ctx.now() } }] }),
-    });
-    const driver = new TopologyTestDriver(topology, { work } as never, { startMs: Date.UTC(2030, 5, 1) });
+    };
+    const driver = new TopologyTestDriver(topology, { handlers: { work }, startMs: Date.UTC(2030, 5, 1) });
     await driver.advanceTime(12_345);
     const m = msg();
     await driver.pipeInput('u.in', m.task_id, m);
@@ -181,15 +186,10 @@ describe('stage routing (topology test driver, same code as the Kafka runner)', 
 
 describe('sink partitioning', () => {
   const twoSinks = (partitioning: 'key' | 'balanced') => unitTopology('p', 3, partitioning);
-  const forward = defineStage<Msg>({
-    name: 'work',
-    runningState: 'INFERRING',
-    doneState: 'ENCODING',
-    handle: async (rec) => ({ emit: [{ sink: 'done', value: rec.value }] }),
-  });
+  const forward: StageHandler<Msg> = { handle: async (rec) => ({ emit: [{ sink: 'done', value: rec.value }] }) };
 
   it("a 'balanced' sink deals a stage's records round robin over its partitions; the status topic stays keyed", async () => {
-    const driver = new TopologyTestDriver(twoSinks('balanced'), { work: forward } as never);
+    const driver = new TopologyTestDriver(twoSinks('balanced'), { handlers: { work: forward } });
     for (let i = 0; i < 9; i++) {
       const m = msg();
       await driver.pipeInput('p.in', m.task_id, m);
@@ -201,7 +201,7 @@ describe('sink partitioning', () => {
   });
 
   it("a 'key' sink (the default) leaves the partition to the key", async () => {
-    const driver = new TopologyTestDriver(twoSinks('key'), { work: forward } as never);
+    const driver = new TopologyTestDriver(twoSinks('key'), { handlers: { work: forward } });
     const m = msg();
     await driver.pipeInput('p.in', m.task_id, m);
     expect((await driver.read('p.out')).map((r) => [r.key, r.partition])).toEqual([[m.task_id, 0]]);

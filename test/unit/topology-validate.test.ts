@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SonicError } from '../../src/core/errors.js';
-import { defineTopology, type TopologyDecl } from '../../src/runtime/topology.js';
+import { defineTopology, type StageDecl, type TopologyDecl } from '../../src/runtime/topology.js';
 import { assertValidTopology, validateTopology } from '../../src/runtime/validate.js';
 import { SchemaCatalog } from '../../src/serde/catalog.js';
 import { sonicTopology } from '../../topologies/sonic.js';
@@ -11,7 +11,7 @@ import { thrown } from '../helpers/errors.js';
 import { sonicflow } from '../helpers/infra.js';
 
 /** A small valid declaration that each test breaks in one way. */
-function decl(): TopologyDecl {
+function decl(): TopologyDecl & { stages: Record<string, StageDecl> } {
   return {
     name: 'mini',
     prefix: 'mini',
