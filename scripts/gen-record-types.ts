@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { SchemaCatalog } from '../src/serde/catalog.js';
 import { avroToTypeScript } from '../src/serde/typescript.js';
 
-export const GENERATED = join(import.meta.dirname, '..', 'src', 'stages', 'records.gen.ts');
+export const GENERATED = join(import.meta.dirname, '..', 'src', 'domain', 'records.gen.ts');
 
 /** The generated source for the schemas in `catalog`. */
 export function generate(catalog = new SchemaCatalog()): string {
