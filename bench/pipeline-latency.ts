@@ -1,6 +1,6 @@
 /**
  * Submit latency and end-to-end latency of the Sonic pipeline on this machine (builtin backend).
- * Starts the API and all six stages (one process each) under a fresh topic prefix, then
+ * Starts the API and every stage of the topology (one process each) under a fresh topic prefix, then
  *  1. measures submit → SUCCEEDED for single tasks run one at a time: median (min–max);
  *  2. submits the sample N times (multipart upload, sequential) while the stages work through
  *     them on the same 2 cores: submit latency under load, p50/p99;
@@ -50,7 +50,7 @@ const start = (args: string[]): ChildProcess => {
   return p;
 };
 start(['api']);
-const stages = ['validate', 'preprocess', 'infer', 'encode', 'publish', 'notify'].map((s) => start(['run', s]));
+const stages = topology.stages.map((s) => start(['run', s.name]));
 try {
   const until = Date.now() + 60_000;
   while (!(await fetch(`${api}/readyz`).then((r) => r.ok, () => false))) {

@@ -100,7 +100,7 @@ function buildCli(ctx: () => Context): Command {
   program
     .command('run')
     .description('Run a stage as this process: consume its input and retry tiers, publish exactly once. SIGTERM drains and exits 0.')
-    .argument('<stages...>', 'stage name(s): validate, preprocess, infer, encode, publish, notify (several share the process)')
+    .argument('<stages...>', 'stage name(s) of the topology, as `topology describe` lists them (several share the process)')
     .addOption(fileOpt())
     .action(async (stages: string[], opts: { file?: string }) => {
       process.exitCode = await runStages(ctx(), stages, opts.file);

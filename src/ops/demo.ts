@@ -13,11 +13,16 @@ import { TopicAdmin } from '../kafka/admin.js';
 import { probe } from '../media/probe.js';
 import { makePortrait, speechWithSilence } from '../media/samples.js';
 import type { Context } from '../app/context.js';
+import type { Topology } from '../runtime/topology.js';
 import { applyDeploy, formatPlan, planDeploy } from './deploy.js';
 import { downloadVideo, submitTask, waitForTask } from './submit.js';
 
 const BIN = fileURLToPath(new URL('../../bin/sonicflow.mjs', import.meta.url));
-const STAGES = ['validate', 'preprocess', 'infer', 'encode', 'publish', 'notify'];
+
+/** The stages the demo starts, one process each: every stage of the topology, in its order. */
+export function demoStages(topology: Topology): string[] {
+  return topology.stages.map((s) => s.name);
+}
 
 interface Proc {
   name: string;
@@ -31,6 +36,7 @@ export async function runDemo(ctx: Context, opts: { keep: boolean; out: (s: stri
   const dir = join(ctx.config.dataDir, 'demo');
   mkdirSync(dir, { recursive: true });
   const topology = await ctx.topology();
+  const stages = demoStages(topology);
   out(`== deploying topology ${topology.name} (prefix ${topology.prefix})\n`);
   const admin = await new TopicAdmin(ctx.kafka).connect();
   try {
@@ -85,9 +91,9 @@ export async function runDemo(ctx: Context, opts: { keep: boolean; out: (s: stri
   process.once('SIGTERM', () => void stopAll().then(() => process.exit(143)));
 
   try {
-    out(`== starting the API and ${STAGES.length} stage processes (logs in ${dir})\n`);
+    out(`== starting the API and ${stages.length} stage processes (logs in ${dir})\n`);
     const api = start('api', ['api'], {}, /API listening on/);
-    STAGES.forEach((s) => start(s, ['run', s], { SONIC_METRICS_PORT: '0' }, /"msg":"partitions assigned"/));
+    stages.forEach((s) => start(s, ['run', s], { SONIC_METRICS_PORT: '0' }, /"msg":"partitions assigned"/));
     await Promise.all(procs.map((p) => p.ready));
     await api.ready;
     const apiUrl = ctx.config.apiPublicUrl;

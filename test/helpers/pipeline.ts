@@ -1,7 +1,8 @@
 /**
  * Harness for end-to-end tests of the Sonic pipeline on the real broker, registry, blob store
- * and ffmpeg: deploys the Sonic topology under a unique prefix, starts the API and the six stages
- * (`sonicflow api`, `sonicflow run validate ... notify`) as child processes, and talks HTTP.
+ * and ffmpeg: deploys the Sonic topology under a unique prefix, starts the API and every stage of
+ * it (`sonicflow api`, `sonicflow run <each stage>` in one process) as child processes, and talks
+ * HTTP.
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,6 +28,11 @@ export interface Pipeline {
   drained(timeoutMs?: number): Promise<void>;
 }
 
+/** The stages the pipeline runs (`sonicflow run` with all of them, one process): every stage of the topology, in its order. */
+export function pipelineStages(topology: Topology): string[] {
+  return topology.stages.map((s) => s.name);
+}
+
 /** Starts a whole pipeline; `env` overrides settings (backend, blob store, webhook secret, ...). */
 export async function startPipeline(env: Record<string, string> = {}): Promise<Pipeline> {
   const prefix = uniqueName('sonic').replace(/-/g, '_');
@@ -50,13 +56,14 @@ export async function startPipeline(env: Record<string, string> = {}): Promise<P
   const topology = sonicTopology({ prefix });
   await deployTopology(topology);
   const api = startSonicflow(['api'], fullEnv);
-  const stages = startSonicflow(['run', 'validate', 'preprocess', 'infer', 'encode', 'publish', 'notify'], fullEnv);
+  const stageNames = pipelineStages(topology);
+  const stages = startSonicflow(['run', ...stageNames], fullEnv);
   const base = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
     const ok = await fetch(`${base}/readyz`).then((r) => r.ok, () => false);
     // tests need every stage's group joined before they submit
-    if (ok && /"msg":"stage running"/.test(stages.logs()) && (stages.logs().match(/"msg":"partitions assigned"/g) ?? []).length >= 6) break;
+    if (ok && /"msg":"stage running"/.test(stages.logs()) && (stages.logs().match(/"msg":"partitions assigned"/g) ?? []).length >= stageNames.length) break;
     if (Date.now() > deadline) throw new Error(`pipeline did not start:\n${api.logs().slice(-2000)}\n${stages.logs().slice(-2000)}`);
     if (api.proc.exitCode !== null || stages.proc.exitCode !== null) throw new Error(`a pipeline process exited:\n${api.logs().slice(-3000)}\n${stages.logs().slice(-3000)}`);
     await new Promise((r) => setTimeout(r, 300)); // poll interval
@@ -69,7 +76,7 @@ export async function startPipeline(env: Record<string, string> = {}): Promise<P
     logs: () => ({ api: api.logs(), stages: stages.logs() }),
     topic: (name) => `${prefix}.${name}`,
     topology,
-    drained: (timeoutMs = 60_000) => waitConsumedToEnd(testContext(), topology, topology.stages.map((s) => s.name), timeoutMs),
+    drained: (timeoutMs = 60_000) => waitConsumedToEnd(testContext(), topology, stageNames, timeoutMs),
     async submit(form, headers = {}) {
       const fd = new FormData();
       for (const [k, v] of Object.entries(form)) {

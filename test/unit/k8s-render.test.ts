@@ -20,10 +20,10 @@ const DRAIN_MS = 30_000;
 const BROKERS = ['kafka-0.kafka.svc:9092', 'kafka-1.kafka.svc:9092'];
 const groupIdOf = (stage: string): string => `sonicflow.sonic.${stage}`;
 const OPTS: RenderK8sOptions = { drainTimeoutMs: DRAIN_MS, brokers: BROKERS, groupIdOf };
-const STAGES = ['validate', 'preprocess', 'infer', 'encode', 'publish', 'notify'];
 const DNS_1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 const topology = sonicTopology();
+const STAGES = topology.stages.map((s) => s.name);
 const objects = renderK8sObjects(topology, OPTS);
 
 const deployments = (objs: K8sObject[]): Deployment[] => objs.filter((o): o is Deployment => o.kind === 'Deployment');
@@ -51,7 +51,6 @@ const mib = (q: string | undefined): number => {
 
 describe('k8s render: object inventory', () => {
   it('renders one Deployment and one ScaledObject per stage, the API Deployment and Service, one PodMonitor and the ConfigMap', () => {
-    expect(topology.stages.map((s) => s.name)).toEqual(STAGES);
     const stageDeployments = deployments(objects).filter((d) => component(d) !== 'api');
     expect(stageDeployments.map(component).sort()).toEqual([...STAGES].sort());
     expect(scaledObjects(objects).map(component).sort()).toEqual([...STAGES].sort());
@@ -59,7 +58,7 @@ describe('k8s render: object inventory', () => {
     expect(services(objects).map((s) => s.metadata.name)).toEqual(['sonicflow-api']);
     expect(podMonitors(objects)).toHaveLength(1);
     expect(configMaps(objects).map((c) => c.metadata.name)).toEqual(['sonicflow-config']);
-    expect(objects).toHaveLength(6 * 2 + 2 + 1 + 1);
+    expect(objects).toHaveLength(STAGES.length * 2 + 2 + 1 + 1);
   });
 
   it('gives every object a valid name, the namespace and the sonicflow name label; names are unique per kind', () => {
@@ -145,6 +144,30 @@ describe('k8s render: Deployments', () => {
     const cpuOnly = renderK8sObjects(topology, { ...OPTS, gpuStages: [] });
     const c = container(deployments(cpuOnly).find((d) => component(d) === 'infer')!);
     expect(c.resources.limits['nvidia.com/gpu']).toBeUndefined();
+  });
+
+  it('gives a stage the resource table does not name the default requests and limits, without a GPU', () => {
+    const extended: Topology = defineTopology({
+      name: 'extended',
+      prefix: 'extended',
+      status: 'status',
+      topics: {
+        in: { valueSchema: 'task-request', external: { producers: ['api'] }, doc: 'input' },
+        out: { valueSchema: 'task-validated', external: { consumers: ['someone'] }, doc: 'output' },
+        status: { role: 'status', valueSchema: 'task-status', configs: { 'cleanup.policy': 'compact' }, doc: 'status' },
+      },
+      stages: { transcribe: { doc: 'a stage no table knows', input: 'in', outputs: { result: 'out' } } },
+    });
+    const rendered = renderK8sObjects(extended, { ...OPTS, groupIdOf: (s) => `sonicflow.extended.${s}` });
+    expect(scaledObjects(rendered).map(component)).toEqual(['transcribe']);
+    const c = container(deployments(rendered).find((d) => component(d) === 'transcribe')!);
+    expect(c.command).toEqual(['sonicflow', 'run', 'transcribe']);
+    expect(Object.keys(c.resources.requests).sort()).toEqual(['cpu', 'memory']);
+    expect(Object.keys(c.resources.limits).sort()).toEqual(['cpu', 'memory']);
+    expect(mib(c.resources.requests.memory)).toBeLessThanOrEqual(mib(c.resources.limits.memory));
+    const given = { requests: { cpu: '3', memory: '3Gi' }, limits: { cpu: '4', memory: '4Gi' } };
+    const tuned = renderK8sObjects(extended, { ...OPTS, groupIdOf: (s) => `sonicflow.extended.${s}`, resources: { transcribe: given } });
+    expect(container(deployments(tuned).find((d) => component(d) === 'transcribe')!).resources).toEqual(given);
   });
 
   it('sets terminationGracePeriodSeconds above the drain timeout', () => {

@@ -9,6 +9,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { COMPOSE_STAGE_MARKERS } from '../../src/ops/compose.js';
+import { generatedSection, replaceGenerated } from '../../src/ops/generated.js';
 import { sonicTopology } from '../../topologies/sonic.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -352,6 +354,14 @@ describe('docker-compose and Dockerfile', () => {
     for (const s of STAGES) expect(compose, s).toMatch(new RegExp(`^  ${s}:\\n    <<: \\*sonicflow-stage\\n    command: \\["run", "${s}"\\]$`, 'm'));
     expect(compose).toMatch(/command: \["api"\]/);
     expect(compose).toMatch(/exec node bin\/sonicflow\.mjs topology deploy/);
+  });
+
+  it('declares stage services only in the section `npm run gen:ops` writes from the topology', () => {
+    const section = generatedSection(compose, COMPOSE_STAGE_MARKERS);
+    expect(section, 'ops/docker-compose.yml has lost its generated stages section').toBeDefined();
+    for (const s of STAGES) expect(section, s).toContain(`  ${s}:\n    <<: *sonicflow-stage\n`);
+    const handWritten = replaceGenerated(compose, COMPOSE_STAGE_MARKERS, '', 'ops/docker-compose.yml');
+    expect(handWritten).not.toMatch(/command: \["run"/);
   });
 
   it.skipIf(!HAS_PYYAML)(`wires services, environment and mounts consistently (PyYAML)${skipNote(HAS_PYYAML, 'python3 with PyYAML')}`, () => {
