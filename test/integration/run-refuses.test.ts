@@ -21,6 +21,7 @@ describe('a topology that cannot work is refused at start, naming the node', () 
       expect(r.stderr).toContain(`stage:lost: stage lost consumes topic ${prefix}.nowhere, which is not declared`);
       expect(r.stderr).toContain(`stage:leaky: stage leaky writes topic ${prefix}.undeclared, which is not declared`);
       expect(r.stderr).toContain(`topic:${prefix}.odd: topic ${prefix}.odd names schema "no-such-schema", which does not exist`);
+      expect(r.stderr).toContain(`stage:mistyped: stage mistyped reads task-request records, but its input ${prefix}.in holds task-status`);
     }
     const admin = await new TopicAdmin(testContext().kafka).connect();
     try {
