@@ -116,7 +116,7 @@ export class StageProgram<In = unknown> {
     const traceparent = childTraceparent(raw.headers[HEADERS.traceparent]);
     const extra: StatusFields = this.handler.statusOf?.(value) ?? {};
     const record: StageRecord<In> = {
-      taskId,
+      key: taskId,
       value,
       attempt,
       topic: raw.topic,
@@ -184,7 +184,7 @@ export class StageProgram<In = unknown> {
     if (!this.handler.onFailure) return [];
     try {
       const ctx = { stage: this.stage.name, now: () => new Date(this.clock()) };
-      return await this.encodeEmits(this.handler.onFailure(record, error, ctx).emit ?? [], record.taskId, traceparent);
+      return await this.encodeEmits(this.handler.onFailure(record, error, ctx).emit ?? [], record.key, traceparent);
     } catch (err) {
       log.error({ err }, 'onFailure hook failed; the DLQ record is written without its failure outputs');
       return [];

@@ -59,7 +59,7 @@ export interface Emit {
 /** One input record, decoded. */
 export interface StageRecord<V = unknown> {
   /** The record key (in Sonic, the task id). */
-  taskId: string;
+  key: string;
   value: V;
   /** 1 on the first try, +1 per retry. */
   attempt: number;

@@ -73,7 +73,7 @@ export function statusOf(v: { request: TaskRequest } | TaskRequest): TaskStatusF
 export function failedOutcome(rec: StageRecord<TaskRecord>, error: SonicError, now: Date): StageResult<{ failed: TopicRef<TaskCompleted> }> {
   const request = 'request' in rec.value ? rec.value.request : rec.value;
   const outcome: TaskCompleted = {
-    task_id: rec.taskId,
+    task_id: rec.key,
     request,
     outcome: 'FAILED',
     video: null,

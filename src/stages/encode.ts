@@ -24,7 +24,7 @@ export const encode = taskStage({
   create: (deps) => ({
     async handle(rec, ctx) {
       const v = rec.value;
-      return withScratch(rec.taskId, 'encode', async (dir) => {
+      return withScratch(rec.key, 'encode', async (dir) => {
         const output = join(dir, 'video.mp4');
         const result = await encodeDeliverable({
           video: await fetchTo(deps.blob, v.video, dir, 'rendered.mp4'),
@@ -35,9 +35,9 @@ export const encode = taskStage({
           timeoutMs: mediaDeadlineMs(deps.config, v.audio_duration_s),
           maxPixels: deps.config.maxImagePixels,
         });
-        const stored = await deps.blob.put(taskKey(rec.taskId, 'encode', 'video.mp4'), output, { contentType: 'video/mp4' });
+        const stored = await deps.blob.put(taskKey(rec.key, 'encode', 'video.mp4'), output, { contentType: 'video/mp4' });
         const out: TaskEncoded = {
-          task_id: rec.taskId,
+          task_id: rec.key,
           request: v.request,
           video: mediaRef(stored),
           duration_s: result.durationS,

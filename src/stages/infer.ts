@@ -44,10 +44,10 @@ export const infer = taskStage({
     async handle(rec, ctx) {
       const v = rec.value;
       const started = Date.now();
-      return withScratch(rec.taskId, 'infer', async (dir) => {
+      return withScratch(rec.key, 'infer', async (dir) => {
         const output = join(dir, 'rendered.mp4');
         const result = await backend.render({
-          taskId: rec.taskId,
+          taskId: rec.key,
           attempt: rec.attempt,
           imagePng: await fetchTo(deps.blob, v.image_png, dir, 'image.png'),
           audio16k: await fetchTo(deps.blob, v.audio_16k, dir, 'audio16k.wav'),
@@ -60,9 +60,9 @@ export const infer = taskStage({
           onProgress: (f) => ctx.progress(f),
         });
         const video = await probe(output, { onError: 'INFERENCE_FAILED', signal: ctx.signal, timeoutMs: mediaDeadlineMs(deps.config), maxPixels: deps.config.maxImagePixels });
-        const stored = await deps.blob.put(taskKey(rec.taskId, 'infer', 'rendered.mp4'), output, { contentType: 'video/mp4' });
+        const stored = await deps.blob.put(taskKey(rec.key, 'infer', 'rendered.mp4'), output, { contentType: 'video/mp4' });
         const out: TaskRendered = {
-          task_id: rec.taskId,
+          task_id: rec.key,
           request: v.request,
           video: mediaRef(stored),
           audio_original: v.audio_original,

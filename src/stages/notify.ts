@@ -32,10 +32,10 @@ export const notify = defineStage({
       const status = await deliver(
         callback.url,
         {
-          id: `msg_${rec.taskId}_${v.outcome.toLowerCase()}`,
+          id: `msg_${rec.key}_${v.outcome.toLowerCase()}`,
           type: succeeded ? 'video.succeeded' : 'video.failed',
           data: {
-            task_id: rec.taskId,
+            task_id: rec.key,
             status: v.outcome,
             video_url: v.video_url,
             duration_s: v.duration_s,

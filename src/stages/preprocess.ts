@@ -37,7 +37,7 @@ export const preprocess = taskStage({
     async handle(rec, ctx) {
       const v = rec.value;
       const maxS = audioLimit(v.request, c.maxAudioSeconds);
-      return withScratch(rec.taskId, 'preprocess', async (dir) => {
+      return withScratch(rec.key, 'preprocess', async (dir) => {
         const audioIn = await fetchTo(deps.blob, v.request.audio, dir, 'audio');
         const imageIn = await fetchTo(deps.blob, v.request.image, dir, 'image');
         const flac = join(dir, 'speech.flac');
@@ -53,11 +53,11 @@ export const preprocess = taskStage({
         checkDuration(durationS, 1, maxS);
         await toModelWav(flac, wav, { maxS, signal: ctx.signal, timeoutMs: mediaDeadlineMs(c, durationS) });
         const image = await toModelPng(imageIn, png, { maxSide: 2048, maxPixels: c.maxImagePixels, signal: ctx.signal, timeoutMs: mediaDeadlineMs(c) });
-        const speech = await deps.blob.put(taskKey(rec.taskId, 'preprocess', 'speech.flac'), flac, { contentType: 'audio/flac' });
-        const audio16k = await deps.blob.put(taskKey(rec.taskId, 'preprocess', 'audio16k.wav'), wav, { contentType: 'audio/wav' });
-        const imagePng = await deps.blob.put(taskKey(rec.taskId, 'preprocess', 'image.png'), png, { contentType: 'image/png' });
+        const speech = await deps.blob.put(taskKey(rec.key, 'preprocess', 'speech.flac'), flac, { contentType: 'audio/flac' });
+        const audio16k = await deps.blob.put(taskKey(rec.key, 'preprocess', 'audio16k.wav'), wav, { contentType: 'audio/wav' });
+        const imagePng = await deps.blob.put(taskKey(rec.key, 'preprocess', 'image.png'), png, { contentType: 'image/png' });
         const out: TaskPrepared = {
-          task_id: rec.taskId,
+          task_id: rec.key,
           request: v.request,
           audio_16k: mediaRef(audio16k),
           audio_original: mediaRef(speech),

@@ -20,13 +20,13 @@ export const publish = taskStage({
   create: (deps) => ({
     async handle(rec, ctx) {
       const v = rec.value;
-      const stored = await withScratch(rec.taskId, 'publish', async (dir) => {
+      const stored = await withScratch(rec.key, 'publish', async (dir) => {
         const local = await fetchTo(deps.blob, v.video, dir, 'video.mp4');
-        return deps.blob.put(publishedKey(rec.taskId), local, { contentType: 'video/mp4' });
+        return deps.blob.put(publishedKey(rec.key), local, { contentType: 'video/mp4' });
       });
-      const url = videoUrl(deps.config, rec.taskId);
+      const url = videoUrl(deps.config, rec.key);
       const out: TaskCompleted = {
-        task_id: rec.taskId,
+        task_id: rec.key,
         request: v.request,
         outcome: 'SUCCEEDED',
         video: mediaRef(stored),

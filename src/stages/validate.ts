@@ -38,7 +38,7 @@ export const validate = taskStage({
       if (request.expires_at && request.expires_at.getTime() < ctx.now().getTime()) {
         throw new SonicError('INVALID_REQUEST', `the task expired at ${request.expires_at.toISOString()}`, { safe: true });
       }
-      return withScratch(rec.taskId, 'validate', async (dir) => {
+      return withScratch(rec.key, 'validate', async (dir) => {
         const audioPath = await fetchTo(deps.blob, request.audio, dir, 'audio');
         const imagePath = await fetchTo(deps.blob, request.image, dir, 'image');
         // headers first, without a decoder: formats, bombs, videos posing as audio, polyglots
@@ -52,7 +52,7 @@ export const validate = taskStage({
         const image = await checkImage(imagePath, { ...limits, signal: ctx.signal, timeoutMs });
         ctx.signal.throwIfAborted();
         const out: TaskValidated = {
-          task_id: rec.taskId,
+          task_id: rec.key,
           request,
           audio_probe: {
             format: audioKind.format,

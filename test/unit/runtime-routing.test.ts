@@ -34,7 +34,7 @@ function driverWith(behave: (m: Msg, attempt: number) => void) {
   const calls: { taskId: string; attempt: number }[] = [];
   const work: StageHandler<Msg> = {
     async handle(rec) {
-      calls.push({ taskId: rec.taskId, attempt: rec.attempt });
+      calls.push({ taskId: rec.key, attempt: rec.attempt });
       behave(rec.value, rec.attempt);
       return { emit: [{ sink: 'done', value: { ...rec.value, stage: 'work' } }] };
     },
