@@ -6,7 +6,8 @@
  * task path writes tasks.status; every stage has its retry tiers and DLQ (derived by defineTopology).
  */
 import type { TaskState } from '../src/domain/records.js';
-import type { AnyStage } from '../src/runtime/stage.js';
+import type { StageDeclaration } from '../src/runtime/stage.js';
+import type { StageDeps } from '../src/stages/common.js';
 import { defineTopology, type Topology } from '../src/runtime/topology.js';
 import { encode } from '../src/stages/encode.js';
 import { infer } from '../src/stages/infer.js';
@@ -16,8 +17,12 @@ import { publish } from '../src/stages/publish.js';
 import { taskStates } from '../src/stages/status.js';
 import { validate } from '../src/stages/validate.js';
 
+/** A stage this topology can run: built from StageDeps; `state` for a stage of the task path. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- each stage has its own input, sinks and status fields
+export type SonicStage = StageDeclaration<StageDeps, any, any, any> & { state?: TaskState };
+
 /** The stages, in task order. */
-export const SONIC_STAGES = [
+export const SONIC_STAGES: readonly SonicStage[] = [
   validate,
   preprocess,
   infer,
@@ -38,8 +43,8 @@ export interface SonicTopologyOptions {
   replicationFactor?: number;
   /** Multiplies every retry delay (tests shrink them; the tiers stay the same topics). */
   retryDelayScale?: number;
-  /** The stages in task order (SONIC_STAGES by default; a test adds one). */
-  stages?: readonly (AnyStage & { state?: TaskState })[];
+  /** The stages in task order (SONIC_STAGES by default; a test adds one); each is built from StageDeps. */
+  stages?: readonly SonicStage[];
 }
 
 /** Builds the Sonic topology for a prefix. */

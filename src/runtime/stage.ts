@@ -18,8 +18,8 @@ declare const valueType: unique symbol;
 export interface TopicRef<V = unknown> {
   readonly topic: string;
   readonly schema: string;
-  /** Type only: the value type. */
-  readonly [valueType]?: V;
+  /** Type only (never set): the value type. Required, so that only {@link topicRefs} makes a TopicRef. */
+  readonly [valueType]: V;
 }
 
 /**
@@ -28,7 +28,7 @@ export interface TopicRef<V = unknown> {
  * `TopicRef<TaskEncoded>`, and a misspelt schema name does not compile.
  */
 export function topicRefs<Schemas>() {
-  return <S extends keyof Schemas & string>(topic: string, schema: S): TopicRef<Schemas[S]> => ({ topic, schema });
+  return <S extends keyof Schemas & string>(topic: string, schema: S): TopicRef<Schemas[S]> => ({ topic, schema }) as unknown as TopicRef<Schemas[S]>;
 }
 
 /** Named sinks of a stage: sink name → topic. */
@@ -86,30 +86,33 @@ export interface FailureContext {
   now(): Date;
 }
 
-/** Fields a stage adds to its status events; the topology's status hook decides what they mean. */
+/**
+ * Fields a stage adds to its status events; the topology's status hook decides what they mean,
+ * and a stage kit narrows the type (Sonic's `taskStage` to the task status fields).
+ */
 export type StatusFields = Readonly<Record<string, unknown>>;
 
-export interface StageResult<S extends Sinks = Sinks> {
+export interface StageResult<S extends Sinks = Sinks, F extends StatusFields = StatusFields> {
   emit?: EmitOf<S>[];
-  status?: StatusFields;
+  status?: F;
 }
 
 /** The code of a stage, built in the process that runs it. */
-export interface StageHandler<In = unknown, S extends Sinks = Sinks> {
+export interface StageHandler<In = unknown, S extends Sinks = Sinks, F extends StatusFields = StatusFields> {
   /**
    * Does the work. Throw a SonicError with a code to fail: retryable codes go to the retry tiers,
    * others to the DLQ. Anything else thrown is a bug (INTERNAL, DLQ at once).
    */
-  handle(record: StageRecord<In>, ctx: StageContext): Promise<StageResult<S>>;
+  handle(record: StageRecord<In>, ctx: StageContext): Promise<StageResult<S, F>>;
   /** Emit a progress-0 status event when work on a record starts (for long stages). */
   reportStart?: boolean;
   /** Status fields for every event of a record, from its value. */
-  statusOf?(value: In): StatusFields;
+  statusOf?(value: In): F;
   /**
    * Called when a record fails for good in this stage (permanent error or retries exhausted): its
    * emits are published in the same transaction as the DLQ record.
    */
-  onFailure?(record: StageRecord<In>, error: SonicError, ctx: FailureContext): StageResult<S>;
+  onFailure?(record: StageRecord<In>, error: SonicError, ctx: FailureContext): StageResult<S, F>;
   /** Releases resources when the process stops. */
   close?(): Promise<void>;
 }
@@ -143,7 +146,7 @@ export interface BatchSpec {
  * A stage, declared once: everything the topology, deploy, autoscaling and the runner need, and
  * `create`, which builds the handler from the process's dependencies `D`.
  */
-export interface StageDeclaration<D = never, In = unknown, S extends Sinks = Sinks> {
+export interface StageDeclaration<D = never, In = unknown, S extends Sinks = Sinks, F extends StatusFields = StatusFields> {
   name: string;
   doc: string;
   input: TopicRef<In>;
@@ -155,22 +158,29 @@ export interface StageDeclaration<D = never, In = unknown, S extends Sinks = Sin
   concurrency?: number;
   batch?: Partial<BatchSpec>;
   scaling?: Partial<ScalingSpec>;
-  create(deps: D): StageHandler<In, S>;
+  /**
+   * Builds the handler from the process's dependencies. Its emits are checked against `sinks`
+   * (NoInfer: the sinks are what the declaration names, never widened by what the handler emits;
+   * a stage without sinks can emit nothing).
+   */
+  create: (deps: D) => StageHandler<In, NoInfer<S>, NoInfer<F>>;
 }
 
 /** A stage declaration of any input, sinks and dependencies (for lists of stages). */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each stage has its own input, sinks and deps
-export type AnyStage = StageDeclaration<any, any, any>;
+export type AnyStage = StageDeclaration<any, any, any, any>;
 
 /** Keeps a declaration's types: the input's value type and the sinks' names and value types. */
-export function defineStage<D, In, S extends Sinks = Record<never, TopicRef>>(decl: StageDeclaration<D, In, S>): StageDeclaration<D, In, S> {
+export function defineStage<D, In, S extends Sinks = Record<never, TopicRef>, F extends StatusFields = StatusFields>(
+  decl: StageDeclaration<D, In, S, F>,
+): StageDeclaration<D, In, S, F> {
   return decl;
 }
 
 /** What a status event is about. */
 export type StatusPhase = 'progress' | 'succeeded' | 'retrying' | 'failed';
 
-export interface StatusTransition {
+export interface StatusTransition<F extends StatusFields = StatusFields> {
   stage: string;
   /** The record key. */
   key: string;
@@ -185,7 +195,7 @@ export interface StatusTransition {
   /** Why it is retrying or failed; give clients only `publicError(error)`. */
   error?: SonicError;
   /** The stage's `statusOf(value)` merged with its result's `status`. */
-  fields: StatusFields;
+  fields: F;
   at: Date;
 }
 
@@ -194,6 +204,8 @@ export interface StatusTransition {
  * supplies it (in Sonic, task states derived from the stage order). Returns undefined to write no
  * event (for example, for a key that names no task).
  */
-export interface StatusHook {
-  event(transition: StatusTransition): unknown;
+export interface StatusHook<F extends StatusFields = StatusFields> {
+  /** The schema of the values it builds: validation checks it is the status topic's. */
+  readonly schema: string;
+  event(transition: StatusTransition<F>): unknown;
 }

@@ -160,6 +160,7 @@ export function defineTopology(decl: TopologyDecl): Topology {
   }
 
   const scale = decl.defaults?.retryDelayScale ?? 1;
+  if (!(Number.isFinite(scale) && scale > 0)) throw new SonicError('TOPOLOGY_INVALID', `retryDelayScale must be a number > 0, got ${String(scale)}`);
   const scaled = (ms: number[]): number[] => (scale === 1 ? ms : ms.map((d) => Math.max(1, Math.round(d * scale))));
   const stages: StageSpec[] = [];
   for (const [stageName, s] of stageEntries(decl.stages)) {

@@ -121,6 +121,14 @@ export function validateTopology(t: Topology, schemaExists?: (name: string) => b
     }
   }
   if (!t.topics[t.statusTopic]) add(`topic:${t.statusTopic}`, `status topic ${t.statusTopic} is not declared`);
+  // status events are built by the topology's hook, with the status topic's schema
+  const statusSchema = t.topics[t.statusTopic]?.valueSchema;
+  if (t.statusHook && statusSchema && t.statusHook.schema !== statusSchema) {
+    add(`topic:${t.statusTopic}`, `the status hook writes ${t.statusHook.schema} records, but status topic ${t.statusTopic} holds ${statusSchema}`);
+  }
+  for (const s of t.stages) {
+    if (s.create && s.emitsStatus && !t.statusHook) add(`stage:${s.name}`, `stage ${s.name} writes status events but the topology has no status hook to build them`);
+  }
   return problems;
 }
 

@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path';
 import type { Config } from '../core/config.js';
-import { publicError, type SonicError } from '../core/errors.js';
+import { SonicError, publicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { BlobRef, BlobStore } from '../blob/store.js';
 import { defaultScratchRoot, processScratchDir, withScratchDir } from '../media/scratch.js';
@@ -89,7 +89,7 @@ export function failedOutcome(rec: StageRecord<TaskRecord>, error: SonicError, n
 export type TaskRecord = { request: TaskRequest } | TaskRequest;
 
 /** A stage of the Sonic task path: a declaration with its task state (see status.ts). */
-export type TaskStageDeclaration<In, S extends Sinks> = StageDeclaration<StageDeps, In, S> & { state: TaskState };
+export type TaskStageDeclaration<In, S extends Sinks> = StageDeclaration<StageDeps, In, S, TaskStatusFields> & { state: TaskState };
 
 /**
  * Declares a stage of the task path. Besides the runtime's declaration it names `state`, the
@@ -100,16 +100,23 @@ export type TaskStageDeclaration<In, S extends Sinks> = StageDeclaration<StageDe
  * outcome (so that its webhook fires), stamped with the stage's clock.
  */
 export function taskStage<In extends TaskRecord, S extends Sinks & { failed: TopicRef<TaskCompleted> }>(
-  decl: Omit<TaskStageDeclaration<In, S>, 'create'> & { create(deps: StageDeps): Omit<StageHandler<In, S>, 'statusOf' | 'onFailure'> },
+  decl: Omit<TaskStageDeclaration<In, S>, 'create' | 'sinks'> & {
+    sinks: S;
+    create: (deps: StageDeps) => Omit<StageHandler<In, NoInfer<S>, TaskStatusFields>, 'statusOf' | 'onFailure'>;
+  },
 ): TaskStageDeclaration<In, S> {
+  // the types require it; a declaration built around them (a cast, plain JavaScript) is refused here
+  if (decl.sinks.failed?.schema !== 'task-completed') {
+    throw new SonicError('TOPOLOGY_INVALID', `stage:${decl.name}: a task-path stage needs a \`failed\` sink of task-completed records for its FAILED outcome`);
+  }
   return {
     ...decl,
     create(deps) {
       initScratch(deps);
-      const handler: StageHandler<In, S> = decl.create(deps);
+      const handler: StageHandler<In, S, TaskStatusFields> = decl.create(deps);
       handler.statusOf = statusOf;
-      // the outcome goes to the `failed` sink, which every S has
-      handler.onFailure = (rec, error, ctx) => failedOutcome(rec, error, ctx.now()) as unknown as StageResult<S>;
+      // the outcome goes to the `failed` sink, which every S has (checked above)
+      handler.onFailure = (rec, error, ctx) => failedOutcome(rec, error, ctx.now()) as unknown as StageResult<S, TaskStatusFields>;
       return handler;
     },
   };

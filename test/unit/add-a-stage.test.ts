@@ -12,14 +12,17 @@ import type { Schemas, TaskCompleted } from '../../src/domain/records.js';
 import { demoStages } from '../../src/ops/demo.js';
 import { renderK8sObjects } from '../../src/ops/k8s/render.js';
 import { describeMermaid, describeTopology } from '../../src/runtime/describe.js';
-import { defineStage, topicRefs, type StageRecord, type StageResult } from '../../src/runtime/stage.js';
+import { defineStage, topicRefs } from '../../src/runtime/stage.js';
 import { TopologyTestDriver } from '../../src/runtime/test-driver.js';
 import { defineTopology } from '../../src/runtime/topology.js';
 import { validateTopology } from '../../src/runtime/validate.js';
 import { SchemaCatalog } from '../../src/serde/catalog.js';
+import { taskStage } from '../../src/stages/common.js';
+import { taskStates } from '../../src/stages/status.js';
 import { TOPICS } from '../../src/stages/topics.js';
+import { SONIC_STAGES, sonicTopology } from '../../topologies/sonic.js';
 import { opsArtifacts } from '../../scripts/gen-ops.js';
-import { trail } from '../fixtures/extra-stage/audit.js';
+import { audit, trail } from '../fixtures/extra-stage/audit.js';
 import { withAudit } from '../fixtures/extra-stage/topology.js';
 import { pipelineStages } from '../helpers/pipeline.js';
 
@@ -102,30 +105,92 @@ describe('typed sinks', () => {
   const topic = topicRefs<Schemas>();
 
   it('a handler emits only to the sinks its declaration names, values of their types (tsc checks the lines marked @ts-expect-error)', () => {
-    const declare = (handle: (rec: StageRecord<TaskCompleted>) => Promise<StageResult<{ next: typeof TOPICS.completed }>>) =>
-      defineStage({ name: 'typed', doc: 'typed', input: TOPICS.completed, sinks: { next: TOPICS.completed }, create: () => ({ handle }) });
-    const stages = [
-      declare(async (rec) => ({ emit: [{ sink: 'next', value: rec.value }] })),
-      // @ts-expect-error -- no sink of that name
-      declare(async (rec) => ({ emit: [{ sink: 'elsewhere', value: rec.value }] })),
-      // @ts-expect-error -- a task-request is not what the sink's schema (task-completed) describes
-      declare(async (rec) => ({ emit: [{ sink: 'next', value: rec.value.request }] })),
-    ];
-    defineStage({
-      name: 'inline',
-      doc: 'the same check inside a declaration',
-      input: TOPICS.requested,
-      sinks: { validated: TOPICS.validated },
-      create: () => ({
-        // @ts-expect-error -- the handler emits its input (a task-request) where a task-validated belongs
-        async handle(rec) {
-          return { emit: [{ sink: 'validated', value: rec.value }] };
-        },
+    const declared = [
+      defineStage({
+        name: 'right',
+        doc: 'emits its input where it belongs',
+        input: TOPICS.completed,
+        sinks: { next: TOPICS.completed },
+        create: () => ({ handle: async (rec) => ({ emit: [{ sink: 'next', value: rec.value }], status: { anything: 1 } }) }),
       }),
-    });
+      defineStage({
+        name: 'unnamed',
+        doc: 'emits to a sink it does not name',
+        input: TOPICS.completed,
+        sinks: { next: TOPICS.completed },
+        // @ts-expect-error -- no sink named `elsewhere`
+        create: () => ({ handle: async (rec) => ({ emit: [{ sink: 'elsewhere', value: rec.value }] }) }),
+      }),
+      defineStage({
+        name: 'no-sinks',
+        doc: 'declares no sinks, so emits nothing',
+        input: TOPICS.completed,
+        // @ts-expect-error -- a stage without sinks cannot emit
+        create: () => ({ handle: async (rec) => ({ emit: [{ sink: 'next', value: rec.value }] }) }),
+      }),
+      defineStage({
+        name: 'wrong-type',
+        doc: 'emits a task-request where a task-validated belongs',
+        input: TOPICS.requested,
+        sinks: { validated: TOPICS.validated },
+        // @ts-expect-error -- the input (a task-request) is not a task-validated
+        create: () => ({ handle: async (rec) => ({ emit: [{ sink: 'validated', value: rec.value }] }) }),
+      }),
+      defineStage({
+        name: 'forged-ref',
+        doc: 'a topic reference not made by topicRefs carries no type',
+        input: TOPICS.completed,
+        // @ts-expect-error -- a plain object is no TopicRef
+        sinks: { out: { topic: 'tasks.validated', schema: 'task-validated' } },
+        create: () => ({ handle: async () => ({}) }),
+      }),
+    ];
     // @ts-expect-error -- a schema name that has no file
     topic('tasks.completed', 'task-complete');
-    expect(stages).toHaveLength(3);
+    const needsOther = defineStage({ name: 'other-deps', doc: 'x', input: TOPICS.completed, emitsStatus: false, create: (deps: { db: string }) => ({ handle: async () => (deps.db ? {} : {}) }) });
+    // @ts-expect-error -- the Sonic topology builds its stages from StageDeps, which has no `db`
+    sonicTopology({ stages: [...SONIC_STAGES, needsOther] });
+    expect(declared.map((d) => d.name)).toEqual(['right', 'unnamed', 'no-sinks', 'wrong-type', 'forged-ref']);
+  });
+
+  it('a task-path stage needs its failed sink, and its status fields are the task status fields', () => {
+    expect(() =>
+      // @ts-expect-error -- no `failed` sink: the FAILED outcome would have nowhere to go
+      taskStage({ name: 'nofail', doc: 'x', state: 'ENCODING', input: TOPICS.rendered, sinks: { encoded: TOPICS.encoded }, create: () => ({ handle: async () => ({}) }) }),
+    ).toThrow('stage:nofail: a task-path stage needs a `failed` sink of task-completed records for its FAILED outcome');
+    const typed = taskStage({
+      name: 'typed-status',
+      doc: 'x',
+      state: 'ENCODING',
+      input: TOPICS.rendered,
+      sinks: { encoded: TOPICS.encoded, failed: TOPICS.completed },
+      // @ts-expect-error -- result_url is a string or null, and there is no field `resutl_url`
+      create: () => ({ handle: async () => ({ status: { result_url: 42, resutl_url: 'x' } }) }),
+    });
+    expect(typed.state).toBe('ENCODING');
+  });
+
+  it("the task states refuse a status-writing stage without a state, and a task path whose stages do not follow each other", () => {
+    expect(() => sonicTopology({ stages: [...SONIC_STAGES, { ...audit, emitsStatus: true }] })).toThrow(
+      'stage:audit: stage audit writes task status events but names no task state',
+    );
+    const [validate, preprocess, ...rest] = SONIC_STAGES;
+    expect(() => sonicTopology({ stages: [preprocess!, validate!, ...rest] })).toThrow(
+      'stage:validate: stage validate follows preprocess in the task path (state VALIDATING after PREPROCESSING) but does not read what preprocess writes',
+    );
+  });
+
+  it('validation checks the status hook against the status topic, and refuses a stage with code that writes status without a hook', () => {
+    const status = { role: 'status' as const, valueSchema: 'task-request', configs: { 'cleanup.policy': 'compact' }, doc: 's' };
+    const work = defineStage({ name: 'work', doc: 'w', input: TOPICS.completed, create: () => ({ handle: async () => ({}) }) });
+    const topics = { 'tasks.completed': { valueSchema: 'task-completed', external: { producers: ['x'] }, doc: 'x' }, 'tasks.status': status };
+    const withHook = defineTopology({ name: 't', prefix: 't', status: { topic: 'tasks.status', hook: taskStates([{ ...work, state: 'ENCODING' }]) }, topics, stages: [work] });
+    expect(validateTopology(withHook).map((p) => `${p.node}: ${p.message}`)).toContain(
+      'topic:t.tasks.status: the status hook writes task-status records, but status topic t.tasks.status holds task-request',
+    );
+    const noHook = defineTopology({ name: 't', prefix: 't', status: 'tasks.status', topics, stages: [work] });
+    expect(validateTopology(noHook).map((p) => `${p.node}: ${p.message}`)).toContain('stage:work: stage work writes status events but the topology has no status hook to build them');
+    expect(() => defineTopology({ name: 't', prefix: 't', status: 'tasks.status', topics, stages: [work], defaults: { retryDelayScale: 0 } })).toThrow('retryDelayScale must be a number > 0, got 0');
   });
 
   it('a stage typed against another schema than its topic holds is refused, naming the stage and the sink', () => {

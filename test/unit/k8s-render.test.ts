@@ -79,7 +79,7 @@ describe('k8s render: object inventory', () => {
 describe('k8s render: Deployments', () => {
   it('has the fields of an apps/v1 Deployment, with the selector equal to the pod template labels', () => {
     const all = deployments(objects);
-    expect(all).toHaveLength(7);
+    expect(all).toHaveLength(topology.stages.length + 1); // every stage and the API
     for (const d of all) {
       expect(d.apiVersion).toBe('apps/v1');
       expect(d.kind).toBe('Deployment');
@@ -202,7 +202,7 @@ describe('k8s render: KEDA ScaledObjects', () => {
   it('scales each stage Deployment on its consumer group lag, one kafka trigger per consumed topic', () => {
     const deploymentNames = new Set(deployments(objects).map((d) => d.metadata.name));
     const all = scaledObjects(objects);
-    expect(all).toHaveLength(6);
+    expect(all).toHaveLength(topology.stages.length);
     for (const so of all) {
       const stage = topology.stages.find((s) => s.name === component(so))!;
       expect(so.apiVersion).toBe('keda.sh/v1alpha1');
@@ -340,7 +340,7 @@ describe('k8s render: YAML text', () => {
 
   it('quotes what YAML would read as a number or boolean, and keeps the values findable', () => {
     const keda = docs.filter((d) => /^kind: ScaledObject$/m.test(d));
-    expect(keda).toHaveLength(6);
+    expect(keda).toHaveLength(topology.stages.length);
     expect(text).toContain('lagThreshold: "50"');
     expect(text).toContain('lagThreshold: "2"');
     expect(text).toContain('allowIdleConsumers: "false"');

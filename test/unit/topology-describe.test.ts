@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { describeMermaid, describeTopology } from '../../src/runtime/describe.js';
+import { defineTopology } from '../../src/runtime/topology.js';
 import { sonicTopology } from '../../topologies/sonic.js';
 
 const pinned = readFileSync(join(import.meta.dirname, '..', 'fixtures', 'sonic-topology.txt'), 'utf8');
@@ -10,6 +11,44 @@ const STAGES = sonicTopology().stages.map((s) => s.name);
 describe('topology describe', () => {
   it('prints the Sonic topology exactly as pinned, in Topology#describe() style (`npm run gen:ops` rewrites the pin)', () => {
     expect(describeTopology(sonicTopology())).toBe(pinned);
+  });
+
+  it('keeps its format, pinned by hand on a one-stage topology (the Sonic pin is regenerated, this one is not)', () => {
+    const one = defineTopology({
+      name: 'one',
+      prefix: 'p',
+      status: 's',
+      defaults: { retry: { delaysMs: [1000], maxAttempts: 2 } },
+      topics: {
+        in: { valueSchema: 'task-status', external: { producers: ['x'] }, doc: 'in' },
+        out: { valueSchema: 'task-status', external: { consumers: ['x'] }, doc: 'out' },
+        s: { role: 'status', valueSchema: 'task-status', configs: { 'cleanup.policy': 'compact' }, doc: 's' },
+      },
+      stages: { work: { doc: 'w', input: 'in', outputs: { done: 'out' } } },
+    });
+    expect(describeTopology(one)).toBe(
+      [
+        'Topologies:',
+        '   Sub-topology: 0 (work)',
+        '    Source: work-source (topics: [p.in, p.work.retry.1])',
+        '      --> work',
+        '    Processor: work (stores: [])',
+        '      --> work-to-done, work-to-status, work-to-retry-1, work-to-dlq',
+        '      <-- work-source',
+        '    Sink: work-to-done (topic: p.out)',
+        '      <-- work',
+        '    Sink: work-to-status (topic: p.s)',
+        '      <-- work',
+        '    Sink: work-to-retry-1 (topic: p.work.retry.1)',
+        '      <-- work',
+        '    Sink: work-to-dlq (topic: p.work.dlq)',
+        '      <-- work',
+        'External:',
+        '    Producer: x (topic: p.in)',
+        '    Consumer: x (topic: p.out)',
+        '',
+      ].join('\n'),
+    );
   });
 
   it('names every node explicitly: no generated KSTREAM-style names', () => {
