@@ -135,6 +135,14 @@ export interface ScalingSpec {
   targetDrainSeconds: number;
 }
 
+/** What one replica of a stage needs (deployment renderers read it; Kubernetes quantities). */
+export interface ResourceSpec {
+  requests: { cpu: string; memory: string };
+  limits: { cpu: string; memory: string };
+  /** GPUs per replica (0 or absent: none). */
+  gpus?: number;
+}
+
 export interface BatchSpec {
   /** Records of one partition per transaction. */
   maxRecords: number;
@@ -158,6 +166,8 @@ export interface StageDeclaration<D = never, In = unknown, S extends Sinks = Sin
   concurrency?: number;
   batch?: Partial<BatchSpec>;
   scaling?: Partial<ScalingSpec>;
+  /** What one replica needs (CPU, memory, GPUs); renderers use a small default without it. */
+  resources?: ResourceSpec;
   /**
    * Builds the handler from the process's dependencies. Its emits are checked against `sinks`
    * (NoInfer: the sinks are what the declaration names, never widened by what the handler emits;

@@ -6,9 +6,9 @@
 
 import type { CompatibilityLevel } from '../serde/compat.js';
 import { SonicError } from '../core/errors.js';
-import type { AnyStage, BatchSpec, RetrySpec, ScalingSpec, Sinks, StageHandler, StatusHook } from './stage.js';
+import type { AnyStage, BatchSpec, ResourceSpec, RetrySpec, ScalingSpec, Sinks, StageHandler, StatusHook } from './stage.js';
 
-export type { BatchSpec, RetrySpec, ScalingSpec } from './stage.js';
+export type { BatchSpec, ResourceSpec, RetrySpec, ScalingSpec } from './stage.js';
 
 export type Compatibility = CompatibilityLevel;
 
@@ -56,6 +56,8 @@ export interface StageSpec {
   /** Records of one partition per transaction, and how long to wait to fill a batch. */
   batch: BatchSpec;
   scaling: ScalingSpec;
+  /** What one replica needs, when the stage declares it. */
+  resources?: ResourceSpec;
   /**
    * The schemas the stage's code was typed against (its input and each sink), from a stage
    * declaration; validation checks them against the topics' schemas.
@@ -98,6 +100,7 @@ export interface StageDecl {
   concurrency?: number;
   batch?: Partial<BatchSpec>;
   scaling?: Partial<ScalingSpec>;
+  resources?: ResourceSpec;
 }
 
 export interface TopologyDecl {
@@ -212,6 +215,7 @@ export function defineTopology(decl: TopologyDecl): Topology {
         activationLagThreshold: s.scaling?.activationLagThreshold ?? 0,
         targetDrainSeconds: s.scaling?.targetDrainSeconds ?? 300,
       },
+      ...(s.resources ? { resources: s.resources } : {}),
       ...(s.contract ? { contract: s.contract } : {}),
       ...(s.create ? { create: s.create } : {}),
     });
@@ -240,6 +244,7 @@ function stageEntries(stages: TopologyDecl['stages']): [string, StageEntry][] {
       ...(d.concurrency === undefined ? {} : { concurrency: d.concurrency }),
       ...(d.batch ? { batch: d.batch } : {}),
       ...(d.scaling ? { scaling: d.scaling } : {}),
+      ...(d.resources ? { resources: d.resources } : {}),
       contract: { input: d.input.schema, sinks: Object.fromEntries(sinks.map(([sink, ref]) => [sink, ref.schema])) },
       create: d.create as unknown as StageSpec['create'],
     };

@@ -21,6 +21,8 @@ export const encode = taskStage({
   sinks: { encoded: TOPICS.encoded, failed: TOPICS.completed },
   concurrency: 2,
   scaling: { maxReplicas: 4, lagThreshold: 10, targetDrainSeconds: 120 },
+  // ffmpeg H.264/AAC encoding
+  resources: { requests: { cpu: '1', memory: '512Mi' }, limits: { cpu: '2', memory: '2Gi' } },
   create: (deps) => ({
     async handle(rec, ctx) {
       const v = rec.value;

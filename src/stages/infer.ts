@@ -37,6 +37,8 @@ export const infer = taskStage({
   retry: { delaysMs: [10_000, 60_000, 300_000], maxAttempts: 3 },
   batch: { maxRecords: 1, maxWaitMs: 0 },
   scaling: { maxReplicas: 8, lagThreshold: 2, targetDrainSeconds: 600 },
+  // the model, its weights and decoded frames, on one GPU
+  resources: { requests: { cpu: '2', memory: '8Gi' }, limits: { cpu: '8', memory: '16Gi' }, gpus: 1 },
   create: (deps) => {
     const backend = createBackend(deps);
     return {

@@ -22,6 +22,7 @@ export const notify = defineStage({
   concurrency: 8,
   retry: { delaysMs: [5_000, 30_000, 120_000, 600_000], maxAttempts: 5 },
   scaling: { maxReplicas: 2, lagThreshold: 100, targetDrainSeconds: 60 },
+  resources: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '500m', memory: '256Mi' } },
   create: (deps: StageDeps) => ({
     async handle(rec, ctx) {
       const v = rec.value;

@@ -31,6 +31,8 @@ export const preprocess = taskStage({
   sinks: { prepared: TOPICS.prepared, failed: TOPICS.completed },
   concurrency: 4,
   scaling: { maxReplicas: 4, lagThreshold: 50, targetDrainSeconds: 60 },
+  // ffmpeg resampling and image conversion
+  resources: { requests: { cpu: '500m', memory: '512Mi' }, limits: { cpu: '2', memory: '1Gi' } },
   create: (deps) => {
     const c = deps.config;
     return {

@@ -17,6 +17,7 @@ export const publish = taskStage({
   sinks: { completed: TOPICS.completed, failed: TOPICS.completed },
   concurrency: 4,
   scaling: { maxReplicas: 2, lagThreshold: 50, targetDrainSeconds: 60 },
+  resources: { requests: { cpu: '100m', memory: '256Mi' }, limits: { cpu: '500m', memory: '512Mi' } },
   create: (deps) => ({
     async handle(rec, ctx) {
       const v = rec.value;

@@ -30,6 +30,7 @@ export const validate = taskStage({
   sinks: { validated: TOPICS.validated, failed: TOPICS.completed },
   concurrency: 4,
   scaling: { maxReplicas: 4, lagThreshold: 50, targetDrainSeconds: 60 },
+  resources: { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '512Mi' } },
   create: (deps) => ({
     async handle(rec, ctx) {
       const request = rec.value;

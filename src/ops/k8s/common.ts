@@ -3,7 +3,7 @@
  * the labels and metadata, and the parts of a pod (resources, security, probes, config).
  */
 import { SonicError } from '../../core/errors.js';
-import type { Topology } from '../../runtime/topology.js';
+import type { ResourceSpec, Topology } from '../../runtime/topology.js';
 import type { Container, ObjectMeta, ResourceRequirements } from './objects.js';
 
 const DEFAULT_IMAGE = 'ghcr.io/sonicflow/sonicflow:latest';
@@ -43,26 +43,19 @@ export interface RenderK8sOptions {
   clientId?: string;
   /** More ConfigMap entries: SONIC_S3_ENDPOINT, SONIC_S3_BUCKET, SONIC_API_PUBLIC_URL, SONIC_INFER_BACKEND, ... */
   config?: Record<string, string>;
-  /** Resources per stage (or `api`), replacing the defaults. */
+  /** Resources per stage (or `api`), replacing what the stage declares. */
   resources?: Record<string, ResourceRequirements>;
-  /** Stages that get one GPU each (default `['infer']`; `[]` for the CPU-only builtin backend). */
+  /**
+   * Stages that get one GPU each, replacing what the stages declare (the Sonic topology: infer);
+   * `[]` for the CPU-only builtin backend.
+   */
   gpuStages?: string[];
   /** Replicas of the API Deployment (default 2; it needs the s3 blob store, which the ConfigMap selects). */
   apiReplicas?: number;
 }
 
-const DEFAULT_RESOURCES: Record<string, ResourceRequirements> = {
-  validate: { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '512Mi' } },
-  // ffmpeg resampling and image conversion
-  preprocess: { requests: { cpu: '500m', memory: '512Mi' }, limits: { cpu: '2', memory: '1Gi' } },
-  // the model, its weights and decoded frames; the GPU is added for GPU stages
-  infer: { requests: { cpu: '2', memory: '8Gi' }, limits: { cpu: '8', memory: '16Gi' } },
-  // ffmpeg H.264/AAC encoding
-  encode: { requests: { cpu: '1', memory: '512Mi' }, limits: { cpu: '2', memory: '2Gi' } },
-  publish: { requests: { cpu: '100m', memory: '256Mi' }, limits: { cpu: '500m', memory: '512Mi' } },
-  notify: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '500m', memory: '256Mi' } },
-  api: { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '768Mi' } },
-};
+const API_RESOURCES: ResourceRequirements = { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '768Mi' } };
+/** For a stage that declares no resources. */
 const FALLBACK_RESOURCES: ResourceRequirements = { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '512Mi' } };
 
 /** The options checked, with their defaults filled in. */
@@ -72,7 +65,8 @@ export interface Resolved {
   namespace: string;
   metricsPort: number;
   graceSeconds: number;
-  gpuStages: Set<string>;
+  /** The GPU stages, when the options name them (otherwise each stage's declaration decides). */
+  gpuStages?: Set<string>;
 }
 
 export function resolve(opts: RenderK8sOptions): Resolved {
@@ -94,7 +88,7 @@ export function resolve(opts: RenderK8sOptions): Resolved {
     namespace,
     metricsPort,
     graceSeconds: Math.ceil(opts.drainTimeoutMs / 1000) + GRACE_MARGIN_SECONDS,
-    gpuStages: new Set(opts.gpuStages ?? ['infer']),
+    ...(opts.gpuStages ? { gpuStages: new Set(opts.gpuStages) } : {}),
   };
 }
 
@@ -115,11 +109,13 @@ export function stageObjectName(stage: string): string {
   return `${NAME}-${stage}`;
 }
 
-export function resourcesFor(component: string, opts: RenderK8sOptions, gpu: boolean): ResourceRequirements {
-  const base = opts.resources?.[component] ?? DEFAULT_RESOURCES[component] ?? FALLBACK_RESOURCES;
-  const res = { requests: { ...base.requests }, limits: { ...base.limits } };
+/** The API's resources, or a stage's: the options' override, else the declaration's, else a small default. */
+export function resourcesFor(component: string, opts: RenderK8sOptions, gpu: boolean, declared?: ResourceSpec): ResourceRequirements {
+  const own: ResourceRequirements | undefined = declared ? { requests: { ...declared.requests }, limits: { ...declared.limits } } : undefined;
+  const base = opts.resources?.[component] ?? (component === 'api' ? API_RESOURCES : own) ?? FALLBACK_RESOURCES;
+  const res: ResourceRequirements = { requests: { ...base.requests }, limits: { ...base.limits } };
   // an extended resource is requested through its limit (the request defaults to it and may not differ)
-  if (gpu) res.limits[GPU_RESOURCE] = '1';
+  if (gpu) res.limits[GPU_RESOURCE] = String(Math.max(1, declared?.gpus ?? 1));
   else delete res.limits[GPU_RESOURCE];
   delete res.requests[GPU_RESOURCE];
   return res;

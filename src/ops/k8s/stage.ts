@@ -46,7 +46,7 @@ const POLLING_INTERVAL_SECONDS = 15;
 const COOLDOWN_PERIOD_SECONDS = 300;
 
 export function stageDeployment(topology: Topology, stage: StageSpec, opts: RenderK8sOptions, r: Resolved): Deployment {
-  const gpu = r.gpuStages.has(stage.name);
+  const gpu = r.gpuStages ? r.gpuStages.has(stage.name) : (stage.resources?.gpus ?? 0) > 0;
   const podLabels = labels(stage.name);
   return {
     apiVersion: 'apps/v1',
@@ -75,7 +75,7 @@ export function stageDeployment(topology: Topology, stage: StageSpec, opts: Rend
               envFrom: envFrom(),
               ports: [{ name: 'metrics', containerPort: r.metricsPort, protocol: 'TCP' }],
               ...probes('metrics'),
-              resources: resourcesFor(stage.name, opts, gpu),
+              resources: resourcesFor(stage.name, opts, gpu, stage.resources),
               securityContext: CONTAINER_SECURITY,
               volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }],
             },
