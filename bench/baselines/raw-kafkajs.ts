@@ -27,6 +27,7 @@ import { parseArgs } from 'node:util';
 import kafkajs, { type Consumer, type Producer } from 'kafkajs';
 import { TopicAdmin } from '../../src/kafka/admin.js';
 import { PRODUCER_RETRY } from '../../src/kafka/client.js';
+import { adoptKafkajs } from '../../src/kafka/handle.js';
 import { SchemaCatalog } from '../../src/serde/catalog.js';
 import { frameWire } from '../../src/serde/wire.js';
 import { APPEND_TIME, FIVE_HOP, benchValue } from '../fixtures/five-hop.js';
@@ -71,16 +72,18 @@ export async function run(opts: HopBaselineOptions = {}): Promise<HopBaselineRes
     retry: { retries: 8, initialRetryTime: 20, maxRetryTime: 5000 },
     logLevel: logLevel.NOTHING,
   });
+  // the same kafkajs client, as a handle for the shared helpers and src/kafka's TopicAdmin
+  const client = adoptKafkajs(kafka);
   const topics = FIVE_HOP.topicKeys.map((k) => `${prefix}.${k}`);
   const groups = [1, 2, 3, 4, 5].map((i) => `${prefix}.hop${i}`);
   const type = new SchemaCatalog().type('task-status');
   const encode = (id: string): Buffer => frameWire(0, type.toBuffer(benchValue(id)));
-  const admin = await new TopicAdmin(kafka).connect();
+  const admin = await new TopicAdmin(client).connect();
   const hops: Hop[] = [];
   try {
     await admin.create(topics.map((name) => ({ name, partitions, replicationFactor: 1, configs: APPEND_TIME })));
     hops.push(...(await Promise.all([1, 2, 3, 4, 5].map((i) => startHop(kafka, groups[i - 1]!, topics[i - 1]!, topics[i]!, partitions)))));
-    const { recordsPerSecond, recordsPerSecondFromCommit, latency } = await measureChain(kafka, topics, encode, {
+    const { recordsPerSecond, recordsPerSecondFromCommit, latency } = await measureChain(client, topics, encode, {
       records: n,
       partitions,
       groups,
@@ -110,7 +113,7 @@ export async function run(opts: HopBaselineOptions = {}): Promise<HopBaselineRes
     await Promise.all(hops.map((h) => bounded(h.producer.disconnect())));
     await admin.delete(topics).catch(() => undefined);
     await admin.close();
-    await deleteGroups(kafka, groups);
+    await deleteGroups(client, groups);
   }
 }
 

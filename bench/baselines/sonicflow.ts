@@ -46,7 +46,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Consumer } from 'kafkajs';
 import { TopicAdmin } from '../../src/kafka/admin.js';
-import type { Kafka } from '../../src/kafka/client.js';
+import { kafkajsOf, type KafkaClient } from '../../src/kafka/handle.js';
 import { PlainProducer, TxProducer, headersToStrings } from '../../src/kafka/io.js';
 import { Context } from '../../src/app/context.js';
 import { applyDeploy, planDeploy, removeTopology } from '../../src/ops/deploy.js';
@@ -108,7 +108,7 @@ export const brokerList = (b: string | string[] | undefined): string => (Array.i
  * transaction: read_committed consumers see none of them until the commit, then all at once, so
  * a running chain starts on a full backlog at one instant. Resolves after the commit.
  */
-export async function loadInOneTransaction(kafka: Kafka, topic: string, n: number, encode: (id: string) => Buffer | Promise<Buffer>): Promise<void> {
+export async function loadInOneTransaction(kafka: KafkaClient, topic: string, n: number, encode: (id: string) => Buffer | Promise<Buffer>): Promise<void> {
   const producer = await new TxProducer(kafka, `bench-load-${randomUUID()}`, 300_000).connect();
   try {
     await producer.inTransaction(async (send) => {
@@ -127,8 +127,8 @@ export async function loadInOneTransaction(kafka: Kafka, topic: string, n: numbe
 }
 
 /** Waits until every group is Stable with its number of members (describeGroups). */
-export async function waitGroupsStable(kafka: Kafka, groups: { id: string; members: number }[], opts: { timeoutMs: number; what: string; abort?: () => string | undefined }): Promise<void> {
-  const admin = kafka.admin();
+export async function waitGroupsStable(kafka: KafkaClient, groups: { id: string; members: number }[], opts: { timeoutMs: number; what: string; abort?: () => string | undefined }): Promise<void> {
+  const admin = kafkajsOf(kafka).admin();
   await admin.connect();
   try {
     await waitFor(
@@ -144,7 +144,7 @@ export async function waitGroupsStable(kafka: Kafka, groups: { id: string; membe
 }
 
 /** Sends one record to each partition of topics[0] and waits until all reach the last topic. */
-export async function warmUp(kafka: Kafka, topics: string[], encode: (id: string) => Buffer | Promise<Buffer>, partitions: number, abort?: () => string | undefined): Promise<void> {
+export async function warmUp(kafka: KafkaClient, topics: string[], encode: (id: string) => Buffer | Promise<Buffer>, partitions: number, abort?: () => string | undefined): Promise<void> {
   const last = topics[topics.length - 1]!;
   const seen = await new TopicCollector(kafka, [last]).start('end');
   const producer = await new PlainProducer(kafka).connect();
@@ -168,7 +168,7 @@ export async function warmUp(kafka: Kafka, topics: string[], encode: (id: string
  * (N - 1) / (last - first output timestamp in the last topic); then the latency run.
  */
 export async function measureChain(
-  kafka: Kafka,
+  kafka: KafkaClient,
   topics: string[],
   encode: (id: string) => Buffer | Promise<Buffer>,
   o: { records: number; partitions: number; groups: string[]; what: string; latencyRate?: number; latencySeconds?: number; abort?: () => string | undefined },
@@ -211,7 +211,7 @@ export class TopicCollector {
   private consumer?: Consumer;
 
   constructor(
-    private readonly kafka: Kafka,
+    private readonly kafka: KafkaClient,
     readonly topics: string[],
     private readonly opts: { headers?: boolean } = {},
   ) {
@@ -221,7 +221,7 @@ export class TopicCollector {
   async start(from: 'beginning' | 'end'): Promise<this> {
     const ends: { topic: string; partition: number; offset: string }[] = [];
     if (from === 'end') {
-      const admin = this.kafka.admin();
+      const admin = kafkajsOf(this.kafka).admin();
       await admin.connect();
       try {
         for (const topic of this.topics) for (const p of await admin.fetchTopicOffsets(topic)) ends.push({ topic, partition: p.partition, offset: p.offset });
@@ -229,7 +229,7 @@ export class TopicCollector {
         await admin.disconnect();
       }
     }
-    const consumer = this.kafka.consumer({ groupId: this.groupId, maxWaitTimeInMs: 100, readUncommitted: false, allowAutoTopicCreation: false });
+    const consumer = kafkajsOf(this.kafka).consumer({ groupId: this.groupId, maxWaitTimeInMs: 100, readUncommitted: false, allowAutoTopicCreation: false });
     this.consumer = consumer;
     try {
       await this.run(consumer, from);
@@ -269,9 +269,9 @@ export class TopicCollector {
 }
 
 /** Deletes consumer groups (best effort: an unknown or non-empty group is left alone). */
-export async function deleteGroups(kafka: Kafka, groupIds: string[]): Promise<void> {
+export async function deleteGroups(kafka: KafkaClient, groupIds: string[]): Promise<void> {
   if (groupIds.length === 0) return;
-  const admin = kafka.admin();
+  const admin = kafkajsOf(kafka).admin();
   try {
     await admin.connect();
     await admin.deleteGroups(groupIds).catch(() => undefined);
@@ -283,8 +283,8 @@ export async function deleteGroups(kafka: Kafka, groupIds: string[]): Promise<vo
 }
 
 /** Groups whose id starts with `prefix`. */
-export async function groupsStartingWith(kafka: Kafka, prefix: string): Promise<string[]> {
-  const admin = kafka.admin();
+export async function groupsStartingWith(kafka: KafkaClient, prefix: string): Promise<string[]> {
+  const admin = kafkajsOf(kafka).admin();
   try {
     await admin.connect();
     return (await admin.listGroups()).groups.map((g) => g.groupId).filter((g) => g.startsWith(prefix));
@@ -309,7 +309,7 @@ export function throughputOf(timestamps: number[]): number {
  * timestamp in topics[i] minus timestamp in topics[i-1], matched by key.
  */
 export async function latencyRun(
-  kafka: Kafka,
+  kafka: KafkaClient,
   topics: string[],
   encode: (id: string) => Buffer | Promise<Buffer>,
   opts: { ratePerSecond?: number; seconds?: number; timeoutMs?: number; abort?: () => string | undefined } = {},

@@ -6,7 +6,7 @@
  */
 import { Subject, type Observable } from 'rxjs';
 import type { Logger } from '../core/logger.js';
-import type { Kafka } from '../kafka/client.js';
+import type { KafkaClient } from '../kafka/client.js';
 import { TopicTail, type InRecord } from '../kafka/io.js';
 import type { TaskState, TaskStatus } from '../domain/records.js';
 import type { Codec } from '../serde/codec.js';
@@ -63,7 +63,7 @@ export class StatusView {
   readonly changes$: Observable<StatusEvent> = this.subject.asObservable();
 
   constructor(
-    kafka: Kafka,
+    kafka: KafkaClient,
     readonly topic: string,
     private readonly codec: Codec,
     private readonly schema: string,

@@ -9,7 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { loadConfig, type Config } from '../core/config.js';
 import { SonicError } from '../core/errors.js';
 import { createLogger, type Logger } from '../core/logger.js';
-import { createKafka, type Kafka } from '../kafka/client.js';
+import { createKafka, type KafkaClient } from '../kafka/client.js';
 import { SchemaCatalog } from '../serde/catalog.js';
 import { RegistryAdmin } from '../serde/registry-admin.js';
 import { Serde } from '../serde/serde.js';
@@ -21,7 +21,7 @@ import { sonicTopology } from '../../topologies/sonic.js';
 export class Context {
   readonly config: Config;
   readonly logger: Logger;
-  private kafkaClient?: Kafka;
+  private kafkaClient?: KafkaClient;
   private serdeInstance?: Serde;
 
   constructor(env?: NodeJS.ProcessEnv, name = 'sonicflow') {
@@ -29,7 +29,7 @@ export class Context {
     this.logger = createLogger(name, this.config.logLevel);
   }
 
-  get kafka(): Kafka {
+  get kafka(): KafkaClient {
     const c = this.config;
     this.kafkaClient ??= createKafka(
       {
@@ -39,7 +39,7 @@ export class Context {
         requestTimeoutMs: c.kafkaRequestTimeoutMs,
         retryInitialMs: c.kafkaRetryInitialMs,
         ...(c.kafkaSsl ? { ssl: c.kafkaSslCaFile ? { ca: [readFileSync(c.kafkaSslCaFile, 'utf8')] } : true } : {}),
-        ...(c.kafkaSaslMechanism ? { sasl: { mechanism: c.kafkaSaslMechanism, username: c.kafkaSaslUsername, password: c.kafkaSaslPassword } as never } : {}),
+        ...(c.kafkaSaslMechanism ? { sasl: { mechanism: c.kafkaSaslMechanism, username: c.kafkaSaslUsername, password: c.kafkaSaslPassword } } : {}),
       },
       this.logger,
     );

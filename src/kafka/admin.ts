@@ -4,7 +4,7 @@
  */
 import kafkajs, { type Admin } from 'kafkajs';
 import { retry } from '../core/retry.js';
-import type { Kafka } from './client.js';
+import { kafkajsOf, type KafkaClient } from './handle.js';
 
 const { ConfigResourceTypes } = kafkajs;
 
@@ -27,8 +27,8 @@ export class TopicAdmin {
   private readonly admin: Admin;
   private connected = false;
 
-  constructor(kafka: Kafka) {
-    this.admin = kafka.admin();
+  constructor(kafka: KafkaClient) {
+    this.admin = kafkajsOf(kafka).admin();
   }
 
   async connect(): Promise<this> {

@@ -1,16 +1,19 @@
 /**
  * The Kafka port: the only module family that imports kafkajs. Everything above it talks to
- * Kafka through the small functions and types exported from `src/kafka/*`.
+ * Kafka through the small functions and types exported from `src/kafka/*`, none of them kafkajs'
+ * own: `createKafka` returns an opaque {@link KafkaClient} handle (see `handle.ts`).
  */
-import kafkajs, { type Kafka, type LogEntry, type KafkaConfig } from 'kafkajs';
+import kafkajs, { type LogEntry } from 'kafkajs';
 import type { Logger } from '../core/logger.js';
 import { retry, type BackoffOptions } from '../core/retry.js';
 import { installCoordinatorCache } from './coordinators.js';
+import { adoptKafkajs, type KafkaClient } from './handle.js';
 
-export type { Kafka } from 'kafkajs';
+/** The opaque client handle every `src/kafka` function and class takes (kafkajs' own client never leaves `src/kafka`). */
+export type { KafkaClient } from './handle.js';
 
 // kafkajs is CommonJS: its named exports are reached through the default export under ESM
-const { Kafka: KafkaClient, logLevel } = kafkajs;
+const { Kafka, logLevel } = kafkajs;
 
 /** Java-compatible murmur2 partitioning (the Java client's default), set on every producer. */
 export { createPartitioner } from './partitioner.js';
@@ -32,10 +35,18 @@ export interface KafkaConnection {
    * the Java client retries that after 20 ms, kafkajs after its full backoff.
    */
   retryInitialMs?: number;
-  /** SASL/SSL settings, passed through to kafkajs. */
-  ssl?: KafkaConfig['ssl'];
-  sasl?: KafkaConfig['sasl'];
+  ssl?: KafkaSsl;
+  sasl?: KafkaSasl;
 }
+
+/** TLS to the brokers: `true` trusts the system CAs; `ca` trusts these CA certificates (PEM) instead. */
+export type KafkaSsl = boolean | { ca: string[] };
+
+/** SASL credentials for the brokers. */
+export type KafkaSasl =
+  | { mechanism: 'plain'; username: string; password: string }
+  | { mechanism: 'scram-sha-256'; username: string; password: string }
+  | { mechanism: 'scram-sha-512'; username: string; password: string };
 
 const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [logLevel.ERROR]: 'error',
@@ -44,11 +55,11 @@ const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [logLevel.DEBUG]: 'debug',
 };
 
-/** A kafkajs client whose logs go to our pino logger (kafkajs INFO is demoted to debug: it is chatty). */
-export function createKafka(conn: KafkaConnection, logger: Logger): Kafka {
+/** A Kafka client whose logs go to our pino logger (kafkajs INFO is demoted to debug: it is chatty). */
+export function createKafka(conn: KafkaConnection, logger: Logger): KafkaClient {
   installCoordinatorCache();
   const log = logger.child({ component: 'kafkajs' });
-  return new KafkaClient({
+  const kafka = new Kafka({
     clientId: conn.clientId,
     brokers: conn.brokers,
     connectionTimeout: conn.connectTimeoutMs ?? 5000,
@@ -67,6 +78,7 @@ export function createKafka(conn: KafkaConnection, logger: Logger): Kafka {
         (lvl === 'info' ? log.debug : log[lvl]).call(log, { ...rest, namespace: entry.logger }, message);
       },
   });
+  return adoptKafkajs(kafka);
 }
 
 /**

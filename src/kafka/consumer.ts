@@ -10,7 +10,8 @@
 import type { Admin, Consumer, ConsumerRunConfig, EachBatchPayload } from 'kafkajs';
 import type { Logger } from '../core/logger.js';
 import { Backoff, sleep, type BackoffOptions } from '../core/retry.js';
-import { untilConnected, type Kafka } from './client.js';
+import { untilConnected } from './client.js';
+import { kafkajsOf, type KafkaClient } from './handle.js';
 import { toInRecord, type InRecord } from './io.js';
 
 export interface GroupConsumerOptions {
@@ -81,9 +82,10 @@ export class GroupConsumer {
   private lastStart = Promise.resolve();
 
   constructor(
-    kafka: Kafka,
+    client: KafkaClient,
     readonly options: GroupConsumerOptions,
   ) {
+    const kafka = kafkajsOf(client);
     this.consumer = kafka.consumer({
       groupId: options.groupId,
       sessionTimeout: options.sessionTimeoutMs,

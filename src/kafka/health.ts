@@ -11,7 +11,7 @@
  */
 import type { Admin } from 'kafkajs';
 import type { Logger } from '../core/logger.js';
-import type { Kafka } from './client.js';
+import { kafkajsOf, type KafkaClient } from './handle.js';
 
 export interface BrokerHealthOptions {
   /** How long an answer is kept, ms (default 1000). */
@@ -45,7 +45,7 @@ export class BrokerHealth {
   private pending: Promise<boolean> | undefined;
 
   constructor(
-    private readonly kafka: Kafka,
+    private readonly kafka: KafkaClient,
     options: BrokerHealthOptions = {},
   ) {
     this.cacheMs = options.cacheMs ?? 1000;
@@ -111,7 +111,7 @@ export class BrokerHealth {
   private async probe(): Promise<boolean> {
     try {
       // no retries of our own: the next check is the retry
-      this.admin ??= this.kafka.admin({ retry: { retries: 0 } });
+      this.admin ??= kafkajsOf(this.kafka).admin({ retry: { retries: 0 } });
       if (!this.connected) {
         await this.admin.connect();
         this.connected = true;

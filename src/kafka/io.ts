@@ -4,9 +4,10 @@
  * for tools and tests (`readTopic`) and the follower behind the API's status view (`TopicTail`).
  */
 import { setTimeout as delay } from 'node:timers/promises';
-import type { IHeaders, KafkaMessage, Producer, Transaction } from 'kafkajs';
+import type { Consumer, IHeaders, Producer, Transaction } from 'kafkajs';
 import { retry } from '../core/retry.js';
-import { PRODUCER_RETRY, createPartitioner, type Kafka } from './client.js';
+import { PRODUCER_RETRY, createPartitioner } from './client.js';
+import { kafkajsOf, type KafkaClient } from './handle.js';
 
 export interface OutRecord {
   key: string | null;
@@ -25,8 +26,20 @@ export interface InRecord {
   timestamp: number;
 }
 
-/** Decodes kafkajs header values (Buffer | string | arrays) to UTF-8 strings; the last value wins. */
-export function headersToStrings(h: IHeaders | undefined): Record<string, string> {
+/** Record headers as a client reads them: each value a Buffer, a string, or several of them. */
+export type RawHeaders = Record<string, Buffer | string | (Buffer | string)[] | undefined>;
+
+/** A fetched record as a client reads it. */
+export interface RawMessage {
+  offset: string;
+  key: Buffer | null;
+  value: Buffer | null;
+  headers?: RawHeaders;
+  timestamp: string;
+}
+
+/** Decodes header values (Buffer | string | arrays) to UTF-8 strings; the last value wins. */
+export function headersToStrings(h: RawHeaders | undefined): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(h ?? {})) {
     const last = Array.isArray(v) ? v[v.length - 1] : v;
@@ -35,8 +48,8 @@ export function headersToStrings(h: IHeaders | undefined): Record<string, string
   return out;
 }
 
-/** A kafkajs message of a batch as an InRecord (UTF-8 key, string headers). */
-export function toInRecord(topic: string, partition: number, m: KafkaMessage): InRecord {
+/** A fetched message of a batch as an InRecord (UTF-8 key, string headers). */
+export function toInRecord(topic: string, partition: number, m: RawMessage): InRecord {
   return {
     topic,
     partition,
@@ -68,8 +81,8 @@ function topicMessages(records: (OutRecord & { topic: string })[]): { topic: str
 export class PlainProducer {
   private readonly producer: Producer;
 
-  constructor(kafka: Kafka) {
-    this.producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false, createPartitioner, retry: PRODUCER_RETRY });
+  constructor(kafka: KafkaClient) {
+    this.producer = kafkajsOf(kafka).producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false, createPartitioner, retry: PRODUCER_RETRY });
   }
 
   async connect(): Promise<this> {
@@ -105,8 +118,8 @@ function retryConcurrentTransactions<T>(fn: () => Promise<T>, deadlineMs = 10_00
 export class TxProducer {
   private readonly producer: Producer;
 
-  constructor(kafka: Kafka, readonly transactionalId: string, transactionTimeoutMs = 60_000) {
-    this.producer = kafka.producer({
+  constructor(kafka: KafkaClient, readonly transactionalId: string, transactionTimeoutMs = 60_000) {
+    this.producer = kafkajsOf(kafka).producer({
       transactionalId,
       idempotent: true,
       maxInFlightRequests: 1,
@@ -214,8 +227,8 @@ export interface ReadOptions {
  * Reads a topic from the beginning with a throw-away consumer group and returns what it saw.
  * Ends at `limit` records, after `idleMs` without records, or at `timeoutMs`.
  */
-export async function readTopic(kafka: Kafka, topic: string, opts: ReadOptions = {}): Promise<InRecord[]> {
-  const consumer = kafka.consumer({
+export async function readTopic(kafka: KafkaClient, topic: string, opts: ReadOptions = {}): Promise<InRecord[]> {
+  const consumer = kafkajsOf(kafka).consumer({
     groupId: opts.groupId ?? `sonicflow-read-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
     readUncommitted: opts.isolation === 'read_uncommitted',
     allowAutoTopicCreation: false,
@@ -256,12 +269,12 @@ export async function readTopic(kafka: Kafka, topic: string, opts: ReadOptions =
  * brings nothing new, i.e. once the view has read what the topic held when it started.
  */
 export class TopicTail {
-  private readonly consumer: ReturnType<Kafka['consumer']>;
+  private readonly consumer: Consumer;
   readonly caughtUp: Promise<void>;
   private markCaughtUp!: () => void;
 
-  constructor(kafka: Kafka, readonly topic: string, groupPrefix: string) {
-    this.consumer = kafka.consumer({
+  constructor(kafka: KafkaClient, readonly topic: string, groupPrefix: string) {
+    this.consumer = kafkajsOf(kafka).consumer({
       groupId: `${groupPrefix}.${process.pid}.${Date.now().toString(36)}`,
       readUncommitted: false,
       maxWaitTimeInMs: 250,

@@ -21,9 +21,9 @@
  * has none, so that backlog is what it will read. Callers that mirror the tool (the exporter's
  * kafka_* series) test `committed < 0n` and print `-` / -1 instead.
  */
-import type { Admin } from 'kafkajs';
+import type { Admin, Kafka } from 'kafkajs';
 import { retry } from '../core/retry.js';
-import type { Kafka } from './client.js';
+import { kafkajsOf, type KafkaClient } from './handle.js';
 
 export interface PartitionLag {
   groupId: string;
@@ -97,7 +97,8 @@ export class OffsetReader {
   private connecting: Promise<void> | undefined;
   private knownTopics = new Set<string>();
 
-  constructor(kafka: Kafka) {
+  constructor(client: KafkaClient) {
+    const kafka = kafkajsOf(client);
     this.admin = kafka.admin();
     this.cluster = readUncommittedCluster(kafka);
   }
@@ -219,7 +220,7 @@ export class OffsetReader {
  * Lag of consumer group `groupId` on every partition of `topics`, as `kafka-consumer-groups
  * --describe` computes it (see the module comment; topics that do not exist are skipped).
  */
-export async function fetchGroupLag(kafka: Kafka, groupId: string, topics: string[]): Promise<PartitionLag[]> {
+export async function fetchGroupLag(kafka: KafkaClient, groupId: string, topics: string[]): Promise<PartitionLag[]> {
   const reader = new OffsetReader(kafka);
   try {
     return await reader.groupLag(groupId, topics);

@@ -7,7 +7,6 @@
  * checks them against kafkajs and the Java client's test vectors).
  */
 import { randomInt } from 'node:crypto';
-import type { ICustomPartitioner } from 'kafkajs';
 
 const M = 0x5bd1e995;
 const SEED = 0x9747b28c;
@@ -40,8 +39,15 @@ export function murmur2(data: Buffer): number {
 
 const toPositive = (x: number): number => x & 0x7fffffff;
 
-/** A kafkajs `createPartitioner` with Java-compatible key hashing. */
-export const createPartitioner: ICustomPartitioner = () => {
+/** What a partitioner is asked: the record's topic, the topic's partitions, the record's key and explicit partition. */
+export interface PartitionerArgs {
+  topic: string;
+  partitionMetadata: { partitionId: number; leader: number }[];
+  message: { key?: Buffer | string | null; value?: Buffer | string | null; partition?: number | null };
+}
+
+/** A kafkajs `createPartitioner` (the producer option) with Java-compatible key hashing. */
+export const createPartitioner = (): ((args: PartitionerArgs) => number) => {
   const counters = new Map<string, number>();
   return ({ topic, partitionMetadata, message }) => {
     if (message.partition !== null && message.partition !== undefined) return message.partition;

@@ -13,7 +13,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import type { Kafka } from './client.js';
+import type { KafkaClient } from './handle.js';
 import { TxProducer, type OutRecord } from './io.js';
 
 /** Options of {@link TxBatcher}. */
@@ -67,7 +67,7 @@ export class TxBatcher {
   private closed = false;
 
   constructor(
-    private readonly kafka: Kafka,
+    private readonly kafka: KafkaClient,
     private readonly options: TxBatcherOptions,
     private readonly logger: Logger,
   ) {

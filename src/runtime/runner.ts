@@ -26,7 +26,7 @@ import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
 import type { BackoffOptions } from '../core/retry.js';
-import { untilConnected, type Kafka } from '../kafka/client.js';
+import { untilConnected, type KafkaClient } from '../kafka/client.js';
 import { GroupConsumer, type Assignment, type BatchInfo } from '../kafka/consumer.js';
 import { PlainProducer, TxProducer, type InRecord } from '../kafka/io.js';
 import type { Codec } from '../serde/codec.js';
@@ -78,7 +78,7 @@ export class StageRunner {
   readonly done: Promise<void>;
 
   constructor(
-    kafka: Kafka,
+    kafka: KafkaClient,
     codec: Codec,
     readonly topology: Topology,
     readonly stage: StageSpec,

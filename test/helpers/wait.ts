@@ -2,7 +2,7 @@
  * Waiting on conditions instead of sleeping: a poll of the condition itself, with a deadline; and
  * the condition "nothing is left for these stages to do", read from their consumer groups.
  */
-import type { Kafka } from '../../src/kafka/client.js';
+import type { KafkaClient } from '../../src/kafka/client.js';
 import { OffsetReader, type PartitionLag } from '../../src/kafka/lag.js';
 import { sampleOffsets } from '../../src/ops/lag.js';
 import type { Topology } from '../../src/runtime/topology.js';
@@ -29,7 +29,7 @@ export function consumedToEnd(p: Pick<PartitionLag, 'committed' | 'end' | 'earli
  * with them (exactly-once: outputs and offsets commit together): no later output, and no
  * duplicate, can come from those records. Call it after the last input was written.
  */
-export async function waitConsumedToEnd(ctx: { kafka: Kafka; config: { clientId: string } }, topology: Topology, stages: string[], timeoutMs = 60_000): Promise<void> {
+export async function waitConsumedToEnd(ctx: { kafka: KafkaClient; config: { clientId: string } }, topology: Topology, stages: string[], timeoutMs = 60_000): Promise<void> {
   const reader = new OffsetReader(ctx.kafka);
   let behind = 'no read yet';
   try {

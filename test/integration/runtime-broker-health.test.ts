@@ -1,6 +1,7 @@
 import { connect } from 'node:net';
 import kafkajs from 'kafkajs';
 import { describe, expect, it } from 'vitest';
+import { adoptKafkajs } from '../../src/kafka/handle.js';
 import { BrokerHealth } from '../../src/kafka/health.js';
 import { onCleanup } from '../helpers/infra.js';
 import { startPrivateBroker } from '../helpers/private-broker.js';
@@ -47,7 +48,7 @@ describe('BrokerHealth: readiness without a connection per call (private broker)
       },
     });
     const timeoutMs = 1500;
-    const health = new BrokerHealth(kafka, { cacheMs: 1000, timeoutMs });
+    const health = new BrokerHealth(adoptKafkajs(kafka), { cacheMs: 1000, timeoutMs });
     onCleanup(() => health.close());
 
     // 200 concurrent checks: one connection, one answer

@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { get } from 'node:http';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { retry } from '../../src/core/retry.js';
+import { kafkajsOf } from '../../src/kafka/handle.js';
 import { PlainProducer, TxProducer, readTopic, type InRecord } from '../../src/kafka/io.js';
 import { Context, loadTopologyFile } from '../../src/app/context.js';
 import { valueSubject } from '../../src/serde/serde.js';
@@ -176,7 +177,7 @@ describe('broker outages (private broker, stages as child processes)', () => {
     // partitions 0 and 1: 56 records each, of which the first 50 are then deleted
     const p0 = await produce(chain, 56, 0);
     const p1 = await produce(chain, 56, 1);
-    const admin = ctx.kafka.admin();
+    const admin = kafkajsOf(ctx.kafka).admin();
     await admin.connect();
     onCleanup(() => admin.disconnect());
     const group = `${ctx.config.clientId}.${chain.prefix}.first`;

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
+import { kafkajsOf } from '../../src/kafka/handle.js';
 import { TxProducer, readTopic } from '../../src/kafka/io.js';
 import { createTopics, kafkaTool, testContext, uniqueName } from '../helpers/infra.js';
 
@@ -36,7 +37,7 @@ describe('kafkajs transactions on the local Kafka 4.x broker', () => {
     });
     await producer.inTransaction(async () => undefined, { commit: false, offsets: [{ groupId: group, topic, partition: 0, offset: '99' }] });
     await producer.close();
-    const admin = ctx.kafka.admin();
+    const admin = kafkajsOf(ctx.kafka).admin();
     await admin.connect();
     const offsets = await admin.fetchOffsets({ groupId: group, topics: [topic] });
     await admin.disconnect();
