@@ -41,6 +41,7 @@ import { TopicAdmin } from '../src/kafka/admin.js';
 import { PlainProducer } from '../src/kafka/io.js';
 import { Context } from '../src/app/context.js';
 import { applyDeploy, planDeploy, removeTopology } from '../src/ops/deploy.js';
+import { groupId } from '../src/runtime/names.js';
 import { valueSubject } from '../src/serde/wire.js';
 import { TopicCollector, brokerList, deleteGroups, waitGroupsStable } from './baselines/sonicflow.js';
 import { burstTopology } from './fixtures/burst.js';
@@ -134,7 +135,7 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
   const logDir = mkdtempSync(join(tmpdir(), 'bench-scheduling-'));
   const admin = await new TopicAdmin(ctx.kafka).connect();
   const procs: Managed[] = [];
-  const groups = ['prep', 'infer'].map((s) => `${ctx.config.clientId}.${prefix}.${s}`) as [string, string];
+  const groups = ['prep', 'infer'].map((s) => groupId(ctx.config.clientId, prefix, s)) as [string, string];
   let failed = false;
   try {
     await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);

@@ -31,6 +31,7 @@ import { TopicAdmin } from '../src/kafka/admin.js';
 import { readTopic } from '../src/kafka/io.js';
 import { Context } from '../src/app/context.js';
 import { applyDeploy, planDeploy, removeTopology } from '../src/ops/deploy.js';
+import { apiViewGroupPrefix } from '../src/runtime/names.js';
 import { sonicTopology } from '../topologies/sonic.js';
 import { brokerList, deleteGroups, groupsStartingWith } from './baselines/sonicflow.js';
 import { freePort, startNode, stopProcess, waitFor } from './lib.js';
@@ -185,7 +186,7 @@ export async function run(opts: SubmitOptions = {}): Promise<SubmitResult> {
     if (server) await stopProcess(server.proc, 20_000);
     await removeTopology(topology, admin, ctx.registryAdmin).catch(() => undefined);
     await admin.close();
-    await deleteGroups(ctx.kafka, await groupsStartingWith(ctx.kafka, `${ctx.config.clientId}.${prefix}.`));
+    await deleteGroups(ctx.kafka, await groupsStartingWith(ctx.kafka, `${apiViewGroupPrefix(ctx.config.clientId, prefix)}.`));
     if (!failed) rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -50,6 +50,7 @@ import { kafkajsOf, type KafkaClient } from '../../src/kafka/handle.js';
 import { PlainProducer, TxProducer, headersToStrings } from '../../src/kafka/io.js';
 import { Context } from '../../src/app/context.js';
 import { applyDeploy, planDeploy, removeTopology } from '../../src/ops/deploy.js';
+import { groupId } from '../../src/runtime/names.js';
 import { valueSubject } from '../../src/serde/wire.js';
 import { FIVE_HOP, benchValue, fiveHopTopology } from '../fixtures/five-hop.js';
 import { percentile, startNode, stopProcess, waitFor } from '../lib.js';
@@ -421,7 +422,7 @@ export async function run(
     const { recordsPerSecond, recordsPerSecondFromCommit, latency } = await measureChain(ctx.kafka, topics, encode, {
       records: n,
       partitions,
-      groups: topology.stages.map((s) => `${ctx.config.clientId}.${prefix}.${s.name}`),
+      groups: topology.stages.map((s) => groupId(ctx.config.clientId, topology, s)),
       what: `sonicflow ${variant}`,
       ...(opts.latencyRate ? { latencyRate: opts.latencyRate } : {}),
       ...(opts.latencySeconds ? { latencySeconds: opts.latencySeconds } : {}),
@@ -452,7 +453,7 @@ export async function run(
     if (stages) await stopProcess(stages.proc, 40_000);
     await removeTopology(topology, admin, ctx.registryAdmin).catch(() => undefined);
     await admin.close();
-    await deleteGroups(ctx.kafka, topology.stages.map((s) => `${ctx.config.clientId}.${prefix}.${s.name}`));
+    await deleteGroups(ctx.kafka, topology.stages.map((s) => groupId(ctx.config.clientId, topology, s)));
     if (!failed && !process.env.BENCH_STAGE_LOG_LEVEL) rmSync(logDir, { recursive: true, force: true });
     else if (!failed) process.stderr.write(`stage log kept: ${join(logDir, 'stages.log')}\n`);
   }

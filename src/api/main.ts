@@ -10,6 +10,7 @@ import { TxBatcher } from '../kafka/tx-batcher.js';
 import { defaultScratchRoot, processScratchDir } from '../media/scratch.js';
 import type { Context } from '../app/context.js';
 import { HEADERS } from '../runtime/headers.js';
+import { apiViewGroupPrefix, transactionalId } from '../runtime/names.js';
 import { valueSubject } from '../serde/wire.js';
 import { checkCallbackUrl, resolveWebhookSecret } from '../domain/callbacks.js';
 import { EventStreams } from './events.js';
@@ -34,16 +35,16 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
   if (!requestSchema || !statusSchema) throw new SonicError('TOPOLOGY_INVALID', `the topology lacks ${requested} or ${statusTopic}`);
   const logger = ctx.logger.child({ component: 'api' });
   const secret = await loadServerSecret(c.apiSecret, c.stateDir);
-  const view = new StatusView(ctx.kafka, statusTopic, ctx.serde, statusSchema, logger, `${c.clientId}.${topology.prefix}.api-view`);
+  const view = new StatusView(ctx.kafka, statusTopic, ctx.serde, statusSchema, logger, apiViewGroupPrefix(c.clientId, topology));
   await view.start();
   // serve a view that is still catching up rather than none (readiness says which)
   await Promise.race([view.caughtUp, sleep(15_000)]);
-  const instance = (c.apiInstanceId || hostname()).replace(/[^A-Za-z0-9._-]/g, '_');
+  const instance = c.apiInstanceId || hostname();
   const batcher = new TxBatcher(ctx.kafka, {
-    transactionalId: `${c.clientId}.${topology.prefix}.api.${instance}`,
+    // several producers take turns: `.<lane>` tells them apart
+    transactionalIds: Array.from({ length: c.apiProducers }, (_, i) => transactionalId(c.clientId, { kind: 'api', topology, instance, ...(c.apiProducers === 1 ? {} : { lane: i }) })),
     // an abandoned submit holds read_committed readers back at most this long
     transactionTimeoutMs: c.apiEnqueueTimeoutMs + 10_000,
-    producers: c.apiProducers,
   }, logger);
   // the ping keeps an idle stream inside the idle timeout
   const streams = new EventStreams({ perKey: c.apiMaxStreamsPerKey, total: c.apiMaxStreams, maxLifetimeMs: c.apiStreamMaxS * 1000, pingMs: Math.min(15_000, Math.floor(c.apiIdleTimeoutMs / 2)) });

@@ -220,7 +220,6 @@ function buildCli(ctx: () => Context): Command {
           brokers: c.config.kafkaBrokers,
           schemaRegistryUrl: c.config.schemaRegistryUrl,
           clientId: c.config.clientId,
-          groupIdOf: (stage) => `${c.config.clientId}.${topology.prefix}.${stage}`,
         }),
       );
     });

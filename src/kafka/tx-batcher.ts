@@ -18,19 +18,18 @@ import { TxProducer, type OutRecord } from './io.js';
 
 /** Options of {@link TxBatcher}. */
 export interface TxBatcherOptions {
-  /** Stable per API replica: a restarted replica fences its predecessor's open transaction. */
-  transactionalId: string;
+  /**
+   * One transactional producer per id, taking turns, so that one waits for its commit markers
+   * while another writes. Stable per API replica: a restarted replica fences its predecessor's
+   * open transactions.
+   */
+  transactionalIds: string[];
   /** Broker-side transaction timeout, ms: how long an abandoned transaction can hold readers back. */
   transactionTimeoutMs: number;
   /** How long past its deadline a submit waits for a commit already sent before it is called in doubt, ms. */
   commitGraceMs?: number;
   /** Most submits in one transaction; 500 by default. */
   maxBatch?: number;
-  /**
-   * Transactional producers taking turns (ids `<transactionalId>.<n>`), so that one waits for its
-   * commit markers while another writes; 8 by default.
-   */
-  producers?: number;
 }
 
 interface Pending {
@@ -71,8 +70,8 @@ export class TxBatcher {
     private readonly options: TxBatcherOptions,
     private readonly logger: Logger,
   ) {
-    const n = options.producers ?? 8;
-    this.lanes = Array.from({ length: n }, (_, i) => new Lane(n === 1 ? options.transactionalId : `${options.transactionalId}.${i}`));
+    if (options.transactionalIds.length === 0) throw new Error('TxBatcher needs at least one transactional id');
+    this.lanes = options.transactionalIds.map((id) => new Lane(id));
   }
 
   /**

@@ -13,9 +13,10 @@ import { fileURLToPath } from 'node:url';
 import { interval, exhaustMap, from, type Subscription } from 'rxjs';
 import type { Logger } from '../core/logger.js';
 import { fetchGroupLag } from '../kafka/lag.js';
+import { groupId } from '../runtime/names.js';
 import type { StageSpec, Topology } from '../runtime/topology.js';
 import type { Context } from '../app/context.js';
-import { drainReplicas, stageGroupId } from './lag.js';
+import { drainReplicas } from './lag.js';
 
 const BIN = fileURLToPath(new URL('../../bin/sonicflow.mjs', import.meta.url));
 
@@ -85,7 +86,7 @@ export type LagOf = (stage: StageSpec) => Promise<number>;
 /** Total lag of a stage's group over its input and retry topics. */
 export function lagOfStage(ctx: Context, topology: Topology): LagOf {
   return async (stage) => {
-    const lags = await fetchGroupLag(ctx.kafka, stageGroupId(ctx.config.clientId, topology, stage), [stage.input, ...stage.retry.topics]);
+    const lags = await fetchGroupLag(ctx.kafka, groupId(ctx.config.clientId, topology, stage), [stage.input, ...stage.retry.topics]);
     return Number(lags.reduce((a, l) => a + (l.lag > 0n ? l.lag : 0n), 0n));
   };
 }

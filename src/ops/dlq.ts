@@ -7,6 +7,7 @@
 import { SonicError } from '../core/errors.js';
 import { readTopic, TxProducer, type InRecord } from '../kafka/io.js';
 import { HEADERS, replayHeaders } from '../runtime/headers.js';
+import { transactionalId } from '../runtime/names.js';
 import { findStage, type StageSpec, type Topology } from '../runtime/topology.js';
 import type { Context } from '../app/context.js';
 
@@ -73,7 +74,7 @@ export function select(records: InRecord[], sel: ReplaySelection): InRecord[] {
 export async function replay(ctx: Context, t: Topology, stage: string, picked: InRecord[]): Promise<void> {
   if (picked.length === 0) return;
   const s = stageOf(t, stage);
-  const producer = await new TxProducer(ctx.kafka, `${ctx.config.clientId}.${s.name}.dlq-replay`).connect();
+  const producer = await new TxProducer(ctx.kafka, transactionalId(ctx.config.clientId, { kind: 'dlq-replay', stage: s })).connect();
   try {
     const now = Date.now();
     await producer.inTransaction(async (send) => {

@@ -27,4 +27,4 @@
 export { serveLagExporter, lagGauges, type LagExporter } from './lag/exporter.js';
 export { formatDuration, formatLag } from './lag/format.js';
 export { boundReplicas, buildReport, drainReplicas, kedaReplicas, type LagOptions, type OffsetSample, type StageLagReport } from './lag/report.js';
-export { lagSamples$, sampleOffsets, stageGroupId, stageLag } from './lag/sample.js';
+export { lagSamples$, sampleOffsets, stageLag } from './lag/sample.js';

@@ -31,6 +31,7 @@ import { GroupConsumer, type Assignment, type BatchInfo } from '../kafka/consume
 import { PlainProducer, TxProducer, type InRecord } from '../kafka/io.js';
 import type { Codec } from '../serde/codec.js';
 import { Lifecycle } from './lifecycle.js';
+import { groupId, transactionalId } from './names.js';
 import { Partition, type Handled, type PartitionHost } from './partition.js';
 import { StageProgram, type Outcome } from './program.js';
 import { PartitionRecovery, keyOf } from './recovery.js';
@@ -88,7 +89,7 @@ export class StageRunner {
     private readonly metrics?: StageMetrics,
   ) {
     this.lifecycle = new Lifecycle(logger);
-    this.groupId = `${options.clientId}.${topology.prefix}.${stage.name}`;
+    this.groupId = groupId(options.clientId, topology, stage);
     this.maxRecords = options.batchMaxRecords || stage.batch.maxRecords;
     this.maxWaitMs = options.batchMaxWaitMs !== undefined && options.batchMaxWaitMs >= 0 ? options.batchMaxWaitMs : stage.batch.maxWaitMs;
     this.concurrency = options.concurrency || stage.concurrency;
@@ -120,7 +121,7 @@ export class StageRunner {
       stopping: this.stopping.signal,
       running: () => this.lifecycle.state === 'running',
       // one transactional id per input partition: the new owner of the id fences the old one
-      producerFor: (tp) => new TxProducer(kafka, `${options.clientId}.${stage.name}.${tp.topic}.${tp.partition}`, options.transactionTimeoutMs).connect(),
+      producerFor: (tp) => new TxProducer(kafka, transactionalId(options.clientId, { kind: 'partition', stage, topic: tp.topic, partition: tp.partition }), options.transactionTimeoutMs).connect(),
       schedule: (p) => this.schedule(p),
     };
     // every series exists from the start, so that increase() sees the first retry or dead letter

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/core/logger.js';
 import { OffsetReader } from '../../src/kafka/lag.js';
 import { Autoscaler, desiredReplicas, lagOfStage, type Decision } from '../../src/ops/autoscale.js';
-import { stageGroupId } from '../../src/ops/lag.js';
+import { groupId } from '../../src/runtime/names.js';
 import { loadTopologyFile } from '../../src/app/context.js';
 import { deployChain, produce, readAll, waitUntil } from '../helpers/chain.js';
 import { ROOT, testContext } from '../helpers/infra.js';
@@ -48,7 +48,7 @@ describe('local autoscaler on a burst (real broker, workers as processes)', () =
       const reader = new OffsetReader(ctx.kafka);
       try {
         const joined = async (): Promise<boolean> =>
-          (await Promise.all(topology.stages.map(async (s) => (await reader.members(stageGroupId(ctx.config.clientId, topology, s))) >= Math.max(1, s.scaling.minReplicas)))).every(Boolean);
+          (await Promise.all(topology.stages.map(async (s) => (await reader.members(groupId(ctx.config.clientId, topology, s))) >= Math.max(1, s.scaling.minReplicas)))).every(Boolean);
         await waitUntil(joined, 60_000, 'every stage group to have its minimum members');
       } finally {
         await reader.close();

@@ -10,7 +10,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { TxProducer } from '../../src/kafka/io.js';
 import { OffsetReader, fetchGroupLag, type PartitionLag } from '../../src/kafka/lag.js';
 import { Context } from '../../src/app/context.js';
-import { serveLagExporter, stageGroupId } from '../../src/ops/lag.js';
+import { serveLagExporter } from '../../src/ops/lag.js';
+import { groupId } from '../../src/runtime/names.js';
 import { findStage } from '../../src/runtime/topology.js';
 import { valueSubject } from '../../src/serde/serde.js';
 import { deployChain, produce, startStage, waitUntil, type Chain } from '../helpers/chain.js';
@@ -129,7 +130,7 @@ describe('consumer-group lag vs kafka-consumer-groups --describe (real broker)',
   it('offsets committed through a transaction, markers in the log, a transaction open: equal for every committed partition', async () => {
     // a group of our own (its own client id), so the stage run below does not meet it
     const ctx = new Context({ ...process.env, SONIC_CLIENT_ID: uniqueName('lagtest'), SONIC_LOG_LEVEL: process.env.SONIC_LOG_LEVEL ?? 'warn' }, 'test');
-    const group = stageGroupId(ctx.config.clientId, chain.topology, findStage(chain.topology, 'first')!);
+    const group = groupId(ctx.config.clientId, chain.topology, 'first');
     const input = chain.topic('in');
     const producer = await new TxProducer(ctx.kafka, uniqueName('lagtest-tx')).connect();
     try {
@@ -178,7 +179,7 @@ describe('consumer-group lag vs kafka-consumer-groups --describe (real broker)',
 
   it('a stage run stopped half-way: fetchGroupLag and the exporter equal the tool for every committed partition', async () => {
     const ctx = testContext();
-    const group = stageGroupId(ctx.config.clientId, chain.topology, findStage(chain.topology, 'first')!);
+    const group = groupId(ctx.config.clientId, chain.topology, 'first');
     const reader = await new OffsetReader(ctx.kafka).connect();
     const stage = startStage(chain, 'first', { CHAIN_DELAY_MS: '50', SONIC_BATCH_MAX_RECORDS: '5', SONIC_LOG_LEVEL: 'warn' });
     try {

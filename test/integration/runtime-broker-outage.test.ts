@@ -11,6 +11,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { retry } from '../../src/core/retry.js';
 import { kafkajsOf } from '../../src/kafka/handle.js';
 import { PlainProducer, TxProducer, readTopic, type InRecord } from '../../src/kafka/io.js';
+import { groupId, transactionalId } from '../../src/runtime/names.js';
 import { Context, loadTopologyFile } from '../../src/app/context.js';
 import { valueSubject } from '../../src/serde/serde.js';
 import { CHAIN_FILE, countKeys, startStage, waitUntil, type Chain, type StageProcess } from '../helpers/chain.js';
@@ -180,7 +181,7 @@ describe('broker outages (private broker, stages as child processes)', () => {
     const admin = kafkajsOf(ctx.kafka).admin();
     await admin.connect();
     onCleanup(() => admin.disconnect());
-    const group = `${ctx.config.clientId}.${chain.prefix}.first`;
+    const group = groupId(ctx.config.clientId, chain.prefix, 'first');
     // partition 0 has a committed offset below the log start to be; partition 1 has none
     await admin.setOffsets({ groupId: group, topic: input, partitions: [{ partition: 0, offset: '10' }] });
     await admin.deleteTopicRecords({ topic: input, partitions: [0, 1].map((partition) => ({ partition, offset: '50' })) });
@@ -190,7 +191,7 @@ describe('broker outages (private broker, stages as child processes)', () => {
     const s = stage(chain, { CHAIN_DELAY_MS: '2000' });
     try {
       await waitUntil(() => handled(s) >= 2, 60_000, 'both partitions handling');
-      const takeovers = await Promise.all([0, 1].map((p) => new TxProducer(ctx.kafka, `${ctx.config.clientId}.first.${input}.${p}`).connect()));
+      const takeovers = await Promise.all([0, 1].map((p) => new TxProducer(ctx.kafka, transactionalId(ctx.config.clientId, { kind: 'partition', stage: 'first', topic: input, partition: p })).connect()));
       await Promise.all(takeovers.map((t) => t.close()));
       await s.waitForLog(/"msg":"transaction failed[^"]*"/, 30_000);
       await waitUntil(async () => (await readAll(chain.topic('mid'), 500)).length >= survivors.length, 90_000, 'the records after the log start');

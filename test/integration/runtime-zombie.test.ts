@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { TxProducer } from '../../src/kafka/io.js';
 import { createTopics, testContext, uniqueName } from '../helpers/infra.js';
 import { OffsetReader } from '../../src/kafka/lag.js';
+import { groupId, transactionalId } from '../../src/runtime/names.js';
 import { countKeys, deployChain, produce, readAll, startStage, waitUntil } from '../helpers/chain.js';
 import { waitConsumedToEnd } from '../helpers/wait.js';
 
@@ -61,14 +62,14 @@ describe('zombie fencing (real broker)', () => {
       // mid-backlog: a transaction committed on every partition, most of the records still ahead
       const reader = new OffsetReader(ctx.kafka);
       try {
-        const committed = async (): Promise<bigint[]> => [...(await reader.committed(`${ctx.config.clientId}.${chain.prefix}.first`, [chain.topic('in')])).values()];
+        const committed = async (): Promise<bigint[]> => [...(await reader.committed(groupId(ctx.config.clientId, chain.prefix, 'first'), [chain.topic('in')])).values()];
         await waitUntil(async () => (await committed()).filter((c) => c > 0n).length === 4, 60_000, 'a commit on each of the 4 partitions');
         expect((await committed()).reduce((n, c) => n + c, 0n)).toBeLessThan(BigInt(keys.length / 2));
       } finally {
         await reader.close();
       }
       // taking over the transactional ids aborts the open transactions and fences the stage's producers
-      const takeovers = await Promise.all([0, 1, 2, 3].map((p) => new TxProducer(ctx.kafka, `${ctx.config.clientId}.first.${chain.topic('in')}.${p}`).connect()));
+      const takeovers = await Promise.all([0, 1, 2, 3].map((p) => new TxProducer(ctx.kafka, transactionalId(ctx.config.clientId, { kind: 'partition', stage: 'first', topic: chain.topic('in'), partition: p })).connect()));
       await Promise.all(takeovers.map((t) => t.close()));
       await a.waitForLog(/"msg":"transaction failed[^"]*"/, 30_000);
       await waitUntil(async () => (await readAll(chain.topic('mid'), 1000)).length >= keys.length, 90_000, 'every record through the first hop');

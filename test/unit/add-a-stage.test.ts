@@ -53,7 +53,7 @@ describe('adding a stage: its file and one topology line', () => {
   });
 
   it('gets a Deployment and a lag-driven ScaledObject in Kubernetes', () => {
-    const objects = renderK8sObjects(topology, { drainTimeoutMs: 30_000, brokers: ['kafka:9092'], groupIdOf: (stage: string) => `sonicflow.sonic.${stage}` });
+    const objects = renderK8sObjects(topology, { drainTimeoutMs: 30_000, brokers: ['kafka:9092'], clientId: 'sonicflow' });
     const named = objects.filter((o) => o.metadata.name.endsWith('audit'));
     expect(named.map((o) => o.kind).sort()).toEqual(['Deployment', 'ScaledObject']);
   });

@@ -18,8 +18,9 @@ import { sonicTopology } from '../../topologies/sonic.js';
 
 const DRAIN_MS = 30_000;
 const BROKERS = ['kafka-0.kafka.svc:9092', 'kafka-1.kafka.svc:9092'];
+// the consumer group KEDA watches, byte for byte as the stage processes join it (`<client id>.<prefix>.<stage>`)
 const groupIdOf = (stage: string): string => `sonicflow.sonic.${stage}`;
-const OPTS: RenderK8sOptions = { drainTimeoutMs: DRAIN_MS, brokers: BROKERS, groupIdOf };
+const OPTS: RenderK8sOptions = { drainTimeoutMs: DRAIN_MS, brokers: BROKERS, clientId: 'sonicflow' };
 const DNS_1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 const topology = sonicTopology();
@@ -158,7 +159,7 @@ describe('k8s render: Deployments', () => {
       },
       stages: { transcribe: { doc: 'a stage no table knows', input: 'in', outputs: { result: 'out' } } },
     });
-    const rendered = renderK8sObjects(extended, { ...OPTS, groupIdOf: (s) => `sonicflow.extended.${s}` });
+    const rendered = renderK8sObjects(extended, OPTS);
     expect(scaledObjects(rendered).map(component)).toEqual(['transcribe']);
     const c = container(deployments(rendered).find((d) => component(d) === 'transcribe')!);
     expect(c.command).toEqual(['sonicflow', 'run', 'transcribe']);
@@ -166,7 +167,7 @@ describe('k8s render: Deployments', () => {
     expect(Object.keys(c.resources.limits).sort()).toEqual(['cpu', 'memory']);
     expect(mib(c.resources.requests.memory)).toBeLessThanOrEqual(mib(c.resources.limits.memory));
     const given = { requests: { cpu: '3', memory: '3Gi' }, limits: { cpu: '4', memory: '4Gi' } };
-    const tuned = renderK8sObjects(extended, { ...OPTS, groupIdOf: (s) => `sonicflow.extended.${s}`, resources: { transcribe: given } });
+    const tuned = renderK8sObjects(extended, { ...OPTS, resources: { transcribe: given } });
     expect(container(deployments(tuned).find((d) => component(d) === 'transcribe')!).resources).toEqual(given);
   });
 
@@ -269,10 +270,11 @@ describe('k8s render: KEDA ScaledObjects', () => {
     });
     // the validator refuses this topology; the renderer clamps anyway
     expect(validateTopology(greedy).some((p) => p.node === 'stage:work')).toBe(true);
-    const so = scaledObjects(renderK8sObjects(greedy, { ...OPTS, groupIdOf: (s) => `sonicflow.greedy.${s}` }))[0]!;
+    const so = scaledObjects(renderK8sObjects(greedy, OPTS))[0]!;
     expect(so.spec.maxReplicaCount).toBe(3);
     expect(so.spec.minReplicaCount).toBe(3);
     expect(so.spec.triggers.map((t) => t.metadata.topic)).toContain('greedy.in');
+    expect(so.spec.triggers.every((t) => t.metadata.consumerGroup === 'sonicflow.greedy.work')).toBe(true);
   });
 });
 
@@ -292,14 +294,17 @@ describe('k8s render: PodMonitor and ConfigMap', () => {
     expect(pm.spec.namespaceSelector.matchNames).toEqual(['sonicflow']);
   });
 
-  it('puts the brokers, prefix and optional registry/client id in the ConfigMap, never a secret', () => {
+  it('puts the brokers, prefix, client id and optional registry in the ConfigMap, never a secret', () => {
     const cm = configMaps(objects)[0]!;
     expect(cm.data.KAFKA_BROKERS).toBe(BROKERS.join(','));
     expect(cm.data.SONIC_TOPIC_PREFIX).toBe('sonic');
+    // the client id the ScaledObjects' groups were formed with: the pods join the groups KEDA watches
+    expect(cm.data.SONIC_CLIENT_ID).toBe('sonicflow');
     expect(cm.data.SCHEMA_REGISTRY_URL).toBeUndefined();
     expect(Object.keys(cm.data).some((k) => /SECRET|KEYS?$/.test(k))).toBe(false);
     const full = configMaps(renderK8sObjects(topology, { ...OPTS, clientId: 'acme', schemaRegistryUrl: 'http://registry:8080/apis/ccompat/v7', config: { SONIC_S3_BUCKET: 'media', KAFKA_BROKERS: 'elsewhere:1' } }))[0]!;
     expect(full.data).toMatchObject({ SONIC_CLIENT_ID: 'acme', SCHEMA_REGISTRY_URL: 'http://registry:8080/apis/ccompat/v7', SONIC_S3_BUCKET: 'media' });
+    expect(scaledObjects(renderK8sObjects(topology, { ...OPTS, clientId: 'acme' }))[0]!.spec.triggers[0]!.metadata.consumerGroup).toBe('acme.sonic.validate');
     // the brokers KEDA watches win over a conflicting extra entry
     expect(full.data.KAFKA_BROKERS).toBe(BROKERS.join(','));
   });

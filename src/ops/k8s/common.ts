@@ -32,15 +32,13 @@ export interface RenderK8sOptions {
   metricsPort?: number;
   /** Kafka bootstrap servers, for the KEDA triggers and the ConfigMap's KAFKA_BROKERS. */
   brokers: string[];
-  /** The consumer group of a stage, as the runner forms it: `${clientId}.${prefix}.${stage}`. */
-  groupIdOf: (stage: string) => string;
   /** SCHEMA_REGISTRY_URL in the ConfigMap; when absent the pods use their own default. */
   schemaRegistryUrl?: string;
   /**
-   * SONIC_CLIENT_ID in the ConfigMap. Pass the client id `groupIdOf` uses: the ScaledObjects watch
-   * `groupIdOf(stage)` and the pods join `${SONIC_CLIENT_ID}.${prefix}.${stage}`.
+   * SONIC_CLIENT_ID in the ConfigMap, and the client id of the consumer groups the ScaledObjects
+   * watch (`groupId` of `src/runtime/names.ts`): the pods join the groups KEDA scales them on.
    */
-  clientId?: string;
+  clientId: string;
   /** More ConfigMap entries: SONIC_S3_ENDPOINT, SONIC_S3_BUCKET, SONIC_API_PUBLIC_URL, SONIC_INFER_BACKEND, ... */
   config?: Record<string, string>;
   /** Resources per stage (or `api`), replacing what the stage declares. */

@@ -68,7 +68,7 @@ export function configMap(topology: Topology, opts: RenderK8sOptions, r: Resolve
       KAFKA_BROKERS: opts.brokers.join(','),
       ...(opts.schemaRegistryUrl === undefined ? {} : { SCHEMA_REGISTRY_URL: opts.schemaRegistryUrl }),
       SONIC_TOPIC_PREFIX: topology.prefix,
-      ...(opts.clientId === undefined ? {} : { SONIC_CLIENT_ID: opts.clientId }),
+      SONIC_CLIENT_ID: opts.clientId,
     },
   };
 }

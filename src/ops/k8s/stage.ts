@@ -22,6 +22,7 @@
  *   node taint, and roll with `maxSurge: 0` (a surge pod would wait for a spare GPU).
  */
 import { SonicError } from '../../core/errors.js';
+import { groupId } from '../../runtime/names.js';
 import type { StageSpec, Topology } from '../../runtime/topology.js';
 import {
   CONTAINER_SECURITY,
@@ -94,7 +95,7 @@ export function stageScaledObject(topology: Topology, stage: StageSpec, opts: Re
   if (!(lagThreshold > 0)) throw new SonicError('TOPOLOGY_INVALID', `stage ${stage.name} lagThreshold must be > 0 for KEDA, got ${lagThreshold}`);
   const maxReplicaCount = Math.max(1, Math.min(maxReplicas, input.partitions));
   const minReplicaCount = Math.max(0, Math.min(minReplicas, maxReplicaCount));
-  const consumerGroup = opts.groupIdOf(stage.name);
+  const consumerGroup = groupId(opts.clientId, topology, stage);
   const trigger = (topic: string): KafkaTrigger => ({
     type: 'kafka',
     metricType: 'AverageValue',

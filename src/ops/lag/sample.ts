@@ -6,14 +6,10 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { EMPTY, Observable, catchError, defer, exhaustMap, finalize, from, map, timer } from 'rxjs';
 import { SonicError } from '../../core/errors.js';
 import { OffsetReader, combineLag } from '../../kafka/lag.js';
+import { groupId as stageGroupId } from '../../runtime/names.js';
 import type { StageSpec, Topology } from '../../runtime/topology.js';
 import type { Context } from '../../app/context.js';
 import { buildReport, type LagOptions, type OffsetSample, type StageLagReport } from './report.js';
-
-/** The consumer group of a stage, as the runner names it (`src/runtime/runner.ts`). */
-export function stageGroupId(clientId: string, topology: Topology, stage: StageSpec): string {
-  return `${clientId}.${topology.prefix}.${stage.name}`;
-}
 
 function selectStages(topology: Topology, only?: string[]): StageSpec[] {
   if (!only || only.length === 0) return topology.stages;

@@ -1,0 +1,65 @@
+/**
+ * The names sonicflow gives its consumer groups and transactional ids, in one place. Running
+ * deployments depend on every byte of them: KEDA's triggers and the lag exporter watch a stage's
+ * group, offsets are committed under it, and a transactional id fences the previous owner only
+ * if the new one uses the same id. Renaming is a migration, never a refactoring
+ * (test/unit/names.test.ts pins the formats).
+ *
+ * `clientId` is SONIC_CLIENT_ID; `topology` is a topology or anything with its `prefix`
+ * (SONIC_TOPIC_PREFIX); `stage` is a stage or its name.
+ */
+
+type Prefixed = string | { readonly prefix: string };
+type Named = string | { readonly name: string };
+
+const prefixOf = (t: Prefixed): string => (typeof t === 'string' ? t : t.prefix);
+const nameOf = (s: Named): string => (typeof s === 'string' ? s : s.name);
+
+/**
+ * The consumer group of a stage, `<clientId>.<prefix>.<stage>`: every replica of the stage
+ * joins it, its input offsets are committed under it, KEDA scales the stage on its lag.
+ */
+export function groupId(clientId: string, topology: Prefixed, stage: Named): string {
+  return `${clientId}.${prefixOf(topology)}.${nameOf(stage)}`;
+}
+
+/**
+ * The start of the API's status-view groups, `<clientId>.<prefix>.api-view`. Each API process
+ * follows the status topic with a private, never-committing group of its own under it
+ * (`<start>.<pid>.<time>`, see `TopicTail`).
+ */
+export function apiViewGroupPrefix(clientId: string, topology: Prefixed): string {
+  return `${clientId}.${prefixOf(topology)}.api-view`;
+}
+
+/** Which transactional producer an id is for. */
+export type TransactionalIdOf =
+  /**
+   * A stage's producer for one input partition, `<clientId>.<stage>.<topic>.<partition>` (the
+   * topic carries the prefix): whichever replica is assigned the partition takes the id and so
+   * fences the previous owner.
+   */
+  | { kind: 'partition'; stage: Named; topic: string; partition: number }
+  /**
+   * One of an API replica's producers, `<clientId>.<prefix>.api.<instance>`, then `.<lane>` when
+   * the replica has more than one (SONIC_API_PRODUCERS): a restarted replica fences its
+   * predecessor's open transactions. Characters other than letters, digits, `.`, `_` and `-` in
+   * `instance` (SONIC_API_INSTANCE_ID, else the host name) become `_`.
+   */
+  | { kind: 'api'; topology: Prefixed; instance: string; lane?: number }
+  /** `sonicflow dlq replay` of a stage, `<clientId>.<stage>.dlq-replay`: one replay of a stage at a time. */
+  | { kind: 'dlq-replay'; stage: Named };
+
+/** The transactional id of a producer (see {@link TransactionalIdOf} for each form). */
+export function transactionalId(clientId: string, of: TransactionalIdOf): string {
+  switch (of.kind) {
+    case 'partition':
+      return `${clientId}.${nameOf(of.stage)}.${of.topic}.${of.partition}`;
+    case 'api': {
+      const base = `${clientId}.${prefixOf(of.topology)}.api.${of.instance.replace(/[^A-Za-z0-9._-]/g, '_')}`;
+      return of.lane === undefined ? base : `${base}.${of.lane}`;
+    }
+    case 'dlq-replay':
+      return `${clientId}.${nameOf(of.stage)}.dlq-replay`;
+  }
+}

@@ -1,0 +1,41 @@
+/**
+ * The consumer-group and transactional-id formats, byte for byte. Deployments depend on them
+ * (KEDA triggers and the lag exporter watch the groups; a restarted process fences its
+ * predecessor only under the same transactional id): a change here is a migration.
+ */
+import { describe, expect, it } from 'vitest';
+import { apiViewGroupPrefix, groupId, transactionalId } from '../../src/runtime/names.js';
+
+describe('names', () => {
+  // a topology and a stage, or anything with their prefix and name
+  const topology = { prefix: 'sonic', stages: [] };
+  const infer = { name: 'infer', input: 'sonic.tasks.prepared' };
+
+  it('a stage consumer group is <client id>.<prefix>.<stage>', () => {
+    expect(groupId('sonicflow', topology, infer)).toBe('sonicflow.sonic.infer');
+    expect(groupId('sonicflow', 'sonic', 'infer')).toBe('sonicflow.sonic.infer');
+    expect(groupId('acme-prod', { prefix: 'bench_sf_1a2b' }, 'hop1')).toBe('acme-prod.bench_sf_1a2b.hop1');
+  });
+
+  it("the API's status-view groups start with <client id>.<prefix>.api-view", () => {
+    expect(apiViewGroupPrefix('sonicflow', topology)).toBe('sonicflow.sonic.api-view');
+    expect(apiViewGroupPrefix('acme', 'p')).toBe('acme.p.api-view');
+  });
+
+  it("a stage's per-partition producer is <client id>.<stage>.<topic>.<partition> (no prefix but the topic's)", () => {
+    expect(transactionalId('sonicflow', { kind: 'partition', stage: infer, topic: 'sonic.tasks.prepared', partition: 3 })).toBe('sonicflow.infer.sonic.tasks.prepared.3');
+    expect(transactionalId('sonicflow', { kind: 'partition', stage: 'infer', topic: 'sonic.infer.retry.1', partition: 0 })).toBe('sonicflow.infer.sonic.infer.retry.1.0');
+  });
+
+  it("an API replica's producers are <client id>.<prefix>.api.<instance>[.<lane>], the instance made safe", () => {
+    expect(transactionalId('sonicflow', { kind: 'api', topology, instance: 'api-0' })).toBe('sonicflow.sonic.api.api-0');
+    expect(transactionalId('sonicflow', { kind: 'api', topology, instance: 'api-0', lane: 0 })).toBe('sonicflow.sonic.api.api-0.0');
+    expect(transactionalId('sonicflow', { kind: 'api', topology: 'p', instance: 'api-0', lane: 7 })).toBe('sonicflow.p.api.api-0.7');
+    expect(transactionalId('sonicflow', { kind: 'api', topology, instance: 'host name/1:α', lane: 2 })).toBe('sonicflow.sonic.api.host_name_1__.2');
+  });
+
+  it("a DLQ replay's producer is <client id>.<stage>.dlq-replay", () => {
+    expect(transactionalId('sonicflow', { kind: 'dlq-replay', stage: infer })).toBe('sonicflow.infer.dlq-replay');
+    expect(transactionalId('acme', { kind: 'dlq-replay', stage: 'notify' })).toBe('acme.notify.dlq-replay');
+  });
+});
