@@ -111,6 +111,25 @@ export async function stopProcess(proc: ChildProcess, graceMs = 30_000): Promise
   clearTimeout(timer);
 }
 
+/**
+ * The first group of `pattern` in what `m` printed (stdout and stderr go to its log), once it has:
+ * e.g. the port a server started on port 0 got. Throws when it exits first or after `timeoutMs`.
+ */
+export async function printed(m: Managed, pattern: RegExp, opts: { timeoutMs: number; what: string }): Promise<string> {
+  const log = (): string => {
+    try {
+      return readFileSync(m.log, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  await waitFor(() => pattern.test(log()), { ...opts, everyMs: 100, abort: () => (m.proc.exitCode !== null ? `it exited with ${m.proc.exitCode}:\n${m.tail()}` : undefined) });
+  return pattern.exec(log())![1]!;
+}
+
+/** `sonicflow api`'s line once it listens, whatever the log level: its port is the first group. */
+export const API_LISTENING = /API listening on \S+:(\d+) \(/;
+
 /** A TCP port free on 127.0.0.1 right now. */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

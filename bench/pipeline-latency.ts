@@ -19,20 +19,18 @@ import { makePortrait, speechWithSilence } from '../src/media/samples.js';
 import { Context } from '../src/app/context.js';
 import { applyDeploy, planDeploy, removeTopology } from '../src/ops/deploy.js';
 import { sonicTopology } from '../topologies/sonic.js';
-import { fmt, percentile, saveResults, summarise, table } from './lib.js';
+import { API_LISTENING, fmt, percentile, printed, saveResults, startNode, summarise, table } from './lib.js';
 
 const { values: args } = parseArgs({ options: { submits: { type: 'string', default: '200' }, e2e: { type: 'string', default: '3' } } });
 const ROOT = join(import.meta.dirname, '..');
 const prefix = `bench_${randomUUID().slice(0, 8)}`;
-const port = 28000 + Math.floor(Math.random() * 1000);
-const api = `http://127.0.0.1:${port}`;
 const dir = mkdtempSync(join(tmpdir(), 'sonicflow-bench-'));
 const env = {
   ...process.env,
   SONIC_TOPIC_PREFIX: prefix,
   SONIC_API_AUTH: 'disabled',
-  SONIC_API_PORT: String(port),
-  SONIC_API_PUBLIC_URL: api,
+  // a free port, which the API prints once it listens
+  SONIC_API_PORT: '0',
   SONIC_DATA_DIR: join(dir, 'data'),
   SONIC_METRICS_PORT: '0',
   SONIC_LOG_LEVEL: 'warn',
@@ -44,14 +42,19 @@ const admin = await new TopicAdmin(ctx.kafka).connect();
 await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);
 
 const procs: ChildProcess[] = [];
-const start = (args: string[]): ChildProcess => {
-  const p = spawn(process.execPath, [join(ROOT, 'bin/sonicflow.mjs'), ...args], { env, stdio: 'ignore' });
+const start = (args: string[], more: Record<string, string> = {}): ChildProcess => {
+  const p = spawn(process.execPath, [join(ROOT, 'bin/sonicflow.mjs'), ...args], { env: { ...env, ...more }, stdio: 'ignore' });
   procs.push(p);
   return p;
 };
-start(['api']);
-const stages = topology.stages.map((s) => start(['run', s.name]));
+const apiProc = startNode([join(ROOT, 'bin/sonicflow.mjs'), 'api'], env, join(dir, 'api.log'));
+procs.push(apiProc.proc);
+const stages: ChildProcess[] = [];
 try {
+  const port = await printed(apiProc, API_LISTENING, { timeoutMs: 90_000, what: 'the API did not start' });
+  const api = `http://127.0.0.1:${port}`;
+  // the stages' video links name the API's port
+  stages.push(...topology.stages.map((s) => start(['run', s.name], { SONIC_API_PORT: port })));
   const until = Date.now() + 60_000;
   while (!(await fetch(`${api}/readyz`).then((r) => r.ok, () => false))) {
     if (Date.now() > until) throw new Error('the API did not become ready');

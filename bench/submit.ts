@@ -34,7 +34,7 @@ import { applyDeploy, planDeploy, removeTopology } from '../src/ops/deploy.js';
 import { apiViewGroupPrefix } from '../src/runtime/names.js';
 import { sonicTopology } from '../topologies/sonic.js';
 import { brokerList, deleteGroups, groupsStartingWith } from './baselines/sonicflow.js';
-import { freePort, startNode, stopProcess, waitFor } from './lib.js';
+import { API_LISTENING, printed, startNode, stopProcess, waitFor } from './lib.js';
 
 const ROOT = join(import.meta.dirname, '..');
 
@@ -115,16 +115,14 @@ export async function run(opts: SubmitOptions = {}): Promise<SubmitResult> {
   const durationS = opts.durationS ?? 10;
   const prefix = `bench_api_${randomUUID().slice(0, 8)}`;
   const dir = mkdtempSync(join(tmpdir(), 'bench-submit-'));
-  const port = await freePort();
-  const api = `http://127.0.0.1:${port}`;
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     KAFKA_BROKERS: brokerList(opts.brokers),
     SONIC_TOPIC_PREFIX: prefix,
     SONIC_API_AUTH: 'disabled',
     SONIC_API_HOST: '127.0.0.1',
-    SONIC_API_PORT: String(port),
-    SONIC_API_PUBLIC_URL: api,
+    // a free port, which the API prints once it listens
+    SONIC_API_PORT: '0',
     SONIC_API_RATE_LIMIT_PER_MINUTE: '10000000',
     SONIC_BLOB_STORE: 'fs',
     SONIC_DATA_DIR: join(dir, 'data'),
@@ -148,6 +146,7 @@ export async function run(opts: SubmitOptions = {}): Promise<SubmitResult> {
 
     server = startNode([join(ROOT, 'bin', 'sonicflow.mjs'), 'api'], env, join(dir, 'api.log'));
     const proc = server;
+    const api = `http://127.0.0.1:${await printed(proc, API_LISTENING, { timeoutMs: 90_000, what: 'the API did not start' })}`;
     await waitFor(() => fetch(`${api}/readyz`).then((r) => r.ok, () => false), {
       timeoutMs: 90_000,
       what: 'the API did not become ready',

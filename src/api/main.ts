@@ -2,7 +2,9 @@
  * `sonicflow api`: the HTTP API process. Materialises the status view, then listens; SIGTERM or
  * SIGINT closes the server (in-flight requests finish) and the Kafka clients.
  */
+import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
+import type { Config } from '../core/config.js';
 import { SonicError } from '../core/errors.js';
 import { sleep } from '../core/retry.js';
 import { BrokerHealth } from '../kafka/health.js';
@@ -51,8 +53,11 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
   // one long-lived admin connection answers every readiness probe (a cached, single-flight check)
   const broker = new BrokerHealth(ctx.kafka, { cacheMs: c.brokerCheckCacheMs, timeoutMs: c.brokerCheckTimeoutMs, logger });
   let registryOk = { at: 0, ok: false };
+  // links without SONIC_API_PUBLIC_URL name the port the API listens on, known once it listens
+  // (SONIC_API_PORT=0 picks one); routes read it per request
+  const config: { -readonly [K in keyof Config]: Config[K] } = { ...c };
   const { app } = await buildApi({
-    config: c,
+    config,
     logger,
     blob: ctx.blob,
     view,
@@ -86,6 +91,7 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
     },
   });
   const address = await app.listen({ host: c.apiHost, port: c.apiPort });
+  config.apiPort = (app.server.address() as AddressInfo).port;
   logger.info({ address, auth: c.apiAuth, tasks_known: view.size }, 'API listening');
   return {
     url: address,

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { Gauge, type Registry } from 'prom-client';
-import type { Config } from '../core/config.js';
+import { publicApiUrl, type Config } from '../core/config.js';
 import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { taskKey, type BlobStore } from '../blob/store.js';
@@ -77,8 +77,8 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
   const accepted = (id: string, replay: boolean) => ({
     task_id: id,
     status: view.get(id)?.state ?? 'QUEUED',
-    status_url: `${config.apiPublicUrl}/v1/tasks/${id}`,
-    events_url: `${config.apiPublicUrl}/v1/tasks/${id}/events`,
+    status_url: `${publicApiUrl(config)}/v1/tasks/${id}`,
+    events_url: `${publicApiUrl(config)}/v1/tasks/${id}/events`,
     idempotent_replay: replay,
   });
 

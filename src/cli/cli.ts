@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
-import { describeSettings, displayValue } from '../core/config.js';
+import { describeSettings, displayValue, publicApiUrl } from '../core/config.js';
 import { isSonicError, toSonicError } from '../core/errors.js';
 import { TopicAdmin } from '../kafka/admin.js';
 import { describeMermaid, describeTopology } from '../runtime/describe.js';
@@ -133,7 +133,7 @@ function buildCli(ctx: () => Context): Command {
     .option('--output <file>', 'with --wait: save the MP4 here')
     .action(async (o: { audio: string; image: string; api?: string; param?: string[]; idempotencyKey?: string; callback?: string; wait?: boolean; output?: string }) => {
       const c = ctx();
-      const api = (o.api ?? c.config.apiPublicUrl).replace(/\/+$/, '');
+      const api = (o.api ?? publicApiUrl(c.config)).replace(/\/+$/, '');
       const params = Object.fromEntries((o.param ?? []).map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]));
       const common = { api, ...(c.config.apiKey ? { apiKey: c.config.apiKey } : {}), progress: process.stderr };
       const taskId = await submitTask({ ...common, audio: o.audio, image: o.image, params, wait: !!o.wait, ...(o.idempotencyKey ? { idempotencyKey: o.idempotencyKey } : {}), ...(o.callback ? { callback: o.callback } : {}) });
@@ -166,7 +166,7 @@ function buildCli(ctx: () => Context): Command {
     .option('--watch', 'refresh every --interval-ms until Ctrl-C')
     .option('--partitions', 'also one line per partition')
     .option('--interval-ms <ms>', 'sampling interval (rates need two samples)', '5000')
-    .option('--exporter <port>', 'serve kafka_consumergroup_lag and sonicflow_stage_* metrics on this port instead of printing')
+    .option('--exporter <port>', 'serve kafka_consumergroup_lag and sonicflow_stage_* metrics on this port (0: a free one, printed) instead of printing')
     .option('--stages <names>', 'comma-separated stages (default: all)')
     .addOption(fileOpt())
     .action(async (o: { watch?: boolean; partitions?: boolean; intervalMs: string; exporter?: string; stages?: string; file?: string }) => {

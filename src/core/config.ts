@@ -174,7 +174,7 @@ export const SETTINGS = {
   fetchMaxWaitMs: def('SONIC_FETCH_MAX_WAIT_MS', 100, int(1, 30_000), 'Longest a fetch waits for new records, ms; also the pause-poll granularity.'),
   transactionTimeoutMs: def('SONIC_TRANSACTION_TIMEOUT_MS', 60000, int(1000, 900_000), 'Kafka transaction timeout, ms. Transactions are short: work happens before them.'),
   drainTimeoutMs: def('SONIC_DRAIN_TIMEOUT_MS', 30000, int(0, 3_600_000), 'On SIGTERM, how long in-flight work may finish before it is abandoned, ms.'),
-  metricsPort: def('SONIC_METRICS_PORT', 9464, int(0, 65535), 'Port of /metrics, /healthz and /readyz of a stage process; 0 picks a free port.'),
+  metricsPort: def('SONIC_METRICS_PORT', 9464, int(0, 65535), 'Port of /metrics, /healthz and /readyz of a stage process; 0 picks a free port, which `sonicflow run` prints on stdout (`metrics on :<port>/metrics`).'),
   batchMaxRecords: def('SONIC_BATCH_MAX_RECORDS', 0, int(0, 100_000), 'Records per transaction; 0 keeps the topology value of the stage.'),
   batchMaxWaitMs: def('SONIC_BATCH_MAX_WAIT_MS', -1, int(-1, 600_000), 'Longest a batch collects before it commits, ms (the commit interval); -1 keeps the topology value.'),
   concurrency: def('SONIC_CONCURRENCY', 0, int(0, 1024), 'Partitions a stage process works on at once; 0 keeps the topology value.'),
@@ -196,8 +196,8 @@ export const SETTINGS = {
   publicBaseUrl: def('SONIC_PUBLIC_BASE_URL', '', optionalUrl, 'Base URL where published videos are served (a CDN); empty: the API serves them at /v1/tasks/{id}/video.'),
   // HTTP API
   apiHost: def('SONIC_API_HOST', '127.0.0.1', str, 'Address the HTTP API listens on.'),
-  apiPort: def('SONIC_API_PORT', 8080, int(0, 65535), 'Port of the HTTP API; 0 picks a free port.'),
-  apiPublicUrl: def('SONIC_API_PUBLIC_URL', 'http://localhost:8080', url, 'How clients reach the API; video links use it when SONIC_PUBLIC_BASE_URL is empty.'),
+  apiPort: def('SONIC_API_PORT', 8080, int(0, 65535), 'Port of the HTTP API; 0 picks a free port, which `sonicflow api` prints on stdout (`API listening on <url>`).'),
+  apiPublicUrl: def('SONIC_API_PUBLIC_URL', '', optionalUrl, 'How clients reach the API; video links use it when SONIC_PUBLIC_BASE_URL is empty. Empty: `http://localhost:<SONIC_API_PORT>`, where the API process itself names the port it listens on (with SONIC_API_PORT=0, the one it got).'),
   apiAuth: def<'required' | 'disabled'>('SONIC_API_AUTH', 'required', oneOf('required', 'disabled'), 'Bearer API keys: `required`, or `disabled` (local demos only).'),
   apiKeys: def('SONIC_API_KEYS', [] as string[], list, 'API keys, comma-separated `tenant:key` (or bare `key` for tenant `default`), each optionally followed by `;expires=<ISO-8601>`; tenants are 1-64 of [A-Za-z0-9_-].'),
   apiRateLimitPerMinute: def('SONIC_API_RATE_LIMIT_PER_MINUTE', 600, int(1, 10_000_000), 'Requests per minute per API key (per address without auth).'),
@@ -257,6 +257,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     else out[key] = typeof setting.default === 'string' && setting.default !== '' ? setting.parse(setting.default, setting.env) : setting.default;
   }
   return Object.freeze(out) as Config;
+}
+
+/** How clients reach the API: SONIC_API_PUBLIC_URL, else `http://localhost:<SONIC_API_PORT>`. */
+export function publicApiUrl(config: Pick<Config, 'apiPublicUrl' | 'apiPort'>): string {
+  return config.apiPublicUrl || `http://localhost:${config.apiPort}`;
 }
 
 /** Variables whose values are secrets: never printed or logged. */

@@ -2,7 +2,7 @@
  * Where a task's deliverable lives: its store key and the URL clients download it from. The
  * publish stage writes there and the API serves and links it, so both take it from here.
  */
-import type { Config } from '../core/config.js';
+import { publicApiUrl, type Config } from '../core/config.js';
 
 /** Store key of a task's published video. */
 export function publishedKey(taskId: string): string {
@@ -10,6 +10,6 @@ export function publishedKey(taskId: string): string {
 }
 
 /** Where clients download a task's video. */
-export function videoUrl(config: Pick<Config, 'publicBaseUrl' | 'apiPublicUrl'>, taskId: string): string {
-  return config.publicBaseUrl ? `${config.publicBaseUrl}/${publishedKey(taskId)}` : `${config.apiPublicUrl}/v1/tasks/${taskId}/video`;
+export function videoUrl(config: Pick<Config, 'publicBaseUrl' | 'apiPublicUrl' | 'apiPort'>, taskId: string): string {
+  return config.publicBaseUrl ? `${config.publicBaseUrl}/${publishedKey(taskId)}` : `${publicApiUrl(config)}/v1/tasks/${taskId}/video`;
 }

@@ -9,6 +9,7 @@
  * decision is logged with its inputs.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { interval, exhaustMap, from, type Subscription } from 'rxjs';
 import type { Logger } from '../core/logger.js';
@@ -19,6 +20,8 @@ import type { Context } from '../app/context.js';
 import { drainReplicas } from './lag.js';
 
 const BIN = fileURLToPath(new URL('../../bin/sonicflow.mjs', import.meta.url));
+/** The line `sonicflow run` prints on stdout once its metrics endpoint listens (src/ops/run.ts). */
+const METRICS_LINE = /^metrics on :(\d+)\/metrics$/;
 
 export interface AutoscaleOptions {
   /** Stages to supervise (default: all). */
@@ -70,7 +73,8 @@ export interface Decision {
 interface StageState {
   spec: StageSpec;
   max: number;
-  workers: { child: ChildProcess; port: number; stopping: boolean }[];
+  /** `port`: of the worker's metrics endpoint, once it has said (each worker picks a free one). */
+  workers: { child: ChildProcess; port: number | undefined; stopping: boolean }[];
   lastUpAt: number;
   /** Since when a lower count has been desired, and the highest such value seen. */
   lowerSince: number | undefined;
@@ -92,7 +96,8 @@ export function lagOfStage(ctx: Context, topology: Topology): LagOf {
 }
 
 /** Reads a worker's handler time (sum, count) from its /metrics. */
-async function handlerTotals(port: number): Promise<{ sum: number; count: number } | undefined> {
+async function handlerTotals(port: number | undefined): Promise<{ sum: number; count: number } | undefined> {
+  if (port === undefined) return undefined;
   try {
     const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(1000) })).text();
     let sum = 0;
@@ -110,7 +115,6 @@ async function handlerTotals(port: number): Promise<{ sum: number; count: number
 export class Autoscaler {
   private readonly states = new Map<string, StageState>();
   private sub?: Subscription;
-  private nextPort = 19_500 + Math.floor(Math.random() * 500) * 2;
   readonly decisions: Decision[] = [];
 
   constructor(
@@ -215,13 +219,20 @@ export class Autoscaler {
   }
 
   private spawn(s: StageState): void {
-    const port = this.nextPort++;
+    // each worker's metrics endpoint takes a free port and says which on stdout
     const child = spawn(process.execPath, [BIN, 'run', s.spec.name, ...(this.options.runArgs ?? [])], {
-      env: { ...this.options.env, SONIC_METRICS_PORT: String(port) },
-      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...this.options.env, SONIC_METRICS_PORT: '0' },
+      stdio: ['ignore', 'pipe', 'inherit'],
     });
-    const worker = { child, port, stopping: false };
+    const worker: StageState['workers'][number] = { child, port: undefined, stopping: false };
     s.workers.push(worker);
+    // read every line, so that a worker writing to stdout never blocks on a full pipe
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      const m = METRICS_LINE.exec(line);
+      if (!m || worker.port !== undefined) return;
+      worker.port = Number(m[1]);
+      this.logger.info({ stage: s.spec.name, pid: child.pid, metrics_port: worker.port }, 'worker metrics endpoint');
+    });
     child.on('exit', (code, signal) => {
       s.workers.splice(s.workers.indexOf(worker), 1);
       if (!worker.stopping && this.sub && !this.sub.closed) {
@@ -229,7 +240,7 @@ export class Autoscaler {
         this.spawn(s);
       }
     });
-    this.logger.info({ stage: s.spec.name, pid: child.pid, metrics_port: port }, 'worker started');
+    this.logger.info({ stage: s.spec.name, pid: child.pid }, 'worker started');
   }
 
   /** Stops the loop and drains every worker. */

@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { publicApiUrl } from '../core/config.js';
 import { SonicError } from '../core/errors.js';
 import { TopicAdmin } from '../kafka/admin.js';
 import { probe } from '../media/probe.js';
@@ -96,7 +97,7 @@ export async function runDemo(ctx: Context, opts: { keep: boolean; out: (s: stri
     stages.forEach((s) => start(s, ['run', s], { SONIC_METRICS_PORT: '0' }, /"msg":"partitions assigned"/));
     await Promise.all(procs.map((p) => p.ready));
     await api.ready;
-    const apiUrl = ctx.config.apiPublicUrl;
+    const apiUrl = publicApiUrl(ctx.config);
     out(`   API ${apiUrl} (OpenAPI at ${apiUrl}/docs); stages: ${procs.filter((p) => p.name !== 'api').map((p) => `${p.name} (pid ${p.child.pid})`).join(', ')}\n`);
 
     out('== making a sample: speech from espeak-ng (with a pause) and a generated portrait\n');

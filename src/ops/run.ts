@@ -55,6 +55,8 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
     ctx.logger,
   );
   ctx.logger.info({ metrics_port: http.port, stages: names }, 'metrics endpoint listening');
+  // whatever the log level: with SONIC_METRICS_PORT=0 this is how a supervisor learns the port
+  process.stdout.write(`metrics on :${http.port}/metrics\n`);
   const stopAll = (reason: string): Promise<void[]> => Promise.all(runners.map((r) => r.runner.stop(reason)));
   const onSignal = (signal: NodeJS.Signals): void => {
     ctx.logger.info({ signal }, 'signal received, draining');

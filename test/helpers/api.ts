@@ -9,12 +9,11 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
-import { freePort } from '../../bench/lib.js';
 import { OffsetReader } from '../../src/kafka/lag.js';
 import { makePortrait, makeTone } from '../../src/media/samples.js';
 import type { Context } from '../../src/app/context.js';
 import { sonicTopology } from '../../topologies/sonic.js';
-import { deployTopology, onCleanup, startSonicflow, testContext, uniqueName, type SonicflowProcess } from './infra.js';
+import { LISTENING, deployTopology, listeningPort, onCleanup, startSonicflow, testContext, uniqueName, type SonicflowProcess } from './infra.js';
 
 export const KEYS = { acme: 'k-acme-0123456789', other: 'k-other-0123456789', third: 'k-third-0123456789', expired: 'k-expired-0123456789' };
 export const bearer = (key: string): Record<string, string> => ({ authorization: `Bearer ${key}` });
@@ -46,15 +45,14 @@ export interface RawResponse {
 /** Starts the API alone (auth required, tenants acme and other, one expired key); `env` overrides. */
 export async function startApiOnly(env: Record<string, string> = {}, ctx: Context = testContext()): Promise<ApiUnderTest> {
   const prefix = uniqueName('sec').replace(/-/g, '_');
-  const port = await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), 'sonicflow-sec-data-'));
   const spoolDir = mkdtempSync(join(tmpdir(), 'sonicflow-sec-spool-'));
   const fullEnv: Record<string, string> = {
     SONIC_TOPIC_PREFIX: prefix,
     SONIC_API_AUTH: 'required',
     SONIC_API_KEYS: `acme:${KEYS.acme},other:${KEYS.other},third:${KEYS.third},acme:${KEYS.expired};expires=2020-01-01T00:00:00Z`,
-    SONIC_API_PORT: String(port),
-    SONIC_API_PUBLIC_URL: `http://127.0.0.1:${port}`,
+    // a free port, which the API prints once it listens
+    SONIC_API_PORT: '0',
     SONIC_DATA_DIR: dataDir,
     SONIC_STATE_DIR: join(dataDir, 'state'),
     SONIC_SCRATCH_DIR: spoolDir,
@@ -64,12 +62,10 @@ export async function startApiOnly(env: Record<string, string> = {}, ctx: Contex
   };
   await deployTopology(sonicTopology({ prefix }), ctx);
   const proc = startSonicflow(['api'], fullEnv);
+  const port = await listeningPort(proc, LISTENING.api).catch((err: unknown) => {
+    throw new Error(`the API did not start: ${(err as Error).message}`);
+  });
   const base = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  while (!(await fetch(`${base}/healthz`).then((r) => r.ok, () => false))) {
-    if (Date.now() > deadline || proc.proc.exitCode !== null) throw new Error(`the API did not start:\n${proc.logs().slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 200)); // poll interval
-  }
   const reader = new OffsetReader(ctx.kafka);
   return {
     base,

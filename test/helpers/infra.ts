@@ -99,6 +99,30 @@ export interface SonicflowProcess {
   exited: Promise<number | string>;
 }
 
+/**
+ * What sonicflow's servers print on stdout, whatever the log level, once they listen: the port
+ * they got (each test starts them on port 0).
+ */
+export const LISTENING = {
+  /** `sonicflow api`: `API listening on http://127.0.0.1:<port> (OpenAPI at ...)`. */
+  api: /API listening on \S+:(\d+) \(/,
+  /** `sonicflow run`: `metrics on :<port>/metrics`. */
+  metrics: /metrics on :(\d+)\/metrics/,
+};
+
+/** The port `p` printed (`LISTENING.api` or `.metrics`); rejects when it exits first or says nothing within `timeoutMs`. */
+export async function listeningPort(p: SonicflowProcess, pattern: RegExp, timeoutMs = 60_000): Promise<number> {
+  const printed = p.waitForLog(pattern, timeoutMs);
+  const exited = p.exited.then((code) => {
+    throw new Error(`exited (${code}) before it listened; output:\n${p.logs().slice(-3000)}`);
+  });
+  // whichever loses the race must not be an unhandled rejection
+  printed.catch(() => undefined);
+  exited.catch(() => undefined);
+  await Promise.race([printed, exited]);
+  return Number(pattern.exec(p.logs())![1]);
+}
+
 /** Starts `sonicflow <args>` as a child process; it is killed after the file's tests if still running. */
 export function startSonicflow(args: string[], env: Record<string, string> = {}): SonicflowProcess {
   const proc = spawn(process.execPath, [join(ROOT, 'bin/sonicflow.mjs'), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });

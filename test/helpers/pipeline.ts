@@ -7,10 +7,10 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from '../../bench/lib.js';
+import { publicApiUrl } from '../../src/core/config.js';
 import type { Topology } from '../../src/runtime/topology.js';
 import { sonicTopology } from '../../topologies/sonic.js';
-import { deployTopology, startSonicflow, testContext, uniqueName } from './infra.js';
+import { LISTENING, deployTopology, listeningPort, startSonicflow, testContext, uniqueName } from './infra.js';
 import { waitConsumedToEnd } from './wait.js';
 
 export interface Pipeline {
@@ -36,14 +36,12 @@ export function pipelineStages(topology: Topology): string[] {
 /** Starts a whole pipeline; `env` overrides settings (backend, blob store, webhook secret, ...). */
 export async function startPipeline(env: Record<string, string> = {}): Promise<Pipeline> {
   const prefix = uniqueName('sonic').replace(/-/g, '_');
-  // the API's public URL (in every video link) names its port, so the port is chosen before it starts
-  const port = await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), 'sonicflow-data-'));
   const fullEnv: Record<string, string> = {
     SONIC_TOPIC_PREFIX: prefix,
     SONIC_API_AUTH: 'disabled',
-    SONIC_API_PORT: String(port),
-    SONIC_API_PUBLIC_URL: `http://127.0.0.1:${port}`,
+    // a free port, which the API prints once it listens
+    SONIC_API_PORT: '0',
     SONIC_DATA_DIR: dataDir,
     SONIC_METRICS_PORT: '0',
     SONIC_LOG_LEVEL: 'info',
@@ -56,9 +54,13 @@ export async function startPipeline(env: Record<string, string> = {}): Promise<P
   const topology = sonicTopology({ prefix });
   await deployTopology(topology);
   const api = startSonicflow(['api'], fullEnv);
+  const port = await listeningPort(api, LISTENING.api).catch((err: unknown) => {
+    throw new Error(`the API did not start: ${(err as Error).message}`);
+  });
   const stageNames = pipelineStages(topology);
-  const stages = startSonicflow(['run', ...stageNames], fullEnv);
-  const base = `http://127.0.0.1:${port}`;
+  // the API's links (status, video) name the port it got; the stages' video links must name it too
+  const stages = startSonicflow(['run', ...stageNames], { ...fullEnv, SONIC_API_PORT: String(port) });
+  const base = publicApiUrl({ apiPublicUrl: fullEnv.SONIC_API_PUBLIC_URL ?? '', apiPort: port });
   const deadline = Date.now() + 60_000;
   for (;;) {
     const ok = await fetch(`${base}/readyz`).then((r) => r.ok, () => false);

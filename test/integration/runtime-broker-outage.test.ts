@@ -15,7 +15,7 @@ import { groupId, transactionalId } from '../../src/runtime/names.js';
 import { Context, loadTopologyFile } from '../../src/app/context.js';
 import { valueSubject } from '../../src/serde/serde.js';
 import { CHAIN_FILE, countKeys, startStage, waitUntil, type Chain, type StageProcess } from '../helpers/chain.js';
-import { deployTopology, onCleanup, uniqueName } from '../helpers/infra.js';
+import { LISTENING, deployTopology, listeningPort, onCleanup, uniqueName } from '../helpers/infra.js';
 import { startPrivateBroker, type PrivateBroker } from '../helpers/private-broker.js';
 import { waitConsumedToEnd } from '../helpers/wait.js';
 
@@ -69,8 +69,7 @@ function stage(chain: Chain, env: Record<string, string> = {}): StageProcess {
 
 /** The status of GET `path` on the stage's metrics port, on a fresh connection (the broker helper blocks the event loop, so a kept-alive one may have been closed meanwhile). */
 async function probe(s: StageProcess, path: '/readyz' | '/healthz'): Promise<number> {
-  await s.waitForLog(/"metrics_port":\d+/, 30_000);
-  const port = Number(/"metrics_port":(\d+)/.exec(s.logs())![1]);
+  const port = await listeningPort(s, LISTENING.metrics, 30_000);
   return new Promise((resolve, reject) => {
     const req = get({ host: '127.0.0.1', port, path, agent: false, timeout: 10_000 }, (res) => {
       res.resume();

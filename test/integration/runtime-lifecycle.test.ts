@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { countKeys, deployChain, produce, readAll, startStage, waitUntil } from '../helpers/chain.js';
-import { testContext } from '../helpers/infra.js';
+import { LISTENING, listeningPort, testContext } from '../helpers/infra.js';
 import { waitConsumedToEnd } from '../helpers/wait.js';
 
 describe('long tasks and graceful shutdown (real broker)', () => {
@@ -30,7 +30,7 @@ describe('long tasks and graceful shutdown (real broker)', () => {
     const first = startStage(chain, 'first', env);
     await waitUntil(() => (first.logs().match(/"msg":"handling"/g) ?? []).length >= 40, 60_000, 'some progress');
     // the process serves Prometheus metrics while it works
-    const port = /"metrics_port":(\d+)/.exec(first.logs())?.[1];
+    const port = await listeningPort(first, LISTENING.metrics);
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     expect(metrics).toMatch(/sonicflow_records_total\{stage="first",outcome="ok"\} [1-9]/);
     expect(metrics).toMatch(/sonicflow_transactions_total\{stage="first",result="commit"\} [1-9]/);

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { describeSettings, loadConfig } from '../../src/core/config.js';
+import { describeSettings, loadConfig, publicApiUrl } from '../../src/core/config.js';
 import { ERROR_CODES, SonicError, publicError, toSonicError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/logger.js';
 import { thrown } from '../helpers/errors.js';
@@ -25,6 +25,14 @@ describe('configuration', () => {
     expect(err).toBeInstanceOf(SonicError);
     expect(err.code).toBe('CONFIG_INVALID');
     expect(err.details).toEqual({ variable: 'SONIC_KAFKA_REQUEST_TIMEOUT_MS' });
+  });
+
+  it("links to the API at SONIC_API_PUBLIC_URL, else at localhost on the API's port", () => {
+    expect(publicApiUrl(loadConfig({}))).toBe('http://localhost:8080');
+    expect(publicApiUrl(loadConfig({ SONIC_API_PORT: '9090' }))).toBe('http://localhost:9090');
+    expect(publicApiUrl(loadConfig({ SONIC_API_PORT: '9090', SONIC_API_PUBLIC_URL: 'https://api.example.com/' }))).toBe('https://api.example.com');
+    // the API process on port 0 names the port it got
+    expect(publicApiUrl({ ...loadConfig({ SONIC_API_PORT: '0' }), apiPort: 41234 })).toBe('http://localhost:41234');
   });
 
   it('lists every variable with its default in docs/configuration.md', () => {
