@@ -123,7 +123,11 @@ export async function printed(m: Managed, pattern: RegExp, opts: { timeoutMs: nu
       return '';
     }
   };
-  await waitFor(() => pattern.test(log()), { ...opts, everyMs: 100, abort: () => (m.proc.exitCode !== null ? `it exited with ${m.proc.exitCode}:\n${m.tail()}` : undefined) });
+  await waitFor(() => pattern.test(log()), {
+    ...opts,
+    everyMs: 100,
+    abort: () => (m.proc.exitCode !== null ? `it exited with ${m.proc.exitCode}:\n${m.tail()}` : undefined),
+  });
   return pattern.exec(log())![1]!;
 }
 
@@ -143,7 +147,10 @@ export function freePort(): Promise<number> {
 }
 
 /** Polls `check` every `everyMs` until it is true; throws `what` after `timeoutMs`, or what `abort` returns when it returns a string. */
-export async function waitFor(check: () => boolean | Promise<boolean>, opts: { timeoutMs: number; what: string; everyMs?: number; abort?: () => string | undefined }): Promise<void> {
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  opts: { timeoutMs: number; what: string; everyMs?: number; abort?: () => string | undefined },
+): Promise<void> {
   const until = Date.now() + opts.timeoutMs;
   for (;;) {
     if (await check()) return;
@@ -209,7 +216,8 @@ export function barChartSvg(title: string, bars: { label: string; value: number;
     if (Number.isFinite(b.min) && Number.isFinite(b.max)) {
       const [x1, x2] = [x(Math.min(b.min, b.max)), x(Math.max(b.min, b.max))];
       parts.push(`<line x1="${x1.toFixed(1)}" y1="${cy}" x2="${x2.toFixed(1)}" y2="${cy}" stroke="#222" stroke-width="1.5"/>`);
-      for (const wx of [x1, x2]) parts.push(`<line x1="${wx.toFixed(1)}" y1="${y + 5}" x2="${wx.toFixed(1)}" y2="${y + barH - 5}" stroke="#222" stroke-width="1.5"/>`);
+      for (const wx of [x1, x2])
+        parts.push(`<line x1="${wx.toFixed(1)}" y1="${y + 5}" x2="${wx.toFixed(1)}" y2="${y + barH - 5}" stroke="#222" stroke-width="1.5"/>`);
       end = Math.max(end, x2);
     }
     parts.push(`<text x="${(end + 6).toFixed(1)}" y="${(cy + 4).toFixed(1)}">${escapeXml(num(b.value))}</text>`);

@@ -56,12 +56,20 @@ try {
   // the stages' video links name the API's port
   stages.push(...topology.stages.map((s) => start(['run', s.name], { SONIC_API_PORT: port })));
   const until = Date.now() + 60_000;
-  while (!(await fetch(`${api}/readyz`).then((r) => r.ok, () => false))) {
+  while (
+    !(await fetch(`${api}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    ))
+  ) {
     if (Date.now() > until) throw new Error('the API did not become ready');
     await new Promise((r) => setTimeout(r, 300));
   }
   await new Promise((r) => setTimeout(r, 8000)); // let every stage join its group
-  await speechWithSilence(join(dir, 'speech.wav'), { speech: ['Hello! I am a talking head made by sonic flow.', 'After a short pause, I keep talking.'], silenceS: 1 });
+  await speechWithSilence(join(dir, 'speech.wav'), {
+    speech: ['Hello! I am a talking head made by sonic flow.', 'After a short pause, I keep talking.'],
+    silenceS: 1,
+  });
   await makePortrait(join(dir, 'portrait.jpg'), { width: 640, height: 800 });
   const audio = readFileSync(join(dir, 'speech.wav'));
   const image = readFileSync(join(dir, 'portrait.jpg'));
@@ -108,7 +116,9 @@ try {
     submit_ms_under_load: underLoad,
     submit_ms_api_alone: alone,
   };
-  console.log(`\nSonic pipeline latency (builtin backend, one process per stage; ${(audio.length / 1024).toFixed(0)} KiB speech + ${(image.length / 1024).toFixed(0)} KiB portrait)\n`);
+  console.log(
+    `\nSonic pipeline latency (builtin backend, one process per stage; ${(audio.length / 1024).toFixed(0)} KiB speech + ${(image.length / 1024).toFixed(0)} KiB portrait)\n`,
+  );
   console.log(
     table(
       ['measure', 'value'],

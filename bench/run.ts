@@ -49,8 +49,16 @@ interface HopResult {
 }
 
 const systems: { key: string; label: string; run: () => Promise<HopResult> }[] = [
-  { key: 'sonicflow-batched', label: 'sonicflow, exactly-once, batched (500 / 100 ms)', run: () => sonicflow({ brokers, records: N, partitions: P, variant: 'eos-batched' }) },
-  { key: 'sonicflow-default', label: 'sonicflow, exactly-once, topology default (50 / 100 ms)', run: () => sonicflow({ brokers, records: N, partitions: P, variant: 'eos-default' }) },
+  {
+    key: 'sonicflow-batched',
+    label: 'sonicflow, exactly-once, batched (500 / 100 ms)',
+    run: () => sonicflow({ brokers, records: N, partitions: P, variant: 'eos-batched' }),
+  },
+  {
+    key: 'sonicflow-default',
+    label: 'sonicflow, exactly-once, topology default (50 / 100 ms)',
+    run: () => sonicflow({ brokers, records: N, partitions: P, variant: 'eos-default' }),
+  },
   { key: 'raw-kafkajs', label: 'raw kafkajs chain, at-least-once', run: () => rawKafkajs({ brokers, records: N, partitions: P }) },
   { key: 'kafka-streams', label: 'Kafka Streams 4.1, exactly_once_v2', run: () => kafkaStreams({ brokers, records: N, partitions: P }) },
   { key: 'bullmq', label: 'BullMQ 6, five-step flow on Redis', run: () => bullmq({ brokers, records: N, partitions: P, redisUrl: 'redis://127.0.0.1:6379' }) },
@@ -150,21 +158,31 @@ const ratio = (a: string, b: string): string => {
 };
 out();
 out('Throughput ratios, median (worst–best pairing of runs):');
-out(table(['ratio', 'value'], [
-  ['sonicflow batched / Kafka Streams', ratio('sonicflow-batched', 'kafka-streams')],
-  ['sonicflow batched / raw kafkajs', ratio('sonicflow-batched', 'raw-kafkajs')],
-  ['sonicflow batched / BullMQ', ratio('sonicflow-batched', 'bullmq')],
-  ['sonicflow default / Kafka Streams', ratio('sonicflow-default', 'kafka-streams')],
-  ['sonicflow default / raw kafkajs', ratio('sonicflow-default', 'raw-kafkajs')],
-  ['sonicflow default / BullMQ', ratio('sonicflow-default', 'bullmq')],
-]));
+out(
+  table(
+    ['ratio', 'value'],
+    [
+      ['sonicflow batched / Kafka Streams', ratio('sonicflow-batched', 'kafka-streams')],
+      ['sonicflow batched / raw kafkajs', ratio('sonicflow-batched', 'raw-kafkajs')],
+      ['sonicflow batched / BullMQ', ratio('sonicflow-batched', 'bullmq')],
+      ['sonicflow default / Kafka Streams', ratio('sonicflow-default', 'kafka-streams')],
+      ['sonicflow default / raw kafkajs', ratio('sonicflow-default', 'raw-kafkajs')],
+      ['sonicflow default / BullMQ', ratio('sonicflow-default', 'bullmq')],
+    ],
+  ),
+);
 if (broker) {
   out();
-  out('2. The broker\'s own ceiling (kafka-producer-perf-test / kafka-consumer-perf-test, 1 KB records, acks=all)');
-  out(table(['tool', 'records/s', 'MB/s'], [
-    ['producer', broker.producerRecordsPerSecond.toFixed(0), broker.producerMBps.toFixed(1)],
-    ['consumer', broker.consumerRecordsPerSecond.toFixed(0), broker.consumerMBps.toFixed(1)],
-  ]));
+  out("2. The broker's own ceiling (kafka-producer-perf-test / kafka-consumer-perf-test, 1 KB records, acks=all)");
+  out(
+    table(
+      ['tool', 'records/s', 'MB/s'],
+      [
+        ['producer', broker.producerRecordsPerSecond.toFixed(0), broker.producerMBps.toFixed(1)],
+        ['consumer', broker.consumerRecordsPerSecond.toFixed(0), broker.consumerMBps.toFixed(1)],
+      ],
+    ),
+  );
 }
 if (api) {
   out();
@@ -174,11 +192,23 @@ if (api) {
 if (sched) {
   out();
   out('4. Scheduling: 300 tasks, 4 infer workers, 200 ms fixed service time (ideal makespan 15 s)');
-  out(table(['makespan, s', 'makespan / ideal', 'worker idle while a backlog existed, s'], [[fmt(sched.makespan, 1), fmt(sched.ratio, 2), fmt(sched.idle, 1)]]));
+  out(
+    table(['makespan, s', 'makespan / ideal', 'worker idle while a backlog existed, s'], [[fmt(sched.makespan, 1), fmt(sched.ratio, 2), fmt(sched.idle, 1)]]),
+  );
 }
 const report = lines.join('\n');
 console.log(report);
-const jsonPath = saveResults('bench', { records: N, partitions: P, runs: RUNS, hop, failed, broker, api, scheduling: sched, seconds: (Date.now() - started) / 1000 });
+const jsonPath = saveResults('bench', {
+  records: N,
+  partitions: P,
+  runs: RUNS,
+  hop,
+  failed,
+  broker,
+  api,
+  scheduling: sched,
+  seconds: (Date.now() - started) / 1000,
+});
 const svg = barChartSvg(
   `Five-hop chain throughput, records/s (median, min–max; ${N} x 1 KB records, ${P} partitions)`,
   Object.values(hop).map((h) => ({ label: h.label, value: h.recordsPerSecond.median, min: h.recordsPerSecond.min, max: h.recordsPerSecond.max })),

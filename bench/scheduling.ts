@@ -91,7 +91,14 @@ export interface SchedulingResult {
 
 /** A fresh task id that the default (murmur2) partitioner puts on `partition` of `partitions`. */
 function idOnPartition(partition: number, partitions: number): string {
-  const meta = Array.from({ length: partitions }, (_, p) => ({ partitionId: p, leader: 0, replicas: [0], isr: [0], partitionErrorCode: 0, offlineReplicas: [] }));
+  const meta = Array.from({ length: partitions }, (_, p) => ({
+    partitionId: p,
+    leader: 0,
+    replicas: [0],
+    isr: [0],
+    partitionErrorCode: 0,
+    offlineReplicas: [],
+  }));
   for (;;) {
     const id = randomUUID();
     if (murmur2({ topic: 'any', partitionMetadata: meta, message: { key: id, value: null } }) === partition) return id;
@@ -126,7 +133,15 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
   const partitioning = opts.partitioning ?? 'key';
   if (partitions < workers) throw new Error(`scheduling: ${workers} workers need at least as many partitions (got ${partitions})`);
   const prefix = `bench_sched_${randomUUID().slice(0, 8)}`;
-  const env: NodeJS.ProcessEnv = { ...process.env, KAFKA_BROKERS: brokerList(opts.brokers), SONIC_TOPIC_PREFIX: prefix, BURST_PARTITIONS: String(partitions), BURST_INFER_MS: String(serviceMs), SONIC_METRICS_PORT: '0', SONIC_LOG_LEVEL: 'warn' };
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    KAFKA_BROKERS: brokerList(opts.brokers),
+    SONIC_TOPIC_PREFIX: prefix,
+    BURST_PARTITIONS: String(partitions),
+    BURST_INFER_MS: String(serviceMs),
+    SONIC_METRICS_PORT: '0',
+    SONIC_LOG_LEVEL: 'warn',
+  };
   for (const k of ['SONIC_BATCH_MAX_RECORDS', 'SONIC_BATCH_MAX_WAIT_MS', 'SONIC_CONCURRENCY']) delete env[k];
   const ctx = new Context({ ...env, SONIC_LOG_LEVEL: 'fatal' }, 'bench');
   const topology = burstTopology({ prefix, partitions });
@@ -141,48 +156,79 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
     await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);
     const cli = join(ROOT, 'bin', 'sonicflow.mjs');
     procs.push(startNode([cli, 'run', 'prep', '--file', FIXTURE], env, join(logDir, 'prep.log')));
-    for (let i = 1; i <= workers; i++) procs.push(startNode([cli, 'run', 'infer', '--file', FIXTURE], { ...env, BURST_WORKER: `w${i}` }, join(logDir, `infer-w${i}.log`)));
+    for (let i = 1; i <= workers; i++)
+      procs.push(startNode([cli, 'run', 'infer', '--file', FIXTURE], { ...env, BURST_WORKER: `w${i}` }, join(logDir, `infer-w${i}.log`)));
     const exited = (): string | undefined => {
       const p = procs.find((m) => m.proc.exitCode !== null);
       return p ? `${p.log} exited with ${p.proc.exitCode}:\n${p.tail()}` : undefined;
     };
-    await waitGroupsStable(ctx.kafka, [{ id: groups[0], members: 1 }, { id: groups[1], members: workers }], {
-      timeoutMs: 180_000,
-      what: `scheduling: the prep and ${workers} infer processes did not form stable groups`,
-      abort: exited,
-    });
+    await waitGroupsStable(
+      ctx.kafka,
+      [
+        { id: groups[0], members: 1 },
+        { id: groups[1], members: workers },
+      ],
+      {
+        timeoutMs: 180_000,
+        what: `scheduling: the prep and ${workers} infer processes did not form stable groups`,
+        abort: exited,
+      },
+    );
 
     // warm-up: one record per partition through the whole pipeline
     const producer = await new PlainProducer(ctx.kafka).connect();
     try {
       const warm = await new TopicCollector(ctx.kafka, [outTopic]).start('end');
       try {
-        const recs = await Promise.all(Array.from({ length: partitions }, async (_, p) => {
-          const id = randomUUID();
-          return { key: id, value: await encode(id), partition: p };
-        }));
+        const recs = await Promise.all(
+          Array.from({ length: partitions }, async (_, p) => {
+            const id = randomUUID();
+            return { key: id, value: await encode(id), partition: p };
+          }),
+        );
         await producer.send(inTopic, recs);
-        await waitFor(() => warm.count(outTopic) >= partitions, { timeoutMs: 60_000 + partitions * serviceMs, what: 'scheduling: warm-up records did not come out', everyMs: 100, abort: exited });
+        await waitFor(() => warm.count(outTopic) >= partitions, {
+          timeoutMs: 60_000 + partitions * serviceMs,
+          what: 'scheduling: warm-up records did not come out',
+          everyMs: 100,
+          abort: exited,
+        });
       } finally {
         await warm.stop();
       }
 
       // the burst
-      const burst = await Promise.all(Array.from({ length: tasks }, async (_, i) => {
-        const id = partitioning === 'balanced' ? idOnPartition(i % partitions, partitions) : randomUUID();
-        return { key: id, value: await encode(id) };
-      }));
+      const burst = await Promise.all(
+        Array.from({ length: tasks }, async (_, i) => {
+          const id = partitioning === 'balanced' ? idOnPartition(i % partitions, partitions) : randomUUID();
+          return { key: id, value: await encode(id) };
+        }),
+      );
       const seen = await new TopicCollector(ctx.kafka, [inTopic, prepared, outTopic], { headers: true }).start('end');
       try {
         await producer.send(inTopic, burst);
         const ideal = Math.ceil(tasks / workers) * serviceMs;
-        await waitFor(() => seen.count(outTopic) >= tasks, { timeoutMs: 60_000 + 4 * ideal, what: `scheduling: ${outTopic} did not get all ${tasks} tasks`, everyMs: 100, abort: exited });
+        await waitFor(() => seen.count(outTopic) >= tasks, {
+          timeoutMs: 60_000 + 4 * ideal,
+          what: `scheduling: ${outTopic} did not get all ${tasks} tasks`,
+          everyMs: 100,
+          abort: exited,
+        });
         // the `in` reader may trail the `out` one by a fetch
-        await waitFor(() => seen.count(inTopic) >= tasks && seen.count(prepared) >= tasks, { timeoutMs: 10_000, what: 'scheduling: in/prepared not fully read', everyMs: 50 });
+        await waitFor(() => seen.count(inTopic) >= tasks && seen.count(prepared) >= tasks, {
+          timeoutMs: 10_000,
+          what: 'scheduling: in/prepared not fully read',
+          everyMs: 50,
+        });
       } finally {
         await seen.stop();
       }
-      return measure(seen, { inTopic, prepared, outTopic }, burst.map((b) => b.key), { tasks, workers, partitions, serviceMs, partitioning });
+      return measure(
+        seen,
+        { inTopic, prepared, outTopic },
+        burst.map((b) => b.key),
+        { tasks, workers, partitions, serviceMs, partitioning },
+      );
     } finally {
       await producer.close().catch(() => undefined);
     }
@@ -210,7 +256,15 @@ function measure(
     const p = seen.seen.get(t.prepared)!.get(k)!;
     const out = seen.seen.get(t.outTopic)!.get(k)!;
     const h = out.headers ?? {};
-    return { in: i.timestamp, avail: p.timestamp, partition: p.partition, done: out.timestamp, worker: h['bench.worker'] ?? '?', start: Number(h['bench.start.ms']), end: Number(h['bench.end.ms']) };
+    return {
+      in: i.timestamp,
+      avail: p.timestamp,
+      partition: p.partition,
+      done: out.timestamp,
+      worker: h['bench.worker'] ?? '?',
+      start: Number(h['bench.start.ms']),
+      end: Number(h['bench.end.ms']),
+    };
   });
   const first = Math.min(...rows.map((r) => r.in));
   const last = Math.max(...rows.map((r) => r.done));
@@ -219,14 +273,26 @@ function measure(
 
   const from = Math.min(...rows.map((r) => r.avail));
   const to = Math.max(last, ...rows.map((r) => r.end));
-  const lag = coverage(rows.map((r) => [r.avail, r.done]), from, to);
-  const waiting = coverage(rows.map((r) => [r.avail, r.start]), from, to);
+  const lag = coverage(
+    rows.map((r) => [r.avail, r.done]),
+    from,
+    to,
+  );
+  const waiting = coverage(
+    rows.map((r) => [r.avail, r.start]),
+    from,
+    to,
+  );
   const workerIds = [...new Set(rows.map((r) => r.worker))].sort();
   let idleLag = 0;
   let idleWait = 0;
   const perWorker = workerIds.map((w) => {
     const mine = rows.filter((r) => r.worker === w).sort((a, b) => a.start - b.start);
-    const busy = coverage(mine.map((r) => [r.start, r.end]), from, to);
+    const busy = coverage(
+      mine.map((r) => [r.start, r.end]),
+      from,
+      to,
+    );
     let il = 0;
     let iw = 0;
     let b = 0;
@@ -275,7 +341,9 @@ function measure(
       `tasks written to in ${o.partitioning === 'key' ? 'by random task ids (murmur2), as the API does' : 'evenly (task ids chosen per partition)'}; infer's tasks per partition ${perPartition.join('/')}`,
       `makespan from the first 'in' to the last 'out' timestamp; idle = worker outside a handler while infer lag > 0, 1 ms resolution`,
       silent > 0 ? `${silent} worker(s) handled no task` : '',
-    ].filter(Boolean).join('; '),
+    ]
+      .filter(Boolean)
+      .join('; '),
   };
 }
 
@@ -289,7 +357,13 @@ if (import.meta.filename === process.argv[1]) {
       partitioning: { type: 'string', default: 'key' },
     },
   });
-  const r = await run({ tasks: Number(a.tasks), workers: Number(a.workers), partitions: Number(a.partitions), serviceMs: Number(a['service-ms']), partitioning: a.partitioning as 'key' | 'balanced' });
+  const r = await run({
+    tasks: Number(a.tasks),
+    workers: Number(a.workers),
+    partitions: Number(a.partitions),
+    serviceMs: Number(a['service-ms']),
+    partitioning: a.partitioning as 'key' | 'balanced',
+  });
   console.log(JSON.stringify(r, null, 2));
   process.exit(0);
 }

@@ -147,16 +147,31 @@ export async function run(opts: SubmitOptions = {}): Promise<SubmitResult> {
     server = startNode([join(ROOT, 'bin', 'sonicflow.mjs'), 'api'], env, join(dir, 'api.log'));
     const proc = server;
     const api = `http://127.0.0.1:${await printed(proc, API_LISTENING, { timeoutMs: 90_000, what: 'the API did not start' })}`;
-    await waitFor(() => fetch(`${api}/readyz`).then((r) => r.ok, () => false), {
-      timeoutMs: 90_000,
-      what: 'the API did not become ready',
-      everyMs: 300,
-      abort: () => (proc.proc.exitCode !== null ? `it exited with ${proc.proc.exitCode}:\n${proc.tail()}` : undefined),
-    });
+    await waitFor(
+      () =>
+        fetch(`${api}/readyz`).then(
+          (r) => r.ok,
+          () => false,
+        ),
+      {
+        timeoutMs: 90_000,
+        what: 'the API did not become ready',
+        everyMs: 300,
+        abort: () => (proc.proc.exitCode !== null ? `it exited with ${proc.proc.exitCode}:\n${proc.tail()}` : undefined),
+      },
+    );
     const warm = await fetch(`${api}/v1/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
     if (warm.status !== 202) throw new Error(`warm-up submit answered ${warm.status}: ${await warm.text()}`);
 
-    const r = await autocannon({ url: `${api}/v1/tasks`, method: 'POST', headers: { 'content-type': 'application/json' }, body, connections, duration: durationS, timeout: 10 });
+    const r = await autocannon({
+      url: `${api}/v1/tasks`,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+      connections,
+      duration: durationS,
+      timeout: 10,
+    });
 
     const enqueued = await recordsIn(ctx, requested);
     return {

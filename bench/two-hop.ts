@@ -19,7 +19,9 @@ import { fmt, saveResults, summarise, table } from './lib.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const CHAIN = join(ROOT, 'test', 'fixtures', 'chain.ts');
-const { values: args } = parseArgs({ options: { runs: { type: 'string', default: '3' }, records: { type: 'string', default: '4000' }, ab: { type: 'boolean', default: false } } });
+const { values: args } = parseArgs({
+  options: { runs: { type: 'string', default: '3' }, records: { type: 'string', default: '4000' }, ab: { type: 'boolean', default: false } },
+});
 const RUNS = Number(args.runs);
 const N = Number(args.records);
 
@@ -36,8 +38,14 @@ if (args.ab) {
     VARIANTS.length,
     { name: 'default batching, retry backoff 100 ms (kafkajs default, before)', env: { SONIC_KAFKA_RETRY_INITIAL_MS: '100' } },
     { name: 'default batching, retry backoff 20 ms (after)', env: { SONIC_KAFKA_RETRY_INITIAL_MS: '20' } },
-    { name: 'batching off, retry backoff 100 ms (before)', env: { SONIC_BATCH_MAX_RECORDS: '1', SONIC_BATCH_MAX_WAIT_MS: '0', SONIC_KAFKA_RETRY_INITIAL_MS: '100' } },
-    { name: 'batching off, retry backoff 20 ms (after)', env: { SONIC_BATCH_MAX_RECORDS: '1', SONIC_BATCH_MAX_WAIT_MS: '0', SONIC_KAFKA_RETRY_INITIAL_MS: '20' } },
+    {
+      name: 'batching off, retry backoff 100 ms (before)',
+      env: { SONIC_BATCH_MAX_RECORDS: '1', SONIC_BATCH_MAX_WAIT_MS: '0', SONIC_KAFKA_RETRY_INITIAL_MS: '100' },
+    },
+    {
+      name: 'batching off, retry backoff 20 ms (after)',
+      env: { SONIC_BATCH_MAX_RECORDS: '1', SONIC_BATCH_MAX_WAIT_MS: '0', SONIC_KAFKA_RETRY_INITIAL_MS: '20' },
+    },
   );
 }
 
@@ -96,6 +104,11 @@ for (let i = 0; i < RUNS; i++) {
 }
 for (const v of VARIANTS) results[v.name] = { records: N, rps: summarise(rps.get(v.name)!) };
 console.log(`\nTwo-hop chain, ${N} records, 4 partitions, one process per stage, exactly-once hops (median (min–max) of ${RUNS} runs)\n`);
-console.log(table(['variant', 'records/s end to end'], Object.entries(results).map(([name, r]) => [name, fmt(r.rps)])));
+console.log(
+  table(
+    ['variant', 'records/s end to end'],
+    Object.entries(results).map(([name, r]) => [name, fmt(r.rps)]),
+  ),
+);
 console.log(`\nsaved ${saveResults(args.ab ? 'two-hop-retry-backoff' : 'two-hop', results)}`);
 process.exit(0);

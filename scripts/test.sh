@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# `npm test`: installs what is missing, then lint, type check, import-cycle check, and every test
+# `npm test`: installs what is missing, then the format check (Prettier), lint, type check, import-cycle check, and every test
 # tier: the unit tier first (pure code, the topology test driver, ffmpeg; it runs with the broker,
 # registry and store pointing nowhere), then the integration tier against the real broker,
 # registry and S3 store. Arguments go to one vitest run of both tiers instead (a file, a filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh
+echo "== format"; npx prettier --check . >/dev/null || { npx prettier --list-different .; echo "formatting differs: run npm run format"; exit 1; }
 echo "== lint"; npx eslint .
 echo "== typecheck"; npx tsc --noEmit -p tsconfig.json
 echo "== import cycles"; npx madge --circular --warning --extensions ts --ts-config tsconfig.json src topologies

@@ -22,14 +22,7 @@ import { validate } from '../src/stages/validate.js';
 export type SonicStage = StageDeclaration<StageDeps, any, any, any> & { state?: TaskState };
 
 /** The stages, in task order. */
-export const SONIC_STAGES: readonly SonicStage[] = [
-  validate,
-  preprocess,
-  infer,
-  encode,
-  publish,
-  notify,
-];
+export const SONIC_STAGES: readonly SonicStage[] = [validate, preprocess, infer, encode, publish, notify];
 
 const DAY_MS = 86_400_000;
 const stream = { 'cleanup.policy': 'delete', 'retention.ms': String(7 * DAY_MS) };

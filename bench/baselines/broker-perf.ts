@@ -69,7 +69,8 @@ function tool(args: string[], timeoutMs: number): Promise<string> {
 
 /** ProducerPerformance's summary line (the last one). */
 export function parseProducerPerf(out: string): { records: number; rps: number; mbps: number; avgMs: number; p99Ms: number } {
-  const re = /(\d+) records sent, ([\d.]+) records\/sec \(([\d.]+) MB\/sec\), ([\d.]+) ms avg latency, ([\d.]+) ms max latency, (\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th/g;
+  const re =
+    /(\d+) records sent, ([\d.]+) records\/sec \(([\d.]+) MB\/sec\), ([\d.]+) ms avg latency, ([\d.]+) ms max latency, (\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th/g;
   const all = [...out.matchAll(re)];
   const m = all[all.length - 1];
   if (!m) throw new Error(`producer-perf: no summary line in its output:\n${out.slice(-2000)}`);
@@ -78,7 +79,10 @@ export function parseProducerPerf(out: string): { records: number; rps: number; 
 
 /** ConsumerPerformance's CSV-like header and row, by column name. */
 export function parseConsumerPerf(out: string): Record<string, string> {
-  const lines = out.split('\n').map((l) => l.trim()).filter(Boolean);
+  const lines = out
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   const h = lines.findIndex((l) => l.startsWith('start.time'));
   if (h < 0 || !lines[h + 1]) throw new Error(`consumer-perf: no result table in its output:\n${out.slice(-2000)}`);
   const head = lines[h]!.split(/,\s*/);
@@ -97,12 +101,28 @@ export async function run(opts: BrokerPerfOptions): Promise<BrokerPerfResult> {
     await createTopics(admin, [topic], opts.partitions, 'CreateTime');
     const prod = parseProducerPerf(
       await tool(
-        ['producer-perf', '--topic', topic, '--num-records', String(opts.records), '--record-size', String(RECORD_BYTES), '--throughput', '-1', '--producer-props', `bootstrap.servers=${opts.brokers}`, 'acks=all'],
+        [
+          'producer-perf',
+          '--topic',
+          topic,
+          '--num-records',
+          String(opts.records),
+          '--record-size',
+          String(RECORD_BYTES),
+          '--throughput',
+          '-1',
+          '--producer-props',
+          `bootstrap.servers=${opts.brokers}`,
+          'acks=all',
+        ],
         bound,
       ),
     );
     const cons = parseConsumerPerf(
-      await tool(['consumer-perf', '--bootstrap-server', opts.brokers, '--topic', topic, '--messages', String(opts.records), '--group', group, '--timeout', '30000'], bound),
+      await tool(
+        ['consumer-perf', '--bootstrap-server', opts.brokers, '--topic', topic, '--messages', String(opts.records), '--group', group, '--timeout', '30000'],
+        bound,
+      ),
     );
     const consumed = Number(cons['data.consumed.in.nMsg']);
     if (consumed < opts.records) throw new Error(`consumer-perf read ${consumed} of ${opts.records} records`);

@@ -30,7 +30,17 @@ import { createRequire } from 'node:module';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Queue, Worker, type Job } from 'bullmq';
-import { HOPS, LATENCY_RATE, LATENCY_SECONDS, VALUE_BYTES, describeLatency, hopLatency, throughput, type BaselineOptions, type BaselineResult } from './kafka-streams.js';
+import {
+  HOPS,
+  LATENCY_RATE,
+  LATENCY_SECONDS,
+  VALUE_BYTES,
+  describeLatency,
+  hopLatency,
+  throughput,
+  type BaselineOptions,
+  type BaselineResult,
+} from './kafka-streams.js';
 
 export const CONCURRENCY = 50;
 
@@ -69,7 +79,13 @@ async function until(done: () => boolean, timeoutMs: number, what: () => string,
 /** Whether `p` settled within `ms` (cleanup must not hang the bench). */
 async function bounded(p: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
-  const settled = await Promise.race([p.then(() => true, () => true), new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)))]);
+  const settled = await Promise.race([
+    p.then(
+      () => true,
+      () => true,
+    ),
+    new Promise<false>((r) => (timer = setTimeout(() => r(false), ms))),
+  ]);
   clearTimeout(timer);
   return settled;
 }
@@ -120,11 +136,17 @@ export async function run(opts: BaselineOptions): Promise<BaselineResult> {
     for (let i = 0; i < opts.records; i += 1000) {
       const now = Date.now();
       const jobs = [];
-      for (let j = i; j < Math.min(opts.records, i + 1000); j++) jobs.push({ name: 'step', data: { id: `b-${j}`, payload, t: [now] }, opts: { jobId: `b-${j}`, timestamp: now } });
+      for (let j = i; j < Math.min(opts.records, i + 1000); j++)
+        jobs.push({ name: 'step', data: { id: `b-${j}`, payload, t: [now] }, opts: { jobId: `b-${j}`, timestamp: now } });
       await first.addBulk(jobs);
     }
     for (const w of workers) void w.run().catch((e: Error) => (failure ??= `worker: ${e.message}`));
-    await until(() => finished.size >= opts.records, 60_000 + opts.records * 10, () => `BullMQ burst: ${finished.size} of ${opts.records} records through step 5`, () => failure);
+    await until(
+      () => finished.size >= opts.records,
+      60_000 + opts.records * 10,
+      () => `BullMQ burst: ${finished.size} of ${opts.records} records through step 5`,
+      () => failure,
+    );
     const recordsPerSecond = throughput([...finished.values()].map((t) => t[HOPS]!));
 
     // latency: fresh records at a steady pace through the warm, idle workers
@@ -140,7 +162,12 @@ export async function run(opts: BaselineOptions): Promise<BaselineResult> {
     }
     await Promise.all(adds);
     const latencyIds = Array.from({ length: total }, (_, i) => `l-${i}`);
-    await until(() => latencyIds.every((id) => finished.has(id)), 60_000, () => `BullMQ latency run: not all ${total} records through step 5`, () => failure);
+    await until(
+      () => latencyIds.every((id) => finished.has(id)),
+      60_000,
+      () => `BullMQ latency run: not all ${total} records through step 5`,
+      () => failure,
+    );
     const stages = Array.from({ length: HOPS + 1 }, (_, s) => new Map(latencyIds.map((id) => [id, finished.get(id)![s]!])));
     const latency = hopLatency(stages);
 

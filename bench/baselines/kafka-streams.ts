@@ -94,7 +94,12 @@ export function chainTopics(prefix: string, hops = HOPS): string[] {
 }
 
 /** Creates the topics, by default with LogAppendTime timestamps (see the header), and waits for their leaders. */
-export async function createTopics(admin: Admin, topics: string[], partitions: number, timestampType: 'LogAppendTime' | 'CreateTime' = 'LogAppendTime'): Promise<void> {
+export async function createTopics(
+  admin: Admin,
+  topics: string[],
+  partitions: number,
+  timestampType: 'LogAppendTime' | 'CreateTime' = 'LogAppendTime',
+): Promise<void> {
   await admin.createTopics({
     waitForLeaders: true,
     topics: topics.map((topic) => ({
@@ -135,7 +140,12 @@ export function recordValue(): Buffer {
 
 /** Pre-loads `n` records with keys `<keyPrefix><i>` into `topic` (idempotent producer, acks=all). */
 export async function preload(kafka: Kafka, topic: string, n: number, keyPrefix: string, value: Buffer): Promise<void> {
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false, createPartitioner: Partitioners.DefaultPartitioner });
+  const producer = kafka.producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+    allowAutoTopicCreation: false,
+    createPartitioner: Partitioners.DefaultPartitioner,
+  });
   await producer.connect();
   try {
     for (let i = 0; i < n; i += 500) {
@@ -155,7 +165,12 @@ export async function preload(kafka: Kafka, topic: string, n: number, keyPrefix:
  */
 export async function feedPaced(kafka: Kafka, topic: string, rate: number, seconds: number, keyPrefix: string, value: Buffer): Promise<number> {
   const total = Math.max(1, Math.round(rate * seconds));
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false, createPartitioner: Partitioners.DefaultPartitioner });
+  const producer = kafka.producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+    allowAutoTopicCreation: false,
+    createPartitioner: Partitioners.DefaultPartitioner,
+  });
   await producer.connect();
   try {
     const start = performance.now();
@@ -233,7 +248,11 @@ export async function collect(
 /** Per-partition high watermarks of each topic: where a run that starts now begins. */
 export async function endOffsets(admin: Admin, topics: string[]): Promise<Map<string, { partition: number; offset: string }[]>> {
   const out = new Map<string, { partition: number; offset: string }[]>();
-  for (const topic of topics) out.set(topic, (await admin.fetchTopicOffsets(topic)).map((p) => ({ partition: p.partition, offset: p.high })));
+  for (const topic of topics)
+    out.set(
+      topic,
+      (await admin.fetchTopicOffsets(topic)).map((p) => ({ partition: p.partition, offset: p.high })),
+    );
   return out;
 }
 
@@ -276,7 +295,13 @@ export function hopLatency(stages: Map<string, number>[]): HopLatency {
     const start = stages[0]!.get(key);
     if (start !== undefined) e2e.push(t - start);
   }
-  return { p50: percentile(pooled, 50), p99: percentile(pooled, 99), perHop, endToEnd: { p50: percentile(e2e, 50), p99: percentile(e2e, 99) }, samples: pooled.length };
+  return {
+    p50: percentile(pooled, 50),
+    p99: percentile(pooled, 99),
+    perHop,
+    endToEnd: { p50: percentile(e2e, 50), p99: percentile(e2e, 99) },
+    samples: pooled.length,
+  };
 }
 
 export function describeLatency(l: HopLatency): string {
@@ -319,7 +344,9 @@ interface Jvm {
 }
 
 function startJvm(jar: string, args: string[]): Jvm {
-  const child = spawn('java', ['-Xms256m', '-Xmx512m', '-XX:+UseG1GC', '-Djava.awt.headless=true', '-jar', jar, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('java', ['-Xms256m', '-Xmx512m', '-XX:+UseG1GC', '-Djava.awt.headless=true', '-jar', jar, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const stderrTail: string[] = [];
   createInterface({ input: child.stderr! }).on('line', (line) => {
     stderrTail.push(line);
@@ -356,8 +383,8 @@ function jvmGone(jvm: Jvm): string | undefined {
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no result after ${ms} ms`)), ms)))]).finally(() =>
-    clearTimeout(timer),
+  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no result after ${ms} ms`)), ms)))]).finally(
+    () => clearTimeout(timer),
   );
 }
 
@@ -385,7 +412,10 @@ export async function run(opts: BaselineOptions): Promise<BaselineResult> {
 
     // burst: all N pre-loaded records through five hops
     const alive = jvm;
-    const burst = await collect(kafka, `${prefix}.burst-reader`, [topics[HOPS]!], 'b-', opts.records, { timeoutMs: 60_000 + opts.records * 10, abort: () => jvmGone(alive) });
+    const burst = await collect(kafka, `${prefix}.burst-reader`, [topics[HOPS]!], 'b-', opts.records, {
+      timeoutMs: 60_000 + opts.records * 10,
+      abort: () => jvmGone(alive),
+    });
     const recordsPerSecond = throughput(burst.timestamps.get(topics[HOPS]!)!.values());
 
     // latency: a paced run of fresh records through the warm, idle application

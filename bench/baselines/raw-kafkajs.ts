@@ -108,7 +108,8 @@ export async function run(opts: HopBaselineOptions = {}): Promise<HopBaselineRes
       ].join('; '),
     };
   } finally {
-    const bounded = <T>(p: Promise<T>): Promise<T | undefined> => Promise.race([p.catch(() => undefined), new Promise<undefined>((r) => void setTimeout(() => r(undefined), 15_000).unref())]);
+    const bounded = <T>(p: Promise<T>): Promise<T | undefined> =>
+      Promise.race([p.catch(() => undefined), new Promise<undefined>((r) => void setTimeout(() => r(undefined), 15_000).unref())]);
     await Promise.all(hops.map((h) => bounded(h.consumer.disconnect())));
     await Promise.all(hops.map((h) => bounded(h.producer.disconnect())));
     await admin.delete(topics).catch(() => undefined);

@@ -128,7 +128,11 @@ export async function loadInOneTransaction(kafka: KafkaClient, topic: string, n:
 }
 
 /** Waits until every group is Stable with its number of members (describeGroups). */
-export async function waitGroupsStable(kafka: KafkaClient, groups: { id: string; members: number }[], opts: { timeoutMs: number; what: string; abort?: () => string | undefined }): Promise<void> {
+export async function waitGroupsStable(
+  kafka: KafkaClient,
+  groups: { id: string; members: number }[],
+  opts: { timeoutMs: number; what: string; abort?: () => string | undefined },
+): Promise<void> {
   const admin = kafkajsOf(kafka).admin();
   await admin.connect();
   try {
@@ -145,17 +149,30 @@ export async function waitGroupsStable(kafka: KafkaClient, groups: { id: string;
 }
 
 /** Sends one record to each partition of topics[0] and waits until all reach the last topic. */
-export async function warmUp(kafka: KafkaClient, topics: string[], encode: (id: string) => Buffer | Promise<Buffer>, partitions: number, abort?: () => string | undefined): Promise<void> {
+export async function warmUp(
+  kafka: KafkaClient,
+  topics: string[],
+  encode: (id: string) => Buffer | Promise<Buffer>,
+  partitions: number,
+  abort?: () => string | undefined,
+): Promise<void> {
   const last = topics[topics.length - 1]!;
   const seen = await new TopicCollector(kafka, [last]).start('end');
   const producer = await new PlainProducer(kafka).connect();
   try {
-    const recs = await Promise.all(Array.from({ length: partitions }, async (_, partition) => {
-      const id = randomUUID();
-      return { key: id, value: await encode(id), partition };
-    }));
+    const recs = await Promise.all(
+      Array.from({ length: partitions }, async (_, partition) => {
+        const id = randomUUID();
+        return { key: id, value: await encode(id), partition };
+      }),
+    );
     await producer.send(topics[0]!, recs);
-    await waitFor(() => seen.count(last) >= partitions, { timeoutMs: 90_000, what: `warm-up: ${last} did not get the ${partitions} warm-up records`, everyMs: 100, ...(abort ? { abort } : {}) });
+    await waitFor(() => seen.count(last) >= partitions, {
+      timeoutMs: 90_000,
+      what: `warm-up: ${last} did not get the ${partitions} warm-up records`,
+      everyMs: 100,
+      ...(abort ? { abort } : {}),
+    });
   } finally {
     await producer.close().catch(() => undefined);
     await seen.stop();
@@ -176,7 +193,11 @@ export async function measureChain(
 ): Promise<{ recordsPerSecond: number; recordsPerSecondFromCommit: number; latency: LatencyStats }> {
   const last = topics[topics.length - 1]!;
   const abort = o.abort ? { abort: o.abort } : {};
-  await waitGroupsStable(kafka, o.groups.map((id) => ({ id, members: 1 })), { timeoutMs: 120_000, what: `${o.what}: the hops' consumer groups did not become Stable`, ...abort });
+  await waitGroupsStable(
+    kafka,
+    o.groups.map((id) => ({ id, members: 1 })),
+    { timeoutMs: 120_000, what: `${o.what}: the hops' consumer groups did not become Stable`, ...abort },
+  );
   await warmUp(kafka, topics, encode, o.partitions, o.abort);
   const out = await new TopicCollector(kafka, [last]).start('end');
   let recordsPerSecond: number;
@@ -184,14 +205,24 @@ export async function measureChain(
   try {
     await loadInOneTransaction(kafka, topics[0]!, o.records, encode);
     const committed = Date.now();
-    await waitFor(() => out.count(last) >= o.records, { timeoutMs: 120_000 + o.records * 10, what: `${o.what}: ${last} did not get all ${o.records} records (has ${out.count(last)})`, everyMs: 100, ...abort });
+    await waitFor(() => out.count(last) >= o.records, {
+      timeoutMs: 120_000 + o.records * 10,
+      what: `${o.what}: ${last} did not get all ${o.records} records (has ${out.count(last)})`,
+      everyMs: 100,
+      ...abort,
+    });
     const ts = [...out.seen.get(last)!.values()].map((s) => s.timestamp);
     recordsPerSecond = throughputOf(ts);
     recordsPerSecondFromCommit = o.records / ((Math.max(...ts) - committed) / 1000);
   } finally {
     await out.stop();
   }
-  const latency = await latencyRun(kafka, topics, encode, { ratePerSecond: o.latencyRate ?? 100, seconds: o.latencySeconds ?? 10, timeoutMs: 60_000, ...abort });
+  const latency = await latencyRun(kafka, topics, encode, {
+    ratePerSecond: o.latencyRate ?? 100,
+    seconds: o.latencySeconds ?? 10,
+    timeoutMs: 60_000,
+    ...abort,
+  });
   return { recordsPerSecond, recordsPerSecondFromCommit, latency };
 }
 
@@ -317,10 +348,12 @@ export async function latencyRun(
 ): Promise<LatencyStats> {
   const rate = opts.ratePerSecond ?? 100;
   const n = Math.max(1, Math.round(rate * (opts.seconds ?? 10)));
-  const records = await Promise.all(Array.from({ length: n }, async () => {
-    const id = randomUUID();
-    return { key: id, value: await encode(id) };
-  }));
+  const records = await Promise.all(
+    Array.from({ length: n }, async () => {
+      const id = randomUUID();
+      return { key: id, value: await encode(id) };
+    }),
+  );
   const collector = await new TopicCollector(kafka, topics).start('end');
   const producer = await new PlainProducer(kafka).connect();
   const last = topics[topics.length - 1]!;
@@ -362,7 +395,13 @@ export async function latencyRun(
     const b = at[topics.length - 1]!.get(key);
     if (a && b) e2e.push(b.timestamp - a.timestamp);
   }
-  return { records: n, ratePerSecond: rate, perHop, pooled: { p50: percentile(pooled, 50), p99: percentile(pooled, 99) }, endToEnd: { p50: percentile(e2e, 50), p99: percentile(e2e, 99) } };
+  return {
+    records: n,
+    ratePerSecond: rate,
+    perHop,
+    pooled: { p50: percentile(pooled, 50), p99: percentile(pooled, 99) },
+    endToEnd: { p50: percentile(e2e, 50), p99: percentile(e2e, 99) },
+  };
 }
 
 // ---------------------------------------------------------------- sonicflow
@@ -405,7 +444,18 @@ export async function run(
     await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);
     stages = startNode(
       // BENCH_STAGE_NODE_ARGS adds node flags to the stage process, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
-      [...(process.env.BENCH_STAGE_NODE_ARGS?.split(' ').filter(Boolean) ?? []), join(root, 'bin', 'sonicflow.mjs'), 'run', 'hop1', 'hop2', 'hop3', 'hop4', 'hop5', '--file', join(root, FIXTURE_PATH)],
+      [
+        ...(process.env.BENCH_STAGE_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+        join(root, 'bin', 'sonicflow.mjs'),
+        'run',
+        'hop1',
+        'hop2',
+        'hop3',
+        'hop4',
+        'hop5',
+        '--file',
+        join(root, FIXTURE_PATH),
+      ],
       {
         ...baseEnv,
         ...VARIANT_ENV[variant],
@@ -428,7 +478,10 @@ export async function run(
       ...(opts.latencySeconds ? { latencySeconds: opts.latencySeconds } : {}),
       abort: () => (proc.proc.exitCode !== null ? `the stage process exited with ${proc.proc.exitCode}:\n${proc.tail()}` : undefined),
     });
-    const batch = variant === 'eos-batched' ? '500 records / 100 ms per transaction (SONIC_BATCH_MAX_RECORDS=500, SONIC_BATCH_MAX_WAIT_MS=100)' : 'the topology default of 50 records / 100 ms per transaction';
+    const batch =
+      variant === 'eos-batched'
+        ? '500 records / 100 ms per transaction (SONIC_BATCH_MAX_RECORDS=500, SONIC_BATCH_MAX_WAIT_MS=100)'
+        : 'the topology default of 50 records / 100 ms per transaction';
     return {
       system: `sonicflow (${variant})`,
       records: n,
@@ -453,14 +506,23 @@ export async function run(
     if (stages) await stopProcess(stages.proc, 40_000);
     await removeTopology(topology, admin, ctx.registryAdmin).catch(() => undefined);
     await admin.close();
-    await deleteGroups(ctx.kafka, topology.stages.map((s) => groupId(ctx.config.clientId, topology, s)));
+    await deleteGroups(
+      ctx.kafka,
+      topology.stages.map((s) => groupId(ctx.config.clientId, topology, s)),
+    );
     if (!failed && !process.env.BENCH_STAGE_LOG_LEVEL) rmSync(logDir, { recursive: true, force: true });
     else if (!failed) process.stderr.write(`stage log kept: ${join(logDir, 'stages.log')}\n`);
   }
 }
 
 if (import.meta.filename === process.argv[1]) {
-  const { values: a } = parseArgs({ options: { records: { type: 'string', default: '5000' }, partitions: { type: 'string', default: '4' }, variant: { type: 'string', default: 'eos-batched' } } });
+  const { values: a } = parseArgs({
+    options: {
+      records: { type: 'string', default: '5000' },
+      partitions: { type: 'string', default: '4' },
+      variant: { type: 'string', default: 'eos-batched' },
+    },
+  });
   const r = await run({ records: Number(a.records), partitions: Number(a.partitions), variant: a.variant as SonicflowVariant });
   console.log(JSON.stringify(r, null, 2));
   process.exit(0);

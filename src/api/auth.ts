@@ -54,7 +54,8 @@ export function parseApiKeys(entries: string[]): ApiKey[] {
     for (const a of attrs) {
       const m = /^expires=(.+)$/.exec(a.trim());
       const at = m ? new Date(m[1]!) : undefined;
-      if (!at || Number.isNaN(at.getTime())) throw new SonicError('CONFIG_INVALID', `${where}: unknown attribute or bad date "${a.slice(0, 40)}" (expected expires=<ISO-8601>)`);
+      if (!at || Number.isNaN(at.getTime()))
+        throw new SonicError('CONFIG_INVALID', `${where}: unknown attribute or bad date "${a.slice(0, 40)}" (expected expires=<ISO-8601>)`);
       out.expiresAt = at;
     }
     return out;
@@ -133,7 +134,10 @@ export async function guardScope(scope: FastifyInstance, o: GuardOptions): Promi
     if (!warned && !o.trustsProxy && req.headers['x-forwarded-for'] !== undefined) {
       // behind a proxy every client shares its address: one guessing client locks out all
       warned = true;
-      req.log.warn({ proxy: req.ip }, 'requests arrive through a proxy (X-Forwarded-For) but SONIC_API_TRUST_PROXY_HOPS is 0: per-address limits apply to the proxy');
+      req.log.warn(
+        { proxy: req.ip },
+        'requests arrive through a proxy (X-Forwarded-For) but SONIC_API_TRUST_PROXY_HOPS is 0: per-address limits apply to the proxy',
+      );
     }
     if (o.auth === 'disabled') {
       req.tenant = 'default';
@@ -143,13 +147,21 @@ export async function guardScope(scope: FastifyInstance, o: GuardOptions): Promi
     const wait = failures.retryAfterS(req.ip, t.getTime());
     if (wait > 0) {
       void reply.header('retry-after', String(wait));
-      throw new SonicError('RATE_LIMITED', `too many failed authentications from this address; retry in ${wait} s`, { safe: true, details: { retryAfterS: wait } });
+      throw new SonicError('RATE_LIMITED', `too many failed authentications from this address; retry in ${wait} s`, {
+        safe: true,
+        details: { retryAfterS: wait },
+      });
     }
     const m = /^Bearer ([\x21-\x7e]{1,512})$/.exec(req.headers.authorization ?? '');
     const result = m ? authenticate(o.keys, m[1]!, t) : ({ refused: 'missing' } as const);
     if ('refused' in result) {
       failures.record(req.ip, t.getTime());
-      const message = result.refused === 'missing' ? 'send an API key: Authorization: Bearer <key>' : result.refused === 'expired' ? 'the API key has expired' : 'the API key is not valid';
+      const message =
+        result.refused === 'missing'
+          ? 'send an API key: Authorization: Bearer <key>'
+          : result.refused === 'expired'
+            ? 'the API key has expired'
+            : 'the API key is not valid';
       throw new SonicError('UNAUTHORIZED', message, { safe: true });
     }
     req.tenant = result.tenant;
@@ -163,7 +175,13 @@ export async function guardScope(scope: FastifyInstance, o: GuardOptions): Promi
     keyGenerator: (req) => (req.keyId ? `key:${req.keyId}` : `ip:${req.ip}`),
     errorResponseBuilder: (_req, ctx) => {
       const wait = Math.max(1, Math.ceil(ctx.ttl / 1000));
-      return Object.assign(new SonicError('RATE_LIMITED', `rate limit of ${ctx.max} requests per minute reached; retry in ${wait} s`, { safe: true, details: { retryAfterS: wait } }), { statusCode: 429 });
+      return Object.assign(
+        new SonicError('RATE_LIMITED', `rate limit of ${ctx.max} requests per minute reached; retry in ${wait} s`, {
+          safe: true,
+          details: { retryAfterS: wait },
+        }),
+        { statusCode: 429 },
+      );
     },
   });
 }

@@ -36,10 +36,16 @@ export class EventStreams {
   /** Throws API_OVERLOADED (in all, or shutting down) or RATE_LIMITED (this key) when another stream may not open. */
   admit(owner: string): void {
     if (this.closing || this.open.size >= this.limits.total) {
-      throw new SonicError('API_OVERLOADED', 'too many open event streams on this server; poll the status instead, or retry later', { safe: true, details: { limit: this.limits.total, retryAfterS: 5 } });
+      throw new SonicError('API_OVERLOADED', 'too many open event streams on this server; poll the status instead, or retry later', {
+        safe: true,
+        details: { limit: this.limits.total, retryAfterS: 5 },
+      });
     }
     if ((this.byOwner.get(owner) ?? 0) >= this.limits.perKey) {
-      throw new SonicError('RATE_LIMITED', `at most ${this.limits.perKey} event streams may be open per API key; close one first`, { safe: true, details: { limit: this.limits.perKey, retryAfterS: 5 } });
+      throw new SonicError('RATE_LIMITED', `at most ${this.limits.perKey} event streams may be open per API key; close one first`, {
+        safe: true,
+        details: { limit: this.limits.perKey, retryAfterS: 5 },
+      });
     }
   }
 
@@ -47,7 +53,13 @@ export class EventStreams {
    * Streams `first`, then every event of `changes$` that `matches`, until `isLast` says the
    * task ended (or the client goes, the lifetime passes, or the server shuts down).
    */
-  serve<E>(res: ServerResponse, owner: string, first: E, changes$: Observable<E>, o: { matches(e: E): boolean; isLast(e: E): boolean; render(e: E): string }): void {
+  serve<E>(
+    res: ServerResponse,
+    owner: string,
+    first: E,
+    changes$: Observable<E>,
+    o: { matches(e: E): boolean; isLast(e: E): boolean; render(e: E): string },
+  ): void {
     this.admit(owner);
     // the connection, not the response: a response queued behind another on a pipelined
     // connection never hears 'close' when the connection dies, its request's socket does
@@ -63,7 +75,12 @@ export class EventStreams {
     this.byOwner.set(owner, (this.byOwner.get(owner) ?? 0) + 1);
     const ping = setInterval(() => res.write(': ping\n\n'), this.limits.pingMs ?? 15_000);
     const lifetime = setTimeout(() => finish(), this.limits.maxLifetimeMs);
-    const sub = changes$.pipe(filter(o.matches), takeWhile((e) => !o.isLast(e), true)).subscribe({ next: send, complete: () => finish() });
+    const sub = changes$
+      .pipe(
+        filter(o.matches),
+        takeWhile((e) => !o.isLast(e), true),
+      )
+      .subscribe({ next: send, complete: () => finish() });
     const release = (): void => {
       if (released) return;
       released = true;

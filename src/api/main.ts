@@ -42,14 +42,25 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
   // serve a view that is still catching up rather than none (readiness says which)
   await Promise.race([view.caughtUp, sleep(15_000)]);
   const instance = c.apiInstanceId || hostname();
-  const batcher = new TxBatcher(ctx.kafka, {
-    // several producers take turns: `.<lane>` tells them apart
-    transactionalIds: Array.from({ length: c.apiProducers }, (_, i) => transactionalId(c.clientId, { kind: 'api', topology, instance, ...(c.apiProducers === 1 ? {} : { lane: i }) })),
-    // an abandoned submit holds read_committed readers back at most this long
-    transactionTimeoutMs: c.apiEnqueueTimeoutMs + 10_000,
-  }, logger);
+  const batcher = new TxBatcher(
+    ctx.kafka,
+    {
+      // several producers take turns: `.<lane>` tells them apart
+      transactionalIds: Array.from({ length: c.apiProducers }, (_, i) =>
+        transactionalId(c.clientId, { kind: 'api', topology, instance, ...(c.apiProducers === 1 ? {} : { lane: i }) }),
+      ),
+      // an abandoned submit holds read_committed readers back at most this long
+      transactionTimeoutMs: c.apiEnqueueTimeoutMs + 10_000,
+    },
+    logger,
+  );
   // the ping keeps an idle stream inside the idle timeout
-  const streams = new EventStreams({ perKey: c.apiMaxStreamsPerKey, total: c.apiMaxStreams, maxLifetimeMs: c.apiStreamMaxS * 1000, pingMs: Math.min(15_000, Math.floor(c.apiIdleTimeoutMs / 2)) });
+  const streams = new EventStreams({
+    perKey: c.apiMaxStreamsPerKey,
+    total: c.apiMaxStreams,
+    maxLifetimeMs: c.apiStreamMaxS * 1000,
+    pingMs: Math.min(15_000, Math.floor(c.apiIdleTimeoutMs / 2)),
+  });
   // one long-lived admin connection answers every readiness probe (a cached, single-flight check)
   const broker = new BrokerHealth(ctx.kafka, { cacheMs: c.brokerCheckCacheMs, timeoutMs: c.brokerCheckTimeoutMs, logger });
   let registryOk = { at: 0, ok: false };
@@ -75,15 +86,28 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
       const headers = request.traceparent ? { [HEADERS.traceparent]: request.traceparent } : undefined;
       await batcher.send(
         [
-          { topic: requested, key: request.task_id, value: await ctx.serde.encode(valueSubject(requested), requestSchema, request), ...(headers ? { headers } : {}) },
-          { topic: statusTopic, key: request.task_id, value: await ctx.serde.encode(valueSubject(statusTopic), statusSchema, queued), ...(headers ? { headers } : {}) },
+          {
+            topic: requested,
+            key: request.task_id,
+            value: await ctx.serde.encode(valueSubject(requested), requestSchema, request),
+            ...(headers ? { headers } : {}),
+          },
+          {
+            topic: statusTopic,
+            key: request.task_id,
+            value: await ctx.serde.encode(valueSubject(statusTopic), statusSchema, queued),
+            ...(headers ? { headers } : {}),
+          },
         ],
         c.apiEnqueueTimeoutMs,
       );
     },
     ready: async () => {
       if (Date.now() - registryOk.at > 2000) {
-        const ok = await fetch(`${c.schemaRegistryUrl}/subjects`, { headers: ctx.serde.authHeaders, signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false);
+        const ok = await fetch(`${c.schemaRegistryUrl}/subjects`, { headers: ctx.serde.authHeaders, signal: AbortSignal.timeout(2000) }).then(
+          (r) => r.ok,
+          () => false,
+        );
         registryOk = { at: Date.now(), ok };
       }
       const checks = { broker: await broker.check(), registry: registryOk.ok, status_view: view.ready };

@@ -19,7 +19,14 @@ import { readMultipart, type SpooledFile, type UploadSlots } from './uploads.js'
  *
  * @throws SonicError 4xx codes from the inspection (415 wrong type, 422 image too large, ...).
  */
-export async function storeInspected(blob: BlobStore, config: Config, kind: 'audio' | 'image', file: SpooledFile, key: string, stored: string[]): Promise<MediaRef> {
+export async function storeInspected(
+  blob: BlobStore,
+  config: Config,
+  kind: 'audio' | 'image',
+  file: SpooledFile,
+  key: string,
+  stored: string[],
+): Promise<MediaRef> {
   if (file.size === 0) throw new SonicError('INVALID_REQUEST', `the ${kind} file is empty`, { safe: true, details: { field: kind } });
   const found = await inspectMedia(kind, file.path, inspectLimits(config));
   stored.push(key);
@@ -42,7 +49,8 @@ export function uploadRoutes(deps: UploadRouteDeps): FastifyPluginAsync {
       {
         schema: {
           summary: 'Upload a file to reference in a JSON submit',
-          description: 'multipart/form-data with exactly one file, in field `audio` or `image`. The answer\'s `uri` may be used as `audio.uri` / `image.uri` of `POST /v1/tasks` by the same tenant only.',
+          description:
+            "multipart/form-data with exactly one file, in field `audio` or `image`. The answer's `uri` may be used as `audio.uri` / `image.uri` of `POST /v1/tasks` by the same tenant only.",
           response: { 201: { type: 'object', additionalProperties: true } },
         },
       },
@@ -52,7 +60,12 @@ export function uploadRoutes(deps: UploadRouteDeps): FastifyPluginAsync {
         const stored: string[] = [];
         let ok = false;
         try {
-          const form = await readMultipart(req, { files: { audio: deps.config.maxAudioBytes, image: deps.config.maxImageBytes }, fields: [], maxFieldBytes: 1024, spoolRoot: deps.spoolRoot });
+          const form = await readMultipart(req, {
+            files: { audio: deps.config.maxAudioBytes, image: deps.config.maxImageBytes },
+            fields: [],
+            maxFieldBytes: 1024,
+            spoolRoot: deps.spoolRoot,
+          });
           try {
             const entries = [...form.files.values()];
             if (entries.length !== 1) throw new SonicError('INVALID_REQUEST', 'send exactly one file, in field "audio" or "image"', { safe: true });

@@ -30,13 +30,15 @@ export async function loadServerSecret(configured: string, stateDir: string): Pr
     // 'wx': of two processes starting at once, one writes and the other reads what it wrote
     await writeFile(path, `${randomBytes(32).toString('hex')}\n`, { flag: 'wx', mode: 0o600 });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new SonicError('CONFIG_INVALID', `cannot write the API secret to ${path}: ${(err as Error).message}`, { cause: err });
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST')
+      throw new SonicError('CONFIG_INVALID', `cannot write the API secret to ${path}: ${(err as Error).message}`, { cause: err });
   }
   // the other process may still be writing it
   return retry(
     async () => {
       const text = (await readFile(path, 'utf8')).trim();
-      if (!/^[0-9a-f]{64}$/.test(text)) throw new SonicError('CONFIG_INVALID', `${path} does not hold a 64-character hex secret; delete it to generate a new one, or set SONIC_API_SECRET`);
+      if (!/^[0-9a-f]{64}$/.test(text))
+        throw new SonicError('CONFIG_INVALID', `${path} does not hold a 64-character hex secret; delete it to generate a new one, or set SONIC_API_SECRET`);
       return Buffer.from(text, 'hex');
     },
     { maxAttempts: 20, initialMs: 50, maxMs: 50, jitter: 'none' },

@@ -75,14 +75,17 @@ function fastifyErrorToSonic(err: { code?: string; statusCode?: number; message:
   const limit = err.code ? MULTIPART_LIMITS[err.code] : undefined;
   if (limit || err.statusCode === 413) return new SonicError('PAYLOAD_TOO_LARGE', limit ?? 'the request is larger than allowed', { safe: true });
   if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || err.code === 'FST_INVALID_MULTIPART_CONTENT_TYPE' || err.statusCode === 415) {
-    return new SonicError('INVALID_REQUEST', 'send multipart/form-data (audio and image files) or application/json (references to uploaded files)', { safe: true });
+    return new SonicError('INVALID_REQUEST', 'send multipart/form-data (audio and image files) or application/json (references to uploaded files)', {
+      safe: true,
+    });
   }
   if (err.code === 'FST_ERR_CTP_INVALID_JSON' || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || err instanceof SyntaxError) {
     return new SonicError('INVALID_REQUEST', 'the JSON body is malformed', { safe: true });
   }
   if (err.code === 'FST_PROTO_VIOLATION') return new SonicError('INVALID_REQUEST', 'a field name is not allowed', { safe: true });
   if (err.code === 'FST_MP_PREMATURE_CLOSE') return new SonicError('INVALID_REQUEST', 'the upload ended before the form was complete', { safe: true });
-  if (err.validation || (err.statusCode && err.statusCode >= 400 && err.statusCode < 500)) return new SonicError('INVALID_REQUEST', err.message, { safe: true });
+  if (err.validation || (err.statusCode && err.statusCode >= 400 && err.statusCode < 500))
+    return new SonicError('INVALID_REQUEST', err.message, { safe: true });
   return new SonicError('INTERNAL', 'internal error', { cause: err });
 }
 
@@ -93,7 +96,14 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
   // (fastify applies no idle timeout to a server of our own: set it here, or a client that stops
   // reading a video would hold its connection and the open blob forever)
   const serverFactory = (handler: (req: IncomingMessage, res: ServerResponse) => void) => {
-    const server = createServer({ requestTimeout: config.apiRequestTimeoutMs, headersTimeout: Math.min(config.apiHeadersTimeoutMs, config.apiRequestTimeoutMs), connectionsCheckingInterval: 1000 }, handler);
+    const server = createServer(
+      {
+        requestTimeout: config.apiRequestTimeoutMs,
+        headersTimeout: Math.min(config.apiHeadersTimeoutMs, config.apiRequestTimeoutMs),
+        connectionsCheckingInterval: 1000,
+      },
+      handler,
+    );
     server.setTimeout(config.apiIdleTimeoutMs);
     server.keepAliveTimeout = Math.min(5000, config.apiIdleTimeoutMs);
     return server;
@@ -111,7 +121,12 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
     forceCloseConnections: true,
   }) as unknown as FastifyInstance;
   const registry = createRegistry({ service: 'api' });
-  const requests = new Counter({ name: 'sonicflow_http_requests_total', help: 'HTTP requests by route and status.', labelNames: ['route', 'status'], registers: [registry] });
+  const requests = new Counter({
+    name: 'sonicflow_http_requests_total',
+    help: 'HTTP requests by route and status.',
+    labelNames: ['route', 'status'],
+    registers: [registry],
+  });
   const duration = new Histogram({
     name: 'sonicflow_http_request_duration_seconds',
     help: 'HTTP request duration by route.',
@@ -120,8 +135,22 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
     registers: [registry],
   });
   // the bounded resources, as they are now
-  new Gauge({ name: 'sonicflow_api_uploads_in_progress', help: 'Uploads holding an upload slot.', registers: [registry], collect() { this.set(deps.slots.inUse); } });
-  new Gauge({ name: 'sonicflow_api_event_streams', help: 'Open event streams.', registers: [registry], collect() { this.set(deps.streams.size); } });
+  new Gauge({
+    name: 'sonicflow_api_uploads_in_progress',
+    help: 'Uploads holding an upload slot.',
+    registers: [registry],
+    collect() {
+      this.set(deps.slots.inUse);
+    },
+  });
+  new Gauge({
+    name: 'sonicflow_api_event_streams',
+    help: 'Open event streams.',
+    registers: [registry],
+    collect() {
+      this.set(deps.streams.size);
+    },
+  });
 
   app.setErrorHandler((err, req, reply) => {
     const e = fastifyErrorToSonic(err as never);
@@ -137,7 +166,9 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
     if (partlyRead || status === 503) void reply.header('connection', 'close');
     void reply.status(status).send({ ...answer, ...(status >= 500 ? { request_id: req.id } : {}) });
   });
-  app.setNotFoundHandler((req, reply) => void reply.status(404).send({ code: 'INVALID_REQUEST', message: `no route ${req.method} ${req.url.slice(0, 200)}`, retryable: false }));
+  app.setNotFoundHandler(
+    (req, reply) => void reply.status(404).send({ code: 'INVALID_REQUEST', message: `no route ${req.method} ${req.url.slice(0, 200)}`, retryable: false }),
+  );
   app.addHook('onSend', async (req, reply) => {
     void reply.header('x-request-id', req.id);
   });
@@ -175,7 +206,13 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
   // it has them, whatever spelling of its path the router matched.
   await app.register(
     async (v1) => {
-      await guardScope(v1, { auth: config.apiAuth, keys, perMinute: config.apiRateLimitPerMinute, failedPerMinute: config.apiFailedAuthPerMinute, trustsProxy: config.apiTrustProxyHops > 0 });
+      await guardScope(v1, {
+        auth: config.apiAuth,
+        keys,
+        perMinute: config.apiRateLimitPerMinute,
+        failedPerMinute: config.apiFailedAuthPerMinute,
+        trustsProxy: config.apiTrustProxyHops > 0,
+      });
       await v1.register(multipart);
       await v1.register(taskRoutes({ ...deps, registry }));
       await v1.register(uploadRoutes(deps));

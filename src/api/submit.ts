@@ -58,7 +58,8 @@ export function newUploadKey(tenant: string): string {
 function num(field: string, v: unknown, fallback: number): number {
   if (v === undefined || v === null || v === '') return fallback;
   const n = typeof v === 'number' ? v : typeof v === 'string' ? Number(v) : NaN;
-  if (!Number.isFinite(n)) throw new SonicError('INVALID_REQUEST', `${field} must be a number, got ${JSON.stringify(v).slice(0, 60)}`, { safe: true, details: { field } });
+  if (!Number.isFinite(n))
+    throw new SonicError('INVALID_REQUEST', `${field} must be a number, got ${JSON.stringify(v).slice(0, 60)}`, { safe: true, details: { field } });
   return n;
 }
 
@@ -77,7 +78,8 @@ function str(field: string, v: unknown): string | null {
 
 /** Sonic parameters from form fields or JSON, defaults applied; throws on wrong types or ranges. */
 export function parseParams(p: SubmitFields['params']): SonicParams {
-  if (typeof p !== 'object' || p === null || Array.isArray(p)) throw new SonicError('INVALID_REQUEST', 'params must be an object', { safe: true, details: { field: 'params' } });
+  if (typeof p !== 'object' || p === null || Array.isArray(p))
+    throw new SonicError('INVALID_REQUEST', 'params must be an object', { safe: true, details: { field: 'params' } });
   const seed = p.seed === undefined || p.seed === null || p.seed === '' ? null : num('seed', p.seed, 0);
   const params: SonicParams = {
     min_resolution: num('min_resolution', p.min_resolution, PARAM_DEFAULTS.min_resolution),
@@ -127,10 +129,14 @@ export function buildRequest(a: {
   };
   checkRequestFields(request);
   if (request.max_duration_s > a.limits.maxAudioSeconds) {
-    throw new SonicError('PARAMS_OUT_OF_RANGE', `max_duration_s must be at most ${a.limits.maxAudioSeconds} on this deployment; got ${request.max_duration_s}`, {
-      safe: true,
-      details: { field: 'max_duration_s', max: a.limits.maxAudioSeconds },
-    });
+    throw new SonicError(
+      'PARAMS_OUT_OF_RANGE',
+      `max_duration_s must be at most ${a.limits.maxAudioSeconds} on this deployment; got ${request.max_duration_s}`,
+      {
+        safe: true,
+        details: { field: 'max_duration_s', max: a.limits.maxAudioSeconds },
+      },
+    );
   }
   return request;
 }
@@ -167,18 +173,28 @@ export async function referencedBlob(blob: BlobStore, tenant: string, kind: 'aud
   try {
     key = blob.keyFromUri(uri);
   } catch {
-    throw new SonicError('FORBIDDEN', `${kind}.uri is not a file of your upload area: upload it with POST /v1/uploads and use the uri it returns`, { safe: true, details: { field } });
+    throw new SonicError('FORBIDDEN', `${kind}.uri is not a file of your upload area: upload it with POST /v1/uploads and use the uri it returns`, {
+      safe: true,
+      details: { field },
+    });
   }
   if (!key.startsWith(uploadArea(tenant))) {
-    throw new SonicError('FORBIDDEN', `${kind}.uri is not a file of your upload area: upload it with POST /v1/uploads and use the uri it returns`, { safe: true, details: { field } });
+    throw new SonicError('FORBIDDEN', `${kind}.uri is not a file of your upload area: upload it with POST /v1/uploads and use the uri it returns`, {
+      safe: true,
+      details: { field },
+    });
   }
   const st = await blob.stat(key);
   if (!st) throw new SonicError('INPUT_NOT_FOUND', `${kind} ${uri.slice(0, 200)} does not exist (uploads expire)`, { safe: true, details: { field } });
   if (!st.content_type?.startsWith(`${kind}/`)) {
     const code = kind === 'audio' ? 'UNSUPPORTED_AUDIO_FORMAT' : 'UNSUPPORTED_IMAGE_FORMAT';
-    throw new SonicError(code, `${kind}.uri names ${st.content_type ? `a ${st.content_type} file` : 'a file of unknown type'}, not ${kind}`, { safe: true, details: { field } });
+    throw new SonicError(code, `${kind}.uri names ${st.content_type ? `a ${st.content_type} file` : 'a file of unknown type'}, not ${kind}`, {
+      safe: true,
+      details: { field },
+    });
   }
   const max = kind === 'audio' ? limits.maxAudioBytes : limits.maxImageBytes;
-  if (st.size_bytes > max) throw new SonicError('PAYLOAD_TOO_LARGE', `${kind} is ${st.size_bytes} bytes; at most ${max}`, { safe: true, details: { field, maxBytes: max } });
+  if (st.size_bytes > max)
+    throw new SonicError('PAYLOAD_TOO_LARGE', `${kind} is ${st.size_bytes} bytes; at most ${max}`, { safe: true, details: { field, maxBytes: max } });
   return { uri, content_type: st.content_type ?? null, size_bytes: st.size_bytes, sha256: st.sha256 ?? null };
 }

@@ -58,22 +58,36 @@ const taskViewSchema = {
     updated_at: { type: 'string' },
   },
 };
-export const errorSchema = { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' }, retryable: { type: 'boolean' }, details: { type: 'object', additionalProperties: true } } };
+export const errorSchema = {
+  type: 'object',
+  properties: {
+    code: { type: 'string' },
+    message: { type: 'string' },
+    retryable: { type: 'boolean' },
+    details: { type: 'object', additionalProperties: true },
+  },
+};
 
 export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
   const { config, blob, view } = deps;
   const limits: Limits = { maxAudioBytes: config.maxAudioBytes, maxImageBytes: config.maxImageBytes, maxAudioSeconds: config.maxAudioSeconds };
   /** Tasks accepted by this process whose QUEUED event the view may not show yet. */
   const recent = new Map<string, Promise<void>>();
-  const waiting = deps.registry && new Gauge({ name: 'sonicflow_api_submits_waiting', help: 'Submits waiting for an earlier submit of the same task id to end.', registers: [deps.registry] });
+  const waiting =
+    deps.registry &&
+    new Gauge({ name: 'sonicflow_api_submits_waiting', help: 'Submits waiting for an earlier submit of the same task id to end.', registers: [deps.registry] });
 
   const visible = (req: FastifyRequest, id: string): StatusEvent => {
     const e = isTaskId(id) ? view.get(id) : undefined;
     // another tenant's task looks exactly like a missing one
-    if (!e || (config.apiAuth === 'required' && e.tenant_id !== req.tenant)) throw new SonicError('TASK_NOT_FOUND', `no task ${id.slice(0, 64)}`, { safe: true });
+    if (!e || (config.apiAuth === 'required' && e.tenant_id !== req.tenant))
+      throw new SonicError('TASK_NOT_FOUND', `no task ${id.slice(0, 64)}`, { safe: true });
     return e;
   };
-  const present = (e: StatusEvent): TaskView & { video_url: string | null } => ({ ...toView(e), video_url: e.state === 'SUCCEEDED' ? videoUrl(config, e.task_id) : null });
+  const present = (e: StatusEvent): TaskView & { video_url: string | null } => ({
+    ...toView(e),
+    video_url: e.state === 'SUCCEEDED' ? videoUrl(config, e.task_id) : null,
+  });
   const accepted = (id: string, replay: boolean) => ({
     task_id: id,
     status: view.get(id)?.state ?? 'QUEUED',
@@ -87,7 +101,8 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
     const fields: SubmitFields = { params: {} };
     if (!req.isMultipart()) {
       const body = req.body;
-      if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new SonicError('INVALID_REQUEST', 'send a JSON object or a multipart form', { safe: true });
+      if (typeof body !== 'object' || body === null || Array.isArray(body))
+        throw new SonicError('INVALID_REQUEST', 'send a JSON object or a multipart form', { safe: true });
       const b = body as Record<string, unknown>;
       Object.assign(fields, {
         params: b.params ?? {},
@@ -120,7 +135,8 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
       }
       const files = { audio: form.files.get('audio'), image: form.files.get('image') };
       for (const kind of ['audio', 'image'] as const) {
-        if (!files[kind]) throw new SonicError('INVALID_REQUEST', `the ${kind} file is missing (multipart field "${kind}")`, { safe: true, details: { field: kind } });
+        if (!files[kind])
+          throw new SonicError('INVALID_REQUEST', `the ${kind} file is missing (multipart field "${kind}")`, { safe: true, details: { field: kind } });
       }
       check(req, taskId, fields);
       // keys of this request alone: a retry of the same task (after an in-doubt 503) never
@@ -137,7 +153,17 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
 
   /** The checks that need no media, made before anything is stored. */
   const check = (req: FastifyRequest, taskId: string, fields: SubmitFields): void => {
-    const r = buildRequest({ taskId, tenant: req.tenant, idempotencyKey: null, image: PLACEHOLDER, audio: PLACEHOLDER, fields, limits, traceparent: null, now: new Date() });
+    const r = buildRequest({
+      taskId,
+      tenant: req.tenant,
+      idempotencyKey: null,
+      image: PLACEHOLDER,
+      audio: PLACEHOLDER,
+      fields,
+      limits,
+      traceparent: null,
+      now: new Date(),
+    });
     if (r.callback) deps.checkCallback?.(req.tenant, r.callback);
   };
 
@@ -150,8 +176,18 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
       const traceparent = childTraceparent(typeof req.headers.traceparent === 'string' ? req.headers.traceparent : undefined);
       const request = buildRequest({ taskId, tenant: req.tenant, idempotencyKey: idemKey, image, audio, fields, limits, traceparent, now });
       const queued: StatusEvent = {
-        task_id: taskId, state: 'QUEUED', stage: null, attempt: 1, progress: null, error_code: null, error_message: null,
-        retryable: null, result_url: null, tenant_id: req.tenant, created_at: now, at: now,
+        task_id: taskId,
+        state: 'QUEUED',
+        stage: null,
+        attempt: 1,
+        progress: null,
+        error_code: null,
+        error_message: null,
+        retryable: null,
+        result_url: null,
+        tenant_id: req.tenant,
+        created_at: now,
+        at: now,
       };
       try {
         await deps.enqueue(request, queued);
@@ -179,7 +215,12 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
           description:
             'multipart/form-data with files `audio` and `image` and Sonic parameters as fields, or JSON `{audio: {uri}, image: {uri}, params: {...}}` referencing files uploaded with POST /v1/uploads. Answers 202 at once; the video is made asynchronously.',
           headers: { type: 'object', properties: { 'idempotency-key': { type: 'string' } } },
-          response: { 202: { type: 'object', additionalProperties: true }, 200: { type: 'object', additionalProperties: true }, '4xx': errorSchema, '5xx': errorSchema },
+          response: {
+            202: { type: 'object', additionalProperties: true },
+            200: { type: 'object', additionalProperties: true },
+            '4xx': errorSchema,
+            '5xx': errorSchema,
+          },
         },
       },
       async (req, reply) => {
@@ -212,7 +253,13 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
 
     app.get<{ Params: { id: string } }>(
       '/tasks/:id',
-      { schema: { summary: 'Task status', params: { type: 'object', properties: { id: { type: 'string' } } }, response: { 200: taskViewSchema, '4xx': errorSchema } } },
+      {
+        schema: {
+          summary: 'Task status',
+          params: { type: 'object', properties: { id: { type: 'string' } } },
+          response: { 200: taskViewSchema, '4xx': errorSchema },
+        },
+      },
       async (req) => present(visible(req, req.params.id)),
     );
 
@@ -236,7 +283,8 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
       { schema: { summary: 'The MP4 of a succeeded task (or a redirect to its public location); supports Range requests', produces: ['video/mp4'] } },
       async (req, reply) => {
         const e = visible(req, req.params.id);
-        if (e.state !== 'SUCCEEDED') throw new SonicError('VIDEO_NOT_READY', `task ${e.task_id} is ${e.state}; the video exists once it has SUCCEEDED`, { safe: true });
+        if (e.state !== 'SUCCEEDED')
+          throw new SonicError('VIDEO_NOT_READY', `task ${e.task_id} is ${e.state}; the video exists once it has SUCCEEDED`, { safe: true });
         if (config.publicBaseUrl) return reply.redirect(videoUrl(config, e.task_id), 302);
         return sendBlob(req, reply, blob, publishedKey(e.task_id), { contentType: 'video/mp4', filename: `${e.task_id}.mp4` });
       },

@@ -67,14 +67,19 @@ export async function readMultipart(req: FastifyRequest, spec: MultipartSpec): P
     for await (const part of parts) {
       if (seen.has(part.fieldname)) {
         if (part.type === 'file') part.file.resume();
-        throw new SonicError('INVALID_REQUEST', `the field "${part.fieldname.slice(0, 64)}" appears twice`, { safe: true, details: { field: part.fieldname.slice(0, 64) } });
+        throw new SonicError('INVALID_REQUEST', `the field "${part.fieldname.slice(0, 64)}" appears twice`, {
+          safe: true,
+          details: { field: part.fieldname.slice(0, 64) },
+        });
       }
       seen.add(part.fieldname);
       if (part.type === 'file') {
         const max = Object.hasOwn(spec.files, part.fieldname) ? spec.files[part.fieldname] : undefined;
         if (max === undefined) {
           part.file.resume();
-          throw new SonicError('INVALID_REQUEST', `unexpected file field "${part.fieldname.slice(0, 64)}": send ${Object.keys(spec.files).join(' and ')}`, { safe: true });
+          throw new SonicError('INVALID_REQUEST', `unexpected file field "${part.fieldname.slice(0, 64)}": send ${Object.keys(spec.files).join(' and ')}`, {
+            safe: true,
+          });
         }
         const path = join(dir, `file-${seen.size}`);
         let size = 0;
@@ -115,7 +120,10 @@ function asRequestError(err: unknown): unknown {
   if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE') {
     return new SonicError('INVALID_REQUEST', 'the client went away during the upload', { cause: err, safe: 'the upload ended before the form was complete' });
   }
-  return new SonicError('INVALID_REQUEST', `the multipart body is malformed: ${(err as Error).message}`, { cause: err, safe: 'the multipart body is malformed' });
+  return new SonicError('INVALID_REQUEST', `the multipart body is malformed: ${(err as Error).message}`, {
+    cause: err,
+    safe: 'the multipart body is malformed',
+  });
 }
 
 /**
@@ -136,11 +144,17 @@ export class UploadSlots {
   /** A release function (idempotent), or throws API_OVERLOADED / RATE_LIMITED. */
   acquire(owner: string): () => void {
     if (this.used >= this.max) {
-      throw new SonicError('API_OVERLOADED', `${this.max} uploads are in progress; retry in a moment`, { safe: true, details: { limit: this.max, retryAfterS: 1 } });
+      throw new SonicError('API_OVERLOADED', `${this.max} uploads are in progress; retry in a moment`, {
+        safe: true,
+        details: { limit: this.max, retryAfterS: 1 },
+      });
     }
     const mine = this.byOwner.get(owner) ?? 0;
     if (mine >= this.perOwner) {
-      throw new SonicError('RATE_LIMITED', `${this.perOwner} uploads of this API key are in progress; wait for one to finish`, { safe: true, details: { limit: this.perOwner, retryAfterS: 1 } });
+      throw new SonicError('RATE_LIMITED', `${this.perOwner} uploads of this API key are in progress; wait for one to finish`, {
+        safe: true,
+        details: { limit: this.perOwner, retryAfterS: 1 },
+      });
     }
     this.used += 1;
     this.byOwner.set(owner, mine + 1);

@@ -34,7 +34,13 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
  * 416 RANGE_NOT_SATISFIABLE. `If-Range` with another validator than the blob's ETag sends the
  * whole blob, as the RFC says.
  */
-export async function sendBlob(req: FastifyRequest, reply: FastifyReply, blob: BlobStore, key: string, o: { contentType: string; filename: string }): Promise<FastifyReply> {
+export async function sendBlob(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  blob: BlobStore,
+  key: string,
+  o: { contentType: string; filename: string },
+): Promise<FastifyReply> {
   const st = await blob.stat(key);
   if (!st) throw new SonicError('INPUT_NOT_FOUND', `blob ${key} is missing`, { safe: 'the video is no longer stored' });
   const etag = st.sha256 ? `"${st.sha256}"` : undefined;

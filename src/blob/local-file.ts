@@ -61,11 +61,7 @@ function hashingPassThrough(onDone: (d: Digest) => void): Transform {
  * flushed to disk before the rename. `beforeRename`, when given, sees the digest first and may
  * throw to abandon the write (its error passes through unwrapped).
  */
-export async function writeFileAtomically(
-  toPath: string,
-  source: Readable | Buffer,
-  beforeRename?: (digest: Digest) => void | Promise<void>,
-): Promise<Digest> {
+export async function writeFileAtomically(toPath: string, source: Readable | Buffer, beforeRename?: (digest: Digest) => void | Promise<void>): Promise<Digest> {
   const tmp = join(dirname(toPath), `.${basename(toPath)}.${randomBytes(6).toString('hex')}.tmp`);
   let digest: Digest | undefined;
   // The first stream to fail is the culprit: pipeline then destroys the others with the same error.
@@ -80,7 +76,11 @@ export async function writeFileAtomically(
       await writeFile(tmp, source, { flag: 'wx', flush: true });
     } else {
       const target = createWriteStream(tmp, { flags: 'wx', flush: true }).on('error', blame('target'));
-      await pipeline(source, hashingPassThrough((d) => (digest = d)), target);
+      await pipeline(
+        source,
+        hashingPassThrough((d) => (digest = d)),
+        target,
+      );
     }
   } catch (err) {
     if (!Buffer.isBuffer(source)) source.destroy();

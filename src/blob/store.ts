@@ -98,7 +98,11 @@ function segmentProblem(segment: string): string | undefined {
  * non-empty `[A-Za-z0-9._-]` without `..`; otherwise throws `INVALID_REQUEST`.
  */
 export function taskKey(taskId: string, stage: string, name: string): string {
-  for (const [field, value] of [['taskId', taskId], ['stage', stage], ['name', name]] as const) {
+  for (const [field, value] of [
+    ['taskId', taskId],
+    ['stage', stage],
+    ['name', name],
+  ] as const) {
     const problem = segmentProblem(value);
     if (problem !== undefined) {
       throw new SonicError('INVALID_REQUEST', `blob key part ${field} "${value}" ${problem}`, { details: { field, value } });

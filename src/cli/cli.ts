@@ -131,26 +131,45 @@ function buildCli(ctx: () => Context): Command {
     .option('--callback <url>', 'webhook URL for the end of the task')
     .option('--wait', 'follow the task until it ends')
     .option('--output <file>', 'with --wait: save the MP4 here')
-    .action(async (o: { audio: string; image: string; api?: string; param?: string[]; idempotencyKey?: string; callback?: string; wait?: boolean; output?: string }) => {
-      const c = ctx();
-      const api = (o.api ?? publicApiUrl(c.config)).replace(/\/+$/, '');
-      const params = Object.fromEntries((o.param ?? []).map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]));
-      const common = { api, ...(c.config.apiKey ? { apiKey: c.config.apiKey } : {}), progress: process.stderr };
-      const taskId = await submitTask({ ...common, audio: o.audio, image: o.image, params, wait: !!o.wait, ...(o.idempotencyKey ? { idempotencyKey: o.idempotencyKey } : {}), ...(o.callback ? { callback: o.callback } : {}) });
-      out(`task ${taskId}\n`);
-      if (!o.wait) return;
-      const status = await waitForTask(common, taskId);
-      if (status.state !== 'SUCCEEDED') {
-        process.stderr.write(`task ${taskId} ${status.state}: ${status.error?.code ?? ''} ${status.error?.message ?? ''}\n`);
-        process.exitCode = 1;
-        return;
-      }
-      out(`video ${status.video_url}\n`);
-      if (o.output) {
-        await downloadVideo(common, status, o.output);
-        out(`saved ${o.output}\n`);
-      }
-    });
+    .action(
+      async (o: {
+        audio: string;
+        image: string;
+        api?: string;
+        param?: string[];
+        idempotencyKey?: string;
+        callback?: string;
+        wait?: boolean;
+        output?: string;
+      }) => {
+        const c = ctx();
+        const api = (o.api ?? publicApiUrl(c.config)).replace(/\/+$/, '');
+        const params = Object.fromEntries((o.param ?? []).map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]));
+        const common = { api, ...(c.config.apiKey ? { apiKey: c.config.apiKey } : {}), progress: process.stderr };
+        const taskId = await submitTask({
+          ...common,
+          audio: o.audio,
+          image: o.image,
+          params,
+          wait: !!o.wait,
+          ...(o.idempotencyKey ? { idempotencyKey: o.idempotencyKey } : {}),
+          ...(o.callback ? { callback: o.callback } : {}),
+        });
+        out(`task ${taskId}\n`);
+        if (!o.wait) return;
+        const status = await waitForTask(common, taskId);
+        if (status.state !== 'SUCCEEDED') {
+          process.stderr.write(`task ${taskId} ${status.state}: ${status.error?.code ?? ''} ${status.error?.message ?? ''}\n`);
+          process.exitCode = 1;
+          return;
+        }
+        out(`video ${status.video_url}\n`);
+        if (o.output) {
+          await downloadVideo(common, status, o.output);
+          out(`saved ${o.output}\n`);
+        }
+      },
+    );
 
   program
     .command('demo')
@@ -162,7 +181,7 @@ function buildCli(ctx: () => Context): Command {
 
   program
     .command('lag')
-    .description('Consumer lag per stage: lag, input and processing rates, time to drain, replicas by KEDA\'s rule and by sonicflow\'s.')
+    .description("Consumer lag per stage: lag, input and processing rates, time to drain, replicas by KEDA's rule and by sonicflow's.")
     .option('--watch', 'refresh every --interval-ms until Ctrl-C')
     .option('--partitions', 'also one line per partition')
     .option('--interval-ms <ms>', 'sampling interval (rates need two samples)', '5000')
@@ -303,7 +322,7 @@ function buildCli(ctx: () => Context): Command {
     });
 
   const schemas = program.command('schemas').description('Govern the Avro schemas: schemas/ is the source of truth, the registry follows it.');
-  const schemasOpt = (): Option => new Option('--schemas <dir>', 'directory of .avsc files to use instead of the project\'s schemas/');
+  const schemasOpt = (): Option => new Option('--schemas <dir>', "directory of .avsc files to use instead of the project's schemas/");
   const schemaChecks = async (o: { file?: string; schemas?: string }) => {
     const c = ctx();
     const catalog = o.schemas ? new SchemaCatalog(o.schemas) : c.serde.catalog;
@@ -392,4 +411,3 @@ export async function main(argv: string[] = process.argv): Promise<number> {
     return 1;
   }
 }
-

@@ -53,7 +53,10 @@ const oneOf =
   };
 
 const brokerList: Parser<string[]> = (raw, name) => {
-  const list = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const list = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (list.length === 0 || list.some((b) => !/^[^\s:]+:\d+$/.test(b))) {
     throw new SonicError('CONFIG_INVALID', `${name} must be a comma-separated list of host:port, got "${raw}"`, {
       details: { variable: name },
@@ -95,7 +98,11 @@ const optionalUrl: Parser<string> = (raw, name) => (raw === '' ? '' : url(raw, n
 
 const optionalPath: Parser<string> = (raw, name) => (raw === '' ? '' : path(raw, name));
 
-const list: Parser<string[]> = (raw) => raw.split(',').map((s) => s.trim()).filter(Boolean);
+const list: Parser<string[]> = (raw) =>
+  raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 
 const bool: Parser<boolean> = (raw, name) => {
   if (['1', 'true', 'yes', 'on'].includes(raw)) return true;
@@ -133,10 +140,13 @@ const webhookSecretList: Parser<string[]> = (raw, name) => {
     const slash = key.indexOf('/');
     const [tenant, secretName] = slash < 0 ? ['default', key] : [key.slice(0, slash), key.slice(slash + 1)];
     if (eq < 0 || !WEBHOOK_TENANT.test(tenant) || !WEBHOOK_SECRET_NAME.test(secretName)) {
-      throw new SonicError('CONFIG_INVALID', `${name} entry ${i + 1} must be tenant/name=whsec_... (name of [A-Za-z0-9_.-], at most 64)`, { details: { variable: name } });
+      throw new SonicError('CONFIG_INVALID', `${name} entry ${i + 1} must be tenant/name=whsec_... (name of [A-Za-z0-9_.-], at most 64)`, {
+        details: { variable: name },
+      });
     }
     checkWebhookSecret(entry.slice(eq + 1), name, `the secret of ${tenant}/${secretName}`);
-    if (seen.has(`${tenant}/${secretName}`)) throw new SonicError('CONFIG_INVALID', `${name} names ${tenant}/${secretName} twice`, { details: { variable: name } });
+    if (seen.has(`${tenant}/${secretName}`))
+      throw new SonicError('CONFIG_INVALID', `${name} names ${tenant}/${secretName} twice`, { details: { variable: name } });
     seen.add(`${tenant}/${secretName}`);
     return `${tenant}/${secretName}=${entry.slice(eq + 1)}`;
   });
@@ -148,7 +158,12 @@ function def<T>(env: string, dflt: T, parse: Parser<T>, doc: string): SettingDef
 
 /** Every setting sonicflow reads from the environment, with its default and meaning. */
 export const SETTINGS = {
-  kafkaBrokers: def('KAFKA_BROKERS', ['localhost:9092'], brokerList, 'Kafka bootstrap servers, comma-separated host:port. When set, `stack:up` starts no broker.'),
+  kafkaBrokers: def(
+    'KAFKA_BROKERS',
+    ['localhost:9092'],
+    brokerList,
+    'Kafka bootstrap servers, comma-separated host:port. When set, `stack:up` starts no broker.',
+  ),
   schemaRegistryUrl: def(
     'SCHEMA_REGISTRY_URL',
     'http://localhost:8081/apis/ccompat/v7',
@@ -157,90 +172,275 @@ export const SETTINGS = {
   ),
   topicPrefix: def('SONIC_TOPIC_PREFIX', 'sonic', topicPrefix, 'Prefix of every topic name (`<prefix>.tasks.requested`, ...).'),
   clientId: def('SONIC_CLIENT_ID', 'sonicflow', str, 'Kafka client id and prefix of consumer groups and transactional ids.'),
-  kafkaRetryInitialMs: def('SONIC_KAFKA_RETRY_INITIAL_MS', 20, int(1, 10_000), 'First backoff of a retried Kafka request, ms (kafkajs uses 100; 20 matches the Java client for back-to-back transactions).'),
-  kafkaSaslMechanism: def<'' | 'plain' | 'scram-sha-256' | 'scram-sha-512'>('SONIC_KAFKA_SASL_MECHANISM', '', oneOf('', 'plain', 'scram-sha-256', 'scram-sha-512'), 'SASL mechanism for the brokers; empty for none.'),
+  kafkaRetryInitialMs: def(
+    'SONIC_KAFKA_RETRY_INITIAL_MS',
+    20,
+    int(1, 10_000),
+    'First backoff of a retried Kafka request, ms (kafkajs uses 100; 20 matches the Java client for back-to-back transactions).',
+  ),
+  kafkaSaslMechanism: def<'' | 'plain' | 'scram-sha-256' | 'scram-sha-512'>(
+    'SONIC_KAFKA_SASL_MECHANISM',
+    '',
+    oneOf('', 'plain', 'scram-sha-256', 'scram-sha-512'),
+    'SASL mechanism for the brokers; empty for none.',
+  ),
   kafkaSaslUsername: def('SONIC_KAFKA_SASL_USERNAME', '', str, 'SASL user name.'),
   kafkaSaslPassword: def('SONIC_KAFKA_SASL_PASSWORD', '', str, 'SASL password (redacted in logs and `sonicflow config`).'),
   kafkaSsl: def('SONIC_KAFKA_SSL', false, bool, 'TLS to the brokers.'),
-  kafkaSslCaFile: def('SONIC_KAFKA_SSL_CA_FILE', '', str, 'PEM file of the CA that signed the brokers\' certificates (default: the system CAs).'),
+  kafkaSslCaFile: def('SONIC_KAFKA_SSL_CA_FILE', '', str, "PEM file of the CA that signed the brokers' certificates (default: the system CAs)."),
   schemaRegistryUsername: def('SCHEMA_REGISTRY_USERNAME', '', str, 'Basic-auth user of the schema registry; empty for none.'),
   schemaRegistryPassword: def('SCHEMA_REGISTRY_PASSWORD', '', str, 'Basic-auth password of the schema registry (redacted).'),
   logLevel: def<LogLevel>('SONIC_LOG_LEVEL', 'info', oneOf(...LOG_LEVELS), 'pino log level.'),
   kafkaConnectTimeoutMs: def('SONIC_KAFKA_CONNECT_TIMEOUT_MS', 5000, int(100, 600_000), 'Timeout of one broker connection attempt, ms.'),
   kafkaRequestTimeoutMs: def('SONIC_KAFKA_REQUEST_TIMEOUT_MS', 30000, int(100, 600_000), 'Timeout of one Kafka request, ms.'),
-  sessionTimeoutMs: def('SONIC_SESSION_TIMEOUT_MS', 30000, int(6000, 1_800_000), 'Consumer group session timeout, ms: how soon a dead stage process loses its partitions.'),
+  sessionTimeoutMs: def(
+    'SONIC_SESSION_TIMEOUT_MS',
+    30000,
+    int(6000, 1_800_000),
+    'Consumer group session timeout, ms: how soon a dead stage process loses its partitions.',
+  ),
   heartbeatIntervalMs: def('SONIC_HEARTBEAT_INTERVAL_MS', 3000, int(100, 600_000), 'Consumer heartbeat interval, ms (at most a third of the session timeout).'),
   rebalanceTimeoutMs: def('SONIC_REBALANCE_TIMEOUT_MS', 60000, int(1000, 1_800_000), 'How long the group waits for members to rejoin during a rebalance, ms.'),
   fetchMaxWaitMs: def('SONIC_FETCH_MAX_WAIT_MS', 100, int(1, 30_000), 'Longest a fetch waits for new records, ms; also the pause-poll granularity.'),
-  transactionTimeoutMs: def('SONIC_TRANSACTION_TIMEOUT_MS', 60000, int(1000, 900_000), 'Kafka transaction timeout, ms. Transactions are short: work happens before them.'),
+  transactionTimeoutMs: def(
+    'SONIC_TRANSACTION_TIMEOUT_MS',
+    60000,
+    int(1000, 900_000),
+    'Kafka transaction timeout, ms. Transactions are short: work happens before them.',
+  ),
   drainTimeoutMs: def('SONIC_DRAIN_TIMEOUT_MS', 30000, int(0, 3_600_000), 'On SIGTERM, how long in-flight work may finish before it is abandoned, ms.'),
-  metricsPort: def('SONIC_METRICS_PORT', 9464, int(0, 65535), 'Port of /metrics, /healthz and /readyz of a stage process; 0 picks a free port, which `sonicflow run` prints on stdout (`metrics on :<port>/metrics`).'),
+  metricsPort: def(
+    'SONIC_METRICS_PORT',
+    9464,
+    int(0, 65535),
+    'Port of /metrics, /healthz and /readyz of a stage process; 0 picks a free port, which `sonicflow run` prints on stdout (`metrics on :<port>/metrics`).',
+  ),
   batchMaxRecords: def('SONIC_BATCH_MAX_RECORDS', 0, int(0, 100_000), 'Records per transaction; 0 keeps the topology value of the stage.'),
-  batchMaxWaitMs: def('SONIC_BATCH_MAX_WAIT_MS', -1, int(-1, 600_000), 'Longest a batch collects before it commits, ms (the commit interval); -1 keeps the topology value.'),
+  batchMaxWaitMs: def(
+    'SONIC_BATCH_MAX_WAIT_MS',
+    -1,
+    int(-1, 600_000),
+    'Longest a batch collects before it commits, ms (the commit interval); -1 keeps the topology value.',
+  ),
   concurrency: def('SONIC_CONCURRENCY', 0, int(0, 1024), 'Partitions a stage process works on at once; 0 keeps the topology value.'),
-  reconnectBackoffMs: def('SONIC_RECONNECT_BACKOFF_MS', 500, int(10, 600_000), 'First wait before a stage process tries the broker again (connecting, restarting its consumer, reading a committed offset), ms; waits grow, jittered, up to SONIC_RECONNECT_BACKOFF_MAX_MS.'),
-  reconnectBackoffMaxMs: def('SONIC_RECONNECT_BACKOFF_MAX_MS', 10_000, int(10, 3_600_000), 'Longest wait between tries while the broker is away, ms. A stage process waits for the broker without limit.'),
+  reconnectBackoffMs: def(
+    'SONIC_RECONNECT_BACKOFF_MS',
+    500,
+    int(10, 600_000),
+    'First wait before a stage process tries the broker again (connecting, restarting its consumer, reading a committed offset), ms; waits grow, jittered, up to SONIC_RECONNECT_BACKOFF_MAX_MS.',
+  ),
+  reconnectBackoffMaxMs: def(
+    'SONIC_RECONNECT_BACKOFF_MAX_MS',
+    10_000,
+    int(10, 3_600_000),
+    'Longest wait between tries while the broker is away, ms. A stage process waits for the broker without limit.',
+  ),
   brokerCheckCacheMs: def('SONIC_BROKER_CHECK_CACHE_MS', 1000, int(0, 60_000), 'How long /readyz reuses its last broker check, ms.'),
-  brokerCheckTimeoutMs: def('SONIC_BROKER_CHECK_TIMEOUT_MS', 2000, int(100, 60_000), 'Longest /readyz waits for the broker to answer, ms; no answer is not ready.'),
-  retryDelayScale: def('SONIC_RETRY_DELAY_SCALE', 1, num(0.0001, 1000), 'Multiplies every retry tier delay of the Sonic topology (tests and demos shrink them).'),
+  brokerCheckTimeoutMs: def(
+    'SONIC_BROKER_CHECK_TIMEOUT_MS',
+    2000,
+    int(100, 60_000),
+    'Longest /readyz waits for the broker to answer, ms; no answer is not ready.',
+  ),
+  retryDelayScale: def(
+    'SONIC_RETRY_DELAY_SCALE',
+    1,
+    num(0.0001, 1000),
+    'Multiplies every retry tier delay of the Sonic topology (tests and demos shrink them).',
+  ),
   // blob store
   blobStore: def<'fs' | 's3'>('SONIC_BLOB_STORE', 'fs', oneOf('fs', 's3'), 'Where media lives: `fs` (a directory) or `s3` (any S3-compatible store).'),
   dataDir: def('SONIC_DATA_DIR', '~/.local/share/sonicflow', path, 'Root directory of the filesystem blob store.'),
-  s3Endpoint: def('SONIC_S3_ENDPOINT', 'http://localhost:9000', optionalUrl, 'S3 endpoint URL; empty for AWS itself. The default is the local S3Proxy of `stack:up`.'),
+  s3Endpoint: def(
+    'SONIC_S3_ENDPOINT',
+    'http://localhost:9000',
+    optionalUrl,
+    'S3 endpoint URL; empty for AWS itself. The default is the local S3Proxy of `stack:up`.',
+  ),
   s3Bucket: def('SONIC_S3_BUCKET', 'sonicflow', str, 'S3 bucket (created when missing).'),
   s3Region: def('SONIC_S3_REGION', 'us-east-1', str, 'S3 region.'),
   s3AccessKeyId: def('SONIC_S3_ACCESS_KEY_ID', 'local-identity', str, 'S3 access key id.'),
   s3SecretAccessKey: def('SONIC_S3_SECRET_ACCESS_KEY', 'local-credential', str, 'S3 secret access key (redacted in logs).'),
   s3ForcePathStyle: def('SONIC_S3_FORCE_PATH_STYLE', true, bool, 'Path-style S3 URLs (MinIO, S3Proxy); false for virtual-hosted buckets.'),
-  blobTimeoutMs: def('SONIC_BLOB_TIMEOUT_MS', 300_000, int(1000, 86_400_000), 'Longest one S3 call may take in all, body included, ms (a store that trickles is cut off; videos served to clients are not bounded by it).'),
-  publicBaseUrl: def('SONIC_PUBLIC_BASE_URL', '', optionalUrl, 'Base URL where published videos are served (a CDN); empty: the API serves them at /v1/tasks/{id}/video.'),
+  blobTimeoutMs: def(
+    'SONIC_BLOB_TIMEOUT_MS',
+    300_000,
+    int(1000, 86_400_000),
+    'Longest one S3 call may take in all, body included, ms (a store that trickles is cut off; videos served to clients are not bounded by it).',
+  ),
+  publicBaseUrl: def(
+    'SONIC_PUBLIC_BASE_URL',
+    '',
+    optionalUrl,
+    'Base URL where published videos are served (a CDN); empty: the API serves them at /v1/tasks/{id}/video.',
+  ),
   // HTTP API
   apiHost: def('SONIC_API_HOST', '127.0.0.1', str, 'Address the HTTP API listens on.'),
-  apiPort: def('SONIC_API_PORT', 8080, int(0, 65535), 'Port of the HTTP API; 0 picks a free port, which `sonicflow api` prints on stdout (`API listening on <url>`).'),
-  apiPublicUrl: def('SONIC_API_PUBLIC_URL', '', optionalUrl, 'How clients reach the API; video links use it when SONIC_PUBLIC_BASE_URL is empty. Empty: `http://localhost:<SONIC_API_PORT>`, where the API process itself names the port it listens on (with SONIC_API_PORT=0, the one it got).'),
-  apiAuth: def<'required' | 'disabled'>('SONIC_API_AUTH', 'required', oneOf('required', 'disabled'), 'Bearer API keys: `required`, or `disabled` (local demos only).'),
-  apiKeys: def('SONIC_API_KEYS', [] as string[], list, 'API keys, comma-separated `tenant:key` (or bare `key` for tenant `default`), each optionally followed by `;expires=<ISO-8601>`; tenants are 1-64 of [A-Za-z0-9_-].'),
+  apiPort: def(
+    'SONIC_API_PORT',
+    8080,
+    int(0, 65535),
+    'Port of the HTTP API; 0 picks a free port, which `sonicflow api` prints on stdout (`API listening on <url>`).',
+  ),
+  apiPublicUrl: def(
+    'SONIC_API_PUBLIC_URL',
+    '',
+    optionalUrl,
+    'How clients reach the API; video links use it when SONIC_PUBLIC_BASE_URL is empty. Empty: `http://localhost:<SONIC_API_PORT>`, where the API process itself names the port it listens on (with SONIC_API_PORT=0, the one it got).',
+  ),
+  apiAuth: def<'required' | 'disabled'>(
+    'SONIC_API_AUTH',
+    'required',
+    oneOf('required', 'disabled'),
+    'Bearer API keys: `required`, or `disabled` (local demos only).',
+  ),
+  apiKeys: def(
+    'SONIC_API_KEYS',
+    [] as string[],
+    list,
+    'API keys, comma-separated `tenant:key` (or bare `key` for tenant `default`), each optionally followed by `;expires=<ISO-8601>`; tenants are 1-64 of [A-Za-z0-9_-].',
+  ),
   apiRateLimitPerMinute: def('SONIC_API_RATE_LIMIT_PER_MINUTE', 600, int(1, 10_000_000), 'Requests per minute per API key (per address without auth).'),
   apiKey: def('SONIC_API_KEY', '', str, 'API key the `sonicflow submit` client sends (redacted in logs).'),
-  apiSecret: def('SONIC_API_SECRET', '', str, 'Server secret (32+ characters) that keys idempotent task ids; empty: generated once into SONIC_STATE_DIR. Replicas must share it (redacted).'),
+  apiSecret: def(
+    'SONIC_API_SECRET',
+    '',
+    str,
+    'Server secret (32+ characters) that keys idempotent task ids; empty: generated once into SONIC_STATE_DIR. Replicas must share it (redacted).',
+  ),
   stateDir: def('SONIC_STATE_DIR', '~/.local/state/sonicflow', path, 'Directory of local state: the generated API secret.'),
-  apiInstanceId: def('SONIC_API_INSTANCE_ID', '', str, 'Names this API replica in its transactional id (stable across restarts, unique per replica); empty: the host name.'),
-  apiTrustProxyHops: def('SONIC_API_TRUST_PROXY_HOPS', 0, int(0, 10), 'Reverse proxies in front of the API whose X-Forwarded-For is trusted for the client address (rate limits per address); 0 trusts none.'),
-  apiFailedAuthPerMinute: def('SONIC_API_FAILED_AUTH_PER_MINUTE', 20, int(1, 1_000_000), 'Failed authentications per minute per client address before it is answered 429.'),
-  apiRequestTimeoutMs: def('SONIC_API_REQUEST_TIMEOUT_MS', 120_000, int(1000, 3_600_000), 'Longest a client may take to send a whole request (uploads included), ms; slower ones are cut off.'),
+  apiInstanceId: def(
+    'SONIC_API_INSTANCE_ID',
+    '',
+    str,
+    'Names this API replica in its transactional id (stable across restarts, unique per replica); empty: the host name.',
+  ),
+  apiTrustProxyHops: def(
+    'SONIC_API_TRUST_PROXY_HOPS',
+    0,
+    int(0, 10),
+    'Reverse proxies in front of the API whose X-Forwarded-For is trusted for the client address (rate limits per address); 0 trusts none.',
+  ),
+  apiFailedAuthPerMinute: def(
+    'SONIC_API_FAILED_AUTH_PER_MINUTE',
+    20,
+    int(1, 1_000_000),
+    'Failed authentications per minute per client address before it is answered 429.',
+  ),
+  apiRequestTimeoutMs: def(
+    'SONIC_API_REQUEST_TIMEOUT_MS',
+    120_000,
+    int(1000, 3_600_000),
+    'Longest a client may take to send a whole request (uploads included), ms; slower ones are cut off.',
+  ),
   apiHeadersTimeoutMs: def('SONIC_API_HEADERS_TIMEOUT_MS', 10_000, int(500, 600_000), 'Longest a client may take to send the request headers, ms.'),
   apiIdleTimeoutMs: def('SONIC_API_IDLE_TIMEOUT_MS', 60_000, int(1000, 3_600_000), 'A connection with no traffic either way for this long is closed, ms.'),
-  apiMaxConcurrentUploads: def('SONIC_API_MAX_CONCURRENT_UPLOADS', 32, int(1, 100_000), 'Uploads (multipart submits and POST /v1/uploads) in progress at once; more are answered 503 API_OVERLOADED.'),
-  apiMaxUploadsPerKey: def('SONIC_API_MAX_UPLOADS_PER_KEY', 8, int(1, 100_000), 'Uploads in progress at once per API key; more are answered 429 RATE_LIMITED, so one tenant cannot take every slot.'),
-  apiProducers: def('SONIC_API_PRODUCERS', 8, int(1, 64), 'Transactional producers of one API process taking turns at writing submits (one waits for its commit markers while another writes); ids `<client id>.<prefix>.api.<instance>.<n>`.'),
-  apiEnqueueTimeoutMs: def('SONIC_API_ENQUEUE_TIMEOUT_MS', 10_000, int(100, 600_000), 'Longest a submit waits for Kafka to take the task, ms; then 503 BROKER_UNAVAILABLE and nothing is enqueued.'),
+  apiMaxConcurrentUploads: def(
+    'SONIC_API_MAX_CONCURRENT_UPLOADS',
+    32,
+    int(1, 100_000),
+    'Uploads (multipart submits and POST /v1/uploads) in progress at once; more are answered 503 API_OVERLOADED.',
+  ),
+  apiMaxUploadsPerKey: def(
+    'SONIC_API_MAX_UPLOADS_PER_KEY',
+    8,
+    int(1, 100_000),
+    'Uploads in progress at once per API key; more are answered 429 RATE_LIMITED, so one tenant cannot take every slot.',
+  ),
+  apiProducers: def(
+    'SONIC_API_PRODUCERS',
+    8,
+    int(1, 64),
+    'Transactional producers of one API process taking turns at writing submits (one waits for its commit markers while another writes); ids `<client id>.<prefix>.api.<instance>.<n>`.',
+  ),
+  apiEnqueueTimeoutMs: def(
+    'SONIC_API_ENQUEUE_TIMEOUT_MS',
+    10_000,
+    int(100, 600_000),
+    'Longest a submit waits for Kafka to take the task, ms; then 503 BROKER_UNAVAILABLE and nothing is enqueued.',
+  ),
   apiMaxStreamsPerKey: def('SONIC_API_MAX_STREAMS_PER_KEY', 16, int(1, 100_000), 'Open event streams (SSE) per API key.'),
   apiMaxStreams: def('SONIC_API_MAX_STREAMS', 1000, int(1, 1_000_000), 'Open event streams (SSE) on one API process.'),
-  apiStreamMaxS: def('SONIC_API_STREAM_MAX_S', 3600, int(1, 86_400), 'Longest an event stream stays open, s; the client reconnects and gets the current state.'),
+  apiStreamMaxS: def(
+    'SONIC_API_STREAM_MAX_S',
+    3600,
+    int(1, 86_400),
+    'Longest an event stream stays open, s; the client reconnects and gets the current state.',
+  ),
   maxAudioBytes: def('SONIC_MAX_AUDIO_BYTES', 50 * 1024 * 1024, int(1, 2 ** 31), 'Largest accepted audio upload, bytes.'),
   maxImageBytes: def('SONIC_MAX_IMAGE_BYTES', 20 * 1024 * 1024, int(1, 2 ** 31), 'Largest accepted image upload, bytes.'),
   maxAudioSeconds: def('SONIC_MAX_AUDIO_SECONDS', 60, int(1, 400), 'Longest accepted audio, s (Sonic cannot go past 400 s).'),
   // media checks (API uploads, validate, preprocess, encode)
-  maxImagePixels: def('SONIC_MAX_IMAGE_PIXELS', 25_000_000, int(1, 2 ** 31 - 1), 'Most pixels (width × height) of a portrait, read from its header before anything decodes it; also the `-max_pixels` of every decoder run.'),
+  maxImagePixels: def(
+    'SONIC_MAX_IMAGE_PIXELS',
+    25_000_000,
+    int(1, 2 ** 31 - 1),
+    'Most pixels (width × height) of a portrait, read from its header before anything decodes it; also the `-max_pixels` of every decoder run.',
+  ),
   maxImageSide: def('SONIC_MAX_IMAGE_SIDE', 8192, int(16, 65_535), 'Longest accepted long side of a portrait, px.'),
   minImageShortSide: def('SONIC_MIN_IMAGE_SHORT_SIDE', 256, int(1, 65_535), 'Shortest accepted short side of a portrait, px.'),
   maxImageShortSide: def('SONIC_MAX_IMAGE_SHORT_SIDE', 4096, int(1, 65_535), 'Longest accepted short side of a portrait, px.'),
   mediaTimeoutS: def('SONIC_MEDIA_TIMEOUT_S', 60, int(1, 86_400), 'Deadline of one ffmpeg/ffprobe run of validate, preprocess and encode, s ...'),
-  mediaTimeoutPerAudioS: def('SONIC_MEDIA_TIMEOUT_PER_AUDIO_S', 2, num(0, 3_600), '... plus this many per second of audio for runs whose work grows with it (audio decoding, encoding).'),
-  scratchDir: def('SONIC_SCRATCH_DIR', '', optionalPath, 'Scratch directory of the stage processes and of the API\'s upload spool; empty: `<os tmpdir>/sonicflow-scratch-<uid>`. Each process works in its own subdirectory and sweeps those of dead processes.'),
+  mediaTimeoutPerAudioS: def(
+    'SONIC_MEDIA_TIMEOUT_PER_AUDIO_S',
+    2,
+    num(0, 3_600),
+    '... plus this many per second of audio for runs whose work grows with it (audio decoding, encoding).',
+  ),
+  scratchDir: def(
+    'SONIC_SCRATCH_DIR',
+    '',
+    optionalPath,
+    "Scratch directory of the stage processes and of the API's upload spool; empty: `<os tmpdir>/sonicflow-scratch-<uid>`. Each process works in its own subdirectory and sweeps those of dead processes.",
+  ),
   // inference
-  inferBackend: def<'builtin' | 'command' | 'cog'>('SONIC_INFER_BACKEND', 'builtin', oneOf('builtin', 'command', 'cog'), 'Inference backend: `builtin` (CPU preview renderer, not lip-sync), `command` (Sonic CLI or a script), `cog` (a Cog model server).'),
-  inferCommand: def('SONIC_INFER_COMMAND', '', str, 'Command template of the `command` backend, e.g. `python3 demo.py {image} {audio} {output} --dynamic_scale {dynamic_scale}`.'),
+  inferBackend: def<'builtin' | 'command' | 'cog'>(
+    'SONIC_INFER_BACKEND',
+    'builtin',
+    oneOf('builtin', 'command', 'cog'),
+    'Inference backend: `builtin` (CPU preview renderer, not lip-sync), `command` (Sonic CLI or a script), `cog` (a Cog model server).',
+  ),
+  inferCommand: def(
+    'SONIC_INFER_COMMAND',
+    '',
+    str,
+    'Command template of the `command` backend, e.g. `python3 demo.py {image} {audio} {output} --dynamic_scale {dynamic_scale}`.',
+  ),
   inferCwd: def('SONIC_INFER_CWD', '', str, 'Working directory of the `command` backend (the Sonic checkout).'),
   inferTimeoutBaseS: def('SONIC_INFER_TIMEOUT_BASE_S', 120, int(1, 86_400), 'Inference time budget of every backend (builtin included): this many seconds ...'),
   inferTimeoutPerAudioS: def('SONIC_INFER_TIMEOUT_PER_AUDIO_S', 60, int(0, 3_600), '... plus this many per second of audio.'),
-  cogMode: def<'sync' | 'poll'>('SONIC_COG_MODE', 'sync', oneOf('sync', 'poll'), 'How the `cog` backend waits: `sync` (one blocking request, stock Cog) or `poll` (async + GET polling with progress).'),
+  cogMode: def<'sync' | 'poll'>(
+    'SONIC_COG_MODE',
+    'sync',
+    oneOf('sync', 'poll'),
+    'How the `cog` backend waits: `sync` (one blocking request, stock Cog) or `poll` (async + GET polling with progress).',
+  ),
   cogUrl: def('SONIC_COG_URL', 'http://localhost:5000', optionalUrl, 'Base URL of the Cog server of the `cog` backend.'),
   // webhooks
-  webhookSecret: def('SONIC_WEBHOOK_SECRET', '', webhookSecret, 'Fallback Standard Webhooks signing secret (`whsec_...`) for tasks without `secret_ref` whose tenant has no `<tenant>/default`; shared by all such tenants.'),
-  webhookSecrets: def('SONIC_WEBHOOK_SECRETS', [] as string[], webhookSecretList, 'Signing secrets per tenant, comma-separated `tenant/name=whsec_...` (a bare `name=` belongs to tenant `default`); a task\'s `secret_ref` names one of its own tenant, `<tenant>/default` is used without one.'),
-  webhookAllowHosts: def('SONIC_WEBHOOK_ALLOW_HOSTS', [] as string[], list, 'Callback hosts (exact names or IP literals) exempt from the public-address policy: development and tests only.'),
-  webhookTimeoutMs: def('SONIC_WEBHOOK_TIMEOUT_MS', 6000, int(100, 120_000), 'Total deadline of one webhook delivery (DNS, connect, TLS, request, response headers, first 4 KiB of the body), ms.'),
+  webhookSecret: def(
+    'SONIC_WEBHOOK_SECRET',
+    '',
+    webhookSecret,
+    'Fallback Standard Webhooks signing secret (`whsec_...`) for tasks without `secret_ref` whose tenant has no `<tenant>/default`; shared by all such tenants.',
+  ),
+  webhookSecrets: def(
+    'SONIC_WEBHOOK_SECRETS',
+    [] as string[],
+    webhookSecretList,
+    "Signing secrets per tenant, comma-separated `tenant/name=whsec_...` (a bare `name=` belongs to tenant `default`); a task's `secret_ref` names one of its own tenant, `<tenant>/default` is used without one.",
+  ),
+  webhookAllowHosts: def(
+    'SONIC_WEBHOOK_ALLOW_HOSTS',
+    [] as string[],
+    list,
+    'Callback hosts (exact names or IP literals) exempt from the public-address policy: development and tests only.',
+  ),
+  webhookTimeoutMs: def(
+    'SONIC_WEBHOOK_TIMEOUT_MS',
+    6000,
+    int(100, 120_000),
+    'Total deadline of one webhook delivery (DNS, connect, TLS, request, response headers, first 4 KiB of the body), ms.',
+  ),
 } as const;
 
 type Settings = typeof SETTINGS;
@@ -265,7 +465,16 @@ export function publicApiUrl(config: Pick<Config, 'apiPublicUrl' | 'apiPort'>): 
 }
 
 /** Variables whose values are secrets: never printed or logged. */
-export const SECRET_SETTINGS: ReadonlySet<string> = new Set(['SONIC_KAFKA_SASL_PASSWORD', 'SCHEMA_REGISTRY_PASSWORD', 'SONIC_S3_SECRET_ACCESS_KEY', 'SONIC_API_KEYS', 'SONIC_API_KEY', 'SONIC_API_SECRET', 'SONIC_WEBHOOK_SECRET', 'SONIC_WEBHOOK_SECRETS']);
+export const SECRET_SETTINGS: ReadonlySet<string> = new Set([
+  'SONIC_KAFKA_SASL_PASSWORD',
+  'SCHEMA_REGISTRY_PASSWORD',
+  'SONIC_S3_SECRET_ACCESS_KEY',
+  'SONIC_API_KEYS',
+  'SONIC_API_KEY',
+  'SONIC_API_SECRET',
+  'SONIC_WEBHOOK_SECRET',
+  'SONIC_WEBHOOK_SECRETS',
+]);
 
 /** A value for display: secrets become `[redacted]` (or stay empty when unset). */
 export function displayValue(env: string, value: string): string {

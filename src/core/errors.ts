@@ -42,13 +42,13 @@ export const ERROR_CODES = {
   INTERNAL: { retryable: false, doc: 'A bug: an unexpected exception.' },
   // HTTP API answers
   UNAUTHORIZED: { retryable: false, doc: 'The API key is missing or wrong.' },
-  FORBIDDEN: { retryable: false, doc: 'The resource belongs to another tenant, or lies outside the caller\'s own upload area.' },
+  FORBIDDEN: { retryable: false, doc: "The resource belongs to another tenant, or lies outside the caller's own upload area." },
   TASK_NOT_FOUND: { retryable: false, doc: 'No task has this id.' },
   VIDEO_NOT_READY: { retryable: true, doc: 'The task has not succeeded (yet).' },
   PAYLOAD_TOO_LARGE: { retryable: false, doc: 'An upload exceeds its size limit.' },
   RATE_LIMITED: { retryable: true, doc: 'Too many requests for this API key; retry after the indicated time.' },
   IDEMPOTENCY_KEY_INVALID: { retryable: false, doc: 'The Idempotency-Key header is not 1-255 characters of [A-Za-z0-9_:.-].' },
-  CALLBACK_SECRET_UNKNOWN: { retryable: false, doc: 'The callback secret_ref names no signing secret of the caller\'s tenant.' },
+  CALLBACK_SECRET_UNKNOWN: { retryable: false, doc: "The callback secret_ref names no signing secret of the caller's tenant." },
   API_OVERLOADED: { retryable: true, doc: 'The API is at its limit of concurrent uploads or event streams; retry after the indicated time.' },
   RANGE_NOT_SATISFIABLE: { retryable: false, doc: 'The requested byte range lies outside the video.' },
   SHUTDOWN: { retryable: true, doc: 'The worker stopped or lost the partition mid-task; the next owner redoes it.' },
@@ -76,8 +76,24 @@ export interface SonicErrorOptions {
  * (paths, endpoints, exit codes, keys of the store) stays in logs and DLQ headers.
  */
 export const PUBLIC_DETAIL_KEYS: ReadonlySet<string> = new Set([
-  'field', 'max', 'min', 'step', 'limit', 'width', 'height', 'pixels', 'maxPixels', 'maxSide', 'minShort', 'maxShort',
-  'durationS', 'minS', 'maxS', 'sizeBytes', 'maxBytes', 'retryAfterS',
+  'field',
+  'max',
+  'min',
+  'step',
+  'limit',
+  'width',
+  'height',
+  'pixels',
+  'maxPixels',
+  'maxSide',
+  'minShort',
+  'maxShort',
+  'durationS',
+  'minS',
+  'maxS',
+  'sizeBytes',
+  'maxBytes',
+  'retryAfterS',
 ]);
 
 /** What a client is told about an error: its code, whether to retry, a safe message and safe details. */
@@ -106,7 +122,6 @@ export class SonicError extends Error {
     // enumerable so that pino and JSON.stringify show them
     Object.defineProperty(this, 'message', { enumerable: true, value: message });
   }
-
 
   toJSON(): { code: ErrorCode; message: string; retryable: boolean; details: Record<string, unknown> } {
     return { code: this.code, message: this.message, retryable: this.retryable, details: this.details };

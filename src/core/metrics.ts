@@ -31,7 +31,12 @@ export function createRegistry(labels: Record<string, string> = {}): Registry {
 /** The stage runtime's metrics. */
 export function createStageMetrics(registry: Registry): StageMetrics {
   return {
-    records: new Counter({ name: 'sonicflow_records_total', help: 'Input records by outcome (ok, retry, dlq, dropped).', labelNames: ['stage', 'outcome'], registers: [registry] }),
+    records: new Counter({
+      name: 'sonicflow_records_total',
+      help: 'Input records by outcome (ok, retry, dlq, dropped).',
+      labelNames: ['stage', 'outcome'],
+      registers: [registry],
+    }),
     handlerSeconds: new Histogram({
       name: 'sonicflow_handler_duration_seconds',
       help: 'Handler wall time per record.',
@@ -39,7 +44,12 @@ export function createStageMetrics(registry: Registry): StageMetrics {
       buckets: [0.005, 0.02, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800],
       registers: [registry],
     }),
-    transactions: new Counter({ name: 'sonicflow_transactions_total', help: 'Kafka transactions by result (commit, abort).', labelNames: ['stage', 'result'], registers: [registry] }),
+    transactions: new Counter({
+      name: 'sonicflow_transactions_total',
+      help: 'Kafka transactions by result (commit, abort).',
+      labelNames: ['stage', 'result'],
+      registers: [registry],
+    }),
     transactionSeconds: new Histogram({
       name: 'sonicflow_transaction_duration_seconds',
       help: 'Time to publish and commit one transaction.',
@@ -47,7 +57,13 @@ export function createStageMetrics(registry: Registry): StageMetrics {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers: [registry],
     }),
-    batchRecords: new Histogram({ name: 'sonicflow_transaction_records', help: 'Input records committed per transaction.', labelNames: ['stage'], buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500], registers: [registry] }),
+    batchRecords: new Histogram({
+      name: 'sonicflow_transaction_records',
+      help: 'Input records committed per transaction.',
+      labelNames: ['stage'],
+      buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500],
+      registers: [registry],
+    }),
     inFlight: new Gauge({ name: 'sonicflow_in_flight_records', help: 'Records being handled now.', labelNames: ['stage'], registers: [registry] }),
     retryLatenessSeconds: new Histogram({
       name: 'sonicflow_retry_lateness_seconds',

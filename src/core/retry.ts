@@ -33,7 +33,8 @@ export class Backoff {
   private previous: number;
 
   constructor(private readonly options: BackoffOptions) {
-    if (!(options.initialMs >= 0) || !(options.maxMs >= options.initialMs)) throw new RangeError(`backoff needs 0 <= initialMs <= maxMs, got ${options.initialMs} and ${options.maxMs}`);
+    if (!(options.initialMs >= 0) || !(options.maxMs >= options.initialMs))
+      throw new RangeError(`backoff needs 0 <= initialMs <= maxMs, got ${options.initialMs} and ${options.maxMs}`);
     this.previous = options.initialMs;
   }
 

@@ -43,7 +43,11 @@ export function isPublicAddress(address: string): boolean {
  * in the URL parser's canonical form (not ipaddr.js's, which reads `::a.b.c.d` as `::ffff:a.b.c.d`).
  */
 function normaliseHost(host: string): string {
-  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '').replace(/\.$/, '');
+  const h = host
+    .trim()
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '')
+    .replace(/\.$/, '');
   if (isIP(h) !== 6) return h;
   try {
     return new URL(`http://[${h}]/`).hostname.slice(1, -1);
@@ -73,7 +77,8 @@ export function parseCallbackUrl(url: string, allowHosts: readonly string[]): UR
     throw callbackRefused('callback_url is not a valid absolute URL');
   }
   if (u.protocol !== 'https:' && u.protocol !== 'http:') throw callbackRefused(`callback_url must be http(s), not ${u.protocol.replace(/:$/, '')}`);
-  if (u.username !== '' || u.password !== '') throw callbackRefused('callback_url must not carry credentials (user:password@); authenticate the webhook by its signature');
+  if (u.username !== '' || u.password !== '')
+    throw callbackRefused('callback_url must not carry credentials (user:password@); authenticate the webhook by its signature');
   if (u.port === '0') throw callbackRefused('callback_url must not use port 0');
   if (isAllowListed(u.hostname, allowHosts)) return u;
   const host = u.hostname.replace(/^\[|\]$/g, '');
@@ -112,7 +117,8 @@ export function resolveWebhookSecret(config: Pick<Config, 'webhookSecret' | 'web
     const prefix = `${tenant}/${name}=`;
     return config.webhookSecrets.find((e) => e.startsWith(prefix))?.slice(prefix.length);
   };
-  const unknown = (message: string): SonicError => new SonicError('CALLBACK_SECRET_UNKNOWN', message, { safe: true, details: { field: 'callback_secret_ref' } });
+  const unknown = (message: string): SonicError =>
+    new SonicError('CALLBACK_SECRET_UNKNOWN', message, { safe: true, details: { field: 'callback_secret_ref' } });
   if (ref !== null && ref !== '') {
     // a name never holds `/`, so `other-tenant/name` cannot reach across tenants
     const secret = /^[A-Za-z0-9_.-]{1,64}$/.test(ref) ? find(ref) : undefined;
@@ -123,4 +129,3 @@ export function resolveWebhookSecret(config: Pick<Config, 'webhookSecret' | 'web
   if (!secret) throw unknown('no webhook signing secret is configured for your tenant; name one with callback_secret_ref');
   return secret;
 }
-

@@ -76,7 +76,10 @@ export interface RequestLimits {
 /** Throws IDEMPOTENCY_KEY_INVALID unless `key` is 1-255 characters of [A-Za-z0-9_:.-]. */
 export function checkIdempotencyKey(key: string): void {
   if (!IDEMPOTENCY_KEY.test(key)) {
-    throw new SonicError('IDEMPOTENCY_KEY_INVALID', 'Idempotency-Key must be 1-255 characters of [A-Za-z0-9_:.-]', { safe: true, details: { field: 'idempotency_key' } });
+    throw new SonicError('IDEMPOTENCY_KEY_INVALID', 'Idempotency-Key must be 1-255 characters of [A-Za-z0-9_:.-]', {
+      safe: true,
+      details: { field: 'idempotency_key' },
+    });
   }
 }
 
@@ -85,17 +88,26 @@ export function checkRequestFields(r: RequestLimits): void {
   checkRange('max_duration_s', r.max_duration_s, { min: 1, max: HARD_MAX_AUDIO_S });
   checkRange('priority', r.priority, { min: 0, max: 9, integer: true });
   const entries = Object.entries(r.metadata);
-  if (entries.length > 16) throw new SonicError('PARAMS_OUT_OF_RANGE', `metadata has ${entries.length} entries; at most 16`, { safe: true, details: { field: 'metadata' } });
+  if (entries.length > 16)
+    throw new SonicError('PARAMS_OUT_OF_RANGE', `metadata has ${entries.length} entries; at most 16`, { safe: true, details: { field: 'metadata' } });
   for (const [k, v] of entries) {
-    if (k.length > 256 || v.length > 256) throw new SonicError('PARAMS_OUT_OF_RANGE', `metadata entry "${k.slice(0, 40)}" is longer than 256 characters`, { safe: true, details: { field: 'metadata' } });
+    if (k.length > 256 || v.length > 256)
+      throw new SonicError('PARAMS_OUT_OF_RANGE', `metadata entry "${k.slice(0, 40)}" is longer than 256 characters`, {
+        safe: true,
+        details: { field: 'metadata' },
+      });
   }
   if (r.callback) {
-    if (r.callback.url.length > 2048) throw new SonicError('INVALID_REQUEST', 'callback.url is longer than 2048 characters', { safe: true, details: { field: 'callback_url' } });
+    if (r.callback.url.length > 2048)
+      throw new SonicError('INVALID_REQUEST', 'callback.url is longer than 2048 characters', { safe: true, details: { field: 'callback_url' } });
     let u: URL;
     try {
       u = new URL(r.callback.url);
     } catch {
-      throw new SonicError('INVALID_REQUEST', `callback.url is not a URL: ${JSON.stringify(r.callback.url)}`, { safe: true, details: { field: 'callback_url' } });
+      throw new SonicError('INVALID_REQUEST', `callback.url is not a URL: ${JSON.stringify(r.callback.url)}`, {
+        safe: true,
+        details: { field: 'callback_url' },
+      });
     }
     if (u.protocol !== 'https:' && u.protocol !== 'http:') {
       throw new SonicError('INVALID_REQUEST', `callback.url must be http(s), got ${u.protocol}`, { safe: true, details: { field: 'callback_url' } });

@@ -86,7 +86,11 @@ export function createKafka(conn: KafkaConnection, logger: Logger): KafkaClient 
  * logged with its attempt and delay: a process that needs the broker waits for it rather than
  * exit. Rejects with the signal's reason when the signal aborts.
  */
-export async function untilConnected(what: string, connect: () => Promise<unknown>, options: { backoff: BackoffOptions; logger: Logger; signal?: AbortSignal }): Promise<void> {
+export async function untilConnected(
+  what: string,
+  connect: () => Promise<unknown>,
+  options: { backoff: BackoffOptions; logger: Logger; signal?: AbortSignal },
+): Promise<void> {
   await retry(connect, {
     ...options.backoff,
     jitter: 'decorrelated',

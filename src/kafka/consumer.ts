@@ -176,7 +176,11 @@ export class GroupConsumer {
     try {
       await sleep(delay, this.stopping.signal);
       this.state = 'connecting';
-      await untilConnected('consumer restart', () => this.consumer.connect(), { backoff: this.options.reconnect, logger: this.logger, signal: this.stopping.signal });
+      await untilConnected('consumer restart', () => this.consumer.connect(), {
+        backoff: this.options.reconnect,
+        logger: this.logger,
+        signal: this.stopping.signal,
+      });
       if (this.stopping.signal.aborted) return;
       this.state = 'joining';
       await this.consumer.run(this.runConfig);

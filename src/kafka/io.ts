@@ -82,7 +82,13 @@ export class PlainProducer {
   private readonly producer: Producer;
 
   constructor(kafka: KafkaClient) {
-    this.producer = kafkajsOf(kafka).producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false, createPartitioner, retry: PRODUCER_RETRY });
+    this.producer = kafkajsOf(kafka).producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+      createPartitioner,
+      retry: PRODUCER_RETRY,
+    });
   }
 
   async connect(): Promise<this> {
@@ -111,14 +117,24 @@ export class PlainProducer {
  */
 function retryConcurrentTransactions<T>(fn: () => Promise<T>, deadlineMs = 10_000): Promise<T> {
   // 10, 20, 40 ... 500 ms: the markers are usually written within the first few
-  return retry(() => fn(), { initialMs: 10, maxMs: 500, jitter: 'none', deadlineMs, retryIf: (err) => (err as { type?: string }).type === 'CONCURRENT_TRANSACTIONS' });
+  return retry(() => fn(), {
+    initialMs: 10,
+    maxMs: 500,
+    jitter: 'none',
+    deadlineMs,
+    retryIf: (err) => (err as { type?: string }).type === 'CONCURRENT_TRANSACTIONS',
+  });
 }
 
 /** A transactional producer with a stable transactional id (the new owner of the id fences the old one). */
 export class TxProducer {
   private readonly producer: Producer;
 
-  constructor(kafka: KafkaClient, readonly transactionalId: string, transactionTimeoutMs = 60_000) {
+  constructor(
+    kafka: KafkaClient,
+    readonly transactionalId: string,
+    transactionTimeoutMs = 60_000,
+  ) {
     this.producer = kafkajsOf(kafka).producer({
       transactionalId,
       idempotent: true,
@@ -155,7 +171,10 @@ export class TxProducer {
    * the same transaction.
    */
   async inTransaction(
-    fill: (send: (topic: string, records: OutRecord[]) => Promise<void>, sendMany: (records: (OutRecord & { topic: string })[]) => Promise<void>) => Promise<void>,
+    fill: (
+      send: (topic: string, records: OutRecord[]) => Promise<void>,
+      sendMany: (records: (OutRecord & { topic: string })[]) => Promise<void>,
+    ) => Promise<void>,
     opts: { commit?: boolean | (() => boolean); offsets?: { groupId: string; topic: string; partition: number; offset: string }[] } = {},
   ): Promise<void> {
     const txn: Transaction = await this.producer.transaction();
@@ -273,7 +292,11 @@ export class TopicTail {
   readonly caughtUp: Promise<void>;
   private markCaughtUp!: () => void;
 
-  constructor(kafka: KafkaClient, readonly topic: string, groupPrefix: string) {
+  constructor(
+    kafka: KafkaClient,
+    readonly topic: string,
+    groupPrefix: string,
+  ) {
     this.consumer = kafkajsOf(kafka).consumer({
       groupId: `${groupPrefix}.${process.pid}.${Date.now().toString(36)}`,
       readUncommitted: false,

@@ -59,7 +59,16 @@ export function combineLag(groupId: string, committed: Map<string, bigint>, offs
   return offsets
     .map((o) => {
       const c = committed.get(`${o.topic}:${o.partition}`) ?? -1n;
-      return { groupId, topic: o.topic, partition: o.partition, committed: c, end: o.end, earliest: o.earliest, stable: o.stable, lag: partitionLag(c, o.end, o.earliest) };
+      return {
+        groupId,
+        topic: o.topic,
+        partition: o.partition,
+        committed: c,
+        end: o.end,
+        earliest: o.earliest,
+        stable: o.stable,
+        lag: partitionLag(c, o.end, o.earliest),
+      };
     })
     .sort((a, b) => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition));
 }
@@ -77,7 +86,14 @@ interface InternalCluster {
 
 /** kafkajs' ISOLATION_LEVEL.READ_UNCOMMITTED. */
 const READ_UNCOMMITTED = 0;
-const RETRIABLE = new Set(['UNKNOWN_TOPIC_OR_PARTITION', 'NOT_LEADER_FOR_PARTITION', 'NOT_LEADER_OR_FOLLOWER', 'LEADER_NOT_AVAILABLE', 'REPLICA_NOT_AVAILABLE', 'OFFSET_NOT_AVAILABLE']);
+const RETRIABLE = new Set([
+  'UNKNOWN_TOPIC_OR_PARTITION',
+  'NOT_LEADER_FOR_PARTITION',
+  'NOT_LEADER_OR_FOLLOWER',
+  'LEADER_NOT_AVAILABLE',
+  'REPLICA_NOT_AVAILABLE',
+  'OFFSET_NOT_AVAILABLE',
+]);
 
 /** A kafkajs cluster whose ListOffsets use READ_UNCOMMITTED (high watermarks), or undefined if kafkajs no longer offers its factory. */
 function readUncommittedCluster(kafka: Kafka): InternalCluster | undefined {

@@ -42,7 +42,10 @@ export async function checkAudio(path: string, options: CheckAudioOptions = {}):
   const info = await probe(path, { signal: options.signal, onError: 'AUDIO_DECODE_FAILED', timeoutMs: options.timeoutMs, maxPixels: options.maxPixels });
   const audio = info.audio;
   if (!audio) {
-    throw new SonicError('AUDIO_DECODE_FAILED', `${path} has no audio stream (container ${info.formatName})`, { details: { path, field: 'audio' }, safe: 'the audio file holds no audio stream' });
+    throw new SonicError('AUDIO_DECODE_FAILED', `${path} has no audio stream (container ${info.formatName})`, {
+      details: { path, field: 'audio' },
+      safe: 'the audio file holds no audio stream',
+    });
   }
   checkDuration(audio.durationS, minS, maxS);
   return { ...info, audio };
@@ -58,10 +61,16 @@ export function checkDuration(durationS: number, minS: number, maxS?: number): v
   const d = durationS;
   if (!(d > 0)) throw new SonicError('AUDIO_DECODE_FAILED', 'the duration of the audio cannot be determined', { safe: true, details: { field: 'audio' } });
   if (d < minS) {
-    throw new SonicError('AUDIO_TOO_SHORT', `the audio is ${d.toFixed(2)} s; at least ${minS} s is needed`, { safe: true, details: { field: 'audio', durationS: d, minS } });
+    throw new SonicError('AUDIO_TOO_SHORT', `the audio is ${d.toFixed(2)} s; at least ${minS} s is needed`, {
+      safe: true,
+      details: { field: 'audio', durationS: d, minS },
+    });
   }
   if (maxS !== undefined && d > maxS) {
-    throw new SonicError('AUDIO_TOO_LONG', `the audio is ${d.toFixed(2)} s; at most ${maxS} s is allowed`, { safe: true, details: { field: 'audio', durationS: d, maxS } });
+    throw new SonicError('AUDIO_TOO_LONG', `the audio is ${d.toFixed(2)} s; at most ${maxS} s is allowed`, {
+      safe: true,
+      details: { field: 'audio', durationS: d, maxS },
+    });
   }
 }
 
@@ -86,14 +95,38 @@ export const DEFAULT_CONVERT_TIMEOUT_MS = 120_000;
  */
 export async function toModelWav(input: string, output: string, options: ToModelWavOptions = {}): Promise<void> {
   const { maxS, signal, timeoutMs = DEFAULT_CONVERT_TIMEOUT_MS } = options;
-  const args = ['-nostdin', '-v', 'error', '-y', ...decoderBounds(), '-i', input, '-map', '0:a:0', '-vn', '-ac', '1', '-ar', String(MODEL_SAMPLE_RATE), '-c:a', 'pcm_s16le'];
+  const args = [
+    '-nostdin',
+    '-v',
+    'error',
+    '-y',
+    ...decoderBounds(),
+    '-i',
+    input,
+    '-map',
+    '0:a:0',
+    '-vn',
+    '-ac',
+    '1',
+    '-ar',
+    String(MODEL_SAMPLE_RATE),
+    '-c:a',
+    'pcm_s16le',
+  ];
   if (maxS !== undefined) args.push('-t', String(maxS));
   args.push(output);
   const res = await runTool('ffmpeg', args, { signal, timeoutMs });
   if (res.code !== 0) throw decodeFailed(`cannot convert ${input} to WAV`, res, timeoutMs, input);
   // a 44-byte WAV is a header without samples
-  const size = await stat(output).then((s) => s.size, () => 0);
-  if (size <= 44) throw new SonicError('AUDIO_DECODE_FAILED', `ffmpeg wrote no audio samples from ${input}`, { details: { input, output, size }, safe: 'no audio could be decoded from the file' });
+  const size = await stat(output).then(
+    (s) => s.size,
+    () => 0,
+  );
+  if (size <= 44)
+    throw new SonicError('AUDIO_DECODE_FAILED', `ffmpeg wrote no audio samples from ${input}`, {
+      details: { input, output, size },
+      safe: 'no audio could be decoded from the file',
+    });
 }
 
 /** Options of {@link toSpeechFlac}. */
@@ -120,15 +153,41 @@ const SPEECH_RATES = '8000|11025|12000|16000|22050|24000|32000|44100|48000';
  */
 export async function toSpeechFlac(input: string, output: string, options: ToSpeechFlacOptions): Promise<{ durationS: number }> {
   const { maxS, signal, timeoutMs = DEFAULT_CONVERT_TIMEOUT_MS } = options;
-  const res = await runTool('ffmpeg', [
-    '-nostdin', '-v', 'error', '-y', ...decoderBounds(), '-i', input, '-map', '0:a:0', '-vn', '-sn', '-dn', '-t', String(maxS),
-    '-af', `aformat=sample_fmts=s16:sample_rates=${SPEECH_RATES}:channel_layouts=mono|stereo`, '-c:a', 'flac', '-f', 'flac', output,
-  ], { signal, timeoutMs });
+  const res = await runTool(
+    'ffmpeg',
+    [
+      '-nostdin',
+      '-v',
+      'error',
+      '-y',
+      ...decoderBounds(),
+      '-i',
+      input,
+      '-map',
+      '0:a:0',
+      '-vn',
+      '-sn',
+      '-dn',
+      '-t',
+      String(maxS),
+      '-af',
+      `aformat=sample_fmts=s16:sample_rates=${SPEECH_RATES}:channel_layouts=mono|stereo`,
+      '-c:a',
+      'flac',
+      '-f',
+      'flac',
+      output,
+    ],
+    { signal, timeoutMs },
+  );
   if (res.code !== 0) throw decodeFailed(`cannot cut ${input} to FLAC`, res, timeoutMs, input);
   const info = await probe(output, { signal, onError: 'AUDIO_DECODE_FAILED', timeoutMs });
   const durationS = info.audio?.durationS ?? 0;
   if (!(durationS > 0)) {
-    throw new SonicError('AUDIO_DECODE_FAILED', `ffmpeg decoded no audio samples from ${input}`, { details: { input, field: 'audio' }, safe: 'no audio could be decoded from the file' });
+    throw new SonicError('AUDIO_DECODE_FAILED', `ffmpeg decoded no audio samples from ${input}`, {
+      details: { input, field: 'audio' },
+      safe: 'no audio could be decoded from the file',
+    });
   }
   return { durationS };
 }
@@ -166,10 +225,31 @@ export async function loudness(input: string, fps: number, options: LoudnessOpti
   const { signal, timeoutMs = DEFAULT_CONVERT_TIMEOUT_MS } = options;
   // with a frame count, only the audio those frames cover is decoded (and held in memory)
   const seconds = options.frames === undefined ? undefined : options.frames / fps;
-  const res = await runTool('ffmpeg', [
-    '-nostdin', '-v', 'error', ...decoderBounds(), '-i', input, '-map', '0:a:0', '-vn', ...(seconds === undefined ? [] : ['-t', String(seconds)]),
-    '-ac', '1', '-ar', String(MODEL_SAMPLE_RATE), '-f', 's16le', '-c:a', 'pcm_s16le', '-',
-  ], { signal, timeoutMs, ...(seconds === undefined ? {} : { maxStdoutBytes: Math.ceil(seconds * MODEL_SAMPLE_RATE) * 2 + 65_536 }) });
+  const res = await runTool(
+    'ffmpeg',
+    [
+      '-nostdin',
+      '-v',
+      'error',
+      ...decoderBounds(),
+      '-i',
+      input,
+      '-map',
+      '0:a:0',
+      '-vn',
+      ...(seconds === undefined ? [] : ['-t', String(seconds)]),
+      '-ac',
+      '1',
+      '-ar',
+      String(MODEL_SAMPLE_RATE),
+      '-f',
+      's16le',
+      '-c:a',
+      'pcm_s16le',
+      '-',
+    ],
+    { signal, timeoutMs, ...(seconds === undefined ? {} : { maxStdoutBytes: Math.ceil(seconds * MODEL_SAMPLE_RATE) * 2 + 65_536 }) },
+  );
   if (res.code !== 0) throw decodeFailed(`cannot decode ${input}`, res, timeoutMs, input);
   const pcm = res.stdout;
   const samples = Math.floor(pcm.length / 2);

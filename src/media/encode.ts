@@ -61,15 +61,50 @@ export async function encodeDeliverable(options: EncodeOptions): Promise<EncodeR
   const fail = (reason: string, details: Record<string, unknown> = {}): SonicError =>
     new SonicError('ENCODE_FAILED', `encoding ${output} failed: ${reason}`, { details: { output, ...details } });
 
-  const res = await runTool('ffmpeg', [
-    '-nostdin', '-v', 'error', '-y', ...decoderBounds(maxPixels), '-i', video, '-i', audio,
-    '-map', '0:v:0', '-map', '1:a:0',
-    '-c:v', 'libx264', '-preset', 'medium', '-crf', String(crf), '-pix_fmt', 'yuv420p', '-r', String(fps),
-    '-c:a', 'aac', '-b:a', '128k', '-ar', '48000',
-    '-shortest', '-movflags', '+faststart', output,
-  ], { signal, timeoutMs });
+  const res = await runTool(
+    'ffmpeg',
+    [
+      '-nostdin',
+      '-v',
+      'error',
+      '-y',
+      ...decoderBounds(maxPixels),
+      '-i',
+      video,
+      '-i',
+      audio,
+      '-map',
+      '0:v:0',
+      '-map',
+      '1:a:0',
+      '-c:v',
+      'libx264',
+      '-preset',
+      'medium',
+      '-crf',
+      String(crf),
+      '-pix_fmt',
+      'yuv420p',
+      '-r',
+      String(fps),
+      '-c:a',
+      'aac',
+      '-b:a',
+      '128k',
+      '-ar',
+      '48000',
+      '-shortest',
+      '-movflags',
+      '+faststart',
+      output,
+    ],
+    { signal, timeoutMs },
+  );
   if (res.code !== 0) throw fail(failureReason('ffmpeg', res, timeoutMs), { exitCode: res.code, timedOut: res.timedOut });
-  const sizeBytes = await stat(output).then((s) => s.size, () => 0);
+  const sizeBytes = await stat(output).then(
+    (s) => s.size,
+    () => 0,
+  );
   if (sizeBytes === 0) throw fail('ffmpeg exited 0 but wrote no file');
 
   const info: ProbeResult = await probe(output, { signal, onError: 'ENCODE_FAILED', timeoutMs, maxPixels });
@@ -81,11 +116,17 @@ export async function encodeDeliverable(options: EncodeOptions): Promise<EncodeR
   if (a.codec !== 'aac') throw fail(`the audio is ${a.codec}, not aac`);
   const gap = Math.abs(v.durationS - a.durationS);
   if (!(gap <= toleranceS)) {
-    throw fail(`video lasts ${v.durationS.toFixed(3)} s and audio ${a.durationS.toFixed(3)} s (more than ${toleranceS} s apart)`, { videoDurationS: v.durationS, audioDurationS: a.durationS });
+    throw fail(`video lasts ${v.durationS.toFixed(3)} s and audio ${a.durationS.toFixed(3)} s (more than ${toleranceS} s apart)`, {
+      videoDurationS: v.durationS,
+      audioDurationS: a.durationS,
+    });
   }
   // -shortest hides a video shorter than the speech by cutting the speech: refuse that too
   if (sourceS > 0 && !(Math.abs(v.durationS - sourceS) <= toleranceS)) {
-    throw fail(`video lasts ${v.durationS.toFixed(3)} s but the source audio ${sourceS.toFixed(3)} s (more than ${toleranceS} s apart)`, { videoDurationS: v.durationS, sourceAudioS: sourceS });
+    throw fail(`video lasts ${v.durationS.toFixed(3)} s but the source audio ${sourceS.toFixed(3)} s (more than ${toleranceS} s apart)`, {
+      videoDurationS: v.durationS,
+      sourceAudioS: sourceS,
+    });
   }
   return { durationS: info.durationS, videoDurationS: v.durationS, audioDurationS: a.durationS, width: v.width, height: v.height, sizeBytes };
 }

@@ -194,21 +194,24 @@ export function failureReason(what: string, res: ToolResult, timeoutMs?: number)
     : res.stdoutOverflow
       ? 'was stopped: it wrote more output than allowed'
       : res.code === null
-      ? `was killed by ${res.signal ?? 'a signal'}`
-      : `exited with code ${res.code}`;
+        ? `was killed by ${res.signal ?? 'a signal'}`
+        : `exited with code ${res.code}`;
   return `${what} ${how}${tail ? `: ${tail}` : ''}`;
 }
 
 function lastLines(text: string, n: number): string {
-  return text.split('\n').map((l) => l.trim()).filter(Boolean).slice(-n).join(' | ');
+  return text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .slice(-n)
+    .join(' | ');
 }
 
 function spawnError(cmd: string, err: NodeJS.ErrnoException, code: ErrorCode = 'INTERNAL'): SonicError {
   const name = basename(cmd);
   const hint = INSTALL_HINT[name];
-  const message = err.code === 'ENOENT'
-    ? `${name} not found: install it${hint ? ` (${hint})` : ''}`
-    : `${name} could not be started: ${err.message}`;
+  const message = err.code === 'ENOENT' ? `${name} not found: install it${hint ? ` (${hint})` : ''}` : `${name} could not be started: ${err.message}`;
   return new SonicError(code, message, { cause: err, details: { cmd, errno: err.code } });
 }
 

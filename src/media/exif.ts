@@ -16,10 +16,16 @@ export function exifOrientation(buf: Buffer): number {
   while (off + 4 <= buf.length) {
     if (buf[off] !== 0xff) return 1;
     const marker = buf[off + 1];
-    if (marker === 0xff) { off += 1; continue; } // fill byte
+    if (marker === 0xff) {
+      off += 1;
+      continue;
+    } // fill byte
     // SOS or EOI: no metadata after this point; standalone markers have no length
     if (marker === 0xda || marker === 0xd9) return 1;
-    if (marker === 0x01 || (marker !== undefined && marker >= 0xd0 && marker <= 0xd7)) { off += 2; continue; }
+    if (marker === 0x01 || (marker !== undefined && marker >= 0xd0 && marker <= 0xd7)) {
+      off += 2;
+      continue;
+    }
     const len = buf.readUInt16BE(off + 2);
     if (len < 2) return 1;
     const start = off + 4;

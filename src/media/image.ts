@@ -61,15 +61,22 @@ export async function checkImage(path: string, options: CheckImageOptions = {}):
   if (info.overPixelLimit) throw tooManyPixels(path, info.overPixelLimit, maxPixels);
   const v = info.video;
   if (!v || !(v.width > 0 && v.height > 0)) {
-    throw new SonicError('IMAGE_DECODE_FAILED', `${path} has no decodable picture`, { details: { path, field: 'image' }, safe: 'the image holds no decodable picture' });
+    throw new SonicError('IMAGE_DECODE_FAILED', `${path} has no decodable picture`, {
+      details: { path, field: 'image' },
+      safe: 'the image holds no decodable picture',
+    });
   }
   const orientation = header.orientation ?? 1;
   const [width, height] = orientation >= 5 ? [v.height, v.width] : [v.width, v.height];
   if (width !== header.width || height !== header.height) {
-    throw new SonicError('MEDIA_MISMATCH', `the image header of ${path} declares ${header.width}×${header.height} px but its picture is ${width}×${height} px`, {
-      details: { path, field: 'image', width, height },
-      safe: `the image header declares ${header.width}×${header.height} px but its picture is ${width}×${height} px`,
-    });
+    throw new SonicError(
+      'MEDIA_MISMATCH',
+      `the image header of ${path} declares ${header.width}×${header.height} px but its picture is ${width}×${height} px`,
+      {
+        details: { path, field: 'image', width, height },
+        safe: `the image header declares ${header.width}×${header.height} px but its picture is ${width}×${height} px`,
+      },
+    );
   }
   await decodeOnce(path, { maxPixels, signal, timeoutMs });
   return { format: header.format as ImageFormat, width, height, orientation };
@@ -77,9 +84,28 @@ export async function checkImage(path: string, options: CheckImageOptions = {}):
 
 /** Decodes the first picture to an 8×8 thumbnail: a corrupt body behind a valid header fails here. */
 async function decodeOnce(path: string, o: { maxPixels: number; signal?: AbortSignal; timeoutMs: number }): Promise<void> {
-  const res = await runTool('ffmpeg', [
-    '-nostdin', '-v', 'error', ...decoderBounds(o.maxPixels), '-noautorotate', '-i', path, '-map', '0:v:0', '-frames:v', '1', '-vf', 'scale=8:8,format=gray', '-f', 'rawvideo', '-',
-  ], { signal: o.signal, timeoutMs: o.timeoutMs, maxStdoutBytes: 1024 });
+  const res = await runTool(
+    'ffmpeg',
+    [
+      '-nostdin',
+      '-v',
+      'error',
+      ...decoderBounds(o.maxPixels),
+      '-noautorotate',
+      '-i',
+      path,
+      '-map',
+      '0:v:0',
+      '-frames:v',
+      '1',
+      '-vf',
+      'scale=8:8,format=gray',
+      '-f',
+      'rawvideo',
+      '-',
+    ],
+    { signal: o.signal, timeoutMs: o.timeoutMs, maxStdoutBytes: 1024 },
+  );
   const over = pixelLimitHit(res.stderr);
   if (over) throw tooManyPixels(path, over, o.maxPixels);
   if (res.code !== 0 || res.stdout.length !== 64) {
@@ -93,7 +119,10 @@ async function decodeOnce(path: string, o: { maxPixels: number; signal?: AbortSi
 function tooManyPixels(path: string, size: { width: number; height: number }, maxPixels: number): SonicError {
   const { width, height } = size;
   const text = `the picture decodes to ${width}×${height} px (${width * height} pixels); at most ${maxPixels} pixels are accepted`;
-  return new SonicError('IMAGE_TOO_LARGE', `${text} (${path})`, { details: { path, field: 'image', width, height, pixels: width * height, maxPixels }, safe: text });
+  return new SonicError('IMAGE_TOO_LARGE', `${text} (${path})`, {
+    details: { path, field: 'image', width, height, pixels: width * height, maxPixels },
+    safe: text,
+  });
 }
 
 /**
@@ -103,14 +132,22 @@ function tooManyPixels(path: string, size: { width: number; height: number }, ma
  */
 export function orientationFilters(o: number): string[] {
   switch (o) {
-    case 2: return ['hflip'];
-    case 3: return ['hflip', 'vflip'];
-    case 4: return ['vflip'];
-    case 5: return ['transpose=0'];
-    case 6: return ['transpose=1'];
-    case 7: return ['transpose=3'];
-    case 8: return ['transpose=2'];
-    default: return [];
+    case 2:
+      return ['hflip'];
+    case 3:
+      return ['hflip', 'vflip'];
+    case 4:
+      return ['vflip'];
+    case 5:
+      return ['transpose=0'];
+    case 6:
+      return ['transpose=1'];
+    case 7:
+      return ['transpose=3'];
+    case 8:
+      return ['transpose=2'];
+    default:
+      return [];
   }
 }
 
@@ -151,9 +188,33 @@ export async function toModelPng(input: string, output: string, options: ToModel
     `scale=w='min(iw,${maxSide})':h='min(ih,${maxSide})':force_original_aspect_ratio=decrease`,
     'format=rgb24',
   ];
-  const res = await runTool('ffmpeg', [
-    '-nostdin', '-v', 'error', '-y', ...decoderBounds(maxPixels), '-noautorotate', '-i', input, '-map', '0:v:0', '-vf', filters.join(','), '-frames:v', '1', '-c:v', 'png', '-f', 'image2', '-update', '1', output,
-  ], { signal, timeoutMs });
+  const res = await runTool(
+    'ffmpeg',
+    [
+      '-nostdin',
+      '-v',
+      'error',
+      '-y',
+      ...decoderBounds(maxPixels),
+      '-noautorotate',
+      '-i',
+      input,
+      '-map',
+      '0:v:0',
+      '-vf',
+      filters.join(','),
+      '-frames:v',
+      '1',
+      '-c:v',
+      'png',
+      '-f',
+      'image2',
+      '-update',
+      '1',
+      output,
+    ],
+    { signal, timeoutMs },
+  );
   const over = pixelLimitHit(res.stderr);
   if (over) throw tooManyPixels(input, over, maxPixels);
   if (res.code !== 0) {
@@ -162,10 +223,14 @@ export async function toModelPng(input: string, output: string, options: ToModel
       safe: res.timedOut ? 'converting the image took longer than allowed' : 'the image could not be decoded',
     });
   }
-  const size = await stat(output).then((s) => s.size, () => 0);
+  const size = await stat(output).then(
+    (s) => s.size,
+    () => 0,
+  );
   if (size === 0) throw new SonicError('IMAGE_DECODE_FAILED', `ffmpeg wrote no PNG for ${input}`, { details: { input, output } });
   const out = await probe(output, { signal, onError: 'IMAGE_DECODE_FAILED', timeoutMs });
-  if (!out.video || !(out.video.width > 0)) throw new SonicError('IMAGE_DECODE_FAILED', `the PNG written for ${input} has no picture`, { details: { input, output } });
+  if (!out.video || !(out.video.width > 0))
+    throw new SonicError('IMAGE_DECODE_FAILED', `the PNG written for ${input} has no picture`, { details: { input, output } });
   return { width: out.video.width, height: out.video.height };
 }
 

@@ -148,7 +148,8 @@ function checkLimits(r: HeaderReader, width: number, height: number, l: InspectL
   const pixels = width * height;
   const size = `the image is ${width}×${height} px`;
   const details = { width, height, pixels };
-  if (pixels > l.maxPixels) throw r.fail('IMAGE_TOO_LARGE', `${size} (${pixels} pixels); at most ${l.maxPixels} pixels are accepted`, { ...details, maxPixels: l.maxPixels });
+  if (pixels > l.maxPixels)
+    throw r.fail('IMAGE_TOO_LARGE', `${size} (${pixels} pixels); at most ${l.maxPixels} pixels are accepted`, { ...details, maxPixels: l.maxPixels });
   if (long > l.maxSide) throw r.fail('IMAGE_TOO_LARGE', `${size}; its long side must be at most ${l.maxSide} px`, { ...details, maxSide: l.maxSide });
   if (short > l.maxShort) throw r.fail('IMAGE_TOO_LARGE', `${size}; its short side must be at most ${l.maxShort} px`, { ...details, maxShort: l.maxShort });
   if (short < l.minShort) throw r.fail('IMAGE_TOO_SMALL', `${size}; its short side must be at least ${l.minShort} px`, { ...details, minShort: l.minShort });
@@ -164,7 +165,7 @@ interface Dims {
 async function pngSize(r: HeaderReader, head: Buffer): Promise<Dims> {
   if (head.length < 33) throw r.corrupt('is truncated: its PNG header is incomplete');
   if (head.readUInt32BE(8) !== 13 || head.toString('latin1', 12, 16) !== 'IHDR') throw r.corrupt('does not start with a PNG header chunk');
-  if ((crc32(head.subarray(12, 29)) >>> 0) !== head.readUInt32BE(29)) throw r.corrupt('has a corrupt PNG header (checksum mismatch)');
+  if (crc32(head.subarray(12, 29)) >>> 0 !== head.readUInt32BE(29)) throw r.corrupt('has a corrupt PNG header (checksum mismatch)');
   const width = head.readUInt32BE(16);
   const height = head.readUInt32BE(20);
   if (width === 0 || height === 0 || width > 0x7fffffff || height > 0x7fffffff) throw r.corrupt(`has an invalid PNG size ${width}×${height}`);
@@ -188,9 +189,18 @@ async function jpegSize(r: HeaderReader): Promise<Dims> {
     if (h.length < 2) throw r.corrupt(`is truncated: its JPEG header ends before the image data`);
     if (h[0] !== 0xff) throw r.corrupt('has a corrupt JPEG header (no marker where one must be)');
     const marker = h[1] as number;
-    if (marker === 0xff) { off += 1; continue; } // fill byte
-    if (marker === 0xda || marker === 0xd9) { scan = marker === 0xda; break; } // start of scan, end of image
-    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) { off += 2; continue; }
+    if (marker === 0xff) {
+      off += 1;
+      continue;
+    } // fill byte
+    if (marker === 0xda || marker === 0xd9) {
+      scan = marker === 0xda;
+      break;
+    } // start of scan, end of image
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
+      off += 2;
+      continue;
+    }
     if (marker === 0xd8 || h.length < 4) throw r.corrupt('has a corrupt or truncated JPEG header');
     const len = h.readUInt16BE(2);
     if (len < 2 || off + 2 + len > r.size) throw r.corrupt('is truncated or corrupt: a JPEG header segment runs past its end');
@@ -233,7 +243,11 @@ async function webpSize(r: HeaderReader, head: Buffer): Promise<Dims> {
     if (fourcc === 'VP8 ' || fourcc === 'VP8L') {
       const frame = webpFrame(r, fourcc, chunk.subarray(8));
       if (frame.width > canvas.width || frame.height > canvas.height) {
-        throw r.fail('MEDIA_MISMATCH', `the image file claims a ${canvas.width}×${canvas.height} px canvas but holds a ${frame.width}×${frame.height} px picture`, { width: frame.width, height: frame.height });
+        throw r.fail(
+          'MEDIA_MISMATCH',
+          `the image file claims a ${canvas.width}×${canvas.height} px canvas but holds a ${frame.width}×${frame.height} px picture`,
+          { width: frame.width, height: frame.height },
+        );
       }
       return { ...canvas, orientation: 1 };
     }
@@ -295,7 +309,11 @@ async function child(r: HeaderReader, parent: Box, type: string): Promise<Box | 
 // video posing as audio. Chapter pictures of podcasts sit on disabled video tracks and pass.
 async function mp4Tracks(r: HeaderReader): Promise<void> {
   let moov: Box | undefined;
-  for await (const b of boxes(r, 0, r.size)) if (b.type === 'moov') { moov = b; break; }
+  for await (const b of boxes(r, 0, r.size))
+    if (b.type === 'moov') {
+      moov = b;
+      break;
+    }
   if (!moov) throw r.corrupt('has no MP4 index (moov box): it is truncated or not an audio file');
   let audio = 0;
   for await (const trak of boxes(r, moov.body, moov.end)) {
@@ -342,7 +360,10 @@ async function wavChunks(r: HeaderReader): Promise<void> {
       const slack = Math.max(4096, fmt.byteRate / 2);
       if (!unknown && announced > held + slack) {
         const s = (bytes: number): string => (bytes / fmt!.byteRate).toFixed(1);
-        throw r.fail('MEDIA_MISMATCH', `the WAV header announces ${s(announced)} s of audio but the file holds ${s(held)} s; it is truncated or its header is wrong`);
+        throw r.fail(
+          'MEDIA_MISMATCH',
+          `the WAV header announces ${s(announced)} s of audio but the file holds ${s(held)} s; it is truncated or its header is wrong`,
+        );
       }
       return;
     }

@@ -90,10 +90,14 @@ interface RawProbe {
  * @throws SonicError `INTERNAL` when ffprobe is not installed; `signal.reason` on abort.
  */
 export async function probe(path: string, options: ProbeOptions = {}): Promise<ProbeResult> {
-  const { raw, stderr } = await ffprobeJson(path, [
-    '-show_entries',
-    'format=duration,format_name:stream=index,codec_type,codec_name,sample_rate,channels,width,height,pix_fmt,avg_frame_rate,nb_frames,duration:stream_disposition=attached_pic',
-  ], options);
+  const { raw, stderr } = await ffprobeJson(
+    path,
+    [
+      '-show_entries',
+      'format=duration,format_name:stream=index,codec_type,codec_name,sample_rate,channels,width,height,pix_fmt,avg_frame_rate,nb_frames,duration:stream_disposition=attached_pic',
+    ],
+    options,
+  );
   const formatDuration = num(raw.format?.duration);
   const streams = raw.streams ?? [];
   const a = streams.find((s) => s.codec_type === 'audio');
@@ -134,7 +138,10 @@ export async function countFrames(path: string, options: ProbeOptions = {}): Pro
   const { raw } = await ffprobeJson(path, ['-count_frames', '-select_streams', 'v:0', '-show_entries', 'stream=nb_read_frames'], options);
   const n = raw.streams?.[0]?.nb_read_frames;
   if (n === undefined || !/^\d+$/.test(n)) {
-    throw new SonicError(options.onError ?? 'INTERNAL', `ffprobe found no video frames to count in ${path}`, { details: { path }, safe: 'no video frames could be counted' });
+    throw new SonicError(options.onError ?? 'INTERNAL', `ffprobe found no video frames to count in ${path}`, {
+      details: { path },
+      safe: 'no video frames could be counted',
+    });
   }
   return Number(n);
 }
@@ -148,7 +155,9 @@ async function ffprobeJson(path: string, entries: string[], options: ProbeOption
     maxStdoutBytes: PROBE_STDOUT_BYTES,
   });
   if (res.code !== 0) {
-    throw new SonicError(code, `cannot read ${path}: ${failureReason('ffprobe', res, timeoutMs)}`, { details: { path, exitCode: res.code, timedOut: res.timedOut } });
+    throw new SonicError(code, `cannot read ${path}: ${failureReason('ffprobe', res, timeoutMs)}`, {
+      details: { path, exitCode: res.code, timedOut: res.timedOut },
+    });
   }
   try {
     return { raw: JSON.parse(res.stdout.toString('utf8')) as RawProbe, stderr: res.stderr };

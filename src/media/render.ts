@@ -84,13 +84,46 @@ export async function renderPreview(options: RenderPreviewOptions): Promise<Rend
   const levels = await loudness(audio, fps, { frames, signal, timeoutMs });
   onProgress?.(0);
 
-  const encoder = startTool('ffmpeg', [
-    '-v', 'error', '-y',
-    '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', `${still.width}x${still.height}`, '-r', String(fps), '-i', '-',
-    '-an', '-c:v', 'libx264', '-preset', 'veryfast', '-crf', String(crf), '-pix_fmt', 'yuv420p', '-movflags', '+faststart', output,
-  ], { signal, timeoutMs });
+  const encoder = startTool(
+    'ffmpeg',
+    [
+      '-v',
+      'error',
+      '-y',
+      '-f',
+      'rawvideo',
+      '-pix_fmt',
+      'rgb24',
+      '-s',
+      `${still.width}x${still.height}`,
+      '-r',
+      String(fps),
+      '-i',
+      '-',
+      '-an',
+      '-c:v',
+      'libx264',
+      '-preset',
+      'veryfast',
+      '-crf',
+      String(crf),
+      '-pix_fmt',
+      'yuv420p',
+      '-movflags',
+      '+faststart',
+      output,
+    ],
+    { signal, timeoutMs },
+  );
   let exited = false;
-  const ended = encoder.result.then(() => { exited = true; }, () => { exited = true; });
+  const ended = encoder.result.then(
+    () => {
+      exited = true;
+    },
+    () => {
+      exited = true;
+    },
+  );
   const step = Math.max(1, Math.floor(frames / 100));
   try {
     for (let i = 0; i < frames && !exited && !encoder.stdin.destroyed && !signal?.aborted; i++) {
@@ -109,7 +142,10 @@ export async function renderPreview(options: RenderPreviewOptions): Promise<Rend
   if (res.code !== 0) {
     throw new SonicError('ENCODE_FAILED', `preview encoding failed: ${failureReason('ffmpeg', res, timeoutMs)}`, { details: { output } });
   }
-  const written = await stat(output).then((s) => s.size, () => 0);
+  const written = await stat(output).then(
+    (s) => s.size,
+    () => 0,
+  );
   if (written === 0) throw new SonicError('ENCODE_FAILED', `ffmpeg wrote no preview video to ${output}`, { details: { output } });
   const info = await probe(output, { signal, onError: 'ENCODE_FAILED', timeoutMs });
   if (info.video?.frames !== frames) {
@@ -126,7 +162,11 @@ export async function renderPreview(options: RenderPreviewOptions): Promise<Rend
  * @throws SonicError `IMAGE_DECODE_FAILED` when ffprobe or ffmpeg cannot decode it (a picture of
  *   more than `maxPixels`, {@link DEFAULT_MAX_PIXELS} by default, is not decoded at all).
  */
-export async function decodeStill(image: string, size: number, options: { signal?: AbortSignal; timeoutMs?: number; maxPixels?: number } = {}): Promise<RgbImage> {
+export async function decodeStill(
+  image: string,
+  size: number,
+  options: { signal?: AbortSignal; timeoutMs?: number; maxPixels?: number } = {},
+): Promise<RgbImage> {
   const { signal, timeoutMs, maxPixels = DEFAULT_MAX_PIXELS } = options;
   const info = await probe(image, { signal, onError: 'IMAGE_DECODE_FAILED', timeoutMs, maxPixels });
   const v = info.video;
@@ -139,10 +179,30 @@ export async function decodeStill(image: string, size: number, options: { signal
   const even = (n: number): number => Math.max(2, Math.round(n / 2) * 2);
   const width = w <= h ? size : even(w * scale);
   const height = w <= h ? even(h * scale) : size;
-  const res = await runTool('ffmpeg', [
-    '-nostdin', '-v', 'error', ...decoderBounds(maxPixels), '-noautorotate', '-i', image, '-map', '0:v:0', '-frames:v', '1',
-    '-vf', [...upright, `scale=${width}:${height}:flags=lanczos`, 'format=rgb24'].join(','), '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-',
-  ], { signal, timeoutMs, maxStdoutBytes: width * height * 3 });
+  const res = await runTool(
+    'ffmpeg',
+    [
+      '-nostdin',
+      '-v',
+      'error',
+      ...decoderBounds(maxPixels),
+      '-noautorotate',
+      '-i',
+      image,
+      '-map',
+      '0:v:0',
+      '-frames:v',
+      '1',
+      '-vf',
+      [...upright, `scale=${width}:${height}:flags=lanczos`, 'format=rgb24'].join(','),
+      '-f',
+      'rawvideo',
+      '-pix_fmt',
+      'rgb24',
+      '-',
+    ],
+    { signal, timeoutMs, maxStdoutBytes: width * height * 3 },
+  );
   if (res.code !== 0) {
     throw new SonicError('IMAGE_DECODE_FAILED', `cannot decode ${image}: ${failureReason('ffmpeg', res, timeoutMs)}`, { details: { image } });
   }

@@ -64,11 +64,30 @@ export async function speechWithSilence(outWav: string, options: SpeechWithSilen
     const rate = first.audio?.sampleRate ?? 22_050;
     const startS = first.audio?.durationS ?? 0;
     const gapSamples = Math.round(silenceS * rate);
-    await ffmpeg([
-      '-i', parts[0], '-f', 'lavfi', '-i', `anullsrc=r=${rate}:cl=mono`, '-i', parts[1],
-      '-filter_complex', `[1:a]atrim=end_sample=${gapSamples}[gap];[0:a][gap][2:a]concat=n=3:v=0:a=1[out]`,
-      '-map', '[out]', '-ac', '1', '-ar', String(rate), '-c:a', 'pcm_s16le', outWav,
-    ], signal);
+    await ffmpeg(
+      [
+        '-i',
+        parts[0],
+        '-f',
+        'lavfi',
+        '-i',
+        `anullsrc=r=${rate}:cl=mono`,
+        '-i',
+        parts[1],
+        '-filter_complex',
+        `[1:a]atrim=end_sample=${gapSamples}[gap];[0:a][gap][2:a]concat=n=3:v=0:a=1[out]`,
+        '-map',
+        '[out]',
+        '-ac',
+        '1',
+        '-ar',
+        String(rate),
+        '-c:a',
+        'pcm_s16le',
+        outWav,
+      ],
+      signal,
+    );
     const total = await probe(outWav, { signal });
     return { startS, endS: startS + gapSamples / rate, durationS: total.audio?.durationS ?? 0 };
   } finally {
@@ -137,17 +156,23 @@ export interface PortraitOptions extends SampleOptions {
 export async function makePortrait(out: string, options: PortraitOptions = {}): Promise<void> {
   const { width = 640, height = 800, signal } = options;
   const ext = extname(out).toLowerCase();
-  const codec = ext === '.png' ? ['-c:v', 'png'] : ext === '.jpg' || ext === '.jpeg' ? ['-c:v', 'mjpeg', '-q:v', '2'] : ext === '.webp' ? ['-c:v', 'libwebp', '-quality', '90'] : undefined;
+  const codec =
+    ext === '.png'
+      ? ['-c:v', 'png']
+      : ext === '.jpg' || ext === '.jpeg'
+        ? ['-c:v', 'mjpeg', '-q:v', '2']
+        : ext === '.webp'
+          ? ['-c:v', 'libwebp', '-quality', '90']
+          : undefined;
   if (!codec) throw new SonicError('INTERNAL', `no portrait format for ${out} (use .png, .jpg or .webp)`);
   // regions are ellipses in relative coordinates, tested front to back: the first match wins
-  const ell = (cx: number, cy: number, rx: number, ry: number): string =>
-    `lte(pow((X-${cx}*W)/(${rx}*W),2)+pow((Y-${cy}*H)/(${ry}*H),2),1)`;
+  const ell = (cx: number, cy: number, rx: number, ry: number): string => `lte(pow((X-${cx}*W)/(${rx}*W),2)+pow((Y-${cy}*H)/(${ry}*H),2),1)`;
   const regions: [string, [number, number, number]][] = [
     [`${ell(0.39, 0.42, 0.045, 0.022)}+${ell(0.61, 0.42, 0.045, 0.022)}`, [35, 30, 35]], // eyes
     [`${ell(0.39, 0.395, 0.06, 0.008)}+${ell(0.61, 0.395, 0.06, 0.008)}`, [70, 45, 30]], // brows
     [ell(0.5, 0.645, 0.1, 0.024), [165, 45, 60]], // mouth
     [ell(0.5, 0.535, 0.025, 0.045), [205, 145, 118]], // nose
-    [`lt(Y,0.38*H)*${ell(0.5, 0.40, 0.335, 0.3)}`, [75, 50, 35]], // hair
+    [`lt(Y,0.38*H)*${ell(0.5, 0.4, 0.335, 0.3)}`, [75, 50, 35]], // hair
     [ell(0.5, 0.47, 0.3, 0.34), [226, 176, 142]], // face
     [`between(X,0.42*W,0.58*W)*between(Y,0.7*H,0.9*H)`, [212, 160, 128]], // neck
     [ell(0.5, 1.08, 0.46, 0.22), [55, 85, 140]], // shoulders
@@ -155,15 +180,17 @@ export async function makePortrait(out: string, options: PortraitOptions = {}): 
   // geq is an interpreter, so it runs once on one plane to give each pixel a region index (or,
   // for the background, a gradient value >= 128); lutrgb then maps those 256 values to colours
   const index = regions.reduceRight((acc, [cond], i) => `if(${cond},${i},${acc})`, '128+100*Y/H');
-  const lut = (c: 0 | 1 | 2, gradient: string): string =>
-    regions.reduceRight((acc, [, rgb], i) => `if(eq(val,${i}),${rgb[c]},${acc})`, gradient);
+  const lut = (c: 0 | 1 | 2, gradient: string): string => regions.reduceRight((acc, [, rgb], i) => `if(eq(val,${i}),${rgb[c]},${acc})`, gradient);
   const graph = [
-    'format=gray', `geq=lum='${index}'`, 'format=rgb24',
+    'format=gray',
+    `geq=lum='${index}'`,
+    'format=rgb24',
     `lutrgb=r='${lut(0, '150+(val-128)*0.6')}':g='${lut(1, '170+(val-128)*0.4')}':b='${lut(2, '200+(val-128)*0.3')}'`,
   ].join(',');
-  await ffmpeg([
-    '-f', 'lavfi', '-i', `color=c=black:s=${width}x${height}:r=1:d=1`, '-vf', graph, '-frames:v', '1', ...codec, '-f', 'image2', '-update', '1', out,
-  ], signal);
+  await ffmpeg(
+    ['-f', 'lavfi', '-i', `color=c=black:s=${width}x${height}:r=1:d=1`, '-vf', graph, '-frames:v', '1', ...codec, '-f', 'image2', '-update', '1', out],
+    signal,
+  );
 }
 
 async function ffmpeg(args: string[], signal: AbortSignal | undefined): Promise<void> {

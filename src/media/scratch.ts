@@ -21,7 +21,10 @@ export const SCRATCH_HEARTBEAT_MS = 60_000;
 export const SCRATCH_STALE_MS = 15 * 60_000;
 
 const NAME = /^p(\d+)-(.+)-([0-9a-f]{8})$/;
-const HOST = hostname().replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 64) || 'host';
+const HOST =
+  hostname()
+    .replace(/[^A-Za-z0-9_.-]/g, '_')
+    .slice(0, 64) || 'host';
 
 /** The root used when none is configured: `<os tmpdir>/sonicflow-scratch-<uid>`. */
 export function defaultScratchRoot(): string {
@@ -55,7 +58,9 @@ async function createProcessDir(root: string): Promise<string> {
   const st = await lstat(root);
   const uid = process.getuid?.();
   if (!st.isDirectory() || (uid !== undefined && st.uid !== uid)) {
-    throw new SonicError('CONFIG_INVALID', `the scratch root ${root} is not a directory of this user (uid ${uid}); set SONIC_SCRATCH_DIR to one`, { details: { variable: 'SONIC_SCRATCH_DIR' } });
+    throw new SonicError('CONFIG_INVALID', `the scratch root ${root} is not a directory of this user (uid ${uid}); set SONIC_SCRATCH_DIR to one`, {
+      details: { variable: 'SONIC_SCRATCH_DIR' },
+    });
   }
   await sweepStaleScratch(root);
   const named = join(root, `p${process.pid}-${HOST}-${randomBytes(4).toString('hex')}`);

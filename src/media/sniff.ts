@@ -8,9 +8,7 @@ export type AudioFormat = 'wav' | 'mp3' | 'm4a' | 'aac' | 'flac' | 'ogg';
 export type ImageFormat = 'jpeg' | 'png' | 'webp';
 
 /** What {@link sniff} recognised. */
-export type Sniffed =
-  | { kind: 'audio'; format: AudioFormat; contentType: string }
-  | { kind: 'image'; format: ImageFormat; contentType: string };
+export type Sniffed = { kind: 'audio'; format: AudioFormat; contentType: string } | { kind: 'image'; format: ImageFormat; contentType: string };
 
 /** How many leading bytes {@link sniff} looks at; reading more is harmless. */
 export const SNIFF_BYTES = 64;
@@ -42,9 +40,7 @@ export function sniff(head: Buffer): Sniffed | undefined {
   const format = sniffFormat(head);
   if (format === undefined) return undefined;
   const contentType = CONTENT_TYPES[format];
-  return format === 'jpeg' || format === 'png' || format === 'webp'
-    ? { kind: 'image', format, contentType }
-    : { kind: 'audio', format, contentType };
+  return format === 'jpeg' || format === 'png' || format === 'webp' ? { kind: 'image', format, contentType } : { kind: 'audio', format, contentType };
 }
 
 function sniffFormat(b: Buffer): AudioFormat | ImageFormat | undefined {

@@ -127,7 +127,17 @@ export class Autoscaler {
       if (options.stages && !options.stages.includes(spec.name)) continue;
       const partitions = topology.topics[spec.input]?.partitions ?? 1;
       const max = Math.max(1, Math.min(spec.scaling.maxReplicas, partitions, options.maxReplicas ?? Number.POSITIVE_INFINITY));
-      this.states.set(spec.name, { spec, max, workers: [], lastUpAt: 0, lowerSince: undefined, lowerPeak: 0, secondsPerRecord: options.defaultSecondsPerRecord, handled: { sum: 0, count: 0 }, lagAtLastDown: undefined });
+      this.states.set(spec.name, {
+        spec,
+        max,
+        workers: [],
+        lastUpAt: 0,
+        lowerSince: undefined,
+        lowerPeak: 0,
+        secondsPerRecord: options.defaultSecondsPerRecord,
+        handled: { sum: 0, count: 0 },
+        lagAtLastDown: undefined,
+      });
     }
   }
 

@@ -98,12 +98,23 @@ export async function runDemo(ctx: Context, opts: { keep: boolean; out: (s: stri
     await Promise.all(procs.map((p) => p.ready));
     await api.ready;
     const apiUrl = publicApiUrl(ctx.config);
-    out(`   API ${apiUrl} (OpenAPI at ${apiUrl}/docs); stages: ${procs.filter((p) => p.name !== 'api').map((p) => `${p.name} (pid ${p.child.pid})`).join(', ')}\n`);
+    out(
+      `   API ${apiUrl} (OpenAPI at ${apiUrl}/docs); stages: ${procs
+        .filter((p) => p.name !== 'api')
+        .map((p) => `${p.name} (pid ${p.child.pid})`)
+        .join(', ')}\n`,
+    );
 
     out('== making a sample: speech from espeak-ng (with a pause) and a generated portrait\n');
     const audio = join(dir, 'speech.wav');
     const image = join(dir, 'portrait.jpg');
-    await speechWithSilence(audio, { speech: ['Hello! I am a talking head made by sonic flow, from one picture and this recording.', 'After a short pause, I keep talking, and my face keeps moving.'], silenceS: 1.5 });
+    await speechWithSilence(audio, {
+      speech: [
+        'Hello! I am a talking head made by sonic flow, from one picture and this recording.',
+        'After a short pause, I keep talking, and my face keeps moving.',
+      ],
+      silenceS: 1.5,
+    });
     await makePortrait(image, { width: 640, height: 800 });
 
     out('== submitting\n');

@@ -48,11 +48,15 @@ export async function deployedProblems(t: Topology, stages: string[], admin: Top
     const actual = await admin.describe(topics.map((x) => x.name));
     for (const spec of topics) {
       const now = actual.get(spec.name);
-      if (!now) problems.push({ node: `topic:${spec.name}`, message: `topic ${spec.name} of stage ${stage} does not exist: run \`sonicflow topology deploy --stage ${stage}\`` });
+      if (!now)
+        problems.push({
+          node: `topic:${spec.name}`,
+          message: `topic ${spec.name} of stage ${stage} does not exist: run \`sonicflow topology deploy --stage ${stage}\``,
+        });
       else if (now.partitions !== spec.partitions) {
         problems.push({
           node: `topic:${spec.name}`,
-          message: `topic ${spec.name} of stage ${stage} has ${now.partitions} partitions, the topology declares ${spec.partitions}${now.partitions < spec.partitions ? `: run \`sonicflow topology deploy --stage ${stage}\`` : ' (partitions never shrink: declare the broker\'s count)'}`,
+          message: `topic ${spec.name} of stage ${stage} has ${now.partitions} partitions, the topology declares ${spec.partitions}${now.partitions < spec.partitions ? `: run \`sonicflow topology deploy --stage ${stage}\`` : " (partitions never shrink: declare the broker's count)"}`,
         });
       }
     }
@@ -80,7 +84,8 @@ export async function planDeploy(topics: TopicSpec[], admin: TopicAdmin, registr
     }
     const all = { ...now.configs, ...spec.configs };
     for (const [key, to] of Object.entries(spec.configs)) {
-      if (now.configs[key] !== to) plan.configChanges.push({ name: spec.name, key, ...(now.configs[key] === undefined ? {} : { from: now.configs[key] }), to, all });
+      if (now.configs[key] !== to)
+        plan.configChanges.push({ name: spec.name, key, ...(now.configs[key] === undefined ? {} : { from: now.configs[key] }), to, all });
     }
   }
 
@@ -120,7 +125,9 @@ export function planIsEmpty(p: DeployPlan): boolean {
 export function formatPlan(p: DeployPlan): string {
   const lines: string[] = [];
   for (const t of p.createTopics) {
-    const cfg = Object.entries(t.configs).map(([k, v]) => `${k}=${v}`).join(', ');
+    const cfg = Object.entries(t.configs)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(', ');
     lines.push(`  + topic ${t.name} (partitions ${t.partitions}, replication ${t.replicationFactor}${cfg ? `, ${cfg}` : ''})`);
   }
   for (const a of p.addPartitions) lines.push(`  ~ topic ${a.name}: partitions ${a.from} -> ${a.to}`);
@@ -141,9 +148,13 @@ export function formatPlan(p: DeployPlan): string {
 export async function applyDeploy(p: DeployPlan, admin: TopicAdmin, registry: RegistryAdmin): Promise<void> {
   if (p.refusals.length > 0) {
     const schema = p.refusals.some((r) => r.node.startsWith('subject:'));
-    throw new SonicError(schema ? 'SCHEMA_INCOMPATIBLE' : 'TOPOLOGY_INVALID', `deploy refused:\n${p.refusals.map((r) => `  - ${r.node}: ${r.reason}`).join('\n')}`, {
-      details: { refusals: p.refusals },
-    });
+    throw new SonicError(
+      schema ? 'SCHEMA_INCOMPATIBLE' : 'TOPOLOGY_INVALID',
+      `deploy refused:\n${p.refusals.map((r) => `  - ${r.node}: ${r.reason}`).join('\n')}`,
+      {
+        details: { refusals: p.refusals },
+      },
+    );
   }
   await admin.create(p.createTopics);
   await admin.addPartitions(p.addPartitions.map((a) => ({ name: a.name, count: a.to })));

@@ -36,7 +36,15 @@ export function formatList(records: InRecord[]): string {
   const rows = records.map((r) => {
     const h = r.headers;
     const at = h[HEADERS.failedAtMs] ? new Date(Number(h[HEADERS.failedAtMs])).toISOString() : '-';
-    return [`${r.partition}:${r.offset}`, r.key ?? '-', h[HEADERS.errorCode] ?? '-', h[HEADERS.dlqReason] ?? '-', h[HEADERS.attempt] ?? '-', at, (h[HEADERS.errorMessage] ?? '').slice(0, 60)];
+    return [
+      `${r.partition}:${r.offset}`,
+      r.key ?? '-',
+      h[HEADERS.errorCode] ?? '-',
+      h[HEADERS.dlqReason] ?? '-',
+      h[HEADERS.attempt] ?? '-',
+      at,
+      (h[HEADERS.errorMessage] ?? '').slice(0, 60),
+    ];
   });
   const head = ['POSITION', 'TASK', 'CODE', 'REASON', 'ATTEMPT', 'FAILED AT', 'MESSAGE'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
@@ -54,7 +62,10 @@ export async function formatShow(ctx: Context, r: InRecord): Promise<string> {
       const { value, schemaId } = await ctx.serde.decode(r.value);
       lines.push(`value (schema id ${schemaId}):`, JSON.stringify(value, null, 2));
     } catch (err) {
-      lines.push(`value: ${r.value.length} bytes that do not decode (${(err as Error).message})`, `  hex: ${r.value.subarray(0, 64).toString('hex')}${r.value.length > 64 ? '…' : ''}`);
+      lines.push(
+        `value: ${r.value.length} bytes that do not decode (${(err as Error).message})`,
+        `  hex: ${r.value.subarray(0, 64).toString('hex')}${r.value.length > 64 ? '…' : ''}`,
+      );
     }
   }
   return `${lines.join('\n')}\n`;
@@ -80,7 +91,11 @@ export async function replay(ctx: Context, t: Topology, stage: string, picked: I
     await producer.inTransaction(async (send) => {
       await send(
         s.input,
-        picked.map((r) => ({ key: r.key, value: r.value, headers: replayHeaders(r.headers, { topic: r.topic, partition: r.partition, offset: r.offset }, now) })),
+        picked.map((r) => ({
+          key: r.key,
+          value: r.value,
+          headers: replayHeaders(r.headers, { topic: r.topic, partition: r.partition, offset: r.offset }, now),
+        })),
       );
     });
   } finally {

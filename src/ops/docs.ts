@@ -36,10 +36,7 @@ function readers(t: Topology, topic: TopicSpec): string[] {
  * doc, then one row each for the retry tiers and DLQs that `defineTopology` derives per stage.
  */
 export function renderTopicTable(topology: Topology): string {
-  const rows = [
-    '| topic | value schema | subject compatibility | written by | read by | notes |',
-    '|---|---|---|---|---|---|',
-  ];
+  const rows = ['| topic | value schema | subject compatibility | written by | read by | notes |', '|---|---|---|---|---|---|'];
   for (const topic of Object.values(topology.topics)) {
     if (topic.role === 'retry' || topic.role === 'dlq') continue;
     const notes = [topic.doc, ...(topic.partitioning === 'balanced' ? ['Partitioned `balanced`.'] : [])].join(' ');
@@ -47,7 +44,9 @@ export function renderTopicTable(topology: Topology): string {
       `| \`${topic.name}\` | ${topic.valueSchema ? `\`${topic.valueSchema}\`` : '(none)'} | ${topic.compatibility} | ${cell(writers(topology, topic).join(', ') || '—')} | ${cell(readers(topology, topic).join(', ') || '—')} | ${cell(notes)} |`,
     );
   }
-  rows.push(`| \`${topology.prefix}.<stage>.retry.<n>\` | the stage input's | (not registered) | the stage | the stage, once due | original bytes, delay per tier |`);
+  rows.push(
+    `| \`${topology.prefix}.<stage>.retry.<n>\` | the stage input's | (not registered) | the stage | the stage, once due | original bytes, delay per tier |`,
+  );
   rows.push(`| \`${topology.prefix}.<stage>.dlq\` | the stage input's | (not registered) | the stage | \`sonicflow dlq\` | original bytes + error headers |`);
   return `${rows.join('\n')}\n`;
 }

@@ -31,7 +31,10 @@ export function replaceGenerated(text: string, markers: Markers, body: string, f
   const at = (marker: string): number => {
     const found = lines.flatMap((l, i) => (l.trim() === marker ? [i] : []));
     if (found.length !== 1) {
-      throw new SonicError('CONFIG_INVALID', `${file} must have the line "${marker}" exactly once (found ${found.length}); it marks a section npm run gen:ops writes`);
+      throw new SonicError(
+        'CONFIG_INVALID',
+        `${file} must have the line "${marker}" exactly once (found ${found.length}); it marks a section npm run gen:ops writes`,
+      );
     }
     return found[0]!;
   };

@@ -26,21 +26,34 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
   const runners = names.map((name) => {
     const stage = findStage(topology, name);
     if (!stage) throw new SonicError('TOPOLOGY_INVALID', `no stage named "${name}" (stages: ${topology.stages.map((s) => s.name).join(', ')})`);
-    if (!stage.create) throw new SonicError('TOPOLOGY_INVALID', `stage "${name}" has no code: the topology declares it as data only (a stage declared with defineStage brings its handler)`);
+    if (!stage.create)
+      throw new SonicError(
+        'TOPOLOGY_INVALID',
+        `stage "${name}" has no code: the topology declares it as data only (a stage declared with defineStage brings its handler)`,
+      );
     const handler = stage.create(ctx.stageDeps as never);
-    const runner = new StageRunner(ctx.kafka, ctx.serde, topology, stage, handler, ctx.logger.child({ stage: name }), {
-      clientId: c.clientId,
-      sessionTimeoutMs: c.sessionTimeoutMs,
-      heartbeatIntervalMs: c.heartbeatIntervalMs,
-      rebalanceTimeoutMs: c.rebalanceTimeoutMs,
-      fetchMaxWaitMs: c.fetchMaxWaitMs,
-      transactionTimeoutMs: c.transactionTimeoutMs,
-      drainTimeoutMs: c.drainTimeoutMs,
-      batchMaxRecords: c.batchMaxRecords,
-      batchMaxWaitMs: c.batchMaxWaitMs,
-      concurrency: c.concurrency,
-      reconnect: { initialMs: c.reconnectBackoffMs, maxMs: Math.max(c.reconnectBackoffMs, c.reconnectBackoffMaxMs) },
-    }, metrics);
+    const runner = new StageRunner(
+      ctx.kafka,
+      ctx.serde,
+      topology,
+      stage,
+      handler,
+      ctx.logger.child({ stage: name }),
+      {
+        clientId: c.clientId,
+        sessionTimeoutMs: c.sessionTimeoutMs,
+        heartbeatIntervalMs: c.heartbeatIntervalMs,
+        rebalanceTimeoutMs: c.rebalanceTimeoutMs,
+        fetchMaxWaitMs: c.fetchMaxWaitMs,
+        transactionTimeoutMs: c.transactionTimeoutMs,
+        drainTimeoutMs: c.drainTimeoutMs,
+        batchMaxRecords: c.batchMaxRecords,
+        batchMaxWaitMs: c.batchMaxWaitMs,
+        concurrency: c.concurrency,
+        reconnect: { initialMs: c.reconnectBackoffMs, maxMs: Math.max(c.reconnectBackoffMs, c.reconnectBackoffMaxMs) },
+      },
+      metrics,
+    );
     return { runner, handler };
   });
   const broker = new BrokerHealth(ctx.kafka, { cacheMs: c.brokerCheckCacheMs, timeoutMs: c.brokerCheckTimeoutMs, logger: ctx.logger });
@@ -74,7 +87,7 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
     const admin = new TopicAdmin(ctx.kafka);
     let problems: TopologyProblem[] = [];
     try {
-      await untilConnected('the deployed topics', async () => ((await admin.connect()), (problems = await deployedProblems(topology, names, admin))), {
+      await untilConnected('the deployed topics', async () => (await admin.connect(), (problems = await deployedProblems(topology, names, admin))), {
         backoff: { initialMs: c.reconnectBackoffMs, maxMs: Math.max(c.reconnectBackoffMs, c.reconnectBackoffMaxMs) },
         logger: ctx.logger,
         signal: stopped.signal,
@@ -83,7 +96,11 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
       await admin.close().catch(() => undefined);
     }
     if (problems.length > 0) {
-      throw new SonicError('TOPOLOGY_INVALID', `the broker does not hold the topology's topics as declared:\n${problems.map((p) => `  - ${p.node}: ${p.message}`).join('\n')}`, { details: { problems } });
+      throw new SonicError(
+        'TOPOLOGY_INVALID',
+        `the broker does not hold the topology's topics as declared:\n${problems.map((p) => `  - ${p.node}: ${p.message}`).join('\n')}`,
+        { details: { problems } },
+      );
     }
     process.off('SIGTERM', onStop);
     process.off('SIGINT', onStop);

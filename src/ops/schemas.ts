@@ -51,7 +51,9 @@ export function formatChecks(checks: SubjectCheck[], showChanges: boolean): stri
     if (showChanges) for (const ch of c.changes) lines.push(`    ${ch}`);
   }
   const bad = checks.filter((c) => c.verdict === 'incompatible').length;
-  lines.push(bad ? `${bad} incompatible schema change(s): fix them, or evolve in compatible steps (see docs/operations.md)` : `all ${checks.length} subjects compatible`);
+  lines.push(
+    bad ? `${bad} incompatible schema change(s): fix them, or evolve in compatible steps (see docs/operations.md)` : `all ${checks.length} subjects compatible`,
+  );
   return `${lines.join('\n')}\n`;
 }
 

@@ -8,8 +8,7 @@ import { maxAttemptsFor, toSonicError, type SonicError } from '../core/errors.js
 import type { RetrySpec } from './topology.js';
 
 export type Decision =
-  | { action: 'retry'; error: SonicError; tier: number; delayMs: number }
-  | { action: 'dlq'; error: SonicError; reason: 'permanent' | 'exhausted' };
+  { action: 'retry'; error: SonicError; tier: number; delayMs: number } | { action: 'dlq'; error: SonicError; reason: 'permanent' | 'exhausted' };
 
 /**
  * @param attempt the attempt that failed, 1 for the first try

@@ -52,7 +52,15 @@ export interface FailureContext {
   dlqReason?: 'permanent' | 'exhausted' | 'undecodable';
 }
 
-const ERROR_KEYS = [HEADERS.errorCode, HEADERS.errorMessage, HEADERS.errorStack, HEADERS.errorRetryable, HEADERS.dueMs, HEADERS.retryTier, HEADERS.dlqReason] as const;
+const ERROR_KEYS = [
+  HEADERS.errorCode,
+  HEADERS.errorMessage,
+  HEADERS.errorStack,
+  HEADERS.errorRetryable,
+  HEADERS.dueMs,
+  HEADERS.retryTier,
+  HEADERS.dlqReason,
+] as const;
 
 /** Trims a stack to its first lines, at most 2000 characters. */
 export function trimStack(stack: string | undefined): string {
@@ -87,7 +95,11 @@ export function failureHeaders(input: Record<string, string>, f: FailureContext)
 }
 
 /** Headers for a record replayed from a DLQ: a fresh start (no attempt, no error), the replay recorded. */
-export function replayHeaders(dlqHeaders: Record<string, string>, of: { topic: string; partition: number; offset: string }, nowMs: number): Record<string, string> {
+export function replayHeaders(
+  dlqHeaders: Record<string, string>,
+  of: { topic: string; partition: number; offset: string },
+  nowMs: number,
+): Record<string, string> {
   const out: Record<string, string> = { ...dlqHeaders };
   for (const k of [...ERROR_KEYS, HEADERS.attempt, HEADERS.failedAtMs]) delete out[k];
   out[HEADERS.replayCount] = String(Number(dlqHeaders[HEADERS.replayCount] ?? '0') + 1);

@@ -173,7 +173,10 @@ export class Partition implements PartitionPosition {
   private refreshLogStart(fetchedOffset: bigint): void {
     void this.host.recovery.logStartPast(this, fetchedOffset).then((low) => {
       if (low === undefined || !this.owned || this.recovering || this.position < 0n || low <= this.position) return;
-      this.host.logger.warn({ partition: this.key, position: this.position.toString(), log_start: low.toString() }, 'records below the log start were deleted before they were handled; going on from the log start');
+      this.host.logger.warn(
+        { partition: this.key, position: this.position.toString(), log_start: low.toString() },
+        'records below the log start were deleted before they were handled; going on from the log start',
+      );
       this.position = low;
       this.fetchFromPosition();
     });
@@ -222,7 +225,11 @@ export class Partition implements PartitionPosition {
         this.position = clampToLogStart(committed, await this.host.recovery.logStart(this.tp));
         this.fetchFromPosition();
       }
-      if (before !== this.queue.length) this.host.logger.info({ partition: this.key, skipped: before - this.queue.length, committed: committed.toString() }, 'skipped records committed by a previous owner');
+      if (before !== this.queue.length)
+        this.host.logger.info(
+          { partition: this.key, skipped: before - this.queue.length, committed: committed.toString() },
+          'skipped records committed by a previous owner',
+        );
     }
     this.fenced = true;
     this.host.logger.debug({ partition: this.key, transactional_id: this.producer.transactionalId }, 'partition fenced');
@@ -238,7 +245,10 @@ export class Partition implements PartitionPosition {
     const next = (this.batchEnds.get(last.offset) ?? BigInt(last.offset)) + 1n;
     for (const b of batch) this.batchEnds.delete(b.raw.offset);
     const started = Date.now();
-    await this.producer.publish(batch.flatMap((b) => b.outcome.records), { groupId: this.host.groupId, topic: this.tp.topic, partition: this.tp.partition, offset: next.toString() });
+    await this.producer.publish(
+      batch.flatMap((b) => b.outcome.records),
+      { groupId: this.host.groupId, topic: this.tp.topic, partition: this.tp.partition, offset: next.toString() },
+    );
     this.committed = next;
     const { metrics: m, stage } = this.host;
     if (m) {
@@ -276,7 +286,12 @@ export class Partition implements PartitionPosition {
       this.drop(this.queue.length, 'transaction failed');
       await this.closeProducer();
       this.position = -1n;
-      const start = await this.host.recovery.startAfterFailure(this, FENCING_ERRORS.has(type), stillOurs, AbortSignal.any([this.abort.signal, this.host.stopping]));
+      const start = await this.host.recovery.startAfterFailure(
+        this,
+        FENCING_ERRORS.has(type),
+        stillOurs,
+        AbortSignal.any([this.abort.signal, this.host.stopping]),
+      );
       if (start === undefined || !stillOurs()) return;
       this.position = start;
       this.fetchFromPosition();

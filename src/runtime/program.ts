@@ -77,7 +77,8 @@ export class StageProgram<In = unknown> {
     );
     this.statusSchema = stage.emitsStatus ? schemaOf(topology.statusTopic) : undefined;
     this.statusHook = topology.statusHook;
-    if (this.statusSchema && !this.statusHook) throw new SonicError('TOPOLOGY_INVALID', `stage ${stage.name} writes status events but the topology has no status hook`);
+    if (this.statusSchema && !this.statusHook)
+      throw new SonicError('TOPOLOGY_INVALID', `stage ${stage.name} writes status events but the topology has no status hook`);
     this.retryTopics = new Set(stage.retry.topics);
     this.clock = options.clock ?? Date.now;
   }
@@ -154,7 +155,17 @@ export class StageProgram<In = unknown> {
       const now = this.clock();
       const dueMs = now + decision.delayMs;
       log().info({ err: decision.error, tier: decision.tier, due_ms: dueMs }, 'record sent to a retry tier');
-      const headers = failureHeaders(raw.headers, { stage: this.stage.name, topic: raw.topic, partition: raw.partition, offset: raw.offset, attempt, error: decision.error, nowMs: now, dueMs, tier: decision.tier });
+      const headers = failureHeaders(raw.headers, {
+        stage: this.stage.name,
+        topic: raw.topic,
+        partition: raw.partition,
+        offset: raw.offset,
+        attempt,
+        error: decision.error,
+        nowMs: now,
+        dueMs,
+        tier: decision.tier,
+      });
       const records: Produced[] = [{ topic: this.stage.retry.topics[decision.tier - 1]!, key: raw.key, value: raw.value, headers }];
       const status = await this.status(taskId, 'retrying', { fields: extra, attempt: attempt + 1, error: decision.error }, traceparent);
       if (status) records.push(status);
@@ -200,7 +211,16 @@ export class StageProgram<In = unknown> {
     extra: StatusFields,
     decision?: Decision,
   ): Promise<Outcome> {
-    const headers = failureHeaders(raw.headers, { stage: this.stage.name, topic: raw.topic, partition: raw.partition, offset: raw.offset, attempt, error, nowMs: this.clock(), dlqReason: reason });
+    const headers = failureHeaders(raw.headers, {
+      stage: this.stage.name,
+      topic: raw.topic,
+      partition: raw.partition,
+      offset: raw.offset,
+      attempt,
+      error,
+      nowMs: this.clock(),
+      dlqReason: reason,
+    });
     const records: Produced[] = [{ topic: this.stage.dlq, key: raw.key, value: raw.value, headers }];
     if (raw.key !== null) {
       const status = await this.status(raw.key, 'failed', { fields: extra, attempt, error }, childTraceparent(raw.headers[HEADERS.traceparent]));

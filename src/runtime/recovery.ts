@@ -70,7 +70,10 @@ export class PartitionRecovery {
           const low = await this.logStart(p.tp, true);
           // kafkajs itself commits -2 (earliest) when it resets an out-of-range position
           if (committed < low && low > 0n) {
-            this.logger.warn({ partition: p.key, committed: committed.toString(), log_start: low.toString() }, 'committed offset (or none) lies below the log start (records deleted): fetching from the log start');
+            this.logger.warn(
+              { partition: p.key, committed: committed.toString(), log_start: low.toString() },
+              'committed offset (or none) lies below the log start (records deleted): fetching from the log start',
+            );
           }
           return clampToLogStart(committed, low);
         },
@@ -99,7 +102,10 @@ export class PartitionRecovery {
   async logStartPast(p: PartitionPosition, fetchedOffset: bigint): Promise<bigint | undefined> {
     if (p.refreshing) return undefined;
     p.refreshing = true;
-    this.logger.info({ partition: p.key, position: p.position.toString(), fetched_offset: fetchedOffset.toString() }, 'fetch came from beyond the position; seeking back and checking the log start');
+    this.logger.info(
+      { partition: p.key, position: p.position.toString(), fetched_offset: fetchedOffset.toString() },
+      'fetch came from beyond the position; seeking back and checking the log start',
+    );
     try {
       const low = await this.logStart(p.tp, true);
       return p.position >= 0n && low > p.position ? low : undefined;

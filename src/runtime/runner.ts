@@ -121,7 +121,12 @@ export class StageRunner {
       stopping: this.stopping.signal,
       running: () => this.lifecycle.state === 'running',
       // one transactional id per input partition: the new owner of the id fences the old one
-      producerFor: (tp) => new TxProducer(kafka, transactionalId(options.clientId, { kind: 'partition', stage, topic: tp.topic, partition: tp.partition }), options.transactionTimeoutMs).connect(),
+      producerFor: (tp) =>
+        new TxProducer(
+          kafka,
+          transactionalId(options.clientId, { kind: 'partition', stage, topic: tp.topic, partition: tp.partition }),
+          options.transactionTimeoutMs,
+        ).connect(),
       schedule: (p) => this.schedule(p),
     };
     // every series exists from the start, so that increase() sees the first retry or dead letter
@@ -190,7 +195,10 @@ export class StageRunner {
     this.runnable.length = 0;
     const drained = await this.waitIdle(this.options.drainTimeoutMs);
     if (!drained) {
-      this.logger.warn({ drain_timeout_ms: this.options.drainTimeoutMs, in_flight: this.active }, 'drain timeout: abandoning in-flight work, it stays uncommitted');
+      this.logger.warn(
+        { drain_timeout_ms: this.options.drainTimeoutMs, in_flight: this.active },
+        'drain timeout: abandoning in-flight work, it stays uncommitted',
+      );
       for (const p of this.parts.values()) p.abort.abort(new SonicError('SHUTDOWN', 'stage is stopping'));
       await this.waitIdle(5_000);
     }

@@ -104,7 +104,11 @@ export class TopologyTestDriver {
     return Promise.all(
       (this.topics.get(topic) ?? []).map(async (r) => {
         let value: T | undefined;
-        if (r.value && schema) value = await this.codec.decode<T>(r.value, schema).then((d) => d.value, () => undefined);
+        if (r.value && schema)
+          value = await this.codec.decode<T>(r.value, schema).then(
+            (d) => d.value,
+            () => undefined,
+          );
         return { topic, partition: r.partition, offset: r.offset, key: r.key, value, raw: r.value, headers: r.headers };
       }),
     );
@@ -123,7 +127,7 @@ export class TopologyTestDriver {
 
   /** Handles every record that is due, stage by stage, until nothing moves. */
   private async run(): Promise<void> {
-    for (let moved = true; moved; ) {
+    for (let moved = true; moved;) {
       moved = false;
       for (const program of this.programs) {
         for (const topic of [program.stage.input, ...program.stage.retry.topics]) {

@@ -102,7 +102,7 @@ export function validateTopology(t: Topology, schemaExists?: (name: string) => b
         add(node, `stage ${s.name} consumes topic ${topic}, which is not declared`);
         continue;
       }
-      if (topic === s.input && !(producers.get(topic)?.length)) {
+      if (topic === s.input && !producers.get(topic)?.length) {
         add(node, `stage ${s.name} consumes topic ${topic}, which no stage produces and which is not declared external`);
       }
       if (spec.partitions < s.scaling.maxReplicas) {
@@ -127,7 +127,8 @@ export function validateTopology(t: Topology, schemaExists?: (name: string) => b
     add(`topic:${t.statusTopic}`, `the status hook writes ${t.statusHook.schema} records, but status topic ${t.statusTopic} holds ${statusSchema}`);
   }
   for (const s of t.stages) {
-    if (s.create && s.emitsStatus && !t.statusHook) add(`stage:${s.name}`, `stage ${s.name} writes status events but the topology has no status hook to build them`);
+    if (s.create && s.emitsStatus && !t.statusHook)
+      add(`stage:${s.name}`, `stage ${s.name} writes status events but the topology has no status hook to build them`);
   }
   return problems;
 }
@@ -136,11 +137,9 @@ export function validateTopology(t: Topology, schemaExists?: (name: string) => b
 export function assertValidTopology(t: Topology, schemaExists?: (name: string) => boolean): Topology {
   const problems = validateTopology(t, schemaExists);
   if (problems.length > 0) {
-    throw new SonicError(
-      'TOPOLOGY_INVALID',
-      `topology ${t.name} is invalid:\n${problems.map((p) => `  - ${p.node}: ${p.message}`).join('\n')}`,
-      { details: { problems } },
-    );
+    throw new SonicError('TOPOLOGY_INVALID', `topology ${t.name} is invalid:\n${problems.map((p) => `  - ${p.node}: ${p.message}`).join('\n')}`, {
+      details: { problems },
+    });
   }
   return t;
 }

@@ -41,7 +41,11 @@ export function diffSchemas(from: avro.Type, to: avro.Type, path = ''): FieldCha
   for (const f of newFields) {
     const old = oldFields.get(f.name);
     if (!old) {
-      out.push({ kind: 'added', path: at(f.name), detail: `${typeLabel(f.type)}${hasDefault(f) ? `, default ${show(f.defaultValue())}` : ', no default (required)'}` });
+      out.push({
+        kind: 'added',
+        path: at(f.name),
+        detail: `${typeLabel(f.type)}${hasDefault(f) ? `, default ${show(f.defaultValue())}` : ', no default (required)'}`,
+      });
       continue;
     }
     if (old.type.typeName === 'record' && f.type.typeName === 'record') out.push(...diffSchemas(old.type, f.type, at(f.name)));
@@ -52,7 +56,12 @@ export function diffSchemas(from: avro.Type, to: avro.Type, path = ''): FieldCha
   }
   const names = new Set(newFields.map((f) => f.name));
   for (const [name, f] of oldFields) {
-    if (!names.has(name)) out.push({ kind: 'removed', path: at(name), detail: `${typeLabel(f.type)}${hasDefault(f) ? `, had default ${show(f.defaultValue())}` : ', was required'}` });
+    if (!names.has(name))
+      out.push({
+        kind: 'removed',
+        path: at(name),
+        detail: `${typeLabel(f.type)}${hasDefault(f) ? `, had default ${show(f.defaultValue())}` : ', was required'}`,
+      });
   }
   return out;
 }

@@ -20,7 +20,6 @@ export interface RegistryOptions {
   auth?: { username: string; password: string };
 }
 
-
 /** Lists the Avro paths where `value` does not match `type`, for a readable error. */
 function invalidPaths(type: avro.Type, value: unknown): string[] {
   const paths: string[] = [];
@@ -104,10 +103,14 @@ export class Serde implements Codec {
       }
       return { value: (resolver ? reader.fromBuffer(body, resolver) : reader.fromBuffer(body)) as T, schemaId };
     } catch (err) {
-      throw new SonicError('DESERIALIZATION_FAILED', `record with schema id ${schemaId} does not decode${readerSchema ? ` as ${readerSchema}` : ''}: ${(err as Error).message}`, {
-        cause: err,
-        details: { schemaId },
-      });
+      throw new SonicError(
+        'DESERIALIZATION_FAILED',
+        `record with schema id ${schemaId} does not decode${readerSchema ? ` as ${readerSchema}` : ''}: ${(err as Error).message}`,
+        {
+          cause: err,
+          details: { schemaId },
+        },
+      );
     }
   }
 

@@ -68,7 +68,8 @@ export function avroToTypeScript(schemas: Record<string, unknown>): string {
         const fields = (o.fields as { name: string; type: Avro; doc?: string }[]) ?? [];
         const existing = named.get(name);
         if (existing) {
-          if (existing.signature !== signature) throw new SonicError('SCHEMA_INCOMPATIBLE', `${source} defines record ${name} differently from ${existing.source}`);
+          if (existing.signature !== signature)
+            throw new SonicError('SCHEMA_INCOMPATIBLE', `${source} defines record ${name} differently from ${existing.source}`);
           return name;
         }
         // registered before its fields, so that a field may refer to it
@@ -82,7 +83,8 @@ export function avroToTypeScript(schemas: Record<string, unknown>): string {
         const name = shortName(String(o.name));
         const signature = signatureOf(o);
         const existing = named.get(name);
-        if (existing && existing.signature !== signature) throw new SonicError('SCHEMA_INCOMPATIBLE', `${source} defines enum ${name} differently from ${existing.source}`);
+        if (existing && existing.signature !== signature)
+          throw new SonicError('SCHEMA_INCOMPATIBLE', `${source} defines enum ${name} differently from ${existing.source}`);
         if (!existing) {
           const symbols = (o.symbols as string[]).map((s) => `'${s}'`).join(' | ');
           named.set(name, { name, source, signature, code: `${tsdoc(o.doc, '')}export type ${name} = ${symbols};\n` });

@@ -42,43 +42,48 @@ export const infer = taskStage({
   create: (deps) => {
     const backend = createBackend(deps);
     return {
-    reportStart: true,
-    async handle(rec, ctx) {
-      const v = rec.value;
-      const started = Date.now();
-      return withScratch(rec.key, 'infer', async (dir) => {
-        const output = join(dir, 'rendered.mp4');
-        const result = await backend.render({
-          taskId: rec.key,
-          attempt: rec.attempt,
-          imagePng: await fetchTo(deps.blob, v.image_png, dir, 'image.png'),
-          audio16k: await fetchTo(deps.blob, v.audio_16k, dir, 'audio16k.wav'),
-          audioOriginal: await fetchTo(deps.blob, v.audio_original, dir, 'speech.flac'),
-          durationS: v.audio_duration_s,
-          params: v.request.params,
-          outputPath: output,
-          workDir: dir,
-          signal: ctx.signal,
-          onProgress: (f) => ctx.progress(f),
+      reportStart: true,
+      async handle(rec, ctx) {
+        const v = rec.value;
+        const started = Date.now();
+        return withScratch(rec.key, 'infer', async (dir) => {
+          const output = join(dir, 'rendered.mp4');
+          const result = await backend.render({
+            taskId: rec.key,
+            attempt: rec.attempt,
+            imagePng: await fetchTo(deps.blob, v.image_png, dir, 'image.png'),
+            audio16k: await fetchTo(deps.blob, v.audio_16k, dir, 'audio16k.wav'),
+            audioOriginal: await fetchTo(deps.blob, v.audio_original, dir, 'speech.flac'),
+            durationS: v.audio_duration_s,
+            params: v.request.params,
+            outputPath: output,
+            workDir: dir,
+            signal: ctx.signal,
+            onProgress: (f) => ctx.progress(f),
+          });
+          const video = await probe(output, {
+            onError: 'INFERENCE_FAILED',
+            signal: ctx.signal,
+            timeoutMs: mediaDeadlineMs(deps.config),
+            maxPixels: deps.config.maxImagePixels,
+          });
+          const stored = await deps.blob.put(taskKey(rec.key, 'infer', 'rendered.mp4'), output, { contentType: 'video/mp4' });
+          const out: TaskRendered = {
+            task_id: rec.key,
+            request: v.request,
+            video: mediaRef(stored),
+            audio_original: v.audio_original,
+            audio_duration_s: v.audio_duration_s,
+            backend: backend.name,
+            seed: result.seed,
+            frames: video.video?.frames ?? Math.round((video.video?.fps ?? 25) * video.durationS),
+            fps: video.video?.fps ?? v.request.params.fps,
+            infer_ms: Date.now() - started,
+            rendered_at: ctx.now(),
+          };
+          return { emit: [{ sink: 'rendered', value: out }] };
         });
-        const video = await probe(output, { onError: 'INFERENCE_FAILED', signal: ctx.signal, timeoutMs: mediaDeadlineMs(deps.config), maxPixels: deps.config.maxImagePixels });
-        const stored = await deps.blob.put(taskKey(rec.key, 'infer', 'rendered.mp4'), output, { contentType: 'video/mp4' });
-        const out: TaskRendered = {
-          task_id: rec.key,
-          request: v.request,
-          video: mediaRef(stored),
-          audio_original: v.audio_original,
-          audio_duration_s: v.audio_duration_s,
-          backend: backend.name,
-          seed: result.seed,
-          frames: video.video?.frames ?? Math.round((video.video?.fps ?? 25) * video.durationS),
-          fps: video.video?.fps ?? v.request.params.fps,
-          infer_ms: Date.now() - started,
-          rendered_at: ctx.now(),
-        };
-        return { emit: [{ sink: 'rendered', value: out }] };
-      });
-    },
+      },
     };
   },
 });

@@ -36,42 +36,46 @@ export const preprocess = taskStage({
   create: (deps) => {
     const c = deps.config;
     return {
-    async handle(rec, ctx) {
-      const v = rec.value;
-      const maxS = audioLimit(v.request, c.maxAudioSeconds);
-      return withScratch(rec.key, 'preprocess', async (dir) => {
-        const audioIn = await fetchTo(deps.blob, v.request.audio, dir, 'audio');
-        const imageIn = await fetchTo(deps.blob, v.request.image, dir, 'image');
-        const flac = join(dir, 'speech.flac');
-        const wav = join(dir, 'audio16k.wav');
-        const png = join(dir, 'image.png');
-        const { durationS } = await toSpeechFlac(audioIn, flac, { maxS, signal: ctx.signal, timeoutMs: mediaDeadlineMs(c, maxS) });
-        if (!v.request.truncate_audio && durationS >= maxS - 0.001 && v.audio_probe.duration_s < maxS - HEADER_SLACK_S) {
-          throw new SonicError('AUDIO_TOO_LONG', `the audio decodes to more than ${maxS} s although its header says ${v.audio_probe.duration_s.toFixed(2)} s`, {
-            safe: `the audio is longer than ${maxS} s (its header claims ${v.audio_probe.duration_s.toFixed(2)} s); at most ${maxS} s is allowed`,
-            details: { field: 'audio', maxS },
-          });
-        }
-        checkDuration(durationS, 1, maxS);
-        await toModelWav(flac, wav, { maxS, signal: ctx.signal, timeoutMs: mediaDeadlineMs(c, durationS) });
-        const image = await toModelPng(imageIn, png, { maxSide: 2048, maxPixels: c.maxImagePixels, signal: ctx.signal, timeoutMs: mediaDeadlineMs(c) });
-        const speech = await deps.blob.put(taskKey(rec.key, 'preprocess', 'speech.flac'), flac, { contentType: 'audio/flac' });
-        const audio16k = await deps.blob.put(taskKey(rec.key, 'preprocess', 'audio16k.wav'), wav, { contentType: 'audio/wav' });
-        const imagePng = await deps.blob.put(taskKey(rec.key, 'preprocess', 'image.png'), png, { contentType: 'image/png' });
-        const out: TaskPrepared = {
-          task_id: rec.key,
-          request: v.request,
-          audio_16k: mediaRef(audio16k),
-          audio_original: mediaRef(speech),
-          image_png: mediaRef(imagePng),
-          audio_duration_s: durationS,
-          width: image.width,
-          height: image.height,
-          prepared_at: ctx.now(),
-        };
-        return { emit: [{ sink: 'prepared', value: out }] };
-      });
-    },
+      async handle(rec, ctx) {
+        const v = rec.value;
+        const maxS = audioLimit(v.request, c.maxAudioSeconds);
+        return withScratch(rec.key, 'preprocess', async (dir) => {
+          const audioIn = await fetchTo(deps.blob, v.request.audio, dir, 'audio');
+          const imageIn = await fetchTo(deps.blob, v.request.image, dir, 'image');
+          const flac = join(dir, 'speech.flac');
+          const wav = join(dir, 'audio16k.wav');
+          const png = join(dir, 'image.png');
+          const { durationS } = await toSpeechFlac(audioIn, flac, { maxS, signal: ctx.signal, timeoutMs: mediaDeadlineMs(c, maxS) });
+          if (!v.request.truncate_audio && durationS >= maxS - 0.001 && v.audio_probe.duration_s < maxS - HEADER_SLACK_S) {
+            throw new SonicError(
+              'AUDIO_TOO_LONG',
+              `the audio decodes to more than ${maxS} s although its header says ${v.audio_probe.duration_s.toFixed(2)} s`,
+              {
+                safe: `the audio is longer than ${maxS} s (its header claims ${v.audio_probe.duration_s.toFixed(2)} s); at most ${maxS} s is allowed`,
+                details: { field: 'audio', maxS },
+              },
+            );
+          }
+          checkDuration(durationS, 1, maxS);
+          await toModelWav(flac, wav, { maxS, signal: ctx.signal, timeoutMs: mediaDeadlineMs(c, durationS) });
+          const image = await toModelPng(imageIn, png, { maxSide: 2048, maxPixels: c.maxImagePixels, signal: ctx.signal, timeoutMs: mediaDeadlineMs(c) });
+          const speech = await deps.blob.put(taskKey(rec.key, 'preprocess', 'speech.flac'), flac, { contentType: 'audio/flac' });
+          const audio16k = await deps.blob.put(taskKey(rec.key, 'preprocess', 'audio16k.wav'), wav, { contentType: 'audio/wav' });
+          const imagePng = await deps.blob.put(taskKey(rec.key, 'preprocess', 'image.png'), png, { contentType: 'image/png' });
+          const out: TaskPrepared = {
+            task_id: rec.key,
+            request: v.request,
+            audio_16k: mediaRef(audio16k),
+            audio_original: mediaRef(speech),
+            image_png: mediaRef(imagePng),
+            audio_duration_s: durationS,
+            width: image.width,
+            height: image.height,
+            prepared_at: ctx.now(),
+          };
+          return { emit: [{ sink: 'prepared', value: out }] };
+        });
+      },
     };
   },
 });

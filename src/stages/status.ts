@@ -33,7 +33,10 @@ export function taskStates(stages: readonly TaskPathStage[]): StatusHook<TaskSta
   const invalid = (stage: string, message: string): SonicError => new SonicError('TOPOLOGY_INVALID', `stage:${stage}: ${message}`);
   for (const s of stages) {
     if (s.state === undefined && s.emitsStatus !== false) {
-      throw invalid(s.name, `stage ${s.name} writes task status events but names no task state: give it a state (taskStage), or emitsStatus: false outside the task path`);
+      throw invalid(
+        s.name,
+        `stage ${s.name} writes task status events but names no task state: give it a state (taskStage), or emitsStatus: false outside the task path`,
+      );
     }
   }
   const path = stages.filter((s): s is TaskPathStage & { state: TaskState } => s.state !== undefined);
@@ -41,7 +44,10 @@ export function taskStates(stages: readonly TaskPathStage[]): StatusHook<TaskSta
     const next = path[i + 1];
     if (!next?.input || !s.sinks) return;
     if (!Object.values(s.sinks).some((sink) => sink.topic === next.input!.topic)) {
-      throw invalid(next.name, `stage ${next.name} follows ${s.name} in the task path (state ${next.state} after ${s.state}) but does not read what ${s.name} writes`);
+      throw invalid(
+        next.name,
+        `stage ${next.name} follows ${s.name} in the task path (state ${next.state} after ${s.state}) but does not read what ${s.name} writes`,
+      );
     }
   });
   const running = new Map(path.map((s) => [s.name, s.state]));

@@ -49,7 +49,13 @@ export const validate = taskStage({
         const maxS = audioLimit(request, deps.config.maxAudioSeconds);
         const timeoutMs = mediaDeadlineMs(deps.config);
         // with truncate_audio, longer audio is cut at maxS by preprocess instead of refused
-        const audio = await checkAudio(audioPath, { minS: 1, maxS: request.truncate_audio ? Number.POSITIVE_INFINITY : maxS, signal: ctx.signal, timeoutMs, maxPixels: limits.maxPixels });
+        const audio = await checkAudio(audioPath, {
+          minS: 1,
+          maxS: request.truncate_audio ? Number.POSITIVE_INFINITY : maxS,
+          signal: ctx.signal,
+          timeoutMs,
+          maxPixels: limits.maxPixels,
+        });
         const image = await checkImage(imagePath, { ...limits, signal: ctx.signal, timeoutMs });
         ctx.signal.throwIfAborted();
         const out: TaskValidated = {

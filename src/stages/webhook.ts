@@ -71,7 +71,10 @@ function guardedLookup(resolve: Resolver, allowed: boolean, onRefused: (e: Sonic
         const bad = allowed ? undefined : addresses.find((a) => refusedRange(a.address) !== null);
         if (bad || addresses.length === 0) {
           const e = bad
-            ? refused(`callback host ${hostname} resolves to ${bad.address} (range ${refusedRange(bad.address)}); webhooks go only to public addresses`, 'callback_url resolves to an address webhooks may not reach')
+            ? refused(
+                `callback host ${hostname} resolves to ${bad.address} (range ${refusedRange(bad.address)}); webhooks go only to public addresses`,
+                'callback_url resolves to an address webhooks may not reach',
+              )
             : new SonicError('CALLBACK_DELIVERY_FAILED', `callback host ${hostname} resolved to no address`);
           onRefused(e);
           return cb(e as NodeJS.ErrnoException, '', 4);
@@ -87,10 +90,16 @@ function guardedLookup(resolve: Resolver, allowed: boolean, onRefused: (e: Sonic
 /** What an answer means: null for 2xx, else the error (410 and redirects are permanent). */
 function classify(status: number, location: string | undefined, body: string): SonicError | null {
   if (status >= 200 && status < 300) return null;
-  const snippet = body.replace(/[^\x20-\x7e]+/g, ' ').trim().slice(0, 200);
+  const snippet = body
+    .replace(/[^\x20-\x7e]+/g, ' ')
+    .trim()
+    .slice(0, 200);
   if (status === 410) return refused('the receiver answered 410 Gone: it no longer accepts events', 'the receiver answered 410 Gone');
   if (status >= 300 && status < 400) {
-    return refused(`the receiver answered ${status} to ${String(location)}; redirects are not followed: configure the final URL`, 'the receiver answered a redirect; redirects are not followed');
+    return refused(
+      `the receiver answered ${status} to ${String(location)}; redirects are not followed: configure the final URL`,
+      'the receiver answered a redirect; redirects are not followed',
+    );
   }
   return new SonicError('CALLBACK_DELIVERY_FAILED', `the receiver answered ${status}${snippet ? `: ${snippet}` : ''}`, { details: { status } });
 }
@@ -130,7 +139,12 @@ export async function deliver(url: string, event: WebhookEvent, opts: DeliveryOp
       else resolve(status);
     };
     const timer = setTimeout(
-      () => finish(new SonicError('CALLBACK_DELIVERY_FAILED', `no complete answer from ${u.host} within the ${opts.timeoutMs} ms deadline`, { details: { timeoutMs: opts.timeoutMs } })),
+      () =>
+        finish(
+          new SonicError('CALLBACK_DELIVERY_FAILED', `no complete answer from ${u.host} within the ${opts.timeoutMs} ms deadline`, {
+            details: { timeoutMs: opts.timeoutMs },
+          }),
+        ),
       opts.timeoutMs,
     );
     const onAbort = (): void => {
@@ -156,7 +170,9 @@ export async function deliver(url: string, event: WebhookEvent, opts: DeliveryOp
       r.on('error', (err) => finish(new SonicError('CALLBACK_DELIVERY_FAILED', `the answer from ${u.host} broke off: ${err.message}`, { cause: err })));
     });
     conn.req = req;
-    req.on('error', (err) => finish(refusal ?? (isSonicError(err) ? err : new SonicError('CALLBACK_DELIVERY_FAILED', `delivery to ${u.host} failed: ${err.message}`, { cause: err }))));
+    req.on('error', (err) =>
+      finish(refusal ?? (isSonicError(err) ? err : new SonicError('CALLBACK_DELIVERY_FAILED', `delivery to ${u.host} failed: ${err.message}`, { cause: err }))),
+    );
     req.end(body);
   });
 }

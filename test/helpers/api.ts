@@ -80,7 +80,10 @@ export async function startApiOnly(env: Record<string, string> = {}, ctx: Contex
       const offsets = await reader.offsets([`${prefix}.tasks.requested`]);
       return offsets.reduce((sum, o) => sum + o.end, 0n);
     },
-    spooled: () => readdirSync(spoolDir, { recursive: true }).map(String).filter((f) => statSync(join(spoolDir, f)).isFile()),
+    spooled: () =>
+      readdirSync(spoolDir, { recursive: true })
+        .map(String)
+        .filter((f) => statSync(join(spoolDir, f)).isFile()),
     async gauge(name) {
       const text = await (await fetch(`${base}/metrics`)).text();
       const line = text.split('\n').find((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
@@ -96,32 +99,49 @@ export async function startApiOnly(env: Record<string, string> = {}, ctx: Contex
  */
 export function raw(port: number, method: string, path: string, headers: Record<string, string> = {}, body?: Buffer | string): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method, path, agent: false, headers: { ...headers, ...(body !== undefined ? { 'content-length': String(Buffer.byteLength(body)) } : {}) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let json: Record<string, unknown> = {};
-        try {
-          json = JSON.parse(text) as Record<string, unknown>;
-        } catch {
-          // not JSON (a video, an empty body)
-        }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
-      });
-    });
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        method,
+        path,
+        agent: false,
+        headers: { ...headers, ...(body !== undefined ? { 'content-length': String(Buffer.byteLength(body)) } : {}) },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let json: Record<string, unknown> = {};
+          try {
+            json = JSON.parse(text) as Record<string, unknown>;
+          } catch {
+            // not JSON (a video, an empty body)
+          }
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
+        });
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
 }
 
 /** A multipart/form-data body built by hand (so that tests can send what no client library would). */
-export function multipart(parts: { name: string; filename?: string; data: Buffer | string; type?: string }[], boundary = `----sonicflow${Date.now().toString(16)}`): { body: Buffer; contentType: string } {
+export function multipart(
+  parts: { name: string; filename?: string; data: Buffer | string; type?: string }[],
+  boundary = `----sonicflow${Date.now().toString(16)}`,
+): { body: Buffer; contentType: string } {
   const chunks: Buffer[] = [];
   for (const p of parts) {
     const disposition = `form-data; name="${p.name}"${p.filename !== undefined ? `; filename="${p.filename}"` : ''}`;
     const type = p.filename !== undefined ? `\r\ncontent-type: ${p.type ?? 'application/octet-stream'}` : '';
-    chunks.push(Buffer.from(`--${boundary}\r\ncontent-disposition: ${disposition}${type}\r\n\r\n`), Buffer.isBuffer(p.data) ? p.data : Buffer.from(p.data), Buffer.from('\r\n'));
+    chunks.push(
+      Buffer.from(`--${boundary}\r\ncontent-disposition: ${disposition}${type}\r\n\r\n`),
+      Buffer.isBuffer(p.data) ? p.data : Buffer.from(p.data),
+      Buffer.from('\r\n'),
+    );
   }
   chunks.push(Buffer.from(`--${boundary}--\r\n`));
   return { body: Buffer.concat(chunks), contentType: `multipart/form-data; boundary=${boundary}` };
@@ -135,7 +155,14 @@ export async function sampleMedia(): Promise<{ wav: Buffer; png: Buffer; form: {
   await makePortrait(join(dir, 'p.png'), { width: 400, height: 500 });
   const wav = readFileSync(join(dir, 'a.wav'));
   const png = readFileSync(join(dir, 'p.png'));
-  return { wav, png, form: multipart([{ name: 'audio', filename: 'a.wav', data: wav }, { name: 'image', filename: 'p.png', data: png }]) };
+  return {
+    wav,
+    png,
+    form: multipart([
+      { name: 'audio', filename: 'a.wav', data: wav },
+      { name: 'image', filename: 'p.png', data: png },
+    ]),
+  };
 }
 
 /** Asserts a refused request: the exact status and code, a message, and nothing enqueued. */

@@ -75,7 +75,9 @@ if (!state[KEY]) {
     const why = t && refusal(t.host, t.port);
     if (!why) return (connect as (...a: unknown[]) => Socket).apply(this, args);
     guard.refused.push(why);
-    const err = Object.assign(new Error(`connect ECONNREFUSED ${t.host}:${t.port}: the unit tier reaches no broker, registry, store or network (${why})`), { code: 'ECONNREFUSED' });
+    const err = Object.assign(new Error(`connect ECONNREFUSED ${t.host}:${t.port}: the unit tier reaches no broker, registry, store or network (${why})`), {
+      code: 'ECONNREFUSED',
+    });
     process.nextTick(() => this.destroy(err));
     return this;
   } as typeof connect;

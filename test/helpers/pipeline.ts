@@ -19,7 +19,10 @@ export interface Pipeline {
   dataDir: string;
   env: Record<string, string>;
   logs(): { api: string; stages: string };
-  submit(form: Record<string, string | { data: Buffer; name: string }>, headers?: Record<string, string>): Promise<{ status: number; body: Record<string, unknown> }>;
+  submit(
+    form: Record<string, string | { data: Buffer; name: string }>,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; body: Record<string, unknown> }>;
   status(taskId: string): Promise<Record<string, unknown>>;
   waitFor(taskId: string, states?: string[], timeoutMs?: number): Promise<Record<string, unknown>>;
   topic(name: string): string;
@@ -63,11 +66,15 @@ export async function startPipeline(env: Record<string, string> = {}): Promise<P
   const base = publicApiUrl({ apiPublicUrl: fullEnv.SONIC_API_PUBLIC_URL ?? '', apiPort: port });
   const deadline = Date.now() + 60_000;
   for (;;) {
-    const ok = await fetch(`${base}/readyz`).then((r) => r.ok, () => false);
+    const ok = await fetch(`${base}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
     // tests need every stage's group joined before they submit
     if (ok && /"msg":"stage running"/.test(stages.logs()) && (stages.logs().match(/"msg":"partitions assigned"/g) ?? []).length >= stageNames.length) break;
     if (Date.now() > deadline) throw new Error(`pipeline did not start:\n${api.logs().slice(-2000)}\n${stages.logs().slice(-2000)}`);
-    if (api.proc.exitCode !== null || stages.proc.exitCode !== null) throw new Error(`a pipeline process exited:\n${api.logs().slice(-3000)}\n${stages.logs().slice(-3000)}`);
+    if (api.proc.exitCode !== null || stages.proc.exitCode !== null)
+      throw new Error(`a pipeline process exited:\n${api.logs().slice(-3000)}\n${stages.logs().slice(-3000)}`);
     await new Promise((r) => setTimeout(r, 300)); // poll interval
   }
   const p: Pipeline = {

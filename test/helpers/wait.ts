@@ -29,7 +29,12 @@ export function consumedToEnd(p: Pick<PartitionLag, 'committed' | 'end' | 'earli
  * with them (exactly-once: outputs and offsets commit together): no later output, and no
  * duplicate, can come from those records. Call it after the last input was written.
  */
-export async function waitConsumedToEnd(ctx: { kafka: KafkaClient; config: { clientId: string } }, topology: Topology, stages: string[], timeoutMs = 60_000): Promise<void> {
+export async function waitConsumedToEnd(
+  ctx: { kafka: KafkaClient; config: { clientId: string } },
+  topology: Topology,
+  stages: string[],
+  timeoutMs = 60_000,
+): Promise<void> {
   const reader = new OffsetReader(ctx.kafka);
   let behind = 'no read yet';
   try {

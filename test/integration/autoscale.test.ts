@@ -48,7 +48,11 @@ describe('local autoscaler on a burst (real broker, workers as processes)', () =
       const reader = new OffsetReader(ctx.kafka);
       try {
         const joined = async (): Promise<boolean> =>
-          (await Promise.all(topology.stages.map(async (s) => (await reader.members(groupId(ctx.config.clientId, topology, s))) >= Math.max(1, s.scaling.minReplicas)))).every(Boolean);
+          (
+            await Promise.all(
+              topology.stages.map(async (s) => (await reader.members(groupId(ctx.config.clientId, topology, s))) >= Math.max(1, s.scaling.minReplicas)),
+            )
+          ).every(Boolean);
         await waitUntil(joined, 60_000, 'every stage group to have its minimum members');
       } finally {
         await reader.close();
@@ -63,7 +67,12 @@ describe('local autoscaler on a burst (real broker, workers as processes)', () =
       await scaler.stop();
     }
     const infer = scaler.decisions.filter((d: Decision) => d.stage === 'infer');
-    console.log(`infer decisions: ${infer.filter((d) => d.action !== 'hold').map((d) => `${d.action} ${d.current}->${d.target} (lag ${d.lag})`).join(', ')}`);
+    console.log(
+      `infer decisions: ${infer
+        .filter((d) => d.action !== 'hold')
+        .map((d) => `${d.action} ${d.current}->${d.target} (lag ${d.lag})`)
+        .join(', ')}`,
+    );
     const ups = infer.filter((d) => d.action === 'up');
     const downs = infer.filter((d) => d.action === 'down');
     expect(ups.length).toBeGreaterThanOrEqual(1);
@@ -73,7 +82,8 @@ describe('local autoscaler on a burst (real broker, workers as processes)', () =
     // no flapping: every scale-up comes before every scale-down
     expect(Math.max(...ups.map((d) => d.at))).toBeLessThan(Math.min(...downs.map((d) => d.at)));
     // each decision carries its inputs
-    for (const d of infer) expect(d).toMatchObject({ lag: expect.any(Number), secondsPerRecord: expect.any(Number), targetDrainSeconds: 10, current: expect.any(Number) });
+    for (const d of infer)
+      expect(d).toMatchObject({ lag: expect.any(Number), secondsPerRecord: expect.any(Number), targetDrainSeconds: 10, current: expect.any(Number) });
     // the measured service time came from the workers' metrics (the handler sleeps 200 ms), read on
     // the free ports the workers printed: not the default of 0.2 s
     const measured = infer[infer.length - 1]!.secondsPerRecord;

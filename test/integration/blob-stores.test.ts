@@ -217,7 +217,15 @@ describe('S3 store against a server that trickles', () => {
       res.on('close', () => clearInterval(t));
       return 200;
     });
-    const store = new S3BlobStore({ endpoint: slow.url, bucket: 'b', region: 'us-east-1', accessKeyId: 'a', secretAccessKey: 's', forcePathStyle: true, timeoutMs: 1000 });
+    const store = new S3BlobStore({
+      endpoint: slow.url,
+      bucket: 'b',
+      region: 'us-east-1',
+      accessKeyId: 'a',
+      secretAccessKey: 's',
+      forcePathStyle: true,
+      timeoutMs: 1000,
+    });
     const t0 = Date.now();
     const e = await failure(store.download('tasks/t/infer/x.mp4', join(work, 'slow', 'x.mp4')));
     expect(Date.now() - t0).toBeLessThan(4000);

@@ -32,7 +32,9 @@ async function server(options: Parameters<typeof startCogServer>[0] = {}): Promi
 }
 
 /** A render request for the sample media; a fresh task id unless given. */
-function request(over: { steps?: number; seed?: number | null; taskId?: string; attempt?: number; signal?: AbortSignal; onProgress?: (f: number) => void } = {}): InferInput {
+function request(
+  over: { steps?: number; seed?: number | null; taskId?: string; attempt?: number; signal?: AbortSignal; onProgress?: (f: number) => void } = {},
+): InferInput {
   const taskId = over.taskId ?? randomUUID();
   const attempt = over.attempt ?? 1;
   const work = mkdtempSync(join(dir, 'task-'));
@@ -43,7 +45,14 @@ function request(over: { steps?: number; seed?: number | null; taskId?: string; 
     audio16k: wav16k,
     audioOriginal: wav16k,
     durationS: audioS,
-    params: { ...PARAM_DEFAULTS, min_resolution: 256, inference_steps: over.steps ?? NORMAL_STEPS, dynamic_scale: 1.2, expand_ratio: 0.6, seed: over.seed === undefined ? 42 : over.seed },
+    params: {
+      ...PARAM_DEFAULTS,
+      min_resolution: 256,
+      inference_steps: over.steps ?? NORMAL_STEPS,
+      dynamic_scale: 1.2,
+      expand_ratio: 0.6,
+      seed: over.seed === undefined ? 42 : over.seed,
+    },
     outputPath: join(work, 'rendered.mp4'),
     workDir: work,
     signal: over.signal ?? new AbortController().signal,
@@ -80,7 +89,6 @@ describe('the cog backend with a Cog-compatible server', () => {
     expect(audioS).toBeGreaterThan(1);
     cog = await server();
   }, 60_000);
-
 
   it('renders a playable MP4 to outputPath and reports increasing progress up to completion', async () => {
     const progress: number[] = [];

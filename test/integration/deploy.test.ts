@@ -84,13 +84,28 @@ describe('topology deploy (real broker and registry)', () => {
       defaults: { partitions },
       topics: {
         items: { valueSchema: 'item', external: { producers: ['t'], consumers: ['t'] }, doc: 'items' },
-        status: { role: 'status', valueSchema: 'item', configs: { 'cleanup.policy': 'compact' }, external: { producers: ['t'], consumers: ['t'] }, doc: 'status' },
+        status: {
+          role: 'status',
+          valueSchema: 'item',
+          configs: { 'cleanup.policy': 'compact' },
+          external: { producers: ['t'], consumers: ['t'] },
+          doc: 'status',
+        },
       },
       stages: {},
     });
     writeFileSync(join(dir, 'four.json'), JSON.stringify(decl(4)));
     writeFileSync(join(dir, 'two.json'), JSON.stringify(decl(2)));
-    for (const [name, fields] of [['v1', [{ name: 'id', type: 'string' }]], ['v2', [{ name: 'id', type: 'string' }, { name: 'weight', type: 'double' }]]] as const) {
+    for (const [name, fields] of [
+      ['v1', [{ name: 'id', type: 'string' }]],
+      [
+        'v2',
+        [
+          { name: 'id', type: 'string' },
+          { name: 'weight', type: 'double' },
+        ],
+      ],
+    ] as const) {
       mkdirSync(join(dir, name));
       writeFileSync(join(dir, name, 'item.avsc'), JSON.stringify({ type: 'record', name: 'Item', namespace: 'refuse', fields }));
     }
@@ -100,17 +115,22 @@ describe('topology deploy (real broker and registry)', () => {
       await admin.close();
       for (const t of ['items', 'status']) await ctx.registryAdmin.deleteSubject(`${prefix}.${t}-value`);
     });
-    const deploy = (file: string, schemas: string, ...more: string[]) => sonicflow(['topology', 'deploy', '--file', join(dir, file), '--schemas', join(dir, schemas), ...more]);
+    const deploy = (file: string, schemas: string, ...more: string[]) =>
+      sonicflow(['topology', 'deploy', '--file', join(dir, file), '--schemas', join(dir, schemas), ...more]);
     expect(deploy('four.json', 'v1').code).toBe(0);
 
     const shrink = deploy('two.json', 'v1');
     expect(shrink.code).toBe(1);
-    expect(shrink.stdout).toContain(`! topic:${prefix}.items: topic ${prefix}.items has 4 partitions and the topology asks for 2; Kafka cannot remove partitions`);
+    expect(shrink.stdout).toContain(
+      `! topic:${prefix}.items: topic ${prefix}.items has 4 partitions and the topology asks for 2; Kafka cannot remove partitions`,
+    );
     expect(shrink.stderr).toContain('deploy refused: nothing was changed');
 
     const incompatible = deploy('four.json', 'v2');
     expect(incompatible.code).toBe(1);
-    expect(incompatible.stdout).toContain(`! subject:${prefix}.items-value: schema item is incompatible with the latest version of ${prefix}.items-value under BACKWARD`);
+    expect(incompatible.stdout).toContain(
+      `! subject:${prefix}.items-value: schema item is incompatible with the latest version of ${prefix}.items-value under BACKWARD`,
+    );
     expect(incompatible.stdout).toContain('field weight is missing from the writer schema and has no default');
 
     // nothing changed: still 4 partitions, still one schema version
@@ -121,4 +141,3 @@ describe('topology deploy (real broker and registry)', () => {
     expect(deploy('four.json', 'v1').stdout).toBe('No changes. The broker and the registry match the topology.\n');
   }, 120_000);
 });
-

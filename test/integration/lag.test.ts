@@ -37,7 +37,13 @@ function describeGroup(group: string): ToolRow[] {
     .slice(at + 1)
     .filter((l) => l.startsWith(`${group} `))
     .map((l) => l.split(/\s+/))
-    .map((c) => ({ topic: c[col('TOPIC')]!, partition: Number(c[col('PARTITION')]), current: c[col('CURRENT-OFFSET')]!, end: c[col('LOG-END-OFFSET')]!, lag: c[col('LAG')]! }));
+    .map((c) => ({
+      topic: c[col('TOPIC')]!,
+      partition: Number(c[col('PARTITION')]),
+      current: c[col('CURRENT-OFFSET')]!,
+      end: c[col('LOG-END-OFFSET')]!,
+      lag: c[col('LAG')]!,
+    }));
 }
 
 /** `name{labels} value` lines of a Prometheus text exposition. */
@@ -94,14 +100,27 @@ function expectAgreement(group: string, ours: PartitionLag[], tool: ToolRow[], m
   const key = (t: string, p: number): string => `${t}:${p}`;
   expect(committedOurs.map((r) => key(r.topic, r.partition)).sort()).toEqual(committedTool.map((r) => key(r.topic, r.partition)).sort());
 
-  const lag = new Map(series(metrics, 'kafka_consumergroup_lag').filter((s) => s.labels.consumergroup === group).map((s) => [key(s.labels.topic!, Number(s.labels.partition)), s.value]));
-  const offset = new Map(series(metrics, 'kafka_consumergroup_current_offset').filter((s) => s.labels.consumergroup === group).map((s) => [key(s.labels.topic!, Number(s.labels.partition)), s.value]));
+  const lag = new Map(
+    series(metrics, 'kafka_consumergroup_lag')
+      .filter((s) => s.labels.consumergroup === group)
+      .map((s) => [key(s.labels.topic!, Number(s.labels.partition)), s.value]),
+  );
+  const offset = new Map(
+    series(metrics, 'kafka_consumergroup_current_offset')
+      .filter((s) => s.labels.consumergroup === group)
+      .map((s) => [key(s.labels.topic!, Number(s.labels.partition)), s.value]),
+  );
   const end = new Map(series(metrics, 'kafka_topic_partition_current_offset').map((s) => [key(s.labels.topic!, Number(s.labels.partition)), s.value]));
   for (const t of committedTool) {
     const o = ours.find((r) => r.topic === t.topic && r.partition === t.partition)!;
     const k = key(t.topic, t.partition);
     expect({ k, current: o.committed.toString(), end: o.end.toString(), lag: o.lag.toString() }).toEqual({ k, current: t.current, end: t.end, lag: t.lag });
-    expect({ k, exporterLag: lag.get(k), exporterOffset: offset.get(k), exporterEnd: end.get(k) }).toEqual({ k, exporterLag: Number(t.lag), exporterOffset: Number(t.current), exporterEnd: Number(t.end) });
+    expect({ k, exporterLag: lag.get(k), exporterOffset: offset.get(k), exporterEnd: end.get(k) }).toEqual({
+      k,
+      exporterLag: Number(t.lag),
+      exporterOffset: Number(t.current),
+      exporterEnd: Number(t.end),
+    });
   }
   // a partition the tool shows without an offset has none in ours, and -1 in the exporter
   for (const t of tool.filter((r) => r.current === '-')) {
@@ -136,7 +155,12 @@ describe('consumer-group lag vs kafka-consumer-groups --describe (real broker)',
     try {
       // 40 records in one committed transaction: a commit marker after them on each partition
       const value = await testContext().serde.encode(valueSubject(input), 'task-status', { task_id: randomUUID(), state: 'QUEUED', at: new Date() });
-      await producer.inTransaction(async (send) => send(input, Array.from({ length: 40 }, (_, i) => ({ key: `k${i}`, value, partition: i % 4 }))));
+      await producer.inTransaction(async (send) =>
+        send(
+          input,
+          Array.from({ length: 40 }, (_, i) => ({ key: `k${i}`, value, partition: i % 4 })),
+        ),
+      );
       const ends = new Map((await lagWhen(ctx, group, [input])).map((r) => [r.partition, r.end]));
       expect([...ends.values()].every((e) => e > 10n)).toBe(true);
       // p0 half-way, p1 past the commit marker (all read), p2 at the marker (as a runner committing last+1 leaves it), p3 nothing
@@ -146,18 +170,29 @@ describe('consumer-group lag vs kafka-consumer-groups --describe (real broker)',
         { topic: input, partition: 2, offset: ends.get(2)! - 1n },
         { topic: chain.topic('first.retry.1'), partition: 0, offset: 0n },
       ];
-      await producer.inTransaction(async () => undefined, { offsets: commits.map((c) => ({ groupId: group, topic: c.topic, partition: c.partition, offset: c.offset.toString() })) });
+      await producer.inTransaction(async () => undefined, {
+        offsets: commits.map((c) => ({ groupId: group, topic: c.topic, partition: c.partition, offset: c.offset.toString() })),
+      });
       // the offsets show once the transaction's markers are in
-      const isCommitted = (rows: PartitionLag[]): boolean => commits.every((c) => rows.find((r) => r.topic === c.topic && r.partition === c.partition)?.committed === c.offset);
+      const isCommitted = (rows: PartitionLag[]): boolean =>
+        commits.every((c) => rows.find((r) => r.topic === c.topic && r.partition === c.partition)?.committed === c.offset);
       const settled = await lagWhen(ctx, group, topics, isCommitted);
       const asText = (t: string, p: number, o: bigint): string => `${t}:${p}@${o}`;
-      expect(settled.filter((r) => r.committed >= 0n).map((r) => asText(r.topic, r.partition, r.committed)).sort()).toEqual(commits.map((c) => asText(c.topic, c.partition, c.offset)).sort());
+      expect(
+        settled
+          .filter((r) => r.committed >= 0n)
+          .map((r) => asText(r.topic, r.partition, r.committed))
+          .sort(),
+      ).toEqual(commits.map((c) => asText(c.topic, c.partition, c.offset)).sort());
       expect(settled.find((r) => r.topic === input && r.partition === 2)!.lag).toBe(1n);
 
       // 5 records in a transaction left open while we measure: in the high watermark, not in the LSO
       await producer.inTransaction(
         async (send) => {
-          await send(input, Array.from({ length: 5 }, (_, i) => ({ key: `open${i}`, value, partition: 0 })));
+          await send(
+            input,
+            Array.from({ length: 5 }, (_, i) => ({ key: `open${i}`, value, partition: 0 })),
+          );
           const ours = await fetchGroupLag(ctx.kafka, group, topics);
           const p0 = ours.find((r) => r.topic === input && r.partition === 0)!;
           expect(p0.end - p0.stable).toBe(5n);
@@ -168,7 +203,10 @@ describe('consumer-group lag vs kafka-consumer-groups --describe (real broker)',
           // the partition without a commit: '-' in the tool (when listed), backlog in ours, -1 in the exporter
           expect(tool.find((r) => r.topic === input && r.partition === 3)?.current ?? '-').toBe('-');
           expect(ours.find((r) => r.topic === input && r.partition === 3)!.lag).toBe(ends.get(3)!);
-          expect(series(metrics, 'kafka_consumergroup_lag').find((s) => s.labels.consumergroup === group && s.labels.topic === input && s.labels.partition === '3')?.value).toBe(-1);
+          expect(
+            series(metrics, 'kafka_consumergroup_lag').find((s) => s.labels.consumergroup === group && s.labels.topic === input && s.labels.partition === '3')
+              ?.value,
+          ).toBe(-1);
         },
         { commit: false },
       );

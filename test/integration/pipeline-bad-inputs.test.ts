@@ -27,7 +27,12 @@ describe('bad input gets a clear error and loses nothing (real pipeline)', () =>
   };
 
   beforeAll(async () => {
-    p = await startPipeline({ SONIC_API_AUTH: 'required', SONIC_API_KEYS: `acme:${KEY},other:k-other-5678,burst:k-burst-0000`, SONIC_MAX_AUDIO_BYTES: String(2 * 1024 * 1024), SONIC_API_RATE_LIMIT_PER_MINUTE: '200' });
+    p = await startPipeline({
+      SONIC_API_AUTH: 'required',
+      SONIC_API_KEYS: `acme:${KEY},other:k-other-5678,burst:k-burst-0000`,
+      SONIC_MAX_AUDIO_BYTES: String(2 * 1024 * 1024),
+      SONIC_API_RATE_LIMIT_PER_MINUTE: '200',
+    });
     await synthSpeech('Good morning. This is a perfectly fine recording.', join(dir, 'ok.wav'));
     await makePortrait(join(dir, 'ok.png'), { width: 400, height: 500 });
     f.ok_wav = file('ok.wav');
@@ -51,7 +56,12 @@ describe('bad input gets a clear error and loses nothing (real pipeline)', () =>
   // --- answered 4xx by the API, nothing enqueued -------------------------------------------
   const api4xx: [string, () => Promise<{ status: number; body: Record<string, unknown> }>, number, string][] = [
     ['an image renamed to .wav', () => submit({ audio: { ...f.ok_png!, name: 'speech.wav' }, image: f.ok_png! }), 415, 'UNSUPPORTED_AUDIO_FORMAT'],
-    ['a text file as the image', () => submit({ audio: f.ok_wav!, image: { data: Buffer.from('hello, not an image at all'), name: 'face.jpg' } }), 415, 'UNSUPPORTED_IMAGE_FORMAT'],
+    [
+      'a text file as the image',
+      () => submit({ audio: f.ok_wav!, image: { data: Buffer.from('hello, not an image at all'), name: 'face.jpg' } }),
+      415,
+      'UNSUPPORTED_IMAGE_FORMAT',
+    ],
     ['min_resolution not a multiple of 64', () => submit({ audio: f.ok_wav!, image: f.ok_png!, min_resolution: '300' }), 422, 'PARAMS_OUT_OF_RANGE'],
     ['inference_steps 0', () => submit({ audio: f.ok_wav!, image: f.ok_png!, inference_steps: '0' }), 422, 'PARAMS_OUT_OF_RANGE'],
     ['dynamic_scale 3.5', () => submit({ audio: f.ok_wav!, image: f.ok_png!, dynamic_scale: '3.5' }), 422, 'PARAMS_OUT_OF_RANGE'],
@@ -63,7 +73,12 @@ describe('bad input gets a clear error and loses nothing (real pipeline)', () =>
     ['a PNG with a corrupt header', () => submit({ audio: f.ok_wav!, image: file('corrupt.png') }), 422, 'IMAGE_DECODE_FAILED'],
     ['no API key', () => submit({ audio: f.ok_wav!, image: f.ok_png! }, {}), 401, 'UNAUTHORIZED'],
     ['a wrong API key', () => submit({ audio: f.ok_wav!, image: f.ok_png! }, { authorization: 'Bearer nope' }), 401, 'UNAUTHORIZED'],
-    ['an invalid Idempotency-Key', () => submit({ audio: f.ok_wav!, image: f.ok_png! }, { ...auth, 'idempotency-key': 'has spaces in it' }), 422, 'IDEMPOTENCY_KEY_INVALID'],
+    [
+      'an invalid Idempotency-Key',
+      () => submit({ audio: f.ok_wav!, image: f.ok_png! }, { ...auth, 'idempotency-key': 'has spaces in it' }),
+      422,
+      'IDEMPOTENCY_KEY_INVALID',
+    ],
     ['a callback that is not http(s)', () => submit({ audio: f.ok_wav!, image: f.ok_png!, callback_url: 'ftp://example.com/hook' }), 400, 'INVALID_REQUEST'],
     ['metadata that is not an object of strings', () => submit({ audio: f.ok_wav!, image: f.ok_png!, metadata: '{"n": 1}' }), 400, 'INVALID_REQUEST'],
     [
@@ -78,7 +93,14 @@ describe('bad input gets a clear error and loses nothing (real pipeline)', () =>
     [
       'JSON referencing an upload that does not exist',
       async () => {
-        const r = await fetch(`${p.api}/v1/tasks`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ audio: { uri: 'blob://uploads/acme/00000000-0000-4000-8000-000000000001' }, image: { uri: 'blob://uploads/acme/00000000-0000-4000-8000-000000000002' } }) });
+        const r = await fetch(`${p.api}/v1/tasks`, {
+          method: 'POST',
+          headers: { ...auth, 'content-type': 'application/json' },
+          body: JSON.stringify({
+            audio: { uri: 'blob://uploads/acme/00000000-0000-4000-8000-000000000001' },
+            image: { uri: 'blob://uploads/acme/00000000-0000-4000-8000-000000000002' },
+          }),
+        });
         return { status: r.status, body: (await r.json()) as Record<string, unknown> };
       },
       422,
@@ -95,15 +117,19 @@ describe('bad input gets a clear error and loses nothing (real pipeline)', () =>
     ],
   ];
 
-  it.each(api4xx.map(([name, call, status, code]) => ({ name, call, status, code })))('$name → $status $code, nothing enqueued', async ({ call, status, code }) => {
-    const before = (await readAll(p.topic('tasks.requested'), 300)).length;
-    const r = await call();
-    expect(r.status, JSON.stringify(r.body)).toBe(status);
-    expect(r.body.code).toBe(code);
-    expect(typeof r.body.message).toBe('string');
-    expect(String(r.body.message).length).toBeGreaterThan(10);
-    expect((await readAll(p.topic('tasks.requested'), 300)).length).toBe(before);
-  }, 60_000);
+  it.each(api4xx.map(([name, call, status, code]) => ({ name, call, status, code })))(
+    '$name → $status $code, nothing enqueued',
+    async ({ call, status, code }) => {
+      const before = (await readAll(p.topic('tasks.requested'), 300)).length;
+      const r = await call();
+      expect(r.status, JSON.stringify(r.body)).toBe(status);
+      expect(r.body.code).toBe(code);
+      expect(typeof r.body.message).toBe('string');
+      expect(String(r.body.message).length).toBeGreaterThan(10);
+      expect((await readAll(p.topic('tasks.requested'), 300)).length).toBe(before);
+    },
+    60_000,
+  );
 
   // --- accepted, then failed by the validate stage: DLQ with the code, status FAILED ----------
   const dlq: [string, () => Record<string, string | File>, string][] = [
@@ -113,19 +139,23 @@ describe('bad input gets a clear error and loses nothing (real pipeline)', () =>
     ['a PNG whose pixel data does not decode', () => ({ audio: f.ok_wav!, image: file('bad-pixels.png') }), 'IMAGE_DECODE_FAILED'],
   ];
 
-  it.each(dlq.map(([name, form, code]) => ({ name, form, code })))('$name → DLQ $code, task FAILED with that code', async ({ form, code }) => {
-    const r = await submit(form());
-    expect(r.status, JSON.stringify(r.body)).toBe(202);
-    const id = String(r.body.task_id);
-    const s = await p.waitFor(id);
-    expect(s.state).toBe('FAILED');
-    expect(s.error).toMatchObject({ code, retryable: false });
-    const dead = (await readAll(p.topic('validate.dlq'), 500)).find((d) => d.key === id);
-    expect(dead?.headers[HEADERS.errorCode]).toBe(code);
-    expect(dead?.headers[HEADERS.dlqReason]).toBe('permanent');
-    // the failure is an outcome too (for webhooks)
-    expect((await readAll(p.topic('tasks.completed'), 500)).some((c) => c.key === id)).toBe(true);
-  }, 120_000);
+  it.each(dlq.map(([name, form, code]) => ({ name, form, code })))(
+    '$name → DLQ $code, task FAILED with that code',
+    async ({ form, code }) => {
+      const r = await submit(form());
+      expect(r.status, JSON.stringify(r.body)).toBe(202);
+      const id = String(r.body.task_id);
+      const s = await p.waitFor(id);
+      expect(s.state).toBe('FAILED');
+      expect(s.error).toMatchObject({ code, retryable: false });
+      const dead = (await readAll(p.topic('validate.dlq'), 500)).find((d) => d.key === id);
+      expect(dead?.headers[HEADERS.errorCode]).toBe(code);
+      expect(dead?.headers[HEADERS.dlqReason]).toBe('permanent');
+      // the failure is an outcome too (for webhooks)
+      expect((await readAll(p.topic('tasks.completed'), 500)).some((c) => c.key === id)).toBe(true);
+    },
+    120_000,
+  );
 
   it('keeps tenants apart and rate-limits per key', async () => {
     const r = await submit({ audio: f.ok_wav!, image: f.ok_png! });

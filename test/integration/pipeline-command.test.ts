@@ -8,7 +8,7 @@ import { readAll } from '../helpers/chain.js';
 import { ROOT } from '../helpers/infra.js';
 import { startPipeline, type Pipeline } from '../helpers/pipeline.js';
 
-describe('the command backend with a script that behaves like Sonic\'s CLI', () => {
+describe("the command backend with a script that behaves like Sonic's CLI", () => {
   let p: Pipeline;
   const dir = mkdtempSync(join(tmpdir(), 'sonicflow-cmd-'));
   beforeAll(async () => {
@@ -44,13 +44,17 @@ describe('the command backend with a script that behaves like Sonic\'s CLI', () 
   it.each([
     [14, "UnboundLocalError 'bbox_s'"],
     [15, 'exit 0 without a video'],
-  ])('no face (%i: %s) goes to the DLQ at once as NO_FACE_DETECTED', async (steps) => {
-    const id = String((await submit(steps)).body.task_id);
-    const s = await p.waitFor(id);
-    expect(s.state).toBe('FAILED');
-    expect(s.error).toMatchObject({ code: 'NO_FACE_DETECTED', retryable: false });
-    expect((await readAll(p.topic('infer.retry.1'), 500)).filter((r) => r.key === id)).toHaveLength(0);
-    const dead = (await readAll(p.topic('infer.dlq'))).find((r) => r.key === id);
-    expect(dead?.headers[HEADERS.dlqReason]).toBe('permanent');
-  }, 120_000);
+  ])(
+    'no face (%i: %s) goes to the DLQ at once as NO_FACE_DETECTED',
+    async (steps) => {
+      const id = String((await submit(steps)).body.task_id);
+      const s = await p.waitFor(id);
+      expect(s.state).toBe('FAILED');
+      expect(s.error).toMatchObject({ code: 'NO_FACE_DETECTED', retryable: false });
+      expect((await readAll(p.topic('infer.retry.1'), 500)).filter((r) => r.key === id)).toHaveLength(0);
+      const dead = (await readAll(p.topic('infer.dlq'))).find((r) => r.key === id);
+      expect(dead?.headers[HEADERS.dlqReason]).toBe('permanent');
+    },
+    120_000,
+  );
 });

@@ -11,7 +11,9 @@ import { startPipeline, type Pipeline } from '../helpers/pipeline.js';
 
 /** Freeze intervals (s) found by ffmpeg's freezedetect. */
 function freezes(video: string): { start: number; end: number }[] {
-  const r = spawnSync('ffmpeg', ['-nostdin', '-v', 'info', '-i', video, '-vf', 'freezedetect=n=0.0005:d=0.4', '-map', '0:v', '-f', 'null', '-'], { encoding: 'utf8' });
+  const r = spawnSync('ffmpeg', ['-nostdin', '-v', 'info', '-i', video, '-vf', 'freezedetect=n=0.0005:d=0.4', '-map', '0:v', '-f', 'null', '-'], {
+    encoding: 'utf8',
+  });
   const starts = [...r.stderr.matchAll(/freeze_start: ([\d.]+)/g)].map((m) => Number(m[1]));
   const ends = [...r.stderr.matchAll(/freeze_end: ([\d.]+)/g)].map((m) => Number(m[1]));
   return starts.map((start, i) => ({ start, end: ends[i] ?? Number.POSITIVE_INFINITY }));
@@ -23,7 +25,10 @@ describe('the Sonic pipeline end to end (real broker, registry, filesystem store
   let silence: { startS: number; endS: number; durationS: number };
   beforeAll(async () => {
     p = await startPipeline();
-    silence = await speechWithSilence(join(dir, 'speech.wav'), { speech: ['Hello, I am your virtual presenter for today.', 'After a short pause, I keep on talking to you.'], silenceS: 2.5 });
+    silence = await speechWithSilence(join(dir, 'speech.wav'), {
+      speech: ['Hello, I am your virtual presenter for today.', 'After a short pause, I keep on talking to you.'],
+      silenceS: 2.5,
+    });
     await makePortrait(join(dir, 'portrait.jpg'), { width: 512, height: 640 });
   }, 120_000);
 

@@ -37,14 +37,27 @@ describe('the pipeline on an S3-compatible store (local S3Proxy)', () => {
     expect(info.audio?.codec).toBe('aac');
 
     const c = loadConfig({ SONIC_S3_BUCKET: bucket });
-    const s3 = new S3BlobStore({ endpoint: c.s3Endpoint, bucket, region: c.s3Region, accessKeyId: c.s3AccessKeyId, secretAccessKey: c.s3SecretAccessKey, forcePathStyle: c.s3ForcePathStyle });
+    const s3 = new S3BlobStore({
+      endpoint: c.s3Endpoint,
+      bucket,
+      region: c.s3Region,
+      accessKeyId: c.s3AccessKeyId,
+      secretAccessKey: c.s3SecretAccessKey,
+      forcePathStyle: c.s3ForcePathStyle,
+    });
     try {
       // the submitted audio, where the request record says it is
       const topic = p.topic('tasks.requested');
       const record = (await readAll(topic)).find((x) => x.key === id)!;
       const request = (await testContext().serde.decode<TaskRequest>(record.value!, sonicTopology({ prefix: p.prefix }).topics[topic]!.valueSchema!)).value;
       expect(request.audio.uri.startsWith(`s3://${bucket}/tasks/${id}/input/`)).toBe(true);
-      for (const key of [s3.keyFromUri(request.audio.uri), taskKey(id, 'preprocess', 'audio16k.wav'), taskKey(id, 'infer', 'rendered.mp4'), taskKey(id, 'encode', 'video.mp4'), `videos/${id}.mp4`]) {
+      for (const key of [
+        s3.keyFromUri(request.audio.uri),
+        taskKey(id, 'preprocess', 'audio16k.wav'),
+        taskKey(id, 'infer', 'rendered.mp4'),
+        taskKey(id, 'encode', 'video.mp4'),
+        `videos/${id}.mp4`,
+      ]) {
         const st = await s3.stat(key);
         expect(st?.size_bytes, key).toBeGreaterThan(0);
         expect(st?.sha256, key).toMatch(/^[0-9a-f]{64}$/);

@@ -60,7 +60,12 @@ describe('webhooks (Standard Webhooks, notify stage with its own retry tiers)', 
       expect(event.data).toMatchObject({ task_id: id, status: 'SUCCEEDED', video_url: `${p.api}/v1/tasks/${id}/video`, metadata: { order: 'A-17' } });
     }
     // a signature made with another secret does not verify
-    expect(() => new standardwebhooks.Webhook('whsec_' + Buffer.from('another secret!!').toString('base64')).verify(mine[0]!.body, mine[0]!.headers as Record<string, string>)).toThrow();
+    expect(() =>
+      new standardwebhooks.Webhook('whsec_' + Buffer.from('another secret!!').toString('base64')).verify(
+        mine[0]!.body,
+        mine[0]!.headers as Record<string, string>,
+      ),
+    ).toThrow();
     // the retries went through the notify tiers, and the task never stopped being SUCCEEDED
     expect((await readAll(p.topic('notify.retry.1'), 500)).filter((x) => x.key === id)).toHaveLength(1);
     expect((await readAll(p.topic('notify.retry.3'), 500)).filter((x) => x.key === id)).toHaveLength(1);
@@ -73,7 +78,10 @@ describe('webhooks (Standard Webhooks, notify stage with its own retry tiers)', 
     expect((await p.waitFor(id)).state).toBe('FAILED');
     await waitUntil(() => deliveries.some((d) => d.path === '/failed'), 60_000, 'the failure webhook');
     const d = deliveries.find((x) => x.path === '/failed')!;
-    const event = new standardwebhooks.Webhook(SECRET).verify(d.body, d.headers as Record<string, string>) as { type: string; data: { error: { code: string; message: string } } };
+    const event = new standardwebhooks.Webhook(SECRET).verify(d.body, d.headers as Record<string, string>) as {
+      type: string;
+      data: { error: { code: string; message: string } };
+    };
     expect(event.type).toBe('video.failed');
     expect(event.data.error.code).toBe('AUDIO_TOO_SHORT');
     // the client-safe error only, exactly as the status endpoint shows it: no paths, tools or hosts
@@ -95,12 +103,19 @@ describe('webhooks (Standard Webhooks, notify stage with its own retry tiers)', 
     // resolves to a loopback or private address on any ordinary host
     const host = hostname();
     const addresses = await lookup(host, { all: true });
-    expect(addresses.some((a) => !isPublicAddress(a.address)), `${host} resolves to ${JSON.stringify(addresses)}`).toBe(true);
+    expect(
+      addresses.some((a) => !isPublicAddress(a.address)),
+      `${host} resolves to ${JSON.stringify(addresses)}`,
+    ).toBe(true);
     const before = deliveries.length;
     const r = await p.submit(form('speech.wav', `http://${host}:${new URL(base).port}/sneaky`));
     expect(r.status).toBe(202);
     expect((await p.waitFor(String(r.body.task_id))).state).toBe('SUCCEEDED');
-    await waitUntil(async () => (await readAll(p.topic('notify.dlq'), 500)).some((x) => x.key === r.body.task_id), 60_000, 'the refused callback in the notify DLQ');
+    await waitUntil(
+      async () => (await readAll(p.topic('notify.dlq'), 500)).some((x) => x.key === r.body.task_id),
+      60_000,
+      'the refused callback in the notify DLQ',
+    );
     const d = (await readAll(p.topic('notify.dlq'))).find((x) => x.key === r.body.task_id);
     expect(d?.headers[HEADERS.errorCode]).toBe('CALLBACK_URL_REFUSED');
     expect(d?.headers[HEADERS.dlqReason]).toBe('permanent');

@@ -13,8 +13,20 @@ function evolvingCatalog(): SchemaCatalog {
   const dir = mkdtempSync(join(tmpdir(), 'sonicflow-schemas-'));
   const record = (fields: object[]) => JSON.stringify({ type: 'record', name: 'Evolving', namespace: 'test', fields });
   writeFileSync(join(dir, 'v1.avsc'), record([{ name: 'id', type: 'string' }]));
-  writeFileSync(join(dir, 'v2-optional.avsc'), record([{ name: 'id', type: 'string' }, { name: 'note', type: ['null', 'string'], default: null }]));
-  writeFileSync(join(dir, 'v3-required.avsc'), record([{ name: 'id', type: 'string' }, { name: 'priority', type: 'int' }]));
+  writeFileSync(
+    join(dir, 'v2-optional.avsc'),
+    record([
+      { name: 'id', type: 'string' },
+      { name: 'note', type: ['null', 'string'], default: null },
+    ]),
+  );
+  writeFileSync(
+    join(dir, 'v3-required.avsc'),
+    record([
+      { name: 'id', type: 'string' },
+      { name: 'priority', type: 'int' },
+    ]),
+  );
   return new SchemaCatalog(dir);
 }
 

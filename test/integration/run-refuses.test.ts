@@ -14,7 +14,10 @@ const BROKEN = join(ROOT, 'test', 'fixtures', 'broken-topology.ts');
 describe('a topology that cannot work is refused at start, naming the node', () => {
   it('run and deploy refuse undeclared topics and a missing schema, and create nothing', async () => {
     const prefix = uniqueName('broken').replace(/-/g, '_');
-    for (const args of [['run', 'leaky', '--file', BROKEN], ['topology', 'deploy', '--file', BROKEN]]) {
+    for (const args of [
+      ['run', 'leaky', '--file', BROKEN],
+      ['topology', 'deploy', '--file', BROKEN],
+    ]) {
       const r = sonicflow(args, { SONIC_TOPIC_PREFIX: prefix, SONIC_METRICS_PORT: '0' });
       expect(r.code, r.stderr).toBe(1);
       expect(r.stderr).toContain('TOPOLOGY_INVALID');
@@ -43,6 +46,8 @@ describe('a topology that cannot work is refused at start, naming the node', () 
     const chain = await deployChain();
     const r = sonicflow(['run', 'second', '--file', CHAIN_FILE], { SONIC_TOPIC_PREFIX: chain.prefix, SONIC_METRICS_PORT: '0', CHAIN_PARTITIONS: '6' });
     expect(r.code, r.stderr).toBe(1);
-    expect(r.stderr).toContain(`topic:${chain.prefix}.mid: topic ${chain.prefix}.mid of stage second has 4 partitions, the topology declares 6: run \`sonicflow topology deploy --stage second\``);
+    expect(r.stderr).toContain(
+      `topic:${chain.prefix}.mid: topic ${chain.prefix}.mid of stage second has 4 partitions, the topology declares 6: run \`sonicflow topology deploy --stage second\``,
+    );
   });
 });

@@ -190,7 +190,11 @@ describe('broker outages (private broker, stages as child processes)', () => {
     const s = stage(chain, { CHAIN_DELAY_MS: '2000' });
     try {
       await waitUntil(() => handled(s) >= 2, 60_000, 'both partitions handling');
-      const takeovers = await Promise.all([0, 1].map((p) => new TxProducer(ctx.kafka, transactionalId(ctx.config.clientId, { kind: 'partition', stage: 'first', topic: input, partition: p })).connect()));
+      const takeovers = await Promise.all(
+        [0, 1].map((p) =>
+          new TxProducer(ctx.kafka, transactionalId(ctx.config.clientId, { kind: 'partition', stage: 'first', topic: input, partition: p })).connect(),
+        ),
+      );
       await Promise.all(takeovers.map((t) => t.close()));
       await s.waitForLog(/"msg":"transaction failed[^"]*"/, 30_000);
       await waitUntil(async () => (await readAll(chain.topic('mid'), 500)).length >= survivors.length, 90_000, 'the records after the log start');

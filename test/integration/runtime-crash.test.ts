@@ -7,7 +7,7 @@ import { waitConsumedToEnd } from '../helpers/wait.js';
 /** Deterministic pseudo-random numbers, so a failing run can be repeated (seed printed). */
 function rng(seed: number): () => number {
   let s = seed >>> 0;
-  return () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32);
+  return () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
 }
 
 describe('crash test: exactly once across SIGKILLs (real broker, stages as child processes)', () => {
@@ -19,7 +19,12 @@ describe('crash test: exactly once across SIGKILLs (real broker, stages as child
     const keys = await produce(chain, 500);
     // 100 ms per record: a partition's 125 records take over 12 s per hop, so the kills land mid-work
     const env = { CHAIN_DELAY_MS: '100', SONIC_LOG_LEVEL: 'warn' };
-    const procs: StageProcess[] = [startStage(chain, 'first', env), startStage(chain, 'first', env), startStage(chain, 'second', env), startStage(chain, 'second', env)];
+    const procs: StageProcess[] = [
+      startStage(chain, 'first', env),
+      startStage(chain, 'first', env),
+      startStage(chain, 'second', env),
+      startStage(chain, 'second', env),
+    ];
 
     let kills = 0;
     const outCount = async () => (await readAll(chain.topic('out'), 400)).length;

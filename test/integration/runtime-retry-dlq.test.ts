@@ -35,7 +35,12 @@ describe('retry tiers and the DLQ on the real broker', () => {
 
     const [r1] = await readAll(chain.topic('first.retry.1'));
     const [r2] = await readAll(chain.topic('first.retry.2'));
-    expect(r1!.headers).toMatchObject({ [HEADERS.attempt]: '1', [HEADERS.retryTier]: '1', [HEADERS.errorCode]: 'GPU_OOM', [HEADERS.originTopic]: chain.topic('in') });
+    expect(r1!.headers).toMatchObject({
+      [HEADERS.attempt]: '1',
+      [HEADERS.retryTier]: '1',
+      [HEADERS.errorCode]: 'GPU_OOM',
+      [HEADERS.originTopic]: chain.topic('in'),
+    });
     expect(r2!.headers).toMatchObject({ [HEADERS.attempt]: '2', [HEADERS.retryTier]: '2', [HEADERS.firstFailureMs]: r1!.headers[HEADERS.firstFailureMs] });
     // never processed before due: each retry's consumption happened after its due time
     expect(Number(r2!.headers[HEADERS.failedAtMs])).toBeGreaterThanOrEqual(Number(r1!.headers[HEADERS.dueMs]));
@@ -51,7 +56,11 @@ describe('retry tiers and the DLQ on the real broker', () => {
     const good = await produce(chain, 3);
     const stage = startStage(chain, 'first', { CHAIN_POISON_FIXED: fixedFlag });
     started.push(stage);
-    await waitUntil(async () => (await readAll(chain.topic('first.dlq'), 500)).length === 1 && (await readAll(chain.topic('mid'), 500)).length === 3, 60_000, 'the DLQ record and the good outputs');
+    await waitUntil(
+      async () => (await readAll(chain.topic('first.dlq'), 500)).length === 1 && (await readAll(chain.topic('mid'), 500)).length === 3,
+      60_000,
+      'the DLQ record and the good outputs',
+    );
 
     const input = (await readAll(chain.topic('in'))).find((r) => r.key === bad)!;
     const [dead] = await readAll(chain.topic('first.dlq'));
@@ -91,7 +100,10 @@ describe('retry tiers and the DLQ on the real broker', () => {
     expect(counts.get(bad!)).toBe(1);
     expect([...counts.values()].every((n) => n === 1)).toBe(true);
     const replayed = (await readAll(chain.topic('in'))).find((r) => r.key === bad && r.headers[HEADERS.replayCount]);
-    expect(replayed?.headers).toMatchObject({ [HEADERS.replayCount]: '1', [HEADERS.replayOf]: `${chain.topic('first.dlq')}:${dead!.partition}:${dead!.offset}` });
+    expect(replayed?.headers).toMatchObject({
+      [HEADERS.replayCount]: '1',
+      [HEADERS.replayOf]: `${chain.topic('first.dlq')}:${dead!.partition}:${dead!.offset}`,
+    });
   }, 120_000);
 
   it('a poison pill lands in the DLQ with its bytes; the records after it are processed', async () => {
@@ -100,7 +112,10 @@ describe('retry tiers and the DLQ on the real broker', () => {
     const p = await new PlainProducer(testContext().kafka).connect();
     // the poison pills go first into partition 0; good records follow in every partition
     const poisonKey = '0b0e3f35-2a4b-4f0e-9b1a-0f3a4f6a7c11';
-    await p.send(chain.topic('in'), [{ key: poisonKey, value: garbage, partition: 0 }, { key: 'not-a-uuid', value: Buffer.from([0, 0, 0, 0x7f, 0x7f, 1]), partition: 0 }]);
+    await p.send(chain.topic('in'), [
+      { key: poisonKey, value: garbage, partition: 0 },
+      { key: 'not-a-uuid', value: Buffer.from([0, 0, 0, 0x7f, 0x7f, 1]), partition: 0 },
+    ]);
     await p.close();
     const good = await produce(chain, 8);
     const stage = startStage(chain, 'first');

@@ -23,7 +23,7 @@ describe('zombie fencing (real broker)', () => {
     expect(seen.map((r) => r.value?.toString())).toEqual(['owner']);
   });
 
-  it('an instance stalled past a rebalance cannot publish its result; the new owner\'s result is the only one', async () => {
+  it("an instance stalled past a rebalance cannot publish its result; the new owner's result is the only one", async () => {
     const chain = await deployChain();
     const a = startStage(chain, 'first', { CHAIN_DELAY_MS: '10000', CHAIN_TAG: 'A' });
     await a.waitForLog(/"msg":"partitions assigned"/);
@@ -62,14 +62,23 @@ describe('zombie fencing (real broker)', () => {
       // mid-backlog: a transaction committed on every partition, most of the records still ahead
       const reader = new OffsetReader(ctx.kafka);
       try {
-        const committed = async (): Promise<bigint[]> => [...(await reader.committed(groupId(ctx.config.clientId, chain.prefix, 'first'), [chain.topic('in')])).values()];
+        const committed = async (): Promise<bigint[]> => [
+          ...(await reader.committed(groupId(ctx.config.clientId, chain.prefix, 'first'), [chain.topic('in')])).values(),
+        ];
         await waitUntil(async () => (await committed()).filter((c) => c > 0n).length === 4, 60_000, 'a commit on each of the 4 partitions');
         expect((await committed()).reduce((n, c) => n + c, 0n)).toBeLessThan(BigInt(keys.length / 2));
       } finally {
         await reader.close();
       }
       // taking over the transactional ids aborts the open transactions and fences the stage's producers
-      const takeovers = await Promise.all([0, 1, 2, 3].map((p) => new TxProducer(ctx.kafka, transactionalId(ctx.config.clientId, { kind: 'partition', stage: 'first', topic: chain.topic('in'), partition: p })).connect()));
+      const takeovers = await Promise.all(
+        [0, 1, 2, 3].map((p) =>
+          new TxProducer(
+            ctx.kafka,
+            transactionalId(ctx.config.clientId, { kind: 'partition', stage: 'first', topic: chain.topic('in'), partition: p }),
+          ).connect(),
+        ),
+      );
       await Promise.all(takeovers.map((t) => t.close()));
       await a.waitForLog(/"msg":"transaction failed[^"]*"/, 30_000);
       await waitUntil(async () => (await readAll(chain.topic('mid'), 1000)).length >= keys.length, 90_000, 'every record through the first hop');

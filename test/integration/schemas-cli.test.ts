@@ -12,7 +12,16 @@ function fixture(level: string) {
     name: 'gov',
     prefix,
     status: 'things',
-    topics: { things: { role: 'status', valueSchema: 'thing', compatibility: level, configs: { 'cleanup.policy': 'compact' }, external: { producers: ['t'], consumers: ['t'] }, doc: 'things' } },
+    topics: {
+      things: {
+        role: 'status',
+        valueSchema: 'thing',
+        compatibility: level,
+        configs: { 'cleanup.policy': 'compact' },
+        external: { producers: ['t'], consumers: ['t'] },
+        doc: 'things',
+      },
+    },
     stages: {},
   };
   writeFileSync(join(dir, 'topology.json'), JSON.stringify(topology));

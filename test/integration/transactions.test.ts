@@ -14,8 +14,20 @@ describe('kafkajs transactions on the local Kafka 4.x broker', () => {
     const producer = await new TxProducer(ctx.kafka, uniqueName('txn-producer')).connect();
     const aborted = Array.from({ length: 5 }, () => randomUUID());
     const committed = Array.from({ length: 5 }, () => randomUUID());
-    await producer.inTransaction(async (send) => send(topic, aborted.map((k) => ({ key: k, value: Buffer.from('aborted') }))), { commit: false });
-    await producer.inTransaction(async (send) => send(topic, committed.map((k) => ({ key: k, value: Buffer.from('committed') }))));
+    await producer.inTransaction(
+      async (send) =>
+        send(
+          topic,
+          aborted.map((k) => ({ key: k, value: Buffer.from('aborted') })),
+        ),
+      { commit: false },
+    );
+    await producer.inTransaction(async (send) =>
+      send(
+        topic,
+        committed.map((k) => ({ key: k, value: Buffer.from('committed') })),
+      ),
+    );
     await producer.close();
 
     const seen = await readTopic(ctx.kafka, topic, { isolation: 'read_committed', idleMs: 2000 });
@@ -51,7 +63,9 @@ describe('kafkajs transactions on the local Kafka 4.x broker', () => {
     const topic = uniqueName('txn-lookups');
     await createTopics([{ name: topic }]);
     // count the FindCoordinator requests kafkajs sends, at the broker connection
-    const Broker = createRequire(import.meta.url)('kafkajs/src/broker/index.js') as { prototype: { findGroupCoordinator: (...a: unknown[]) => Promise<unknown> } };
+    const Broker = createRequire(import.meta.url)('kafkajs/src/broker/index.js') as {
+      prototype: { findGroupCoordinator: (...a: unknown[]) => Promise<unknown> };
+    };
     const send = Broker.prototype.findGroupCoordinator;
     let lookups = 0;
     Broker.prototype.findGroupCoordinator = function (this: unknown, ...a: unknown[]) {
@@ -61,7 +75,8 @@ describe('kafkajs transactions on the local Kafka 4.x broker', () => {
     try {
       const producer = await new TxProducer(ctx.kafka, uniqueName('txn-lookups')).connect();
       const group = uniqueName('txn-lookups-group');
-      for (let i = 1; i <= 20; i++) await producer.publish([{ topic, key: String(i), value: Buffer.from('v') }], { groupId: group, topic, partition: 0, offset: String(i) });
+      for (let i = 1; i <= 20; i++)
+        await producer.publish([{ topic, key: String(i), value: Buffer.from('v') }], { groupId: group, topic, partition: 0, offset: String(i) });
       await producer.close();
     } finally {
       Broker.prototype.findGroupCoordinator = send;

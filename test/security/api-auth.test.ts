@@ -19,7 +19,8 @@ describe('authentication and rate limits cannot be side-stepped (real API, broke
   let address = 0;
   /** A client address of its own for each request, so the failed-auth limit of one case does not leak into another. */
   const from = (): Record<string, string> => ({ 'x-forwarded-for': `198.51.100.${(address++ % 250) + 1}` });
-  const post = (path: string, headers: Record<string, string> = {}) => raw(api.port, 'POST', path, { ...from(), 'content-type': form.contentType, ...headers }, form.body);
+  const post = (path: string, headers: Record<string, string> = {}) =>
+    raw(api.port, 'POST', path, { ...from(), 'content-type': form.contentType, ...headers }, form.body);
 
   // every spelling that reaches the submit handler must pass authentication; the others are no route at all
   const spellings: [string, number, string][] = [
@@ -40,9 +41,12 @@ describe('authentication and rate limits cannot be side-stepped (real API, broke
     ['/v1%2ftasks', 404, 'INVALID_REQUEST'],
     ['/v1/tasks;x', 404, 'INVALID_REQUEST'],
   ];
-  it.each(spellings.map(([path, status, code]) => ({ path, status, code })))('POST $path without a key → $status $code, nothing enqueued', async ({ path, status, code }) => {
-    await expectRefused(api, () => post(path), status, code);
-  });
+  it.each(spellings.map(([path, status, code]) => ({ path, status, code })))(
+    'POST $path without a key → $status $code, nothing enqueued',
+    async ({ path, status, code }) => {
+      await expectRefused(api, () => post(path), status, code);
+    },
+  );
 
   it('every single character of /v1/tasks percent-encoded (upper and lower case hex) still needs the key', async () => {
     const path = '/v1/tasks';
@@ -68,10 +72,13 @@ describe('authentication and rate limits cannot be side-stepped (real API, broke
     ['the right key with one more character', bearer(`${KEYS.acme}x`), 'the API key is not valid'],
     ['a prefix of the right key', bearer(KEYS.acme.slice(0, -1)), 'the API key is not valid'],
   ];
-  it.each(keyCases.map(([name, headers, message]) => ({ name, headers, message })))('$name → 401 UNAUTHORIZED, nothing enqueued', async ({ headers, message }) => {
-    const r = await expectRefused(api, () => post('/v1/tasks', headers), 401, 'UNAUTHORIZED');
-    expect(String(r.json.message)).toContain(message);
-  });
+  it.each(keyCases.map(([name, headers, message]) => ({ name, headers, message })))(
+    '$name → 401 UNAUTHORIZED, nothing enqueued',
+    async ({ headers, message }) => {
+      const r = await expectRefused(api, () => post('/v1/tasks', headers), 401, 'UNAUTHORIZED');
+      expect(String(r.json.message)).toContain(message);
+    },
+  );
 
   it('a key in the query string is not a key → 401 UNAUTHORIZED, nothing enqueued', async () => {
     await expectRefused(api, () => post(`/v1/tasks?api_key=${KEYS.acme}&authorization=Bearer%20${KEYS.acme}`), 401, 'UNAUTHORIZED');
@@ -79,7 +86,8 @@ describe('authentication and rate limits cannot be side-stepped (real API, broke
 
   it('a guessing client is locked out after 5 failures a minute, even with a right key, per address', async () => {
     const attacker = { 'x-forwarded-for': '203.0.113.77' };
-    for (let i = 0; i < 5; i++) expect((await raw(api.port, 'GET', `/v1/tasks/00000000-0000-4000-8000-00000000000${i}`, { ...attacker, ...bearer(`guess-${i}`) })).status).toBe(401);
+    for (let i = 0; i < 5; i++)
+      expect((await raw(api.port, 'GET', `/v1/tasks/00000000-0000-4000-8000-00000000000${i}`, { ...attacker, ...bearer(`guess-${i}`) })).status).toBe(401);
     const locked = await expectRefused(api, () => post('/v1/tasks', { ...attacker, ...bearer(KEYS.acme) }), 429, 'RATE_LIMITED');
     expect(Number(locked.headers['retry-after'])).toBeGreaterThan(0);
     // another address with the right key is unaffected
@@ -99,7 +107,12 @@ describe('authentication and rate limits cannot be side-stepped (real API, broke
   });
 
   it('HEAD and GET of a task under any spelling need the key as well', async () => {
-    for (const [method, path] of [['GET', '/%761/tasks/00000000-0000-4000-8000-000000000000'], ['HEAD', '/v1/tasks/00000000-0000-4000-8000-000000000000'], ['GET', '/v1/tasks/x/events'], ['GET', '/v1/%74asks/x/video']] as const) {
+    for (const [method, path] of [
+      ['GET', '/%761/tasks/00000000-0000-4000-8000-000000000000'],
+      ['HEAD', '/v1/tasks/00000000-0000-4000-8000-000000000000'],
+      ['GET', '/v1/tasks/x/events'],
+      ['GET', '/v1/%74asks/x/video'],
+    ] as const) {
       expect((await raw(api.port, method, path, from())).status, `${method} ${path}`).toBe(401);
     }
   });

@@ -20,14 +20,22 @@ describe('the API while the broker is away (private broker)', () => {
 
   beforeAll(async () => {
     broker = await startPrivateBroker();
-    api = await startApiOnly({ ...broker.env, SONIC_API_ENQUEUE_TIMEOUT_MS: '3000', SONIC_KAFKA_CONNECT_TIMEOUT_MS: '1000', SONIC_KAFKA_REQUEST_TIMEOUT_MS: '2000' }, broker.context());
+    api = await startApiOnly(
+      { ...broker.env, SONIC_API_ENQUEUE_TIMEOUT_MS: '3000', SONIC_KAFKA_CONNECT_TIMEOUT_MS: '1000', SONIC_KAFKA_REQUEST_TIMEOUT_MS: '2000' },
+      broker.context(),
+    );
     ({ form } = await sampleMedia());
   }, 180_000);
 
-  const submit = (headers: Record<string, string> = {}) => raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': form.contentType, ...headers }, form.body);
+  const submit = (headers: Record<string, string> = {}) =>
+    raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': form.contentType, ...headers }, form.body);
   /** Stored input files (the task folders stay; their files go). */
   const inputs = (): string[] =>
-    existsSync(join(api.dataDir, 'tasks')) ? readdirSync(join(api.dataDir, 'tasks'), { recursive: true }).map(String).filter((f) => /input\/(audio|image)-[0-9a-f]{8}$/.test(f)) : [];
+    existsSync(join(api.dataDir, 'tasks'))
+      ? readdirSync(join(api.dataDir, 'tasks'), { recursive: true })
+          .map(String)
+          .filter((f) => /input\/(audio|image)-[0-9a-f]{8}$/.test(f))
+      : [];
   const refusedOnTime = async (): Promise<void> => {
     const before = inputs();
     const t0 = Date.now();
@@ -52,14 +60,21 @@ describe('the API while the broker is away (private broker)', () => {
     const connections = (): Set<string> => {
       const r = spawnSync('ss', ['-tanH', `( dport = :${port} )`], { encoding: 'utf8' });
       if (r.status !== 0) throw new Error(`ss failed: ${r.stderr}`);
-      return new Set(r.stdout.split('\n').filter(Boolean).map((l) => l.trim().split(/\s+/)[3]!));
+      return new Set(
+        r.stdout
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => l.trim().split(/\s+/)[3]!),
+      );
     };
     // the broker check has its connection first (the status view may still be catching up on a
     // loaded machine: that is another check), then count
     const until = Date.now() + 60_000;
-    const brokerChecked = async (): Promise<boolean> => ((await raw(api.port, 'GET', '/readyz')).json.checks as { broker?: boolean } | undefined)?.broker === true;
+    const brokerChecked = async (): Promise<boolean> =>
+      ((await raw(api.port, 'GET', '/readyz')).json.checks as { broker?: boolean } | undefined)?.broker === true;
     while (!(await brokerChecked())) {
-      if (Date.now() > until) throw new Error(`the broker check never passed: ${(await raw(api.port, 'GET', '/readyz')).text}; the API's log:\n${api.proc.logs().slice(-6000)}`);
+      if (Date.now() > until)
+        throw new Error(`the broker check never passed: ${(await raw(api.port, 'GET', '/readyz')).text}; the API's log:\n${api.proc.logs().slice(-6000)}`);
       await new Promise((r) => setTimeout(r, 200)); // poll interval
     }
     const before = connections();

@@ -41,7 +41,25 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
       SONIC_API_MAX_STREAMS: '3',
     });
     ({ wav, png } = await sampleMedia());
-    ff('-f', 'lavfi', '-i', 'testsrc=s=160x120:d=1', '-f', 'lavfi', '-i', 'sine=d=1', '-c:v', 'libx264', '-preset', 'ultrafast', '-c:a', 'aac', '-movflags', '+faststart', join(dir, 'v.mp4'));
+    ff(
+      '-f',
+      'lavfi',
+      '-i',
+      'testsrc=s=160x120:d=1',
+      '-f',
+      'lavfi',
+      '-i',
+      'sine=d=1',
+      '-c:v',
+      'libx264',
+      '-preset',
+      'ultrafast',
+      '-c:a',
+      'aac',
+      '-movflags',
+      '+faststart',
+      join(dir, 'v.mp4'),
+    );
     mp4 = readFileSync(join(dir, 'v.mp4'));
   }, 120_000);
 
@@ -49,7 +67,10 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
     const f = multipart(parts);
     return raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': f.contentType, ...headers }, f.body);
   };
-  const media = () => [{ name: 'audio', filename: 'a.wav', data: wav }, { name: 'image', filename: 'p.png', data: png }];
+  const media = () => [
+    { name: 'audio', filename: 'a.wav', data: wav },
+    { name: 'image', filename: 'p.png', data: png },
+  ];
 
   const forms: [string, () => Parameters<typeof multipart>[0], number, string][] = [
     ['a field named params', () => [...media(), { name: 'params', data: '{"seed": 1}' }], 400, 'INVALID_REQUEST'],
@@ -62,39 +83,118 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
     ['the audio file twice', () => [media()[0]!, { name: 'audio', filename: 'b.wav', data: wav }, media()[1]!], 400, 'INVALID_REQUEST'],
     ['the same parameter twice', () => [{ name: 'seed', data: '1' }, { name: 'seed', data: '2' }, ...media()], 400, 'INVALID_REQUEST'],
     ['a zero-length audio file', () => [{ name: 'audio', filename: 'a.wav', data: Buffer.alloc(0) }, media()[1]!], 400, 'INVALID_REQUEST'],
-    ['an image over its limit (the audio limit is larger)', () => [media()[0]!, { name: 'image', filename: 'p.png', data: Buffer.concat([png, Buffer.alloc(350_000)]) }], 413, 'PAYLOAD_TOO_LARGE'],
-    ['an audio file over its limit', () => [{ name: 'audio', filename: 'a.wav', data: Buffer.concat([wav, Buffer.alloc(500_000)]) }, media()[1]!], 413, 'PAYLOAD_TOO_LARGE'],
+    [
+      'an image over its limit (the audio limit is larger)',
+      () => [media()[0]!, { name: 'image', filename: 'p.png', data: Buffer.concat([png, Buffer.alloc(350_000)]) }],
+      413,
+      'PAYLOAD_TOO_LARGE',
+    ],
+    [
+      'an audio file over its limit',
+      () => [{ name: 'audio', filename: 'a.wav', data: Buffer.concat([wav, Buffer.alloc(500_000)]) }, media()[1]!],
+      413,
+      'PAYLOAD_TOO_LARGE',
+    ],
     ['a 20 000-character metadata field', () => [...media(), { name: 'metadata', data: JSON.stringify({ a: 'x'.repeat(20_000) }) }], 413, 'PAYLOAD_TOO_LARGE'],
-    ['more fields than a submit has', () => [...['min_resolution', 'expand_ratio', 'inference_steps', 'dynamic_scale', 'motion_scale', 'seed', 'fps', 'crop_to_face', 'max_duration_s', 'truncate_audio', 'priority', 'metadata', 'callback_secret_ref', 'callback_url', 'extra1'].map((name) => ({ name, data: '' })), ...media()], 413, 'PAYLOAD_TOO_LARGE'],
+    [
+      'more fields than a submit has',
+      () => [
+        ...[
+          'min_resolution',
+          'expand_ratio',
+          'inference_steps',
+          'dynamic_scale',
+          'motion_scale',
+          'seed',
+          'fps',
+          'crop_to_face',
+          'max_duration_s',
+          'truncate_audio',
+          'priority',
+          'metadata',
+          'callback_secret_ref',
+          'callback_url',
+          'extra1',
+        ].map((name) => ({ name, data: '' })),
+        ...media(),
+      ],
+      413,
+      'PAYLOAD_TOO_LARGE',
+    ],
     ['300 file parts', () => Array.from({ length: 300 }, (_, i) => ({ name: `f${i}`, filename: 'x', data: 'x' })), 400, 'INVALID_REQUEST'],
     ['300 empty text parts', () => Array.from({ length: 300 }, () => ({ name: 'seed', data: '' })), 400, 'INVALID_REQUEST'],
     ['a text file as the image', () => [media()[0]!, { name: 'image', filename: 'p.png', data: 'not an image, just text' }], 415, 'UNSUPPORTED_IMAGE_FORMAT'],
     ['an image as the audio', () => [{ name: 'audio', filename: 'a.wav', data: png }, media()[1]!], 415, 'UNSUPPORTED_AUDIO_FORMAT'],
-    ['a PNG bomb (4096×30000 declared, a few KB sent)', () => [media()[0]!, { name: 'image', filename: 'p.png', data: greyPng(4096, 30_000, 16) }], 422, 'IMAGE_TOO_LARGE'],
+    [
+      'a PNG bomb (4096×30000 declared, a few KB sent)',
+      () => [media()[0]!, { name: 'image', filename: 'p.png', data: greyPng(4096, 30_000, 16) }],
+      422,
+      'IMAGE_TOO_LARGE',
+    ],
     ['a 30000×30000 PNG', () => [media()[0]!, { name: 'image', filename: 'p.png', data: greyPng(30_000, 30_000, 4) }], 422, 'IMAGE_TOO_LARGE'],
     ['a PNG whose header is cut off', () => [media()[0]!, { name: 'image', filename: 'p.png', data: png.subarray(0, 20) }], 422, 'IMAGE_DECODE_FAILED'],
     ['an MP4 with a video track as the audio', () => [{ name: 'audio', filename: 'a.m4a', data: mp4 }, media()[1]!], 415, 'MEDIA_MISMATCH'],
-    ['a PNG with a ZIP appended (polyglot)', () => [media()[0]!, { name: 'image', filename: 'p.png', data: Buffer.concat([png, zipOf('index.html', Buffer.from('<script>alert(1)</script>'))]) }], 415, 'MEDIA_MISMATCH'],
-    ['a WAV announcing an hour it does not hold', () => [{ name: 'audio', filename: 'a.wav', data: withWavDataSize(wav, 3600 * 88_200) }, media()[1]!], 415, 'MEDIA_MISMATCH'],
+    [
+      'a PNG with a ZIP appended (polyglot)',
+      () => [media()[0]!, { name: 'image', filename: 'p.png', data: Buffer.concat([png, zipOf('index.html', Buffer.from('<script>alert(1)</script>'))]) }],
+      415,
+      'MEDIA_MISMATCH',
+    ],
+    [
+      'a WAV announcing an hour it does not hold',
+      () => [{ name: 'audio', filename: 'a.wav', data: withWavDataSize(wav, 3600 * 88_200) }, media()[1]!],
+      415,
+      'MEDIA_MISMATCH',
+    ],
   ];
-  it.each(forms.map(([name, parts, status, code]) => ({ name, parts, status, code })))('a form with $name → $status $code, nothing enqueued, nothing spooled', async ({ parts, status, code }) => {
-    await expectRefused(api, () => send(parts()), status, code);
-    await waitFor(() => api.spooled().length === 0, 3000, 'spool files removed');
-  });
+  it.each(forms.map(([name, parts, status, code]) => ({ name, parts, status, code })))(
+    'a form with $name → $status $code, nothing enqueued, nothing spooled',
+    async ({ parts, status, code }) => {
+      await expectRefused(api, () => send(parts()), status, code);
+      await waitFor(() => api.spooled().length === 0, 3000, 'spool files removed');
+    },
+  );
 
   const bodies: [string, Record<string, string>, Buffer | string, number, string][] = [
-    ['a JSON body over 64 KiB', { 'content-type': 'application/json' }, JSON.stringify({ audio: { uri: 'x' }, pad: 'x'.repeat(70_000) }), 413, 'PAYLOAD_TOO_LARGE'],
-    ['a gzip-encoded JSON body', { 'content-type': 'application/json', 'content-encoding': 'gzip' }, gzipSync(JSON.stringify({ a: 1 })), 400, 'INVALID_REQUEST'],
+    [
+      'a JSON body over 64 KiB',
+      { 'content-type': 'application/json' },
+      JSON.stringify({ audio: { uri: 'x' }, pad: 'x'.repeat(70_000) }),
+      413,
+      'PAYLOAD_TOO_LARGE',
+    ],
+    [
+      'a gzip-encoded JSON body',
+      { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+      gzipSync(JSON.stringify({ a: 1 })),
+      400,
+      'INVALID_REQUEST',
+    ],
     ['a text/plain body', { 'content-type': 'text/plain' }, 'audio=x', 400, 'INVALID_REQUEST'],
     ['an XML body', { 'content-type': 'application/xml' }, '<task/>', 400, 'INVALID_REQUEST'],
     ['a JSON array', { 'content-type': 'application/json' }, '[1,2,3]', 400, 'INVALID_REQUEST'],
-    ['JSON params that are a string', { 'content-type': 'application/json' }, JSON.stringify({ params: 'x', audio: { uri: 'blob://uploads/acme/x' }, image: { uri: 'blob://uploads/acme/y' } }), 400, 'INVALID_REQUEST'],
+    [
+      'JSON params that are a string',
+      { 'content-type': 'application/json' },
+      JSON.stringify({ params: 'x', audio: { uri: 'blob://uploads/acme/x' }, image: { uri: 'blob://uploads/acme/y' } }),
+      400,
+      'INVALID_REQUEST',
+    ],
     ['a multipart body without a boundary', { 'content-type': 'multipart/form-data' }, 'x', 400, 'INVALID_REQUEST'],
-    ['a multipart body cut short', { 'content-type': 'multipart/form-data; boundary=abc' }, '--abc\r\ncontent-disposition: form-data; name="audio"; filename="a"\r\n\r\nRIFF', 400, 'INVALID_REQUEST'],
+    [
+      'a multipart body cut short',
+      { 'content-type': 'multipart/form-data; boundary=abc' },
+      '--abc\r\ncontent-disposition: form-data; name="audio"; filename="a"\r\n\r\nRIFF',
+      400,
+      'INVALID_REQUEST',
+    ],
   ];
-  it.each(bodies.map(([name, headers, body, status, code]) => ({ name, headers, body, status, code })))('$name → $status $code, nothing enqueued', async ({ headers, body, status, code }) => {
-    await expectRefused(api, () => raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), ...headers }, body), status, code);
-  });
+  it.each(bodies.map(([name, headers, body, status, code]) => ({ name, headers, body, status, code })))(
+    '$name → $status $code, nothing enqueued',
+    async ({ headers, body, status, code }) => {
+      await expectRefused(api, () => raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), ...headers }, body), status, code);
+    },
+  );
 
   /** Opens a connection that sends the headers and the start of an upload, then one byte every `everyMs`. */
   const trickle = (everyMs: number, key = KEYS.acme, path = '/v1/tasks'): { socket: Socket; closed: Promise<{ afterMs: number; answer: string }> } => {
@@ -105,7 +205,9 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
     socket.on('data', (d) => (answer += d.toString()));
     socket.on('error', () => undefined);
     const closed = new Promise<{ afterMs: number; answer: string }>((resolve) => socket.on('close', () => resolve({ afterMs: Date.now() - started, answer })));
-    socket.write(`POST ${path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: multipart/form-data; boundary=abc\r\ncontent-length: 100000\r\n\r\n--abc\r\ncontent-disposition: form-data; name="audio"; filename="a.wav"\r\n\r\nRIFF`);
+    socket.write(
+      `POST ${path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: multipart/form-data; boundary=abc\r\ncontent-length: 100000\r\n\r\n--abc\r\ncontent-disposition: form-data; name="audio"; filename="a.wav"\r\n\r\nRIFF`,
+    );
     const t = setInterval(() => (socket.writable ? socket.write('x') : clearInterval(t)), everyMs);
     socket.on('close', () => clearInterval(t));
     return { socket, closed };
@@ -113,9 +215,22 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
 
   it('POST /v1/uploads inspects like a submit: a PNG bomb → 422 IMAGE_TOO_LARGE, nothing stored', async () => {
     const f = multipart([{ name: 'image', filename: 'p.png', data: greyPng(4096, 30_000, 16) }]);
-    await expectRefused(api, () => raw(api.port, 'POST', '/v1/uploads', { ...bearer(KEYS.acme), 'content-type': f.contentType }, f.body), 422, 'IMAGE_TOO_LARGE');
-    const g = multipart([{ name: 'audio', filename: 'a.wav', data: wav }, { name: 'image', filename: 'p.png', data: png }]);
-    await expectRefused(api, () => raw(api.port, 'POST', '/v1/uploads', { ...bearer(KEYS.acme), 'content-type': g.contentType }, g.body), 400, 'INVALID_REQUEST');
+    await expectRefused(
+      api,
+      () => raw(api.port, 'POST', '/v1/uploads', { ...bearer(KEYS.acme), 'content-type': f.contentType }, f.body),
+      422,
+      'IMAGE_TOO_LARGE',
+    );
+    const g = multipart([
+      { name: 'audio', filename: 'a.wav', data: wav },
+      { name: 'image', filename: 'p.png', data: png },
+    ]);
+    await expectRefused(
+      api,
+      () => raw(api.port, 'POST', '/v1/uploads', { ...bearer(KEYS.acme), 'content-type': g.contentType }, g.body),
+      400,
+      'INVALID_REQUEST',
+    );
     expect(readdirSync(api.dataDir).filter((d) => d === 'uploads')).toEqual([]);
   });
 
@@ -141,7 +256,7 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
     clearInterval(t);
   }, 20_000);
 
-  it('one key cannot take every upload slot: its second upload is refused with 429, another key\'s goes through', async () => {
+  it("one key cannot take every upload slot: its second upload is refused with 429, another key's goes through", async () => {
     const slow = trickle(200);
     await waitFor(async () => (await api.gauge('sonicflow_api_uploads_in_progress')) === 1, 3000, 'the slow upload holds its slot');
     const r = await expectRefused(api, () => send(media()), 429, 'RATE_LIMITED');
@@ -151,7 +266,7 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
     expect(other.status, other.text).toBe(202);
     await slow.closed;
     // the server sees the cut connection a moment after the client does
-    await waitFor(async () => (await send(media())).status === 202, 3000, 'acme\'s upload slot is released');
+    await waitFor(async () => (await send(media())).status === 202, 3000, "acme's upload slot is released");
   }, 30_000);
 
   it('past the cap on concurrent uploads a submit is refused at once with 503 API_OVERLOADED and Retry-After; the slots come back', async () => {
@@ -171,11 +286,30 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
     const ctx = testContext();
     const topic = api.topic('tasks.status');
     const now = new Date();
-    const event = { task_id: id, state: 'SUCCEEDED', stage: 'publish', attempt: 1, progress: 1, error_code: null, error_message: null, retryable: null, result_url: null, tenant_id: 'acme', created_at: now, at: now };
+    const event = {
+      task_id: id,
+      state: 'SUCCEEDED',
+      stage: 'publish',
+      attempt: 1,
+      progress: 1,
+      error_code: null,
+      error_message: null,
+      retryable: null,
+      result_url: null,
+      tenant_id: 'acme',
+      created_at: now,
+      at: now,
+    };
     const producer = await new PlainProducer(ctx.kafka).connect();
-    await producer.send(topic, [{ key: id, value: await ctx.serde.encode(valueSubject(topic), sonicTopology({ prefix: api.prefix }).topics[topic]!.valueSchema!, event) }]);
+    await producer.send(topic, [
+      { key: id, value: await ctx.serde.encode(valueSubject(topic), sonicTopology({ prefix: api.prefix }).topics[topic]!.valueSchema!, event) },
+    ]);
     await producer.close();
-    await waitFor(async () => (await raw(api.port, 'GET', `/v1/tasks/${id}`, bearer(KEYS.acme))).json.state === 'SUCCEEDED', 10_000, 'the task succeeded in the view');
+    await waitFor(
+      async () => (await raw(api.port, 'GET', `/v1/tasks/${id}`, bearer(KEYS.acme))).json.state === 'SUCCEEDED',
+      10_000,
+      'the task succeeded in the view',
+    );
 
     const socket = connect(api.port, '127.0.0.1');
     sockets.push(socket);
@@ -185,7 +319,8 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
     await new Promise((r) => socket.once('data', r));
     socket.pause(); // read the first bytes, then nothing more
     // a paused client hears nothing: watch the server's end of the connection instead
-    const serverEnd = (): string => spawnSync('ss', ['-tanH', 'state', 'established', `( sport = :${api.port} and dport = :${socket.localPort} )`], { encoding: 'utf8' }).stdout.trim();
+    const serverEnd = (): string =>
+      spawnSync('ss', ['-tanH', 'state', 'established', `( sport = :${api.port} and dport = :${socket.localPort} )`], { encoding: 'utf8' }).stdout.trim();
     expect(serverEnd()).not.toBe('');
     const t0 = Date.now();
     await waitFor(() => serverEnd() === '', 2000 + 4000, 'the server closed the stalled connection');
@@ -202,10 +337,10 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
     const streams = (): Promise<number> => api.gauge('sonicflow_api_event_streams');
     expect(await streams()).toBe(0);
     socket.write(get + get); // the second's response waits behind the first, which never ends
-    await waitFor(async () => (await streams()) === 2, 3000, 'both streams are open, acme\'s two slots taken');
+    await waitFor(async () => (await streams()) === 2, 3000, "both streams are open, acme's two slots taken");
     socket.destroy();
     // the server sees the dead connection a moment after the client killed it
-    await waitFor(async () => (await streams()) === 0, 3000, 'the dead connection\'s stream is released');
+    await waitFor(async () => (await streams()) === 0, 3000, "the dead connection's stream is released");
     // both of acme's two slots are free again
     const a = await fetch(`${api.base}/v1/tasks/${id}/events`, { headers: bearer(KEYS.acme) });
     const b = await fetch(`${api.base}/v1/tasks/${id}/events`, { headers: bearer(KEYS.acme) });

@@ -22,7 +22,12 @@ describe('nothing leaks to clients (real API, broker, registry)', () => {
     // an S3 endpoint on a port where nothing listens: every write fails
     const deadPort = await freePort();
     const api = await startApiOnly({ SONIC_BLOB_STORE: 's3', SONIC_S3_ENDPOINT: `http://127.0.0.1:${deadPort}`, SONIC_S3_BUCKET: 'secret-bucket-name' });
-    const r = await expectRefused(api, () => raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': form.contentType }, form.body), 503, 'STORAGE_WRITE_FAILED');
+    const r = await expectRefused(
+      api,
+      () => raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': form.contentType }, form.body),
+      503,
+      'STORAGE_WRITE_FAILED',
+    );
     expect(r.text).not.toContain(String(deadPort));
     expect(r.text).not.toMatch(/secret-bucket-name|127\.0\.0\.1|tasks\/|\/tmp\/|ECONNREFUSED/);
     // operators get the detail in the log

@@ -18,7 +18,7 @@ function guessableId(tenant: string, key: string): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
-describe('no tenant reaches another tenant\'s data (real API, broker, registry)', () => {
+describe("no tenant reaches another tenant's data (real API, broker, registry)", () => {
   let api: ApiUnderTest;
   const files: Record<string, Buffer> = {};
   const uploads: Record<string, string> = {};
@@ -31,14 +31,20 @@ describe('no tenant reaches another tenant\'s data (real API, broker, registry)'
   const submitJson = (key: string, body: unknown, headers: Record<string, string> = {}) =>
     raw(api.port, 'POST', '/v1/tasks', { ...bearer(key), 'content-type': 'application/json', ...headers }, JSON.stringify(body));
   const submitForm = (key: string, headers: Record<string, string> = {}) => {
-    const f = multipart([{ name: 'audio', filename: 'a.wav', data: files.wav! }, { name: 'image', filename: 'p.png', data: files.png! }]);
+    const f = multipart([
+      { name: 'audio', filename: 'a.wav', data: files.wav! },
+      { name: 'image', filename: 'p.png', data: files.png! },
+    ]);
     return raw(api.port, 'POST', '/v1/tasks', { ...bearer(key), 'content-type': f.contentType, ...headers }, f.body);
   };
 
   beforeAll(async () => {
     api = await startApiOnly();
     ({ wav: files.wav, png: files.png } = await sampleMedia());
-    for (const [tenant, key] of [['acme', KEYS.acme], ['other', KEYS.other]] as const) {
+    for (const [tenant, key] of [
+      ['acme', KEYS.acme],
+      ['other', KEYS.other],
+    ] as const) {
       const a = await upload(key, 'audio', files.wav);
       const i = await upload(key, 'image', files.png);
       expect(a.status, a.text).toBe(201);
@@ -52,13 +58,18 @@ describe('no tenant reaches another tenant\'s data (real API, broker, registry)'
     acmeTask = String(r.json.task_id);
   }, 120_000);
 
-  it('an upload answers with a uri in the caller\'s own area, its size and sha256', async () => {
+  it("an upload answers with a uri in the caller's own area, its size and sha256", async () => {
     const r = await upload(KEYS.acme, 'image', files.png!);
     expect(r.status).toBe(201);
-    expect(r.json).toMatchObject({ kind: 'image', content_type: 'image/png', size_bytes: files.png!.length, sha256: createHash('sha256').update(files.png!).digest('hex') });
+    expect(r.json).toMatchObject({
+      kind: 'image',
+      content_type: 'image/png',
+      size_bytes: files.png!.length,
+      sha256: createHash('sha256').update(files.png!).digest('hex'),
+    });
   });
 
-  it('a JSON submit of the caller\'s own uploads is accepted', async () => {
+  it("a JSON submit of the caller's own uploads is accepted", async () => {
     const before = await api.requestedEnd();
     const r = await submitJson(KEYS.acme, { audio: { uri: uploads['acme.audio'] }, image: { uri: uploads['acme.image'] } });
     expect(r.status, r.text).toBe(202);
@@ -66,25 +77,53 @@ describe('no tenant reaches another tenant\'s data (real API, broker, registry)'
   });
 
   const references: [string, () => Record<string, unknown>, number, string][] = [
-    ['another tenant\'s upload', () => ({ audio: { uri: uploads['other.audio'] }, image: { uri: uploads['acme.image'] } }), 403, 'FORBIDDEN'],
-    ['another task\'s stored input', () => ({ audio: { uri: uploads['acme.audio'] }, image: { uri: `blob://tasks/${acmeTask}/input/image` } }), 403, 'FORBIDDEN'],
+    ["another tenant's upload", () => ({ audio: { uri: uploads['other.audio'] }, image: { uri: uploads['acme.image'] } }), 403, 'FORBIDDEN'],
+    [
+      "another task's stored input",
+      () => ({ audio: { uri: uploads['acme.audio'] }, image: { uri: `blob://tasks/${acmeTask}/input/image` } }),
+      403,
+      'FORBIDDEN',
+    ],
     ['a published video as audio', () => ({ audio: { uri: `blob://videos/${acmeTask}.mp4` }, image: { uri: uploads['acme.image'] } }), 403, 'FORBIDDEN'],
-    ['a path that climbs out of the area', () => ({ audio: { uri: 'blob://uploads/acme/../other/x' }, image: { uri: uploads['acme.image'] } }), 403, 'FORBIDDEN'],
+    [
+      'a path that climbs out of the area',
+      () => ({ audio: { uri: 'blob://uploads/acme/../other/x' }, image: { uri: uploads['acme.image'] } }),
+      403,
+      'FORBIDDEN',
+    ],
     ['a percent-encoded climb', () => ({ audio: { uri: 'blob://uploads/acme/%2e%2e/other/x' }, image: { uri: uploads['acme.image'] } }), 403, 'FORBIDDEN'],
-    ['the area of a tenant whose name starts alike', () => ({ audio: { uri: uploads['acme.audio']!.replace('/acme/', '/acme2/') }, image: { uri: uploads['acme.image'] } }), 403, 'FORBIDDEN'],
+    [
+      'the area of a tenant whose name starts alike',
+      () => ({ audio: { uri: uploads['acme.audio']!.replace('/acme/', '/acme2/') }, image: { uri: uploads['acme.image'] } }),
+      403,
+      'FORBIDDEN',
+    ],
     ['the area itself, no file', () => ({ audio: { uri: 'blob://uploads/acme' }, image: { uri: uploads['acme.image'] } }), 403, 'FORBIDDEN'],
     ['a local file', () => ({ audio: { uri: 'file:///etc/passwd' }, image: { uri: uploads['acme.image'] } }), 403, 'FORBIDDEN'],
     ['another store', () => ({ audio: { uri: 's3://other-bucket/uploads/acme/x' }, image: { uri: uploads['acme.image'] } }), 403, 'FORBIDDEN'],
     ['an absolute path in a blob uri', () => ({ audio: { uri: 'blob:///etc/passwd' }, image: { uri: uploads['acme.image'] } }), 403, 'FORBIDDEN'],
-    ['an own image referenced as audio', () => ({ audio: { uri: uploads['acme.image'] }, image: { uri: uploads['acme.image'] } }), 415, 'UNSUPPORTED_AUDIO_FORMAT'],
-    ['an own upload that does not exist', () => ({ audio: { uri: 'blob://uploads/acme/00000000-0000-4000-8000-000000000009' }, image: { uri: uploads['acme.image'] } }), 422, 'INPUT_NOT_FOUND'],
+    [
+      'an own image referenced as audio',
+      () => ({ audio: { uri: uploads['acme.image'] }, image: { uri: uploads['acme.image'] } }),
+      415,
+      'UNSUPPORTED_AUDIO_FORMAT',
+    ],
+    [
+      'an own upload that does not exist',
+      () => ({ audio: { uri: 'blob://uploads/acme/00000000-0000-4000-8000-000000000009' }, image: { uri: uploads['acme.image'] } }),
+      422,
+      'INPUT_NOT_FOUND',
+    ],
     ['a uri that is not a string', () => ({ audio: { uri: { $ne: null } }, image: { uri: uploads['acme.image'] } }), 400, 'INVALID_REQUEST'],
   ];
-  it.each(references.map(([name, body, status, code]) => ({ name, body, status, code })))('a JSON reference to $name → $status $code, nothing enqueued', async ({ body, status, code }) => {
-    await expectRefused(api, () => submitJson(KEYS.acme, body()), status, code);
-  });
+  it.each(references.map(([name, body, status, code]) => ({ name, body, status, code })))(
+    'a JSON reference to $name → $status $code, nothing enqueued',
+    async ({ body, status, code }) => {
+      await expectRefused(api, () => submitJson(KEYS.acme, body()), status, code);
+    },
+  );
 
-  it('another tenant\'s task, its events and its video look exactly like a missing task', async () => {
+  it("another tenant's task, its events and its video look exactly like a missing task", async () => {
     const missing = await raw(api.port, 'GET', '/v1/tasks/00000000-0000-4000-8000-00000000dead', bearer(KEYS.other));
     for (const path of [`/v1/tasks/${acmeTask}`, `/v1/tasks/${acmeTask}/events`, `/v1/tasks/${acmeTask}/video`]) {
       const r = await raw(api.port, 'GET', path, bearer(KEYS.other));
@@ -124,7 +163,9 @@ describe('no tenant reaches another tenant\'s data (real API, broker, registry)'
     const head = `--abc\r\ncontent-disposition: form-data; name="audio"; filename="a.wav"\r\n\r\n`;
     const tail = `\r\n--abc--\r\n`;
     const body = Buffer.concat([Buffer.from(head), files.wav!, Buffer.from(tail)]);
-    socket.write(`POST /v1/tasks HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEYS.acme}\r\nidempotency-key: ${key}\r\ncontent-type: multipart/form-data; boundary=abc\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n`);
+    socket.write(
+      `POST /v1/tasks HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEYS.acme}\r\nidempotency-key: ${key}\r\ncontent-type: multipart/form-data; boundary=abc\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n`,
+    );
     socket.write(body.subarray(0, 100));
     // the first has claimed the task id once it holds an upload slot
     await waitUntil(async () => (await api.gauge('sonicflow_api_uploads_in_progress')) === 1, 10_000, 'the first submit under way', 50);
@@ -145,7 +186,15 @@ describe('no tenant reaches another tenant\'s data (real API, broker, registry)'
   });
 
   it('an Idempotency-Key sent twice in one request → 422 IDEMPOTENCY_KEY_INVALID, nothing enqueued', async () => {
-    const f = multipart([{ name: 'audio', filename: 'a.wav', data: files.wav! }, { name: 'image', filename: 'p.png', data: files.png! }]);
-    await expectRefused(api, () => raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': f.contentType, 'idempotency-key': 'a, b' }, f.body), 422, 'IDEMPOTENCY_KEY_INVALID');
+    const f = multipart([
+      { name: 'audio', filename: 'a.wav', data: files.wav! },
+      { name: 'image', filename: 'p.png', data: files.png! },
+    ]);
+    await expectRefused(
+      api,
+      () => raw(api.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': f.contentType, 'idempotency-key': 'a, b' }, f.body),
+      422,
+      'IDEMPOTENCY_KEY_INVALID',
+    );
   });
 });

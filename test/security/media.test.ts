@@ -40,12 +40,36 @@ const LEAK = /\/(tmp|home|var|srv|root|usr)\b|ffmpeg|ffprobe|\[\w+ @ 0x|Invalid 
 afterAll(() => rmSync(dir, { recursive: true, force: true, maxRetries: 3 }));
 
 beforeAll(async () => {
-  await Promise.all([makePortrait(f('face.jpg'), { width: 480, height: 600 }), makePortrait(f('face.png'), { width: 320, height: 400 }), makeTone(f('tone.wav'), 2)]);
+  await Promise.all([
+    makePortrait(f('face.jpg'), { width: 480, height: 600 }),
+    makePortrait(f('face.png'), { width: 320, height: 400 }),
+    makeTone(f('tone.wav'), 2),
+  ]);
   ff('-f', 'lavfi', '-i', 'color=c=gray:s=4096x30000', '-frames:v', '1', '-compression_level', '9', f('bomb-4096x30000.png'));
   ff('-f', 'lavfi', '-i', 'color=c=gray:s=12000x4000', '-frames:v', '1', '-c:v', 'libwebp', '-lossless', '1', f('big.webp'));
   ff('-f', 'lavfi', '-i', 'color=c=gray:s=512x512', '-frames:v', '1', '-c:v', 'libwebp', '-lossless', '1', f('small.webp'));
-  for (const [name, flags] of [['moov-last.mp4', []], ['moov-first.mp4', ['-movflags', '+faststart']]] as const) {
-    ff('-f', 'lavfi', '-i', 'testsrc=s=320x240:d=2', '-f', 'lavfi', '-i', 'sine=d=2', '-c:v', 'libx264', '-preset', 'ultrafast', '-c:a', 'aac', ...flags, f(name));
+  for (const [name, flags] of [
+    ['moov-last.mp4', []],
+    ['moov-first.mp4', ['-movflags', '+faststart']],
+  ] as const) {
+    ff(
+      '-f',
+      'lavfi',
+      '-i',
+      'testsrc=s=320x240:d=2',
+      '-f',
+      'lavfi',
+      '-i',
+      'sine=d=2',
+      '-c:v',
+      'libx264',
+      '-preset',
+      'ultrafast',
+      '-c:a',
+      'aac',
+      ...flags,
+      f(name),
+    );
   }
   // three hours of silence in a few dozen KB: 330 MB of PCM at 16 kHz for whoever decodes it whole
   ff('-f', 'lavfi', '-i', 'anullsrc=r=8000:cl=mono', '-t', '10800', '-c:a', 'flac', '-frame_size', '65535', f('bomb-3h.flac'));
@@ -53,7 +77,10 @@ beforeAll(async () => {
   const idat = png.indexOf('IDAT');
   const len = png.readUInt32BE(idat - 4);
   for (let i = idat + 24; i < idat + len - 8; i++) png[i] = (png[i]! * 7 + 13) & 0xff;
-  writeFileSync(f('corrupt-body.png'), Buffer.concat([png.subarray(0, idat - 4), pngChunk('IDAT', png.subarray(idat + 4, idat + 4 + len)), png.subarray(idat + 8 + len)]));
+  writeFileSync(
+    f('corrupt-body.png'),
+    Buffer.concat([png.subarray(0, idat - 4), pngChunk('IDAT', png.subarray(idat + 4, idat + 4 + len)), png.subarray(idat + 8 + len)]),
+  );
   // a VP8X header naming a 512×512 canvas around a 12000×4000 lossless bitstream (48 MP)
   writeFileSync(f('lying.webp'), webpVp8x(512, 512, webpFrameChunk(read(f('big.webp')))));
   writeFileSync(f('lying.wav'), withWavDataSize(read(f('tone.wav')), 3600 * 88_200));
@@ -112,7 +139,10 @@ describe('hostile media at the edge (inspectMedia, checkImage, the decoders)', (
   it('polyglots: JPEG + ZIP, PNG + HTML (in a text chunk or after the end)', async () => {
     await expectSonicError(image(f('poly.jpg')), 'MEDIA_MISMATCH');
     const html = Buffer.from('<!DOCTYPE html><html><body><script>alert(document.cookie)</script></body></html>');
-    await expectSonicError(image(put('poly-text.png', withPngChunk(read(f('face.png')), pngChunk('tEXt', Buffer.concat([Buffer.from('Comment\0'), html]))))), 'MEDIA_MISMATCH');
+    await expectSonicError(
+      image(put('poly-text.png', withPngChunk(read(f('face.png')), pngChunk('tEXt', Buffer.concat([Buffer.from('Comment\0'), html]))))),
+      'MEDIA_MISMATCH',
+    );
     await expectSonicError(image(put('poly-tail.png', Buffer.concat([read(f('face.png')), html]))), 'MEDIA_MISMATCH');
   });
 
@@ -129,10 +159,22 @@ describe('hostile media at the edge (inspectMedia, checkImage, the decoders)', (
     expect(slow.publicMessage).toBe('decoding the audio took longer than allowed');
     const backend = new BuiltinBackend({ timeoutBaseS: 1, timeoutPerAudioS: 0 });
     const t1 = Date.now();
-    const err = await expectSonicError(backend.render({
-      taskId: randomUUID(), attempt: 1, imagePng: f('face.png'), audio16k: f('long.wav'), audioOriginal: f('long.wav'), durationS: 40,
-      params: { ...PARAM_DEFAULTS, min_resolution: 1024 }, outputPath: f('preview.mp4'), workDir: dir, signal: new AbortController().signal, onProgress: () => undefined,
-    }), 'INFERENCE_TIMEOUT');
+    const err = await expectSonicError(
+      backend.render({
+        taskId: randomUUID(),
+        attempt: 1,
+        imagePng: f('face.png'),
+        audio16k: f('long.wav'),
+        audioOriginal: f('long.wav'),
+        durationS: 40,
+        params: { ...PARAM_DEFAULTS, min_resolution: 1024 },
+        outputPath: f('preview.mp4'),
+        workDir: dir,
+        signal: new AbortController().signal,
+        onProgress: () => undefined,
+      }),
+      'INFERENCE_TIMEOUT',
+    );
     expect(Date.now() - t1).toBeLessThan(10_000);
     expect(err.publicMessage).toBe('the preview renderer took longer than its budget of 1 s for 40.0 s of audio');
   });
@@ -159,8 +201,22 @@ describe('hostile media through the real pipeline (JSON-referenced blobs, valida
     const imageRef = await ref('image', imageFile);
     if (tamper) writeFileSync(join(p.dataDir, 'uploads', 'default', id, 'image'), tamper); // changed after the reference was made
     const request: TaskRequest = {
-      schema_version: 1, task_id: id, tenant_id: 'default', idempotency_key: null, created_at: new Date(), expires_at: null, image: imageRef, audio: audioRef,
-      max_duration_s: 60, truncate_audio: false, params: { ...PARAM_DEFAULTS, min_resolution: 256 }, callback: null, priority: 0, metadata: {}, traceparent: null, ...over,
+      schema_version: 1,
+      task_id: id,
+      tenant_id: 'default',
+      idempotency_key: null,
+      created_at: new Date(),
+      expires_at: null,
+      image: imageRef,
+      audio: audioRef,
+      max_duration_s: 60,
+      truncate_audio: false,
+      params: { ...PARAM_DEFAULTS, min_resolution: 256 },
+      callback: null,
+      priority: 0,
+      metadata: {},
+      traceparent: null,
+      ...over,
     };
     const topic = p.topic('tasks.requested');
     const producer = await new PlainProducer(testContext().kafka).connect();

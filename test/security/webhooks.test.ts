@@ -203,7 +203,9 @@ describe('hostile webhook receivers (one total deadline)', () => {
     await waitUntil(() => r.accepts === 2, 5000, 'the second connection');
     ac2.abort();
     expect((await second).error.code).toBe('CALLBACK_DELIVERY_FAILED');
-    expect((await failure(deliver(`http://127.0.0.1:${r.port}/hook`, EVENT, { ...LOCAL, signal: AbortSignal.abort() }))).error.code).toBe('CALLBACK_DELIVERY_FAILED');
+    expect((await failure(deliver(`http://127.0.0.1:${r.port}/hook`, EVENT, { ...LOCAL, signal: AbortSignal.abort() }))).error.code).toBe(
+      'CALLBACK_DELIVERY_FAILED',
+    );
     await r.allClosed();
     expect(r.accepts).toBe(2);
   });
@@ -240,21 +242,34 @@ describe('SSRF targets in every address form (refused without a TCP connection)'
     expect(r.accepts).toBe(before);
   });
 
-  it.each([['127.0.0.1'], ['::1'], ['0.0.0.0'], ['::ffff:127.0.0.1'], ['64:ff9b::7f00:1'], ['2002:7f00:1::'], ['::7f00:1'], ['fec0::1'], ['169.254.169.254'], ['10.0.0.1'], ['fd00::1']])(
-    'refuses at connection time a name that resolves to %s',
-    async (address) => {
-      const before = r.accepts;
-      const resolve = resolverOf(address);
-      const { error } = await failure(deliver(`http://hooks.example.test:${r.port}/hook`, EVENT, { ...noAllow, resolve }));
-      expect(error.code).toBe('CALLBACK_URL_REFUSED');
-      expect(resolve.calls).toEqual(['hooks.example.test']);
-      expect(r.accepts).toBe(before);
-    },
-  );
+  it.each([
+    ['127.0.0.1'],
+    ['::1'],
+    ['0.0.0.0'],
+    ['::ffff:127.0.0.1'],
+    ['64:ff9b::7f00:1'],
+    ['2002:7f00:1::'],
+    ['::7f00:1'],
+    ['fec0::1'],
+    ['169.254.169.254'],
+    ['10.0.0.1'],
+    ['fd00::1'],
+  ])('refuses at connection time a name that resolves to %s', async (address) => {
+    const before = r.accepts;
+    const resolve = resolverOf(address);
+    const { error } = await failure(deliver(`http://hooks.example.test:${r.port}/hook`, EVENT, { ...noAllow, resolve }));
+    expect(error.code).toBe('CALLBACK_URL_REFUSED');
+    expect(resolve.calls).toEqual(['hooks.example.test']);
+    expect(r.accepts).toBe(before);
+  });
 
   it('refuses an answer mixing a public and a loopback address (no fallback to an unchecked address)', async () => {
     const before = r.accepts;
-    for (const answer of [['93.184.216.34', '127.0.0.1'], ['127.0.0.1', '93.184.216.34'], ['2606:4700::1111', '::1']]) {
+    for (const answer of [
+      ['93.184.216.34', '127.0.0.1'],
+      ['127.0.0.1', '93.184.216.34'],
+      ['2606:4700::1111', '::1'],
+    ]) {
       const { error } = await failure(deliver(`http://rebind.example.test:${r.port}/hook`, EVENT, { ...noAllow, resolve: resolverOf(...answer) }));
       expect(error.code, answer.join(' ')).toBe('CALLBACK_URL_REFUSED');
     }
@@ -277,7 +292,7 @@ describe('SSRF targets in every address form (refused without a TCP connection)'
 });
 
 describe('tenant-scoped secrets', () => {
-  it('a secret_ref never resolves to another tenant\'s secret, in any spelling', () => {
+  it("a secret_ref never resolves to another tenant's secret, in any spelling", () => {
     const config = loadConfig({ SONIC_WEBHOOK_SECRETS: `acme/default=${secret('a')},globex/billing=${secret('g')}` });
     for (const ref of ['billing', 'globex/billing', '../globex/billing', 'globex%2Fbilling', ' billing', 'billing ']) {
       let code = 'resolved';
@@ -340,7 +355,8 @@ describe('through the pipeline (API auth required, two tenants)', () => {
     const res = await fetch(`${p.api}/v1/tasks/${id}`, { headers: { authorization: `Bearer ${KEYS[tenant]}` } });
     return String(((await res.json()) as { state?: unknown }).state);
   };
-  const succeeded = (tenant: keyof typeof KEYS, id: string) => waitUntil(async () => (await stateOf(tenant, id)) === 'SUCCEEDED', 150_000, `task ${id} SUCCEEDED`);
+  const succeeded = (tenant: keyof typeof KEYS, id: string) =>
+    waitUntil(async () => (await stateOf(tenant, id)) === 'SUCCEEDED', 150_000, `task ${id} SUCCEEDED`);
   const dead = async (id: string) => (await readAll(p.topic('notify.dlq'), 500)).find((x) => x.key === id);
   const verifies = (d: Recorded, s: string): boolean => {
     try {
@@ -385,13 +401,13 @@ describe('through the pipeline (API auth required, two tenants)', () => {
     expect((await readAll(p.topic('tasks.requested'), 300)).length).toBe(before);
   };
 
-  it('a tenant cannot sign with another tenant\'s secret: refused at submit with 422 CALLBACK_SECRET_UNKNOWN, nothing enqueued; its own secret signs', async () => {
+  it("a tenant cannot sign with another tenant's secret: refused at submit with 422 CALLBACK_SECRET_UNKNOWN, nothing enqueued; its own secret signs", async () => {
     await refusedAtSubmit('acme', `${base}/cross-plain`, 'billing', 'CALLBACK_SECRET_UNKNOWN');
     await refusedAtSubmit('acme', `${base}/cross-qualified`, 'globex/billing', 'CALLBACK_SECRET_UNKNOWN');
     await refusedAtSubmit('acme', `${base}/cross-dots`, '../globex/billing', 'CALLBACK_SECRET_UNKNOWN');
     const own = await submit('acme', `${base}/own`);
     await succeeded('acme', own);
-    await waitUntil(() => deliveries.some((d) => d.path === '/own'), 60_000, 'acme\'s own webhook');
+    await waitUntil(() => deliveries.some((d) => d.path === '/own'), 60_000, "acme's own webhook");
     expect(deliveries.some((d) => d.path.startsWith('/cross'))).toBe(false);
     const own1 = deliveries.find((d) => d.path === '/own')!;
     expect(verifies(own1, TENANT_SECRETS.acme)).toBe(true);
@@ -405,7 +421,7 @@ describe('through the pipeline (API auth required, two tenants)', () => {
     await refusedAtSubmit('globex', `http://[64:ff9b::7f00:1]:${port}/nat64`, undefined, 'CALLBACK_URL_REFUSED');
   }, 60_000);
 
-  it('notify itself refuses another tenant\'s secret_ref in a record that never passed submit: DLQ CALLBACK_SECRET_UNKNOWN, no request made', async () => {
+  it("notify itself refuses another tenant's secret_ref in a record that never passed submit: DLQ CALLBACK_SECRET_UNKNOWN, no request made", async () => {
     // the submit check is the first line; notify is the second, for records written some other way
     const own = await submit('acme', `${base}/template`);
     await succeeded('acme', own);

@@ -147,7 +147,13 @@ describe('typed sinks', () => {
     ];
     // @ts-expect-error -- a schema name that has no file
     topic('tasks.completed', 'task-complete');
-    const needsOther = defineStage({ name: 'other-deps', doc: 'x', input: TOPICS.completed, emitsStatus: false, create: (deps: { db: string }) => ({ handle: async () => (deps.db ? {} : {}) }) });
+    const needsOther = defineStage({
+      name: 'other-deps',
+      doc: 'x',
+      input: TOPICS.completed,
+      emitsStatus: false,
+      create: (deps: { db: string }) => ({ handle: async () => (deps.db ? {} : {}) }),
+    });
     // @ts-expect-error -- the Sonic topology builds its stages from StageDeps, which has no `db`
     sonicTopology({ stages: [...SONIC_STAGES, needsOther] });
     expect(declared.map((d) => d.name)).toEqual(['right', 'unnamed', 'no-sinks', 'wrong-type', 'forged-ref']);
@@ -155,8 +161,15 @@ describe('typed sinks', () => {
 
   it('a task-path stage needs its failed sink, and its status fields are the task status fields', () => {
     expect(() =>
-      // @ts-expect-error -- no `failed` sink: the FAILED outcome would have nowhere to go
-      taskStage({ name: 'nofail', doc: 'x', state: 'ENCODING', input: TOPICS.rendered, sinks: { encoded: TOPICS.encoded }, create: () => ({ handle: async () => ({}) }) }),
+      taskStage({
+        name: 'nofail',
+        doc: 'x',
+        state: 'ENCODING',
+        input: TOPICS.rendered,
+        // @ts-expect-error -- no `failed` sink: the FAILED outcome would have nowhere to go
+        sinks: { encoded: TOPICS.encoded },
+        create: () => ({ handle: async () => ({}) }),
+      }),
     ).toThrow('stage:nofail: a task-path stage needs a `failed` sink of task-completed records for its FAILED outcome');
     const typed = taskStage({
       name: 'typed-status',
@@ -170,7 +183,7 @@ describe('typed sinks', () => {
     expect(typed.state).toBe('ENCODING');
   });
 
-  it("the task states refuse a status-writing stage without a state, and a task path whose stages do not follow each other", () => {
+  it('the task states refuse a status-writing stage without a state, and a task path whose stages do not follow each other', () => {
     expect(() => sonicTopology({ stages: [...SONIC_STAGES, { ...audit, emitsStatus: true }] })).toThrow(
       'stage:audit: stage audit writes task status events but names no task state',
     );
@@ -184,13 +197,23 @@ describe('typed sinks', () => {
     const status = { role: 'status' as const, valueSchema: 'task-request', configs: { 'cleanup.policy': 'compact' }, doc: 's' };
     const work = defineStage({ name: 'work', doc: 'w', input: TOPICS.completed, create: () => ({ handle: async () => ({}) }) });
     const topics = { 'tasks.completed': { valueSchema: 'task-completed', external: { producers: ['x'] }, doc: 'x' }, 'tasks.status': status };
-    const withHook = defineTopology({ name: 't', prefix: 't', status: { topic: 'tasks.status', hook: taskStates([{ ...work, state: 'ENCODING' }]) }, topics, stages: [work] });
+    const withHook = defineTopology({
+      name: 't',
+      prefix: 't',
+      status: { topic: 'tasks.status', hook: taskStates([{ ...work, state: 'ENCODING' }]) },
+      topics,
+      stages: [work],
+    });
     expect(validateTopology(withHook).map((p) => `${p.node}: ${p.message}`)).toContain(
       'topic:t.tasks.status: the status hook writes task-status records, but status topic t.tasks.status holds task-request',
     );
     const noHook = defineTopology({ name: 't', prefix: 't', status: 'tasks.status', topics, stages: [work] });
-    expect(validateTopology(noHook).map((p) => `${p.node}: ${p.message}`)).toContain('stage:work: stage work writes status events but the topology has no status hook to build them');
-    expect(() => defineTopology({ name: 't', prefix: 't', status: 'tasks.status', topics, stages: [work], defaults: { retryDelayScale: 0 } })).toThrow('retryDelayScale must be a number > 0, got 0');
+    expect(validateTopology(noHook).map((p) => `${p.node}: ${p.message}`)).toContain(
+      'stage:work: stage work writes status events but the topology has no status hook to build them',
+    );
+    expect(() => defineTopology({ name: 't', prefix: 't', status: 'tasks.status', topics, stages: [work], defaults: { retryDelayScale: 0 } })).toThrow(
+      'retryDelayScale must be a number > 0, got 0',
+    );
   });
 
   it('a stage typed against another schema than its topic holds is refused, naming the stage and the sink', () => {

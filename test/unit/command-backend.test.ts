@@ -31,6 +31,8 @@ describe('command backend', () => {
     const backend = new CommandBackend(`sh -c "echo 'step 50%'; echo '75%' >&2; exit 3"`, { timeoutBaseS: 10, timeoutPerAudioS: 0 });
     await expect(backend.render(input({ onProgress: (f) => seen.push(f) }))).rejects.toMatchObject({ code: expect.any(String) });
     expect(seen).toEqual([0.5, 0.75]);
-    await expect(new CommandBackend('/nonexistent/sonic-cli {image}', { timeoutBaseS: 1, timeoutPerAudioS: 0 }).render(input())).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    await expect(new CommandBackend('/nonexistent/sonic-cli {image}', { timeoutBaseS: 1, timeoutPerAudioS: 0 }).render(input())).rejects.toMatchObject({
+      code: 'CONFIG_INVALID',
+    });
   });
 });

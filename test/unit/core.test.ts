@@ -16,7 +16,10 @@ describe('configuration', () => {
   });
 
   it('reads and validates the environment, naming the variable on a bad value', () => {
-    expect(loadConfig({ KAFKA_BROKERS: 'a:1, b:2', SONIC_TOPIC_PREFIX: 'acme.video' })).toMatchObject({ kafkaBrokers: ['a:1', 'b:2'], topicPrefix: 'acme.video' });
+    expect(loadConfig({ KAFKA_BROKERS: 'a:1, b:2', SONIC_TOPIC_PREFIX: 'acme.video' })).toMatchObject({
+      kafkaBrokers: ['a:1', 'b:2'],
+      topicPrefix: 'acme.video',
+    });
     expect(() => loadConfig({ KAFKA_BROKERS: 'no-port' })).toThrow(/KAFKA_BROKERS must be a comma-separated list of host:port/);
     expect(() => loadConfig({ SCHEMA_REGISTRY_URL: 'ftp://x' })).toThrow(/SCHEMA_REGISTRY_URL must be an http\(s\) URL/);
     expect(() => loadConfig({ SONIC_TOPIC_PREFIX: 'bad prefix' })).toThrow(/SONIC_TOPIC_PREFIX/);
@@ -54,18 +57,36 @@ describe('error taxonomy', () => {
 
   it('serialises code, message and retryable for logs and API answers', () => {
     const e = new SonicError('AUDIO_TOO_SHORT', 'audio is 0.5 s, the minimum is 1 s', { details: { duration_s: 0.5 } });
-    expect(JSON.parse(JSON.stringify(e))).toEqual({ code: 'AUDIO_TOO_SHORT', message: 'audio is 0.5 s, the minimum is 1 s', retryable: false, details: { duration_s: 0.5 } });
+    expect(JSON.parse(JSON.stringify(e))).toEqual({
+      code: 'AUDIO_TOO_SHORT',
+      message: 'audio is 0.5 s, the minimum is 1 s',
+      retryable: false,
+      details: { duration_s: 0.5 },
+    });
   });
 
   it('tells clients only the safe message and the public details; operators keep the rest', () => {
     const leaky = new SonicError('AUDIO_DECODE_FAILED', 'cannot read /tmp/sonicflow-validate-1a2b/audio: ffprobe exited with code 1: moov atom not found', {
       details: { path: '/tmp/sonicflow-validate-1a2b/audio', exitCode: 1, field: 'audio' },
     });
-    expect(publicError(leaky)).toEqual({ code: 'AUDIO_DECODE_FAILED', message: ERROR_CODES.AUDIO_DECODE_FAILED.doc, retryable: false, details: { field: 'audio' } });
+    expect(publicError(leaky)).toEqual({
+      code: 'AUDIO_DECODE_FAILED',
+      message: ERROR_CODES.AUDIO_DECODE_FAILED.doc,
+      retryable: false,
+      details: { field: 'audio' },
+    });
     expect(leaky.message).toContain('/tmp/sonicflow-validate-1a2b');
     const own = new SonicError('AUDIO_TOO_SHORT', 'the audio is 0.50 s; at least 1 s is needed', { safe: true, details: { durationS: 0.5, minS: 1 } });
-    expect(publicError(own)).toEqual({ code: 'AUDIO_TOO_SHORT', message: 'the audio is 0.50 s; at least 1 s is needed', retryable: false, details: { durationS: 0.5, minS: 1 } });
-    const s3 = new SonicError('STORAGE_WRITE_FAILED', 'PUT http://minio.internal:9000/bucket/x failed', { safe: 'the store could not be written', details: { endpoint: 'http://minio.internal:9000' } });
+    expect(publicError(own)).toEqual({
+      code: 'AUDIO_TOO_SHORT',
+      message: 'the audio is 0.50 s; at least 1 s is needed',
+      retryable: false,
+      details: { durationS: 0.5, minS: 1 },
+    });
+    const s3 = new SonicError('STORAGE_WRITE_FAILED', 'PUT http://minio.internal:9000/bucket/x failed', {
+      safe: 'the store could not be written',
+      details: { endpoint: 'http://minio.internal:9000' },
+    });
     expect(publicError(s3)).toEqual({ code: 'STORAGE_WRITE_FAILED', message: 'the store could not be written', retryable: true });
     expect(publicError(new TypeError('secret internals'))).toEqual({ code: 'INTERNAL', message: ERROR_CODES.INTERNAL.doc, retryable: false });
   });
@@ -82,13 +103,29 @@ describe('error taxonomy', () => {
 
 describe('secrets', () => {
   it('reads SASL, TLS and registry credentials from the environment', () => {
-    const c = loadConfig({ SONIC_KAFKA_SASL_MECHANISM: 'scram-sha-512', SONIC_KAFKA_SASL_USERNAME: 'svc', SONIC_KAFKA_SASL_PASSWORD: 'p4ss', SONIC_KAFKA_SSL: 'true', SCHEMA_REGISTRY_USERNAME: 'reg' });
-    expect(c).toMatchObject({ kafkaSaslMechanism: 'scram-sha-512', kafkaSaslUsername: 'svc', kafkaSaslPassword: 'p4ss', kafkaSsl: true, schemaRegistryUsername: 'reg' });
+    const c = loadConfig({
+      SONIC_KAFKA_SASL_MECHANISM: 'scram-sha-512',
+      SONIC_KAFKA_SASL_USERNAME: 'svc',
+      SONIC_KAFKA_SASL_PASSWORD: 'p4ss',
+      SONIC_KAFKA_SSL: 'true',
+      SCHEMA_REGISTRY_USERNAME: 'reg',
+    });
+    expect(c).toMatchObject({
+      kafkaSaslMechanism: 'scram-sha-512',
+      kafkaSaslUsername: 'svc',
+      kafkaSaslPassword: 'p4ss',
+      kafkaSsl: true,
+      schemaRegistryUsername: 'reg',
+    });
     expect(() => loadConfig({ SONIC_KAFKA_SASL_MECHANISM: 'gssapi' })).toThrow(/SONIC_KAFKA_SASL_MECHANISM must be one of/);
   });
 
   it('never prints a secret: `sonicflow config` shows [redacted], and logs redact passwords and SASL settings', async () => {
-    const r = sonicflow(['config'], { SONIC_KAFKA_SASL_PASSWORD: 'hunter2-secret', SONIC_S3_SECRET_ACCESS_KEY: 'aws-secret-xyz', SONIC_API_KEYS: 'acme:key-abc' });
+    const r = sonicflow(['config'], {
+      SONIC_KAFKA_SASL_PASSWORD: 'hunter2-secret',
+      SONIC_S3_SECRET_ACCESS_KEY: 'aws-secret-xyz',
+      SONIC_API_KEYS: 'acme:key-abc',
+    });
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('SONIC_KAFKA_SASL_PASSWORD=[redacted]');
     for (const secret of ['hunter2-secret', 'aws-secret-xyz', 'key-abc']) expect(r.stdout).not.toContain(secret);
@@ -97,7 +134,10 @@ describe('secrets', () => {
     const { Writable } = await import('node:stream');
     const sink = new Writable({ write: (chunk: Buffer, _e, cb) => (lines.push(chunk.toString()), cb()) });
     const log = createLogger('t', 'info', sink);
-    log.info({ kafka: { sasl: { mechanism: 'plain', username: 'u', password: 'hunter2-secret' } }, s3: { secretAccessKey: 'aws-secret-xyz' }, password: 'pw-1' }, 'connecting');
+    log.info(
+      { kafka: { sasl: { mechanism: 'plain', username: 'u', password: 'hunter2-secret' } }, s3: { secretAccessKey: 'aws-secret-xyz' }, password: 'pw-1' },
+      'connecting',
+    );
     expect(lines.join('')).toContain('connecting');
     expect(lines.join('')).not.toMatch(/hunter2-secret|aws-secret-xyz|pw-1/);
   });

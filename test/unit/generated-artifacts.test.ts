@@ -19,7 +19,10 @@ describe('generated files', () => {
   });
 
   it('gen:ops --check finds nothing stale', () => {
-    expect(staleArtifacts().map((a) => a.path), 'run `npm run gen:ops`').toEqual([]);
+    expect(
+      staleArtifacts().map((a) => a.path),
+      'run `npm run gen:ops`',
+    ).toEqual([]);
   });
 
   it('renders the stage services of docker-compose.yml between their markers and keeps the rest as written', () => {
@@ -30,7 +33,9 @@ describe('generated files', () => {
     without.stages = without.stages.slice(0, 1);
     const rendered = renderComposeFile(without, compose);
     expect(outside(rendered)).toBe(outside(compose));
-    expect(generatedSection(rendered, COMPOSE_STAGE_MARKERS)).toBe(`  ${without.stages[0]!.name}:\n    <<: *sonicflow-stage\n    command: ["run", "${without.stages[0]!.name}"]\n`);
+    expect(generatedSection(rendered, COMPOSE_STAGE_MARKERS)).toBe(
+      `  ${without.stages[0]!.name}:\n    <<: *sonicflow-stage\n    command: ["run", "${without.stages[0]!.name}"]\n`,
+    );
   });
 
   it('refuses a stage named like a hand-written compose service', () => {
@@ -81,7 +86,9 @@ describe('generated sections', () => {
   });
 
   it('refuse a file without its markers, with a marker twice, or with END before BEGIN', () => {
-    expect(() => replaceGenerated('no markers\n', md, 'x\n', 'doc.md')).toThrow(/doc\.md must have the line "<!-- BEGIN generated: x -->" exactly once \(found 0\)/);
+    expect(() => replaceGenerated('no markers\n', md, 'x\n', 'doc.md')).toThrow(
+      /doc\.md must have the line "<!-- BEGIN generated: x -->" exactly once \(found 0\)/,
+    );
     expect(() => replaceGenerated(`${text}${md.begin}\n`, md, 'x\n', 'doc.md')).toThrow(/found 2/);
     expect(() => replaceGenerated(`${md.end}\n${md.begin}\n`, md, 'x\n', 'doc.md')).toThrow(/comes before/);
   });

@@ -302,7 +302,14 @@ describe('k8s render: PodMonitor and ConfigMap', () => {
     expect(cm.data.SONIC_CLIENT_ID).toBe('sonicflow');
     expect(cm.data.SCHEMA_REGISTRY_URL).toBeUndefined();
     expect(Object.keys(cm.data).some((k) => /SECRET|KEYS?$/.test(k))).toBe(false);
-    const full = configMaps(renderK8sObjects(topology, { ...OPTS, clientId: 'acme', schemaRegistryUrl: 'http://registry:8080/apis/ccompat/v7', config: { SONIC_S3_BUCKET: 'media', KAFKA_BROKERS: 'elsewhere:1' } }))[0]!;
+    const full = configMaps(
+      renderK8sObjects(topology, {
+        ...OPTS,
+        clientId: 'acme',
+        schemaRegistryUrl: 'http://registry:8080/apis/ccompat/v7',
+        config: { SONIC_S3_BUCKET: 'media', KAFKA_BROKERS: 'elsewhere:1' },
+      }),
+    )[0]!;
     expect(full.data).toMatchObject({ SONIC_CLIENT_ID: 'acme', SCHEMA_REGISTRY_URL: 'http://registry:8080/apis/ccompat/v7', SONIC_S3_BUCKET: 'media' });
     expect(scaledObjects(renderK8sObjects(topology, { ...OPTS, clientId: 'acme' }))[0]!.spec.triggers[0]!.metadata.consumerGroup).toBe('acme.sonic.validate');
     // the brokers KEDA watches win over a conflicting extra entry
@@ -360,15 +367,72 @@ describe('k8s render: YAML text', () => {
 
   const py = spawnSync('python3', ['-c', 'import yaml'], { encoding: 'utf8' });
   const hasPyYaml = py.status === 0;
-  it.skipIf(!hasPyYaml)(`parses back to the same objects with a real YAML parser (PyYAML)${hasPyYaml ? '' : ' — skipped: python3 with PyYAML not found'}`, () => {
-    const r = spawnSync('python3', ['-c', 'import sys, json, yaml; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))'], { input: text, encoding: 'utf8' });
-    expect(r.stderr).toBe('');
-    expect(JSON.parse(r.stdout)).toEqual(JSON.parse(JSON.stringify(objects)));
-  });
+  it.skipIf(!hasPyYaml)(
+    `parses back to the same objects with a real YAML parser (PyYAML)${hasPyYaml ? '' : ' — skipped: python3 with PyYAML not found'}`,
+    () => {
+      const r = spawnSync('python3', ['-c', 'import sys, json, yaml; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))'], {
+        input: text,
+        encoding: 'utf8',
+      });
+      expect(r.stderr).toBe('');
+      expect(JSON.parse(r.stdout)).toEqual(JSON.parse(JSON.stringify(objects)));
+    },
+  );
 });
 
 describe('toYaml', () => {
-  const tricky = ['true', 'False', 'yes', 'No', 'on', 'OFF', 'y', 'n', 'null', '~', '', ' lead', 'trail ', '1', '-1', '1.5', '1e3', '0x1F', '0o17', '012', '1_000', '.inf', '.NaN', '2024-01-01', '12:30', 'a: b', 'a #b', '#c', '- x', '[x]', '{x}', '*ref', '&anchor', '!tag', '%dir', '@at', '`tick', '"q"', "'s'", 'multi\nline', 'tab\there', 'bell\u0007', 'del\u007f', 'é ü 漢字', 'end:', '<<', '=', '?', '|', '>'];
+  const tricky = [
+    'true',
+    'False',
+    'yes',
+    'No',
+    'on',
+    'OFF',
+    'y',
+    'n',
+    'null',
+    '~',
+    '',
+    ' lead',
+    'trail ',
+    '1',
+    '-1',
+    '1.5',
+    '1e3',
+    '0x1F',
+    '0o17',
+    '012',
+    '1_000',
+    '.inf',
+    '.NaN',
+    '2024-01-01',
+    '12:30',
+    'a: b',
+    'a #b',
+    '#c',
+    '- x',
+    '[x]',
+    '{x}',
+    '*ref',
+    '&anchor',
+    '!tag',
+    '%dir',
+    '@at',
+    '`tick',
+    '"q"',
+    "'s'",
+    'multi\nline',
+    'tab\there',
+    'bell\u0007',
+    'del\u007f',
+    'é ü 漢字',
+    'end:',
+    '<<',
+    '=',
+    '?',
+    '|',
+    '>',
+  ];
 
   it('writes nested maps and lists in block style, empty ones in flow style, and skips undefined keys', () => {
     expect(toYaml({ a: 1, b: 'x', c: [1, { d: true, e: [] }, ['z']], f: {}, g: undefined, h: null })).toBe(
@@ -383,7 +447,7 @@ describe('toYaml', () => {
     for (const s of ['sonicflow', 'app.kubernetes.io/name', 'ghcr.io/sonicflow/sonicflow:latest', '/healthz', 'http://kafka:9092', 'earliest']) {
       expect(toYaml({ k: s })).toBe(`k: ${s}\n`);
     }
-    expect(toYaml({ 'true': 1, 'a b': 3, 'y': 4 })).toBe('"true": 1\n"a b": 3\n"y": 4\n');
+    expect(toYaml({ true: 1, 'a b': 3, y: 4 })).toBe('"true": 1\n"a b": 3\n"y": 4\n');
   });
 
   it('refuses values it cannot write faithfully', () => {

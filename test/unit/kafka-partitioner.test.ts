@@ -4,7 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { createPartitioner, murmur2 } from '../../src/kafka/partitioner.js';
 
 const kafkajsMurmur2 = createRequire(import.meta.url)('kafkajs/src/producer/partitioners/default/murmur2.js') as (key: Buffer) => number;
-const meta = (n: number, leaderless: number[] = []) => Array.from({ length: n }, (_, i) => ({ partitionErrorCode: 0, partitionId: i, leader: leaderless.includes(i) ? -1 : 0, replicas: [0], isr: [0] }));
+const meta = (n: number, leaderless: number[] = []) =>
+  Array.from({ length: n }, (_, i) => ({ partitionErrorCode: 0, partitionId: i, leader: leaderless.includes(i) ? -1 : 0, replicas: [0], isr: [0] }));
 
 describe('partitioner', () => {
   it("hashes like the Java client (its Utils test vectors) and like kafkajs' murmur2", () => {

@@ -23,7 +23,14 @@ function kafkaDeclarations(): Map<string, string> {
   const files = readdirSync(KAFKA_DIR)
     .filter((f) => f.endsWith('.ts'))
     .map((f) => join(KAFKA_DIR, f));
-  const program = ts.createProgram(files, { ...parsed.options, noEmit: false, declaration: true, emitDeclarationOnly: true, rootDir: ROOT, outDir: join(ROOT, '.d.ts-check') });
+  const program = ts.createProgram(files, {
+    ...parsed.options,
+    noEmit: false,
+    declaration: true,
+    emitDeclarationOnly: true,
+    rootDir: ROOT,
+    outDir: join(ROOT, '.d.ts-check'),
+  });
   const out = new Map<string, string>();
   const emitted = program.emit(undefined, (name, text) => {
     const rel = name.split(`${join('.d.ts-check', 'src', 'kafka')}/`)[1];
@@ -62,7 +69,13 @@ describe('the Kafka port', () => {
     const leaking = [...declarations]
       .filter(([file]) => file !== 'handle.d.ts')
       .filter(([, text]) => /['"]kafkajs(\/[^'"]*)?['"]/.test(text))
-      .map(([file, text]) => `${file}:\n${text.split('\n').filter((l) => l.includes('kafkajs')).join('\n')}`);
+      .map(
+        ([file, text]) =>
+          `${file}:\n${text
+            .split('\n')
+            .filter((l) => l.includes('kafkajs'))
+            .join('\n')}`,
+      );
     expect(leaking).toEqual([]);
   }, 60_000);
 });

@@ -3,7 +3,18 @@ import { describe, expect, it } from 'vitest';
 import { combineLag, partitionLag, type PartitionLag } from '../../src/kafka/lag.js';
 import { firstValueFrom } from 'rxjs';
 import { Context } from '../../src/app/context.js';
-import { boundReplicas, buildReport, drainReplicas, formatDuration, formatLag, kedaReplicas, lagGauges, lagSamples$, serveLagExporter, type OffsetSample } from '../../src/ops/lag.js';
+import {
+  boundReplicas,
+  buildReport,
+  drainReplicas,
+  formatDuration,
+  formatLag,
+  kedaReplicas,
+  lagGauges,
+  lagSamples$,
+  serveLagExporter,
+  type OffsetSample,
+} from '../../src/ops/lag.js';
 import { defineTopology } from '../../src/runtime/topology.js';
 
 const bounds = { partitions: 12, minReplicas: 1, maxReplicas: 8 };
@@ -157,14 +168,22 @@ describe('buildReport', () => {
   });
 
   it('formatDuration', () => {
-    expect([formatDuration(null), formatDuration(0), formatDuration(42.2), formatDuration(185), formatDuration(7440)]).toEqual(['-', '0s', '43s', '3m05s', '2h04m']);
+    expect([formatDuration(null), formatDuration(0), formatDuration(42.2), formatDuration(185), formatDuration(7440)]).toEqual([
+      '-',
+      '0s',
+      '43s',
+      '3m05s',
+      '2h04m',
+    ]);
   });
 });
 
 describe('exporter gauges', () => {
   it('kafka_exporter semantics: -1 for an uncommitted partition of a consumed topic, sum of committed ones, nothing for untouched topics', async () => {
     const registry = new Registry();
-    lagGauges(registry)(buildReport(topology, sample(1000, 1, [row('p.in', 0, 10n, 100n), row('p.in', 1, -1n, 50n), row('p.work.retry.1', 0, -1n, 3n)]), undefined));
+    lagGauges(registry)(
+      buildReport(topology, sample(1000, 1, [row('p.in', 0, 10n, 100n), row('p.in', 1, -1n, 50n), row('p.work.retry.1', 0, -1n, 3n)]), undefined),
+    );
     const text = await registry.metrics();
     expect(text).toContain('kafka_consumergroup_lag{consumergroup="sonicflow.p.work",topic="p.in",partition="0"} 90');
     expect(text).toContain('kafka_consumergroup_lag{consumergroup="sonicflow.p.work",topic="p.in",partition="1"} -1');

@@ -23,8 +23,12 @@ describe('names', () => {
   });
 
   it("a stage's per-partition producer is <client id>.<stage>.<topic>.<partition> (no prefix but the topic's)", () => {
-    expect(transactionalId('sonicflow', { kind: 'partition', stage: infer, topic: 'sonic.tasks.prepared', partition: 3 })).toBe('sonicflow.infer.sonic.tasks.prepared.3');
-    expect(transactionalId('sonicflow', { kind: 'partition', stage: 'infer', topic: 'sonic.infer.retry.1', partition: 0 })).toBe('sonicflow.infer.sonic.infer.retry.1.0');
+    expect(transactionalId('sonicflow', { kind: 'partition', stage: infer, topic: 'sonic.tasks.prepared', partition: 3 })).toBe(
+      'sonicflow.infer.sonic.tasks.prepared.3',
+    );
+    expect(transactionalId('sonicflow', { kind: 'partition', stage: 'infer', topic: 'sonic.infer.retry.1', partition: 0 })).toBe(
+      'sonicflow.infer.sonic.infer.retry.1.0',
+    );
   });
 
   it("an API replica's producers are <client id>.<prefix>.api.<instance>[.<lane>], the instance made safe", () => {

@@ -18,7 +18,8 @@ const OPS = join(ROOT, 'ops');
 const read = (rel: string): string => readFileSync(join(ROOT, rel), 'utf8');
 const STAGES = sonicTopology().stages.map((s) => s.name);
 
-const run = (cmd: string, args: string[], input?: string) => spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8', ...(input === undefined ? {} : { input }), timeout: 120_000 });
+const run = (cmd: string, args: string[], input?: string) =>
+  spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8', ...(input === undefined ? {} : { input }), timeout: 120_000 });
 const works = (cmd: string, args: string[]): boolean => {
   const r = run(cmd, args);
   return !r.error && r.status === 0;
@@ -77,7 +78,13 @@ function metricNames(expr: string): string[] {
   for (const m of s.matchAll(/[A-Za-z_:][A-Za-z0-9_:]*/g)) {
     const before = s[(m.index ?? 0) - 1] ?? ' ';
     if (/[0-9.]/.test(before)) continue; // the unit or exponent of a number: 5m, 1e3
-    if (s.slice((m.index ?? 0) + m[0].length).trimStart().startsWith('(')) continue; // a function or aggregation
+    if (
+      s
+        .slice((m.index ?? 0) + m[0].length)
+        .trimStart()
+        .startsWith('(')
+    )
+      continue; // a function or aggregation
     if (PROMQL_KEYWORDS.has(m[0].toLowerCase())) continue;
     names.push(m[0]);
   }
@@ -86,13 +93,14 @@ function metricNames(expr: string): string[] {
 
 describe('metric names', () => {
   it('finds the metrics the stages and the API declare', () => {
+    for (const name of ['sonicflow_records_total', 'sonicflow_transactions_total', 'sonicflow_in_flight_records', 'sonicflow_http_requests_total'])
+      expect(DECLARED.has(name), name).toBe(true);
     for (const name of [
-      'sonicflow_records_total',
-      'sonicflow_transactions_total',
-      'sonicflow_in_flight_records',
-      'sonicflow_http_requests_total',
-    ]) expect(DECLARED.has(name), name).toBe(true);
-    for (const name of ['sonicflow_handler_duration_seconds', 'sonicflow_transaction_duration_seconds', 'sonicflow_retry_lateness_seconds', 'sonicflow_http_request_duration_seconds']) {
+      'sonicflow_handler_duration_seconds',
+      'sonicflow_transaction_duration_seconds',
+      'sonicflow_retry_lateness_seconds',
+      'sonicflow_http_request_duration_seconds',
+    ]) {
       expect(DECLARED.get(name), name).toBe('Histogram');
     }
     // sonicflow_process_start_time_seconds exists because default metrics carry the sonicflow_ prefix
@@ -166,7 +174,10 @@ describe('Grafana dashboard', () => {
       const targets = p.targets ?? [];
       expect(targets.length, p.title).toBeGreaterThan(0);
       expect(new Set(targets.map((t) => t.refId)).size, p.title).toBe(targets.length);
-      expect(targets.some((t) => metricNames(t.expr ?? '').length > 0 && metricNames(t.expr ?? '').every(isKnownMetric)), p.title).toBe(true);
+      expect(
+        targets.some((t) => metricNames(t.expr ?? '').length > 0 && metricNames(t.expr ?? '').every(isKnownMetric)),
+        p.title,
+      ).toBe(true);
       for (const t of targets) {
         expect(t.datasource?.uid, `${p.title} ${t.refId}`).toBe('${DS_PROMETHEUS}');
         const names = metricNames(t.expr ?? '');
@@ -394,7 +405,12 @@ describe('docker-compose and Dockerfile', () => {
     // MinIO's root credentials are the ones the app signs with
     expect(env('minio')).toMatchObject({ MINIO_ROOT_USER: env('api').SONIC_S3_ACCESS_KEY_ID, MINIO_ROOT_PASSWORD: env('api').SONIC_S3_SECRET_ACCESS_KEY });
     // single-node Kafka: internal topics with replication 1
-    expect(env('kafka')).toMatchObject({ KAFKA_PROCESS_ROLES: 'broker,controller', KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR: 1, KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR: 1, KAFKA_TRANSACTION_STATE_LOG_MIN_ISR: 1 });
+    expect(env('kafka')).toMatchObject({
+      KAFKA_PROCESS_ROLES: 'broker,controller',
+      KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR: 1,
+      KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR: 1,
+      KAFKA_TRANSACTION_STATE_LOG_MIN_ISR: 1,
+    });
     expect(String(env('kafka').KAFKA_ADVERTISED_LISTENERS)).toContain('PLAINTEXT://kafka:9092');
 
     // every bind mount exists; Prometheus gets the compose targets over its targets folder

@@ -68,7 +68,13 @@ describe('retry', () => {
     const clock = fakeClock();
     const { fn, calls } = flaky(3);
     const seen: [string, number, number][] = [];
-    const result = await retry(fn, { initialMs: 100, maxMs: 1000, jitter: 'none', clock, onRetry: (err, attempt, delay) => seen.push([(err as Error).message, attempt, delay]) });
+    const result = await retry(fn, {
+      initialMs: 100,
+      maxMs: 1000,
+      jitter: 'none',
+      clock,
+      onRetry: (err, attempt, delay) => seen.push([(err as Error).message, attempt, delay]),
+    });
     expect(result).toBe(4);
     expect(calls()).toBe(4);
     expect(seen).toEqual([
@@ -91,7 +97,9 @@ describe('retry', () => {
     const clock = fakeClock();
     const fatal = Object.assign(new Error('fenced'), { type: 'PRODUCER_FENCED' });
     const { fn, calls } = flaky(5, fatal);
-    await expect(retry(fn, { initialMs: 10, maxMs: 10, clock, retryIf: (e) => (e as { type?: string }).type === 'CONCURRENT_TRANSACTIONS' })).rejects.toBe(fatal);
+    await expect(retry(fn, { initialMs: 10, maxMs: 10, clock, retryIf: (e) => (e as { type?: string }).type === 'CONCURRENT_TRANSACTIONS' })).rejects.toBe(
+      fatal,
+    );
     expect(calls()).toBe(1);
     expect(clock.waits).toEqual([]);
   });
@@ -105,7 +113,7 @@ describe('retry', () => {
     expect(calls()).toBe(4);
   });
 
-  it('ends a wait at once when the signal aborts, with the signal\'s reason', async () => {
+  it("ends a wait at once when the signal aborts, with the signal's reason", async () => {
     const controller = new AbortController();
     const { fn, calls } = flaky(100);
     const started = Date.now();

@@ -17,7 +17,13 @@ const unitTopology = (prefix: string, partitions: number, partitioning?: 'key' |
     name: 'unit',
     prefix,
     // `work` works in the task state INFERRING; a (here absent) next stage in ENCODING follows it
-    status: { topic: 'status', hook: taskStates([{ name: 'work', state: 'INFERRING' }, { name: 'next', state: 'ENCODING' }]) },
+    status: {
+      topic: 'status',
+      hook: taskStates([
+        { name: 'work', state: 'INFERRING' },
+        { name: 'next', state: 'ENCODING' },
+      ]),
+    },
     defaults: { partitions, retry: { delaysMs: [5_000, 30_000], maxAttempts: 3 } },
     topics: {
       in: { valueSchema: 'task-status', external: { producers: ['test'] }, doc: 'in' },
@@ -135,7 +141,12 @@ describe('stage routing (topology test driver, same code as the Kafka runner)', 
     const t0 = driver.now();
     await driver.pipeInput('u.in', m.task_id, m);
     const [r1] = await driver.read('u.work.retry.1');
-    expect(r1?.headers).toMatchObject({ [HEADERS.attempt]: '1', [HEADERS.dueMs]: String(t0 + 5_000), [HEADERS.retryTier]: '1', [HEADERS.errorCode]: 'GPU_OOM' });
+    expect(r1?.headers).toMatchObject({
+      [HEADERS.attempt]: '1',
+      [HEADERS.dueMs]: String(t0 + 5_000),
+      [HEADERS.retryTier]: '1',
+      [HEADERS.errorCode]: 'GPU_OOM',
+    });
     await driver.advanceTime(4_999);
     expect(calls).toHaveLength(1); // not due yet
     await driver.advanceTime(1);
@@ -166,7 +177,12 @@ describe('stage routing (topology test driver, same code as the Kafka runner)', 
     await driver.advanceTime(30_000);
     expect(calls).toHaveLength(3);
     const [dlq] = await driver.read('u.work.dlq');
-    expect(dlq?.headers).toMatchObject({ [HEADERS.attempt]: '3', [HEADERS.dlqReason]: 'exhausted', [HEADERS.originTopic]: 'u.in', [HEADERS.errorRetryable]: 'true' });
+    expect(dlq?.headers).toMatchObject({
+      [HEADERS.attempt]: '3',
+      [HEADERS.dlqReason]: 'exhausted',
+      [HEADERS.originTopic]: 'u.in',
+      [HEADERS.errorRetryable]: 'true',
+    });
   });
 
   it('sends a poison pill to the DLQ with its raw bytes and keeps processing the records after it', async () => {
@@ -232,9 +248,30 @@ describe('classify', () => {
 describe('header schema', () => {
   const error = new SonicError('GPU_OOM', 'oom');
   it('keeps origin and first failure from the first hop and replaces, not appends, error headers', () => {
-    const h1 = failureHeaders({ traceparent: 't', custom: 'x' }, { stage: 's', topic: 'in', partition: 2, offset: '7', attempt: 1, error, nowMs: 100, dueMs: 200, tier: 1 });
-    const h2 = failureHeaders(h1, { stage: 's', topic: 'retry.1', partition: 2, offset: '3', attempt: 2, error: new SonicError('CUDA_ERROR', 'cuda'), nowMs: 300, dlqReason: 'exhausted' });
-    expect(h2).toMatchObject({ custom: 'x', traceparent: 't', [HEADERS.originTopic]: 'in', [HEADERS.originOffset]: '7', [HEADERS.firstFailureMs]: '100', [HEADERS.failedAtMs]: '300', [HEADERS.errorCode]: 'CUDA_ERROR', [HEADERS.attempt]: '2' });
+    const h1 = failureHeaders(
+      { traceparent: 't', custom: 'x' },
+      { stage: 's', topic: 'in', partition: 2, offset: '7', attempt: 1, error, nowMs: 100, dueMs: 200, tier: 1 },
+    );
+    const h2 = failureHeaders(h1, {
+      stage: 's',
+      topic: 'retry.1',
+      partition: 2,
+      offset: '3',
+      attempt: 2,
+      error: new SonicError('CUDA_ERROR', 'cuda'),
+      nowMs: 300,
+      dlqReason: 'exhausted',
+    });
+    expect(h2).toMatchObject({
+      custom: 'x',
+      traceparent: 't',
+      [HEADERS.originTopic]: 'in',
+      [HEADERS.originOffset]: '7',
+      [HEADERS.firstFailureMs]: '100',
+      [HEADERS.failedAtMs]: '300',
+      [HEADERS.errorCode]: 'CUDA_ERROR',
+      [HEADERS.attempt]: '2',
+    });
     expect(h2[HEADERS.dueMs]).toBeUndefined();
     expect(Object.keys(h2).filter((k) => k === HEADERS.errorCode)).toHaveLength(1);
   });

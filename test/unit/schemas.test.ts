@@ -51,17 +51,54 @@ describe('Avro schemas', () => {
   it('lists the status states in order: QUEUED through SUCCEEDED | FAILED', () => {
     const raw = catalog.raw('task-status') as unknown as { fields: { name: string; type: { symbols?: string[] } }[] };
     expect(raw.fields.find((f) => f.name === 'state')?.type.symbols).toEqual([
-      'QUEUED', 'VALIDATING', 'PREPROCESSING', 'INFERRING', 'ENCODING', 'PUBLISHING', 'SUCCEEDED', 'FAILED',
+      'QUEUED',
+      'VALIDATING',
+      'PREPROCESSING',
+      'INFERRING',
+      'ENCODING',
+      'PUBLISHING',
+      'SUCCEEDED',
+      'FAILED',
     ]);
   });
 });
 
 describe('local compatibility check', () => {
-  const v1 = avroType({ type: 'record', name: 'R', fields: [{ name: 'a', type: 'string' }, { name: 'b', type: 'int' }] });
-  const addedOptional = avroType({ type: 'record', name: 'R', fields: [{ name: 'a', type: 'string' }, { name: 'b', type: 'int' }, { name: 'c', type: ['null', 'string'], default: null }] });
-  const addedRequired = avroType({ type: 'record', name: 'R', fields: [{ name: 'a', type: 'string' }, { name: 'b', type: 'int' }, { name: 'c', type: 'string' }] });
+  const v1 = avroType({
+    type: 'record',
+    name: 'R',
+    fields: [
+      { name: 'a', type: 'string' },
+      { name: 'b', type: 'int' },
+    ],
+  });
+  const addedOptional = avroType({
+    type: 'record',
+    name: 'R',
+    fields: [
+      { name: 'a', type: 'string' },
+      { name: 'b', type: 'int' },
+      { name: 'c', type: ['null', 'string'], default: null },
+    ],
+  });
+  const addedRequired = avroType({
+    type: 'record',
+    name: 'R',
+    fields: [
+      { name: 'a', type: 'string' },
+      { name: 'b', type: 'int' },
+      { name: 'c', type: 'string' },
+    ],
+  });
   const removedB = avroType({ type: 'record', name: 'R', fields: [{ name: 'a', type: 'string' }] });
-  const retypedA = avroType({ type: 'record', name: 'R', fields: [{ name: 'a', type: 'int' }, { name: 'b', type: 'int' }] });
+  const retypedA = avroType({
+    type: 'record',
+    name: 'R',
+    fields: [
+      { name: 'a', type: 'int' },
+      { name: 'b', type: 'int' },
+    ],
+  });
 
   it('accepts an added optional field under BACKWARD, FORWARD and FULL', () => {
     for (const level of ['BACKWARD', 'FORWARD', 'FULL'] as const) expect(checkCompatibility(addedOptional, [v1], level).compatible).toBe(true);

@@ -32,7 +32,12 @@ describe('the unit tier', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     try {
       expect(await attempt('127.0.0.1', (server.address() as AddressInfo).port)).toBe('connected');
-      for (const [host, port] of [['localhost', 9092], ['127.0.0.1', 8081], ['localhost', 9000], ['192.0.2.1', 80]] as const) {
+      for (const [host, port] of [
+        ['localhost', 9092],
+        ['127.0.0.1', 8081],
+        ['localhost', 9000],
+        ['192.0.2.1', 80],
+      ] as const) {
         expect(await attempt(host, port)).toMatch(/ECONNREFUSED .*the unit tier reaches no broker/);
       }
       expect(takeRefused()).toHaveLength(4);

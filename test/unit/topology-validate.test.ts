@@ -78,9 +78,7 @@ describe('topology validate', () => {
   it('rejects fewer partitions than a stage may have replicas, naming stage, topic and both numbers', () => {
     const d = decl();
     d.stages.first!.scaling = { maxReplicas: 6 };
-    expect(problemsOf(d)).toContain(
-      'stage:first: stage first may run 6 replicas but its input mini.in has 4 partitions; extra replicas would idle',
-    );
+    expect(problemsOf(d)).toContain('stage:first: stage first may run 6 replicas but its input mini.in has 4 partitions; extra replicas would idle');
   });
 
   it('rejects a stage whose input or sink topic is not declared', () => {

@@ -3,7 +3,6 @@ import { thrown } from '../helpers/errors.js';
 import { ERROR_CODES, publicError } from '../../src/core/errors.js';
 import { checkCallbackUrl, isAllowListed, isPublicAddress, refusedRange } from '../../src/domain/callbacks.js';
 
-
 describe('address policy (ipaddr.js ranges, an allow-list of global unicast)', () => {
   it.each([
     ['127.0.0.1', 'loopback'],
@@ -48,9 +47,12 @@ describe('address policy (ipaddr.js ranges, an allow-list of global unicast)', (
     expect(isPublicAddress(address)).toBe(false);
   });
 
-  it.each(['93.184.216.34', '8.8.8.8', '1.1.1.1', '2606:4700::1111', '2a00:1450:4001:80b::200e', '[2606:4700::1111]'])('accepts the public address %s', (address) => {
-    expect(refusedRange(address)).toBeNull();
-  });
+  it.each(['93.184.216.34', '8.8.8.8', '1.1.1.1', '2606:4700::1111', '2a00:1450:4001:80b::200e', '[2606:4700::1111]'])(
+    'accepts the public address %s',
+    (address) => {
+      expect(refusedRange(address)).toBeNull();
+    },
+  );
 
   it('matches allow-listed hosts by name (case, final dot) and by IPv6 value, not by spelling', () => {
     expect(isAllowListed('LocalHost.', ['localhost'])).toBe(true);

@@ -6,7 +6,6 @@ import { resolveWebhookSecret } from '../../src/domain/callbacks.js';
 
 const secret = (fill: string, bytes = 24): string => `whsec_${Buffer.alloc(bytes, fill).toString('base64')}`;
 
-
 describe('tenant-scoped webhook secrets', () => {
   const config = loadConfig({
     SONIC_WEBHOOK_SECRET: secret('s'),
@@ -21,7 +20,14 @@ describe('tenant-scoped webhook secrets', () => {
     expect(resolveWebhookSecret(config, 'acme', 'billing')).toBe(secret('b'));
     expect(resolveWebhookSecret(config, 'globex', 'billing')).toBe(secret('g'));
     expect(resolveWebhookSecret(config, 'default', 'legacy')).toBe(secret('l'));
-    for (const [tenant, ref] of [['globex', 'default'], ['acme', 'legacy'], ['acme', 'globex/billing'], ['acme', '../globex/billing'], ['globex', 'nope'], ['acme', 'billing=x']] as const) {
+    for (const [tenant, ref] of [
+      ['globex', 'default'],
+      ['acme', 'legacy'],
+      ['acme', 'globex/billing'],
+      ['acme', '../globex/billing'],
+      ['globex', 'nope'],
+      ['acme', 'billing=x'],
+    ] as const) {
       const e = thrown(() => resolveWebhookSecret(config, tenant, ref));
       expect(e.code, `${tenant} ${ref}`).toBe('CALLBACK_SECRET_UNKNOWN');
       expect(e.retryable).toBe(false);

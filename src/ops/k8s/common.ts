@@ -74,7 +74,8 @@ export function resolve(opts: RenderK8sOptions): Resolved {
   const metricsPort = opts.metricsPort ?? DEFAULT_METRICS_PORT;
   if (!Number.isInteger(metricsPort) || metricsPort < 1 || metricsPort > 65535) bad(`metrics port must be 1-65535 for Kubernetes probes, got ${metricsPort}`);
   if (!Number.isFinite(opts.drainTimeoutMs) || opts.drainTimeoutMs < 0) bad(`drain timeout must be a number of ms >= 0, got ${opts.drainTimeoutMs}`);
-  if (opts.brokers.length === 0 || opts.brokers.some((b) => !/^[^\s,]+:\d+$/.test(b))) bad(`brokers must be host:port entries, got [${opts.brokers.join(', ')}]`);
+  if (opts.brokers.length === 0 || opts.brokers.some((b) => !/^[^\s,]+:\d+$/.test(b)))
+    bad(`brokers must be host:port entries, got [${opts.brokers.join(', ')}]`);
   const namespace = opts.namespace ?? DEFAULT_NAMESPACE;
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) bad(`namespace "${namespace}" is not a valid Kubernetes namespace name`);
   for (const key of Object.keys(opts.config ?? {})) {

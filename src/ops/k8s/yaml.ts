@@ -42,7 +42,9 @@ function scalar(v: unknown, path: string): string | undefined {
   if (typeof v === 'string') return yamlString(v);
   if (Array.isArray(v)) return v.length === 0 ? '[]' : undefined;
   if (isPlainObject(v)) return entries(v).length === 0 ? '{}' : undefined;
-  throw new TypeError(`toYaml: ${path} is a ${v === undefined ? 'undefined' : typeof v === 'object' ? (v.constructor?.name ?? 'object') : typeof v}; only plain objects, arrays, strings, numbers, booleans and null are supported`);
+  throw new TypeError(
+    `toYaml: ${path} is a ${v === undefined ? 'undefined' : typeof v === 'object' ? (v.constructor?.name ?? 'object') : typeof v}; only plain objects, arrays, strings, numbers, booleans and null are supported`,
+  );
 }
 
 function block(v: unknown, indent: number, path: string): string[] {

@@ -17,13 +17,34 @@ export interface LagExporter {
 /** The exporter's gauges in `registry`, and the function that writes a report into them. */
 export function lagGauges(registry: Registry): (report: StageLagReport) => void {
   const g = <L extends string>(name: string, help: string, labelNames: L[]): Gauge<L> => new Gauge({ name, help, labelNames, registers: [registry] });
-  const groupLag = g('kafka_consumergroup_lag', 'Current approximate lag of a consumer group at topic/partition (-1: nothing committed).', ['consumergroup', 'topic', 'partition']);
-  const groupLagSum = g('kafka_consumergroup_lag_sum', 'Current approximate lag of a consumer group at topic for all partitions (committed ones).', ['consumergroup', 'topic']);
-  const groupOffset = g('kafka_consumergroup_current_offset', 'Current offset of a consumer group at topic/partition (-1: nothing committed).', ['consumergroup', 'topic', 'partition']);
+  const groupLag = g('kafka_consumergroup_lag', 'Current approximate lag of a consumer group at topic/partition (-1: nothing committed).', [
+    'consumergroup',
+    'topic',
+    'partition',
+  ]);
+  const groupLagSum = g('kafka_consumergroup_lag_sum', 'Current approximate lag of a consumer group at topic for all partitions (committed ones).', [
+    'consumergroup',
+    'topic',
+  ]);
+  const groupOffset = g('kafka_consumergroup_current_offset', 'Current offset of a consumer group at topic/partition (-1: nothing committed).', [
+    'consumergroup',
+    'topic',
+    'partition',
+  ]);
   const topicOffset = g('kafka_topic_partition_current_offset', 'Current offset (high watermark) of a topic/partition.', ['topic', 'partition']);
-  const stageLagG = g('sonicflow_stage_lag', 'Records (offsets) a stage has yet to process over its input and retry tiers, uncommitted partitions counting their whole backlog.', ['stage']);
-  const replicas = g('sonicflow_stage_recommended_replicas', 'Replicas recommended by KEDA\'s rule (ceil(lag/lagThreshold)) and sonicflow\'s (ceil(lag*s_per_record/targetDrainSeconds)).', ['stage', 'rule']);
-  const drain = g('sonicflow_stage_drain_seconds', 'Estimated time to drain the stage\'s lag at its processing rate (+Inf: lag but nothing processed).', ['stage']);
+  const stageLagG = g(
+    'sonicflow_stage_lag',
+    'Records (offsets) a stage has yet to process over its input and retry tiers, uncommitted partitions counting their whole backlog.',
+    ['stage'],
+  );
+  const replicas = g(
+    'sonicflow_stage_recommended_replicas',
+    "Replicas recommended by KEDA's rule (ceil(lag/lagThreshold)) and sonicflow's (ceil(lag*s_per_record/targetDrainSeconds)).",
+    ['stage', 'rule'],
+  );
+  const drain = g('sonicflow_stage_drain_seconds', "Estimated time to drain the stage's lag at its processing rate (+Inf: lag but nothing processed).", [
+    'stage',
+  ]);
   const sampled = g('sonicflow_lag_sample_timestamp_seconds', 'When the figures were sampled from Kafka.', []);
   const all = [groupLag, groupLagSum, groupOffset, topicOffset, stageLagG, replicas, drain];
 
@@ -98,4 +119,3 @@ export async function serveLagExporter(ctx: Context, topology: Topology, port: n
     throw err;
   }
 }
-

@@ -58,10 +58,12 @@ export function formatLag(report: StageLagReport, opts: { partitions?: boolean }
         num(r.inRate),
         num(r.outRate),
       ]);
-      parts.push(`\n${s.stage} (${s.groupId}, ${s.members} member(s))\n${table(['TOPIC', 'PARTITION', 'CURRENT-OFFSET', 'LOG-END-OFFSET', 'LAG', 'IN/S', 'OUT/S'], prow, new Set([1, 2, 3, 4, 5, 6]))}`);
+      parts.push(
+        `\n${s.stage} (${s.groupId}, ${s.members} member(s))\n${table(['TOPIC', 'PARTITION', 'CURRENT-OFFSET', 'LOG-END-OFFSET', 'LAG', 'IN/S', 'OUT/S'], prow, new Set([1, 2, 3, 4, 5, 6]))}`,
+      );
     }
-    if (report.stages.some((s) => s.rows.some((r) => r.committed < 0n))) parts.push('CURRENT-OFFSET -: nothing committed; LAG is then the retained backlog (log end - log start).');
+    if (report.stages.some((s) => s.rows.some((r) => r.committed < 0n)))
+      parts.push('CURRENT-OFFSET -: nothing committed; LAG is then the retained backlog (log end - log start).');
   }
   return `${parts.join('\n')}\n`;
 }
-

@@ -118,7 +118,12 @@ const rate = (delta: bigint, seconds: number): number => Math.max(0, Number(delt
  * Builds the report from the latest sample and, for rates, the one before it (pure).
  * A partition first committed between the samples counts as processed from its earliest offset.
  */
-export function buildReport(topology: Topology, current: OffsetSample, previous: OffsetSample | undefined, opts: Pick<LagOptions, 'secondsPerRecord'> = {}): StageLagReport {
+export function buildReport(
+  topology: Topology,
+  current: OffsetSample,
+  previous: OffsetSample | undefined,
+  opts: Pick<LagOptions, 'secondsPerRecord'> = {},
+): StageLagReport {
   const seconds = previous && current.at > previous.at ? (current.at - previous.at) / 1000 : null;
   const stages = current.stages.map((sample): StageLag => {
     const spec = topology.stages.find((s) => s.name === sample.stage);
@@ -160,7 +165,12 @@ export function buildReport(topology: Topology, current: OffsetSample, previous:
       secondsPerRecordSource: source,
       replicas: {
         keda: kedaReplicas(lagN, spec.scaling.lagThreshold, { ...bounds, activationLagThreshold: spec.scaling.activationLagThreshold }),
-        sonicflow: lag <= 0n ? boundReplicas(0, bounds) : secondsPerRecord === null ? null : drainReplicas(lagN, secondsPerRecord, spec.scaling.targetDrainSeconds, bounds),
+        sonicflow:
+          lag <= 0n
+            ? boundReplicas(0, bounds)
+            : secondsPerRecord === null
+              ? null
+              : drainReplicas(lagN, secondsPerRecord, spec.scaling.targetDrainSeconds, bounds),
       },
       rows,
     };

@@ -14,7 +14,8 @@ import { buildReport, type LagOptions, type OffsetSample, type StageLagReport } 
 function selectStages(topology: Topology, only?: string[]): StageSpec[] {
   if (!only || only.length === 0) return topology.stages;
   const unknown = only.filter((n) => !topology.stages.some((s) => s.name === n));
-  if (unknown.length > 0) throw new SonicError('TOPOLOGY_INVALID', `no stage named ${unknown.join(', ')} (stages: ${topology.stages.map((s) => s.name).join(', ')})`);
+  if (unknown.length > 0)
+    throw new SonicError('TOPOLOGY_INVALID', `no stage named ${unknown.join(', ')} (stages: ${topology.stages.map((s) => s.name).join(', ')})`);
   return topology.stages.filter((s) => only.includes(s.name));
 }
 
@@ -95,4 +96,3 @@ export function lagSamples$(ctx: Context, topology: Topology, intervalMs: number
     );
   });
 }
-

@@ -32,7 +32,11 @@ export class BuiltinBackend implements InferBackend {
     const budget = new AbortController();
     const timer = setTimeout(() => {
       const s = Math.round(budgetMs / 1000);
-      budget.abort(new SonicError('INFERENCE_TIMEOUT', `the preview renderer took longer than its budget of ${s} s for ${i.durationS.toFixed(1)} s of audio`, { safe: true }));
+      budget.abort(
+        new SonicError('INFERENCE_TIMEOUT', `the preview renderer took longer than its budget of ${s} s for ${i.durationS.toFixed(1)} s of audio`, {
+          safe: true,
+        }),
+      );
     }, budgetMs);
     try {
       await renderPreview({

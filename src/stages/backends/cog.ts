@@ -76,7 +76,15 @@ export class CogBackend implements InferBackend {
     const budgetMs = inferenceBudgetMs(i.durationS, this.opts.timeoutBaseS, this.opts.timeoutPerAudioS);
     // the budget bounds every request and wait, so a poll the server never answers times out too
     const budget = new AbortController();
-    const timer = setTimeout(() => budget.abort(new SonicError('INFERENCE_TIMEOUT', `Cog prediction ${id} did not finish within its budget of ${Math.round(budgetMs / 1000)} s`, { safe: 'inference did not finish within its time budget' })), budgetMs);
+    const timer = setTimeout(
+      () =>
+        budget.abort(
+          new SonicError('INFERENCE_TIMEOUT', `Cog prediction ${id} did not finish within its budget of ${Math.round(budgetMs / 1000)} s`, {
+            safe: 'inference did not finish within its time budget',
+          }),
+        ),
+      budgetMs,
+    );
     const signal = AbortSignal.any([i.signal, budget.signal]);
     const path = `/predictions/${encodeURIComponent(id)}`;
     try {
@@ -97,11 +105,15 @@ export class CogBackend implements InferBackend {
         throw err;
       }
       if (p.status !== 'succeeded' && p.status !== 'failed' && p.status !== 'canceled') {
-        throw new SonicError('INFERENCE_FAILED', `Cog answered a blocking prediction with status ${p.status}; set SONIC_COG_MODE=poll for a server that answers asynchronously`);
+        throw new SonicError(
+          'INFERENCE_FAILED',
+          `Cog answered a blocking prediction with status ${p.status}; set SONIC_COG_MODE=poll for a server that answers asynchronously`,
+        );
       }
       if (p.status !== 'succeeded') throw classifyModelFailure(`${p.error ?? ''}\n${p.logs ?? ''}`, `Cog prediction ${p.status}`);
       const out = Array.isArray(p.output) ? p.output[p.output.length - 1] : p.output;
-      if (typeof out !== 'string' || out.length === 0) throw classifyModelFailure(`${p.logs ?? ''}\nno face: the prediction returned no video`, 'Cog prediction returned no output');
+      if (typeof out !== 'string' || out.length === 0)
+        throw classifyModelFailure(`${p.logs ?? ''}\nno face: the prediction returned no video`, 'Cog prediction returned no output');
       await this.saveOutput(out, i.outputPath, signal);
       return { seed };
     } finally {

@@ -23,7 +23,8 @@ export function splitTemplate(template: string): string[] {
 export function fill(arg: string, values: Record<string, string>): string {
   return arg.replace(/\{([a-z_0-9]+)\}/g, (_, name: string) => {
     const v = values[name];
-    if (v === undefined) throw new SonicError('CONFIG_INVALID', `SONIC_INFER_COMMAND names an unknown placeholder {${name}} (known: ${Object.keys(values).join(', ')})`);
+    if (v === undefined)
+      throw new SonicError('CONFIG_INVALID', `SONIC_INFER_COMMAND names an unknown placeholder {${name}} (known: ${Object.keys(values).join(', ')})`);
     return v;
   });
 }
@@ -76,7 +77,12 @@ export class CommandBackend implements InferBackend {
     const { code, timedOut } = await tool.result;
     const stderr = output;
     i.signal.throwIfAborted();
-    if (timedOut) throw new SonicError('INFERENCE_TIMEOUT', `inference took longer than its budget of ${Math.round(budgetMs / 1000)} s for ${i.durationS.toFixed(1)} s of audio`, { safe: true });
+    if (timedOut)
+      throw new SonicError(
+        'INFERENCE_TIMEOUT',
+        `inference took longer than its budget of ${Math.round(budgetMs / 1000)} s for ${i.durationS.toFixed(1)} s of audio`,
+        { safe: true },
+      );
     if (code !== 0) throw classifyModelFailure(stderr, `inference command exited with ${code}`);
     // Sonic's process() returns -1 without a file when it finds no face, and demo.py exits 0
     const made = await stat(i.outputPath).catch(() => undefined);

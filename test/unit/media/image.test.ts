@@ -57,7 +57,21 @@ beforeAll(async () => {
     makePortrait(f('tiny.png'), { width: 100, height: 100 }),
   ]);
   // landscape 480×320 with a red block in the stored top-left corner
-  execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', 'color=c=white:s=480x320:r=1:d=1', '-vf', 'drawbox=x=0:y=0:w=120:h=80:color=red:t=fill', '-frames:v', '1', '-q:v', '2', f('land.jpg')]);
+  execFileSync('ffmpeg', [
+    '-v',
+    'error',
+    '-f',
+    'lavfi',
+    '-i',
+    'color=c=white:s=480x320:r=1:d=1',
+    '-vf',
+    'drawbox=x=0:y=0:w=120:h=80:color=red:t=fill',
+    '-frames:v',
+    '1',
+    '-q:v',
+    '2',
+    f('land.jpg'),
+  ]);
   const land = await readFile(f('land.jpg'));
   for (let o = 1; o <= 8; o++) await writeFile(f(`rot${o}.jpg`), withSegment(land, exifSegment(o, o % 2 ? 'II' : 'MM')));
   const png = await readFile(f('tiny.png'));
@@ -106,7 +120,11 @@ describe('checkImage', () => {
     for (let i = idat + 10; i < idat + 4 + len - 4; i++) png[i] = (png[i]! * 7 + 13) & 0xff;
     png.writeUInt32BE(crc32(png.subarray(idat, idat + 4 + len)) >>> 0, idat + 4 + len); // chunk checksum kept valid
     await writeFile(f('body.png'), png);
-    expect(execFileSync('ffprobe', ['-v', 'error', '-show_entries', 'stream=width', '-of', 'csv=p=0', f('body.png')]).toString().trim()).toBe('100'); // ffprobe alone is fooled
+    expect(
+      execFileSync('ffprobe', ['-v', 'error', '-show_entries', 'stream=width', '-of', 'csv=p=0', f('body.png')])
+        .toString()
+        .trim(),
+    ).toBe('100'); // ffprobe alone is fooled
     const err = await expectSonicError(checkImage(f('body.png'), { minShort: 1 }), 'IMAGE_DECODE_FAILED');
     expect(publicError(err).message).toBe('the image could not be decoded: its data is corrupt or truncated');
     expect(err.message).toContain('inflate'); // zlib's complaint, for operators
@@ -116,7 +134,10 @@ describe('checkImage', () => {
     const large = await expectSonicError(checkImage(f('face.jpg'), { maxPixels: 100_000 }), 'IMAGE_TOO_LARGE');
     expect(large.details).toMatchObject({ width: 640, height: 800, maxPixels: 100_000 });
     const conv = await expectSonicError(toModelPng(f('face.jpg'), f('big.png'), { maxPixels: 100_000 }), 'IMAGE_TOO_LARGE');
-    expect(publicError(conv)).toMatchObject({ message: 'the picture decodes to 640×800 px (512000 pixels); at most 100000 pixels are accepted', details: { width: 640, height: 800 } });
+    expect(publicError(conv)).toMatchObject({
+      message: 'the picture decodes to 640×800 px (512000 pixels); at most 100000 pixels are accepted',
+      details: { width: 640, height: 800 },
+    });
     await expectSonicError(decodeStill(f('face.jpg'), 256, { maxPixels: 100_000 }), 'IMAGE_DECODE_FAILED');
     expect((await probe(f('face.jpg'), { maxPixels: 100_000 })).overPixelLimit).toEqual({ width: 640, height: 800 });
   });
@@ -139,7 +160,16 @@ describe('toModelPng', () => {
   });
 
   // where the stored top-left corner is displayed, per EXIF orientation (TIFF 6.0 / Exif 2.3)
-  const CORNER = { 1: 'top-left', 2: 'top-right', 3: 'bottom-right', 4: 'bottom-left', 5: 'top-left', 6: 'top-right', 7: 'bottom-right', 8: 'bottom-left' } as const;
+  const CORNER = {
+    1: 'top-left',
+    2: 'top-right',
+    3: 'bottom-right',
+    4: 'bottom-left',
+    5: 'top-left',
+    6: 'top-right',
+    7: 'bottom-right',
+    8: 'bottom-left',
+  } as const;
   it.each(Object.entries(CORNER))('puts the stored top-left corner of orientation %s at the %s', async (o, corner) => {
     const out = f(`rot${o}.png`);
     const { width, height } = await toModelPng(f(`rot${o}.jpg`), out);

@@ -5,7 +5,21 @@ import { ERROR_CODES, publicError } from '../../../src/core/errors.js';
 import { inspectMedia, type InspectLimits } from '../../../src/media/inspect.js';
 import { makePortrait, makeTone } from '../../../src/media/samples.js';
 import { expectSonicError, ffprobeJson, tempDir } from '../../fixtures/media/util.js';
-import { exifApp1, ff, greyPng, jpegSegment, patchJpegSof, pngChunk, read, webpFrameChunk, webpVp8x, withJpegSegments, withPngChunk, withWavDataSize, zipOf } from './hostile-fixtures.js';
+import {
+  exifApp1,
+  ff,
+  greyPng,
+  jpegSegment,
+  patchJpegSof,
+  pngChunk,
+  read,
+  webpFrameChunk,
+  webpVp8x,
+  withJpegSegments,
+  withPngChunk,
+  withWavDataSize,
+  zipOf,
+} from './hostile-fixtures.js';
 
 const dir = tempDir('inspect');
 const f = (name: string): string => join(dir, name);
@@ -145,7 +159,10 @@ describe('inspectMedia: polyglots', () => {
     const zip = zipOf('payload.html', Buffer.from('<p>hello</p>'));
     const err = await expectSonicError(image(put('zip.jpg', Buffer.concat([jpeg, zip]))), 'MEDIA_MISMATCH');
     expect(publicError(err).message).toBe('the image file also holds a ZIP archive (a polyglot file); send a plain image file');
-    await expectSonicError(image(put('html.png', withPngChunk(png, pngChunk('tEXt', Buffer.from('Comment\0<html><script>alert(1)</script>'))))), 'MEDIA_MISMATCH');
+    await expectSonicError(
+      image(put('html.png', withPngChunk(png, pngChunk('tEXt', Buffer.from('Comment\0<html><script>alert(1)</script>'))))),
+      'MEDIA_MISMATCH',
+    );
     await expectSonicError(image(put('pdf.jpg', withJpegSegments(jpeg, jpegSegment(0xfe, Buffer.from('%PDF-1.7\n1 0 obj'))))), 'MEDIA_MISMATCH');
     await expectSonicError(audio(put('zip.wav', Buffer.concat([read(f('tone.wav')), zip]))), 'MEDIA_MISMATCH');
     // junk after the archive does not hide it from readers that search for the end record
@@ -154,9 +171,17 @@ describe('inspectMedia: polyglots', () => {
 
   it('does not mistake stray ZIP signatures, or XMP metadata, for a polyglot', async () => {
     const jpeg = read(f('face.jpg'));
-    const xmp = Buffer.from('http://ns.adobe.com/xap/1.0/\0<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>');
+    const xmp = Buffer.from(
+      'http://ns.adobe.com/xap/1.0/\0<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>',
+    );
     // ZIP signatures whose records no ZIP reader would accept (as random data holds them now and then)
-    const mid = Buffer.concat([Buffer.from('PK\x03\x04', 'latin1'), Buffer.alloc(40, 7), Buffer.from('PK\x05\x06', 'latin1'), Buffer.alloc(18, 0xff), Buffer.from('trailing bytes')]);
+    const mid = Buffer.concat([
+      Buffer.from('PK\x03\x04', 'latin1'),
+      Buffer.alloc(40, 7),
+      Buffer.from('PK\x05\x06', 'latin1'),
+      Buffer.alloc(18, 0xff),
+      Buffer.from('trailing bytes'),
+    ]);
     expect((await image(put('xmp.jpg', withJpegSegments(jpeg, jpegSegment(0xe1, xmp), jpegSegment(0xfe, mid))))).format).toBe('jpeg');
     expect(ERROR_CODES.MEDIA_MISMATCH.retryable).toBe(false);
   });

@@ -20,7 +20,14 @@ const progress: number[] = [];
 beforeAll(async () => {
   await makePortrait(f('face.png'), { width: 320, height: 400 });
   gap = await speechWithSilence(f('speech.wav'), { speech: ['Hello there, this is a preview.', 'And this comes after the pause.'], silenceS: 2 });
-  rendered = await renderPreview({ image: f('face.png'), audio: f('speech.wav'), output: f('preview.mp4'), size: 256, fps: FPS, onProgress: (p) => progress.push(p) });
+  rendered = await renderPreview({
+    image: f('face.png'),
+    audio: f('speech.wav'),
+    output: f('preview.mp4'),
+    size: 256,
+    fps: FPS,
+    onProgress: (p) => progress.push(p),
+  });
 });
 
 /** Frame indices whose whole 1/fps window lies inside [from, to] seconds. */
@@ -67,7 +74,19 @@ describe('renderPreview', () => {
     // the encoder is lossy: identical inputs decode to frames within a hair of each other
     for (const i of silent) expect(meanAbsDiff(frames[i] as Buffer, ref), `frame ${i}`).toBeLessThan(0.05);
     // ... and that common frame is the portrait itself (scaled by ffmpeg alone), up to coding loss
-    const portrait = execFileSync('ffmpeg', ['-v', 'error', '-i', f('face.png'), '-vf', 'scale=256:320:flags=lanczos,format=rgb24', '-f', 'rawvideo', '-pix_fmt', 'gray', '-']);
+    const portrait = execFileSync('ffmpeg', [
+      '-v',
+      'error',
+      '-i',
+      f('face.png'),
+      '-vf',
+      'scale=256:320:flags=lanczos,format=rgb24',
+      '-f',
+      'rawvideo',
+      '-pix_fmt',
+      'gray',
+      '-',
+    ]);
     expect(meanAbsDiff(ref, portrait)).toBeLessThan(1);
 
     const speech = [...framesWithin(0.2, gap.startS - 0.2), ...framesWithin(gap.endS + 0.2, gap.durationS - 0.3)];
@@ -128,7 +147,10 @@ describe('renderPreview', () => {
   });
 
   it('reports an encoder that cannot write its output as a retryable ENCODE_FAILED', async () => {
-    const err = await expectSonicError(renderPreview({ image: f('face.png'), audio: f('speech.wav'), output: f('missing-dir/out.mp4'), size: 128 }), 'ENCODE_FAILED');
+    const err = await expectSonicError(
+      renderPreview({ image: f('face.png'), audio: f('speech.wav'), output: f('missing-dir/out.mp4'), size: 128 }),
+      'ENCODE_FAILED',
+    );
     expect(err.retryable).toBe(true);
     expect(err.message).toMatch(/ffmpeg exited with code \d+: .*missing-dir/);
   });
@@ -137,8 +159,14 @@ describe('renderPreview', () => {
     const ac = new AbortController();
     const reason = new SonicError('SHUTDOWN', 'partition revoked');
     const run = renderPreview({
-      image: f('face.png'), audio: f('speech.wav'), output: f('aborted.mp4'), size: 256, signal: ac.signal,
-      onProgress: (p) => { if (p > 0.2) ac.abort(reason); },
+      image: f('face.png'),
+      audio: f('speech.wav'),
+      output: f('aborted.mp4'),
+      size: 256,
+      signal: ac.signal,
+      onProgress: (p) => {
+        if (p > 0.2) ac.abort(reason);
+      },
     });
     await expect(run).rejects.toBe(reason);
   });

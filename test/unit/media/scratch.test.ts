@@ -34,7 +34,7 @@ async function busyStage(root: string): Promise<{ child: ChildProcess; taskDir: 
 }
 
 describe('scratch directories', () => {
-  it('gives each task a directory under this process\'s own, removed after success and after failure', async () => {
+  it("gives each task a directory under this process's own, removed after success and after failure", async () => {
     const root = freshRoot();
     const mine = await processScratchDir(root);
     expect(mine.startsWith(join(root, `p${process.pid}-`))).toBe(true);
@@ -42,12 +42,14 @@ describe('scratch directories', () => {
     expect(await withScratchDir('validate-ok', async (dir) => ((seen = dir), writeFileSync(join(dir, 'a'), 'x'), 42), root)).toBe(42);
     expect(seen.startsWith(mine)).toBe(true);
     expect(existsSync(seen)).toBe(false);
-    await expect(withScratchDir('validate-bad', async (dir) => ((seen = dir), writeFileSync(join(dir, 'a'), 'x'), Promise.reject(new Error('boom'))), root)).rejects.toThrow('boom');
+    await expect(
+      withScratchDir('validate-bad', async (dir) => ((seen = dir), writeFileSync(join(dir, 'a'), 'x'), Promise.reject(new Error('boom'))), root),
+    ).rejects.toThrow('boom');
     expect(existsSync(seen)).toBe(false);
     expect(readdirSync(mine)).toEqual([]);
   });
 
-  it('leaves a killed stage\'s files only until the next process starts, and keeps a live one\'s', async () => {
+  it("leaves a killed stage's files only until the next process starts, and keeps a live one's", async () => {
     const root = freshRoot();
     const killed = await busyStage(root);
     const alive = await busyStage(root);
@@ -71,7 +73,9 @@ describe('scratch directories', () => {
 
   it('sweeps a directory whose heartbeat stopped, whatever its pid or host, and nothing else', async () => {
     const root = freshRoot();
-    const host = hostname().replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 64);
+    const host = hostname()
+      .replace(/[^A-Za-z0-9_.-]/g, '_')
+      .slice(0, 64);
     const dirs = {
       otherHostFresh: `p123-elsewhere.example-0123abcd`,
       otherHostStale: `p123-elsewhere.example-89abcdef`,
