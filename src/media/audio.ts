@@ -4,7 +4,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { SonicError } from '../core/errors.js';
-import { decoderBounds } from './bounds.js';
+import { ffmpegPrologue } from './bounds.js';
 import { failureReason, runTool, type ToolResult } from './exec.js';
 import { probe, type ProbeResult } from './probe.js';
 
@@ -25,7 +25,7 @@ export interface CheckAudioOptions {
   signal?: AbortSignal;
   /** Deadline of the ffprobe run, ms; 60 000 by default. */
   timeoutMs?: number;
-  /** Pixel bound of the decoders ffprobe opens (cover art is a picture too); the default of {@link decoderBounds}. */
+  /** Pixel bound of the decoders ffprobe opens (cover art is a picture too); the default of decoderBounds (bounds.ts). */
   maxPixels?: number;
 }
 
@@ -95,24 +95,7 @@ export const DEFAULT_CONVERT_TIMEOUT_MS = 120_000;
  */
 export async function toModelWav(input: string, output: string, options: ToModelWavOptions = {}): Promise<void> {
   const { maxS, signal, timeoutMs = DEFAULT_CONVERT_TIMEOUT_MS } = options;
-  const args = [
-    '-nostdin',
-    '-v',
-    'error',
-    '-y',
-    ...decoderBounds(),
-    '-i',
-    input,
-    '-map',
-    '0:a:0',
-    '-vn',
-    '-ac',
-    '1',
-    '-ar',
-    String(MODEL_SAMPLE_RATE),
-    '-c:a',
-    'pcm_s16le',
-  ];
+  const args = [...ffmpegPrologue(), '-y', '-i', input, '-map', '0:a:0', '-vn', '-ac', '1', '-ar', String(MODEL_SAMPLE_RATE), '-c:a', 'pcm_s16le'];
   if (maxS !== undefined) args.push('-t', String(maxS));
   args.push(output);
   const res = await runTool('ffmpeg', args, { signal, timeoutMs });
@@ -156,11 +139,8 @@ export async function toSpeechFlac(input: string, output: string, options: ToSpe
   const res = await runTool(
     'ffmpeg',
     [
-      '-nostdin',
-      '-v',
-      'error',
+      ...ffmpegPrologue(),
       '-y',
-      ...decoderBounds(),
       '-i',
       input,
       '-map',
@@ -228,10 +208,7 @@ export async function loudness(input: string, fps: number, options: LoudnessOpti
   const res = await runTool(
     'ffmpeg',
     [
-      '-nostdin',
-      '-v',
-      'error',
-      ...decoderBounds(),
+      ...ffmpegPrologue(),
       '-i',
       input,
       '-map',

@@ -22,6 +22,11 @@ export function decoderBounds(maxPixels: number = DEFAULT_MAX_PIXELS): string[] 
   return ['-max_alloc', String(maxAlloc), '-max_pixels', String(Math.floor(maxPixels))];
 }
 
+/** The arguments every bounded ffmpeg run starts with: no stdin, errors only, the decoder bounds. */
+export function ffmpegPrologue(maxPixels?: number): string[] {
+  return ['-nostdin', '-v', 'error', ...decoderBounds(maxPixels)];
+}
+
 /**
  * The picture size a decoder refused because of `-max_pixels`, read from its stderr
  * ("Picture size 4096x30000 exceeds specified max pixel count ..."), or undefined.

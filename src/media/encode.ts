@@ -4,7 +4,7 @@
  */
 import { open, stat } from 'node:fs/promises';
 import { SonicError } from '../core/errors.js';
-import { decoderBounds } from './bounds.js';
+import { ffmpegPrologue } from './bounds.js';
 import { failureReason, runTool } from './exec.js';
 import { probe, type ProbeResult } from './probe.js';
 
@@ -25,7 +25,7 @@ export interface EncodeOptions {
   signal?: AbortSignal;
   /** Kills each ffmpeg/ffprobe run after this many milliseconds; the tool runner's default (10 min) otherwise. */
   timeoutMs?: number;
-  /** The decoder refuses a rendered video of larger frames (`-max_pixels`); the default of {@link decoderBounds}. */
+  /** The decoder refuses a rendered video of larger frames (`-max_pixels`); the default of decoderBounds (bounds.ts). */
   maxPixels?: number;
 }
 
@@ -64,11 +64,8 @@ export async function encodeDeliverable(options: EncodeOptions): Promise<EncodeR
   const res = await runTool(
     'ffmpeg',
     [
-      '-nostdin',
-      '-v',
-      'error',
+      ...ffmpegPrologue(maxPixels),
       '-y',
-      ...decoderBounds(maxPixels),
       '-i',
       video,
       '-i',

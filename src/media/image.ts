@@ -6,7 +6,7 @@
  */
 import { open, stat } from 'node:fs/promises';
 import { SonicError } from '../core/errors.js';
-import { DEFAULT_MAX_PIXELS, decoderBounds, pixelLimitHit } from './bounds.js';
+import { DEFAULT_MAX_PIXELS, ffmpegPrologue, pixelLimitHit } from './bounds.js';
 import { failureReason, runTool } from './exec.js';
 import { exifOrientation } from './exif.js';
 import { inspectMedia } from './inspect.js';
@@ -86,24 +86,7 @@ export async function checkImage(path: string, options: CheckImageOptions = {}):
 async function decodeOnce(path: string, o: { maxPixels: number; signal?: AbortSignal; timeoutMs: number }): Promise<void> {
   const res = await runTool(
     'ffmpeg',
-    [
-      '-nostdin',
-      '-v',
-      'error',
-      ...decoderBounds(o.maxPixels),
-      '-noautorotate',
-      '-i',
-      path,
-      '-map',
-      '0:v:0',
-      '-frames:v',
-      '1',
-      '-vf',
-      'scale=8:8,format=gray',
-      '-f',
-      'rawvideo',
-      '-',
-    ],
+    [...ffmpegPrologue(o.maxPixels), '-noautorotate', '-i', path, '-map', '0:v:0', '-frames:v', '1', '-vf', 'scale=8:8,format=gray', '-f', 'rawvideo', '-'],
     { signal: o.signal, timeoutMs: o.timeoutMs, maxStdoutBytes: 1024 },
   );
   const over = pixelLimitHit(res.stderr);
@@ -191,11 +174,8 @@ export async function toModelPng(input: string, output: string, options: ToModel
   const res = await runTool(
     'ffmpeg',
     [
-      '-nostdin',
-      '-v',
-      'error',
+      ...ffmpegPrologue(maxPixels),
       '-y',
-      ...decoderBounds(maxPixels),
       '-noautorotate',
       '-i',
       input,

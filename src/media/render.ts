@@ -6,7 +6,7 @@ import { stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { SonicError } from '../core/errors.js';
 import { frameCount, loudness } from './audio.js';
-import { DEFAULT_MAX_PIXELS, decoderBounds } from './bounds.js';
+import { DEFAULT_MAX_PIXELS, ffmpegPrologue } from './bounds.js';
 import { failureReason, runTool, startTool } from './exec.js';
 import { uprightFilters } from './image.js';
 import { probe } from './probe.js';
@@ -182,10 +182,7 @@ export async function decodeStill(
   const res = await runTool(
     'ffmpeg',
     [
-      '-nostdin',
-      '-v',
-      'error',
-      ...decoderBounds(maxPixels),
+      ...ffmpegPrologue(maxPixels),
       '-noautorotate',
       '-i',
       image,
