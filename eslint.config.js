@@ -10,6 +10,48 @@ const registryClient = {
 };
 const up = (folders, message) => ({ group: folders.flatMap((f) => [`**/${f}/**`, `**/${f}`]), message });
 
+/** Every folder of ours that a layer rule names (under src/, and topologies/). */
+const FOLDERS = ['core', 'kafka', 'serde', 'media', 'blob', 'domain', 'runtime', 'stages', 'topologies', 'app', 'api', 'ops', 'cli'];
+
+/**
+ * The layer table of docs/architecture.md: what each layer may import of ours (everything else of
+ * FOLDERS is forbidden), and which outside client it may talk to.
+ */
+const LAYERS = [
+  { files: ['src/core/**'], may: [], why: 'src/core imports nothing of ours.' },
+  { files: ['src/kafka/**'], may: ['core'], clients: [kafkaClient], why: 'src/kafka may import only src/core.' },
+  { files: ['src/serde/**'], may: ['core'], clients: [registryClient], why: 'src/serde may import only src/core.' },
+  { files: ['src/media/**', 'src/blob/**'], may: ['core'], why: 'media and blob may import only src/core.' },
+  { files: ['src/domain/**'], may: ['core'], why: 'src/domain (Sonic records and rules) may import only src/core.' },
+  { files: ['src/runtime/**'], may: ['core', 'kafka', 'serde'], why: 'src/runtime knows nothing of Sonic: it may import src/kafka, src/serde and src/core.' },
+  {
+    files: ['src/stages/**'],
+    may: ['core', 'media', 'blob', 'domain', 'runtime'],
+    why: 'A stage has no Kafka client: it may import src/domain, src/media, src/blob, src/core and the runtime.',
+  },
+  {
+    files: ['topologies/**'],
+    may: ['core', 'domain', 'runtime', 'stages'],
+    why: 'A topology composes stages and topics: it may import src/stages, src/domain and src/runtime.',
+  },
+  {
+    files: ['src/app/**'],
+    may: ['core', 'kafka', 'serde', 'media', 'blob', 'domain', 'runtime', 'stages', 'topologies'],
+    why: 'The composition root is imported by the services, never the other way.',
+  },
+  {
+    files: ['src/api/**'],
+    may: ['core', 'kafka', 'serde', 'media', 'blob', 'domain', 'runtime', 'app'],
+    why: 'The API reaches stages and the topology only through src/app; it never imports src/ops.',
+  },
+  {
+    files: ['src/ops/**'],
+    may: ['core', 'kafka', 'serde', 'media', 'blob', 'domain', 'runtime', 'app'],
+    why: 'Operations commands reach stages and the topology only through src/app; they never import src/api.',
+  },
+  { files: ['src/cli/**'], may: 'all', why: '' },
+];
+
 export default tseslint.config(
   { ignores: ['node_modules/**', 'dist/**', 'bench/results/**', 'coverage/**', '.scratch/**', 'bench/kafka-streams/target/**'] },
   js.configs.recommended,
@@ -52,177 +94,25 @@ export default tseslint.config(
       ],
     },
   },
-  {
-    files: ['src/core/**'],
+  ...LAYERS.map(({ files, may, clients = [], why }) => ({
+    files,
     rules: {
       'no-restricted-imports': [
         'error',
         {
           patterns: [
-            kafkaClient,
-            registryClient,
-            up(
-              ['kafka', 'serde', 'runtime', 'domain', 'stages', 'api', 'ops', 'app', 'cli', 'media', 'blob', 'topologies'],
-              'src/core imports nothing of ours.',
-            ),
+            ...[kafkaClient, registryClient].filter((c) => !clients.includes(c)),
+            ...(may === 'all'
+              ? []
+              : [
+                  up(
+                    FOLDERS.filter((f) => !may.includes(f) && !files.some((g) => g.startsWith(`src/${f}/`) || g.startsWith(`${f}/`))),
+                    why,
+                  ),
+                ]),
           ],
         },
       ],
     },
-  },
-  {
-    files: ['src/kafka/**'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            registryClient,
-            up(['serde', 'runtime', 'domain', 'stages', 'api', 'ops', 'app', 'cli', 'media', 'blob', 'topologies'], 'src/kafka may import only src/core.'),
-          ],
-        },
-      ],
-    },
-  },
-  {
-    files: ['src/serde/**'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            kafkaClient,
-            up(['kafka', 'runtime', 'domain', 'stages', 'api', 'ops', 'app', 'cli', 'media', 'blob', 'topologies'], 'src/serde may import only src/core.'),
-          ],
-        },
-      ],
-    },
-  },
-  {
-    files: ['src/runtime/**'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            kafkaClient,
-            registryClient,
-            up(
-              ['domain', 'stages', 'api', 'ops', 'app', 'cli', 'media', 'blob', 'topologies'],
-              'src/runtime knows nothing of Sonic: it may import src/kafka, src/serde and src/core.',
-            ),
-          ],
-        },
-      ],
-    },
-  },
-  {
-    files: ['src/domain/**'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            kafkaClient,
-            registryClient,
-            up(
-              ['kafka', 'serde', 'runtime', 'stages', 'api', 'ops', 'app', 'cli', 'media', 'blob', 'topologies'],
-              'src/domain (Sonic records and rules) may import only src/core.',
-            ),
-          ],
-        },
-      ],
-    },
-  },
-  {
-    files: ['src/stages/**'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            kafkaClient,
-            registryClient,
-            up(
-              ['kafka', 'serde', 'api', 'ops', 'app', 'cli', 'topologies'],
-              'A stage has no Kafka client: it may import src/domain, src/media, src/blob, src/core and the runtime.',
-            ),
-          ],
-        },
-      ],
-    },
-  },
-  {
-    files: ['src/media/**', 'src/blob/**'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            kafkaClient,
-            registryClient,
-            up(['kafka', 'serde', 'runtime', 'domain', 'stages', 'api', 'ops', 'app', 'cli', 'topologies'], 'media and blob may import only src/core.'),
-          ],
-        },
-      ],
-    },
-  },
-  {
-    files: ['topologies/**'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            kafkaClient,
-            registryClient,
-            up(['kafka', 'serde', 'api', 'ops', 'app', 'cli'], 'A topology composes stages and topics: it may import src/stages, src/domain and src/runtime.'),
-          ],
-        },
-      ],
-    },
-  },
-  {
-    files: ['src/app/**'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        { patterns: [kafkaClient, registryClient, up(['api', 'ops', 'cli'], 'The composition root is imported by the services, never the other way.')] },
-      ],
-    },
-  },
-  {
-    files: ['src/api/**'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            kafkaClient,
-            registryClient,
-            up(['stages', 'topologies', 'ops', 'cli'], 'The API reaches stages and the topology only through src/app; it never imports src/ops.'),
-          ],
-        },
-      ],
-    },
-  },
-  {
-    files: ['src/ops/**'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            kafkaClient,
-            registryClient,
-            up(['stages', 'topologies', 'api', 'cli'], 'Operations commands reach stages and the topology only through src/app; they never import src/api.'),
-          ],
-        },
-      ],
-    },
-  },
-  {
-    files: ['src/cli/**'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [kafkaClient, registryClient] }] },
-  },
+  })),
 );

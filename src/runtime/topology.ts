@@ -6,7 +6,7 @@
 
 import type { CompatibilityLevel } from '../serde/compat.js';
 import { SonicError } from '../core/errors.js';
-import type { AnyStage, BatchSpec, ResourceSpec, RetrySpec, ScalingSpec, Sinks, StageHandler, StatusHook } from './stage.js';
+import type { AnyStage, BatchSpec, ResourceSpec, RetrySpec, ScalingSpec, Sinks, StageDeclaration, StageHandler, StatusHook } from './stage.js';
 
 export type { BatchSpec, ResourceSpec, RetrySpec, ScalingSpec } from './stage.js';
 
@@ -89,19 +89,13 @@ export interface TopicDecl {
   doc: string;
 }
 
-export interface StageDecl {
-  doc: string;
+/** A stage as plain data (no code): a declaration's settings, with topic keys instead of references. */
+export type StageDecl = Pick<StageDeclaration, 'doc' | 'emitsStatus' | 'retry' | 'concurrency' | 'batch' | 'scaling' | 'resources'> & {
   /** Topic key (without prefix) of the input. */
   input: string;
   /** Sink name → topic key (without prefix). */
   outputs?: Record<string, string>;
-  emitsStatus?: boolean;
-  retry?: Partial<RetrySpec>;
-  concurrency?: number;
-  batch?: Partial<BatchSpec>;
-  scaling?: Partial<ScalingSpec>;
-  resources?: ResourceSpec;
-}
+};
 
 export interface TopologyDecl {
   name: string;
