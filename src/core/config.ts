@@ -459,9 +459,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return Object.freeze(out) as Config;
 }
 
-/** How clients reach the API: SONIC_API_PUBLIC_URL, else `http://localhost:<SONIC_API_PORT>`. */
+/**
+ * How clients reach the API: SONIC_API_PUBLIC_URL, else `http://localhost:<SONIC_API_PORT>`.
+ *
+ * @throws SonicError `CONFIG_INVALID` when neither says: SONIC_API_PORT=0 lets the API pick its
+ *   port, which only the API process learns (it puts the port it got into its own config); every
+ *   other process that links to the API then needs SONIC_API_PUBLIC_URL.
+ */
 export function publicApiUrl(config: Pick<Config, 'apiPublicUrl' | 'apiPort'>): string {
-  return config.apiPublicUrl || `http://localhost:${config.apiPort}`;
+  if (config.apiPublicUrl) return config.apiPublicUrl;
+  if (config.apiPort === 0) {
+    throw new SonicError(
+      'CONFIG_INVALID',
+      'SONIC_API_PORT is 0 and SONIC_API_PUBLIC_URL is not set: set SONIC_API_PUBLIC_URL to the URL clients reach the API at',
+    );
+  }
+  return `http://localhost:${config.apiPort}`;
 }
 
 /** Variables whose values are secrets: never printed or logged. */

@@ -22,6 +22,8 @@ import { drainReplicas } from './lag.js';
 const BIN = fileURLToPath(new URL('../../bin/sonicflow.mjs', import.meta.url));
 /** The line `sonicflow run` prints on stdout once its metrics endpoint listens (src/ops/run.ts). */
 const METRICS_LINE = /^metrics on :(\d+)\/metrics$/;
+/** How long a worker may take to report its metrics port before the autoscaler warns. */
+const PORT_REPORT_TIMEOUT_MS = 60_000;
 
 export interface AutoscaleOptions {
   /** Stages to supervise (default: all). */
@@ -243,7 +245,15 @@ export class Autoscaler {
       worker.port = Number(m[1]);
       this.logger.info({ stage: s.spec.name, pid: child.pid, metrics_port: worker.port }, 'worker metrics endpoint');
     });
+    // a worker that never says its port is left out of the service-time measurement: say so
+    const silent = setTimeout(() => {
+      if (worker.port === undefined && !worker.stopping) {
+        this.logger.warn({ stage: s.spec.name, pid: child.pid }, 'worker has not reported its metrics port; its service time is not measured');
+      }
+    }, PORT_REPORT_TIMEOUT_MS);
+    silent.unref();
     child.on('exit', (code, signal) => {
+      clearTimeout(silent);
       s.workers.splice(s.workers.indexOf(worker), 1);
       if (!worker.stopping && this.sub && !this.sub.closed) {
         this.logger.warn({ stage: s.spec.name, code, signal }, 'worker exited unexpectedly; restarting it');

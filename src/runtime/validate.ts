@@ -79,6 +79,8 @@ export function validateTopology(t: Topology, schemaExists?: (name: string) => b
       add(node, `stage ${s.name} scaling bounds are inconsistent: min ${minReplicas}, max ${maxReplicas}`);
     }
     if (s.concurrency < 1) add(node, `stage ${s.name} concurrency must be >= 1, got ${s.concurrency}`);
+    const gpus = s.resources?.gpus;
+    if (gpus !== undefined && !(Number.isInteger(gpus) && gpus >= 0)) add(node, `stage ${s.name} gpus must be a whole number >= 0, got ${gpus}`);
     // the schemas the stage's code is typed against must be the topics' schemas
     if (s.contract) {
       const schemaOf = (topic: string): string | undefined => t.topics[topic]?.valueSchema;

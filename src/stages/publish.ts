@@ -18,25 +18,29 @@ export const publish = taskStage({
   concurrency: 4,
   scaling: { maxReplicas: 2, lagThreshold: 50, targetDrainSeconds: 60 },
   resources: { requests: { cpu: '100m', memory: '256Mi' }, limits: { cpu: '500m', memory: '512Mi' } },
-  create: (deps) => ({
-    async handle(rec, ctx) {
-      const v = rec.value;
-      const stored = await withScratch(rec.key, 'publish', async (dir) => {
-        const local = await fetchTo(deps.blob, v.video, dir, 'video.mp4');
-        return deps.blob.put(publishedKey(rec.key), local, { contentType: 'video/mp4' });
-      });
-      const url = videoUrl(deps.config, rec.key);
-      const out: TaskCompleted = {
-        task_id: rec.key,
-        request: v.request,
-        outcome: 'SUCCEEDED',
-        video: mediaRef(stored),
-        video_url: url,
-        duration_s: v.duration_s,
-        error: null,
-        completed_at: ctx.now(),
-      };
-      return { emit: [{ sink: 'completed', value: out }], status: { result_url: url, progress: 1 } };
-    },
-  }),
+  create: (deps) => {
+    // the video links must name a reachable API: refuse at start, not at the first task
+    videoUrl(deps.config, '00000000-0000-0000-0000-000000000000');
+    return {
+      async handle(rec, ctx) {
+        const v = rec.value;
+        const stored = await withScratch(rec.key, 'publish', async (dir) => {
+          const local = await fetchTo(deps.blob, v.video, dir, 'video.mp4');
+          return deps.blob.put(publishedKey(rec.key), local, { contentType: 'video/mp4' });
+        });
+        const url = videoUrl(deps.config, rec.key);
+        const out: TaskCompleted = {
+          task_id: rec.key,
+          request: v.request,
+          outcome: 'SUCCEEDED',
+          video: mediaRef(stored),
+          video_url: url,
+          duration_s: v.duration_s,
+          error: null,
+          completed_at: ctx.now(),
+        };
+        return { emit: [{ sink: 'completed', value: out }], status: { result_url: url, progress: 1 } };
+      },
+    };
+  },
 });

@@ -36,6 +36,11 @@ describe('configuration', () => {
     expect(publicApiUrl(loadConfig({ SONIC_API_PORT: '9090', SONIC_API_PUBLIC_URL: 'https://api.example.com/' }))).toBe('https://api.example.com');
     // the API process on port 0 names the port it got
     expect(publicApiUrl({ ...loadConfig({ SONIC_API_PORT: '0' }), apiPort: 41234 })).toBe('http://localhost:41234');
+    // any other process cannot know that port: it needs the public URL, and says so
+    const err = thrown(() => publicApiUrl(loadConfig({ SONIC_API_PORT: '0' })));
+    expect(err.code).toBe('CONFIG_INVALID');
+    expect(err.message).toContain('set SONIC_API_PUBLIC_URL');
+    expect(publicApiUrl(loadConfig({ SONIC_API_PORT: '0', SONIC_API_PUBLIC_URL: 'http://api:1' }))).toBe('http://api:1');
   });
 
   it('lists every variable with its default in docs/configuration.md', () => {

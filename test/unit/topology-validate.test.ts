@@ -75,6 +75,12 @@ describe('topology validate', () => {
     expect(p).toContain('stage:Second_Stage: stage Second_Stage has an invalid sink name "Bad Sink": use [a-z][a-z0-9-]*');
   });
 
+  it('rejects a GPU count that is not a whole number >= 0', () => {
+    const d = decl();
+    d.stages.first!.resources = { requests: { cpu: '1', memory: '1Gi' }, limits: { cpu: '1', memory: '1Gi' }, gpus: 1.5 };
+    expect(problemsOf(d)).toContain('stage:first: stage first gpus must be a whole number >= 0, got 1.5');
+  });
+
   it('rejects fewer partitions than a stage may have replicas, naming stage, topic and both numbers', () => {
     const d = decl();
     d.stages.first!.scaling = { maxReplicas: 6 };

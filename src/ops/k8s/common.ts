@@ -44,8 +44,8 @@ export interface RenderK8sOptions {
   /** Resources per stage (or `api`), replacing what the stage declares. */
   resources?: Record<string, ResourceRequirements>;
   /**
-   * Stages that get one GPU each, replacing what the stages declare (the Sonic topology: infer);
-   * `[]` for the CPU-only builtin backend.
+   * Stages that get GPUs (their declared count, at least one), replacing which stages the
+   * declarations give GPUs (the Sonic topology: infer); `[]` for the CPU-only builtin backend.
    */
   gpuStages?: string[];
   /** Replicas of the API Deployment (default 2; it needs the s3 blob store, which the ConfigMap selects). */
