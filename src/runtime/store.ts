@@ -1,0 +1,124 @@
+/**
+ * State stores, the runtime's KTables: an embedded, durable key-value store per owner (a stage's
+ * state, the API's status view), backed by LMDB (the `lmdb` package: prebuilt binaries, ACID
+ * transactions, synchronous reads; see docs/architecture.md for the measured choice).
+ *
+ * A store holds named tables (LMDB sub-databases in one environment) and the input offsets it has
+ * applied, so that a table materialised from a topic resumes from its checkpoint after a restart
+ * instead of replaying the topic: `transaction` writes rows, index entries and the checkpoint
+ * together or not at all. Values are encoded with MessagePack (Dates and Buffers survive).
+ * Keys are strings; a prefix scan walks them in byte order, so `<tenant>/<time>/<id>` keys list a
+ * tenant's entries by time.
+ */
+import { mkdirSync } from 'node:fs';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { SonicError } from '../core/errors.js';
+
+/** One table of a store. */
+export interface Table<V> {
+  get(key: string): V | undefined;
+  /** Writes inside the store's current transaction when there is one, else on its own. */
+  put(key: string, value: V): Promise<void>;
+  remove(key: string): Promise<void>;
+  /**
+   * Entries whose key starts with `prefix`, in key order, at most `limit`, strictly after the key
+   * `after` when given (a page cursor).
+   */
+  scan(prefix: string, options?: { limit?: number; after?: string }): { key: string; value: V }[];
+  /** Number of entries (an LMDB statistic: exact, read without a scan). */
+  count(): number;
+}
+
+export interface StoreOptions {
+  /** Directory of the store; made when missing. */
+  path: string;
+  /** Largest size the store may grow to, bytes (LMDB's map size; disk is used as needed). Default 16 GiB. */
+  maxBytes?: number;
+}
+
+/** Offsets are kept per `<topic>:<partition>`: the next offset to apply. */
+const OFFSETS = '__offsets';
+
+export class StateStore {
+  private readonly root: RootDatabase;
+  private readonly tables = new Map<string, Database>();
+  private readonly offsets: Database<string, string>;
+
+  private constructor(
+    readonly path: string,
+    root: RootDatabase,
+  ) {
+    this.root = root;
+    this.offsets = root.openDB<string, string>({ name: OFFSETS, encoding: 'string' });
+  }
+
+  /** Opens (or creates) the store at `options.path`. */
+  static open(options: StoreOptions): StateStore {
+    try {
+      mkdirSync(options.path, { recursive: true });
+      const root = open({ path: options.path, maxDbs: 64, mapSize: options.maxBytes ?? 16 * 1024 ** 3, compression: false });
+      return new StateStore(options.path, root);
+    } catch (err) {
+      throw new SonicError('CONFIG_INVALID', `cannot open the state store at ${options.path}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** The table `name` (made on first use). */
+  table<V>(name: string): Table<V> {
+    if (name === OFFSETS) throw new SonicError('INTERNAL', `table name ${OFFSETS} is reserved`);
+    let db = this.tables.get(name);
+    if (!db) {
+      db = this.root.openDB({ name });
+      this.tables.set(name, db);
+    }
+    const d = db as Database<V, string>;
+    return {
+      get: (key) => d.get(key),
+      put: async (key, value) => void (await d.put(key, value)),
+      remove: async (key) => void (await d.remove(key)),
+      scan: (prefix, { limit = Number.POSITIVE_INFINITY, after } = {}) => {
+        const out: { key: string; value: V }[] = [];
+        // the first key >= the start; keys after the prefix's range end the scan
+        const start = after !== undefined && after >= prefix ? after : prefix;
+        for (const { key, value } of d.getRange({ start })) {
+          if (out.length >= limit || !key.startsWith(prefix)) break;
+          if (after !== undefined && key <= after) continue;
+          out.push({ key, value });
+        }
+        return out;
+      },
+      count: () => (d.getStats() as { entryCount: number }).entryCount,
+    };
+  }
+
+  /**
+   * Runs `fn` as one atomic write: every `put`/`remove` it makes, on any table, and the offsets
+   * it records with {@link commitOffset}, become visible together or not at all (a throw undoes
+   * them and is thrown again). `fn` is synchronous and reads inside it see its own writes; the
+   * commit happens before this returns (LMDB's synchronous transaction: one commit, no event-loop
+   * turn in between, so nothing else can interleave).
+   */
+  transaction<T>(fn: () => T): T {
+    return this.root.transactionSync(fn);
+  }
+
+  /** Records that the input `topic`/`partition` is applied up to `next` (exclusive); call it inside a transaction. */
+  commitOffset(topic: string, partition: number, next: bigint): void {
+    void this.offsets.put(`${topic}:${partition}`, next.toString());
+  }
+
+  /** The next offset to apply of `topic`/`partition`, or undefined when nothing was applied. */
+  offset(topic: string, partition: number): bigint | undefined {
+    const v = this.offsets.get(`${topic}:${partition}`);
+    return v === undefined ? undefined : BigInt(v);
+  }
+
+  /** Resolves once every write so far is on disk. */
+  async flushed(): Promise<void> {
+    await this.root.flushed;
+  }
+
+  async close(): Promise<void> {
+    await this.root.close();
+  }
+}
