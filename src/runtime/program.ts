@@ -10,7 +10,7 @@ import type { InRecord } from '../kafka/io.js';
 import type { Codec } from '../serde/codec.js';
 import { valueSubject } from '../serde/wire.js';
 import { classify, type Decision } from './classify.js';
-import { HEADERS, attemptOf, childTraceparent, dueOf, failureHeaders } from './headers.js';
+import { HEADERS, attemptOf, childTraceparent, dueOf, failureHeaders, type FailureContext } from './headers.js';
 import type { Emit, StageHandler, StageRecord, StatusFields, StatusPhase, StatusHook } from './stage.js';
 import type { StageSpec, Topology } from './topology.js';
 
@@ -155,22 +155,32 @@ export class StageProgram<In = unknown> {
       const now = this.clock();
       const dueMs = now + decision.delayMs;
       log().info({ err: decision.error, tier: decision.tier, due_ms: dueMs }, 'record sent to a retry tier');
-      const headers = failureHeaders(raw.headers, {
-        stage: this.stage.name,
-        topic: raw.topic,
-        partition: raw.partition,
-        offset: raw.offset,
-        attempt,
-        error: decision.error,
-        nowMs: now,
-        dueMs,
-        tier: decision.tier,
-      });
+      const headers = this.failureHeaders(raw, attempt, decision.error, now, { dueMs, tier: decision.tier });
       const records: Produced[] = [{ topic: this.stage.retry.topics[decision.tier - 1]!, key: raw.key, value: raw.value, headers }];
       const status = await this.status(taskId, 'retrying', { fields: extra, attempt: attempt + 1, error: decision.error }, traceparent);
       if (status) records.push(status);
       return { kind: 'retry', taskId, records, decision, handlerMs };
     }
+  }
+
+  /** The failure headers of `raw` failing in this stage (retry tier or DLQ, per `routing`). */
+  private failureHeaders(
+    raw: RawRecord,
+    attempt: number,
+    error: SonicError,
+    nowMs: number,
+    routing: Pick<FailureContext, 'dueMs' | 'tier' | 'dlqReason'>,
+  ): Record<string, string> {
+    return failureHeaders(raw.headers, {
+      stage: this.stage.name,
+      topic: raw.topic,
+      partition: raw.partition,
+      offset: raw.offset,
+      attempt,
+      error,
+      nowMs,
+      ...routing,
+    });
   }
 
   /** Encodes a handler's emits for their sinks. */
@@ -211,16 +221,7 @@ export class StageProgram<In = unknown> {
     extra: StatusFields,
     decision?: Decision,
   ): Promise<Outcome> {
-    const headers = failureHeaders(raw.headers, {
-      stage: this.stage.name,
-      topic: raw.topic,
-      partition: raw.partition,
-      offset: raw.offset,
-      attempt,
-      error,
-      nowMs: this.clock(),
-      dlqReason: reason,
-    });
+    const headers = this.failureHeaders(raw, attempt, error, this.clock(), { dlqReason: reason });
     const records: Produced[] = [{ topic: this.stage.dlq, key: raw.key, value: raw.value, headers }];
     if (raw.key !== null) {
       const status = await this.status(raw.key, 'failed', { fields: extra, attempt, error }, childTraceparent(raw.headers[HEADERS.traceparent]));

@@ -102,9 +102,10 @@ export class StateStore {
     return this.root.transactionSync(fn);
   }
 
-  /** Records that the input `topic`/`partition` is applied up to `next` (exclusive); call it inside a transaction. */
+  /** Records that the input `topic`/`partition` is applied up to `next` (exclusive); inside a transaction, with its rows. */
   commitOffset(topic: string, partition: number, next: bigint): void {
-    void this.offsets.put(`${topic}:${partition}`, next.toString());
+    // synchronous: part of the surrounding transaction, or committed at once (an error throws here)
+    this.offsets.putSync(`${topic}:${partition}`, next.toString());
   }
 
   /** The next offset to apply of `topic`/`partition`, or undefined when nothing was applied. */
