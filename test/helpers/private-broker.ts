@@ -29,8 +29,21 @@ export interface PrivateBroker {
   thaw(): void;
 }
 
-/** Starts a private broker (about 10-20 s); it is stopped and its data removed after the file's tests. */
+/** Starts a private broker (about 10-20 s; up to three tries on fresh ports); it is stopped and its data removed after the file's tests. */
 export async function startPrivateBroker(): Promise<PrivateBroker> {
+  // the ports are chosen before the broker binds them (its controller address must be known up
+  // front), so another process may take one meanwhile (a port-0 server gets one from the same
+  // range): a start that fails is tried again on other ports
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await launchPrivateBroker();
+    } catch (err) {
+      if (attempt >= 3) throw err;
+    }
+  }
+}
+
+async function launchPrivateBroker(): Promise<PrivateBroker> {
   const state = mkdtempSync(join(tmpdir(), 'sonicflow-private-kafka-'));
   const ports = new Set<number>();
   while (ports.size < 3) ports.add(await freePort());
@@ -60,7 +73,16 @@ export async function startPrivateBroker(): Promise<PrivateBroker> {
       // already gone
     }
   };
-  stack('up');
+  try {
+    stack('up');
+  } catch (err) {
+    try {
+      stack('down');
+    } finally {
+      rmSync(state, { recursive: true, force: true });
+    }
+    throw err;
+  }
   onCleanup(async () => {
     signal('SIGCONT');
     stack('down');
