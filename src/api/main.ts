@@ -4,6 +4,7 @@
  */
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import type { Config } from '../core/config.js';
 import { SonicError } from '../core/errors.js';
 import { sleep } from '../core/retry.js';
@@ -37,11 +38,24 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
   if (!requestSchema || !statusSchema) throw new SonicError('TOPOLOGY_INVALID', `the topology lacks ${requested} or ${statusTopic}`);
   const logger = ctx.logger.child({ component: 'api' });
   const secret = await loadServerSecret(c.apiSecret, c.stateDir);
-  const view = new StatusView(ctx.kafka, statusTopic, ctx.serde, statusSchema, logger, apiViewGroupPrefix(c.clientId, topology));
-  await view.start();
+  const instance = c.apiInstanceId || hostname();
+  const view = new StatusView({
+    kafka: ctx.kafka,
+    topic: statusTopic,
+    codec: ctx.serde,
+    schema: statusSchema,
+    logger,
+    groupPrefix: apiViewGroupPrefix(c.clientId, topology),
+    dir: c.apiViewDir || join(c.stateDir, 'views', statusTopic, instance.replace(/[^A-Za-z0-9._-]/g, '_')),
+  });
+  try {
+    await view.start();
+  } catch (err) {
+    await view.stop().catch(() => undefined);
+    throw err;
+  }
   // serve a view that is still catching up rather than none (readiness says which)
   await Promise.race([view.caughtUp, sleep(15_000)]);
-  const instance = c.apiInstanceId || hostname();
   const batcher = new TxBatcher(
     ctx.kafka,
     {
@@ -82,7 +96,7 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
     },
     // uploads are spooled in this process's scratch directory: swept if the process dies
     spoolRoot: await processScratchDir(c.scratchDir || defaultScratchRoot()),
-    enqueue: async (request, queued) => {
+    enqueue: async (request, queued, timeoutMs) => {
       const headers = request.traceparent ? { [HEADERS.traceparent]: request.traceparent } : undefined;
       await batcher.send(
         [
@@ -99,7 +113,7 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
             ...(headers ? { headers } : {}),
           },
         ],
-        c.apiEnqueueTimeoutMs,
+        timeoutMs,
       );
     },
     ready: async () => {

@@ -1,13 +1,25 @@
 /**
- * The API's view of every task, materialised from the compacted status topic (a KTable): the
- * latest event per task id, with a change stream (rxjs) that feeds the SSE endpoint. Events of
- * one task arrive in order (same key, same partition); a stale best-effort progress event never
- * moves a task backwards past a later state.
+ * The API's view of every task, materialised from the compacted status topic (a KTable kept in a
+ * state store, not in memory): the latest event per task id, indexed by tenant and time and by
+ * tenant and state for listings, with a change stream (rxjs) that feeds the SSE endpoint. Events
+ * of one task arrive in order (same key, same partition); a stale best-effort progress event
+ * never moves a task backwards past a later state. A tombstone (the retention janitor's) removes
+ * the task.
+ *
+ * Rows, index entries and the topic offsets they reflect are written in one store transaction per
+ * fetched batch, so a restart resumes reading where the store stopped instead of replaying the
+ * topic; see docs/architecture.md ("State stores").
  */
+import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { Subject, type Observable } from 'rxjs';
+import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import { sleep } from '../core/retry.js';
 import type { KafkaClient } from '../kafka/client.js';
-import { TopicTail, type InRecord } from '../kafka/io.js';
+import { partitionOfKey } from '../kafka/partitioner.js';
+import { TopicTail, type TailBatch } from '../kafka/io.js';
+import { StateStore, type Table } from '../runtime/store.js';
 import type { TaskState, TaskStatus } from '../domain/records.js';
 import type { Codec } from '../serde/codec.js';
 
@@ -28,6 +40,7 @@ export interface TaskView {
 }
 
 export const TERMINAL: ReadonlySet<TaskState> = new Set(['SUCCEEDED', 'FAILED']);
+export const TASK_STATES: readonly TaskState[] = ['QUEUED', 'VALIDATING', 'PREPROCESSING', 'INFERRING', 'ENCODING', 'PUBLISHING', 'SUCCEEDED', 'FAILED'];
 const RANK: Record<TaskState, number> = { QUEUED: 0, VALIDATING: 1, PREPROCESSING: 2, INFERRING: 3, ENCODING: 4, PUBLISHING: 5, SUCCEEDED: 6, FAILED: 6 };
 
 /** Whether `next` should replace `current` in the view. */
@@ -55,22 +68,114 @@ export function toView(e: StatusEvent): TaskView {
   };
 }
 
+/** A page of a tenant's tasks. */
+export interface ListQuery {
+  tenant: string;
+  state?: TaskState;
+  /** Tasks created at or after this instant. */
+  since?: Date;
+  limit: number;
+  /** The `next_cursor` of the previous page. */
+  cursor?: string;
+  /** `desc` (newest first, the default) or `asc`. */
+  order?: 'asc' | 'desc';
+}
+
+export interface ListPage {
+  tasks: StatusEvent[];
+  /** Present when more tasks may follow: pass it as `cursor` for the next page. */
+  next_cursor: string | null;
+}
+
+export interface StatusViewOptions {
+  kafka: KafkaClient;
+  topic: string;
+  codec: Codec;
+  schema: string;
+  logger: Logger;
+  /** Prefix of the view's private consumer groups. */
+  groupPrefix: string;
+  /** Directory of the view's store: one per API process (a lock file refuses a second one). */
+  dir: string;
+}
+
+const TASKS = 'tasks';
+const BY_TIME = 'tasks-by-tenant-time';
+const BY_STATE = 'tasks-by-tenant-state';
+const LOCK = 'owner.pid';
+
+/** `created_at` as a fixed-width, sortable key part. */
+const timeKey = (e: StatusEvent): string => (e.created_at ?? e.at).toISOString();
+const timeIndexKey = (e: StatusEvent): string => `${e.tenant_id ?? ''}/${timeKey(e)}/${e.task_id}`;
+const stateIndexKey = (e: StatusEvent): string => `${e.tenant_id ?? ''}/${e.state}/${timeKey(e)}/${e.task_id}`;
+
+/**
+ * Takes the store directory for this process: a second live process on the same directory would
+ * apply events the first one already applied, and its own SSE streams would miss them.
+ */
+function claim(dir: string): () => void {
+  const file = join(dir, LOCK);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(file, 'wx');
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return () => rmSync(file, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number(readFileSync(file, 'utf8').trim());
+      let alive = false;
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid) {
+        try {
+          process.kill(pid, 0);
+          alive = true;
+        } catch (e) {
+          alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+        }
+      }
+      if (alive) {
+        throw new SonicError(
+          'CONFIG_INVALID',
+          `the status view store ${dir} is in use by process ${pid}: give each API replica its own SONIC_API_INSTANCE_ID (or SONIC_API_VIEW_DIR)`,
+        );
+      }
+      // the owner is gone: take its store over
+      rmSync(file, { force: true });
+    }
+  }
+  throw new SonicError('CONFIG_INVALID', `cannot lock the status view store ${dir}`);
+}
+
 export class StatusView {
-  private readonly tasks = new Map<string, StatusEvent>();
   private readonly subject = new Subject<StatusEvent>();
   private readonly tail: TopicTail;
+  private readonly store: StateStore;
+  private readonly tasks: Table<StatusEvent>;
+  private readonly byTime: Table<string>;
+  private readonly byState: Table<string>;
+  private readonly release: () => void;
+  /** Next offset to read, per partition, as far as the store has applied. */
+  private readonly positions = new Map<number, bigint>();
+  private partitions = 0;
+  /** The last end-offsets lookup: a wait may share it only when it started after the wait began. */
+  private ends: { startedAt: number; promise: Promise<Map<number, { low: bigint; end: bigint }>> } | undefined;
   /** Every accepted change, in order. */
   readonly changes$: Observable<StatusEvent> = this.subject.asObservable();
+  readonly topic: string;
 
-  constructor(
-    kafka: KafkaClient,
-    readonly topic: string,
-    private readonly codec: Codec,
-    private readonly schema: string,
-    private readonly logger: Logger,
-    groupPrefix: string,
-  ) {
-    this.tail = new TopicTail(kafka, topic, groupPrefix);
+  constructor(private readonly o: StatusViewOptions) {
+    this.topic = o.topic;
+    this.store = StateStore.open({ path: o.dir });
+    try {
+      this.release = claim(o.dir);
+    } catch (err) {
+      void this.store.close();
+      throw err;
+    }
+    this.tasks = this.store.table<StatusEvent>(TASKS);
+    this.byTime = this.store.table<string>(BY_TIME);
+    this.byState = this.store.table<string>(BY_STATE);
+    this.tail = new TopicTail(o.kafka, o.topic, o.groupPrefix);
   }
 
   private isCaughtUp = false;
@@ -85,43 +190,150 @@ export class StatusView {
     return this.isCaughtUp;
   }
 
+  /** Tasks in the view. */
   get size(): number {
-    return this.tasks.size;
+    return this.tasks.count();
   }
 
+  /**
+   * Starts following the topic from the store's checkpoint. A checkpoint beyond the topic's end
+   * (the topic was deleted and made again) empties the store, which then rebuilds from the topic.
+   */
   async start(): Promise<void> {
     void this.tail.caughtUp.then(() => (this.isCaughtUp = true));
+    const ends = await this.tail.endOffsets();
+    this.partitions = ends.size;
+    const saved = this.store.offsets(this.o.topic);
+    const stale = [...saved].some(([p, next]) => !ends.has(p) || next > ends.get(p)!.end);
+    if (stale) {
+      this.o.logger.warn({ topic: this.o.topic, store: this.o.dir }, 'status view store is ahead of its topic (was the topic made again?): rebuilding it');
+      this.store.clear();
+    }
+    const from = stale ? new Map<number, bigint>() : saved;
+    for (const [p, next] of from) this.positions.set(p, next);
+    this.o.logger.info({ tasks: this.size, resumed_partitions: from.size, partitions: ends.size }, 'status view resumes from its store');
     let chain = Promise.resolve();
-    await this.tail.start((records) => {
+    await this.tail.start((batch) => {
       // decode in order, one batch after the other
-      chain = chain.then(() => this.ingest(records)).catch((err: unknown) => this.logger.error({ err }, 'status batch not applied'));
-    });
+      chain = chain.then(() => this.ingest(batch)).catch((err: unknown) => this.o.logger.error({ err }, 'status batch not applied'));
+    }, from);
   }
 
-  private async ingest(records: InRecord[]): Promise<void> {
-    for (const r of records) {
-      if (!r.value) continue;
+  private async ingest(batch: TailBatch): Promise<void> {
+    const events: (StatusEvent | { tombstone: string })[] = [];
+    for (const r of batch.records) {
+      if (!r.value) {
+        if (r.key) events.push({ tombstone: r.key });
+        continue;
+      }
       try {
-        this.apply((await this.codec.decode<StatusEvent>(r.value, this.schema)).value);
+        events.push((await this.o.codec.decode<StatusEvent>(r.value, this.o.schema)).value);
       } catch (err) {
-        this.logger.warn({ err, offset: r.offset, partition: r.partition }, 'undecodable status event skipped');
+        this.o.logger.warn({ err, offset: r.offset, partition: r.partition }, 'undecodable status event skipped');
       }
     }
+    const changed = this.store.transaction(() => {
+      const out: StatusEvent[] = [];
+      for (const e of events) {
+        if ('tombstone' in e) this.removeTask(e.tombstone);
+        else if (this.applyOne(e)) out.push(e);
+      }
+      this.store.commitOffset(this.o.topic, batch.partition, batch.next);
+      return out;
+    });
+    this.positions.set(batch.partition, batch.next);
+    for (const e of changed) this.subject.next(e);
+  }
+
+  /** Writes `e` when it supersedes the row; inside a store transaction. */
+  private applyOne(e: StatusEvent): boolean {
+    const current = this.tasks.get(e.task_id);
+    if (!supersedes(current, e)) return false;
+    // stage events may not repeat what the QUEUED event said
+    const row: StatusEvent = { ...e, created_at: e.created_at ?? current?.created_at ?? null, tenant_id: e.tenant_id ?? current?.tenant_id ?? null };
+    if (current) {
+      void this.byTime.remove(timeIndexKey(current));
+      void this.byState.remove(stateIndexKey(current));
+    }
+    void this.tasks.put(e.task_id, row);
+    void this.byTime.put(timeIndexKey(row), row.task_id);
+    void this.byState.put(stateIndexKey(row), row.task_id);
+    return true;
+  }
+
+  private removeTask(taskId: string): void {
+    const current = this.tasks.get(taskId);
+    if (!current) return;
+    void this.tasks.remove(taskId);
+    void this.byTime.remove(timeIndexKey(current));
+    void this.byState.remove(stateIndexKey(current));
   }
 
   /** Applies one event (also used by the API for its own QUEUED events: read your writes). */
   apply(e: StatusEvent): void {
-    if (!supersedes(this.tasks.get(e.task_id), e)) return;
-    this.tasks.set(e.task_id, e);
-    this.subject.next(e);
+    if (this.store.transaction(() => this.applyOne(e))) this.subject.next(e);
   }
 
   get(taskId: string): StatusEvent | undefined {
     return this.tasks.get(taskId);
   }
 
+  /**
+   * The task, or undefined once the view has read everything committed to the task's partition
+   * before this call (so a task another replica accepted a moment ago is found), waiting at most
+   * `waitMs` for that.
+   */
+  async find(taskId: string, waitMs: number): Promise<StatusEvent | undefined> {
+    const now = this.get(taskId);
+    if (now || waitMs <= 0 || this.partitions === 0) return now;
+    const began = Date.now();
+    const deadline = began + waitMs;
+    const partition = partitionOfKey(taskId, this.partitions);
+    const target = await Promise.race([this.endOffsets(began).then((m) => m.get(partition)), sleep(waitMs).then(() => undefined)]).catch(() => undefined);
+    for (;;) {
+      const e = this.get(taskId);
+      if (e) return e;
+      // an empty partition is never fetched from: nothing there to wait for
+      const reached = target === undefined || target.end <= target.low || (this.positions.get(partition) ?? -1n) >= target.end;
+      if (reached || Date.now() >= deadline) return undefined;
+      await sleep(20);
+    }
+  }
+
+  /** End offsets looked up no earlier than `since` (ms), shared by the waits that began before the lookup did. */
+  private endOffsets(since: number): Promise<Map<number, { low: bigint; end: bigint }>> {
+    if (this.ends && this.ends.startedAt >= since) return this.ends.promise;
+    const promise = this.tail.endOffsets();
+    this.ends = { startedAt: Date.now(), promise };
+    promise.catch(() => (this.ends = undefined));
+    return promise;
+  }
+
+  /** One page of a tenant's tasks, by creation time, optionally of one state. */
+  list(q: ListQuery): ListPage {
+    const prefix = q.state ? `${q.tenant}/${q.state}/` : `${q.tenant}/`;
+    const index = q.state ? this.byState : this.byTime;
+    let after: string | undefined;
+    if (q.cursor !== undefined) {
+      after = Buffer.from(q.cursor, 'base64url').toString('utf8');
+      if (!after.startsWith(prefix))
+        throw new SonicError('INVALID_REQUEST', 'cursor does not belong to this listing', { safe: true, details: { field: 'cursor' } });
+    }
+    const entries = index.scan(prefix, {
+      limit: q.limit + 1,
+      ...(after === undefined ? {} : { after }),
+      ...(q.since ? { from: `${prefix}${q.since.toISOString()}` } : {}),
+      reverse: (q.order ?? 'desc') === 'desc',
+    });
+    const page = entries.slice(0, q.limit);
+    const tasks = page.map((x) => this.tasks.get(x.value)).filter((e): e is StatusEvent => e !== undefined);
+    return { tasks, next_cursor: entries.length > q.limit ? Buffer.from(page.at(-1)!.key, 'utf8').toString('base64url') : null };
+  }
+
   async stop(): Promise<void> {
     this.subject.complete();
-    await this.tail.stop();
+    await this.tail.stop().catch(() => undefined);
+    await this.store.close();
+    this.release();
   }
 }

@@ -16,7 +16,7 @@ import { publishedKey, videoUrl } from '../domain/paths.js';
 import type { MediaRef, TaskRequest } from '../domain/records.js';
 import type { EventStreams } from './events.js';
 import { storeInspected } from './media.js';
-import { TERMINAL, toView, type StatusEvent, type StatusView, type TaskView } from './status-view.js';
+import { TASK_STATES, TERMINAL, toView, type ListQuery, type StatusEvent, type StatusView, type TaskView } from './status-view.js';
 import { checkIdempotencyKey } from '../domain/params.js';
 import { PARAM_FIELDS, REQUEST_FIELDS, buildRequest, idempotentTaskId, referencedBlob, type Limits, type SubmitFields } from './submit.js';
 import { readMultipart, type UploadSlots } from './uploads.js';
@@ -27,8 +27,8 @@ export interface TaskRouteDeps {
   logger: Logger;
   blob: BlobStore;
   view: StatusView;
-  /** Writes the request and its QUEUED status in one transaction; throws BROKER_UNAVAILABLE past its deadline. */
-  enqueue(request: TaskRequest, queued: StatusEvent): Promise<void>;
+  /** Writes the request and its QUEUED status in one transaction; throws BROKER_UNAVAILABLE past `timeoutMs`. */
+  enqueue(request: TaskRequest, queued: StatusEvent, timeoutMs: number): Promise<void>;
   /** Keys the idempotent task ids. */
   secret: Buffer;
   streams: EventStreams;
@@ -68,6 +68,46 @@ export const errorSchema = {
   },
 };
 
+const bad = (field: string, message: string): SonicError => new SonicError('INVALID_REQUEST', message, { safe: true, details: { field } });
+
+/** The query of `GET /v1/tasks`, checked: a wrong value is 400 INVALID_REQUEST naming the field. */
+export function listQuery(q: Record<string, unknown>): Omit<ListQuery, 'tenant'> {
+  const one = (field: string): string | undefined => {
+    const v = q[field];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string') throw bad(field, `${field} may be given once`);
+    return v;
+  };
+  const out: Omit<ListQuery, 'tenant'> = { limit: 20 };
+  const state = one('state');
+  if (state !== undefined) {
+    if (!(TASK_STATES as readonly string[]).includes(state)) throw bad('state', `state must be one of ${TASK_STATES.join(', ')}`);
+    out.state = state as ListQuery['state'];
+  }
+  const since = one('since');
+  if (since !== undefined) {
+    const t = /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:\d{2})?)?$/.test(since) ? Date.parse(since) : NaN;
+    if (!Number.isFinite(t)) throw bad('since', 'since must be an ISO-8601 date or instant, e.g. 2026-11-30T12:00:00Z');
+    out.since = new Date(t);
+  }
+  const limit = one('limit');
+  if (limit !== undefined) {
+    if (!/^\d{1,3}$/.test(limit) || Number(limit) < 1 || Number(limit) > 100) throw bad('limit', 'limit must be a whole number from 1 to 100');
+    out.limit = Number(limit);
+  }
+  const cursor = one('cursor');
+  if (cursor !== undefined) {
+    if (!/^[A-Za-z0-9_-]{1,512}$/.test(cursor)) throw bad('cursor', 'cursor must be the next_cursor of an earlier page');
+    out.cursor = cursor;
+  }
+  const order = one('order');
+  if (order !== undefined) {
+    if (order !== 'asc' && order !== 'desc') throw bad('order', 'order must be asc or desc');
+    out.order = order;
+  }
+  return out;
+}
+
 export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
   const { config, blob, view } = deps;
   const limits: Limits = { maxAudioBytes: config.maxAudioBytes, maxImageBytes: config.maxImageBytes, maxAudioSeconds: config.maxAudioSeconds };
@@ -77,8 +117,9 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
     deps.registry &&
     new Gauge({ name: 'sonicflow_api_submits_waiting', help: 'Submits waiting for an earlier submit of the same task id to end.', registers: [deps.registry] });
 
-  const visible = (req: FastifyRequest, id: string): StatusEvent => {
-    const e = isTaskId(id) ? view.get(id) : undefined;
+  /** The task, waiting a moment for the view when it does not know the id (another replica may have accepted it). */
+  const visible = async (req: FastifyRequest, id: string): Promise<StatusEvent> => {
+    const e = isTaskId(id) ? await view.find(id, config.apiReadWaitMs) : undefined;
     // another tenant's task looks exactly like a missing one
     if (!e || (config.apiAuth === 'required' && e.tenant_id !== req.tenant))
       throw new SonicError('TASK_NOT_FOUND', `no task ${id.slice(0, 64)}`, { safe: true });
@@ -167,7 +208,8 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
     if (r.callback) deps.checkCallback?.(req.tenant, r.callback);
   };
 
-  const submit = async (req: FastifyRequest, taskId: string, idemKey: string | null): Promise<void> => {
+  /** `waitedMs`: time already spent waiting on the broker for this submit, taken off the enqueue deadline. */
+  const submit = async (req: FastifyRequest, taskId: string, idemKey: string | null, waitedMs: number): Promise<void> => {
     const stored: string[] = [];
     let keep = false;
     try {
@@ -190,7 +232,7 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
         at: now,
       };
       try {
-        await deps.enqueue(request, queued);
+        await deps.enqueue(request, queued, Math.max(1, config.apiEnqueueTimeoutMs - waitedMs));
       } catch (err) {
         // a commit of unknown outcome may still have enqueued the task: its inputs stay
         keep = (err as SonicError).details?.inDoubt === true;
@@ -229,6 +271,11 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
         const idemKey = raw === undefined ? null : String(raw);
         if (idemKey !== null) checkIdempotencyKey(idemKey);
         const taskId = idemKey ? idempotentTaskId(deps.secret, req.tenant, idemKey) : randomUUID();
+        // a submit another replica took a moment ago is a replay here too: catch up with it first
+        // (that wait is on the broker too, and counts against the enqueue deadline)
+        const caughtUpAt = Date.now();
+        if (idemKey) await view.find(taskId, Math.min(config.apiReadWaitMs, config.apiEnqueueTimeoutMs));
+        const waitedMs = Date.now() - caughtUpAt;
         // one submit of an id at a time: wait for the one under way, then look again; the check
         // and the claim below run without an await between them, so only one waiter claims
         for (;;) {
@@ -238,7 +285,7 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
           waiting?.inc();
           await pending.catch(() => undefined).finally(() => waiting?.dec());
         }
-        const work = submit(req, taskId, idemKey);
+        const work = submit(req, taskId, idemKey, waitedMs);
         if (idemKey) recent.set(taskId, work);
         try {
           await work;
@@ -251,6 +298,35 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
       },
     );
 
+    app.get<{ Querystring: Record<string, unknown> }>(
+      '/tasks',
+      {
+        schema: {
+          summary: "List the caller's tasks",
+          description:
+            'Newest first (`order=asc`: oldest first), optionally of one `state` and created at or after `since` (ISO-8601). At most `limit` (1-100, default 20) per page; `next_cursor`, when not null, fetches the next page.',
+          querystring: {
+            type: 'object',
+            properties: {
+              state: { type: 'string', enum: [...TASK_STATES] },
+              since: { type: 'string' },
+              limit: { type: 'string' },
+              cursor: { type: 'string' },
+              order: { type: 'string', enum: ['asc', 'desc'] },
+            },
+          },
+          response: {
+            200: { type: 'object', properties: { tasks: { type: 'array', items: taskViewSchema }, next_cursor: { type: ['string', 'null'] } } },
+            '4xx': errorSchema,
+          },
+        },
+      },
+      async (req) => {
+        const page = view.list({ tenant: req.tenant, ...listQuery(req.query) });
+        return { tasks: page.tasks.map(present), next_cursor: page.next_cursor };
+      },
+    );
+
     app.get<{ Params: { id: string } }>(
       '/tasks/:id',
       {
@@ -260,14 +336,14 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
           response: { 200: taskViewSchema, '4xx': errorSchema },
         },
       },
-      async (req) => present(visible(req, req.params.id)),
+      async (req) => present(await visible(req, req.params.id)),
     );
 
     app.get<{ Params: { id: string } }>(
       '/tasks/:id/events',
       { schema: { summary: 'Status changes as server-sent events, until the task ends', produces: ['text/event-stream'] } },
       async (req, reply: FastifyReply) => {
-        const first = visible(req, req.params.id);
+        const first = await visible(req, req.params.id);
         deps.streams.admit(req.keyId ?? req.ip);
         reply.hijack();
         deps.streams.serve(reply.raw, req.keyId ?? req.ip, first, view.changes$, {
@@ -282,7 +358,7 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
       '/tasks/:id/video',
       { schema: { summary: 'The MP4 of a succeeded task (or a redirect to its public location); supports Range requests', produces: ['video/mp4'] } },
       async (req, reply) => {
-        const e = visible(req, req.params.id);
+        const e = await visible(req, req.params.id);
         if (e.state !== 'SUCCEEDED')
           throw new SonicError('VIDEO_NOT_READY', `task ${e.task_id} is ${e.state}; the video exists once it has SUCCEEDED`, { safe: true });
         if (config.publicBaseUrl) return reply.redirect(videoUrl(config, e.task_id), 302);

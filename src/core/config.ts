@@ -308,7 +308,24 @@ export const SETTINGS = {
     str,
     'Server secret (32+ characters) that keys idempotent task ids; empty: generated once into SONIC_STATE_DIR. Replicas must share it (redacted).',
   ),
-  stateDir: def('SONIC_STATE_DIR', '~/.local/state/sonicflow', path, 'Directory of local state: the generated API secret.'),
+  stateDir: def(
+    'SONIC_STATE_DIR',
+    '~/.local/state/sonicflow',
+    path,
+    "Directory of local state: the generated API secret, and the API's status view store unless SONIC_API_VIEW_DIR says otherwise.",
+  ),
+  apiViewDir: def(
+    'SONIC_API_VIEW_DIR',
+    '',
+    str,
+    "Directory of this API replica's status view store (LMDB); empty: `<SONIC_STATE_DIR>/views/<status topic>/<instance>`. One per process.",
+  ),
+  apiReadWaitMs: def(
+    'SONIC_API_READ_WAIT_MS',
+    2000,
+    int(0, 60_000),
+    'Longest a read of a task this replica does not know yet waits for its view to catch up with what other replicas committed, ms.',
+  ),
   apiInstanceId: def(
     'SONIC_API_INSTANCE_ID',
     '',

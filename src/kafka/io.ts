@@ -4,7 +4,7 @@
  * for tools and tests (`readTopic`) and the follower behind the API's status view (`TopicTail`).
  */
 import { setTimeout as delay } from 'node:timers/promises';
-import type { Consumer, IHeaders, Producer, Transaction } from 'kafkajs';
+import type { Admin, Consumer, IHeaders, Producer, Transaction } from 'kafkajs';
 import { retry } from '../core/retry.js';
 import { PRODUCER_RETRY, createPartitioner } from './client.js';
 import { kafkajsOf, type KafkaClient } from './handle.js';
@@ -282,23 +282,38 @@ export async function readTopic(kafka: KafkaClient, topic: string, opts: ReadOpt
   return opts.limit === undefined ? out : out.slice(0, opts.limit);
 }
 
+/** What a {@link TopicTail} delivers: the records of one fetched batch and the position after it. */
+export interface TailBatch {
+  partition: number;
+  /** The batch's records, in offset order (none when it held only transaction markers or aborted records). */
+  records: InRecord[];
+  /** The next offset to read of the partition: past the batch, its markers included. */
+  next: bigint;
+}
+
 /**
- * Follows a topic from the beginning with a private consumer group and no commits (a
- * materialised view rebuilds itself on start). `caughtUp` resolves after the first fetch that
- * brings nothing new, i.e. once the view has read what the topic held when it started.
+ * Follows a topic with a private consumer group and no commits of its own: from the offsets it is
+ * given (a materialised view's checkpoint; they seed the new group before it joins) and from the
+ * beginning elsewhere, `read_committed`. `caughtUp` resolves after the first fetch that brings
+ * nothing new, i.e. once the follower has read what the topic held when it started. Every batch
+ * is delivered with the position after it, also a batch of transaction markers only, so a
+ * follower can tell how far it has read (see {@link endOffsets}).
  */
 export class TopicTail {
   private readonly consumer: Consumer;
+  private readonly groupId: string;
+  private admin: Admin | undefined;
   readonly caughtUp: Promise<void>;
   private markCaughtUp!: () => void;
 
   constructor(
-    kafka: KafkaClient,
+    private readonly kafka: KafkaClient,
     readonly topic: string,
     groupPrefix: string,
   ) {
+    this.groupId = `${groupPrefix}.${process.pid}.${Date.now().toString(36)}.${Math.random().toString(36).slice(2, 6)}`;
     this.consumer = kafkajsOf(kafka).consumer({
-      groupId: `${groupPrefix}.${process.pid}.${Date.now().toString(36)}`,
+      groupId: this.groupId,
       readUncommitted: false,
       maxWaitTimeInMs: 250,
       allowAutoTopicCreation: false,
@@ -306,7 +321,44 @@ export class TopicTail {
     this.caughtUp = new Promise((r) => (this.markCaughtUp = r));
   }
 
-  async start(onRecords: (records: InRecord[]) => void): Promise<void> {
+  private async connectedAdmin(): Promise<Admin> {
+    if (!this.admin) {
+      const admin = kafkajsOf(this.kafka).admin();
+      await admin.connect();
+      this.admin = admin;
+    }
+    return this.admin;
+  }
+
+  /**
+   * The offsets a `read_committed` reader reaches today, per partition (`end`, the last stable
+   * offset; a follower whose position is there has read every record committed before this call),
+   * and the log start (`low`; a partition whose end is there holds nothing to read).
+   */
+  async endOffsets(): Promise<Map<number, { low: bigint; end: bigint }>> {
+    const admin = await this.connectedAdmin();
+    // a leader that moved (or a topic made a moment ago) answers with a retriable error
+    const parts = await retry(() => admin.fetchTopicOffsets(this.topic), {
+      initialMs: 50,
+      maxMs: 1000,
+      deadlineMs: 15_000,
+      retryIf: (err) => (err as { retriable?: boolean }).retriable === true,
+    });
+    return new Map(parts.map((p) => [p.partition, { low: BigInt(p.low), end: BigInt(p.offset) }]));
+  }
+
+  /** Starts following; `from` holds the next offset to read of partitions read before (a checkpoint). */
+  async start(onBatch: (batch: TailBatch) => void, from: ReadonlyMap<number, bigint> = new Map()): Promise<void> {
+    if (from.size > 0) {
+      // the group is new and empty: its committed offsets are where its members start
+      await (
+        await this.connectedAdmin()
+      ).setOffsets({
+        groupId: this.groupId,
+        topic: this.topic,
+        partitions: [...from].map(([partition, offset]) => ({ partition, offset: offset.toString() })),
+      });
+    }
     let fetches = 0;
     let sawRecords = false;
     // FETCH fires before the batches of that fetch are handled: `sawRecords` at fetch n tells
@@ -317,18 +369,33 @@ export class TopicTail {
       if (fetches >= 2 && !sawRecords) this.markCaughtUp();
       sawRecords = false;
     });
+    // a batch of markers or aborted records only never reaches eachBatch; its end still moves the position
+    this.consumer.on(this.consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+      if (payload.batchSize === 0 && payload.topic === this.topic)
+        onBatch({ partition: payload.partition, records: [], next: BigInt(payload.lastOffset) + 1n });
+    });
     await this.consumer.connect();
     await this.consumer.subscribe({ topic: this.topic, fromBeginning: true });
     await this.consumer.run({
       autoCommit: false,
       eachBatch: async ({ batch }) => {
         if (batch.messages.length > 0) sawRecords = true;
-        onRecords(batch.messages.map((m) => toInRecord(batch.topic, batch.partition, m)));
+        onBatch({
+          partition: batch.partition,
+          records: batch.messages.map((m) => toInRecord(batch.topic, batch.partition, m)),
+          next: BigInt(batch.lastOffset()) + 1n,
+        });
       },
     });
   }
 
   async stop(): Promise<void> {
     await this.consumer.disconnect();
+    // the private group's seeded offsets would otherwise stay until the broker expires them
+    if (this.admin) {
+      await this.admin.deleteGroups([this.groupId]).catch(() => undefined);
+      await this.admin.disconnect().catch(() => undefined);
+      this.admin = undefined;
+    }
   }
 }

@@ -39,6 +39,11 @@ export function murmur2(data: Buffer): number {
 
 const toPositive = (x: number): number => x & 0x7fffffff;
 
+/** The partition of a keyed record among `count` partitions, as the Java client's default partitioner places it. */
+export function partitionOfKey(key: Buffer | string, count: number): number {
+  return toPositive(murmur2(Buffer.isBuffer(key) ? key : Buffer.from(key))) % count;
+}
+
 /** What a partitioner is asked: the record's topic, the topic's partitions, the record's key and explicit partition. */
 export interface PartitionerArgs {
   topic: string;
@@ -52,8 +57,7 @@ export const createPartitioner = (): ((args: PartitionerArgs) => number) => {
   return ({ topic, partitionMetadata, message }) => {
     if (message.partition !== null && message.partition !== undefined) return message.partition;
     if (message.key !== null && message.key !== undefined) {
-      const key = Buffer.isBuffer(message.key) ? message.key : Buffer.from(String(message.key));
-      return toPositive(murmur2(key)) % partitionMetadata.length;
+      return partitionOfKey(Buffer.isBuffer(message.key) ? message.key : String(message.key), partitionMetadata.length);
     }
     const next = (counters.get(topic) ?? randomInt(0x7fffffff)) + 1;
     counters.set(topic, next);

@@ -21,12 +21,20 @@ export interface Table<V> {
   put(key: string, value: V): Promise<void>;
   remove(key: string): Promise<void>;
   /**
-   * Entries whose key starts with `prefix`, in key order, at most `limit`, strictly after the key
-   * `after` when given (a page cursor).
+   * Entries whose key starts with `prefix`, in key order (descending with `reverse`), at most
+   * `limit`; strictly after the key `after` in that order when given (a page cursor); and not
+   * below the key `from` (either order: a lower bound, inclusive).
    */
-  scan(prefix: string, options?: { limit?: number; after?: string }): { key: string; value: V }[];
+  scan(prefix: string, options?: ScanOptions): { key: string; value: V }[];
   /** Number of entries (an LMDB statistic: exact, read without a scan). */
   count(): number;
+}
+
+export interface ScanOptions {
+  limit?: number;
+  after?: string;
+  from?: string;
+  reverse?: boolean;
 }
 
 export interface StoreOptions {
@@ -42,14 +50,14 @@ const OFFSETS = '__offsets';
 export class StateStore {
   private readonly root: RootDatabase;
   private readonly tables = new Map<string, Database>();
-  private readonly offsets: Database<string, string>;
+  private readonly checkpoints: Database<string, string>;
 
   private constructor(
     readonly path: string,
     root: RootDatabase,
   ) {
     this.root = root;
-    this.offsets = root.openDB<string, string>({ name: OFFSETS, encoding: 'string' });
+    this.checkpoints = root.openDB<string, string>({ name: OFFSETS, encoding: 'string' });
   }
 
   /** Opens (or creates) the store at `options.path`. */
@@ -76,13 +84,18 @@ export class StateStore {
       get: (key) => d.get(key),
       put: async (key, value) => void (await d.put(key, value)),
       remove: async (key) => void (await d.remove(key)),
-      scan: (prefix, { limit = Number.POSITIVE_INFINITY, after } = {}) => {
+      scan: (prefix, { limit = Number.POSITIVE_INFINITY, after, from, reverse = false } = {}) => {
         const out: { key: string; value: V }[] = [];
-        // the first key >= the start; keys after the prefix's range end the scan
-        const start = after !== undefined && after >= prefix ? after : prefix;
-        for (const { key, value } of d.getRange({ start })) {
-          if (out.length >= limit || !key.startsWith(prefix)) break;
-          if (after !== undefined && key <= after) continue;
+        const low = from !== undefined && from > prefix ? from : prefix;
+        // forward: from the larger of the lower bound and the cursor; backward: from the cursor,
+        // or the prefix's last possible key, down to the lower bound
+        const top = `${prefix}\uffff`;
+        const range = reverse
+          ? { start: after !== undefined && after < top ? after : top, reverse: true }
+          : { start: after !== undefined && after > low ? after : low };
+        for (const { key, value } of d.getRange(range)) {
+          if (out.length >= limit || !key.startsWith(prefix) || key < low) break;
+          if (after !== undefined && (reverse ? key >= after : key <= after)) continue;
           out.push({ key, value });
         }
         return out;
@@ -105,13 +118,32 @@ export class StateStore {
   /** Records that the input `topic`/`partition` is applied up to `next` (exclusive); inside a transaction, with its rows. */
   commitOffset(topic: string, partition: number, next: bigint): void {
     // synchronous: part of the surrounding transaction, or committed at once (an error throws here)
-    this.offsets.putSync(`${topic}:${partition}`, next.toString());
+    this.checkpoints.putSync(`${topic}:${partition}`, next.toString());
   }
 
   /** The next offset to apply of `topic`/`partition`, or undefined when nothing was applied. */
   offset(topic: string, partition: number): bigint | undefined {
-    const v = this.offsets.get(`${topic}:${partition}`);
+    const v = this.checkpoints.get(`${topic}:${partition}`);
     return v === undefined ? undefined : BigInt(v);
+  }
+
+  /** Every checkpoint of `topic`: the next offset to apply, by partition. */
+  offsets(topic: string): Map<number, bigint> {
+    const out = new Map<number, bigint>();
+    for (const { key, value } of this.checkpoints.getRange({ start: `${topic}:` })) {
+      if (!key.startsWith(`${topic}:`)) break;
+      const p = Number(key.slice(topic.length + 1));
+      if (Number.isInteger(p)) out.set(p, BigInt(value));
+    }
+    return out;
+  }
+
+  /** Empties every table opened so far and every checkpoint (a rebuild from scratch). */
+  clear(): void {
+    this.transaction(() => {
+      for (const db of this.tables.values()) db.clearSync();
+      this.checkpoints.clearSync();
+    });
   }
 
   /** Resolves once every write so far is on disk. */

@@ -54,6 +54,25 @@ describe('state store', () => {
     await store.close();
   });
 
+  it('scans backwards and from a lower bound, newest first, without leaving the prefix whatever the cursor names', async () => {
+    const store = StateStore.open({ path: fresh() });
+    const t = store.table<number>('by-time');
+    store.transaction(() => {
+      for (const tenant of ['acme', 'acmf', 'acmd']) for (let i = 0; i < 5; i++) void t.put(`${tenant}/${String(i).padStart(3, '0')}`, i);
+    });
+    expect(t.scan('acme/', { reverse: true }).map((e) => e.value)).toEqual([4, 3, 2, 1, 0]);
+    const page = t.scan('acme/', { reverse: true, limit: 2 });
+    expect(t.scan('acme/', { reverse: true, limit: 2, after: page.at(-1)!.key }).map((e) => e.value)).toEqual([2, 1]);
+    // a lower bound: entries at or above it, in either order
+    expect(t.scan('acme/', { from: 'acme/002' }).map((e) => e.value)).toEqual([2, 3, 4]);
+    expect(t.scan('acme/', { from: 'acme/002', reverse: true }).map((e) => e.value)).toEqual([4, 3, 2]);
+    // a cursor of another prefix, above or below, never reaches past this one's entries
+    expect(t.scan('acme/', { reverse: true, after: 'acmf/003' }).map((e) => e.value)).toEqual([4, 3, 2, 1, 0]);
+    expect(t.scan('acme/', { reverse: true, after: 'acmd/003' })).toEqual([]);
+    expect(t.scan('acme/', { after: 'acmf/000' })).toEqual([]);
+    await store.close();
+  });
+
   it('writes rows, an index entry and the offsets checkpoint together, or none of them when the transaction throws', async () => {
     const store = StateStore.open({ path: fresh() });
     const rows = store.table<Row>('tasks');

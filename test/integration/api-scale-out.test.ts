@@ -1,0 +1,138 @@
+/**
+ * The API as several replicas over one deployment: each keeps its status view in a store of its
+ * own, a task one replica accepted is found on the other at once (not 404), an Idempotency-Key
+ * used on one is a replay on the other, a tenant lists its own tasks page by page, and a restart
+ * resumes from the store's checkpoint instead of replaying the status topic. Real API processes,
+ * broker and registry.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { KEYS, bearer, multipart, raw, sampleMedia, startApiOnly, type ApiUnderTest, type RawResponse } from '../helpers/api.js';
+import { LISTENING, listeningPort, onCleanup, startSonicflow, type SonicflowProcess } from '../helpers/infra.js';
+
+interface Replica {
+  port: number;
+  proc: SonicflowProcess;
+}
+
+describe('API replicas on stores (real API processes, broker, registry)', () => {
+  let a: ApiUnderTest;
+  let b: Replica;
+  const uploads: Record<string, string> = {};
+
+  /** Another API process of the same deployment (same topics, same secret), its own view store. */
+  const replica = async (instance: string, env: Record<string, string> = {}): Promise<Replica> => {
+    const proc = startSonicflow(['api'], { ...a.env, SONIC_API_INSTANCE_ID: instance, ...env });
+    onCleanup(async () => {
+      proc.proc.kill('SIGTERM');
+      await proc.exited;
+    });
+    return { port: await listeningPort(proc, LISTENING.api), proc };
+  };
+  const submit = (port: number, key: string, headers: Record<string, string> = {}): Promise<RawResponse> =>
+    raw(
+      port,
+      'POST',
+      '/v1/tasks',
+      { ...bearer(key), 'content-type': 'application/json', ...headers },
+      JSON.stringify({ audio: { uri: uploads[`${key}.audio`] }, image: { uri: uploads[`${key}.image`] } }),
+    );
+  const get = (port: number, key: string, path: string): Promise<RawResponse> => raw(port, 'GET', path, bearer(key));
+
+  beforeAll(async () => {
+    a = await startApiOnly({ SONIC_LOG_LEVEL: 'info' });
+    b = await replica('replica-b', { SONIC_LOG_LEVEL: 'info' });
+    const { wav, png } = await sampleMedia();
+    for (const key of [KEYS.acme, KEYS.other]) {
+      for (const [field, data] of [
+        ['audio', wav],
+        ['image', png],
+      ] as const) {
+        const f = multipart([{ name: field, filename: 'x', data }]);
+        const r = await raw(a.port, 'POST', '/v1/uploads', { ...bearer(key), 'content-type': f.contentType }, f.body);
+        expect(r.status, r.text).toBe(201);
+        uploads[`${key}.${field}`] = String(r.json.uri);
+      }
+    }
+  }, 120_000);
+
+  it('a task accepted by one replica is found on the other at once, every time', async () => {
+    for (let i = 0; i < 15; i++) {
+      const [from, to] = i % 2 === 0 ? [a.port, b.port] : [b.port, a.port];
+      const s = await submit(from, KEYS.acme);
+      expect(s.status, s.text).toBe(202);
+      const g = await get(to, KEYS.acme, `/v1/tasks/${String(s.json.task_id)}`);
+      expect(g.status, g.text).toBe(200);
+      expect(g.json.state).toBe('QUEUED');
+    }
+    // an id nobody submitted is still 404, and soon: the view is there well before the wait's bound
+    const t0 = Date.now();
+    const missing = await get(b.port, KEYS.acme, '/v1/tasks/00000000-0000-4000-8000-000000000000');
+    expect(missing.status).toBe(404);
+    expect(Date.now() - t0).toBeLessThan(1900);
+  });
+
+  it('an Idempotency-Key used on one replica is a replay on the other', async () => {
+    const first = await submit(a.port, KEYS.acme, { 'idempotency-key': 'scale-out-key-1' });
+    expect(first.status, first.text).toBe(202);
+    const again = await submit(b.port, KEYS.acme, { 'idempotency-key': 'scale-out-key-1' });
+    expect(again.status, again.text).toBe(200);
+    expect(again.json.task_id).toBe(first.json.task_id);
+    expect(again.json.idempotent_replay).toBe(true);
+  });
+
+  it("lists a tenant's own tasks newest first, page by page, by state and time, and refuses a bad query", async () => {
+    const mine: string[] = [];
+    for (let i = 0; i < 5; i++) mine.push(String((await submit(a.port, KEYS.other)).json.task_id));
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const r: RawResponse = await get(b.port, KEYS.other, `/v1/tasks?limit=2${cursor ? `&cursor=${cursor}` : ''}`);
+      expect(r.status, r.text).toBe(200);
+      const tasks = r.json.tasks as { task_id: string; created_at: string }[];
+      expect(tasks.length).toBeLessThanOrEqual(2);
+      seen.push(...tasks.map((t) => t.task_id));
+      cursor = r.json.next_cursor as string | null;
+      pages += 1;
+    } while (cursor && pages < 10);
+    expect(seen).toEqual([...mine].reverse());
+    const asc = await get(b.port, KEYS.other, '/v1/tasks?order=asc&limit=100');
+    expect((asc.json.tasks as { task_id: string }[]).map((t) => t.task_id)).toEqual(mine);
+    const queued = await get(b.port, KEYS.other, '/v1/tasks?state=QUEUED&limit=100');
+    expect((queued.json.tasks as unknown[]).length).toBe(5);
+    expect((await get(b.port, KEYS.other, '/v1/tasks?state=SUCCEEDED')).json.tasks).toEqual([]);
+    expect((await get(b.port, KEYS.other, `/v1/tasks?since=${new Date(Date.now() + 60_000).toISOString()}`)).json.tasks).toEqual([]);
+    const since = (asc.json.tasks as { created_at: string }[])[2]!.created_at;
+    expect((await get(b.port, KEYS.other, `/v1/tasks?order=asc&since=${since}`)).json.tasks).toHaveLength(3);
+    // acme's listing holds none of them, and another listing's cursor is refused
+    const acme = await get(b.port, KEYS.acme, '/v1/tasks?limit=100');
+    expect((acme.json.tasks as { task_id: string }[]).some((t) => mine.includes(t.task_id))).toBe(false);
+    const otherCursor = (await get(b.port, KEYS.other, '/v1/tasks?limit=1')).json.next_cursor as string;
+    for (const q of ['state=BOGUS', 'limit=0', 'limit=101', 'limit=1e2', 'since=yesterday', 'order=sideways', 'cursor=%2F%2F', `cursor=${otherCursor}`]) {
+      const r = await get(b.port, KEYS.acme, `/v1/tasks?${q}`);
+      expect(r.status, q).toBe(400);
+      expect(r.json.code, q).toBe('INVALID_REQUEST');
+    }
+  });
+
+  it('a restarted replica resumes from its store (no replay) and knows every task; a second process on its store refuses to start', async () => {
+    const s = await submit(a.port, KEYS.acme);
+    expect((await get(b.port, KEYS.acme, `/v1/tasks/${String(s.json.task_id)}`)).status).toBe(200);
+    const twin = startSonicflow(['api'], { ...a.env, SONIC_API_INSTANCE_ID: 'replica-b' });
+    expect(await twin.exited).not.toBe(0);
+    expect(twin.logs()).toMatch(/CONFIG_INVALID|in use by process/);
+    b.proc.proc.kill('SIGTERM');
+    await b.proc.exited;
+    const again = await replica('replica-b', { SONIC_LOG_LEVEL: 'info' });
+    await again.proc.waitForLog(/status view resumes from its store/);
+    const resumed = again.proc
+      .logs()
+      .split('\n')
+      .find((l) => l.includes('status view resumes from its store'));
+    const line = JSON.parse(resumed!) as { tasks: number; resumed_partitions: number };
+    // the store held every task before a single record was read again
+    expect(line.resumed_partitions).toBeGreaterThan(0);
+    expect(line.tasks).toBeGreaterThanOrEqual(22);
+    expect((await get(again.port, KEYS.acme, `/v1/tasks/${String(s.json.task_id)}`)).json.state).toBe('QUEUED');
+  });
+});
