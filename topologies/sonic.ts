@@ -26,6 +26,13 @@ export const SONIC_STAGES: readonly SonicStage[] = [validate, preprocess, infer,
 
 const DAY_MS = 86_400_000;
 const stream = { 'cleanup.policy': 'delete', 'retention.ms': String(7 * DAY_MS) };
+/** The latest record per key, kept; a tombstone (the retention janitor's) goes a day later. */
+const compacted = {
+  'cleanup.policy': 'compact',
+  'min.compaction.lag.ms': String(60_000),
+  'segment.ms': String(3_600_000),
+  'delete.retention.ms': String(DAY_MS),
+};
 
 export interface SonicTopologyOptions {
   /** Topic prefix (env SONIC_TOPIC_PREFIX). */
@@ -81,14 +88,16 @@ export function sonicTopology(options: SonicTopologyOptions = {}): Topology {
         valueSchema: 'task-status',
         // FULL: the API's status view and outside subscribers read old and new events alike.
         compatibility: 'FULL',
-        configs: {
-          'cleanup.policy': 'compact',
-          'min.compaction.lag.ms': String(60_000),
-          'segment.ms': String(3_600_000),
-          'delete.retention.ms': String(DAY_MS),
-        },
+        configs: compacted,
         external: { producers: ['api'], consumers: ['api'] },
         doc: 'Latest state per task (compacted); the API materialises it into its status view.',
+      },
+      'tasks.keys': {
+        valueSchema: 'task-key',
+        compatibility: 'FULL',
+        configs: compacted,
+        external: { producers: ['api'], consumers: ['api'] },
+        doc: 'The first request of each idempotent task: key and body fingerprint (compacted); every API replica reads it to answer a retry with another body 422.',
       },
     },
     stages,

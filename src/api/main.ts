@@ -35,7 +35,10 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
   const statusTopic = topology.statusTopic;
   const requestSchema = topology.topics[requested]?.valueSchema;
   const statusSchema = topology.topics[statusTopic]?.valueSchema;
-  if (!requestSchema || !statusSchema) throw new SonicError('TOPOLOGY_INVALID', `the topology lacks ${requested} or ${statusTopic}`);
+  const keysTopic = `${topology.prefix}.tasks.keys`;
+  const keySchema = topology.topics[keysTopic]?.valueSchema;
+  if (!requestSchema || !statusSchema || !keySchema)
+    throw new SonicError('TOPOLOGY_INVALID', `the topology lacks ${requested}, ${statusTopic} or ${keysTopic}`);
   const logger = ctx.logger.child({ component: 'api' });
   const secret = await loadServerSecret(c.apiSecret, c.stateDir);
   const instance = c.apiInstanceId || hostname();
@@ -44,6 +47,7 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
     topic: statusTopic,
     codec: ctx.serde,
     schema: statusSchema,
+    keys: { topic: keysTopic, schema: keySchema },
     logger,
     groupPrefix: apiViewGroupPrefix(c.clientId, topology),
     dir: c.apiViewDir || join(c.stateDir, 'views', statusTopic, instance.replace(/[^A-Za-z0-9._-]/g, '_')),
@@ -96,7 +100,7 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
     },
     // uploads are spooled in this process's scratch directory: swept if the process dies
     spoolRoot: await processScratchDir(c.scratchDir || defaultScratchRoot()),
-    enqueue: async (request, queued, timeoutMs) => {
+    enqueue: async (request, queued, timeoutMs, key) => {
       const headers = request.traceparent ? { [HEADERS.traceparent]: request.traceparent } : undefined;
       await batcher.send(
         [
@@ -112,6 +116,7 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
             value: await ctx.serde.encode(valueSubject(statusTopic), statusSchema, queued),
             ...(headers ? { headers } : {}),
           },
+          ...(key ? [{ topic: keysTopic, key: key.task_id, value: await ctx.serde.encode(valueSubject(keysTopic), keySchema, key) }] : []),
         ],
         timeoutMs,
       );

@@ -20,7 +20,7 @@ import type { KafkaClient } from '../kafka/client.js';
 import { partitionOfKey } from '../kafka/partitioner.js';
 import { TopicTail, type TailBatch } from '../kafka/io.js';
 import { StateStore, type Table } from '../runtime/store.js';
-import type { TaskState, TaskStatus } from '../domain/records.js';
+import type { TaskKey, TaskState, TaskStatus } from '../domain/records.js';
 import type { Codec } from '../serde/codec.js';
 
 /** One status event: the value of the status topic (generated from schemas/task-status.avsc). */
@@ -92,6 +92,8 @@ export interface StatusViewOptions {
   topic: string;
   codec: Codec;
   schema: string;
+  /** The compacted topic of idempotent requests (key and body fingerprint) and its schema. */
+  keys: { topic: string; schema: string };
   logger: Logger;
   /** Prefix of the view's private consumer groups. */
   groupPrefix: string;
@@ -102,6 +104,7 @@ export interface StatusViewOptions {
 const TASKS = 'tasks';
 const BY_TIME = 'tasks-by-tenant-time';
 const BY_STATE = 'tasks-by-tenant-state';
+const KEYS = 'idempotency-keys';
 const LOCK = 'owner.pid';
 
 /** `created_at` as a fixed-width, sortable key part. */
@@ -146,19 +149,108 @@ function claim(dir: string): () => void {
   throw new SonicError('CONFIG_INVALID', `cannot lock the status view store ${dir}`);
 }
 
+/**
+ * One topic the view follows: its tail, how far the store has applied each partition, and the
+ * wait for "everything committed before now" that read-your-submit needs.
+ */
+class Followed<V> {
+  readonly tail: TopicTail;
+  /** Next offset to read, per partition, as far as the store has applied. */
+  readonly positions = new Map<number, bigint>();
+  partitions = 0;
+  /** The last end-offsets lookup: a wait may share it only when it started after the wait began. */
+  private ends: { startedAt: number; promise: Promise<Map<number, { low: bigint; end: bigint }>> } | undefined;
+
+  constructor(
+    readonly topic: string,
+    readonly schema: string,
+    private readonly store: StateStore,
+    private readonly o: StatusViewOptions,
+    /** Applies the decoded records of one batch (a tombstone is the key alone); inside a store transaction. */
+    private readonly applyBatch: (records: (V | { tombstone: string })[]) => void,
+    /** Runs once the batch is committed to the store. */
+    private readonly afterBatch: () => void = () => undefined,
+  ) {
+    this.tail = new TopicTail(o.kafka, topic, o.groupPrefix);
+  }
+
+  /**
+   * Starts from the store's checkpoint; `false` when the checkpoint is beyond the topic's end (the
+   * topic was deleted and made again), and the caller empties the store before starting again.
+   */
+  async checkpoint(): Promise<Map<number, bigint> | undefined> {
+    const ends = await this.tail.endOffsets();
+    this.partitions = ends.size;
+    const saved = this.store.offsets(this.topic);
+    return [...saved].some(([p, next]) => !ends.has(p) || next > ends.get(p)!.end) ? undefined : saved;
+  }
+
+  async start(from: Map<number, bigint>): Promise<void> {
+    for (const [p, next] of from) this.positions.set(p, next);
+    let chain = Promise.resolve();
+    await this.tail.start((batch) => {
+      // decode in order, one batch after the other
+      chain = chain.then(() => this.ingest(batch)).catch((err: unknown) => this.o.logger.error({ err, topic: this.topic }, 'batch not applied to the view'));
+    }, from);
+  }
+
+  private async ingest(batch: TailBatch): Promise<void> {
+    const records: (V | { tombstone: string })[] = [];
+    for (const r of batch.records) {
+      if (!r.value) {
+        if (r.key) records.push({ tombstone: r.key });
+        continue;
+      }
+      try {
+        records.push((await this.o.codec.decode<V>(r.value, this.schema)).value);
+      } catch (err) {
+        this.o.logger.warn({ err, topic: this.topic, offset: r.offset, partition: r.partition }, 'undecodable record skipped');
+      }
+    }
+    this.store.transaction(() => {
+      this.applyBatch(records);
+      this.store.commitOffset(this.topic, batch.partition, batch.next);
+    });
+    this.positions.set(batch.partition, batch.next);
+    this.afterBatch();
+  }
+
+  /**
+   * Resolves once the store has applied everything committed to `key`'s partition before this
+   * call, or `found()` holds, or `waitMs` has passed.
+   */
+  async reach(key: string, waitMs: number, found: () => boolean): Promise<void> {
+    if (found() || waitMs <= 0 || this.partitions === 0) return;
+    const began = Date.now();
+    const deadline = began + waitMs;
+    const partition = partitionOfKey(key, this.partitions);
+    const target = await Promise.race([this.endOffsets(began).then((m) => m.get(partition)), sleep(waitMs).then(() => undefined)]).catch(() => undefined);
+    // an empty partition is never fetched from: nothing there to wait for
+    const reached = (): boolean => target === undefined || target.end <= target.low || (this.positions.get(partition) ?? -1n) >= target.end;
+    while (!found() && !reached() && Date.now() < deadline) await sleep(20);
+  }
+
+  /** End offsets looked up no earlier than `since` (ms), shared by the waits that began before the lookup did. */
+  private endOffsets(since: number): Promise<Map<number, { low: bigint; end: bigint }>> {
+    if (this.ends && this.ends.startedAt >= since) return this.ends.promise;
+    const promise = this.tail.endOffsets();
+    this.ends = { startedAt: Date.now(), promise };
+    promise.catch(() => (this.ends = undefined));
+    return promise;
+  }
+}
+
 export class StatusView {
   private readonly subject = new Subject<StatusEvent>();
-  private readonly tail: TopicTail;
   private readonly store: StateStore;
   private readonly tasks: Table<StatusEvent>;
   private readonly byTime: Table<string>;
   private readonly byState: Table<string>;
+  private readonly keys: Table<TaskKey>;
+  private readonly status: Followed<StatusEvent>;
+  private readonly keyLog: Followed<TaskKey>;
   private readonly release: () => void;
-  /** Next offset to read, per partition, as far as the store has applied. */
-  private readonly positions = new Map<number, bigint>();
-  private partitions = 0;
-  /** The last end-offsets lookup: a wait may share it only when it started after the wait began. */
-  private ends: { startedAt: number; promise: Promise<Map<number, { low: bigint; end: bigint }>> } | undefined;
+  private pending: StatusEvent[] = [];
   /** Every accepted change, in order. */
   readonly changes$: Observable<StatusEvent> = this.subject.asObservable();
   readonly topic: string;
@@ -175,14 +267,39 @@ export class StatusView {
     this.tasks = this.store.table<StatusEvent>(TASKS);
     this.byTime = this.store.table<string>(BY_TIME);
     this.byState = this.store.table<string>(BY_STATE);
-    this.tail = new TopicTail(o.kafka, o.topic, o.groupPrefix);
+    this.keys = this.store.table<TaskKey>(KEYS);
+    this.status = new Followed<StatusEvent>(
+      o.topic,
+      o.schema,
+      this.store,
+      o,
+      (records) => {
+        for (const e of records) {
+          if ('tombstone' in e) this.removeTask(e.tombstone);
+          else if (this.applyOne(e)) this.pending.push(e);
+        }
+      },
+      // changes reach the event streams once their batch is in the store
+      () => {
+        const changed = this.pending;
+        this.pending = [];
+        for (const e of changed) this.subject.next(e);
+      },
+    );
+    this.keyLog = new Followed<TaskKey>(o.keys.topic, o.keys.schema, this.store, o, (records) => {
+      for (const k of records) {
+        if ('tombstone' in k) void this.keys.remove(k.tombstone);
+        // the first request of a task id is the one it was made from
+        else if (!this.keys.get(k.task_id)) void this.keys.put(k.task_id, k);
+      }
+    });
   }
 
   private isCaughtUp = false;
 
-  /** Resolves once the view has read what the topic held when it started. */
+  /** Resolves once the view has read what the topics held when it started. */
   get caughtUp(): Promise<void> {
-    return this.tail.caughtUp;
+    return Promise.all([this.status.tail.caughtUp, this.keyLog.tail.caughtUp]).then(() => undefined);
   }
 
   /** True once `caughtUp` has resolved. */
@@ -196,53 +313,20 @@ export class StatusView {
   }
 
   /**
-   * Starts following the topic from the store's checkpoint. A checkpoint beyond the topic's end
-   * (the topic was deleted and made again) empties the store, which then rebuilds from the topic.
+   * Starts following the topics from the store's checkpoints. A checkpoint beyond a topic's end
+   * (the topic was deleted and made again) empties the store, which then rebuilds from the topics.
    */
   async start(): Promise<void> {
-    void this.tail.caughtUp.then(() => (this.isCaughtUp = true));
-    const ends = await this.tail.endOffsets();
-    this.partitions = ends.size;
-    const saved = this.store.offsets(this.o.topic);
-    const stale = [...saved].some(([p, next]) => !ends.has(p) || next > ends.get(p)!.end);
-    if (stale) {
-      this.o.logger.warn({ topic: this.o.topic, store: this.o.dir }, 'status view store is ahead of its topic (was the topic made again?): rebuilding it');
+    void this.caughtUp.then(() => (this.isCaughtUp = true));
+    let from = [await this.status.checkpoint(), await this.keyLog.checkpoint()];
+    if (from.some((f) => f === undefined)) {
+      this.o.logger.warn({ topic: this.o.topic, store: this.o.dir }, 'status view store is ahead of its topics (were they made again?): rebuilding it');
       this.store.clear();
+      from = [new Map(), new Map()];
     }
-    const from = stale ? new Map<number, bigint>() : saved;
-    for (const [p, next] of from) this.positions.set(p, next);
-    this.o.logger.info({ tasks: this.size, resumed_partitions: from.size, partitions: ends.size }, 'status view resumes from its store');
-    let chain = Promise.resolve();
-    await this.tail.start((batch) => {
-      // decode in order, one batch after the other
-      chain = chain.then(() => this.ingest(batch)).catch((err: unknown) => this.o.logger.error({ err }, 'status batch not applied'));
-    }, from);
-  }
-
-  private async ingest(batch: TailBatch): Promise<void> {
-    const events: (StatusEvent | { tombstone: string })[] = [];
-    for (const r of batch.records) {
-      if (!r.value) {
-        if (r.key) events.push({ tombstone: r.key });
-        continue;
-      }
-      try {
-        events.push((await this.o.codec.decode<StatusEvent>(r.value, this.o.schema)).value);
-      } catch (err) {
-        this.o.logger.warn({ err, offset: r.offset, partition: r.partition }, 'undecodable status event skipped');
-      }
-    }
-    const changed = this.store.transaction(() => {
-      const out: StatusEvent[] = [];
-      for (const e of events) {
-        if ('tombstone' in e) this.removeTask(e.tombstone);
-        else if (this.applyOne(e)) out.push(e);
-      }
-      this.store.commitOffset(this.o.topic, batch.partition, batch.next);
-      return out;
-    });
-    this.positions.set(batch.partition, batch.next);
-    for (const e of changed) this.subject.next(e);
+    this.o.logger.info({ tasks: this.size, resumed_partitions: from[0]!.size, partitions: this.status.partitions }, 'status view resumes from its store');
+    await this.status.start(from[0]!);
+    await this.keyLog.start(from[1]!);
   }
 
   /** Writes `e` when it supersedes the row; inside a store transaction. */
@@ -284,29 +368,17 @@ export class StatusView {
    * `waitMs` for that.
    */
   async find(taskId: string, waitMs: number): Promise<StatusEvent | undefined> {
-    const now = this.get(taskId);
-    if (now || waitMs <= 0 || this.partitions === 0) return now;
-    const began = Date.now();
-    const deadline = began + waitMs;
-    const partition = partitionOfKey(taskId, this.partitions);
-    const target = await Promise.race([this.endOffsets(began).then((m) => m.get(partition)), sleep(waitMs).then(() => undefined)]).catch(() => undefined);
-    for (;;) {
-      const e = this.get(taskId);
-      if (e) return e;
-      // an empty partition is never fetched from: nothing there to wait for
-      const reached = target === undefined || target.end <= target.low || (this.positions.get(partition) ?? -1n) >= target.end;
-      if (reached || Date.now() >= deadline) return undefined;
-      await sleep(20);
-    }
+    await this.status.reach(taskId, waitMs, () => this.tasks.get(taskId) !== undefined);
+    return this.get(taskId);
   }
 
-  /** End offsets looked up no earlier than `since` (ms), shared by the waits that began before the lookup did. */
-  private endOffsets(since: number): Promise<Map<number, { low: bigint; end: bigint }>> {
-    if (this.ends && this.ends.startedAt >= since) return this.ends.promise;
-    const promise = this.tail.endOffsets();
-    this.ends = { startedAt: Date.now(), promise };
-    promise.catch(() => (this.ends = undefined));
-    return promise;
+  /**
+   * The first request of an idempotent task (its key and body fingerprint), read up to what was
+   * committed before this call like {@link find}.
+   */
+  async findKey(taskId: string, waitMs: number): Promise<TaskKey | undefined> {
+    await this.keyLog.reach(taskId, waitMs, () => this.keys.get(taskId) !== undefined);
+    return this.keys.get(taskId);
   }
 
   /** One page of a tenant's tasks, by creation time, optionally of one state. */
@@ -332,7 +404,8 @@ export class StatusView {
 
   async stop(): Promise<void> {
     this.subject.complete();
-    await this.tail.stop().catch(() => undefined);
+    await this.status.tail.stop().catch(() => undefined);
+    await this.keyLog.tail.stop().catch(() => undefined);
     await this.store.close();
     this.release();
   }

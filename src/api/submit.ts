@@ -3,7 +3,8 @@
  * task ids for idempotent submits, and the rules for media a JSON request references (only the
  * caller's own upload area). Anything wrong is a SonicError with a code the API maps to a 4xx.
  */
-import { createHmac, randomUUID } from 'node:crypto';
+import { createHash, createHmac, randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { SonicError } from '../core/errors.js';
 import type { BlobStore } from '../blob/store.js';
 import { PARAM_DEFAULTS, checkParams, checkRequestFields, type SonicParams } from '../domain/params.js';
@@ -197,4 +198,32 @@ export async function referencedBlob(blob: BlobStore, tenant: string, kind: 'aud
   if (st.size_bytes > max)
     throw new SonicError('PAYLOAD_TOO_LARGE', `${kind} is ${st.size_bytes} bytes; at most ${max}`, { safe: true, details: { field, maxBytes: max } });
   return { uri, content_type: st.content_type ?? null, size_bytes: st.size_bytes, sha256: st.sha256 ?? null };
+}
+
+/**
+ * The fingerprint of a request, for an Idempotency-Key's retries: SHA-256 over its canonical form
+ * (parameters with defaults applied, limits, callback, priority, metadata by key, and each
+ * medium by its SHA-256, or its uri when the store has no checksum). Whether media came as
+ * uploads or as references to the same files does not change it; another value anywhere does.
+ */
+export function requestFingerprint(r: TaskRequest): string {
+  const media = (m: MediaRef): string => (m.sha256 ? `sha256:${m.sha256}` : `uri:${m.uri}`);
+  const canonical = {
+    params: Object.fromEntries(Object.entries(r.params).sort(([a], [b]) => (a < b ? -1 : 1))),
+    max_duration_s: r.max_duration_s,
+    truncate_audio: r.truncate_audio,
+    callback: r.callback ? { url: r.callback.url, secret_ref: r.callback.secret_ref } : null,
+    priority: r.priority,
+    metadata: Object.entries(r.metadata).sort(([a], [b]) => (a < b ? -1 : 1)),
+    audio: media(r.audio),
+    image: media(r.image),
+  };
+  return createHash('sha256').update(JSON.stringify(canonical)).digest('hex');
+}
+
+/** Lowercase hex SHA-256 of a local file, streamed. */
+export async function fileSha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
 }

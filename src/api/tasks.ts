@@ -13,13 +13,23 @@ import { taskKey, type BlobStore } from '../blob/store.js';
 import { childTraceparent } from '../runtime/headers.js';
 import { isTaskId } from '../domain/ids.js';
 import { publishedKey, videoUrl } from '../domain/paths.js';
-import type { MediaRef, TaskRequest } from '../domain/records.js';
+import type { MediaRef, TaskKey, TaskRequest } from '../domain/records.js';
 import type { EventStreams } from './events.js';
 import { storeInspected } from './media.js';
 import { TASK_STATES, TERMINAL, toView, type ListQuery, type StatusEvent, type StatusView, type TaskView } from './status-view.js';
 import { checkIdempotencyKey } from '../domain/params.js';
-import { PARAM_FIELDS, REQUEST_FIELDS, buildRequest, idempotentTaskId, referencedBlob, type Limits, type SubmitFields } from './submit.js';
-import { readMultipart, type UploadSlots } from './uploads.js';
+import {
+  PARAM_FIELDS,
+  REQUEST_FIELDS,
+  buildRequest,
+  fileSha256,
+  idempotentTaskId,
+  referencedBlob,
+  requestFingerprint,
+  type Limits,
+  type SubmitFields,
+} from './submit.js';
+import { readMultipart, type SpooledFile, type UploadSlots } from './uploads.js';
 import { sendBlob } from './video.js';
 
 export interface TaskRouteDeps {
@@ -27,8 +37,11 @@ export interface TaskRouteDeps {
   logger: Logger;
   blob: BlobStore;
   view: StatusView;
-  /** Writes the request and its QUEUED status in one transaction; throws BROKER_UNAVAILABLE past `timeoutMs`. */
-  enqueue(request: TaskRequest, queued: StatusEvent, timeoutMs: number): Promise<void>;
+  /**
+   * Writes the request, its QUEUED status and (idempotent submits) the key record in one
+   * transaction; throws BROKER_UNAVAILABLE past `timeoutMs`.
+   */
+  enqueue(request: TaskRequest, queued: StatusEvent, timeoutMs: number, key?: TaskKey): Promise<void>;
   /** Keys the idempotent task ids. */
   secret: Buffer;
   streams: EventStreams;
@@ -138,7 +151,13 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
   });
 
   /** Reads the submit's media and fields; `stored` collects what was written to the store, for removal when the submit fails. */
-  const readSubmit = async (req: FastifyRequest, taskId: string, stored: string[]): Promise<{ fields: SubmitFields; audio: MediaRef; image: MediaRef }> => {
+  const readSubmit = async (
+    req: FastifyRequest,
+    taskId: string,
+    stored: string[],
+    /** `hash`: only the fingerprint is wanted (a replay): uploaded files are hashed, not stored. */
+    mode: 'store' | 'hash' = 'store',
+  ): Promise<{ fields: SubmitFields; audio: MediaRef; image: MediaRef }> => {
     const fields: SubmitFields = { params: {} };
     if (!req.isMultipart()) {
       const body = req.body;
@@ -183,12 +202,41 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
       // keys of this request alone: a retry of the same task (after an in-doubt 503) never
       // overwrites, nor on failure deletes, what an earlier attempt that did commit points at
       const attempt = randomUUID().slice(0, 8);
+      if (mode === 'hash') {
+        const hashed = async (f: SpooledFile): Promise<MediaRef> => ({
+          uri: 'spooled:',
+          content_type: null,
+          size_bytes: f.size,
+          sha256: await fileSha256(f.path),
+        });
+        return { fields, audio: await hashed(files.audio!), image: await hashed(files.image!) };
+      }
       const audio = await storeInspected(blob, config, 'audio', files.audio!, taskKey(taskId, 'input', `audio-${attempt}`), stored);
       const image = await storeInspected(blob, config, 'image', files.image!, taskKey(taskId, 'input', `image-${attempt}`), stored);
       return { fields, audio, image };
     } finally {
       release();
       await form.cleanup();
+    }
+  };
+
+  /**
+   * A retry with an Idempotency-Key must be the request the key was first used with (IETF
+   * Idempotency-Key draft): its body is read (files hashed, nothing stored) and its fingerprint
+   * compared with the first one's; another body is 422 IDEMPOTENCY_KEY_REUSED. A task made
+   * before fingerprints were kept has none to compare, and replays.
+   */
+  const sameRequest = async (req: FastifyRequest, taskId: string, idemKey: string): Promise<void> => {
+    const first = await view.findKey(taskId, config.apiReadWaitMs);
+    if (!first) return;
+    const { fields, audio, image } = await readSubmit(req, taskId, [], 'hash');
+    const request = buildRequest({ taskId, tenant: req.tenant, idempotencyKey: idemKey, image, audio, fields, limits, traceparent: null, now: new Date() });
+    if (requestFingerprint(request) !== first.fingerprint) {
+      throw new SonicError(
+        'IDEMPOTENCY_KEY_REUSED',
+        `this Idempotency-Key was first used with another request (task ${taskId}); use a new key for a new request`,
+        { safe: true, details: { field: 'idempotency-key' } },
+      );
     }
   };
 
@@ -231,8 +279,11 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
         created_at: now,
         at: now,
       };
+      const first: TaskKey | undefined = idemKey
+        ? { task_id: taskId, tenant_id: req.tenant, idempotency_key: idemKey, fingerprint: requestFingerprint(request), created_at: now }
+        : undefined;
       try {
-        await deps.enqueue(request, queued, Math.max(1, config.apiEnqueueTimeoutMs - waitedMs));
+        await deps.enqueue(request, queued, Math.max(1, config.apiEnqueueTimeoutMs - waitedMs), first);
       } catch (err) {
         // a commit of unknown outcome may still have enqueued the task: its inputs stay
         keep = (err as SonicError).details?.inDoubt === true;
@@ -279,7 +330,10 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
         // one submit of an id at a time: wait for the one under way, then look again; the check
         // and the claim below run without an await between them, so only one waiter claims
         for (;;) {
-          if (idemKey && view.get(taskId)) return reply.status(200).header('idempotent-replayed', 'true').send(accepted(taskId, true));
+          if (idemKey && view.get(taskId)) {
+            await sameRequest(req, taskId, idemKey);
+            return reply.status(200).header('idempotent-replayed', 'true').send(accepted(taskId, true));
+          }
           const pending = recent.get(taskId);
           if (!pending) break;
           waiting?.inc();

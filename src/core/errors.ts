@@ -48,6 +48,7 @@ export const ERROR_CODES = {
   PAYLOAD_TOO_LARGE: { retryable: false, doc: 'An upload exceeds its size limit.' },
   RATE_LIMITED: { retryable: true, doc: 'Too many requests for this API key; retry after the indicated time.' },
   IDEMPOTENCY_KEY_INVALID: { retryable: false, doc: 'The Idempotency-Key header is not 1-255 characters of [A-Za-z0-9_:.-].' },
+  IDEMPOTENCY_KEY_REUSED: { retryable: false, doc: 'The Idempotency-Key was first used with another request body; a new request needs a new key.' },
   CALLBACK_SECRET_UNKNOWN: { retryable: false, doc: "The callback secret_ref names no signing secret of the caller's tenant." },
   API_OVERLOADED: { retryable: true, doc: 'The API is at its limit of concurrent uploads or event streams; retry after the indicated time.' },
   RANGE_NOT_SATISFIABLE: { retryable: false, doc: 'The requested byte range lies outside the video.' },

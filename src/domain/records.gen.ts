@@ -99,6 +99,16 @@ export interface TaskEncoded {
   encoded_at: Date;
 }
 
+/** The first request of an idempotent task: which Idempotency-Key of which tenant made it and a fingerprint of its body, so that a retry with the same key and another body is refused (IDEMPOTENCY_KEY_REUSED). Value of the compacted <prefix>.tasks.keys, keyed by task_id; written by the API in the submit's transaction. */
+export interface TaskKey {
+  task_id: string;
+  tenant_id: string;
+  idempotency_key: string;
+  /** Lowercase hex SHA-256 of the request's canonical form: parameters with defaults applied, limits, callback, priority, metadata and the SHA-256 of each medium. */
+  fingerprint: string;
+  created_at: Date;
+}
+
 /** Output of preprocess: model-ready media. Value of <prefix>.tasks.prepared. */
 export interface TaskPrepared {
   task_id: string;
@@ -187,6 +197,7 @@ export interface ImageProbe {
 export interface Schemas {
   'task-completed': TaskCompleted;
   'task-encoded': TaskEncoded;
+  'task-key': TaskKey;
   'task-prepared': TaskPrepared;
   'task-rendered': TaskRendered;
   'task-request': TaskRequest;

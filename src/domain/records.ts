@@ -15,6 +15,7 @@ export type {
   SonicParams,
   TaskCompleted,
   TaskEncoded,
+  TaskKey,
   TaskPrepared,
   TaskRendered,
   TaskRequest,

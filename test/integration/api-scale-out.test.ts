@@ -80,6 +80,44 @@ describe('API replicas on stores (real API processes, broker, registry)', () => 
     expect(again.json.idempotent_replay).toBe(true);
   });
 
+  it('a retry with the same Idempotency-Key and another body is 422 IDEMPOTENCY_KEY_REUSED on every replica, and enqueues nothing', async () => {
+    const key = { 'idempotency-key': 'scale-out-key-2' };
+    const body = (params: Record<string, unknown>) =>
+      JSON.stringify({ audio: { uri: uploads[`${KEYS.acme}.audio`] }, image: { uri: uploads[`${KEYS.acme}.image`] }, params });
+    const json = { ...bearer(KEYS.acme), 'content-type': 'application/json', ...key };
+    const first = await raw(a.port, 'POST', '/v1/tasks', json, body({ seed: 7 }));
+    expect(first.status, first.text).toBe(202);
+    // the same request, with a default spelled out, is the same request
+    expect((await raw(b.port, 'POST', '/v1/tasks', json, body({ seed: 7, crop_to_face: true }))).status).toBe(200);
+    const before = await a.requestedEnd();
+    for (const port of [a.port, b.port]) {
+      const r = await raw(port, 'POST', '/v1/tasks', json, body({ seed: 8 }));
+      expect(r.status, r.text).toBe(422);
+      expect(r.json.code).toBe('IDEMPOTENCY_KEY_REUSED');
+    }
+    // a multipart retry is compared by its files' content: the same files replay, another file is refused
+    const { wav, png } = await sampleMedia();
+    const form = (audio: Buffer) =>
+      multipart([
+        { name: 'audio', filename: 'a.wav', data: audio },
+        { name: 'image', filename: 'p.png', data: png },
+      ]);
+    const mkey = { 'idempotency-key': 'scale-out-key-3' };
+    const f1 = form(wav);
+    expect((await raw(a.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': f1.contentType, ...mkey }, f1.body)).status).toBe(202);
+    const f2 = form(wav);
+    expect((await raw(b.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': f2.contentType, ...mkey }, f2.body)).status).toBe(200);
+    const other = Buffer.from(wav);
+    other[other.length - 1] = other[other.length - 1]! ^ 1;
+    const f3 = form(other);
+    const before3 = await a.requestedEnd();
+    const r3 = await raw(b.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': f3.contentType, ...mkey }, f3.body);
+    expect(r3.status, r3.text).toBe(422);
+    expect(r3.json.code).toBe('IDEMPOTENCY_KEY_REUSED');
+    expect(await a.requestedEnd()).toBe(before3);
+    expect(before3).toBeGreaterThan(before);
+  });
+
   it("lists a tenant's own tasks newest first, page by page, by state and time, and refuses a bad query", async () => {
     const mine: string[] = [];
     for (let i = 0; i < 5; i++) mine.push(String((await submit(a.port, KEYS.other)).json.task_id));
@@ -134,5 +172,14 @@ describe('API replicas on stores (real API processes, broker, registry)', () => 
     expect(line.resumed_partitions).toBeGreaterThan(0);
     expect(line.tasks).toBeGreaterThanOrEqual(22);
     expect((await get(again.port, KEYS.acme, `/v1/tasks/${String(s.json.task_id)}`)).json.state).toBe('QUEUED');
+    // the first request of a key is kept too
+    const reused = await raw(
+      again.port,
+      'POST',
+      '/v1/tasks',
+      { ...bearer(KEYS.acme), 'content-type': 'application/json', 'idempotency-key': 'scale-out-key-2' },
+      JSON.stringify({ audio: { uri: uploads[`${KEYS.acme}.audio`] }, image: { uri: uploads[`${KEYS.acme}.image`] }, params: { seed: 9 } }),
+    );
+    expect(reused.json.code).toBe('IDEMPOTENCY_KEY_REUSED');
   });
 });
