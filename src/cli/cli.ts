@@ -330,7 +330,7 @@ function buildCli(ctx: () => Context): Command {
   program
     .command('gc')
     .description(
-      'Remove what is past retention: ended tasks (their blobs, then a tombstone on the status topic) and old uploads. The janitor of the API does the same on a timer.',
+      'Remove what is past retention: ended tasks (their blobs, then a tombstone on the status topic) and old uploads. The janitor (SONIC_JANITOR_INTERVAL_MS) does the same on a timer.',
     )
     .option('--dry-run', 'print what would be removed and change nothing')
     .addOption(new Option('--older-than <duration>', 'task retention instead of SONIC_TASK_RETENTION (30d, 12h, 90m, 45s or seconds)').argParser(durationArg))
