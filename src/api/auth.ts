@@ -3,10 +3,13 @@
  * failed attempts per client address. `guardScope` makes authentication and the per-key rate
  * limit properties of every route registered in a fastify scope (the `/v1` plugin), so they hold
  * whatever spelling of a path the router accepted (`/%761/tasks` is the same route as `/v1/tasks`).
+ * With SONIC_REDIS_URL the per-key counts live in Redis, shared by every API replica.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import rateLimit from '@fastify/rate-limit';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify';
+import { Redis } from 'ioredis';
+import { Counter, type Registry } from 'prom-client';
 import { SonicError } from '../core/errors.js';
 
 declare module 'fastify' {
@@ -118,7 +121,83 @@ export interface GuardOptions {
   failedPerMinute: number;
   /** Whether X-Forwarded-For is trusted (SONIC_API_TRUST_PROXY_HOPS > 0); only used to warn. */
   trustsProxy?: boolean;
+  /** Redis shared by the replicas for the per-key limit; absent: counts in this process. */
+  shared?: SharedLimitOptions;
+  /** Where `sonicflow_api_rate_limit_store_errors_total` is registered. */
+  registry?: Registry;
   now?: () => Date;
+}
+
+/** The Redis behind the per-key limit (SONIC_REDIS_URL, SONIC_REDIS_TIMEOUT_MS). */
+export interface SharedLimitOptions {
+  url: string;
+  /** Longest one command or connection attempt, ms. */
+  timeoutMs: number;
+  /** Key prefix: one deployment's counters never mix with another's in a shared Redis. */
+  namespace: string;
+}
+
+/** The key prefix of a deployment's rate-limit counters: `<client id>.<topic prefix>.rate-limit:`. */
+export function rateLimitNamespace(clientId: string, topicPrefix: string): string {
+  return `${clientId}.${topicPrefix}.rate-limit:`;
+}
+
+type Callback = (err: Error | null, result?: unknown) => void;
+
+/**
+ * A Redis client for the rate limit that never makes a request wait for Redis: commands are not
+ * queued while it is disconnected and not retried, each has `timeoutMs`, and the client keeps
+ * reconnecting in the background. The plugin's script calls go through a proxy that reports
+ * each failure and each recovery to `onResult`.
+ */
+export function rateLimitRedis(o: SharedLimitOptions, onResult: (err: Error | null) => void): { client: Redis; store: Redis } {
+  const client = new Redis(o.url, {
+    connectTimeout: o.timeoutMs,
+    commandTimeout: o.timeoutMs,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    // reconnect for ever, at most every 2 s
+    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
+  });
+  // connection errors surface through the commands that fail; an unheard 'error' event would be printed by ioredis
+  client.on('error', () => undefined);
+  const observed = new Set(['rateLimit', 'rateLimitRead']);
+  const store = new Proxy(client, {
+    get(target, prop) {
+      const value: unknown = Reflect.get(target, prop, target);
+      if (typeof value !== 'function') return value;
+      const fn = value as (...args: unknown[]) => unknown;
+      if (typeof prop !== 'string' || !observed.has(prop)) return fn.bind(target);
+      return (...args: unknown[]) => {
+        const cb = args.pop() as Callback;
+        return fn.call(target, ...args, (err: Error | null, result?: unknown) => {
+          onResult(err);
+          cb(err, result);
+        });
+      };
+    },
+  });
+  return { client, store };
+}
+
+/** Logs a store outage once when it starts and once when it ends, and counts every failed call. */
+function storeWatcher(log: FastifyBaseLogger, registry: Registry | undefined): (err: Error | null) => void {
+  const errors = new Counter({
+    name: 'sonicflow_api_rate_limit_store_errors_total',
+    help: 'Rate-limit checks that Redis did not answer in time (the request was let through uncounted).',
+    registers: registry ? [registry] : [],
+  });
+  let failing = false;
+  return (err) => {
+    if (err) {
+      errors.inc();
+      if (!failing) log.warn({ err: { message: err.message, name: err.name } }, 'rate limit store unavailable: requests pass uncounted until it answers');
+      failing = true;
+    } else if (failing) {
+      failing = false;
+      log.info('rate limit store answers again');
+    }
+  };
 }
 
 /**
@@ -167,11 +246,21 @@ export async function guardScope(scope: FastifyInstance, o: GuardOptions): Promi
     req.tenant = result.tenant;
     req.keyId = createHash('sha256').update(m![1]!).digest('hex').slice(0, 16);
   });
+  let shared: { client: Redis; store: Redis } | undefined;
+  if (o.shared) {
+    shared = rateLimitRedis(o.shared, storeWatcher(scope.log, o.registry));
+    const { client } = shared;
+    scope.addHook('onClose', async () => {
+      await client.quit().catch(() => client.disconnect());
+    });
+  }
   await scope.register(rateLimit, {
     global: true,
     hook: 'onRequest',
     max: o.perMinute,
     timeWindow: 60_000,
+    // fail open: a Redis outage must not take the API down with it (docs/security.md)
+    ...(shared && o.shared ? { redis: shared.store, nameSpace: o.shared.namespace, skipOnError: true } : {}),
     keyGenerator: (req) => (req.keyId ? `key:${req.keyId}` : `ip:${req.ip}`),
     errorResponseBuilder: (_req, ctx) => {
       const wait = Math.max(1, Math.ceil(ctx.ttl / 1000));

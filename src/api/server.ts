@@ -14,7 +14,7 @@ import type { Config } from '../core/config.js';
 import { SonicError, isSonicError, publicError, type ErrorCode } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { createRegistry, type Registry } from '../core/metrics.js';
-import { guardScope, parseApiKeys } from './auth.js';
+import { guardScope, parseApiKeys, rateLimitNamespace } from './auth.js';
 import type { EventStreams } from './events.js';
 import { uploadRoutes } from './media.js';
 import { taskRoutes, type TaskRouteDeps } from './tasks.js';
@@ -213,6 +213,10 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
         perMinute: config.apiRateLimitPerMinute,
         failedPerMinute: config.apiFailedAuthPerMinute,
         trustsProxy: config.apiTrustProxyHops > 0,
+        ...(config.redisUrl
+          ? { shared: { url: config.redisUrl, timeoutMs: config.redisTimeoutMs, namespace: rateLimitNamespace(config.clientId, config.topicPrefix) } }
+          : {}),
+        registry,
       });
       await v1.register(multipart);
       await v1.register(taskRoutes({ ...deps, registry }));

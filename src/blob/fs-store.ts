@@ -4,8 +4,8 @@
  * that share the directory (NFS and the like).
  */
 import { createReadStream } from 'node:fs';
-import { readFile, rm, stat as fsStat } from 'node:fs/promises';
-import { isAbsolute, resolve, sep } from 'node:path';
+import { readFile, readdir, rm, stat as fsStat } from 'node:fs/promises';
+import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { SonicError } from '../core/errors.js';
 import { LocalIoError, errnoOf, writeFileAtomically } from './local-file.js';
 import {
@@ -14,6 +14,8 @@ import {
   keyAfterPrefix,
   sha256Hex,
   validateKey,
+  validatePrefix,
+  type BlobEntry,
   type BlobRef,
   type BlobStat,
   type BlobStore,
@@ -24,6 +26,8 @@ import {
 } from './store.js';
 
 const URI_PREFIX = 'blob://';
+// the temporary file of a write in progress (writeFileAtomically): `.<name>.<12 hex>.tmp`
+const TEMPORARY = /^\..+\.[0-9a-f]{12}\.tmp$/;
 // errno codes that mean "no blob under this key": absent, or a directory stands where it would be
 const ABSENT = new Set(['ENOENT', 'ENOTDIR', 'EISDIR', 'ERR_FS_EISDIR']);
 
@@ -140,6 +144,27 @@ export class FsBlobStore implements BlobStore {
       await rm(path + META_SUFFIX, { force: true });
     } catch (err) {
       throw writeError(key, err);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<BlobEntry> {
+    validatePrefix(prefix);
+    const dir = prefix === '' ? this.#root : this.#path(prefix.slice(0, -1));
+    let names: string[];
+    try {
+      names = (await readdir(dir, { recursive: true, withFileTypes: true })).filter((d) => d.isFile()).map((d) => join(d.parentPath, d.name));
+    } catch (err) {
+      if (ABSENT.has(errnoOf(err) ?? '')) return;
+      throw readError(prefix, err);
+    }
+    for (const path of names) {
+      const name = path.slice(path.lastIndexOf(sep) + 1);
+      if (name.endsWith(META_SUFFIX) || TEMPORARY.test(name)) continue;
+      const key = relative(this.#root, path).split(sep).join('/');
+      const st = await fsStat(path).catch(() => undefined);
+      // removed since the directory was read
+      if (!st) continue;
+      yield { key, size_bytes: st.size, modified: st.mtime };
     }
   }
 

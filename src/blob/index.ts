@@ -12,6 +12,8 @@ export { S3BlobStore, type S3BlobStoreOptions } from './s3-store.js';
 export {
   taskKey,
   validateKey,
+  validatePrefix,
+  type BlobEntry,
   type BlobRef,
   type BlobStat,
   type BlobStore,

@@ -11,6 +11,8 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
   PutObjectCommand,
   S3Client,
   type BucketLocationConstraint,
@@ -23,6 +25,8 @@ import {
   keyAfterPrefix,
   sha256Hex,
   validateKey,
+  validatePrefix,
+  type BlobEntry,
   type BlobRef,
   type BlobStat,
   type BlobStore,
@@ -209,6 +213,29 @@ export class S3BlobStore implements BlobStore {
       if (NOT_FOUND_NAMES.has(nameOf(err)) || statusOf(err) === 404) return;
       throw this.#error('write', key, err);
     }
+  }
+
+  async *list(prefix: string): AsyncIterable<BlobEntry> {
+    validatePrefix(prefix);
+    let token: string | undefined;
+    do {
+      let page: ListObjectsV2CommandOutput;
+      try {
+        page = await this.#client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token === undefined ? {} : { ContinuationToken: token }) }),
+          this.#deadline(),
+        );
+      } catch (err) {
+        // no bucket yet: nothing was ever written
+        if (nameOf(err) === 'NoSuchBucket') return;
+        throw this.#error('read', '', err, `S3 list of s3://${this.bucket}/${prefix}`);
+      }
+      for (const o of page.Contents ?? []) {
+        if (o.Key === undefined) continue;
+        yield { key: o.Key, size_bytes: o.Size ?? 0, modified: o.LastModified ?? new Date(0) };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token !== undefined);
   }
 
   keyFromUri(uri: string): string {

@@ -25,6 +25,14 @@ export interface BlobStat {
   content_type?: string;
 }
 
+/** One blob as {@link BlobStore.list} finds it. */
+export interface BlobEntry {
+  key: string;
+  size_bytes: number;
+  /** When the blob was last written. */
+  modified: Date;
+}
+
 /** Options of {@link BlobStore.put}. */
 export interface PutOptions {
   contentType?: string;
@@ -77,6 +85,12 @@ export interface BlobStore {
   stat(key: string): Promise<BlobStat | undefined>;
   /** Removes the blob; removing an absent key is not an error. */
   delete(key: string): Promise<void>;
+  /**
+   * Every blob whose key starts with `prefix`, a folder (`tasks/<id>/`, ending in `/`) or `''`
+   * for the whole store, in no particular order; blobs being written are not listed. A prefix
+   * that is not a folder is `INVALID_REQUEST`; a store that cannot be listed `INPUT_FETCH_FAILED`.
+   */
+  list(prefix: string): AsyncIterable<BlobEntry>;
   /** The key of a `uri` of this store (inverse of {@link BlobRef.uri}); `INPUT_NOT_FOUND` for a foreign uri. */
   keyFromUri(uri: string): string;
   close(): Promise<void>;
@@ -128,6 +142,16 @@ export function validateKey(key: string): string {
     if (problem !== undefined) fail(`segment "${segment}" ${problem}`);
   }
   return key;
+}
+
+/** Checks a {@link BlobStore.list} prefix: `''` or a valid key followed by `/`. Returns it, or throws `INVALID_REQUEST`. */
+export function validatePrefix(prefix: string): string {
+  if (prefix === '') return prefix;
+  if (!prefix.endsWith('/')) {
+    throw new SonicError('INVALID_REQUEST', `invalid blob prefix "${prefix.slice(0, 200)}": it must end with /`, { details: { prefix: prefix.slice(0, 200) } });
+  }
+  validateKey(prefix.slice(0, -1));
+  return prefix;
 }
 
 /**

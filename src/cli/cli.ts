@@ -5,8 +5,8 @@
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command, CommanderError, Option } from 'commander';
-import { describeSettings, displayValue, publicApiUrl } from '../core/config.js';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { describeSettings, displayValue, parseDurationS, publicApiUrl } from '../core/config.js';
 import { isSonicError, toSonicError } from '../core/errors.js';
 import { TopicAdmin } from '../kafka/admin.js';
 import { describeMermaid, describeTopology } from '../runtime/describe.js';
@@ -18,6 +18,7 @@ import { Serde } from '../serde/serde.js';
 import { Context } from '../app/context.js';
 import { startApi } from '../api/main.js';
 import { formatList, formatShow, readDlq, replay, select } from '../ops/dlq.js';
+import { formatGcReport, runGc } from '../ops/gc.js';
 import { Autoscaler, lagOfStage } from '../ops/autoscale.js';
 import { renderK8s } from '../ops/k8s/render.js';
 import { formatLag, lagSamples$, serveLagExporter, stageLag } from '../ops/lag.js';
@@ -319,6 +320,43 @@ function buildCli(ctx: () => Context): Command {
       if (opts.dryRun || picked.length === 0) return;
       await replay(c, t, stage, picked);
       out(`Replayed ${picked.length} record(s) into ${findStage(t, stage)?.input}.\n`);
+    });
+
+  const durationArg = (raw: string): number => {
+    const s = parseDurationS(raw);
+    if (s === undefined) throw new InvalidArgumentError('expected a duration: 30d, 12h, 90m, 45s or seconds');
+    return s;
+  };
+  program
+    .command('gc')
+    .description(
+      'Remove what is past retention: ended tasks (their blobs, then a tombstone on the status topic) and old uploads. The janitor (SONIC_JANITOR_INTERVAL_MS) does the same on a timer.',
+    )
+    .option('--dry-run', 'print what would be removed and change nothing')
+    .addOption(new Option('--older-than <duration>', 'task retention instead of SONIC_TASK_RETENTION (30d, 12h, 90m, 45s or seconds)').argParser(durationArg))
+    .addOption(new Option('--uploads-older-than <duration>', 'upload retention instead of SONIC_UPLOAD_RETENTION').argParser(durationArg))
+    .addOption(
+      new Option('--limit <n>', 'most tasks to remove (default SONIC_JANITOR_BATCH)').argParser((raw) => {
+        const n = Number(raw);
+        if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+        return n;
+      }),
+    )
+    .addOption(fileOpt())
+    .action(async (opts: { dryRun?: boolean; olderThan?: number; uploadsOlderThan?: number; limit?: number; file?: string }) => {
+      const c = ctx();
+      try {
+        const report = await runGc(c, await c.topology(opts.file), {
+          dryRun: opts.dryRun ?? false,
+          ...(opts.olderThan === undefined ? {} : { olderThanS: opts.olderThan }),
+          ...(opts.uploadsOlderThan === undefined ? {} : { uploadsOlderThanS: opts.uploadsOlderThan }),
+          ...(opts.limit === undefined ? {} : { limit: opts.limit }),
+        });
+        out(formatGcReport(report));
+        if (report.failed.length > 0) process.exitCode = 1;
+      } finally {
+        await c.blobClose();
+      }
     });
 
   const schemas = program.command('schemas').description('Govern the Avro schemas: schemas/ is the source of truth, the registry follows it.');

@@ -96,6 +96,42 @@ const path: Parser<string> = (raw, name) => {
 
 const optionalUrl: Parser<string> = (raw, name) => (raw === '' ? '' : url(raw, name));
 
+/** `redis://` or `rediss://` URL, or empty (no Redis). */
+const optionalRedisUrl: Parser<string> = (raw, name) => {
+  if (raw === '') return '';
+  let ok = false;
+  try {
+    ok = ['redis:', 'rediss:'].includes(new URL(raw).protocol);
+  } catch {
+    // not a URL
+  }
+  // the URL may hold a password: never echoed
+  if (!ok) throw new SonicError('CONFIG_INVALID', `${name} must be a redis:// or rediss:// URL`, { details: { variable: name } });
+  return raw;
+};
+
+const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 };
+
+/** A duration in whole seconds from `30d`, `12h`, `90m`, `45s` or a bare number of seconds; undefined for anything else. */
+export function parseDurationS(raw: string): number | undefined {
+  const m = /^(\d+)\s*([smhd]?)$/.exec(raw.trim());
+  if (!m) return undefined;
+  const n = Number(m[1]) * DURATION_UNITS[m[2] || 's']!;
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+const duration =
+  (minS: number): Parser<number> =>
+  (raw, name) => {
+    const s = parseDurationS(raw);
+    if (s === undefined || s < minS) {
+      throw new SonicError('CONFIG_INVALID', `${name} must be a duration of at least ${minS} s (\`30d\`, \`12h\`, \`90m\`, \`45s\` or seconds), got "${raw}"`, {
+        details: { variable: name },
+      });
+    }
+    return s;
+  };
+
 const optionalPath: Parser<string> = (raw, name) => (raw === '' ? '' : path(raw, name));
 
 const list: Parser<string[]> = (raw) =>
@@ -301,6 +337,18 @@ export const SETTINGS = {
     'API keys, comma-separated `tenant:key` (or bare `key` for tenant `default`), each optionally followed by `;expires=<ISO-8601>`; tenants are 1-64 of [A-Za-z0-9_-].',
   ),
   apiRateLimitPerMinute: def('SONIC_API_RATE_LIMIT_PER_MINUTE', 600, int(1, 10_000_000), 'Requests per minute per API key (per address without auth).'),
+  redisUrl: def(
+    'SONIC_REDIS_URL',
+    '',
+    optionalRedisUrl,
+    'Redis shared by the API replicas for the per-key rate limit (`redis://[:password@]host:port[/db]`, `rediss://` for TLS); empty: each API process counts on its own (redacted).',
+  ),
+  redisTimeoutMs: def(
+    'SONIC_REDIS_TIMEOUT_MS',
+    250,
+    int(10, 60_000),
+    'Longest one Redis command or connection attempt of the rate limit may take, ms; past it the request is let through uncounted (fail-open) and counted in `sonicflow_api_rate_limit_store_errors_total`.',
+  ),
   apiKey: def('SONIC_API_KEY', '', str, 'API key the `sonicflow submit` client sends (redacted in logs).'),
   apiSecret: def(
     'SONIC_API_SECRET',
@@ -433,6 +481,26 @@ export const SETTINGS = {
     'How the `cog` backend waits: `sync` (one blocking request, stock Cog) or `poll` (async + GET polling with progress).',
   ),
   cogUrl: def('SONIC_COG_URL', 'http://localhost:5000', optionalUrl, 'Base URL of the Cog server of the `cog` backend.'),
+  // retention
+  taskRetentionS: def(
+    'SONIC_TASK_RETENTION',
+    30 * 86_400,
+    duration(1),
+    'How long an ended task (SUCCEEDED or FAILED) is kept after its last status change: `30d`, `12h`, `90m`, `45s` or seconds; then its blobs are deleted and its status tombstoned.',
+  ),
+  uploadRetentionS: def(
+    'SONIC_UPLOAD_RETENTION',
+    86_400,
+    duration(1),
+    'How long a file uploaded with POST /v1/uploads is kept (from its upload), same syntax; a task that references it must get past preprocess within that time.',
+  ),
+  janitorIntervalMs: def(
+    'SONIC_JANITOR_INTERVAL_MS',
+    3_600_000,
+    int(0, 86_400_000),
+    'How often the janitor removes expired tasks and uploads, ms; 0: never (run `sonicflow gc` instead).',
+  ),
+  janitorBatch: def('SONIC_JANITOR_BATCH', 1000, int(1, 1_000_000), 'Most expired tasks one janitor run (or `sonicflow gc` without --limit) removes.'),
   // webhooks
   webhookSecret: def(
     'SONIC_WEBHOOK_SECRET',
@@ -502,6 +570,7 @@ export const SECRET_SETTINGS: ReadonlySet<string> = new Set([
   'SONIC_API_KEYS',
   'SONIC_API_KEY',
   'SONIC_API_SECRET',
+  'SONIC_REDIS_URL',
   'SONIC_WEBHOOK_SECRET',
   'SONIC_WEBHOOK_SECRETS',
 ]);

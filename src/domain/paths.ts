@@ -4,6 +4,14 @@
  */
 import { publicApiUrl, type Config } from '../core/config.js';
 
+/** Store key prefix of everything a task's stages wrote (inputs of multipart submits included): `tasks/<id>/`. */
+export function taskBlobPrefix(taskId: string): string {
+  return `tasks/${taskId}/`;
+}
+
+/** The folder of every tenant's upload area (`uploads/<tenant>/`, filled by POST /v1/uploads). */
+export const UPLOADS_ROOT = 'uploads/';
+
 /** Store key of a task's published video. */
 export function publishedKey(taskId: string): string {
   return `videos/${taskId}.mp4`;

@@ -31,7 +31,7 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
         'TOPOLOGY_INVALID',
         `stage "${name}" has no code: the topology declares it as data only (a stage declared with defineStage brings its handler)`,
       );
-    const handler = stage.create(ctx.stageDeps as never);
+    const handler = stage.create({ ...ctx.stageDeps, registry } as never);
     const runner = new StageRunner(
       ctx.kafka,
       ctx.serde,

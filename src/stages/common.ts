@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { Config } from '../core/config.js';
 import { SonicError, publicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import type { Registry } from '../core/metrics.js';
 import type { BlobRef, BlobStore } from '../blob/store.js';
 import { defaultScratchRoot, processScratchDir, withScratchDir } from '../media/scratch.js';
 import type { Sinks, StageDeclaration, StageHandler, StageRecord, StageResult, TopicRef } from '../runtime/stage.js';
@@ -18,6 +19,8 @@ export interface StageDeps {
   config: Config;
   blob: BlobStore;
   logger: Logger;
+  /** The process's metrics registry (`sonicflow run`), for a stage's own metrics. */
+  registry?: Registry;
 }
 
 let scratchRoot: string | undefined;

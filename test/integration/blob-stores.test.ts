@@ -198,6 +198,29 @@ describe.each(subjects)('$name blob store', (subject) => {
     }
   });
 
+  it('lists every blob under a folder prefix, with size and write time, and nothing outside it', async () => {
+    const before = Date.now() - 60_000;
+    await put(taskKey('t-list', 'preprocess', 'a.wav'), Buffer.from('aaa'));
+    await put(taskKey('t-list', 'infer', 'b.mp4'), Buffer.from('bbbbb'));
+    await put(taskKey('t-list2', 'infer', 'c.mp4'), Buffer.from('c'));
+    const listed = async (prefix: string) => {
+      const out = [];
+      for await (const e of store.list(prefix)) out.push(e);
+      return out.sort((a, b) => a.key.localeCompare(b.key));
+    };
+    const found = await listed('tasks/t-list/');
+    expect(found.map((e) => [e.key, e.size_bytes])).toEqual([
+      ['tasks/t-list/infer/b.mp4', 5],
+      ['tasks/t-list/preprocess/a.wav', 3],
+    ]);
+    for (const e of found) expect(e.modified.getTime()).toBeGreaterThan(before);
+    expect(await listed('tasks/absent/')).toEqual([]);
+    expect((await listed('')).map((e) => e.key)).toEqual(expect.arrayContaining(['tasks/t-list2/infer/c.mp4', 'tasks/t-list/infer/b.mp4']));
+    for (const prefix of ['tasks/t-list', '../', '/x/', 'a//']) {
+      expect((await failure(listed(prefix))).code, prefix).toBe('INVALID_REQUEST');
+    }
+  });
+
   it('refuses keys that would leave the store, before touching it', async () => {
     expect((await failure(() => taskKey('t1', 'infer', '../x'))).code).toBe('INVALID_REQUEST');
     for (const key of ['../x', 'tasks/../../x', '/etc/passwd', 'a//b']) {

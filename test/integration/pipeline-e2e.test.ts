@@ -3,6 +3,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { FsBlobStore } from '../../src/blob/index.js';
+import { publishedKey } from '../../src/domain/paths.js';
 import { hasFaststart } from '../../src/media/encode.js';
 import { probe } from '../../src/media/probe.js';
 import { makePortrait, speechWithSilence } from '../../src/media/samples.js';
@@ -102,7 +104,7 @@ describe('the Sonic pipeline end to end (real broker, registry, filesystem store
     expect((await fetch(String(s.video_url), { headers: { 'if-none-match': etag } })).status).toBe(304);
   }, 180_000);
 
-  it('the same Idempotency-Key twice gives one task and one video', async () => {
+  it('the same Idempotency-Key twice gives one task and one video; once it succeeded, only its inputs and the video stay in the store', async () => {
     const key = `campaign-42:item-${Date.now()}`;
     const first = await p.submit({ ...files(), min_resolution: '256' }, { 'idempotency-key': key });
     const second = await p.submit({ ...files(), min_resolution: '256' }, { 'idempotency-key': key });
@@ -119,6 +121,12 @@ describe('the Sonic pipeline end to end (real broker, registry, filesystem store
     const completed = (await readAll(p.topic('tasks.completed'))).filter((r) => r.key === id);
     expect(requested).toHaveLength(1);
     expect(completed).toHaveLength(1);
+    // notify has committed the completed record too (drained): the intermediates are gone
+    const store = new FsBlobStore(p.dataDir);
+    const kept: string[] = [];
+    for await (const e of store.list(`tasks/${id}/`)) kept.push(e.key.split('/')[2]!);
+    expect([...new Set(kept)]).toEqual(['input']);
+    expect((await store.stat(publishedKey(id)))?.size_bytes).toBeGreaterThan(1000);
   }, 180_000);
 
   it('serves its OpenAPI description at /docs, health, readiness and Prometheus metrics', async () => {

@@ -14,7 +14,7 @@ import { testContext } from '../helpers/infra.js';
 import { startPipeline } from '../helpers/pipeline.js';
 
 describe('the pipeline on an S3-compatible store (local S3Proxy)', () => {
-  it('submit → SUCCEEDED with every object in the bucket, and the MP4 probes as h264/aac', async () => {
+  it('submit → SUCCEEDED with its inputs and video in the bucket, its intermediates removed, and the MP4 probes as h264/aac', async () => {
     const bucket = `sonicflow-e2e-${Date.now().toString(36)}`;
     const p = await startPipeline({ SONIC_BLOB_STORE: 's3', SONIC_S3_BUCKET: bucket });
     const dir = mkdtempSync(join(tmpdir(), 'sonicflow-s3-'));
@@ -51,17 +51,20 @@ describe('the pipeline on an S3-compatible store (local S3Proxy)', () => {
       const record = (await readAll(topic)).find((x) => x.key === id)!;
       const request = (await testContext().serde.decode<TaskRequest>(record.value!, sonicTopology({ prefix: p.prefix }).topics[topic]!.valueSchema!)).value;
       expect(request.audio.uri.startsWith(`s3://${bucket}/tasks/${id}/input/`)).toBe(true);
-      for (const key of [
-        s3.keyFromUri(request.audio.uri),
-        taskKey(id, 'preprocess', 'audio16k.wav'),
-        taskKey(id, 'infer', 'rendered.mp4'),
-        taskKey(id, 'encode', 'video.mp4'),
-        `videos/${id}.mp4`,
-      ]) {
+      for (const key of [s3.keyFromUri(request.audio.uri), `videos/${id}.mp4`]) {
         const st = await s3.stat(key);
         expect(st?.size_bytes, key).toBeGreaterThan(0);
         expect(st?.sha256, key).toMatch(/^[0-9a-f]{64}$/);
       }
+      // once notify has read the SUCCEEDED record, the intermediates are gone from the bucket
+      await p.drained();
+      for (const key of [taskKey(id, 'preprocess', 'audio16k.wav'), taskKey(id, 'infer', 'rendered.mp4'), taskKey(id, 'encode', 'video.mp4')]) {
+        expect(await s3.stat(key), key).toBeUndefined();
+      }
+      const left: string[] = [];
+      for await (const e of s3.list(`tasks/${id}/`)) left.push(e.key);
+      expect(left.length).toBeGreaterThanOrEqual(2);
+      for (const key of left) expect(key.startsWith(`tasks/${id}/input/`), key).toBe(true);
     } finally {
       await s3.close();
     }

@@ -108,6 +108,18 @@ describe('filesystem blob store', () => {
     expect(e.retryable).toBe(false);
   });
 
+  it('lists blobs without their sidecars or the temporary files of writes in progress', async () => {
+    await store.put('listing/one.bin', Buffer.from('1'));
+    await store.put('listing/deeper/two.bin', Buffer.from('22'));
+    writeFileSync(join(root, 'store', 'listing', '.one.bin.0123456789ab.tmp'), 'partial');
+    const keys = [];
+    for await (const e of store.list('listing/')) keys.push(`${e.key}:${e.size_bytes}`);
+    expect(keys.sort()).toEqual(['listing/deeper/two.bin:2', 'listing/one.bin:1']);
+    const none = [];
+    for await (const e of store.list('nothing-here/')) none.push(e);
+    expect(none).toEqual([]);
+  });
+
   it('needs an absolute root', () => {
     expect(() => new FsBlobStore('relative/dir')).toThrow(/absolute/);
   });
