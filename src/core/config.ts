@@ -308,7 +308,12 @@ export const SETTINGS = {
     str,
     'Server secret (32+ characters) that keys idempotent task ids; empty: generated once into SONIC_STATE_DIR. Replicas must share it (redacted).',
   ),
-  stateDir: def('SONIC_STATE_DIR', '~/.local/state/sonicflow', path, 'Directory of local state: the generated API secret.'),
+  stateDir: def(
+    'SONIC_STATE_DIR',
+    '~/.local/state/sonicflow',
+    path,
+    'Directory of local state: the generated API secret, and the local copies of stage state stores (`stores/<group>/<slot>`).',
+  ),
   apiInstanceId: def(
     'SONIC_API_INSTANCE_ID',
     '',
