@@ -360,7 +360,7 @@ export const SETTINGS = {
     'SONIC_STATE_DIR',
     '~/.local/state/sonicflow',
     path,
-    "Directory of local state: the generated API secret, and the API's status view store unless SONIC_API_VIEW_DIR says otherwise.",
+    "Directory of local state: the generated API secret, the API's status view store unless SONIC_API_VIEW_DIR says otherwise, and the local copies of stage state stores (`stores/<group>/<slot>`).",
   ),
   apiViewDir: def(
     'SONIC_API_VIEW_DIR',

@@ -12,6 +12,7 @@ export { Registry } from 'prom-client';
 
 export interface StageMetrics {
   records: Counter<'stage' | 'outcome'>;
+  skipped: Counter<'stage' | 'reason'>;
   handlerSeconds: Histogram<'stage' | 'outcome'>;
   transactions: Counter<'stage' | 'result'>;
   transactionSeconds: Histogram<'stage'>;
@@ -35,6 +36,12 @@ export function createStageMetrics(registry: Registry): StageMetrics {
       name: 'sonicflow_records_total',
       help: 'Input records by outcome (ok, retry, dlq, dropped).',
       labelNames: ['stage', 'outcome'],
+      registers: [registry],
+    }),
+    skipped: new Counter({
+      name: 'sonicflow_records_skipped_total',
+      help: 'Input records a handler dropped on purpose, by reason (duplicate: a task id already seen); also counted as ok.',
+      labelNames: ['stage', 'reason'],
       registers: [registry],
     }),
     handlerSeconds: new Histogram({

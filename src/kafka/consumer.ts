@@ -7,7 +7,15 @@
  * when the queue is full it pauses the partition, and resumes it as the queue drains. Fetch
  * positions move in memory only (kafkajs' resolveOffset and seek with autoCommit off).
  */
-import type { Admin, Consumer, ConsumerRunConfig, EachBatchPayload } from 'kafkajs';
+import {
+  AssignerProtocol,
+  PartitionAssigners,
+  type Admin,
+  type Consumer,
+  type ConsumerRunConfig,
+  type EachBatchPayload,
+  type PartitionAssigner,
+} from 'kafkajs';
 import type { Logger } from '../core/logger.js';
 import { Backoff, sleep, type BackoffOptions } from '../core/retry.js';
 import { untilConnected } from './client.js';
@@ -22,6 +30,12 @@ export interface GroupConsumerOptions {
   /** Longest a fetch waits for data, ms. */
   maxWaitMs: number;
   maxBytesPerPartition?: number;
+  /**
+   * Assign partition number p of every subscribed topic to the same member (a stage with state
+   * stores: its input and retry tiers share the store partition p). Members that do not offer it
+   * yet (a rolling upgrade) make the group fall back to round robin until they do.
+   */
+  coPartitioned?: boolean;
   /** Waits between tries to reach the broker (start, restarts after a crash). */
   reconnect: BackoffOptions;
   logger: Logger;
@@ -60,6 +74,32 @@ export interface GroupConsumerEvents {
   onCrash(error: Error): void;
 }
 
+/**
+ * Kafka Streams' co-partitioning: members sorted by id, partition p of every topic goes to member
+ * p mod n, so one member holds partition p of the input and of each retry tier together.
+ */
+const coPartitionedAssigner: PartitionAssigner = ({ cluster }) => ({
+  name: 'SonicflowCoPartitioned',
+  version: 0,
+  async assign({ members, topics }) {
+    const sorted = members.map((m) => m.memberId).sort();
+    const assignment = new Map<string, Record<string, number[]>>(sorted.map((m) => [m, {}]));
+    for (const topic of topics) {
+      for (const { partitionId } of cluster.findTopicPartitionMetadata(topic)) {
+        const owner = assignment.get(sorted[partitionId % sorted.length]!)!;
+        (owner[topic] ??= []).push(partitionId);
+      }
+    }
+    return sorted.map((memberId) => ({
+      memberId,
+      memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 0, assignment: assignment.get(memberId)!, userData: Buffer.alloc(0) }),
+    }));
+  },
+  protocol({ topics }) {
+    return { name: 'SonicflowCoPartitioned', metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.alloc(0) }) };
+  },
+});
+
 /** What kafkajs itself treats as unrecoverable (its `retry` module): programming errors, not outages. */
 const BUGS = new Set(['TypeError', 'RangeError', 'ReferenceError', 'SyntaxError']);
 
@@ -95,6 +135,7 @@ export class GroupConsumer {
       maxBytesPerPartition: options.maxBytesPerPartition ?? 1_048_576,
       readUncommitted: false,
       allowAutoTopicCreation: false,
+      ...(options.coPartitioned ? { partitionAssigners: [coPartitionedAssigner, PartitionAssigners.roundRobin] } : {}),
       // kafkajs restarts after a fixed pause, and never after some errors: we restart it ourselves
       retry: { retries: 5, restartOnFailure: async () => false },
     });

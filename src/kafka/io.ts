@@ -26,6 +26,13 @@ export interface InRecord {
   timestamp: number;
 }
 
+/** Where a transaction's records of one topic-partition landed: the offset of the first of them (the others follow it). */
+export interface ProducedOffset {
+  topic: string;
+  partition: number;
+  baseOffset: bigint;
+}
+
 /** Record headers as a client reads them: each value a Buffer, a string, or several of them. */
 export type RawHeaders = Record<string, Buffer | string | (Buffer | string)[] | undefined>;
 
@@ -206,12 +213,16 @@ export class TxProducer {
 
   /**
    * Writes `records` and commits `offset` (the next offset to read) of the input partition for
-   * `groupId`, all in one transaction: either everything becomes visible or nothing does.
+   * `groupId`, all in one transaction: either everything becomes visible or nothing does. Returns
+   * where the records landed, per topic-partition.
    */
-  async publish(records: (OutRecord & { topic: string })[], input: { groupId: string; topic: string; partition: number; offset: string }): Promise<void> {
+  async publish(
+    records: (OutRecord & { topic: string })[],
+    input: { groupId: string; topic: string; partition: number; offset: string },
+  ): Promise<ProducedOffset[]> {
     const txn: Transaction = await this.producer.transaction();
     try {
-      if (records.length > 0) await txn.sendBatch({ acks: -1, topicMessages: topicMessages(records) });
+      const landed = records.length > 0 ? await txn.sendBatch({ acks: -1, topicMessages: topicMessages(records) }) : [];
       await retryConcurrentTransactions(() =>
         txn.sendOffsets({
           consumerGroupId: input.groupId,
@@ -219,6 +230,7 @@ export class TxProducer {
         }),
       );
       await txn.commit();
+      return landed.flatMap((m) => (m.baseOffset === undefined ? [] : [{ topic: m.topicName, partition: m.partition, baseOffset: BigInt(m.baseOffset) }]));
     } catch (err) {
       if (txn.isActive()) await txn.abort().catch(() => undefined);
       throw err;

@@ -27,12 +27,12 @@ export interface DeployPlan {
   refusals: { node: string; reason: string }[];
 }
 
-/** Topics a deploy touches: all of them, or one stage's inputs, retry tiers, DLQ, sinks and status. */
+/** Topics a deploy touches: all of them, or one stage's inputs, retry tiers, DLQ, sinks, status and store changelogs. */
 export function topicsInScope(t: Topology, stage?: string): TopicSpec[] {
   if (!stage) return Object.values(t.topics);
   const s = findStage(t, stage);
   if (!s) throw new SonicError('TOPOLOGY_INVALID', `no stage named "${stage}" (stages: ${t.stages.map((x) => x.name).join(', ')})`);
-  const names = new Set([...stageSources(s), ...stageSinks(t, s).map((k) => k.topic)]);
+  const names = new Set([...stageSources(s), ...stageSinks(t, s).map((k) => k.topic), ...s.stores.map((st) => st.changelog)]);
   return Object.values(t.topics).filter((topic) => names.has(topic.name));
 }
 

@@ -38,7 +38,7 @@ function readers(t: Topology, topic: TopicSpec): string[] {
 export function renderTopicTable(topology: Topology): string {
   const rows = ['| topic | value schema | subject compatibility | written by | read by | notes |', '|---|---|---|---|---|---|'];
   for (const topic of Object.values(topology.topics)) {
-    if (topic.role === 'retry' || topic.role === 'dlq') continue;
+    if (topic.role === 'retry' || topic.role === 'dlq' || topic.role === 'changelog') continue;
     const notes = [topic.doc, ...(topic.partitioning === 'balanced' ? ['Partitioned `balanced`.'] : [])].join(' ');
     rows.push(
       `| \`${topic.name}\` | ${topic.valueSchema ? `\`${topic.valueSchema}\`` : '(none)'} | ${topic.compatibility} | ${cell(writers(topology, topic).join(', ') || '—')} | ${cell(readers(topology, topic).join(', ') || '—')} | ${cell(notes)} |`,
@@ -48,6 +48,11 @@ export function renderTopicTable(topology: Topology): string {
     `| \`${topology.prefix}.<stage>.retry.<n>\` | the stage input's | (not registered) | the stage | the stage, once due | original bytes, delay per tier |`,
   );
   rows.push(`| \`${topology.prefix}.<stage>.dlq\` | the stage input's | (not registered) | the stage | \`sonicflow dlq\` | original bytes + error headers |`);
+  const changelogs = topology.stages.flatMap((s) => s.stores.map((st) => `\`${st.changelog}\``));
+  if (changelogs.length > 0)
+    rows.push(
+      `| \`${topology.prefix}.<stage>.<store>-changelog\` | JSON | (not registered) | the stage | the stage, restoring its store | compacted, partitioned like the input: ${changelogs.join(', ')} |`,
+    );
   return `${rows.join('\n')}\n`;
 }
 

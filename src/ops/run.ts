@@ -5,6 +5,7 @@
  * exits 1 with the error logged. A broker outage is no crash: the process waits for the broker
  * (at start too), alive (/healthz 200) and not ready (/readyz 503) until it is back.
  */
+import { join } from 'node:path';
 import { SonicError } from '../core/errors.js';
 import { createRegistry, createStageMetrics, serveMetrics } from '../core/metrics.js';
 import { BrokerHealth } from '../kafka/health.js';
@@ -51,6 +52,7 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
         batchMaxWaitMs: c.batchMaxWaitMs,
         concurrency: c.concurrency,
         reconnect: { initialMs: c.reconnectBackoffMs, maxMs: Math.max(c.reconnectBackoffMs, c.reconnectBackoffMaxMs) },
+        storeDir: join(c.stateDir, 'stores'),
       },
       metrics,
     );

@@ -27,13 +27,14 @@ export function describeTopology(t: Topology): string {
     lines.push(`   Sub-topology: ${i} (${s.name})`);
     lines.push(`    Source: ${s.name}-source (topics: [${stageSources(s).join(', ')}])`);
     lines.push(`      --> ${s.name}`);
-    lines.push(`    Processor: ${s.name} (stores: [])`);
+    lines.push(`    Processor: ${s.name} (stores: [${s.stores.map((st) => st.name).join(', ')}])`);
     lines.push(`      --> ${sinks.map((k) => k.node).join(', ')}`);
     lines.push(`      <-- ${s.name}-source`);
     for (const sink of sinks) {
       lines.push(`    Sink: ${sink.node} (topic: ${sink.topic})`);
       lines.push(`      <-- ${s.name}`);
     }
+    for (const st of s.stores) lines.push(`    Store: ${st.name} (changelog: ${st.changelog})`);
   });
   const externals = Object.values(t.topics).filter((topic) => topic.external);
   if (externals.length > 0) {
@@ -52,6 +53,10 @@ export function describeMermaid(t: Topology): string {
   const lines = ['flowchart LR'];
   for (const topic of Object.values(t.topics)) {
     if (topic.role === 'retry') continue;
+    if (topic.role === 'changelog') {
+      lines.push(`  ${id(topic.name)}[/${topic.name}/]`);
+      continue;
+    }
     lines.push(`  ${id(topic.name)}[(${topic.name})]`);
   }
   for (const s of t.stages) {
@@ -61,6 +66,7 @@ export function describeMermaid(t: Topology): string {
     if (s.emitsStatus) lines.push(`  ${id(s.name)} -.-> ${id(t.statusTopic)}`);
     lines.push(`  ${id(s.name)} -. retry x${s.retry.topics.length} .-> ${id(s.name)}`);
     lines.push(`  ${id(s.name)} -.-> ${id(s.dlq)}`);
+    for (const st of s.stores) lines.push(`  ${id(s.name)} -. store ${st.name} .- ${id(st.changelog)}`);
   }
   for (const topic of Object.values(t.topics)) {
     for (const p of topic.external?.producers ?? []) lines.push(`  ext_${id(p)}([${p}]) --> ${id(topic.name)}`);

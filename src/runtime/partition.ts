@@ -11,7 +11,7 @@ import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
 import type { BatchInfo, GroupConsumer, TopicPartition } from '../kafka/consumer.js';
-import type { InRecord, TxProducer } from '../kafka/io.js';
+import type { InRecord, ProducedOffset, TxProducer } from '../kafka/io.js';
 import type { Outcome, RawRecord } from './program.js';
 import { FENCING_ERRORS, clampToLogStart, keyOf, type PartitionPosition, type PartitionRecovery } from './recovery.js';
 
@@ -65,6 +65,7 @@ export class Partition implements PartitionPosition {
   private readonly batchEnds = new Map<string, bigint>();
   /** Producer initialised and committed offset re-read since this member got the partition. */
   private fenced = false;
+  private fencing: Promise<void> | undefined;
   /** Going back to the committed offset after a failed transaction, and not there yet. */
   private recovering = false;
   private producer: TxProducer | undefined;
@@ -213,8 +214,14 @@ export class Partition implements PartitionPosition {
    * offset and drop the queued records an older owner committed meanwhile; fetching moves on to
    * the committed offset (never below the log start) when it lies past the position.
    */
-  async fence(): Promise<void> {
-    if (this.fenced && this.producer) return;
+  fence(): Promise<void> {
+    if (this.fenced && this.producer) return Promise.resolve();
+    // one fencing at a time: the worker and a store restore (runner.ts) may both ask for it
+    this.fencing ??= this.doFence().finally(() => (this.fencing = undefined));
+    return this.fencing;
+  }
+
+  private async doFence(): Promise<void> {
     this.producer = await this.host.producerFor(this.tp);
     const committed = await this.host.consumer.committed(this.tp);
     this.committed = committed;
@@ -235,17 +242,20 @@ export class Partition implements PartitionPosition {
     this.host.logger.debug({ partition: this.key, transactional_id: this.producer.transactionalId }, 'partition fenced');
   }
 
-  /** One transaction: the batch's records and the input offset past the batch (its trailing markers included). */
-  async commit(batch: Handled[]): Promise<void> {
+  /**
+   * One transaction: the batch's records and the input offset past the batch (its trailing markers
+   * included). Returns where the records landed; undefined when nothing was published.
+   */
+  async commit(batch: Handled[]): Promise<ProducedOffset[] | undefined> {
     if (!this.owned || !this.producer) {
       this.drop(batch.length, 'partition revoked before commit');
-      return;
+      return undefined;
     }
     const last = batch[batch.length - 1]!.raw;
     const next = (this.batchEnds.get(last.offset) ?? BigInt(last.offset)) + 1n;
     for (const b of batch) this.batchEnds.delete(b.raw.offset);
     const started = Date.now();
-    await this.producer.publish(
+    const landed = await this.producer.publish(
       batch.flatMap((b) => b.outcome.records),
       { groupId: this.host.groupId, topic: this.tp.topic, partition: this.tp.partition, offset: next.toString() },
     );
@@ -255,9 +265,13 @@ export class Partition implements PartitionPosition {
       m.transactions.inc({ stage, result: 'commit' });
       m.transactionSeconds.observe({ stage }, (Date.now() - started) / 1000);
       m.batchRecords.observe({ stage }, batch.length);
-      for (const b of batch) m.records.inc({ stage, outcome: b.outcome.kind });
+      for (const b of batch) {
+        m.records.inc({ stage, outcome: b.outcome.kind });
+        if (b.outcome.skipped !== undefined) m.skipped.inc({ stage, reason: b.outcome.skipped });
+      }
     }
     this.host.logger.debug({ partition: this.key, records: batch.length, last_offset: last.offset, transaction_ms: Date.now() - started }, 'batch committed');
+    return landed;
   }
 
   /** Forgets the queue: `records` handled ones are not published (counted as dropped). */

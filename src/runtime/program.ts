@@ -11,7 +11,7 @@ import type { Codec } from '../serde/codec.js';
 import { valueSubject } from '../serde/wire.js';
 import { classify, type Decision } from './classify.js';
 import { HEADERS, attemptOf, childTraceparent, dueOf, failureHeaders, type FailureContext } from './headers.js';
-import type { Emit, StageHandler, StageRecord, StatusFields, StatusPhase, StatusHook } from './stage.js';
+import type { Emit, KeyValueStore, StageHandler, StageRecord, StatusFields, StatusPhase, StatusHook } from './stage.js';
 import type { StageSpec, Topology } from './topology.js';
 
 /** A record as read from a topic (the test driver's records carry no timestamp). */
@@ -27,9 +27,23 @@ export interface Produced {
   partition?: number;
 }
 
+/**
+ * A record's view of its stage's state stores (see stage-stores.ts): `keep` turns its writes into
+ * changelog records of its transaction, `discard` forgets them.
+ */
+export interface RecordStores {
+  readonly view: Readonly<Record<string, KeyValueStore>>;
+  keep(): Produced[];
+  discard(): void;
+}
+
+const NO_STORES: Readonly<Record<string, KeyValueStore>> = Object.freeze({});
+
 export type Outcome =
   | {
       kind: 'ok' | 'retry' | 'dlq';
+      /** Set when the handler dropped the record on purpose (`StageResult.skip`): why. */
+      skipped?: string;
       taskId: string | null;
       /** Everything the transaction writes for this input, in order. */
       records: Produced[];
@@ -93,8 +107,22 @@ export class StageProgram<In = unknown> {
     return this.isRetryTopic(raw.topic) ? dueOf(raw.headers) : 0;
   }
 
-  /** Runs one record through the handler and routes the result. Never throws for record-level failures. */
-  async process(raw: RawRecord, signal: AbortSignal): Promise<Outcome> {
+  /**
+   * Runs one record through the handler and routes the result. Never throws for record-level
+   * failures. `stores` is the record's view of the stage's stores (stages that declare some):
+   * its writes join the outcome's records when the handler succeeds, and are dropped otherwise.
+   */
+  async process(raw: RawRecord, signal: AbortSignal, stores?: RecordStores): Promise<Outcome> {
+    try {
+      const outcome = await this.route(raw, signal, stores);
+      if (outcome.kind === 'ok' && stores) outcome.records.push(...stores.keep());
+      return outcome;
+    } finally {
+      stores?.discard(); // no-op once kept
+    }
+  }
+
+  private async route(raw: RawRecord, signal: AbortSignal, stores: RecordStores | undefined): Promise<Outcome> {
     const taskId = raw.key;
     const attempt = attemptOf(raw.headers);
     // most records log nothing: the per-record child logger is made on first use only
@@ -130,6 +158,7 @@ export class StageProgram<In = unknown> {
       const result = await this.handler.handle(record, {
         stage: this.stage.name,
         signal,
+        stores: stores?.view ?? NO_STORES,
         get logger() {
           return log();
         },
@@ -138,6 +167,8 @@ export class StageProgram<In = unknown> {
       });
       const handlerMs = this.clock() - started;
       if (signal.aborted) return { kind: 'aborted', taskId, handlerMs };
+      // dropped on purpose: nothing is written for it but its store writes
+      if (result.skip !== undefined) return { kind: 'ok', skipped: result.skip, taskId, records: [], handlerMs };
       const records = await this.encodeEmits(result.emit ?? [], taskId, traceparent);
       const status = await this.status(taskId, 'succeeded', { fields: { ...extra, ...result.status }, attempt }, traceparent);
       if (status) records.push(status);

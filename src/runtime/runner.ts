@@ -22,6 +22,8 @@
  * fencing, committing, recovering) are `Partition`'s (`partition.ts`), where its fetching restarts
  * `PartitionRecovery`'s (`recovery.ts`).
  */
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
@@ -35,6 +37,7 @@ import { groupId, transactionalId } from './names.js';
 import { Partition, type Handled, type PartitionHost } from './partition.js';
 import { StageProgram, type Outcome } from './program.js';
 import { PartitionRecovery, keyOf } from './recovery.js';
+import { StageStores } from './stage-stores.js';
 import type { StageHandler } from './stage.js';
 import type { StageSpec, Topology } from './topology.js';
 
@@ -52,6 +55,11 @@ export interface RunnerOptions {
   concurrency?: number;
   /** Waits between tries while the broker is away: connecting, restarting the consumer, going back to a committed offset. */
   reconnect: BackoffOptions;
+  /**
+   * Directory of the local copies of stage stores (`<dir>/<group>/<slot>`); only a stage that
+   * declares stores opens anything there.
+   */
+  storeDir?: string;
 }
 
 export class StageRunner {
@@ -67,6 +75,8 @@ export class StageRunner {
   private readonly maxWaitMs: number;
   private readonly concurrency: number;
   private readonly recovery: PartitionRecovery;
+  /** The stage's state stores; undefined for a stage without (which pays nothing for them). */
+  private readonly stores: StageStores | undefined;
   /** What every partition shares with this runner. */
   private readonly host: PartitionHost;
   /** Aborted by stop(): ends the waits for the broker. */
@@ -106,7 +116,13 @@ export class StageRunner {
       maxWaitMs: options.fetchMaxWaitMs,
       reconnect: options.reconnect,
       logger,
+      // store partition p is the input's and every retry tier's partition p: one member holds them all
+      coPartitioned: stage.stores.length > 0,
     });
+    this.stores =
+      stage.stores.length > 0
+        ? new StageStores({ dir: join(options.storeDir ?? join(tmpdir(), 'sonicflow-stores'), this.groupId), specs: stage.stores, kafka, logger })
+        : undefined;
     this.recovery = new PartitionRecovery(this.consumer, logger, options);
     this.host = {
       groupId: this.groupId,
@@ -220,6 +236,7 @@ export class StageRunner {
     await Promise.allSettled([...this.parts.values()].map((p) => p.closeProducer()));
     await this.consumer.stop().catch((err: unknown) => this.logger.warn({ err }, 'consumer stop failed'));
     await this.progress.close().catch(() => undefined);
+    await this.stores?.close().catch((err: unknown) => this.logger.warn({ err }, 'state stores close failed'));
   }
 
   private waitIdle(timeoutMs: number): Promise<boolean> {
@@ -245,6 +262,8 @@ export class StageRunner {
     for (const p of [...this.parts.values()]) {
       if (!rejoined && next.has(p.key)) continue;
       p.revoke();
+      // another member may write the store partition now: restore it again if it comes back
+      this.stores?.forget(p.tp.partition);
       this.parts.delete(p.key);
       const i = this.runnable.indexOf(p);
       if (i >= 0) this.runnable.splice(i, 1);
@@ -295,8 +314,14 @@ export class StageRunner {
     try {
       // first batch after (re)gaining the partition: fence older owners, then skip what they committed
       await p.fence();
+      const n = p.tp.partition;
+      // the store partition: every producer of partition n fenced, then restored from its changelog
+      await this.stores?.ensureRestored(n, async () => {
+        for (const q of [...this.parts.values()]) if (q.tp.partition === n && q.owned) await q.fence();
+      });
       while (p.owned && p.queue.length > 0 && this.lifecycle.state === 'running') {
         const batch: Handled[] = [];
+        const writes = this.stores?.batch(n);
         const started = Date.now();
         while (
           p.queue.length > 0 &&
@@ -311,7 +336,7 @@ export class StageRunner {
           this.metrics?.inFlight.inc({ stage: this.stage.name });
           let outcome: Outcome;
           try {
-            outcome = await this.program.process(raw, p.abort.signal);
+            outcome = await this.program.process(raw, p.abort.signal, writes?.forRecord());
           } finally {
             this.metrics?.inFlight.dec({ stage: this.stage.name });
           }
@@ -323,7 +348,13 @@ export class StageRunner {
           batch.push({ raw, outcome });
         }
         if (batch.length === 0) return;
-        await p.commit(batch);
+        if (this.stores && writes) {
+          // commit, then apply the batch's store writes locally (taking turns with restores)
+          await this.stores.commit(writes, async () => {
+            const landed = await p.commit(batch);
+            return landed && new Map(landed.filter((l) => l.partition === n).map((l) => [l.topic, l.baseOffset]));
+          });
+        } else await p.commit(batch);
         p.resumeFetch();
       }
     } catch (err) {

@@ -69,8 +69,29 @@ export interface StageRecord<V = unknown> {
   headers: Readonly<Record<string, string>>;
 }
 
+/**
+ * A stage's state store as its handler sees it, scoped to the partition of the record being
+ * handled (stores are partitioned like the input). Writes belong to the record: they are sent to
+ * the store's changelog in the transaction that commits the record's outputs, and a record that
+ * fails (retry, DLQ) or is abandoned leaves none. Reads see the record's own writes and those of
+ * the earlier records of its batch. Values are JSON: what `get` returns is what JSON makes of
+ * what `put` was given (a Date reads back as its ISO string).
+ */
+export interface KeyValueStore<V = unknown> {
+  get(key: string): V | undefined;
+  put(key: string, value: V): void;
+  delete(key: string): void;
+}
+
+/** A state store a stage declares; the topology derives its changelog topic. */
+export interface StoreDecl {
+  doc: string;
+}
+
 export interface StageContext {
   readonly stage: string;
+  /** The stage's declared state stores, by name (empty when it declares none). */
+  readonly stores: Readonly<Record<string, KeyValueStore>>;
   /** Fires when the partition is revoked or the process stops: stop work, the result is dropped. */
   readonly signal: AbortSignal;
   readonly logger: Logger;
@@ -95,6 +116,12 @@ export type StatusFields = Readonly<Record<string, unknown>>;
 export interface StageResult<S extends Sinks = Sinks, F extends StatusFields = StatusFields> {
   emit?: EmitOf<S>[];
   status?: F;
+  /**
+   * Drops the record on purpose, for this reason (e.g. `duplicate`): no outputs, no status event;
+   * it is counted (`sonicflow_records_skipped_total{stage,reason}`) and its input offset committed.
+   * Store writes the handler made are kept.
+   */
+  skip?: string;
 }
 
 /** The code of a stage, built in the process that runs it. */
@@ -168,6 +195,12 @@ export interface StageDeclaration<D = never, In = unknown, S extends Sinks = Sin
   scaling?: Partial<ScalingSpec>;
   /** What one replica needs (CPU, memory, GPUs); renderers use a small default without it. */
   resources?: ResourceSpec;
+  /**
+   * State stores, by name (`[a-z][a-z0-9-]*`): each gets a compacted changelog topic
+   * `<prefix>.<stage>.<store>-changelog` partitioned like the input, and the handler reaches it as
+   * `ctx.stores.<name>`.
+   */
+  stores?: Record<string, StoreDecl>;
   /**
    * Builds the handler from the process's dependencies. Its emits are checked against `sinks`
    * (NoInfer: the sinks are what the declaration names, never widened by what the handler emits;

@@ -3,12 +3,17 @@
  * TopologyTestDriver. It runs the same StageProgram (decode, handler, classify, retry/DLQ routing,
  * status events) as the Kafka runner, with an in-memory registry and a fake clock: piping a record
  * in runs every stage it reaches until the pipeline is quiet; `advanceTime` makes retries due.
+ *
+ * State stores live in memory: each record is its own transaction, so its store writes are
+ * applied once it succeeds (a failure leaves none), its changelog records are appended to the
+ * changelog topics like any output, and `store(stage, name)` shows a store's contents.
  */
 import { createLogger, type Logger } from '../core/logger.js';
 import { SchemaCatalog } from '../serde/catalog.js';
 import { MemorySerde } from '../serde/codec.js';
 import { valueSubject } from '../serde/wire.js';
 import { StageProgram, type RawRecord } from './program.js';
+import { MemoryStores, localKey } from './stage-stores.js';
 import type { StageHandler } from './stage.js';
 import type { Topology } from './topology.js';
 
@@ -46,6 +51,8 @@ export class TopologyTestDriver {
   private readonly topics = new Map<string, RawRecord[]>();
   private readonly cursors = new Map<string, number>();
   private readonly programs: StageProgram<never>[];
+  /** The stores of each stage that declares some, by stage name. */
+  private readonly stores = new Map<string, MemoryStores>();
   /** Progress status events (outside transactions), in order. */
   readonly progressEvents: RawRecord[] = [];
 
@@ -72,6 +79,17 @@ export class TopologyTestDriver {
             onProgress: (r) => void this.progressEvents.push({ ...r, partition: 0, offset: '-1' }),
           }),
       );
+    for (const p of this.programs) if (p.stage.stores.length > 0) this.stores.set(p.stage.name, new MemoryStores(p.stage.stores));
+  }
+
+  /**
+   * The contents of a stage's store: `get(key, partition)` (partition 0 unless the record came
+   * from a 'balanced' topic) and every entry as `<partition>/<key>` → value.
+   */
+  store<V = unknown>(stage: string, name: string): { get(key: string, partition?: number): V | undefined; entries(): Map<string, V> } {
+    const data = this.stores.get(stage)?.data.get(name);
+    if (!data) throw new Error(`stage ${stage} has no store ${name} (or does not run in this driver)`);
+    return { get: (key, partition = 0) => data.get(localKey(partition, key)) as V | undefined, entries: () => new Map(data) as Map<string, V> };
   }
 
   /** The fake clock, epoch ms. */
@@ -135,8 +153,12 @@ export class TopologyTestDriver {
           const cursorKey = `${program.stage.name}\u0000${topic}`;
           let cursor = this.cursors.get(cursorKey) ?? 0;
           while (cursor < log.length && program.dueAt(log[cursor]!) <= this.clockMs) {
-            const outcome = await program.process(log[cursor]!, new AbortController().signal);
+            const stores = this.stores.get(program.stage.name);
+            const writes = stores?.batch(log[cursor]!.partition);
+            const outcome = await program.process(log[cursor]!, new AbortController().signal, writes?.forRecord());
             if (outcome.kind !== 'aborted') for (const r of outcome.records) this.append(r);
+            // one record, one transaction: committed, its store writes are applied
+            if (outcome.kind !== 'aborted' && writes) stores!.apply(writes);
             cursor += 1;
             moved = true;
           }

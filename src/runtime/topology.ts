@@ -12,8 +12,11 @@ export type { BatchSpec, ResourceSpec, RetrySpec, ScalingSpec } from './stage.js
 
 export type Compatibility = CompatibilityLevel;
 
-/** What a topic is for; retry and DLQ topics carry the bytes of their stage's input. */
-export type TopicRole = 'stream' | 'status' | 'retry' | 'dlq';
+/**
+ * What a topic is for; retry and DLQ topics carry the bytes of their stage's input, a changelog
+ * the JSON values of a stage's state store (no schema, no subject).
+ */
+export type TopicRole = 'stream' | 'status' | 'retry' | 'dlq' | 'changelog';
 
 export interface TopicSpec {
   name: string;
@@ -58,6 +61,8 @@ export interface StageSpec {
   scaling: ScalingSpec;
   /** What one replica needs, when the stage declares it. */
   resources?: ResourceSpec;
+  /** State stores and their changelog topics (empty: the stage keeps no state). */
+  stores: StoreSpec[];
   /**
    * The schemas the stage's code was typed against (its input and each sink), from a stage
    * declaration; validation checks them against the topics' schemas.
@@ -65,6 +70,13 @@ export interface StageSpec {
   contract?: { input: string; sinks: Record<string, string> };
   /** Builds the stage's handler; only stages declared with code have one (not a JSON topology). */
   create?: (deps: never) => StageHandler;
+}
+
+export interface StoreSpec {
+  name: string;
+  doc: string;
+  /** `<prefix>.<stage>.<store>-changelog`: compacted, partitioned like the stage's input. */
+  changelog: string;
 }
 
 export interface Topology {
@@ -90,7 +102,7 @@ export interface TopicDecl {
 }
 
 /** A stage as plain data (no code): a declaration's settings, with topic keys instead of references. */
-export type StageDecl = Pick<StageDeclaration, 'doc' | 'emitsStatus' | 'retry' | 'concurrency' | 'batch' | 'scaling' | 'resources'> & {
+export type StageDecl = Pick<StageDeclaration, 'doc' | 'emitsStatus' | 'retry' | 'concurrency' | 'batch' | 'scaling' | 'resources' | 'stores'> & {
   /** Topic key (without prefix) of the input. */
   input: string;
   /** Sink name → topic key (without prefix). */
@@ -163,7 +175,7 @@ export function defineTopology(decl: TopologyDecl): Topology {
   for (const [stageName, s] of stageEntries(decl.stages)) {
     const input = full(s.input);
     const inputSpec = topics[input];
-    const derived = (key: string, role: 'retry' | 'dlq', doc: string, configs: Record<string, string>): string => {
+    const derived = (key: string, role: 'retry' | 'dlq' | 'changelog', doc: string, configs: Record<string, string>): string => {
       const name = full(key);
       topics[name] = {
         name,
@@ -171,7 +183,7 @@ export function defineTopology(decl: TopologyDecl): Topology {
         partitions: inputSpec?.partitions ?? partitions,
         replicationFactor,
         configs: { ...configs },
-        ...(inputSpec?.valueSchema === undefined ? {} : { valueSchema: inputSpec.valueSchema }),
+        ...(inputSpec?.valueSchema === undefined || role === 'changelog' ? {} : { valueSchema: inputSpec.valueSchema }),
         compatibility: inputSpec?.compatibility ?? 'BACKWARD',
         doc,
       };
@@ -192,6 +204,13 @@ export function defineTopology(decl: TopologyDecl): Topology {
       `Dead letters of ${stageName}: original bytes plus error context headers.`,
       decl.defaults?.dlqTopicConfigs ?? { 'retention.ms': String(30 * DAY_MS) },
     );
+    const stores = Object.entries(s.stores ?? {}).map(([store, d]) => ({
+      name: store,
+      doc: d.doc,
+      changelog: derived(`${stageName}.${store}-changelog`, 'changelog', `Changelog of ${stageName}'s store ${store}: ${d.doc}`, {
+        'cleanup.policy': 'compact',
+      }),
+    }));
     stages.push({
       name: stageName,
       doc: s.doc,
@@ -210,6 +229,7 @@ export function defineTopology(decl: TopologyDecl): Topology {
         targetDrainSeconds: s.scaling?.targetDrainSeconds ?? 300,
       },
       ...(s.resources ? { resources: s.resources } : {}),
+      stores,
       ...(s.contract ? { contract: s.contract } : {}),
       ...(s.create ? { create: s.create } : {}),
     });
@@ -239,6 +259,7 @@ function stageEntries(stages: TopologyDecl['stages']): [string, StageEntry][] {
       ...(d.batch ? { batch: d.batch } : {}),
       ...(d.scaling ? { scaling: d.scaling } : {}),
       ...(d.resources ? { resources: d.resources } : {}),
+      ...(d.stores ? { stores: d.stores } : {}),
       contract: { input: d.input.schema, sinks: Object.fromEntries(sinks.map(([sink, ref]) => [sink, ref.schema])) },
       create: d.create as unknown as StageSpec['create'],
     };

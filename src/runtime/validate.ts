@@ -32,8 +32,10 @@ export function validateTopology(t: Topology, schemaExists?: (name: string) => b
     if (!TOPIC_NAME.test(topic.name) || topic.name === '.' || topic.name === '..') {
       add(node, `invalid topic name "${topic.name}": use 1-249 characters of [a-zA-Z0-9._-]`);
     }
-    if (!topic.valueSchema) add(node, `topic ${topic.name} has no value schema`);
-    else if (schemaExists && !schemaExists(topic.valueSchema)) {
+    // a changelog holds a store's JSON values: no schema, no subject
+    if (!topic.valueSchema) {
+      if (topic.role !== 'changelog') add(node, `topic ${topic.name} has no value schema`);
+    } else if (schemaExists && !schemaExists(topic.valueSchema)) {
       add(node, `topic ${topic.name} names schema "${topic.valueSchema}", which does not exist`);
     }
     if (!Number.isInteger(topic.partitions) || topic.partitions < 1) {
@@ -67,6 +69,21 @@ export function validateTopology(t: Topology, schemaExists?: (name: string) => b
     for (const { topic } of stageSinks(t, s)) {
       if (!t.topics[topic]) add(node, `stage ${s.name} writes topic ${topic}, which is not declared`);
       addProducer(topic, s.name);
+    }
+    for (const store of s.stores) {
+      if (!NODE_NAME.test(store.name)) add(node, `stage ${s.name} has an invalid store name "${store.name}": use [a-z][a-z0-9-]*`);
+      const changelog = t.topics[store.changelog];
+      addProducer(store.changelog, s.name);
+      if (!changelog) {
+        add(node, `stage ${s.name} store ${store.name} has changelog ${store.changelog}, which is not declared`);
+        continue;
+      }
+      // changelog partition p is store partition p is input partition p
+      const input = t.topics[s.input];
+      if (input && changelog.partitions !== input.partitions) {
+        add(node, `stage ${s.name} store ${store.name}: changelog ${store.changelog} has ${changelog.partitions} partitions, its input ${input.partitions}`);
+      }
+      if (!changelog.configs['cleanup.policy']?.includes('compact')) add(node, `changelog ${store.changelog} must set cleanup.policy=compact`);
     }
     if (s.retry.delaysMs.some((d, i) => !(d > 0) || (i > 0 && d < (s.retry.delaysMs[i - 1] ?? 0)))) {
       add(node, `stage ${s.name} retry delays must be positive and non-decreasing, got [${s.retry.delaysMs.join(', ')}]`);
@@ -117,7 +134,7 @@ export function validateTopology(t: Topology, schemaExists?: (name: string) => b
   }
 
   for (const topic of Object.values(t.topics)) {
-    const consumed = t.stages.some((s) => s.input === topic.name || s.retry.topics.includes(topic.name));
+    const consumed = t.stages.some((s) => s.input === topic.name || s.retry.topics.includes(topic.name) || s.stores.some((st) => st.changelog === topic.name));
     if (!consumed && !producers.has(topic.name) && !topic.external) {
       add(`topic:${topic.name}`, `topic ${topic.name} is neither produced nor consumed`);
     }

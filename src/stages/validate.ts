@@ -5,12 +5,22 @@
  * and `-max_pixels`. Permanent failures (wrong format, undecodable, too short or long, too small
  * or large, parameters out of range) go to the DLQ at once; a store that cannot be read is
  * retried (INPUT_FETCH_FAILED); a blob whose bytes are not the ones submitted is CHECKSUM_MISMATCH.
+ *
+ * Exactly one task per task id: the store `seen` remembers the first request validated per task
+ * id; a later `tasks.requested` record with that id (two API replicas raced on one idempotency
+ * key, an in-doubt submit enqueued again) is dropped — no output, no status event — and counted
+ * (`sonicflow_records_skipped_total{stage="validate",reason="duplicate"}`). A DLQ replay
+ * (`sonicflow.replay.of` header) is let through: an operator asked for it. A request whose
+ * validation failed leaves no entry (a failed record keeps no store writes), so a later copy of
+ * it is validated again. Entries never expire yet: one small entry per task.
  */
 import { SonicError } from '../core/errors.js';
 import { checkAudio } from '../media/audio.js';
 import { mediaDeadlineMs } from '../media/bounds.js';
 import { checkImage } from '../media/image.js';
 import { inspectLimits, inspectMedia } from '../media/inspect.js';
+import { HEADERS } from '../runtime/headers.js';
+import type { KeyValueStore, StageRecord } from '../runtime/stage.js';
 import { TOPICS } from './topics.js';
 import { fetchTo, taskStage, withScratch } from './common.js';
 import { HARD_MAX_AUDIO_S, checkParams, checkRequestFields } from '../domain/params.js';
@@ -19,6 +29,34 @@ import type { TaskRequest, TaskValidated } from '../domain/records.js';
 /** The longest audio this task may have: its own limit, capped by configuration and Sonic's 400 s. */
 export function audioLimit(request: TaskRequest, configuredMaxS: number): number {
   return Math.min(request.max_duration_s, configuredMaxS, HARD_MAX_AUDIO_S);
+}
+
+/** What `seen` keeps of the first request validated per task id, to log a dropped duplicate with it. */
+export interface SeenRequest {
+  topic: string;
+  partition: number;
+  offset: string;
+  idempotency_key: string | null;
+  /** ISO-8601 (store values are JSON). */
+  created_at: string;
+}
+
+/**
+ * The first request validated for `rec`'s task id, when `rec` is a later copy of it that must be
+ * dropped; undefined when `rec` goes on (marking it seen). Replays always go on.
+ */
+export function firstOf(rec: StageRecord<TaskRequest>, seen: KeyValueStore): SeenRequest | undefined {
+  const first = seen.get(rec.key) as SeenRequest | undefined;
+  if (first && rec.headers[HEADERS.replayOf] === undefined) return first;
+  const entry: SeenRequest = {
+    topic: rec.topic,
+    partition: rec.partition,
+    offset: rec.offset,
+    idempotency_key: rec.value.idempotency_key,
+    created_at: rec.value.created_at.toISOString(),
+  };
+  seen.put(rec.key, entry);
+  return undefined;
 }
 
 /** The validate stage, declared once: the topology composes it by this name. */
@@ -31,9 +69,27 @@ export const validate = taskStage({
   concurrency: 4,
   scaling: { maxReplicas: 4, lagThreshold: 50, targetDrainSeconds: 60 },
   resources: { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '512Mi' } },
+  stores: { seen: { doc: 'The first request validated per task id (a later one is a duplicate).' } },
   create: (deps) => ({
     async handle(rec, ctx) {
       const request = rec.value;
+      const first = firstOf(rec, ctx.stores.seen!);
+      if (first) {
+        ctx.logger.warn(
+          {
+            first,
+            duplicate: {
+              topic: rec.topic,
+              partition: rec.partition,
+              offset: rec.offset,
+              idempotency_key: request.idempotency_key,
+              created_at: request.created_at,
+            },
+          },
+          'duplicate request of a task dropped',
+        );
+        return { skip: 'duplicate' };
+      }
       checkParams(request.params);
       checkRequestFields(request);
       if (request.expires_at && request.expires_at.getTime() < ctx.now().getTime()) {

@@ -18,6 +18,12 @@ const request = {
 describe('Avro schemas', () => {
   it('has a parsable schema for every topic value the topology names', () => {
     for (const topic of Object.values(sonicTopology().topics)) {
+      // a store's changelog is the stage's own (JSON values, read back only by that stage), like a Kafka Streams internal topic
+      if (topic.role === 'changelog') {
+        expect(topic.valueSchema, topic.name).toBeUndefined();
+        expect(topic.configs['cleanup.policy'], topic.name).toBe('compact');
+        continue;
+      }
       expect(topic.valueSchema, topic.name).toBeDefined();
       expect(() => catalog.type(topic.valueSchema!)).not.toThrow();
     }

@@ -55,7 +55,7 @@ describe('topology describe', () => {
     const text = describeTopology(sonicTopology());
     expect(text).not.toMatch(/KSTREAM|-\d{10}/);
     for (const stage of STAGES) {
-      expect(text).toContain(`Processor: ${stage} (stores: [])`);
+      expect(text).toContain(`Processor: ${stage} (stores: [${stage === 'validate' ? 'seen' : ''}])`);
       expect(text).toContain(`Source: ${stage}-source (topics: [`);
     }
   });

@@ -1,0 +1,205 @@
+/**
+ * Reads one partition of a topic between two offsets, read_committed, without a consumer group:
+ * what a stage needs to restore a state store from its changelog (only the partitions it was
+ * assigned, from a local checkpoint to the end). kafkajs has no manual `assign`, and a throw-away
+ * group would cost a join (and read every partition of the topic); this reader sends ListOffsets
+ * and Fetch requests to the partition's leader itself, through kafkajs' private cluster factory
+ * (the same one `lag.ts` uses; kafkajs is pinned to 2.2.4), and drops what a read_committed
+ * consumer would not see: records of aborted transactions and transaction markers.
+ *
+ * An empty changelog, the common start, costs one ListOffsets request.
+ */
+import type { Kafka } from 'kafkajs';
+import { retry } from '../core/retry.js';
+import { kafkajsOf, type KafkaClient } from './handle.js';
+import { headersToStrings, type InRecord, type RawHeaders } from './io.js';
+
+/** kafkajs' ISOLATION_LEVEL.READ_COMMITTED. */
+const READ_COMMITTED = 1;
+
+/** A fetched record as kafkajs' record batch decoder returns it. */
+interface FetchedMessage {
+  offset: string;
+  key: Buffer | null;
+  value: Buffer | null;
+  headers?: RawHeaders;
+  timestamp: string;
+  isControlRecord?: boolean;
+  batchContext?: { producerId: string; inTransaction: boolean };
+}
+
+interface FetchedPartition {
+  partition: number;
+  highWatermark: string;
+  lastStableOffset: string;
+  abortedTransactions?: { producerId: string; firstOffset: string }[];
+  messages: FetchedMessage[];
+}
+
+interface InternalBroker {
+  fetch(request: {
+    isolationLevel: number;
+    maxWaitTime: number;
+    minBytes: number;
+    maxBytes: number;
+    topics: { topic: string; partitions: { partition: number; fetchOffset: string; maxBytes: number }[] }[];
+  }): Promise<{ responses: { topicName: string; partitions: FetchedPartition[] }[] }>;
+}
+
+/** The parts of kafkajs' (private) Cluster this reader uses. */
+interface InternalCluster {
+  connect(): Promise<void>;
+  disconnect(): Promise<void>;
+  addTargetTopic(topic: string): Promise<void>;
+  refreshMetadata(): Promise<void>;
+  findLeaderForPartitions(topic: string, partitions: number[]): Record<string, number[]>;
+  findBroker(node: { nodeId: string }): Promise<InternalBroker>;
+  fetchTopicsOffset(
+    topics: { topic: string; fromBeginning: boolean; partitions: { partition: number }[] }[],
+  ): Promise<{ topic: string; partitions: { partition: number; offset: string }[] }[]>;
+}
+
+/** Errors that a metadata refresh and another try mend (a leader moved, a broker restarted). */
+const RETRIABLE = new Set([
+  'UNKNOWN_TOPIC_OR_PARTITION',
+  'NOT_LEADER_FOR_PARTITION',
+  'NOT_LEADER_OR_FOLLOWER',
+  'LEADER_NOT_AVAILABLE',
+  'REPLICA_NOT_AVAILABLE',
+  'OFFSET_NOT_AVAILABLE',
+  'FENCED_LEADER_EPOCH',
+  'KAFKA_STORAGE_ERROR',
+]);
+
+function clusterOf(kafka: Kafka): InternalCluster {
+  const symbol = Object.getOwnPropertySymbols(kafka).find((s) => s.description === 'private:Kafka:createCluster');
+  const create = symbol === undefined ? undefined : (kafka as unknown as Record<symbol, unknown>)[symbol];
+  if (typeof create !== 'function') throw new Error('kafkajs no longer offers its cluster factory; the partition reader needs kafkajs 2.2.4');
+  return (create as (o: object) => InternalCluster)({ allowAutoTopicCreation: false, isolationLevel: READ_COMMITTED });
+}
+
+/** Records of aborted transactions and control records dropped, as a read_committed consumer sees a fetch. */
+export function committedMessages(messages: FetchedMessage[], aborted: { producerId: string; firstOffset: string }[] | undefined): FetchedMessage[] {
+  const pending = [...(aborted ?? [])].sort((a, b) => (BigInt(a.firstOffset) < BigInt(b.firstOffset) ? -1 : 1));
+  const open = new Set<string>();
+  const out: FetchedMessage[] = [];
+  for (const m of messages) {
+    while (pending.length > 0 && BigInt(m.offset) >= BigInt(pending[0]!.firstOffset)) open.add(pending.shift()!.producerId);
+    const producer = m.batchContext?.producerId ?? '';
+    if (m.isControlRecord) {
+      // an abort (or commit) marker ends that producer's transaction
+      open.delete(producer);
+      continue;
+    }
+    if (m.batchContext?.inTransaction && open.has(producer)) continue;
+    out.push(m);
+  }
+  return out;
+}
+
+export interface PartitionRange {
+  /** The first offset still in the log. */
+  start: bigint;
+  /** The last stable offset: the end a read_committed reader sees. */
+  end: bigint;
+}
+
+export class PartitionReader {
+  private readonly cluster: InternalCluster;
+  private connecting: Promise<void> | undefined;
+  private readonly known = new Set<string>();
+
+  constructor(client: KafkaClient) {
+    this.cluster = clusterOf(kafkajsOf(client));
+  }
+
+  private async ready(topic: string): Promise<void> {
+    this.connecting ??= this.cluster.connect().catch((err: unknown) => {
+      this.connecting = undefined;
+      throw err;
+    });
+    await this.connecting;
+    if (!this.known.has(topic)) {
+      await this.cluster.addTargetTopic(topic);
+      this.known.add(topic);
+    }
+  }
+
+  /** Retries what a metadata refresh mends, five tries in about a second. */
+  private withRetry<T>(fn: () => Promise<T>): Promise<T> {
+    return retry(
+      async (attempt) => {
+        if (attempt > 1) await this.cluster.refreshMetadata().catch(() => undefined);
+        return fn();
+      },
+      {
+        initialMs: 100,
+        maxMs: 400,
+        jitter: 'none',
+        maxAttempts: 5,
+        retryIf: (err) => RETRIABLE.has((err as { type?: string }).type ?? '') || (err as Error).name === 'KafkaJSConnectionError',
+      },
+    );
+  }
+
+  /** The log start and the last stable offset of `topic`/`partition`. */
+  async range(topic: string, partition: number): Promise<PartitionRange> {
+    await this.ready(topic);
+    const ask = async (fromBeginning: boolean): Promise<bigint> => {
+      const res = await this.cluster.fetchTopicsOffset([{ topic, fromBeginning, partitions: [{ partition }] }]);
+      const offset = res.find((t) => t.topic === topic)?.partitions.find((p) => p.partition === partition)?.offset;
+      if (offset === undefined) throw Object.assign(new Error(`no offsets for ${topic}:${partition}`), { type: 'UNKNOWN_TOPIC_OR_PARTITION' });
+      return BigInt(offset);
+    };
+    return this.withRetry(async () => {
+      const [start, end] = await Promise.all([ask(true), ask(false)]);
+      return { start, end };
+    });
+  }
+
+  /**
+   * Reads `topic`/`partition` from `from` up to `to` (exclusive; the last stable offset read with
+   * {@link range}), read_committed, handing each fetched chunk of committed records to `onRecords`
+   * in offset order. Ends early when a fetch brings nothing (what is left was compacted away).
+   */
+  async read(topic: string, partition: number, from: bigint, to: bigint, onRecords: (records: InRecord[]) => void, maxBytes = 4 * 1024 * 1024): Promise<void> {
+    await this.ready(topic);
+    let next = from;
+    while (next < to) {
+      const fetched = await this.withRetry(async () => {
+        const leaders = this.cluster.findLeaderForPartitions(topic, [partition]);
+        const nodeId = Object.keys(leaders)[0];
+        if (nodeId === undefined) throw Object.assign(new Error(`no leader for ${topic}:${partition}`), { type: 'LEADER_NOT_AVAILABLE' });
+        const broker = await this.cluster.findBroker({ nodeId });
+        const res = await broker.fetch({
+          isolationLevel: READ_COMMITTED,
+          maxWaitTime: 0,
+          minBytes: 1,
+          maxBytes,
+          topics: [{ topic, partitions: [{ partition, fetchOffset: next.toString(), maxBytes }] }],
+        });
+        return res.responses.find((r) => r.topicName === topic)?.partitions.find((p) => p.partition === partition);
+      });
+      // a fetch may start inside a batch: offsets before the one asked for come again
+      const messages = (fetched?.messages ?? []).filter((m) => BigInt(m.offset) >= next && BigInt(m.offset) < to);
+      if (messages.length === 0) return;
+      const records = committedMessages(messages, fetched?.abortedTransactions).map((m): InRecord => ({
+        topic,
+        partition,
+        offset: m.offset,
+        key: m.key ? m.key.toString('utf8') : null,
+        value: m.value,
+        headers: headersToStrings(m.headers),
+        timestamp: Number(m.timestamp),
+      }));
+      if (records.length > 0) onRecords(records);
+      next = BigInt(messages[messages.length - 1]!.offset) + 1n;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.connecting) await this.cluster.disconnect().catch(() => undefined);
+    this.connecting = undefined;
+    this.known.clear();
+  }
+}

@@ -1,0 +1,351 @@
+/**
+ * Stage-owned state stores (Kafka Streams' state stores with their changelogs), adapted to the
+ * runner's one transaction per input partition batch:
+ *
+ * - A store is partitioned like the stage's input: the record of input (or retry tier) partition p
+ *   reads and writes store partition p, whose changelog partition is p too.
+ * - A handler's writes are buffered per record ({@link BatchWrites.forRecord}); a record that
+ *   succeeds keeps them, and they become changelog records (key = store key, value = JSON, or a
+ *   tombstone) of the record's transaction; a record that fails or is abandoned leaves none.
+ *   Reads see the record's own writes, then the kept writes of earlier records of the same batch,
+ *   then the local copy.
+ * - The local copy is an LMDB {@link StateStore}, one per stage process, a table per store, keys
+ *   `<p>/<key>`. Only after the Kafka transaction commits are the batch's writes applied to it,
+ *   together with the changelog offsets checkpoint, in one LMDB transaction. A crash in between
+ *   leaves the copy behind its checkpoint, and the restore replays what is missing; an aborted or
+ *   fenced transaction never reaches it.
+ * - Restore on assignment: before the first batch of store partition p, every producer of the
+ *   input and retry partitions p is initialised (fencing older owners and aborting their open
+ *   transactions), then each changelog partition p is read, read_committed, from the local
+ *   checkpoint (or the log start) to its last stable offset. Only assigned partitions are restored.
+ *
+ * Locking: restores and commits of one store partition take turns (a restore must not replay an
+ * older value over a newer one a commit applies meanwhile), so the transactions of input p and of
+ * its retry tiers p do not overlap; other partitions go on in parallel.
+ */
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SonicError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import type { KafkaClient } from '../kafka/client.js';
+import { PartitionReader } from '../kafka/partition-reader.js';
+import type { Produced, RecordStores } from './program.js';
+import type { KeyValueStore } from './stage.js';
+import { StateStore, type Table } from './store.js';
+import type { StoreSpec } from './topology.js';
+
+/** The latest write of a key: its JSON value and bytes, or a deletion (null, null). */
+interface Entry {
+  value: unknown;
+  bytes: Buffer | null;
+}
+
+/** Where committed values are read: the local copy (or, in the test driver, memory). */
+export interface StoreBacking {
+  /** The committed value of `key` in store partition `partition`, or undefined. */
+  get(store: string, partition: number, key: string): unknown;
+}
+
+/** The key of `key` of store partition `partition` in the local copy. */
+export const localKey = (partition: number, key: string): string => `${partition}/${key}`;
+
+function encode(store: string, key: string, value: unknown): Entry {
+  if (value === undefined || value === null) throw new SonicError('INTERNAL', `store ${store}: put of ${key} without a value (use delete)`);
+  const json = JSON.stringify(value);
+  if (json === undefined) throw new SonicError('INTERNAL', `store ${store}: the value of ${key} is not JSON`);
+  return { value: JSON.parse(json) as unknown, bytes: Buffer.from(json) };
+}
+
+/** Decodes a changelog record's value: undefined for a tombstone. */
+export function decodeChangelogValue(bytes: Buffer | null): unknown {
+  return bytes === null ? undefined : (JSON.parse(bytes.toString('utf8')) as unknown);
+}
+
+/** The writes kept by the records of one batch of one store partition, not yet committed. */
+export class BatchWrites {
+  /** store → key → latest write. */
+  readonly pending = new Map<string, Map<string, Entry>>();
+  /** Changelog records kept per store (one per kept write: a key written twice counts twice). */
+  readonly changelogCounts = new Map<string, number>();
+  /** Changelog records kept in all. */
+  records = 0;
+
+  constructor(
+    readonly partition: number,
+    private readonly specs: readonly StoreSpec[],
+    private readonly backing: StoreBacking,
+  ) {}
+
+  /** A record's view of the stores; `keep` adds its writes to the batch, `discard` forgets them. */
+  forRecord(): RecordStores {
+    const own = new Map<string, Map<string, Entry>>();
+    const view: Record<string, KeyValueStore> = {};
+    for (const spec of this.specs) {
+      const mine = new Map<string, Entry>();
+      own.set(spec.name, mine);
+      const batch = this.pending.get(spec.name);
+      view[spec.name] = {
+        get: (key) => {
+          const e = mine.get(key) ?? batch?.get(key);
+          if (e) return e.value === null ? undefined : e.value;
+          return this.backing.get(spec.name, this.partition, key);
+        },
+        put: (key, value) => void mine.set(key, encode(spec.name, key, value)),
+        delete: (key) => void mine.set(key, { value: null, bytes: null }),
+      };
+    }
+    let done = false;
+    return {
+      view,
+      keep: () => {
+        if (done) return [];
+        done = true;
+        const out: Produced[] = [];
+        for (const spec of this.specs) {
+          const mine = own.get(spec.name)!;
+          if (mine.size === 0) continue;
+          let batch = this.pending.get(spec.name);
+          if (!batch) this.pending.set(spec.name, (batch = new Map()));
+          for (const [key, e] of mine) {
+            batch.set(key, e);
+            out.push({ topic: spec.changelog, key, value: e.bytes, headers: {}, partition: this.partition });
+          }
+          this.changelogCounts.set(spec.name, (this.changelogCounts.get(spec.name) ?? 0) + mine.size);
+        }
+        this.records += out.length;
+        return out;
+      },
+      discard: () => {
+        done = true;
+      },
+    };
+  }
+}
+
+/** The stores of a stage with no broker and no disk (the test driver): memory, applied per record. */
+export class MemoryStores implements StoreBacking {
+  /** store → `<p>/<key>` → value. */
+  readonly data = new Map<string, Map<string, unknown>>();
+
+  constructor(readonly specs: readonly StoreSpec[]) {
+    for (const s of specs) this.data.set(s.name, new Map());
+  }
+
+  get(store: string, partition: number, key: string): unknown {
+    return this.data.get(store)?.get(localKey(partition, key));
+  }
+
+  batch(partition: number): BatchWrites {
+    return new BatchWrites(partition, this.specs, this);
+  }
+
+  apply(writes: BatchWrites): void {
+    for (const [store, entries] of writes.pending) {
+      const table = this.data.get(store)!;
+      for (const [key, e] of entries) {
+        if (e.value === null) table.delete(localKey(writes.partition, key));
+        else table.set(localKey(writes.partition, key), e.value);
+      }
+    }
+  }
+}
+
+/**
+ * Takes the first free slot directory `<base>/<n>` (n = 0, 1, ...) with a pid lock file, so that
+ * two processes of a stage on one machine never share a local copy while a restarted process gets
+ * its predecessor's copy (and resumes from its checkpoint). A lock whose process is gone is taken
+ * over.
+ */
+function lockSlot(base: string): { dir: string; release: () => void } {
+  const alive = (pid: number): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'EPERM';
+    }
+  };
+  for (let slot = 0; slot < 1000; slot++) {
+    const dir = join(base, String(slot));
+    mkdirSync(dir, { recursive: true });
+    const lock = join(dir, 'owner.pid');
+    for (let tries = 0; tries < 3; tries++) {
+      try {
+        writeFileSync(lock, String(process.pid), { flag: 'wx' });
+        return { dir, release: () => rmSync(lock, { force: true }) };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        const pid = Number(readFileSync(lock, 'utf8').trim());
+        if (Number.isInteger(pid) && pid > 0 && (pid === process.pid || alive(pid))) break;
+        rmSync(lock, { force: true }); // its process is gone
+      }
+    }
+  }
+  throw new SonicError('CONFIG_INVALID', `no free state store slot under ${base}`);
+}
+
+export interface StageStoresOptions {
+  /** Directory of this stage's local copies (slots `<dir>/<n>` are made in it). */
+  dir: string;
+  specs: readonly StoreSpec[];
+  kafka: KafkaClient;
+  logger: Logger;
+}
+
+/** A stage process's stores on Kafka: the local copy, the restore, the commit-then-apply. */
+export class StageStores implements StoreBacking {
+  readonly dir: string;
+  private readonly local: StateStore;
+  private readonly tables = new Map<string, Table<unknown>>();
+  private readonly reader: PartitionReader;
+  private readonly release: () => void;
+  /** Store partitions restored since they were assigned. */
+  private readonly restored = new Map<number, Promise<void>>();
+  /** The tail of each store partition's turn queue (restores and commits). */
+  private readonly turns = new Map<number, Promise<unknown>>();
+
+  constructor(private readonly options: StageStoresOptions) {
+    const slot = lockSlot(options.dir);
+    this.dir = slot.dir;
+    this.release = slot.release;
+    try {
+      this.local = StateStore.open({ path: join(slot.dir, 'lmdb') });
+    } catch (err) {
+      slot.release();
+      throw err;
+    }
+    for (const s of options.specs) this.tables.set(s.name, this.local.table<unknown>(s.name));
+    this.reader = new PartitionReader(options.kafka);
+    options.logger.info({ dir: slot.dir, stores: options.specs.map((s) => s.name) }, 'state stores opened');
+  }
+
+  get(store: string, partition: number, key: string): unknown {
+    return this.tables.get(store)?.get(localKey(partition, key));
+  }
+
+  batch(partition: number): BatchWrites {
+    return new BatchWrites(partition, this.options.specs, this);
+  }
+
+  /** Runs `fn` when the store partition's earlier restores and commits are done. */
+  private inTurn<T>(partition: number, fn: () => Promise<T>): Promise<T> {
+    const before = this.turns.get(partition) ?? Promise.resolve();
+    const mine = before.then(fn, fn);
+    const tail = mine.catch(() => undefined);
+    this.turns.set(partition, tail);
+    void tail.then(() => {
+      if (this.turns.get(partition) === tail) this.turns.delete(partition);
+    });
+    return mine;
+  }
+
+  /**
+   * Restores store partition `partition` unless it was since it was assigned: `fence` first
+   * (initialise the producers of every input partition with that number), then each changelog
+   * from the checkpoint to the last stable offset.
+   */
+  ensureRestored(partition: number, fence: () => Promise<void>): Promise<void> {
+    let done = this.restored.get(partition);
+    if (!done) {
+      done = this.inTurn(partition, async () => {
+        await fence();
+        for (const spec of this.options.specs) await this.restore(spec, partition);
+      });
+      this.restored.set(partition, done);
+      done.catch(() => {
+        if (this.restored.get(partition) === done) this.restored.delete(partition);
+      });
+    }
+    return done;
+  }
+
+  /** The store partition is no longer (all) ours: the next batch restores it again from its checkpoint. */
+  forget(partition: number): void {
+    this.restored.delete(partition);
+  }
+
+  private async restore(spec: StoreSpec, partition: number): Promise<void> {
+    const started = Date.now();
+    const table = this.tables.get(spec.name)!;
+    const { start, end } = await this.reader.range(spec.changelog, partition);
+    let from = this.local.offset(spec.changelog, partition);
+    if (from !== undefined && (from < start || from > end)) {
+      // the changelog lost what the checkpoint counts on (deleted records, a recreated topic)
+      this.options.logger.warn(
+        { store: spec.name, partition, checkpoint: from.toString(), log_start: start.toString(), end: end.toString() },
+        'store checkpoint outside the changelog; restoring the partition from scratch',
+      );
+      const stale = table.scan(localKey(partition, ''));
+      this.local.transaction(() => {
+        for (const { key } of stale) void table.remove(key);
+      });
+      from = undefined;
+    }
+    let next = from ?? start;
+    let records = 0;
+    if (next < end) {
+      await this.reader.read(spec.changelog, partition, next, end, (chunk) => {
+        this.local.transaction(() => {
+          for (const r of chunk) {
+            if (r.key === null) continue;
+            const value = decodeChangelogValue(r.value);
+            if (value === undefined) void table.remove(localKey(partition, r.key));
+            else void table.put(localKey(partition, r.key), value);
+          }
+          next = BigInt(chunk[chunk.length - 1]!.offset) + 1n;
+          this.local.commitOffset(spec.changelog, partition, next);
+        });
+        records += chunk.length;
+      });
+    }
+    if (from === undefined || from !== end) this.local.transaction(() => this.local.commitOffset(spec.changelog, partition, end));
+    this.options.logger.info(
+      { store: spec.name, partition, from: (from ?? start).toString(), end: end.toString(), records, restore_ms: Date.now() - started },
+      'store partition restored',
+    );
+  }
+
+  /**
+   * Commits a batch (`publish`: the Kafka transaction, which returns the changelog's base offset
+   * in this partition, or undefined when nothing was published) and then applies its writes to
+   * the local copy with the changelog checkpoint. A local failure after the commit is logged and
+   * the partition restored again before its next batch: the changelog has the writes.
+   */
+  commit(writes: BatchWrites, publish: () => Promise<Map<string, bigint> | undefined>): Promise<void> {
+    const p = writes.partition;
+    return this.inTurn(p, async () => {
+      const bases = await publish();
+      if (!bases || writes.records === 0) return;
+      try {
+        this.local.transaction(() => {
+          for (const spec of this.options.specs) {
+            const entries = writes.pending.get(spec.name);
+            if (!entries || entries.size === 0) continue;
+            const table = this.tables.get(spec.name)!;
+            for (const [key, e] of entries) {
+              if (e.value === null) void table.remove(localKey(p, key));
+              else void table.put(localKey(p, key), e.value);
+            }
+            const base = bases.get(spec.changelog);
+            // records of one topic-partition in one produce request have consecutive offsets
+            if (base !== undefined) this.local.commitOffset(spec.changelog, p, base + BigInt(this.countFor(spec, writes)));
+          }
+        });
+      } catch (err) {
+        this.options.logger.error({ err, partition: p }, 'store writes committed to Kafka but not applied locally; the partition will be restored');
+        this.forget(p);
+      }
+    });
+  }
+
+  /** Changelog records of `spec` a batch sent (one per kept write, not per distinct key). */
+  private countFor(spec: StoreSpec, writes: BatchWrites): number {
+    return writes.changelogCounts.get(spec.name) ?? 0;
+  }
+
+  async close(): Promise<void> {
+    await this.reader.close();
+    await this.local.close().catch(() => undefined);
+    this.release();
+  }
+}

@@ -1,0 +1,88 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { PlainProducer } from '../../src/kafka/io.js';
+import { valueSubject } from '../../src/serde/serde.js';
+import { deployChain, readAll, waitUntil } from '../helpers/chain.js';
+import { ROOT, startSonicflow, testContext, type SonicflowProcess } from '../helpers/infra.js';
+
+const COUNTER_FILE = join(ROOT, 'test', 'fixtures', 'counter.ts');
+const KEYS = 20;
+const PER_KEY = 10;
+
+describe('stage state stores on the real broker', () => {
+  it('counts per key exactly once across a SIGKILL and a lost local copy, restoring from the changelog', async () => {
+    const chain = await deployChain({}, COUNTER_FILE);
+    const topic = (name: string): string => `${chain.prefix}.${name}`;
+    const stateDir = mkdtempSync(join(tmpdir(), 'sonicflow-stores-test-'));
+    const start = (): SonicflowProcess =>
+      startSonicflow(['run', 'count', '--file', COUNTER_FILE], {
+        SONIC_TOPIC_PREFIX: chain.prefix,
+        SONIC_STATE_DIR: stateDir,
+        SONIC_METRICS_PORT: '0',
+        SONIC_LOG_LEVEL: 'info',
+        SONIC_SESSION_TIMEOUT_MS: '6000',
+        SONIC_HEARTBEAT_INTERVAL_MS: '1000',
+        SONIC_REBALANCE_TIMEOUT_MS: '8000',
+        COUNTER_DELAY_MS: '100',
+      });
+    try {
+      // rounds over KEYS keys: a key's records are in order in its partition
+      const ctx = testContext();
+      const keys = Array.from({ length: KEYS }, () => randomUUID());
+      const produceRounds = async (rounds: number): Promise<void> => {
+        const p = await new PlainProducer(ctx.kafka).connect();
+        for (let round = 0; round < rounds; round++) {
+          const records = await Promise.all(
+            keys.map(async (key) => ({
+              key,
+              value: await ctx.serde.encode(valueSubject(topic('in')), 'task-status', { task_id: key, state: 'QUEUED', at: new Date() }),
+            })),
+          );
+          await p.send(topic('in'), records);
+        }
+        await p.close();
+      };
+      await produceRounds(PER_KEY / 2);
+
+      let proc = start();
+      await proc.waitForLog(/store partition restored/, 60_000);
+      // let it count a while, then kill it mid-work
+      await waitUntil(async () => (await readAll(topic('out'), 500)).length >= 40, 60_000, '40 outputs before the first kill');
+      proc.proc.kill('SIGKILL');
+      await proc.exited;
+      // a restart resumes from the local checkpoint
+      proc = start();
+      await waitUntil(async () => (await readAll(topic('out'), 500)).length >= (KEYS * PER_KEY) / 2, 60_000, 'the first half of the outputs');
+      proc.proc.kill('SIGKILL');
+      await proc.exited;
+      // the local copy is lost: the restart restores every partition from the changelog
+      rmSync(join(stateDir, 'stores'), { recursive: true, force: true });
+      await produceRounds(PER_KEY / 2);
+      proc = start();
+      await proc.waitForLog(/"records":[1-9]\d*,[^\n]*store partition restored/, 60_000);
+      await waitUntil(async () => (await readAll(topic('out'), 500)).length >= KEYS * PER_KEY, 120_000, 'every output');
+      proc.proc.kill('SIGTERM');
+      await proc.exited;
+
+      const out = await readAll(topic('out'));
+      const counts = new Map<string, number[]>();
+      for (const r of out) {
+        const value = (await ctx.serde.decode<{ progress: number | null }>(r.value!, 'task-status')).value;
+        counts.set(r.key!, [...(counts.get(r.key!) ?? []), value.progress ?? -1]);
+      }
+      const expected = Array.from({ length: PER_KEY }, (_, i) => i + 1);
+      // exactly once: each key's outputs count 1..PER_KEY, none skipped, none doubled
+      expect(out.length).toBe(KEYS * PER_KEY);
+      for (const key of keys) expect({ key, counts: counts.get(key) }).toEqual({ key, counts: expected });
+      // the changelog (read_committed) ends with each key's final count
+      const last = new Map<string, string>();
+      for (const r of await readAll(topic('count.counts-changelog'))) last.set(r.key!, r.value!.toString());
+      for (const key of keys) expect(last.get(key)).toBe(String(PER_KEY));
+    } finally {
+      rmSync(stateDir, { recursive: true, force: true });
+    }
+  }, 300_000);
+});

@@ -1,0 +1,207 @@
+import { randomUUID } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { SonicError } from '../../src/core/errors.js';
+import type { Schemas, TaskRequest } from '../../src/domain/records.js';
+import { committedMessages } from '../../src/kafka/partition-reader.js';
+import { HEADERS } from '../../src/runtime/headers.js';
+import { MemoryStores } from '../../src/runtime/stage-stores.js';
+import type { StageHandler, StageRecord } from '../../src/runtime/stage.js';
+import { TopologyTestDriver } from '../../src/runtime/test-driver.js';
+import { defineTopology } from '../../src/runtime/topology.js';
+import { validateTopology } from '../../src/runtime/validate.js';
+import { taskStates } from '../../src/stages/status.js';
+import { firstOf, validate } from '../../src/stages/validate.js';
+import { sonicTopology } from '../../topologies/sonic.js';
+
+type Msg = Schemas['task-status'];
+
+const topology = defineTopology({
+  name: 'unit',
+  prefix: 'u',
+  status: {
+    topic: 'status',
+    hook: taskStates([
+      { name: 'work', state: 'INFERRING' },
+      { name: 'next', state: 'ENCODING' },
+    ]),
+  },
+  defaults: { partitions: 3, retry: { delaysMs: [5_000], maxAttempts: 2 } },
+  topics: {
+    in: { valueSchema: 'task-status', external: { producers: ['test'] }, doc: 'in' },
+    out: { valueSchema: 'task-status', external: { consumers: ['test'] }, doc: 'out' },
+    status: { role: 'status', valueSchema: 'task-status', configs: { 'cleanup.policy': 'compact' }, doc: 'status' },
+  },
+  stages: { work: { doc: 'work', input: 'in', outputs: { done: 'out' }, scaling: { maxReplicas: 3 }, stores: { counts: { doc: 'records per key' } } } },
+});
+
+const msg = (extra: Partial<Msg> = {}): Msg => ({
+  task_id: randomUUID(),
+  state: 'QUEUED',
+  stage: null,
+  attempt: 1,
+  progress: null,
+  error_code: null,
+  error_message: null,
+  retryable: null,
+  result_url: null,
+  tenant_id: null,
+  created_at: null,
+  at: new Date(0),
+  ...extra,
+});
+
+/** Counts records per key in its store and emits the count (in `progress`); `error_message` steers failures. */
+const counter: StageHandler<Msg> = {
+  async handle(rec, ctx) {
+    const counts = ctx.stores.counts!;
+    const n = ((counts.get(rec.key) as number | undefined) ?? 0) + 1;
+    counts.put(rec.key, n);
+    if (rec.value.error_message === 'fail' && rec.attempt === 1) throw new SonicError('GPU_OOM', 'flaky');
+    if (rec.value.error_message === 'skip') return { skip: 'duplicate' };
+    if (rec.value.error_message === 'reset') counts.delete(rec.key);
+    return { emit: [{ sink: 'done', value: { ...rec.value, progress: n } }] };
+  },
+};
+
+describe('stage state stores', () => {
+  it('the topology derives a compacted changelog per store, partitioned like the input, and describes it', () => {
+    const spec = topology.stages[0]!;
+    expect(spec.stores).toEqual([{ name: 'counts', doc: 'records per key', changelog: 'u.work.counts-changelog' }]);
+    expect(topology.topics['u.work.counts-changelog']).toMatchObject({ role: 'changelog', partitions: 3, configs: { 'cleanup.policy': 'compact' } });
+    expect(topology.topics['u.work.counts-changelog']?.valueSchema).toBeUndefined();
+    expect(validateTopology(topology)).toEqual([]);
+    const sonic = sonicTopology({ prefix: 'sonic' });
+    expect(sonic.stages.find((s) => s.name === 'validate')?.stores.map((s) => s.changelog)).toEqual(['sonic.validate.seen-changelog']);
+    expect(validate.stores).toHaveProperty('seen');
+  });
+
+  it('the test driver keeps a store: counts per key, changelog records in the changelog topic', async () => {
+    const driver = new TopologyTestDriver(topology, { handlers: { work: counter } });
+    const a = msg();
+    const b = msg();
+    await driver.pipeInput('u.in', a.task_id, a);
+    await driver.pipeInput('u.in', a.task_id, a);
+    await driver.pipeInput('u.in', b.task_id, b);
+    expect((await driver.read<Msg>('u.out')).map((r) => r.value?.progress)).toEqual([1, 2, 1]);
+    expect(driver.store('work', 'counts').get(a.task_id)).toBe(2);
+    const changelog = await driver.read('u.work.counts-changelog');
+    expect(changelog.map((r) => [r.key, r.raw?.toString()])).toEqual([
+      [a.task_id, '1'],
+      [a.task_id, '2'],
+      [b.task_id, '1'],
+    ]);
+    // a delete is a tombstone
+    await driver.pipeInput('u.in', b.task_id, msg({ task_id: b.task_id, error_message: 'reset' }));
+    expect(driver.store('work', 'counts').get(b.task_id)).toBeUndefined();
+    expect((await driver.read('u.work.counts-changelog')).at(-1)).toMatchObject({ key: b.task_id, raw: null });
+  });
+
+  it('a failed record leaves no store write; its retry counts from the committed value', async () => {
+    const driver = new TopologyTestDriver(topology, { handlers: { work: counter } });
+    const a = msg({ error_message: 'fail' });
+    await driver.pipeInput('u.in', a.task_id, a);
+    expect(driver.store('work', 'counts').get(a.task_id)).toBeUndefined();
+    expect(await driver.read('u.work.counts-changelog')).toEqual([]);
+    await driver.advanceTime(5_000);
+    expect((await driver.read<Msg>('u.out')).map((r) => r.value?.progress)).toEqual([1]);
+    expect(driver.store('work', 'counts').get(a.task_id)).toBe(1);
+  });
+
+  it('a skipped record writes no output and no status event, and keeps its store writes', async () => {
+    const driver = new TopologyTestDriver(topology, { handlers: { work: counter } });
+    const a = msg({ error_message: 'skip' });
+    await driver.pipeInput('u.in', a.task_id, a);
+    expect(await driver.read('u.out')).toEqual([]);
+    expect(await driver.statuses(a.task_id)).toEqual([]);
+    expect(driver.store('work', 'counts').get(a.task_id)).toBe(1);
+  });
+
+  it('within a batch a record reads the writes of earlier records; a discarded record leaves none', () => {
+    const specs = topology.stages[0]!.stores;
+    const stores = new MemoryStores(specs);
+    const batch = stores.batch(1);
+    const r1 = batch.forRecord();
+    r1.view.counts!.put('k', { n: 1, at: new Date(0) });
+    // values are JSON: what a restore from the changelog would give back
+    expect(r1.view.counts!.get('k')).toEqual({ n: 1, at: '1970-01-01T00:00:00.000Z' });
+    expect(r1.keep()).toEqual([
+      { topic: 'u.work.counts-changelog', key: 'k', value: Buffer.from('{"n":1,"at":"1970-01-01T00:00:00.000Z"}'), headers: {}, partition: 1 },
+    ]);
+    const r2 = batch.forRecord();
+    expect(r2.view.counts!.get('k')).toMatchObject({ n: 1 });
+    r2.view.counts!.put('k', 2);
+    r2.discard();
+    const r3 = batch.forRecord();
+    expect(r3.view.counts!.get('k')).toMatchObject({ n: 1 });
+    r3.view.counts!.delete('k');
+    expect(r3.view.counts!.get('k')).toBeUndefined();
+    expect(r3.keep()).toEqual([expect.objectContaining({ key: 'k', value: null, partition: 1 })]);
+    // nothing is committed until the batch is applied, and another partition sees nothing
+    expect(stores.get('counts', 1, 'k')).toBeUndefined();
+    const other = stores.batch(2).forRecord();
+    expect(other.view.counts!.get('k')).toBeUndefined();
+    // an aborted batch is simply never applied; a committed one is
+    const next = stores.batch(1);
+    const r4 = next.forRecord();
+    r4.view.counts!.put('k', 7);
+    r4.keep();
+    stores.apply(next);
+    expect(stores.get('counts', 1, 'k')).toBe(7);
+    expect(() => stores.batch(1).forRecord().view.counts!.put('k', undefined)).toThrow(/without a value/);
+  });
+
+  it('validate: the first request per task id passes, a later copy is dropped, a DLQ replay passes', () => {
+    const stores = new MemoryStores([{ name: 'seen', doc: '', changelog: 'c' }]);
+    const request = { task_id: 't1', idempotency_key: 'key-1', created_at: new Date(1000) } as TaskRequest;
+    const rec = (offset: string, headers: Record<string, string> = {}): StageRecord<TaskRequest> => ({
+      key: 't1',
+      value: request,
+      attempt: 1,
+      topic: 'sonic.tasks.requested',
+      partition: 0,
+      offset,
+      headers,
+    });
+    const first = stores.batch(0);
+    const r1 = first.forRecord();
+    expect(firstOf(rec('5'), r1.view.seen!)).toBeUndefined();
+    r1.keep();
+    stores.apply(first);
+    const r2 = stores.batch(0).forRecord();
+    expect(firstOf(rec('9'), r2.view.seen!)).toEqual({
+      topic: 'sonic.tasks.requested',
+      partition: 0,
+      offset: '5',
+      idempotency_key: 'key-1',
+      created_at: '1970-01-01T00:00:01.000Z',
+    });
+    const r3 = stores.batch(0).forRecord();
+    expect(firstOf(rec('12', { [HEADERS.replayOf]: 'sonic.validate.dlq:0:3' }), r3.view.seen!)).toBeUndefined();
+  });
+});
+
+describe('read_committed filtering of a raw fetch', () => {
+  const m = (offset: number, producerId: string, opts: { tx?: boolean; control?: boolean; key?: Buffer } = {}) => ({
+    offset: String(offset),
+    key: opts.key ?? Buffer.from(`k${offset}`),
+    value: Buffer.from('v'),
+    timestamp: '0',
+    isControlRecord: opts.control ?? false,
+    batchContext: { producerId, inTransaction: opts.tx ?? true },
+  });
+
+  it('drops aborted transactions and markers, keeps committed and non-transactional records', () => {
+    const messages = [
+      m(0, '1'),
+      m(1, '1'),
+      m(2, '1', { control: true }), // commit of producer 1
+      m(3, '2'),
+      m(4, '1'),
+      m(5, '2', { control: true, key: Buffer.from([0, 0, 0, 0]) }), // abort of producer 2
+      m(6, '1', { control: true }),
+      m(7, '3', { tx: false }),
+    ];
+    const kept = committedMessages(messages, [{ producerId: '2', firstOffset: '3' }]).map((x) => x.offset);
+    expect(kept).toEqual(['0', '1', '4', '7']);
+  });
+});
