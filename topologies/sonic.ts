@@ -8,7 +8,7 @@
 import type { TaskState } from '../src/domain/records.js';
 import type { StageDeclaration } from '../src/runtime/stage.js';
 import type { StageDeps } from '../src/stages/common.js';
-import { defineTopology, type Topology } from '../src/runtime/topology.js';
+import { defineTopology, type EnvironmentProfile, type Topology } from '../src/runtime/topology.js';
 import { encode } from '../src/stages/encode.js';
 import { infer } from '../src/stages/infer.js';
 import { notify } from '../src/stages/notify.js';
@@ -26,6 +26,19 @@ export const SONIC_STAGES: readonly SonicStage[] = [validate, preprocess, infer,
 
 const DAY_MS = 86_400_000;
 const stream = { 'cleanup.policy': 'delete', 'retention.ms': String(7 * DAY_MS) };
+
+/**
+ * Where the topology is deployed (SONIC_TOPOLOGY_PROFILE picks one; `local` by default): one broker
+ * with one replica, or a cluster of three or more with three replicas of which two must hold a write.
+ */
+export const SONIC_PROFILES: Record<string, EnvironmentProfile> = {
+  local: { replicationFactor: 1, doc: 'one broker (npm run stack:up): one replica per partition' },
+  replicated: {
+    replicationFactor: 3,
+    minInsyncReplicas: 2,
+    doc: 'three or more brokers (npm run stack:up -- --brokers 3): three replicas, two in sync for every write',
+  },
+};
 
 export interface SonicTopologyOptions {
   /** Topic prefix (env SONIC_TOPIC_PREFIX). */
@@ -91,6 +104,7 @@ export function sonicTopology(options: SonicTopologyOptions = {}): Topology {
         doc: 'Latest state per task (compacted); the API materialises it into its status view.',
       },
     },
+    profiles: SONIC_PROFILES,
     stages,
   });
 }
