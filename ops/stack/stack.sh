@@ -446,6 +446,6 @@ case "$cmd" in
     ;;
   fetch) need_java; fetch_kafka; fetch_apicurio; fetch_s3proxy ;;
   tool) tool "$@" ;;
-  -h|--help|help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$cmd' (up, down, status, clean, fetch, tool, --help)" ;;
 esac
