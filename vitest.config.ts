@@ -6,6 +6,8 @@ import { defineConfig } from 'vitest/config';
  *                no broker, registry or S3 store: their settings point nowhere, and
  *                test/helpers/no-services.ts fails a test that connects to one of them.
  *   integration  test/integration and test/security: the real broker, registry and store.
+ *   cluster      test/cluster: a private three-broker cluster it starts itself (minutes), with the
+ *                shared registry and store; `npm run test:cluster`, not part of `npm test`.
  */
 const NOWHERE: Record<string, string> = {
   KAFKA_BROKERS: '127.0.0.1:1',
@@ -43,6 +45,13 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts', 'test/security/**/*.test.ts'],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'cluster',
+          include: ['test/cluster/**/*.test.ts'],
         },
       },
     ],

@@ -8,7 +8,7 @@
 import type { TaskState } from '../src/domain/records.js';
 import type { StageDeclaration } from '../src/runtime/stage.js';
 import type { StageDeps } from '../src/stages/common.js';
-import { defineTopology, type Topology } from '../src/runtime/topology.js';
+import { defineTopology, type EnvironmentProfile, type Topology } from '../src/runtime/topology.js';
 import { encode } from '../src/stages/encode.js';
 import { infer } from '../src/stages/infer.js';
 import { notify } from '../src/stages/notify.js';
@@ -32,6 +32,19 @@ const compacted = {
   'min.compaction.lag.ms': String(60_000),
   'segment.ms': String(3_600_000),
   'delete.retention.ms': String(DAY_MS),
+};
+
+/**
+ * Where the topology is deployed (SONIC_TOPOLOGY_PROFILE picks one; `local` by default): one broker
+ * with one replica, or a cluster of three or more with three replicas of which two must hold a write.
+ */
+export const SONIC_PROFILES: Record<string, EnvironmentProfile> = {
+  local: { replicationFactor: 1, doc: 'one broker (npm run stack:up): one replica per partition' },
+  replicated: {
+    replicationFactor: 3,
+    minInsyncReplicas: 2,
+    doc: 'three or more brokers (npm run stack:up -- --brokers 3): three replicas, two in sync for every write',
+  },
 };
 
 export interface SonicTopologyOptions {
@@ -100,6 +113,7 @@ export function sonicTopology(options: SonicTopologyOptions = {}): Topology {
         doc: 'The first request of each idempotent task: key and body fingerprint (compacted); every API replica reads it to answer a retry with another body 422.',
       },
     },
+    profiles: SONIC_PROFILES,
     stages,
   });
 }

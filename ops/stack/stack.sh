@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The local sonicflow stack without Docker: a single-node Apache Kafka (KRaft), Apicurio Registry
 # and S3Proxy (an S3-compatible blob server), all fetched from Maven Central through Maven, run as
-# local Java processes.
+# local Java processes. `up --brokers 3` starts a three-node KRaft cluster instead of the one broker.
 #
-#   stack.sh up       start all three, or reuse what already runs (idempotent)
+#   stack.sh up [--brokers 1|3]   start all three, or reuse what already runs (idempotent)
 #   stack.sh down     stop exactly the processes this script started
 #   stack.sh status   report the services; exit 0 only when all answer
 #   stack.sh clean    down, then delete the stack's data and logs
@@ -19,6 +19,8 @@
 #   SONIC_KAFKA_PORT [9092], SONIC_KAFKA_CONTROLLER_PORT [9093], SONIC_REGISTRY_PORT [8081],
 #   SONIC_S3_PORT [9000]
 #   SONIC_STACK_TIMEOUT_S [120]   how long to wait for each service to answer
+#   SONIC_STACK_BROKERS [1]   brokers of `up` (1 or 3; `--brokers` wins); 3: a cluster under $STATE/cluster3
+#   SONIC_KAFKA_PORTS [9092,9094,9096], SONIC_KAFKA_CONTROLLER_PORTS [9093,9095,9097]   its nodes' ports
 set -euo pipefail
 
 KAFKA_VERSION=4.1.1
@@ -32,6 +34,12 @@ CONTROLLER_PORT=${SONIC_KAFKA_CONTROLLER_PORT:-9093}
 REGISTRY_PORT=${SONIC_REGISTRY_PORT:-8081}
 S3_PORT=${SONIC_S3_PORT:-9000}
 TIMEOUT_S=${SONIC_STACK_TIMEOUT_S:-120}
+BROKERS=${SONIC_STACK_BROKERS:-1}
+# the three-node cluster: broker i on the i-th of KAFKA_PORTS, its controller on the i-th of
+# CONTROLLER_PORTS; the first broker keeps the single broker's port
+KAFKA_PORTS=${SONIC_KAFKA_PORTS:-$KAFKA_PORT,$((KAFKA_PORT + 2)),$((KAFKA_PORT + 4))}
+CONTROLLER_PORTS=${SONIC_KAFKA_CONTROLLER_PORTS:-$CONTROLLER_PORT,$((CONTROLLER_PORT + 2)),$((CONTROLLER_PORT + 4))}
+CLUSTER="$STATE/cluster3"
 KAFKA_HOME="$CACHE/kafka-$KAFKA_VERSION"
 APICURIO_HOME="$CACHE/apicurio-registry-$APICURIO_VERSION"
 S3PROXY_HOME="$CACHE/s3proxy-$S3PROXY_VERSION"
@@ -122,7 +130,9 @@ wait_until() {
   done
 }
 
-kafka_ready() { port_open "$KAFKA_PORT" && grep -q 'Kafka Server started' "$STATE/kafka/logs/server.log" 2>/dev/null; }
+# broker_ready PORT LOG-DIR
+broker_ready() { port_open "$1" && grep -q 'Kafka Server started' "$2/server.log" 2>/dev/null; }
+kafka_ready() { broker_ready "$KAFKA_PORT" "$STATE/kafka/logs"; }
 registry_url() { echo "http://localhost:$REGISTRY_PORT/apis/ccompat/v7"; }
 registry_ready() { curl -fsS -m 5 -o /dev/null "$(registry_url)/subjects" 2>/dev/null; }
 s3_url() { echo "http://localhost:$S3_PORT"; }
@@ -135,33 +145,42 @@ s3_external() {
   [ -n "$e" ] && [ "$e" != "$(s3_url)" ] && [ "$e" != "http://127.0.0.1:$S3_PORT" ]
 }
 
-up_kafka() {
-  if [ -n "${KAFKA_BROKERS:-}" ]; then say "kafka: KAFKA_BROKERS=$KAFKA_BROKERS is set; using it, starting nothing"; return; fi
-  local pid
-  if pid=$(our_pid kafka) && port_open "$KAFKA_PORT"; then say "kafka: already running (pid $pid) on localhost:$KAFKA_PORT, reusing it"; return; fi
-  if port_open "$KAFKA_PORT"; then say "kafka: something not started by this script listens on localhost:$KAFKA_PORT; reusing it (down leaves it alone)"; return; fi
-  port_open "$CONTROLLER_PORT" && die "kafka: controller port $CONTROLLER_PORT is taken by another process (set SONIC_KAFKA_CONTROLLER_PORT)"
-  fetch_kafka
-  mkdir -p "$STATE/kafka/data" "$STATE/kafka/logs"
-  local props="$STATE/kafka/server.properties"
-  cat >"$props" <<EOF
-# written by ops/stack/stack.sh — single-node KRaft broker for local development and CI
+# the cluster's node N: its broker port, controller port (the N-th of each list), directory
+node_port() { echo "$KAFKA_PORTS" | cut -d, -f"$1"; }
+node_controller_port() { echo "$CONTROLLER_PORTS" | cut -d, -f"$1"; }
+node_dir() { echo "$CLUSTER/kafka-$1"; }
+cluster_brokers() { echo "localhost:$(node_port 1),localhost:$(node_port 2),localhost:$(node_port 3)"; }
+# true when a node of this stack's cluster runs
+cluster_running() { our_pid cluster3/kafka-1 >/dev/null || our_pid cluster3/kafka-2 >/dev/null || our_pid cluster3/kafka-3 >/dev/null; }
+# what clients bootstrap from when KAFKA_BROKERS is unset: the cluster when asked for or running
+kafka_bootstrap() {
+  if [ "$BROKERS" = 3 ] || cluster_running; then cluster_brokers; else echo "localhost:$KAFKA_PORT"; fi
+}
+
+# kafka_props NODE-ID PORT CONTROLLER-PORT VOTERS DIR NODES: the server.properties of one node.
+# With three nodes the internal topics (offsets, transactions) get three replicas and the
+# transaction log needs two in sync; topics created without a replication factor get three.
+kafka_props() {
+  local rf=1 isr=1 what="single-node KRaft broker for local development and CI"
+  if [ "$6" -gt 1 ]; then rf=3 isr=2 what="node $1 of a $6-node KRaft cluster (broker and controller) for local development and CI"; fi
+  cat <<EOF
+# written by ops/stack/stack.sh — $what
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@localhost:$CONTROLLER_PORT
-listeners=PLAINTEXT://localhost:$KAFKA_PORT,CONTROLLER://localhost:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://localhost:$KAFKA_PORT
+node.id=$1
+controller.quorum.voters=$4
+listeners=PLAINTEXT://localhost:$2,CONTROLLER://localhost:$3
+advertised.listeners=PLAINTEXT://localhost:$2
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$STATE/kafka/data
+log.dirs=$5/data
 num.partitions=1
-default.replication.factor=1
+default.replication.factor=$rf
 min.insync.replicas=1
-offsets.topic.replication.factor=1
+offsets.topic.replication.factor=$rf
 offsets.topic.num.partitions=12
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
 transaction.state.log.num.partitions=12
 transaction.max.timeout.ms=900000
 group.initial.rebalance.delay.ms=0
@@ -169,18 +188,79 @@ auto.create.topics.enable=false
 delete.topic.enable=true
 log.retention.check.interval.ms=60000
 EOF
-  if [ ! -f "$STATE/kafka/data/meta.properties" ]; then
-    java -cp "$KAFKA_HOME/libs/*" kafka.tools.StorageTool format -t "$(java -cp "$KAFKA_HOME/libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)" \
-      -c "$props" >"$STATE/kafka/logs/format.log" 2>&1 || die "kafka: formatting the KRaft storage failed (log: $STATE/kafka/logs/format.log)"
+}
+
+random_cluster_id() { java -cp "$KAFKA_HOME/libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1; }
+
+# launch_broker NAME DIR CLUSTER-ID: formats DIR/data once (with CLUSTER-ID, or a fresh one when
+# empty), then starts the node of DIR/server.properties in the background, pid in $STATE/NAME.pid
+launch_broker() {
+  local name=$1 dir=$2 id=$3
+  # readiness is read from server.log: a restarted node must not pass on its last run's lines
+  if [ -f "$dir/logs/server.log" ]; then mv -f "$dir/logs/server.log" "$dir/logs/server.log.previous"; fi
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    java -cp "$KAFKA_HOME/libs/*" kafka.tools.StorageTool format -t "${id:-$(random_cluster_id)}" \
+      -c "$dir/server.properties" >"$dir/logs/format.log" 2>&1 || die "$name: formatting the KRaft storage failed (log: $dir/logs/format.log)"
   fi
-  say "kafka: starting Apache Kafka $KAFKA_VERSION (KRaft) on localhost:$KAFKA_PORT"
-  local out="$STATE/kafka/logs/stdout.log"
   setsid nohup java $MARK -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
-    -Dkafka.logs.dir="$STATE/kafka/logs" -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
-    -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$props" >"$out" 2>&1 </dev/null 9>&- &
-  echo $! >"$STATE/kafka.pid"
-  wait_until kafka "$!" "$STATE/kafka/logs/server.log" kafka_ready
+    -Dkafka.logs.dir="$dir/logs" -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
+    -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$dir/server.properties" >"$dir/logs/stdout.log" 2>&1 </dev/null 9>&- &
+  echo $! >"$STATE/$name.pid"
+}
+
+up_kafka() {
+  if [ -n "${KAFKA_BROKERS:-}" ]; then say "kafka: KAFKA_BROKERS=$KAFKA_BROKERS is set; using it, starting nothing"; return; fi
+  local pid
+  if cluster_running; then say "kafka: the three-node cluster of this stack runs on $(cluster_brokers); reusing it"; return; fi
+  if pid=$(our_pid kafka) && port_open "$KAFKA_PORT"; then say "kafka: already running (pid $pid) on localhost:$KAFKA_PORT, reusing it"; return; fi
+  if port_open "$KAFKA_PORT"; then say "kafka: something not started by this script listens on localhost:$KAFKA_PORT; reusing it (down leaves it alone)"; return; fi
+  port_open "$CONTROLLER_PORT" && die "kafka: controller port $CONTROLLER_PORT is taken by another process (set SONIC_KAFKA_CONTROLLER_PORT)"
+  fetch_kafka
+  mkdir -p "$STATE/kafka/data" "$STATE/kafka/logs"
+  kafka_props 1 "$KAFKA_PORT" "$CONTROLLER_PORT" "1@localhost:$CONTROLLER_PORT" "$STATE/kafka" 1 >"$STATE/kafka/server.properties"
+  say "kafka: starting Apache Kafka $KAFKA_VERSION (KRaft) on localhost:$KAFKA_PORT"
+  launch_broker kafka "$STATE/kafka" ""
+  wait_until kafka "$(cat "$STATE/kafka.pid")" "$STATE/kafka/logs/server.log" kafka_ready
   say "kafka: ready on localhost:$KAFKA_PORT (log: $STATE/kafka/logs/server.log)"
+}
+
+# Three combined broker+controller nodes with a three-voter quorum, under $STATE/cluster3. Nodes
+# of it that already run are reused; the others are started (so `up` also brings back a node that
+# was stopped or killed). A running single broker of this stack is refused, not stopped.
+up_cluster() {
+  if [ -n "${KAFKA_BROKERS:-}" ]; then say "kafka: KAFKA_BROKERS=$KAFKA_BROKERS is set; using it, starting nothing"; return; fi
+  local pid i port cport voters=""
+  if pid=$(our_pid kafka); then
+    die "kafka: the single broker of this stack runs (pid $pid) on localhost:$KAFKA_PORT; stop it first (stack.sh down), or give the cluster its own SONICFLOW_STATE_DIR, SONIC_KAFKA_PORTS and SONIC_KAFKA_CONTROLLER_PORTS"
+  fi
+  for i in 1 2 3; do
+    port=$(node_port "$i") cport=$(node_controller_port "$i")
+    [[ "$port" =~ ^[0-9]+$ && "$cport" =~ ^[0-9]+$ ]] ||
+      die "kafka: SONIC_KAFKA_PORTS ($KAFKA_PORTS) and SONIC_KAFKA_CONTROLLER_PORTS ($CONTROLLER_PORTS) must each list three ports"
+    voters+="${voters:+,}$i@localhost:$cport"
+    our_pid "cluster3/kafka-$i" >/dev/null && continue
+    port_open "$port" && die "kafka-$i: port $port is taken by another process (set SONIC_KAFKA_PORTS)"
+    port_open "$cport" && die "kafka-$i: controller port $cport is taken by another process (set SONIC_KAFKA_CONTROLLER_PORTS)"
+  done
+  fetch_kafka
+  mkdir -p "$CLUSTER"
+  [ -s "$CLUSTER/cluster.id" ] || random_cluster_id >"$CLUSTER/cluster.id"
+  local started=() dir
+  for i in 1 2 3; do
+    port=$(node_port "$i") dir=$(node_dir "$i")
+    if pid=$(our_pid "cluster3/kafka-$i"); then say "kafka-$i: already running (pid $pid) on localhost:$port, reusing it"; continue; fi
+    mkdir -p "$dir/data" "$dir/logs"
+    kafka_props "$i" "$port" "$(node_controller_port "$i")" "$voters" "$dir" 3 >"$dir/server.properties"
+    say "kafka-$i: starting Apache Kafka $KAFKA_VERSION (KRaft, node $i of 3) on localhost:$port"
+    launch_broker "cluster3/kafka-$i" "$dir" "$(cat "$CLUSTER/cluster.id")"
+    started+=("$i")
+  done
+  # a node becomes ready once the quorum (two of the three controllers) has formed
+  for i in "${started[@]}"; do
+    dir=$(node_dir "$i")
+    wait_until "kafka-$i" "$(cat "$CLUSTER/kafka-$i.pid")" "$dir/logs/server.log" broker_ready "$(node_port "$i")" "$dir/logs"
+  done
+  say "kafka: three-node cluster ready on $(cluster_brokers) (logs: $CLUSTER/kafka-<n>/logs/server.log)"
 }
 
 up_registry() {
@@ -196,7 +276,7 @@ up_registry() {
   local jar log="$STATE/registry/registry.log"
   jar=$(ls "$APICURIO_HOME"/*-runner.jar "$APICURIO_HOME"/quarkus-run.jar 2>/dev/null | head -1) || true
   [ -n "$jar" ] || die "registry: no runnable jar in $APICURIO_HOME (delete it to fetch again)"
-  local brokers=${KAFKA_BROKERS:-localhost:$KAFKA_PORT}
+  local brokers=${KAFKA_BROKERS:-$(kafka_bootstrap)}
   say "registry: starting Apicurio Registry $APICURIO_VERSION (kafkasql storage on $brokers) at $(registry_url)"
   # Schemas are stored in the Kafka topic kafkasql-journal, so they survive a registry restart.
   APICURIO_STORAGE_KIND=kafkasql APICURIO_KAFKASQL_BOOTSTRAP_SERVERS="$brokers" \
@@ -256,12 +336,39 @@ stop_one() {
   say "$name: stopped"
 }
 
+# stop_cluster: SIGTERM to every node of the cluster at once (one by one, the last would wait for
+# a quorum that is gone), SIGKILL to those still running after 30 s
+stop_cluster() {
+  local i pid pids=() ports=()
+  for i in 1 2 3; do
+    [ -f "$CLUSTER/kafka-$i.pid" ] || continue
+    if ! pid=$(our_pid "cluster3/kafka-$i"); then rm -f "$CLUSTER/kafka-$i.pid"; say "kafka-$i: not running"; continue; fi
+    say "kafka-$i: stopping pid $pid"
+    kill -TERM "$pid" 2>/dev/null || true
+    pids+=("$pid")
+    ports+=("$(sed -n 's|^advertised.listeners=PLAINTEXT://localhost:\([0-9]*\)$|\1|p' "$(node_dir "$i")/server.properties" 2>/dev/null || true)")
+  done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  local deadline=$((SECONDS + 30))
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.3; done
+    if kill -0 "$pid" 2>/dev/null; then say "kafka: pid $pid still running after 30s, killing"; kill -KILL "$pid" 2>/dev/null || true; fi
+  done
+  deadline=$((SECONDS + 15))
+  for port in "${ports[@]}"; do
+    while [ -n "$port" ] && port_open "$port" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.3; done
+  done
+  rm -f "$CLUSTER"/kafka-*.pid
+  say "kafka: cluster stopped"
+}
+
+# status_one NAME WHERE OK [LABEL]
 status_one() {
-  local name=$1 where=$2 ok=$3 pid
+  local name=$1 where=$2 ok=$3 label=${4:-$1} pid
   if pid=$(our_pid "$name"); then
-    if $ok; then echo "$name: running (pid $pid, started by sonicflow) at $where"; else echo "$name: starting or unhealthy (pid $pid) at $where"; return 1; fi
-  elif $ok; then echo "$name: running at $where (not started by sonicflow)"
-  else echo "$name: not running ($where)"; return 1; fi
+    if $ok; then echo "$label: running (pid $pid, started by sonicflow) at $where"; else echo "$label: starting or unhealthy (pid $pid) at $where"; return 1; fi
+  elif $ok; then echo "$label: running at $where (not started by sonicflow)"
+  else echo "$label: not running ($where)"; return 1; fi
 }
 
 tool() {
@@ -284,6 +391,14 @@ tool() {
 
 cmd=${1:-status}
 shift || true
+while [ $# -gt 0 ] && [ "$cmd" != tool ]; do
+  case "$1" in
+    --brokers) [ $# -ge 2 ] || die "--brokers needs a value (1 or 3)"; BROKERS=$2; shift 2 ;;
+    --brokers=*) BROKERS=${1#--brokers=}; shift ;;
+    *) die "$cmd: unknown option '$1' (--brokers 1|3)" ;;
+  esac
+done
+[ "$BROKERS" = 1 ] || [ "$BROKERS" = 3 ] || die "brokers: 1 or 3 (SONIC_STACK_BROKERS or --brokers), got '$BROKERS'"
 # one `up`/`down`/`clean` at a time: parallel test workers or shells must not start a second broker
 # (the services are started with fd 9 closed, so they do not hold the lock)
 if [ "$cmd" = up ] || [ "$cmd" = down ] || [ "$cmd" = clean ]; then
@@ -295,21 +410,27 @@ case "$cmd" in
   up)
     need_java
     mkdir -p "$STATE"
-    up_kafka
+    if [ "$BROKERS" = 3 ]; then up_cluster; else up_kafka; fi
     up_registry
     up_s3
-    echo "KAFKA_BROKERS=${KAFKA_BROKERS:-localhost:$KAFKA_PORT}"
+    echo "KAFKA_BROKERS=${KAFKA_BROKERS:-$(kafka_bootstrap)}"
     echo "SCHEMA_REGISTRY_URL=${SCHEMA_REGISTRY_URL:-$(registry_url)}"
     if s3_external; then echo "SONIC_S3_ENDPOINT=${SONIC_S3_ENDPOINT%/}"; else echo "SONIC_S3_ENDPOINT=$(s3_url)"; fi
     ;;
   down)
     stop_one s3 "$S3_PORT"
     stop_one registry "$REGISTRY_PORT"
-    stop_one kafka "$KAFKA_PORT"
+    # a cluster's stack has no single broker to report on
+    if [ -f "$STATE/kafka.pid" ] || ! ls "$CLUSTER"/kafka-*.pid >/dev/null 2>&1; then stop_one kafka "$KAFKA_PORT"; fi
+    stop_cluster
     ;;
   status)
     rc=0
     if [ -n "${KAFKA_BROKERS:-}" ]; then echo "kafka: external, KAFKA_BROKERS=$KAFKA_BROKERS"
+    elif [ "$BROKERS" = 3 ] || ls "$CLUSTER"/kafka-*.pid >/dev/null 2>&1; then
+      for i in 1 2 3; do
+        status_one "cluster3/kafka-$i" "localhost:$(node_port "$i")" "$(broker_ready "$(node_port "$i")" "$(node_dir "$i")/logs" && echo true || echo false)" "kafka-$i" || rc=1
+      done
     else status_one kafka "localhost:$KAFKA_PORT" "$(port_open "$KAFKA_PORT" && echo true || echo false)" || rc=1; fi
     if [ -n "${SCHEMA_REGISTRY_URL:-}" ]; then echo "registry: external, SCHEMA_REGISTRY_URL=$SCHEMA_REGISTRY_URL"
     else status_one registry "$(registry_url)" "$(registry_ready && echo true || echo false)" || rc=1; fi
@@ -320,11 +441,11 @@ case "$cmd" in
     ;;
   clean)
     "$0" down
-    rm -rf "$STATE/kafka" "$STATE/registry" "$STATE/s3"
+    rm -rf "$STATE/kafka" "$STATE/registry" "$STATE/s3" "$CLUSTER"
     say "removed data and logs under $STATE"
     ;;
   fetch) need_java; fetch_kafka; fetch_apicurio; fetch_s3proxy ;;
   tool) tool "$@" ;;
-  -h|--help|help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$cmd' (up, down, status, clean, fetch, tool, --help)" ;;
 esac

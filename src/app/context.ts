@@ -14,6 +14,7 @@ import { SchemaCatalog } from '../serde/catalog.js';
 import { RegistryAdmin } from '../serde/registry-admin.js';
 import { Serde } from '../serde/serde.js';
 import { defineTopology, type Topology, type TopologyDecl } from '../runtime/topology.js';
+import { withProfile } from '../runtime/profiles.js';
 import { createBlobStore, type BlobStore } from '../blob/index.js';
 import type { StageDeps } from '../stages/common.js';
 import { sonicTopology } from '../../topologies/sonic.js';
@@ -72,12 +73,15 @@ export class Context {
   }
 
   /**
-   * The built-in Sonic topology with the configured prefix, or the one declared in `file`. Its
-   * stages carry their code: `stage.create(ctx.stageDeps)` builds a handler.
+   * The built-in Sonic topology with the configured prefix, or the one declared in `file`, with
+   * the environment profile SONIC_TOPOLOGY_PROFILE applied to its topics (replicas,
+   * min.insync.replicas). Its stages carry their code: `stage.create(ctx.stageDeps)` builds a handler.
    */
   async topology(file?: string): Promise<Topology> {
-    if (file) return loadTopologyFile(file, this.config.topicPrefix);
-    return sonicTopology({ prefix: this.config.topicPrefix, retryDelayScale: this.config.retryDelayScale });
+    const t = file
+      ? await loadTopologyFile(file, this.config.topicPrefix)
+      : sonicTopology({ prefix: this.config.topicPrefix, retryDelayScale: this.config.retryDelayScale });
+    return withProfile(t, this.config.topologyProfile);
   }
 
   /** What a stage's `create` gets in this process. */

@@ -84,6 +84,13 @@ const topicPrefix: Parser<string> = (raw, name) => {
   return raw;
 };
 
+const profileName: Parser<string> = (raw, name) => {
+  if (!/^[a-zA-Z0-9_-]{1,64}$/.test(raw)) {
+    throw new SonicError('CONFIG_INVALID', `${name} must be a profile name of [a-zA-Z0-9_-], got "${raw}"`, { details: { variable: name } });
+  }
+  return raw;
+};
+
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
@@ -207,6 +214,12 @@ export const SETTINGS = {
     'Confluent-compatible schema registry base URL. When set, `stack:up` starts no registry.',
   ),
   topicPrefix: def('SONIC_TOPIC_PREFIX', 'sonic', topicPrefix, 'Prefix of every topic name (`<prefix>.tasks.requested`, ...).'),
+  topologyProfile: def(
+    'SONIC_TOPOLOGY_PROFILE',
+    'local',
+    profileName,
+    "Environment profile of the topology: each topic's replication factor and `min.insync.replicas` (Sonic: `local` 1 replica; `replicated` 3 replicas, 2 in sync).",
+  ),
   clientId: def('SONIC_CLIENT_ID', 'sonicflow', str, 'Kafka client id and prefix of consumer groups and transactional ids.'),
   kafkaRetryInitialMs: def(
     'SONIC_KAFKA_RETRY_INITIAL_MS',

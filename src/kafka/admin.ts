@@ -44,6 +44,11 @@ export class TopicAdmin {
     this.connected = false;
   }
 
+  /** How many brokers the cluster has (the most replicas a partition can have). */
+  async brokerCount(): Promise<number> {
+    return (await this.admin.describeCluster()).brokers.length;
+  }
+
   /** Names of every topic, internal ones excluded. */
   async list(): Promise<string[]> {
     return (await this.admin.listTopics()).filter((t) => !t.startsWith('__')).sort();

@@ -68,11 +68,24 @@ export async function deployedProblems(t: Topology, stages: string[], admin: Top
 export async function planDeploy(topics: TopicSpec[], admin: TopicAdmin, registry: RegistryAdmin): Promise<DeployPlan> {
   const plan: DeployPlan = { createTopics: [], addPartitions: [], configChanges: [], subjects: [], refusals: [] };
   const existing: Map<string, TopicState> = await admin.describe(topics.map((t) => t.name));
+  const brokers = await admin.brokerCount();
   for (const spec of topics) {
     const now = existing.get(spec.name);
     if (!now) {
-      plan.createTopics.push(spec);
+      if (spec.replicationFactor > brokers) {
+        plan.refusals.push({
+          node: `topic:${spec.name}`,
+          reason: `topic ${spec.name} needs ${spec.replicationFactor} replicas and the cluster has ${brokers} broker(s): deploy with a profile of at most ${brokers} (SONIC_TOPOLOGY_PROFILE, e.g. local), or add brokers`,
+        });
+      } else plan.createTopics.push(spec);
       continue;
+    }
+    if (now.replicationFactor !== spec.replicationFactor) {
+      // deploy does not move replicas: that is a partition reassignment (kafka-reassign-partitions)
+      plan.refusals.push({
+        node: `topic:${spec.name}`,
+        reason: `topic ${spec.name} has ${now.replicationFactor} replica(s) and the topology's profile asks for ${spec.replicationFactor}; deploy does not change a topic's replication — reassign its partitions (kafka-reassign-partitions), or deploy with the profile it was created with (SONIC_TOPOLOGY_PROFILE)`,
+      });
     }
     if (now.partitions > spec.partitions) {
       plan.refusals.push({

@@ -79,9 +79,21 @@ export interface StoreSpec {
   changelog: string;
 }
 
+/** What topics need from the cluster in one environment; see `src/runtime/profiles.ts`. */
+export interface EnvironmentProfile {
+  /** Replicas of every partition of every topic. */
+  replicationFactor: number;
+  /** Topic config `min.insync.replicas`; unset leaves the broker's default (1 unless configured). */
+  minInsyncReplicas?: number;
+  doc?: string;
+}
+
 export interface Topology {
   name: string;
   prefix: string;
+  /** Environment profiles by name (DEFAULT_PROFILES when absent), and the one applied, if any. */
+  profiles?: Record<string, EnvironmentProfile>;
+  profile?: string;
   /** Topic that every status-emitting stage writes. */
   statusTopic: string;
   /** Builds the status events (see StatusHook); a topology without one can be deployed, not run. */
@@ -124,6 +136,8 @@ export interface TopologyDecl {
     dlqTopicConfigs?: Record<string, string>;
   };
   topics: Record<string, TopicDecl>;
+  /** Environment profiles by name (see `withProfile`); DEFAULT_PROFILES when absent. */
+  profiles?: Record<string, EnvironmentProfile>;
   /**
    * The stages, in order: declarations with their code (see `defineStage`), or plain data by name
    * (a topology that is only described, validated or deployed).
@@ -235,7 +249,16 @@ export function defineTopology(decl: TopologyDecl): Topology {
     });
   }
   const status = typeof decl.status === 'string' ? { topic: decl.status } : decl.status;
-  return { name: decl.name, prefix: decl.prefix, statusTopic: full(status.topic), ...('hook' in status ? { statusHook: status.hook } : {}), topics, stages };
+  const profiles = decl.profiles ? { profiles: decl.profiles } : {};
+  return {
+    name: decl.name,
+    prefix: decl.prefix,
+    statusTopic: full(status.topic),
+    ...('hook' in status ? { statusHook: status.hook } : {}),
+    topics,
+    stages,
+    ...profiles,
+  };
 }
 
 /** A stage as data, from a declaration with code or a plain data entry. */

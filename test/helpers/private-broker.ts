@@ -1,5 +1,5 @@
 /**
- * A private single-node Kafka for tests that stop, restart or freeze the broker: it runs on its
+ * A private single-node Kafka (or three-node cluster) for tests that stop, restart, freeze or kill brokers: it runs on its
  * own ports with its own data directory (through ops/stack/stack.sh), so that the shared broker
  * the other test files use is never disturbed. The schema registry and the S3 store stay the
  * shared ones (the registry keeps its schemas in the shared broker).
@@ -99,5 +99,98 @@ async function launchPrivateBroker(): Promise<PrivateBroker> {
     start: () => stack('up'),
     freeze: () => signal('SIGSTOP'),
     thaw: () => signal('SIGCONT'),
+  };
+}
+
+export interface PrivateCluster {
+  /** `localhost:<port>,...` of the three brokers, for KAFKA_BROKERS. */
+  brokers: string;
+  /** Environment for sonicflow processes that should use this cluster. */
+  env: Record<string, string>;
+  /** The node ids, 1 to 3, and the port of each. */
+  ports: Record<number, number>;
+  /** A Context (quiet logs) on this cluster, the shared registry and store, with `env` added. */
+  context(env?: Record<string, string>): Context;
+  /** SIGKILLs node `id` (no shutdown, no leadership handed over) and waits until it is gone. */
+  kill(id: number): Promise<void>;
+  /** Starts the nodes that do not run (stack.sh up --brokers 3). */
+  start(): void;
+}
+
+/**
+ * Starts a private three-node KRaft cluster (stack.sh up --brokers 3 on free ports, its own state
+ * directory; up to three tries on fresh ports, like startPrivateBroker); it is stopped and its data
+ * removed after the file's tests. The registry and the S3 store stay the shared ones.
+ */
+export async function startPrivateCluster(): Promise<PrivateCluster> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await launchPrivateCluster();
+    } catch (err) {
+      if (attempt >= 3) throw err;
+    }
+  }
+}
+
+async function launchPrivateCluster(): Promise<PrivateCluster> {
+  const state = mkdtempSync(join(tmpdir(), 'sonicflow-private-cluster-'));
+  const free = new Set<number>();
+  while (free.size < 7) free.add(await freePort());
+  const [p1, p2, p3, c1, c2, c3, s3Port] = [...free] as number[];
+  const registry = process.env.SCHEMA_REGISTRY_URL || 'http://localhost:8081/apis/ccompat/v7';
+  const s3 = process.env.SONIC_S3_ENDPOINT || 'http://127.0.0.1:9000';
+  const stackEnv = {
+    ...process.env,
+    KAFKA_BROKERS: '',
+    SCHEMA_REGISTRY_URL: registry,
+    // another port than the endpoint's, so stack.sh treats the shared store as external
+    SONIC_S3_ENDPOINT: s3,
+    SONIC_S3_PORT: String(s3Port),
+    SONICFLOW_STATE_DIR: state,
+    SONIC_STACK_BROKERS: '3',
+    SONIC_KAFKA_PORTS: `${p1},${p2},${p3}`,
+    SONIC_KAFKA_CONTROLLER_PORTS: `${c1},${c2},${c3}`,
+  };
+  const stack = (cmd: string): void => {
+    const r = spawnSync('bash', [join(ROOT, 'ops/stack/stack.sh'), cmd], { env: stackEnv, encoding: 'utf8', timeout: 240_000 });
+    if (r.status !== 0) throw new Error(`stack.sh ${cmd} --brokers 3 (private cluster on ${p1},${p2},${p3}) failed: ${r.stderr}`);
+  };
+  try {
+    stack('up');
+  } catch (err) {
+    try {
+      stack('down');
+    } finally {
+      rmSync(state, { recursive: true, force: true });
+    }
+    throw err;
+  }
+  onCleanup(async () => {
+    stack('down');
+    rmSync(state, { recursive: true, force: true });
+  });
+  const ports: Record<number, number> = { 1: p1!, 2: p2!, 3: p3! };
+  const brokers = Object.values(ports)
+    .map((p) => `localhost:${p}`)
+    .join(',');
+  const env = { KAFKA_BROKERS: brokers, SCHEMA_REGISTRY_URL: registry, SONIC_S3_ENDPOINT: s3 };
+  return {
+    brokers,
+    env,
+    ports,
+    context: (more = {}) => new Context({ ...process.env, ...env, SONIC_LOG_LEVEL: process.env.SONIC_LOG_LEVEL ?? 'error', ...more }, 'test'),
+    async kill(id) {
+      const pid = Number(readFileSync(join(state, 'cluster3', `kafka-${id}.pid`), 'utf8').trim());
+      process.kill(pid, 'SIGKILL');
+      for (;;) {
+        try {
+          process.kill(pid, 0);
+        } catch {
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 100)); // poll until the process is gone
+      }
+    },
+    start: () => stack('up'),
   };
 }

@@ -140,4 +140,26 @@ describe('topology deploy (real broker and registry)', () => {
     expect(await ctx.registryAdmin.versions(`${prefix}.items-value`)).toHaveLength(1);
     expect(deploy('four.json', 'v1').stdout).toBe('No changes. The broker and the registry match the topology.\n');
   }, 120_000);
+  it('refuses a profile that needs more replicas than the cluster has brokers, and a profile other than the one existing topics were created with', async () => {
+    const prefix = uniqueName('profile').replace(/-/g, '_');
+    const env = { SONIC_TOPIC_PREFIX: prefix, SONIC_TOPOLOGY_PROFILE: 'replicated' };
+    const admin = await new TopicAdmin(ctx.kafka).connect();
+    onCleanup(async () => {
+      await admin.delete(Object.keys(sonicTopology({ prefix }).topics));
+      for (const t of registeredTopics(sonicTopology({ prefix }))) await ctx.registryAdmin.deleteSubject(valueSubject(t.name)).catch(() => undefined);
+      await admin.close();
+    });
+    const brokers = await admin.brokerCount();
+    if (brokers >= 3) return; // the shared broker is a cluster: nothing to refuse
+    const r = sonicflow(['topology', 'deploy', '--stage', 'encode'], env);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain(`! topic:${prefix}.tasks.rendered: topic ${prefix}.tasks.rendered needs 3 replicas and the cluster has ${brokers} broker(s)`);
+    expect(r.stderr).toContain('deploy refused: nothing was changed');
+    expect((await admin.describe([`${prefix}.tasks.rendered`])).size).toBe(0);
+    // created with the local profile, then deployed with another replication: refused, not half-applied
+    expect(sonicflow(['topology', 'deploy', '--stage', 'encode'], { SONIC_TOPIC_PREFIX: prefix }).code).toBe(0);
+    const again = sonicflow(['topology', 'deploy', '--stage', 'encode'], env);
+    expect(again.code).toBe(1);
+    expect(again.stdout).toContain(`has 1 replica(s) and the topology's profile asks for 3; deploy does not change a topic's replication`);
+  }, 120_000);
 });

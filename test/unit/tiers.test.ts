@@ -3,7 +3,7 @@
  * its guard (test/helpers/no-services.ts) refuses connections to the local stack and beyond, and
  * every test file belongs to a tier that `npm test` runs.
  */
-import { readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { createConnection, createServer, type AddressInfo } from 'node:net';
 import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -46,12 +46,13 @@ describe('the unit tier', () => {
     }
   });
 
-  it('every test file lies in test/unit, test/integration or test/security, the tiers vitest.config.ts runs', () => {
+  it('every test file lies in test/unit, test/integration, test/security or test/cluster, the tiers vitest.config.ts runs (CI runs the cluster tier after npm test)', () => {
     const files = readdirSync(join(ROOT, 'test'), { recursive: true })
       .map(String)
       .filter((f) => f.endsWith('.test.ts'))
       .map((f) => relative(ROOT, join(ROOT, 'test', f)));
     expect(files.length).toBeGreaterThan(40);
-    expect(files.filter((f) => !/^test\/(unit|integration|security)\//.test(f))).toEqual([]);
+    expect(files.filter((f) => !/^test\/(unit|integration|security|cluster)\//.test(f))).toEqual([]);
+    expect(readFileSync(join(ROOT, '.ci', 'run'), 'utf8')).toMatch(/^npm run test:cluster$/m);
   });
 });
