@@ -16,6 +16,9 @@ import { HEADERS } from '../runtime/headers.js';
 import { apiViewGroupPrefix, transactionalId } from '../runtime/names.js';
 import { valueSubject } from '../serde/wire.js';
 import { checkCallbackUrl, resolveWebhookSecret } from '../domain/callbacks.js';
+import { idempotencyKeysTopic } from '../domain/paths.js';
+import { startJanitor } from '../app/retention.js';
+import { PlainProducer } from '../kafka/io.js';
 import { EventStreams } from './events.js';
 import { loadServerSecret } from './secret.js';
 import { buildApi } from './server.js';
@@ -35,7 +38,7 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
   const statusTopic = topology.statusTopic;
   const requestSchema = topology.topics[requested]?.valueSchema;
   const statusSchema = topology.topics[statusTopic]?.valueSchema;
-  const keysTopic = `${topology.prefix}.tasks.keys`;
+  const keysTopic = idempotencyKeysTopic(topology.prefix);
   const keySchema = topology.topics[keysTopic]?.valueSchema;
   if (!requestSchema || !statusSchema || !keySchema)
     throw new SonicError('TOPOLOGY_INVALID', `the topology lacks ${requested}, ${statusTopic} or ${keysTopic}`);
@@ -133,6 +136,22 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
       return { ready: Object.values(checks).every(Boolean), checks };
     },
   });
+  // retention: every replica runs the janitor on its own view (deletes and tombstones repeat harmlessly)
+  const tombstones = c.janitorIntervalMs > 0 ? await new PlainProducer(ctx.kafka).connect() : undefined;
+  const janitor =
+    tombstones &&
+    startJanitor({
+      source: view.retentionSource(),
+      blob: ctx.blob,
+      tombstones,
+      statusTopic,
+      alsoTombstone: [keysTopic],
+      retentionS: c.taskRetentionS,
+      uploadRetentionS: c.uploadRetentionS,
+      limit: c.janitorBatch,
+      logger: logger.child({ component: 'janitor' }),
+      intervalMs: c.janitorIntervalMs,
+    });
   const address = await app.listen({ host: c.apiHost, port: c.apiPort });
   config.apiPort = (app.server.address() as AddressInfo).port;
   logger.info({ address, auth: c.apiAuth, tasks_known: view.size }, 'API listening');
@@ -140,6 +159,8 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
     url: address,
     close: async () => {
       await app.close();
+      await janitor?.stop().catch(() => undefined);
+      await tombstones?.close().catch(() => undefined);
       await batcher.close().catch(() => undefined);
       await broker.close().catch(() => undefined);
       await view.stop().catch(() => undefined);

@@ -13,6 +13,7 @@
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Subject, type Observable } from 'rxjs';
+import type { ExpiredTask, RetentionSource } from '../app/retention.js';
 import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { sleep } from '../core/retry.js';
@@ -105,12 +106,16 @@ const TASKS = 'tasks';
 const BY_TIME = 'tasks-by-tenant-time';
 const BY_STATE = 'tasks-by-tenant-state';
 const KEYS = 'idempotency-keys';
+/** Ended tasks and the others, by last change: what the retention janitor reads. */
+const ENDED = 'ended-by-update';
+const ACTIVE = 'active-by-update';
 const LOCK = 'owner.pid';
 
 /** `created_at` as a fixed-width, sortable key part. */
 const timeKey = (e: StatusEvent): string => (e.created_at ?? e.at).toISOString();
 const timeIndexKey = (e: StatusEvent): string => `${e.tenant_id ?? ''}/${timeKey(e)}/${e.task_id}`;
 const stateIndexKey = (e: StatusEvent): string => `${e.tenant_id ?? ''}/${e.state}/${timeKey(e)}/${e.task_id}`;
+const updateIndexKey = (e: StatusEvent): string => `${e.at.toISOString()}/${e.task_id}`;
 
 /**
  * Takes the store directory for this process: a second live process on the same directory would
@@ -247,6 +252,8 @@ export class StatusView {
   private readonly byTime: Table<string>;
   private readonly byState: Table<string>;
   private readonly keys: Table<TaskKey>;
+  private readonly ended: Table<string>;
+  private readonly active: Table<string>;
   private readonly status: Followed<StatusEvent>;
   private readonly keyLog: Followed<TaskKey>;
   private readonly release: () => void;
@@ -268,6 +275,8 @@ export class StatusView {
     this.byTime = this.store.table<string>(BY_TIME);
     this.byState = this.store.table<string>(BY_STATE);
     this.keys = this.store.table<TaskKey>(KEYS);
+    this.ended = this.store.table<string>(ENDED);
+    this.active = this.store.table<string>(ACTIVE);
     this.status = new Followed<StatusEvent>(
       o.topic,
       o.schema,
@@ -335,22 +344,46 @@ export class StatusView {
     if (!supersedes(current, e)) return false;
     // stage events may not repeat what the QUEUED event said
     const row: StatusEvent = { ...e, created_at: e.created_at ?? current?.created_at ?? null, tenant_id: e.tenant_id ?? current?.tenant_id ?? null };
-    if (current) {
-      void this.byTime.remove(timeIndexKey(current));
-      void this.byState.remove(stateIndexKey(current));
-    }
+    if (current) this.unindex(current);
     void this.tasks.put(e.task_id, row);
     void this.byTime.put(timeIndexKey(row), row.task_id);
     void this.byState.put(stateIndexKey(row), row.task_id);
+    void (TERMINAL.has(row.state) ? this.ended : this.active).put(updateIndexKey(row), row.task_id);
     return true;
+  }
+
+  private unindex(row: StatusEvent): void {
+    void this.byTime.remove(timeIndexKey(row));
+    void this.byState.remove(stateIndexKey(row));
+    void (TERMINAL.has(row.state) ? this.ended : this.active).remove(updateIndexKey(row));
   }
 
   private removeTask(taskId: string): void {
     const current = this.tasks.get(taskId);
     if (!current) return;
     void this.tasks.remove(taskId);
-    void this.byTime.remove(timeIndexKey(current));
-    void this.byState.remove(stateIndexKey(current));
+    this.unindex(current);
+  }
+
+  /**
+   * Where the retention janitor finds what expired: ended tasks (SUCCEEDED, FAILED) and, for its
+   * report, tasks that never ended, each by last change, oldest first.
+   */
+  retentionSource(): RetentionSource {
+    const older = (index: Table<string>, before: Date, limit: number): ExpiredTask[] => {
+      const bound = before.toISOString();
+      const out: ExpiredTask[] = [];
+      for (const { key, value } of index.scan('', { limit })) {
+        if (key >= bound) break;
+        const e = this.tasks.get(value);
+        if (e) out.push({ task_id: e.task_id, tenant_id: e.tenant_id, state: e.state, updated_at: e.at });
+      }
+      return out;
+    };
+    return {
+      expired: async (before, limit) => older(this.ended, before, limit),
+      stuck: async (before, limit) => older(this.active, before, limit),
+    };
   }
 
   /** Applies one event (also used by the API for its own QUEUED events: read your writes). */

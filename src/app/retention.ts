@@ -59,6 +59,8 @@ export interface GcOptions {
   /** Needed unless `dryRun`. */
   tombstones?: TombstoneSink;
   statusTopic: string;
+  /** Other compacted topics keyed by task id whose entry goes with the task (the idempotency keys): tombstoned before the status. */
+  alsoTombstone?: string[];
   /** SONIC_TASK_RETENTION, s. */
   retentionS: number;
   /** SONIC_UPLOAD_RETENTION, s; undefined: uploads are left alone. */
@@ -126,10 +128,13 @@ export async function collectGarbage(o: GcOptions): Promise<GcReport> {
   const batch = o.tombstoneBatch ?? 500;
   for (let i = 0; i < done.length; i += batch) {
     const ids = done.slice(i, i + batch);
-    await o.tombstones!.send(
-      o.statusTopic,
-      ids.map((id) => ({ key: id, value: null })),
-    );
+    // the status last: until it is written, the task is still listed and found again
+    for (const topic of [...(o.alsoTombstone ?? []), o.statusTopic]) {
+      await o.tombstones!.send(
+        topic,
+        ids.map((id) => ({ key: id, value: null })),
+      );
+    }
     report.tombstones += ids.length;
   }
   if (o.uploadRetentionS !== undefined) {

@@ -21,3 +21,8 @@ export function publishedKey(taskId: string): string {
 export function videoUrl(config: Pick<Config, 'publicBaseUrl' | 'apiPublicUrl' | 'apiPort'>, taskId: string): string {
   return config.publicBaseUrl ? `${config.publicBaseUrl}/${publishedKey(taskId)}` : `${publicApiUrl(config)}/v1/tasks/${taskId}/video`;
 }
+
+/** The compacted topic of idempotent requests (key and body fingerprint per task id), written by the API. */
+export function idempotencyKeysTopic(prefix: string): string {
+  return `${prefix}.tasks.keys`;
+}

@@ -8,6 +8,7 @@ import { PlainProducer, readTopic } from '../kafka/io.js';
 import type { Topology } from '../runtime/topology.js';
 import type { TaskStatus } from '../domain/records.js';
 import type { Context } from '../app/context.js';
+import { idempotencyKeysTopic } from '../domain/paths.js';
 import { collectGarbage, type ExpiredTask, type GcReport, type RetentionSource } from '../app/retention.js';
 
 const ENDED = new Set(['SUCCEEDED', 'FAILED']);
@@ -74,6 +75,7 @@ export async function runGc(ctx: Context, topology: Topology, o: GcCommandOption
       blob: ctx.blob,
       ...(producer ? { tombstones: producer } : {}),
       statusTopic: topology.statusTopic,
+      ...(topology.topics[idempotencyKeysTopic(topology.prefix)] ? { alsoTombstone: [idempotencyKeysTopic(topology.prefix)] } : {}),
       retentionS: o.olderThanS ?? c.taskRetentionS,
       uploadRetentionS: o.uploadsOlderThanS ?? c.uploadRetentionS,
       limit: o.limit ?? c.janitorBatch,

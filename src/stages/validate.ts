@@ -43,11 +43,14 @@ export interface SeenRequest {
 
 /**
  * The first request validated for `rec`'s task id, when `rec` is a later copy of it that must be
- * dropped; undefined when `rec` goes on (marking it seen). Replays always go on.
+ * dropped; undefined when `rec` goes on (marking it seen). Replays always go on, and so does a
+ * request made more than `windowMs` after the first one: the first task has expired (its
+ * retention is the window), and its idempotency key may make a new one.
  */
-export function firstOf(rec: StageRecord<TaskRequest>, seen: KeyValueStore): SeenRequest | undefined {
+export function firstOf(rec: StageRecord<TaskRequest>, seen: KeyValueStore, windowMs = Number.POSITIVE_INFINITY): SeenRequest | undefined {
   const first = seen.get(rec.key) as SeenRequest | undefined;
-  if (first && rec.headers[HEADERS.replayOf] === undefined) return first;
+  const fresh = first !== undefined && rec.value.created_at.getTime() - Date.parse(first.created_at) <= windowMs;
+  if (first && fresh && rec.headers[HEADERS.replayOf] === undefined) return first;
   const entry: SeenRequest = {
     topic: rec.topic,
     partition: rec.partition,
@@ -73,7 +76,7 @@ export const validate = taskStage({
   create: (deps) => ({
     async handle(rec, ctx) {
       const request = rec.value;
-      const first = firstOf(rec, ctx.stores.seen!);
+      const first = firstOf(rec, ctx.stores.seen!, deps.config.taskRetentionS * 1000);
       if (first) {
         ctx.logger.warn(
           {

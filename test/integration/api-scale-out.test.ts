@@ -5,9 +5,14 @@
  * resumes from the store's checkpoint instead of replaying the status topic. Real API processes,
  * broker and registry.
  */
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { PlainProducer, readTopic } from '../../src/kafka/io.js';
+import { valueSubject } from '../../src/serde/wire.js';
 import { KEYS, bearer, multipart, raw, sampleMedia, startApiOnly, type ApiUnderTest, type RawResponse } from '../helpers/api.js';
-import { LISTENING, listeningPort, onCleanup, startSonicflow, type SonicflowProcess } from '../helpers/infra.js';
+import { LISTENING, listeningPort, onCleanup, startSonicflow, testContext, type SonicflowProcess } from '../helpers/infra.js';
+import { waitUntil } from '../helpers/wait.js';
 
 interface Replica {
   port: number;
@@ -151,6 +156,45 @@ describe('API replicas on stores (real API processes, broker, registry)', () => 
       expect(r.status, q).toBe(400);
       expect(r.json.code, q).toBe('INVALID_REQUEST');
     }
+  });
+
+  it("a replica's janitor removes an ended task past retention: its blobs, its key and its status (tombstones), and every replica forgets it", async () => {
+    const c = await replica('replica-janitor', { SONIC_TASK_RETENTION: '1s', SONIC_JANITOR_INTERVAL_MS: '500' });
+    const { form } = await sampleMedia();
+    const sub = await raw(a.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': form.contentType, 'idempotency-key': 'janitor-1' }, form.body);
+    expect(sub.status, sub.text).toBe(202);
+    const id = String(sub.json.task_id);
+    const inputs = (): string[] => (existsSync(join(a.dataDir, 'tasks', id)) ? readdirSync(join(a.dataDir, 'tasks', id), { recursive: true }).map(String) : []);
+    expect(inputs().some((f) => /input\/audio-/.test(f))).toBe(true);
+    // the task ends (as publish would say it), ten seconds ago
+    const ctx = testContext();
+    const status = a.topic('tasks.status');
+    const producer = await new PlainProducer(ctx.kafka).connect();
+    const at = new Date(Date.now() - 10_000);
+    const ended = {
+      task_id: id,
+      state: 'SUCCEEDED',
+      stage: 'publish',
+      attempt: 1,
+      progress: 1,
+      error_code: null,
+      error_message: null,
+      retryable: null,
+      result_url: null,
+      tenant_id: 'acme',
+      created_at: at,
+      at,
+    };
+    await producer.send(status, [{ key: id, value: await ctx.serde.encode(valueSubject(status), 'task-status', ended) }]);
+    await producer.close();
+    await waitUntil(async () => (await get(c.port, KEYS.acme, `/v1/tasks/${id}`)).status === 404, 20_000, 'the janitor to remove the task');
+    expect(inputs().filter((f) => /input\//.test(f) && !f.endsWith('input'))).toEqual([]);
+    // tombstones: every replica forgets the task, and its key is free again
+    await waitUntil(async () => (await get(b.port, KEYS.acme, `/v1/tasks/${id}`)).status === 404, 10_000, 'the other replica to drop the task');
+    const keys = await readTopic(ctx.kafka, a.topic('tasks.keys'), { idleMs: 1500 });
+    expect(keys.filter((r) => r.key === id).at(-1)?.value).toBeNull();
+    const again = await raw(b.port, 'POST', '/v1/tasks', { ...bearer(KEYS.acme), 'content-type': form.contentType, 'idempotency-key': 'janitor-1' }, form.body);
+    expect(again.status, again.text).toBe(202);
   });
 
   it('a restarted replica resumes from its store (no replay) and knows every task; a second process on its store refuses to start', async () => {

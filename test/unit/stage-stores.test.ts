@@ -150,7 +150,7 @@ describe('stage state stores', () => {
     expect(() => stores.batch(1).forRecord().view.counts!.put('k', undefined)).toThrow(/without a value/);
   });
 
-  it('validate: the first request per task id passes, a later copy is dropped, a DLQ replay passes', () => {
+  it('validate: the first request per task id passes, a later copy is dropped, a DLQ replay and a request after the window pass', () => {
     const stores = new MemoryStores([{ name: 'seen', doc: '', changelog: 'c' }]);
     const request = { task_id: 't1', idempotency_key: 'key-1', created_at: new Date(1000) } as TaskRequest;
     const rec = (offset: string, headers: Record<string, string> = {}): StageRecord<TaskRequest> => ({
@@ -177,6 +177,10 @@ describe('stage state stores', () => {
     });
     const r3 = stores.batch(0).forRecord();
     expect(firstOf(rec('12', { [HEADERS.replayOf]: 'sonic.validate.dlq:0:3' }), r3.view.seen!)).toBeUndefined();
+    // within the window a copy is dropped; a request made after the first task expired is a new task
+    const late = (at: number): StageRecord<TaskRequest> => ({ ...rec('20'), value: { ...request, created_at: new Date(at) } });
+    expect(firstOf(late(61_000), stores.batch(0).forRecord().view.seen!, 60_000)).toBeDefined();
+    expect(firstOf(late(61_001), stores.batch(0).forRecord().view.seen!, 60_000)).toBeUndefined();
   });
 });
 
