@@ -10,8 +10,6 @@
  * fetched batch, so a restart resumes reading where the store stopped instead of replaying the
  * topic; see docs/architecture.md ("State stores").
  */
-import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
 import { Subject, type Observable } from 'rxjs';
 import type { ExpiredTask, RetentionSource } from '../app/retention.js';
 import { SonicError } from '../core/errors.js';
@@ -20,6 +18,7 @@ import { sleep } from '../core/retry.js';
 import type { KafkaClient } from '../kafka/client.js';
 import { partitionOfKey } from '../kafka/partitioner.js';
 import { TopicTail, type TailBatch } from '../kafka/io.js';
+import { lockDir, lockHolder } from '../runtime/dir-lock.js';
 import { StateStore, type Table } from '../runtime/store.js';
 import type { TaskKey, TaskState, TaskStatus } from '../domain/records.js';
 import type { Codec } from '../serde/codec.js';
@@ -109,7 +108,8 @@ const KEYS = 'idempotency-keys';
 /** Ended tasks and the others, by last change: what the retention janitor reads. */
 const ENDED = 'ended-by-update';
 const ACTIVE = 'active-by-update';
-const LOCK = 'owner.pid';
+
+type Ends = Map<number, { low: bigint; end: bigint }>;
 
 /** `created_at` as a fixed-width, sortable key part. */
 const timeKey = (e: StatusEvent): string => (e.created_at ?? e.at).toISOString();
@@ -122,36 +122,14 @@ const updateIndexKey = (e: StatusEvent): string => `${e.at.toISOString()}/${e.ta
  * apply events the first one already applied, and its own SSE streams would miss them.
  */
 function claim(dir: string): () => void {
-  const file = join(dir, LOCK);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(file, 'wx');
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      return () => rmSync(file, { force: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const pid = Number(readFileSync(file, 'utf8').trim());
-      let alive = false;
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid) {
-        try {
-          process.kill(pid, 0);
-          alive = true;
-        } catch (e) {
-          alive = (e as NodeJS.ErrnoException).code === 'EPERM';
-        }
-      }
-      if (alive) {
-        throw new SonicError(
-          'CONFIG_INVALID',
-          `the status view store ${dir} is in use by process ${pid}: give each API replica its own SONIC_API_INSTANCE_ID (or SONIC_API_VIEW_DIR)`,
-        );
-      }
-      // the owner is gone: take its store over
-      rmSync(file, { force: true });
-    }
+  const release = lockDir(dir);
+  if (!release) {
+    throw new SonicError(
+      'CONFIG_INVALID',
+      `the status view store ${dir} is in use by process ${lockHolder(dir)}: give each API replica its own SONIC_API_INSTANCE_ID (or SONIC_API_VIEW_DIR)`,
+    );
   }
-  throw new SonicError('CONFIG_INVALID', `cannot lock the status view store ${dir}`);
+  return release;
 }
 
 /**
@@ -164,7 +142,9 @@ class Followed<V> {
   readonly positions = new Map<number, bigint>();
   partitions = 0;
   /** The last end-offsets lookup: a wait may share it only when it started after the wait began. */
-  private ends: { startedAt: number; promise: Promise<Map<number, { low: bigint; end: bigint }>> } | undefined;
+  private ends: { startedAt: number; settled: boolean; promise: Promise<Ends> } | undefined;
+  /** A lookup queued to start when the one in flight settles, shared by every wait that began meanwhile. */
+  private nextEnds: Promise<Ends> | undefined;
 
   constructor(
     readonly topic: string,
@@ -235,13 +215,38 @@ class Followed<V> {
     while (!found() && !reached() && Date.now() < deadline) await sleep(20);
   }
 
-  /** End offsets looked up no earlier than `since` (ms), shared by the waits that began before the lookup did. */
-  private endOffsets(since: number): Promise<Map<number, { low: bigint; end: bigint }>> {
+  /**
+   * End offsets looked up no earlier than `since` (ms). Waits share lookups: one that started
+   * after the wait began, or else the next one, which starts when the lookup in flight settles, so
+   * a flood of reads for unknown ids costs about one lookup per broker round trip, not one each.
+   */
+  private endOffsets(since: number): Promise<Ends> {
     if (this.ends && this.ends.startedAt >= since) return this.ends.promise;
-    const promise = this.tail.endOffsets();
-    this.ends = { startedAt: Date.now(), promise };
-    promise.catch(() => (this.ends = undefined));
-    return promise;
+    if (this.nextEnds) return this.nextEnds;
+    const lookup = (): Promise<Ends> => {
+      const entry: { startedAt: number; settled: boolean; promise: Promise<Ends> } = { startedAt: Date.now(), settled: false, promise: this.tail.endOffsets() };
+      this.ends = entry;
+      entry.promise.then(
+        () => (entry.settled = true),
+        () => {
+          entry.settled = true;
+          if (this.ends === entry) this.ends = undefined;
+        },
+      );
+      return entry.promise;
+    };
+    if (this.ends && !this.ends.settled) {
+      const next = this.ends.promise.then(
+        () => undefined,
+        () => undefined,
+      );
+      this.nextEnds = next.then(() => {
+        this.nextEnds = undefined;
+        return lookup();
+      });
+      return this.nextEnds;
+    }
+    return lookup();
   }
 }
 

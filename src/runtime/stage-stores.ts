@@ -23,7 +23,7 @@
  * older value over a newer one a commit applies meanwhile), so the transactions of input p and of
  * its retry tiers p do not overlap; other partitions go on in parallel.
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -31,6 +31,7 @@ import type { KafkaClient } from '../kafka/client.js';
 import { PartitionReader } from '../kafka/partition-reader.js';
 import type { Produced, RecordStores } from './program.js';
 import type { KeyValueStore } from './stage.js';
+import { lockDir } from './dir-lock.js';
 import { StateStore, type Table } from './store.js';
 import type { StoreSpec } from './topology.js';
 
@@ -157,29 +158,11 @@ export class MemoryStores implements StoreBacking {
  * over.
  */
 function lockSlot(base: string): { dir: string; release: () => void } {
-  const alive = (pid: number): boolean => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code === 'EPERM';
-    }
-  };
   for (let slot = 0; slot < 1000; slot++) {
     const dir = join(base, String(slot));
     mkdirSync(dir, { recursive: true });
-    const lock = join(dir, 'owner.pid');
-    for (let tries = 0; tries < 3; tries++) {
-      try {
-        writeFileSync(lock, String(process.pid), { flag: 'wx' });
-        return { dir, release: () => rmSync(lock, { force: true }) };
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        const pid = Number(readFileSync(lock, 'utf8').trim());
-        if (Number.isInteger(pid) && pid > 0 && (pid === process.pid || alive(pid))) break;
-        rmSync(lock, { force: true }); // its process is gone
-      }
-    }
+    const release = lockDir(dir);
+    if (release) return { dir, release };
   }
   throw new SonicError('CONFIG_INVALID', `no free state store slot under ${base}`);
 }

@@ -9,6 +9,7 @@ import { hasFaststart } from '../../src/media/encode.js';
 import { probe } from '../../src/media/probe.js';
 import { makePortrait, speechWithSilence } from '../../src/media/samples.js';
 import { readAll } from '../helpers/chain.js';
+import { LISTENING, listeningPort, onCleanup, startSonicflow } from '../helpers/infra.js';
 import { startPipeline, type Pipeline } from '../helpers/pipeline.js';
 
 /** Freeze intervals (s) found by ffmpeg's freezedetect. */
@@ -128,6 +129,38 @@ describe('the Sonic pipeline end to end (real broker, registry, filesystem store
     expect([...new Set(kept)]).toEqual(['input']);
     expect((await store.stat(publishedKey(id)))?.size_bytes).toBeGreaterThan(1000);
   }, 180_000);
+
+  it('two API replicas taking the same Idempotency-Key at the same instant make one task and one video: validate drops the second request', async () => {
+    const other = startSonicflow(['api'], { ...p.env, SONIC_API_INSTANCE_ID: `${p.prefix}-b` });
+    onCleanup(async () => {
+      other.proc.kill('SIGTERM');
+      await other.exited;
+    });
+    const otherBase = `http://127.0.0.1:${await listeningPort(other, LISTENING.api)}`;
+    const submitTo = async (base: string, key: string) => {
+      const fd = new FormData();
+      const f = files();
+      fd.set('audio', new Blob([f.audio.data]), f.audio.name);
+      fd.set('image', new Blob([f.image.data]), f.image.name);
+      fd.set('min_resolution', '256');
+      const res = await fetch(`${base}/v1/tasks`, { method: 'POST', body: fd, headers: { 'idempotency-key': key } });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    const keys = [1, 2, 3].map((i) => `race-${Date.now()}-${i}`);
+    const answers = await Promise.all(keys.flatMap((k) => [submitTo(p.api, k), submitTo(otherBase, k)]));
+    for (const a of answers) expect([200, 202], JSON.stringify(a.body)).toContain(a.status);
+    const ids = [...new Set(answers.map((a) => String(a.body.task_id)))];
+    expect(ids).toHaveLength(keys.length);
+    for (const id of ids) expect((await p.waitFor(id)).state).toBe('SUCCEEDED');
+    await p.drained();
+    const requested = await readAll(p.topic('tasks.requested'));
+    const completed = await readAll(p.topic('tasks.completed'));
+    // both replicas enqueued (the race happened) ...
+    expect(ids.some((id) => requested.filter((r) => r.key === id).length === 2)).toBe(true);
+    // ... and each task was made once
+    for (const id of ids) expect(completed.filter((r) => r.key === id)).toHaveLength(1);
+    expect(p.logs().stages).toMatch(/duplicate request of a task dropped/);
+  }, 240_000);
 
   it('serves its OpenAPI description at /docs, health, readiness and Prometheus metrics', async () => {
     const spec = (await (await fetch(`${p.api}/docs/json`)).json()) as { openapi: string; paths: Record<string, unknown> };
