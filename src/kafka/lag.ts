@@ -21,7 +21,8 @@
  * has none, so that backlog is what it will read. Callers that mirror the tool (the exporter's
  * kafka_* series) test `committed < 0n` and print `-` / -1 instead.
  */
-import type { Admin, Kafka } from 'kafkajs';
+import { ISOLATION, RETRIABLE_PARTITION_ERRORS, privateCluster } from './private-cluster.js';
+import type { Admin } from 'kafkajs';
 import { retry } from '../core/retry.js';
 import { kafkajsOf, type KafkaClient } from './handle.js';
 
@@ -84,25 +85,6 @@ interface InternalCluster {
   ): Promise<{ topic: string; partitions: { partition: number; offset: string }[] }[]>;
 }
 
-/** kafkajs' ISOLATION_LEVEL.READ_UNCOMMITTED. */
-const READ_UNCOMMITTED = 0;
-const RETRIABLE = new Set([
-  'UNKNOWN_TOPIC_OR_PARTITION',
-  'NOT_LEADER_FOR_PARTITION',
-  'NOT_LEADER_OR_FOLLOWER',
-  'LEADER_NOT_AVAILABLE',
-  'REPLICA_NOT_AVAILABLE',
-  'OFFSET_NOT_AVAILABLE',
-]);
-
-/** A kafkajs cluster whose ListOffsets use READ_UNCOMMITTED (high watermarks), or undefined if kafkajs no longer offers its factory. */
-function readUncommittedCluster(kafka: Kafka): InternalCluster | undefined {
-  const symbol = Object.getOwnPropertySymbols(kafka).find((s) => s.description === 'private:Kafka:createCluster');
-  const create = symbol === undefined ? undefined : (kafka as unknown as Record<symbol, unknown>)[symbol];
-  if (typeof create !== 'function') return undefined;
-  return (create as (o: object) => InternalCluster)({ allowAutoTopicCreation: false, isolationLevel: READ_UNCOMMITTED });
-}
-
 /**
  * Reads committed offsets, log offsets and group membership over one admin connection (and one
  * READ_UNCOMMITTED cluster connection for high watermarks); for samplers that ask repeatedly.
@@ -116,7 +98,7 @@ export class OffsetReader {
   constructor(client: KafkaClient) {
     const kafka = kafkajsOf(client);
     this.admin = kafka.admin();
-    this.cluster = readUncommittedCluster(kafka);
+    this.cluster = privateCluster<InternalCluster>(kafka, ISOLATION.READ_UNCOMMITTED);
   }
 
   /** Whether `end` is the high watermark (true) or, on a kafkajs without the private factory, the LSO. */
@@ -225,7 +207,7 @@ export class OffsetReader {
         maxAttempts: 5,
         retryIf: (err) => {
           const type = (err as { type?: string }).type;
-          return type === undefined || RETRIABLE.has(type);
+          return type === undefined || RETRIABLE_PARTITION_ERRORS.has(type);
         },
       },
     );

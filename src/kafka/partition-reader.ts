@@ -9,13 +9,10 @@
  *
  * An empty changelog, the common start, costs one ListOffsets request.
  */
-import type { Kafka } from 'kafkajs';
 import { retry } from '../core/retry.js';
 import { kafkajsOf, type KafkaClient } from './handle.js';
-import { headersToStrings, type InRecord, type RawHeaders } from './io.js';
-
-/** kafkajs' ISOLATION_LEVEL.READ_COMMITTED. */
-const READ_COMMITTED = 1;
+import { toInRecord, type InRecord, type RawHeaders } from './io.js';
+import { ISOLATION, RETRIABLE_PARTITION_ERRORS, privateCluster } from './private-cluster.js';
 
 /** A fetched record as kafkajs' record batch decoder returns it. */
 interface FetchedMessage {
@@ -59,25 +56,6 @@ interface InternalCluster {
   ): Promise<{ topic: string; partitions: { partition: number; offset: string }[] }[]>;
 }
 
-/** Errors that a metadata refresh and another try mend (a leader moved, a broker restarted). */
-const RETRIABLE = new Set([
-  'UNKNOWN_TOPIC_OR_PARTITION',
-  'NOT_LEADER_FOR_PARTITION',
-  'NOT_LEADER_OR_FOLLOWER',
-  'LEADER_NOT_AVAILABLE',
-  'REPLICA_NOT_AVAILABLE',
-  'OFFSET_NOT_AVAILABLE',
-  'FENCED_LEADER_EPOCH',
-  'KAFKA_STORAGE_ERROR',
-]);
-
-function clusterOf(kafka: Kafka): InternalCluster {
-  const symbol = Object.getOwnPropertySymbols(kafka).find((s) => s.description === 'private:Kafka:createCluster');
-  const create = symbol === undefined ? undefined : (kafka as unknown as Record<symbol, unknown>)[symbol];
-  if (typeof create !== 'function') throw new Error('kafkajs no longer offers its cluster factory; the partition reader needs kafkajs 2.2.4');
-  return (create as (o: object) => InternalCluster)({ allowAutoTopicCreation: false, isolationLevel: READ_COMMITTED });
-}
-
 /** Records of aborted transactions and control records dropped, as a read_committed consumer sees a fetch. */
 export function committedMessages(messages: FetchedMessage[], aborted: { producerId: string; firstOffset: string }[] | undefined): FetchedMessage[] {
   const pending = [...(aborted ?? [])].sort((a, b) => (BigInt(a.firstOffset) < BigInt(b.firstOffset) ? -1 : 1));
@@ -110,7 +88,9 @@ export class PartitionReader {
   private readonly known = new Set<string>();
 
   constructor(client: KafkaClient) {
-    this.cluster = clusterOf(kafkajsOf(client));
+    const cluster = privateCluster<InternalCluster>(kafkajsOf(client), ISOLATION.READ_COMMITTED);
+    if (!cluster) throw new Error('kafkajs no longer offers its cluster factory; the partition reader needs kafkajs 2.2.4');
+    this.cluster = cluster;
   }
 
   private async ready(topic: string): Promise<void> {
@@ -137,7 +117,7 @@ export class PartitionReader {
         maxMs: 400,
         jitter: 'none',
         maxAttempts: 5,
-        retryIf: (err) => RETRIABLE.has((err as { type?: string }).type ?? '') || (err as Error).name === 'KafkaJSConnectionError',
+        retryIf: (err) => RETRIABLE_PARTITION_ERRORS.has((err as { type?: string }).type ?? '') || (err as Error).name === 'KafkaJSConnectionError',
       },
     );
   }
@@ -172,7 +152,7 @@ export class PartitionReader {
         if (nodeId === undefined) throw Object.assign(new Error(`no leader for ${topic}:${partition}`), { type: 'LEADER_NOT_AVAILABLE' });
         const broker = await this.cluster.findBroker({ nodeId });
         const res = await broker.fetch({
-          isolationLevel: READ_COMMITTED,
+          isolationLevel: ISOLATION.READ_COMMITTED,
           maxWaitTime: 0,
           minBytes: 1,
           maxBytes,
@@ -183,15 +163,7 @@ export class PartitionReader {
       // a fetch may start inside a batch: offsets before the one asked for come again
       const messages = (fetched?.messages ?? []).filter((m) => BigInt(m.offset) >= next && BigInt(m.offset) < to);
       if (messages.length === 0) return;
-      const records = committedMessages(messages, fetched?.abortedTransactions).map((m): InRecord => ({
-        topic,
-        partition,
-        offset: m.offset,
-        key: m.key ? m.key.toString('utf8') : null,
-        value: m.value,
-        headers: headersToStrings(m.headers),
-        timestamp: Number(m.timestamp),
-      }));
+      const records = committedMessages(messages, fetched?.abortedTransactions).map((m): InRecord => toInRecord(topic, partition, m));
       if (records.length > 0) onRecords(records);
       next = BigInt(messages[messages.length - 1]!.offset) + 1n;
     }

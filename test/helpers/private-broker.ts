@@ -31,12 +31,42 @@ export interface PrivateBroker {
 
 /** Starts a private broker (about 10-20 s; up to three tries on fresh ports); it is stopped and its data removed after the file's tests. */
 export async function startPrivateBroker(): Promise<PrivateBroker> {
-  // the ports are chosen before the broker binds them (its controller address must be known up
-  // front), so another process may take one meanwhile (a port-0 server gets one from the same
-  // range): a start that fails is tried again on other ports
+  return onFreshPorts(launchPrivateBroker);
+}
+
+/**
+ * Runs `stack up`; a start that fails is stopped and its state removed, and a started one is
+ * stopped (after `beforeDown`, e.g. thawing a frozen broker) and removed after the file's tests.
+ */
+function bringUp(stack: (cmd: string) => void, state: string, beforeDown: () => void = () => undefined): void {
+  const clean = (): void => {
+    try {
+      stack('down');
+    } finally {
+      rmSync(state, { recursive: true, force: true });
+    }
+  };
+  try {
+    stack('up');
+  } catch (err) {
+    clean();
+    throw err;
+  }
+  onCleanup(async () => {
+    beforeDown();
+    clean();
+  });
+}
+
+/**
+ * Ports are chosen before a broker binds them (its controller address must be known up front), so
+ * another process may take one meanwhile (a port-0 server gets one from the same range): a start
+ * that fails is tried again on other ports, up to three times.
+ */
+async function onFreshPorts<T>(launch: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await launchPrivateBroker();
+      return await launch();
     } catch (err) {
       if (attempt >= 3) throw err;
     }
@@ -73,21 +103,7 @@ async function launchPrivateBroker(): Promise<PrivateBroker> {
       // already gone
     }
   };
-  try {
-    stack('up');
-  } catch (err) {
-    try {
-      stack('down');
-    } finally {
-      rmSync(state, { recursive: true, force: true });
-    }
-    throw err;
-  }
-  onCleanup(async () => {
-    signal('SIGCONT');
-    stack('down');
-    rmSync(state, { recursive: true, force: true });
-  });
+  bringUp(stack, state, () => signal('SIGCONT'));
   const brokers = `localhost:${kafkaPort}`;
   const env = { KAFKA_BROKERS: brokers, SCHEMA_REGISTRY_URL: registry, SONIC_S3_ENDPOINT: s3 };
   let ctx: Context | undefined;
@@ -123,13 +139,7 @@ export interface PrivateCluster {
  * removed after the file's tests. The registry and the S3 store stay the shared ones.
  */
 export async function startPrivateCluster(): Promise<PrivateCluster> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await launchPrivateCluster();
-    } catch (err) {
-      if (attempt >= 3) throw err;
-    }
-  }
+  return onFreshPorts(launchPrivateCluster);
 }
 
 async function launchPrivateCluster(): Promise<PrivateCluster> {
@@ -155,20 +165,7 @@ async function launchPrivateCluster(): Promise<PrivateCluster> {
     const r = spawnSync('bash', [join(ROOT, 'ops/stack/stack.sh'), cmd], { env: stackEnv, encoding: 'utf8', timeout: 240_000 });
     if (r.status !== 0) throw new Error(`stack.sh ${cmd} --brokers 3 (private cluster on ${p1},${p2},${p3}) failed: ${r.stderr}`);
   };
-  try {
-    stack('up');
-  } catch (err) {
-    try {
-      stack('down');
-    } finally {
-      rmSync(state, { recursive: true, force: true });
-    }
-    throw err;
-  }
-  onCleanup(async () => {
-    stack('down');
-    rmSync(state, { recursive: true, force: true });
-  });
+  bringUp(stack, state);
   const ports: Record<number, number> = { 1: p1!, 2: p2!, 3: p3! };
   const brokers = Object.values(ports)
     .map((p) => `localhost:${p}`)
