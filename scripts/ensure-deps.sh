@@ -15,6 +15,8 @@ command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v ffprobe >/dev/null || missing+=(ffmpeg)
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 command -v curl >/dev/null || missing+=(curl)
+# openssl: the secured stack makes its CA and broker certificate with it (stack.sh up --secure)
+command -v openssl >/dev/null || missing+=(openssl)
 # ss (the security tests count the API's connections to the broker)
 command -v ss >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -16,5 +16,6 @@ if [ $# -gt 0 ]; then
   exit
 fi
 echo "== unit tests (no broker, registry or store)"; npx vitest run --project unit
-echo "== stack"; bash ops/stack/stack.sh up >/dev/null
+# the secured stack beside it, for test/integration/secure-kafka.test.ts (which would start it too)
+echo "== stack"; bash ops/stack/stack.sh up >/dev/null; bash ops/stack/stack.sh up --secure >/dev/null
 echo "== integration tests"; npx vitest run --project integration

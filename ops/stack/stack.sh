@@ -2,8 +2,12 @@
 # The local sonicflow stack without Docker: a single-node Apache Kafka (KRaft), Apicurio Registry
 # and S3Proxy (an S3-compatible blob server), all fetched from Maven Central through Maven, run as
 # local Java processes. `up --brokers 3` starts a three-node KRaft cluster instead of the one broker.
+# `--secure` (with any command) means the secured stack instead: Kafka with a SASL_SSL listener
+# (SCRAM-SHA-512 users, a locally generated CA and broker certificate, the StandardAuthorizer) and
+# a registry of its own connected to it over SASL_SSL, under $SONICFLOW_STATE_DIR/secure and on
+# their own ports, beside the plaintext stack; S3Proxy is the plaintext stack's.
 #
-#   stack.sh up [--brokers 1|3]   start all three, or reuse what already runs (idempotent)
+#   stack.sh up [--brokers 1|3] [--secure]   start all three, or reuse what already runs (idempotent)
 #   stack.sh down     stop exactly the processes this script started
 #   stack.sh status   report the services; exit 0 only when all answer
 #   stack.sh clean    down, then delete the stack's data and logs
@@ -21,6 +25,10 @@
 #   SONIC_STACK_TIMEOUT_S [120]   how long to wait for each service to answer
 #   SONIC_STACK_BROKERS [1]   brokers of `up` (1 or 3; `--brokers` wins); 3: a cluster under $STATE/cluster3
 #   SONIC_KAFKA_PORTS [9092,9094,9096], SONIC_KAFKA_CONTROLLER_PORTS [9093,9095,9097]   its nodes' ports
+#   SONIC_STACK_SECURE [0]   1: the secured stack (`--secure` says the same); it ignores KAFKA_BROKERS
+#                     and SCHEMA_REGISTRY_URL
+#   SONIC_KAFKA_SECURE_PORT [9192], SONIC_REGISTRY_SECURE_PORT [8181]   the secured stack's ports
+#                     (controller: +1; three nodes: +0, +2, +4 and their controllers +1)
 set -euo pipefail
 
 KAFKA_VERSION=4.1.1
@@ -35,6 +43,7 @@ REGISTRY_PORT=${SONIC_REGISTRY_PORT:-8081}
 S3_PORT=${SONIC_S3_PORT:-9000}
 TIMEOUT_S=${SONIC_STACK_TIMEOUT_S:-120}
 BROKERS=${SONIC_STACK_BROKERS:-1}
+SECURE=${SONIC_STACK_SECURE:-0}
 # the three-node cluster: broker i on the i-th of KAFKA_PORTS, its controller on the i-th of
 # CONTROLLER_PORTS; the first broker keeps the single broker's port
 KAFKA_PORTS=${SONIC_KAFKA_PORTS:-$KAFKA_PORT,$((KAFKA_PORT + 2)),$((KAFKA_PORT + 4))}
@@ -168,11 +177,6 @@ kafka_props() {
 process.roles=broker,controller
 node.id=$1
 controller.quorum.voters=$4
-listeners=PLAINTEXT://localhost:$2,CONTROLLER://localhost:$3
-advertised.listeners=PLAINTEXT://localhost:$2
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs=$5/data
 num.partitions=1
 default.replication.factor=$rf
@@ -188,6 +192,121 @@ auto.create.topics.enable=false
 delete.topic.enable=true
 log.retention.check.interval.ms=60000
 EOF
+  if [ "$SECURE" = 1 ]; then secure_listener_props "$2" "$3"; else
+    cat <<EOF
+listeners=PLAINTEXT://localhost:$2,CONTROLLER://localhost:$3
+advertised.listeners=PLAINTEXT://localhost:$2
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+EOF
+  fi
+}
+
+# --- the secured stack -------------------------------------------------------------------------
+# One listener for clients and between brokers, SASL_SSL with SCRAM-SHA-512: the brokers
+# authenticate to each other as the SCRAM user `broker`. The controller listener is SASL_PLAINTEXT
+# with PLAIN (SCRAM credentials live in the metadata log the controllers serve, so controllers
+# cannot use them), user `controller`, on localhost only. Both are super users, with `admin` (for
+# deploy, tools and tests) and `registry` (Apicurio creates its journal topic and a consumer group
+# of a random name per start). Everyone else is denied unless an ACL allows.
+SECURE_DIR_TLS() { echo "$STATE/tls"; }
+SECURE_USERS=(admin registry broker)
+
+# secure_credentials: writes $STATE/users.env once (a random password per user); sources it
+secure_credentials() {
+  local f="$STATE/users.env" u
+  if [ ! -s "$f" ]; then
+    if ls "$STATE"/kafka/data/meta.properties "$CLUSTER"/kafka-*/data/meta.properties >/dev/null 2>&1; then
+      die "secure: the broker data under $STATE exists but its users ($f) are gone; start afresh with: stack.sh clean --secure"
+    fi
+    command -v openssl >/dev/null || die "secure: openssl not found (Debian: apt-get install openssl)"
+    (
+      umask 077
+      for u in "${SECURE_USERS[@]}" controller; do echo "SECURE_PW_$u=$(openssl rand -hex 16)"; done >"$f.tmp"
+      mv "$f.tmp" "$f"
+    )
+  fi
+  # shellcheck disable=SC1090
+  . "$f"
+}
+secure_pw() { local v="SECURE_PW_$1"; echo "${!v}"; }
+
+# secure_certs: a CA and a broker certificate for localhost and 127.0.0.1 signed by it, made once
+# with openssl under $STATE/tls; the broker's key and chain as a PKCS#12 keystore
+secure_certs() {
+  local d
+  d=$(SECURE_DIR_TLS)
+  [ -s "$d/broker.p12" ] && [ -s "$d/ca.pem" ] && return 0
+  command -v openssl >/dev/null || die "secure: openssl not found (Debian: apt-get install openssl)"
+  mkdir -p "$d"
+  chmod 700 "$d"
+  say "secure: generating a local CA and a broker certificate under $d"
+  (
+    set -e
+    cd "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -keyout ca.key -out ca.pem \
+      -subj "/CN=sonicflow local CA" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey rsa:2048 -nodes -sha256 -keyout broker.key -out broker.csr -subj "/CN=localhost"
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n' >broker.ext
+    openssl x509 -req -sha256 -days 825 -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -extfile broker.ext -out broker.pem
+    openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem -name broker -out broker.p12.tmp -passout "pass:$(secure_pw broker)"
+    mv broker.p12.tmp broker.p12
+    rm -f broker.csr broker.ext
+  ) >"$STATE/tls.log" 2>&1 || die "secure: generating the certificates failed (log: $STATE/tls.log)"
+}
+
+# the server.properties lines of a secured node: NODE-PORT CONTROLLER-PORT
+secure_listener_props() {
+  local tls
+  tls=$(SECURE_DIR_TLS)
+  cat <<EOF
+listeners=SASL_SSL://localhost:$1,CONTROLLER://localhost:$2
+advertised.listeners=SASL_SSL://localhost:$1
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=SASL_SSL
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="$(secure_pw broker)";
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="controller" password="$(secure_pw controller)" user_controller="$(secure_pw controller)";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$tls/broker.p12
+ssl.keystore.password=$(secure_pw broker)
+ssl.truststore.type=PEM
+ssl.truststore.location=$tls/ca.pem
+ssl.client.auth=none
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:admin;User:registry;User:broker;User:controller
+EOF
+}
+
+# the SCRAM users, written into the metadata log when the storage is formatted
+secure_format_args() {
+  local u
+  for u in "${SECURE_USERS[@]}"; do printf '%s\n' --add-scram "SCRAM-SHA-512=[name=$u,password=$(secure_pw "$u")]"; done
+}
+
+# the client settings of the secured stack: sonicflow's environment, and a Java client's
+# properties for the Kafka tools (stack.sh tool ... --command-config $STATE/admin.properties)
+secure_client_env() {
+  echo "SONIC_KAFKA_SSL=true"
+  echo "SONIC_KAFKA_SSL_CA_FILE=$(SECURE_DIR_TLS)/ca.pem"
+  echo "SONIC_KAFKA_SASL_MECHANISM=scram-sha-512"
+  echo "SONIC_KAFKA_SASL_USERNAME=admin"
+  echo "SONIC_KAFKA_SASL_PASSWORD=$(secure_pw admin)"
+}
+secure_java_client_props() {
+  cat <<EOF
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$1" password="$(secure_pw "$1")";
+ssl.truststore.type=PEM
+ssl.truststore.location=$(SECURE_DIR_TLS)/ca.pem
+EOF
 }
 
 random_cluster_id() { java -cp "$KAFKA_HOME/libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1; }
@@ -199,8 +318,10 @@ launch_broker() {
   # readiness is read from server.log: a restarted node must not pass on its last run's lines
   if [ -f "$dir/logs/server.log" ]; then mv -f "$dir/logs/server.log" "$dir/logs/server.log.previous"; fi
   if [ ! -f "$dir/data/meta.properties" ]; then
+    local scram=()
+    if [ "$SECURE" = 1 ]; then mapfile -t scram < <(secure_format_args); fi
     java -cp "$KAFKA_HOME/libs/*" kafka.tools.StorageTool format -t "${id:-$(random_cluster_id)}" \
-      -c "$dir/server.properties" >"$dir/logs/format.log" 2>&1 || die "$name: formatting the KRaft storage failed (log: $dir/logs/format.log)"
+      -c "$dir/server.properties" "${scram[@]}" >"$dir/logs/format.log" 2>&1 || die "$name: formatting the KRaft storage failed (log: $dir/logs/format.log)"
   fi
   setsid nohup java $MARK -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
     -Dkafka.logs.dir="$dir/logs" -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
@@ -277,6 +398,14 @@ up_registry() {
   jar=$(ls "$APICURIO_HOME"/*-runner.jar "$APICURIO_HOME"/quarkus-run.jar 2>/dev/null | head -1) || true
   [ -n "$jar" ] || die "registry: no runnable jar in $APICURIO_HOME (delete it to fetch again)"
   local brokers=${KAFKA_BROKERS:-$(kafka_bootstrap)}
+  # Quarkus reads config/application.properties of its working directory: the secured stack's
+  # registry connects as the SCRAM user `registry` over SASL_SSL (apicurio.kafka.common.* goes to
+  # every Kafka client of its kafkasql storage)
+  rm -f "$STATE/registry/config/application.properties"
+  if [ "$SECURE" = 1 ]; then
+    mkdir -p "$STATE/registry/config"
+    (umask 077; secure_java_client_props registry | sed 's/^/apicurio.kafka.common./' >"$STATE/registry/config/application.properties")
+  fi
   say "registry: starting Apicurio Registry $APICURIO_VERSION (kafkasql storage on $brokers) at $(registry_url)"
   # Schemas are stored in the Kafka topic kafkasql-journal, so they survive a registry restart.
   APICURIO_STORAGE_KIND=kafkasql APICURIO_KAFKASQL_BOOTSTRAP_SERVERS="$brokers" \
@@ -346,7 +475,7 @@ stop_cluster() {
     say "kafka-$i: stopping pid $pid"
     kill -TERM "$pid" 2>/dev/null || true
     pids+=("$pid")
-    ports+=("$(sed -n 's|^advertised.listeners=PLAINTEXT://localhost:\([0-9]*\)$|\1|p' "$(node_dir "$i")/server.properties" 2>/dev/null || true)")
+    ports+=("$(sed -n 's|^advertised.listeners=[A-Z_]*://localhost:\([0-9]*\)$|\1|p' "$(node_dir "$i")/server.properties" 2>/dev/null || true)")
   done
   [ ${#pids[@]} -gt 0 ] || return 0
   local deadline=$((SECONDS + 30))
@@ -395,30 +524,55 @@ while [ $# -gt 0 ] && [ "$cmd" != tool ]; do
   case "$1" in
     --brokers) [ $# -ge 2 ] || die "--brokers needs a value (1 or 3)"; BROKERS=$2; shift 2 ;;
     --brokers=*) BROKERS=${1#--brokers=}; shift ;;
-    *) die "$cmd: unknown option '$1' (--brokers 1|3)" ;;
+    --secure) SECURE=1; shift ;;
+    *) die "$cmd: unknown option '$1' (--brokers 1|3, --secure)" ;;
   esac
 done
 [ "$BROKERS" = 1 ] || [ "$BROKERS" = 3 ] || die "brokers: 1 or 3 (SONIC_STACK_BROKERS or --brokers), got '$BROKERS'"
+[ "$SECURE" = 0 ] || [ "$SECURE" = 1 ] || die "secure: 0 or 1 (SONIC_STACK_SECURE or --secure), got '$SECURE'"
+# the secured stack: its own state directory (data, certificates, users, pid files), ports and
+# process mark; S3Proxy and the lock stay the plaintext stack's
+BASE_STATE=$STATE
+if [ "$SECURE" = 1 ]; then
+  STATE="$BASE_STATE/secure"
+  KAFKA_PORT=${SONIC_KAFKA_SECURE_PORT:-9192}
+  CONTROLLER_PORT=$((KAFKA_PORT + 1))
+  KAFKA_PORTS="$KAFKA_PORT,$((KAFKA_PORT + 2)),$((KAFKA_PORT + 4))"
+  CONTROLLER_PORTS="$CONTROLLER_PORT,$((CONTROLLER_PORT + 2)),$((CONTROLLER_PORT + 4))"
+  REGISTRY_PORT=${SONIC_REGISTRY_SECURE_PORT:-8181}
+  CLUSTER="$STATE/cluster3"
+  MARK="-Dsonicflow.stack=$STATE"
+  unset KAFKA_BROKERS SCHEMA_REGISTRY_URL
+fi
+# S3Proxy always belongs to the plaintext stack
+base_s3() { (STATE=$BASE_STATE MARK="-Dsonicflow.stack=$BASE_STATE" && "$@"); }
 # one `up`/`down`/`clean` at a time: parallel test workers or shells must not start a second broker
 # (the services are started with fd 9 closed, so they do not hold the lock)
 if [ "$cmd" = up ] || [ "$cmd" = down ] || [ "$cmd" = clean ]; then
-  mkdir -p "$STATE"
-  exec 9>"$STATE/stack.lock"
-  flock -w "$TIMEOUT_S" 9 || die "another stack.sh $cmd holds $STATE/stack.lock for more than ${TIMEOUT_S}s"
+  mkdir -p "$BASE_STATE"
+  exec 9>"$BASE_STATE/stack.lock"
+  flock -w "$TIMEOUT_S" 9 || die "another stack.sh $cmd holds $BASE_STATE/stack.lock for more than ${TIMEOUT_S}s"
 fi
 case "$cmd" in
   up)
     need_java
     mkdir -p "$STATE"
+    if [ "$SECURE" = 1 ]; then secure_credentials; secure_certs; fi
     if [ "$BROKERS" = 3 ]; then up_cluster; else up_kafka; fi
     up_registry
-    up_s3
-    echo "KAFKA_BROKERS=${KAFKA_BROKERS:-$(kafka_bootstrap)}"
-    echo "SCHEMA_REGISTRY_URL=${SCHEMA_REGISTRY_URL:-$(registry_url)}"
-    if s3_external; then echo "SONIC_S3_ENDPOINT=${SONIC_S3_ENDPOINT%/}"; else echo "SONIC_S3_ENDPOINT=$(s3_url)"; fi
+    base_s3 up_s3
+    {
+      echo "KAFKA_BROKERS=${KAFKA_BROKERS:-$(kafka_bootstrap)}"
+      echo "SCHEMA_REGISTRY_URL=${SCHEMA_REGISTRY_URL:-$(registry_url)}"
+      if s3_external; then echo "SONIC_S3_ENDPOINT=${SONIC_S3_ENDPOINT%/}"; else echo "SONIC_S3_ENDPOINT=$(s3_url)"; fi
+      if [ "$SECURE" = 1 ]; then secure_client_env; fi
+    } | if [ "$SECURE" = 1 ]; then
+      # also kept for scripts and tests: $STATE/client.env, and admin.properties for the Kafka tools
+      (umask 077; tee "$STATE/client.env.tmp"; mv "$STATE/client.env.tmp" "$STATE/client.env"; secure_java_client_props admin >"$STATE/admin.properties")
+    else cat; fi
     ;;
   down)
-    stop_one s3 "$S3_PORT"
+    if [ "$SECURE" = 0 ]; then stop_one s3 "$S3_PORT"; fi
     stop_one registry "$REGISTRY_PORT"
     # a cluster's stack has no single broker to report on
     if [ -f "$STATE/kafka.pid" ] || ! ls "$CLUSTER"/kafka-*.pid >/dev/null 2>&1; then stop_one kafka "$KAFKA_PORT"; fi
@@ -435,17 +589,23 @@ case "$cmd" in
     if [ -n "${SCHEMA_REGISTRY_URL:-}" ]; then echo "registry: external, SCHEMA_REGISTRY_URL=$SCHEMA_REGISTRY_URL"
     else status_one registry "$(registry_url)" "$(registry_ready && echo true || echo false)" || rc=1; fi
     if s3_external; then echo "s3: external, SONIC_S3_ENDPOINT=$SONIC_S3_ENDPOINT"
-    else status_one s3 "$(s3_url)" "$(s3_ready && echo true || echo false)" || rc=1; fi
+    else base_s3 status_one s3 "$(s3_url)" "$(s3_ready && echo true || echo false)" || rc=1; fi
     echo "data and logs: $STATE"
     exit $rc
     ;;
   clean)
-    "$0" down
-    rm -rf "$STATE/kafka" "$STATE/registry" "$STATE/s3" "$CLUSTER"
+    if [ "$SECURE" = 1 ]; then
+      "$0" down --secure
+      # the certificates and users go with the data they were formatted into
+      rm -rf "$STATE/kafka" "$STATE/registry" "$CLUSTER" "$STATE/tls" "$STATE"/users.env "$STATE"/client.env "$STATE"/admin.properties
+    else
+      "$0" down
+      rm -rf "$STATE/kafka" "$STATE/registry" "$STATE/s3" "$CLUSTER"
+    fi
     say "removed data and logs under $STATE"
     ;;
   fetch) need_java; fetch_kafka; fetch_apicurio; fetch_s3proxy ;;
   tool) tool "$@" ;;
-  -h|--help|help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$cmd' (up, down, status, clean, fetch, tool, --help)" ;;
 esac

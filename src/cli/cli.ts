@@ -415,8 +415,9 @@ function buildCli(ctx: () => Context): Command {
     stack
       .command(name)
       .description(doc)
-      .action(() => {
-        const r = spawnSync('bash', [join(ROOT, 'ops', 'stack', 'stack.sh'), name], { stdio: 'inherit' });
+      .option('--secure', 'the secured stack instead: Kafka over SASL_SSL with SCRAM users and its own registry (docs/operations.md)')
+      .action((o: { secure?: boolean }) => {
+        const r = spawnSync('bash', [join(ROOT, 'ops', 'stack', 'stack.sh'), name, ...(o.secure ? ['--secure'] : [])], { stdio: 'inherit' });
         process.exitCode = r.status ?? 1;
       });
   }

@@ -37,6 +37,15 @@ export const ERROR_CODES = {
   SCHEMA_NOT_FOUND: { retryable: false, doc: 'A schema file or subject is missing.' },
   REGISTRY_UNAVAILABLE: { retryable: true, doc: 'The schema registry could not be reached.' },
   BROKER_UNAVAILABLE: { retryable: true, doc: 'The Kafka broker could not be reached.' },
+  KAFKA_AUTH_FAILED: { retryable: false, doc: 'The broker refused the SASL credentials: wrong user name or password.' },
+  KAFKA_TLS_UNTRUSTED: {
+    retryable: false,
+    doc: "The broker's TLS certificate is not trusted by the configured CA (SONIC_KAFKA_SSL_CA_FILE, else the system CAs) or does not name the broker's host.",
+  },
+  KAFKA_PROTOCOL_MISMATCH: {
+    retryable: false,
+    doc: "The broker's listener speaks another security protocol than configured: TLS or not (SONIC_KAFKA_SSL), SASL or not, or another SASL mechanism.",
+  },
   TOPOLOGY_INVALID: { retryable: false, doc: 'The topology declaration is inconsistent.' },
   CONFIG_INVALID: { retryable: false, doc: 'A configuration value is invalid.' },
   INTERNAL: { retryable: false, doc: 'A bug: an unexpected exception.' },

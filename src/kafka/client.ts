@@ -6,6 +6,7 @@
 import kafkajs, { type LogEntry } from 'kafkajs';
 import type { Logger } from '../core/logger.js';
 import { retry, type BackoffOptions } from '../core/retry.js';
+import { explainAccessError, isAccessError, probeAccess, type AccessSettings } from './access.js';
 import { installCoordinatorCache } from './coordinators.js';
 import { adoptKafkajs, type KafkaClient } from './handle.js';
 
@@ -78,13 +79,55 @@ export function createKafka(conn: KafkaConnection, logger: Logger): KafkaClient 
         (lvl === 'info' ? log.debug : log[lvl]).call(log, { ...rest, namespace: entry.logger }, message);
       },
   });
+  guardAccess(kafka, {
+    brokers: conn.brokers,
+    ...(conn.ssl === undefined ? {} : { ssl: conn.ssl }),
+    ...(conn.sasl === undefined ? {} : { sasl: { mechanism: conn.sasl.mechanism, username: conn.sasl.username } }),
+    timeoutMs: Math.min(conn.connectTimeoutMs ?? 5000, 5000),
+  });
   return adoptKafkajs(kafka);
+}
+
+type Connectable = { connect: () => Promise<void> };
+
+/**
+ * Makes every admin, producer and consumer of `kafka` probe the broker's security before its first
+ * connection (`src/kafka/access.ts`, once per client: any verdict but "unreachable" is kept) and
+ * turn kafkajs' SASL failures into `KAFKA_AUTH_FAILED`: a client the broker will never let in as
+ * configured fails at once with an error that says why, instead of retrying.
+ */
+function guardAccess(kafka: InstanceType<typeof Kafka>, settings: AccessSettings): void {
+  let verdict: Promise<void> | undefined;
+  const gate = (): Promise<void> => {
+    verdict ??= probeAccess(settings).then((v) => {
+      if (v.kind === 'unreachable') verdict = undefined;
+      if (v.kind === 'refused') throw v.error;
+    });
+    return verdict;
+  };
+  const guarded = <T extends Connectable>(client: T): T => {
+    const connect = client.connect.bind(client);
+    client.connect = async () => {
+      await gate();
+      try {
+        await connect();
+      } catch (err) {
+        throw explainAccessError(err, settings) ?? err;
+      }
+    };
+    return client;
+  };
+  const { admin, producer, consumer } = kafka;
+  kafka.admin = (o) => guarded(admin.call(kafka, o));
+  kafka.producer = (o) => guarded(producer.call(kafka, o));
+  kafka.consumer = (o) => guarded(consumer.call(kafka, o));
 }
 
 /**
  * Runs `connect` until it succeeds, waiting a capped, jittered backoff between tries, each wait
  * logged with its attempt and delay: a process that needs the broker waits for it rather than
- * exit. Rejects with the signal's reason when the signal aborts.
+ * exit. Rejects with the signal's reason when the signal aborts, and at once with an access error
+ * (`KAFKA_AUTH_FAILED`, `KAFKA_TLS_UNTRUSTED`, `KAFKA_PROTOCOL_MISMATCH`): those do not mend.
  */
 export async function untilConnected(
   what: string,
@@ -95,6 +138,8 @@ export async function untilConnected(
     ...options.backoff,
     jitter: 'decorrelated',
     ...(options.signal ? { signal: options.signal } : {}),
+    // a broker that refuses our credentials, certificate or protocol will not change its mind
+    retryIf: (err) => !isAccessError(err),
     onRetry: (err, attempt, delayMs) => options.logger.warn({ err, what, attempt, next_try_in_ms: delayMs }, 'broker unreachable; waiting to try again'),
   });
 }
