@@ -54,6 +54,8 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
     logger,
     groupPrefix: apiViewGroupPrefix(c.clientId, topology),
     dir: c.apiViewDir || join(c.stateDir, 'views', statusTopic, instance.replace(/[^A-Za-z0-9._-]/g, '_')),
+    // Kafka's default delete.retention.ms is one day
+    maxCheckpointAgeMs: Math.min(...[statusTopic, keysTopic].map((t) => Number(topology.topics[t]?.configs['delete.retention.ms'] ?? 86_400_000))),
   });
   try {
     await view.start();

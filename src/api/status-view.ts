@@ -17,7 +17,7 @@ import type { Logger } from '../core/logger.js';
 import { sleep } from '../core/retry.js';
 import type { KafkaClient } from '../kafka/client.js';
 import { partitionOfKey } from '../kafka/partitioner.js';
-import { TopicTail, type TailBatch } from '../kafka/io.js';
+import { TopicTail, type InRecord, type TailBatch } from '../kafka/io.js';
 import { lockDir, lockHolder } from '../runtime/dir-lock.js';
 import { StateStore, type Table } from '../runtime/store.js';
 import type { TaskKey, TaskState, TaskStatus } from '../domain/records.js';
@@ -99,6 +99,11 @@ export interface StatusViewOptions {
   groupPrefix: string;
   /** Directory of the view's store: one per API process (a lock file refuses a second one). */
   dir: string;
+  /**
+   * A store last written longer ago than this is rebuilt rather than resumed: the topics'
+   * `delete.retention.ms`, after which compaction drops tombstones a resumed view would miss.
+   */
+  maxCheckpointAgeMs?: number;
 }
 
 const TASKS = 'tasks';
@@ -108,6 +113,8 @@ const KEYS = 'idempotency-keys';
 /** Ended tasks and the others, by last change: what the retention janitor reads. */
 const ENDED = 'ended-by-update';
 const ACTIVE = 'active-by-update';
+/** When the store last applied a batch (ms since the epoch), under key `applied_at`. */
+const META = 'meta';
 
 type Ends = Map<number, { low: bigint; end: bigint }>;
 
@@ -141,6 +148,9 @@ class Followed<V> {
   /** Next offset to read, per partition, as far as the store has applied. */
   readonly positions = new Map<number, bigint>();
   partitions = 0;
+  /** Records read since start (a restart from the checkpoint reads only what is new). */
+  read = 0;
+  stopped = false;
   /** The last end-offsets lookup: a wait may share it only when it started after the wait began. */
   private ends: { startedAt: number; settled: boolean; promise: Promise<Ends> } | undefined;
   /** A lookup queued to start when the one in flight settles, shared by every wait that began meanwhile. */
@@ -186,18 +196,37 @@ class Followed<V> {
         if (r.key) records.push({ tombstone: r.key });
         continue;
       }
-      try {
-        records.push((await this.o.codec.decode<V>(r.value, this.schema)).value);
-      } catch (err) {
-        this.o.logger.warn({ err, topic: this.topic, offset: r.offset, partition: r.partition }, 'undecodable record skipped');
-      }
+      const value = await this.decode(r);
+      if (value !== undefined) records.push(value);
     }
+    this.read += batch.records.length;
     this.store.transaction(() => {
       this.applyBatch(records);
       this.store.commitOffset(this.topic, batch.partition, batch.next);
     });
     this.positions.set(batch.partition, batch.next);
     this.afterBatch();
+  }
+
+  /**
+   * The record's value; undefined for bytes that will never decode (skipped, logged). Anything
+   * else (the registry unreachable) is tried again until it works or the view stops: the
+   * checkpoint must not move past a record the view did not apply.
+   */
+  private async decode(r: InRecord): Promise<V | undefined> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return (await this.o.codec.decode<V>(r.value!, this.schema)).value;
+      } catch (err) {
+        if ((err as SonicError).code === 'DESERIALIZATION_FAILED') {
+          this.o.logger.warn({ err, topic: this.topic, offset: r.offset, partition: r.partition }, 'undecodable record skipped');
+          return undefined;
+        }
+        if (this.stopped) throw err;
+        if (attempt === 1 || attempt % 20 === 0) this.o.logger.warn({ err, topic: this.topic, attempt }, 'record not decoded yet (registry?); trying again');
+        await sleep(Math.min(5000, 100 * 2 ** Math.min(attempt, 6)));
+      }
+    }
   }
 
   /**
@@ -210,8 +239,9 @@ class Followed<V> {
     const deadline = began + waitMs;
     const partition = partitionOfKey(key, this.partitions);
     const target = await Promise.race([this.endOffsets(began).then((m) => m.get(partition)), sleep(waitMs).then(() => undefined)]).catch(() => undefined);
-    // an empty partition is never fetched from: nothing there to wait for
-    const reached = (): boolean => target === undefined || target.end <= target.low || (this.positions.get(partition) ?? -1n) >= target.end;
+    // an empty partition is never fetched from: nothing there to wait for; without a target (the
+    // lookup failed or is slow: a broker failing over) the wait lasts until found or the deadline
+    const reached = (): boolean => target !== undefined && (target.end <= target.low || (this.positions.get(partition) ?? -1n) >= target.end);
     while (!found() && !reached() && Date.now() < deadline) await sleep(20);
   }
 
@@ -259,6 +289,7 @@ export class StatusView {
   private readonly keys: Table<TaskKey>;
   private readonly ended: Table<string>;
   private readonly active: Table<string>;
+  private readonly meta: Table<number>;
   private readonly status: Followed<StatusEvent>;
   private readonly keyLog: Followed<TaskKey>;
   private readonly release: () => void;
@@ -282,6 +313,7 @@ export class StatusView {
     this.keys = this.store.table<TaskKey>(KEYS);
     this.ended = this.store.table<string>(ENDED);
     this.active = this.store.table<string>(ACTIVE);
+    this.meta = this.store.table<number>(META);
     this.status = new Followed<StatusEvent>(
       o.topic,
       o.schema,
@@ -292,6 +324,7 @@ export class StatusView {
           if ('tombstone' in e) this.removeTask(e.tombstone);
           else if (this.applyOne(e)) this.pending.push(e);
         }
+        void this.meta.put('applied_at', Date.now());
       },
       // changes reach the event streams once their batch is in the store
       () => {
@@ -333,11 +366,19 @@ export class StatusView {
   async start(): Promise<void> {
     void this.caughtUp.then(() => (this.isCaughtUp = true));
     let from = [await this.status.checkpoint(), await this.keyLog.checkpoint()];
-    if (from.some((f) => f === undefined)) {
-      this.o.logger.warn({ topic: this.o.topic, store: this.o.dir }, 'status view store is ahead of its topics (were they made again?): rebuilding it');
+    const appliedAt = this.meta.get('applied_at');
+    const tooOld = appliedAt !== undefined && this.o.maxCheckpointAgeMs !== undefined && Date.now() - appliedAt > this.o.maxCheckpointAgeMs;
+    if (from.some((f) => f === undefined) || tooOld) {
+      this.o.logger.warn(
+        { topic: this.o.topic, store: this.o.dir, applied_at: appliedAt === undefined ? null : new Date(appliedAt).toISOString() },
+        tooOld
+          ? 'status view store is older than the topics keep tombstones: rebuilding it'
+          : 'status view store is ahead of its topics (were they made again?): rebuilding it',
+      );
       this.store.clear();
       from = [new Map(), new Map()];
     }
+    void this.caughtUp.then(() => this.o.logger.info({ tasks: this.size, records_read: this.status.read + this.keyLog.read }, 'status view caught up'));
     this.o.logger.info({ tasks: this.size, resumed_partitions: from[0]!.size, partitions: this.status.partitions }, 'status view resumes from its store');
     await this.status.start(from[0]!);
     await this.keyLog.start(from[1]!);
@@ -385,9 +426,15 @@ export class StatusView {
       }
       return out;
     };
+    // a view still catching up may hold rows that later events change (a replayed FAILED task
+    // that has since succeeded): it lists nothing until it has read what the topics held
     return {
-      expired: async (before, limit) => older(this.ended, before, limit),
-      stuck: async (before, limit) => older(this.active, before, limit),
+      expired: async (before, limit) => (this.ready ? older(this.ended, before, limit) : []),
+      stuck: async (before, limit) => (this.ready ? older(this.active, before, limit) : []),
+      current: async (taskId) => {
+        const e = this.tasks.get(taskId);
+        return e && { task_id: e.task_id, tenant_id: e.tenant_id, state: e.state, updated_at: e.at };
+      },
     };
   }
 
@@ -442,6 +489,7 @@ export class StatusView {
 
   async stop(): Promise<void> {
     this.subject.complete();
+    this.status.stopped = this.keyLog.stopped = true;
     await this.status.tail.stop().catch(() => undefined);
     await this.keyLog.tail.stop().catch(() => undefined);
     await this.store.close();

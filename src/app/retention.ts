@@ -25,6 +25,19 @@ export interface RetentionSource {
   expired(before: Date, limit: number): Promise<ExpiredTask[]>;
   /** Tasks not ended whose last status change is before `before` (reported, never removed); optional. */
   stuck?(before: Date, limit: number): Promise<ExpiredTask[]>;
+  /**
+   * The task as the source knows it now; optional. Asked again right before a task's blobs go and
+   * before its tombstone: a task that changed since it was listed (a DLQ replay, a new task made
+   * with the same idempotency key after another replica removed the old one) is left alone.
+   */
+  current?(taskId: string): Promise<ExpiredTask | undefined>;
+}
+
+/** Whether the source still knows `task` as it was listed (unchanged since). */
+async function unchanged(source: RetentionSource, task: ExpiredTask): Promise<boolean> {
+  if (!source.current) return true;
+  const now = await source.current(task.task_id);
+  return now !== undefined && now.state === task.state && now.updated_at.getTime() === task.updated_at.getTime();
 }
 
 /** An expired task with what it holds in the store. */
@@ -72,6 +85,8 @@ export interface GcOptions {
   now?: () => Date;
   /** Tombstones per produce request (default 500). */
   tombstoneBatch?: number;
+  /** Tasks to pass over (a janitor's recent failures, so they do not hold the head of every batch). */
+  skip?: ReadonlySet<string>;
 }
 
 /** Every blob of a task: its folder `tasks/<id>/` and its published video. */
@@ -105,12 +120,18 @@ export async function collectGarbage(o: GcOptions): Promise<GcReport> {
   if (!dryRun && !o.tombstones) throw new SonicError('INTERNAL', 'collectGarbage needs a tombstone sink unless dryRun');
   const report: GcReport = { tasks: [], stuck: [], uploads: [], blobsDeleted: 0, tombstones: 0, uploadsDeleted: 0, failed: [], dryRun };
   const done: string[] = [];
-  for (const task of await o.source.expired(before, o.limit)) {
+  const skip = o.skip ?? new Set<string>();
+  const listed = (await o.source.expired(before, o.limit + skip.size)).filter((t) => !skip.has(t.task_id)).slice(0, o.limit);
+  for (const task of listed) {
     const log = o.logger.child({ task_id: task.task_id });
     try {
       const blobs = await taskBlobs(o.blob, task.task_id);
       report.tasks.push({ ...task, blobs: blobs.length, bytes: blobs.reduce((n, b) => n + b.size_bytes, 0) });
       if (dryRun) continue;
+      if (!(await unchanged(o.source, task))) {
+        log.info('task changed since it was listed: kept');
+        continue;
+      }
       for (const b of blobs) {
         await o.blob.delete(b.key);
         report.blobsDeleted += 1;
@@ -126,8 +147,14 @@ export async function collectGarbage(o: GcOptions): Promise<GcReport> {
     o.logger.warn({ count: report.stuck.length, oldest: report.stuck[0]?.task_id }, 'tasks past retention that never ended are kept: look at them');
   }
   const batch = o.tombstoneBatch ?? 500;
-  for (let i = 0; i < done.length; i += batch) {
-    const ids = done.slice(i, i + batch);
+  // asked once more: a task made again meanwhile (same id) keeps its status and key
+  const still: string[] = [];
+  for (const id of done) {
+    const task = listed.find((t) => t.task_id === id)!;
+    if (await unchanged(o.source, task)) still.push(id);
+  }
+  for (let i = 0; i < still.length; i += batch) {
+    const ids = still.slice(i, i + batch);
     // the status last: until it is written, the task is still listed and found again
     for (const topic of [...(o.alsoTombstone ?? []), o.statusTopic]) {
       await o.tombstones!.send(
@@ -169,15 +196,28 @@ export interface Janitor {
  * Runs never overlap: the next is scheduled when one ends. Errors are logged, never thrown; the
  * timer does not keep the process alive.
  */
-export function startJanitor(o: GcOptions & { intervalMs: number; firstRunMs?: number; onReport?: (r: GcReport) => void }): Janitor {
+export function startJanitor(o: GcOptions & { intervalMs: number; firstRunMs?: number; onReport?: (r: GcReport) => void; budgetMs?: number }): Janitor {
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
   let stopped = false;
+  /** Tasks whose blobs could not be removed, passed over for the next runs (tried again after an hour). */
+  const failed = new Map<string, number>();
+  const budgetMs = o.budgetMs ?? Math.max(1000, Math.floor(o.intervalMs / 2));
+  /** One run: batch after batch while full ones come back (a backlog), within the time budget. */
+  const run = async (): Promise<void> => {
+    const started = Date.now();
+    for (;;) {
+      for (const [id, at] of failed) if (Date.now() - at > 3_600_000) failed.delete(id);
+      const report = await collectGarbage({ ...o, skip: new Set(failed.keys()) });
+      for (const id of report.failed) failed.set(id, Date.now());
+      o.onReport?.(report);
+      if (stopped || report.dryRun || report.tasks.length < o.limit || Date.now() - started > budgetMs) return;
+    }
+  };
   const schedule = (ms: number): void => {
     if (stopped) return;
     timer = setTimeout(() => {
-      running = collectGarbage(o)
-        .then((r) => o.onReport?.(r))
+      running = run()
         .catch((err: unknown) => o.logger.error({ err }, 'janitor run failed; tried again at the next interval'))
         .finally(() => {
           running = undefined;

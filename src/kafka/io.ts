@@ -304,9 +304,9 @@ export interface TailBatch {
 }
 
 /**
- * Follows a topic with a private consumer group and no commits of its own: from the offsets it is
- * given (a materialised view's checkpoint; they seed the new group before it joins) and from the
- * beginning elsewhere, `read_committed`. `caughtUp` resolves after the first fetch that brings
+ * Follows a topic with a private consumer group that commits nothing: from the offsets it is given
+ * (a materialised view's checkpoint; each partition is sought there when the group is joined,
+ * before its first fetch) and from the beginning elsewhere, `read_committed`. `caughtUp` resolves after the first fetch that brings
  * nothing new, i.e. once the follower has read what the topic held when it started. Every batch
  * is delivered with the position after it, also a batch of transaction markers only, so a
  * follower can tell how far it has read (see {@link endOffsets}).
@@ -361,21 +361,25 @@ export class TopicTail {
 
   /** Starts following; `from` holds the next offset to read of partitions read before (a checkpoint). */
   async start(onBatch: (batch: TailBatch) => void, from: ReadonlyMap<number, bigint> = new Map()): Promise<void> {
-    if (from.size > 0) {
-      // the group is new and empty: its committed offsets are where its members start
-      await (
-        await this.connectedAdmin()
-      ).setOffsets({
-        groupId: this.groupId,
-        topic: this.topic,
-        partitions: [...from].map(([partition, offset]) => ({ partition, offset: offset.toString() })),
-      });
-    }
+    /** Next offset to read per partition: the checkpoint, then past each delivered batch. */
+    const next = new Map(from);
+    const deliver = (batch: TailBatch): void => {
+      next.set(batch.partition, batch.next);
+      onBatch(batch);
+    };
     let fetches = 0;
     let sawRecords = false;
+    // the group commits nothing: at every join (the first, or after a rebalance) each partition
+    // is sought to where the follower is, before the first fetch; the rest start at the beginning
+    this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => {
+      fetches = 0;
+      for (const partition of payload.memberAssignment[this.topic] ?? []) {
+        const offset = next.get(partition);
+        if (offset !== undefined) this.consumer.seek({ topic: this.topic, partition, offset: offset.toString() });
+      }
+    });
     // FETCH fires before the batches of that fetch are handled: `sawRecords` at fetch n tells
     // whether fetch n-1 brought anything
-    this.consumer.on(this.consumer.events.GROUP_JOIN, () => (fetches = 0));
     this.consumer.on(this.consumer.events.FETCH, () => {
       fetches += 1;
       if (fetches >= 2 && !sawRecords) this.markCaughtUp();
@@ -384,7 +388,7 @@ export class TopicTail {
     // a batch of markers or aborted records only never reaches eachBatch; its end still moves the position
     this.consumer.on(this.consumer.events.END_BATCH_PROCESS, ({ payload }) => {
       if (payload.batchSize === 0 && payload.topic === this.topic)
-        onBatch({ partition: payload.partition, records: [], next: BigInt(payload.lastOffset) + 1n });
+        deliver({ partition: payload.partition, records: [], next: BigInt(payload.lastOffset) + 1n });
     });
     await this.consumer.connect();
     await this.consumer.subscribe({ topic: this.topic, fromBeginning: true });
@@ -392,7 +396,7 @@ export class TopicTail {
       autoCommit: false,
       eachBatch: async ({ batch }) => {
         if (batch.messages.length > 0) sawRecords = true;
-        onBatch({
+        deliver({
           partition: batch.partition,
           records: batch.messages.map((m) => toInRecord(batch.topic, batch.partition, m)),
           next: BigInt(batch.lastOffset()) + 1n,
@@ -403,9 +407,7 @@ export class TopicTail {
 
   async stop(): Promise<void> {
     await this.consumer.disconnect();
-    // the private group's seeded offsets would otherwise stay until the broker expires them
     if (this.admin) {
-      await this.admin.deleteGroups([this.groupId]).catch(() => undefined);
       await this.admin.disconnect().catch(() => undefined);
       this.admin = undefined;
     }

@@ -98,7 +98,7 @@ export class OffsetReader {
   constructor(client: KafkaClient) {
     const kafka = kafkajsOf(client);
     this.admin = kafka.admin();
-    this.cluster = privateCluster<InternalCluster>(kafka, ISOLATION.READ_UNCOMMITTED);
+    this.cluster = privateCluster<InternalCluster>(client, ISOLATION.READ_UNCOMMITTED);
   }
 
   /** Whether `end` is the high watermark (true) or, on a kafkajs without the private factory, the LSO. */

@@ -10,7 +10,7 @@
  * An empty changelog, the common start, costs one ListOffsets request.
  */
 import { retry } from '../core/retry.js';
-import { kafkajsOf, type KafkaClient } from './handle.js';
+import type { KafkaClient } from './handle.js';
 import { toInRecord, type InRecord, type RawHeaders } from './io.js';
 import { ISOLATION, RETRIABLE_PARTITION_ERRORS, privateCluster } from './private-cluster.js';
 
@@ -88,7 +88,7 @@ export class PartitionReader {
   private readonly known = new Set<string>();
 
   constructor(client: KafkaClient) {
-    const cluster = privateCluster<InternalCluster>(kafkajsOf(client), ISOLATION.READ_COMMITTED);
+    const cluster = privateCluster<InternalCluster>(client, ISOLATION.READ_COMMITTED);
     if (!cluster) throw new Error('kafkajs no longer offers its cluster factory; the partition reader needs kafkajs 2.2.4');
     this.cluster = cluster;
   }

@@ -4,7 +4,7 @@
  * (READ_UNCOMMITTED ListOffsets, `lag.ts`) and a group-less read of one partition (read_committed
  * Fetch, `partition-reader.ts`).
  */
-import type { Kafka } from 'kafkajs';
+import { kafkajsOf, type KafkaClient } from './handle.js';
 
 /** kafkajs' ISOLATION_LEVEL values. */
 export const ISOLATION = { READ_UNCOMMITTED: 0, READ_COMMITTED: 1 } as const;
@@ -22,7 +22,8 @@ export const RETRIABLE_PARTITION_ERRORS: ReadonlySet<string> = new Set([
 ]);
 
 /** A private kafkajs cluster with `isolationLevel`, typed as the caller uses it; undefined when kafkajs no longer offers the factory. */
-export function privateCluster<C>(kafka: Kafka, isolationLevel: number): C | undefined {
+export function privateCluster<C>(client: KafkaClient, isolationLevel: number): C | undefined {
+  const kafka = kafkajsOf(client);
   const symbol = Object.getOwnPropertySymbols(kafka).find((s) => s.description === 'private:Kafka:createCluster');
   const create = symbol === undefined ? undefined : (kafka as unknown as Record<symbol, unknown>)[symbol];
   if (typeof create !== 'function') return undefined;

@@ -215,6 +215,15 @@ describe('API replicas on stores (real API processes, broker, registry)', () => 
     // the store held every task before a single record was read again
     expect(line.resumed_partitions).toBeGreaterThan(0);
     expect(line.tasks).toBeGreaterThanOrEqual(22);
+    // and read nothing again: every partition was sought to its checkpoint before the first fetch
+    await again.proc.waitForLog(/status view caught up/);
+    const caught = JSON.parse(
+      again.proc
+        .logs()
+        .split('\n')
+        .find((l) => l.includes('status view caught up'))!,
+    ) as { records_read: number };
+    expect(caught.records_read).toBe(0);
     expect((await get(again.port, KEYS.acme, `/v1/tasks/${String(s.json.task_id)}`)).json.state).toBe('QUEUED');
     // the first request of a key is kept too
     const reused = await raw(

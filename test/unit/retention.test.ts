@@ -91,7 +91,74 @@ describe('collectGarbage', () => {
   });
 });
 
+describe('collectGarbage against a changing source', () => {
+  it('keeps a task that changed after it was listed (made again with its key, replayed): no blob deleted, no tombstone; the key topic goes before the status', async () => {
+    const fs = new FsBlobStore(mkdtempSync(join(tmpdir(), 'sonicflow-ret-')));
+    for (const id of ['a', 'b', 'c']) await fs.put(`tasks/${id}/input/audio-1`, Buffer.from('a'));
+    const rows = new Map(['a', 'b', 'c'].map((id) => [id, old(id)]));
+    // b is made again before its blobs go; c between its blobs and its tombstone
+    let asked = 0;
+    const changing: RetentionSource = {
+      expired: async () => [...rows.values()],
+      current: async (id) => {
+        asked += 1;
+        if (id === 'b') return { ...old('b'), state: 'QUEUED', updated_at: new Date(5) };
+        if (id === 'c' && asked > 3) return { ...old('c'), updated_at: new Date(9) };
+        return rows.get(id);
+      },
+    };
+    const tombstones = sink();
+    const r = await collectGarbage({ source: changing, blob: fs, tombstones, statusTopic: 's', alsoTombstone: ['k'], retentionS: 1, limit: 10, logger });
+    expect(await fs.stat('tasks/b/input/audio-1')).toBeDefined();
+    expect(await fs.stat('tasks/a/input/audio-1')).toBeUndefined();
+    expect(r.tombstones).toBe(1);
+    expect(tombstones.sent).toEqual([
+      { topic: 'k', records: [{ key: 'a', value: null }] },
+      { topic: 's', records: [{ key: 'a', value: null }] },
+    ]);
+  });
+
+  it('passes over the tasks it is told to skip, and still fills the batch', async () => {
+    const fs = new FsBlobStore(mkdtempSync(join(tmpdir(), 'sonicflow-ret-')));
+    const r = await collectGarbage({
+      source: source(['x', 'y', 'z'].map(old)),
+      blob: fs,
+      tombstones: sink(),
+      statusTopic: 's',
+      retentionS: 1,
+      limit: 2,
+      skip: new Set(['x']),
+      logger,
+    });
+    expect(r.tasks.map((t) => t.task_id)).toEqual(['y', 'z']);
+  });
+});
+
 describe('startJanitor', () => {
+  it('takes batch after batch while full ones come back (a backlog), within its budget', async () => {
+    const left = new Set(Array.from({ length: 25 }, (_, i) => `t${i}`));
+    const fs = new FsBlobStore(mkdtempSync(join(tmpdir(), 'sonicflow-ret-')));
+    const reports: number[] = [];
+    const tombstones = { send: async (_topic: string, records: OutRecord[]) => records.forEach((rec) => left.delete(rec.key!)) };
+    const j = startJanitor({
+      source: { expired: async (_b, limit) => [...left].slice(0, limit).map(old) },
+      blob: fs,
+      tombstones,
+      statusTopic: 's',
+      retentionS: 1,
+      limit: 10,
+      logger,
+      intervalMs: 3_600_000,
+      firstRunMs: 1,
+      onReport: (rep) => reports.push(rep.tasks.length),
+    });
+    for (let i = 0; i < 100 && reports.length < 3; i++) await new Promise((res) => setTimeout(res, 20));
+    await j.stop();
+    // one run, three batches: 10, 10, then 5 (not full: the run ends)
+    expect(reports).toEqual([10, 10, 5]);
+    expect(left.size).toBe(0);
+  });
+
   it('runs on its interval, never two runs at once, and stop() waits for the run in progress', async () => {
     let active = 0;
     let most = 0;
