@@ -188,6 +188,7 @@ async function deployStatusTopic(prefix: string): Promise<{ topic: string; schem
   const admin = await new TopicAdmin(ctx.kafka).connect();
   try {
     await applyDeploy(await planDeploy([spec], admin, ctx.registryAdmin), admin, ctx.registryAdmin);
+    await admin.waitForLeaders([spec.name]);
   } finally {
     await admin.close();
   }
