@@ -23,6 +23,7 @@ import { Subject } from 'rxjs';
 import { StatusView, supersedes, toView, type StatusEvent } from '../src/api/status-view.js';
 import { Context } from '../src/app/context.js';
 import type { Logger } from '../src/core/logger.js';
+import { idempotencyKeysTopic } from '../src/domain/paths.js';
 import type { KafkaClient } from '../src/kafka/client.js';
 import { TopicTail, type InRecord } from '../src/kafka/io.js';
 import { apiViewGroupPrefix } from '../src/runtime/names.js';
@@ -128,11 +129,21 @@ const main = async (): Promise<void> => {
   const topology = await ctx.topology();
   const topic = topology.statusTopic;
   const schema = topology.topics[topic]?.valueSchema ?? 'task-status';
+  const keysTopic = idempotencyKeysTopic(topology.prefix);
   const groupPrefix = apiViewGroupPrefix(ctx.config.clientId, topology);
   const view =
     variant === 'map'
       ? new MapView(ctx.kafka, topic, ctx.serde, schema, ctx.logger, groupPrefix)
-      : new StatusView({ kafka: ctx.kafka, topic, codec: ctx.serde, schema, logger: ctx.logger, groupPrefix, dir: args.dir! });
+      : new StatusView({
+          kafka: ctx.kafka,
+          topic,
+          codec: ctx.serde,
+          schema,
+          keys: { topic: keysTopic, schema: topology.topics[keysTopic]?.valueSchema ?? 'task-key' },
+          logger: ctx.logger,
+          groupPrefix,
+          dir: args.dir!,
+        });
   times.opened = performance.now();
   const initial = view.size;
   let atReady: Record<string, number> | undefined = undefined;

@@ -4,13 +4,14 @@
  * after (the store-backed StatusView of src/api/status-view.ts).
  *
  * 1. Store throughput, in this process, on a fresh `StateStore` in a temporary directory: the
- *    status view's write (a row keyed by task id plus its two index entries, tenant+time and
- *    tenant+state) in transactions of 1,000 tasks with their offset checkpoint; random point
+ *    status view's write (a row keyed by task id plus its three index entries, tenant+time,
+ *    tenant+state and active-by-update for retention) in transactions of 1,000 tasks with their
+ *    offset checkpoint (the tables and key shapes of src/api/status-view.ts); random point
  *    reads of known ids; a page of 50 of a tenant's newest tasks (prefix scan) and the page after
  *    it (cursor). Records or operations per second and the p50/p99 of one operation.
- * 2. The status view, per size N: a compacted status topic made like `topology deploy` makes it
- *    (the Sonic topology's status topic under a unique prefix, 12 partitions, its subject
- *    registered), N QUEUED events (one per task, 20 tenants, Avro through the registry like the
+ * 2. The status view, per size N: the topics the view follows, made like `topology deploy` makes
+ *    them (the Sonic topology's compacted status and idempotency-keys topics under a unique
+ *    prefix, 12 partitions, subjects registered; the keys topic stays empty), N QUEUED events (one per task, 20 tenants, Avro through the registry like the
  *    API writes them), then four processes one after the other (bench/state-view.ts), each on
  *    its own so that its memory is the view's:
  *    - `map`: the pre-store view; every start replays the topic, so its start is its restart;
@@ -40,6 +41,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import type { StatusEvent } from '../src/api/status-view.js';
 import { Context } from '../src/app/context.js';
+import { idempotencyKeysTopic } from '../src/domain/paths.js';
 import { TopicAdmin } from '../src/kafka/admin.js';
 import { PlainProducer, type OutRecord } from '../src/kafka/io.js';
 import { applyDeploy, planDeploy } from '../src/ops/deploy.js';
@@ -120,6 +122,7 @@ async function storeThroughput(n: number): Promise<{ records: number; diskMb: nu
   const tasks = store.table<StatusEvent>('tasks');
   const byTime = store.table<string>('tasks-by-tenant-time');
   const byState = store.table<string>('tasks-by-tenant-state');
+  const active = store.table<string>('active-by-update');
   const ids: string[] = [];
   const base = Date.now() - n;
   const txMs: number[] = [];
@@ -137,6 +140,7 @@ async function storeThroughput(n: number): Promise<{ records: number; diskMb: nu
         void tasks.put(e.task_id, e);
         void byTime.put(`${e.tenant_id}/${time}/${e.task_id}`, e.task_id);
         void byState.put(`${e.tenant_id}/${e.state}/${time}/${e.task_id}`, e.task_id);
+        void active.put(`${e.at.toISOString()}/${e.task_id}`, e.task_id);
       }
       store.commitOffset('bench', 0, BigInt(i + rows.length));
     });
@@ -145,7 +149,7 @@ async function storeThroughput(n: number): Promise<{ records: number; diskMb: nu
   await store.flushed();
   const writeS = txMs.reduce((a, b) => a + b, 0) / 1000;
   const ops: Record<string, OpResult> = {
-    [`write: ${TX} tasks per transaction (row + 2 index entries + checkpoint)`]: {
+    [`write: ${TX} tasks per transaction (row + 3 index entries + checkpoint)`]: {
       count: n,
       perSecond: n / writeS,
       p50: percentile(txMs, 50),
@@ -180,29 +184,39 @@ async function storeThroughput(n: number): Promise<{ records: number; diskMb: nu
 
 // ---------------------------------------------------------------- 2. the status view
 
-/** Makes the Sonic topology's status topic (compacted, its subject registered) under `prefix`. */
-async function deployStatusTopic(prefix: string): Promise<{ topic: string; schema: string; groupPrefix: string }> {
+/**
+ * Makes the Sonic topology's status topic and idempotency-keys topic (both compacted, subjects
+ * registered) under `prefix`: the API's view follows both. The keys topic stays empty (tasks
+ * submitted without an Idempotency-Key).
+ */
+async function deployViewTopics(prefix: string): Promise<{ topic: string; schema: string; topics: string[]; groupPrefix: string }> {
   const pctx = new Context({ ...process.env, SONIC_TOPIC_PREFIX: prefix, SONIC_LOG_LEVEL: 'error' }, 'bench-state');
   const topology = await pctx.topology();
-  const spec = topology.topics[topology.statusTopic]!;
+  const specs = [topology.statusTopic, idempotencyKeysTopic(topology.prefix)].map((name) => topology.topics[name]!);
   const admin = await new TopicAdmin(ctx.kafka).connect();
   try {
-    await applyDeploy(await planDeploy([spec], admin, ctx.registryAdmin), admin, ctx.registryAdmin);
-    await admin.waitForLeaders([spec.name]);
+    await applyDeploy(await planDeploy(specs, admin, ctx.registryAdmin), admin, ctx.registryAdmin);
+    await admin.waitForLeaders(specs.map((s) => s.name));
   } finally {
     await admin.close();
   }
-  return { topic: spec.name, schema: spec.valueSchema ?? 'task-status', groupPrefix: apiViewGroupPrefix(pctx.config.clientId, topology) };
+  return {
+    topic: specs[0]!.name,
+    schema: specs[0]!.valueSchema ?? 'task-status',
+    topics: specs.map((s) => s.name),
+    groupPrefix: apiViewGroupPrefix(pctx.config.clientId, topology),
+  };
 }
 
-async function removeStatusTopic(topic: string, groupPrefix: string): Promise<void> {
+async function removeViewTopics(topics: string[], groupPrefix: string): Promise<void> {
   const admin = await new TopicAdmin(ctx.kafka).connect();
   try {
-    await admin.delete([topic]).catch((err: unknown) => log(`could not delete ${topic}: ${(err as Error).message}`));
+    await admin.delete(topics).catch((err: unknown) => log(`could not delete ${topics.join(', ')}: ${(err as Error).message}`));
   } finally {
     await admin.close();
   }
-  await ctx.registryAdmin.deleteSubject(valueSubject(topic)).catch((err: unknown) => log(`could not delete its subject: ${(err as Error).message}`));
+  for (const t of topics)
+    await ctx.registryAdmin.deleteSubject(valueSubject(t)).catch((err: unknown) => log(`could not delete the subject of ${t}: ${(err as Error).message}`));
   await deleteGroups(ctx.kafka, await groupsStartingWith(ctx.kafka, groupPrefix));
 }
 
@@ -337,7 +351,7 @@ process.once('exit', () => rmSync(work, { recursive: true, force: true }));
 if (!args['skip-views']) {
   for (const size of SIZES) {
     const prefix = `bench_state_${randomUUID().slice(0, 8)}`;
-    const { topic, schema, groupPrefix } = await deployStatusTopic(prefix);
+    const { topic, schema, topics, groupPrefix } = await deployViewTopics(prefix);
     try {
       const ids = Array.from({ length: size }, () => randomUUID());
       const rate = await produce(topic, schema, ids);
@@ -357,7 +371,7 @@ if (!args['skip-views']) {
       }
       views.push({ size, produceRecordsPerSecond: rate, variants });
     } finally {
-      await removeStatusTopic(topic, groupPrefix);
+      await removeViewTopics(topics, groupPrefix);
     }
   }
 }
