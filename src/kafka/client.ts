@@ -4,9 +4,12 @@
  * own: `createKafka` returns an opaque {@link KafkaClient} handle (see `handle.ts`).
  */
 import kafkajs, { type LogEntry } from 'kafkajs';
+import { isSonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { retry, type BackoffOptions } from '../core/retry.js';
 import { installCoordinatorCache } from './coordinators.js';
+import { installTxnErrorTopics } from './txn-errors.js';
+import { authorizationFailure } from './acls.js';
 import { adoptKafkajs, type KafkaClient } from './handle.js';
 
 /** The opaque client handle every `src/kafka` function and class takes (kafkajs' own client never leaves `src/kafka`). */
@@ -58,6 +61,7 @@ const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
 /** A Kafka client whose logs go to our pino logger (kafkajs INFO is demoted to debug: it is chatty). */
 export function createKafka(conn: KafkaConnection, logger: Logger): KafkaClient {
   installCoordinatorCache();
+  installTxnErrorTopics();
   const log = logger.child({ component: 'kafkajs' });
   const kafka = new Kafka({
     clientId: conn.clientId,
@@ -84,7 +88,8 @@ export function createKafka(conn: KafkaConnection, logger: Logger): KafkaClient 
 /**
  * Runs `connect` until it succeeds, waiting a capped, jittered backoff between tries, each wait
  * logged with its attempt and delay: a process that needs the broker waits for it rather than
- * exit. Rejects with the signal's reason when the signal aborts.
+ * exit. Rejects with the signal's reason when the signal aborts, and at once on a refusal by the
+ * broker's authorizer or a non-retryable SonicError (waiting would change nothing).
  */
 export async function untilConnected(
   what: string,
@@ -94,6 +99,8 @@ export async function untilConnected(
   await retry(connect, {
     ...options.backoff,
     jitter: 'decorrelated',
+    // a refusal by the authorizer is no outage: waiting changes nothing
+    retryIf: (err) => authorizationFailure(err) === undefined && !(isSonicError(err) && !err.retryable),
     ...(options.signal ? { signal: options.signal } : {}),
     onRetry: (err, attempt, delayMs) => options.logger.warn({ err, what, attempt, next_try_in_ms: delayMs }, 'broker unreachable; waiting to try again'),
   });

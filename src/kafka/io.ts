@@ -254,13 +254,16 @@ export interface ReadOptions {
   groupId?: string;
 }
 
+/** The start of `readTopic`'s throw-away consumer groups (an operator's principal needs READ on it, PREFIXED). */
+export const READER_GROUP_PREFIX = 'sonicflow-read-';
+
 /**
  * Reads a topic from the beginning with a throw-away consumer group and returns what it saw.
  * Ends at `limit` records, after `idleMs` without records, or at `timeoutMs`.
  */
 export async function readTopic(kafka: KafkaClient, topic: string, opts: ReadOptions = {}): Promise<InRecord[]> {
   const consumer = kafkajsOf(kafka).consumer({
-    groupId: opts.groupId ?? `sonicflow-read-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
+    groupId: opts.groupId ?? `${READER_GROUP_PREFIX}${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
     readUncommitted: opts.isolation === 'read_uncommitted',
     allowAutoTopicCreation: false,
     maxWaitTimeInMs: 200,
