@@ -37,6 +37,10 @@ export const ERROR_CODES = {
   SCHEMA_NOT_FOUND: { retryable: false, doc: 'A schema file or subject is missing.' },
   REGISTRY_UNAVAILABLE: { retryable: true, doc: 'The schema registry could not be reached.' },
   BROKER_UNAVAILABLE: { retryable: true, doc: 'The Kafka broker could not be reached.' },
+  KAFKA_NOT_AUTHORIZED: {
+    retryable: false,
+    doc: "The broker's authorizer refused this principal a topic, group or transactional id: an ACL is missing (a configuration error; `sonicflow topology deploy --acls`).",
+  },
   TOPOLOGY_INVALID: { retryable: false, doc: 'The topology declaration is inconsistent.' },
   CONFIG_INVALID: { retryable: false, doc: 'A configuration value is invalid.' },
   INTERNAL: { retryable: false, doc: 'A bug: an unexpected exception.' },

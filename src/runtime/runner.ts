@@ -28,10 +28,13 @@ import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
 import type { BackoffOptions } from '../core/retry.js';
+import { authorizationFailure, refusedTopics } from '../kafka/acls.js';
+import { TopicAdmin } from '../kafka/admin.js';
 import { untilConnected, type KafkaClient } from '../kafka/client.js';
 import { GroupConsumer, type Assignment, type BatchInfo } from '../kafka/consumer.js';
 import { PlainProducer, TxProducer, type InRecord } from '../kafka/io.js';
 import type { Codec } from '../serde/codec.js';
+import { notAuthorized } from './acls.js';
 import { Lifecycle } from './lifecycle.js';
 import { groupId, transactionalId } from './names.js';
 import { Partition, type Handled, type PartitionHost } from './partition.js';
@@ -55,6 +58,8 @@ export interface RunnerOptions {
   concurrency?: number;
   /** Waits between tries while the broker is away: connecting, restarting the consumer, going back to a committed offset. */
   reconnect: BackoffOptions;
+  /** The principal this process connects as (`User:<SASL user>`), named in authorization errors. */
+  principal?: string;
   /**
    * Directory of the local copies of stage stores (`<dir>/<group>/<slot>`); only a stage that
    * declares stores opens anything there.
@@ -89,7 +94,7 @@ export class StageRunner {
   readonly done: Promise<void>;
 
   constructor(
-    kafka: KafkaClient,
+    private readonly kafka: KafkaClient,
     codec: Codec,
     readonly topology: Topology,
     readonly stage: StageSpec,
@@ -176,12 +181,20 @@ export class StageRunner {
           onAssignment: (a, info) => this.onAssignment(a, info.memberId),
           onBatch: (topic, partition, records, info) => this.onBatch(topic, partition, records, info),
           onMarkersOnly: (topic, partition, last) => this.parts.get(keyOf({ topic, partition }))?.onMarkersOnly(BigInt(last)),
-          onCrash: (err) => void this.fail(err),
+          onCrash: (err) => void this.failOn(err, { resources: [this.groupId] }),
         },
         signal,
       );
     } catch (err) {
       if (signal.aborted) return;
+      const type = authorizationFailure(err);
+      if (type)
+        throw await this.notAuthorized(
+          type,
+          err,
+          type === 'GROUP_AUTHORIZATION_FAILED' ? [this.groupId] : topics,
+          type === 'TOPIC_AUTHORIZATION_FAILED' ? 'read' : undefined,
+        );
       throw err;
     }
     this.logger.info(
@@ -220,6 +233,60 @@ export class StageRunner {
     }
     await this.closeAll();
     this.lifecycle.to('stopped', reason);
+  }
+
+  /**
+   * The error for a request the broker's authorizer refused, naming the resources: for topics,
+   * those among `candidates` the broker hides from this principal when there are any (the broker
+   * does not say which topic of a request it refused).
+   */
+  private async notAuthorized(type: string, cause: unknown, candidates: string[], action?: string): Promise<Error> {
+    let resources = candidates;
+    let certain = candidates.length === 1;
+    const named = type === 'TOPIC_AUTHORIZATION_FAILED' ? refusedTopics(cause) : undefined;
+    if (named) {
+      resources = named;
+      certain = true;
+    } else if (type === 'TOPIC_AUTHORIZATION_FAILED' && candidates.length > 1) {
+      const admin = new TopicAdmin(this.kafka);
+      try {
+        await admin.connect();
+        const hidden = await admin.denied(candidates);
+        if (hidden.length > 0) [resources, certain] = [hidden, true];
+      } catch {
+        // the candidates it is
+      } finally {
+        await admin.close().catch(() => undefined);
+      }
+    }
+    return notAuthorized({
+      type,
+      stage: this.stage.name,
+      ...(this.options.principal ? { principal: this.options.principal } : {}),
+      resources,
+      certain,
+      ...(action ? { action } : {}),
+      cause,
+    });
+  }
+
+  /** The topics the stage reads: its input, retry tiers and store changelogs. */
+  private consumedTopics(): string[] {
+    return [this.stage.input, ...this.stage.retry.topics, ...this.stage.stores.map((s) => s.changelog)];
+  }
+
+  /** Fails the runner; an authorization refusal becomes KAFKA_NOT_AUTHORIZED naming `resources` (by the refusal's kind). */
+  private async failOn(err: Error, where: { resources?: string[]; topics?: string[]; writing?: boolean; transactionalId?: string }): Promise<void> {
+    const type = authorizationFailure(err);
+    if (!type) return this.fail(err);
+    const resources =
+      type === 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED' && where.transactionalId
+        ? [where.transactionalId]
+        : type === 'TOPIC_AUTHORIZATION_FAILED' && where.topics
+          ? where.topics
+          : (where.resources ?? []);
+    const writing = type === 'TOPIC_AUTHORIZATION_FAILED' && where.writing;
+    return this.fail(await this.notAuthorized(type, err, resources, writing ? 'write to' : undefined));
   }
 
   private async fail(err: Error): Promise<void> {
@@ -311,6 +378,8 @@ export class StageRunner {
 
   /** Handles the queued records of one partition in batches, one transaction per batch. */
   private async work(p: Partition): Promise<void> {
+    // what a refusal by the authorizer is about: the partition's own resources until a batch commits
+    let writing: string[] | undefined;
     try {
       // first batch after (re)gaining the partition: fence older owners, then skip what they committed
       await p.fence();
@@ -348,6 +417,7 @@ export class StageRunner {
           batch.push({ raw, outcome });
         }
         if (batch.length === 0) return;
+        writing = [...new Set(batch.flatMap((b) => b.outcome.records.map((r) => r.topic)))];
         if (this.stores && writes) {
           // commit, then apply the batch's store writes locally (taking turns with restores)
           await this.stores.commit(writes, async () => {
@@ -355,9 +425,20 @@ export class StageRunner {
             return landed && new Map(landed.filter((l) => l.partition === n).map((l) => [l.topic, l.baseOffset]));
           });
         } else await p.commit(batch);
+        writing = undefined;
         p.resumeFetch();
       }
     } catch (err) {
+      // a missing ACL is a deployment mistake: stop, neither retry the batch nor dead-letter it
+      if (authorizationFailure(err)) {
+        await this.failOn(err as Error, {
+          resources: [this.groupId],
+          topics: writing ?? this.consumedTopics(),
+          writing: writing !== undefined,
+          transactionalId: transactionalId(this.options.clientId, { kind: 'partition', stage: this.stage, topic: p.tp.topic, partition: p.tp.partition }),
+        });
+        return;
+      }
       await p.recover(err);
     }
   }
