@@ -272,12 +272,15 @@ function buildCli(ctx: () => Context): Command {
     .command('render')
     .description('Render deployment manifests from the topology.')
     .command('k8s')
-    .description('Kubernetes: a Deployment and a KEDA ScaledObject per stage, the API, a PodMonitor and the ConfigMap (YAML on stdout).')
+    .description(
+      'Kubernetes: a Kafka Secret (SASL user, placeholder password), a Deployment and a KEDA ScaledObject per stage, the API, a PodMonitor and the ConfigMap (YAML on stdout).',
+    )
     .option('--stage <name>', "only one stage's Deployment and ScaledObject")
     .option('--image <image>', 'container image', 'ghcr.io/sonicflow/sonicflow:latest')
     .option('--namespace <ns>', 'namespace', 'sonicflow')
+    .addOption(prefixOpt())
     .addOption(fileOpt())
-    .action(async (o: { stage?: string; image: string; namespace: string; file?: string }) => {
+    .action(async (o: { stage?: string; image: string; namespace: string; principalPrefix?: string; file?: string }) => {
       const c = ctx();
       const topology = await c.topology(o.file);
       out(
@@ -290,6 +293,7 @@ function buildCli(ctx: () => Context): Command {
           brokers: c.config.kafkaBrokers,
           schemaRegistryUrl: c.config.schemaRegistryUrl,
           clientId: c.config.clientId,
+          ...(o.principalPrefix ? { principalPrefix: o.principalPrefix } : {}),
         }),
       );
     });
