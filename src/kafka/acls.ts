@@ -4,6 +4,7 @@
  * here; the kafkajs enums stay inside this file.
  */
 import kafkajs, { type Admin, type AclEntry, type AclFilter } from 'kafkajs';
+import { SonicError } from '../core/errors.js';
 import { kafkajsOf, type KafkaClient } from './handle.js';
 
 const { AclOperationTypes, AclPermissionTypes, AclResourceTypes, ResourcePatternTypes } = kafkajs;
@@ -128,14 +129,41 @@ export class AclAdmin {
     return { bindings, other };
   }
 
-  /** Creates bindings (creating one that exists changes nothing). */
-  async create(bindings: AclBinding[]): Promise<void> {
-    if (bindings.length > 0) await this.admin.createAcls({ acl: bindings.map(toEntry) });
+  /**
+   * Creates bindings (creating one that exists changes nothing), then waits until the broker
+   * enforces them: the controller commits ACLs at once, the brokers' authorizers apply them from
+   * the metadata log a moment later (seconds for a few hundred bindings), and a client started
+   * in between is refused.
+   */
+  async create(bindings: AclBinding[], timeoutMs = 60_000): Promise<void> {
+    if (bindings.length === 0) return;
+    for (let i = 0; i < bindings.length; i += 100) await this.admin.createAcls({ acl: bindings.slice(i, i + 100).map(toEntry) });
+    await this.until(bindings, true, timeoutMs);
   }
 
-  /** Deletes exactly these bindings (each filter matches one binding). */
-  async delete(bindings: AclBinding[]): Promise<void> {
+  /** Deletes exactly these bindings (each filter matches one binding), then waits until the broker no longer lists them. */
+  async delete(bindings: AclBinding[], timeoutMs = 60_000): Promise<void> {
     if (bindings.length === 0) return;
-    await this.admin.deleteAcls({ filters: bindings.map(toEntry) });
+    for (let i = 0; i < bindings.length; i += 100) await this.admin.deleteAcls({ filters: bindings.slice(i, i + 100).map(toEntry) });
+    await this.until(bindings, false, timeoutMs);
+  }
+
+  /** Polls the bindings of their principals until every one of `bindings` is listed (`present`) or none is. */
+  private async until(bindings: AclBinding[], present: boolean, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const principals = [...new Set(bindings.map((b) => b.principal))];
+    for (;;) {
+      const listed = new Set<string>();
+      for (const p of principals) for (const b of (await this.describe(p)).bindings) listed.add(aclKey(b));
+      const pending = bindings.filter((b) => listed.has(aclKey(b)) !== present);
+      if (pending.length === 0) return;
+      if (Date.now() > deadline) {
+        throw new SonicError(
+          'BROKER_UNAVAILABLE',
+          `the broker still ${present ? 'lacks' : 'lists'} ${pending.length} ACL binding(s) ${timeoutMs} ms after they were ${present ? 'created' : 'deleted'}, e.g. ${aclKey(pending[0]!)}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 250)); // poll until the authorizer has applied them
+    }
   }
 }
