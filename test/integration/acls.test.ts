@@ -31,7 +31,7 @@ const topic = (name: string): string => `${prefix}.${name}`;
 /** `sonicflow <args>` on the chain as the super user. */
 const asAdmin = (args: string[]) => sonicflow([...args, '--file', CHAIN_FILE], { ...broker.env('admin'), SONIC_TOPIC_PREFIX: prefix });
 
-function startStage(stage: 'first' | 'second', user: string): SonicflowProcess {
+function startStage(stage: 'first' | 'second', user: string, env: Record<string, string> = {}): SonicflowProcess {
   return startSonicflow(['run', stage, '--file', CHAIN_FILE], {
     ...broker.env(user),
     SONIC_TOPIC_PREFIX: prefix,
@@ -41,6 +41,7 @@ function startStage(stage: 'first' | 'second', user: string): SonicflowProcess {
     SONIC_HEARTBEAT_INTERVAL_MS: '1000',
     SONIC_REBALANCE_TIMEOUT_MS: '8000',
     SONIC_DRAIN_TIMEOUT_MS: '5000',
+    ...env,
   });
 }
 
@@ -57,13 +58,16 @@ async function exitOf(p: SonicflowProcess, ms = 60_000): Promise<number | string
   }
 }
 
-async function produce(n: number): Promise<string[]> {
+async function produce(n: number, fields: Record<string, unknown> = {}): Promise<string[]> {
   const keys: string[] = [];
   const records = [];
   for (let i = 0; i < n; i++) {
     const id = randomUUID();
     keys.push(id);
-    records.push({ key: id, value: await admin.serde.encode(valueSubject(topic('in')), 'task-status', { task_id: id, state: 'QUEUED', at: new Date() }) });
+    records.push({
+      key: id,
+      value: await admin.serde.encode(valueSubject(topic('in')), 'task-status', { task_id: id, state: 'QUEUED', at: new Date(), ...fields }),
+    });
   }
   const p = await new PlainProducer(admin.kafka).connect();
   await p.send(topic('in'), records);
@@ -166,6 +170,32 @@ describe('least-privilege ACLs derived from the topology (SASL/SCRAM broker with
       await acls.create([write]);
       await acls.close();
     }
+  }, 150_000);
+
+  it("the operators' principal lists and replays a stage's dead letters and reads the lag", async () => {
+    const [key] = await produce(1, { error_message: 'poison' });
+    const s = startStage('first', `${PP}-first`, { CHAIN_POISON_FIXED: '/nonexistent/never' });
+    try {
+      await waitUntil(async () => (await readAll('first.dlq', 500)).some((r) => r.key === key), 60_000, 'the poison record in the DLQ');
+    } finally {
+      s.proc.kill('SIGTERM');
+      await s.exited;
+    }
+    const asOps = (args: string[]) => sonicflow([...args, '--file', CHAIN_FILE], { ...broker.env(`${PP}-ops`), SONIC_TOPIC_PREFIX: prefix });
+    const list = asOps(['dlq', 'list', 'first']);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toContain(key!);
+    const inputBefore = (await readAll('in', 500)).filter((r) => r.key === key).length;
+    const replay = asOps(['dlq', 'replay', 'first', '--task-id', key!]);
+    expect(replay.code, replay.stderr).toBe(0);
+    expect((await readAll('in', 500)).filter((r) => r.key === key).length).toBe(inputBefore + 1);
+    const lag = asOps(['lag', '--stages', 'first,second', '--interval-ms', '500']);
+    expect(lag.code, lag.stderr).toBe(0);
+    expect(lag.stdout).toContain('first');
+    // and a stage's principal is no operator: it may not read its own DLQ
+    const asStage = sonicflow(['dlq', 'list', 'first', '--file', CHAIN_FILE], { ...broker.env(`${PP}-first`), SONIC_TOPIC_PREFIX: prefix });
+    expect(asStage.code).toBe(1);
+    expect(asStage.stderr).toContain(`error [KAFKA_NOT_AUTHORIZED]: not authorized to read topic ${topic('first.dlq')}`);
   }, 150_000);
 
   it("transactional-id ACLs: a principal cannot take another stage's transactional id, and fencing of its own older producer still works", async () => {
