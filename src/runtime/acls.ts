@@ -12,7 +12,9 @@
  * without a transactional id needs no IDEMPOTENT_WRITE on the cluster since Kafka 2.8 (WRITE on
  * a topic is enough), so no principal gets a cluster binding.
  */
-import type { AclBinding, AclOperation, AclPatternType, AclResourceType } from '../kafka/acls.js';
+import { authorizationFailure, refusedTopics, type AclBinding, type AclOperation, type AclPatternType, type AclResourceType } from '../kafka/acls.js';
+import { TopicAdmin } from '../kafka/admin.js';
+import type { KafkaClient } from '../kafka/client.js';
 import { READER_GROUP_PREFIX } from '../kafka/io.js';
 import { SonicError } from '../core/errors.js';
 import { apiViewGroupPrefix, groupId, transactionalId } from './names.js';
@@ -201,4 +203,60 @@ export function notAuthorized(o: {
       },
     },
   );
+}
+
+/** What a refused request was about, for {@link explainRefusal}. */
+export interface RefusalContext {
+  stage: string;
+  principal?: string;
+  /** The stage's consumer group (GROUP_AUTHORIZATION_FAILED). */
+  group: string;
+  /** The transactional id in use (TRANSACTIONAL_ID_AUTHORIZATION_FAILED). */
+  transactionalId?: string;
+  /** The topics the request may have been refused (TOPIC_AUTHORIZATION_FAILED). */
+  topics: string[];
+  /** What was done to the topics: `read`, `write to`. */
+  action?: string;
+}
+
+/**
+ * KAFKA_NOT_AUTHORIZED for `err` when it is a refusal by the broker's authorizer, naming the
+ * refused resource; undefined for any other error. For a topic: the topics the error names (a
+ * transaction's AddPartitionsToTxn, see src/kafka/txn-errors.ts), else those among `where.topics`
+ * the broker hides from this principal, else all of them as candidates.
+ */
+export async function explainRefusal(kafka: KafkaClient, err: unknown, where: RefusalContext): Promise<SonicError | undefined> {
+  const type = authorizationFailure(err);
+  if (!type) return undefined;
+  let resources: string[] = [];
+  let certain = true;
+  if (type === 'GROUP_AUTHORIZATION_FAILED') resources = [where.group];
+  else if (type === 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED') resources = where.transactionalId ? [where.transactionalId] : [];
+  else if (type === 'TOPIC_AUTHORIZATION_FAILED') {
+    resources = refusedTopics(err) ?? (await hiddenTopics(kafka, where.topics));
+    if (resources.length === 0) [resources, certain] = [where.topics, where.topics.length === 1];
+  }
+  return notAuthorized({
+    type,
+    stage: where.stage,
+    ...(where.principal ? { principal: where.principal } : {}),
+    resources,
+    certain,
+    ...(type === 'TOPIC_AUTHORIZATION_FAILED' && where.action ? { action: where.action } : {}),
+    cause: err,
+  });
+}
+
+/** Those of `topics` the broker hides from this principal; none when that cannot be told. */
+async function hiddenTopics(kafka: KafkaClient, topics: string[]): Promise<string[]> {
+  if (topics.length <= 1) return [];
+  const admin = new TopicAdmin(kafka);
+  try {
+    await admin.connect();
+    return await admin.denied(topics);
+  } catch {
+    return [];
+  } finally {
+    await admin.close().catch(() => undefined);
+  }
 }

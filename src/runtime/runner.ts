@@ -28,13 +28,11 @@ import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
 import type { BackoffOptions } from '../core/retry.js';
-import { authorizationFailure, refusedTopics } from '../kafka/acls.js';
-import { TopicAdmin } from '../kafka/admin.js';
 import { untilConnected, type KafkaClient } from '../kafka/client.js';
 import { GroupConsumer, type Assignment, type BatchInfo } from '../kafka/consumer.js';
 import { PlainProducer, TxProducer, type InRecord } from '../kafka/io.js';
 import type { Codec } from '../serde/codec.js';
-import { notAuthorized } from './acls.js';
+import { explainRefusal, type RefusalContext } from './acls.js';
 import { Lifecycle } from './lifecycle.js';
 import { groupId, transactionalId } from './names.js';
 import { Partition, type Handled, type PartitionHost } from './partition.js';
@@ -181,21 +179,13 @@ export class StageRunner {
           onAssignment: (a, info) => this.onAssignment(a, info.memberId),
           onBatch: (topic, partition, records, info) => this.onBatch(topic, partition, records, info),
           onMarkersOnly: (topic, partition, last) => this.parts.get(keyOf({ topic, partition }))?.onMarkersOnly(BigInt(last)),
-          onCrash: (err) => void this.failOn(err, { resources: [this.groupId] }),
+          onCrash: (err) => void this.refusal(err, { topics: this.consumedTopics(), action: 'read' }).then((refused) => this.fail(refused ?? err)),
         },
         signal,
       );
     } catch (err) {
       if (signal.aborted) return;
-      const type = authorizationFailure(err);
-      if (type)
-        throw await this.notAuthorized(
-          type,
-          err,
-          type === 'GROUP_AUTHORIZATION_FAILED' ? [this.groupId] : topics,
-          type === 'TOPIC_AUTHORIZATION_FAILED' ? 'read' : undefined,
-        );
-      throw err;
+      throw (await this.refusal(err, { topics, action: 'read' })) ?? err;
     }
     this.logger.info(
       { group: this.groupId, topics, batch_max_records: this.maxRecords, batch_max_wait_ms: this.maxWaitMs, concurrency: this.concurrency },
@@ -235,58 +225,15 @@ export class StageRunner {
     this.lifecycle.to('stopped', reason);
   }
 
-  /**
-   * The error for a request the broker's authorizer refused, naming the resources: for topics,
-   * those among `candidates` the broker hides from this principal when there are any (the broker
-   * does not say which topic of a request it refused).
-   */
-  private async notAuthorized(type: string, cause: unknown, candidates: string[], action?: string): Promise<Error> {
-    let resources = candidates;
-    let certain = candidates.length === 1;
-    const named = type === 'TOPIC_AUTHORIZATION_FAILED' ? refusedTopics(cause) : undefined;
-    if (named) {
-      resources = named;
-      certain = true;
-    } else if (type === 'TOPIC_AUTHORIZATION_FAILED' && candidates.length > 1) {
-      const admin = new TopicAdmin(this.kafka);
-      try {
-        await admin.connect();
-        const hidden = await admin.denied(candidates);
-        if (hidden.length > 0) [resources, certain] = [hidden, true];
-      } catch {
-        // the candidates it is
-      } finally {
-        await admin.close().catch(() => undefined);
-      }
-    }
-    return notAuthorized({
-      type,
-      stage: this.stage.name,
-      ...(this.options.principal ? { principal: this.options.principal } : {}),
-      resources,
-      certain,
-      ...(action ? { action } : {}),
-      cause,
-    });
+  /** KAFKA_NOT_AUTHORIZED for a refusal by the broker's authorizer (see `explainRefusal`); undefined for any other error. */
+  private refusal(err: unknown, where: Pick<RefusalContext, 'topics' | 'action' | 'transactionalId'>): Promise<SonicError | undefined> {
+    const principal = this.options.principal;
+    return explainRefusal(this.kafka, err, { stage: this.stage.name, group: this.groupId, ...(principal ? { principal } : {}), ...where });
   }
 
   /** The topics the stage reads: its input, retry tiers and store changelogs. */
   private consumedTopics(): string[] {
     return [this.stage.input, ...this.stage.retry.topics, ...this.stage.stores.map((s) => s.changelog)];
-  }
-
-  /** Fails the runner; an authorization refusal becomes KAFKA_NOT_AUTHORIZED naming `resources` (by the refusal's kind). */
-  private async failOn(err: Error, where: { resources?: string[]; topics?: string[]; writing?: boolean; transactionalId?: string }): Promise<void> {
-    const type = authorizationFailure(err);
-    if (!type) return this.fail(err);
-    const resources =
-      type === 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED' && where.transactionalId
-        ? [where.transactionalId]
-        : type === 'TOPIC_AUTHORIZATION_FAILED' && where.topics
-          ? where.topics
-          : (where.resources ?? []);
-    const writing = type === 'TOPIC_AUTHORIZATION_FAILED' && where.writing;
-    return this.fail(await this.notAuthorized(type, err, resources, writing ? 'write to' : undefined));
   }
 
   private async fail(err: Error): Promise<void> {
@@ -430,15 +377,13 @@ export class StageRunner {
       }
     } catch (err) {
       // a missing ACL is a deployment mistake: stop, neither retry the batch nor dead-letter it
-      if (authorizationFailure(err)) {
-        await this.failOn(err as Error, {
-          resources: [this.groupId],
-          topics: writing ?? this.consumedTopics(),
-          writing: writing !== undefined,
-          transactionalId: transactionalId(this.options.clientId, { kind: 'partition', stage: this.stage, topic: p.tp.topic, partition: p.tp.partition }),
-        });
-        return;
-      }
+      const tp = p.tp;
+      const refused = await this.refusal(err, {
+        topics: writing ?? this.consumedTopics(),
+        ...(writing ? { action: 'write to' } : {}),
+        transactionalId: transactionalId(this.options.clientId, { kind: 'partition', stage: this.stage, topic: tp.topic, partition: tp.partition }),
+      });
+      if (refused) return this.fail(refused);
       await p.recover(err);
     }
   }
