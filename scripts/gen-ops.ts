@@ -4,6 +4,7 @@
  *   ops/docker-compose.yml                         the stage services (between its markers)
  *   ops/prometheus/targets{,-compose}/stages.json  one scrape target per stage
  *   docs/architecture.md                           the Mermaid diagram and the topic table (between its markers)
+ *   docs/operations.md                             the ACLs of every principal (between its markers)
  *   test/fixtures/sonic-topology.txt               `sonicflow topology describe`
  * Run it after adding, removing or renaming a stage, or changing its topics. `--check` writes
  * nothing: it lists the stale files and exits 1 if there are any.
@@ -11,7 +12,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { renderComposeFile, COMPOSE_FILE } from '../src/ops/compose.js';
-import { ARCHITECTURE_DOC, renderArchitectureDoc } from '../src/ops/docs.js';
+import { ARCHITECTURE_DOC, OPERATIONS_DOC, renderArchitectureDoc, renderOperationsDoc } from '../src/ops/docs.js';
 import { renderStageTargets, STAGE_TARGET_FILES } from '../src/ops/prometheus.js';
 import { describeTopology } from '../src/runtime/describe.js';
 import type { Topology } from '../src/runtime/topology.js';
@@ -39,6 +40,7 @@ export function opsArtifacts(topology: Topology = sonicTopology(), read: (path: 
     { path: STAGE_TARGET_FILES.local, content: renderStageTargets(topology, 'local') },
     { path: STAGE_TARGET_FILES.compose, content: renderStageTargets(topology, 'compose') },
     { path: ARCHITECTURE_DOC, content: renderArchitectureDoc(topology, read(ARCHITECTURE_DOC)) },
+    { path: OPERATIONS_DOC, content: renderOperationsDoc(topology, read(OPERATIONS_DOC)) },
     { path: DESCRIBE_FIXTURE, content: describeTopology(topology) },
   ];
 }

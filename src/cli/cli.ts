@@ -8,7 +8,9 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { describeSettings, displayValue, parseDurationS, publicApiUrl } from '../core/config.js';
 import { isSonicError, toSonicError } from '../core/errors.js';
+import { AclAdmin } from '../kafka/acls.js';
 import { TopicAdmin } from '../kafka/admin.js';
+import { deriveAcls } from '../runtime/acls.js';
 import { describeMermaid, describeTopology } from '../runtime/describe.js';
 import { findStage } from '../runtime/topology.js';
 import { assertValidTopology, validateTopology } from '../runtime/validate.js';
@@ -27,6 +29,7 @@ import { runStages } from '../ops/run.js';
 import { checkSchemas, formatChecks, formatDiffs } from '../ops/schemas.js';
 import { downloadVideo, submitTask, waitForTask } from '../ops/submit.js';
 import { applyDeploy, formatPlan, planDeploy, planIsEmpty, topicsInScope } from '../ops/deploy.js';
+import { aclPlanIsEmpty, applyAcls, formatAclJson, formatAclPlan, formatAclTable, planAcls } from '../ops/acls.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const out = (s: string): boolean => process.stdout.write(s);
@@ -67,36 +70,83 @@ function buildCli(ctx: () => Context): Command {
       process.exitCode = 1;
     });
 
+  const prefixOpt = (): Option =>
+    new Option('--principal-prefix <p>', "principals are User:<p>-<stage>, User:<p>-api, User:<p>-ops (default: the topology's prefix)");
+
+  topology
+    .command('acls')
+    .description('Print the least-privilege ACLs derived from the topology: one principal per stage, the API and the operators.')
+    .option('--stage <name>', "only one stage's principal")
+    .addOption(prefixOpt())
+    .addOption(new Option('--format <format>', 'output format').choices(['table', 'json']).default('table'))
+    .addOption(fileOpt())
+    .action(async (opts: { stage?: string; principalPrefix?: string; format: string; file?: string }) => {
+      const c = ctx();
+      const principals = deriveAcls(await c.topology(opts.file), {
+        clientId: c.config.clientId,
+        ...(opts.principalPrefix ? { principalPrefix: opts.principalPrefix } : {}),
+        ...(opts.stage ? { stage: opts.stage } : {}),
+      });
+      out(opts.format === 'json' ? formatAclJson(principals) : formatAclTable(principals));
+    });
+
   topology
     .command('deploy')
-    .description('Plan, then create or grow topics, set configs and register schemas with their compatibility. Never shrinks.')
-    .option('--stage <name>', 'only the topics of one stage (input, retry tiers, DLQ, outputs, status)')
+    .description(
+      'Plan, then create or grow topics, set configs and register schemas with their compatibility; with --acls, the derived ACLs too. Never shrinks.',
+    )
+    .option('--stage <name>', 'only the topics of one stage (input, retry tiers, DLQ, outputs, status), and with --acls its principal')
     .option('--dry-run', 'print the plan and change nothing')
+    .option(
+      '--acls',
+      'also create the ACLs derived from the topology (`topology acls`) that the broker lacks; report bindings of these principals it does not derive',
+    )
+    .option('--prune-acls', 'with --acls: remove the bindings of the derived principals that the topology does not derive')
+    .addOption(prefixOpt())
     .addOption(new Option('--schemas <dir>', "directory of .avsc files to use instead of the project's schemas/"))
     .addOption(fileOpt())
-    .action(async (opts: { stage?: string; dryRun?: boolean; file?: string; schemas?: string }) => {
-      const c = ctx();
-      const t = await c.topology(opts.file);
-      const catalog = opts.schemas ? new SchemaCatalog(opts.schemas) : c.serde.catalog;
-      // nothing is planned for a topology that cannot work: the problems name their nodes
-      assertValidTopology(t, (schema) => catalog.has(schema));
-      const admin = await new TopicAdmin(c.kafka).connect();
-      try {
-        const registry = opts.schemas ? new RegistryAdmin(new Serde(catalog, { url: c.config.schemaRegistryUrl })) : c.registryAdmin;
-        const plan = await planDeploy(topicsInScope(t, opts.stage), admin, registry);
-        out(formatPlan(plan));
-        if (plan.refusals.length > 0) {
-          process.stderr.write('deploy refused: nothing was changed\n');
-          process.exitCode = 1;
-          return;
+    .action(
+      async (opts: { stage?: string; dryRun?: boolean; acls?: boolean; pruneAcls?: boolean; principalPrefix?: string; file?: string; schemas?: string }) => {
+        const c = ctx();
+        const t = await c.topology(opts.file);
+        const catalog = opts.schemas ? new SchemaCatalog(opts.schemas) : c.serde.catalog;
+        // nothing is planned for a topology that cannot work: the problems name their nodes
+        assertValidTopology(t, (schema) => catalog.has(schema));
+        const admin = await new TopicAdmin(c.kafka).connect();
+        const acls = opts.acls ? await new AclAdmin(c.kafka).connect() : undefined;
+        try {
+          const registry = opts.schemas ? new RegistryAdmin(new Serde(catalog, { url: c.config.schemaRegistryUrl })) : c.registryAdmin;
+          const plan = await planDeploy(topicsInScope(t, opts.stage), admin, registry);
+          out(formatPlan(plan));
+          const prune = !!opts.pruneAcls;
+          const aclPlan = acls
+            ? await planAcls(
+                deriveAcls(t, {
+                  clientId: c.config.clientId,
+                  ...(opts.principalPrefix ? { principalPrefix: opts.principalPrefix } : {}),
+                  ...(opts.stage ? { stage: opts.stage } : {}),
+                }),
+                acls,
+              )
+            : undefined;
+          if (aclPlan) out(formatAclPlan(aclPlan, prune));
+          if (plan.refusals.length > 0) {
+            process.stderr.write('deploy refused: nothing was changed\n');
+            process.exitCode = 1;
+            return;
+          }
+          if (opts.dryRun) return;
+          const topicsChange = !planIsEmpty(plan);
+          const aclsChange = aclPlan !== undefined && !aclPlanIsEmpty(aclPlan, prune);
+          if (topicsChange) await applyDeploy(plan, admin, registry);
+          if (aclsChange && acls && aclPlan) await applyAcls(aclPlan, acls, prune);
+          if (topicsChange || aclsChange) out('Applied.\n');
+        } finally {
+          await admin.close();
+          await acls?.close();
         }
-        if (opts.dryRun || planIsEmpty(plan)) return;
-        await applyDeploy(plan, admin, registry);
-        out('Applied.\n');
-      } finally {
-        await admin.close();
-      }
-    });
+      },
+    );
 
   program
     .command('run')
@@ -222,12 +272,15 @@ function buildCli(ctx: () => Context): Command {
     .command('render')
     .description('Render deployment manifests from the topology.')
     .command('k8s')
-    .description('Kubernetes: a Deployment and a KEDA ScaledObject per stage, the API, a PodMonitor and the ConfigMap (YAML on stdout).')
+    .description(
+      'Kubernetes: a Kafka Secret (SASL user, placeholder password), a Deployment and a KEDA ScaledObject per stage, the API, a PodMonitor and the ConfigMap (YAML on stdout).',
+    )
     .option('--stage <name>', "only one stage's Deployment and ScaledObject")
     .option('--image <image>', 'container image', 'ghcr.io/sonicflow/sonicflow:latest')
     .option('--namespace <ns>', 'namespace', 'sonicflow')
+    .addOption(prefixOpt())
     .addOption(fileOpt())
-    .action(async (o: { stage?: string; image: string; namespace: string; file?: string }) => {
+    .action(async (o: { stage?: string; image: string; namespace: string; principalPrefix?: string; file?: string }) => {
       const c = ctx();
       const topology = await c.topology(o.file);
       out(
@@ -240,6 +293,7 @@ function buildCli(ctx: () => Context): Command {
           brokers: c.config.kafkaBrokers,
           schemaRegistryUrl: c.config.schemaRegistryUrl,
           clientId: c.config.clientId,
+          ...(o.principalPrefix ? { principalPrefix: o.principalPrefix } : {}),
         }),
       );
     });

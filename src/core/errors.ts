@@ -46,6 +46,10 @@ export const ERROR_CODES = {
     retryable: false,
     doc: "The broker's listener speaks another security protocol than configured: TLS or not (SONIC_KAFKA_SSL), SASL or not, or another SASL mechanism.",
   },
+  KAFKA_NOT_AUTHORIZED: {
+    retryable: false,
+    doc: "The broker's authorizer refused this principal a topic, group or transactional id: an ACL is missing (a configuration error; `sonicflow topology deploy --acls`).",
+  },
   TOPOLOGY_INVALID: { retryable: false, doc: 'The topology declaration is inconsistent.' },
   CONFIG_INVALID: { retryable: false, doc: 'A configuration value is invalid.' },
   INTERNAL: { retryable: false, doc: 'A bug: an unexpected exception.' },

@@ -4,6 +4,7 @@
  */
 import kafkajs, { type Admin } from 'kafkajs';
 import { retry } from '../core/retry.js';
+import { authorizationFailure } from './acls.js';
 import { kafkajsOf, type KafkaClient } from './handle.js';
 
 const { ConfigResourceTypes } = kafkajs;
@@ -54,17 +55,23 @@ export class TopicAdmin {
     return (await this.admin.listTopics()).filter((t) => !t.startsWith('__')).sort();
   }
 
-  /** Partitions, replication and non-default configs of each existing topic among `names`. */
-  async describe(names: string[]): Promise<Map<string, TopicState>> {
+  /**
+   * Partitions, replication and non-default configs of each existing topic among `names`.
+   * `configs: false` leaves the configs out (empty), so the client needs no DESCRIBE_CONFIGS.
+   */
+  async describe(names: string[], opts: { configs?: boolean } = {}): Promise<Map<string, TopicState>> {
     const existing = new Set(await this.admin.listTopics());
     const present = names.filter((n) => existing.has(n));
     const out = new Map<string, TopicState>();
     if (present.length === 0) return out;
     const meta = await this.admin.fetchTopicMetadata({ topics: present });
-    const configs = await this.admin.describeConfigs({
-      includeSynonyms: false,
-      resources: present.map((name) => ({ type: ConfigResourceTypes.TOPIC, name })),
-    });
+    const configs =
+      opts.configs === false
+        ? { resources: [] }
+        : await this.admin.describeConfigs({
+            includeSynonyms: false,
+            resources: present.map((name) => ({ type: ConfigResourceTypes.TOPIC, name })),
+          });
     const cfgByTopic = new Map(
       configs.resources.map((r) => [
         r.resourceName,
@@ -78,6 +85,22 @@ export class TopicAdmin {
         replicationFactor: t.partitions[0]?.replicas.length ?? 0,
         configs: cfgByTopic.get(t.name) ?? {},
       });
+    }
+    return out;
+  }
+
+  /**
+   * Which of `names` the broker's authorizer hides from this client (no DESCRIBE): they look
+   * absent in a listing, and asking for their metadata answers TOPIC_AUTHORIZATION_FAILED.
+   */
+  async denied(names: string[]): Promise<string[]> {
+    const out: string[] = [];
+    for (const topic of names) {
+      try {
+        await this.admin.fetchTopicMetadata({ topics: [topic] });
+      } catch (err) {
+        if (authorizationFailure(err)) out.push(topic);
+      }
     }
     return out;
   }

@@ -4,10 +4,13 @@
  * own: `createKafka` returns an opaque {@link KafkaClient} handle (see `handle.ts`).
  */
 import kafkajs, { type LogEntry } from 'kafkajs';
+import { isSonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { retry, type BackoffOptions } from '../core/retry.js';
 import { explainAccessError, isAccessError, probeAccess, type AccessSettings } from './access.js';
 import { installCoordinatorCache } from './coordinators.js';
+import { installTxnErrorTopics } from './txn-errors.js';
+import { authorizationFailure } from './acls.js';
 import { adoptKafkajs, type KafkaClient } from './handle.js';
 
 /** The opaque client handle every `src/kafka` function and class takes (kafkajs' own client never leaves `src/kafka`). */
@@ -59,6 +62,7 @@ const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
 /** A Kafka client whose logs go to our pino logger (kafkajs INFO is demoted to debug: it is chatty). */
 export function createKafka(conn: KafkaConnection, logger: Logger): KafkaClient {
   installCoordinatorCache();
+  installTxnErrorTopics();
   const log = logger.child({ component: 'kafkajs' });
   const kafka = new Kafka({
     clientId: conn.clientId,
@@ -126,8 +130,10 @@ function guardAccess(kafka: InstanceType<typeof Kafka>, settings: AccessSettings
 /**
  * Runs `connect` until it succeeds, waiting a capped, jittered backoff between tries, each wait
  * logged with its attempt and delay: a process that needs the broker waits for it rather than
- * exit. Rejects with the signal's reason when the signal aborts, and at once with an access error
- * (`KAFKA_AUTH_FAILED`, `KAFKA_TLS_UNTRUSTED`, `KAFKA_PROTOCOL_MISMATCH`): those do not mend.
+ * exit. Rejects with the signal's reason when the signal aborts, and at once on what waiting
+ * would not change: an access error (`KAFKA_AUTH_FAILED`, `KAFKA_TLS_UNTRUSTED`,
+ * `KAFKA_PROTOCOL_MISMATCH`), a refusal by the broker's authorizer, or another non-retryable
+ * SonicError.
  */
 export async function untilConnected(
   what: string,
@@ -138,8 +144,9 @@ export async function untilConnected(
     ...options.backoff,
     jitter: 'decorrelated',
     ...(options.signal ? { signal: options.signal } : {}),
-    // a broker that refuses our credentials, certificate or protocol will not change its mind
-    retryIf: (err) => !isAccessError(err),
+    // a broker that refuses our credentials, certificate or protocol will not change its mind, nor
+    // its authorizer an ACL: waiting changes nothing
+    retryIf: (err) => !isAccessError(err) && authorizationFailure(err) === undefined && !(isSonicError(err) && !err.retryable),
     onRetry: (err, attempt, delayMs) => options.logger.warn({ err, what, attempt, next_try_in_ms: delayMs }, 'broker unreachable; waiting to try again'),
   });
 }

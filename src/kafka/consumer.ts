@@ -20,6 +20,7 @@ import type { Logger } from '../core/logger.js';
 import { Backoff, sleep, type BackoffOptions } from '../core/retry.js';
 import { untilConnected } from './client.js';
 import { kafkajsOf, type KafkaClient } from './handle.js';
+import { authorizationFailure } from './acls.js';
 import { toInRecord, type InRecord } from './io.js';
 
 export interface GroupConsumerOptions {
@@ -172,7 +173,8 @@ export class GroupConsumer {
     this.consumer.on(CRASH, (e) => {
       const err = e.payload.error;
       if (this.state === 'stopped') return;
-      if (BUGS.has(err.name)) {
+      // a bug, or a refusal by the broker's authorizer: restarting would fail the same way
+      if (BUGS.has(err.name) || authorizationFailure(err)) {
         this.state = 'stopped';
         events.onCrash(err);
         return;

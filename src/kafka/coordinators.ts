@@ -24,6 +24,9 @@ const COORDINATOR_TTL_MS = 60_000;
 const STALE_TYPES = new Set(['NOT_COORDINATOR_FOR_GROUP', 'GROUP_COORDINATOR_NOT_AVAILABLE', 'GROUP_LOAD_IN_PROGRESS']);
 const STALE_NAMES = new Set(['KafkaJSConnectionError', 'KafkaJSConnectionClosedError', 'KafkaJSRequestTimeoutError']);
 
+/** The broker's answers to a lookup its authorizer refused. */
+const AUTHORIZATION_TYPES = new Set(['GROUP_AUTHORIZATION_FAILED', 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED']);
+
 /** Broker requests that go to a group or transaction coordinator. */
 const COORDINATOR_REQUESTS = [
   'initProducerId',
@@ -105,8 +108,32 @@ export function installCoordinatorCache(): CoordinatorCache<unknown> {
   const Broker = require('kafkajs/src/broker/index.js') as { prototype: Record<string, unknown> };
   const lookup = Cluster.prototype.findGroupCoordinatorMetadata;
   if (typeof lookup !== 'function') throw new Error('kafkajs internals changed: Cluster.findGroupCoordinatorMetadata is missing (kafkajs 2.2.4 expected)');
+  // kafkajs turns every failed lookup into "Failed to find group coordinator", dropping the
+  // broker's answer: a lookup the authorizer refused (GROUP_/TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+  // is kept here and thrown instead, so that callers see the refusal and do not retry it
+  const refused = new Map<string, unknown>();
+  const find = Broker.prototype.findGroupCoordinator as ((args: { groupId: string; coordinatorType?: number }) => Promise<unknown>) | undefined;
+  if (typeof find !== 'function') throw new Error('kafkajs internals changed: Broker.findGroupCoordinator is missing (kafkajs 2.2.4 expected)');
+  Broker.prototype.findGroupCoordinator = async function (this: unknown, args: { groupId: string; coordinatorType?: number }) {
+    try {
+      return await find.call(this, args);
+    } catch (err) {
+      if (AUTHORIZATION_TYPES.has((err as { type?: string }).type ?? '')) refused.set(`${args.coordinatorType ?? 0}:${args.groupId}`, err);
+      throw err;
+    }
+  };
   Cluster.prototype.findGroupCoordinatorMetadata = function (this: object, args) {
-    return cache.get(this, `${args.coordinatorType ?? 0}:${args.groupId}`, () => lookup.call(this, args));
+    const key = `${args.coordinatorType ?? 0}:${args.groupId}`;
+    return cache.get(this, key, async () => {
+      refused.delete(key);
+      try {
+        return await lookup.call(this, args);
+      } catch (err) {
+        const cause = refused.get(key);
+        refused.delete(key);
+        throw cause ?? err;
+      }
+    });
   };
   for (const name of COORDINATOR_REQUESTS) {
     const request = Broker.prototype[name];

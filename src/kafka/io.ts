@@ -7,6 +7,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { Admin, Consumer, IHeaders, Producer, Transaction } from 'kafkajs';
 import { retry } from '../core/retry.js';
 import { PRODUCER_RETRY, createPartitioner } from './client.js';
+import { SonicError } from '../core/errors.js';
+import { authorizationFailure } from './acls.js';
 import { kafkajsOf, type KafkaClient } from './handle.js';
 
 export interface OutRecord {
@@ -254,13 +256,16 @@ export interface ReadOptions {
   groupId?: string;
 }
 
+/** The start of `readTopic`'s throw-away consumer groups (an operator's principal needs READ on it, PREFIXED). */
+export const READER_GROUP_PREFIX = 'sonicflow-read-';
+
 /**
  * Reads a topic from the beginning with a throw-away consumer group and returns what it saw.
  * Ends at `limit` records, after `idleMs` without records, or at `timeoutMs`.
  */
 export async function readTopic(kafka: KafkaClient, topic: string, opts: ReadOptions = {}): Promise<InRecord[]> {
   const consumer = kafkajsOf(kafka).consumer({
-    groupId: opts.groupId ?? `sonicflow-read-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
+    groupId: opts.groupId ?? `${READER_GROUP_PREFIX}${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
     readUncommitted: opts.isolation === 'read_uncommitted',
     allowAutoTopicCreation: false,
     maxWaitTimeInMs: 200,
@@ -275,6 +280,11 @@ export async function readTopic(kafka: KafkaClient, topic: string, opts: ReadOpt
     joined = true;
     last = Date.now();
   });
+  // a refusal by the authorizer would otherwise look like an empty topic after the timeout
+  let refused: unknown;
+  consumer.on(consumer.events.CRASH, (e) => {
+    if (authorizationFailure(e.payload.error)) refused = e.payload.error;
+  });
   await consumer.connect();
   try {
     await consumer.subscribe({ topic, fromBeginning: true });
@@ -286,6 +296,13 @@ export async function readTopic(kafka: KafkaClient, topic: string, opts: ReadOpt
       },
     });
     while (Date.now() < deadline && (!joined || Date.now() - last < idleMs) && (opts.limit === undefined || out.length < opts.limit)) {
+      if (refused) {
+        throw new SonicError(
+          'KAFKA_NOT_AUTHORIZED',
+          `not authorized to read topic ${topic} through a consumer group of its own (the broker answered ${authorizationFailure(refused)})`,
+          { cause: refused },
+        );
+      }
       await delay(50);
     }
   } finally {

@@ -5,6 +5,7 @@
  */
 import { SonicError } from '../core/errors.js';
 import type { TopicAdmin, TopicState } from '../kafka/admin.js';
+import { notAuthorized } from '../runtime/acls.js';
 import { stageSinks, stageSources } from '../runtime/describe.js';
 import { findStage, registeredTopics, type TopicSpec, type Topology } from '../runtime/topology.js';
 import type { TopologyProblem } from '../runtime/validate.js';
@@ -39,13 +40,30 @@ export function topicsInScope(t: Topology, stage?: string): TopicSpec[] {
 /**
  * What keeps `stages` from running on the broker as it is: a topic of theirs (input, retry tiers,
  * DLQ, sinks, status) that does not exist, or has another partition count than the topology
- * declares. Each problem names its node; fix them with `sonicflow topology deploy`.
+ * declares. Each problem names its node; fix them with `sonicflow topology deploy`. Reads
+ * partitions only (no configs), so a stage's principal needs nothing beyond its own ACLs; a topic
+ * the broker hides from it (no DESCRIBE) throws KAFKA_NOT_AUTHORIZED naming `principal`.
  */
-export async function deployedProblems(t: Topology, stages: string[], admin: TopicAdmin): Promise<TopologyProblem[]> {
+export async function deployedProblems(t: Topology, stages: string[], admin: TopicAdmin, principal?: string): Promise<TopologyProblem[]> {
   const problems: TopologyProblem[] = [];
   for (const stage of stages) {
     const topics = topicsInScope(t, stage);
-    const actual = await admin.describe(topics.map((x) => x.name));
+    const actual = await admin.describe(
+      topics.map((x) => x.name),
+      { configs: false },
+    );
+    const missing = topics.filter((x) => !actual.has(x.name)).map((x) => x.name);
+    const hidden = missing.length > 0 ? await admin.denied(missing) : [];
+    if (hidden.length > 0) {
+      throw notAuthorized({
+        type: 'TOPIC_AUTHORIZATION_FAILED',
+        stage,
+        ...(principal ? { principal } : {}),
+        resources: hidden,
+        certain: true,
+        action: 'describe',
+      });
+    }
     for (const spec of topics) {
       const now = actual.get(spec.name);
       if (!now)

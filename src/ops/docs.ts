@@ -1,15 +1,21 @@
 /**
  * The generated parts of docs/architecture.md, from the topology: the Mermaid diagram of
  * `sonicflow topology describe --format mermaid` and the table of topics with who writes and who
- * reads each. They sit between `<!-- BEGIN generated: … -->` and `<!-- END generated: … -->`.
+ * reads each; and of docs/operations.md: the ACLs of each principal. They sit between
+ * `<!-- BEGIN generated: … -->` and `<!-- END generated: … -->`.
  */
+import { SETTINGS } from '../core/config.js';
+import { deriveAcls } from '../runtime/acls.js';
 import { describeMermaid } from '../runtime/describe.js';
 import type { Topology, TopicSpec } from '../runtime/topology.js';
+import { renderAclDocTable } from './acls.js';
 import { markdownMarkers, replaceGenerated } from './generated.js';
 
 export const ARCHITECTURE_DOC = 'docs/architecture.md';
 export const MERMAID_MARKERS = markdownMarkers('topology mermaid');
 export const TOPIC_TABLE_MARKERS = markdownMarkers('topic table');
+export const OPERATIONS_DOC = 'docs/operations.md';
+export const ACL_TABLE_MARKERS = markdownMarkers('acl table');
 
 /** The Mermaid diagram as a fenced Markdown block. */
 export function renderMermaidBlock(topology: Topology): string {
@@ -60,4 +66,13 @@ export function renderTopicTable(topology: Topology): string {
 export function renderArchitectureDoc(topology: Topology, doc: string): string {
   const withMermaid = replaceGenerated(doc, MERMAID_MARKERS, renderMermaidBlock(topology), ARCHITECTURE_DOC);
   return replaceGenerated(withMermaid, TOPIC_TABLE_MARKERS, renderTopicTable(topology), ARCHITECTURE_DOC);
+}
+
+/**
+ * `doc` (the text of docs/operations.md) with its ACL table rendered for `topology`, with the
+ * default client id and principal prefix.
+ */
+export function renderOperationsDoc(topology: Topology, doc: string): string {
+  const principals = deriveAcls(topology, { clientId: SETTINGS.clientId.default });
+  return replaceGenerated(doc, ACL_TABLE_MARKERS, renderAclDocTable(principals), OPERATIONS_DOC);
 }

@@ -53,6 +53,7 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
         concurrency: c.concurrency,
         reconnect: { initialMs: c.reconnectBackoffMs, maxMs: Math.max(c.reconnectBackoffMs, c.reconnectBackoffMaxMs) },
         storeDir: join(c.stateDir, 'stores'),
+        ...(c.kafkaSaslUsername ? { principal: `User:${c.kafkaSaslUsername}` } : {}),
       },
       metrics,
     );
@@ -89,11 +90,18 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
     const admin = new TopicAdmin(ctx.kafka);
     let problems: TopologyProblem[] = [];
     try {
-      await untilConnected('the deployed topics', async () => (await admin.connect(), (problems = await deployedProblems(topology, names, admin))), {
-        backoff: { initialMs: c.reconnectBackoffMs, maxMs: Math.max(c.reconnectBackoffMs, c.reconnectBackoffMaxMs) },
-        logger: ctx.logger,
-        signal: stopped.signal,
-      });
+      await untilConnected(
+        'the deployed topics',
+        async () => (
+          await admin.connect(),
+          (problems = await deployedProblems(topology, names, admin, c.kafkaSaslUsername ? `User:${c.kafkaSaslUsername}` : undefined))
+        ),
+        {
+          backoff: { initialMs: c.reconnectBackoffMs, maxMs: Math.max(c.reconnectBackoffMs, c.reconnectBackoffMaxMs) },
+          logger: ctx.logger,
+          signal: stopped.signal,
+        },
+      );
     } finally {
       await admin.close().catch(() => undefined);
     }

@@ -9,8 +9,11 @@ import type { Logger } from '../core/logger.js';
 import { retry, sleep, type BackoffOptions } from '../core/retry.js';
 import type { GroupConsumer, TopicPartition } from '../kafka/consumer.js';
 
-/** Errors that mean another producer took the partition's transactional id. */
-export const FENCING_ERRORS = new Set(['INVALID_PRODUCER_EPOCH', 'PRODUCER_FENCED', 'INVALID_PRODUCER_ID_MAPPING', 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED']);
+/**
+ * Errors that mean another producer took the partition's transactional id.
+ * (TRANSACTIONAL_ID_AUTHORIZATION_FAILED is a missing ACL, not fencing: the runner stops on it.)
+ */
+export const FENCING_ERRORS = new Set(['INVALID_PRODUCER_EPOCH', 'PRODUCER_FENCED', 'INVALID_PRODUCER_ID_MAPPING']);
 
 export function keyOf(tp: TopicPartition): string {
   return `${tp.topic}/${tp.partition}`;

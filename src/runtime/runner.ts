@@ -32,6 +32,7 @@ import { untilConnected, type KafkaClient } from '../kafka/client.js';
 import { GroupConsumer, type Assignment, type BatchInfo } from '../kafka/consumer.js';
 import { PlainProducer, TxProducer, type InRecord } from '../kafka/io.js';
 import type { Codec } from '../serde/codec.js';
+import { explainRefusal, type RefusalContext } from './acls.js';
 import { Lifecycle } from './lifecycle.js';
 import { groupId, transactionalId } from './names.js';
 import { Partition, type Handled, type PartitionHost } from './partition.js';
@@ -55,6 +56,8 @@ export interface RunnerOptions {
   concurrency?: number;
   /** Waits between tries while the broker is away: connecting, restarting the consumer, going back to a committed offset. */
   reconnect: BackoffOptions;
+  /** The principal this process connects as (`User:<SASL user>`), named in authorization errors. */
+  principal?: string;
   /**
    * Directory of the local copies of stage stores (`<dir>/<group>/<slot>`); only a stage that
    * declares stores opens anything there.
@@ -89,7 +92,7 @@ export class StageRunner {
   readonly done: Promise<void>;
 
   constructor(
-    kafka: KafkaClient,
+    private readonly kafka: KafkaClient,
     codec: Codec,
     readonly topology: Topology,
     readonly stage: StageSpec,
@@ -176,13 +179,13 @@ export class StageRunner {
           onAssignment: (a, info) => this.onAssignment(a, info.memberId),
           onBatch: (topic, partition, records, info) => this.onBatch(topic, partition, records, info),
           onMarkersOnly: (topic, partition, last) => this.parts.get(keyOf({ topic, partition }))?.onMarkersOnly(BigInt(last)),
-          onCrash: (err) => void this.fail(err),
+          onCrash: (err) => void this.refusal(err, { topics: this.consumedTopics(), action: 'read' }).then((refused) => this.fail(refused ?? err)),
         },
         signal,
       );
     } catch (err) {
       if (signal.aborted) return;
-      throw err;
+      throw (await this.refusal(err, { topics, action: 'read' })) ?? err;
     }
     this.logger.info(
       { group: this.groupId, topics, batch_max_records: this.maxRecords, batch_max_wait_ms: this.maxWaitMs, concurrency: this.concurrency },
@@ -220,6 +223,17 @@ export class StageRunner {
     }
     await this.closeAll();
     this.lifecycle.to('stopped', reason);
+  }
+
+  /** KAFKA_NOT_AUTHORIZED for a refusal by the broker's authorizer (see `explainRefusal`); undefined for any other error. */
+  private refusal(err: unknown, where: Pick<RefusalContext, 'topics' | 'action' | 'transactionalId'>): Promise<SonicError | undefined> {
+    const principal = this.options.principal;
+    return explainRefusal(this.kafka, err, { stage: this.stage.name, group: this.groupId, ...(principal ? { principal } : {}), ...where });
+  }
+
+  /** The topics the stage reads: its input, retry tiers and store changelogs. */
+  private consumedTopics(): string[] {
+    return [this.stage.input, ...this.stage.retry.topics, ...this.stage.stores.map((s) => s.changelog)];
   }
 
   private async fail(err: Error): Promise<void> {
@@ -311,6 +325,8 @@ export class StageRunner {
 
   /** Handles the queued records of one partition in batches, one transaction per batch. */
   private async work(p: Partition): Promise<void> {
+    // what a refusal by the authorizer is about: the partition's own resources until a batch commits
+    let writing: string[] | undefined;
     try {
       // first batch after (re)gaining the partition: fence older owners, then skip what they committed
       await p.fence();
@@ -348,6 +364,7 @@ export class StageRunner {
           batch.push({ raw, outcome });
         }
         if (batch.length === 0) return;
+        writing = [...new Set(batch.flatMap((b) => b.outcome.records.map((r) => r.topic)))];
         if (this.stores && writes) {
           // commit, then apply the batch's store writes locally (taking turns with restores)
           await this.stores.commit(writes, async () => {
@@ -355,9 +372,18 @@ export class StageRunner {
             return landed && new Map(landed.filter((l) => l.partition === n).map((l) => [l.topic, l.baseOffset]));
           });
         } else await p.commit(batch);
+        writing = undefined;
         p.resumeFetch();
       }
     } catch (err) {
+      // a missing ACL is a deployment mistake: stop, neither retry the batch nor dead-letter it
+      const tp = p.tp;
+      const refused = await this.refusal(err, {
+        topics: writing ?? this.consumedTopics(),
+        ...(writing ? { action: 'write to' } : {}),
+        transactionalId: transactionalId(this.options.clientId, { kind: 'partition', stage: this.stage, topic: tp.topic, partition: tp.partition }),
+      });
+      if (refused) return this.fail(refused);
       await p.recover(err);
     }
   }

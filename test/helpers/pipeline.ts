@@ -8,6 +8,10 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { publicApiUrl } from '../../src/core/config.js';
+import type { Context } from '../../src/app/context.js';
+import { AclAdmin } from '../../src/kafka/acls.js';
+import { applyAcls, planAcls } from '../../src/ops/acls.js';
+import { deriveAcls } from '../../src/runtime/acls.js';
 import type { Topology } from '../../src/runtime/topology.js';
 import { sonicTopology } from '../../topologies/sonic.js';
 import { LISTENING, deployTopology, listeningPort, startSonicflow, testContext, uniqueName } from './infra.js';
@@ -36,8 +40,19 @@ export function pipelineStages(topology: Topology): string[] {
   return topology.stages.map((s) => s.name);
 }
 
+/**
+ * A broker that enforces ACLs (test/helpers/private-broker.ts `startSaslBroker`): the pipeline
+ * deploys with `ctx` (a super user), applies the ACLs derived from the topology, and runs the API
+ * and each stage in a process of its own, each as its own principal (`<principalPrefix>-<name>`).
+ */
+export interface SecuredBroker {
+  ctx: Context;
+  env(user: string): Record<string, string>;
+  principalPrefix: string;
+}
+
 /** Starts a whole pipeline; `env` overrides settings (backend, blob store, webhook secret, ...). */
-export async function startPipeline(env: Record<string, string> = {}): Promise<Pipeline> {
+export async function startPipeline(env: Record<string, string> = {}, secured?: SecuredBroker): Promise<Pipeline> {
   const prefix = uniqueName('sonic').replace(/-/g, '_');
   const dataDir = mkdtempSync(join(tmpdir(), 'sonicflow-data-'));
   const fullEnv: Record<string, string> = {
@@ -55,14 +70,33 @@ export async function startPipeline(env: Record<string, string> = {}): Promise<P
     ...env,
   };
   const topology = sonicTopology({ prefix });
-  await deployTopology(topology);
-  const api = startSonicflow(['api'], fullEnv);
+  await deployTopology(topology, secured?.ctx);
+  if (secured) {
+    const acls = await new AclAdmin(secured.ctx.kafka).connect();
+    try {
+      await applyAcls(await planAcls(deriveAcls(topology, { clientId: 'sonicflow', principalPrefix: secured.principalPrefix }), acls), acls);
+    } finally {
+      await acls.close();
+    }
+  }
+  const as = (name: string): Record<string, string> => (secured ? secured.env(`${secured.principalPrefix}-${name}`) : {});
+  const api = startSonicflow(['api'], { ...fullEnv, ...as('api') });
   const port = await listeningPort(api, LISTENING.api).catch((err: unknown) => {
     throw new Error(`the API did not start: ${(err as Error).message}`);
   });
   const stageNames = pipelineStages(topology);
   // the API's links (status, video) name the port it got; the stages' video links must name it too
-  const stages = startSonicflow(['run', ...stageNames], { ...fullEnv, SONIC_API_PORT: String(port) });
+  const processes = secured
+    ? stageNames.map((name) => startSonicflow(['run', name], { ...fullEnv, SONIC_API_PORT: String(port), ...as(name) }))
+    : [startSonicflow(['run', ...stageNames], { ...fullEnv, SONIC_API_PORT: String(port) })];
+  const stages = {
+    logs: (): string => processes.map((x) => x.logs()).join('\n'),
+    proc: {
+      get exitCode(): number | null {
+        return processes.find((x) => x.proc.exitCode !== null)?.proc.exitCode ?? null;
+      },
+    },
+  };
   const base = publicApiUrl({ apiPublicUrl: fullEnv.SONIC_API_PUBLIC_URL ?? '', apiPort: port });
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -71,7 +105,12 @@ export async function startPipeline(env: Record<string, string> = {}): Promise<P
       () => false,
     );
     // tests need every stage's group joined before they submit
-    if (ok && /"msg":"stage running"/.test(stages.logs()) && (stages.logs().match(/"msg":"partitions assigned"/g) ?? []).length >= stageNames.length) break;
+    if (
+      ok &&
+      (stages.logs().match(/"msg":"stage running"/g) ?? []).length >= processes.length &&
+      (stages.logs().match(/"msg":"partitions assigned"/g) ?? []).length >= stageNames.length
+    )
+      break;
     if (Date.now() > deadline) throw new Error(`pipeline did not start:\n${api.logs().slice(-2000)}\n${stages.logs().slice(-2000)}`);
     if (api.proc.exitCode !== null || stages.proc.exitCode !== null)
       throw new Error(`a pipeline process exited:\n${api.logs().slice(-3000)}\n${stages.logs().slice(-3000)}`);
@@ -85,7 +124,7 @@ export async function startPipeline(env: Record<string, string> = {}): Promise<P
     logs: () => ({ api: api.logs(), stages: stages.logs() }),
     topic: (name) => `${prefix}.${name}`,
     topology,
-    drained: (timeoutMs = 60_000) => waitConsumedToEnd(testContext(), topology, stageNames, timeoutMs),
+    drained: (timeoutMs = 60_000) => waitConsumedToEnd(secured?.ctx ?? testContext(), topology, stageNames, timeoutMs),
     async submit(form, headers = {}) {
       const fd = new FormData();
       for (const [k, v] of Object.entries(form)) {

@@ -4,12 +4,14 @@
  * the other test files use is never disturbed. The schema registry and the S3 store stay the
  * shared ones (the registry keeps its schemas in the shared broker).
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../bench/lib.js';
 import { Context } from '../../src/app/context.js';
+import { TopicAdmin } from '../../src/kafka/admin.js';
 import { ROOT, onCleanup } from './infra.js';
 
 export interface PrivateBroker {
@@ -190,4 +192,148 @@ async function launchPrivateCluster(): Promise<PrivateCluster> {
     },
     start: () => stack('up'),
   };
+}
+
+export interface SaslBroker {
+  /** `localhost:<port>`, for KAFKA_BROKERS. */
+  brokers: string;
+  /** The super user (`User:admin`) that deploys topics and ACLs. */
+  admin: { username: string; password: string };
+  /** Environment for a sonicflow process connecting as `user` (one of the users it was started with, or `admin`). */
+  env(user: string): Record<string, string>;
+  /** A Context (quiet logs) connecting as `user`, on this broker, the shared registry and store. */
+  context(user: string, env?: Record<string, string>): Context;
+  /** The password of `user` (`<user>-secret`). */
+  password(user: string): string;
+}
+
+const KAFKA_VERSION = '4.1.1';
+
+/**
+ * Starts a private single Kafka node whose one client listener is SASL_PLAINTEXT with
+ * SCRAM-SHA-512, and whose authorizer (the StandardAuthorizer, `allow.everyone.if.no.acl.found=false`)
+ * allows nothing but to the super user `admin`: what a stage may do is exactly what ACLs grant.
+ * The SCRAM users (`users` and `admin`, password `<user>-secret`) are created when the storage
+ * is formatted. It runs from the Kafka distribution that ops/stack/stack.sh caches (the shared
+ * stack's start fetched it), on free ports; it is stopped and its data removed after the file's
+ * tests. The registry and S3 store stay the shared ones.
+ */
+export async function startSaslBroker(users: string[]): Promise<SaslBroker> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await launchSaslBroker(users);
+    } catch (err) {
+      if (attempt >= 3) throw err;
+    }
+  }
+}
+
+async function launchSaslBroker(users: string[]): Promise<SaslBroker> {
+  const cache = process.env.SONICFLOW_CACHE_DIR || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'sonicflow');
+  const kafkaHome = join(cache, `kafka-${KAFKA_VERSION}`);
+  const dir = mkdtempSync(join(tmpdir(), 'sonicflow-sasl-kafka-'));
+  mkdirSync(join(dir, 'logs'));
+  const [port, controllerPort] = [await freePort(), await freePort()];
+  const password = (user: string): string => `${user}-secret`;
+  const props = [
+    'process.roles=broker,controller',
+    'node.id=1',
+    `controller.quorum.voters=1@localhost:${controllerPort}`,
+    `listeners=SASL_PLAINTEXT://localhost:${port},CONTROLLER://localhost:${controllerPort}`,
+    `advertised.listeners=SASL_PLAINTEXT://localhost:${port}`,
+    'controller.listener.names=CONTROLLER',
+    'inter.broker.listener.name=SASL_PLAINTEXT',
+    'listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT',
+    'sasl.enabled.mechanisms=SCRAM-SHA-512',
+    'sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512',
+    `listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="${password('admin')}";`,
+    'authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer',
+    'allow.everyone.if.no.acl.found=false',
+    // the controller listener is PLAINTEXT on localhost: the node talks to itself as ANONYMOUS
+    'super.users=User:admin;User:ANONYMOUS',
+    `log.dirs=${join(dir, 'data')}`,
+    'num.partitions=1',
+    'offsets.topic.replication.factor=1',
+    'offsets.topic.num.partitions=12',
+    'transaction.state.log.replication.factor=1',
+    'transaction.state.log.min.isr=1',
+    'transaction.state.log.num.partitions=12',
+    'group.initial.rebalance.delay.ms=0',
+    'auto.create.topics.enable=false',
+    'delete.topic.enable=true',
+  ];
+  writeFileSync(join(dir, 'server.properties'), `${props.join('\n')}\n`);
+  const cp = join(kafkaHome, 'libs', '*');
+  const scram = ['admin', ...users].flatMap((u) => ['--add-scram', `SCRAM-SHA-512=[name=${u},password=${password(u)}]`]);
+  const format = spawnSync(
+    'java',
+    ['-cp', cp, 'kafka.tools.StorageTool', 'format', '-t', 'c2FzbC1hY2xzLXRlc3QtMQ', '-c', join(dir, 'server.properties'), ...scram],
+    { encoding: 'utf8', timeout: 120_000 },
+  );
+  if (format.status !== 0) throw new Error(`formatting the SASL broker failed: ${format.stderr || format.stdout}`);
+  const proc = spawn(
+    'java',
+    [
+      '-Xms128m',
+      '-Xmx512m',
+      '-XX:+UseG1GC',
+      '-Djava.awt.headless=true',
+      `-Dkafka.logs.dir=${join(dir, 'logs')}`,
+      `-Dlog4j2.configurationFile=${join(ROOT, 'ops', 'stack', 'log4j2.properties')}`,
+      '-cp',
+      cp,
+      'kafka.Kafka',
+      join(dir, 'server.properties'),
+    ],
+    { stdio: 'ignore', detached: false },
+  );
+  const exited = new Promise<void>((resolve) => proc.on('exit', () => resolve()));
+  onCleanup(async () => {
+    proc.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
+    proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const brokers = `localhost:${port}`;
+  const registry = process.env.SCHEMA_REGISTRY_URL || 'http://localhost:8081/apis/ccompat/v7';
+  const s3 = process.env.SONIC_S3_ENDPOINT || 'http://127.0.0.1:9000';
+  const env = (user: string): Record<string, string> => ({
+    KAFKA_BROKERS: brokers,
+    SCHEMA_REGISTRY_URL: registry,
+    SONIC_S3_ENDPOINT: s3,
+    SONIC_KAFKA_SASL_MECHANISM: 'scram-sha-512',
+    SONIC_KAFKA_SASL_USERNAME: user,
+    SONIC_KAFKA_SASL_PASSWORD: password(user),
+  });
+  const context = (user: string, more: Record<string, string> = {}): Context =>
+    new Context({ ...process.env, ...env(user), SONIC_LOG_LEVEL: process.env.SONIC_LOG_LEVEL ?? 'error', ...more }, 'test');
+  // ready when the port is open and the super user can list topics
+  const deadline = Date.now() + 90_000;
+  const portOpen = (): Promise<boolean> =>
+    new Promise((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      socket.once('connect', () => (socket.destroy(), resolve(true)));
+      socket.once('error', () => resolve(false));
+    });
+  while (!(await portOpen())) {
+    if (proc.exitCode !== null) throw new Error(`the SASL broker exited during start-up (logs: ${join(dir, 'logs')})`);
+    if (Date.now() > deadline) throw new Error(`the SASL broker did not listen on ${port} within 90 s`);
+    await new Promise((r) => setTimeout(r, 250)); // poll until it listens
+  }
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`the SASL broker exited during start-up (logs: ${join(dir, 'logs')})`);
+    const ctx = context('admin');
+    const admin = new TopicAdmin(ctx.kafka);
+    try {
+      await admin.connect();
+      await admin.list();
+      break;
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`the SASL broker on ${brokers} did not answer within 90 s: ${String(err)}`);
+      await new Promise((r) => setTimeout(r, 500)); // poll until it answers
+    } finally {
+      await admin.close().catch(() => undefined);
+    }
+  }
+  return { brokers, admin: { username: 'admin', password: password('admin') }, env, context, password };
 }

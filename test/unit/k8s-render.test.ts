@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import {
+  PASSWORD_PLACEHOLDER,
   renderK8s,
   renderK8sObjects,
   toYaml,
@@ -10,6 +11,7 @@ import {
   type PodMonitor,
   type RenderK8sOptions,
   type ScaledObject,
+  type Secret,
   type Service,
 } from '../../src/ops/k8s/render.js';
 import { defineTopology, type Topology } from '../../src/runtime/topology.js';
@@ -32,6 +34,7 @@ const scaledObjects = (objs: K8sObject[]): ScaledObject[] => objs.filter((o): o 
 const services = (objs: K8sObject[]): Service[] => objs.filter((o): o is Service => o.kind === 'Service');
 const podMonitors = (objs: K8sObject[]): PodMonitor[] => objs.filter((o): o is PodMonitor => o.kind === 'PodMonitor');
 const configMaps = (objs: K8sObject[]): ConfigMap[] => objs.filter((o): o is ConfigMap => o.kind === 'ConfigMap');
+const secrets = (objs: K8sObject[]): Secret[] => objs.filter((o): o is Secret => o.kind === 'Secret');
 const component = (o: K8sObject): string | undefined => o.metadata.labels?.['app.kubernetes.io/component'];
 const stageDeployment = (stage: string): Deployment => {
   const d = deployments(objects).find((x) => component(x) === stage);
@@ -51,7 +54,7 @@ const mib = (q: string | undefined): number => {
 };
 
 describe('k8s render: object inventory', () => {
-  it('renders one Deployment and one ScaledObject per stage, the API Deployment and Service, one PodMonitor and the ConfigMap', () => {
+  it('renders one Kafka Secret, Deployment and ScaledObject per stage, the API Secret, Deployment and Service, one PodMonitor and the ConfigMap', () => {
     const stageDeployments = deployments(objects).filter((d) => component(d) !== 'api');
     expect(stageDeployments.map(component).sort()).toEqual([...STAGES].sort());
     expect(scaledObjects(objects).map(component).sort()).toEqual([...STAGES].sort());
@@ -59,7 +62,8 @@ describe('k8s render: object inventory', () => {
     expect(services(objects).map((s) => s.metadata.name)).toEqual(['sonicflow-api']);
     expect(podMonitors(objects)).toHaveLength(1);
     expect(configMaps(objects).map((c) => c.metadata.name)).toEqual(['sonicflow-config']);
-    expect(objects).toHaveLength(STAGES.length * 2 + 2 + 1 + 1);
+    expect(secrets(objects).map(component).sort()).toEqual([...STAGES, 'api'].sort());
+    expect(objects).toHaveLength(STAGES.length * 3 + 3 + 1 + 1);
   });
 
   it('gives every object a valid name, the namespace and the sonicflow name label; names are unique per kind', () => {
@@ -103,7 +107,9 @@ describe('k8s render: Deployments', () => {
       expect(c.livenessProbe.httpGet.path).toBe('/healthz');
       expect(c.readinessProbe.httpGet.path).toBe('/readyz');
       // env values must be strings or the API server rejects the object
-      expect(c.env.every((e) => typeof e.name === 'string' && typeof e.value === 'string')).toBe(true);
+      expect(
+        c.env.every((e) => typeof e.name === 'string' && ('value' in e ? typeof e.value === 'string' : typeof e.valueFrom.secretKeyRef.key === 'string')),
+      ).toBe(true);
       expect(c.envFrom).toContainEqual({ configMapRef: { name: 'sonicflow-config' } });
       expect(c.envFrom).toContainEqual({ secretRef: { name: 'sonicflow-secrets', optional: true } });
       expect(Object.keys(c.resources.requests)).toEqual(expect.arrayContaining(['cpu', 'memory']));
@@ -317,10 +323,42 @@ describe('k8s render: PodMonitor and ConfigMap', () => {
   });
 });
 
+describe('k8s render: Kafka principals', () => {
+  it('gives each stage and the API a Secret with its own SASL user and a placeholder password, read by its Deployment through secretKeyRef', () => {
+    for (const who of [...STAGES, 'api']) {
+      const secret = secrets(objects).find((x) => component(x) === who)!;
+      expect(secret.metadata.name).toBe(`sonicflow-${who}-kafka`);
+      expect(secret.type).toBe('Opaque');
+      expect(secret.stringData).toEqual({ username: `sonic-${who}`, password: PASSWORD_PLACEHOLDER });
+      expect(secret.metadata.annotations?.['sonicflow.io/kafka-principal']).toBe(`User:sonic-${who}`);
+      const d = who === 'api' ? deployments(objects).find((x) => component(x) === 'api')! : stageDeployment(who);
+      expect(container(d).env).toContainEqual({
+        name: 'SONIC_KAFKA_SASL_USERNAME',
+        valueFrom: { secretKeyRef: { name: secret.metadata.name, key: 'username' } },
+      });
+      expect(container(d).env).toContainEqual({
+        name: 'SONIC_KAFKA_SASL_PASSWORD',
+        valueFrom: { secretKeyRef: { name: secret.metadata.name, key: 'password' } },
+      });
+    }
+    // no Deployment reads another's credentials
+    const refs = deployments(objects).flatMap((d) =>
+      container(d).env.flatMap((e) => ('valueFrom' in e ? [`${component(d)}:${e.valueFrom.secretKeyRef.name}`] : [])),
+    );
+    for (const ref of refs) expect(ref).toMatch(/^([a-z]+):sonicflow-\1-kafka$/);
+    const prod = secrets(renderK8sObjects(topology, { ...OPTS, principalPrefix: 'prod', stage: 'infer' }));
+    expect(prod.map((x) => x.stringData.username)).toEqual(['prod-infer']);
+  });
+});
+
 describe('k8s render: one stage', () => {
-  it("renders only encode's Deployment and ScaledObject for stage 'encode'", () => {
+  it("renders only encode's Secret, Deployment and ScaledObject for stage 'encode'", () => {
     const only = renderK8sObjects(topology, { ...OPTS, stage: 'encode' });
-    expect(only.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual(['Deployment/sonicflow-encode', 'ScaledObject/sonicflow-encode']);
+    expect(only.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual([
+      'Secret/sonicflow-encode-kafka',
+      'Deployment/sonicflow-encode',
+      'ScaledObject/sonicflow-encode',
+    ]);
     expect(only.every((o) => component(o) === 'encode')).toBe(true);
     const text = renderK8s(topology, { ...OPTS, stage: 'encode' });
     expect(text).not.toMatch(/validate|preprocess|infer|publish|notify|PodMonitor|kind: Service/);

@@ -50,6 +50,8 @@ export interface RenderK8sOptions {
   gpuStages?: string[];
   /** Replicas of the API Deployment (default 2; it needs the s3 blob store, which the ConfigMap selects). */
   apiReplicas?: number;
+  /** Kafka principals are `User:<principalPrefix>-<stage>` and `-api` (see `topology acls`); default: the topology's prefix. */
+  principalPrefix?: string;
 }
 
 const API_RESOURCES: ResourceRequirements = { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '768Mi' } };
@@ -123,6 +125,20 @@ export function resourcesFor(component: string, opts: RenderK8sOptions, gpu: boo
 export const POD_SECURITY = { runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1000, fsGroup: 1000, seccompProfile: { type: 'RuntimeDefault' } };
 // /tmp is an emptyDir: stages work in temporary directories (ffmpeg, inference) and tsx caches there
 export const CONTAINER_SECURITY = { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } };
+
+/** The Secret holding the Kafka SASL user name and password of a stage's principal, or the API's (`api`). */
+export function kafkaSecretName(component: string): string {
+  return `${NAME}-${component}-kafka`;
+}
+
+/** SONIC_KAFKA_SASL_USERNAME and _PASSWORD from the component's own Kafka Secret. */
+export function kafkaCredentialsEnv(component: string): Container['env'] {
+  const name = kafkaSecretName(component);
+  return [
+    { name: 'SONIC_KAFKA_SASL_USERNAME', valueFrom: { secretKeyRef: { name, key: 'username' } } },
+    { name: 'SONIC_KAFKA_SASL_PASSWORD', valueFrom: { secretKeyRef: { name, key: 'password' } } },
+  ];
+}
 
 export function envFrom(): Container['envFrom'] {
   return [{ configMapRef: { name: CONFIG_MAP_NAME } }, { secretRef: { name: SECRET_NAME, optional: true } }];

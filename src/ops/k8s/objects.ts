@@ -25,7 +25,7 @@ export interface Container {
   image: string;
   imagePullPolicy: string;
   command: string[];
-  env: { name: string; value: string }[];
+  env: ({ name: string; value: string } | { name: string; valueFrom: { secretKeyRef: { name: string; key: string } } })[];
   envFrom: ({ configMapRef: { name: string; optional?: boolean } } | { secretRef: { name: string; optional?: boolean } })[];
   ports: { name: string; containerPort: number; protocol: 'TCP' }[];
   livenessProbe: HttpProbe;
@@ -134,4 +134,12 @@ export interface ConfigMap {
   data: Record<string, string>;
 }
 
-export type K8sObject = Deployment | ScaledObject | PodMonitor | Service | ConfigMap;
+export interface Secret {
+  apiVersion: 'v1';
+  kind: 'Secret';
+  metadata: ObjectMeta;
+  type: 'Opaque';
+  stringData: Record<string, string>;
+}
+
+export type K8sObject = Deployment | ScaledObject | PodMonitor | Service | ConfigMap | Secret;

@@ -5,23 +5,50 @@
  * (Deployment + Service) (`shared.ts`).
  *
  * Secrets (S3 keys, API keys, webhook secrets) are never rendered: pods read them from the Secret
- * `sonicflow-secrets` when it exists.
+ * `sonicflow-secrets` when it exists. Each stage and the API connect to Kafka as their own
+ * principal (`sonicflow topology acls`): a Secret `sonicflow-<stage>-kafka` per principal holds its
+ * SASL user name and a placeholder password, to be replaced (`kubectl create secret ... --dry-run
+ * =client -o yaml | kubectl apply -f -`, or an external secrets operator); its Deployment reads
+ * both through `secretKeyRef`.
  */
 import { SonicError } from '../../core/errors.js';
+import { API_PARTY, principalUser } from '../../runtime/acls.js';
 import { findStage, type Topology } from '../../runtime/topology.js';
-import { resolve, type RenderK8sOptions } from './common.js';
-import type { K8sObject } from './objects.js';
+import { kafkaSecretName, metadata, resolve, type RenderK8sOptions, type Resolved } from './common.js';
+import type { K8sObject, Secret } from './objects.js';
 import { apiObjects, configMap, podMonitor } from './shared.js';
 import { stageDeployment, stageScaledObject } from './stage.js';
 import { toYamlDocuments } from './yaml.js';
 
 export type { RenderK8sOptions } from './common.js';
-export type { ConfigMap, Deployment, K8sObject, PodMonitor, ResourceRequirements, ScaledObject, Service } from './objects.js';
+export type { ConfigMap, Deployment, K8sObject, PodMonitor, ResourceRequirements, ScaledObject, Secret, Service } from './objects.js';
+
+/** The password a rendered Kafka Secret holds until it is replaced: never a real secret. */
+export const PASSWORD_PLACEHOLDER = 'REPLACE-ME';
+
+/** The Secret of one principal (a stage or `api`): its SASL user name and a placeholder password. */
+function kafkaSecret(topology: Topology, component: string, opts: RenderK8sOptions, r: Resolved): Secret {
+  const meta = metadata(kafkaSecretName(component), component, r, topology);
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: {
+      ...meta,
+      annotations: {
+        'sonicflow.io/kafka-principal': `User:${principalUser(topology, component, opts.principalPrefix)}`,
+        'sonicflow.io/password': 'placeholder: set the SCRAM password of this user before the pods start; applying this manifest again resets it',
+      },
+    },
+    type: 'Opaque',
+    stringData: { username: principalUser(topology, component, opts.principalPrefix), password: PASSWORD_PLACEHOLDER },
+  };
+}
 export { toYaml } from './yaml.js';
 
 /**
- * The manifests as objects, in apply order: ConfigMap, per stage its Deployment then ScaledObject,
- * the API Deployment and Service, the PodMonitor. With `opts.stage`, only that stage's two objects.
+ * The manifests as objects, in apply order: ConfigMap, per stage its Kafka Secret, Deployment and
+ * ScaledObject, the API's Kafka Secret, Deployment and Service, the PodMonitor. With `opts.stage`,
+ * only that stage's three objects.
  */
 export function renderK8sObjects(topology: Topology, opts: RenderK8sOptions): K8sObject[] {
   const r = resolve(opts);
@@ -31,9 +58,13 @@ export function renderK8sObjects(topology: Topology, opts: RenderK8sOptions): K8
     if (!one) throw new SonicError('TOPOLOGY_INVALID', `no stage named "${opts.stage}" (stages: ${topology.stages.map((s) => s.name).join(', ')})`);
     stages = [one];
   }
-  const perStage = stages.flatMap((s): K8sObject[] => [stageDeployment(topology, s, opts, r), stageScaledObject(topology, s, opts, r)]);
+  const perStage = stages.flatMap((s): K8sObject[] => [
+    kafkaSecret(topology, s.name, opts, r),
+    stageDeployment(topology, s, opts, r),
+    stageScaledObject(topology, s, opts, r),
+  ]);
   if (opts.stage !== undefined) return perStage;
-  return [configMap(topology, opts, r), ...perStage, ...apiObjects(topology, opts, r), podMonitor(topology, r)];
+  return [configMap(topology, opts, r), ...perStage, kafkaSecret(topology, API_PARTY, opts, r), ...apiObjects(topology, opts, r), podMonitor(topology, r)];
 }
 
 /** The manifests as multi-document YAML (`---` between documents), for `kubectl apply -f -`. */

@@ -30,6 +30,7 @@ import {
   NAME,
   POD_SECURITY,
   envFrom,
+  kafkaCredentialsEnv,
   labels,
   metadata,
   probes,
@@ -72,6 +73,7 @@ export function stageDeployment(topology: Topology, stage: StageSpec, opts: Rend
               env: [
                 { name: 'SONIC_METRICS_PORT', value: String(r.metricsPort) },
                 { name: 'SONIC_DRAIN_TIMEOUT_MS', value: String(opts.drainTimeoutMs) },
+                ...kafkaCredentialsEnv(stage.name),
               ],
               envFrom: envFrom(),
               ports: [{ name: 'metrics', containerPort: r.metricsPort, protocol: 'TCP' }],

@@ -1,0 +1,106 @@
+/**
+ * ACLs derived from the built-in Sonic topology: each principal gets what its code does on the
+ * broker and nothing of another's; the deploy plan creates what is missing and reports extras.
+ */
+import { describe, expect, it } from 'vitest';
+import type { AclAdmin, AclBinding } from '../../src/kafka/acls.js';
+import { aclPlanIsEmpty, formatAclPlan, planAcls } from '../../src/ops/acls.js';
+import { deriveAcls, notAuthorized, type PrincipalAcls } from '../../src/runtime/acls.js';
+import { transactionalId } from '../../src/runtime/names.js';
+import { sonicTopology } from '../../topologies/sonic.js';
+
+const t = sonicTopology();
+const all = deriveAcls(t, { clientId: 'sonicflow' });
+const of = (name: string): PrincipalAcls => all.find((p) => p.name === name)!;
+const ops = (p: PrincipalAcls, type: string, name: string): string[] =>
+  p.bindings.filter((b) => b.resourceType === type && b.name === name).map((b) => b.operation);
+/** Whether a PREFIXED or LITERAL binding of `p` covers `name` for `operation`. */
+const allows = (p: PrincipalAcls, type: string, name: string, operation: string): boolean =>
+  p.bindings.some((b) => b.resourceType === type && b.operation === operation && (b.pattern === 'PREFIXED' ? name.startsWith(b.name) : name === b.name));
+
+describe('ACLs derived from the topology', () => {
+  it('gives one principal per stage, then the API and the operators', () => {
+    expect(all.map((p) => p.principal)).toEqual([...t.stages.map((s) => `User:sonic-${s.name}`), 'User:sonic-api', 'User:sonic-ops']);
+    expect(deriveAcls(t, { clientId: 'x', principalPrefix: 'prod', stage: 'encode' }).map((p) => p.principal)).toEqual(['User:prod-encode']);
+  });
+
+  it('a stage reads its input, retry tiers and group, writes its sinks, status, retry tiers and DLQ, and owns its changelogs', () => {
+    const validate = of('validate');
+    expect(ops(validate, 'TOPIC', 'sonic.tasks.requested')).toEqual(['READ', 'DESCRIBE']);
+    expect(ops(validate, 'TOPIC', 'sonic.validate.retry.1')).toEqual(['READ', 'WRITE', 'DESCRIBE']);
+    expect(ops(validate, 'GROUP', 'sonicflow.sonic.validate')).toEqual(['READ']);
+    for (const topic of ['sonic.tasks.validated', 'sonic.tasks.completed', 'sonic.tasks.status', 'sonic.validate.dlq'])
+      expect(ops(validate, 'TOPIC', topic)).toEqual(['WRITE', 'DESCRIBE']);
+    expect(ops(validate, 'TOPIC', 'sonic.validate.seen-changelog')).toEqual(['READ', 'WRITE', 'DESCRIBE']);
+    expect(validate.bindings.some((b) => b.resourceType === 'CLUSTER')).toBe(false);
+  });
+
+  it("a stage may take its own partitions' transactional ids, and neither another stage's nor the replay's", () => {
+    const encode = of('encode');
+    const own = transactionalId('sonicflow', { kind: 'partition', stage: 'encode', topic: 'sonic.tasks.rendered', partition: 7 });
+    const ownRetry = transactionalId('sonicflow', { kind: 'partition', stage: 'encode', topic: 'sonic.encode.retry.2', partition: 0 });
+    const infer = transactionalId('sonicflow', { kind: 'partition', stage: 'infer', topic: 'sonic.tasks.prepared', partition: 7 });
+    const replay = transactionalId('sonicflow', { kind: 'dlq-replay', stage: 'encode' });
+    expect(allows(encode, 'TRANSACTIONAL_ID', own, 'WRITE')).toBe(true);
+    expect(allows(encode, 'TRANSACTIONAL_ID', ownRetry, 'WRITE')).toBe(true);
+    expect(allows(encode, 'TRANSACTIONAL_ID', infer, 'WRITE')).toBe(false);
+    expect(allows(encode, 'TRANSACTIONAL_ID', replay, 'WRITE')).toBe(false);
+    expect(allows(of('ops'), 'TRANSACTIONAL_ID', replay, 'WRITE')).toBe(true);
+  });
+
+  it("no stage may write another stage's input, read what it does not consume, or use another's group", () => {
+    for (const s of t.stages) {
+      const p = of(s.name);
+      for (const other of t.stages.filter((o) => o !== s)) {
+        if (!Object.values(s.outputs).includes(other.input)) expect(allows(p, 'TOPIC', other.input, 'WRITE')).toBe(false);
+        if (other.input !== s.input) expect(allows(p, 'TOPIC', other.input, 'READ')).toBe(false);
+        expect(allows(p, 'TOPIC', other.dlq, 'WRITE')).toBe(false);
+        expect(allows(p, 'GROUP', `sonicflow.sonic.${other.name}`, 'READ')).toBe(false);
+      }
+    }
+  });
+
+  it('the API writes tasks.requested, status and tasks.keys, follows status and keys with its prefixed groups, and has its own transactional ids', () => {
+    const api = of('api');
+    expect(ops(api, 'TOPIC', 'sonic.tasks.requested')).toEqual(['WRITE', 'DESCRIBE']);
+    for (const topic of ['sonic.tasks.status', 'sonic.tasks.keys']) expect(ops(api, 'TOPIC', topic).sort()).toEqual(['DESCRIBE', 'READ', 'WRITE']);
+    expect(allows(api, 'GROUP', 'sonicflow.sonic.api-view.1234.abc.de', 'READ')).toBe(true);
+    expect(allows(api, 'GROUP', 'sonicflow.sonic.api-view.1234.abc.de', 'DELETE')).toBe(true);
+    expect(allows(api, 'GROUP', 'sonicflow.sonic.validate', 'READ')).toBe(false);
+    expect(allows(api, 'TRANSACTIONAL_ID', transactionalId('sonicflow', { kind: 'api', topology: t, instance: 'pod-1', lane: 2 }), 'WRITE')).toBe(true);
+    expect(allows(api, 'TOPIC', 'sonic.tasks.validated', 'WRITE')).toBe(false);
+  });
+
+  it('names the principal and the refused resource in a non-retryable KAFKA_NOT_AUTHORIZED', () => {
+    const e = notAuthorized({
+      type: 'TOPIC_AUTHORIZATION_FAILED',
+      stage: 'encode',
+      principal: 'User:sonic-infer',
+      resources: ['sonic.tasks.encoded'],
+      action: 'write to',
+    });
+    expect(e.code).toBe('KAFKA_NOT_AUTHORIZED');
+    expect(e.retryable).toBe(false);
+    expect(e.message).toContain('stage encode (principal User:sonic-infer) is not authorized to write to topic sonic.tasks.encoded');
+  });
+});
+
+describe('ACL deploy plan', () => {
+  const fake = (held: Record<string, AclBinding[]>): AclAdmin =>
+    ({ describe: async (principal: string) => ({ bindings: held[principal] ?? [], other: 0 }) }) as unknown as AclAdmin;
+
+  it('creates the missing bindings, reports extras of the same principals, and is empty once everything is there', async () => {
+    const encode = deriveAcls(t, { clientId: 'sonicflow', stage: 'encode' });
+    const extra: AclBinding = { principal: 'User:sonic-encode', resourceType: 'TOPIC', name: 'sonic.tasks.encoded', pattern: 'LITERAL', operation: 'READ' };
+    const first = await planAcls(encode, fake({ 'User:sonic-encode': [extra] }));
+    expect(first.create).toHaveLength(encode[0]!.bindings.length);
+    expect(first.extra).toEqual([extra]);
+    expect(formatAclPlan(first)).toContain('? acl User:sonic-encode READ on TOPIC sonic.tasks.encoded');
+    expect(formatAclPlan(first, true)).toContain('- acl User:sonic-encode READ on TOPIC sonic.tasks.encoded');
+    const second = await planAcls(encode, fake({ 'User:sonic-encode': [...encode[0]!.bindings, extra] }));
+    expect(aclPlanIsEmpty(second)).toBe(true);
+    expect(aclPlanIsEmpty(second, true)).toBe(false);
+    const third = await planAcls(encode, fake({ 'User:sonic-encode': encode[0]!.bindings }));
+    expect(formatAclPlan(third)).toMatch(/^No ACL changes/);
+  });
+});
