@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { SonicError } from '../../src/core/errors.js';
 import type { Schemas, TaskRequest } from '../../src/domain/records.js';
-import { committedMessages } from '../../src/kafka/partition-reader.js';
+import { PartitionReader, committedMessages, type FetchedPartition, type InternalCluster } from '../../src/kafka/partition-reader.js';
 import { HEADERS } from '../../src/runtime/headers.js';
 import { MemoryStores } from '../../src/runtime/stage-stores.js';
 import type { StageHandler, StageRecord } from '../../src/runtime/stage.js';
@@ -207,5 +207,66 @@ describe('read_committed filtering of a raw fetch', () => {
     ];
     const kept = committedMessages(messages, [{ producerId: '2', firstOffset: '3' }]).map((x) => x.offset);
     expect(kept).toEqual(['0', '1', '4', '7']);
+  });
+});
+
+describe('reading a changelog partition to its end', () => {
+  const record = (offset: number) => ({
+    offset: String(offset),
+    key: Buffer.from(`k${offset}`),
+    value: Buffer.from('1'),
+    timestamp: '0',
+    batchContext: { producerId: '1', inTransaction: false },
+  });
+  /** A cluster whose leader answers the fetches `answers` gives, one per fetch (the last one repeats). */
+  const readerOf = (answers: ((fetchOffset: bigint) => Omit<FetchedPartition, 'partition'>)[]) => {
+    const asked: bigint[] = [];
+    const cluster: InternalCluster = {
+      connect: async () => undefined,
+      disconnect: async () => undefined,
+      addTargetTopic: async () => undefined,
+      refreshMetadata: async () => undefined,
+      findLeaderForPartitions: () => ({ '1': [0] }),
+      fetchTopicsOffset: async () => [],
+      findBroker: async () => ({
+        fetch: async (req) => {
+          const offset = BigInt(req.topics[0]!.partitions[0]!.fetchOffset);
+          asked.push(offset);
+          const answer = answers[Math.min(asked.length - 1, answers.length - 1)]!(offset);
+          return { responses: [{ topicName: 't', partitions: [{ partition: 0, ...answer }] }] };
+        },
+      }),
+    };
+    return { reader: new PartitionReader(undefined as never, cluster), asked };
+  };
+  const read = async (reader: PartitionReader, from: bigint, to: bigint, emptyWaitMs = 5_000) => {
+    const got: string[] = [];
+    const reached = await reader.read('t', 0, from, to, (rs) => got.push(...rs.map((r) => r.offset)), { emptyWaitMs });
+    return { got, reached };
+  };
+
+  it('an empty fetch from a leader behind the end (a failover) is retried, not taken for the end', async () => {
+    const behind = () => ({ highWatermark: '0', lastStableOffset: '0', messages: [] });
+    const caughtUp = (from: bigint) => ({
+      highWatermark: '3',
+      lastStableOffset: '3',
+      messages: [0, 1, 2].filter((o) => BigInt(o) >= from).map(record),
+    });
+    const { reader, asked } = readerOf([behind, behind, caughtUp]);
+    expect(await read(reader, 0n, 3n)).toEqual({ got: ['0', '1', '2'], reached: 3n });
+    expect(asked).toEqual([0n, 0n, 0n]);
+  });
+
+  it('an empty fetch below a leader end that reaches the end means the rest was compacted away', async () => {
+    // offsets 2..4 compacted away: the fetch from 2 brings offset 5, past the end asked for
+    const { reader } = readerOf([(from) => ({ highWatermark: '6', lastStableOffset: '6', messages: [0, 1, 5].filter((o) => BigInt(o) >= from).map(record) })]);
+    expect(await read(reader, 0n, 5n)).toEqual({ got: ['0', '1'], reached: 5n });
+    const empty = readerOf([() => ({ highWatermark: '5', lastStableOffset: '5', messages: [] })]);
+    expect(await read(empty.reader, 2n, 5n)).toEqual({ got: [], reached: 5n });
+  });
+
+  it('a leader that stays behind fails the read instead of skipping records', async () => {
+    const { reader } = readerOf([() => ({ highWatermark: '1', lastStableOffset: '1', messages: [] })]);
+    await expect(read(reader, 1n, 3n, 150)).rejects.toMatchObject({ code: 'BROKER_UNAVAILABLE' });
   });
 });
