@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { PlainProducer, TxProducer } from '../../src/kafka/io.js';
 import { StageStores } from '../../src/runtime/stage-stores.js';
 import { valueSubject } from '../../src/serde/serde.js';
-import { deployChain, readAll, waitUntil } from '../helpers/chain.js';
+import { deployChain, produce, readAll, waitUntil } from '../helpers/chain.js';
 import { ROOT, createTopics, startSonicflow, testContext, uniqueName, type SonicflowProcess } from '../helpers/infra.js';
 
 const COUNTER_FILE = join(ROOT, 'test', 'fixtures', 'counter.ts');
@@ -86,6 +86,35 @@ describe('stage state stores on the real broker', () => {
       rmSync(stateDir, { recursive: true, force: true });
     }
   }, 300_000);
+});
+
+describe('one worker per store partition', () => {
+  it('the input partition and its retry tier take turns: no two handlers at work on one store partition', async () => {
+    const chain = await deployChain({ COUNTER_PARTITIONS: '1' }, COUNTER_FILE);
+    const out = `${chain.prefix}.out`;
+    const stateDir = mkdtempSync(join(tmpdir(), 'sonicflow-turns-test-'));
+    try {
+      // half the records fail once: their retries come due while the input still has work
+      const keys = [...(await produce(chain, 30, { error_message: 'fail' })), ...(await produce(chain, 30))];
+      const proc = startSonicflow(['run', 'count', '--file', COUNTER_FILE], {
+        SONIC_TOPIC_PREFIX: chain.prefix,
+        SONIC_STATE_DIR: stateDir,
+        SONIC_METRICS_PORT: '0',
+        SONIC_LOG_LEVEL: 'info',
+        COUNTER_PARTITIONS: '1',
+        COUNTER_DELAY_MS: '60',
+      });
+      await waitUntil(async () => (await readAll(out, 500)).length >= keys.length, 90_000, 'every output');
+      proc.proc.kill('SIGTERM');
+      await proc.exited;
+      expect(proc.logs()).not.toMatch(/store partition handled concurrently/);
+      const counted = (await readAll(out)).map((r) => r.key);
+      expect(counted.sort()).toEqual([...keys].sort());
+    } finally {
+      delete process.env.COUNTER_PARTITIONS; // deployChain set it for the whole file
+      rmSync(stateDir, { recursive: true, force: true });
+    }
+  }, 180_000);
 });
 
 describe('the local copy follows the changelog', () => {

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { SonicError } from '../../src/core/errors.js';
 import type { Schemas, TaskRequest } from '../../src/domain/records.js';
+import { byCompleteNumber } from '../../src/kafka/consumer.js';
 import { PartitionReader, committedMessages, type FetchedPartition, type InternalCluster } from '../../src/kafka/partition-reader.js';
 import { HEADERS } from '../../src/runtime/headers.js';
 import { MemoryStores } from '../../src/runtime/stage-stores.js';
@@ -181,6 +182,17 @@ describe('stage state stores', () => {
     const late = (at: number): StageRecord<TaskRequest> => ({ ...rec('20'), value: { ...request, created_at: new Date(at) } });
     expect(firstOf(late(61_000), stores.batch(0).forRecord().view.seen!, 60_000)).toBeDefined();
     expect(firstOf(late(61_001), stores.batch(0).forRecord().view.seen!, 60_000)).toBeUndefined();
+  });
+});
+
+describe('store partitions are taken whole', () => {
+  it('only the partition numbers held in the input and every retry tier are taken (a round-robin split is refused)', () => {
+    const tp = (topic: string, partition: number) => ({ topic, partition });
+    // round robin over in (3 partitions) and retry (3): this member got in-0, in-2, retry-1, retry-2
+    const { complete, incomplete } = byCompleteNumber([tp('in', 0), tp('in', 2), tp('retry', 1), tp('retry', 2)], ['in', 'retry']);
+    expect(complete).toEqual([tp('in', 2), tp('retry', 2)]);
+    expect(incomplete).toEqual([tp('in', 0), tp('retry', 1)]);
+    expect(byCompleteNumber([tp('in', 1), tp('retry', 1)], ['in', 'retry']).incomplete).toEqual([]);
   });
 });
 
