@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/core/config.js';
 import { SonicError } from '../../src/core/errors.js';
 import type { Schemas, TaskRequest } from '../../src/domain/records.js';
 import { byCompleteNumber } from '../../src/kafka/consumer.js';
@@ -182,6 +183,39 @@ describe('stage state stores', () => {
     const late = (at: number): StageRecord<TaskRequest> => ({ ...rec('20'), value: { ...request, created_at: new Date(at) } });
     expect(firstOf(late(61_000), stores.batch(0).forRecord().view.seen!, 60_000)).toBeDefined();
     expect(firstOf(late(61_001), stores.batch(0).forRecord().view.seen!, 60_000)).toBeUndefined();
+  });
+
+  it('validate: the duplicate window is SONIC_DEDUP_WINDOW (15 minutes), not the task retention', () => {
+    expect(loadConfig({}).dedupWindowS).toBe(900);
+    expect(loadConfig({ SONIC_DEDUP_WINDOW: '2h' }).dedupWindowS).toBe(7200);
+    expect(() => loadConfig({ SONIC_DEDUP_WINDOW: 'soon' })).toThrow(/SONIC_DEDUP_WINDOW must be a duration/);
+    const windowMs = loadConfig({}).dedupWindowS * 1000;
+    const stores = new MemoryStores([{ name: 'seen', doc: '', changelog: 'c' }]);
+    const rec = (createdAt: number, offset: string): StageRecord<TaskRequest> => ({
+      key: 't1',
+      value: { task_id: 't1', idempotency_key: 'key-1', created_at: new Date(createdAt) } as TaskRequest,
+      attempt: 1,
+      topic: 'sonic.tasks.requested',
+      partition: 0,
+      offset,
+      headers: {},
+    });
+    const commit = (r: StageRecord<TaskRequest>) => {
+      const batch = stores.batch(0);
+      const view = batch.forRecord();
+      const first = firstOf(r, view.view.seen!, windowMs);
+      view.keep();
+      stores.apply(batch);
+      return first;
+    };
+    const day = 86_400_000;
+    expect(commit(rec(0, '1'))).toBeUndefined();
+    // a copy minutes later (two replicas raced, an in-doubt submit enqueued again) is dropped
+    expect(commit(rec(3 * 60_000, '2'))).toMatchObject({ offset: '1' });
+    // `gc --older-than 7d` removed the task, its key made the same task id again: a new task, not a duplicate
+    expect(commit(rec(8 * day, '3'))).toBeUndefined();
+    expect(stores.get('seen', 0, 't1')).toMatchObject({ offset: '3' });
+    expect(commit(rec(8 * day + 1000, '4'))).toMatchObject({ offset: '3' });
   });
 });
 
