@@ -26,7 +26,7 @@ import { runDemo } from '../ops/demo.js';
 import { runStages } from '../ops/run.js';
 import { checkSchemas, formatChecks, formatDiffs } from '../ops/schemas.js';
 import { downloadVideo, submitTask, waitForTask } from '../ops/submit.js';
-import { applyDeploy, formatPlan, planDeploy, planIsEmpty, topicsInScope } from '../ops/deploy.js';
+import { applyDeploy, formatPlan, planDeploy, planIsEmpty, storePartitionedTopics, topicsInScope } from '../ops/deploy.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const out = (s: string): boolean => process.stdout.write(s);
@@ -83,7 +83,7 @@ function buildCli(ctx: () => Context): Command {
       const admin = await new TopicAdmin(c.kafka).connect();
       try {
         const registry = opts.schemas ? new RegistryAdmin(new Serde(catalog, { url: c.config.schemaRegistryUrl })) : c.registryAdmin;
-        const plan = await planDeploy(topicsInScope(t, opts.stage), admin, registry);
+        const plan = await planDeploy(topicsInScope(t, opts.stage), admin, registry, storePartitionedTopics(t));
         out(formatPlan(plan));
         if (plan.refusals.length > 0) {
           process.stderr.write('deploy refused: nothing was changed\n');

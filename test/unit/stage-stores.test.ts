@@ -6,6 +6,9 @@ import type { Schemas, TaskRequest } from '../../src/domain/records.js';
 import { byCompleteNumber } from '../../src/kafka/consumer.js';
 import { PartitionReader, committedMessages, type FetchedPartition, type InternalCluster } from '../../src/kafka/partition-reader.js';
 import { HEADERS } from '../../src/runtime/headers.js';
+import { applyDeploy, planDeploy, storePartitionedTopics } from '../../src/ops/deploy.js';
+import type { TopicAdmin } from '../../src/kafka/admin.js';
+import type { RegistryAdmin } from '../../src/serde/registry-admin.js';
 import { MemoryStores } from '../../src/runtime/stage-stores.js';
 import type { StageHandler, StageRecord } from '../../src/runtime/stage.js';
 import { TopologyTestDriver } from '../../src/runtime/test-driver.js';
@@ -75,6 +78,29 @@ describe('stage state stores', () => {
     const sonic = sonicTopology({ prefix: 'sonic' });
     expect(sonic.stages.find((s) => s.name === 'validate')?.stores.map((s) => s.changelog)).toEqual(['sonic.validate.seen-changelog']);
     expect(validate.stores).toHaveProperty('seen');
+  });
+
+  it('deploy refuses to grow the partitions of a stage with stores: its input, retry tier and changelog; other topics grow', async () => {
+    // the broker has every topic with 2 partitions; the topology asks for 3
+    const admin = {
+      describe: async (names: string[]) =>
+        new Map(names.map((name) => [name, { partitions: 2, replicationFactor: 1, configs: { 'cleanup.policy': 'compact' } }])),
+      brokerCount: async () => 1,
+    } as unknown as TopicAdmin;
+    const registry = { versions: async () => [], compatibility: async () => undefined } as unknown as RegistryAdmin;
+    const fixed = storePartitionedTopics(topology);
+    expect([...fixed]).toEqual([
+      ['u.in', 'work'],
+      ['u.work.retry.1', 'work'],
+      ['u.work.counts-changelog', 'work'],
+    ]);
+    const plan = await planDeploy(Object.values(topology.topics), admin, registry, fixed);
+    expect(plan.addPartitions.map((a) => a.name).sort()).toEqual(['u.out', 'u.status', 'u.work.dlq']);
+    expect(plan.refusals.map((r) => r.node)).toEqual(['topic:u.in', 'topic:u.work.retry.1', 'topic:u.work.counts-changelog']);
+    expect(plan.refusals[0]!.reason).toMatch(
+      /u\.in has 2 partitions and the topology asks for 3; it is an input, retry tier or store changelog of stage work, which has state stores/,
+    );
+    await expect(applyDeploy(plan, admin, registry)).rejects.toMatchObject({ code: 'TOPOLOGY_INVALID' });
   });
 
   it('the test driver keeps a store: counts per key, changelog records in the changelog topic', async () => {
