@@ -28,7 +28,7 @@ import { runDemo } from '../ops/demo.js';
 import { runStages } from '../ops/run.js';
 import { checkSchemas, formatChecks, formatDiffs } from '../ops/schemas.js';
 import { downloadVideo, submitTask, waitForTask } from '../ops/submit.js';
-import { applyDeploy, formatPlan, planDeploy, planIsEmpty, topicsInScope } from '../ops/deploy.js';
+import { applyDeploy, formatPlan, planDeploy, planIsEmpty, storePartitionedTopics, topicsInScope } from '../ops/deploy.js';
 import { aclPlanIsEmpty, applyAcls, formatAclJson, formatAclPlan, formatAclTable, planAcls } from '../ops/acls.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -116,7 +116,7 @@ function buildCli(ctx: () => Context): Command {
         const acls = opts.acls ? await new AclAdmin(c.kafka).connect() : undefined;
         try {
           const registry = opts.schemas ? new RegistryAdmin(new Serde(catalog, { url: c.config.schemaRegistryUrl })) : c.registryAdmin;
-          const plan = await planDeploy(topicsInScope(t, opts.stage), admin, registry);
+          const plan = await planDeploy(topicsInScope(t, opts.stage), admin, registry, storePartitionedTopics(t));
           out(formatPlan(plan));
           const prune = !!opts.pruneAcls;
           const aclPlan = acls

@@ -507,6 +507,12 @@ export const SETTINGS = {
     duration(1),
     'How long a file uploaded with POST /v1/uploads is kept (from its upload), same syntax; a task that references it must get past preprocess within that time.',
   ),
+  dedupWindowS: def(
+    'SONIC_DEDUP_WINDOW',
+    15 * 60,
+    duration(1),
+    "validate's duplicate window, same syntax: a request for a task id whose first request was created less than this earlier is a duplicate and dropped; a later one is a new task.",
+  ),
   janitorIntervalMs: def(
     'SONIC_JANITOR_INTERVAL_MS',
     3_600_000,

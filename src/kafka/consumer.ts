@@ -61,8 +61,8 @@ export interface BatchInfo {
 export interface GroupConsumerEvents {
   /** Connected and subscribed: called once, before the consumer runs (so before any assignment). */
   onConnected?(): void;
-  /** Every (re)join, with the full new assignment. */
-  onAssignment(assignment: Assignment, info: { generationId: number; memberId: string }): void;
+  /** Every (re)join, with the full new assignment and the assignor (protocol) the group chose. */
+  onAssignment(assignment: Assignment, info: { generationId: number; memberId: string; protocol: string }): void;
   /**
    * A fetched batch; called with the partition still unpaused. Must not block. Returns true to
    * take the batch and go on fetching after `info.endOffset`; false when the handler paused the
@@ -75,12 +75,32 @@ export interface GroupConsumerEvents {
   onCrash(error: Error): void;
 }
 
+/** The name (group protocol) of the co-partitioning assignor. */
+export const CO_PARTITIONED = 'SonicflowCoPartitioned';
+
+/**
+ * Splits an assignment by partition number: `complete` holds the partitions whose number this
+ * member holds in every one of `topics` (so no other member holds any partition of that number:
+ * the single writer of store partition p), `incomplete` the others (a round-robin fallback, or a
+ * topic with fewer partitions).
+ */
+export function byCompleteNumber(assignment: Assignment, topics: readonly string[]): { complete: Assignment; incomplete: Assignment } {
+  const held = new Map<number, Set<string>>();
+  for (const tp of assignment) {
+    let s = held.get(tp.partition);
+    if (!s) held.set(tp.partition, (s = new Set()));
+    s.add(tp.topic);
+  }
+  const whole = (n: number): boolean => topics.every((t) => held.get(n)?.has(t));
+  return { complete: assignment.filter((tp) => whole(tp.partition)), incomplete: assignment.filter((tp) => !whole(tp.partition)) };
+}
+
 /**
  * Kafka Streams' co-partitioning: members sorted by id, partition p of every topic goes to member
  * p mod n, so one member holds partition p of the input and of each retry tier together.
  */
 const coPartitionedAssigner: PartitionAssigner = ({ cluster }) => ({
-  name: 'SonicflowCoPartitioned',
+  name: CO_PARTITIONED,
   version: 0,
   async assign({ members, topics }) {
     const sorted = members.map((m) => m.memberId).sort();
@@ -97,7 +117,7 @@ const coPartitionedAssigner: PartitionAssigner = ({ cluster }) => ({
     }));
   },
   protocol({ topics }) {
-    return { name: 'SonicflowCoPartitioned', metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.alloc(0) }) };
+    return { name: CO_PARTITIONED, metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.alloc(0) }) };
   },
 });
 
@@ -168,7 +188,7 @@ export class GroupConsumer {
       const assignment: Assignment = Object.entries(e.payload.memberAssignment).flatMap(([topic, partitions]) =>
         partitions.map((partition) => ({ topic, partition })),
       );
-      events.onAssignment(assignment, { generationId: this.generation, memberId: e.payload.memberId });
+      events.onAssignment(assignment, { generationId: this.generation, memberId: e.payload.memberId, protocol: e.payload.groupProtocol });
     });
     this.consumer.on(CRASH, (e) => {
       const err = e.payload.error;

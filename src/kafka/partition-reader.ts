@@ -9,13 +9,14 @@
  *
  * An empty changelog, the common start, costs one ListOffsets request.
  */
-import { retry } from '../core/retry.js';
+import { SonicError } from '../core/errors.js';
+import { retry, sleep } from '../core/retry.js';
 import type { KafkaClient } from './handle.js';
 import { toInRecord, type InRecord, type RawHeaders } from './io.js';
 import { ISOLATION, RETRIABLE_PARTITION_ERRORS, privateCluster } from './private-cluster.js';
 
 /** A fetched record as kafkajs' record batch decoder returns it. */
-interface FetchedMessage {
+export interface FetchedMessage {
   offset: string;
   key: Buffer | null;
   value: Buffer | null;
@@ -25,7 +26,7 @@ interface FetchedMessage {
   batchContext?: { producerId: string; inTransaction: boolean };
 }
 
-interface FetchedPartition {
+export interface FetchedPartition {
   partition: number;
   highWatermark: string;
   lastStableOffset: string;
@@ -33,7 +34,7 @@ interface FetchedPartition {
   messages: FetchedMessage[];
 }
 
-interface InternalBroker {
+export interface InternalBroker {
   fetch(request: {
     isolationLevel: number;
     maxWaitTime: number;
@@ -43,8 +44,8 @@ interface InternalBroker {
   }): Promise<{ responses: { topicName: string; partitions: FetchedPartition[] }[] }>;
 }
 
-/** The parts of kafkajs' (private) Cluster this reader uses. */
-interface InternalCluster {
+/** The parts of kafkajs' (private) Cluster this reader uses (a test may hand in its own). */
+export interface InternalCluster {
   connect(): Promise<void>;
   disconnect(): Promise<void>;
   addTargetTopic(topic: string): Promise<void>;
@@ -87,8 +88,8 @@ export class PartitionReader {
   private connecting: Promise<void> | undefined;
   private readonly known = new Set<string>();
 
-  constructor(client: KafkaClient) {
-    const cluster = privateCluster<InternalCluster>(client, ISOLATION.READ_COMMITTED);
+  constructor(client: KafkaClient, own?: InternalCluster) {
+    const cluster = own ?? privateCluster<InternalCluster>(client, ISOLATION.READ_COMMITTED);
     if (!cluster) throw new Error('kafkajs no longer offers its cluster factory; the partition reader needs kafkajs 2.2.4');
     this.cluster = cluster;
   }
@@ -140,11 +141,26 @@ export class PartitionReader {
   /**
    * Reads `topic`/`partition` from `from` up to `to` (exclusive; the last stable offset read with
    * {@link range}), read_committed, handing each fetched chunk of committed records to `onRecords`
-   * in offset order. Ends early when a fetch brings nothing (what is left was compacted away).
+   * in offset order. Returns `to` once everything in between was read or is known to be gone.
+   *
+   * A fetch that brings nothing from the offset asked for is not taken for "the rest was compacted
+   * away" unless the leader's own last stable offset (in the fetch response) reaches `to`: a new
+   * leader whose high watermark is still behind (a failover) answers empty below the end, and
+   * ending there would skip records. Such a fetch is retried (metadata refreshed) for up to
+   * `emptyWaitMs`; then the read fails (BROKER_UNAVAILABLE) rather than skip anything.
    */
-  async read(topic: string, partition: number, from: bigint, to: bigint, onRecords: (records: InRecord[]) => void, maxBytes = 4 * 1024 * 1024): Promise<void> {
+  async read(
+    topic: string,
+    partition: number,
+    from: bigint,
+    to: bigint,
+    onRecords: (records: InRecord[]) => void,
+    { maxBytes = 4 * 1024 * 1024, emptyWaitMs = 30_000 }: { maxBytes?: number; emptyWaitMs?: number } = {},
+  ): Promise<bigint> {
     await this.ready(topic);
     let next = from;
+    let emptySince: number | undefined;
+    let emptyTries = 0;
     while (next < to) {
       const fetched = await this.withRetry(async () => {
         const leaders = this.cluster.findLeaderForPartitions(topic, [partition]);
@@ -161,12 +177,34 @@ export class PartitionReader {
         return res.responses.find((r) => r.topicName === topic)?.partitions.find((p) => p.partition === partition);
       });
       // a fetch may start inside a batch: offsets before the one asked for come again
-      const messages = (fetched?.messages ?? []).filter((m) => BigInt(m.offset) >= next && BigInt(m.offset) < to);
-      if (messages.length === 0) return;
+      const fromNext = (fetched?.messages ?? []).filter((m) => BigInt(m.offset) >= next);
+      const messages = fromNext.filter((m) => BigInt(m.offset) < to);
+      if (messages.length === 0) {
+        // the log holds something at or past `to` and nothing before it: [next, to) was compacted away;
+        // or the leader's stable end reaches `to` and it returned nothing: the same
+        const lso = fetched?.lastStableOffset === undefined ? -1n : BigInt(fetched.lastStableOffset);
+        if (fromNext.length > 0 || lso >= to) return to;
+        // a leader behind the end it had told (a failover): wait for it, never skip
+        emptySince ??= Date.now();
+        emptyTries += 1;
+        if (Date.now() - emptySince >= emptyWaitMs) {
+          throw new SonicError(
+            'BROKER_UNAVAILABLE',
+            `${topic}:${partition}: fetches from ${next} return nothing below the end ${to} (leader's last stable offset ${lso}) for ${emptyWaitMs} ms`,
+            { details: { topic, partition, next: next.toString(), to: to.toString(), last_stable_offset: lso.toString() } },
+          );
+        }
+        await sleep(Math.min(100 * emptyTries, 1000));
+        await this.cluster.refreshMetadata().catch(() => undefined);
+        continue;
+      }
+      emptySince = undefined;
+      emptyTries = 0;
       const records = committedMessages(messages, fetched?.abortedTransactions).map((m): InRecord => toInRecord(topic, partition, m));
       if (records.length > 0) onRecords(records);
       next = BigInt(messages[messages.length - 1]!.offset) + 1n;
     }
+    return to;
   }
 
   async close(): Promise<void> {

@@ -15,7 +15,7 @@ import { probe } from '../media/probe.js';
 import { makePortrait, speechWithSilence } from '../media/samples.js';
 import type { Context } from '../app/context.js';
 import type { Topology } from '../runtime/topology.js';
-import { applyDeploy, formatPlan, planDeploy } from './deploy.js';
+import { applyDeploy, formatPlan, planDeploy, storePartitionedTopics } from './deploy.js';
 import { downloadVideo, submitTask, waitForTask } from './submit.js';
 
 const BIN = fileURLToPath(new URL('../../bin/sonicflow.mjs', import.meta.url));
@@ -41,7 +41,7 @@ export async function runDemo(ctx: Context, opts: { keep: boolean; out: (s: stri
   out(`== deploying topology ${topology.name} (prefix ${topology.prefix})\n`);
   const admin = await new TopicAdmin(ctx.kafka).connect();
   try {
-    const plan = await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin);
+    const plan = await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin, storePartitionedTopics(topology));
     out(formatPlan(plan));
     await applyDeploy(plan, admin, ctx.registryAdmin);
   } finally {

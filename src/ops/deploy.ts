@@ -1,7 +1,9 @@
 /**
  * `topology deploy`: compares the topology with the broker and the registry, prints a plan like
- * `terraform plan`, then applies it. Idempotent; never shrinks partitions or drops topics; refuses
- * the whole deploy when any change is impossible or any schema is incompatible.
+ * `terraform plan`, then applies it. Idempotent; never shrinks partitions or drops topics; never
+ * grows the partitions of a stage with state stores (its input, retry tiers and changelogs: keys
+ * would move away from their store partition, as Kafka Streams refuses too); refuses the whole
+ * deploy when any change is impossible or any schema is incompatible.
  */
 import { SonicError } from '../core/errors.js';
 import type { TopicAdmin, TopicState } from '../kafka/admin.js';
@@ -82,8 +84,31 @@ export async function deployedProblems(t: Topology, stages: string[], admin: Top
   return problems;
 }
 
-/** Works out what deploying `topics` would change. Reads only. */
-export async function planDeploy(topics: TopicSpec[], admin: TopicAdmin, registry: RegistryAdmin): Promise<DeployPlan> {
+/**
+ * Topics whose partition count must never change once made, by the stage that needs it: the input,
+ * retry tiers and store changelogs of every stage with state stores. A key's store partition is
+ * its input partition; with more partitions its records go elsewhere, away from the entries (a
+ * dedup `seen` entry, a count) kept for it, and the changelogs no longer line up with the input.
+ */
+export function storePartitionedTopics(t: Topology): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const s of t.stages) {
+    if (s.stores.length === 0) continue;
+    for (const name of [...stageSources(s), ...s.stores.map((st) => st.changelog)]) out.set(name, s.name);
+  }
+  return out;
+}
+
+/**
+ * Works out what deploying `topics` would change. Reads only. `fixed` ({@link storePartitionedTopics}):
+ * topics whose partitions may not grow, by the stage that needs them unchanged.
+ */
+export async function planDeploy(
+  topics: TopicSpec[],
+  admin: TopicAdmin,
+  registry: RegistryAdmin,
+  fixed: ReadonlyMap<string, string> = new Map(),
+): Promise<DeployPlan> {
   const plan: DeployPlan = { createTopics: [], addPartitions: [], configChanges: [], subjects: [], refusals: [] };
   const existing: Map<string, TopicState> = await admin.describe(topics.map((t) => t.name));
   const brokers = await admin.brokerCount();
@@ -111,7 +136,13 @@ export async function planDeploy(topics: TopicSpec[], admin: TopicAdmin, registr
         reason: `topic ${spec.name} has ${now.partitions} partitions and the topology asks for ${spec.partitions}; Kafka cannot remove partitions (keys would move) — raise the topology's count back to ${now.partitions} or more`,
       });
     } else if (now.partitions < spec.partitions) {
-      plan.addPartitions.push({ name: spec.name, from: now.partitions, to: spec.partitions });
+      const stage = fixed.get(spec.name);
+      if (stage === undefined) plan.addPartitions.push({ name: spec.name, from: now.partitions, to: spec.partitions });
+      else
+        plan.refusals.push({
+          node: `topic:${spec.name}`,
+          reason: `topic ${spec.name} has ${now.partitions} partitions and the topology asks for ${spec.partitions}; it is an input, retry tier or store changelog of stage ${stage}, which has state stores: with more partitions keys would move away from their store partition (duplicates would pass, state would be lost) — keep ${now.partitions} partitions, or move the stage to new topics with a store rebuilt from scratch`,
+        });
     }
     const all = { ...now.configs, ...spec.configs };
     for (const [key, to] of Object.entries(spec.configs)) {

@@ -29,7 +29,7 @@ import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
 import type { BackoffOptions } from '../core/retry.js';
 import { untilConnected, type KafkaClient } from '../kafka/client.js';
-import { GroupConsumer, type Assignment, type BatchInfo } from '../kafka/consumer.js';
+import { CO_PARTITIONED, GroupConsumer, byCompleteNumber, type Assignment, type BatchInfo } from '../kafka/consumer.js';
 import { PlainProducer, TxProducer, type InRecord } from '../kafka/io.js';
 import type { Codec } from '../serde/codec.js';
 import { explainRefusal, type RefusalContext } from './acls.js';
@@ -85,6 +85,10 @@ export class StageRunner {
   /** Aborted by stop(): ends the waits for the broker. */
   private readonly stopping = new AbortController();
   private active = 0;
+  /** Store partitions a worker is at (a stage with stores): one worker per store partition at a time. */
+  private readonly storeBusy = new Set<number>();
+  /** Partitions assigned but not taken (a stage with stores: their number is split across members); paused. */
+  private refused: Assignment = [];
   private memberId = '';
   private idle: (() => void) | undefined;
   private failure: ((err: Error) => void) | undefined;
@@ -176,7 +180,7 @@ export class StageRunner {
           onConnected: () => {
             if (this.lifecycle.state === 'starting') this.lifecycle.to('running');
           },
-          onAssignment: (a, info) => this.onAssignment(a, info.memberId),
+          onAssignment: (a, info) => this.onAssignment(a, info.memberId, info.protocol),
           onBatch: (topic, partition, records, info) => this.onBatch(topic, partition, records, info),
           onMarkersOnly: (topic, partition, last) => this.parts.get(keyOf({ topic, partition }))?.onMarkersOnly(BigInt(last)),
           onCrash: (err) => void this.refusal(err, { topics: this.consumedTopics(), action: 'read' }).then((refused) => this.fail(refused ?? err)),
@@ -268,7 +272,8 @@ export class StageRunner {
     });
   }
 
-  private onAssignment(assignment: Assignment, memberId: string): void {
+  private onAssignment(assigned: Assignment, memberId: string, protocol: string): void {
+    const assignment = this.stores ? this.coPartitioned(assigned, protocol) : assigned;
     const next = new Set(assignment.map((tp) => keyOf(tp)));
     // a new member id means this process was out of the group: whatever it held may have moved
     const rejoined = this.memberId !== '' && memberId !== this.memberId;
@@ -286,6 +291,33 @@ export class StageRunner {
       if (!this.parts.has(keyOf(tp))) this.parts.set(keyOf(tp), new Partition(tp, this.host));
     }
     this.logger.info({ member_id: memberId, assignment: [...next].sort(), rejoined }, 'partitions assigned');
+  }
+
+  /**
+   * A stage with stores takes only the partitions whose number it holds in the input and in every
+   * retry tier: store partition p must have one writer, or each member's checkpoint would jump
+   * over the other's changelog records. The group falls back to round robin while a member does
+   * not offer the co-partitioning assignor (a rolling upgrade from a version without it); the
+   * partitions that fallback splits stay paused here, unprocessed, until the group assigns them
+   * whole again (their lag grows meanwhile).
+   */
+  private coPartitioned(assigned: Assignment, protocol: string): Assignment {
+    const { complete, incomplete } = byCompleteNumber(assigned, [this.stage.input, ...this.stage.retry.topics]);
+    for (const tp of this.refused) if (!incomplete.some((x) => keyOf(x) === keyOf(tp))) this.consumer.resume(tp);
+    this.refused = incomplete;
+    for (const tp of incomplete) this.consumer.pause(tp);
+    if (incomplete.length > 0 || protocol !== CO_PARTITIONED) {
+      this.logger.error(
+        {
+          code: 'CONFIG_INVALID',
+          protocol,
+          expected_protocol: CO_PARTITIONED,
+          refused: incomplete.map((tp) => keyOf(tp)).sort(),
+        },
+        `the group did not assign store partitions whole (assignor ${protocol}; every member of a stage with stores must offer ${CO_PARTITIONED}): the partitions split across members are not processed`,
+      );
+    }
+    return complete;
   }
 
   /** Queues a fetched batch with its partition; true when it was taken (the fetch position moves past it). */
@@ -309,12 +341,17 @@ export class StageRunner {
   }
 
   private pump(): void {
-    while (this.active < this.concurrency && this.runnable.length > 0) {
-      const p = this.runnable.shift()!;
+    while (this.active < this.concurrency) {
+      // a stage with stores: one worker per store partition (input p and its retry tiers p take turns)
+      const i = this.stores ? this.runnable.findIndex((q) => !this.storeBusy.has(q.tp.partition)) : this.runnable.length > 0 ? 0 : -1;
+      if (i < 0) return;
+      const p = this.runnable.splice(i, 1)[0]!;
       this.active += 1;
       p.busy = true;
+      if (this.stores) this.storeBusy.add(p.tp.partition);
       void this.work(p).finally(() => {
         p.busy = false;
+        if (this.stores) this.storeBusy.delete(p.tp.partition);
         this.active -= 1;
         p.afterWork();
         if (this.active === 0) this.idle?.();
@@ -331,11 +368,14 @@ export class StageRunner {
       // first batch after (re)gaining the partition: fence older owners, then skip what they committed
       await p.fence();
       const n = p.tp.partition;
-      // the store partition: every producer of partition n fenced, then restored from its changelog
-      await this.stores?.ensureRestored(n, async () => {
-        for (const q of [...this.parts.values()]) if (q.tp.partition === n && q.owned) await q.fence();
-      });
       while (p.owned && p.queue.length > 0 && this.lifecycle.state === 'running') {
+        // the store partition: every producer of partition n fenced, then restored from its changelog
+        // (once after each assignment, and again after a commit whose outcome is unknown)
+        if (this.stores) {
+          await this.stores.ensureRestored(n, async () => {
+            for (const q of [...this.parts.values()]) if (q.tp.partition === n && q.owned) await q.fence();
+          });
+        }
         const batch: Handled[] = [];
         const writes = this.stores?.batch(n);
         const started = Date.now();
@@ -374,6 +414,8 @@ export class StageRunner {
         } else await p.commit(batch);
         writing = undefined;
         p.resumeFetch();
+        // another partition of store partition n waits (a retry tier, or the input): its turn now
+        if (this.stores && this.runnable.some((q) => q.tp.partition === n)) return;
       }
     } catch (err) {
       // a missing ACL is a deployment mistake: stop, neither retry the batch nor dead-letter it

@@ -18,6 +18,10 @@
  *   input and retry partitions p is initialised (fencing older owners and aborting their open
  *   transactions), then each changelog partition p is read, read_committed, from the local
  *   checkpoint (or the log start) to its last stable offset. Only assigned partitions are restored.
+ * - A commit that reports failure may have committed (in doubt): the partition is restored again
+ *   before its next batch. A commit whose changelog base offset lies past the checkpoint (beyond
+ *   this process's own commit marker) first replays the gap, so the checkpoint never skips a
+ *   record the local copy lacks.
  *
  * Locking: restores and commits of one store partition take turns (a restore must not replay an
  * older value over a newer one a commit applies meanwhile), so the transactions of input p and of
@@ -264,24 +268,9 @@ export class StageStores implements StoreBacking {
       });
       from = undefined;
     }
-    let next = from ?? start;
-    let records = 0;
-    if (next < end) {
-      await this.reader.read(spec.changelog, partition, next, end, (chunk) => {
-        this.local.transaction(() => {
-          for (const r of chunk) {
-            if (r.key === null) continue;
-            const value = decodeChangelogValue(r.value);
-            if (value === undefined) void table.remove(localKey(partition, r.key));
-            else void table.put(localKey(partition, r.key), value);
-          }
-          next = BigInt(chunk[chunk.length - 1]!.offset) + 1n;
-          this.local.commitOffset(spec.changelog, partition, next);
-        });
-        records += chunk.length;
-      });
-    }
-    if (from === undefined || from !== end) this.local.transaction(() => this.local.commitOffset(spec.changelog, partition, end));
+    const records = await this.replay(spec, partition, from ?? start, end);
+    // an empty changelog (or one read to its end): the checkpoint is the end, once
+    if (from === undefined && start >= end) this.local.transaction(() => this.local.commitOffset(spec.changelog, partition, end));
     this.options.logger.info(
       { store: spec.name, partition, from: (from ?? start).toString(), end: end.toString(), records, restore_ms: Date.now() - started },
       'store partition restored',
@@ -289,17 +278,70 @@ export class StageStores implements StoreBacking {
   }
 
   /**
+   * Applies changelog partition `partition` of `spec` from `from` up to `to` (exclusive), read
+   * read_committed, with the checkpoint after each chunk; the checkpoint reaches `to` only when
+   * the reader confirmed that nothing in between is left to read. Returns the records applied.
+   */
+  private async replay(spec: StoreSpec, partition: number, from: bigint, to: bigint): Promise<number> {
+    if (from >= to) return 0;
+    const table = this.tables.get(spec.name)!;
+    let records = 0;
+    let next = from;
+    const reached = await this.reader.read(spec.changelog, partition, from, to, (chunk) => {
+      this.local.transaction(() => {
+        for (const r of chunk) {
+          if (r.key === null) continue;
+          const value = decodeChangelogValue(r.value);
+          if (value === undefined) void table.remove(localKey(partition, r.key));
+          else void table.put(localKey(partition, r.key), value);
+        }
+        next = BigInt(chunk[chunk.length - 1]!.offset) + 1n;
+        this.local.commitOffset(spec.changelog, partition, next);
+      });
+      records += chunk.length;
+    });
+    // past the last record read: markers, aborted records, compacted-away offsets the reader confirmed
+    if (reached > next) this.local.transaction(() => this.local.commitOffset(spec.changelog, partition, reached));
+    return records;
+  }
+
+  /**
    * Commits a batch (`publish`: the Kafka transaction, which returns the changelog's base offset
    * in this partition, or undefined when nothing was published) and then applies its writes to
-   * the local copy with the changelog checkpoint. A local failure after the commit is logged and
-   * the partition restored again before its next batch: the changelog has the writes.
+   * the local copy with the changelog checkpoint.
+   *
+   * - `publish` throws: the transaction may still have committed (an EndTxn whose response was
+   *   lost in a broker failover). The local copy cannot tell, so the partition is restored again
+   *   before its next batch: the changelog (read_committed) is the truth.
+   * - A gap between the checkpoint and the batch's base offset (more than this process's own
+   *   commit marker): records this copy never applied — an in-doubt commit, an aborted
+   *   transaction, another writer. The gap is replayed from the changelog first, then the batch.
+   * - A local failure after the commit is logged and the partition restored again before its
+   *   next batch: the changelog has the writes.
    */
   commit(writes: BatchWrites, publish: () => Promise<Map<string, bigint> | undefined>): Promise<void> {
     const p = writes.partition;
     return this.inTurn(p, async () => {
-      const bases = await publish();
+      let bases: Map<string, bigint> | undefined;
+      try {
+        bases = await publish();
+      } catch (err) {
+        this.forget(p);
+        throw err;
+      }
       if (!bases || writes.records === 0) return;
       try {
+        for (const spec of this.options.specs) {
+          const base = bases.get(spec.changelog);
+          const at = this.local.offset(spec.changelog, p);
+          // after this process's last commit the changelog holds its commit marker (one offset)
+          if (base === undefined || at === undefined || base <= at + 1n) continue;
+          this.options.logger.warn(
+            { store: spec.name, partition: p, checkpoint: at.toString(), base: base.toString() },
+            'changelog records this process did not apply (an in-doubt or aborted commit, or another writer); replaying them',
+          );
+          await this.replay(spec, p, at, base);
+        }
         this.local.transaction(() => {
           for (const spec of this.options.specs) {
             const entries = writes.pending.get(spec.name);

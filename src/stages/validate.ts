@@ -12,7 +12,10 @@
  * (`sonicflow_records_skipped_total{stage="validate",reason="duplicate"}`). A DLQ replay
  * (`sonicflow.replay.of` header) is let through: an operator asked for it. A request whose
  * validation failed leaves no entry (a failed record keeps no store writes), so a later copy of
- * it is validated again. Entries never expire yet: one small entry per task.
+ * it is validated again. The window is `SONIC_DEDUP_WINDOW` (15 minutes), measured between the
+ * requests' `created_at`: duplicates are made within seconds to minutes of each other, while a key
+ * makes the same task id again only after the task was removed (retention, `gc`), far later. An
+ * entry older than the window is replaced when its task id comes again.
  */
 import { SonicError } from '../core/errors.js';
 import { checkAudio } from '../media/audio.js';
@@ -43,9 +46,10 @@ export interface SeenRequest {
 
 /**
  * The first request validated for `rec`'s task id, when `rec` is a later copy of it that must be
- * dropped; undefined when `rec` goes on (marking it seen). Replays always go on, and so does a
- * request made more than `windowMs` after the first one: the first task has expired (its
- * retention is the window), and its idempotency key may make a new one.
+ * dropped; undefined when `rec` goes on (marking it seen, replacing an entry older than the
+ * window). Replays always go on, and so does a request created more than `windowMs` after the
+ * first one (`SONIC_DEDUP_WINDOW`): duplicates come within seconds to minutes, and a task id comes
+ * again later only when its idempotency key makes a new task after the first one was removed.
  */
 export function firstOf(rec: StageRecord<TaskRequest>, seen: KeyValueStore, windowMs = Number.POSITIVE_INFINITY): SeenRequest | undefined {
   const first = seen.get(rec.key) as SeenRequest | undefined;
@@ -76,7 +80,7 @@ export const validate = taskStage({
   create: (deps) => ({
     async handle(rec, ctx) {
       const request = rec.value;
-      const first = firstOf(rec, ctx.stores.seen!, deps.config.taskRetentionS * 1000);
+      const first = firstOf(rec, ctx.stores.seen!, deps.config.dedupWindowS * 1000);
       if (first) {
         ctx.logger.warn(
           {

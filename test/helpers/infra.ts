@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll } from 'vitest';
 import { TopicAdmin, type NewTopic } from '../../src/kafka/admin.js';
 import { Context } from '../../src/app/context.js';
-import { applyDeploy, planDeploy, removeTopology } from '../../src/ops/deploy.js';
+import { applyDeploy, planDeploy, removeTopology, storePartitionedTopics } from '../../src/ops/deploy.js';
 import type { Topology } from '../../src/runtime/topology.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
@@ -59,7 +59,7 @@ export async function createTopics(topics: (Partial<NewTopic> & { name: string }
 export async function deployTopology(topology: Topology, ctx: Context = testContext()): Promise<void> {
   const admin = await new TopicAdmin(ctx.kafka).connect();
   try {
-    await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);
+    await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin, storePartitionedTopics(topology)), admin, ctx.registryAdmin);
   } finally {
     await admin.close();
   }

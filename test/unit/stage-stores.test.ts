@@ -1,9 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/core/config.js';
 import { SonicError } from '../../src/core/errors.js';
 import type { Schemas, TaskRequest } from '../../src/domain/records.js';
-import { committedMessages } from '../../src/kafka/partition-reader.js';
+import { byCompleteNumber } from '../../src/kafka/consumer.js';
+import { PartitionReader, committedMessages, type FetchedPartition, type InternalCluster } from '../../src/kafka/partition-reader.js';
 import { HEADERS } from '../../src/runtime/headers.js';
+import { applyDeploy, planDeploy, storePartitionedTopics } from '../../src/ops/deploy.js';
+import type { TopicAdmin } from '../../src/kafka/admin.js';
+import type { RegistryAdmin } from '../../src/serde/registry-admin.js';
 import { MemoryStores } from '../../src/runtime/stage-stores.js';
 import type { StageHandler, StageRecord } from '../../src/runtime/stage.js';
 import { TopologyTestDriver } from '../../src/runtime/test-driver.js';
@@ -73,6 +78,29 @@ describe('stage state stores', () => {
     const sonic = sonicTopology({ prefix: 'sonic' });
     expect(sonic.stages.find((s) => s.name === 'validate')?.stores.map((s) => s.changelog)).toEqual(['sonic.validate.seen-changelog']);
     expect(validate.stores).toHaveProperty('seen');
+  });
+
+  it('deploy refuses to grow the partitions of a stage with stores: its input, retry tier and changelog; other topics grow', async () => {
+    // the broker has every topic with 2 partitions; the topology asks for 3
+    const admin = {
+      describe: async (names: string[]) =>
+        new Map(names.map((name) => [name, { partitions: 2, replicationFactor: 1, configs: { 'cleanup.policy': 'compact' } }])),
+      brokerCount: async () => 1,
+    } as unknown as TopicAdmin;
+    const registry = { versions: async () => [], compatibility: async () => undefined } as unknown as RegistryAdmin;
+    const fixed = storePartitionedTopics(topology);
+    expect([...fixed]).toEqual([
+      ['u.in', 'work'],
+      ['u.work.retry.1', 'work'],
+      ['u.work.counts-changelog', 'work'],
+    ]);
+    const plan = await planDeploy(Object.values(topology.topics), admin, registry, fixed);
+    expect(plan.addPartitions.map((a) => a.name).sort()).toEqual(['u.out', 'u.status', 'u.work.dlq']);
+    expect(plan.refusals.map((r) => r.node)).toEqual(['topic:u.in', 'topic:u.work.retry.1', 'topic:u.work.counts-changelog']);
+    expect(plan.refusals[0]!.reason).toMatch(
+      /u\.in has 2 partitions and the topology asks for 3; it is an input, retry tier or store changelog of stage work, which has state stores/,
+    );
+    await expect(applyDeploy(plan, admin, registry)).rejects.toMatchObject({ code: 'TOPOLOGY_INVALID' });
   });
 
   it('the test driver keeps a store: counts per key, changelog records in the changelog topic', async () => {
@@ -182,6 +210,50 @@ describe('stage state stores', () => {
     expect(firstOf(late(61_000), stores.batch(0).forRecord().view.seen!, 60_000)).toBeDefined();
     expect(firstOf(late(61_001), stores.batch(0).forRecord().view.seen!, 60_000)).toBeUndefined();
   });
+
+  it('validate: the duplicate window is SONIC_DEDUP_WINDOW (15 minutes), not the task retention', () => {
+    expect(loadConfig({}).dedupWindowS).toBe(900);
+    expect(loadConfig({ SONIC_DEDUP_WINDOW: '2h' }).dedupWindowS).toBe(7200);
+    expect(() => loadConfig({ SONIC_DEDUP_WINDOW: 'soon' })).toThrow(/SONIC_DEDUP_WINDOW must be a duration/);
+    const windowMs = loadConfig({}).dedupWindowS * 1000;
+    const stores = new MemoryStores([{ name: 'seen', doc: '', changelog: 'c' }]);
+    const rec = (createdAt: number, offset: string): StageRecord<TaskRequest> => ({
+      key: 't1',
+      value: { task_id: 't1', idempotency_key: 'key-1', created_at: new Date(createdAt) } as TaskRequest,
+      attempt: 1,
+      topic: 'sonic.tasks.requested',
+      partition: 0,
+      offset,
+      headers: {},
+    });
+    const commit = (r: StageRecord<TaskRequest>) => {
+      const batch = stores.batch(0);
+      const view = batch.forRecord();
+      const first = firstOf(r, view.view.seen!, windowMs);
+      view.keep();
+      stores.apply(batch);
+      return first;
+    };
+    const day = 86_400_000;
+    expect(commit(rec(0, '1'))).toBeUndefined();
+    // a copy minutes later (two replicas raced, an in-doubt submit enqueued again) is dropped
+    expect(commit(rec(3 * 60_000, '2'))).toMatchObject({ offset: '1' });
+    // `gc --older-than 7d` removed the task, its key made the same task id again: a new task, not a duplicate
+    expect(commit(rec(8 * day, '3'))).toBeUndefined();
+    expect(stores.get('seen', 0, 't1')).toMatchObject({ offset: '3' });
+    expect(commit(rec(8 * day + 1000, '4'))).toMatchObject({ offset: '3' });
+  });
+});
+
+describe('store partitions are taken whole', () => {
+  it('only the partition numbers held in the input and every retry tier are taken (a round-robin split is refused)', () => {
+    const tp = (topic: string, partition: number) => ({ topic, partition });
+    // round robin over in (3 partitions) and retry (3): this member got in-0, in-2, retry-1, retry-2
+    const { complete, incomplete } = byCompleteNumber([tp('in', 0), tp('in', 2), tp('retry', 1), tp('retry', 2)], ['in', 'retry']);
+    expect(complete).toEqual([tp('in', 2), tp('retry', 2)]);
+    expect(incomplete).toEqual([tp('in', 0), tp('retry', 1)]);
+    expect(byCompleteNumber([tp('in', 1), tp('retry', 1)], ['in', 'retry']).incomplete).toEqual([]);
+  });
 });
 
 describe('read_committed filtering of a raw fetch', () => {
@@ -207,5 +279,66 @@ describe('read_committed filtering of a raw fetch', () => {
     ];
     const kept = committedMessages(messages, [{ producerId: '2', firstOffset: '3' }]).map((x) => x.offset);
     expect(kept).toEqual(['0', '1', '4', '7']);
+  });
+});
+
+describe('reading a changelog partition to its end', () => {
+  const record = (offset: number) => ({
+    offset: String(offset),
+    key: Buffer.from(`k${offset}`),
+    value: Buffer.from('1'),
+    timestamp: '0',
+    batchContext: { producerId: '1', inTransaction: false },
+  });
+  /** A cluster whose leader answers the fetches `answers` gives, one per fetch (the last one repeats). */
+  const readerOf = (answers: ((fetchOffset: bigint) => Omit<FetchedPartition, 'partition'>)[]) => {
+    const asked: bigint[] = [];
+    const cluster: InternalCluster = {
+      connect: async () => undefined,
+      disconnect: async () => undefined,
+      addTargetTopic: async () => undefined,
+      refreshMetadata: async () => undefined,
+      findLeaderForPartitions: () => ({ '1': [0] }),
+      fetchTopicsOffset: async () => [],
+      findBroker: async () => ({
+        fetch: async (req) => {
+          const offset = BigInt(req.topics[0]!.partitions[0]!.fetchOffset);
+          asked.push(offset);
+          const answer = answers[Math.min(asked.length - 1, answers.length - 1)]!(offset);
+          return { responses: [{ topicName: 't', partitions: [{ partition: 0, ...answer }] }] };
+        },
+      }),
+    };
+    return { reader: new PartitionReader(undefined as never, cluster), asked };
+  };
+  const read = async (reader: PartitionReader, from: bigint, to: bigint, emptyWaitMs = 5_000) => {
+    const got: string[] = [];
+    const reached = await reader.read('t', 0, from, to, (rs) => got.push(...rs.map((r) => r.offset)), { emptyWaitMs });
+    return { got, reached };
+  };
+
+  it('an empty fetch from a leader behind the end (a failover) is retried, not taken for the end', async () => {
+    const behind = () => ({ highWatermark: '0', lastStableOffset: '0', messages: [] });
+    const caughtUp = (from: bigint) => ({
+      highWatermark: '3',
+      lastStableOffset: '3',
+      messages: [0, 1, 2].filter((o) => BigInt(o) >= from).map(record),
+    });
+    const { reader, asked } = readerOf([behind, behind, caughtUp]);
+    expect(await read(reader, 0n, 3n)).toEqual({ got: ['0', '1', '2'], reached: 3n });
+    expect(asked).toEqual([0n, 0n, 0n]);
+  });
+
+  it('an empty fetch below a leader end that reaches the end means the rest was compacted away', async () => {
+    // offsets 2..4 compacted away: the fetch from 2 brings offset 5, past the end asked for
+    const { reader } = readerOf([(from) => ({ highWatermark: '6', lastStableOffset: '6', messages: [0, 1, 5].filter((o) => BigInt(o) >= from).map(record) })]);
+    expect(await read(reader, 0n, 5n)).toEqual({ got: ['0', '1'], reached: 5n });
+    const empty = readerOf([() => ({ highWatermark: '5', lastStableOffset: '5', messages: [] })]);
+    expect(await read(empty.reader, 2n, 5n)).toEqual({ got: [], reached: 5n });
+  });
+
+  it('a leader that stays behind fails the read instead of skipping records', async () => {
+    const { reader } = readerOf([() => ({ highWatermark: '1', lastStableOffset: '1', messages: [] })]);
+    await expect(read(reader, 1n, 3n, 150)).rejects.toMatchObject({ code: 'BROKER_UNAVAILABLE' });
   });
 });
