@@ -518,6 +518,16 @@ tool() {
   exec java -Xmx512m -Dlog4j2.configurationFile="$HERE/log4j2-tools.properties" -cp "$KAFKA_HOME/libs/*" "$cls" "$@"
 }
 
+# `down`: stop what this stack started (the secured stack's own services when SECURE=1; S3Proxy
+# is the plaintext stack's). Called in this process by `down` and `clean`, which hold the lock.
+down_all() {
+  if [ "$SECURE" = 0 ]; then stop_one s3 "$S3_PORT"; fi
+  stop_one registry "$REGISTRY_PORT"
+  # a cluster's stack has no single broker to report on
+  if [ -f "$STATE/kafka.pid" ] || ! ls "$CLUSTER"/kafka-*.pid >/dev/null 2>&1; then stop_one kafka "$KAFKA_PORT"; fi
+  stop_cluster
+}
+
 cmd=${1:-status}
 shift || true
 while [ $# -gt 0 ] && [ "$cmd" != tool ]; do
@@ -571,13 +581,7 @@ case "$cmd" in
       (umask 077; tee "$STATE/client.env.tmp"; mv "$STATE/client.env.tmp" "$STATE/client.env"; secure_java_client_props admin >"$STATE/admin.properties")
     else cat; fi
     ;;
-  down)
-    if [ "$SECURE" = 0 ]; then stop_one s3 "$S3_PORT"; fi
-    stop_one registry "$REGISTRY_PORT"
-    # a cluster's stack has no single broker to report on
-    if [ -f "$STATE/kafka.pid" ] || ! ls "$CLUSTER"/kafka-*.pid >/dev/null 2>&1; then stop_one kafka "$KAFKA_PORT"; fi
-    stop_cluster
-    ;;
+  down) down_all ;;
   status)
     rc=0
     if [ -n "${KAFKA_BROKERS:-}" ]; then echo "kafka: external, KAFKA_BROKERS=$KAFKA_BROKERS"
@@ -594,12 +598,12 @@ case "$cmd" in
     exit $rc
     ;;
   clean)
+    # in this process: a child `stack.sh down` would wait for the lock this one holds
+    down_all
     if [ "$SECURE" = 1 ]; then
-      "$0" down --secure
       # the certificates and users go with the data they were formatted into
       rm -rf "$STATE/kafka" "$STATE/registry" "$CLUSTER" "$STATE/tls" "$STATE"/users.env "$STATE"/client.env "$STATE"/admin.properties
     else
-      "$0" down
       rm -rf "$STATE/kafka" "$STATE/registry" "$STATE/s3" "$CLUSTER"
     fi
     say "removed data and logs under $STATE"

@@ -273,30 +273,44 @@ function buildCli(ctx: () => Context): Command {
     .description('Render deployment manifests from the topology.')
     .command('k8s')
     .description(
-      'Kubernetes: a Kafka Secret (SASL user, placeholder password), a Deployment and a KEDA ScaledObject per stage, the API, a PodMonitor and the ConfigMap (YAML on stdout).',
+      'Kubernetes: a Kafka Secret (SASL user, placeholder password), a Deployment and a KEDA ScaledObject per stage, the API (a StatefulSet), a PodMonitor and the ConfigMap (YAML on stdout).',
     )
     .option('--stage <name>', "only one stage's Deployment and ScaledObject")
     .option('--image <image>', 'container image', 'ghcr.io/sonicflow/sonicflow:latest')
     .option('--namespace <ns>', 'namespace', 'sonicflow')
+    .option('--api-state-storage <size>', "size of each API replica's state volume (its status view store)", '2Gi')
+    .option('--storage-class <name>', "StorageClass of the API's state volumes (default: the cluster's default class)")
     .addOption(prefixOpt())
     .addOption(fileOpt())
-    .action(async (o: { stage?: string; image: string; namespace: string; principalPrefix?: string; file?: string }) => {
-      const c = ctx();
-      const topology = await c.topology(o.file);
-      out(
-        renderK8s(topology, {
-          ...(o.stage ? { stage: o.stage } : {}),
-          image: o.image,
-          namespace: o.namespace,
-          drainTimeoutMs: c.config.drainTimeoutMs,
-          metricsPort: c.config.metricsPort || 9464,
-          brokers: c.config.kafkaBrokers,
-          schemaRegistryUrl: c.config.schemaRegistryUrl,
-          clientId: c.config.clientId,
-          ...(o.principalPrefix ? { principalPrefix: o.principalPrefix } : {}),
-        }),
-      );
-    });
+    .action(
+      async (o: {
+        stage?: string;
+        image: string;
+        namespace: string;
+        apiStateStorage: string;
+        storageClass?: string;
+        principalPrefix?: string;
+        file?: string;
+      }) => {
+        const c = ctx();
+        const topology = await c.topology(o.file);
+        out(
+          renderK8s(topology, {
+            ...(o.stage ? { stage: o.stage } : {}),
+            image: o.image,
+            namespace: o.namespace,
+            apiStateStorage: o.apiStateStorage,
+            ...(o.storageClass ? { storageClass: o.storageClass } : {}),
+            drainTimeoutMs: c.config.drainTimeoutMs,
+            metricsPort: c.config.metricsPort || 9464,
+            brokers: c.config.kafkaBrokers,
+            schemaRegistryUrl: c.config.schemaRegistryUrl,
+            clientId: c.config.clientId,
+            ...(o.principalPrefix ? { principalPrefix: o.principalPrefix } : {}),
+          }),
+        );
+      },
+    );
 
   program
     .command('autoscale')

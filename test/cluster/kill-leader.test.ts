@@ -4,8 +4,9 @@
  * `replicated` profile (3 replicas, min.insync.replicas=2), two API processes and two stage
  * processes (each runs every stage, so every stage's group has two members). Mid-run the broker
  * that leads the most partitions holding the pipeline's records is SIGKILLed, tasks keep being
- * submitted, and later one stage process is SIGKILLed too. A read_committed reader must then find
- * every task exactly once in tasks.completed, and both APIs must say SUCCEEDED, alike.
+ * submitted, and later one stage process is SIGKILLed too. Every submit carries an Idempotency-Key
+ * that its retries (after a 503, on the other API) reuse, as a client must. A read_committed reader
+ * must then find every task exactly once in tasks.completed, and both APIs must say SUCCEEDED, alike.
  *
  * Run with `npm run test:cluster` (the `cluster` vitest project; it needs the shared registry and
  * S3 store of `npm run stack:up`, not the shared broker).
@@ -119,21 +120,30 @@ describe('a replicated cluster (three brokers, replicated profile)', () => {
     const audio = readFileSync(join(media, 'tone.wav'));
     const image = readFileSync(join(media, 'portrait.jpg'));
     const ids: string[] = [];
+    let replays = 0;
+    let retried = 0;
+    // every submit carries an Idempotency-Key, and its retries the same key: a submit whose outcome
+    // a 503 left unknown (a commit sent, not confirmed) is a replay when retried (200, the same task
+    // id), or, enqueued twice, one task that validate keeps once; either way one task per key
     const submit = async (n: number): Promise<void> => {
       for (let i = 0; i < n; i++) {
+        const key = `kill-leader:${prefix}:${ids.length}`;
         const fd = new FormData();
         fd.set('audio', new Blob([audio]), 'tone.wav');
         fd.set('image', new Blob([image]), 'portrait.jpg');
         fd.set('min_resolution', '256');
-        // the API may answer 503 while the cluster elects new leaders: the client tries again
+        // the API may answer 503 while the cluster elects new leaders: the client tries again, on
+        // the other replica each time (the key taken by one is a replay on the other)
         for (let attempt = 1; ; attempt++) {
-          const res = await fetch(`${bases[ids.length % 2]!}/v1/tasks`, { method: 'POST', body: fd });
-          const body = (await res.json()) as { task_id?: string };
-          if (res.status === 202) {
+          const res = await fetch(`${bases[(ids.length + attempt) % 2]!}/v1/tasks`, { method: 'POST', body: fd, headers: { 'Idempotency-Key': key } });
+          const body = (await res.json()) as { task_id?: string; idempotent_replay?: boolean };
+          if (res.status === 202 || (res.status === 200 && body.idempotent_replay === true)) {
+            if (res.status === 200) replays++;
+            if (attempt > 1) retried++;
             ids.push(String(body.task_id));
             break;
           }
-          if (res.status !== 503 || attempt >= 20) throw new Error(`submit answered ${res.status}: ${JSON.stringify(body)}`);
+          if (res.status !== 503 || attempt >= 20) throw new Error(`submit ${key} answered ${res.status}: ${JSON.stringify(body)}`);
           await new Promise((r) => setTimeout(r, 1000)); // the client's back-off
         }
       }
@@ -179,6 +189,8 @@ describe('a replicated cluster (three brokers, replicated profile)', () => {
     const counts = countKeys(completed);
     const missing = ids.filter((id) => !counts.has(id));
     const doubled = [...counts].filter(([, n]) => n > 1).map(([k]) => k);
+    // one task per key: no two keys gave the same task id
+    expect(new Set(ids).size).toBe(TASKS);
     expect({ missing, doubled, extra: counts.size - ids.length }).toEqual({ missing: [], doubled: [], extra: 0 });
 
     // both APIs' status views say SUCCEEDED, and agree on everything but their own links
@@ -188,7 +200,7 @@ describe('a replicated cluster (three brokers, replicated profile)', () => {
     expect(b!.map(own)).toEqual(a!.map(own));
     const count = (msg: string): number => stages.reduce((n, p) => n + p.logs().split(`"msg":"${msg}`).length - 1, 0);
     console.log(
-      `${since()}: ${TASKS} tasks, broker ${node} and a stage process SIGKILLed, every task once in tasks.completed; ` +
+      `${since()}: ${TASKS} tasks (${retried} submits retried after a 503, ${replays} answered as a replay), broker ${node} and a stage process SIGKILLed, every task once in tasks.completed; ` +
         `the stage processes logged ${count('transaction failed')} failed transactions, ${count('consumer crashed')} consumer restarts`,
     );
   }, 600_000);

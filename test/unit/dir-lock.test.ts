@@ -1,11 +1,13 @@
 /**
  * The owner lock of a local store directory: a live owner keeps it; a lock of a dead process, of
- * an earlier boot, or naming a pid that another process has since taken, is stale and taken over.
+ * an earlier boot, or naming a pid that another process has since taken, is stale and taken over
+ * by exactly one of the processes that race for it; release removes only the process's own lock.
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { lockDir, lockHolder } from '../../src/runtime/dir-lock.js';
 
@@ -44,4 +46,72 @@ describe('directory owner lock', () => {
       expect(readFileSync(lockFile(dir), 'utf8')).toMatch(new RegExp(`^${process.pid} `));
     }
   });
+
+  it('is not taken over from this process, which holds it once', () => {
+    const dir = fresh();
+    const release = lockDir(dir);
+    expect(release).toBeDefined();
+    // the same pid, boot and start time: the same live process
+    expect(lockDir(dir)).toBeUndefined();
+    release!();
+  });
+
+  it('release removes only its own lock, and leaves no other file behind', () => {
+    const dir = fresh();
+    const release = lockDir(dir)!;
+    // another process took the directory over meanwhile (its lock replaced ours)
+    const other = `${process.ppid} ${readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()} 1`;
+    writeFileSync(lockFile(dir), other);
+    release();
+    expect(readFileSync(lockFile(dir), 'utf8')).toBe(other);
+    expect(readdirSync(dir)).toEqual(['owner.pid']);
+  });
+
+  it('of processes racing for a stale lock, exactly one takes it over, trial after trial', async () => {
+    const TRIALS = 40;
+    const RACERS = 4;
+    const GAP_MS = 60;
+    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const dead = spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid;
+    const dirs = Array.from({ length: TRIALS }, () => {
+      const dir = fresh();
+      writeFileSync(lockFile(dir), `${dead} ${boot} 1`); // left by a process that died
+      return dir;
+    });
+    // each racer tries every trial's directory at the same instant as the others (busy-waiting up
+    // to it), reports, and keeps what it took until all trials are over (a loser must see a live holder)
+    const racer = join(fresh(), 'racer.mts');
+    writeFileSync(
+      racer,
+      [
+        `import { lockDir } from ${JSON.stringify(pathToFileURL(join(import.meta.dirname, '../../src/runtime/dir-lock.ts')).href)};`,
+        'const [start, gap, ...dirs] = process.argv.slice(2);',
+        'const out = [];',
+        'dirs.forEach((dir, i) => {',
+        '  const at = Number(start) + i * Number(gap);',
+        '  while (Date.now() < at) {}',
+        "  out.push(lockDir(dir) ? 'got' : 'refused');",
+        '});',
+        "process.stdout.write(out.join(' '));",
+      ].join('\n'),
+    );
+    const start = Date.now() + 3000; // after every racer has started
+    const results = await Promise.all(
+      Array.from(
+        { length: RACERS },
+        () =>
+          new Promise<string[]>((resolve, reject) => {
+            const child = spawn(process.execPath, ['--import', 'tsx', racer, String(start), String(GAP_MS), ...dirs], { stdio: ['ignore', 'pipe', 'inherit'] });
+            let out = '';
+            child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+            child.on('error', reject);
+            child.on('exit', (code) => (code === 0 ? resolve(out.split(' ')) : reject(new Error(`racer exited ${code}`))));
+          }),
+      ),
+    );
+    const winners = dirs.map((_, t) => results.filter((r) => r[t] === 'got').length);
+    expect(winners.join(' ')).toBe(dirs.map(() => 1).join(' '));
+    // nothing left but the winner's lock
+    for (const dir of dirs) expect(readdirSync(dir)).toEqual(['owner.pid']);
+  }, 60_000);
 });

@@ -6,6 +6,7 @@ import {
   renderK8sObjects,
   toYaml,
   type ConfigMap,
+  type Container,
   type Deployment,
   type K8sObject,
   type PodMonitor,
@@ -13,6 +14,7 @@ import {
   type ScaledObject,
   type Secret,
   type Service,
+  type StatefulSet,
 } from '../../src/ops/k8s/render.js';
 import { defineTopology, type Topology } from '../../src/runtime/topology.js';
 import { validateTopology } from '../../src/runtime/validate.js';
@@ -30,6 +32,9 @@ const STAGES = topology.stages.map((s) => s.name);
 const objects = renderK8sObjects(topology, OPTS);
 
 const deployments = (objs: K8sObject[]): Deployment[] => objs.filter((o): o is Deployment => o.kind === 'Deployment');
+const statefulSets = (objs: K8sObject[]): StatefulSet[] => objs.filter((o): o is StatefulSet => o.kind === 'StatefulSet');
+/** Every workload's pod template: the stage Deployments and the API StatefulSet. */
+const workloads = (objs: K8sObject[]): (Deployment | StatefulSet)[] => [...deployments(objs), ...statefulSets(objs)];
 const scaledObjects = (objs: K8sObject[]): ScaledObject[] => objs.filter((o): o is ScaledObject => o.kind === 'ScaledObject');
 const services = (objs: K8sObject[]): Service[] => objs.filter((o): o is Service => o.kind === 'Service');
 const podMonitors = (objs: K8sObject[]): PodMonitor[] => objs.filter((o): o is PodMonitor => o.kind === 'PodMonitor');
@@ -41,7 +46,7 @@ const stageDeployment = (stage: string): Deployment => {
   if (!d) throw new Error(`no Deployment for ${stage}`);
   return d;
 };
-const container = (d: Deployment) => {
+const container = (d: Deployment | StatefulSet): Container => {
   const c = d.spec.template.spec.containers[0];
   if (!c) throw new Error(`${d.metadata.name} has no container`);
   return c;
@@ -54,16 +59,15 @@ const mib = (q: string | undefined): number => {
 };
 
 describe('k8s render: object inventory', () => {
-  it('renders one Kafka Secret, Deployment and ScaledObject per stage, the API Secret, Deployment and Service, one PodMonitor and the ConfigMap', () => {
-    const stageDeployments = deployments(objects).filter((d) => component(d) !== 'api');
-    expect(stageDeployments.map(component).sort()).toEqual([...STAGES].sort());
+  it('renders one Kafka Secret, Deployment and ScaledObject per stage, the API Secret, StatefulSet and its two Services, one PodMonitor and the ConfigMap', () => {
+    expect(deployments(objects).map(component).sort()).toEqual([...STAGES].sort());
     expect(scaledObjects(objects).map(component).sort()).toEqual([...STAGES].sort());
-    expect(deployments(objects).filter((d) => component(d) === 'api')).toHaveLength(1);
-    expect(services(objects).map((s) => s.metadata.name)).toEqual(['sonicflow-api']);
+    expect(statefulSets(objects).map((s) => s.metadata.name)).toEqual(['sonicflow-api']);
+    expect(services(objects).map((s) => s.metadata.name)).toEqual(['sonicflow-api-headless', 'sonicflow-api']);
     expect(podMonitors(objects)).toHaveLength(1);
     expect(configMaps(objects).map((c) => c.metadata.name)).toEqual(['sonicflow-config']);
     expect(secrets(objects).map(component).sort()).toEqual([...STAGES, 'api'].sort());
-    expect(objects).toHaveLength(STAGES.length * 3 + 3 + 1 + 1);
+    expect(objects).toHaveLength(STAGES.length * 3 + 4 + 1 + 1);
   });
 
   it('gives every object a valid name, the namespace and the sonicflow name label; names are unique per kind', () => {
@@ -77,17 +81,17 @@ describe('k8s render: object inventory', () => {
     expect(new Set(keys).size).toBe(keys.length);
     const custom = renderK8sObjects(topology, { ...OPTS, namespace: 'media', image: 'registry.example/sonic:1.2.3' });
     expect(custom.every((o) => o.metadata.namespace === 'media')).toBe(true);
-    expect(deployments(custom).every((d) => container(d).image === 'registry.example/sonic:1.2.3')).toBe(true);
+    expect(workloads(custom).every((d) => container(d).image === 'registry.example/sonic:1.2.3')).toBe(true);
   });
 });
 
 describe('k8s render: Deployments', () => {
-  it('has the fields of an apps/v1 Deployment, with the selector equal to the pod template labels', () => {
-    const all = deployments(objects);
+  it('has the fields of an apps/v1 Deployment or StatefulSet, with the selector equal to the pod template labels', () => {
+    const all = workloads(objects);
     expect(all).toHaveLength(topology.stages.length + 1); // every stage and the API
     for (const d of all) {
       expect(d.apiVersion).toBe('apps/v1');
-      expect(d.kind).toBe('Deployment');
+      expect(d.kind).toBe(component(d) === 'api' ? 'StatefulSet' : 'Deployment');
       expect(Object.keys(d.spec.selector.matchLabels).length).toBeGreaterThan(0);
       expect(d.spec.selector.matchLabels).toEqual(d.spec.template.metadata.labels);
       expect(d.spec.template.spec.containers).toHaveLength(1);
@@ -107,9 +111,7 @@ describe('k8s render: Deployments', () => {
       expect(c.livenessProbe.httpGet.path).toBe('/healthz');
       expect(c.readinessProbe.httpGet.path).toBe('/readyz');
       // env values must be strings or the API server rejects the object
-      expect(
-        c.env.every((e) => typeof e.name === 'string' && ('value' in e ? typeof e.value === 'string' : typeof e.valueFrom.secretKeyRef.key === 'string')),
-      ).toBe(true);
+      expect(c.env.every((e) => typeof e.name === 'string' && ('value' in e ? typeof e.value === 'string' : typeof e.valueFrom === 'object'))).toBe(true);
       expect(c.envFrom).toContainEqual({ configMapRef: { name: 'sonicflow-config' } });
       expect(c.envFrom).toContainEqual({ secretRef: { name: 'sonicflow-secrets', optional: true } });
       expect(Object.keys(c.resources.requests)).toEqual(expect.arrayContaining(['cpu', 'memory']));
@@ -190,18 +192,123 @@ describe('k8s render: Deployments', () => {
   });
 
   it('runs the API as `sonicflow api` behind a Service on port 8080 that selects exactly its pods', () => {
-    const api = deployments(objects).find((d) => component(d) === 'api')!;
+    const api = statefulSets(objects)[0]!;
     const c = container(api);
     expect(c.command).toEqual(['sonicflow', 'api']);
     expect(c.ports).toEqual([{ name: 'http', containerPort: 8080, protocol: 'TCP' }]);
     expect(c.env).toContainEqual({ name: 'SONIC_API_HOST', value: '0.0.0.0' });
-    const svc = services(objects)[0]!;
+    const svc = services(objects).find((x) => x.metadata.name === 'sonicflow-api')!;
     expect(svc.apiVersion).toBe('v1');
+    expect(svc.spec.clusterIP).toBeUndefined();
     expect(svc.spec.selector).toEqual(api.spec.template.metadata.labels);
     expect(svc.spec.ports).toEqual([{ name: 'http', port: 8080, targetPort: 'http', protocol: 'TCP' }]);
     expect(c.ports.map((p) => p.name)).toContain(svc.spec.ports[0]?.targetPort);
     // the Service must not select stage pods
     for (const stage of STAGES) expect(stageDeployment(stage).spec.template.metadata.labels).not.toEqual(svc.spec.selector);
+  });
+});
+
+describe('k8s render: local state on a writable volume', () => {
+  type Workload = Deployment | StatefulSet;
+  /** The directory SONIC_STATE_DIR names in a container, when it is set to a literal. */
+  const stateDirOf = (c: Container): string | undefined =>
+    c.env.find((e): e is { name: string; value: string } => e.name === 'SONIC_STATE_DIR' && 'value' in e)?.value;
+  /**
+   * Whether `dir` lies on a volume the container may write: the root filesystem is read-only, so
+   * it must be under a mount (not read-only) of a volume the pod declares or a claim template of
+   * its StatefulSet.
+   */
+  const writable = (w: Workload, c: Container, dir: string): boolean => {
+    if (c.securityContext.readOnlyRootFilesystem !== true) return true;
+    const volumes = new Set([
+      ...w.spec.template.spec.volumes.map((v) => v.name),
+      ...(w.kind === 'StatefulSet' ? w.spec.volumeClaimTemplates.map((t) => t.metadata.name) : []),
+    ]);
+    return c.volumeMounts.some(
+      (m) => !(m as { readOnly?: boolean }).readOnly && volumes.has(m.name) && (dir === m.mountPath || dir.startsWith(`${m.mountPath}/`)),
+    );
+  };
+  /** The containers that open a state store: the API (its status view) and every stage that declares stores. */
+  const storeOpeners = (t: Topology, objs: K8sObject[]): [Workload, Container][] =>
+    workloads(objs)
+      .filter((w) => component(w) === 'api' || (t.stages.find((s) => s.name === component(w))?.stores.length ?? 0) > 0)
+      .map((w) => [w, container(w)]);
+
+  it('gives every container that opens a store SONIC_STATE_DIR on a writable mount (the API and validate here)', () => {
+    const openers = storeOpeners(topology, objects);
+    expect(openers.map(([w]) => component(w)).sort()).toEqual(['api', 'validate']);
+    for (const [w, c] of openers) {
+      const dir = stateDirOf(c);
+      expect(dir, `${w.metadata.name} sets SONIC_STATE_DIR`).toBeDefined();
+      expect(dir!.startsWith('/'), `${w.metadata.name}: ${dir} is absolute`).toBe(true);
+      // not the scratch directory, which holds only temporary files
+      expect(dir === '/tmp' || dir!.startsWith('/tmp/')).toBe(false);
+      expect(writable(w, c, dir!), `${w.metadata.name}: ${dir} is on a writable mount`).toBe(true);
+      expect(c.env.some((e) => e.name === 'SONIC_API_VIEW_DIR')).toBe(false);
+    }
+    // the same for one stage rendered alone
+    const only = renderK8sObjects(topology, { ...OPTS, stage: 'validate' });
+    const [w, c] = storeOpeners(topology, only)[0]!;
+    expect(writable(w, c, stateDirOf(c)!)).toBe(true);
+  });
+
+  it('gives a stage with stores an emptyDir state volume and a stage without none', () => {
+    const stateful: Topology = defineTopology({
+      name: 'stateful',
+      prefix: 'stateful',
+      status: 'status',
+      topics: {
+        in: { valueSchema: 'task-request', external: { producers: ['api'] }, doc: 'input' },
+        mid: { valueSchema: 'task-request', doc: 'between' },
+        out: { valueSchema: 'task-validated', external: { consumers: ['someone'] }, doc: 'output' },
+        status: { role: 'status', valueSchema: 'task-status', configs: { 'cleanup.policy': 'compact' }, doc: 'status' },
+      },
+      stages: {
+        dedupe: { doc: 'keeps state', input: 'in', outputs: { result: 'mid' }, stores: { seen: { doc: 'seen ids' }, counts: { doc: 'counts' } } },
+        forward: { doc: 'keeps none', input: 'mid', outputs: { result: 'out' } },
+      },
+    });
+    const rendered = renderK8sObjects(stateful, OPTS);
+    expect(
+      storeOpeners(stateful, rendered)
+        .map(([w]) => component(w))
+        .sort(),
+    ).toEqual(['api', 'dedupe']);
+    for (const [w, c] of storeOpeners(stateful, rendered)) expect(writable(w, c, stateDirOf(c)!)).toBe(true);
+    const dedupe = deployments(rendered).find((d) => component(d) === 'dedupe')!;
+    expect(dedupe.spec.template.spec.volumes).toContainEqual({ name: 'state', emptyDir: {} });
+    expect(container(dedupe).volumeMounts).toContainEqual({ name: 'state', mountPath: stateDirOf(container(dedupe)) });
+    const forward = deployments(rendered).find((d) => component(d) === 'forward')!;
+    expect(stateDirOf(container(forward))).toBeUndefined();
+    expect(forward.spec.template.spec.volumes.map((v) => v.name)).toEqual(['tmp']);
+  });
+
+  it('runs the API as a StatefulSet: a claim per replica, the pod name as instance id, the shared secret required', () => {
+    const api = statefulSets(objects)[0]!;
+    expect(api.spec.replicas).toBe(2);
+    expect(api.spec.selector.matchLabels).toEqual(api.spec.template.metadata.labels);
+    const headless = services(objects).find((x) => x.metadata.name === api.spec.serviceName)!;
+    expect(headless.spec.clusterIP).toBe('None');
+    expect(headless.spec.selector).toEqual(api.spec.template.metadata.labels);
+    const [claim] = api.spec.volumeClaimTemplates;
+    expect(api.spec.volumeClaimTemplates).toHaveLength(1);
+    expect(claim!.spec.accessModes).toEqual(['ReadWriteOnce']);
+    expect(claim!.spec.resources.requests.storage).toBe('2Gi');
+    expect(claim!.spec.storageClassName).toBeUndefined();
+    const c = container(api);
+    expect(c.volumeMounts).toContainEqual({ name: claim!.metadata.name, mountPath: stateDirOf(c) });
+    // the claim is no pod volume as well (a volume of the same name would shadow it)
+    expect(api.spec.template.spec.volumes.map((v) => v.name)).not.toContain(claim!.metadata.name);
+    expect(c.env).toContainEqual({ name: 'SONIC_API_INSTANCE_ID', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } });
+    // every replica keys task ids with the same secret: never one generated per replica volume
+    expect(c.env).toContainEqual({ name: 'SONIC_API_SECRET', valueFrom: { secretKeyRef: { name: 'sonicflow-secrets', key: 'SONIC_API_SECRET' } } });
+    // the pod's fsGroup makes the claim writable by the non-root user
+    expect(api.spec.template.spec.securityContext.fsGroup).toBe(api.spec.template.spec.securityContext.runAsGroup);
+    const tuned = statefulSets(renderK8sObjects(topology, { ...OPTS, apiReplicas: 3, apiStateStorage: '10Gi', storageClass: 'fast-ssd' }))[0]!;
+    expect(tuned.spec.replicas).toBe(3);
+    expect(tuned.spec.volumeClaimTemplates[0]!.spec).toMatchObject({ storageClassName: 'fast-ssd', resources: { requests: { storage: '10Gi' } } });
+    expect(() => renderK8sObjects(topology, { ...OPTS, apiStateStorage: 'lots' })).toThrow(/API state storage/);
+    expect(() => renderK8sObjects(topology, { ...OPTS, storageClass: 'Bad Class' })).toThrow(/storage class/);
   });
 });
 
@@ -290,7 +397,7 @@ describe('k8s render: PodMonitor and ConfigMap', () => {
     expect(pm.apiVersion).toBe('monitoring.coreos.com/v1');
     const selector = Object.entries(pm.spec.selector.matchLabels);
     expect(selector.length).toBeGreaterThan(0);
-    for (const d of deployments(objects)) {
+    for (const d of workloads(objects)) {
       for (const [k, v] of selector) expect(d.spec.template.metadata.labels[k]).toBe(v);
     }
     const ports = pm.spec.podMetricsEndpoints.map((e) => e.port);
@@ -331,7 +438,7 @@ describe('k8s render: Kafka principals', () => {
       expect(secret.type).toBe('Opaque');
       expect(secret.stringData).toEqual({ username: `sonic-${who}`, password: PASSWORD_PLACEHOLDER });
       expect(secret.metadata.annotations?.['sonicflow.io/kafka-principal']).toBe(`User:sonic-${who}`);
-      const d = who === 'api' ? deployments(objects).find((x) => component(x) === 'api')! : stageDeployment(who);
+      const d = who === 'api' ? statefulSets(objects)[0]! : stageDeployment(who);
       expect(container(d).env).toContainEqual({
         name: 'SONIC_KAFKA_SASL_USERNAME',
         valueFrom: { secretKeyRef: { name: secret.metadata.name, key: 'username' } },
@@ -341,10 +448,15 @@ describe('k8s render: Kafka principals', () => {
         valueFrom: { secretKeyRef: { name: secret.metadata.name, key: 'password' } },
       });
     }
-    // no Deployment reads another's credentials
-    const refs = deployments(objects).flatMap((d) =>
-      container(d).env.flatMap((e) => ('valueFrom' in e ? [`${component(d)}:${e.valueFrom.secretKeyRef.name}`] : [])),
+    // no workload reads another's Kafka credentials
+    const refs = workloads(objects).flatMap((d) =>
+      container(d).env.flatMap((e) =>
+        'valueFrom' in e && 'secretKeyRef' in e.valueFrom && e.valueFrom.secretKeyRef.name.endsWith('-kafka')
+          ? [`${component(d)}:${e.valueFrom.secretKeyRef.name}`]
+          : [],
+      ),
     );
+    expect(refs).toHaveLength(2 * (STAGES.length + 1));
     for (const ref of refs) expect(ref).toMatch(/^([a-z]+):sonicflow-\1-kafka$/);
     const prod = secrets(renderK8sObjects(topology, { ...OPTS, principalPrefix: 'prod', stage: 'infer' }));
     expect(prod.map((x) => x.stringData.username)).toEqual(['prod-infer']);

@@ -11,7 +11,14 @@ const DEFAULT_NAMESPACE = 'sonicflow';
 const DEFAULT_METRICS_PORT = 9464;
 export const API_PORT = 8080;
 export const CONFIG_MAP_NAME = 'sonicflow-config';
-const SECRET_NAME = 'sonicflow-secrets';
+export const SECRET_NAME = 'sonicflow-secrets';
+/**
+ * Where a pod keeps its local state (SONIC_STATE_DIR): the API's status view store, a stage's
+ * state stores. The root filesystem is read-only, so it is always a volume of its own.
+ */
+export const STATE_DIR = '/var/lib/sonicflow';
+export const STATE_VOLUME = 'state';
+const DEFAULT_API_STATE_STORAGE = '2Gi';
 /** Added to the drain timeout: leaving the group, closing producers and the blob client, flushing logs. */
 const GRACE_MARGIN_SECONDS = 15;
 export const GPU_RESOURCE = 'nvidia.com/gpu';
@@ -48,10 +55,14 @@ export interface RenderK8sOptions {
    * declarations give GPUs (the Sonic topology: infer); `[]` for the CPU-only builtin backend.
    */
   gpuStages?: string[];
-  /** Replicas of the API Deployment (default 2; it needs the s3 blob store, which the ConfigMap selects). */
+  /** Replicas of the API StatefulSet (default 2; it needs the s3 blob store, which the ConfigMap selects). */
   apiReplicas?: number;
   /** Kafka principals are `User:<principalPrefix>-<stage>` and `-api` (see `topology acls`); default: the topology's prefix. */
   principalPrefix?: string;
+  /** Size of each API replica's state volume (its status view store), default 2Gi. */
+  apiStateStorage?: string;
+  /** StorageClass of the API's state volumes; absent: the cluster's default class. */
+  storageClass?: string;
 }
 
 const API_RESOURCES: ResourceRequirements = { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '768Mi' } };
@@ -67,6 +78,7 @@ export interface Resolved {
   graceSeconds: number;
   /** The GPU stages, when the options name them (otherwise each stage's declaration decides). */
   gpuStages?: Set<string>;
+  apiStateStorage: string;
 }
 
 export function resolve(opts: RenderK8sOptions): Resolved {
@@ -80,6 +92,10 @@ export function resolve(opts: RenderK8sOptions): Resolved {
     bad(`brokers must be host:port entries, got [${opts.brokers.join(', ')}]`);
   const namespace = opts.namespace ?? DEFAULT_NAMESPACE;
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) bad(`namespace "${namespace}" is not a valid Kubernetes namespace name`);
+  const apiStateStorage = opts.apiStateStorage ?? DEFAULT_API_STATE_STORAGE;
+  if (!/^[1-9]\d*(Mi|Gi|Ti)$/.test(apiStateStorage)) bad(`API state storage must be a quantity like 2Gi, got "${apiStateStorage}"`);
+  if (opts.storageClass !== undefined && !/^[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$/.test(opts.storageClass))
+    bad(`storage class "${opts.storageClass}" is not a valid Kubernetes name`);
   for (const key of Object.keys(opts.config ?? {})) {
     if (!/^[-._a-zA-Z0-9]+$/.test(key)) bad(`config key "${key}" is not a valid ConfigMap key`);
   }
@@ -89,6 +105,7 @@ export function resolve(opts: RenderK8sOptions): Resolved {
     namespace,
     metricsPort,
     graceSeconds: Math.ceil(opts.drainTimeoutMs / 1000) + GRACE_MARGIN_SECONDS,
+    apiStateStorage,
     ...(opts.gpuStages ? { gpuStages: new Set(opts.gpuStages) } : {}),
   };
 }
@@ -123,7 +140,8 @@ export function resourcesFor(component: string, opts: RenderK8sOptions, gpu: boo
 }
 
 export const POD_SECURITY = { runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1000, fsGroup: 1000, seccompProfile: { type: 'RuntimeDefault' } };
-// /tmp is an emptyDir: stages work in temporary directories (ffmpeg, inference) and tsx caches there
+// the root filesystem is read-only: /tmp is an emptyDir (stages work in temporary directories,
+// ffmpeg and inference, and tsx caches there) and local state lives on the `state` volume
 export const CONTAINER_SECURITY = { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } };
 
 /** The Secret holding the Kafka SASL user name and password of a stage's principal, or the API's (`api`). */
@@ -143,6 +161,12 @@ export function kafkaCredentialsEnv(component: string): Container['env'] {
 export function envFrom(): Container['envFrom'] {
   return [{ configMapRef: { name: CONFIG_MAP_NAME } }, { secretRef: { name: SECRET_NAME, optional: true } }];
 }
+
+/** SONIC_STATE_DIR on the state volume, and that volume's mount. */
+export function stateEnv(): Container['env'] {
+  return [{ name: 'SONIC_STATE_DIR', value: STATE_DIR }];
+}
+export const STATE_MOUNT = { name: STATE_VOLUME, mountPath: STATE_DIR };
 
 export function probes(port: string): Pick<Container, 'livenessProbe' | 'readinessProbe'> {
   return {

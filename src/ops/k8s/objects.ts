@@ -20,12 +20,17 @@ interface HttpProbe {
   failureThreshold: number;
 }
 
+/** A container's environment entry: a literal value, or one read from a Secret or the pod itself. */
+export type EnvVar =
+  | { name: string; value: string }
+  | { name: string; valueFrom: { secretKeyRef: { name: string; key: string; optional?: boolean } } | { fieldRef: { fieldPath: string } } };
+
 export interface Container {
   name: string;
   image: string;
   imagePullPolicy: string;
   command: string[];
-  env: ({ name: string; value: string } | { name: string; valueFrom: { secretKeyRef: { name: string; key: string } } })[];
+  env: EnvVar[];
   envFrom: ({ configMapRef: { name: string; optional?: boolean } } | { secretRef: { name: string; optional?: boolean } })[];
   ports: { name: string; containerPort: number; protocol: 'TCP' }[];
   livenessProbe: HttpProbe;
@@ -51,9 +56,48 @@ export interface Deployment {
         securityContext: Record<string, unknown>;
         tolerations?: { key: string; operator: string; effect: string }[];
         containers: Container[];
-        volumes: { name: string; emptyDir: Record<string, string> }[];
+        volumes: Volume[];
       };
     };
+  };
+}
+
+export interface Volume {
+  name: string;
+  emptyDir: Record<string, string>;
+}
+
+export interface PersistentVolumeClaimTemplate {
+  metadata: { name: string; labels?: Record<string, string> };
+  spec: {
+    accessModes: ['ReadWriteOnce'];
+    storageClassName?: string;
+    resources: { requests: { storage: string } };
+  };
+}
+
+export interface StatefulSet {
+  apiVersion: 'apps/v1';
+  kind: 'StatefulSet';
+  metadata: ObjectMeta;
+  spec: {
+    replicas: number;
+    serviceName: string;
+    podManagementPolicy: 'OrderedReady' | 'Parallel';
+    revisionHistoryLimit: number;
+    selector: { matchLabels: Record<string, string> };
+    updateStrategy: { type: 'RollingUpdate'; rollingUpdate: { partition: number } };
+    persistentVolumeClaimRetentionPolicy: { whenDeleted: 'Retain' | 'Delete'; whenScaled: 'Retain' | 'Delete' };
+    template: {
+      metadata: { labels: Record<string, string> };
+      spec: {
+        terminationGracePeriodSeconds: number;
+        securityContext: Record<string, unknown>;
+        containers: Container[];
+        volumes: Volume[];
+      };
+    };
+    volumeClaimTemplates: PersistentVolumeClaimTemplate[];
   };
 }
 
@@ -122,6 +166,9 @@ export interface Service {
   metadata: ObjectMeta;
   spec: {
     type: 'ClusterIP';
+    /** `None`: a headless Service (the StatefulSet's governing Service). */
+    clusterIP?: 'None';
+    publishNotReadyAddresses?: boolean;
     selector: Record<string, string>;
     ports: { name: string; port: number; targetPort: string; protocol: 'TCP' }[];
   };
@@ -142,4 +189,4 @@ export interface Secret {
   stringData: Record<string, string>;
 }
 
-export type K8sObject = Deployment | ScaledObject | PodMonitor | Service | ConfigMap | Secret;
+export type K8sObject = Deployment | StatefulSet | ScaledObject | PodMonitor | Service | ConfigMap | Secret;

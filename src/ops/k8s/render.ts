@@ -2,14 +2,16 @@
  * Kubernetes manifests for a topology: per stage a Deployment (`sonicflow run <stage>`) and a KEDA
  * ScaledObject scaling it on the consumer group's lag (`stage.ts`, where the choices behind them
  * are given), plus a PodMonitor for every sonicflow pod, the shared ConfigMap and the HTTP API
- * (Deployment + Service) (`shared.ts`).
+ * (a StatefulSet with a state volume per replica, its headless Service and the Service clients
+ * use) (`shared.ts`).
  *
- * Secrets (S3 keys, API keys, webhook secrets) are never rendered: pods read them from the Secret
- * `sonicflow-secrets` when it exists. Each stage and the API connect to Kafka as their own
+ * Secrets (S3 keys, API keys, webhook secrets, the API's server secret) are never rendered: pods
+ * read them from the Secret `sonicflow-secrets` when it exists; the API requires its
+ * `SONIC_API_SECRET` key (every replica must key task ids alike). Each stage and the API connect to Kafka as their own
  * principal (`sonicflow topology acls`): a Secret `sonicflow-<stage>-kafka` per principal holds its
  * SASL user name and a placeholder password, to be replaced (`kubectl create secret ... --dry-run
- * =client -o yaml | kubectl apply -f -`, or an external secrets operator); its Deployment reads
- * both through `secretKeyRef`.
+ * =client -o yaml | kubectl apply -f -`, or an external secrets operator); its Deployment (the
+ * API's StatefulSet) reads both through `secretKeyRef`.
  */
 import { SonicError } from '../../core/errors.js';
 import { API_PARTY, principalUser } from '../../runtime/acls.js';
@@ -21,7 +23,7 @@ import { stageDeployment, stageScaledObject } from './stage.js';
 import { toYamlDocuments } from './yaml.js';
 
 export type { RenderK8sOptions } from './common.js';
-export type { ConfigMap, Deployment, K8sObject, PodMonitor, ResourceRequirements, ScaledObject, Secret, Service } from './objects.js';
+export type { ConfigMap, Container, Deployment, K8sObject, PodMonitor, ResourceRequirements, ScaledObject, Secret, Service, StatefulSet } from './objects.js';
 
 /** The password a rendered Kafka Secret holds until it is replaced: never a real secret. */
 export const PASSWORD_PLACEHOLDER = 'REPLACE-ME';
@@ -47,7 +49,7 @@ export { toYaml } from './yaml.js';
 
 /**
  * The manifests as objects, in apply order: ConfigMap, per stage its Kafka Secret, Deployment and
- * ScaledObject, the API's Kafka Secret, Deployment and Service, the PodMonitor. With `opts.stage`,
+ * ScaledObject, the API's Kafka Secret, headless Service, StatefulSet and Service, the PodMonitor. With `opts.stage`,
  * only that stage's three objects.
  */
 export function renderK8sObjects(topology: Topology, opts: RenderK8sOptions): K8sObject[] {

@@ -1,6 +1,6 @@
 /**
- * The objects every stage shares: the ConfigMap all pods read, the HTTP API (Deployment +
- * Service) and the PodMonitor that scrapes every sonicflow pod.
+ * The objects every stage shares: the ConfigMap all pods read, the HTTP API (StatefulSet +
+ * Services) and the PodMonitor that scrapes every sonicflow pod.
  */
 import type { Topology } from '../../runtime/topology.js';
 import {
@@ -10,16 +10,20 @@ import {
   LABEL_NAME,
   NAME,
   POD_SECURITY,
+  SECRET_NAME,
+  STATE_MOUNT,
+  STATE_VOLUME,
   envFrom,
   kafkaCredentialsEnv,
   labels,
   metadata,
   probes,
   resourcesFor,
+  stateEnv,
   type RenderK8sOptions,
   type Resolved,
 } from './common.js';
-import type { ConfigMap, Deployment, PodMonitor, Service } from './objects.js';
+import type { ConfigMap, PodMonitor, Service, StatefulSet } from './objects.js';
 
 export function podMonitor(topology: Topology, r: Resolved): PodMonitor {
   return {
@@ -74,17 +78,43 @@ export function configMap(topology: Topology, opts: RenderK8sOptions, r: Resolve
   };
 }
 
-export function apiObjects(topology: Topology, opts: RenderK8sOptions, r: Resolved): [Deployment, Service] {
+/**
+ * The API: a StatefulSet, so that each replica keeps its own state volume (a PersistentVolumeClaim
+ * per replica) and its name: a restarted or rescheduled pod resumes its status view from the
+ * store's checkpoint instead of rebuilding it from the status topic, and keeps its instance id
+ * (SONIC_API_INSTANCE_ID = the pod name, `sonicflow-api-0`, ...), so that it fences its
+ * predecessor's open transaction. The governing Service is headless; clients use the ClusterIP
+ * Service `sonicflow-api`.
+ *
+ * SONIC_API_SECRET is required from the Secret `sonicflow-secrets`: a replica without it would
+ * generate its own into its own volume, and replicas with different secrets give one idempotency
+ * key different task ids. A pod waits (CreateContainerConfigError) until the Secret has the key.
+ */
+export function apiObjects(topology: Topology, opts: RenderK8sOptions, r: Resolved): [Service, StatefulSet, Service] {
   const podLabels = labels('api');
-  const deployment: Deployment = {
+  const name = `${NAME}-api`;
+  const headlessName = `${name}-headless`;
+  const headless: Service = {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: metadata(headlessName, 'api', r, topology),
+    spec: { type: 'ClusterIP', clusterIP: 'None', selector: { ...podLabels }, ports: [{ name: 'http', port: API_PORT, targetPort: 'http', protocol: 'TCP' }] },
+  };
+  const statefulSet: StatefulSet = {
     apiVersion: 'apps/v1',
-    kind: 'Deployment',
-    metadata: metadata(`${NAME}-api`, 'api', r, topology),
+    kind: 'StatefulSet',
+    metadata: metadata(name, 'api', r, topology),
     spec: {
       replicas: opts.apiReplicas ?? 2,
+      serviceName: headlessName,
+      // the replicas do not depend on each other: start and replace them all at once
+      podManagementPolicy: 'Parallel',
       revisionHistoryLimit: 5,
       selector: { matchLabels: { ...podLabels } },
-      strategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
+      // one pod at a time, highest ordinal first; the others keep serving
+      updateStrategy: { type: 'RollingUpdate', rollingUpdate: { partition: 0 } },
+      // a replica scaled away leaves a view nobody resumes: its claim goes; deleting the set keeps them
+      persistentVolumeClaimRetentionPolicy: { whenDeleted: 'Retain', whenScaled: 'Delete' },
       template: {
         metadata: { labels: { ...podLabels } },
         spec: {
@@ -96,25 +126,42 @@ export function apiObjects(topology: Topology, opts: RenderK8sOptions, r: Resolv
               image: r.image,
               imagePullPolicy: r.imagePullPolicy,
               command: [NAME, 'api'],
-              env: [{ name: 'SONIC_API_HOST', value: '0.0.0.0' }, { name: 'SONIC_API_PORT', value: String(API_PORT) }, ...kafkaCredentialsEnv('api')],
+              env: [
+                { name: 'SONIC_API_HOST', value: '0.0.0.0' },
+                { name: 'SONIC_API_PORT', value: String(API_PORT) },
+                ...stateEnv(),
+                { name: 'SONIC_API_INSTANCE_ID', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+                { name: 'SONIC_API_SECRET', valueFrom: { secretKeyRef: { name: SECRET_NAME, key: 'SONIC_API_SECRET' } } },
+                ...kafkaCredentialsEnv('api'),
+              ],
               envFrom: envFrom(),
               ports: [{ name: 'http', containerPort: API_PORT, protocol: 'TCP' }],
               ...probes('http'),
               resources: resourcesFor('api', opts, false),
               securityContext: CONTAINER_SECURITY,
-              volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }],
+              volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }, STATE_MOUNT],
             },
           ],
           volumes: [{ name: 'tmp', emptyDir: {} }],
         },
       },
+      volumeClaimTemplates: [
+        {
+          metadata: { name: STATE_VOLUME, labels: { ...podLabels } },
+          spec: {
+            accessModes: ['ReadWriteOnce'],
+            ...(opts.storageClass === undefined ? {} : { storageClassName: opts.storageClass }),
+            resources: { requests: { storage: r.apiStateStorage } },
+          },
+        },
+      ],
     },
   };
   const service: Service = {
     apiVersion: 'v1',
     kind: 'Service',
-    metadata: metadata(`${NAME}-api`, 'api', r, topology),
+    metadata: metadata(name, 'api', r, topology),
     spec: { type: 'ClusterIP', selector: { ...podLabels }, ports: [{ name: 'http', port: API_PORT, targetPort: 'http', protocol: 'TCP' }] },
   };
-  return [deployment, service];
+  return [headless, statefulSet, service];
 }

@@ -18,6 +18,9 @@
  *   pod that is still finishing and committing in-flight work after SIGTERM.
  * - `spec.replicas` is left out of the stage Deployments: KEDA owns it, and an apply that sets it
  *   would reset the scaler's choice.
+ * - A stage that declares state stores gets SONIC_STATE_DIR on an emptyDir (the root filesystem is
+ *   read-only): the changelog topics are the truth, so a new pod restores its stores from them and a
+ *   restarted container resumes from the copy it left.
  * - GPU stages (`infer` by default) get `nvidia.com/gpu: 1` and a toleration for the usual GPU
  *   node taint, and roll with `maxSurge: 0` (a surge pod would wait for a spare GPU).
  */
@@ -29,6 +32,8 @@ import {
   GPU_RESOURCE,
   NAME,
   POD_SECURITY,
+  STATE_MOUNT,
+  STATE_VOLUME,
   envFrom,
   kafkaCredentialsEnv,
   labels,
@@ -36,6 +41,7 @@ import {
   probes,
   resourcesFor,
   stageObjectName,
+  stateEnv,
   type RenderK8sOptions,
   type Resolved,
 } from './common.js';
@@ -50,6 +56,9 @@ const COOLDOWN_PERIOD_SECONDS = 300;
 export function stageDeployment(topology: Topology, stage: StageSpec, opts: RenderK8sOptions, r: Resolved): Deployment {
   const gpu = r.gpuStages ? r.gpuStages.has(stage.name) : (stage.resources?.gpus ?? 0) > 0;
   const podLabels = labels(stage.name);
+  // a stage with state stores keeps their local copies under SONIC_STATE_DIR/stores: an emptyDir
+  // (the changelog topics are the truth; a new pod restores from them, a restarted container resumes)
+  const stores = stage.stores.length > 0;
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -74,16 +83,17 @@ export function stageDeployment(topology: Topology, stage: StageSpec, opts: Rend
                 { name: 'SONIC_METRICS_PORT', value: String(r.metricsPort) },
                 { name: 'SONIC_DRAIN_TIMEOUT_MS', value: String(opts.drainTimeoutMs) },
                 ...kafkaCredentialsEnv(stage.name),
+                ...(stores ? stateEnv() : []),
               ],
               envFrom: envFrom(),
               ports: [{ name: 'metrics', containerPort: r.metricsPort, protocol: 'TCP' }],
               ...probes('metrics'),
               resources: resourcesFor(stage.name, opts, gpu, stage.resources),
               securityContext: CONTAINER_SECURITY,
-              volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }],
+              volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }, ...(stores ? [STATE_MOUNT] : [])],
             },
           ],
-          volumes: [{ name: 'tmp', emptyDir: {} }],
+          volumes: [{ name: 'tmp', emptyDir: {} }, ...(stores ? [{ name: STATE_VOLUME, emptyDir: {} }] : [])],
         },
       },
     },
