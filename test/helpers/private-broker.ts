@@ -37,6 +37,29 @@ export async function startPrivateBroker(): Promise<PrivateBroker> {
 }
 
 /**
+ * The environment of a private stack.sh run: its own state directory and broker ports, the
+ * shared registry and S3 store (on another port than the endpoint's, so stack.sh treats the
+ * shared store as external and starts none).
+ */
+function privateStackEnv(state: string, s3Port: number, ports: Record<string, string>): { registry: string; s3: string; stackEnv: NodeJS.ProcessEnv } {
+  const registry = process.env.SCHEMA_REGISTRY_URL || 'http://localhost:8081/apis/ccompat/v7';
+  const s3 = process.env.SONIC_S3_ENDPOINT || 'http://127.0.0.1:9000';
+  return {
+    registry,
+    s3,
+    stackEnv: {
+      ...process.env,
+      KAFKA_BROKERS: '',
+      SCHEMA_REGISTRY_URL: registry,
+      SONIC_S3_ENDPOINT: s3,
+      SONIC_S3_PORT: String(s3Port),
+      SONICFLOW_STATE_DIR: state,
+      ...ports,
+    },
+  };
+}
+
+/**
  * Runs `stack up`; a start that fails is stopped and its state removed, and a started one is
  * stopped (after `beforeDown`, e.g. thawing a frozen broker) and removed after the file's tests.
  */
@@ -80,19 +103,10 @@ async function launchPrivateBroker(): Promise<PrivateBroker> {
   const ports = new Set<number>();
   while (ports.size < 3) ports.add(await freePort());
   const [kafkaPort, controllerPort, s3Port] = [...ports] as [number, number, number];
-  const registry = process.env.SCHEMA_REGISTRY_URL || 'http://localhost:8081/apis/ccompat/v7';
-  const s3 = process.env.SONIC_S3_ENDPOINT || 'http://127.0.0.1:9000';
-  const stackEnv = {
-    ...process.env,
-    KAFKA_BROKERS: '',
-    SCHEMA_REGISTRY_URL: registry,
-    // another port than the endpoint's, so stack.sh treats the shared store as external
-    SONIC_S3_ENDPOINT: s3,
-    SONIC_S3_PORT: String(s3Port),
-    SONICFLOW_STATE_DIR: state,
+  const { registry, s3, stackEnv } = privateStackEnv(state, s3Port, {
     SONIC_KAFKA_PORT: String(kafkaPort),
     SONIC_KAFKA_CONTROLLER_PORT: String(controllerPort),
-  };
+  });
   const stack = (cmd: string): void => {
     const r = spawnSync('bash', [join(ROOT, 'ops/stack/stack.sh'), cmd], { env: stackEnv, encoding: 'utf8', timeout: 180_000 });
     if (r.status !== 0) throw new Error(`stack.sh ${cmd} (private broker on ${kafkaPort}) failed: ${r.stderr}`);
@@ -149,20 +163,11 @@ async function launchPrivateCluster(): Promise<PrivateCluster> {
   const free = new Set<number>();
   while (free.size < 7) free.add(await freePort());
   const [p1, p2, p3, c1, c2, c3, s3Port] = [...free] as number[];
-  const registry = process.env.SCHEMA_REGISTRY_URL || 'http://localhost:8081/apis/ccompat/v7';
-  const s3 = process.env.SONIC_S3_ENDPOINT || 'http://127.0.0.1:9000';
-  const stackEnv = {
-    ...process.env,
-    KAFKA_BROKERS: '',
-    SCHEMA_REGISTRY_URL: registry,
-    // another port than the endpoint's, so stack.sh treats the shared store as external
-    SONIC_S3_ENDPOINT: s3,
-    SONIC_S3_PORT: String(s3Port),
-    SONICFLOW_STATE_DIR: state,
+  const { registry, s3, stackEnv } = privateStackEnv(state, s3Port!, {
     SONIC_STACK_BROKERS: '3',
     SONIC_KAFKA_PORTS: `${p1},${p2},${p3}`,
     SONIC_KAFKA_CONTROLLER_PORTS: `${c1},${c2},${c3}`,
-  };
+  });
   const stack = (cmd: string): void => {
     const r = spawnSync('bash', [join(ROOT, 'ops/stack/stack.sh'), cmd], { env: stackEnv, encoding: 'utf8', timeout: 240_000 });
     if (r.status !== 0) throw new Error(`stack.sh ${cmd} --brokers 3 (private cluster on ${p1},${p2},${p3}) failed: ${r.stderr}`);
