@@ -63,6 +63,11 @@ export async function deployTopology(topology: Topology, ctx: Context = testCont
   } finally {
     await admin.close();
   }
+  removeTopologyOnCleanup(topology, ctx);
+}
+
+/** Removes the topics and subjects of a topology (deployed some other way, e.g. by `topology deploy`) after the file's tests. */
+export function removeTopologyOnCleanup(topology: Topology, ctx: Context = testContext()): void {
   onCleanup(async () => {
     const a = await new TopicAdmin(ctx.kafka).connect();
     try {

@@ -4,17 +4,17 @@
  * it (`sonicflow api`, `sonicflow run <each stage>` in one process) as child processes, and talks
  * HTTP.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { publicApiUrl } from '../../src/core/config.js';
 import type { Context } from '../../src/app/context.js';
 import { AclAdmin } from '../../src/kafka/acls.js';
-import { applyAcls, planAcls } from '../../src/ops/acls.js';
+import { makePortrait, synthSpeech } from '../../src/media/samples.js';
 import { deriveAcls } from '../../src/runtime/acls.js';
 import type { Topology } from '../../src/runtime/topology.js';
 import { sonicTopology } from '../../topologies/sonic.js';
-import { LISTENING, deployTopology, listeningPort, startSonicflow, testContext, uniqueName } from './infra.js';
+import { LISTENING, deployTopology, listeningPort, onCleanup, removeTopologyOnCleanup, sonicflow, startSonicflow, testContext, uniqueName } from './infra.js';
 import { waitConsumedToEnd } from './wait.js';
 
 export interface Pipeline {
@@ -27,6 +27,11 @@ export interface Pipeline {
     form: Record<string, string | { data: Buffer; name: string }>,
     headers?: Record<string, string>,
   ): Promise<{ status: number; body: Record<string, unknown> }>;
+  /**
+   * Submits a sample task: `text` spoken (synthesised speech) and a 320x400 portrait, at
+   * min_resolution 256; the files are in the returned `dir`.
+   */
+  submitSample(text: string): Promise<{ status: number; body: Record<string, unknown>; dir: string }>;
   status(taskId: string): Promise<Record<string, unknown>>;
   waitFor(taskId: string, states?: string[], timeoutMs?: number): Promise<Record<string, unknown>>;
   topic(name: string): string;
@@ -41,14 +46,37 @@ export function pipelineStages(topology: Topology): string[] {
 }
 
 /**
- * A broker that enforces ACLs (test/helpers/private-broker.ts `startSaslBroker`): the pipeline
- * deploys with `ctx` (a super user), applies the ACLs derived from the topology, and runs the API
- * and each stage in a process of its own, each as its own principal (`<principalPrefix>-<name>`).
+ * A broker that enforces ACLs (test/helpers/private-broker.ts `startSaslBroker`, or the secured
+ * stack with test/helpers/secure-stack.ts `createSecureUsers`): the pipeline deploys its topics and
+ * the ACLs derived from the topology with `sonicflow topology deploy --acls --principal-prefix`
+ * as the super user `admin` (both removed after the file's tests), and runs the API and each stage
+ * in a process of its own, each as its own principal (`<principalPrefix>-<name>`).
  */
 export interface SecuredBroker {
+  /** A Context of the super user `admin`. */
   ctx: Context;
+  /** The environment of a sonicflow process connecting as `user` (`admin`, or `<principalPrefix>-<name>`). */
   env(user: string): Record<string, string>;
   principalPrefix: string;
+}
+
+/** `topology deploy --acls` as the super user, the topics, subjects and ACLs removed after the file's tests. */
+async function deployWithAcls(topology: Topology, secured: SecuredBroker): Promise<void> {
+  const r = sonicflow(['topology', 'deploy', '--acls', '--principal-prefix', secured.principalPrefix], {
+    ...secured.env('admin'),
+    SONIC_TOPIC_PREFIX: topology.prefix,
+  });
+  removeTopologyOnCleanup(topology, secured.ctx);
+  const bindings = deriveAcls(topology, { clientId: 'sonicflow', principalPrefix: secured.principalPrefix }).flatMap((p) => p.bindings);
+  onCleanup(async () => {
+    const acls = await new AclAdmin(secured.ctx.kafka).connect();
+    try {
+      await acls.delete(bindings);
+    } finally {
+      await acls.close();
+    }
+  });
+  if (r.code !== 0 || !r.stdout.includes('Applied.')) throw new Error(`topology deploy --acls failed (${r.code}):\n${r.stdout}\n${r.stderr}`);
 }
 
 /** Starts a whole pipeline; `env` overrides settings (backend, blob store, webhook secret, ...). */
@@ -70,15 +98,8 @@ export async function startPipeline(env: Record<string, string> = {}, secured?: 
     ...env,
   };
   const topology = sonicTopology({ prefix });
-  await deployTopology(topology, secured?.ctx);
-  if (secured) {
-    const acls = await new AclAdmin(secured.ctx.kafka).connect();
-    try {
-      await applyAcls(await planAcls(deriveAcls(topology, { clientId: 'sonicflow', principalPrefix: secured.principalPrefix }), acls), acls);
-    } finally {
-      await acls.close();
-    }
-  }
+  if (secured) await deployWithAcls(topology, secured);
+  else await deployTopology(topology);
   const as = (name: string): Record<string, string> => (secured ? secured.env(`${secured.principalPrefix}-${name}`) : {});
   const api = startSonicflow(['api'], { ...fullEnv, ...as('api') });
   const port = await listeningPort(api, LISTENING.api).catch((err: unknown) => {
@@ -133,6 +154,17 @@ export async function startPipeline(env: Record<string, string> = {}, secured?: 
       }
       const res = await fetch(`${base}/v1/tasks`, { method: 'POST', body: fd, headers });
       return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    },
+    async submitSample(text) {
+      const dir = mkdtempSync(join(tmpdir(), 'sonicflow-sample-'));
+      await synthSpeech(text, join(dir, 'speech.wav'));
+      await makePortrait(join(dir, 'face.png'), { width: 320, height: 400 });
+      const r = await p.submit({
+        audio: { data: readFileSync(join(dir, 'speech.wav')), name: 'speech.wav' },
+        image: { data: readFileSync(join(dir, 'face.png')), name: 'face.png' },
+        min_resolution: '256',
+      });
+      return { ...r, dir };
     },
     async status(taskId) {
       const key = fullEnv.SONIC_API_KEYS?.split(',')[0]?.split(':')[1];

@@ -1,11 +1,9 @@
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { S3BlobStore } from '../../src/blob/index.js';
 import { taskKey } from '../../src/blob/store.js';
 import { probe } from '../../src/media/probe.js';
-import { makePortrait, synthSpeech } from '../../src/media/samples.js';
 import { loadConfig } from '../../src/core/config.js';
 import type { TaskRequest } from '../../src/domain/records.js';
 import { sonicTopology } from '../../topologies/sonic.js';
@@ -17,14 +15,8 @@ describe('the pipeline on an S3-compatible store (local S3Proxy)', () => {
   it('submit → SUCCEEDED with its inputs and video in the bucket, its intermediates removed, and the MP4 probes as h264/aac', async () => {
     const bucket = `sonicflow-e2e-${Date.now().toString(36)}`;
     const p = await startPipeline({ SONIC_BLOB_STORE: 's3', SONIC_S3_BUCKET: bucket });
-    const dir = mkdtempSync(join(tmpdir(), 'sonicflow-s3-'));
-    await synthSpeech('Stored in an S3 compatible bucket.', join(dir, 'speech.wav'));
-    await makePortrait(join(dir, 'face.png'), { width: 320, height: 400 });
-    const r = await p.submit({
-      audio: { data: readFileSync(join(dir, 'speech.wav')), name: 'speech.wav' },
-      image: { data: readFileSync(join(dir, 'face.png')), name: 'face.png' },
-      min_resolution: '256',
-    });
+    const r = await p.submitSample('Stored in an S3 compatible bucket.');
+    const { dir } = r;
     expect(r.status, JSON.stringify(r.body)).toBe(202);
     const id = String(r.body.task_id);
     const s = await p.waitFor(id);
