@@ -60,9 +60,12 @@ export interface SecuredBroker {
   principalPrefix: string;
 }
 
-/** `topology deploy --acls` as the super user, the topics, subjects and ACLs removed after the file's tests. */
-async function deployWithAcls(topology: Topology, secured: SecuredBroker): Promise<void> {
-  const r = sonicflow(['topology', 'deploy', '--acls', '--principal-prefix', secured.principalPrefix], {
+/**
+ * `topology deploy --acls` (of the Sonic topology, or the topology `file`) as the super user; the
+ * topics, subjects and ACLs are removed after the file's tests.
+ */
+export async function deployWithAcls(topology: Topology, secured: SecuredBroker, file?: string): Promise<void> {
+  const r = sonicflow(['topology', 'deploy', '--acls', '--principal-prefix', secured.principalPrefix, ...(file ? ['--file', file] : [])], {
     ...secured.env('admin'),
     SONIC_TOPIC_PREFIX: topology.prefix,
   });

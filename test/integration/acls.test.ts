@@ -2,7 +2,8 @@
  * Least-privilege ACLs on a broker that enforces them: a private SASL_PLAINTEXT broker with
  * SCRAM-SHA-512 users and the StandardAuthorizer (nothing allowed without an ACL but to `admin`).
  * The two-hop chain (test/fixtures/chain.ts) is deployed with `topology deploy --acls`, then its
- * stages run as real `sonicflow run` processes, each with a principal of its own.
+ * stages run as real `sonicflow run` processes, each with a principal of its own. The
+ * transactional-id check runs over SASL_SSL on the secured stack as well, with a user of its own.
  */
 import { randomUUID } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -15,7 +16,9 @@ import type { Topology } from '../../src/runtime/topology.js';
 import { valueSubject } from '../../src/serde/serde.js';
 import { CHAIN_FILE } from '../helpers/chain.js';
 import { deployTopology, sonicflow, startSonicflow, uniqueName, type SonicflowProcess } from '../helpers/infra.js';
+import { deployWithAcls } from '../helpers/pipeline.js';
 import { startSaslBroker, type SaslBroker } from '../helpers/private-broker.js';
+import { createSecureUsers } from '../helpers/secure-stack.js';
 import { waitUntil } from '../helpers/wait.js';
 
 const PP = 'acl'; // --principal-prefix: the users are acl-first, acl-second, acl-ops
@@ -198,31 +201,55 @@ describe('least-privilege ACLs derived from the topology (SASL/SCRAM broker with
     expect(asStage.stderr).toContain(`error [KAFKA_NOT_AUTHORIZED]: not authorized to read topic ${topic('first.dlq')}`);
   }, 150_000);
 
-  it("transactional-id ACLs: a principal cannot take another stage's transactional id, and fencing of its own older producer still works", async () => {
-    const ctx = broker.context(`${PP}-first`);
-    const theirs = transactionalId('sonicflow', { kind: 'partition', stage: 'second', topic: topic('mid'), partition: 0 });
-    await expect(new TxProducer(ctx.kafka, theirs).connect()).rejects.toMatchObject({
-      type: 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED',
-    });
-    const mine = transactionalId('sonicflow', { kind: 'partition', stage: 'first', topic: topic('in'), partition: 0 });
-    const group = groupId('sonicflow', topology, 'first');
-    const value = await admin.serde.encode(valueSubject(topic('mid')), 'task-status', { task_id: randomUUID(), state: 'QUEUED', at: new Date() });
-    const zombie = await new TxProducer(ctx.kafka, mine).connect();
-    const owner = await new TxProducer(ctx.kafka, mine).connect(); // InitProducerId bumps the epoch
-    try {
-      const fenced = zombie.publish([{ topic: topic('mid'), key: 'zombie', value, headers: {} }], {
-        groupId: group,
-        topic: topic('in'),
-        partition: 0,
-        offset: '0',
-      });
-      await expect(fenced).rejects.toMatchObject({ type: expect.stringMatching(/INVALID_PRODUCER_EPOCH|PRODUCER_FENCED/) });
-      await owner.publish([{ topic: topic('mid'), key: 'owner', value, headers: {} }], { groupId: group, topic: topic('in'), partition: 0, offset: '0' });
-      const keys = (await readAll('mid')).map((r) => r.key);
-      expect(keys).toContain('owner');
-      expect(keys).not.toContain('zombie');
-    } finally {
-      await Promise.all([zombie.close().catch(() => undefined), owner.close()]);
-    }
-  }, 90_000);
+  it(
+    "transactional-id ACLs: a principal cannot take another stage's transactional id, and fencing of its own older producer still works",
+    () => fencedWithTransactionalIdAcls(broker.context(`${PP}-first`), admin, topology),
+    90_000,
+  );
 });
+
+describe('transactional-id ACLs over SASL_SSL (the secured stack, its CA)', () => {
+  it("a principal cannot take another stage's transactional id, and fencing of its own older producer still works", async () => {
+    // unique to this run: the stack is shared by every test file and every run on this machine
+    const principalPrefix = uniqueName('acl');
+    const users = await createSecureUsers([`${principalPrefix}-first`]);
+    const ctx = users.context('admin');
+    process.env.CHAIN_RETRY_DELAYS = '1000,2000';
+    const chain = await loadTopologyFile(CHAIN_FILE, uniqueName('aclssl').replace(/-/g, '_'));
+    await deployWithAcls(chain, { ctx, env: (user) => users.env(user), principalPrefix }, CHAIN_FILE);
+    await fencedWithTransactionalIdAcls(users.context(`${principalPrefix}-first`), ctx, chain);
+  }, 120_000);
+});
+
+/**
+ * As the principal of the chain's stage `first` (`asFirst`): InitProducerId of stage second's
+ * transactional id is refused; of its own, a second producer fences the first (a zombie), whose
+ * transaction is refused, and the owner's commits. `admin` encodes and reads.
+ */
+async function fencedWithTransactionalIdAcls(asFirst: Context, admin: Context, topology: Topology): Promise<void> {
+  const topic = (name: string): string => `${topology.prefix}.${name}`;
+  const theirs = transactionalId('sonicflow', { kind: 'partition', stage: 'second', topic: topic('mid'), partition: 0 });
+  await expect(new TxProducer(asFirst.kafka, theirs).connect()).rejects.toMatchObject({
+    type: 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED',
+  });
+  const mine = transactionalId('sonicflow', { kind: 'partition', stage: 'first', topic: topic('in'), partition: 0 });
+  const group = groupId('sonicflow', topology, 'first');
+  const value = await admin.serde.encode(valueSubject(topic('mid')), 'task-status', { task_id: randomUUID(), state: 'QUEUED', at: new Date() });
+  const zombie = await new TxProducer(asFirst.kafka, mine).connect();
+  const owner = await new TxProducer(asFirst.kafka, mine).connect(); // InitProducerId bumps the epoch
+  try {
+    const fenced = zombie.publish([{ topic: topic('mid'), key: 'zombie', value, headers: {} }], {
+      groupId: group,
+      topic: topic('in'),
+      partition: 0,
+      offset: '0',
+    });
+    await expect(fenced).rejects.toMatchObject({ type: expect.stringMatching(/INVALID_PRODUCER_EPOCH|PRODUCER_FENCED/) });
+    await owner.publish([{ topic: topic('mid'), key: 'owner', value, headers: {} }], { groupId: group, topic: topic('in'), partition: 0, offset: '0' });
+    const keys = (await readTopic(admin.kafka, topic('mid'), { isolation: 'read_committed', idleMs: 1500, timeoutMs: 60_000 })).map((r) => r.key);
+    expect(keys).toContain('owner');
+    expect(keys).not.toContain('zombie');
+  } finally {
+    await Promise.all([zombie.close().catch(() => undefined), owner.close()]);
+  }
+}
