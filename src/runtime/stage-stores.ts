@@ -31,6 +31,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import { sleep } from '../core/retry.js';
 import type { KafkaClient } from '../kafka/client.js';
 import { PartitionReader } from '../kafka/partition-reader.js';
 import type { Produced, RecordStores } from './program.js';
@@ -171,6 +172,9 @@ function lockSlot(base: string): { dir: string; release: () => void } {
   throw new SonicError('CONFIG_INVALID', `no free state store slot under ${base}`);
 }
 
+/** Longest a restore waits for a commit of unknown outcome to settle (its markers written), ms. */
+const IN_DOUBT_SETTLE_MS = 15_000;
+
 export interface StageStoresOptions {
   /** Directory of this stage's local copies (slots `<dir>/<n>` are made in it). */
   dir: string;
@@ -237,6 +241,7 @@ export class StageStores implements StoreBacking {
       done = this.inTurn(partition, async () => {
         await fence();
         for (const spec of this.options.specs) await this.restore(spec, partition);
+        this.inDoubt.delete(partition);
       });
       this.restored.set(partition, done);
       done.catch(() => {
@@ -247,6 +252,9 @@ export class StageStores implements StoreBacking {
   }
 
   /** The store partition is no longer (all) ours: the next batch restores it again from its checkpoint. */
+  /** Partitions whose last commit failed with an unknown outcome (it may have committed). */
+  private readonly inDoubt = new Set<number>();
+
   forget(partition: number): void {
     this.restored.delete(partition);
   }
@@ -254,7 +262,18 @@ export class StageStores implements StoreBacking {
   private async restore(spec: StoreSpec, partition: number): Promise<void> {
     const started = Date.now();
     const table = this.tables.get(spec.name)!;
-    const { start, end } = await this.reader.range(spec.changelog, partition);
+    let { start, end } = await this.reader.range(spec.changelog, partition);
+    if (this.inDoubt.has(partition)) {
+      // a commit of unknown outcome sent its changelog records: until its markers are written the
+      // last stable offset stays at (or before) them, and a read_committed restore would miss them
+      // if it committed. Wait, bounded, for the end to move past the checkpoint.
+      const checkpoint = this.local.offset(spec.changelog, partition) ?? start;
+      const until = Date.now() + IN_DOUBT_SETTLE_MS;
+      while (end <= checkpoint && Date.now() < until) {
+        await sleep(50);
+        ({ start, end } = await this.reader.range(spec.changelog, partition));
+      }
+    }
     let from = this.local.offset(spec.changelog, partition);
     if (from !== undefined && (from < start || from > end)) {
       // the changelog lost what the checkpoint counts on (deleted records, a recreated topic)
@@ -326,6 +345,8 @@ export class StageStores implements StoreBacking {
       try {
         bases = await publish();
       } catch (err) {
+        // the outcome is unknown: the restore before the next batch waits for it to settle
+        if (writes.records > 0) this.inDoubt.add(p);
         this.forget(p);
         throw err;
       }
