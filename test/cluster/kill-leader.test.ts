@@ -110,7 +110,9 @@ describe('a replicated cluster (three brokers, replicated profile)', () => {
         );
         return ready.every(Boolean) && stages.every((p) => assigned(p) >= stageNames.length);
       },
-      120_000,
+      // a start-up wait, not a measurement: right after the integration tier on two busy cores, a
+      // coordinator still loading and the consumers' restarts took CI past two minutes once
+      240_000,
       () => `the APIs ready and both stage processes assigned:\n${stages.map((p) => p.logs().slice(-1500)).join('\n')}`,
     );
 
