@@ -235,13 +235,34 @@ class Followed<V> {
    */
   async reach(key: string, waitMs: number, found: () => boolean): Promise<void> {
     if (found() || waitMs <= 0 || this.partitions === 0) return;
+    await this.reachPartitions([partitionOfKey(key, this.partitions)], waitMs, found);
+  }
+
+  /**
+   * Resolves once the store has applied everything committed to every partition before this call,
+   * or `waitMs` has passed (a listing on one replica then holds what another replica just accepted).
+   */
+  async reachAll(waitMs: number): Promise<void> {
+    if (waitMs <= 0 || this.partitions === 0) return;
+    await this.reachPartitions(
+      Array.from({ length: this.partitions }, (_, i) => i),
+      waitMs,
+      () => false,
+    );
+  }
+
+  private async reachPartitions(partitions: number[], waitMs: number, found: () => boolean): Promise<void> {
     const began = Date.now();
     const deadline = began + waitMs;
-    const partition = partitionOfKey(key, this.partitions);
-    const target = await Promise.race([this.endOffsets(began).then((m) => m.get(partition)), sleep(waitMs).then(() => undefined)]).catch(() => undefined);
+    const ends = await Promise.race([this.endOffsets(began), sleep(waitMs).then(() => undefined)]).catch(() => undefined);
     // an empty partition is never fetched from: nothing there to wait for; without a target (the
     // lookup failed or is slow: a broker failing over) the wait lasts until found or the deadline
-    const reached = (): boolean => target !== undefined && (target.end <= target.low || (this.positions.get(partition) ?? -1n) >= target.end);
+    const reached = (): boolean =>
+      ends !== undefined &&
+      partitions.every((p) => {
+        const target = ends.get(p);
+        return target !== undefined && (target.end <= target.low || (this.positions.get(p) ?? -1n) >= target.end);
+      });
     while (!found() && !reached() && Date.now() < deadline) await sleep(20);
   }
 
@@ -466,8 +487,17 @@ export class StatusView {
     return this.keys.get(taskId);
   }
 
-  /** One page of a tenant's tasks, by creation time, optionally of one state. */
-  list(q: ListQuery): ListPage {
+  /**
+   * One page of a tenant's tasks, by creation time, optionally of one state, read after the view
+   * has applied everything committed before this call (waiting at most `waitMs` for that), so a
+   * task accepted by another replica a moment ago is listed.
+   */
+  async list(q: ListQuery, waitMs = 0): Promise<ListPage> {
+    await this.status.reachAll(waitMs);
+    return this.listNow(q);
+  }
+
+  private listNow(q: ListQuery): ListPage {
     const prefix = q.state ? `${q.tenant}/${q.state}/` : `${q.tenant}/`;
     const index = q.state ? this.byState : this.byTime;
     let after: string | undefined;

@@ -376,7 +376,7 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
         },
       },
       async (req) => {
-        const page = view.list({ tenant: req.tenant, ...listQuery(req.query) });
+        const page = await view.list({ tenant: req.tenant, ...listQuery(req.query) }, config.apiReadWaitMs);
         return { tasks: page.tasks.map(present), next_cursor: page.next_cursor };
       },
     );

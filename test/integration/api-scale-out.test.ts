@@ -125,7 +125,12 @@ describe('API replicas on stores (real API processes, broker, registry)', () => 
 
   it("lists a tenant's own tasks newest first, page by page, by state and time, and refuses a bad query", async () => {
     const mine: string[] = [];
-    for (let i = 0; i < 5; i++) mine.push(String((await submit(a.port, KEYS.other)).json.task_id));
+    for (let i = 0; i < 5; i++) {
+      mine.push(String((await submit(a.port, KEYS.other)).json.task_id));
+      // accepted by replica a a moment ago, first on replica b's listing
+      const newest = await get(b.port, KEYS.other, '/v1/tasks?limit=1');
+      expect((newest.json.tasks as { task_id: string }[]).map((t) => t.task_id)).toEqual([mine.at(-1)]);
+    }
     const seen: string[] = [];
     let cursor: string | null = null;
     let pages = 0;
