@@ -41,6 +41,12 @@ export interface PartitionHost {
   producerFor(tp: TopicPartition): Promise<TxProducer>;
   /** The partition may have work: give it a worker when one is free. */
   schedule(p: Partition): void;
+  /**
+   * A transaction of the partition failed (`writing`: the topics it wrote to): a refusal by the
+   * broker's authorizer stops the runner (a deployment mistake, never retried); anything else
+   * goes to {@link Partition.recover}.
+   */
+  failed(p: Partition, err: unknown, writing?: string[]): Promise<void>;
 }
 
 export class Partition implements PartitionPosition {
@@ -200,7 +206,7 @@ export class Partition implements PartitionPosition {
           this.committed = lastOffset + 1n;
           if (this.position < this.committed) this.position = this.committed;
         })
-        .catch((err: unknown) => this.recover(err))
+        .catch((err: unknown) => this.host.failed(this, err))
         .finally(() => {
           this.busy = false;
           this.afterWork();

@@ -151,6 +151,7 @@ export class StageRunner {
           options.transactionTimeoutMs,
         ).connect(),
       schedule: (p) => this.schedule(p),
+      failed: (p, err, writing) => this.partitionFailed(p, err, writing),
     };
     // every series exists from the start, so that increase() sees the first retry or dead letter
     for (const outcome of ['ok', 'retry', 'dlq', 'dropped']) metrics?.records.inc({ stage: stage.name, outcome }, 0);
@@ -418,15 +419,20 @@ export class StageRunner {
         if (this.stores && this.runnable.some((q) => q.tp.partition === n)) return;
       }
     } catch (err) {
-      // a missing ACL is a deployment mistake: stop, neither retry the batch nor dead-letter it
-      const tp = p.tp;
-      const refused = await this.refusal(err, {
-        topics: writing ?? this.consumedTopics(),
-        ...(writing ? { action: 'write to' } : {}),
-        transactionalId: transactionalId(this.options.clientId, { kind: 'partition', stage: this.stage, topic: tp.topic, partition: tp.partition }),
-      });
-      if (refused) return this.fail(refused);
-      await p.recover(err);
+      await this.partitionFailed(p, err, writing);
     }
+  }
+
+  /** See {@link PartitionHost.failed}. */
+  private async partitionFailed(p: Partition, err: unknown, writing?: string[]): Promise<void> {
+    // a missing ACL is a deployment mistake: stop, neither retry the batch nor dead-letter it
+    const tp = p.tp;
+    const refused = await this.refusal(err, {
+      topics: writing ?? this.consumedTopics(),
+      ...(writing ? { action: 'write to' } : {}),
+      transactionalId: transactionalId(this.options.clientId, { kind: 'partition', stage: this.stage, topic: tp.topic, partition: tp.partition }),
+    });
+    if (refused) return this.fail(refused);
+    await p.recover(err);
   }
 }
