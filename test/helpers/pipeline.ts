@@ -62,9 +62,9 @@ export interface SecuredBroker {
 
 /**
  * `topology deploy --acls` (of the Sonic topology, or the topology `file`) as the super user; the
- * topics, subjects and ACLs are removed after the file's tests.
+ * topics, subjects and ACLs are removed after the file's tests. Returns what the command printed.
  */
-export async function deployWithAcls(topology: Topology, secured: SecuredBroker, file?: string): Promise<void> {
+export async function deployWithAcls(topology: Topology, secured: SecuredBroker, file?: string): Promise<string> {
   const r = sonicflow(['topology', 'deploy', '--acls', '--principal-prefix', secured.principalPrefix, ...(file ? ['--file', file] : [])], {
     ...secured.env('admin'),
     SONIC_TOPIC_PREFIX: topology.prefix,
@@ -80,6 +80,7 @@ export async function deployWithAcls(topology: Topology, secured: SecuredBroker,
     }
   });
   if (r.code !== 0 || !r.stdout.includes('Applied.')) throw new Error(`topology deploy --acls failed (${r.code}):\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
 }
 
 /** Starts a whole pipeline; `env` overrides settings (backend, blob store, webhook secret, ...). */

@@ -1,9 +1,9 @@
 /**
- * Least-privilege ACLs on a broker that enforces them: a private SASL_PLAINTEXT broker with
- * SCRAM-SHA-512 users and the StandardAuthorizer (nothing allowed without an ACL but to `admin`).
- * The two-hop chain (test/fixtures/chain.ts) is deployed with `topology deploy --acls`, then its
- * stages run as real `sonicflow run` processes, each with a principal of its own. The
- * transactional-id check runs over SASL_SSL on the secured stack as well, with a user of its own.
+ * Least-privilege ACLs on a broker that enforces them: the secured stack (SASL_SSL with its own
+ * CA, SCRAM-SHA-512 users, the StandardAuthorizer: nothing allowed without an ACL but to
+ * `admin`). Users and topics unique to this run are made on it (the stack is shared by every test
+ * file). The two-hop chain (test/fixtures/chain.ts) is deployed with `topology deploy --acls`,
+ * then its stages run as real `sonicflow run` processes, each with a principal of its own.
  */
 import { randomUUID } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -15,19 +15,21 @@ import { groupId, transactionalId } from '../../src/runtime/names.js';
 import type { Topology } from '../../src/runtime/topology.js';
 import { valueSubject } from '../../src/serde/serde.js';
 import { CHAIN_FILE } from '../helpers/chain.js';
-import { deployTopology, sonicflow, startSonicflow, uniqueName, type SonicflowProcess } from '../helpers/infra.js';
+import { sonicflow, startSonicflow, uniqueName, type SonicflowProcess } from '../helpers/infra.js';
 import { deployWithAcls } from '../helpers/pipeline.js';
-import { startSaslBroker, type SaslBroker } from '../helpers/private-broker.js';
-import { createSecureUsers } from '../helpers/secure-stack.js';
+import { createSecureUsers, type SecureUsers } from '../helpers/secure-stack.js';
 import { waitUntil } from '../helpers/wait.js';
 
-const PP = 'acl'; // --principal-prefix: the users are acl-first, acl-second, acl-ops
+// --principal-prefix, unique to the run: the users are <PP>-first, <PP>-second, <PP>-ops
+const PP = uniqueName('acl');
 const USERS = ['first', 'second', 'ops'].map((n) => `${PP}-${n}`);
 
-let broker: SaslBroker;
+let broker: SecureUsers;
 let admin: Context;
 let prefix: string;
 let topology: Topology;
+/** What the first `topology deploy --acls` printed (in beforeAll). */
+let firstDeploy: string;
 
 const topic = (name: string): string => `${prefix}.${name}`;
 
@@ -83,23 +85,22 @@ const readAll = (name: string, idleMs = 1500): Promise<InRecord[]> =>
 
 const first = (user = 'first') => `User:${PP}-${user}`;
 
-describe('least-privilege ACLs derived from the topology (SASL/SCRAM broker with the StandardAuthorizer)', () => {
+describe('least-privilege ACLs derived from the topology, over SASL_SSL (the secured stack: SCRAM-SHA-512, the StandardAuthorizer)', () => {
   beforeAll(async () => {
-    broker = await startSaslBroker(USERS);
+    broker = await createSecureUsers(USERS);
     admin = broker.context('admin');
     prefix = uniqueName('acl').replace(/-/g, '_');
     process.env.CHAIN_RETRY_DELAYS = '1000,2000';
     topology = await loadTopologyFile(CHAIN_FILE, prefix);
-    await deployTopology(topology, admin); // topics and subjects, removed afterwards
+    // topics, subjects and ACLs, removed after the file's tests
+    firstDeploy = await deployWithAcls(topology, { ctx: admin, env: (user) => broker.env(user), principalPrefix: PP }, CHAIN_FILE);
   }, 180_000);
 
   it('topology deploy --acls creates the derived bindings, and a second run reports no changes', async () => {
-    const once = asAdmin(['topology', 'deploy', '--acls', '--principal-prefix', PP]);
-    expect(once.code, once.stderr).toBe(0);
-    expect(once.stdout).toContain('No changes. The broker and the registry match the topology.');
-    expect(once.stdout).toContain(`+ acl ${first()} READ on GROUP ${groupId('sonicflow', topology, 'first')}`);
-    expect(once.stdout).toContain(`+ acl ${first()} WRITE on TOPIC ${topic('mid')}`);
-    expect(once.stdout).toContain('Applied.');
+    expect(firstDeploy).toContain(`+ topic ${topic('in')}`);
+    expect(firstDeploy).toContain(`+ acl ${first()} READ on GROUP ${groupId('sonicflow', topology, 'first')}`);
+    expect(firstDeploy).toContain(`+ acl ${first()} WRITE on TOPIC ${topic('mid')}`);
+    expect(firstDeploy).toContain('Applied.');
     const derived = deriveAcls(topology, { clientId: 'sonicflow', principalPrefix: PP });
     const acls = await new AclAdmin(admin.kafka).connect();
     try {
@@ -206,19 +207,6 @@ describe('least-privilege ACLs derived from the topology (SASL/SCRAM broker with
     () => fencedWithTransactionalIdAcls(broker.context(`${PP}-first`), admin, topology),
     90_000,
   );
-});
-
-describe('transactional-id ACLs over SASL_SSL (the secured stack, its CA)', () => {
-  it("a principal cannot take another stage's transactional id, and fencing of its own older producer still works", async () => {
-    // unique to this run: the stack is shared by every test file and every run on this machine
-    const principalPrefix = uniqueName('acl');
-    const users = await createSecureUsers([`${principalPrefix}-first`]);
-    const ctx = users.context('admin');
-    process.env.CHAIN_RETRY_DELAYS = '1000,2000';
-    const chain = await loadTopologyFile(CHAIN_FILE, uniqueName('aclssl').replace(/-/g, '_'));
-    await deployWithAcls(chain, { ctx, env: (user) => users.env(user), principalPrefix }, CHAIN_FILE);
-    await fencedWithTransactionalIdAcls(users.context(`${principalPrefix}-first`), ctx, chain);
-  }, 120_000);
 });
 
 /**
