@@ -128,11 +128,12 @@ export function parseDurationS(raw: string): number | undefined {
 }
 
 const duration =
-  (minS: number): Parser<number> =>
+  (minS: number, maxS = Number.POSITIVE_INFINITY): Parser<number> =>
   (raw, name) => {
     const s = parseDurationS(raw);
-    if (s === undefined || s < minS) {
-      throw new SonicError('CONFIG_INVALID', `${name} must be a duration of at least ${minS} s (\`30d\`, \`12h\`, \`90m\`, \`45s\` or seconds), got "${raw}"`, {
+    if (s === undefined || s < minS || s > maxS) {
+      const range = Number.isFinite(maxS) ? `from ${minS} s to ${maxS} s` : `of at least ${minS} s`;
+      throw new SonicError('CONFIG_INVALID', `${name} must be a duration ${range} (\`30d\`, \`12h\`, \`90m\`, \`45s\` or seconds), got "${raw}"`, {
         details: { variable: name },
       });
     }
@@ -510,8 +511,8 @@ export const SETTINGS = {
   dedupWindowS: def(
     'SONIC_DEDUP_WINDOW',
     15 * 60,
-    duration(1),
-    "validate's duplicate window, same syntax: a request for a task id whose first request was created less than this earlier is a duplicate and dropped; a later one is a new task.",
+    duration(1, 12 * 3600),
+    "validate's duplicate window, same syntax, at most `12h`: a request for a task id whose first request was created less than this earlier is a duplicate and dropped; a later one is a new task. The `seen` store keeps an entry a day after its last write (its retention), so the window must stay well inside that.",
   ),
   janitorIntervalMs: def(
     'SONIC_JANITOR_INTERVAL_MS',

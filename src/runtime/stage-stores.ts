@@ -23,6 +23,12 @@
  *   this process's own commit marker) first replays the gap, so the checkpoint never skips a
  *   record the local copy lacks.
  *
+ * - Retention (a store declared with `retentionMs`): the changelog deletes its old segments
+ *   itself (`cleanup.policy=compact,delete`); the local copy keeps each entry's last write time
+ *   (the commit's clock, or the changelog record's timestamp on a restore) and a store partition
+ *   that commits drops its expired entries, at most once a minute. Dropping is local only: an
+ *   expired entry reads as absent, and the changelog record it came from goes with its segment.
+ *
  * Locking: restores and commits of one store partition take turns (a restore must not replay an
  * older value over a newer one a commit applies meanwhile), so the transactions of input p and of
  * its retry tiers p do not overlap; other partitions go on in parallel.
@@ -174,6 +180,73 @@ function lockSlot(base: string): { dir: string; release: () => void } {
 
 /** Longest a restore waits for a commit of unknown outcome to settle (its markers written), ms. */
 const IN_DOUBT_SETTLE_MS = 15_000;
+/** A store partition with retention drops its expired entries at most this often, ms. */
+const SWEEP_EVERY_MS = 60_000;
+/** Most expired entries one sweep of one store partition drops (the rest go with the next). */
+const SWEEP_MAX = 10_000;
+
+/** A time (ms) as a fixed-width key part, so that keys sort by time. */
+const timeKey = (ms: number): string => String(Math.max(0, Math.trunc(ms))).padStart(15, '0');
+
+/**
+ * A store's table in the local copy, with the last write time of each entry when the store has a
+ * retention: `<p>/<key>` → ms, and `<p>/<ms>/<key>` in time order. Writes happen inside the local
+ * copy's transactions.
+ */
+class LocalTable {
+  private readonly at: Table<number> | undefined;
+  private readonly order: Table<string> | undefined;
+
+  constructor(
+    private readonly local: StateStore,
+    readonly spec: StoreSpec,
+    readonly rows: Table<unknown>,
+  ) {
+    if (spec.retentionMs !== undefined) {
+      this.at = local.table<number>(`${spec.name}.__written_at`);
+      this.order = local.table<string>(`${spec.name}.__by_written_at`);
+    }
+  }
+
+  put(partition: number, key: string, value: unknown, atMs: number): void {
+    const k = localKey(partition, key);
+    void this.rows.put(k, value);
+    if (!this.at || !this.order) return;
+    const before = this.at.get(k);
+    if (before !== undefined) void this.order.remove(`${partition}/${timeKey(before)}/${key}`);
+    void this.at.put(k, atMs);
+    void this.order.put(`${partition}/${timeKey(atMs)}/${key}`, key);
+  }
+
+  remove(partition: number, key: string): void {
+    const k = localKey(partition, key);
+    void this.rows.remove(k);
+    if (!this.at || !this.order) return;
+    const before = this.at.get(k);
+    if (before !== undefined) void this.order.remove(`${partition}/${timeKey(before)}/${key}`);
+    void this.at.remove(k);
+  }
+
+  /** Every entry of `partition`. */
+  removePartition(partition: number): void {
+    for (const { key } of this.rows.scan(localKey(partition, ''))) this.remove(partition, key.slice(`${partition}/`.length));
+  }
+
+  /** Drops the entries of `partition` last written before `now - retentionMs`, at most `max`; returns how many. */
+  expire(partition: number, now: number, max: number): number {
+    if (!this.order || this.spec.retentionMs === undefined) return 0;
+    const cutoff = `${partition}/${timeKey(now - this.spec.retentionMs)}`;
+    let dropped = 0;
+    for (const { value: key, key: entry } of this.order.scan(`${partition}/`, { limit: max })) {
+      if (entry >= cutoff) break;
+      this.remove(partition, key);
+      // an order entry without its row's time (never expected): drop it all the same
+      void this.order.remove(entry);
+      dropped += 1;
+    }
+    return dropped;
+  }
+}
 
 export interface StageStoresOptions {
   /** Directory of this stage's local copies (slots `<dir>/<n>` are made in it). */
@@ -187,7 +260,9 @@ export interface StageStoresOptions {
 export class StageStores implements StoreBacking {
   readonly dir: string;
   private readonly local: StateStore;
-  private readonly tables = new Map<string, Table<unknown>>();
+  private readonly tables = new Map<string, LocalTable>();
+  /** When each store partition last dropped its expired entries (ms). */
+  private readonly swept = new Map<number, number>();
   private readonly reader: PartitionReader;
   private readonly release: () => void;
   /** Store partitions restored since they were assigned. */
@@ -205,13 +280,13 @@ export class StageStores implements StoreBacking {
       slot.release();
       throw err;
     }
-    for (const s of options.specs) this.tables.set(s.name, this.local.table<unknown>(s.name));
+    for (const s of options.specs) this.tables.set(s.name, new LocalTable(this.local, s, this.local.table<unknown>(s.name)));
     this.reader = new PartitionReader(options.kafka);
     options.logger.info({ dir: slot.dir, stores: options.specs.map((s) => s.name) }, 'state stores opened');
   }
 
   get(store: string, partition: number, key: string): unknown {
-    return this.tables.get(store)?.get(localKey(partition, key));
+    return this.tables.get(store)?.rows.get(localKey(partition, key));
   }
 
   batch(partition: number): BatchWrites {
@@ -281,10 +356,7 @@ export class StageStores implements StoreBacking {
         { store: spec.name, partition, checkpoint: from.toString(), log_start: start.toString(), end: end.toString() },
         'store checkpoint outside the changelog; restoring the partition from scratch',
       );
-      const stale = table.scan(localKey(partition, ''));
-      this.local.transaction(() => {
-        for (const { key } of stale) void table.remove(key);
-      });
+      this.local.transaction(() => table.removePartition(partition));
       from = undefined;
     }
     const records = await this.replay(spec, partition, from ?? start, end);
@@ -311,8 +383,8 @@ export class StageStores implements StoreBacking {
         for (const r of chunk) {
           if (r.key === null) continue;
           const value = decodeChangelogValue(r.value);
-          if (value === undefined) void table.remove(localKey(partition, r.key));
-          else void table.put(localKey(partition, r.key), value);
+          if (value === undefined) table.remove(partition, r.key);
+          else table.put(partition, r.key, value, Number(r.timestamp));
         }
         next = BigInt(chunk[chunk.length - 1]!.offset) + 1n;
         this.local.commitOffset(spec.changelog, partition, next);
@@ -368,9 +440,10 @@ export class StageStores implements StoreBacking {
             const entries = writes.pending.get(spec.name);
             if (!entries || entries.size === 0) continue;
             const table = this.tables.get(spec.name)!;
+            const now = Date.now();
             for (const [key, e] of entries) {
-              if (e.value === null) void table.remove(localKey(p, key));
-              else void table.put(localKey(p, key), e.value);
+              if (e.value === null) table.remove(p, key);
+              else table.put(p, key, e.value, now);
             }
             const base = bases.get(spec.changelog);
             // records of one topic-partition in one produce request have consecutive offsets
@@ -380,8 +453,35 @@ export class StageStores implements StoreBacking {
       } catch (err) {
         this.options.logger.error({ err, partition: p }, 'store writes committed to Kafka but not applied locally; the partition will be restored');
         this.forget(p);
+        return;
       }
+      this.sweepIfDue(p, Date.now());
     });
+  }
+
+  /**
+   * Drops the expired entries of store partition `p` (stores with a retention), when the last
+   * sweep of `p` was a minute or more ago. Local only; runs in `p`'s turn.
+   */
+  private sweepIfDue(p: number, now: number): void {
+    if ((this.swept.get(p) ?? 0) + SWEEP_EVERY_MS > now) return;
+    this.swept.set(p, now);
+    try {
+      this.expire(p, now);
+    } catch (err) {
+      this.options.logger.warn({ err, partition: p }, 'expired store entries not dropped; trying again later');
+    }
+  }
+
+  /** Drops the entries of store partition `p` past their store's retention at `now`; returns how many. */
+  expire(p: number, now: number): number {
+    let dropped = 0;
+    for (const table of this.tables.values()) {
+      const n = this.local.transaction(() => table.expire(p, now, SWEEP_MAX));
+      if (n > 0) this.options.logger.info({ store: table.spec.name, partition: p, dropped: n }, 'expired store entries dropped');
+      dropped += n;
+    }
+    return dropped;
   }
 
   /** Changelog records of `spec` a batch sent (one per kept write, not per distinct key). */

@@ -86,6 +86,12 @@ export interface KeyValueStore<V = unknown> {
 /** A state store a stage declares; the topology derives its changelog topic. */
 export interface StoreDecl {
   doc: string;
+  /**
+   * Keep an entry this long (ms) after its last write, then drop it (Kafka Streams' windowed
+   * stores): the changelog becomes `cleanup.policy=compact,delete` with this `retention.ms`, and
+   * the runtime sweeps the local copy. Unset: entries stay until deleted.
+   */
+  retentionMs?: number;
 }
 
 export interface StageContext {

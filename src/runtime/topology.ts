@@ -77,6 +77,8 @@ export interface StoreSpec {
   doc: string;
   /** `<prefix>.<stage>.<store>-changelog`: compacted, partitioned like the stage's input. */
   changelog: string;
+  /** Entries go this long (ms) after their last write; see `StoreDecl.retentionMs` in stage.ts. */
+  retentionMs?: number;
 }
 
 /** What topics need from the cluster in one environment; see `src/runtime/profiles.ts`. */
@@ -218,13 +220,25 @@ export function defineTopology(decl: TopologyDecl): Topology {
       `Dead letters of ${stageName}: original bytes plus error context headers.`,
       decl.defaults?.dlqTopicConfigs ?? { 'retention.ms': String(30 * DAY_MS) },
     );
-    const stores = Object.entries(s.stores ?? {}).map(([store, d]) => ({
-      name: store,
-      doc: d.doc,
-      changelog: derived(`${stageName}.${store}-changelog`, 'changelog', `Changelog of ${stageName}'s store ${store}: ${d.doc}`, {
-        'cleanup.policy': 'compact',
-      }),
-    }));
+    const stores = Object.entries(s.stores ?? {}).map(([store, d]): StoreSpec => {
+      if (d.retentionMs !== undefined && !(Number.isInteger(d.retentionMs) && d.retentionMs > 0))
+        throw new SonicError(
+          'TOPOLOGY_INVALID',
+          `stage ${stageName}, store ${store}: retentionMs must be a whole number of ms > 0, got ${String(d.retentionMs)}`,
+        );
+      const kept = d.retentionMs === undefined ? '' : ` Entries go ${d.retentionMs} ms after their last write.`;
+      return {
+        name: store,
+        doc: d.doc,
+        changelog: derived(
+          `${stageName}.${store}-changelog`,
+          'changelog',
+          `Changelog of ${stageName}'s store ${store}: ${d.doc}${kept}`,
+          d.retentionMs === undefined ? { 'cleanup.policy': 'compact' } : { 'cleanup.policy': 'compact,delete', 'retention.ms': String(d.retentionMs) },
+        ),
+        ...(d.retentionMs === undefined ? {} : { retentionMs: d.retentionMs }),
+      };
+    });
     stages.push({
       name: stageName,
       doc: s.doc,

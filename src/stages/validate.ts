@@ -15,7 +15,8 @@
  * it is validated again. The window is `SONIC_DEDUP_WINDOW` (15 minutes), measured between the
  * requests' `created_at`: duplicates are made within seconds to minutes of each other, while a key
  * makes the same task id again only after the task was removed (retention, `gc`), far later. An
- * entry older than the window is replaced when its task id comes again.
+ * entry older than the window is replaced when its task id comes again, and every entry goes a day
+ * after it was written (the store's retention), so `seen` holds about a day of task ids.
  */
 import { SonicError } from '../core/errors.js';
 import { checkAudio } from '../media/audio.js';
@@ -76,7 +77,8 @@ export const validate = taskStage({
   concurrency: 4,
   scaling: { maxReplicas: 4, lagThreshold: 50, targetDrainSeconds: 60 },
   resources: { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '512Mi' } },
-  stores: { seen: { doc: 'The first request validated per task id (a later one is a duplicate).' } },
+  // a day: far longer than the duplicate window (SONIC_DEDUP_WINDOW, at most 12 h)
+  stores: { seen: { doc: 'The first request validated per task id (a later one is a duplicate).', retentionMs: 86_400_000 } },
   create: (deps) => ({
     async handle(rec, ctx) {
       const request = rec.value;

@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../src/core/config.js';
 import { SonicError } from '../../src/core/errors.js';
 import type { Schemas, TaskRequest } from '../../src/domain/records.js';
@@ -9,7 +12,9 @@ import { HEADERS } from '../../src/runtime/headers.js';
 import { applyDeploy, planDeploy, storePartitionedTopics } from '../../src/ops/deploy.js';
 import type { TopicAdmin } from '../../src/kafka/admin.js';
 import type { RegistryAdmin } from '../../src/serde/registry-admin.js';
-import { MemoryStores } from '../../src/runtime/stage-stores.js';
+import { MemoryStores, StageStores } from '../../src/runtime/stage-stores.js';
+import { createKafka } from '../../src/kafka/client.js';
+import { createLogger } from '../../src/core/logger.js';
 import type { StageHandler, StageRecord } from '../../src/runtime/stage.js';
 import { TopologyTestDriver } from '../../src/runtime/test-driver.js';
 import { defineTopology } from '../../src/runtime/topology.js';
@@ -242,6 +247,98 @@ describe('stage state stores', () => {
     expect(commit(rec(8 * day, '3'))).toBeUndefined();
     expect(stores.get('seen', 0, 't1')).toMatchObject({ offset: '3' });
     expect(commit(rec(8 * day + 1000, '4'))).toMatchObject({ offset: '3' });
+  });
+});
+
+describe('stores with a retention', () => {
+  it('the changelog deletes old segments as well as compacting, and validate keeps its seen entries a day', () => {
+    const ttl = (retentionMs: number) =>
+      defineTopology({
+        name: 'ttl',
+        prefix: 'r',
+        status: { topic: 'status', hook: taskStates([{ name: 'work', state: 'INFERRING' }]) },
+        topics: {
+          in: { valueSchema: 'task-status', external: { producers: ['test'] }, doc: 'in' },
+          status: { role: 'status', valueSchema: 'task-status', configs: { 'cleanup.policy': 'compact' }, doc: 'status' },
+        },
+        stages: { work: { doc: 'work', input: 'in', stores: { recent: { doc: 'recent', retentionMs } } } },
+      });
+    const t = ttl(60_000);
+    expect(t.stages[0]!.stores[0]).toMatchObject({ name: 'recent', retentionMs: 60_000 });
+    expect(t.topics['r.work.recent-changelog']?.configs).toEqual({ 'cleanup.policy': 'compact,delete', 'retention.ms': '60000' });
+    const sonic = sonicTopology({ prefix: 'sonic' });
+    expect(sonic.topics['sonic.validate.seen-changelog']?.configs).toEqual({ 'cleanup.policy': 'compact,delete', 'retention.ms': '86400000' });
+    expect(() => ttl(0)).toThrow(/retentionMs must be a whole number of ms > 0/);
+    expect(() => loadConfig({ SONIC_DEDUP_WINDOW: '13h' })).toThrow(/SONIC_DEDUP_WINDOW must be a duration from 1 s to 43200 s/);
+  });
+
+  it('the local copy drops entries a retention after their last write, keeps the rest, and keeps write times across a restart', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sonicflow-store-ttl-'));
+    const specs = [
+      { name: 'recent', doc: '', changelog: 'c.recent', retentionMs: 60_000 },
+      { name: 'forever', doc: '', changelog: 'c.forever' },
+    ];
+    const open = (): StageStores =>
+      new StageStores({
+        dir,
+        specs,
+        kafka: createKafka({ brokers: ['127.0.0.1:1'], clientId: 't' }, createLogger('t', 'silent')),
+        logger: createLogger('t', 'silent'),
+      });
+    // the changelog offsets of each partition: a batch's records, then its commit marker
+    const next = new Map<number, bigint>();
+    const commit = async (stores: StageStores, partition: number, writes: Record<string, string | null>): Promise<void> => {
+      const batch = stores.batch(partition);
+      const r = batch.forRecord();
+      for (const [key, v] of Object.entries(writes)) {
+        if (v === null) r.view.recent!.delete(key);
+        else r.view.recent!.put(key, v);
+        r.view.forever!.put(key, v ?? 'gone');
+      }
+      r.keep();
+      const base = next.get(partition) ?? 0n;
+      next.set(partition, base + BigInt(Object.keys(writes).length) + 1n);
+      await stores.commit(
+        batch,
+        async () =>
+          new Map([
+            ['c.recent', base],
+            ['c.forever', base],
+          ]),
+      );
+    };
+    // the commit's clock is the write time: Date only is faked, so LMDB and timers run as they are
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const t0 = Date.parse('2026-11-30T12:00:00Z');
+    const at = (s: number): number => t0 + s * 1000;
+    vi.setSystemTime(at(0));
+    let stores = open();
+    try {
+      await commit(stores, 0, { a: 'A', b: 'B' });
+      await commit(stores, 1, { a: 'other partition' });
+      expect(stores.expire(0, at(30))).toBe(0); // nothing is older than the retention yet
+      await stores.close();
+      stores = open(); // a restart keeps the entries and their write times
+      expect(stores.get('recent', 0, 'a')).toBe('A');
+      vi.setSystemTime(at(40));
+      await commit(stores, 0, { b: 'B2', c: 'C' }); // b written again
+      expect(stores.expire(0, at(60))).toBe(0);
+      // a minute after the first writes: a (written at 0 s) goes; b and c (40 s) stay
+      expect(stores.expire(0, at(60.001))).toBe(1);
+      expect(stores.get('recent', 0, 'a')).toBeUndefined();
+      expect(stores.get('recent', 0, 'b')).toBe('B2');
+      expect(stores.expire(0, at(100.001))).toBe(2);
+      expect(stores.get('recent', 0, 'b')).toBeUndefined();
+      expect(stores.get('recent', 0, 'c')).toBeUndefined();
+      // other partitions, and stores without a retention, keep theirs
+      expect(stores.get('recent', 1, 'a')).toBe('other partition');
+      expect(stores.get('forever', 0, 'a')).toBe('A');
+      expect(stores.expire(0, at(3600))).toBe(0);
+    } finally {
+      vi.useRealTimers();
+      await stores.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
