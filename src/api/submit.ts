@@ -200,17 +200,34 @@ export async function referencedBlob(blob: BlobStore, tenant: string, kind: 'aud
   return { uri, content_type: st.content_type ?? null, size_bytes: st.size_bytes, sha256: st.sha256 ?? null };
 }
 
+/** The version prefix of fingerprints made by {@link requestFingerprint} (older ones have none). */
+const FINGERPRINT_V2 = 'v2:';
+
 /**
  * The fingerprint of a request, for an Idempotency-Key's retries: SHA-256 over its canonical form
- * (parameters with defaults applied, limits, callback, priority, metadata by key, and each
+ * (parameters with Sonic's defaults applied, limits, callback, priority, metadata by key, and each
  * medium by its SHA-256, or its uri when the store has no checksum). Whether media came as
  * uploads or as references to the same files does not change it; another value anywhere does.
+ * `max_duration_s` counts as the client sent it (`sent`): its default is the deployment's limit
+ * (SONIC_MAX_AUDIO_S), which an operator may change between a request and its retry.
  */
-export function requestFingerprint(r: TaskRequest): string {
+export function requestFingerprint(r: TaskRequest, sent: Pick<SubmitFields, 'max_duration_s'>): string {
+  return FINGERPRINT_V2 + fingerprintOf(r, sent.max_duration_s === undefined ? null : r.max_duration_s);
+}
+
+/**
+ * Whether `r` (sent with `sent`) is the request whose fingerprint is `first`: one made by
+ * {@link requestFingerprint}, or by the first version, which took the defaulted max_duration_s.
+ */
+export function sameFingerprint(first: string, r: TaskRequest, sent: Pick<SubmitFields, 'max_duration_s'>): boolean {
+  return first.startsWith(FINGERPRINT_V2) ? first === requestFingerprint(r, sent) : first === fingerprintOf(r, r.max_duration_s);
+}
+
+function fingerprintOf(r: TaskRequest, maxDurationS: number | null): string {
   const media = (m: MediaRef): string => (m.sha256 ? `sha256:${m.sha256}` : `uri:${m.uri}`);
   const canonical = {
     params: Object.fromEntries(Object.entries(r.params).sort(([a], [b]) => (a < b ? -1 : 1))),
-    max_duration_s: r.max_duration_s,
+    max_duration_s: maxDurationS,
     truncate_audio: r.truncate_audio,
     callback: r.callback ? { url: r.callback.url, secret_ref: r.callback.secret_ref } : null,
     priority: r.priority,

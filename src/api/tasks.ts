@@ -26,6 +26,7 @@ import {
   idempotentTaskId,
   referencedBlob,
   requestFingerprint,
+  sameFingerprint,
   type Limits,
   type SubmitFields,
 } from './submit.js';
@@ -231,7 +232,7 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
     if (!first) return;
     const { fields, audio, image } = await readSubmit(req, taskId, [], 'hash');
     const request = buildRequest({ taskId, tenant: req.tenant, idempotencyKey: idemKey, image, audio, fields, limits, traceparent: null, now: new Date() });
-    if (requestFingerprint(request) !== first.fingerprint) {
+    if (!sameFingerprint(first.fingerprint, request, fields)) {
       throw new SonicError(
         'IDEMPOTENCY_KEY_REUSED',
         `this Idempotency-Key was first used with another request (task ${taskId}); use a new key for a new request`,
@@ -280,7 +281,7 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
         at: now,
       };
       const first: TaskKey | undefined = idemKey
-        ? { task_id: taskId, tenant_id: req.tenant, idempotency_key: idemKey, fingerprint: requestFingerprint(request), created_at: now }
+        ? { task_id: taskId, tenant_id: req.tenant, idempotency_key: idemKey, fingerprint: requestFingerprint(request, fields), created_at: now }
         : undefined;
       try {
         await deps.enqueue(request, queued, Math.max(1, config.apiEnqueueTimeoutMs - waitedMs), first);
