@@ -32,6 +32,7 @@ import {
 } from './submit.js';
 import { readMultipart, type SpooledFile, type UploadSlots } from './uploads.js';
 import { sendBlob } from './video.js';
+import { statusEvent } from '../domain/status-event.js';
 
 export interface TaskRouteDeps {
   config: Config;
@@ -266,20 +267,7 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
       const now = new Date();
       const traceparent = childTraceparent(typeof req.headers.traceparent === 'string' ? req.headers.traceparent : undefined);
       const request = buildRequest({ taskId, tenant: req.tenant, idempotencyKey: idemKey, image, audio, fields, limits, traceparent, now });
-      const queued: StatusEvent = {
-        task_id: taskId,
-        state: 'QUEUED',
-        stage: null,
-        attempt: 1,
-        progress: null,
-        error_code: null,
-        error_message: null,
-        retryable: null,
-        result_url: null,
-        tenant_id: req.tenant,
-        created_at: now,
-        at: now,
-      };
+      const queued: StatusEvent = statusEvent({ task_id: taskId, state: 'QUEUED', tenant_id: req.tenant, created_at: now, at: now });
       const first: TaskKey | undefined = idemKey
         ? { task_id: taskId, tenant_id: req.tenant, idempotency_key: idemKey, fingerprint: requestFingerprint(request, fields), created_at: now }
         : undefined;

@@ -13,6 +13,7 @@ import { valueSubject } from '../../src/serde/wire.js';
 import { KEYS, bearer, multipart, raw, sampleMedia, startApiOnly, type ApiUnderTest, type RawResponse } from '../helpers/api.js';
 import { LISTENING, listeningPort, onCleanup, startSonicflow, testContext, type SonicflowProcess } from '../helpers/infra.js';
 import { waitUntil } from '../helpers/wait.js';
+import { statusEvent } from '../../src/domain/status-event.js';
 
 interface Replica {
   port: number;
@@ -176,20 +177,7 @@ describe('API replicas on stores (real API processes, broker, registry)', () => 
     const status = a.topic('tasks.status');
     const producer = await new PlainProducer(ctx.kafka).connect();
     const at = new Date(Date.now() - 10_000);
-    const ended = {
-      task_id: id,
-      state: 'SUCCEEDED',
-      stage: 'publish',
-      attempt: 1,
-      progress: 1,
-      error_code: null,
-      error_message: null,
-      retryable: null,
-      result_url: null,
-      tenant_id: 'acme',
-      created_at: at,
-      at,
-    };
+    const ended = statusEvent({ task_id: id, state: 'SUCCEEDED', stage: 'publish', progress: 1, tenant_id: 'acme', created_at: at, at });
     await producer.send(status, [{ key: id, value: await ctx.serde.encode(valueSubject(status), 'task-status', ended) }]);
     await producer.close();
     await waitUntil(async () => (await get(c.port, KEYS.acme, `/v1/tasks/${id}`)).status === 404, 20_000, 'the janitor to remove the task');

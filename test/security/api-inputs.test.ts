@@ -18,6 +18,7 @@ import { sonicTopology } from '../../topologies/sonic.js';
 import { KEYS, bearer, expectRefused, multipart, raw, sampleMedia, startApiOnly, type ApiUnderTest } from '../helpers/api.js';
 import { testContext } from '../helpers/infra.js';
 import { ff, greyPng, withWavDataSize, zipOf } from '../unit/media/hostile-fixtures.js';
+import { statusEvent } from '../../src/domain/status-event.js';
 
 describe('no request exhausts the API (real API, broker, registry)', () => {
   let api: ApiUnderTest;
@@ -286,20 +287,7 @@ describe('no request exhausts the API (real API, broker, registry)', () => {
     const ctx = testContext();
     const topic = api.topic('tasks.status');
     const now = new Date();
-    const event = {
-      task_id: id,
-      state: 'SUCCEEDED',
-      stage: 'publish',
-      attempt: 1,
-      progress: 1,
-      error_code: null,
-      error_message: null,
-      retryable: null,
-      result_url: null,
-      tenant_id: 'acme',
-      created_at: now,
-      at: now,
-    };
+    const event = statusEvent({ task_id: id, state: 'SUCCEEDED', stage: 'publish', progress: 1, tenant_id: 'acme', created_at: now, at: now });
     const producer = await new PlainProducer(ctx.kafka).connect();
     await producer.send(topic, [
       { key: id, value: await ctx.serde.encode(valueSubject(topic), sonicTopology({ prefix: api.prefix }).topics[topic]!.valueSchema!, event) },

@@ -8,6 +8,7 @@ import type { StageHandler } from '../../src/runtime/stage.js';
 import { taskStates } from '../../src/stages/status.js';
 import { TopologyTestDriver } from '../../src/runtime/test-driver.js';
 import { defineTopology } from '../../src/runtime/topology.js';
+import { statusEvent } from '../../src/domain/status-event.js';
 
 type Msg = Schemas['task-status'];
 
@@ -48,21 +49,7 @@ function driverWith(behave: (m: Msg, attempt: number) => void) {
   return { driver: new TopologyTestDriver(topology, { handlers: { work } }), calls };
 }
 
-const msg = (extra: Partial<Msg> = {}): Msg => ({
-  task_id: randomUUID(),
-  state: 'QUEUED',
-  stage: null,
-  attempt: 1,
-  progress: null,
-  error_code: null,
-  error_message: null,
-  retryable: null,
-  result_url: null,
-  tenant_id: null,
-  created_at: null,
-  at: new Date(0),
-  ...extra,
-});
+const msg = (extra: Partial<Msg> = {}): Msg => statusEvent({ task_id: randomUUID(), state: 'QUEUED', at: new Date(0), ...extra });
 
 describe('stage routing (topology test driver, same code as the Kafka runner)', () => {
   it('publishes the handler output and a status event on success, carrying the trace id', async () => {

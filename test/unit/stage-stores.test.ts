@@ -22,6 +22,7 @@ import { validateTopology } from '../../src/runtime/validate.js';
 import { taskStates } from '../../src/stages/status.js';
 import { firstOf, validate } from '../../src/stages/validate.js';
 import { sonicTopology } from '../../topologies/sonic.js';
+import { statusEvent } from '../../src/domain/status-event.js';
 
 type Msg = Schemas['task-status'];
 
@@ -44,21 +45,7 @@ const topology = defineTopology({
   stages: { work: { doc: 'work', input: 'in', outputs: { done: 'out' }, scaling: { maxReplicas: 3 }, stores: { counts: { doc: 'records per key' } } } },
 });
 
-const msg = (extra: Partial<Msg> = {}): Msg => ({
-  task_id: randomUUID(),
-  state: 'QUEUED',
-  stage: null,
-  attempt: 1,
-  progress: null,
-  error_code: null,
-  error_message: null,
-  retryable: null,
-  result_url: null,
-  tenant_id: null,
-  created_at: null,
-  at: new Date(0),
-  ...extra,
-});
+const msg = (extra: Partial<Msg> = {}): Msg => statusEvent({ task_id: randomUUID(), state: 'QUEUED', at: new Date(0), ...extra });
 
 /** Counts records per key in its store and emits the count (in `progress`); `error_message` steers failures. */
 const counter: StageHandler<Msg> = {
