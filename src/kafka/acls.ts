@@ -5,7 +5,7 @@
  */
 import kafkajs, { type Admin, type AclEntry, type AclFilter } from 'kafkajs';
 import { SonicError } from '../core/errors.js';
-import { kafkajsOf, type KafkaClient } from './handle.js';
+import { AdminConnection, type KafkaClient } from './handle.js';
 
 const { AclOperationTypes, AclPermissionTypes, AclResourceTypes, ResourcePatternTypes } = kafkajs;
 
@@ -82,24 +82,21 @@ const nameOf = <T extends Record<string, string | number>>(e: T, value: number):
   Object.entries(e).find(([k, v]) => v === value && Number.isNaN(Number(k)))?.[0];
 
 export class AclAdmin {
+  private readonly connection: AdminConnection;
   private readonly admin: Admin;
-  private connected = false;
 
   constructor(kafka: KafkaClient) {
-    this.admin = kafkajsOf(kafka).admin();
+    this.connection = new AdminConnection(kafka);
+    this.admin = this.connection.admin;
   }
 
   async connect(): Promise<this> {
-    if (!this.connected) {
-      await this.admin.connect();
-      this.connected = true;
-    }
+    await this.connection.connect();
     return this;
   }
 
-  async close(): Promise<void> {
-    if (this.connected) await this.admin.disconnect();
-    this.connected = false;
+  close(): Promise<void> {
+    return this.connection.close();
   }
 
   /**

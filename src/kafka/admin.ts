@@ -5,7 +5,7 @@
 import kafkajs, { type Admin } from 'kafkajs';
 import { retry } from '../core/retry.js';
 import { authorizationFailure } from './acls.js';
-import { kafkajsOf, type KafkaClient } from './handle.js';
+import { AdminConnection, type KafkaClient } from './handle.js';
 
 const { ConfigResourceTypes } = kafkajs;
 
@@ -25,24 +25,21 @@ export interface NewTopic {
 }
 
 export class TopicAdmin {
+  private readonly connection: AdminConnection;
   private readonly admin: Admin;
-  private connected = false;
 
   constructor(kafka: KafkaClient) {
-    this.admin = kafkajsOf(kafka).admin();
+    this.connection = new AdminConnection(kafka);
+    this.admin = this.connection.admin;
   }
 
   async connect(): Promise<this> {
-    if (!this.connected) {
-      await this.admin.connect();
-      this.connected = true;
-    }
+    await this.connection.connect();
     return this;
   }
 
-  async close(): Promise<void> {
-    if (this.connected) await this.admin.disconnect();
-    this.connected = false;
+  close(): Promise<void> {
+    return this.connection.close();
   }
 
   /** How many brokers the cluster has (the most replicas a partition can have). */

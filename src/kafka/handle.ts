@@ -7,7 +7,7 @@
  * This module is the one way from a handle back to kafkajs. ESLint lets only `src/kafka` import it
  * (tests and benchmarks, which may use kafkajs directly, too).
  */
-import type { Kafka } from 'kafkajs';
+import type { Admin, Kafka } from 'kafkajs';
 
 declare const opaque: unique symbol;
 
@@ -30,4 +30,25 @@ export function kafkajsOf(client: KafkaClient): Kafka {
   const kafka = clients.get(client);
   if (!kafka) throw new TypeError('not a Kafka client handle (make one with createKafka)');
   return kafka;
+}
+
+/** A kafkajs admin client of a handle, connected once however often `connect` is asked, and closed once. */
+export class AdminConnection {
+  readonly admin: Admin;
+  private connected = false;
+
+  constructor(client: KafkaClient) {
+    this.admin = kafkajsOf(client).admin();
+  }
+
+  async connect(): Promise<void> {
+    if (this.connected) return;
+    await this.admin.connect();
+    this.connected = true;
+  }
+
+  async close(): Promise<void> {
+    if (this.connected) await this.admin.disconnect();
+    this.connected = false;
+  }
 }
