@@ -81,10 +81,16 @@ function hookSignals(): void {
 }
 
 /** Starts `node <args>` with `env`, output to `log`; the child is told to stop when this process exits or is signalled. */
-export function startNode(args: string[], env: NodeJS.ProcessEnv, log: string): Managed {
+export function startNode(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  log: string,
+  wrap: (command: string, args: string[]) => { command: string; args: string[] } = (command, args) => ({ command, args }),
+): Managed {
   hookSignals();
   const fd = openSync(log, 'a');
-  const proc = spawn(process.execPath, args, { env, stdio: ['ignore', fd, fd] });
+  const run = wrap(process.execPath, args);
+  const proc = spawn(run.command, run.args, { env, stdio: ['ignore', fd, fd] });
   closeSync(fd);
   children.add(proc);
   proc.once('exit', () => children.delete(proc));

@@ -18,7 +18,12 @@
  *    - `store, first start`: the store view on an empty directory (it reads the whole topic);
  *    - `store, restart`: a new process on the same directory (it resumes from the checkpoint);
  *    - `store, restart, serving while catching up`: the same, but listening as soon as the store
- *      is open (what the restart would cost if the API did not wait for its view).
+ *      is open (what the restart would cost if the API did not wait for its view);
+ *    - and, where this machine lets the bench make a memory cgroup (bench/memory-limit.ts), the
+ *      restart and the Map view again inside a `--limit-mb` (300) memory limit, as a container
+ *      runtime sets one: the limit counts the page cache the process brings in, so the store's
+ *      files are dropped from the cache first; a view the kernel kills for the limit is
+ *      recorded as killed, with the group's peak charge and OOM kills.
  *    Measured: serving after start = from spawning the process to the first 200 answer to
  *    `GET /v1/tasks/:id` of a known task (the process listens once the view has caught up and
  *    holds all N tasks, like the API), with the child's own breakdown: modules loaded, the
@@ -31,6 +36,8 @@
  * tables and writes bench/results/state.json.
  *
  *   npm run bench:state [-- --sizes 10000,100000,1000000 | --quick] [--runs 1] [--gets 5000] [--store-records N]
+ *                       [--limit-mb 300] [--variants map,store-first,store-restart,store-early,store-limited,map-limited]
+ *                       [--skip-views]
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -49,7 +56,9 @@ import { apiViewGroupPrefix } from '../src/runtime/names.js';
 import { StateStore } from '../src/runtime/store.js';
 import { valueSubject } from '../src/serde/wire.js';
 import { deleteGroups, groupsStartingWith } from './baselines/sonicflow.js';
+import { dropFileCache, MemoryLimit, type LimitUsage } from './memory-limit.js';
 import { freePort, percentile, saveResults, startNode, stopProcess, summarise, table, waitFor, type Summary } from './lib.js';
+import { statusEvent } from '../src/domain/status-event.js';
 
 const CHILD = join(import.meta.dirname, 'state-view.ts');
 const { values: args } = parseArgs({
@@ -61,6 +70,8 @@ const { values: args } = parseArgs({
     tenants: { type: 'string', default: '20' },
     'store-records': { type: 'string' },
     'skip-views': { type: 'boolean', default: false },
+    'limit-mb': { type: 'string', default: '300' },
+    variants: { type: 'string' },
   },
 });
 const SIZES = (args.sizes ?? (args.quick ? '10000,100000' : '10000,100000,1000000')).split(',').map(Number);
@@ -68,6 +79,8 @@ const RUNS = Number(args.runs);
 const GETS = Number(args.gets);
 const TENANTS = Number(args.tenants);
 const STORE_RECORDS = Number(args['store-records'] ?? Math.max(...SIZES));
+const LIMIT_MB = Number(args['limit-mb']);
+const LIMITS = MemoryLimit.available();
 const TX = 1000;
 const SEND = 10_000;
 const started = Date.now();
@@ -79,20 +92,7 @@ const loadBefore = loadavg();
 /** Task i's QUEUED event, as the API writes it at submit: tenant i mod TENANTS, created 1 ms apart. */
 function queued(id: string, i: number, base: number): StatusEvent {
   const at = new Date(base + i);
-  return {
-    task_id: id,
-    state: 'QUEUED',
-    stage: null,
-    attempt: 1,
-    progress: null,
-    error_code: null,
-    error_message: null,
-    retryable: null,
-    result_url: null,
-    tenant_id: `tenant-${String(i % TENANTS).padStart(3, '0')}`,
-    created_at: at,
-    at,
-  };
+  return statusEvent({ task_id: id, state: 'QUEUED', tenant_id: `tenant-${String(i % TENANTS).padStart(3, '0')}`, created_at: at, at });
 }
 
 /** Bytes the files of `dir` take on disk (allocated blocks, not their apparent size). */
@@ -259,14 +259,20 @@ function get(port: number, path: string): Promise<{ status: number; body: string
   });
 }
 
-type Variant = 'map' | 'store-first' | 'store-restart' | 'store-early';
+type Variant = 'map' | 'store-first' | 'store-restart' | 'store-early' | 'store-limited' | 'map-limited';
 const VARIANT_LABEL: Record<Variant, string> = {
   map: 'before: Map (replays the topic)',
   'store-first': 'after: store, first start (empty)',
   'store-restart': 'after: store, restart',
   'store-early': 'after: store, restart, serving while catching up',
+  'store-limited': `after: store, restart, in a ${LIMIT_MB} MB memory limit`,
+  'map-limited': `before: Map, in a ${LIMIT_MB} MB memory limit`,
 };
-const VARIANTS = Object.keys(VARIANT_LABEL) as Variant[];
+const LIMITED: Variant[] = ['store-limited', 'map-limited'];
+const VARIANTS = (Object.keys(VARIANT_LABEL) as Variant[]).filter(
+  (v) => (LIMITS === true || !LIMITED.includes(v)) && (args.variants === undefined || args.variants.split(',').includes(v)),
+);
+if (LIMITS !== true) log(`no memory-limited runs: ${LIMITS}`);
 
 interface ChildStats {
   times: { loaded: number; opened: number; started?: number; tailCaughtUp?: number; applied?: number; listening: number };
@@ -282,12 +288,23 @@ interface ViewRun {
   child: ChildStats;
   get: { p50: number; p99: number; notFoundP99: number; count: number };
   storeDiskMb: number | null;
+  /** The memory limit it ran in, the group's peak charge and OOM kills. */
+  limit?: LimitUsage;
+}
+
+/** A view that did not get to serve: the kernel killed it for its memory limit, or it failed. */
+interface ViewFailure {
+  failed: string;
+  limit?: LimitUsage;
 }
 
 /** One view process: from spawn to the first 200, then the GET run, then its stats. */
-async function runView(variant: Variant, prefix: string, dir: string, ids: string[], label: string): Promise<ViewRun> {
+async function runView(variant: Variant, prefix: string, dir: string, ids: string[], label: string): Promise<ViewRun | ViewFailure> {
   const port = await freePort();
   const probe = ids[ids.length - 1]!;
+  const limited = LIMITED.includes(variant);
+  const limit = limited ? MemoryLimit.create(label, LIMIT_MB) : undefined;
+  if (limited && variant !== 'map-limited') dropFileCache(dir);
   const t0 = performance.now();
   const m = startNode(
     [
@@ -295,19 +312,28 @@ async function runView(variant: Variant, prefix: string, dir: string, ids: strin
       '--import',
       'tsx',
       CHILD,
-      ...['--variant', variant === 'map' ? 'map' : 'store', '--prefix', prefix, '--dir', dir, '--port', String(port), '--expect', String(ids.length)],
+      ...['--variant', variant.startsWith('map') ? 'map' : 'store', '--prefix', prefix, '--dir', dir, '--port', String(port), '--expect', String(ids.length)],
       ...(variant === 'store-early' ? ['--early'] : []),
     ],
     process.env,
     join(work, `${label}.log`),
+    limit && ((command, a) => limit.wrap(command, a)),
   );
   try {
-    await waitFor(async () => (await get(port, `/v1/tasks/${probe}`).catch(() => ({ status: 0 }))).status === 200, {
-      timeoutMs: 900_000,
-      everyMs: 10,
-      what: `${label}: first GET`,
-      abort: () => (m.proc.exitCode !== null ? `it exited with ${m.proc.exitCode}:\n${m.tail()}` : undefined),
-    });
+    const ended = (): string | undefined =>
+      m.proc.exitCode !== null || m.proc.signalCode !== null ? `it exited with ${m.proc.exitCode ?? m.proc.signalCode}:\n${m.tail()}` : undefined;
+    try {
+      await waitFor(async () => (await get(port, `/v1/tasks/${probe}`).catch(() => ({ status: 0 }))).status === 200, {
+        timeoutMs: 900_000,
+        everyMs: 10,
+        what: `${label}: first GET`,
+        abort: ended,
+      });
+    } catch (err) {
+      if (!limit) throw err;
+      const usage = limit.usage();
+      return { failed: usage.oomKills > 0 ? 'killed by the memory limit' : (err as Error).message.split('\n')[0]!, limit: usage };
+    }
     const servingMs = performance.now() - t0;
     const found: number[] = [];
     const missing: number[] = [];
@@ -334,10 +360,12 @@ async function runView(variant: Variant, prefix: string, dir: string, ids: strin
       servingMs,
       child,
       get: { p50: percentile(found, 50), p99: percentile(found, 99), notFoundP99: percentile(missing, 99), count: GETS },
-      storeDiskMb: variant === 'map' ? null : mib(diskBytes(dir)),
+      storeDiskMb: variant.startsWith('map') ? null : mib(diskBytes(dir)),
+      ...(limit ? { limit: limit.usage() } : {}),
     };
   } finally {
     await stopProcess(m.proc);
+    limit?.remove();
   }
 }
 
@@ -346,7 +374,8 @@ async function runView(variant: Variant, prefix: string, dir: string, ids: strin
 const storeResult = await storeThroughput(STORE_RECORDS);
 log(`store throughput done (${STORE_RECORDS} tasks)`);
 
-const views: { size: number; produceRecordsPerSecond: number; variants: Record<Variant, ViewRun[]> }[] = [];
+const views: { size: number; produceRecordsPerSecond: number; variants: Record<Variant, (ViewRun | ViewFailure)[]> }[] = [];
+const isRun = (r: ViewRun | ViewFailure): r is ViewRun => !('failed' in r);
 process.once('exit', () => rmSync(work, { recursive: true, force: true }));
 if (!args['skip-views']) {
   for (const size of SIZES) {
@@ -356,15 +385,18 @@ if (!args['skip-views']) {
       const ids = Array.from({ length: size }, () => randomUUID());
       const rate = await produce(topic, schema, ids);
       log(`${size} tasks: produced into ${topic} at ${rate.toFixed(0)} records/s`);
-      const variants = Object.fromEntries(VARIANTS.map((v) => [v, [] as ViewRun[]])) as Record<Variant, ViewRun[]>;
+      const variants = Object.fromEntries(VARIANTS.map((v) => [v, [] as (ViewRun | ViewFailure)[]])) as Record<Variant, (ViewRun | ViewFailure)[]>;
       // interleaved: run i of every variant before run i + 1 of any
       for (let r = 0; r < RUNS; r++) {
         const dir = join(work, `store-${size}-${r}`);
         for (const v of VARIANTS) {
           const res = await runView(v, prefix, dir, ids, `${size}-${v}-${r}`);
           variants[v].push(res);
+          const peak = res.limit ? `, limit ${res.limit.limitMb} MB: peak ${res.limit.peakMb ?? 'n/a'} MB, ${res.limit.oomKills} OOM kills` : '';
           log(
-            `${size} tasks, ${VARIANT_LABEL[v]}: serving after ${res.servingMs.toFixed(0)} ms, RSS ${res.child.now.rss} MB (anon ${res.child.now.rssAnon}, file ${res.child.now.rssFile}), GET p50 ${res.get.p50.toFixed(2)} / p99 ${res.get.p99.toFixed(2)} ms`,
+            isRun(res)
+              ? `${size} tasks, ${VARIANT_LABEL[v]}: serving after ${res.servingMs.toFixed(0)} ms, RSS ${res.child.now.rss} MB (anon ${res.child.now.rssAnon}, file ${res.child.now.rssFile}), GET p50 ${res.get.p50.toFixed(2)} / p99 ${res.get.p99.toFixed(2)} ms${peak}`
+              : `${size} tasks, ${VARIANT_LABEL[v]}: ${res.failed}${peak}`,
           );
         }
         rmSync(dir, { recursive: true, force: true });
@@ -381,7 +413,7 @@ if (!args['skip-views']) {
 const num = (v: number, digits = 0): string =>
   Number.isFinite(v) ? v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : 'n/a';
 const cell = (s: Summary, digits = 0): string =>
-  s.runs.length === 1 ? num(s.median, digits) : `${num(s.median, digits)} (${num(s.min, digits)}–${num(s.max, digits)})`;
+  s.runs.length === 0 ? '–' : s.runs.length === 1 ? num(s.median, digits) : `${num(s.median, digits)} (${num(s.min, digits)}–${num(s.max, digits)})`;
 const of = (rs: ViewRun[], f: (r: ViewRun) => number): Summary => summarise(rs.map(f));
 
 console.log(`\nState store (LMDB), ${STORE_RECORDS.toLocaleString('en-US')} tasks, one process\n`);
@@ -395,11 +427,16 @@ console.log(`store on disk: ${storeResult.diskMb} MB`);
 
 const summary = views.flatMap(({ size, variants }) =>
   (Object.keys(variants) as Variant[]).map((v) => {
-    const rs = variants[v];
+    const rs = variants[v].filter(isRun);
+    const limits = variants[v].flatMap((r) => (r.limit ? [r.limit] : []));
     return {
       size,
       variant: v,
       label: VARIANT_LABEL[v],
+      failures: variants[v].flatMap((r) => (isRun(r) ? [] : [r.failed])),
+      limitMb: limits[0]?.limitMb ?? null,
+      limitPeakMb: limits.length ? summarise(limits.map((l) => l.peakMb ?? Number.NaN)) : null,
+      oomKills: limits.reduce((n, l) => n + l.oomKills, 0),
       servingAfterStartMs: of(rs, (r) => r.servingMs),
       // the child's own clock (ms since its process started): modules loaded; then the view's
       // start() (for the store: its consumer group seeded with the checkpoint); then catching up
@@ -414,7 +451,7 @@ const summary = views.flatMap(({ size, variants }) =>
       getP50Ms: of(rs, (r) => r.get.p50),
       getP99Ms: of(rs, (r) => r.get.p99),
       notFoundP99Ms: of(rs, (r) => r.get.notFoundP99),
-      storeDiskMb: v === 'map' ? null : of(rs, (r) => r.storeDiskMb ?? Number.NaN),
+      storeDiskMb: v.startsWith('map') ? null : of(rs, (r) => r.storeDiskMb ?? Number.NaN),
     };
   }),
 );
@@ -438,11 +475,14 @@ if (summary.length > 0) {
         'GET p99, ms',
         '404 p99, ms',
         'store on disk, MB',
+        'memory limit: peak charge, MB (OOM kills)',
       ],
       summary.map((s) => [
         s.size.toLocaleString('en-US'),
         s.label,
-        cell(s.servingAfterStartMs),
+        s.failures.length
+          ? `${s.failures.join('; ')}${s.servingAfterStartMs.runs.length ? `; ${cell(s.servingAfterStartMs)}` : ''}`
+          : cell(s.servingAfterStartMs),
         cell(s.modulesLoadedMs),
         cell(s.viewStartMs),
         cell(s.catchUpMs),
@@ -453,6 +493,7 @@ if (summary.length > 0) {
         cell(s.getP99Ms, 2),
         cell(s.notFoundP99Ms, 2),
         s.storeDiskMb ? cell(s.storeDiskMb) : '–',
+        s.limitPeakMb ? `${cell(s.limitPeakMb)} of ${s.limitMb} (${s.oomKills})` : '–',
       ]),
     ),
   );

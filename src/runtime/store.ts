@@ -64,7 +64,10 @@ export class StateStore {
   static open(options: StoreOptions): StateStore {
     try {
       mkdirSync(options.path, { recursive: true });
-      const root = open({ path: options.path, maxDbs: 64, mapSize: options.maxBytes ?? 16 * 1024 ** 3, compression: false });
+      // noReadAhead (MDB_NORDAHEAD, madvise MADV_RANDOM; lmdb-js reads it, its types omit it): a
+      // page fault reads the page, not the next 128 KB, so under a memory limit the page cache
+      // holds the pages reads need rather than their neighbours
+      const root = open({ path: options.path, maxDbs: 64, mapSize: options.maxBytes ?? 16 * 1024 ** 3, compression: false, ...{ noReadAhead: true } });
       return new StateStore(options.path, root);
     } catch (err) {
       throw new SonicError('CONFIG_INVALID', `cannot open the state store at ${options.path}: ${(err as Error).message}`, { cause: err });
