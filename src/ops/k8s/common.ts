@@ -65,7 +65,11 @@ export interface RenderK8sOptions {
   storageClass?: string;
 }
 
-const API_RESOURCES: ResourceRequirements = { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '768Mi' } };
+/**
+ * The API's status view lives in its state store (bounded memory: `npm run bench:state` serves
+ * 1M tasks inside a 300 MB memory limit); the rest is HTTP, spooled uploads and streams.
+ */
+const API_RESOURCES: ResourceRequirements = { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '512Mi' } };
 /** For a stage that declares no resources. */
 const FALLBACK_RESOURCES: ResourceRequirements = { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '512Mi' } };
 
