@@ -98,9 +98,10 @@ type Connectable = { connect: () => Promise<void> };
  * Makes every admin, producer and consumer of `kafka` probe the broker's security before its first
  * connection (`src/kafka/access.ts`, once per client: any verdict but "unreachable" is kept) and
  * turn kafkajs' SASL failures into `KAFKA_AUTH_FAILED`: a client the broker will never let in as
- * configured fails at once with an error that says why, instead of retrying.
+ * configured fails at once with an error that says why, instead of retrying. Exported for the
+ * benchmarks' own kafkajs clients (bench/kafka-connection.ts), which fail the same way.
  */
-function guardAccess(kafka: InstanceType<typeof Kafka>, settings: AccessSettings): void {
+export function guardAccess(kafka: InstanceType<typeof Kafka>, settings: AccessSettings): void {
   let verdict: Promise<void> | undefined;
   const gate = (): Promise<void> => {
     verdict ??= probeAccess(settings).then((v) => {
