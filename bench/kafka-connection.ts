@@ -6,8 +6,9 @@
  * SONIC_KAFKA_SASL_USERNAME, SONIC_KAFKA_SASL_PASSWORD. Unset, every client stays plaintext.
  *
  * - {@link benchKafkajs}: a kafkajs client with the benchmark's own tuning plus that TLS and SASL,
- *   guarded like the product's (`guardAccess`): a wrong password, an untrusted certificate or a
- *   plaintext client at a TLS listener fails at the first connect with an error that says so.
+ *   guarded like the product's (`guardKafkajsAccess`): a wrong password, an untrusted
+ *   certificate or a plaintext client at a TLS listener fails at the first connect with an error
+ *   that says so.
  * - {@link javaClientProperties} / {@link writeJavaClientProperties}: the same settings for a Java
  *   client (security.protocol, sasl.mechanism, sasl.jaas.config, a PEM truststore), written to a
  *   file of mode 0600 in a private temporary directory, for Kafka Streams and the perf tools.
@@ -20,7 +21,7 @@ import { join, resolve } from 'node:path';
 import kafkajs, { type Kafka, type KafkaConfig } from 'kafkajs';
 import { kafkaConnection } from '../src/app/context.js';
 import { loadConfig, type Config } from '../src/core/config.js';
-import { guardAccess, type KafkaConnection } from '../src/kafka/client.js';
+import { guardKafkajsAccess, type KafkaConnection } from '../src/kafka/client.js';
 
 /** TLS and SASL of a connection, as the product's clients get them. */
 export type KafkaSecurity = Pick<KafkaConnection, 'ssl' | 'sasl'>;
@@ -38,7 +39,7 @@ export function kafkaSecurity(env: NodeJS.ProcessEnv = process.env): KafkaSecuri
 export function benchKafkajs(config: Omit<KafkaConfig, 'ssl' | 'sasl' | 'brokers'> & { brokers: string[] }, env: NodeJS.ProcessEnv = process.env): Kafka {
   const security = kafkaSecurity(env);
   const kafka = new kafkajs.Kafka({ ...config, ...security });
-  guardAccess(kafka, {
+  guardKafkajsAccess(kafka, {
     brokers: config.brokers,
     ...(security.ssl === undefined ? {} : { ssl: security.ssl }),
     ...(security.sasl === undefined ? {} : { sasl: { mechanism: security.sasl.mechanism, username: security.sasl.username } }),

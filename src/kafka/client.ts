@@ -98,10 +98,9 @@ type Connectable = { connect: () => Promise<void> };
  * Makes every admin, producer and consumer of `kafka` probe the broker's security before its first
  * connection (`src/kafka/access.ts`, once per client: any verdict but "unreachable" is kept) and
  * turn kafkajs' SASL failures into `KAFKA_AUTH_FAILED`: a client the broker will never let in as
- * configured fails at once with an error that says why, instead of retrying. Exported for the
- * benchmarks' own kafkajs clients (bench/kafka-connection.ts), which fail the same way.
+ * configured fails at once with an error that says why, instead of retrying.
  */
-export function guardAccess(kafka: InstanceType<typeof Kafka>, settings: AccessSettings): void {
+function guardAccess(kafka: InstanceType<typeof Kafka>, settings: AccessSettings): void {
   let verdict: Promise<void> | undefined;
   const gate = (): Promise<void> => {
     verdict ??= probeAccess(settings).then((v) => {
@@ -126,6 +125,22 @@ export function guardAccess(kafka: InstanceType<typeof Kafka>, settings: AccessS
   kafka.admin = (o) => guarded(admin.call(kafka, o));
   kafka.producer = (o) => guarded(producer.call(kafka, o));
   kafka.consumer = (o) => guarded(consumer.call(kafka, o));
+}
+
+/** A kafkajs client, as far as {@link guardKafkajsAccess} says (no kafkajs type leaves `src/kafka` but through the handle). */
+export interface KafkajsLike {
+  admin: (...args: never[]) => unknown;
+  producer: (...args: never[]) => unknown;
+  consumer: (...args: never[]) => unknown;
+}
+
+/**
+ * The guard of {@link createKafka}'s clients, for a kafkajs client made elsewhere (the benchmarks'
+ * own, bench/kafka-connection.ts): a client the broker will never let in as configured fails at
+ * its first connect with `KAFKA_AUTH_FAILED`, `KAFKA_TLS_UNTRUSTED` or `KAFKA_PROTOCOL_MISMATCH`.
+ */
+export function guardKafkajsAccess(kafka: KafkajsLike, settings: AccessSettings): void {
+  guardAccess(kafka as InstanceType<typeof Kafka>, settings);
 }
 
 /**
