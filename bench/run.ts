@@ -10,6 +10,10 @@
  * bench/results/bench.json and bench/results/bench.svg.
  *
  *   npm run bench [-- --runs 3 --records 10000 --only sonicflow-batched,raw-kafkajs]
+ *
+ * Kafka: KAFKA_BROKERS and SCHEMA_REGISTRY_URL; against a secured cluster also the product's
+ * SONIC_KAFKA_SSL, SONIC_KAFKA_SSL_CA_FILE and SONIC_KAFKA_SASL_MECHANISM / _USERNAME / _PASSWORD,
+ * which every benchmark uses (bench/kafka-connection.ts; docs/performance.md).
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,6 +23,7 @@ import { run as bullmq } from './baselines/bullmq.js';
 import { run as kafkaStreams } from './baselines/kafka-streams.js';
 import { run as rawKafkajs } from './baselines/raw-kafkajs.js';
 import { run as sonicflow } from './baselines/sonicflow.js';
+import { describeKafkaSecurity } from './kafka-connection.js';
 import { barChartSvg, fmt, saveResults, summarise, table, type Summary } from './lib.js';
 import { run as scheduling } from './scheduling.js';
 import { run as submit } from './submit.js';
@@ -29,8 +34,24 @@ const { values: args } = parseArgs({
     records: { type: 'string', default: '10000' },
     partitions: { type: 'string', default: '4' },
     only: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
   },
 });
+if (args.help) {
+  console.log(`usage: npm run bench [-- --runs 3 --records 10000 --partitions 4 --only KEY,...]
+
+  --runs N        runs of each system; figures are the median with min–max (default 3)
+  --records N     records of the five-hop throughput run (default 10000)
+  --partitions N  partitions per topic (default 4)
+  --only KEYS     comma-separated: sonicflow-batched, sonicflow-default, raw-kafkajs,
+                  kafka-streams, bullmq, broker, submit, scheduling (default: all)
+
+Environment: KAFKA_BROKERS, SCHEMA_REGISTRY_URL (npm run bench starts the local stack for what
+is unset); for a secured cluster SONIC_KAFKA_SSL, SONIC_KAFKA_SSL_CA_FILE,
+SONIC_KAFKA_SASL_MECHANISM, SONIC_KAFKA_SASL_USERNAME, SONIC_KAFKA_SASL_PASSWORD, as for sonicflow
+itself: every benchmark connects with them (see docs/performance.md).`);
+  process.exit(0);
+}
 const RUNS = Number(args.runs);
 const N = Number(args.records);
 const P = Number(args.partitions);
@@ -39,6 +60,7 @@ const only = args.only?.split(',');
 const want = (name: string): boolean => !only || only.includes(name);
 const started = Date.now();
 const log = (s: string): boolean => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] ${s}\n`);
+log(`Kafka at ${brokers} over ${describeKafkaSecurity()}`);
 
 interface HopResult {
   system: string;

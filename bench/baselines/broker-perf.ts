@@ -12,12 +12,18 @@
  *   otherwise dominate.
  * The topic and the group are deleted afterwards; each tool is killed if it outlives its bound.
  *
+ * Against a secured broker (the product's SONIC_KAFKA_SSL* and SONIC_KAFKA_SASL_* variables) the
+ * tools get the same settings as a client properties file (--producer.config, --consumer.config;
+ * mode 0600 in a private temporary directory, removed afterwards), and the driver's kafkajs admin
+ * connects as the product's clients do (bench/kafka-connection.ts).
+ *
  *   node --import tsx bench/baselines/broker-perf.ts [--records 50000] [--partitions 4]
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { writeJavaClientProperties } from '../kafka-connection.js';
 import { cleanUp, createTopics, kafkaClient, stopProcess } from './kafka-streams.js';
 
 const STACK = join(import.meta.dirname, '..', '..', 'ops', 'stack', 'stack.sh');
@@ -97,6 +103,8 @@ export async function run(opts: BrokerPerfOptions): Promise<BrokerPerfResult> {
   const admin = kafka.admin();
   await admin.connect();
   const bound = 120_000 + opts.records; // 1 ms a record on top of two minutes
+  // TLS and SASL for the tools' Java clients (none for a plaintext broker)
+  const clientConfig = writeJavaClientProperties();
   try {
     await createTopics(admin, [topic], opts.partitions, 'CreateTime');
     const prod = parseProducerPerf(
@@ -114,13 +122,27 @@ export async function run(opts: BrokerPerfOptions): Promise<BrokerPerfResult> {
           '--producer-props',
           `bootstrap.servers=${opts.brokers}`,
           'acks=all',
+          ...(clientConfig ? ['--producer.config', clientConfig.path] : []),
         ],
         bound,
       ),
     );
     const cons = parseConsumerPerf(
       await tool(
-        ['consumer-perf', '--bootstrap-server', opts.brokers, '--topic', topic, '--messages', String(opts.records), '--group', group, '--timeout', '30000'],
+        [
+          'consumer-perf',
+          '--bootstrap-server',
+          opts.brokers,
+          '--topic',
+          topic,
+          '--messages',
+          String(opts.records),
+          '--group',
+          group,
+          '--timeout',
+          '30000',
+          ...(clientConfig ? ['--consumer.config', clientConfig.path] : []),
+        ],
         bound,
       ),
     );
@@ -139,6 +161,7 @@ export async function run(opts: BrokerPerfOptions): Promise<BrokerPerfResult> {
         `consumer rates exclude the group join (rebalance ${cons['rebalance.time.ms']} ms; with it: ${Number(cons['nMsg.sec']).toFixed(0)} records/s, ${Number(cons['MB.sec']).toFixed(1)} MB/s)`,
     };
   } finally {
+    clientConfig?.remove();
     const problems = await cleanUp(admin, [topic], [group]);
     await admin.disconnect();
     for (const p of problems) process.stderr.write(`broker-perf: cleanup: ${p}\n`);

@@ -28,6 +28,11 @@
  *   groups are deleted. The transactional id of the application cannot be deleted; the broker
  *   expires it (transactional.id.expiration.ms).
  *
+ * Against a secured broker (SONIC_KAFKA_SSL, SONIC_KAFKA_SSL_CA_FILE, SONIC_KAFKA_SASL_*, the
+ * product's variables) the driver's kafkajs clients connect as the product's, and the JVM gets the
+ * same settings as Java client properties (security.protocol, sasl.mechanism, sasl.jaas.config, a
+ * PEM truststore) in a file of mode 0600 in a private temporary directory, removed afterwards.
+ *
  *   node --import tsx bench/baselines/kafka-streams.ts [--records 5000] [--partitions 4]
  *   (KAFKA_BROKERS, default localhost:9092)
  */
@@ -40,10 +45,11 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import kafkajs, { type Admin, type Kafka } from 'kafkajs';
+import { benchKafkajs, writeJavaClientProperties } from '../kafka-connection.js';
 import { percentile } from '../lib.js';
 
 // kafkajs is CommonJS: its named exports are reached through the default export under ESM
-const { Kafka: KafkaClient, logLevel, Partitioners } = kafkajs;
+const { logLevel, Partitioners } = kafkajs;
 
 export interface BaselineOptions {
   brokers: string;
@@ -75,8 +81,9 @@ const JAR = join(PROJECT, 'target', 'kafka-streams-bench.jar');
 // ---------------------------------------------------------------------------------------------
 // Kafka helpers (kafkajs directly: bench code, not src/)
 
+/** The driver's kafkajs client: TLS and SASL as the product's when the environment configures them (bench/kafka-connection.ts). */
 export function kafkaClient(brokers: string, clientId: string): Kafka {
-  return new KafkaClient({
+  return benchKafkajs({
     clientId,
     brokers: brokers.split(',').map((b) => b.trim()),
     connectionTimeout: 5000,
@@ -398,6 +405,8 @@ export async function run(opts: BaselineOptions): Promise<BaselineResult> {
   const admin = kafka.admin();
   await admin.connect();
   const stateDir = mkdtempSync(join(tmpdir(), 'sonicflow-bench-ks-'));
+  // TLS and SASL for the JVM's clients (none for a plaintext broker)
+  const clientConfig = writeJavaClientProperties();
   const groups = [`${prefix}.streams`, `${prefix}.burst-reader`, `${prefix}.latency-reader`];
   let jvm: Jvm | undefined;
   const killOnExit = () => jvm?.child.kill('SIGKILL');
@@ -407,7 +416,7 @@ export async function run(opts: BaselineOptions): Promise<BaselineResult> {
     await createTopics(admin, topics, opts.partitions);
     await preload(kafka, topics[0]!, opts.records, 'b-', value);
 
-    jvm = startJvm(jar, [opts.brokers, prefix, String(HOPS), stateDir]);
+    jvm = startJvm(jar, [opts.brokers, prefix, String(HOPS), stateDir, ...(clientConfig ? [clientConfig.path] : [])]);
     await withTimeout(jvm.running, 90_000, 'Kafka Streams start-up');
 
     // burst: all N pre-loaded records through five hops
@@ -442,6 +451,7 @@ export async function run(opts: BaselineOptions): Promise<BaselineResult> {
     const problems = await cleanUp(admin, topics, groups);
     await admin.disconnect();
     rmSync(stateDir, { recursive: true, force: true });
+    clientConfig?.remove();
     for (const p of problems) process.stderr.write(`kafka-streams: cleanup: ${p}\n`);
   }
 }

@@ -20,27 +20,31 @@
  * (and so the hops' event loop); they keep only keys and timestamps. Topics and groups are
  * deleted at the end.
  *
+ * Brokers: KAFKA_BROKERS (default localhost:9092); TLS and SASL as the product's, from
+ * SONIC_KAFKA_SSL* and SONIC_KAFKA_SASL_* (bench/kafka-connection.ts).
+ *
  *   node --import tsx bench/baselines/raw-kafkajs.ts [--records 5000]
  */
 import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import kafkajs, { type Consumer, type Producer } from 'kafkajs';
+import kafkajs, { type Consumer, type Kafka, type Producer } from 'kafkajs';
 import { TopicAdmin } from '../../src/kafka/admin.js';
 import { PRODUCER_RETRY } from '../../src/kafka/client.js';
 import { adoptKafkajs } from '../../src/kafka/handle.js';
 import { SchemaCatalog } from '../../src/serde/catalog.js';
 import { frameWire } from '../../src/serde/wire.js';
 import { APPEND_TIME, FIVE_HOP, benchValue } from '../fixtures/five-hop.js';
+import { benchKafkajs } from '../kafka-connection.js';
 import { brokerList, deleteGroups, measureChain, type HopBaselineOptions, type HopBaselineResult } from './sonicflow.js';
 
-const { Kafka, logLevel } = kafkajs;
+const { logLevel } = kafkajs;
 
 interface Hop {
   consumer: Consumer;
   producer: Producer;
 }
 
-async function startHop(kafka: InstanceType<typeof Kafka>, groupId: string, from: string, to: string, partitions: number): Promise<Hop> {
+async function startHop(kafka: Kafka, groupId: string, from: string, to: string, partitions: number): Promise<Hop> {
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false, retry: PRODUCER_RETRY });
   const consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 100, allowAutoTopicCreation: false });
   await producer.connect();
@@ -66,7 +70,8 @@ export async function run(opts: HopBaselineOptions = {}): Promise<HopBaselineRes
   const n = opts.records ?? 20_000;
   const partitions = opts.partitions ?? FIVE_HOP.partitions;
   const prefix = `bench_raw_${randomUUID().slice(0, 8)}`;
-  const kafka = new Kafka({
+  // TLS and SASL as the product's clients, when the environment configures them
+  const kafka = benchKafkajs({
     clientId: 'bench-raw',
     brokers: brokerList(opts.brokers).split(','),
     retry: { retries: 8, initialRetryTime: 20, maxRetryTime: 5000 },

@@ -9,7 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { loadConfig, type Config } from '../core/config.js';
 import { SonicError } from '../core/errors.js';
 import { createLogger, type Logger } from '../core/logger.js';
-import { createKafka, type KafkaClient } from '../kafka/client.js';
+import { createKafka, type KafkaClient, type KafkaConnection } from '../kafka/client.js';
 import { SchemaCatalog } from '../serde/catalog.js';
 import { RegistryAdmin } from '../serde/registry-admin.js';
 import { Serde } from '../serde/serde.js';
@@ -18,6 +18,23 @@ import { withProfile } from '../runtime/profiles.js';
 import { createBlobStore, type BlobStore } from '../blob/index.js';
 import type { StageDeps } from '../stages/common.js';
 import { sonicTopology } from '../../topologies/sonic.js';
+
+/**
+ * The Kafka connection the configuration describes: brokers, client id, timeouts, and TLS (the CA
+ * of SONIC_KAFKA_SSL_CA_FILE, read here) and SASL when configured. Every client of the product is
+ * made from it; so are the benchmarks' own clients (bench/kafka-connection.ts).
+ */
+export function kafkaConnection(c: Config): KafkaConnection {
+  return {
+    brokers: c.kafkaBrokers,
+    clientId: c.clientId,
+    connectTimeoutMs: c.kafkaConnectTimeoutMs,
+    requestTimeoutMs: c.kafkaRequestTimeoutMs,
+    retryInitialMs: c.kafkaRetryInitialMs,
+    ...(c.kafkaSsl ? { ssl: c.kafkaSslCaFile ? { ca: [readFileSync(c.kafkaSslCaFile, 'utf8')] } : true } : {}),
+    ...(c.kafkaSaslMechanism ? { sasl: { mechanism: c.kafkaSaslMechanism, username: c.kafkaSaslUsername, password: c.kafkaSaslPassword } } : {}),
+  };
+}
 
 export class Context {
   readonly config: Config;
@@ -31,19 +48,7 @@ export class Context {
   }
 
   get kafka(): KafkaClient {
-    const c = this.config;
-    this.kafkaClient ??= createKafka(
-      {
-        brokers: c.kafkaBrokers,
-        clientId: c.clientId,
-        connectTimeoutMs: c.kafkaConnectTimeoutMs,
-        requestTimeoutMs: c.kafkaRequestTimeoutMs,
-        retryInitialMs: c.kafkaRetryInitialMs,
-        ...(c.kafkaSsl ? { ssl: c.kafkaSslCaFile ? { ca: [readFileSync(c.kafkaSslCaFile, 'utf8')] } : true } : {}),
-        ...(c.kafkaSaslMechanism ? { sasl: { mechanism: c.kafkaSaslMechanism, username: c.kafkaSaslUsername, password: c.kafkaSaslPassword } } : {}),
-      },
-      this.logger,
-    );
+    this.kafkaClient ??= createKafka(kafkaConnection(this.config), this.logger);
     return this.kafkaClient;
   }
 

@@ -127,6 +127,22 @@ function guardAccess(kafka: InstanceType<typeof Kafka>, settings: AccessSettings
   kafka.consumer = (o) => guarded(consumer.call(kafka, o));
 }
 
+/** A kafkajs client, as far as {@link guardKafkajsAccess} says (no kafkajs type leaves `src/kafka` but through the handle). */
+export interface KafkajsLike {
+  admin: (...args: never[]) => unknown;
+  producer: (...args: never[]) => unknown;
+  consumer: (...args: never[]) => unknown;
+}
+
+/**
+ * The guard of {@link createKafka}'s clients, for a kafkajs client made elsewhere (the benchmarks'
+ * own, bench/kafka-connection.ts): a client the broker will never let in as configured fails at
+ * its first connect with `KAFKA_AUTH_FAILED`, `KAFKA_TLS_UNTRUSTED` or `KAFKA_PROTOCOL_MISMATCH`.
+ */
+export function guardKafkajsAccess(kafka: KafkajsLike, settings: AccessSettings): void {
+  guardAccess(kafka as InstanceType<typeof Kafka>, settings);
+}
+
 /**
  * Runs `connect` until it succeeds, waiting a capped, jittered backoff between tries, each wait
  * logged with its attempt and delay: a process that needs the broker waits for it rather than

@@ -1,5 +1,10 @@
 package dev.sonicflow.bench;
 
+import java.io.IOException;
+import java.io.Reader;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Paths;
 import java.time.Duration;
 import java.util.Properties;
 import java.util.concurrent.CountDownLatch;
@@ -27,7 +32,11 @@ import org.apache.kafka.streams.kstream.Produced;
  * settings are the broker's. Keys and values are raw bytes (ByteArray serdes): no deserialisation
  * cost, the value is copied unchanged. The topics must exist (the caller creates them).
  *
- * <p>Usage: {@code java -jar kafka-streams-bench.jar <bootstrap servers> <topic prefix> <hops> [state dir]}
+ * <p>Usage: {@code java -jar kafka-streams-bench.jar <bootstrap servers> <topic prefix> <hops> [state dir [client properties]]}
+ *
+ * <p>The optional client properties file holds the connection's security settings (for a secured
+ * broker: security.protocol, sasl.mechanism, sasl.jaas.config, ssl.truststore.*); they apply to
+ * every client of the application. Its contents are never printed.
  *
  * <p>stdout carries only this class's lines: the topology description and {@code STATE <new state>}
  * on every state change ({@code STATE RUNNING} once all tasks are assigned). Logs (warnings only)
@@ -38,9 +47,9 @@ import org.apache.kafka.streams.kstream.Produced;
 public final class HopChain {
   private HopChain() {}
 
-  public static void main(String[] args) throws InterruptedException {
+  public static void main(String[] args) throws InterruptedException, IOException {
     if (args.length < 3) {
-      System.err.println("usage: HopChain <bootstrap servers> <topic prefix> <hops> [state dir]");
+      System.err.println("usage: HopChain <bootstrap servers> <topic prefix> <hops> [state dir [client properties]]");
       System.exit(2);
     }
     String bootstrap = args[0];
@@ -59,6 +68,12 @@ public final class HopChain {
     }
 
     Properties props = new Properties();
+    // the connection's security settings first: the settings below are the benchmark's own
+    if (args.length > 4) {
+      try (Reader in = Files.newBufferedReader(Paths.get(args[4]), StandardCharsets.UTF_8)) {
+        props.load(in);
+      }
+    }
     props.put(StreamsConfig.APPLICATION_ID_CONFIG, prefix + ".streams");
     props.put(StreamsConfig.CLIENT_ID_CONFIG, prefix + ".streams");
     props.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
