@@ -1,7 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import {
-  PASSWORD_PLACEHOLDER,
   renderK8s,
   renderK8sObjects,
   toYaml,
@@ -431,12 +430,13 @@ describe('k8s render: PodMonitor and ConfigMap', () => {
 });
 
 describe('k8s render: Kafka principals', () => {
-  it('gives each stage and the API a Secret with its own SASL user and a placeholder password, read by its Deployment through secretKeyRef', () => {
+  it('gives each stage and the API a Secret with its own SASL user, and reads its password from a Secret never rendered (re-applying never resets it)', () => {
     for (const who of [...STAGES, 'api']) {
       const secret = secrets(objects).find((x) => component(x) === who)!;
       expect(secret.metadata.name).toBe(`sonicflow-${who}-kafka`);
       expect(secret.type).toBe('Opaque');
-      expect(secret.stringData).toEqual({ username: `sonic-${who}`, password: PASSWORD_PLACEHOLDER });
+      expect(secret.stringData).toEqual({ username: `sonic-${who}` });
+      expect(secret.metadata.annotations?.['sonicflow.io/password-secret']).toMatch(new RegExp(`^sonicflow-${who}-kafka-password `));
       expect(secret.metadata.annotations?.['sonicflow.io/kafka-principal']).toBe(`User:sonic-${who}`);
       const d = who === 'api' ? statefulSets(objects)[0]! : stageDeployment(who);
       expect(container(d).env).toContainEqual({
@@ -445,19 +445,21 @@ describe('k8s render: Kafka principals', () => {
       });
       expect(container(d).env).toContainEqual({
         name: 'SONIC_KAFKA_SASL_PASSWORD',
-        valueFrom: { secretKeyRef: { name: secret.metadata.name, key: 'password' } },
+        valueFrom: { secretKeyRef: { name: `${secret.metadata.name}-password`, key: 'password' } },
       });
     }
     // no workload reads another's Kafka credentials
     const refs = workloads(objects).flatMap((d) =>
       container(d).env.flatMap((e) =>
-        'valueFrom' in e && 'secretKeyRef' in e.valueFrom && e.valueFrom.secretKeyRef.name.endsWith('-kafka')
+        'valueFrom' in e && 'secretKeyRef' in e.valueFrom && /-kafka(-password)?$/.test(e.valueFrom.secretKeyRef.name)
           ? [`${component(d)}:${e.valueFrom.secretKeyRef.name}`]
           : [],
       ),
     );
     expect(refs).toHaveLength(2 * (STAGES.length + 1));
-    for (const ref of refs) expect(ref).toMatch(/^([a-z]+):sonicflow-\1-kafka$/);
+    for (const ref of refs) expect(ref).toMatch(/^([a-z]+):sonicflow-\1-kafka(-password)?$/);
+    // no rendered object holds a password
+    expect(renderK8s(topology, OPTS)).not.toMatch(/password: /);
     const prod = secrets(renderK8sObjects(topology, { ...OPTS, principalPrefix: 'prod', stage: 'infer' }));
     expect(prod.map((x) => x.stringData.username)).toEqual(['prod-infer']);
   });

@@ -148,17 +148,24 @@ export const POD_SECURITY = { runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1
 // ffmpeg and inference, and tsx caches there) and local state lives on the `state` volume
 export const CONTAINER_SECURITY = { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } };
 
-/** The Secret holding the Kafka SASL user name and password of a stage's principal, or the API's (`api`). */
+/** The rendered Secret holding the Kafka SASL user name of a stage's principal, or the API's (`api`). */
 export function kafkaSecretName(component: string): string {
   return `${NAME}-${component}-kafka`;
 }
 
-/** SONIC_KAFKA_SASL_USERNAME and _PASSWORD from the component's own Kafka Secret. */
+/**
+ * The Secret holding that principal's password (key `password`): never rendered, the operator
+ * makes it once, so applying the manifests again never touches a password.
+ */
+export function kafkaPasswordSecretName(component: string): string {
+  return `${kafkaSecretName(component)}-password`;
+}
+
+/** SONIC_KAFKA_SASL_USERNAME from the component's rendered Kafka Secret, _PASSWORD from its password Secret. */
 export function kafkaCredentialsEnv(component: string): Container['env'] {
-  const name = kafkaSecretName(component);
   return [
-    { name: 'SONIC_KAFKA_SASL_USERNAME', valueFrom: { secretKeyRef: { name, key: 'username' } } },
-    { name: 'SONIC_KAFKA_SASL_PASSWORD', valueFrom: { secretKeyRef: { name, key: 'password' } } },
+    { name: 'SONIC_KAFKA_SASL_USERNAME', valueFrom: { secretKeyRef: { name: kafkaSecretName(component), key: 'username' } } },
+    { name: 'SONIC_KAFKA_SASL_PASSWORD', valueFrom: { secretKeyRef: { name: kafkaPasswordSecretName(component), key: 'password' } } },
   ];
 }
 

@@ -8,15 +8,17 @@
  * Secrets (S3 keys, API keys, webhook secrets, the API's server secret) are never rendered: pods
  * read them from the Secret `sonicflow-secrets` when it exists; the API requires its
  * `SONIC_API_SECRET` key (every replica must key task ids alike). Each stage and the API connect to Kafka as their own
- * principal (`sonicflow topology acls`): a Secret `sonicflow-<stage>-kafka` per principal holds its
- * SASL user name and a placeholder password, to be replaced (`kubectl create secret ... --dry-run
- * =client -o yaml | kubectl apply -f -`, or an external secrets operator); its Deployment (the
- * API's StatefulSet) reads both through `secretKeyRef`.
+ * principal (`sonicflow topology acls`): a rendered Secret `sonicflow-<stage>-kafka` per principal
+ * holds its SASL user name, and its password lives in `sonicflow-<stage>-kafka-password` (key
+ * `password`), which is never rendered: the operator makes it once (`kubectl create secret`, or an
+ * external secrets operator), so applying the manifests again never resets a password. Its
+ * Deployment (the API's StatefulSet) reads both through `secretKeyRef`; a pod waits
+ * (CreateContainerConfigError) until the password Secret exists.
  */
 import { SonicError } from '../../core/errors.js';
 import { API_PARTY, principalUser } from '../../runtime/acls.js';
 import { findStage, type Topology } from '../../runtime/topology.js';
-import { kafkaSecretName, metadata, resolve, type RenderK8sOptions, type Resolved } from './common.js';
+import { kafkaPasswordSecretName, kafkaSecretName, metadata, resolve, type RenderK8sOptions, type Resolved } from './common.js';
 import type { K8sObject, Secret } from './objects.js';
 import { apiObjects, configMap, podMonitor } from './shared.js';
 import { stageDeployment, stageScaledObject } from './stage.js';
@@ -25,10 +27,7 @@ import { toYamlDocuments } from './yaml.js';
 export type { RenderK8sOptions } from './common.js';
 export type { ConfigMap, Container, Deployment, K8sObject, PodMonitor, ResourceRequirements, ScaledObject, Secret, Service, StatefulSet } from './objects.js';
 
-/** The password a rendered Kafka Secret holds until it is replaced: never a real secret. */
-export const PASSWORD_PLACEHOLDER = 'REPLACE-ME';
-
-/** The Secret of one principal (a stage or `api`): its SASL user name and a placeholder password. */
+/** The Secret of one principal (a stage or `api`): its SASL user name; the password is in a Secret the operator makes. */
 function kafkaSecret(topology: Topology, component: string, opts: RenderK8sOptions, r: Resolved): Secret {
   const meta = metadata(kafkaSecretName(component), component, r, topology);
   return {
@@ -38,11 +37,11 @@ function kafkaSecret(topology: Topology, component: string, opts: RenderK8sOptio
       ...meta,
       annotations: {
         'sonicflow.io/kafka-principal': `User:${principalUser(topology, component, opts.principalPrefix)}`,
-        'sonicflow.io/password': 'placeholder: set the SCRAM password of this user before the pods start; applying this manifest again resets it',
+        'sonicflow.io/password-secret': `${kafkaPasswordSecretName(component)} (key password): made once by the operator, never rendered`,
       },
     },
     type: 'Opaque',
-    stringData: { username: principalUser(topology, component, opts.principalPrefix), password: PASSWORD_PLACEHOLDER },
+    stringData: { username: principalUser(topology, component, opts.principalPrefix) },
   };
 }
 export { toYaml } from './yaml.js';
