@@ -411,7 +411,10 @@ export class StatusView {
    */
   async settle(waitMs: number): Promise<boolean> {
     const deadline = Date.now() + waitMs;
-    await Promise.race([this.caughtUp, sleep(waitMs)]);
+    // the timer goes when the view catches up first: no long wait left behind in the process
+    const timer = new AbortController();
+    await Promise.race([this.caughtUp, sleep(waitMs, timer.signal).catch(() => undefined)]);
+    timer.abort();
     while (!this.ready && Date.now() < deadline) await sleep(10);
     return this.ready && (await this.status.reachAll(Math.max(0, deadline - Date.now())));
   }
