@@ -20,7 +20,7 @@ import { createServer } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { Subject } from 'rxjs';
-import { StatusView, supersedes, toView, type StatusEvent } from '../src/api/status-view.js';
+import { StatusView, supersedes, toView, type StatusEvent } from '../src/app/status-view.js';
 import { Context } from '../src/app/context.js';
 import type { Logger } from '../src/core/logger.js';
 import { idempotencyKeysTopic } from '../src/domain/paths.js';

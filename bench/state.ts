@@ -1,12 +1,12 @@
 /**
  * `npm run bench:state`: the state store and the API's status view at 10k, 100k and 1M tasks,
  * before (the pre-store view: the whole compacted topic replayed into a Map on every start) and
- * after (the store-backed StatusView of src/api/status-view.ts).
+ * after (the store-backed StatusView of src/app/status-view.ts).
  *
  * 1. Store throughput, in this process, on a fresh `StateStore` in a temporary directory: the
  *    status view's write (a row keyed by task id plus its three index entries, tenant+time,
  *    tenant+state and active-by-update for retention) in transactions of 1,000 tasks with their
- *    offset checkpoint (the tables and key shapes of src/api/status-view.ts); random point
+ *    offset checkpoint (the tables and key shapes of src/app/status-view.ts); random point
  *    reads of known ids; a page of 50 of a tenant's newest tasks (prefix scan) and the page after
  *    it (cursor). Records or operations per second and the p50/p99 of one operation.
  * 2. The status view, per size N: the topics the view follows, made like `topology deploy` makes
@@ -46,7 +46,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import type { StatusEvent } from '../src/api/status-view.js';
+import type { StatusEvent } from '../src/app/status-view.js';
 import { Context } from '../src/app/context.js';
 import { idempotencyKeysTopic } from '../src/domain/paths.js';
 import { TopicAdmin } from '../src/kafka/admin.js';
@@ -118,7 +118,7 @@ interface OpResult {
 async function storeThroughput(n: number): Promise<{ records: number; diskMb: number; ops: Record<string, OpResult> }> {
   const dir = join(work, 'throughput');
   const store = StateStore.open({ path: dir });
-  // the status view's tables and key shapes (src/api/status-view.ts)
+  // the status view's tables and key shapes (src/app/status-view.ts)
   const tasks = store.table<StatusEvent>('tasks');
   const byTime = store.table<string>('tasks-by-tenant-time');
   const byState = store.table<string>('tasks-by-tenant-state');

@@ -22,7 +22,7 @@ import { PlainProducer } from '../kafka/io.js';
 import { EventStreams } from './events.js';
 import { loadServerSecret } from './secret.js';
 import { buildApi } from './server.js';
-import { StatusView } from './status-view.js';
+import { StatusView, statusViewTopics } from '../app/status-view.js';
 import { UploadSlots } from './uploads.js';
 
 export interface RunningApi {
@@ -46,16 +46,12 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
   const secret = await loadServerSecret(c.apiSecret, c.stateDir);
   const instance = c.apiInstanceId || hostname();
   const view = new StatusView({
+    ...statusViewTopics(topology),
     kafka: ctx.kafka,
-    topic: statusTopic,
     codec: ctx.serde,
-    schema: statusSchema,
-    keys: { topic: keysTopic, schema: keySchema },
     logger,
     groupPrefix: apiViewGroupPrefix(c.clientId, topology),
     dir: c.apiViewDir || join(c.stateDir, 'views', statusTopic, instance.replace(/[^A-Za-z0-9._-]/g, '_')),
-    // Kafka's default delete.retention.ms is one day
-    maxCheckpointAgeMs: Math.min(...[statusTopic, keysTopic].map((t) => Number(topology.topics[t]?.configs['delete.retention.ms'] ?? 86_400_000))),
   });
   try {
     await view.start();

@@ -16,7 +16,7 @@ import { publishedKey, videoUrl } from '../domain/paths.js';
 import type { MediaRef, TaskKey, TaskRequest } from '../domain/records.js';
 import type { EventStreams } from './events.js';
 import { storeInspected } from './media.js';
-import { TASK_STATES, TERMINAL, toView, type ListQuery, type StatusEvent, type StatusView, type TaskView } from './status-view.js';
+import { TASK_STATES, TERMINAL, toView, type ListQuery, type StatusEvent, type StatusView, type TaskView } from '../app/status-view.js';
 import { checkIdempotencyKey } from '../domain/params.js';
 import {
   PARAM_FIELDS,

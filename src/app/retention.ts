@@ -19,7 +19,7 @@ export interface ExpiredTask {
   updated_at: Date;
 }
 
-/** Where expired tasks come from: the API's store-backed view (the lead wires it) or, for the CLI, a read of the compacted status topic. */
+/** Where expired tasks come from: the store-backed status view's `retentionSource()` (the API's, or the one `sonicflow gc` opens). */
 export interface RetentionSource {
   /** Ended tasks (SUCCEEDED, FAILED) whose last status change is before `before`, oldest first, at most `limit`. */
   expired(before: Date, limit: number): Promise<ExpiredTask[]>;

@@ -398,7 +398,7 @@ function buildCli(ctx: () => Context): Command {
   program
     .command('gc')
     .description(
-      'Remove what is past retention: ended tasks (their blobs, then a tombstone on the status topic) and old uploads. The janitor (SONIC_JANITOR_INTERVAL_MS) does the same on a timer.',
+      "Remove what is past retention: ended tasks (their blobs, then a tombstone on the status topic) and old uploads. Reads the status topic through the API's status view, kept on disk (--view-dir). The janitor (SONIC_JANITOR_INTERVAL_MS) does the same on a timer.",
     )
     .option('--dry-run', 'print what would be removed and change nothing')
     .addOption(new Option('--older-than <duration>', 'task retention instead of SONIC_TASK_RETENTION (30d, 12h, 90m, 45s or seconds)').argParser(durationArg))
@@ -410,8 +410,12 @@ function buildCli(ctx: () => Context): Command {
         return n;
       }),
     )
+    .option(
+      '--view-dir <dir>',
+      "keep the status view's store (LMDB) in this directory: the next run with it reads only what is new; default: a temporary one, removed at the end. One process per directory: never a running API's",
+    )
     .addOption(fileOpt())
-    .action(async (opts: { dryRun?: boolean; olderThan?: number; uploadsOlderThan?: number; limit?: number; file?: string }) => {
+    .action(async (opts: { dryRun?: boolean; olderThan?: number; uploadsOlderThan?: number; limit?: number; viewDir?: string; file?: string }) => {
       const c = ctx();
       try {
         const report = await runGc(c, await c.topology(opts.file), {
@@ -419,6 +423,7 @@ function buildCli(ctx: () => Context): Command {
           ...(opts.olderThan === undefined ? {} : { olderThanS: opts.olderThan }),
           ...(opts.uploadsOlderThan === undefined ? {} : { uploadsOlderThanS: opts.uploadsOlderThan }),
           ...(opts.limit === undefined ? {} : { limit: opts.limit }),
+          ...(opts.viewDir === undefined ? {} : { viewDir: opts.viewDir }),
         });
         out(formatGcReport(report));
         if (report.failed.length > 0) process.exitCode = 1;

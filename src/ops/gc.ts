@@ -1,57 +1,23 @@
 /**
- * `sonicflow gc`: retention by hand. Reads the compacted status topic (read_committed, the latest
- * event per task, tombstones removing tasks) into a {@link RetentionSource}, then runs
- * `collectGarbage`: with `--dry-run` it only prints what would go.
+ * `sonicflow gc`: retention by hand. Reads the status topic through the API's status view (the
+ * latest event per task, tombstones removing tasks, ended and active tasks by last change), kept
+ * in a state store on disk rather than in memory, then runs `collectGarbage` on the view's
+ * retention source: with `--dry-run` it only prints what would go.
+ *
+ * The store is a fresh temporary directory, removed at the end, unless `--view-dir` names one to
+ * keep: a later run then resumes from its checkpoint and reads only what is new. One process per
+ * directory: a second gc on it, or a gc pointed at a running API's view, is refused.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { SonicError } from '../core/errors.js';
-import { PlainProducer, readTopic } from '../kafka/io.js';
+import { PlainProducer } from '../kafka/io.js';
 import type { Topology } from '../runtime/topology.js';
-import type { TaskStatus } from '../domain/records.js';
+import { gcViewGroupPrefix } from '../runtime/names.js';
 import type { Context } from '../app/context.js';
-import { idempotencyKeysTopic } from '../domain/paths.js';
-import { collectGarbage, type ExpiredTask, type GcReport, type RetentionSource } from '../app/retention.js';
-
-const ENDED = new Set(['SUCCEEDED', 'FAILED']);
-
-/** The status topic's table: the latest event per task id (by its `at`; a tombstone removes the task). */
-export async function readStatusTable(ctx: Context, topology: Topology, idleMs = 2000): Promise<Map<string, TaskStatus>> {
-  const schema = topology.topics[topology.statusTopic]?.valueSchema;
-  if (!schema) throw new SonicError('TOPOLOGY_INVALID', `the topology has no status topic ${topology.statusTopic}`);
-  const records = await readTopic(ctx.kafka, topology.statusTopic, { isolation: 'read_committed', idleMs, timeoutMs: 600_000 });
-  const table = new Map<string, TaskStatus>();
-  for (const r of records) {
-    if (r.key === null) continue;
-    if (r.value === null) {
-      table.delete(r.key);
-      continue;
-    }
-    let e: TaskStatus;
-    try {
-      e = (await ctx.serde.decode<TaskStatus>(r.value, schema)).value;
-    } catch (err) {
-      ctx.logger.warn({ err, partition: r.partition, offset: r.offset }, 'undecodable status event skipped');
-      continue;
-    }
-    const current = table.get(r.key);
-    // a late best-effort progress event never moves a task back in time
-    if (!current || e.at.getTime() >= current.at.getTime()) table.set(r.key, e);
-  }
-  return table;
-}
-
-/** A {@link RetentionSource} over a status table read once. */
-export function tableSource(table: Map<string, TaskStatus>): RetentionSource {
-  const pick = (ended: boolean, before: Date, limit: number): ExpiredTask[] =>
-    [...table.values()]
-      .filter((e) => ENDED.has(e.state) === ended && e.at.getTime() < before.getTime())
-      .sort((a, b) => a.at.getTime() - b.at.getTime())
-      .slice(0, limit)
-      .map((e) => ({ task_id: e.task_id, tenant_id: e.tenant_id, state: e.state, updated_at: e.at }));
-  return {
-    expired: async (before, limit) => pick(true, before, limit),
-    stuck: async (before, limit) => pick(false, before, limit),
-  };
-}
+import { StatusView, statusViewTopics } from '../app/status-view.js';
+import { collectGarbage, type GcReport } from '../app/retention.js';
 
 export interface GcCommandOptions {
   dryRun: boolean;
@@ -61,30 +27,74 @@ export interface GcCommandOptions {
   uploadsOlderThanS?: number;
   /** Overrides SONIC_JANITOR_BATCH. */
   limit?: number;
+  /** Directory of the status view's store, kept for the next run; default: a temporary one, removed at the end. */
+  viewDir?: string;
+  /** Longest wait for the view to read what the status topic held when gc started, ms (default 10 min). */
+  catchUpMs?: number;
   now?: () => Date;
 }
 
-/** Reads the status topic and removes (or lists) what is past retention. */
-export async function runGc(ctx: Context, topology: Topology, o: GcCommandOptions): Promise<GcReport> {
+/** How the view was read. */
+export interface GcViewStats {
+  /** The kept store, or null for a temporary one. */
+  dir: string | null;
+  /** Records read from the status and idempotency-keys topics (only what is new when a kept store resumed). */
+  recordsRead: number;
+  /** Tasks in the view once it had read everything. */
+  tasks: number;
+}
+
+/** Reads the status topic through a status view and removes (or lists) what is past retention. */
+export async function runGc(ctx: Context, topology: Topology, o: GcCommandOptions): Promise<GcReport & { view: GcViewStats }> {
   const c = ctx.config;
-  const table = await readStatusTable(ctx, topology);
-  const producer = o.dryRun ? undefined : await new PlainProducer(ctx.kafka).connect();
+  const logger = ctx.logger.child({ component: 'gc' });
+  const topics = statusViewTopics(topology);
+  const dir = o.viewDir ?? mkdtempSync(join(tmpdir(), 'sonicflow-gc-view-'));
+  let view: StatusView | undefined;
   try {
-    return await collectGarbage({
-      source: tableSource(table),
-      blob: ctx.blob,
-      ...(producer ? { tombstones: producer } : {}),
-      statusTopic: topology.statusTopic,
-      ...(topology.topics[idempotencyKeysTopic(topology.prefix)] ? { alsoTombstone: [idempotencyKeysTopic(topology.prefix)] } : {}),
-      retentionS: o.olderThanS ?? c.taskRetentionS,
-      uploadRetentionS: o.uploadsOlderThanS ?? c.uploadRetentionS,
-      limit: o.limit ?? c.janitorBatch,
-      dryRun: o.dryRun,
-      logger: ctx.logger.child({ component: 'gc' }),
-      ...(o.now ? { now: o.now } : {}),
+    view = new StatusView({
+      ...topics,
+      kafka: ctx.kafka,
+      codec: ctx.serde,
+      logger,
+      groupPrefix: gcViewGroupPrefix(c.clientId, topology),
+      dir,
+      lockHint: 'a running API replica or another `sonicflow gc`; give this gc a --view-dir of its own, or none for a temporary one',
     });
+    await view.start();
+    // everything committed when gc started, applied to the store; the retention source lists
+    // nothing before that (a task listed from a partial view might since have changed)
+    const catchUpMs = o.catchUpMs ?? 600_000;
+    if (!(await view.settle(catchUpMs))) {
+      throw new SonicError(
+        'BROKER_UNAVAILABLE',
+        `the status view did not read ${topics.topic} to its end within ${Math.round(catchUpMs / 1000)} s: nothing removed`,
+      );
+    }
+    const stats: GcViewStats = { dir: o.viewDir ?? null, recordsRead: view.recordsRead, tasks: view.size };
+    logger.info({ store: stats.dir, records_read: stats.recordsRead, tasks: stats.tasks }, 'gc read the status topic');
+    const producer = o.dryRun ? undefined : await new PlainProducer(ctx.kafka).connect();
+    try {
+      const report = await collectGarbage({
+        source: view.retentionSource(),
+        blob: ctx.blob,
+        ...(producer ? { tombstones: producer } : {}),
+        statusTopic: topics.topic,
+        alsoTombstone: [topics.keys.topic],
+        retentionS: o.olderThanS ?? c.taskRetentionS,
+        uploadRetentionS: o.uploadsOlderThanS ?? c.uploadRetentionS,
+        limit: o.limit ?? c.janitorBatch,
+        dryRun: o.dryRun,
+        logger,
+        ...(o.now ? { now: o.now } : {}),
+      });
+      return { ...report, view: stats };
+    } finally {
+      await producer?.close().catch(() => undefined);
+    }
   } finally {
-    await producer?.close().catch(() => undefined);
+    await view?.stop().catch(() => undefined);
+    if (o.viewDir === undefined) rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -106,8 +116,8 @@ function table(head: string[], rows: string[][]): string {
   return `${[line(head), ...rows.map(line)].join('\n')}\n`;
 }
 
-/** The report as `sonicflow gc` prints it. */
-export function formatGcReport(r: GcReport, now: Date = new Date()): string {
+/** The report as `sonicflow gc` prints it; with `view`, a last line says how the status topic was read. */
+export function formatGcReport(r: GcReport & { view?: GcViewStats }, now: Date = new Date()): string {
   const verb = r.dryRun ? 'would be removed' : 'removed';
   let s = '';
   if (r.tasks.length > 0) {
@@ -133,6 +143,9 @@ export function formatGcReport(r: GcReport, now: Date = new Date()): string {
       ['TASK', 'TENANT', 'STATE', 'AGE'],
       r.stuck.map((t) => [t.task_id, t.tenant_id ?? '-', t.state, age(now.getTime() - t.updated_at.getTime())]),
     );
+  }
+  if (r.view) {
+    s += `status view: ${r.view.recordsRead} record(s) read, ${r.view.tasks} task(s) known (${r.view.dir === null ? 'temporary store' : `store ${r.view.dir}, kept`})\n`;
   }
   return s;
 }

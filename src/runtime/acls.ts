@@ -17,7 +17,7 @@ import { TopicAdmin } from '../kafka/admin.js';
 import type { KafkaClient } from '../kafka/client.js';
 import { READER_GROUP_PREFIX } from '../kafka/io.js';
 import { SonicError } from '../core/errors.js';
-import { apiViewGroupPrefix, groupId, transactionalId } from './names.js';
+import { apiViewGroupPrefix, gcViewGroupPrefix, groupId, transactionalId } from './names.js';
 import { findStage, type StageSpec, type Topology } from './topology.js';
 
 export type { AclBinding } from '../kafka/acls.js';
@@ -121,8 +121,9 @@ export function apiAcls(topology: Topology, o: AclOptions): PrincipalAcls {
 /**
  * The operators' principal, for `sonicflow dlq`, `lag` and `gc`: READ the DLQs (throw-away
  * reader groups, PREFIXED), WRITE the stages' inputs for a replay under the replay's transactional
- * ids; DESCRIBE the stages' groups and consumed topics for lag; READ the status topic and WRITE
- * tombstones to the topics the API keeps its state in (read and written by the API) for gc.
+ * ids; DESCRIBE the stages' groups and consumed topics for lag; for gc, READ the topics the API
+ * follows (its status view's, with gc's own groups, PREFIXED) and WRITE tombstones to those it also
+ * writes (the status topic and the idempotency keys).
  * `topology deploy` itself is not this principal's: it creates topics and ACLs, an administrator's
  * job (a super user, see docs/operations.md).
  */
@@ -139,7 +140,10 @@ export function opsAcls(topology: Topology, o: AclOptions): PrincipalAcls {
     g.add('TRANSACTIONAL_ID', transactionalId(o.clientId, { kind: 'dlq-replay', stage: s }), 'LITERAL', 'WRITE', 'DESCRIBE');
   }
   g.topic(topology.statusTopic, 'READ', 'WRITE', 'DESCRIBE');
+  // gc follows what the API follows, through the API's status view with groups of its own
   const apiReads = new Set(externalTopics(topology, API_PARTY, 'consumers'));
+  for (const t of apiReads) g.topic(t, 'READ', 'DESCRIBE');
+  g.add('GROUP', `${gcViewGroupPrefix(o.clientId, topology)}.`, 'PREFIXED', 'READ');
   for (const t of externalTopics(topology, API_PARTY, 'producers')) if (apiReads.has(t)) g.topic(t, 'WRITE', 'DESCRIBE');
   return { role: 'ops', name: 'ops', principal, username, bindings: g.bindings };
 }

@@ -32,6 +32,16 @@ export function apiViewGroupPrefix(clientId: string, topology: Prefixed): string
   return `${clientId}.${prefixOf(topology)}.api-view`;
 }
 
+/**
+ * The start of `sonicflow gc`'s status-view groups, `<clientId>.<prefix>.gc-view`: gc reads the
+ * status topic through the API's view with private, never-committing groups of its own, apart
+ * from a running API's (`<start>.<pid>.<time>`, see `TopicTail`). The groups hold no offsets (the
+ * view's store does), so the prefix is the same for every run, with or without a kept store.
+ */
+export function gcViewGroupPrefix(clientId: string, topology: Prefixed): string {
+  return `${clientId}.${prefixOf(topology)}.gc-view`;
+}
+
 /** Which transactional producer an id is for. */
 export type TransactionalIdOf =
   /**

@@ -71,6 +71,15 @@ describe('ACLs derived from the topology', () => {
     expect(allows(api, 'TOPIC', 'sonic.tasks.validated', 'WRITE')).toBe(false);
   });
 
+  it("operators follow what the API follows with gc's own view groups, not the API's, and tombstone status and keys", () => {
+    const o = of('ops');
+    for (const topic of ['sonic.tasks.status', 'sonic.tasks.keys']) expect(ops(o, 'TOPIC', topic).sort()).toEqual(['DESCRIBE', 'READ', 'WRITE']);
+    expect(allows(o, 'GROUP', 'sonicflow.sonic.gc-view.1234.abc.de', 'READ')).toBe(true);
+    expect(allows(o, 'GROUP', 'sonicflow.sonic.api-view.1234.abc.de', 'READ')).toBe(false);
+    expect(allows(of('api'), 'GROUP', 'sonicflow.sonic.gc-view.1234.abc.de', 'READ')).toBe(false);
+    expect(allows(o, 'TOPIC', 'sonic.tasks.requested', 'READ')).toBe(false);
+  });
+
   it('names the principal and the refused resource in a non-retryable KAFKA_NOT_AUTHORIZED', () => {
     const e = notAuthorized({
       type: 'TOPIC_AUTHORIZATION_FAILED',

@@ -4,7 +4,7 @@
  * predecessor only under the same transactional id): a change here is a migration.
  */
 import { describe, expect, it } from 'vitest';
-import { apiViewGroupPrefix, groupId, transactionalId } from '../../src/runtime/names.js';
+import { apiViewGroupPrefix, gcViewGroupPrefix, groupId, transactionalId } from '../../src/runtime/names.js';
 
 describe('names', () => {
   // a topology and a stage, or anything with their prefix and name
@@ -20,6 +20,12 @@ describe('names', () => {
   it("the API's status-view groups start with <client id>.<prefix>.api-view", () => {
     expect(apiViewGroupPrefix('sonicflow', topology)).toBe('sonicflow.sonic.api-view');
     expect(apiViewGroupPrefix('acme', 'p')).toBe('acme.p.api-view');
+  });
+
+  it("sonicflow gc's status-view groups start with <client id>.<prefix>.gc-view, apart from the API's", () => {
+    expect(gcViewGroupPrefix('sonicflow', topology)).toBe('sonicflow.sonic.gc-view');
+    expect(gcViewGroupPrefix('acme', 'p')).toBe('acme.p.gc-view');
+    expect(`${gcViewGroupPrefix('sonicflow', topology)}.1.x`.startsWith(`${apiViewGroupPrefix('sonicflow', topology)}.`)).toBe(false);
   });
 
   it("a stage's per-partition producer is <client id>.<stage>.<topic>.<partition> (no prefix but the topic's)", () => {

@@ -11,7 +11,7 @@
  * topic; see docs/architecture.md ("State stores").
  */
 import { Subject, type Observable } from 'rxjs';
-import type { ExpiredTask, RetentionSource } from '../app/retention.js';
+import type { ExpiredTask, RetentionSource } from './retention.js';
 import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { sleep } from '../core/retry.js';
@@ -22,6 +22,8 @@ import { lockDir, lockHolder } from '../runtime/dir-lock.js';
 import { StateStore, type Table } from '../runtime/store.js';
 import type { TaskKey, TaskState, TaskStatus } from '../domain/records.js';
 import type { Codec } from '../serde/codec.js';
+import type { Topology } from '../runtime/topology.js';
+import { idempotencyKeysTopic } from '../domain/paths.js';
 
 /** One status event: the value of the status topic (generated from schemas/task-status.avsc). */
 export type StatusEvent = TaskStatus;
@@ -104,6 +106,27 @@ export interface StatusViewOptions {
    * `delete.retention.ms`, after which compaction drops tombstones a resumed view would miss.
    */
   maxCheckpointAgeMs?: number;
+  /** What the error says to do when another process holds `dir` (default: the API's advice). */
+  lockHint?: string;
+}
+
+/**
+ * The topics a status view follows in `topology` and how old its checkpoint may be: the options
+ * the API and `sonicflow gc` open their views with.
+ */
+export function statusViewTopics(topology: Topology): Pick<StatusViewOptions, 'topic' | 'schema' | 'keys' | 'maxCheckpointAgeMs'> {
+  const topic = topology.statusTopic;
+  const keysTopic = idempotencyKeysTopic(topology.prefix);
+  const schema = topology.topics[topic]?.valueSchema;
+  const keySchema = topology.topics[keysTopic]?.valueSchema;
+  if (!schema || !keySchema) throw new SonicError('TOPOLOGY_INVALID', `the topology lacks ${topic} or ${keysTopic}`);
+  return {
+    topic,
+    schema,
+    keys: { topic: keysTopic, schema: keySchema },
+    // Kafka's default delete.retention.ms is one day
+    maxCheckpointAgeMs: Math.min(...[topic, keysTopic].map((t) => Number(topology.topics[t]?.configs['delete.retention.ms'] ?? 86_400_000))),
+  };
 }
 
 const TASKS = 'tasks';
@@ -128,13 +151,10 @@ const updateIndexKey = (e: StatusEvent): string => `${e.at.toISOString()}/${e.ta
  * Takes the store directory for this process: a second live process on the same directory would
  * apply events the first one already applied, and its own SSE streams would miss them.
  */
-function claim(dir: string): () => void {
+function claim(dir: string, hint = 'give each API replica its own SONIC_API_INSTANCE_ID (or SONIC_API_VIEW_DIR)'): () => void {
   const release = lockDir(dir);
   if (!release) {
-    throw new SonicError(
-      'CONFIG_INVALID',
-      `the status view store ${dir} is in use by process ${lockHolder(dir)}: give each API replica its own SONIC_API_INSTANCE_ID (or SONIC_API_VIEW_DIR)`,
-    );
+    throw new SonicError('CONFIG_INVALID', `the status view store ${dir} is in use by process ${lockHolder(dir)}: ${hint}`);
   }
   return release;
 }
@@ -240,18 +260,21 @@ class Followed<V> {
 
   /**
    * Resolves once the store has applied everything committed to every partition before this call,
-   * or `waitMs` has passed (a listing on one replica then holds what another replica just accepted).
+   * or `waitMs` has passed (a listing on one replica then holds what another replica just accepted);
+   * whether it had applied all that.
    */
-  async reachAll(waitMs: number): Promise<void> {
-    if (waitMs <= 0 || this.partitions === 0) return;
-    await this.reachPartitions(
+  async reachAll(waitMs: number): Promise<boolean> {
+    if (this.partitions === 0) return true;
+    if (waitMs <= 0) return false;
+    return await this.reachPartitions(
       Array.from({ length: this.partitions }, (_, i) => i),
       waitMs,
       () => false,
     );
   }
 
-  private async reachPartitions(partitions: number[], waitMs: number, found: () => boolean): Promise<void> {
+  /** Whether the store reached the targets (not merely `found()` or the deadline). */
+  private async reachPartitions(partitions: number[], waitMs: number, found: () => boolean): Promise<boolean> {
     const began = Date.now();
     const deadline = began + waitMs;
     const ends = await Promise.race([this.endOffsets(began), sleep(waitMs).then(() => undefined)]).catch(() => undefined);
@@ -264,6 +287,7 @@ class Followed<V> {
         return target !== undefined && (target.end <= target.low || (this.positions.get(p) ?? -1n) >= target.end);
       });
     while (!found() && !reached() && Date.now() < deadline) await sleep(20);
+    return reached();
   }
 
   /**
@@ -323,7 +347,7 @@ export class StatusView {
     this.topic = o.topic;
     this.store = StateStore.open({ path: o.dir });
     try {
-      this.release = claim(o.dir);
+      this.release = claim(o.dir, o.lockHint);
     } catch (err) {
       void this.store.close();
       throw err;
@@ -375,6 +399,26 @@ export class StatusView {
     return this.isCaughtUp;
   }
 
+  /** Records read from the topics since start: 0 for a view resumed from a store that was up to date. */
+  get recordsRead(): number {
+    return this.status.read + this.keyLog.read;
+  }
+
+  /**
+   * Resolves once the view has caught up and applied everything committed to the status topic
+   * before this call (a batch job's "read it all", such as `sonicflow gc`), or `waitMs` has passed;
+   * whether it got there.
+   */
+  async settle(waitMs: number): Promise<boolean> {
+    const deadline = Date.now() + waitMs;
+    // the timer goes when the view catches up first: no long wait left behind in the process
+    const timer = new AbortController();
+    await Promise.race([this.caughtUp, sleep(waitMs, timer.signal).catch(() => undefined)]);
+    timer.abort();
+    while (!this.ready && Date.now() < deadline) await sleep(10);
+    return this.ready && (await this.status.reachAll(Math.max(0, deadline - Date.now())));
+  }
+
   /** Tasks in the view. */
   get size(): number {
     return this.tasks.count();
@@ -399,7 +443,7 @@ export class StatusView {
       this.store.clear();
       from = [new Map(), new Map()];
     }
-    void this.caughtUp.then(() => this.o.logger.info({ tasks: this.size, records_read: this.status.read + this.keyLog.read }, 'status view caught up'));
+    void this.caughtUp.then(() => this.o.logger.info({ tasks: this.size, records_read: this.recordsRead }, 'status view caught up'));
     this.o.logger.info({ tasks: this.size, resumed_partitions: from[0]!.size, partitions: this.status.partitions }, 'status view resumes from its store');
     await this.status.start(from[0]!);
     await this.keyLog.start(from[1]!);
