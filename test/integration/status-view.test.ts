@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { StatusView } from '../../src/api/status-view.js';
+import { StatusView } from '../../src/app/status-view.js';
 import { SonicError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/logger.js';
 import { idempotencyKeysTopic } from '../../src/domain/paths.js';
