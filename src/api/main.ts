@@ -28,6 +28,11 @@ import { UploadSlots } from './uploads.js';
 export interface RunningApi {
   url: string;
   close(): Promise<void>;
+  /**
+   * Settles when the API cannot go on: its status view stopped following its topics (a missing
+   * READ ACL is KAFKA_NOT_AUTHORIZED). Never settles while it runs.
+   */
+  failed: Promise<SonicError>;
 }
 
 /** Starts the API; resolves once it listens and its status view has caught up. */
@@ -59,8 +64,20 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
     await view.stop().catch(() => undefined);
     throw err;
   }
-  // serve a view that is still catching up rather than none (readiness says which)
-  await Promise.race([view.caughtUp, sleep(15_000)]);
+  // serve a view that is still catching up rather than none (readiness says which); a view that
+  // cannot follow its topics (a missing ACL) stops the start
+  try {
+    await Promise.race([
+      view.caughtUp,
+      sleep(15_000),
+      view.failed.then((err) => {
+        throw err;
+      }),
+    ]);
+  } catch (err) {
+    await view.stop().catch(() => undefined);
+    throw err;
+  }
   const batcher = new TxBatcher(
     ctx.kafka,
     {
@@ -155,6 +172,7 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
   logger.info({ address, auth: c.apiAuth, tasks_known: view.size }, 'API listening');
   return {
     url: address,
+    failed: view.failed,
     close: async () => {
       await app.close();
       await janitor?.stop().catch(() => undefined);

@@ -394,6 +394,15 @@ export class StatusView {
     return Promise.all([this.status.tail.caughtUp, this.keyLog.tail.caughtUp]).then(() => undefined);
   }
 
+  /**
+   * Settles when the view stopped following a topic for good (see TopicTail's `failed`): the
+   * process should stop, saying why (a missing READ ACL is KAFKA_NOT_AUTHORIZED). Never settles
+   * while the view runs.
+   */
+  get failed(): Promise<SonicError> {
+    return Promise.race([this.status.tail.failed, this.keyLog.tail.failed]);
+  }
+
   /** True once `caughtUp` has resolved. */
   get ready(): boolean {
     return this.isCaughtUp;
@@ -413,7 +422,10 @@ export class StatusView {
     const deadline = Date.now() + waitMs;
     // the timer goes when the view catches up first: no long wait left behind in the process
     const timer = new AbortController();
-    await Promise.race([this.caughtUp, sleep(waitMs, timer.signal).catch(() => undefined)]);
+    const failure = this.failed.then((err) => {
+      throw err;
+    });
+    await Promise.race([this.caughtUp, sleep(waitMs, timer.signal).catch(() => undefined), failure]).finally(() => timer.abort());
     timer.abort();
     while (!this.ready && Date.now() < deadline) await sleep(10);
     return this.ready && (await this.status.reachAll(Math.max(0, deadline - Date.now())));

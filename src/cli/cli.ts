@@ -164,11 +164,14 @@ function buildCli(ctx: () => Context): Command {
       const c = ctx();
       const api = await startApi(c);
       out(`API listening on ${api.url} (OpenAPI at ${api.url}/docs)\n`);
-      await new Promise<void>((resolve) => {
-        const stop = (): void => void api.close().then(resolve);
-        process.once('SIGTERM', stop);
-        process.once('SIGINT', stop);
+      const signalled = new Promise<void>((resolve) => {
+        process.once('SIGTERM', () => resolve());
+        process.once('SIGINT', () => resolve());
       });
+      // a signal stops it (exit 0); so does a failure it cannot go on from, which is reported (exit 1)
+      const failure = await Promise.race([signalled.then(() => undefined), api.failed]);
+      await api.close();
+      if (failure) throw failure;
     });
 
   program

@@ -334,6 +334,13 @@ export class TopicTail {
   private admin: Admin | undefined;
   readonly caughtUp: Promise<void>;
   private markCaughtUp!: () => void;
+  /**
+   * Settles when the follower stopped for good: kafkajs gave up on its consumer (a crash it does
+   * not restart). A refusal by the broker's authorizer is KAFKA_NOT_AUTHORIZED naming the topic,
+   * anything else BROKER_UNAVAILABLE. Never settles while the follower runs.
+   */
+  readonly failed: Promise<SonicError>;
+  private fail!: (err: SonicError) => void;
 
   constructor(
     private readonly kafka: KafkaClient,
@@ -348,6 +355,24 @@ export class TopicTail {
       allowAutoTopicCreation: false,
     });
     this.caughtUp = new Promise((r) => (this.markCaughtUp = r));
+    this.failed = new Promise((r) => (this.fail = r));
+    this.consumer.on(this.consumer.events.CRASH, ({ payload }) => {
+      const refused = authorizationFailure(payload.error);
+      if (refused) {
+        this.fail(
+          new SonicError(
+            'KAFKA_NOT_AUTHORIZED',
+            `not authorized to read topic ${this.topic} through a consumer group of its own (the broker answered ${refused})`,
+            {
+              cause: payload.error,
+              details: { topic: this.topic, type: refused },
+            },
+          ),
+        );
+      } else if (!payload.restart) {
+        this.fail(new SonicError('BROKER_UNAVAILABLE', `the follower of topic ${this.topic} stopped: ${payload.error.message}`, { cause: payload.error }));
+      }
+    });
   }
 
   private async connectedAdmin(): Promise<Admin> {

@@ -3,7 +3,7 @@
  * StandardAuthorizer): the admin deploys and round-trips a record, the API answers /readyz; a
  * wrong password, an untrusted certificate, a plaintext client at the TLS listener, a TLS client
  * at a plaintext listener and a client without SASL each stop the process at once with their own
- * error instead of a retry loop.
+ * error instead of a retry loop, and so does an API whose principal may not read its status topic.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Context } from '../../src/app/context.js';
@@ -13,7 +13,10 @@ import { sonicTopology } from '../../topologies/sonic.js';
 import { startApiOnly } from '../helpers/api.js';
 import { removeTopology } from '../../src/ops/deploy.js';
 import { onCleanup, sonicflow, startSonicflow, testContext, uniqueName } from '../helpers/infra.js';
-import { otherCa, secureStack } from '../helpers/secure-stack.js';
+import { createSecureUsers, otherCa, secureStack } from '../helpers/secure-stack.js';
+import { deployWithAcls } from '../helpers/pipeline.js';
+import { AclAdmin } from '../../src/kafka/acls.js';
+import { deriveAcls } from '../../src/runtime/acls.js';
 
 let env: Record<string, string>;
 let ctx: Context;
@@ -158,4 +161,36 @@ describe('the API with a wrong password', () => {
     expect(p.logs()).toContain('error [KAFKA_AUTH_FAILED]');
     expect(Date.now() - t).toBeLessThan(30_000);
   });
+});
+
+// a principal without READ on the status topic: the API's view cannot follow it; the API says so
+// and exits rather than staying up and unready for good
+describe('the API refused READ on its status topic', () => {
+  it('exits 1 with KAFKA_NOT_AUTHORIZED naming the topic', async () => {
+    const pp = uniqueName('noread');
+    const users = await createSecureUsers([`${pp}-api`]);
+    const admin = users.context('admin');
+    const prefix = uniqueName('noread').replace(/-/g, '_');
+    const topology = sonicTopology({ prefix });
+    await deployWithAcls(topology, { ctx: admin, env: (u) => users.env(u), principalPrefix: pp });
+    const api = deriveAcls(topology, { clientId: 'sonicflow', principalPrefix: pp }).find((p) => p.name === 'api')!;
+    const read = api.bindings.find((b) => b.resourceType === 'TOPIC' && b.name === topology.statusTopic && b.operation === 'READ')!;
+    const acls = await new AclAdmin(admin.kafka).connect();
+    try {
+      await acls.delete([read]);
+    } finally {
+      await acls.close();
+    }
+    const p = startSonicflow(['api'], {
+      ...users.env(`${pp}-api`),
+      SONIC_TOPIC_PREFIX: prefix,
+      SONIC_API_PORT: '0',
+      SONIC_API_AUTH: 'disabled',
+      SONIC_LOG_LEVEL: 'warn',
+    });
+    const code = await Promise.race([p.exited, new Promise<string>((r) => setTimeout(() => r('still running after 60 s'), 60_000))]);
+    if (typeof code === 'string') p.proc.kill('SIGTERM');
+    expect(code, p.logs().slice(-2000)).toBe(1);
+    expect(p.logs()).toContain(`error [KAFKA_NOT_AUTHORIZED]: not authorized to read topic ${topology.statusTopic}`);
+  }, 180_000);
 });
