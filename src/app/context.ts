@@ -24,6 +24,24 @@ import { sonicTopology } from '../../topologies/sonic.js';
  * of SONIC_KAFKA_SSL_CA_FILE, read here) and SASL when configured. Every client of the product is
  * made from it; so are the benchmarks' own clients (bench/kafka-connection.ts).
  */
+/** The PEM CA bundle of SONIC_KAFKA_SSL_CA_FILE; CONFIG_INVALID when it cannot be read or holds no certificate. */
+export function readKafkaCa(path: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new SonicError('CONFIG_INVALID', `SONIC_KAFKA_SSL_CA_FILE: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, {
+      cause: err,
+      details: { variable: 'SONIC_KAFKA_SSL_CA_FILE' },
+    });
+  }
+  if (!pem.includes('-----BEGIN CERTIFICATE-----'))
+    throw new SonicError('CONFIG_INVALID', `SONIC_KAFKA_SSL_CA_FILE: ${path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`, {
+      details: { variable: 'SONIC_KAFKA_SSL_CA_FILE' },
+    });
+  return pem;
+}
+
 export function kafkaConnection(c: Config): KafkaConnection {
   return {
     brokers: c.kafkaBrokers,
@@ -31,7 +49,7 @@ export function kafkaConnection(c: Config): KafkaConnection {
     connectTimeoutMs: c.kafkaConnectTimeoutMs,
     requestTimeoutMs: c.kafkaRequestTimeoutMs,
     retryInitialMs: c.kafkaRetryInitialMs,
-    ...(c.kafkaSsl ? { ssl: c.kafkaSslCaFile ? { ca: [readFileSync(c.kafkaSslCaFile, 'utf8')] } : true } : {}),
+    ...(c.kafkaSsl ? { ssl: c.kafkaSslCaFile ? { ca: [readKafkaCa(c.kafkaSslCaFile)] } : true } : {}),
     ...(c.kafkaSaslMechanism ? { sasl: { mechanism: c.kafkaSaslMechanism, username: c.kafkaSaslUsername, password: c.kafkaSaslPassword } } : {}),
   };
 }
@@ -45,6 +63,14 @@ export class Context {
   constructor(env?: NodeJS.ProcessEnv, name = 'sonicflow') {
     this.config = loadConfig(env);
     this.logger = createLogger(name, this.config.logLevel);
+    const c = this.config;
+    if (!c.kafkaSsl && c.kafkaSslCaFile)
+      this.logger.warn(
+        { SONIC_KAFKA_SSL_CA_FILE: c.kafkaSslCaFile },
+        'SONIC_KAFKA_SSL_CA_FILE is set but SONIC_KAFKA_SSL is not: Kafka is reached without TLS',
+      );
+    if (!c.kafkaSsl && c.kafkaSaslMechanism === 'plain')
+      this.logger.warn('SASL/PLAIN without TLS (SONIC_KAFKA_SSL is not set): the Kafka password crosses the network in clear');
   }
 
   get kafka(): KafkaClient {

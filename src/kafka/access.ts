@@ -44,22 +44,53 @@ export function isAccessError(err: unknown): err is SonicError {
 /** The probe's verdict: `ok`, the broker refused us (`error`), or no answer either way. */
 export type AccessVerdict = { kind: 'ok' } | { kind: 'refused'; error: SonicError } | { kind: 'unreachable' } | { kind: 'unknown'; reason: string };
 
-/** OpenSSL's certificate verification errors, as Node names them. */
-const CERT_ERRORS = new Set([
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+/**
+ * OpenSSL's certificate verification errors (X509_V_ERR_*), as Node names them: every one means
+ * the broker's certificate will not be accepted as configured, so none is worth a retry.
+ */
+export const CERT_ERRORS: ReadonlySet<string> = new Set([
   'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'CERT_UNTRUSTED',
-  'CERT_HAS_EXPIRED',
-  'CERT_NOT_YET_VALID',
-  'CERT_REVOKED',
+  'UNABLE_TO_GET_CRL',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECRYPT_CRL_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
   'CERT_SIGNATURE_FAILURE',
+  'CRL_SIGNATURE_FAILURE',
+  'CERT_NOT_YET_VALID',
+  'CERT_HAS_EXPIRED',
+  'CRL_NOT_YET_VALID',
+  'CRL_HAS_EXPIRED',
+  'ERROR_IN_CERT_NOT_BEFORE_FIELD',
+  'ERROR_IN_CERT_NOT_AFTER_FIELD',
+  'ERROR_IN_CRL_LAST_UPDATE_FIELD',
+  'ERROR_IN_CRL_NEXT_UPDATE_FIELD',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
   'CERT_CHAIN_TOO_LONG',
+  'CERT_REVOKED',
   'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED',
+  'INVALID_PURPOSE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'HOSTNAME_MISMATCH',
   'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
+
+/**
+ * TLS alerts of a broker that wants a client certificate (mutual TLS), which sonicflow does not
+ * send: during the handshake (TLS 1.2) or at the first read after it (TLS 1.3).
+ */
+const CLIENT_CERT_ALERTS = /certificate[ _]required|alert[ _]bad[ _]certificate|alert[ _]handshake[ _]failure/i;
+
+const clientCertRequired = (broker: string, error: string): AccessVerdict =>
+  mismatch(
+    broker,
+    `ended the TLS session (${error.trim().slice(0, 200)}): it requires a client certificate (mutual TLS), which sonicflow does not support; use a SASL_SSL listener`,
+    { tls_error: error.trim().slice(0, 200) },
+  );
 
 const SASL_HANDSHAKE = 17;
 const UNSUPPORTED_SASL_MECHANISM = 33;
@@ -237,6 +268,7 @@ export async function probeBroker(broker: string, settings: AccessSettings): Pro
           };
         }
         if (t.code === 'TIMEOUT') return { kind: 'unknown', reason: t.message };
+        if (CLIENT_CERT_ALERTS.test(`${t.code ?? ''} ${t.message}`)) return clientCertRequired(broker, t.message);
         if (await answersPlaintext(host, port, timeoutMs)) {
           return mismatch(broker, 'does not speak TLS (it answers plaintext Kafka): unset SONIC_KAFKA_SSL, or use the TLS listener of the broker', {
             tls_error: t.message,
@@ -256,6 +288,7 @@ export async function probeBroker(broker: string, settings: AccessSettings): Pro
           'expects TLS (it closed a plaintext connection and completes a TLS handshake): set SONIC_KAFKA_SSL=true and SONIC_KAFKA_SSL_CA_FILE',
         );
       }
+      if (settings.ssl && CLIENT_CERT_ALERTS.test(x.closed)) return clientCertRequired(broker, x.closed);
       return { kind: 'unknown', reason: x.closed };
     }
     const { errorCode, mechanisms } = x.answer;

@@ -3,12 +3,19 @@
  * mapping of kafkajs' SASL failure: what the secured-stack test (test/integration/
  * secure-kafka.test.ts) proves on a real broker, here down to the SaslHandshake answers.
  */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer as createTlsServer } from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SonicError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/logger.js';
 import { explainAccessError, isAccessError, probeAccess } from '../../src/kafka/access.js';
 import { untilConnected } from '../../src/kafka/client.js';
+import { kafkaConnection } from '../../src/app/context.js';
+import { loadConfig } from '../../src/core/config.js';
 
 const servers: Server[] = [];
 afterEach(() => {
@@ -123,5 +130,77 @@ describe('untilConnected', () => {
       { backoff: { initialMs: 1, maxMs: 2 }, logger },
     );
     expect(tries).toBe(3);
+  });
+});
+
+/**
+ * A CA and a certificate it signed for localhost, with the extensions `ext` (openssl), in a
+ * temporary directory: what a TLS listener of a test presents.
+ */
+function signedCertificate(ext: string): { ca: string; key: Buffer; cert: Buffer } {
+  const d = mkdtempSync(join(tmpdir(), 'sonicflow-pki-'));
+  const ssl = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'ignore' });
+  ssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=test CA', '-keyout', join(d, 'ca.key'), '-out', join(d, 'ca.pem')]);
+  ssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-keyout', join(d, 'srv.key'), '-out', join(d, 'srv.csr')]);
+  writeFileSync(join(d, 'srv.ext'), ext);
+  ssl([
+    'x509',
+    '-req',
+    '-in',
+    join(d, 'srv.csr'),
+    '-CA',
+    join(d, 'ca.pem'),
+    '-CAkey',
+    join(d, 'ca.key'),
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-extfile',
+    join(d, 'srv.ext'),
+    '-out',
+    join(d, 'srv.pem'),
+  ]);
+  return { ca: readFileSync(join(d, 'ca.pem'), 'utf8'), key: readFileSync(join(d, 'srv.key')), cert: readFileSync(join(d, 'srv.pem')) };
+}
+
+async function tlsListener(o: { key: Buffer; cert: Buffer; requestCert?: boolean }): Promise<string> {
+  const s = createTlsServer({ key: o.key, cert: o.cert, ...(o.requestCert ? { requestCert: true, rejectUnauthorized: true } : {}) }, (c) =>
+    c.on('error', () => undefined),
+  );
+  s.on('tlsClientError', () => undefined);
+  servers.push(s);
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  return `localhost:${(s.address() as { port: number }).port}`;
+}
+
+describe('the access probe and certificates', () => {
+  it('a certificate the trusted CA signed, but not for a server (clientAuth only), is KAFKA_TLS_UNTRUSTED, not left to retries', async () => {
+    const pki = signedCertificate('subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n');
+    const broker = await tlsListener(pki);
+    const v = await probeAccess({ brokers: [broker], ssl: { ca: [pki.ca] }, timeoutMs: 2000 });
+    expect(v.kind === 'refused' ? `${v.error.code}: ${v.error.message}` : JSON.stringify(v)).toMatch(/^KAFKA_TLS_UNTRUSTED: .*certificate/);
+  });
+
+  it('a broker that demands a client certificate (mutual TLS) is KAFKA_PROTOCOL_MISMATCH saying so', async () => {
+    const pki = signedCertificate('subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n');
+    const broker = await tlsListener({ ...pki, requestCert: true });
+    const v = await probeAccess({ brokers: [broker], ssl: { ca: [pki.ca] }, timeoutMs: 2000 });
+    expect(v.kind === 'refused' ? `${v.error.code}: ${v.error.message}` : JSON.stringify(v)).toMatch(
+      /^KAFKA_PROTOCOL_MISMATCH: .*client certificate \(mutual TLS\)/,
+    );
+  });
+});
+
+describe('the CA file', () => {
+  const connect = (file: string) => () => kafkaConnection(loadConfig({ SONIC_KAFKA_SSL: 'true', SONIC_KAFKA_SSL_CA_FILE: file }));
+  it('missing, or holding no certificate, is CONFIG_INVALID naming SONIC_KAFKA_SSL_CA_FILE', () => {
+    const d = mkdtempSync(join(tmpdir(), 'sonicflow-ca-'));
+    expect(connect(join(d, 'absent.pem'))).toThrow(/^SONIC_KAFKA_SSL_CA_FILE: cannot read .*absent\.pem \(ENOENT\)$/);
+    writeFileSync(join(d, 'empty.pem'), 'not a certificate\n');
+    expect(connect(join(d, 'empty.pem'))).toThrow(
+      expect.objectContaining({ code: 'CONFIG_INVALID', message: expect.stringMatching(/holds no PEM certificate/) }),
+    );
+    writeFileSync(join(d, 'ca.pem'), signedCertificate('basicConstraints=CA:FALSE\n').ca);
+    expect(connect(join(d, 'ca.pem'))().ssl).toEqual({ ca: [expect.stringContaining('-----BEGIN CERTIFICATE-----')] });
   });
 });
