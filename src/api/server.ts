@@ -25,6 +25,8 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   FORBIDDEN: 403,
   TASK_NOT_FOUND: 404,
   VIDEO_NOT_READY: 409,
+  // a referenced upload replaced while the submit copied it (see claimUpload): submit again
+  CHECKSUM_MISMATCH: 409,
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_AUDIO_FORMAT: 415,
   UNSUPPORTED_IMAGE_FORMAT: 415,

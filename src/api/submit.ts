@@ -200,6 +200,50 @@ export async function referencedBlob(blob: BlobStore, tenant: string, kind: 'aud
   return { uri, content_type: st.content_type ?? null, size_bytes: st.size_bytes, sha256: st.sha256 ?? null };
 }
 
+/**
+ * Claims a referenced upload (resolved by {@link referencedBlob} as `ref`) for a task: copies it
+ * inside the store to `key`, one of the task's own input keys, so the task lives on when the
+ * upload expires; the upload itself stays. `key` is appended to `stored` before anything is
+ * written, so a failed submit removes the copy. The copy must be the file `ref` describes: a
+ * copy of another size, checksum or type (the upload replaced in between) fails the submit with
+ * 409 CHECKSUM_MISMATCH, which a retry resolves; an upload gone in between is INPUT_NOT_FOUND.
+ * Returns the reference to the copy, with the same checksum (so the request's fingerprint is
+ * the same as for the upload).
+ */
+export async function claimUpload(blob: BlobStore, kind: 'audio' | 'image', ref: MediaRef, key: string, stored: string[]): Promise<MediaRef> {
+  const field = kind;
+  const from = blob.keyFromUri(ref.uri);
+  const same = (st: { size_bytes: number; sha256?: string; content_type?: string } | undefined): boolean =>
+    st !== undefined && st.size_bytes === ref.size_bytes && (st.content_type ?? null) === ref.content_type && (ref.sha256 === null || st.sha256 === ref.sha256);
+  const changed = () =>
+    new SonicError('CHECKSUM_MISMATCH', `${kind} ${ref.uri.slice(0, 200)} changed while it was being copied for the task; submit again`, {
+      safe: true,
+      retryable: true,
+      details: { field, key, from },
+    });
+  stored.push(key);
+  let copy: MediaRef;
+  try {
+    const c = await blob.copy(from, key);
+    copy = { uri: c.uri, content_type: c.content_type, size_bytes: c.size_bytes, sha256: c.sha256 };
+  } catch (err) {
+    const gone = () =>
+      new SonicError('INPUT_NOT_FOUND', `${kind} ${ref.uri.slice(0, 200)} does not exist (uploads expire)`, { safe: true, cause: err, details: { field } });
+    if ((err as SonicError).code === 'INPUT_NOT_FOUND') throw gone();
+    // a copy refused because its source changed under it (S3: 412 on the ETag) says so; a store that cannot be read keeps its own error
+    const now = await blob.stat(from).then(
+      (st) => ({ st }),
+      () => undefined,
+    );
+    if (now && !now.st) throw gone();
+    if (now && !same(now.st)) throw changed();
+    throw err;
+  }
+  // what was copied, as the store now describes it, must be what was checked
+  if (!same(await blob.stat(key))) throw changed();
+  return { uri: copy.uri, content_type: ref.content_type, size_bytes: ref.size_bytes, sha256: ref.sha256 ?? copy.sha256 };
+}
+
 /** The version prefix of fingerprints made by {@link requestFingerprint} (older ones have none). */
 const FINGERPRINT_V2 = 'v2:';
 

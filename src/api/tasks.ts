@@ -22,6 +22,7 @@ import {
   PARAM_FIELDS,
   REQUEST_FIELDS,
   buildRequest,
+  claimUpload,
   fileSha256,
   idempotentTaskId,
   referencedBlob,
@@ -152,14 +153,19 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
     idempotent_replay: replay,
   });
 
-  /** Reads the submit's media and fields; `stored` collects what was written to the store, for removal when the submit fails. */
+  /**
+   * Reads the submit's media and fields; `stored` collects what was written to the store, for
+   * removal when the submit fails. `audio`/`image` are the task's own copies (multipart files
+   * stored, referenced uploads claimed), `sent` the media as the client named them (for the
+   * fingerprint).
+   */
   const readSubmit = async (
     req: FastifyRequest,
     taskId: string,
     stored: string[],
-    /** `hash`: only the fingerprint is wanted (a replay): uploaded files are hashed, not stored. */
+    /** `hash`: only the fingerprint is wanted (a replay): uploaded files are hashed, not stored; referenced uploads are not copied. */
     mode: 'store' | 'hash' = 'store',
-  ): Promise<{ fields: SubmitFields; audio: MediaRef; image: MediaRef }> => {
+  ): Promise<{ fields: SubmitFields; audio: MediaRef; image: MediaRef; sent: { audio: MediaRef; image: MediaRef } }> => {
     const fields: SubmitFields = { params: {} };
     if (!req.isMultipart()) {
       const body = req.body;
@@ -178,7 +184,16 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
       check(req, taskId, fields);
       const audio = await referencedBlob(blob, req.tenant, 'audio', b.audio, limits);
       const image = await referencedBlob(blob, req.tenant, 'image', b.image, limits);
-      return { fields, audio, image };
+      if (mode === 'hash') return { fields, audio, image, sent: { audio, image } };
+      // claimed: copied to the task's own inputs, so the task outlives the uploads' retention
+      // (one key per request, as for multipart files below)
+      const attempt = randomUUID().slice(0, 8);
+      return {
+        fields,
+        audio: await claimUpload(blob, 'audio', audio, taskKey(taskId, 'input', `audio-${attempt}`), stored),
+        image: await claimUpload(blob, 'image', image, taskKey(taskId, 'input', `image-${attempt}`), stored),
+        sent: { audio, image },
+      };
     }
     const release = deps.slots.acquire(req.keyId ?? req.ip);
     const form = await readMultipart(req, {
@@ -211,11 +226,12 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
           size_bytes: f.size,
           sha256: await fileSha256(f.path),
         });
-        return { fields, audio: await hashed(files.audio!), image: await hashed(files.image!) };
+        const [audio, image] = [await hashed(files.audio!), await hashed(files.image!)];
+        return { fields, audio, image, sent: { audio, image } };
       }
       const audio = await storeInspected(blob, config, 'audio', files.audio!, taskKey(taskId, 'input', `audio-${attempt}`), stored);
       const image = await storeInspected(blob, config, 'image', files.image!, taskKey(taskId, 'input', `image-${attempt}`), stored);
-      return { fields, audio, image };
+      return { fields, audio, image, sent: { audio, image } };
     } finally {
       release();
       await form.cleanup();
@@ -263,13 +279,20 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
     const stored: string[] = [];
     let keep = false;
     try {
-      const { fields, audio, image } = await readSubmit(req, taskId, stored);
+      const { fields, audio, image, sent } = await readSubmit(req, taskId, stored);
       const now = new Date();
       const traceparent = childTraceparent(typeof req.headers.traceparent === 'string' ? req.headers.traceparent : undefined);
       const request = buildRequest({ taskId, tenant: req.tenant, idempotencyKey: idemKey, image, audio, fields, limits, traceparent, now });
       const queued: StatusEvent = statusEvent({ task_id: taskId, state: 'QUEUED', tenant_id: req.tenant, created_at: now, at: now });
+      // of the media as the client named them: a claimed upload's copy has the upload's checksum, not its uri
       const first: TaskKey | undefined = idemKey
-        ? { task_id: taskId, tenant_id: req.tenant, idempotency_key: idemKey, fingerprint: requestFingerprint(request, fields), created_at: now }
+        ? {
+            task_id: taskId,
+            tenant_id: req.tenant,
+            idempotency_key: idemKey,
+            fingerprint: requestFingerprint({ ...request, ...sent }, fields),
+            created_at: now,
+          }
         : undefined;
       try {
         await deps.enqueue(request, queued, Math.max(1, config.apiEnqueueTimeoutMs - waitedMs), first);

@@ -3,14 +3,16 @@
  * `<file>.meta.json` sidecar holding its sha256 and content type. Suits one machine, or several
  * that share the directory (NFS and the like).
  */
+import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readFile, readdir, rm, stat as fsStat } from 'node:fs/promises';
-import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { link, mkdir, readFile, readdir, rename, rm, stat as fsStat } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { SonicError } from '../core/errors.js';
-import { LocalIoError, errnoOf, writeFileAtomically } from './local-file.js';
+import { LocalIoError, errnoOf, hashFile, writeFileAtomically, type Digest } from './local-file.js';
 import {
   META_SUFFIX,
   checkSha256,
+  copyOntoItself,
   keyAfterPrefix,
   sha256Hex,
   validateKey,
@@ -30,6 +32,8 @@ const URI_PREFIX = 'blob://';
 const TEMPORARY = /^\..+\.[0-9a-f]{12}\.tmp$/;
 // errno codes that mean "no blob under this key": absent, or a directory stands where it would be
 const ABSENT = new Set(['ENOENT', 'ENOTDIR', 'EISDIR', 'ERR_FS_EISDIR']);
+// errno codes of a hard link the filesystem cannot make (another filesystem, no hard links, too many): copy instead
+const NO_LINK = new Set(['EXDEV', 'EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EMLINK', 'ENOSYS']);
 
 interface Sidecar {
   sha256: string;
@@ -126,15 +130,84 @@ export class FsBlobStore implements BlobStore {
       throw readError(key, err);
     }
     const out: BlobStat = { size_bytes: size };
-    const meta = await readFile(path + META_SUFFIX, 'utf8')
-      .then((text) => JSON.parse(text) as unknown)
-      .catch(() => undefined);
-    // a sidecar of another size belongs to other content (written outside this store)
-    if (isSidecar(meta) && meta.size_bytes === size) {
+    const meta = await this.#sidecar(path, size);
+    if (meta) {
       out.sha256 = meta.sha256;
       if (meta.content_type !== null) out.content_type = meta.content_type;
     }
     return out;
+  }
+
+  /**
+   * A hard link when both keys are on one filesystem (no byte is read or written), else a streamed
+   * copy, hashed on the way; either way through a temporary file and a rename, so the copy appears
+   * complete or not at all, and its sidecar is written after it as `put` does. Blobs are never
+   * changed in place (`put` renames a new file over the key), so sharing the file is safe, and
+   * deleting either key leaves the other. The source's sidecar is taken only when the linked file
+   * is the one the sidecar was read beside (same inode before and after); otherwise, or without a
+   * sidecar, the copy is hashed, so its sidecar always describes its own content.
+   */
+  async copy(fromKey: string, toKey: string): Promise<BlobRef> {
+    const from = this.#path(fromKey);
+    const to = this.#path(toKey);
+    if (from === to) throw copyOntoItself(fromKey);
+    let before;
+    try {
+      before = await fsStat(from);
+    } catch (err) {
+      throw readError(fromKey, err);
+    }
+    if (!before.isFile()) throw readError(fromKey, Object.assign(new Error('not a file'), { code: 'EISDIR' }));
+    const meta = await this.#sidecar(from, before.size);
+    const sidecar = to + META_SUFFIX;
+    const tmp = join(dirname(to), `.${basename(to)}.${randomBytes(6).toString('hex')}.tmp`);
+    let digest: Digest;
+    try {
+      try {
+        await mkdir(dirname(to), { recursive: true });
+      } catch (err) {
+        throw new LocalIoError('target', err);
+      }
+      let linked = true;
+      try {
+        await link(from, tmp);
+      } catch (err) {
+        const errno = errnoOf(err);
+        if (ABSENT.has(errno ?? '')) throw new LocalIoError('source', err);
+        if (!NO_LINK.has(errno ?? '')) throw new LocalIoError('target', err);
+        linked = false;
+      }
+      if (linked) {
+        try {
+          const after = await fsStat(tmp);
+          // the same file as the sidecar was read beside: its checksum holds; else hash what was linked
+          digest =
+            meta !== undefined && after.ino === before.ino && after.dev === before.dev && after.size === meta.size_bytes
+              ? { sha256: meta.sha256, size_bytes: meta.size_bytes }
+              : await hashFile(tmp);
+          await rm(sidecar, { force: true }).catch((err: unknown) => {
+            throw new LocalIoError('target', err);
+          });
+          await rename(tmp, to).catch((err: unknown) => {
+            throw new LocalIoError('target', err);
+          });
+        } finally {
+          await rm(tmp, { force: true }).catch(() => undefined);
+        }
+      } else {
+        digest = await writeFileAtomically(to, createReadStream(from), async () => {
+          await rm(sidecar, { force: true }).catch((err: unknown) => {
+            throw new LocalIoError('target', err);
+          });
+        });
+      }
+      const out: Sidecar = { sha256: digest.sha256, size_bytes: digest.size_bytes, content_type: meta?.content_type ?? null };
+      await writeFileAtomically(sidecar, Buffer.from(JSON.stringify(out)));
+      return { uri: URI_PREFIX + toKey, key: toKey, size_bytes: out.size_bytes, sha256: out.sha256, content_type: out.content_type };
+    } catch (err) {
+      if (err instanceof LocalIoError && err.side === 'source') throw readError(fromKey, err);
+      throw writeError(toKey, err);
+    }
   }
 
   async delete(key: string): Promise<void> {
@@ -173,6 +246,15 @@ export class FsBlobStore implements BlobStore {
   }
 
   async close(): Promise<void> {}
+
+  /** The sidecar of the file at `path`, when there is one for content of `size` bytes. */
+  async #sidecar(path: string, size: number): Promise<Sidecar | undefined> {
+    const meta = await readFile(path + META_SUFFIX, 'utf8')
+      .then((text) => JSON.parse(text) as unknown)
+      .catch(() => undefined);
+    // a sidecar of another size belongs to other content (written outside this store)
+    return isSidecar(meta) && meta.size_bytes === size ? meta : undefined;
+  }
 
   #path(key: string): string {
     validateKey(key);

@@ -6,6 +6,7 @@
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import {
+  CopyObjectCommand,
   CreateBucketCommand,
   DeleteObjectCommand,
   GetObjectCommand,
@@ -17,12 +18,15 @@ import {
   S3Client,
   type BucketLocationConstraint,
   type GetObjectCommandOutput,
+  type HeadObjectCommandOutput,
 } from '@aws-sdk/client-s3';
 import { SonicError } from '../core/errors.js';
 import { LocalIoError, errnoOf, hashFile, writeFileAtomically, type Digest } from './local-file.js';
 import {
   checkSha256,
+  copyOntoItself,
   keyAfterPrefix,
+  sha256Hasher,
   sha256Hex,
   validateKey,
   validatePrefix,
@@ -204,6 +208,58 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
+  /**
+   * A server-side CopyObject: the bytes never pass through this process. The copy gets the same
+   * metadata `put` writes (`ContentType`, `x-amz-meta-sha256`), taken from a HEAD of the source,
+   * and the copy is made only from that very version of it (`x-amz-copy-source-if-match` on its
+   * ETag): a source replaced in between fails with 412 rather than pairing one content with
+   * another's checksum. A source without a sha256 (written outside the store) is hashed first,
+   * streamed. One CopyObject copies up to 5 GiB, far above the media limits.
+   */
+  async copy(fromKey: string, toKey: string): Promise<BlobRef> {
+    validateKey(fromKey);
+    validateKey(toKey);
+    if (fromKey === toKey) throw copyOntoItself(fromKey);
+    let head: HeadObjectCommandOutput;
+    try {
+      head = await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: fromKey }), this.#deadline());
+    } catch (err) {
+      throw this.#error('read', fromKey, err);
+    }
+    const etag = head.ETag;
+    if (etag === undefined) {
+      throw new SonicError('INPUT_FETCH_FAILED', `S3 HEAD of ${this.#uri(fromKey)} returned no ETag`, { details: this.#details(fromKey) });
+    }
+    const size = head.ContentLength ?? 0;
+    const sha256 = head.Metadata?.['sha256'] ?? (await this.#hashVersion(fromKey, etag));
+    try {
+      await this.#client.send(
+        new CopyObjectCommand({
+          Bucket: this.bucket,
+          Key: toKey,
+          // keys are [A-Za-z0-9._-/] (validateKey): nothing to escape
+          CopySource: `${this.bucket}/${fromKey}`,
+          CopySourceIfMatch: etag,
+          MetadataDirective: 'REPLACE',
+          ...(head.ContentType === undefined ? {} : { ContentType: head.ContentType }),
+          Metadata: { sha256 },
+        }),
+        this.#deadline(),
+      );
+    } catch (err) {
+      // the source is gone (a delete in between)
+      if (NOT_FOUND_NAMES.has(nameOf(err)) || statusOf(err) === 404) throw this.#error('read', fromKey, err);
+      if (statusOf(err) === 412) {
+        throw new SonicError('INPUT_FETCH_FAILED', `${this.#uri(fromKey)} changed while it was copied to ${this.#uri(toKey)}`, {
+          cause: err,
+          details: { ...this.#details(toKey), from: fromKey },
+        });
+      }
+      throw this.#error('write', toKey, err);
+    }
+    return { uri: this.#uri(toKey), key: toKey, size_bytes: size, sha256, content_type: head.ContentType ?? null };
+  }
+
   async delete(key: string): Promise<void> {
     validateKey(key);
     try {
@@ -259,6 +315,28 @@ export class S3BlobStore implements BlobStore {
       throw new SonicError('INPUT_FETCH_FAILED', `S3 read of ${this.#uri(key)} returned no body`, { details: this.#details(key) });
     }
     return res.Body;
+  }
+
+  /** The sha256 of the version `etag` of a blob, streamed through a hasher (never held in memory). */
+  async #hashVersion(key: string, etag: string): Promise<string> {
+    let res: GetObjectCommandOutput;
+    try {
+      res = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, IfMatch: etag }), this.#deadline());
+    } catch (err) {
+      throw this.#error('read', key, err);
+    }
+    if (!(res.Body instanceof Readable)) {
+      throw new SonicError('INPUT_FETCH_FAILED', `S3 read of ${this.#uri(key)} returned no stream`, { details: this.#details(key) });
+    }
+    const hash = sha256Hasher();
+    try {
+      for await (const chunk of res.Body as AsyncIterable<Buffer>) hash.update(chunk);
+    } catch (err) {
+      throw this.#error('read', key, err);
+    } finally {
+      res.Body.destroy();
+    }
+    return hash.digest('hex');
   }
 
   /** Options of one SDK call: aborted when its total deadline passes. */

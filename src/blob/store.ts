@@ -83,6 +83,15 @@ export interface BlobStore {
   download(key: string, toPath: string, opts?: ReadOptions): Promise<void>;
   /** Size, checksum and content type, or undefined when the key is absent. */
   stat(key: string): Promise<BlobStat | undefined>;
+  /**
+   * Copies the blob `fromKey` to `toKey` (overwriting, like {@link put}) inside the store, content
+   * and metadata (sha256, content type) together, without the content passing through this
+   * process: a hard link or a copy on the filesystem, a server-side copy on S3. The copy is a blob
+   * of its own: deleting the source later leaves it intact. Both keys are validated;
+   * `INPUT_NOT_FOUND` when the source is absent, `STORAGE_WRITE_FAILED` (or `INPUT_FETCH_FAILED`
+   * for a source that cannot be read) otherwise. The reference describes the copy as written.
+   */
+  copy(fromKey: string, toKey: string): Promise<BlobRef>;
   /** Removes the blob; removing an absent key is not an error. */
   delete(key: string): Promise<void>;
   /**
@@ -167,6 +176,11 @@ export function keyAfterPrefix(uri: string, prefix: string, store: string): stri
   } catch {
     throw notOurs();
   }
+}
+
+/** The error of a {@link BlobStore.copy} onto its own key, refused by every store. */
+export function copyOntoItself(key: string): SonicError {
+  return new SonicError('INVALID_REQUEST', `blob "${key.slice(0, 200)}" cannot be copied onto itself`, { details: { key: key.slice(0, 200) } });
 }
 
 /** A fresh sha256 hasher. */

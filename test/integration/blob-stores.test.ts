@@ -186,6 +186,60 @@ describe.each(subjects)('$name blob store', (subject) => {
     expect((await failure(store.getBuffer(key))).code).toBe('INPUT_NOT_FOUND');
   });
 
+  it('copies a blob inside the store: content, sha256 and content type, and the copy outlives its source', async () => {
+    const data = randomBytes(300_000);
+    const from = `uploads/acme/${randomBytes(4).toString('hex')}`;
+    const to = taskKey('t-copy', 'input', 'audio-1');
+    const src = await put(from, data, { contentType: 'audio/wav' });
+    written.add(to);
+    const ref = await store.copy(from, to);
+    expect(ref).toEqual({ uri: `${subject.uriPrefix}${to}`, key: to, size_bytes: data.length, sha256: src.sha256, content_type: 'audio/wav' });
+    expect(await store.stat(to)).toEqual({ size_bytes: data.length, sha256: sha(data), content_type: 'audio/wav' });
+    // the source is untouched
+    expect(await store.stat(from)).toEqual({ size_bytes: data.length, sha256: sha(data), content_type: 'audio/wav' });
+    await store.delete(from);
+    expect(await store.stat(from)).toBeUndefined();
+    expect((await store.getBuffer(to, { sha256: src.sha256 })).equals(data)).toBe(true);
+    expect(await store.stat(to)).toEqual({ size_bytes: data.length, sha256: sha(data), content_type: 'audio/wav' });
+  });
+
+  it('copies over an existing blob, metadata included, and copies a blob without a content type', async () => {
+    const from = 'copy-src/plain.bin';
+    const to = taskKey('t-copy', 'input', 'over');
+    await put(from, Buffer.from('new bytes'));
+    await put(to, Buffer.from('older and longer bytes'), { contentType: 'image/png' });
+    const ref = await store.copy(from, to);
+    // S3 gives an object put without a type its default one (application/octet-stream): the copy has the source's, whatever it is
+    const source = await store.stat(from);
+    expect(ref).toEqual({ uri: `${subject.uriPrefix}${to}`, key: to, size_bytes: 9, sha256: sha('new bytes'), content_type: source?.content_type ?? null });
+    expect((await store.getBuffer(to)).toString()).toBe('new bytes');
+    expect(await store.stat(to)).toEqual(source);
+  });
+
+  it('answers INPUT_NOT_FOUND, not retryable, when the source of a copy is absent, and writes nothing', async () => {
+    const to = taskKey('t-copy-missing', 'input', 'audio-1');
+    const e = await failure(store.copy('uploads/acme/absent', to));
+    expect(e).toMatchObject({ code: 'INPUT_NOT_FOUND', retryable: false });
+    expect(e.message).toContain('uploads/acme/absent');
+    expect(await store.stat(to)).toBeUndefined();
+    const listed = [];
+    for await (const x of store.list('tasks/t-copy-missing/')) listed.push(x.key);
+    expect(listed).toEqual([]);
+  });
+
+  it('refuses to copy from or to an invalid key, or onto itself, before touching the store', async () => {
+    const good = 'copy-src/valid.bin';
+    await put(good, Buffer.from('x'));
+    for (const bad of ['../x', 'tasks/../../x', '/etc/passwd', 'a//b', 'x.meta.json']) {
+      expect((await failure(store.copy(good, bad))).code, `to ${bad}`).toBe('INVALID_REQUEST');
+      expect((await failure(store.copy(bad, taskKey('t-copy', 'input', 'bad')))).code, `from ${bad}`).toBe('INVALID_REQUEST');
+    }
+    expect((await failure(store.copy(good, good))).code).toBe('INVALID_REQUEST');
+    expect(await store.stat(good)).toMatchObject({ size_bytes: 1, sha256: sha('x') });
+    expect(await store.stat(taskKey('t-copy', 'input', 'bad'))).toBeUndefined();
+    expect(existsSync(join(work, 'x'))).toBe(false);
+  });
+
   it('turns its own uris back into keys and refuses foreign ones with INPUT_NOT_FOUND', async () => {
     const key = taskKey('t-uri', 'validate', 'audio.mp3');
     const ref = await put(key, Buffer.from('ID3'));

@@ -1,7 +1,8 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { createHash } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/core/config.js';
 import type { SonicError } from '../../src/core/errors.js';
@@ -118,6 +119,52 @@ describe('filesystem blob store', () => {
     const none = [];
     for await (const e of store.list('nothing-here/')) none.push(e);
     expect(none).toEqual([]);
+  });
+
+  it('copies by a hard link: the same file under the new key, its own sidecar, no temporary file; either key can go', async () => {
+    const src = await store.put('uploads/acme/portrait', Buffer.from('PNG bytes'), { contentType: 'image/png' });
+    const ref = await store.copy('uploads/acme/portrait', 'tasks/t-link/input/image-1');
+    expect(ref).toEqual({ ...src, uri: 'blob://tasks/t-link/input/image-1', key: 'tasks/t-link/input/image-1' });
+    const [a, b] = [join(root, 'store', 'uploads/acme/portrait'), join(root, 'store', 'tasks/t-link/input/image-1')];
+    expect(statSync(b).ino).toBe(statSync(a).ino);
+    expect(statSync(b).nlink).toBe(2);
+    expect(walk(join(root, 'store', 'tasks/t-link')).sort()).toEqual(['input/image-1', 'input/image-1.meta.json']);
+    expect(JSON.parse(readFileSync(`${b}.meta.json`, 'utf8'))).toEqual({ sha256: src.sha256, size_bytes: 9, content_type: 'image/png' });
+    await store.delete('uploads/acme/portrait');
+    expect(readFileSync(b, 'utf8')).toBe('PNG bytes');
+    expect(await store.stat('tasks/t-link/input/image-1')).toEqual({ size_bytes: 9, sha256: src.sha256, content_type: 'image/png' });
+  });
+
+  it('hashes the copy when the source has no sidecar that fits it (written outside the store)', async () => {
+    await store.put('uploads/acme/edited', Buffer.from('abc'), { contentType: 'audio/wav' });
+    writeFileSync(join(root, 'store', 'uploads/acme/edited'), 'edited in place');
+    const ref = await store.copy('uploads/acme/edited', 'tasks/t-edited/input/audio-1');
+    const sum = createHash('sha256').update('edited in place').digest('hex');
+    expect(ref).toMatchObject({ size_bytes: 15, sha256: sum, content_type: null });
+    expect(await store.stat('tasks/t-edited/input/audio-1')).toEqual({ size_bytes: 15, sha256: sum });
+  });
+
+  const otherFs = '/dev/shm';
+  const crossDevice = existsSync(otherFs) && statSync(otherFs).dev !== statSync(root).dev;
+  it.skipIf(!crossDevice)('copies by streaming when the two keys are on different filesystems (no hard link possible)', async () => {
+    const far = mkdtempSync(join(otherFs, 'sonicflow-blob-unit-'));
+    try {
+      const xroot = join(root, 'cross');
+      mkdirSync(join(xroot, 'uploads'), { recursive: true });
+      // tasks/ lives on another filesystem, as when an operator mounts it elsewhere
+      symlinkSync(far, join(xroot, 'tasks'));
+      const x = new FsBlobStore(xroot);
+      const data = Buffer.alloc(1024 * 1024 + 3, 7);
+      const src = await x.put('uploads/acme/speech', data, { contentType: 'audio/wav' });
+      const ref = await x.copy('uploads/acme/speech', 'tasks/t-x/input/audio-1');
+      expect(ref).toMatchObject({ size_bytes: data.length, sha256: src.sha256, content_type: 'audio/wav' });
+      expect(statSync(join(far, 't-x/input/audio-1')).ino).not.toBe(statSync(join(xroot, 'uploads/acme/speech')).ino);
+      expect(readdirSync(join(far, 't-x/input')).sort()).toEqual(['audio-1', 'audio-1.meta.json']);
+      await x.delete('uploads/acme/speech');
+      expect(await x.stat('tasks/t-x/input/audio-1')).toEqual({ size_bytes: data.length, sha256: src.sha256, content_type: 'audio/wav' });
+    } finally {
+      rmSync(far, { recursive: true, force: true });
+    }
   });
 
   it('needs an absolute root', () => {
