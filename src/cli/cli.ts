@@ -71,7 +71,7 @@ function buildCli(ctx: () => Context): Command {
     });
 
   const prefixOpt = (): Option =>
-    new Option('--principal-prefix <p>', "principals are User:<p>-<stage>, User:<p>-api, User:<p>-ops (default: the topology's prefix)");
+    new Option('--principal-prefix <p>', "principals are User:<p>-<stage>, User:<p>-api, User:<p>-ops, User:<p>-keda (default: the topology's prefix)");
 
   topology
     .command('acls')
