@@ -71,7 +71,7 @@ function buildCli(ctx: () => Context): Command {
     });
 
   const prefixOpt = (): Option =>
-    new Option('--principal-prefix <p>', "principals are User:<p>-<stage>, User:<p>-api, User:<p>-ops (default: the topology's prefix)");
+    new Option('--principal-prefix <p>', "principals are User:<p>-<stage>, User:<p>-api, User:<p>-ops, User:<p>-keda (default: the topology's prefix)");
 
   topology
     .command('acls')
@@ -276,7 +276,7 @@ function buildCli(ctx: () => Context): Command {
     .description('Render deployment manifests from the topology.')
     .command('k8s')
     .description(
-      'Kubernetes: a Kafka Secret (SASL user, placeholder password), a Deployment and a KEDA ScaledObject per stage, the API (a StatefulSet), a PodMonitor and the ConfigMap (YAML on stdout).',
+      'Kubernetes: a Deployment and a KEDA ScaledObject per stage, the API (a StatefulSet), a PodMonitor and the ConfigMap (YAML on stdout). Kafka TLS and SASL follow SONIC_KAFKA_SSL, SONIC_KAFKA_SSL_CA_FILE (its CA becomes a Secret the pods mount) and SONIC_KAFKA_SASL_MECHANISM (then a Secret with the SASL user per stage, the API and KEDA; passwords are never rendered).',
     )
     .option('--stage <name>', "only one stage's Deployment and ScaledObject")
     .option('--image <image>', 'container image', 'ghcr.io/sonicflow/sonicflow:latest')
@@ -310,6 +310,10 @@ function buildCli(ctx: () => Context): Command {
             schemaRegistryUrl: c.config.schemaRegistryUrl,
             clientId: c.config.clientId,
             ...(o.principalPrefix ? { principalPrefix: o.principalPrefix } : {}),
+            // as the product connects (SONIC_KAFKA_*); the user name and password are per principal, never taken from here
+            kafkaSsl: c.config.kafkaSsl,
+            ...(c.config.kafkaSslCaFile ? { kafkaSslCaFile: c.config.kafkaSslCaFile } : {}),
+            ...(c.config.kafkaSaslMechanism ? { kafkaSaslMechanism: c.config.kafkaSaslMechanism } : {}),
           }),
         );
       },

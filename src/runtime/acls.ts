@@ -23,7 +23,7 @@ import { findStage, type StageSpec, type Topology } from './topology.js';
 export type { AclBinding } from '../kafka/acls.js';
 
 /** Who a principal is for. */
-export type PrincipalRole = 'stage' | 'api' | 'ops';
+export type PrincipalRole = 'stage' | 'api' | 'ops' | 'keda';
 
 export interface PrincipalAcls {
   role: PrincipalRole;
@@ -148,9 +148,29 @@ export function opsAcls(topology: Topology, o: AclOptions): PrincipalAcls {
   return { role: 'ops', name: 'ops', principal, username, bindings: g.bindings };
 }
 
+/** The party KEDA's kafka scaler connects as (`render k8s`: its TriggerAuthentication). */
+export const KEDA_PARTY = 'keda';
+
+/**
+ * KEDA's principal, for the kafka triggers of the rendered ScaledObjects: the scaler reads each
+ * stage's committed offsets (OffsetFetch, after FindCoordinator: DESCRIBE the group) and its
+ * consumed topics' partitions and end offsets (Metadata, ListOffsets: DESCRIBE the topic). It
+ * joins no group and reads no record, so DESCRIBE is all it gets.
+ */
+export function kedaAcls(topology: Topology, o: AclOptions): PrincipalAcls {
+  const username = principalUser(topology, KEDA_PARTY, o.principalPrefix);
+  const principal = `User:${username}`;
+  const g = new Grants(principal);
+  for (const s of topology.stages) {
+    for (const t of [s.input, ...s.retry.topics]) g.topic(t, 'DESCRIBE');
+    g.add('GROUP', groupId(o.clientId, topology, s), 'LITERAL', 'DESCRIBE');
+  }
+  return { role: 'keda', name: KEDA_PARTY, principal, username, bindings: g.bindings };
+}
+
 /**
  * Every principal of the topology with its bindings: the stages in order, then the API (when a
- * topic names it) and the operators. `stage` keeps only that stage's principal.
+ * topic names it), the operators and KEDA. `stage` keeps only that stage's principal.
  */
 export function deriveAcls(topology: Topology, o: AclOptions & { stage?: string }): PrincipalAcls[] {
   if (o.stage !== undefined) {
@@ -159,7 +179,7 @@ export function deriveAcls(topology: Topology, o: AclOptions & { stage?: string 
     return [stageAcls(topology, s, o)];
   }
   const hasApi = Object.values(topology.topics).some((t) => t.external?.producers?.includes(API_PARTY) || t.external?.consumers?.includes(API_PARTY));
-  return [...topology.stages.map((s) => stageAcls(topology, s, o)), ...(hasApi ? [apiAcls(topology, o)] : []), opsAcls(topology, o)];
+  return [...topology.stages.map((s) => stageAcls(topology, s, o)), ...(hasApi ? [apiAcls(topology, o)] : []), opsAcls(topology, o), kedaAcls(topology, o)];
 }
 
 /** What was refused: the resource kind, by the broker's error type. */

@@ -19,8 +19,8 @@ const allows = (p: PrincipalAcls, type: string, name: string, operation: string)
   p.bindings.some((b) => b.resourceType === type && b.operation === operation && (b.pattern === 'PREFIXED' ? name.startsWith(b.name) : name === b.name));
 
 describe('ACLs derived from the topology', () => {
-  it('gives one principal per stage, then the API and the operators', () => {
-    expect(all.map((p) => p.principal)).toEqual([...t.stages.map((s) => `User:sonic-${s.name}`), 'User:sonic-api', 'User:sonic-ops']);
+  it('gives one principal per stage, then the API, the operators and KEDA', () => {
+    expect(all.map((p) => p.principal)).toEqual([...t.stages.map((s) => `User:sonic-${s.name}`), 'User:sonic-api', 'User:sonic-ops', 'User:sonic-keda']);
     expect(deriveAcls(t, { clientId: 'x', principalPrefix: 'prod', stage: 'encode' }).map((p) => p.principal)).toEqual(['User:prod-encode']);
   });
 
@@ -78,6 +78,28 @@ describe('ACLs derived from the topology', () => {
     expect(allows(o, 'GROUP', 'sonicflow.sonic.api-view.1234.abc.de', 'READ')).toBe(false);
     expect(allows(of('api'), 'GROUP', 'sonicflow.sonic.gc-view.1234.abc.de', 'READ')).toBe(false);
     expect(allows(o, 'TOPIC', 'sonic.tasks.requested', 'READ')).toBe(false);
+  });
+
+  it("KEDA may only DESCRIBE each stage's consumed topics (input and retry tiers) and group: end offsets and committed offsets", () => {
+    const keda = of('keda');
+    expect(keda.role).toBe('keda');
+    expect(keda.username).toBe('sonic-keda');
+    const expected = t.stages.flatMap((s) => [
+      ...[s.input, ...s.retry.topics].map((topic) => `TOPIC|LITERAL|${topic}|DESCRIBE`),
+      `GROUP|LITERAL|sonicflow.sonic.${s.name}|DESCRIBE`,
+    ]);
+    const held = keda.bindings.map((b) => `${b.resourceType}|${b.pattern}|${b.name}|${b.operation}`);
+    expect([...held].sort()).toEqual([...new Set(expected)].sort());
+    expect(keda.bindings.every((b) => b.principal === 'User:sonic-keda')).toBe(true);
+    // nothing it could read records with, write to, or join a group with
+    expect(keda.bindings.some((b) => b.operation !== 'DESCRIBE')).toBe(false);
+    expect(deriveAcls(t, { clientId: 'acme', principalPrefix: 'prod' }).find((p) => p.role === 'keda')?.bindings).toContainEqual({
+      principal: 'User:prod-keda',
+      resourceType: 'GROUP',
+      name: 'acme.sonic.encode',
+      pattern: 'LITERAL',
+      operation: 'DESCRIBE',
+    });
   });
 
   it('names the principal and the refused resource in a non-retryable KAFKA_NOT_AUTHORIZED', () => {

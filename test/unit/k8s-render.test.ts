@@ -1,4 +1,7 @@
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   renderK8s,
@@ -14,7 +17,9 @@ import {
   type Secret,
   type Service,
   type StatefulSet,
+  type TriggerAuthentication,
 } from '../../src/ops/k8s/render.js';
+import { deriveAcls } from '../../src/runtime/acls.js';
 import { defineTopology, type Topology } from '../../src/runtime/topology.js';
 import { validateTopology } from '../../src/runtime/validate.js';
 import { sonicTopology } from '../../topologies/sonic.js';
@@ -30,6 +35,14 @@ const topology = sonicTopology();
 const STAGES = topology.stages.map((s) => s.name);
 const objects = renderK8sObjects(topology, OPTS);
 
+// a secured cluster: TLS with a private CA and SCRAM, as SONIC_KAFKA_SSL, _SSL_CA_FILE and _SASL_MECHANISM give them
+const CA_PEM = '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUfakeCAfakeCAfakeCAfakeCA=\n-----END CERTIFICATE-----\n';
+const CA_DIR = mkdtempSync(join(tmpdir(), 'k8s-render-'));
+const CA_FILE = join(CA_DIR, 'ca.pem');
+writeFileSync(CA_FILE, CA_PEM);
+const SECURED: RenderK8sOptions = { ...OPTS, kafkaSsl: true, kafkaSslCaFile: CA_FILE, kafkaSaslMechanism: 'scram-sha-512' };
+const secured = renderK8sObjects(topology, SECURED);
+
 const deployments = (objs: K8sObject[]): Deployment[] => objs.filter((o): o is Deployment => o.kind === 'Deployment');
 const statefulSets = (objs: K8sObject[]): StatefulSet[] => objs.filter((o): o is StatefulSet => o.kind === 'StatefulSet');
 /** Every workload's pod template: the stage Deployments and the API StatefulSet. */
@@ -39,9 +52,14 @@ const services = (objs: K8sObject[]): Service[] => objs.filter((o): o is Service
 const podMonitors = (objs: K8sObject[]): PodMonitor[] => objs.filter((o): o is PodMonitor => o.kind === 'PodMonitor');
 const configMaps = (objs: K8sObject[]): ConfigMap[] => objs.filter((o): o is ConfigMap => o.kind === 'ConfigMap');
 const secrets = (objs: K8sObject[]): Secret[] => objs.filter((o): o is Secret => o.kind === 'Secret');
+const triggerAuths = (objs: K8sObject[]): TriggerAuthentication[] => objs.filter((o): o is TriggerAuthentication => o.kind === 'TriggerAuthentication');
+/** The principals' Secrets (`sonicflow-<who>-kafka`), by who they are for. */
+const kafkaSecrets = (objs: K8sObject[]): Secret[] => secrets(objs).filter((x) => /^sonicflow-[a-z]+-kafka$/.test(x.metadata.name));
+const secretNamed = (objs: K8sObject[], name: string): Secret | undefined => secrets(objs).find((x) => x.metadata.name === name);
+const envNames = (d: Deployment | StatefulSet): string[] => container(d).env.map((e) => e.name);
 const component = (o: K8sObject): string | undefined => o.metadata.labels?.['app.kubernetes.io/component'];
-const stageDeployment = (stage: string): Deployment => {
-  const d = deployments(objects).find((x) => component(x) === stage);
+const stageDeployment = (stage: string, objs: K8sObject[] = objects): Deployment => {
+  const d = deployments(objs).find((x) => component(x) === stage);
   if (!d) throw new Error(`no Deployment for ${stage}`);
   return d;
 };
@@ -58,15 +76,29 @@ const mib = (q: string | undefined): number => {
 };
 
 describe('k8s render: object inventory', () => {
-  it('renders one Kafka Secret, Deployment and ScaledObject per stage, the API Secret, StatefulSet and its two Services, one PodMonitor and the ConfigMap', () => {
+  it('renders a Deployment and ScaledObject per stage, the StatefulSet and its two Services, one PodMonitor and the ConfigMap; no Secret on a plaintext cluster', () => {
     expect(deployments(objects).map(component).sort()).toEqual([...STAGES].sort());
     expect(scaledObjects(objects).map(component).sort()).toEqual([...STAGES].sort());
     expect(statefulSets(objects).map((s) => s.metadata.name)).toEqual(['sonicflow-api']);
     expect(services(objects).map((s) => s.metadata.name)).toEqual(['sonicflow-api-headless', 'sonicflow-api']);
     expect(podMonitors(objects)).toHaveLength(1);
     expect(configMaps(objects).map((c) => c.metadata.name)).toEqual(['sonicflow-config']);
-    expect(secrets(objects).map(component).sort()).toEqual([...STAGES, 'api'].sort());
-    expect(objects).toHaveLength(STAGES.length * 3 + 4 + 1 + 1);
+    expect(secrets(objects)).toEqual([]);
+    expect(objects).toHaveLength(STAGES.length * 2 + 4 + 1);
+  });
+
+  it("adds, on a secured cluster, a Kafka Secret per stage and the API, the CA Secret, and KEDA's Secret and TriggerAuthentication, each before what uses it", () => {
+    expect(kafkaSecrets(secured).map(component).sort()).toEqual([...STAGES, 'api', 'keda'].sort());
+    expect(secrets(secured).map((x) => x.metadata.name)).toContain('sonicflow-kafka-ca');
+    expect(triggerAuths(secured).map((a) => a.metadata.name)).toEqual(['sonicflow-keda-kafka']);
+    expect(secured).toHaveLength(objects.length + STAGES.length + 1 + 1 + 2);
+    const at = (kind: string, name: string): number => secured.findIndex((o) => o.kind === kind && o.metadata.name === name);
+    for (const so of scaledObjects(secured)) expect(at('TriggerAuthentication', 'sonicflow-keda-kafka')).toBeLessThan(secured.indexOf(so));
+    expect(at('Secret', 'sonicflow-keda-kafka')).toBeLessThan(at('TriggerAuthentication', 'sonicflow-keda-kafka'));
+    for (const d of workloads(secured)) {
+      expect(at('Secret', 'sonicflow-kafka-ca')).toBeLessThan(secured.indexOf(d));
+      expect(at('Secret', `sonicflow-${component(d)}-kafka`)).toBeLessThan(secured.indexOf(d));
+    }
   });
 
   it('gives every object a valid name, the namespace and the sonicflow name label; names are unique per kind', () => {
@@ -432,13 +464,13 @@ describe('k8s render: PodMonitor and ConfigMap', () => {
 describe('k8s render: Kafka principals', () => {
   it('gives each stage and the API a Secret with its own SASL user, and reads its password from a Secret never rendered (re-applying never resets it)', () => {
     for (const who of [...STAGES, 'api']) {
-      const secret = secrets(objects).find((x) => component(x) === who)!;
+      const secret = kafkaSecrets(secured).find((x) => component(x) === who)!;
       expect(secret.metadata.name).toBe(`sonicflow-${who}-kafka`);
       expect(secret.type).toBe('Opaque');
       expect(secret.stringData).toEqual({ username: `sonic-${who}` });
       expect(secret.metadata.annotations?.['sonicflow.io/password-secret']).toMatch(new RegExp(`^sonicflow-${who}-kafka-password `));
       expect(secret.metadata.annotations?.['sonicflow.io/kafka-principal']).toBe(`User:sonic-${who}`);
-      const d = who === 'api' ? statefulSets(objects)[0]! : stageDeployment(who);
+      const d = who === 'api' ? statefulSets(secured)[0]! : stageDeployment(who, secured);
       expect(container(d).env).toContainEqual({
         name: 'SONIC_KAFKA_SASL_USERNAME',
         valueFrom: { secretKeyRef: { name: secret.metadata.name, key: 'username' } },
@@ -449,7 +481,7 @@ describe('k8s render: Kafka principals', () => {
       });
     }
     // no workload reads another's Kafka credentials
-    const refs = workloads(objects).flatMap((d) =>
+    const refs = workloads(secured).flatMap((d) =>
       container(d).env.flatMap((e) =>
         'valueFrom' in e && 'secretKeyRef' in e.valueFrom && /-kafka(-password)?$/.test(e.valueFrom.secretKeyRef.name)
           ? [`${component(d)}:${e.valueFrom.secretKeyRef.name}`]
@@ -459,15 +491,167 @@ describe('k8s render: Kafka principals', () => {
     expect(refs).toHaveLength(2 * (STAGES.length + 1));
     for (const ref of refs) expect(ref).toMatch(/^([a-z]+):sonicflow-\1-kafka(-password)?$/);
     // no rendered object holds a password
-    expect(renderK8s(topology, OPTS)).not.toMatch(/password: /);
-    const prod = secrets(renderK8sObjects(topology, { ...OPTS, principalPrefix: 'prod', stage: 'infer' }));
+    expect(renderK8s(topology, SECURED)).not.toMatch(/password: /);
+    const prod = secrets(renderK8sObjects(topology, { ...SECURED, principalPrefix: 'prod', stage: 'infer' }));
     expect(prod.map((x) => x.stringData.username)).toEqual(['prod-infer']);
   });
 });
 
+describe('k8s render: Kafka security', () => {
+  const KAFKA_ENV = /^SONIC_KAFKA_(SSL|SASL)/;
+  const caVolume = (d: Deployment | StatefulSet): unknown => d.spec.template.spec.volumes.find((v) => v.name === 'kafka-ca');
+
+  it('renders a plaintext cluster with no Kafka Secret, no SASL env, no CA and no authenticationRef', () => {
+    expect(secrets(objects)).toEqual([]);
+    expect(triggerAuths(objects)).toEqual([]);
+    for (const d of workloads(objects)) {
+      expect(envNames(d).filter((n) => KAFKA_ENV.test(n))).toEqual([]);
+      expect(caVolume(d)).toBeUndefined();
+      expect(container(d).volumeMounts.map((m) => m.name)).not.toContain('kafka-ca');
+    }
+    for (const so of scaledObjects(objects)) for (const t of so.spec.triggers) expect(t.authenticationRef).toBeUndefined();
+    expect(Object.keys(configMaps(objects)[0]!.data).filter((k) => KAFKA_ENV.test(k))).toEqual([]);
+    expect(renderK8s(topology, OPTS)).not.toMatch(/SASL|kafka-password|authenticationRef|TriggerAuthentication/);
+  });
+
+  it('puts TLS, the mechanism and the mounted CA path in the ConfigMap; the CA PEM in the Secret sonicflow-kafka-ca', () => {
+    const cm = configMaps(secured)[0]!;
+    expect(cm.data).toMatchObject({
+      SONIC_KAFKA_SSL: 'true',
+      SONIC_KAFKA_SASL_MECHANISM: 'scram-sha-512',
+      SONIC_KAFKA_SSL_CA_FILE: '/etc/sonicflow/kafka-ca/ca.crt',
+    });
+    // the user name and password are each pod's own, never shared
+    expect(Object.keys(cm.data).some((k) => /SASL_(USERNAME|PASSWORD)/.test(k))).toBe(false);
+    expect(secretNamed(secured, 'sonicflow-kafka-ca')!.stringData).toEqual({ 'ca.crt': CA_PEM });
+  });
+
+  it('mounts the CA read-only into every sonicflow pod (stages and API) where SONIC_KAFKA_SSL_CA_FILE points; the root filesystem stays read-only', () => {
+    const caFile = configMaps(secured)[0]!.data.SONIC_KAFKA_SSL_CA_FILE!;
+    expect(workloads(secured)).toHaveLength(STAGES.length + 1);
+    for (const d of workloads(secured)) {
+      expect(caVolume(d)).toEqual({ name: 'kafka-ca', secret: { secretName: 'sonicflow-kafka-ca', items: [{ key: 'ca.crt', path: 'ca.crt' }] } });
+      const mount = container(d).volumeMounts.find((m) => m.name === 'kafka-ca');
+      expect(mount).toEqual({ name: 'kafka-ca', mountPath: '/etc/sonicflow/kafka-ca', readOnly: true });
+      expect(caFile).toBe(`${mount!.mountPath}/ca.crt`);
+      expect(container(d).securityContext.readOnlyRootFilesystem).toBe(true);
+      expect(container(d).envFrom).toContainEqual({ configMapRef: { name: 'sonicflow-config' } });
+    }
+  });
+
+  it('references one TriggerAuthentication from every ScaledObject trigger, with tls, ca, sasl, username and password from the right Secrets', () => {
+    const [auth] = triggerAuths(secured);
+    expect(auth!.apiVersion).toBe('keda.sh/v1alpha1');
+    const refs = Object.fromEntries(auth!.spec.secretTargetRef.map((r) => [r.parameter, `${r.name}/${r.key}`]));
+    expect(refs).toEqual({
+      tls: 'sonicflow-keda-kafka/tls',
+      ca: 'sonicflow-kafka-ca/ca.crt',
+      sasl: 'sonicflow-keda-kafka/sasl',
+      username: 'sonicflow-keda-kafka/username',
+      password: 'sonicflow-keda-kafka-password/password',
+    });
+    // what KEDA reads: every reference resolves to a rendered key, but the password, which the operator makes
+    const value = (ref: { name: string; key: string }): string | undefined => secretNamed(secured, ref.name)?.stringData[ref.key];
+    const values = Object.fromEntries(auth!.spec.secretTargetRef.map((r) => [r.parameter, value(r)]));
+    expect(values).toEqual({ tls: 'enable', ca: CA_PEM, sasl: 'scram_sha512', username: 'sonic-keda', password: undefined });
+    expect(scaledObjects(secured)).toHaveLength(STAGES.length);
+    for (const so of scaledObjects(secured)) {
+      expect(so.spec.triggers.length).toBeGreaterThan(0);
+      for (const t of so.spec.triggers) {
+        expect(t.authenticationRef).toEqual({ name: auth!.metadata.name });
+        // KEDA refuses tls or sasl given both in the trigger and in its TriggerAuthentication
+        expect(Object.keys(t.metadata).some((k) => k === 'tls' || k === 'sasl')).toBe(false);
+      }
+    }
+  });
+
+  it('gives KEDA its own principal, the one `topology acls` derives: a Secret with its user name, its password in one the operator makes', () => {
+    for (const principalPrefix of [undefined, 'prod']) {
+      const objs = renderK8sObjects(topology, { ...SECURED, ...(principalPrefix ? { principalPrefix } : {}) });
+      const keda = deriveAcls(topology, { clientId: 'sonicflow', ...(principalPrefix ? { principalPrefix } : {}) }).find((p) => p.role === 'keda')!;
+      const secret = secretNamed(objs, 'sonicflow-keda-kafka')!;
+      expect(secret.stringData.username).toBe(keda.username);
+      expect(secret.metadata.annotations?.['sonicflow.io/kafka-principal']).toBe(keda.principal);
+      expect(secret.metadata.annotations?.['sonicflow.io/password-secret']).toMatch(/^sonicflow-keda-kafka-password /);
+    }
+  });
+
+  it("maps each SASL mechanism to KEDA's name for it", () => {
+    for (const [mechanism, keda] of [
+      ['plain', 'plaintext'],
+      ['scram-sha-256', 'scram_sha256'],
+      ['scram-sha-512', 'scram_sha512'],
+    ] as const) {
+      const objs = renderK8sObjects(topology, { ...SECURED, kafkaSaslMechanism: mechanism });
+      expect(secretNamed(objs, 'sonicflow-keda-kafka')!.stringData.sasl).toBe(keda);
+      expect(configMaps(objs)[0]!.data.SONIC_KAFKA_SASL_MECHANISM).toBe(mechanism);
+    }
+  });
+
+  it('with TLS and no SASL: no principal Secrets or SASL env, KEDA gets tls and the CA only; with SASL and no TLS: no tls, no CA', () => {
+    const tlsOnly = renderK8sObjects(topology, { ...OPTS, kafkaSsl: true, kafkaSslCaFile: CA_FILE });
+    expect(kafkaSecrets(tlsOnly).map((x) => x.metadata.name)).toEqual(['sonicflow-keda-kafka']);
+    expect(secretNamed(tlsOnly, 'sonicflow-keda-kafka')!.stringData).toEqual({ tls: 'enable' });
+    expect(triggerAuths(tlsOnly)[0]!.spec.secretTargetRef.map((r) => r.parameter)).toEqual(['tls', 'ca']);
+    for (const d of workloads(tlsOnly)) {
+      expect(envNames(d).filter((n) => KAFKA_ENV.test(n))).toEqual([]);
+      expect(caVolume(d)).toBeDefined();
+    }
+    expect(configMaps(tlsOnly)[0]!.data.SONIC_KAFKA_SASL_MECHANISM).toBeUndefined();
+    expect(renderK8s(topology, { ...OPTS, kafkaSsl: true, kafkaSslCaFile: CA_FILE })).not.toMatch(/SASL|kafka-password/);
+
+    const systemCas = renderK8sObjects(topology, { ...OPTS, kafkaSsl: true, kafkaSaslMechanism: 'plain' });
+    expect(secretNamed(systemCas, 'sonicflow-kafka-ca')).toBeUndefined();
+    expect(workloads(systemCas).every((d) => caVolume(d) === undefined)).toBe(true);
+    expect(configMaps(systemCas)[0]!.data.SONIC_KAFKA_SSL_CA_FILE).toBeUndefined();
+    expect(triggerAuths(systemCas)[0]!.spec.secretTargetRef.map((r) => r.parameter)).toEqual(['tls', 'sasl', 'username', 'password']);
+
+    const saslOnly = renderK8sObjects(topology, { ...OPTS, kafkaSaslMechanism: 'scram-sha-256' });
+    expect(configMaps(saslOnly)[0]!.data.SONIC_KAFKA_SSL).toBeUndefined();
+    expect(triggerAuths(saslOnly)[0]!.spec.secretTargetRef.map((r) => r.parameter)).toEqual(['sasl', 'username', 'password']);
+    expect(secretNamed(saslOnly, 'sonicflow-keda-kafka')!.stringData).toEqual({ username: 'sonic-keda', sasl: 'scram_sha256' });
+  });
+
+  it('refuses a CA file it cannot read or that holds no certificate, a CA without TLS, and security settings through `config` (CONFIG_INVALID)', () => {
+    const refused = (opts: RenderK8sOptions): unknown => {
+      try {
+        renderK8sObjects(topology, opts);
+      } catch (err) {
+        return err;
+      }
+      throw new Error('rendered');
+    };
+    const missing = refused({ ...SECURED, kafkaSslCaFile: join(CA_DIR, 'nope.pem') });
+    expect(missing).toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringContaining('SONIC_KAFKA_SSL_CA_FILE') });
+    const notPem = join(CA_DIR, 'not.pem');
+    writeFileSync(notPem, 'hello');
+    expect(refused({ ...SECURED, kafkaSslCaFile: notPem })).toMatchObject({
+      code: 'CONFIG_INVALID',
+      message: expect.stringContaining('SONIC_KAFKA_SSL_CA_FILE'),
+    });
+    expect(refused({ ...SECURED, kafkaSslCaFile: CA_DIR })).toMatchObject({ code: 'CONFIG_INVALID' });
+    expect(refused({ ...SECURED, kafkaSsl: false })).toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringContaining('SONIC_KAFKA_SSL is not true') });
+    expect(refused({ ...OPTS, config: { SONIC_KAFKA_SSL: 'true' } })).toMatchObject({ code: 'CONFIG_INVALID' });
+    expect(refused({ ...OPTS, config: { SONIC_KAFKA_SASL_PASSWORD: 'x' } })).toMatchObject({ code: 'CONFIG_INVALID' });
+    expect(refused({ ...OPTS, kafkaSaslMechanism: 'gssapi' as never })).toMatchObject({ code: 'CONFIG_INVALID' });
+  });
+
+  const py = spawnSync('python3', ['-c', 'import yaml'], { encoding: 'utf8' });
+  it.skipIf(py.status !== 0)('writes the secured manifests (the CA PEM included) as YAML that parses back to the same objects', () => {
+    const r = spawnSync('python3', ['-c', 'import sys, json, yaml; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))'], {
+      input: renderK8s(topology, SECURED),
+      encoding: 'utf8',
+    });
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toEqual(JSON.parse(JSON.stringify(secured)));
+  });
+});
+
 describe('k8s render: one stage', () => {
-  it("renders only encode's Secret, Deployment and ScaledObject for stage 'encode'", () => {
-    const only = renderK8sObjects(topology, { ...OPTS, stage: 'encode' });
+  it("renders only encode's Deployment and ScaledObject for stage 'encode', and its Secret on a secured cluster", () => {
+    const plain = renderK8sObjects(topology, { ...OPTS, stage: 'encode' });
+    expect(plain.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual(['Deployment/sonicflow-encode', 'ScaledObject/sonicflow-encode']);
+    const only = renderK8sObjects(topology, { ...SECURED, stage: 'encode' });
     expect(only.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual([
       'Secret/sonicflow-encode-kafka',
       'Deployment/sonicflow-encode',
@@ -476,6 +660,17 @@ describe('k8s render: one stage', () => {
     expect(only.every((o) => component(o) === 'encode')).toBe(true);
     const text = renderK8s(topology, { ...OPTS, stage: 'encode' });
     expect(text).not.toMatch(/validate|preprocess|infer|publish|notify|PodMonitor|kind: Service/);
+  });
+
+  it('is complete for the stage on a secured cluster: the same Deployment and ScaledObject as the full render (credentials, CA mount, authenticationRef)', () => {
+    for (const stage of STAGES) {
+      const only = renderK8sObjects(topology, { ...SECURED, stage });
+      expect(only).toEqual(secured.filter((o) => component(o) === stage));
+      const d = deployments(only)[0]!;
+      expect(envNames(d)).toEqual(expect.arrayContaining(['SONIC_KAFKA_SASL_USERNAME', 'SONIC_KAFKA_SASL_PASSWORD']));
+      expect(container(d).volumeMounts).toContainEqual({ name: 'kafka-ca', mountPath: '/etc/sonicflow/kafka-ca', readOnly: true });
+      expect(scaledObjects(only)[0]!.spec.triggers.every((t) => t.authenticationRef?.name === 'sonicflow-keda-kafka')).toBe(true);
+    }
   });
 
   it('refuses an unknown stage and bad options', () => {

@@ -2,9 +2,10 @@
  * What every rendered manifest shares: the defaults, the render options as given and as checked,
  * the labels and metadata, and the parts of a pod (resources, security, probes, config).
  */
+import { readFileSync } from 'node:fs';
 import { SonicError } from '../../core/errors.js';
 import type { ResourceSpec, Topology } from '../../runtime/topology.js';
-import type { Container, ObjectMeta, ResourceRequirements } from './objects.js';
+import type { Container, ObjectMeta, ResourceRequirements, Volume } from './objects.js';
 
 const DEFAULT_IMAGE = 'ghcr.io/sonicflow/sonicflow:latest';
 const DEFAULT_NAMESPACE = 'sonicflow';
@@ -23,12 +24,39 @@ const DEFAULT_API_STATE_STORAGE = '2Gi';
 const GRACE_MARGIN_SECONDS = 15;
 export const GPU_RESOURCE = 'nvidia.com/gpu';
 
+/**
+ * The brokers' CA (SONIC_KAFKA_SSL_CA_FILE at render time) as the Secret `sonicflow-kafka-ca`, key
+ * `ca.crt`: mounted read-only into every sonicflow pod, and KEDA's TriggerAuthentication takes
+ * its `ca` from the same key (a TriggerAuthentication's secretTargetRef reads Secrets only, so one
+ * Secret serves both; a CA certificate is public, the Secret is for KEDA's sake).
+ */
+export const KAFKA_CA_SECRET = 'sonicflow-kafka-ca';
+export const KAFKA_CA_KEY = 'ca.crt';
+const KAFKA_CA_VOLUME = 'kafka-ca';
+const KAFKA_CA_DIR = '/etc/sonicflow/kafka-ca';
+/** SONIC_KAFKA_SSL_CA_FILE in the pods. */
+export const KAFKA_CA_PATH = `${KAFKA_CA_DIR}/${KAFKA_CA_KEY}`;
+
+/** KEDA's TriggerAuthentication for the kafka triggers (a secured cluster), after its Secret `sonicflow-keda-kafka`. */
+export const KEDA_TRIGGER_AUTH = 'sonicflow-keda-kafka';
+
+export type KafkaSaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
+const SASL_MECHANISMS: readonly string[] = ['plain', 'scram-sha-256', 'scram-sha-512'] satisfies KafkaSaslMechanism[];
+/** Set through the Kafka security options (or never, the credentials): refused in `config`. */
+const KAFKA_SECURITY_KEYS = [
+  'SONIC_KAFKA_SSL',
+  'SONIC_KAFKA_SSL_CA_FILE',
+  'SONIC_KAFKA_SASL_MECHANISM',
+  'SONIC_KAFKA_SASL_USERNAME',
+  'SONIC_KAFKA_SASL_PASSWORD',
+];
+
 export const NAME = 'sonicflow';
 export const LABEL_NAME = 'app.kubernetes.io/name';
 const LABEL_COMPONENT = 'app.kubernetes.io/component';
 
 export interface RenderK8sOptions {
-  /** Only this stage's Deployment and ScaledObject (no API, PodMonitor or ConfigMap). */
+  /** Only this stage's objects: its Kafka Secret (SASL), Deployment and ScaledObject (not the shared ConfigMap, CA, KEDA objects, API or PodMonitor). */
   stage?: string;
   image?: string;
   imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
@@ -63,6 +91,24 @@ export interface RenderK8sOptions {
   apiStateStorage?: string;
   /** StorageClass of the API's state volumes; absent: the cluster's default class. */
   storageClass?: string;
+  /**
+   * The Kafka security settings, as the product reads them (`sonicflow render k8s` takes them from
+   * its own SONIC_KAFKA_SSL, SONIC_KAFKA_SSL_CA_FILE and SONIC_KAFKA_SASL_MECHANISM). SONIC_KAFKA_SSL:
+   * TLS to the brokers, for the pods (ConfigMap) and KEDA (its TriggerAuthentication).
+   */
+  kafkaSsl?: boolean;
+  /**
+   * SONIC_KAFKA_SSL_CA_FILE: PEM file of the brokers' CA, read now into the Secret
+   * `sonicflow-kafka-ca` (mounted into every pod, and KEDA's `ca`); needs `kafkaSsl`. Absent: the
+   * system CAs.
+   */
+  kafkaSslCaFile?: string;
+  /**
+   * SONIC_KAFKA_SASL_MECHANISM. With it every stage and the API connect as their own principal
+   * (a rendered Secret with the user name, the password in one the operator makes), and so does
+   * KEDA. Absent: no SASL, no Kafka Secrets, no credentials in the pods.
+   */
+  kafkaSaslMechanism?: KafkaSaslMechanism;
 }
 
 /**
@@ -83,6 +129,37 @@ export interface Resolved {
   /** The GPU stages, when the options name them (otherwise each stage's declaration decides). */
   gpuStages?: Set<string>;
   apiStateStorage: string;
+  kafka: KafkaSecurity;
+}
+
+/** How the pods and KEDA reach the brokers. */
+export interface KafkaSecurity {
+  ssl: boolean;
+  /** The CA's PEM, read from `kafkaSslCaFile` (TLS only). */
+  caPem?: string;
+  /** Absent: no SASL. */
+  sasl?: KafkaSaslMechanism;
+}
+
+/** The Kafka security options checked; the CA file read (CONFIG_INVALID naming the variable when it cannot be). */
+function resolveKafka(opts: RenderK8sOptions, bad: (message: string) => never): KafkaSecurity {
+  const ssl = opts.kafkaSsl ?? false;
+  const sasl = opts.kafkaSaslMechanism;
+  if (sasl !== undefined && !SASL_MECHANISMS.includes(sasl))
+    bad(`SONIC_KAFKA_SASL_MECHANISM must be one of ${SASL_MECHANISMS.join(', ')} (or empty for none), got "${String(sasl)}"`);
+  if (opts.kafkaSslCaFile === undefined || opts.kafkaSslCaFile === '') return { ssl, ...(sasl ? { sasl } : {}) };
+  if (!ssl)
+    bad(
+      `SONIC_KAFKA_SSL_CA_FILE is set (${opts.kafkaSslCaFile}) but SONIC_KAFKA_SSL is not true: the CA would go unused; set SONIC_KAFKA_SSL=true or unset the CA file`,
+    );
+  let caPem = '';
+  try {
+    caPem = readFileSync(opts.kafkaSslCaFile, 'utf8');
+  } catch (err) {
+    bad(`SONIC_KAFKA_SSL_CA_FILE ${opts.kafkaSslCaFile} cannot be read: ${(err as Error).message}`);
+  }
+  if (!/-----BEGIN CERTIFICATE-----/.test(caPem)) bad(`SONIC_KAFKA_SSL_CA_FILE ${opts.kafkaSslCaFile} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  return { ssl, caPem, ...(sasl ? { sasl } : {}) };
 }
 
 export function resolve(opts: RenderK8sOptions): Resolved {
@@ -102,7 +179,9 @@ export function resolve(opts: RenderK8sOptions): Resolved {
     bad(`storage class "${opts.storageClass}" is not a valid Kubernetes name`);
   for (const key of Object.keys(opts.config ?? {})) {
     if (!/^[-._a-zA-Z0-9]+$/.test(key)) bad(`config key "${key}" is not a valid ConfigMap key`);
+    if (KAFKA_SECURITY_KEYS.includes(key)) bad(`config key "${key}" is not taken: the Kafka security options set the pods' TLS and SASL (and KEDA's) together`);
   }
+  const kafka = resolveKafka(opts, bad);
   return {
     image: opts.image ?? DEFAULT_IMAGE,
     imagePullPolicy: opts.imagePullPolicy ?? 'IfNotPresent',
@@ -110,6 +189,7 @@ export function resolve(opts: RenderK8sOptions): Resolved {
     metricsPort,
     graceSeconds: Math.ceil(opts.drainTimeoutMs / 1000) + GRACE_MARGIN_SECONDS,
     apiStateStorage,
+    kafka,
     ...(opts.gpuStages ? { gpuStages: new Set(opts.gpuStages) } : {}),
   };
 }
@@ -161,12 +241,29 @@ export function kafkaPasswordSecretName(component: string): string {
   return `${kafkaSecretName(component)}-password`;
 }
 
-/** SONIC_KAFKA_SASL_USERNAME from the component's rendered Kafka Secret, _PASSWORD from its password Secret. */
-export function kafkaCredentialsEnv(component: string): Container['env'] {
+/**
+ * With SASL, SONIC_KAFKA_SASL_USERNAME from the component's rendered Kafka Secret and _PASSWORD
+ * from its password Secret (required: the pod waits until the operator made it). Without SASL,
+ * nothing: no Secret to make, and a pod that starts at once.
+ */
+export function kafkaCredentialsEnv(component: string, r: Resolved): Container['env'] {
+  if (!r.kafka.sasl) return [];
   return [
     { name: 'SONIC_KAFKA_SASL_USERNAME', valueFrom: { secretKeyRef: { name: kafkaSecretName(component), key: 'username' } } },
     { name: 'SONIC_KAFKA_SASL_PASSWORD', valueFrom: { secretKeyRef: { name: kafkaPasswordSecretName(component), key: 'password' } } },
   ];
+}
+
+/** With a CA: the volume of the Secret `sonicflow-kafka-ca` (its `ca.crt` only). */
+export function kafkaCaVolumes(r: Resolved): Volume[] {
+  return r.kafka.caPem === undefined
+    ? []
+    : [{ name: KAFKA_CA_VOLUME, secret: { secretName: KAFKA_CA_SECRET, items: [{ key: KAFKA_CA_KEY, path: KAFKA_CA_KEY }] } }];
+}
+
+/** With a CA: its mount, read-only (the root filesystem is read-only too), where SONIC_KAFKA_SSL_CA_FILE points. */
+export function kafkaCaMounts(r: Resolved): Container['volumeMounts'] {
+  return r.kafka.caPem === undefined ? [] : [{ name: KAFKA_CA_VOLUME, mountPath: KAFKA_CA_DIR, readOnly: true }];
 }
 
 export function envFrom(): Container['envFrom'] {

@@ -37,7 +37,7 @@ export interface Container {
   readinessProbe: HttpProbe;
   resources: ResourceRequirements;
   securityContext: Record<string, unknown>;
-  volumeMounts: { name: string; mountPath: string }[];
+  volumeMounts: { name: string; mountPath: string; readOnly?: boolean }[];
 }
 
 export interface Deployment {
@@ -62,10 +62,9 @@ export interface Deployment {
   };
 }
 
-export interface Volume {
-  name: string;
-  emptyDir: Record<string, string>;
-}
+/** A pod volume: an emptyDir, or the keys of a Secret as files (read-only). */
+export type Volume =
+  { name: string; emptyDir: Record<string, string> } | { name: string; secret: { secretName: string; items: { key: string; path: string }[] } };
 
 export interface PersistentVolumeClaimTemplate {
   metadata: { name: string; labels?: Record<string, string> };
@@ -114,6 +113,16 @@ export interface KafkaTrigger {
     allowIdleConsumers: 'true' | 'false';
     scaleToZeroOnInvalidOffset: 'true' | 'false';
   };
+  /** The TriggerAuthentication holding the scaler's TLS and SASL settings (a secured cluster). */
+  authenticationRef?: { name: string };
+}
+
+/** KEDA's TriggerAuthentication: trigger parameters read from Secret keys. */
+export interface TriggerAuthentication {
+  apiVersion: 'keda.sh/v1alpha1';
+  kind: 'TriggerAuthentication';
+  metadata: ObjectMeta;
+  spec: { secretTargetRef: { parameter: string; name: string; key: string }[] };
 }
 
 interface HpaScalingRules {
@@ -189,4 +198,4 @@ export interface Secret {
   stringData: Record<string, string>;
 }
 
-export type K8sObject = Deployment | StatefulSet | ScaledObject | PodMonitor | Service | ConfigMap | Secret;
+export type K8sObject = Deployment | StatefulSet | ScaledObject | TriggerAuthentication | PodMonitor | Service | ConfigMap | Secret;

@@ -7,49 +7,55 @@
  *
  * Secrets (S3 keys, API keys, webhook secrets, the API's server secret) are never rendered: pods
  * read them from the Secret `sonicflow-secrets` when it exists; the API requires its
- * `SONIC_API_SECRET` key (every replica must key task ids alike). Each stage and the API connect to Kafka as their own
- * principal (`sonicflow topology acls`): a rendered Secret `sonicflow-<stage>-kafka` per principal
- * holds its SASL user name, and its password lives in `sonicflow-<stage>-kafka-password` (key
- * `password`), which is never rendered: the operator makes it once (`kubectl create secret`, or an
- * external secrets operator), so applying the manifests again never resets a password. Its
- * Deployment (the API's StatefulSet) reads both through `secretKeyRef`; a pod waits
- * (CreateContainerConfigError) until the password Secret exists.
+ * `SONIC_API_SECRET` key (every replica must key task ids alike).
+ *
+ * Kafka security (`kafka.ts`) follows the options, which `render k8s` takes from the product's own
+ * SONIC_KAFKA_SSL, SONIC_KAFKA_SSL_CA_FILE and SONIC_KAFKA_SASL_MECHANISM: the ConfigMap carries
+ * TLS and the mechanism to every pod; a CA file's PEM becomes the Secret `sonicflow-kafka-ca`,
+ * mounted read-only into every pod (SONIC_KAFKA_SSL_CA_FILE points at it) and read by KEDA. With
+ * SASL, each stage and the API connect as their own principal (`sonicflow topology acls`): a
+ * rendered Secret `sonicflow-<stage>-kafka` per principal holds its SASL user name, and its
+ * password lives in `sonicflow-<stage>-kafka-password` (key `password`), which is never rendered:
+ * the operator makes it once (`kubectl create secret`, or an external secrets operator), so
+ * applying the manifests again never resets a password. Its Deployment (the API's StatefulSet)
+ * reads both through `secretKeyRef`; a pod waits (CreateContainerConfigError) until the password
+ * Secret exists. KEDA connects as its own principal (`keda`) through one TriggerAuthentication
+ * that every ScaledObject's triggers reference. Without SASL there are no Kafka Secrets and no
+ * credentials in the pods; on a plaintext cluster no TriggerAuthentication either.
  */
 import { SonicError } from '../../core/errors.js';
-import { API_PARTY, principalUser } from '../../runtime/acls.js';
+import { API_PARTY } from '../../runtime/acls.js';
 import { findStage, type Topology } from '../../runtime/topology.js';
-import { kafkaPasswordSecretName, kafkaSecretName, metadata, resolve, type RenderK8sOptions, type Resolved } from './common.js';
-import type { K8sObject, Secret } from './objects.js';
+import { resolve, type RenderK8sOptions } from './common.js';
+import { kafkaCaSecret, kafkaSecret, kedaKafkaObjects } from './kafka.js';
+import type { K8sObject } from './objects.js';
 import { apiObjects, configMap, podMonitor } from './shared.js';
 import { stageDeployment, stageScaledObject } from './stage.js';
 import { toYamlDocuments } from './yaml.js';
 
-export type { RenderK8sOptions } from './common.js';
-export type { ConfigMap, Container, Deployment, K8sObject, PodMonitor, ResourceRequirements, ScaledObject, Secret, Service, StatefulSet } from './objects.js';
+export type { KafkaSaslMechanism, RenderK8sOptions } from './common.js';
+export type {
+  ConfigMap,
+  Container,
+  Deployment,
+  K8sObject,
+  PodMonitor,
+  ResourceRequirements,
+  ScaledObject,
+  Secret,
+  Service,
+  StatefulSet,
+  TriggerAuthentication,
+} from './objects.js';
 
-/** The Secret of one principal (a stage or `api`): its SASL user name; the password is in a Secret the operator makes. */
-function kafkaSecret(topology: Topology, component: string, opts: RenderK8sOptions, r: Resolved): Secret {
-  const meta = metadata(kafkaSecretName(component), component, r, topology);
-  return {
-    apiVersion: 'v1',
-    kind: 'Secret',
-    metadata: {
-      ...meta,
-      annotations: {
-        'sonicflow.io/kafka-principal': `User:${principalUser(topology, component, opts.principalPrefix)}`,
-        'sonicflow.io/password-secret': `${kafkaPasswordSecretName(component)} (key password): made once by the operator, never rendered`,
-      },
-    },
-    type: 'Opaque',
-    stringData: { username: principalUser(topology, component, opts.principalPrefix) },
-  };
-}
 export { toYaml } from './yaml.js';
 
 /**
- * The manifests as objects, in apply order: ConfigMap, per stage its Kafka Secret, Deployment and
- * ScaledObject, the API's Kafka Secret, headless Service, StatefulSet and Service, the PodMonitor. With `opts.stage`,
- * only that stage's three objects.
+ * The manifests as objects, in apply order: the ConfigMap, the CA Secret (a CA file), KEDA's Secret
+ * and TriggerAuthentication (TLS or SASL), per stage its Kafka Secret (SASL), Deployment and
+ * ScaledObject, the API's Kafka Secret (SASL), headless Service, StatefulSet and Service, the
+ * PodMonitor. With `opts.stage`, only that stage's objects; they reference the shared ones (the
+ * ConfigMap, the CA, KEDA's TriggerAuthentication), which a full render applies.
  */
 export function renderK8sObjects(topology: Topology, opts: RenderK8sOptions): K8sObject[] {
   const r = resolve(opts);
@@ -59,13 +65,22 @@ export function renderK8sObjects(topology: Topology, opts: RenderK8sOptions): K8
     if (!one) throw new SonicError('TOPOLOGY_INVALID', `no stage named "${opts.stage}" (stages: ${topology.stages.map((s) => s.name).join(', ')})`);
     stages = [one];
   }
+  const principalSecret = (component: string): K8sObject[] => (r.kafka.sasl ? [kafkaSecret(topology, component, opts, r)] : []);
   const perStage = stages.flatMap((s): K8sObject[] => [
-    kafkaSecret(topology, s.name, opts, r),
+    ...principalSecret(s.name),
     stageDeployment(topology, s, opts, r),
     stageScaledObject(topology, s, opts, r),
   ]);
   if (opts.stage !== undefined) return perStage;
-  return [configMap(topology, opts, r), ...perStage, kafkaSecret(topology, API_PARTY, opts, r), ...apiObjects(topology, opts, r), podMonitor(topology, r)];
+  return [
+    configMap(topology, opts, r),
+    ...kafkaCaSecret(topology, r),
+    ...kedaKafkaObjects(topology, opts, r),
+    ...perStage,
+    ...principalSecret(API_PARTY),
+    ...apiObjects(topology, opts, r),
+    podMonitor(topology, r),
+  ];
 }
 
 /** The manifests as multi-document YAML (`---` between documents), for `kubectl apply -f -`. */

@@ -21,6 +21,9 @@
  * - A stage that declares state stores gets SONIC_STATE_DIR on an emptyDir (the root filesystem is
  *   read-only): the changelog topics are the truth, so a new pod restores its stores from them and a
  *   restarted container resumes from the copy it left.
+ * - On a secured cluster (TLS or SASL) every trigger references KEDA's TriggerAuthentication
+ *   (`kafka.ts`): the scaler connects as its own principal, which may only DESCRIBE the groups and
+ *   consumed topics.
  * - GPU stages (`infer` by default) get `nvidia.com/gpu: 1` and a toleration for the usual GPU
  *   node taint, and roll with `maxSurge: 0` (a surge pod would wait for a spare GPU).
  */
@@ -30,11 +33,14 @@ import type { StageSpec, Topology } from '../../runtime/topology.js';
 import {
   CONTAINER_SECURITY,
   GPU_RESOURCE,
+  KEDA_TRIGGER_AUTH,
   NAME,
   POD_SECURITY,
   STATE_MOUNT,
   STATE_VOLUME,
   envFrom,
+  kafkaCaMounts,
+  kafkaCaVolumes,
   kafkaCredentialsEnv,
   labels,
   metadata,
@@ -82,7 +88,7 @@ export function stageDeployment(topology: Topology, stage: StageSpec, opts: Rend
               env: [
                 { name: 'SONIC_METRICS_PORT', value: String(r.metricsPort) },
                 { name: 'SONIC_DRAIN_TIMEOUT_MS', value: String(opts.drainTimeoutMs) },
-                ...kafkaCredentialsEnv(stage.name),
+                ...kafkaCredentialsEnv(stage.name, r),
                 ...(stores ? stateEnv() : []),
               ],
               envFrom: envFrom(),
@@ -90,10 +96,10 @@ export function stageDeployment(topology: Topology, stage: StageSpec, opts: Rend
               ...probes('metrics'),
               resources: resourcesFor(stage.name, opts, gpu, stage.resources),
               securityContext: CONTAINER_SECURITY,
-              volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }, ...(stores ? [STATE_MOUNT] : [])],
+              volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }, ...(stores ? [STATE_MOUNT] : []), ...kafkaCaMounts(r)],
             },
           ],
-          volumes: [{ name: 'tmp', emptyDir: {} }, ...(stores ? [{ name: STATE_VOLUME, emptyDir: {} }] : [])],
+          volumes: [{ name: 'tmp', emptyDir: {} }, ...(stores ? [{ name: STATE_VOLUME, emptyDir: {} }] : []), ...kafkaCaVolumes(r)],
         },
       },
     },
@@ -121,6 +127,8 @@ export function stageScaledObject(topology: Topology, stage: StageSpec, opts: Re
       allowIdleConsumers: 'false',
       scaleToZeroOnInvalidOffset: 'false',
     },
+    // on a secured cluster KEDA connects as its own principal, with TLS and the CA (`kafka.ts`)
+    ...(r.kafka.ssl || r.kafka.sasl ? { authenticationRef: { name: KEDA_TRIGGER_AUTH } } : {}),
   });
   return {
     apiVersion: 'keda.sh/v1alpha1',
