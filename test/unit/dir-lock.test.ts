@@ -79,36 +79,62 @@ describe('directory owner lock', () => {
       return dir;
     });
     // each racer tries every trial's directory at the same instant as the others (busy-waiting up
-    // to it), reports, and keeps what it took until all trials are over (a loser must see a live holder)
+    // to it) and reports; it holds what it took until told to exit (a loser must see a live
+    // holder), and the start is set only once every racer is loaded (tsx can take seconds)
     const racer = join(fresh(), 'racer.mts');
     writeFileSync(
       racer,
       [
         `import { lockDir } from ${JSON.stringify(pathToFileURL(join(import.meta.dirname, '../../src/runtime/dir-lock.ts')).href)};`,
-        'const [start, gap, ...dirs] = process.argv.slice(2);',
-        'const out = [];',
-        'dirs.forEach((dir, i) => {',
-        '  const at = Number(start) + i * Number(gap);',
-        '  while (Date.now() < at) {}',
-        "  out.push(lockDir(dir) ? 'got' : 'refused');",
-        '});',
-        "process.stdout.write(out.join(' '));",
+        'import { createInterface } from "node:readline";',
+        'const [gap, ...dirs] = process.argv.slice(2);',
+        'const lines = createInterface({ input: process.stdin });',
+        'process.stdout.write("ready\\n");',
+        'let start;',
+        'for await (const line of lines) {',
+        '  if (start === undefined) {',
+        '    start = Number(line);',
+        '    const out = [];',
+        '    dirs.forEach((dir, i) => {',
+        '      const at = start + i * Number(gap);',
+        '      while (Date.now() < at) {}',
+        "      out.push(lockDir(dir) ? 'got' : 'refused');",
+        '    });',
+        "    process.stdout.write(out.join(' ') + '\\n');",
+        '  } else break;',
+        '}',
+        'process.exit(0);',
       ].join('\n'),
     );
-    const start = Date.now() + 3000; // after every racer has started
-    const results = await Promise.all(
-      Array.from(
-        { length: RACERS },
-        () =>
-          new Promise<string[]>((resolve, reject) => {
-            const child = spawn(process.execPath, ['--import', 'tsx', racer, String(start), String(GAP_MS), ...dirs], { stdio: ['ignore', 'pipe', 'inherit'] });
-            let out = '';
-            child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-            child.on('error', reject);
-            child.on('exit', (code) => (code === 0 ? resolve(out.split(' ')) : reject(new Error(`racer exited ${code}`))));
-          }),
-      ),
-    );
+    const racers = Array.from({ length: RACERS }, () => {
+      const child = spawn(process.execPath, ['--import', 'tsx', racer, String(GAP_MS), ...dirs], { stdio: ['pipe', 'pipe', 'inherit'] });
+      const lines: string[] = [];
+      let buf = '';
+      const waiters: (() => void)[] = [];
+      child.stdout.on('data', (b: Buffer) => {
+        buf += b.toString();
+        for (let k = buf.indexOf('\n'); k >= 0; k = buf.indexOf('\n')) {
+          lines.push(buf.slice(0, k));
+          buf = buf.slice(k + 1);
+          waiters.splice(0).forEach((w) => w());
+        }
+      });
+      const line = async (n: number): Promise<string> => {
+        while (lines.length <= n) {
+          if (child.exitCode !== null) throw new Error(`racer exited ${child.exitCode}`);
+          await new Promise<void>((r) => waiters.push(r));
+        }
+        return lines[n]!;
+      };
+      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      return { child, line, exited };
+    });
+    for (const r of racers) expect(await r.line(0)).toBe('ready');
+    const start = Date.now() + 500;
+    for (const r of racers) r.child.stdin.write(`${start}\n`);
+    const results = await Promise.all(racers.map(async (r) => (await r.line(1)).split(' ')));
+    for (const r of racers) r.child.stdin.end('end\n');
+    await Promise.all(racers.map((r) => r.exited));
     const winners = dirs.map((_, t) => results.filter((r) => r[t] === 'got').length);
     expect(winners.join(' ')).toBe(dirs.map(() => 1).join(' '));
     // nothing left but the winner's lock
