@@ -103,8 +103,8 @@ function externalTopics(topology: Topology, party: string, side: 'producers' | '
 
 /**
  * The API's principal: WRITE on the topics it produces (submit transactions, the janitor's
- * tombstones), READ on those it follows with private groups (PREFIXED, DELETE to remove them when
- * it stops), DESCRIBE for end-offset lookups, and its transactional ids (PREFIXED).
+ * tombstones), READ on those it follows with private groups (PREFIXED; never committed nor
+ * deleted, so no DELETE), DESCRIBE for end-offset lookups, and its transactional ids (PREFIXED).
  */
 export function apiAcls(topology: Topology, o: AclOptions): PrincipalAcls {
   const username = principalUser(topology, API_PARTY, o.principalPrefix);
@@ -112,7 +112,7 @@ export function apiAcls(topology: Topology, o: AclOptions): PrincipalAcls {
   const g = new Grants(principal);
   for (const t of externalTopics(topology, API_PARTY, 'producers')) g.topic(t, 'WRITE', 'DESCRIBE');
   for (const t of externalTopics(topology, API_PARTY, 'consumers')) g.topic(t, 'READ', 'DESCRIBE');
-  g.add('GROUP', `${apiViewGroupPrefix(o.clientId, topology)}.`, 'PREFIXED', 'READ', 'DELETE');
+  g.add('GROUP', `${apiViewGroupPrefix(o.clientId, topology)}.`, 'PREFIXED', 'READ');
   const start = transactionalId(o.clientId, { kind: 'api', topology, instance: 'x' }).replace(/x$/, '');
   g.add('TRANSACTIONAL_ID', start, 'PREFIXED', 'WRITE', 'DESCRIBE');
   return { role: 'api', name: API_PARTY, principal, username, bindings: g.bindings };
