@@ -40,7 +40,7 @@ describe('ACLs derived from the topology', () => {
     const own = transactionalId('sonicflow', { kind: 'partition', stage: 'encode', topic: 'sonic.tasks.rendered', partition: 7 });
     const ownRetry = transactionalId('sonicflow', { kind: 'partition', stage: 'encode', topic: 'sonic.encode.retry.2', partition: 0 });
     const infer = transactionalId('sonicflow', { kind: 'partition', stage: 'infer', topic: 'sonic.tasks.prepared', partition: 7 });
-    const replay = transactionalId('sonicflow', { kind: 'dlq-replay', stage: 'encode' });
+    const replay = transactionalId('sonicflow', { kind: 'dlq-replay', topology: t, stage: 'encode' });
     expect(allows(encode, 'TRANSACTIONAL_ID', own, 'WRITE')).toBe(true);
     expect(allows(encode, 'TRANSACTIONAL_ID', ownRetry, 'WRITE')).toBe(true);
     expect(allows(encode, 'TRANSACTIONAL_ID', infer, 'WRITE')).toBe(false);
@@ -79,6 +79,37 @@ describe('ACLs derived from the topology', () => {
     expect(allows(o, 'GROUP', 'sonicflow.sonic.api-view.1234.abc.de', 'READ')).toBe(false);
     expect(allows(of('api'), 'GROUP', 'sonicflow.sonic.gc-view.1234.abc.de', 'READ')).toBe(false);
     expect(allows(o, 'TOPIC', 'sonic.tasks.requested', 'READ')).toBe(false);
+  });
+
+  it("operators read DLQs with their deployment's reader groups and replay under their deployment's ids", () => {
+    const o = of('ops');
+    expect(allows(o, 'GROUP', 'sonicflow.sonic.reader.1234.lx2k.ab12cd', 'READ')).toBe(true);
+    expect(allows(o, 'GROUP', 'sonicflow-read.1234.lx2k.ab12cd', 'READ')).toBe(false);
+    expect(allows(o, 'TRANSACTIONAL_ID', 'sonicflow.sonic.encode.dlq-replay', 'WRITE')).toBe(true);
+    expect(allows(o, 'TRANSACTIONAL_ID', 'sonicflow.encode.dlq-replay', 'WRITE')).toBe(false);
+  });
+
+  it("two deployments' operators share no resource: no name or PREFIXED pattern of one matches a resource of the other", () => {
+    const opsOf = (prefix: string, clientId = 'sonicflow'): PrincipalAcls => deriveAcls(sonicTopology({ prefix }), { clientId }).find((p) => p.role === 'ops')!;
+    // whether a binding of one covers a resource the other's binding is for (any name under a PREFIXED one)
+    const overlap = (x: AclBinding, y: AclBinding): boolean =>
+      x.resourceType === y.resourceType &&
+      (x.pattern === 'PREFIXED'
+        ? y.name.startsWith(x.name) || (y.pattern === 'PREFIXED' && x.name.startsWith(y.name))
+        : y.pattern === 'PREFIXED'
+          ? x.name.startsWith(y.name)
+          : x.name === y.name);
+    const disjoint = (a: PrincipalAcls, b: PrincipalAcls): void => {
+      for (const x of a.bindings) for (const y of b.bindings) expect(overlap(x, y), `${x.name} (${x.pattern}) and ${y.name} (${y.pattern})`).toBe(false);
+    };
+    const staging = opsOf('staging');
+    const prod = opsOf('prod');
+    expect(staging.bindings.length).toBeGreaterThan(30);
+    disjoint(staging, prod);
+    // the same prefix under another SONIC_CLIENT_ID shares no group or transactional id either
+    const other = opsOf('prod', 'acme');
+    const idsAndGroups = (p: PrincipalAcls): PrincipalAcls => ({ ...p, bindings: p.bindings.filter((b) => b.resourceType !== 'TOPIC') });
+    disjoint(idsAndGroups(prod), idsAndGroups(other));
   });
 
   it('names the principal and the refused resource in a non-retryable KAFKA_NOT_AUTHORIZED', () => {
