@@ -86,3 +86,12 @@ export function transactionalId(clientId: string, of: TransactionalIdOf): string
       return `${clientId}.${prefixOf(of.topology)}.${nameOf(of.stage)}.dlq-replay`;
   }
 }
+
+/**
+ * Names no stage may take (topology validation refuses them), because a name made from a stage's
+ * would then be another's: the principals `<prefix>-api`, `<prefix>-ops` and `<prefix>-keda` (a
+ * stage's is `<prefix>-<stage>`, and so are its Kubernetes Secret `sonicflow-<stage>-kafka` and its
+ * pods' component label), and the groups and ids under `<clientId>.<prefix>.` that are not a
+ * stage's: the API's and gc's view groups, the operators' reader groups, the replay ids.
+ */
+export const RESERVED_STAGE_NAMES: readonly string[] = ['api', 'ops', 'keda', 'api-view', 'gc-view', 'reader', 'dlq-replay'];

@@ -7,7 +7,9 @@ import type { AclAdmin, AclBinding } from '../../src/kafka/acls.js';
 import { aclPlanIsEmpty, formatAclPlan, planAcls } from '../../src/ops/acls.js';
 import { deriveAcls, notAuthorized, type PrincipalAcls } from '../../src/runtime/acls.js';
 import { transactionalId } from '../../src/runtime/names.js';
+import type { Topology } from '../../src/runtime/topology.js';
 import { sonicTopology } from '../../topologies/sonic.js';
+import chain from '../fixtures/chain.js';
 
 const t = sonicTopology();
 const all = deriveAcls(t, { clientId: 'sonicflow' });
@@ -143,5 +145,25 @@ describe('ACL deploy plan', () => {
     expect(aclPlanIsEmpty(second, true)).toBe(false);
     const third = await planAcls(encode, fake({ 'User:sonic-encode': encode[0]!.bindings }));
     expect(formatAclPlan(third)).toMatch(/^No ACL changes/);
+  });
+
+  /** `t` with stage `from` renamed `to` (past validation, which refuses a reserved name). */
+  const renamed = (topology: Topology, from: string, to: string): Topology => ({
+    ...topology,
+    stages: topology.stages.map((s) => (s.name === from ? { ...s, name: to } : s)),
+  });
+
+  it('refuses two entries with the same principal (a stage named like the operators or the API), reading nothing and planning nothing', async () => {
+    let read = 0;
+    const counting = { describe: async () => (read++, { bindings: [], other: 0 }) } as unknown as AclAdmin;
+    const asOps = deriveAcls(renamed(chain({ prefix: 'c' }), 'second', 'ops'), { clientId: 'sonicflow' });
+    expect(asOps.filter((p) => p.principal === 'User:c-ops')).toHaveLength(2);
+    await expect(planAcls(asOps, counting)).rejects.toMatchObject({
+      code: 'TOPOLOGY_INVALID',
+      message: expect.stringContaining('principal User:c-ops is derived twice, for stage ops and for ops (ops)'),
+    });
+    const asApi = deriveAcls(renamed(t, 'publish', 'api'), { clientId: 'sonicflow' });
+    await expect(planAcls(asApi, counting)).rejects.toThrow('principal User:sonic-api is derived twice, for stage api and for api (api)');
+    expect(read).toBe(0);
   });
 });

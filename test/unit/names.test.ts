@@ -4,7 +4,7 @@
  * predecessor only under the same transactional id): a change here is a migration.
  */
 import { describe, expect, it } from 'vitest';
-import { apiViewGroupPrefix, gcViewGroupPrefix, groupId, readerGroupPrefix, transactionalId } from '../../src/runtime/names.js';
+import { apiViewGroupPrefix, gcViewGroupPrefix, groupId, readerGroupPrefix, RESERVED_STAGE_NAMES, transactionalId } from '../../src/runtime/names.js';
 
 describe('names', () => {
   // a topology and a stage, or anything with their prefix and name
@@ -52,5 +52,12 @@ describe('names', () => {
   it("a DLQ replay's producer is <client id>.<prefix>.<stage>.dlq-replay", () => {
     expect(transactionalId('sonicflow', { kind: 'dlq-replay', topology, stage: infer })).toBe('sonicflow.sonic.infer.dlq-replay');
     expect(transactionalId('acme', { kind: 'dlq-replay', topology: 'p', stage: 'notify' })).toBe('acme.p.notify.dlq-replay');
+  });
+
+  it("reserves the stage names that would make the API's, the operators' or KEDA's names, or a view's, reader's or replay's", () => {
+    expect([...RESERVED_STAGE_NAMES].sort()).toEqual(['api', 'api-view', 'dlq-replay', 'gc-view', 'keda', 'ops', 'reader']);
+    // a stage named like a view or the readers would get their group prefix as its group
+    for (const start of [apiViewGroupPrefix('c', 'p'), gcViewGroupPrefix('c', 'p'), readerGroupPrefix('c', 'p')])
+      expect(RESERVED_STAGE_NAMES).toContain(start.slice('c.p.'.length));
   });
 });
