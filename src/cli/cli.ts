@@ -13,7 +13,7 @@ import { TopicAdmin } from '../kafka/admin.js';
 import { deriveAcls } from '../runtime/acls.js';
 import { describeMermaid, describeTopology } from '../runtime/describe.js';
 import { findStage } from '../runtime/topology.js';
-import { assertValidTopology, validateTopology } from '../runtime/validate.js';
+import { assertNoReservedStageNames, assertValidTopology, validateTopology } from '../runtime/validate.js';
 import { SchemaCatalog } from '../serde/catalog.js';
 import { RegistryAdmin } from '../serde/registry-admin.js';
 import { Serde } from '../serde/serde.js';
@@ -29,7 +29,7 @@ import { runStages } from '../ops/run.js';
 import { checkSchemas, formatChecks, formatDiffs } from '../ops/schemas.js';
 import { downloadVideo, submitTask, waitForTask } from '../ops/submit.js';
 import { applyDeploy, formatPlan, planDeploy, planIsEmpty, storePartitionedTopics, topicsInScope } from '../ops/deploy.js';
-import { aclPlanIsEmpty, applyAcls, formatAclJson, formatAclPlan, formatAclTable, planAcls } from '../ops/acls.js';
+import { aclPlanIsEmpty, applyAcls, assertDistinctPrincipals, formatAclJson, formatAclPlan, formatAclTable, planAcls } from '../ops/acls.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const out = (s: string): boolean => process.stdout.write(s);
@@ -82,11 +82,12 @@ function buildCli(ctx: () => Context): Command {
     .addOption(fileOpt())
     .action(async (opts: { stage?: string; principalPrefix?: string; format: string; file?: string }) => {
       const c = ctx();
-      const principals = deriveAcls(await c.topology(opts.file), {
+      const principals = deriveAcls(assertNoReservedStageNames(await c.topology(opts.file)), {
         clientId: c.config.clientId,
         ...(opts.principalPrefix ? { principalPrefix: opts.principalPrefix } : {}),
         ...(opts.stage ? { stage: opts.stage } : {}),
       });
+      assertDistinctPrincipals(principals);
       out(opts.format === 'json' ? formatAclJson(principals) : formatAclTable(principals));
     });
 
@@ -296,7 +297,7 @@ function buildCli(ctx: () => Context): Command {
         file?: string;
       }) => {
         const c = ctx();
-        const topology = await c.topology(o.file);
+        const topology = assertNoReservedStageNames(await c.topology(o.file));
         out(
           renderK8s(topology, {
             ...(o.stage ? { stage: o.stage } : {}),

@@ -253,11 +253,15 @@ export interface ReadOptions {
   idleMs?: number;
   /** Give up after this long in all, ms (default 30000). */
   timeoutMs?: number;
+  /** The group to read with; default: a throw-away one, `<groupPrefix>.<pid>.<time>.<random>`. */
   groupId?: string;
+  /**
+   * The start of the throw-away group: an operator's tool gives its deployment's
+   * (`readerGroupPrefix` of src/runtime/names.ts, which its principal may READ, PREFIXED); default
+   * `sonicflow-read`, for tests and tools run as a super user.
+   */
+  groupPrefix?: string;
 }
-
-/** The start of `readTopic`'s throw-away consumer groups (an operator's principal needs READ on it, PREFIXED). */
-export const READER_GROUP_PREFIX = 'sonicflow-read-';
 
 /**
  * Reads a topic from the beginning with a throw-away consumer group and returns what it saw.
@@ -265,7 +269,7 @@ export const READER_GROUP_PREFIX = 'sonicflow-read-';
  */
 export async function readTopic(kafka: KafkaClient, topic: string, opts: ReadOptions = {}): Promise<InRecord[]> {
   const consumer = kafkajsOf(kafka).consumer({
-    groupId: opts.groupId ?? `${READER_GROUP_PREFIX}${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
+    groupId: opts.groupId ?? `${opts.groupPrefix ?? 'sonicflow-read'}.${process.pid}.${Date.now().toString(36)}.${Math.random().toString(36).slice(2, 8)}`,
     readUncommitted: opts.isolation === 'read_uncommitted',
     allowAutoTopicCreation: false,
     maxWaitTimeInMs: 200,

@@ -5,6 +5,7 @@
  * principals that the topology does not derive are reported (and removed only with
  * `--prune-acls`). Bindings of other principals are never read or touched.
  */
+import { SonicError } from '../core/errors.js';
 import { aclKey, type AclAdmin, type AclBinding } from '../kafka/acls.js';
 import type { PrincipalAcls } from '../runtime/acls.js';
 
@@ -57,8 +58,34 @@ export interface AclPlan {
   unmanaged: number;
 }
 
-/** Compares the derived bindings with what the broker holds for the same principals. Reads only. */
+const whoOf = (p: PrincipalAcls): string => (p.role === 'stage' ? `stage ${p.name}` : `${p.name} (${p.role})`);
+
+/**
+ * Refuses (`TOPOLOGY_INVALID`) principals of which two are the same, e.g. a stage named `ops` and
+ * the operators: a plan would hold each one's bindings for "extra" against the other's, so a second
+ * deploy would never be quiet and `--prune-acls` would delete what the other needs.
+ */
+export function assertDistinctPrincipals(principals: PrincipalAcls[]): void {
+  const seen = new Map<string, PrincipalAcls>();
+  for (const p of principals) {
+    const before = seen.get(p.principal);
+    if (before) {
+      throw new SonicError(
+        'TOPOLOGY_INVALID',
+        `principal ${p.principal} is derived twice, for ${whoOf(before)} and for ${whoOf(p)}: rename the stage (api, ops and keda are reserved names); nothing was planned`,
+        { details: { principal: p.principal, for: [whoOf(before), whoOf(p)] } },
+      );
+    }
+    seen.set(p.principal, p);
+  }
+}
+
+/**
+ * Compares the derived bindings with what the broker holds for the same principals. Reads only.
+ * Refuses principals that are not distinct ({@link assertDistinctPrincipals}).
+ */
 export async function planAcls(principals: PrincipalAcls[], admin: AclAdmin): Promise<AclPlan> {
+  assertDistinctPrincipals(principals);
   const plan: AclPlan = { create: [], extra: [], unchanged: 0, unmanaged: 0 };
   for (const p of principals) {
     const { bindings, other } = await admin.describe(p.principal);

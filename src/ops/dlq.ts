@@ -7,7 +7,7 @@
 import { SonicError } from '../core/errors.js';
 import { readTopic, TxProducer, type InRecord } from '../kafka/io.js';
 import { HEADERS, replayHeaders } from '../runtime/headers.js';
-import { transactionalId } from '../runtime/names.js';
+import { readerGroupPrefix, transactionalId } from '../runtime/names.js';
 import { findStage, type StageSpec, type Topology } from '../runtime/topology.js';
 import type { Context } from '../app/context.js';
 
@@ -23,10 +23,10 @@ function stageOf(t: Topology, name: string): StageSpec {
   return s;
 }
 
-/** Every record of the stage's DLQ, oldest first per partition. */
+/** Every record of the stage's DLQ, oldest first per partition; read with a throw-away group under the deployment's reader prefix (the operators' ACL). */
 export async function readDlq(ctx: Context, t: Topology, stage: string): Promise<InRecord[]> {
   const s = stageOf(t, stage);
-  const records = await readTopic(ctx.kafka, s.dlq, { idleMs: 1500, timeoutMs: 60_000 });
+  const records = await readTopic(ctx.kafka, s.dlq, { idleMs: 1500, timeoutMs: 60_000, groupPrefix: readerGroupPrefix(ctx.config.clientId, t) });
   return records.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
 }
 
@@ -85,7 +85,7 @@ export function select(records: InRecord[], sel: ReplaySelection): InRecord[] {
 export async function replay(ctx: Context, t: Topology, stage: string, picked: InRecord[]): Promise<void> {
   if (picked.length === 0) return;
   const s = stageOf(t, stage);
-  const producer = await new TxProducer(ctx.kafka, transactionalId(ctx.config.clientId, { kind: 'dlq-replay', stage: s })).connect();
+  const producer = await new TxProducer(ctx.kafka, transactionalId(ctx.config.clientId, { kind: 'dlq-replay', topology: t, stage: s })).connect();
   try {
     const now = Date.now();
     await producer.inTransaction(async (send) => {

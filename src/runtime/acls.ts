@@ -15,9 +15,8 @@
 import { authorizationFailure, refusedTopics, type AclBinding, type AclOperation, type AclPatternType, type AclResourceType } from '../kafka/acls.js';
 import { TopicAdmin } from '../kafka/admin.js';
 import type { KafkaClient } from '../kafka/client.js';
-import { READER_GROUP_PREFIX } from '../kafka/io.js';
 import { SonicError } from '../core/errors.js';
-import { apiViewGroupPrefix, gcViewGroupPrefix, groupId, transactionalId } from './names.js';
+import { apiViewGroupPrefix, gcViewGroupPrefix, groupId, readerGroupPrefix, transactionalId } from './names.js';
 import { findStage, type StageSpec, type Topology } from './topology.js';
 
 export type { AclBinding } from '../kafka/acls.js';
@@ -86,7 +85,7 @@ export function stageAcls(topology: Topology, stage: StageSpec, o: AclOptions): 
   for (const t of unique(writes)) g.topic(t, 'WRITE', 'DESCRIBE');
   for (const s of stage.stores) g.topic(s.changelog, 'READ', 'WRITE', 'DESCRIBE');
   // one transactional id per consumed partition: `<clientId>.<stage>.<topic>.<partition>`; the
-  // prefix stops at the topic, so `dlq replay`'s `<clientId>.<stage>.dlq-replay` is not the stage's
+  // prefix stops at the topic, so `dlq replay`'s `<clientId>.<prefix>.<stage>.dlq-replay` is not the stage's
   for (const t of [stage.input, ...stage.retry.topics]) {
     const start = transactionalId(o.clientId, { kind: 'partition', stage, topic: t, partition: 0 }).replace(/0$/, '');
     g.add('TRANSACTIONAL_ID', start, 'PREFIXED', 'WRITE', 'DESCRIBE');
@@ -103,8 +102,8 @@ function externalTopics(topology: Topology, party: string, side: 'producers' | '
 
 /**
  * The API's principal: WRITE on the topics it produces (submit transactions, the janitor's
- * tombstones), READ on those it follows with private groups (PREFIXED, DELETE to remove them when
- * it stops), DESCRIBE for end-offset lookups, and its transactional ids (PREFIXED).
+ * tombstones), READ on those it follows with private groups (PREFIXED; never committed nor
+ * deleted, so no DELETE), DESCRIBE for end-offset lookups, and its transactional ids (PREFIXED).
  */
 export function apiAcls(topology: Topology, o: AclOptions): PrincipalAcls {
   const username = principalUser(topology, API_PARTY, o.principalPrefix);
@@ -112,7 +111,7 @@ export function apiAcls(topology: Topology, o: AclOptions): PrincipalAcls {
   const g = new Grants(principal);
   for (const t of externalTopics(topology, API_PARTY, 'producers')) g.topic(t, 'WRITE', 'DESCRIBE');
   for (const t of externalTopics(topology, API_PARTY, 'consumers')) g.topic(t, 'READ', 'DESCRIBE');
-  g.add('GROUP', `${apiViewGroupPrefix(o.clientId, topology)}.`, 'PREFIXED', 'READ', 'DELETE');
+  g.add('GROUP', `${apiViewGroupPrefix(o.clientId, topology)}.`, 'PREFIXED', 'READ');
   const start = transactionalId(o.clientId, { kind: 'api', topology, instance: 'x' }).replace(/x$/, '');
   g.add('TRANSACTIONAL_ID', start, 'PREFIXED', 'WRITE', 'DESCRIBE');
   return { role: 'api', name: API_PARTY, principal, username, bindings: g.bindings };
@@ -121,7 +120,8 @@ export function apiAcls(topology: Topology, o: AclOptions): PrincipalAcls {
 /**
  * The operators' principal, for `sonicflow dlq`, `lag` and `gc`: READ the DLQs (throw-away
  * reader groups, PREFIXED), WRITE the stages' inputs for a replay under the replay's transactional
- * ids; DESCRIBE the stages' groups and consumed topics for lag; for gc, READ the topics the API
+ * ids; every group and id carries the client id and the topology's prefix, so one deployment's
+ * operators cannot use another's; DESCRIBE the stages' groups and consumed topics for lag; for gc, READ the topics the API
  * follows (its status view's, with gc's own groups, PREFIXED) and WRITE tombstones to those it also
  * writes (the status topic and the idempotency keys).
  * `topology deploy` itself is not this principal's: it creates topics and ACLs, an administrator's
@@ -131,13 +131,13 @@ export function opsAcls(topology: Topology, o: AclOptions): PrincipalAcls {
   const username = principalUser(topology, 'ops', o.principalPrefix);
   const principal = `User:${username}`;
   const g = new Grants(principal);
-  g.add('GROUP', READER_GROUP_PREFIX, 'PREFIXED', 'READ');
+  g.add('GROUP', `${readerGroupPrefix(o.clientId, topology)}.`, 'PREFIXED', 'READ');
   for (const s of topology.stages) {
     g.topic(s.dlq, 'READ', 'DESCRIBE');
     g.topic(s.input, 'WRITE', 'DESCRIBE');
     for (const t of s.retry.topics) g.topic(t, 'DESCRIBE');
     g.add('GROUP', groupId(o.clientId, topology, s), 'LITERAL', 'DESCRIBE');
-    g.add('TRANSACTIONAL_ID', transactionalId(o.clientId, { kind: 'dlq-replay', stage: s }), 'LITERAL', 'WRITE', 'DESCRIBE');
+    g.add('TRANSACTIONAL_ID', transactionalId(o.clientId, { kind: 'dlq-replay', topology, stage: s }), 'LITERAL', 'WRITE', 'DESCRIBE');
   }
   g.topic(topology.statusTopic, 'READ', 'WRITE', 'DESCRIBE');
   // gc follows what the API follows, through the API's status view with groups of its own

@@ -42,6 +42,16 @@ export function gcViewGroupPrefix(clientId: string, topology: Prefixed): string 
   return `${clientId}.${prefixOf(topology)}.gc-view`;
 }
 
+/**
+ * The start of the throw-away groups with which an operator's tool reads a topic once
+ * (`sonicflow dlq list|show|replay` reading a DLQ), `<clientId>.<prefix>.reader`: each read
+ * joins a private, never-committing group `<start>.<pid>.<time>.<random>` (see `readTopic`).
+ * Scoped like a stage's group, so one deployment's operators cannot use another's.
+ */
+export function readerGroupPrefix(clientId: string, topology: Prefixed): string {
+  return `${clientId}.${prefixOf(topology)}.reader`;
+}
+
 /** Which transactional producer an id is for. */
 export type TransactionalIdOf =
   /**
@@ -57,8 +67,11 @@ export type TransactionalIdOf =
    * `instance` (SONIC_API_INSTANCE_ID, else the host name) become `_`.
    */
   | { kind: 'api'; topology: Prefixed; instance: string; lane?: number }
-  /** `sonicflow dlq replay` of a stage, `<clientId>.<stage>.dlq-replay`: one replay of a stage at a time. */
-  | { kind: 'dlq-replay'; stage: Named };
+  /**
+   * `sonicflow dlq replay` of a stage, `<clientId>.<prefix>.<stage>.dlq-replay`: one replay of a
+   * stage at a time, and none of another deployment's (the prefix scopes it like the stage's group).
+   */
+  | { kind: 'dlq-replay'; topology: Prefixed; stage: Named };
 
 /** The transactional id of a producer (see {@link TransactionalIdOf} for each form). */
 export function transactionalId(clientId: string, of: TransactionalIdOf): string {
@@ -70,6 +83,15 @@ export function transactionalId(clientId: string, of: TransactionalIdOf): string
       return of.lane === undefined ? base : `${base}.${of.lane}`;
     }
     case 'dlq-replay':
-      return `${clientId}.${nameOf(of.stage)}.dlq-replay`;
+      return `${clientId}.${prefixOf(of.topology)}.${nameOf(of.stage)}.dlq-replay`;
   }
 }
+
+/**
+ * Names no stage may take (topology validation refuses them), because a name made from a stage's
+ * would then be another's: the principals `<prefix>-api`, `<prefix>-ops` and `<prefix>-keda` (a
+ * stage's is `<prefix>-<stage>`, and so are its Kubernetes Secret `sonicflow-<stage>-kafka` and its
+ * pods' component label), and the groups and ids under `<clientId>.<prefix>.` that are not a
+ * stage's: the API's and gc's view groups, the operators' reader groups, the replay ids.
+ */
+export const RESERVED_STAGE_NAMES: readonly string[] = ['api', 'ops', 'keda', 'api-view', 'gc-view', 'reader', 'dlq-replay'];

@@ -4,6 +4,7 @@
  */
 import { SonicError } from '../core/errors.js';
 import { stageSinks } from './describe.js';
+import { RESERVED_STAGE_NAMES } from './names.js';
 import type { Topology } from './topology.js';
 
 export interface TopologyProblem {
@@ -15,12 +16,19 @@ export interface TopologyProblem {
 const TOPIC_NAME = /^[a-zA-Z0-9._-]{1,249}$/;
 const NODE_NAME = /^[a-z][a-z0-9-]{0,62}$/;
 
+/** Why a stage may not be named `name` (`RESERVED_STAGE_NAMES`), or undefined. */
+function reservedNameProblem(name: string): string | undefined {
+  if (!RESERVED_STAGE_NAMES.includes(name)) return undefined;
+  return `stage name "${name}" is reserved (${RESERVED_STAGE_NAMES.join(', ')}): the principal, groups and ids made from it would be sonicflow's own (the API's, the operators', KEDA's); rename the stage`;
+}
+
 /**
  * Returns every problem found (empty when valid):
  * a consumed topic with no producer that is not declared external, a topic without a value
- * schema, an invalid topic/stage/sink name, a topic used but not declared, fewer partitions
- * than a stage's maximum replicas, inconsistent retry or scaling settings, and a stage whose code
- * is typed against another schema than its input's or a sink's topic holds.
+ * schema, an invalid topic/stage/sink name, a reserved stage name (`RESERVED_STAGE_NAMES`), a
+ * topic used but not declared, fewer partitions than a stage's maximum replicas, inconsistent
+ * retry or scaling settings, and a stage whose code is typed against another schema than its
+ * input's or a sink's topic holds.
  * `schemaExists`, when given, also checks that each named schema is available.
  */
 export function validateTopology(t: Topology, schemaExists?: (name: string) => boolean): TopologyProblem[] {
@@ -61,6 +69,8 @@ export function validateTopology(t: Topology, schemaExists?: (name: string) => b
   for (const s of t.stages) {
     const node = `stage:${s.name}`;
     if (!NODE_NAME.test(s.name)) add(node, `invalid stage name "${s.name}": use [a-z][a-z0-9-]*`);
+    const reserved = reservedNameProblem(s.name);
+    if (reserved) add(node, reserved);
     if (stageNames.has(s.name)) add(node, `duplicate stage name "${s.name}"`);
     stageNames.add(s.name);
     for (const sink of Object.keys(s.outputs)) {
@@ -155,6 +165,24 @@ export function validateTopology(t: Topology, schemaExists?: (name: string) => b
 /** Throws `TOPOLOGY_INVALID` listing every problem, or returns the topology unchanged. */
 export function assertValidTopology(t: Topology, schemaExists?: (name: string) => boolean): Topology {
   const problems = validateTopology(t, schemaExists);
+  if (problems.length > 0) {
+    throw new SonicError('TOPOLOGY_INVALID', `topology ${t.name} is invalid:\n${problems.map((p) => `  - ${p.node}: ${p.message}`).join('\n')}`, {
+      details: { problems },
+    });
+  }
+  return t;
+}
+
+/**
+ * Throws `TOPOLOGY_INVALID` when a stage takes a reserved name, else returns the topology: for
+ * the commands that make names from the stages' without validating the whole topology
+ * (`topology acls`, `render k8s`), so that no stage gets the API's or the operators' principal.
+ */
+export function assertNoReservedStageNames(t: Topology): Topology {
+  const problems = t.stages.flatMap((s) => {
+    const message = reservedNameProblem(s.name);
+    return message ? [{ node: `stage:${s.name}`, message }] : [];
+  });
   if (problems.length > 0) {
     throw new SonicError('TOPOLOGY_INVALID', `topology ${t.name} is invalid:\n${problems.map((p) => `  - ${p.node}: ${p.message}`).join('\n')}`, {
       details: { problems },

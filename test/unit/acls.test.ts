@@ -7,7 +7,9 @@ import type { AclAdmin, AclBinding } from '../../src/kafka/acls.js';
 import { aclPlanIsEmpty, formatAclPlan, planAcls } from '../../src/ops/acls.js';
 import { deriveAcls, notAuthorized, type PrincipalAcls } from '../../src/runtime/acls.js';
 import { transactionalId } from '../../src/runtime/names.js';
+import type { Topology } from '../../src/runtime/topology.js';
 import { sonicTopology } from '../../topologies/sonic.js';
+import chain from '../fixtures/chain.js';
 
 const t = sonicTopology();
 const all = deriveAcls(t, { clientId: 'sonicflow' });
@@ -40,7 +42,7 @@ describe('ACLs derived from the topology', () => {
     const own = transactionalId('sonicflow', { kind: 'partition', stage: 'encode', topic: 'sonic.tasks.rendered', partition: 7 });
     const ownRetry = transactionalId('sonicflow', { kind: 'partition', stage: 'encode', topic: 'sonic.encode.retry.2', partition: 0 });
     const infer = transactionalId('sonicflow', { kind: 'partition', stage: 'infer', topic: 'sonic.tasks.prepared', partition: 7 });
-    const replay = transactionalId('sonicflow', { kind: 'dlq-replay', stage: 'encode' });
+    const replay = transactionalId('sonicflow', { kind: 'dlq-replay', topology: t, stage: 'encode' });
     expect(allows(encode, 'TRANSACTIONAL_ID', own, 'WRITE')).toBe(true);
     expect(allows(encode, 'TRANSACTIONAL_ID', ownRetry, 'WRITE')).toBe(true);
     expect(allows(encode, 'TRANSACTIONAL_ID', infer, 'WRITE')).toBe(false);
@@ -65,7 +67,8 @@ describe('ACLs derived from the topology', () => {
     expect(ops(api, 'TOPIC', 'sonic.tasks.requested')).toEqual(['WRITE', 'DESCRIBE']);
     for (const topic of ['sonic.tasks.status', 'sonic.tasks.keys']) expect(ops(api, 'TOPIC', topic).sort()).toEqual(['DESCRIBE', 'READ', 'WRITE']);
     expect(allows(api, 'GROUP', 'sonicflow.sonic.api-view.1234.abc.de', 'READ')).toBe(true);
-    expect(allows(api, 'GROUP', 'sonicflow.sonic.api-view.1234.abc.de', 'DELETE')).toBe(true);
+    // nothing deletes the view groups (they commit nothing: the broker drops each once it is empty), so no DELETE
+    expect(allows(api, 'GROUP', 'sonicflow.sonic.api-view.1234.abc.de', 'DELETE')).toBe(false);
     expect(allows(api, 'GROUP', 'sonicflow.sonic.validate', 'READ')).toBe(false);
     expect(allows(api, 'TRANSACTIONAL_ID', transactionalId('sonicflow', { kind: 'api', topology: t, instance: 'pod-1', lane: 2 }), 'WRITE')).toBe(true);
     expect(allows(api, 'TOPIC', 'sonic.tasks.validated', 'WRITE')).toBe(false);
@@ -102,6 +105,37 @@ describe('ACLs derived from the topology', () => {
     });
   });
 
+  it("operators read DLQs with their deployment's reader groups and replay under their deployment's ids", () => {
+    const o = of('ops');
+    expect(allows(o, 'GROUP', 'sonicflow.sonic.reader.1234.lx2k.ab12cd', 'READ')).toBe(true);
+    expect(allows(o, 'GROUP', 'sonicflow-read.1234.lx2k.ab12cd', 'READ')).toBe(false);
+    expect(allows(o, 'TRANSACTIONAL_ID', 'sonicflow.sonic.encode.dlq-replay', 'WRITE')).toBe(true);
+    expect(allows(o, 'TRANSACTIONAL_ID', 'sonicflow.encode.dlq-replay', 'WRITE')).toBe(false);
+  });
+
+  it("two deployments' operators share no resource: no name or PREFIXED pattern of one matches a resource of the other", () => {
+    const opsOf = (prefix: string, clientId = 'sonicflow'): PrincipalAcls => deriveAcls(sonicTopology({ prefix }), { clientId }).find((p) => p.role === 'ops')!;
+    // whether a binding of one covers a resource the other's binding is for (any name under a PREFIXED one)
+    const overlap = (x: AclBinding, y: AclBinding): boolean =>
+      x.resourceType === y.resourceType &&
+      (x.pattern === 'PREFIXED'
+        ? y.name.startsWith(x.name) || (y.pattern === 'PREFIXED' && x.name.startsWith(y.name))
+        : y.pattern === 'PREFIXED'
+          ? x.name.startsWith(y.name)
+          : x.name === y.name);
+    const disjoint = (a: PrincipalAcls, b: PrincipalAcls): void => {
+      for (const x of a.bindings) for (const y of b.bindings) expect(overlap(x, y), `${x.name} (${x.pattern}) and ${y.name} (${y.pattern})`).toBe(false);
+    };
+    const staging = opsOf('staging');
+    const prod = opsOf('prod');
+    expect(staging.bindings.length).toBeGreaterThan(30);
+    disjoint(staging, prod);
+    // the same prefix under another SONIC_CLIENT_ID shares no group or transactional id either
+    const other = opsOf('prod', 'acme');
+    const idsAndGroups = (p: PrincipalAcls): PrincipalAcls => ({ ...p, bindings: p.bindings.filter((b) => b.resourceType !== 'TOPIC') });
+    disjoint(idsAndGroups(prod), idsAndGroups(other));
+  });
+
   it('names the principal and the refused resource in a non-retryable KAFKA_NOT_AUTHORIZED', () => {
     const e = notAuthorized({
       type: 'TOPIC_AUTHORIZATION_FAILED',
@@ -133,5 +167,25 @@ describe('ACL deploy plan', () => {
     expect(aclPlanIsEmpty(second, true)).toBe(false);
     const third = await planAcls(encode, fake({ 'User:sonic-encode': encode[0]!.bindings }));
     expect(formatAclPlan(third)).toMatch(/^No ACL changes/);
+  });
+
+  /** `t` with stage `from` renamed `to` (past validation, which refuses a reserved name). */
+  const renamed = (topology: Topology, from: string, to: string): Topology => ({
+    ...topology,
+    stages: topology.stages.map((s) => (s.name === from ? { ...s, name: to } : s)),
+  });
+
+  it('refuses two entries with the same principal (a stage named like the operators or the API), reading nothing and planning nothing', async () => {
+    let read = 0;
+    const counting = { describe: async () => (read++, { bindings: [], other: 0 }) } as unknown as AclAdmin;
+    const asOps = deriveAcls(renamed(chain({ prefix: 'c' }), 'second', 'ops'), { clientId: 'sonicflow' });
+    expect(asOps.filter((p) => p.principal === 'User:c-ops')).toHaveLength(2);
+    await expect(planAcls(asOps, counting)).rejects.toMatchObject({
+      code: 'TOPOLOGY_INVALID',
+      message: expect.stringContaining('principal User:c-ops is derived twice, for stage ops and for ops (ops)'),
+    });
+    const asApi = deriveAcls(renamed(t, 'publish', 'api'), { clientId: 'sonicflow' });
+    await expect(planAcls(asApi, counting)).rejects.toThrow('principal User:sonic-api is derived twice, for stage api and for api (api)');
+    expect(read).toBe(0);
   });
 });

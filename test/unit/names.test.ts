@@ -4,7 +4,7 @@
  * predecessor only under the same transactional id): a change here is a migration.
  */
 import { describe, expect, it } from 'vitest';
-import { apiViewGroupPrefix, gcViewGroupPrefix, groupId, transactionalId } from '../../src/runtime/names.js';
+import { apiViewGroupPrefix, gcViewGroupPrefix, groupId, readerGroupPrefix, RESERVED_STAGE_NAMES, transactionalId } from '../../src/runtime/names.js';
 
 describe('names', () => {
   // a topology and a stage, or anything with their prefix and name
@@ -28,6 +28,11 @@ describe('names', () => {
     expect(`${gcViewGroupPrefix('sonicflow', topology)}.1.x`.startsWith(`${apiViewGroupPrefix('sonicflow', topology)}.`)).toBe(false);
   });
 
+  it("the operators' throw-away reader groups start with <client id>.<prefix>.reader", () => {
+    expect(readerGroupPrefix('sonicflow', topology)).toBe('sonicflow.sonic.reader');
+    expect(readerGroupPrefix('acme', 'p')).toBe('acme.p.reader');
+  });
+
   it("a stage's per-partition producer is <client id>.<stage>.<topic>.<partition> (no prefix but the topic's)", () => {
     expect(transactionalId('sonicflow', { kind: 'partition', stage: infer, topic: 'sonic.tasks.prepared', partition: 3 })).toBe(
       'sonicflow.infer.sonic.tasks.prepared.3',
@@ -44,8 +49,15 @@ describe('names', () => {
     expect(transactionalId('sonicflow', { kind: 'api', topology, instance: 'host name/1:α', lane: 2 })).toBe('sonicflow.sonic.api.host_name_1__.2');
   });
 
-  it("a DLQ replay's producer is <client id>.<stage>.dlq-replay", () => {
-    expect(transactionalId('sonicflow', { kind: 'dlq-replay', stage: infer })).toBe('sonicflow.infer.dlq-replay');
-    expect(transactionalId('acme', { kind: 'dlq-replay', stage: 'notify' })).toBe('acme.notify.dlq-replay');
+  it("a DLQ replay's producer is <client id>.<prefix>.<stage>.dlq-replay", () => {
+    expect(transactionalId('sonicflow', { kind: 'dlq-replay', topology, stage: infer })).toBe('sonicflow.sonic.infer.dlq-replay');
+    expect(transactionalId('acme', { kind: 'dlq-replay', topology: 'p', stage: 'notify' })).toBe('acme.p.notify.dlq-replay');
+  });
+
+  it("reserves the stage names that would make the API's, the operators' or KEDA's names, or a view's, reader's or replay's", () => {
+    expect([...RESERVED_STAGE_NAMES].sort()).toEqual(['api', 'api-view', 'dlq-replay', 'gc-view', 'keda', 'ops', 'reader']);
+    // a stage named like a view or the readers would get their group prefix as its group
+    for (const start of [apiViewGroupPrefix('c', 'p'), gcViewGroupPrefix('c', 'p'), readerGroupPrefix('c', 'p')])
+      expect(RESERVED_STAGE_NAMES).toContain(start.slice('c.p.'.length));
   });
 });

@@ -4,9 +4,11 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SonicError } from '../../src/core/errors.js';
 import { defineTopology, type StageDecl, type TopologyDecl } from '../../src/runtime/topology.js';
-import { assertValidTopology, validateTopology } from '../../src/runtime/validate.js';
+import { RESERVED_STAGE_NAMES } from '../../src/runtime/names.js';
+import { assertNoReservedStageNames, assertValidTopology, validateTopology } from '../../src/runtime/validate.js';
 import { SchemaCatalog } from '../../src/serde/catalog.js';
 import { sonicTopology } from '../../topologies/sonic.js';
+import chain from '../fixtures/chain.js';
 import { thrown } from '../helpers/errors.js';
 import { sonicflow } from '../helpers/infra.js';
 
@@ -73,6 +75,31 @@ describe('topology validate', () => {
     expect(p).toContain('topic:mini.bad topic!: invalid topic name "mini.bad topic!": use 1-249 characters of [a-zA-Z0-9._-]');
     expect(p).toContain('stage:Second_Stage: invalid stage name "Second_Stage": use [a-z][a-z0-9-]*');
     expect(p).toContain('stage:Second_Stage: stage Second_Stage has an invalid sink name "Bad Sink": use [a-z][a-z0-9-]*');
+  });
+
+  it("refuses a stage named like sonicflow's own principals, groups and ids (api, ops, keda, the views', readers', replays'), naming the reserved word", () => {
+    // the chain with its second stage renamed `ops`: its principal would be the operators'
+    const c = chain({ prefix: 'c' });
+    const asOps = { ...c, stages: c.stages.map((s) => (s.name === 'second' ? { ...s, name: 'ops' } : s)) };
+    expect(validateTopology(chain({ prefix: 'c' }))).toEqual([]);
+    const problems = validateTopology(asOps);
+    expect(problems).toHaveLength(1);
+    expect(problems[0]!.node).toBe('stage:ops');
+    expect(problems[0]!.message).toMatch(/^stage name "ops" is reserved/);
+    const err = thrown(() => assertValidTopology(asOps));
+    expect(err.code).toBe('TOPOLOGY_INVALID');
+    expect(err.message).toContain('stage:ops: stage name "ops" is reserved');
+    expect(thrown(() => assertNoReservedStageNames(asOps)).message).toContain('stage:ops: stage name "ops" is reserved');
+    expect(assertNoReservedStageNames(c)).toBe(c);
+    for (const name of RESERVED_STAGE_NAMES) {
+      const d = decl();
+      d.stages = { [name]: d.stages.first! };
+      expect(problemsOf(d)).toEqual([expect.stringMatching(new RegExp(`^stage:${name}: stage name "${name}" is reserved`))]);
+    }
+    // a name that merely contains one is fine
+    const d = decl();
+    d.stages = { 'ops-audit': d.stages.first! };
+    expect(problemsOf(d)).toEqual([]);
   });
 
   it('rejects a GPU count that is not a whole number >= 0', () => {
