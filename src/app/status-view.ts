@@ -139,7 +139,7 @@ const ACTIVE = 'active-by-update';
 /** When the store last applied a batch (ms since the epoch), under key `applied_at`. */
 const META = 'meta';
 
-type Ends = Map<number, { low: bigint; end: bigint }>;
+type Ends = Map<number, { low: bigint; end: bigint; high: bigint }>;
 
 /** `created_at` as a fixed-width, sortable key part. */
 const timeKey = (e: StatusEvent): string => (e.created_at ?? e.at).toISOString();
@@ -197,7 +197,7 @@ class Followed<V> {
     const ends = await this.tail.endOffsets();
     this.partitions = ends.size;
     const saved = this.store.offsets(this.topic);
-    return [...saved].some(([p, next]) => !ends.has(p) || next > ends.get(p)!.end) ? undefined : saved;
+    return [...saved].some(([p, next]) => !ends.has(p) || next > ends.get(p)!.high) ? undefined : saved;
   }
 
   async start(from: Map<number, bigint>): Promise<void> {
@@ -284,7 +284,9 @@ class Followed<V> {
       ends !== undefined &&
       partitions.every((p) => {
         const target = ends.get(p);
-        return target !== undefined && (target.end <= target.low || (this.positions.get(p) ?? -1n) >= target.end);
+        // the high watermark, not the last stable offset: a transaction acknowledged a moment ago
+        // may not have its markers written yet, and its records lie past the last stable offset
+        return target !== undefined && (target.high <= target.low || (this.positions.get(p) ?? -1n) >= target.high);
       });
     while (!found() && !reached() && Date.now() < deadline) await sleep(20);
     return reached();

@@ -4,12 +4,13 @@
  * for tools and tests (`readTopic`) and the follower behind the API's status view (`TopicTail`).
  */
 import { setTimeout as delay } from 'node:timers/promises';
-import type { Admin, Consumer, IHeaders, Producer, Transaction } from 'kafkajs';
+import type { Consumer, IHeaders, Producer, Transaction } from 'kafkajs';
 import { retry } from '../core/retry.js';
 import { PRODUCER_RETRY, createPartitioner } from './client.js';
 import { SonicError } from '../core/errors.js';
 import { authorizationFailure } from './acls.js';
 import { kafkajsOf, type KafkaClient } from './handle.js';
+import { OffsetReader } from './lag.js';
 
 export interface OutRecord {
   key: string | null;
@@ -335,7 +336,7 @@ export interface TailBatch {
 export class TopicTail {
   private readonly consumer: Consumer;
   private readonly groupId: string;
-  private admin: Admin | undefined;
+  private reader: OffsetReader | undefined;
   readonly caughtUp: Promise<void>;
   private markCaughtUp!: () => void;
   /**
@@ -379,30 +380,25 @@ export class TopicTail {
     });
   }
 
-  private async connectedAdmin(): Promise<Admin> {
-    if (!this.admin) {
-      const admin = kafkajsOf(this.kafka).admin();
-      await admin.connect();
-      this.admin = admin;
-    }
-    return this.admin;
-  }
-
   /**
-   * The offsets a `read_committed` reader reaches today, per partition (`end`, the last stable
-   * offset; a follower whose position is there has read every record committed before this call),
-   * and the log start (`low`; a partition whose end is there holds nothing to read).
+   * Per partition: the log start (`low`; a partition whose end is there holds nothing to read),
+   * the last stable offset (`end`: what a `read_committed` reader reaches today) and the high
+   * watermark (`high`: past every record written before this call, committed or not). A commit is
+   * acknowledged before its markers are written, so a record committed a moment ago may still lie
+   * past `end`; a follower whose position reaches `high` has read it (the markers of every
+   * transaction below `high` are written by then, and the position passes them).
    */
-  async endOffsets(): Promise<Map<number, { low: bigint; end: bigint }>> {
-    const admin = await this.connectedAdmin();
+  async endOffsets(): Promise<Map<number, { low: bigint; end: bigint; high: bigint }>> {
+    this.reader ??= new OffsetReader(this.kafka);
+    const reader = this.reader;
     // a leader that moved (or a topic made a moment ago) answers with a retriable error
-    const parts = await retry(() => admin.fetchTopicOffsets(this.topic), {
+    const parts = await retry(() => reader.offsets([this.topic]), {
       initialMs: 50,
       maxMs: 1000,
       deadlineMs: 15_000,
-      retryIf: (err) => (err as { retriable?: boolean }).retriable === true,
+      retryIf: (err) => (err as { retriable?: boolean }).retriable === true || (err as { type?: string }).type === undefined,
     });
-    return new Map(parts.map((p) => [p.partition, { low: BigInt(p.low), end: BigInt(p.offset) }]));
+    return new Map(parts.map((p) => [p.partition, { low: p.earliest, end: p.stable, high: p.end }]));
   }
 
   /** Starts following; `from` holds the next offset to read of partitions read before (a checkpoint). */
@@ -453,9 +449,8 @@ export class TopicTail {
 
   async stop(): Promise<void> {
     await this.consumer.disconnect();
-    if (this.admin) {
-      await this.admin.disconnect().catch(() => undefined);
-      this.admin = undefined;
-    }
+    const reader = this.reader;
+    this.reader = undefined;
+    await reader?.close().catch(() => undefined);
   }
 }

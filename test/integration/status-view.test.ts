@@ -16,6 +16,7 @@ import { createLogger } from '../../src/core/logger.js';
 import { idempotencyKeysTopic } from '../../src/domain/paths.js';
 import { statusEvent } from '../../src/domain/status-event.js';
 import { PlainProducer, TopicTail } from '../../src/kafka/io.js';
+import { TxBatcher } from '../../src/kafka/tx-batcher.js';
 import type { Topology } from '../../src/runtime/topology.js';
 import type { Codec } from '../../src/serde/codec.js';
 import { valueSubject } from '../../src/serde/wire.js';
@@ -123,4 +124,27 @@ describe('the status view (real broker and registry)', () => {
     await produce([id!]);
     expect((await v.find(id!, 5000))?.task_id).toBe(id);
   }, 120_000);
+
+  it('finds a task the moment its transaction is acknowledged, every time (the markers may not be written yet)', async () => {
+    const ctx = testContext();
+    const v = view();
+    await v.start();
+    await v.caughtUp;
+    // the API's own path: a transactional submit of the QUEUED event, then a read on another view
+    const batcher = new TxBatcher(ctx.kafka, { transactionalIds: [uniqueName('view-tx')], transactionTimeoutMs: 30_000 }, createLogger('test', 'error'));
+    onCleanup(() => batcher.close());
+    const missed: string[] = [];
+    for (let i = 0; i < 150; i++) {
+      const id = randomUUID();
+      const at = new Date();
+      const value = await ctx.serde.encode(
+        valueSubject(topology.statusTopic),
+        'task-status',
+        statusEvent({ task_id: id, state: 'QUEUED', tenant_id: 't', created_at: at, at }),
+      );
+      await batcher.send([{ topic: topology.statusTopic, key: id, value }], 10_000);
+      if ((await v.find(id, 2000)) === undefined) missed.push(id);
+    }
+    expect(missed).toEqual([]);
+  }, 180_000);
 });
