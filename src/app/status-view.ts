@@ -141,6 +141,9 @@ const META = 'meta';
 
 type Ends = Map<number, { low: bigint; end: bigint; high: bigint }>;
 
+/** Most records a followed topic holds fetched but not applied before its tail waits (about 10 MB). */
+const MAX_QUEUED = 20_000;
+
 /** `created_at` as a fixed-width, sortable key part. */
 const timeKey = (e: StatusEvent): string => (e.created_at ?? e.at).toISOString();
 const timeIndexKey = (e: StatusEvent): string => `${e.tenant_id ?? ''}/${timeKey(e)}/${e.task_id}`;
@@ -187,6 +190,7 @@ class Followed<V> {
     private readonly afterBatch: () => void = () => undefined,
   ) {
     this.tail = new TopicTail(o.kafka, topic, o.groupPrefix);
+    this.broken = new Promise((r) => (this.breakWith = r));
   }
 
   /**
@@ -200,12 +204,38 @@ class Followed<V> {
     return [...saved].some(([p, next]) => !ends.has(p) || next > ends.get(p)!.high) ? undefined : saved;
   }
 
+  /**
+   * Settles when a batch could not be applied to the store (the disk full, the map size reached):
+   * the view applies nothing after it, so its checkpoint never passes a batch it lacks, and the
+   * process should stop (a restart resumes from the checkpoint).
+   */
+  readonly broken: Promise<SonicError>;
+  private breakWith!: (err: SonicError) => void;
+  private isBroken = false;
+
   async start(from: Map<number, bigint>): Promise<void> {
     for (const [p, next] of from) this.positions.set(p, next);
     let chain = Promise.resolve();
+    /** Records fetched and not applied yet. */
+    let queued = 0;
     await this.tail.start((batch) => {
-      // decode in order, one batch after the other
-      chain = chain.then(() => this.ingest(batch)).catch((err: unknown) => this.o.logger.error({ err, topic: this.topic }, 'batch not applied to the view'));
+      // decode and apply in order, one batch after the other. Past MAX_QUEUED records behind the
+      // store, the tail waits for this batch before it fetches again: a first start reading a
+      // large topic faster than the store writes holds a bounded backlog, not the topic
+      queued += batch.records.length;
+      chain = chain
+        .then(() => (this.isBroken ? undefined : this.ingest(batch)))
+        .finally(() => (queued -= batch.records.length))
+        .catch((err: unknown) => {
+          this.o.logger.error({ err, topic: this.topic, partition: batch.partition }, 'batch not applied to the view: the view stops');
+          this.isBroken = true;
+          this.breakWith(
+            err instanceof SonicError
+              ? err
+              : new SonicError('INTERNAL', `the status view could not apply a batch of ${this.topic}: ${(err as Error).message}`, { cause: err }),
+          );
+        });
+      return queued > MAX_QUEUED ? chain : undefined;
     }, from);
   }
 
@@ -402,7 +432,7 @@ export class StatusView {
    * while the view runs.
    */
   get failed(): Promise<SonicError> {
-    return Promise.race([this.status.tail.failed, this.keyLog.tail.failed]);
+    return Promise.race([this.status.tail.failed, this.keyLog.tail.failed, this.status.broken, this.keyLog.broken]);
   }
 
   /** True once `caughtUp` has resolved. */

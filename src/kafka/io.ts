@@ -402,12 +402,17 @@ export class TopicTail {
   }
 
   /** Starts following; `from` holds the next offset to read of partitions read before (a checkpoint). */
-  async start(onBatch: (batch: TailBatch) => void, from: ReadonlyMap<number, bigint> = new Map()): Promise<void> {
+  /**
+   * Starts following; `from` holds the next offset to read of partitions read before (a
+   * checkpoint). A promise `onBatch` returns for a batch of records holds the next fetch of that
+   * partition back until it settles: a follower slower than the broker does not pile batches up.
+   */
+  async start(onBatch: (batch: TailBatch) => void | Promise<void>, from: ReadonlyMap<number, bigint> = new Map()): Promise<void> {
     /** Next offset to read per partition: the checkpoint, then past each delivered batch. */
     const next = new Map(from);
-    const deliver = (batch: TailBatch): void => {
+    const deliver = (batch: TailBatch): void | Promise<void> => {
       next.set(batch.partition, batch.next);
-      onBatch(batch);
+      return onBatch(batch);
     };
     let fetches = 0;
     let sawRecords = false;
@@ -438,7 +443,7 @@ export class TopicTail {
       autoCommit: false,
       eachBatch: async ({ batch }) => {
         if (batch.messages.length > 0) sawRecords = true;
-        deliver({
+        await deliver({
           partition: batch.partition,
           records: batch.messages.map((m) => toInRecord(batch.topic, batch.partition, m)),
           next: BigInt(batch.lastOffset()) + 1n,
