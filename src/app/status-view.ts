@@ -106,6 +106,11 @@ export interface StatusViewOptions {
    * `delete.retention.ms`, after which compaction drops tombstones a resumed view would miss.
    */
   maxCheckpointAgeMs?: number;
+  /**
+   * How often a view that follows its topics (caught up, not failed) marks its store current,
+   * ms; it marks it this far behind now (what a fetch may lag). Default 60,000.
+   */
+  markCurrentEveryMs?: number;
   /** What the error says to do when another process holds `dir` (default: the API's advice). */
   lockHint?: string;
 }
@@ -420,6 +425,8 @@ export class StatusView {
   }
 
   private isCaughtUp = false;
+  /** Marks the store current while the view follows its topics (see `start`). */
+  private currentTimer: NodeJS.Timeout | undefined;
 
   /** Resolves once the view has read what the topics held when it started. */
   get caughtUp(): Promise<void> {
@@ -474,6 +481,21 @@ export class StatusView {
    */
   async start(): Promise<void> {
     void this.caughtUp.then(() => (this.isCaughtUp = true));
+    // A view that follows its topics is current even when nothing is written for days: it marks
+    // the store so (a minute behind, what a fetch may lag) once a minute while it is caught up and
+    // has not failed, so that a restart of an idle deployment resumes rather than rebuilds.
+    const every = this.o.markCurrentEveryMs ?? 60_000;
+    let failedNow = false;
+    void this.failed.then(() => (failedNow = true));
+    this.currentTimer = setInterval(() => {
+      if (!this.isCaughtUp || failedNow) return;
+      try {
+        this.store.transaction(() => void this.meta.put('applied_at', Date.now() - every));
+      } catch (err) {
+        this.o.logger.warn({ err }, 'status view store not marked current');
+      }
+    }, every);
+    this.currentTimer.unref();
     let from = [await this.status.checkpoint(), await this.keyLog.checkpoint()];
     const appliedAt = this.meta.get('applied_at');
     const tooOld = appliedAt !== undefined && this.o.maxCheckpointAgeMs !== undefined && Date.now() - appliedAt > this.o.maxCheckpointAgeMs;
@@ -606,6 +628,7 @@ export class StatusView {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.currentTimer);
     this.subject.complete();
     this.status.stopped = this.keyLog.stopped = true;
     await this.status.tail.stop().catch(() => undefined);
