@@ -85,16 +85,31 @@ export async function deployedProblems(t: Topology, stages: string[], admin: Top
 }
 
 /**
- * Topics whose partition count must never change once made, by the stage that needs it: the input,
- * retry tiers and store changelogs of every stage with state stores. A key's store partition is
- * its input partition; with more partitions its records go elsewhere, away from the entries (a
- * dedup `seen` entry, a count) kept for it, and the changelogs no longer line up with the input.
+ * Topics whose partition count must never change once made, with why (the refusal's words):
+ * - the input, retry tiers and store changelogs of every stage with state stores. A key's store
+ *   partition is its input partition; with more partitions its records go elsewhere, away from
+ *   the entries (a dedup `seen` entry, a count) kept for it, and the changelogs no longer line up
+ *   with the input;
+ * - every compacted topic (the status topic, `tasks.keys`): a key's later records and its
+ *   tombstone would land in another partition than its earlier ones, which compaction then never
+ *   removes, so a view rebuilt from the topic brings deleted tasks back.
  */
 export function storePartitionedTopics(t: Topology): Map<string, string> {
   const out = new Map<string, string>();
   for (const s of t.stages) {
     if (s.stores.length === 0) continue;
-    for (const name of [...stageSources(s), ...s.stores.map((st) => st.changelog)]) out.set(name, s.name);
+    for (const name of [...stageSources(s), ...s.stores.map((st) => st.changelog)])
+      out.set(
+        name,
+        `it is an input, retry tier or store changelog of stage ${s.name}, which has state stores: with more partitions keys would move away from their store partition (duplicates would pass, state would be lost) — keep the count, or move the stage to new topics with a store rebuilt from scratch`,
+      );
+  }
+  for (const spec of Object.values(t.topics)) {
+    if (out.has(spec.name) || !(spec.configs['cleanup.policy'] ?? '').split(',').includes('compact')) continue;
+    out.set(
+      spec.name,
+      `it is compacted: with more partitions a key's later records and its tombstone would land in another partition than its earlier ones, which compaction then never removes (a view rebuilt from it would bring deleted tasks back) — keep the count, or move to a new topic`,
+    );
   }
   return out;
 }
@@ -136,12 +151,12 @@ export async function planDeploy(
         reason: `topic ${spec.name} has ${now.partitions} partitions and the topology asks for ${spec.partitions}; Kafka cannot remove partitions (keys would move) — raise the topology's count back to ${now.partitions} or more`,
       });
     } else if (now.partitions < spec.partitions) {
-      const stage = fixed.get(spec.name);
-      if (stage === undefined) plan.addPartitions.push({ name: spec.name, from: now.partitions, to: spec.partitions });
+      const why = fixed.get(spec.name);
+      if (why === undefined) plan.addPartitions.push({ name: spec.name, from: now.partitions, to: spec.partitions });
       else
         plan.refusals.push({
           node: `topic:${spec.name}`,
-          reason: `topic ${spec.name} has ${now.partitions} partitions and the topology asks for ${spec.partitions}; it is an input, retry tier or store changelog of stage ${stage}, which has state stores: with more partitions keys would move away from their store partition (duplicates would pass, state would be lost) — keep ${now.partitions} partitions, or move the stage to new topics with a store rebuilt from scratch`,
+          reason: `topic ${spec.name} has ${now.partitions} partitions and the topology asks for ${spec.partitions}; ${why}`,
         });
     }
     const all = { ...now.configs, ...spec.configs };

@@ -72,7 +72,7 @@ describe('stage state stores', () => {
     expect(validate.stores).toHaveProperty('seen');
   });
 
-  it('deploy refuses to grow the partitions of a stage with stores: its input, retry tier and changelog; other topics grow', async () => {
+  it('deploy refuses to grow the partitions of a stage with stores (its input, retry tier and changelog) and of compacted topics; other topics grow', async () => {
     // the broker has every topic with 2 partitions; the topology asks for 3
     const admin = {
       describe: async (names: string[]) =>
@@ -81,17 +81,19 @@ describe('stage state stores', () => {
     } as unknown as TopicAdmin;
     const registry = { versions: async () => [], compatibility: async () => undefined } as unknown as RegistryAdmin;
     const fixed = storePartitionedTopics(topology);
-    expect([...fixed]).toEqual([
-      ['u.in', 'work'],
-      ['u.work.retry.1', 'work'],
-      ['u.work.counts-changelog', 'work'],
-    ]);
+    expect([...fixed.keys()]).toEqual(['u.in', 'u.work.retry.1', 'u.work.counts-changelog', 'u.status']);
     const plan = await planDeploy(Object.values(topology.topics), admin, registry, fixed);
-    expect(plan.addPartitions.map((a) => a.name).sort()).toEqual(['u.out', 'u.status', 'u.work.dlq']);
-    expect(plan.refusals.map((r) => r.node)).toEqual(['topic:u.in', 'topic:u.work.retry.1', 'topic:u.work.counts-changelog']);
+    expect(plan.addPartitions.map((a) => a.name).sort()).toEqual(['u.out', 'u.work.dlq']);
+    expect(plan.refusals.map((r) => r.node)).toEqual(['topic:u.in', 'topic:u.status', 'topic:u.work.retry.1', 'topic:u.work.counts-changelog']);
     expect(plan.refusals[0]!.reason).toMatch(
       /u\.in has 2 partitions and the topology asks for 3; it is an input, retry tier or store changelog of stage work, which has state stores/,
     );
+    // a compacted table (the status topic) keeps its partitions too: a key's tombstone must land where its records are
+    expect(plan.refusals.find((r) => r.node === 'topic:u.status')?.reason).toMatch(
+      /u\.status has 2 partitions .*; it is compacted: .*bring deleted tasks back/,
+    );
+    const sonic = storePartitionedTopics(sonicTopology({ prefix: 'sonic' }));
+    expect(sonic.has('sonic.tasks.status') && sonic.has('sonic.tasks.keys')).toBe(true);
     await expect(applyDeploy(plan, admin, registry)).rejects.toMatchObject({ code: 'TOPOLOGY_INVALID' });
   });
 
