@@ -256,7 +256,9 @@ const FINGERPRINT_V2 = 'v2:';
  * (SONIC_MAX_AUDIO_S), which an operator may change between a request and its retry.
  */
 export function requestFingerprint(r: TaskRequest, sent: Pick<SubmitFields, 'max_duration_s'>): string {
-  return FINGERPRINT_V2 + fingerprintOf(r, sent.max_duration_s === undefined ? null : r.max_duration_s);
+  // absent however it is spelled: left out, JSON null, an empty form field (num() reads them alike)
+  const absent = sent.max_duration_s === undefined || sent.max_duration_s === null || sent.max_duration_s === '';
+  return FINGERPRINT_V2 + fingerprintOf(r, absent ? null : r.max_duration_s);
 }
 
 /**

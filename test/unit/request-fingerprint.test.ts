@@ -31,6 +31,11 @@ describe('request fingerprints', () => {
     expect(sameFingerprint(first, request(explicit, 60), explicit)).toBe(false);
     const other: SubmitFields = { params: { seed: 8 } };
     expect(sameFingerprint(first, request(other, 60), other)).toBe(false);
+    // left out, null or an empty form field: all absent
+    for (const absent of [null, '']) {
+      const sentAbsent: SubmitFields = { params: { seed: 7 }, max_duration_s: absent };
+      expect(sameFingerprint(first, request(sentAbsent, 120), sentAbsent)).toBe(true);
+    }
     // a Sonic default spelled out is the same request
     const spelled: SubmitFields = { params: { seed: 7, crop_to_face: true } };
     expect(sameFingerprint(first, request(spelled, 120), spelled)).toBe(true);
