@@ -26,8 +26,9 @@
  * - Retention (a store declared with `retentionMs`): the changelog deletes its old segments
  *   itself (`cleanup.policy=compact,delete`); the local copy keeps each entry's last write time
  *   (the commit's clock, or the changelog record's timestamp on a restore) and a store partition
- *   that commits drops its expired entries, at most once a minute. Dropping is local only: an
- *   expired entry reads as absent, and the changelog record it came from goes with its segment.
+ *   that commits drops its expired entries, at most once a minute. An expired entry reads as
+ *   absent from the moment it expires; dropping it is local only, and the changelog record it
+ *   came from goes with its segment (`segment.ms` = the retention, so segments roll in time).
  *
  * Locking: restores and commits of one store partition take turns (a restore must not replay an
  * older value over a newer one a commit applies meanwhile), so the transactions of input p and of
@@ -208,6 +209,15 @@ class LocalTable {
     }
   }
 
+  /** The entry of `key`, or undefined when absent or past the retention at `now` (the sweep may not have come yet). */
+  get(partition: number, key: string, now: number): unknown {
+    const k = localKey(partition, key);
+    const value = this.rows.get(k);
+    if (value === undefined || !this.at || this.spec.retentionMs === undefined) return value;
+    const at = this.at.get(k);
+    return at !== undefined && at < now - this.spec.retentionMs ? undefined : value;
+  }
+
   put(partition: number, key: string, value: unknown, atMs: number): void {
     const k = localKey(partition, key);
     void this.rows.put(k, value);
@@ -286,7 +296,7 @@ export class StageStores implements StoreBacking {
   }
 
   get(store: string, partition: number, key: string): unknown {
-    return this.tables.get(store)?.rows.get(localKey(partition, key));
+    return this.tables.get(store)?.get(partition, key, Date.now());
   }
 
   batch(partition: number): BatchWrites {

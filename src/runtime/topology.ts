@@ -234,7 +234,9 @@ export function defineTopology(decl: TopologyDecl): Topology {
           `${stageName}.${store}-changelog`,
           'changelog',
           `Changelog of ${stageName}'s store ${store}: ${d.doc}${kept}`,
-          d.retentionMs === undefined ? { 'cleanup.policy': 'compact' } : { 'cleanup.policy': 'compact,delete', 'retention.ms': String(d.retentionMs) },
+          d.retentionMs === undefined
+            ? { 'cleanup.policy': 'compact' }
+            : { 'cleanup.policy': 'compact,delete', 'retention.ms': String(d.retentionMs), 'segment.ms': String(d.retentionMs) },
         ),
         ...(d.retentionMs === undefined ? {} : { retentionMs: d.retentionMs }),
       };

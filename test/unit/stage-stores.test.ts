@@ -254,9 +254,13 @@ describe('stores with a retention', () => {
       });
     const t = ttl(60_000);
     expect(t.stages[0]!.stores[0]).toMatchObject({ name: 'recent', retentionMs: 60_000 });
-    expect(t.topics['r.work.recent-changelog']?.configs).toEqual({ 'cleanup.policy': 'compact,delete', 'retention.ms': '60000' });
+    expect(t.topics['r.work.recent-changelog']?.configs).toEqual({ 'cleanup.policy': 'compact,delete', 'retention.ms': '60000', 'segment.ms': '60000' });
     const sonic = sonicTopology({ prefix: 'sonic' });
-    expect(sonic.topics['sonic.validate.seen-changelog']?.configs).toEqual({ 'cleanup.policy': 'compact,delete', 'retention.ms': '86400000' });
+    expect(sonic.topics['sonic.validate.seen-changelog']?.configs).toEqual({
+      'cleanup.policy': 'compact,delete',
+      'retention.ms': '86400000',
+      'segment.ms': '86400000',
+    });
     expect(() => ttl(0)).toThrow(/retentionMs must be a whole number of ms > 0/);
     expect(() => loadConfig({ SONIC_DEDUP_WINDOW: '13h' })).toThrow(/SONIC_DEDUP_WINDOW must be a duration from 1 s to 43200 s/);
   });
@@ -312,6 +316,11 @@ describe('stores with a retention', () => {
       vi.setSystemTime(at(40));
       await commit(stores, 0, { b: 'B2', c: 'C' }); // b written again
       expect(stores.expire(0, at(60))).toBe(0);
+      // past its retention an entry reads as absent before any sweep drops it
+      vi.setSystemTime(at(60.001));
+      expect(stores.get('recent', 0, 'a')).toBeUndefined();
+      expect(stores.get('recent', 0, 'b')).toBe('B2');
+      vi.setSystemTime(at(40));
       // a minute after the first writes: a (written at 0 s) goes; b and c (40 s) stay
       expect(stores.expire(0, at(60.001))).toBe(1);
       expect(stores.get('recent', 0, 'a')).toBeUndefined();
