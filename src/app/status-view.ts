@@ -418,8 +418,10 @@ export class StatusView {
     this.keyLog = new Followed<TaskKey>(o.keys.topic, o.keys.schema, this.store, o, (records) => {
       for (const k of records) {
         if ('tombstone' in k) void this.keys.remove(k.tombstone);
-        // the first request of a task id is the one it was made from
-        else if (!this.keys.get(k.task_id)) void this.keys.put(k.task_id, k);
+        // the last record of a task id, as compaction keeps it: two replicas racing one key with
+        // two bodies write two records, and a view rebuilt after compaction sees only the last;
+        // every view must hold the same fingerprint, whenever it was built
+        else void this.keys.put(k.task_id, k);
       }
     });
   }

@@ -167,4 +167,33 @@ describe('the status view (real broker and registry)', () => {
     expect(again.size).toBe(known);
     expect(again.recordsRead).toBe(0);
   }, 120_000);
+
+  it("holds an idempotency key's last record, as compaction keeps it, so views built before and after compaction agree", async () => {
+    const ctx = testContext();
+    const keysTopic = idempotencyKeysTopic(topology.prefix);
+    const schema = topology.topics[keysTopic]?.valueSchema ?? 'task-key';
+    const id = randomUUID();
+    const p = await new PlainProducer(ctx.kafka).connect();
+    try {
+      for (const fingerprint of ['v2:first', 'v2:second'])
+        await p.send(keysTopic, [
+          {
+            key: id,
+            value: await ctx.serde.encode(valueSubject(keysTopic), schema, {
+              task_id: id,
+              tenant_id: 't',
+              idempotency_key: 'k',
+              fingerprint,
+              created_at: new Date(),
+            }),
+          },
+        ]);
+    } finally {
+      await p.close();
+    }
+    const v = view();
+    await v.start();
+    expect((await v.findKey(id, 5000))?.fingerprint).toBeDefined();
+    await waitUntil(async () => (await v.findKey(id, 0))?.fingerprint === 'v2:second', 10_000, 'the last key record');
+  }, 60_000);
 });
