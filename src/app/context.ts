@@ -3,10 +3,9 @@
  * configuration, logger, Kafka client, serde, blob store, and the topology with its stages (the
  * built-in Sonic one, or a file given with --file).
  */
-import { readFileSync } from 'node:fs';
 import { extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { loadConfig, type Config } from '../core/config.js';
+import { loadConfig, readKafkaCa, type Config } from '../core/config.js';
 import { SonicError } from '../core/errors.js';
 import { createLogger, type Logger } from '../core/logger.js';
 import { createKafka, type KafkaClient, type KafkaConnection } from '../kafka/client.js';
@@ -24,24 +23,6 @@ import { sonicTopology } from '../../topologies/sonic.js';
  * of SONIC_KAFKA_SSL_CA_FILE, read here) and SASL when configured. Every client of the product is
  * made from it; so are the benchmarks' own clients (bench/kafka-connection.ts).
  */
-/** The PEM CA bundle of SONIC_KAFKA_SSL_CA_FILE; CONFIG_INVALID when it cannot be read or holds no certificate. */
-export function readKafkaCa(path: string): string {
-  let pem: string;
-  try {
-    pem = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new SonicError('CONFIG_INVALID', `SONIC_KAFKA_SSL_CA_FILE: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, {
-      cause: err,
-      details: { variable: 'SONIC_KAFKA_SSL_CA_FILE' },
-    });
-  }
-  if (!pem.includes('-----BEGIN CERTIFICATE-----'))
-    throw new SonicError('CONFIG_INVALID', `SONIC_KAFKA_SSL_CA_FILE: ${path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`, {
-      details: { variable: 'SONIC_KAFKA_SSL_CA_FILE' },
-    });
-  return pem;
-}
-
 export function kafkaConnection(c: Config): KafkaConnection {
   return {
     brokers: c.kafkaBrokers,

@@ -4,6 +4,7 @@
  * parser and doc together (in the spirit of Kafka's ConfigDef); `loadConfig` validates them all
  * once at start and throws `CONFIG_INVALID` naming the variable.
  */
+import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { SonicError } from './errors.js';
@@ -607,4 +608,22 @@ export function describeSettings(): { env: string; default: string; doc: string 
     default: Array.isArray(s.default) ? s.default.join(',') : String(s.default),
     doc: s.doc,
   }));
+}
+
+/** The PEM CA bundle of SONIC_KAFKA_SSL_CA_FILE; CONFIG_INVALID when it cannot be read or holds no certificate. */
+export function readKafkaCa(path: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new SonicError('CONFIG_INVALID', `SONIC_KAFKA_SSL_CA_FILE: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, {
+      cause: err,
+      details: { variable: 'SONIC_KAFKA_SSL_CA_FILE' },
+    });
+  }
+  if (!pem.includes('-----BEGIN CERTIFICATE-----'))
+    throw new SonicError('CONFIG_INVALID', `SONIC_KAFKA_SSL_CA_FILE: ${path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`, {
+      details: { variable: 'SONIC_KAFKA_SSL_CA_FILE' },
+    });
+  return pem;
 }

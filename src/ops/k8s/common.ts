@@ -2,7 +2,7 @@
  * What every rendered manifest shares: the defaults, the render options as given and as checked,
  * the labels and metadata, and the parts of a pod (resources, security, probes, config).
  */
-import { readFileSync } from 'node:fs';
+import { readKafkaCa } from '../../core/config.js';
 import { SonicError } from '../../core/errors.js';
 import type { ResourceSpec, Topology } from '../../runtime/topology.js';
 import type { Container, ObjectMeta, ResourceRequirements, Volume } from './objects.js';
@@ -152,14 +152,7 @@ function resolveKafka(opts: RenderK8sOptions, bad: (message: string) => never): 
     bad(
       `SONIC_KAFKA_SSL_CA_FILE is set (${opts.kafkaSslCaFile}) but SONIC_KAFKA_SSL is not true: the CA would go unused; set SONIC_KAFKA_SSL=true or unset the CA file`,
     );
-  let caPem = '';
-  try {
-    caPem = readFileSync(opts.kafkaSslCaFile, 'utf8');
-  } catch (err) {
-    bad(`SONIC_KAFKA_SSL_CA_FILE ${opts.kafkaSslCaFile} cannot be read: ${(err as Error).message}`);
-  }
-  if (!/-----BEGIN CERTIFICATE-----/.test(caPem)) bad(`SONIC_KAFKA_SSL_CA_FILE ${opts.kafkaSslCaFile} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
-  return { ssl, caPem, ...(sasl ? { sasl } : {}) };
+  return { ssl, caPem: readKafkaCa(opts.kafkaSslCaFile), ...(sasl ? { sasl } : {}) };
 }
 
 export function resolve(opts: RenderK8sOptions): Resolved {
