@@ -29,13 +29,35 @@
  *     same with the stricter backlog "a record is in `prepared` and no handler has started it".
  *  5. Stop everything, delete topics, subjects and consumer groups.
  *
- *   node --import tsx bench/scheduling.ts [--tasks 300] [--workers 4] [--partitions 4] [--service-ms 200]
+ * Service-time mixes (`mix`, issue 14's goal): 'equal' (every task `serviceMs`) or 'lognormal'
+ * (heavy-tailed: the tasks' times are the n quantiles exp(mu + sigma z_i), z_i the standard
+ * normal at (i + 0.5) / n, scaled to mean `serviceMs`, shuffled by a seeded PRNG, so a seed gives
+ * the same set and order every run; sigma = max(`sigma` (default 0.6), ln 20 / (2 z_max)) so the
+ * longest is >= 20x the shortest). The bench writes each task's time to a plan file that the infer
+ * fixture reads (BURST_SERVICE_PLAN), keyed by task id.
+ * The issue's figures, reported beside the old ones: lower bound = max(total work / workers,
+ * longest task); `ratioLowerBound` = makespan / lower bound; `idleWhileWaitingPct` = idle while
+ * waiting as a % of worker time (workers x makespan), and the same for idle while backlog.
+ * (`idealS`/`ratio` keep their old meaning, ceil(tasks / workers) x serviceMs, for the equal mix.)
+ *
+ * Sweep (`sweep`, the CLI with a worker list or range, or --sweep): for every mix, every worker
+ * count and every system, one run and one table row: 'sonicflow' as above (one consumer group on
+ * `partitions` partitions, default 12 as the sonic topology's), and 'bullmq', the pull model
+ * (bench/baselines/bullmq.ts runScheduling: one queue, one concurrency-1 Worker per "GPU" in the
+ * bench process, the same task times in the same order; queued = the burst's addBulk, done =
+ * the `completed` event; no prep hop). Same metrics for both. Printed as a table and saved to
+ * bench/results/scheduling-sweep.json.
+ *
+ *   node --import tsx bench/scheduling.ts [--tasks 300] [--workers 4] [--partitions 4] [--service-ms 200] [--mix equal|lognormal]
+ *   node --import tsx bench/scheduling.ts --workers 1-12 [--mix equal,lognormal] [--systems sonicflow,bullmq] [--partitions 12]
+ *       [--tasks 300] [--service-ms 200] [--seed 1] [--sigma 0.6]
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { writeFileSync } from 'node:fs';
 import kafkajs from 'kafkajs';
 import { TopicAdmin } from '../src/kafka/admin.js';
 import { PlainProducer } from '../src/kafka/io.js';
@@ -45,7 +67,8 @@ import { groupId } from '../src/runtime/names.js';
 import { valueSubject } from '../src/serde/wire.js';
 import { TopicCollector, brokerList, deleteGroups, waitGroupsStable } from './baselines/sonicflow.js';
 import { burstTopology } from './fixtures/burst.js';
-import { startNode, stopProcess, waitFor, type Managed } from './lib.js';
+import { runScheduling } from './baselines/bullmq.js';
+import { saveResults, startNode, stopProcess, table, waitFor, type Managed } from './lib.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const murmur2 = kafkajs.Partitioners.DefaultPartitioner();
@@ -64,10 +87,72 @@ export interface SchedulingOptions {
    * would not carry over).
    */
   partitioning?: 'key' | 'balanced';
+  /** Service-time mix (default 'equal'), its seed (default 1) and, for 'lognormal', sigma (default 0.6). */
+  mix?: Mix;
+  seed?: number;
+  sigma?: number;
+}
+
+export type Mix = 'equal' | 'lognormal';
+
+/** A seeded PRNG (mulberry32), uniform in [0, 1). */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9). */
+function normalQuantile(p: number): number {
+  const a = [-39.69683028665376, 220.9460984245205, -275.9285104469687, 138.357751867269, -30.66479806614716, 2.506628277459239];
+  const b = [-54.47609879822406, 161.5858368580409, -155.6989798598866, 66.80131188771972, -13.28068155288572];
+  const c = [-0.007784894002430293, -0.3223964580411365, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783];
+  const d = [0.007784695709041462, 0.3224671290700398, 2.445134137142996, 3.754408661907416];
+  const tail = (q: number): number =>
+    (((((c[0]! * q + c[1]!) * q + c[2]!) * q + c[3]!) * q + c[4]!) * q + c[5]!) / ((((d[0]! * q + d[1]!) * q + d[2]!) * q + d[3]!) * q + 1);
+  if (p < 0.02425) return tail(Math.sqrt(-2 * Math.log(p)));
+  if (p > 1 - 0.02425) return -tail(Math.sqrt(-2 * Math.log(1 - p)));
+  const q = p - 0.5;
+  const r = q * q;
+  return (
+    ((((((a[0]! * r + a[1]!) * r + a[2]!) * r + a[3]!) * r + a[4]!) * r + a[5]!) * q) / (((((b[0]! * r + b[1]!) * r + b[2]!) * r + b[3]!) * r + b[4]!) * r + 1)
+  );
+}
+
+/**
+ * The service times (ms, integers >= 1) of `n` tasks in burst order: 'equal' all `meanMs`;
+ * 'lognormal' the n quantiles of a log-normal with mean `meanMs` (see the header), seeded order.
+ */
+export function serviceTimes(n: number, mix: Mix, meanMs: number, seed = 1, sigma = 0.6): number[] {
+  if (mix === 'equal') return Array.from({ length: n }, () => meanMs);
+  if (mix !== 'lognormal') throw new Error(`scheduling: unknown mix '${String(mix)}' (equal, lognormal)`);
+  const zMax = n > 1 ? -normalQuantile(0.5 / n) : 1;
+  const s = Math.max(sigma, Math.log(20) / (2 * zMax));
+  const raw = Array.from({ length: n }, (_, i) => Math.exp(s * normalQuantile((i + 0.5) / n)));
+  const scale = (meanMs * n) / raw.reduce((x, v) => x + v, 0);
+  const times = raw.map((v) => Math.max(1, Math.round(v * scale)));
+  const rnd = prng(seed);
+  for (let i = times.length - 1; i > 0; i--) {
+    const j = Math.floor(rnd() * (i + 1));
+    [times[i], times[j]] = [times[j]!, times[i]!];
+  }
+  return times;
+}
+
+/** Issue 14's lower bound on the makespan: max(total work / workers, longest task), ms. */
+export function lowerBoundMs(times: number[], workers: number): number {
+  return Math.max(times.reduce((a, v) => a + v, 0) / workers, Math.max(...times));
 }
 
 export interface SchedulingResult {
   system: string;
+  mix: Mix;
+  seed: number;
   tasks: number;
   workers: number;
   partitions: number;
@@ -76,6 +161,16 @@ export interface SchedulingResult {
   idealS: number;
   /** makespan / ideal. */
   ratio: number;
+  /** Sum of the tasks' planned service times, the longest and the shortest, s. */
+  totalWorkS: number;
+  longestS: number;
+  shortestS: number;
+  /** max(total work / workers, longest task), s, and makespan / it. */
+  lowerBoundS: number;
+  ratioLowerBound: number;
+  /** idleWhileWaitingS and idleWhileBacklogS as % of worker time (workers x makespan). */
+  idleWhileWaitingPct: number;
+  idleWhileBacklogPct: number;
   /** Sum over workers of the time not in a handler while infer's lag was > 0, s. */
   idleWhileBacklogS: number;
   /** Same, while some record was in `prepared` and not yet started, s. */
@@ -131,6 +226,9 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
   const partitions = opts.partitions ?? 4;
   const serviceMs = opts.serviceMs ?? 200;
   const partitioning = opts.partitioning ?? 'key';
+  const mix = opts.mix ?? 'equal';
+  const seed = opts.seed ?? 1;
+  const times = serviceTimes(tasks, mix, serviceMs, seed, opts.sigma);
   if (partitions < workers) throw new Error(`scheduling: ${workers} workers need at least as many partitions (got ${partitions})`);
   const prefix = `bench_sched_${randomUUID().slice(0, 8)}`;
   const env: NodeJS.ProcessEnv = {
@@ -148,6 +246,10 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
   const [inTopic, prepared, outTopic] = ['in', 'prepared', 'out'].map((k) => `${prefix}.${k}`) as [string, string, string];
   const encode = (id: string): Promise<Buffer> => ctx.serde.encode(valueSubject(inTopic), 'task-status', { task_id: id, state: 'QUEUED', at: new Date() });
   const logDir = mkdtempSync(join(tmpdir(), 'bench-scheduling-'));
+  // the burst's task ids and their service times, before the workers start (they read the plan)
+  const ids = Array.from({ length: tasks }, (_, i) => (partitioning === 'balanced' ? idOnPartition(i % partitions, partitions) : randomUUID()));
+  env.BURST_SERVICE_PLAN = join(logDir, 'service-plan.json');
+  writeFileSync(env.BURST_SERVICE_PLAN, JSON.stringify(Object.fromEntries(ids.map((id, i) => [id, times[i]!]))));
   const admin = await new TopicAdmin(ctx.kafka).connect();
   const procs: Managed[] = [];
   const groups = ['prep', 'infer'].map((s) => groupId(ctx.config.clientId, prefix, s)) as [string, string];
@@ -198,16 +300,11 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
       }
 
       // the burst
-      const burst = await Promise.all(
-        Array.from({ length: tasks }, async (_, i) => {
-          const id = partitioning === 'balanced' ? idOnPartition(i % partitions, partitions) : randomUUID();
-          return { key: id, value: await encode(id) };
-        }),
-      );
+      const burst = await Promise.all(ids.map(async (id) => ({ key: id, value: await encode(id) })));
       const seen = await new TopicCollector(ctx.kafka, [inTopic, prepared, outTopic], { headers: true }).start('end');
       try {
         await producer.send(inTopic, burst);
-        const ideal = Math.ceil(tasks / workers) * serviceMs;
+        const ideal = lowerBoundMs(times, workers);
         await waitFor(() => seen.count(outTopic) >= tasks, {
           timeoutMs: 60_000 + 4 * ideal,
           what: `scheduling: ${outTopic} did not get all ${tasks} tasks`,
@@ -223,12 +320,7 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
       } finally {
         await seen.stop();
       }
-      return measure(
-        seen,
-        { inTopic, prepared, outTopic },
-        burst.map((b) => b.key),
-        { tasks, workers, partitions, serviceMs, partitioning },
-      );
+      return measure(seen, { inTopic, prepared, outTopic }, ids, { tasks, workers, partitions, serviceMs, partitioning, mix, seed, times });
     } finally {
       await producer.close().catch(() => undefined);
     }
@@ -245,13 +337,32 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
   }
 }
 
-function measure(
-  seen: TopicCollector,
-  t: { inTopic: string; prepared: string; outTopic: string },
-  keys: string[],
-  o: { tasks: number; workers: number; partitions: number; serviceMs: number; partitioning: string },
-): SchedulingResult {
-  const rows = keys.map((k) => {
+interface MeasureOptions {
+  tasks: number;
+  workers: number;
+  partitions: number;
+  serviceMs: number;
+  partitioning: string;
+  mix: Mix;
+  seed: number;
+  /** planned service time per task, ms, in burst order */
+  times: number[];
+}
+
+/** One task's times (ms): queued (in), available to a worker, done (committed), its handler's start and end. */
+interface TaskRow {
+  in: number;
+  avail: number;
+  /** partition of infer's input; -1 where there is none (BullMQ) */
+  partition: number;
+  done: number;
+  worker: string;
+  start: number;
+  end: number;
+}
+
+function measure(seen: TopicCollector, t: { inTopic: string; prepared: string; outTopic: string }, keys: string[], o: MeasureOptions): SchedulingResult {
+  const rows: TaskRow[] = keys.map((k) => {
     const i = seen.seen.get(t.inTopic)!.get(k)!;
     const p = seen.seen.get(t.prepared)!.get(k)!;
     const out = seen.seen.get(t.outTopic)!.get(k)!;
@@ -266,10 +377,29 @@ function measure(
       end: Number(h['bench.end.ms']),
     };
   });
+  const r = metrics(rows, o);
+  return {
+    ...r,
+    system: 'sonicflow',
+    notes: [
+      `bench/fixtures/burst.ts (prep -> infer with a ${o.mix === 'equal' ? `fixed ${o.serviceMs} ms` : `${o.mix} (seed ${o.seed}, mean ${o.serviceMs} ms)`} sleep), not the media pipeline`,
+      `${o.workers} infer processes + 1 prep process, ${o.partitions} partitions, infer one record per transaction (exactly-once)`,
+      `tasks written to in ${o.partitioning === 'key' ? 'by random task ids (murmur2), as the API does' : 'evenly (task ids chosen per partition)'}; infer's tasks per partition ${r.perPartition.join('/')}`,
+      `makespan from the first 'in' to the last 'out' timestamp; idle = worker outside a handler while infer lag > 0, 1 ms resolution`,
+      r.notes,
+    ]
+      .filter(Boolean)
+      .join('; '),
+  };
+}
+
+/** The figures of a run from its tasks' times; `notes` says only what is unusual. */
+function metrics(rows: TaskRow[], o: MeasureOptions): SchedulingResult {
   const first = Math.min(...rows.map((r) => r.in));
   const last = Math.max(...rows.map((r) => r.done));
   const makespanS = (last - first) / 1000;
-  const idealS = (Math.ceil(o.tasks / o.workers) * o.serviceMs) / 1000;
+  const lowerBoundS = lowerBoundMs(o.times, o.workers) / 1000;
+  const idealS = o.mix === 'equal' ? (Math.ceil(o.tasks / o.workers) * o.serviceMs) / 1000 : lowerBoundS;
 
   const from = Math.min(...rows.map((r) => r.avail));
   const to = Math.max(last, ...rows.map((r) => r.end));
@@ -318,10 +448,13 @@ function measure(
     const mine = rows.filter((r) => r.worker === w).sort((a, b) => a.start - b.start);
     for (let i = 1; i < mine.length; i++) if (mine[i]!.avail <= mine[i - 1]!.end) gaps.push(mine[i]!.start - mine[i - 1]!.end);
   }
-  const perPartition = Array.from({ length: o.partitions }, (_, p) => rows.filter((r) => r.partition === p).length);
+  const perPartition = o.partitions > 0 ? Array.from({ length: o.partitions }, (_, p) => rows.filter((r) => r.partition === p).length) : [];
   const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, v) => a + v, 0) / xs.length : Number.NaN);
+  const workerS = o.workers * makespanS;
   return {
-    system: 'sonicflow',
+    system: '',
+    mix: o.mix,
+    seed: o.seed,
     tasks: o.tasks,
     workers: o.workers,
     partitions: o.partitions,
@@ -329,22 +462,99 @@ function measure(
     makespanS,
     idealS,
     ratio: makespanS / idealS,
+    totalWorkS: o.times.reduce((a, v) => a + v, 0) / 1000,
+    longestS: Math.max(...o.times) / 1000,
+    shortestS: Math.min(...o.times) / 1000,
+    lowerBoundS,
+    ratioLowerBound: makespanS / lowerBoundS,
     idleWhileBacklogS: idleLag / 1000,
     idleWhileWaitingS: idleWait / 1000,
+    idleWhileWaitingPct: (100 * idleWait) / 1000 / workerS,
+    idleWhileBacklogPct: (100 * idleLag) / 1000 / workerS,
     serviceMsMeasured: mean(rows.map((r) => r.end - r.start)),
     gapMsMean: mean(gaps),
     perPartition,
     perWorker,
+    notes: silent > 0 ? `${silent} worker(s) handled no task` : '',
+  };
+}
+
+/** BullMQ on the same burst: one queue, `workers` concurrency-1 Workers (bench/baselines/bullmq.ts). */
+export async function runBullmq(opts: SchedulingOptions & { redisUrl?: string } = {}): Promise<SchedulingResult> {
+  const tasks = opts.tasks ?? 300;
+  const workers = opts.workers ?? 4;
+  const serviceMs = opts.serviceMs ?? 200;
+  const mix = opts.mix ?? 'equal';
+  const seed = opts.seed ?? 1;
+  const times = serviceTimes(tasks, mix, serviceMs, seed, opts.sigma);
+  const done = await runScheduling({ redisUrl: opts.redisUrl, workers, tasks: times.map((ms, i) => ({ id: `t-${i}`, ms })) });
+  const rows: TaskRow[] = done.map((d) => ({ in: d.added, avail: d.added, partition: -1, done: d.done, worker: d.worker, start: d.start, end: d.end }));
+  const r = metrics(rows, { tasks, workers, partitions: 0, serviceMs, partitioning: 'pull', mix, seed, times });
+  return {
+    ...r,
+    system: 'bullmq',
     notes: [
-      `bench/fixtures/burst.ts (prep -> infer with a fixed ${o.serviceMs} ms sleep), not the media pipeline`,
-      `${o.workers} infer processes + 1 prep process, ${o.partitions} partitions, infer one record per transaction (exactly-once)`,
-      `tasks written to in ${o.partitioning === 'key' ? 'by random task ids (murmur2), as the API does' : 'evenly (task ids chosen per partition)'}; infer's tasks per partition ${perPartition.join('/')}`,
-      `makespan from the first 'in' to the last 'out' timestamp; idle = worker outside a handler while infer lag > 0, 1 ms resolution`,
-      silent > 0 ? `${silent} worker(s) handled no task` : '',
+      `BullMQ (Redis): one queue, ${workers} Workers with concurrency 1 in the bench process, each sleeping its job's service time (${mix}, mean ${serviceMs} ms); at-least-once`,
+      `burst added in one addBulk to warm, idle workers; makespan from the add to the last 'completed' event; idle = worker outside a handler while a job was not completed, 1 ms resolution`,
+      r.notes,
     ]
       .filter(Boolean)
       .join('; '),
   };
+}
+
+export interface SweepOptions extends Omit<SchedulingOptions, 'workers' | 'mix'> {
+  redisUrl?: string;
+  workers: number[];
+  mixes: Mix[];
+  systems: ('sonicflow' | 'bullmq')[];
+}
+
+/** One run per (mix, workers, system); a failed run is reported in `failures` and the sweep goes on. */
+export async function sweep(o: SweepOptions, progress: (s: string) => void = () => undefined): Promise<{ results: SchedulingResult[]; failures: string[] }> {
+  const results: SchedulingResult[] = [];
+  const failures: string[] = [];
+  for (const mix of o.mixes)
+    for (const workers of o.workers)
+      for (const system of o.systems) {
+        const what = `${system} ${mix} ${workers} worker(s)`;
+        progress(what);
+        try {
+          results.push(system === 'bullmq' ? await runBullmq({ ...o, mix, workers }) : await run({ ...o, partitions: o.partitions ?? 12, mix, workers }));
+        } catch (err) {
+          failures.push(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+        }
+      }
+  return { results, failures };
+}
+
+export function sweepTable(results: SchedulingResult[]): string {
+  const f = (n: number, d = 2) => n.toFixed(d);
+  return table(
+    ['system', 'mix', 'workers', 'makespan, s', 'lower bound, s', 'makespan / LB', 'idle while waiting, %', 'idle while backlog, %', 'tasks per worker'],
+    results.map((r) => [
+      r.system,
+      r.mix,
+      String(r.workers),
+      f(r.makespanS),
+      f(r.lowerBoundS),
+      f(r.ratioLowerBound),
+      f(r.idleWhileWaitingPct, 1),
+      f(r.idleWhileBacklogPct, 1),
+      r.perWorker.map((w) => w.tasks).join('/'),
+    ]),
+  );
+}
+
+/** "1-12", "1,3,5" or "4" → [1..12], [1, 3, 5], [4]. */
+function workerList(s: string): number[] {
+  return s.split(',').flatMap((part) => {
+    const m = /^(\d+)-(\d+)$/.exec(part.trim());
+    if (m) return Array.from({ length: Number(m[2]) - Number(m[1]) + 1 }, (_, i) => Number(m[1]) + i);
+    const n = Number(part);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`scheduling: bad --workers '${s}' (a count, a list 1,3,5 or a range 1-12)`);
+    return [n];
+  });
 }
 
 if (import.meta.filename === process.argv[1]) {
@@ -352,18 +562,41 @@ if (import.meta.filename === process.argv[1]) {
     options: {
       tasks: { type: 'string', default: '300' },
       workers: { type: 'string', default: '4' },
-      partitions: { type: 'string', default: '4' },
+      partitions: { type: 'string' },
       'service-ms': { type: 'string', default: '200' },
       partitioning: { type: 'string', default: 'key' },
+      mix: { type: 'string' },
+      seed: { type: 'string', default: '1' },
+      sigma: { type: 'string', default: '0.6' },
+      systems: { type: 'string', default: 'sonicflow,bullmq' },
+      sweep: { type: 'boolean', default: false },
     },
   });
-  const r = await run({
+  const workers = workerList(a.workers);
+  const common = {
     tasks: Number(a.tasks),
-    workers: Number(a.workers),
-    partitions: Number(a.partitions),
     serviceMs: Number(a['service-ms']),
     partitioning: a.partitioning as 'key' | 'balanced',
-  });
+    seed: Number(a.seed),
+    sigma: Number(a.sigma),
+  };
+  if (a.sweep || workers.length > 1 || (a.mix ?? '').includes(',')) {
+    const mixes = (a.mix ?? 'equal,lognormal').split(',') as Mix[];
+    const systems = a.systems.split(',') as ('sonicflow' | 'bullmq')[];
+    const partitions = Number(a.partitions ?? Math.max(12, ...workers));
+    const { results, failures } = await sweep(
+      { ...common, partitions, workers, mixes, systems, redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' },
+      (s) => console.error(`scheduling sweep: ${s}`),
+    );
+    console.log(
+      `Scheduling sweep: ${common.tasks} tasks, mean service ${common.serviceMs} ms, sonicflow on ${partitions} partitions, seed ${common.seed}; LB = max(total work / workers, longest task); idle % of workers x makespan`,
+    );
+    console.log(sweepTable(results));
+    for (const f of failures) console.log(`FAILED ${f}`);
+    console.log(`saved ${saveResults('scheduling-sweep', { options: { ...common, partitions, workers, mixes, systems }, results, failures })}`);
+    process.exit(failures.length ? 1 : 0);
+  }
+  const r = await run({ ...common, workers: workers[0], partitions: Number(a.partitions ?? '4'), mix: (a.mix ?? 'equal') as Mix });
   console.log(JSON.stringify(r, null, 2));
   process.exit(0);
 }

@@ -24,6 +24,9 @@
  *   over the five hops pooled (per hop and end to end in `notes`).
  *
  *   node --import tsx bench/baselines/bullmq.ts [--records 5000]   (REDIS_URL, default redis://127.0.0.1:6379)
+ *
+ * `runScheduling` is the pull-model anchor of bench/scheduling.ts (one queue, one concurrency-1
+ * Worker per "GPU"); see there.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -190,6 +193,83 @@ export async function run(opts: BaselineOptions): Promise<BaselineResult> {
       await bounded(q.obliterate({ force: true }), 30_000);
       await bounded(q.close(), 5_000);
     }
+  }
+}
+
+/** One task of the scheduling bench's BullMQ run: when it was queued, started, ended, completed, and by whom. */
+export interface ScheduledTask {
+  id: string;
+  /** queued (the burst's addBulk), handler start and end, `completed` event (Redis acknowledged), ms */
+  added: number;
+  start: number;
+  end: number;
+  done: number;
+  worker: string;
+}
+
+/**
+ * The anchor of bench/scheduling.ts: the pull model. One queue; `workers` BullMQ Workers with
+ * concurrency 1 (one per "GPU") in this process, each sleeping its job's own service time; every
+ * free worker takes the next job. The workers are started and warmed up (one job each) first,
+ * then the whole burst is added in one addBulk, FIFO. Removes its queue afterwards.
+ */
+export async function runScheduling(o: { redisUrl?: string; workers: number; tasks: { id: string; ms: number }[] }): Promise<ScheduledTask[]> {
+  checkRedisClient();
+  const connection = { url: o.redisUrl ?? 'redis://127.0.0.1:6379', maxRetriesPerRequest: null };
+  const prefix = `bench-bullmq-sched-${randomUUID().slice(0, 8)}`;
+  const queue = new Queue<{ id: string; ms: number }>('gpu', {
+    connection,
+    prefix,
+    defaultJobOptions: { removeOnComplete: true, removeOnFail: 1000, attempts: 1 },
+  });
+  let failure: string | undefined;
+  queue.on('error', (e) => (failure ??= `queue: ${e.message}`));
+  const times = new Map<string, Omit<ScheduledTask, 'id' | 'added'>>();
+  const done = new Map<string, number>();
+  const workers: Worker<{ id: string; ms: number }>[] = [];
+  try {
+    for (let i = 1; i <= o.workers; i++) {
+      const name = `w${i}`;
+      const worker = new Worker<{ id: string; ms: number }>(
+        'gpu',
+        async (job) => {
+          const start = Date.now();
+          await sleep(job.data.ms);
+          times.set(job.data.id, { start, end: Date.now(), done: Number.NaN, worker: name });
+        },
+        { connection, prefix, concurrency: 1 },
+      );
+      worker.on('error', (e) => (failure ??= `worker ${name}: ${e.message}`));
+      worker.on('failed', (job, e) => (failure ??= `job ${job?.id ?? '?'} failed: ${e.message}`));
+      worker.on('completed', (job) => done.set(job.data.id, Date.now()));
+      workers.push(worker);
+    }
+    const ready = Promise.all([queue.waitUntilReady(), ...workers.map((w) => w.waitUntilReady())]);
+    if (!(await bounded(ready, 30_000))) throw new Error(`BullMQ: Redis at ${connection.url} not ready after 30 s${failure ? ` (${failure})` : ''}`);
+    await ready;
+    // warm-up: one short job per worker
+    const warm = Array.from({ length: o.workers }, (_, i) => `warm-${i}`);
+    await queue.addBulk(warm.map((id) => ({ name: 'task', data: { id, ms: 1 }, opts: { jobId: id } })));
+    await until(
+      () => warm.every((id) => done.has(id)),
+      30_000,
+      () => 'BullMQ scheduling warm-up',
+      () => failure,
+    );
+    const added = Date.now();
+    await queue.addBulk(o.tasks.map((t) => ({ name: 'task', data: t, opts: { jobId: t.id, timestamp: added } })));
+    const work = o.tasks.reduce((a, t) => a + t.ms, 0);
+    await until(
+      () => o.tasks.every((t) => done.has(t.id)),
+      60_000 + 4 * work,
+      () => `BullMQ scheduling: ${done.size - warm.length} of ${o.tasks.length} tasks completed`,
+      () => failure,
+    );
+    return o.tasks.map((t) => ({ id: t.id, added, ...times.get(t.id)!, done: done.get(t.id)! }));
+  } finally {
+    await Promise.all(workers.map(async (w) => (await bounded(w.close(), 15_000)) || (await bounded(w.close(true), 5_000))));
+    await bounded(queue.obliterate({ force: true }), 30_000);
+    await bounded(queue.close(), 5_000);
   }
 }
 
