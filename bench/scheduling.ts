@@ -510,39 +510,53 @@ export interface SweepOptions extends Omit<SchedulingOptions, 'workers' | 'mix'>
   systems: ('sonicflow' | 'bullmq')[];
 }
 
-/** One run per (mix, workers, system); a failed run is reported in `failures` and the sweep goes on. */
-export async function sweep(o: SweepOptions, progress: (s: string) => void = () => undefined): Promise<{ results: SchedulingResult[]; failures: string[] }> {
+/**
+ * One run per (workers, mix, system), worker counts outermost so that an interrupted sweep has
+ * every mix and system for the counts it reached; `progress` hears of each run before it starts
+ * and of its result (or failure) after. A failed run is reported in `failures` and the sweep goes on.
+ */
+export async function sweep(
+  o: SweepOptions,
+  progress: (s: string, r?: SchedulingResult) => void = () => undefined,
+): Promise<{ results: SchedulingResult[]; failures: string[] }> {
   const results: SchedulingResult[] = [];
   const failures: string[] = [];
-  for (const mix of o.mixes)
-    for (const workers of o.workers)
+  for (const workers of o.workers)
+    for (const mix of o.mixes)
       for (const system of o.systems) {
         const what = `${system} ${mix} ${workers} worker(s)`;
         progress(what);
         try {
-          results.push(system === 'bullmq' ? await runBullmq({ ...o, mix, workers }) : await run({ ...o, partitions: o.partitions ?? 12, mix, workers }));
+          const r = system === 'bullmq' ? await runBullmq({ ...o, mix, workers }) : await run({ ...o, partitions: o.partitions ?? 12, mix, workers });
+          results.push(r);
+          progress(`${what}: done`, r);
         } catch (err) {
           failures.push(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+          progress(`${what}: FAILED ${failures.at(-1)!}`);
         }
       }
   return { results, failures };
 }
 
+/** The sweep's table, rows ordered by mix, workers, system. */
 export function sweepTable(results: SchedulingResult[]): string {
   const f = (n: number, d = 2) => n.toFixed(d);
+  const order = (r: SchedulingResult): string => `${r.mix} ${String(r.workers).padStart(4, '0')} ${r.system}`;
   return table(
     ['system', 'mix', 'workers', 'makespan, s', 'lower bound, s', 'makespan / LB', 'idle while waiting, %', 'idle while backlog, %', 'tasks per worker'],
-    results.map((r) => [
-      r.system,
-      r.mix,
-      String(r.workers),
-      f(r.makespanS),
-      f(r.lowerBoundS),
-      f(r.ratioLowerBound),
-      f(r.idleWhileWaitingPct, 1),
-      f(r.idleWhileBacklogPct, 1),
-      r.perWorker.map((w) => w.tasks).join('/'),
-    ]),
+    [...results]
+      .sort((a, b) => order(a).localeCompare(order(b)))
+      .map((r) => [
+        r.system,
+        r.mix,
+        String(r.workers),
+        f(r.makespanS),
+        f(r.lowerBoundS),
+        f(r.ratioLowerBound),
+        f(r.idleWhileWaitingPct, 1),
+        f(r.idleWhileBacklogPct, 1),
+        r.perWorker.map((w) => w.tasks).join('/'),
+      ]),
   );
 }
 
@@ -586,7 +600,7 @@ if (import.meta.filename === process.argv[1]) {
     const partitions = Number(a.partitions ?? Math.max(12, ...workers));
     const { results, failures } = await sweep(
       { ...common, partitions, workers, mixes, systems, redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' },
-      (s) => console.error(`scheduling sweep: ${s}`),
+      (s, r) => console.error(`scheduling sweep: ${s}${r ? `\n${sweepTable([r]).split('\n').at(-1)!}` : ''}`),
     );
     console.log(
       `Scheduling sweep: ${common.tasks} tasks, mean service ${common.serviceMs} ms, sonicflow on ${partitions} partitions, seed ${common.seed}; LB = max(total work / workers, longest task); idle % of workers x makespan`,
