@@ -53,7 +53,7 @@
  *       [--tasks 300] [--service-ms 200] [--seed 1] [--sigma 0.6]
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -91,6 +91,23 @@ export interface SchedulingOptions {
   mix?: Mix;
   seed?: number;
   sigma?: number;
+  /**
+   * Failover: once the burst runs, SIGKILL infer worker w1 as soon as it has started a burst task,
+   * and report how long until that task started again on another worker (`failover`).
+   */
+  killWorkerMidTask?: boolean;
+}
+
+export interface FailoverResult {
+  taskId: string;
+  /** when w1 started the task, and when it was SIGKILLed, ms since the epoch */
+  startedAt: number;
+  killedAt: number;
+  /** kill -> the task's handler start on its new worker, s, and that worker */
+  restartedAfterS: number;
+  restartedOn: string;
+  /** kill -> the task's output, s */
+  completedAfterS: number;
 }
 
 export type Mix = 'equal' | 'lognormal';
@@ -181,6 +198,8 @@ export interface SchedulingResult {
   /** Tasks per partition of `prepared`, and per worker with its busy and idle-while-backlog seconds. */
   perPartition: number[];
   perWorker: { worker: string; tasks: number; busyS: number; idleWhileBacklogS: number }[];
+  /** with `killWorkerMidTask` */
+  failover?: FailoverResult;
   notes: string;
 }
 
@@ -239,6 +258,7 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
     BURST_INFER_MS: String(serviceMs),
     SONIC_METRICS_PORT: '0',
     SONIC_LOG_LEVEL: 'warn',
+    ...(opts.killWorkerMidTask ? { BURST_LOG_STARTS: '1' } : {}),
   };
   for (const k of ['SONIC_BATCH_MAX_RECORDS', 'SONIC_BATCH_MAX_WAIT_MS', 'SONIC_CONCURRENCY']) delete env[k];
   const ctx = new Context({ ...env, SONIC_LOG_LEVEL: 'fatal' }, 'bench');
@@ -301,9 +321,22 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
 
       // the burst
       const burst = await Promise.all(ids.map(async (id) => ({ key: id, value: await encode(id) })));
+      let killed: Omit<FailoverResult, 'restartedAfterS' | 'restartedOn' | 'completedAfterS'> | undefined;
       const seen = await new TopicCollector(ctx.kafka, [inTopic, prepared, outTopic], { headers: true }).start('end');
       try {
         await producer.send(inTopic, burst);
+        if (opts.killWorkerMidTask) {
+          const victim = procs[1]!; // infer w1
+          const inBurst = new Set(ids);
+          const started = (): [string, number] | undefined => {
+            for (const m of readFileSync(victim.log, 'utf8').matchAll(/^bench\.start (\S+) (\d+)$/gm)) if (inBurst.has(m[1]!)) return [m[1]!, Number(m[2])];
+            return undefined;
+          };
+          await waitFor(() => started() !== undefined, { timeoutMs: 60_000, what: 'scheduling: w1 did not start a burst task', everyMs: 20, abort: exited });
+          const [taskId, startedAt] = started()!;
+          victim.proc.kill('SIGKILL');
+          killed = { taskId, startedAt, killedAt: Date.now() };
+        }
         const ideal = lowerBoundMs(times, workers);
         await waitFor(() => seen.count(outTopic) >= tasks, {
           timeoutMs: 60_000 + 4 * ideal,
@@ -320,7 +353,20 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
       } finally {
         await seen.stop();
       }
-      return measure(seen, { inTopic, prepared, outTopic }, ids, { tasks, workers, partitions, serviceMs, partitioning, mix, seed, times });
+      const result = measure(seen, { inTopic, prepared, outTopic }, ids, { tasks, workers, partitions, serviceMs, partitioning, mix, seed, times });
+      if (killed) {
+        const out = seen.seen.get(outTopic)!.get(killed.taskId)!;
+        const restart = Number(out.headers?.['bench.start.ms']);
+        const failover: FailoverResult = {
+          ...killed,
+          restartedAfterS: (restart - killed.killedAt) / 1000,
+          restartedOn: out.headers?.['bench.worker'] ?? '?',
+          completedAfterS: (out.timestamp - killed.killedAt) / 1000,
+        };
+        result.failover = failover;
+        result.notes += `; failover: w1 SIGKILLed ${killed.killedAt - killed.startedAt} ms into a task, which restarted on ${failover.restartedOn} ${failover.restartedAfterS.toFixed(1)} s after the kill`;
+      }
+      return result;
     } finally {
       await producer.close().catch(() => undefined);
     }
@@ -584,6 +630,7 @@ if (import.meta.filename === process.argv[1]) {
       sigma: { type: 'string', default: '0.6' },
       systems: { type: 'string', default: 'sonicflow,bullmq' },
       sweep: { type: 'boolean', default: false },
+      failover: { type: 'boolean', default: false },
     },
   });
   const workers = workerList(a.workers);
@@ -610,7 +657,13 @@ if (import.meta.filename === process.argv[1]) {
     console.log(`saved ${saveResults('scheduling-sweep', { options: { ...common, partitions, workers, mixes, systems }, results, failures })}`);
     process.exit(failures.length ? 1 : 0);
   }
-  const r = await run({ ...common, workers: workers[0], partitions: Number(a.partitions ?? '4'), mix: (a.mix ?? 'equal') as Mix });
+  const r = await run({
+    ...common,
+    workers: workers[0],
+    partitions: Number(a.partitions ?? '4'),
+    mix: (a.mix ?? 'equal') as Mix,
+    killWorkerMidTask: a.failover,
+  });
   console.log(JSON.stringify(r, null, 2));
   process.exit(0);
 }
