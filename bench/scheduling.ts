@@ -48,7 +48,12 @@
  * the `completed` event; no prep hop). Same metrics for both. Printed as a table and saved to
  * bench/results/scheduling-sweep.json.
  *
- *   node --import tsx bench/scheduling.ts [--tasks 300] [--workers 4] [--partitions 4] [--service-ms 200] [--mix equal|lognormal]
+ * Failover (`killWorkerMidTask`, --failover, single-run mode): once the burst runs, the bench
+ * SIGKILLs infer worker w1 as soon as its log shows it started a burst task (the fixture prints
+ * `bench.start <id> <ms>` with BURST_LOG_STARTS), and reports `failover`: the time from the kill
+ * to that task's handler start on another worker (from its output's headers) and to its output.
+ *
+ *   node --import tsx bench/scheduling.ts [--tasks 300] [--workers 4] [--partitions 4] [--service-ms 200] [--mix equal|lognormal] [--failover]
  *   node --import tsx bench/scheduling.ts --workers 1-12 [--mix equal,lognormal] [--systems sonicflow,bullmq] [--partitions 12]
  *       [--tasks 300] [--service-ms 200] [--seed 1] [--sigma 0.6]
  */
