@@ -647,6 +647,7 @@ if (import.meta.filename === process.argv[1]) {
     sigma: Number(a.sigma),
   };
   if (a.sweep || workers.length > 1 || (a.mix ?? '').includes(',')) {
+    if (a.failover) throw new Error('scheduling: --failover is a single run (one --workers count, one --mix), not a sweep');
     const mixes = (a.mix ?? 'equal,lognormal').split(',') as Mix[];
     const systems = a.systems.split(',') as ('sonicflow' | 'bullmq')[];
     const partitions = Number(a.partitions ?? Math.max(12, ...workers));
