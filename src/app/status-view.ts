@@ -195,6 +195,7 @@ class Followed<V> {
     private readonly afterBatch: () => void = () => undefined,
   ) {
     this.tail = new TopicTail(o.kafka, topic, o.groupPrefix);
+    this.tail.onRestart = (err, waitMs) => o.logger.warn({ err, topic, restart_in_ms: waitMs }, 'view follower stopped (kafkajs gave up); starting it again');
     this.broken = new Promise((r) => (this.breakWith = r));
   }
 

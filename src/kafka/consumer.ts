@@ -21,7 +21,7 @@ import { Backoff, sleep, type BackoffOptions } from '../core/retry.js';
 import { untilConnected } from './client.js';
 import { kafkajsOf, type KafkaClient } from './handle.js';
 import { authorizationFailure } from './acls.js';
-import { toInRecord, type InRecord } from './io.js';
+import { CONSUMER_BUGS, toInRecord, type InRecord } from './io.js';
 
 export interface GroupConsumerOptions {
   groupId: string;
@@ -121,9 +121,6 @@ const coPartitionedAssigner: PartitionAssigner = ({ cluster }) => ({
   },
 });
 
-/** What kafkajs itself treats as unrecoverable (its `retry` module): programming errors, not outages. */
-const BUGS = new Set(['TypeError', 'RangeError', 'ReferenceError', 'SyntaxError']);
-
 /**
  * The consumer survives broker outages: it waits for the broker at start, and when kafkajs gives
  * up (its retries exhausted: the broker or the coordinator away too long) it restarts the kafkajs
@@ -194,7 +191,7 @@ export class GroupConsumer {
       const err = e.payload.error;
       if (this.state === 'stopped') return;
       // a bug, or a refusal by the broker's authorizer: restarting would fail the same way
-      if (BUGS.has(err.name) || authorizationFailure(err)) {
+      if (CONSUMER_BUGS.has(err.name) || authorizationFailure(err)) {
         this.state = 'stopped';
         events.onCrash(err);
         return;

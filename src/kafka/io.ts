@@ -5,7 +5,7 @@
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Consumer, IHeaders, Producer, Transaction } from 'kafkajs';
-import { retry } from '../core/retry.js';
+import { Backoff, retry } from '../core/retry.js';
 import { PRODUCER_RETRY, createPartitioner } from './client.js';
 import { SonicError } from '../core/errors.js';
 import { authorizationFailure } from './acls.js';
@@ -316,6 +316,9 @@ export async function readTopic(kafka: KafkaClient, topic: string, opts: ReadOpt
   return opts.limit === undefined ? out : out.slice(0, opts.limit);
 }
 
+/** What kafkajs itself treats as unrecoverable (its `retry` module): programming errors, not outages; a restart would only repeat them. */
+export const CONSUMER_BUGS: ReadonlySet<string> = new Set(['TypeError', 'RangeError', 'ReferenceError', 'SyntaxError']);
+
 /** What a {@link TopicTail} delivers: the records of one fetched batch and the position after it. */
 export interface TailBatch {
   partition: number;
@@ -340,12 +343,19 @@ export class TopicTail {
   readonly caughtUp: Promise<void>;
   private markCaughtUp!: () => void;
   /**
-   * Settles when the follower stopped for good: kafkajs gave up on its consumer (a crash it does
-   * not restart). A refusal by the broker's authorizer is KAFKA_NOT_AUTHORIZED naming the topic,
-   * anything else BROKER_UNAVAILABLE. Never settles while the follower runs.
+   * Settles when the follower stopped for good: a refusal by the broker's authorizer
+   * (KAFKA_NOT_AUTHORIZED naming the topic) or a bug (BROKER_UNAVAILABLE). When kafkajs gives up
+   * for any other reason (the broker or the group coordinator away longer than its retries) the
+   * follower starts again after a backoff and this does not settle.
    */
   readonly failed: Promise<SonicError>;
   private fail!: (err: SonicError) => void;
+  private readonly stopping = new AbortController();
+  private readonly restarts = new Backoff({ initialMs: 200, maxMs: 5000, jitter: 'decorrelated' });
+  private restarting: Promise<void> = Promise.resolve();
+  private runConfig: Parameters<Consumer['run']>[0] | undefined;
+  /** Told when kafkajs gave up and the follower starts its consumer again after `waitMs`. */
+  onRestart?: (err: Error, waitMs: number) => void;
 
   constructor(
     private readonly kafka: KafkaClient,
@@ -374,10 +384,29 @@ export class TopicTail {
             },
           ),
         );
-      } else if (!payload.restart) {
+      } else if (CONSUMER_BUGS.has(payload.error.name)) {
         this.fail(new SonicError('BROKER_UNAVAILABLE', `the follower of topic ${this.topic} stopped: ${payload.error.message}`, { cause: payload.error }));
+      } else if (!payload.restart) {
+        // kafkajs gave up (a coordinator not elected yet on a cluster that just started, a broker
+        // away longer than its retries): the follower waits and starts again, as a stage's consumer does
+        this.restarting = this.restart(payload.error);
       }
     });
+  }
+
+  private async restart(err: Error): Promise<void> {
+    const wait = this.restarts.next();
+    this.onRestart?.(err, wait);
+    try {
+      await delay(wait, undefined, { signal: this.stopping.signal });
+      await this.consumer.connect();
+      if (this.stopping.signal.aborted || !this.runConfig) return;
+      await this.consumer.run(this.runConfig);
+    } catch (e) {
+      if (this.stopping.signal.aborted) return;
+      // connecting failed too: the next attempt waits longer
+      this.restarting = this.restart(e as Error);
+    }
   }
 
   /**
@@ -439,9 +468,10 @@ export class TopicTail {
     });
     await this.consumer.connect();
     await this.consumer.subscribe({ topic: this.topic, fromBeginning: true });
-    await this.consumer.run({
+    this.runConfig = {
       autoCommit: false,
       eachBatch: async ({ batch }) => {
+        this.restarts.reset();
         if (batch.messages.length > 0) sawRecords = true;
         await deliver({
           partition: batch.partition,
@@ -449,10 +479,13 @@ export class TopicTail {
           next: BigInt(batch.lastOffset()) + 1n,
         });
       },
-    });
+    };
+    await this.consumer.run(this.runConfig);
   }
 
   async stop(): Promise<void> {
+    this.stopping.abort();
+    await this.restarting;
     await this.consumer.disconnect();
     const reader = this.reader;
     this.reader = undefined;
