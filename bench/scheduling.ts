@@ -101,6 +101,14 @@ export interface SchedulingOptions {
    * and report how long until that task started again on another worker (`failover`).
    */
   killWorkerMidTask?: boolean;
+  /**
+   * Pull-based dispatch (issue 14's design): prep -> prepared -> dispatch (two processes: the
+   * active dispatcher and a standby) -> dispatched (`slots` partitions) -> infer. Without it,
+   * infer reads `prepared` and partition ownership schedules.
+   */
+  dispatch?: boolean;
+  /** Partitions of `dispatched` (default 24). */
+  slots?: number;
 }
 
 export interface FailoverResult {
@@ -253,7 +261,8 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
   const mix = opts.mix ?? 'equal';
   const seed = opts.seed ?? 1;
   const times = serviceTimes(tasks, mix, serviceMs, seed, opts.sigma);
-  if (partitions < workers) throw new Error(`scheduling: ${workers} workers need at least as many partitions (got ${partitions})`);
+  const dispatch = opts.dispatch ?? false;
+  if (!dispatch && partitions < workers) throw new Error(`scheduling: ${workers} workers need at least as many partitions (got ${partitions})`);
   const prefix = `bench_sched_${randomUUID().slice(0, 8)}`;
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -264,10 +273,11 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
     SONIC_METRICS_PORT: '0',
     SONIC_LOG_LEVEL: 'warn',
     ...(opts.killWorkerMidTask ? { BURST_LOG_STARTS: '1' } : {}),
+    ...(dispatch ? { BURST_DISPATCH: '1', BURST_SLOTS: String(opts.slots ?? 24) } : {}),
   };
   for (const k of ['SONIC_BATCH_MAX_RECORDS', 'SONIC_BATCH_MAX_WAIT_MS', 'SONIC_CONCURRENCY']) delete env[k];
   const ctx = new Context({ ...env, SONIC_LOG_LEVEL: 'fatal' }, 'bench');
-  const topology = burstTopology({ prefix, partitions });
+  const topology = burstTopology({ prefix, partitions, dispatch, slots: opts.slots ?? 24 });
   const [inTopic, prepared, outTopic] = ['in', 'prepared', 'out'].map((k) => `${prefix}.${k}`) as [string, string, string];
   const encode = (id: string): Promise<Buffer> => ctx.serde.encode(valueSubject(inTopic), 'task-status', { task_id: id, state: 'QUEUED', at: new Date() });
   const logDir = mkdtempSync(join(tmpdir(), 'bench-scheduling-'));
@@ -277,24 +287,23 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
   writeFileSync(env.BURST_SERVICE_PLAN, JSON.stringify(Object.fromEntries(ids.map((id, i) => [id, times[i]!]))));
   const admin = await new TopicAdmin(ctx.kafka).connect();
   const procs: Managed[] = [];
-  const groups = ['prep', 'infer'].map((s) => groupId(ctx.config.clientId, prefix, s)) as [string, string];
+  const groups = ['prep', 'infer', ...(dispatch ? ['dispatch'] : [])].map((s) => groupId(ctx.config.clientId, prefix, s)) as [string, string, ...string[]];
   let failed = false;
   try {
     await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);
     const cli = join(ROOT, 'bin', 'sonicflow.mjs');
     procs.push(startNode([cli, 'run', 'prep', '--file', FIXTURE], env, join(logDir, 'prep.log')));
+    // dispatchers go last, so that procs[1] is infer w1 (the failover run's victim)
     for (let i = 1; i <= workers; i++)
       procs.push(startNode([cli, 'run', 'infer', '--file', FIXTURE], { ...env, BURST_WORKER: `w${i}` }, join(logDir, `infer-w${i}.log`)));
+    if (dispatch) for (const d of ['d1', 'd2']) procs.push(startNode([cli, 'run', 'dispatch', '--file', FIXTURE], env, join(logDir, `dispatch-${d}.log`)));
     const exited = (): string | undefined => {
       const p = procs.find((m) => m.proc.exitCode !== null);
       return p ? `${p.log} exited with ${p.proc.exitCode}:\n${p.tail()}` : undefined;
     };
     await waitGroupsStable(
       ctx.kafka,
-      [
-        { id: groups[0], members: 1 },
-        { id: groups[1], members: workers },
-      ],
+      [{ id: groups[0], members: 1 }, { id: groups[1], members: workers }, ...(dispatch ? [{ id: groups[2]!, members: 2 }] : [])],
       {
         timeoutMs: 180_000,
         what: `scheduling: the prep and ${workers} infer processes did not form stable groups`,
@@ -358,7 +367,7 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
       } finally {
         await seen.stop();
       }
-      const result = measure(seen, { inTopic, prepared, outTopic }, ids, { tasks, workers, partitions, serviceMs, partitioning, mix, seed, times });
+      const result = measure(seen, { inTopic, prepared, outTopic }, ids, { tasks, workers, partitions, serviceMs, partitioning, mix, seed, times, dispatch });
       if (killed) {
         const out = seen.seen.get(outTopic)!.get(killed.taskId)!;
         const restart = Number(out.headers?.['bench.start.ms']);
@@ -398,6 +407,7 @@ interface MeasureOptions {
   seed: number;
   /** planned service time per task, ms, in burst order */
   times: number[];
+  dispatch?: boolean;
 }
 
 /** One task's times (ms): queued (in), available to a worker, done (committed), its handler's start and end. */
@@ -431,8 +441,13 @@ function measure(seen: TopicCollector, t: { inTopic: string; prepared: string; o
   const r = metrics(rows, o);
   return {
     ...r,
-    system: 'sonicflow',
+    system: o.dispatch ? 'sonicflow-dispatch' : 'sonicflow',
     notes: [
+      ...(o.dispatch
+        ? [
+            `dispatch: 2 dispatcher processes (active + standby) hold the backlog and hand each task to a free worker, on ${o.workers} workers; cost estimate = planned time within +/-25 %`,
+          ]
+        : []),
       `bench/fixtures/burst.ts (prep -> infer with a ${o.mix === 'equal' ? `fixed ${o.serviceMs} ms` : `${o.mix} (seed ${o.seed}, mean ${o.serviceMs} ms)`} sleep), not the media pipeline`,
       `${o.workers} infer processes + 1 prep process, ${o.partitions} partitions, infer one record per transaction (exactly-once)`,
       `tasks written to in ${o.partitioning === 'key' ? 'by random task ids (murmur2), as the API does' : 'evenly (task ids chosen per partition)'}; infer's tasks per partition ${r.perPartition.join('/')}`,
@@ -558,8 +573,11 @@ export interface SweepOptions extends Omit<SchedulingOptions, 'workers' | 'mix'>
   redisUrl?: string;
   workers: number[];
   mixes: Mix[];
-  systems: ('sonicflow' | 'bullmq')[];
+  systems: System[];
 }
+
+/** 'sonicflow': partition ownership schedules infer; 'dispatch': sonicflow with its dispatcher; 'bullmq': the pull model. */
+export type System = 'sonicflow' | 'dispatch' | 'bullmq';
 
 /**
  * One run per (workers, mix, system), worker counts outermost so that an interrupted sweep has
@@ -578,7 +596,10 @@ export async function sweep(
         const what = `${system} ${mix} ${workers} worker(s)`;
         progress(what);
         try {
-          const r = system === 'bullmq' ? await runBullmq({ ...o, mix, workers }) : await run({ ...o, partitions: o.partitions ?? 12, mix, workers });
+          const r =
+            system === 'bullmq'
+              ? await runBullmq({ ...o, mix, workers })
+              : await run({ ...o, partitions: o.partitions ?? 12, mix, workers, dispatch: system === 'dispatch' });
           results.push(r);
           progress(`${what}: done`, r);
         } catch (err) {
@@ -633,7 +654,8 @@ if (import.meta.filename === process.argv[1]) {
       mix: { type: 'string' },
       seed: { type: 'string', default: '1' },
       sigma: { type: 'string', default: '0.6' },
-      systems: { type: 'string', default: 'sonicflow,bullmq' },
+      systems: { type: 'string', default: 'sonicflow,dispatch,bullmq' },
+      dispatch: { type: 'boolean', default: false },
       sweep: { type: 'boolean', default: false },
       failover: { type: 'boolean', default: false },
     },
@@ -649,7 +671,7 @@ if (import.meta.filename === process.argv[1]) {
   if (a.sweep || workers.length > 1 || (a.mix ?? '').includes(',')) {
     if (a.failover) throw new Error('scheduling: --failover is a single run (one --workers count, one --mix), not a sweep');
     const mixes = (a.mix ?? 'equal,lognormal').split(',') as Mix[];
-    const systems = a.systems.split(',') as ('sonicflow' | 'bullmq')[];
+    const systems = a.systems.split(',') as System[];
     const partitions = Number(a.partitions ?? Math.max(12, ...workers));
     const { results, failures } = await sweep(
       { ...common, partitions, workers, mixes, systems, redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' },
@@ -669,6 +691,7 @@ if (import.meta.filename === process.argv[1]) {
     partitions: Number(a.partitions ?? '4'),
     mix: (a.mix ?? 'equal') as Mix,
     killWorkerMidTask: a.failover,
+    dispatch: a.dispatch,
   });
   console.log(JSON.stringify(r, null, 2));
   process.exit(0);

@@ -259,6 +259,30 @@ export const SETTINGS = {
     int(1000, 900_000),
     'Kafka transaction timeout, ms. Transactions are short: work happens before them.',
   ),
+  dispatchQueuePerWorker: def(
+    'SONIC_DISPATCH_QUEUE_PER_WORKER',
+    1,
+    int(0, 100),
+    'A dispatcher stage: records queued for each worker besides the one it works on (the next one is there when it finishes).',
+  ),
+  dispatchAgingMs: def(
+    'SONIC_DISPATCH_AGING_MS',
+    60000,
+    int(0, 86_400_000),
+    "A dispatcher stage: a waiting record's priority rises by one per this many ms waited (0: never), so low priorities are not starved.",
+  ),
+  dispatchPollMs: def(
+    'SONIC_DISPATCH_POLL_MS',
+    50,
+    int(5, 60_000),
+    "A dispatcher stage: how often it reads the workers' committed offsets and their group's assignment, ms.",
+  ),
+  dispatchMaxBacklog: def(
+    'SONIC_DISPATCH_MAX_BACKLOG',
+    10000,
+    int(1, 10_000_000),
+    'A dispatcher stage: most records held in its backlog; beyond it, its input is not read (priorities apply among those held).',
+  ),
   drainTimeoutMs: def('SONIC_DRAIN_TIMEOUT_MS', 30000, int(0, 3_600_000), 'On SIGTERM, how long in-flight work may finish before it is abandoned, ms.'),
   metricsPort: def(
     'SONIC_METRICS_PORT',

@@ -37,6 +37,13 @@ export interface GroupConsumerOptions {
    * yet (a rolling upgrade) make the group fall back to round robin until they do.
    */
   coPartitioned?: boolean;
+  /**
+   * Every partition of every subscribed topic to one member, the others standing by (a
+   * dispatcher: one active, standbys that take over when it leaves the group). `holding` tells
+   * whether this member holds the partitions now; it says so when it joins, and the member that
+   * holds them keeps them, so a standby that joins never takes over from a live active member.
+   */
+  singleton?: { holding: () => boolean };
   /** Waits between tries to reach the broker (start, restarts after a crash). */
   reconnect: BackoffOptions;
   logger: Logger;
@@ -121,6 +128,35 @@ const coPartitionedAssigner: PartitionAssigner = ({ cluster }) => ({
   },
 });
 
+/** The name (group protocol) of the singleton assignor. */
+export const SINGLETON = 'SonicflowSingleton';
+const HOLDING = Buffer.from('holding');
+
+/** See {@link GroupConsumerOptions.singleton}: all partitions to the member holding them, else to the first member by id. */
+function singletonAssigner(holding: () => boolean): PartitionAssigner {
+  return ({ cluster }) => ({
+    name: SINGLETON,
+    version: 0,
+    async assign({ members, topics }) {
+      const ids = members.map((m) => m.memberId).sort();
+      const holders = members
+        .filter((m) => AssignerProtocol.MemberMetadata.decode(m.memberMetadata)?.userData.equals(HOLDING))
+        .map((m) => m.memberId)
+        .sort();
+      const owner = holders[0] ?? ids[0];
+      const all: Record<string, number[]> = {};
+      for (const topic of topics) all[topic] = cluster.findTopicPartitionMetadata(topic).map((p) => p.partitionId);
+      return ids.map((memberId) => ({
+        memberId,
+        memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 0, assignment: memberId === owner ? all : {}, userData: Buffer.alloc(0) }),
+      }));
+    },
+    protocol({ topics }) {
+      return { name: SINGLETON, metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: holding() ? HOLDING : Buffer.alloc(0) }) };
+    },
+  });
+}
+
 /**
  * The consumer survives broker outages: it waits for the broker at start, and when kafkajs gives
  * up (its retries exhausted: the broker or the coordinator away too long) it restarts the kafkajs
@@ -154,6 +190,7 @@ export class GroupConsumer {
       readUncommitted: false,
       allowAutoTopicCreation: false,
       ...(options.coPartitioned ? { partitionAssigners: [coPartitionedAssigner, PartitionAssigners.roundRobin] } : {}),
+      ...(options.singleton ? { partitionAssigners: [singletonAssigner(options.singleton.holding)] } : {}),
       // kafkajs restarts after a fixed pause, and never after some errors: we restart it ourselves
       retry: { retries: 5, restartOnFailure: async () => false },
     });

@@ -215,23 +215,29 @@ export class TxProducer {
   }
 
   /**
-   * Writes `records` and commits `offset` (the next offset to read) of the input partition for
-   * `groupId`, all in one transaction: either everything becomes visible or nothing does. Returns
+   * Writes `records` and commits `offset` (the next offset to read) of the input partition (or of
+   * each input partition, one group) for `groupId`, all in one transaction: either everything becomes visible or nothing does. Returns
    * where the records landed, per topic-partition.
    */
   async publish(
     records: (OutRecord & { topic: string })[],
-    input: { groupId: string; topic: string; partition: number; offset: string },
+    input: { groupId: string; topic: string; partition: number; offset: string } | { groupId: string; topic: string; partition: number; offset: string }[],
   ): Promise<ProducedOffset[]> {
+    const inputs = Array.isArray(input) ? input : [input];
     const txn: Transaction = await this.producer.transaction();
     try {
       const landed = records.length > 0 ? await txn.sendBatch({ acks: -1, topicMessages: topicMessages(records) }) : [];
-      await retryConcurrentTransactions(() =>
-        txn.sendOffsets({
-          consumerGroupId: input.groupId,
-          topics: [{ topic: input.topic, partitions: [{ partition: input.partition, offset: input.offset }] }],
-        }),
-      );
+      // one group per call; its partitions together in one request
+      const byTopic = new Map<string, { partition: number; offset: string }[]>();
+      for (const o of inputs) byTopic.set(o.topic, [...(byTopic.get(o.topic) ?? []), { partition: o.partition, offset: o.offset }]);
+      if (inputs.length > 0) {
+        await retryConcurrentTransactions(() =>
+          txn.sendOffsets({
+            consumerGroupId: inputs[0]!.groupId,
+            topics: [...byTopic].map(([topic, partitions]) => ({ topic, partitions })),
+          }),
+        );
+      }
       await txn.commit();
       return landed.flatMap((m) => (m.baseOffset === undefined ? [] : [{ topic: m.topicName, partition: m.partition, baseOffset: BigInt(m.baseOffset) }]));
     } catch (err) {

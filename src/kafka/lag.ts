@@ -22,7 +22,7 @@
  * kafka_* series) test `committed < 0n` and print `-` / -1 instead.
  */
 import { ISOLATION, RETRIABLE_PARTITION_ERRORS, privateCluster } from './private-cluster.js';
-import type { Admin } from 'kafkajs';
+import { AssignerProtocol, type Admin } from 'kafkajs';
 import { retry } from '../core/retry.js';
 import { kafkajsOf, type KafkaClient } from './handle.js';
 
@@ -161,6 +161,24 @@ export class OffsetReader {
       }
     }
     return out;
+  }
+
+  /**
+   * The group's state (`Stable`, `PreparingRebalance`, ..., `Dead` when it has no members) and
+   * each member's partitions of `topic` (DescribeGroups; DESCRIBE on the group).
+   */
+  async assignments(groupId: string, topic: string): Promise<{ state: string; members: { memberId: string; partitions: number[] }[] }> {
+    await this.connect();
+    const { groups } = await this.admin.describeGroups([groupId]);
+    const g = groups.find((x) => x.groupId === groupId);
+    if (!g) return { state: 'Dead', members: [] };
+    return {
+      state: g.state,
+      members: g.members.map((m) => {
+        const decoded = m.memberAssignment.length > 0 ? AssignerProtocol.MemberAssignment.decode(m.memberAssignment) : null;
+        return { memberId: m.memberId, partitions: [...(decoded?.assignment[topic] ?? [])].sort((a, b) => a - b) };
+      }),
+    };
   }
 
   /** Members of the group now (0 when it is empty or unknown). */

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { SonicError } from '../core/errors.js';
 import { createRegistry, createStageMetrics, serveMetrics } from '../core/metrics.js';
 import { BrokerHealth } from '../kafka/health.js';
+import { Dispatcher } from '../runtime/dispatcher.js';
 import { StageRunner } from '../runtime/runner.js';
 import { findStage } from '../runtime/topology.js';
 import { assertValidTopology, type TopologyProblem } from '../runtime/validate.js';
@@ -27,6 +28,22 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
   const runners = names.map((name) => {
     const stage = findStage(topology, name);
     if (!stage) throw new SonicError('TOPOLOGY_INVALID', `no stage named "${name}" (stages: ${topology.stages.map((s) => s.name).join(', ')})`);
+    if (stage.dispatch) {
+      const dispatcher = new Dispatcher(ctx.kafka, ctx.serde, topology, stage, ctx.logger.child({ stage: name }), {
+        clientId: c.clientId,
+        sessionTimeoutMs: c.sessionTimeoutMs,
+        heartbeatIntervalMs: c.heartbeatIntervalMs,
+        rebalanceTimeoutMs: c.rebalanceTimeoutMs,
+        fetchMaxWaitMs: c.fetchMaxWaitMs,
+        transactionTimeoutMs: c.transactionTimeoutMs,
+        reconnect: { initialMs: c.reconnectBackoffMs, maxMs: Math.max(c.reconnectBackoffMs, c.reconnectBackoffMaxMs) },
+        queuePerWorker: c.dispatchQueuePerWorker,
+        agingMs: c.dispatchAgingMs,
+        pollMs: c.dispatchPollMs,
+        maxBacklog: c.dispatchMaxBacklog,
+      });
+      return { runner: dispatcher, handler: undefined };
+    }
     if (!stage.create)
       throw new SonicError(
         'TOPOLOGY_INVALID',
@@ -128,7 +145,7 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
     await stopAll('crash').catch(() => undefined);
     return 1;
   } finally {
-    for (const r of runners) await r.handler.close?.().catch(() => undefined);
+    for (const r of runners) await r.handler?.close?.().catch(() => undefined);
     http.server.close();
     await broker.close();
     await ctx.blobClose();

@@ -84,6 +84,12 @@ export function stageAcls(topology: Topology, stage: StageSpec, o: AclOptions): 
   const writes = [...Object.values(stage.outputs), ...(stage.emitsStatus ? [topology.statusTopic] : []), stage.dlq];
   for (const t of unique(writes)) g.topic(t, 'WRITE', 'DESCRIBE');
   for (const s of stage.stores) g.topic(s.changelog, 'READ', 'WRITE', 'DESCRIBE');
+  // a dispatcher reads what it dispatched and its workers have not done (taking over), and their
+  // group: its committed offsets (OffsetFetch) and who holds which partition (DescribeGroups)
+  if (stage.dispatch) {
+    for (const t of Object.values(stage.outputs)) g.topic(t, 'READ');
+    g.add('GROUP', groupId(o.clientId, topology, stage.dispatch.workers), 'LITERAL', 'DESCRIBE');
+  }
   // one transactional id per consumed partition: `<clientId>.<stage>.<topic>.<partition>`; the
   // prefix stops at the topic, so `dlq replay`'s `<clientId>.<prefix>.<stage>.dlq-replay` is not the stage's
   for (const t of [stage.input, ...stage.retry.topics]) {

@@ -5,7 +5,7 @@
  * handler never sees Kafka. Nothing here knows what a record means: status events are built by
  * the topology's {@link StatusHook}.
  */
-import type { SonicError } from '../core/errors.js';
+import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 
 declare const valueType: unique symbol;
@@ -208,11 +208,56 @@ export interface StageDeclaration<D = never, In = unknown, S extends Sinks = Sin
    */
   stores?: Record<string, StoreDecl>;
   /**
+   * A dispatcher instead of a handler (see `dispatcher.ts`): the stage holds its input's records
+   * as a backlog and hands each to a free worker of the stage `dispatch.workers`, through its one
+   * sink (that stage's input). Declare it with {@link defineDispatch}.
+   */
+  dispatch?: DispatchDecl<In>;
+  /**
    * Builds the handler from the process's dependencies. Its emits are checked against `sinks`
    * (NoInfer: the sinks are what the declaration names, never widened by what the handler emits;
    * a stage without sinks can emit nothing).
    */
   create: (deps: D) => StageHandler<In, NoInfer<S>, NoInfer<F>>;
+}
+
+/** What a dispatcher stage declares besides its input and its one sink. */
+export interface DispatchDecl<In = unknown> {
+  /** The stage whose replicas are the workers: its input is the dispatcher's sink. */
+  workers: string;
+  /** A record's estimated work (any unit, e.g. GPU-seconds); the longest of one priority goes first. Default 1. */
+  cost?: (value: In) => number;
+  /** A record's priority, 0 (lowest) to 9 (default 0). */
+  priority?: (value: In) => number;
+}
+
+/**
+ * Declares a dispatcher stage: the records of `input` wait in its backlog (a store with a
+ * compacted changelog) until a worker of `dispatch.workers` is free, then go to that worker's
+ * partition of the one sink. It emits no status and has no retry tiers; an undecodable record
+ * goes on with priority 0 and cost 1 (its worker dead-letters it).
+ */
+export function defineDispatch<In, S extends Sinks>(decl: {
+  name: string;
+  doc: string;
+  input: TopicRef<In>;
+  sinks: S;
+  dispatch: DispatchDecl<In>;
+  scaling?: Partial<ScalingSpec>;
+  resources?: ResourceSpec;
+}): StageDeclaration<unknown, In, S> {
+  if (Object.keys(decl.sinks).length !== 1)
+    throw new SonicError('TOPOLOGY_INVALID', `dispatcher ${decl.name}: exactly one sink (its workers' input), got ${Object.keys(decl.sinks).length}`);
+  return {
+    ...decl,
+    emitsStatus: false,
+    retry: { delaysMs: [], maxAttempts: 1 },
+    scaling: { minReplicas: 2, maxReplicas: 2, ...decl.scaling },
+    stores: { backlog: { doc: 'records waiting for a free worker, by input partition and offset; a tombstone once dispatched' } },
+    create: () => {
+      throw new SonicError('INTERNAL', `stage ${decl.name} is a dispatcher: \`sonicflow run\` runs it without a handler`);
+    },
+  };
 }
 
 /** A stage declaration of any input, sinks and dependencies (for lists of stages). */

@@ -70,6 +70,15 @@ export interface StageSpec {
   contract?: { input: string; sinks: Record<string, string> };
   /** Builds the stage's handler; only stages declared with code have one (not a JSON topology). */
   create?: (deps: never) => StageHandler;
+  /** A dispatcher stage (see `dispatcher.ts`): its workers' stage, and how it weighs records. */
+  dispatch?: DispatchSpec;
+}
+
+export interface DispatchSpec {
+  /** The stage whose consumer group holds the partitions of the dispatcher's sink. */
+  workers: string;
+  cost?: (value: unknown) => number;
+  priority?: (value: unknown) => number;
 }
 
 export interface StoreSpec {
@@ -262,6 +271,7 @@ export function defineTopology(decl: TopologyDecl): Topology {
       stores,
       ...(s.contract ? { contract: s.contract } : {}),
       ...(s.create ? { create: s.create } : {}),
+      ...(s.dispatch ? { dispatch: s.dispatch } : {}),
     });
   }
   const status = typeof decl.status === 'string' ? { topic: decl.status } : decl.status;
@@ -278,7 +288,7 @@ export function defineTopology(decl: TopologyDecl): Topology {
 }
 
 /** A stage as data, from a declaration with code or a plain data entry. */
-type StageEntry = StageDecl & Pick<StageSpec, 'contract' | 'create'>;
+type StageEntry = StageDecl & Pick<StageSpec, 'contract' | 'create' | 'dispatch'>;
 
 /** The stages of a declaration by name, in order; declarations with code bring their contract and factory. */
 function stageEntries(stages: TopologyDecl['stages']): [string, StageEntry][] {
@@ -301,6 +311,7 @@ function stageEntries(stages: TopologyDecl['stages']): [string, StageEntry][] {
       ...(d.stores ? { stores: d.stores } : {}),
       contract: { input: d.input.schema, sinks: Object.fromEntries(sinks.map(([sink, ref]) => [sink, ref.schema])) },
       create: d.create as unknown as StageSpec['create'],
+      ...(d.dispatch ? { dispatch: d.dispatch as DispatchSpec } : {}),
     };
     return [d.name, entry];
   });

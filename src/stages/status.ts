@@ -22,6 +22,8 @@ export interface TaskPathStage {
   emitsStatus?: boolean;
   input?: { topic: string };
   sinks?: Record<string, { topic: string }>;
+  /** A dispatcher (no state): records pass through it unchanged, from its input to its sink. */
+  dispatch?: unknown;
 }
 
 /**
@@ -43,7 +45,10 @@ export function taskStates(stages: readonly TaskPathStage[]): StatusHook<TaskSta
   path.forEach((s, i) => {
     const next = path[i + 1];
     if (!next?.input || !s.sinks) return;
-    if (!Object.values(s.sinks).some((sink) => sink.topic === next.input!.topic)) {
+    // what s writes, and what a dispatcher reading it passes on
+    const reaches = new Set(Object.values(s.sinks).map((sink) => sink.topic));
+    for (const d of stages) if (d.dispatch && d.input && reaches.has(d.input.topic)) for (const sink of Object.values(d.sinks ?? {})) reaches.add(sink.topic);
+    if (!reaches.has(next.input.topic)) {
       throw invalid(
         next.name,
         `stage ${next.name} follows ${s.name} in the task path (state ${next.state} after ${s.state}) but does not read what ${s.name} writes`,

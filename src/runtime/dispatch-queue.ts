@@ -1,0 +1,127 @@
+/**
+ * The order in which a dispatcher hands waiting records to free workers, and how it spreads them
+ * over the workers: pure logic, no Kafka (the dispatcher, `dispatcher.ts`, persists and sends).
+ *
+ * Order (documented in docs/architecture.md, "How work reaches a GPU"):
+ *  1. Effective priority, highest first: the record's priority (0-9) plus one for every `agingMs`
+ *     it has waited. A record of priority 0 overtakes a fresh priority-9 record after 9 × agingMs
+ *     (9 minutes by default): low priorities wait longer, never for ever.
+ *  2. Among equal effective priorities, the longest estimated work first (longest processing time
+ *     first: a burst ends with short tasks filling the gaps, not with one long task on one GPU
+ *     while the others idle).
+ *  3. Then the oldest first, then input order (partition, offset).
+ */
+
+export interface Waiting {
+  /** Unique id of the waiting record: `<input partition>:<offset>`. */
+  id: string;
+  /** Estimated work (any unit; compared only with other records'). */
+  cost: number;
+  /** 0 (lowest) to 9. */
+  priority: number;
+  /** When the record entered the backlog, ms since the epoch. */
+  enqueuedAt: number;
+  partition: number;
+  offset: bigint;
+}
+
+/** Effective priority of a record at `now`: its priority plus one per `agingMs` waited. */
+export function effectivePriority(w: Pick<Waiting, 'priority' | 'enqueuedAt'>, now: number, agingMs: number): number {
+  const waited = Math.max(0, now - w.enqueuedAt);
+  return w.priority + (agingMs > 0 ? Math.floor(waited / agingMs) : 0);
+}
+
+/** Negative when `a` goes before `b` at `now`. */
+export function compareWaiting(a: Waiting, b: Waiting, now: number, agingMs: number): number {
+  return (
+    effectivePriority(b, now, agingMs) - effectivePriority(a, now, agingMs) ||
+    b.cost - a.cost ||
+    a.enqueuedAt - b.enqueuedAt ||
+    a.partition - b.partition ||
+    (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0)
+  );
+}
+
+/** The waiting records of a dispatcher, taken best first (see the header). */
+export class DispatchQueue<T extends Waiting = Waiting> {
+  private readonly items = new Map<string, T>();
+
+  constructor(private readonly agingMs: number) {}
+
+  get size(): number {
+    return this.items.size;
+  }
+
+  has(id: string): boolean {
+    return this.items.has(id);
+  }
+
+  add(item: T): void {
+    this.items.set(item.id, item);
+  }
+
+  delete(id: string): boolean {
+    return this.items.delete(id);
+  }
+
+  clear(): void {
+    this.items.clear();
+  }
+
+  /** Sum of the waiting records' estimated work. */
+  totalCost(): number {
+    let sum = 0;
+    for (const w of this.items.values()) sum += w.cost;
+    return sum;
+  }
+
+  /** The best `n` records at `now`, best first, taken out of the queue. */
+  take(n: number, now: number): T[] {
+    if (n <= 0 || this.items.size === 0) return [];
+    const best = [...this.items.values()].sort((a, b) => compareWaiting(a, b, now, this.agingMs)).slice(0, n);
+    for (const w of best) this.items.delete(w.id);
+    return best;
+  }
+
+  /** Every waiting record, unordered. */
+  values(): IterableIterator<T> {
+    return this.items.values();
+  }
+}
+
+/** A worker as the workers' consumer group shows it: the partitions of the dispatch topic it holds. */
+export interface WorkerSlots {
+  memberId: string;
+  partitions: number[];
+}
+
+/**
+ * Where the next `n` records go: one partition per record, each held by a worker with room.
+ * A worker has room while the records dispatched to its partitions and not yet committed by it
+ * (`outstanding`) are fewer than `capacity` (the one it works on plus those queued for it). The
+ * least loaded worker gets the next record (idle workers first, so the best record starts at
+ * once), on its partition with the fewest outstanding records (a worker's next record on another
+ * partition than the one it is finishing can start while that one commits). Ties go to the lower
+ * member id and partition, so the plan is deterministic.
+ */
+export function planDispatch(workers: readonly WorkerSlots[], outstanding: ReadonlyMap<number, number>, capacity: number, n: number): number[] {
+  const load = new Map<number, number>(outstanding);
+  const members = workers
+    .filter((w) => w.partitions.length > 0)
+    .map((w) => ({ id: w.memberId, partitions: [...w.partitions].sort((a, b) => a - b), load: w.partitions.reduce((s, p) => s + (load.get(p) ?? 0), 0) }));
+  const out: number[] = [];
+  while (out.length < n) {
+    let best: (typeof members)[number] | undefined;
+    for (const m of members) {
+      if (m.load >= capacity) continue;
+      if (!best || m.load < best.load || (m.load === best.load && m.id < best.id)) best = m;
+    }
+    if (!best) break;
+    let target = best.partitions[0]!;
+    for (const p of best.partitions) if ((load.get(p) ?? 0) < (load.get(target) ?? 0)) target = p;
+    load.set(target, (load.get(target) ?? 0) + 1);
+    best.load += 1;
+    out.push(target);
+  }
+  return out;
+}

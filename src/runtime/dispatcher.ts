@@ -1,0 +1,493 @@
+/**
+ * The dispatcher: work reaches a worker when the worker is free, not by partition ownership.
+ *
+ * A dispatcher stage sits in front of a slow stage (infer: one task per GPU). It reads its input,
+ * keeps the records in a backlog and hands each to a worker that has room, by writing it to a
+ * partition of its one sink (the workers' input) that this worker holds in its consumer group.
+ * A worker has room while fewer than `1 + queuePerWorker` records dispatched to its partitions
+ * are not yet committed by it: it works on one, and the next waits for it, so the time the
+ * dispatcher takes to notice a finished record and send another is hidden behind a render.
+ * Which waiting record goes first is `dispatch-queue.ts`'s rule (priority with aging, then
+ * longest estimated work first).
+ *
+ * Exactly once, through one transactional producer:
+ * - Taking in: records read from the input are written to the backlog's changelog (compacted,
+ *   keyed `<input partition>:<offset>`), and the input offsets committed, in one transaction.
+ * - Dispatching: the record (its bytes and headers, unchanged) written to the worker's partition
+ *   and a tombstone for its backlog entry, in one transaction (with the next intake, when any).
+ *   A record is in the backlog or dispatched, never both and never neither.
+ * - One dispatcher works at a time: its group's singleton assignor gives every input partition to
+ *   one member; the others stand by with nothing assigned. The active one's transactional id is
+ *   fixed (its input partition 0's), so a new active one fences an old one that is still alive
+ *   (a zombie): the old one's next commit fails. A standby takes over when the active one leaves
+ *   the group (at once on SIGTERM; after the session timeout when it is killed).
+ * - Taking over (and after any failed transaction): fence, read the backlog's changelog to its
+ *   end, read each worker partition from the workers' committed offset to its end (the records
+ *   dispatched and not yet done), and go on reading the input from the committed offsets.
+ *
+ * What the dispatcher learns from Kafka, every `pollMs`: the workers' committed offsets of its
+ * sink (a record below is done: its outputs are committed) and the workers' group (DescribeGroups:
+ * who holds which partition). While that group rebalances nothing is dispatched.
+ */
+import { SonicError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { Backoff, sleep, type BackoffOptions } from '../core/retry.js';
+import { GroupConsumer, type Assignment, type BatchInfo } from '../kafka/consumer.js';
+import { headersToStrings, TxProducer, type InRecord, type OutRecord } from '../kafka/io.js';
+import type { KafkaClient } from '../kafka/client.js';
+import { OffsetReader } from '../kafka/lag.js';
+import { PartitionReader } from '../kafka/partition-reader.js';
+import type { Codec } from '../serde/codec.js';
+import { DispatchQueue, planDispatch, type Waiting } from './dispatch-queue.js';
+import { Lifecycle } from './lifecycle.js';
+import { groupId, transactionalId } from './names.js';
+import type { StageSpec, Topology } from './topology.js';
+
+export interface DispatcherOptions {
+  clientId: string;
+  sessionTimeoutMs: number;
+  heartbeatIntervalMs: number;
+  rebalanceTimeoutMs: number;
+  fetchMaxWaitMs: number;
+  transactionTimeoutMs: number;
+  reconnect: BackoffOptions;
+  /** Records queued for each worker besides the one it works on. */
+  queuePerWorker: number;
+  /** A waiting record's priority rises by one per this many ms (0: never). */
+  agingMs: number;
+  /** How often the workers' offsets and group are read, ms. */
+  pollMs: number;
+  /** Most records held in the backlog; beyond it the input is not read. */
+  maxBacklog: number;
+}
+
+/** A backlog entry: the record as it will be dispatched, with what orders it. */
+interface Entry extends Waiting {
+  key: string | null;
+  value: Buffer | null;
+  headers: Record<string, string>;
+}
+
+/** The JSON value of a backlog changelog record. */
+interface Stored {
+  k: string | null;
+  v: string | null;
+  h: Record<string, string>;
+  c: number;
+  p: number;
+  t: number;
+}
+
+/** Header on a dispatched record: when it was dispatched, ms since the epoch. */
+export const DISPATCHED_AT_HEADER = 'sonicflow.dispatched.at.ms';
+
+export class Dispatcher {
+  readonly lifecycle: Lifecycle;
+  readonly groupId: string;
+  readonly done: Promise<void>;
+  private readonly workersGroup: string;
+  private readonly output: string;
+  private readonly changelog: string;
+  private readonly consumer: GroupConsumer;
+  private readonly offsets: OffsetReader;
+  private readonly partitions: PartitionReader;
+  private readonly queue: DispatchQueue<Entry>;
+  private readonly stopping = new AbortController();
+  private readonly backoff: Backoff;
+  private producer: TxProducer | undefined;
+  /** Records read from the input, not yet in the backlog's changelog. */
+  private intake: { rec: InRecord }[] = [];
+  /** Per input partition, the next offset to commit once the intake is written. */
+  private intakeEnds = new Map<number, bigint>();
+  /** Per partition of the sink: offsets dispatched there and not yet committed by its worker. */
+  private outstanding = new Map<number, bigint[]>();
+  /** Per input partition, the next offset to take in (records below it are in the backlog or were dispatched). */
+  private positions = new Map<number, bigint>();
+  /** Input partitions paused because the backlog is full. */
+  private full = new Set<number>();
+  private assignment: Assignment = [];
+  /** Bumped by every assignment: the loop (re)activates when it differs from `activeFor`. */
+  private generation = 0;
+  private activeFor = -1;
+  private active = false;
+  private workers: { state: string; members: { memberId: string; partitions: number[] }[] } = { state: 'Empty', members: [] };
+  private lastPoll = 0;
+  private wake: (() => void) | undefined;
+  private loop: Promise<void> = Promise.resolve();
+  private failure: ((err: Error) => void) | undefined;
+  private finished: (() => void) | undefined;
+
+  constructor(
+    private readonly kafka: KafkaClient,
+    private readonly codec: Codec,
+    readonly topology: Topology,
+    readonly stage: StageSpec,
+    private readonly logger: Logger,
+    private readonly options: DispatcherOptions,
+  ) {
+    const spec = stage.dispatch;
+    if (!spec) throw new SonicError('INTERNAL', `stage ${stage.name} is not a dispatcher`);
+    const sinks = Object.values(stage.outputs);
+    const workers = topology.stages.find((s) => s.name === spec.workers);
+    const backlog = stage.stores.find((s) => s.name === 'backlog');
+    if (sinks.length !== 1 || !workers || workers.input !== sinks[0] || !backlog) {
+      throw new SonicError(
+        'TOPOLOGY_INVALID',
+        `dispatcher ${stage.name}: needs one sink that is the input of its workers' stage "${spec.workers}", and its backlog store`,
+      );
+    }
+    this.output = sinks[0]!;
+    this.changelog = backlog.changelog;
+    this.lifecycle = new Lifecycle(logger);
+    this.groupId = groupId(options.clientId, topology, stage);
+    this.workersGroup = groupId(options.clientId, topology, workers);
+    this.queue = new DispatchQueue<Entry>(options.agingMs);
+    this.backoff = new Backoff({ ...options.reconnect, jitter: 'decorrelated' });
+    this.consumer = new GroupConsumer(kafka, {
+      groupId: this.groupId,
+      sessionTimeoutMs: options.sessionTimeoutMs,
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      rebalanceTimeoutMs: options.rebalanceTimeoutMs,
+      maxWaitMs: options.fetchMaxWaitMs,
+      reconnect: options.reconnect,
+      logger,
+      singleton: { holding: () => this.assignment.length > 0 },
+    });
+    this.offsets = new OffsetReader(kafka);
+    this.partitions = new PartitionReader(kafka);
+    this.done = new Promise((resolve, reject) => {
+      this.finished = resolve;
+      this.failure = reject;
+    });
+  }
+
+  /** Records waiting in the backlog (this member's, when it is the active one). */
+  get backlog(): number {
+    return this.queue.size;
+  }
+
+  /** Their estimated work, summed. */
+  get backlogCost(): number {
+    return this.queue.totalCost();
+  }
+
+  /** Running and a member of the group: active or standing by. */
+  get ready(): boolean {
+    return this.lifecycle.state === 'running' && this.consumer.joined;
+  }
+
+  async start(): Promise<void> {
+    await this.consumer.start(
+      [this.stage.input],
+      {
+        onAssignment: (a) => {
+          this.assignment = a;
+          this.generation += 1;
+          this.active = false;
+          // nothing is taken until the new assignment is set up
+          for (const tp of a) this.consumer.pause(tp);
+          this.poke();
+        },
+        onBatch: (topic, partition, records, info) => this.onBatch(partition, records, info),
+        onMarkersOnly: (_topic, partition, last) => {
+          const end = BigInt(last) + 1n;
+          if (this.active && end > (this.positions.get(partition) ?? -1n)) {
+            this.positions.set(partition, end);
+            this.intakeEnds.set(partition, end);
+          }
+        },
+        onCrash: (err) => void this.fail(err),
+      },
+      this.stopping.signal,
+    );
+    if (this.lifecycle.can('running')) this.lifecycle.to('running');
+    this.loop = this.run();
+    this.logger.info({ group: this.groupId, input: this.stage.input, output: this.output, workers: this.workersGroup }, 'dispatcher running');
+  }
+
+  async stop(reason: string): Promise<void> {
+    if (!this.lifecycle.can('draining')) return this.done;
+    this.lifecycle.to('draining', reason);
+    this.stopping.abort(new SonicError('SHUTDOWN', 'dispatcher is stopping'));
+    this.poke();
+    await this.loop;
+    await this.close();
+    this.lifecycle.to('stopped', reason);
+    this.finished?.();
+  }
+
+  private onBatch(partition: number, records: InRecord[], info: BatchInfo): boolean {
+    const tp = { topic: this.stage.input, partition };
+    if (!this.active || this.full.has(partition)) {
+      this.consumer.pause(tp);
+      return false;
+    }
+    // a fetch that raced a seek back to the committed offsets may repeat records: take each once
+    const from = this.positions.get(partition) ?? -1n;
+    for (const rec of records) if (BigInt(rec.offset) >= from) this.intake.push({ rec });
+    const end = BigInt(info.endOffset) + 1n;
+    if (end > from) {
+      this.positions.set(partition, end);
+      this.intakeEnds.set(partition, end);
+    }
+    if (this.queue.size + this.intake.length >= this.options.maxBacklog) {
+      this.full.add(partition);
+      this.consumer.pause(tp);
+    }
+    this.poke();
+    return true;
+  }
+
+  private poke(): void {
+    this.wake?.();
+  }
+
+  private async idle(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(t);
+        resolve();
+      }
+      this.wake = done;
+    });
+    this.wake = undefined;
+  }
+
+  /** The one loop that activates, takes in, polls and dispatches: everything in order, one transaction at a time. */
+  private async run(): Promise<void> {
+    while (!this.stopping.signal.aborted) {
+      try {
+        if (this.activeFor !== this.generation) {
+          await this.activate();
+          continue;
+        }
+        if (this.active) await this.step();
+        await this.idle(this.active && this.intake.length > 0 ? 0 : this.options.pollMs);
+      } catch (err) {
+        if (this.stopping.signal.aborted) return;
+        // a failed transaction (fenced by a newer active dispatcher, the broker away): start over
+        // from what Kafka holds, after a pause
+        const wait = this.backoff.next();
+        this.logger.warn({ err, retry_in_ms: wait }, 'dispatcher step failed: setting up again from the changelog and the offsets');
+        this.active = false;
+        this.activeFor = -1;
+        await sleep(wait, this.stopping.signal).catch(() => undefined);
+      }
+    }
+  }
+
+  /** Stands by (nothing assigned), or becomes the active dispatcher for the current assignment. */
+  private async activate(): Promise<void> {
+    const generation = this.generation;
+    const assignment = this.assignment;
+    this.active = false;
+    this.intake = [];
+    this.intakeEnds.clear();
+    this.queue.clear();
+    this.outstanding.clear();
+    this.positions.clear();
+    this.full.clear();
+    if (assignment.length === 0) {
+      await this.closeProducer();
+      this.activeFor = generation;
+      this.logger.info('dispatcher standing by');
+      return;
+    }
+    const started = Date.now();
+    for (const tp of assignment) this.consumer.pause(tp);
+    // fence any older active dispatcher before reading what it wrote
+    await this.closeProducer();
+    const id = transactionalId(this.options.clientId, { kind: 'partition', stage: this.stage, topic: this.stage.input, partition: 0 });
+    this.producer = await new TxProducer(this.kafka, id, this.options.transactionTimeoutMs).connect();
+    await this.restoreBacklog();
+    await this.restoreOutstanding();
+    const committed = await this.offsets.committed(this.groupId, [this.stage.input]);
+    for (const tp of assignment) {
+      let next = committed.get(`${tp.topic}:${tp.partition}`) ?? -1n;
+      if (next < 0n) next = (await this.partitions.range(tp.topic, tp.partition)).start;
+      this.positions.set(tp.partition, next);
+      this.consumer.seek(tp, next.toString());
+    }
+    if (generation !== this.generation) return;
+    this.activeFor = generation;
+    this.active = true;
+    this.backoff.reset();
+    for (const tp of assignment) this.consumer.resume(tp);
+    this.logger.info(
+      {
+        backlog: this.queue.size,
+        outstanding: [...this.outstanding.values()].reduce((s, o) => s + o.length, 0),
+        took_ms: Date.now() - started,
+      },
+      'dispatcher active',
+    );
+  }
+
+  private async restoreBacklog(): Promise<void> {
+    const meta = await this.offsets.offsets([this.changelog]);
+    for (const { partition } of meta) {
+      const { start, end } = await this.partitions.range(this.changelog, partition);
+      if (end <= start) continue;
+      await this.partitions.read(this.changelog, partition, start, end, (records) => {
+        for (const r of records) {
+          if (!r.key) continue;
+          if (!r.value) {
+            this.queue.delete(r.key);
+            continue;
+          }
+          const s = JSON.parse(r.value.toString('utf8')) as Stored;
+          const [p, o] = r.key.split(':');
+          this.queue.add({
+            id: r.key,
+            key: s.k,
+            value: s.v === null ? null : Buffer.from(s.v, 'base64'),
+            headers: s.h,
+            cost: s.c,
+            priority: s.p,
+            enqueuedAt: s.t,
+            partition: Number(p),
+            offset: BigInt(o ?? '0'),
+          });
+        }
+      });
+    }
+  }
+
+  private async restoreOutstanding(): Promise<void> {
+    const committed = await this.offsets.committed(this.workersGroup, [this.output]);
+    const meta = await this.offsets.offsets([this.output]);
+    for (const { partition } of meta) {
+      const { start, end } = await this.partitions.range(this.output, partition);
+      const done = committed.get(`${this.output}:${partition}`) ?? -1n;
+      const from = done > start ? done : start;
+      const offsets: bigint[] = [];
+      if (end > from) await this.partitions.read(this.output, partition, from, end, (records) => offsets.push(...records.map((r) => BigInt(r.offset))));
+      this.outstanding.set(partition, offsets);
+    }
+  }
+
+  /** Reads the workers' progress (every pollMs), takes in what was read, dispatches to workers with room: one transaction. */
+  private async step(): Promise<void> {
+    const now = Date.now();
+    if (now - this.lastPoll >= this.options.pollMs) {
+      this.lastPoll = now;
+      const [committed, workers] = await Promise.all([
+        this.offsets.committed(this.workersGroup, [this.output]),
+        this.offsets.assignments(this.workersGroup, this.output),
+      ]);
+      this.workers = workers;
+      for (const [p, offsets] of this.outstanding) {
+        const done = committed.get(`${this.output}:${p}`) ?? -1n;
+        if (offsets.length > 0 && offsets[0]! < done)
+          this.outstanding.set(
+            p,
+            offsets.filter((o) => o >= done),
+          );
+      }
+    }
+    const intake = this.intake;
+    const ends = this.intakeEnds;
+    this.intake = [];
+    this.intakeEnds = new Map();
+    const entries = await Promise.all(intake.map(({ rec }) => this.entryOf(rec, now)));
+    for (const e of entries) this.queue.add(e);
+    const planned =
+      this.workers.state === 'Stable'
+        ? planDispatch(this.workers.members, new Map([...this.outstanding].map(([p, o]) => [p, o.length])), 1 + this.options.queuePerWorker, this.queue.size)
+        : [];
+    const chosen = this.queue.take(planned.length, now);
+    if (entries.length === 0 && chosen.length === 0 && ends.size === 0) return;
+    const records: (OutRecord & { topic: string })[] = [];
+    const dispatchedIds = new Set(chosen.map((c) => c.id));
+    // taken in: its backlog entry, unless it is dispatched in this same transaction
+    for (const e of entries)
+      if (!dispatchedIds.has(e.id)) records.push({ topic: this.changelog, key: e.id, value: Buffer.from(JSON.stringify(storedOf(e))), partition: e.partition });
+    const intakeIds = new Set(entries.map((e) => e.id));
+    const stamp = String(Date.now());
+    chosen.forEach((c, i) => {
+      records.push({ topic: this.output, key: c.key, value: c.value, headers: { ...c.headers, [DISPATCHED_AT_HEADER]: stamp }, partition: planned[i]! });
+      if (!intakeIds.has(c.id)) records.push({ topic: this.changelog, key: c.id, value: null, partition: c.partition });
+    });
+    const inputs = [...ends].map(([partition, next]) => ({ groupId: this.groupId, topic: this.stage.input, partition, offset: next.toString() }));
+    let landed;
+    try {
+      landed = await this.producer!.publish(records, inputs);
+    } catch (err) {
+      // the backlog is set up again from the changelog, where these records are (or are not)
+      throw err instanceof SonicError ? err : new SonicError('BROKER_UNAVAILABLE', `dispatcher transaction failed: ${(err as Error).message}`, { cause: err });
+    }
+    // where each dispatched record landed: in order within each partition of the sink
+    const next = new Map(landed.filter((l) => l.topic === this.output).map((l) => [l.partition, l.baseOffset]));
+    for (const p of planned.slice(0, chosen.length)) {
+      const at = next.get(p);
+      if (at === undefined) continue;
+      (this.outstanding.get(p) ?? this.outstanding.set(p, []).get(p)!).push(at);
+      next.set(p, at + 1n);
+    }
+    for (const p of [...this.full]) {
+      if (this.queue.size >= this.options.maxBacklog) break;
+      this.full.delete(p);
+      this.consumer.resume({ topic: this.stage.input, partition: p });
+    }
+  }
+
+  private async entryOf(rec: InRecord, now: number): Promise<Entry> {
+    let cost = 1;
+    let priority = 0;
+    const spec = this.stage.dispatch!;
+    if (rec.value && (spec.cost || spec.priority)) {
+      try {
+        const { value } = await this.codec.decode(rec.value);
+        if (spec.cost) cost = finite(spec.cost(value), 1);
+        if (spec.priority) priority = Math.min(9, Math.max(0, Math.round(finite(spec.priority(value), 0))));
+      } catch (err) {
+        this.logger.warn(
+          { err, partition: rec.partition, offset: rec.offset },
+          'record not decoded: dispatched with priority 0 and cost 1 (its worker decides what it is)',
+        );
+      }
+    }
+    return {
+      id: `${rec.partition}:${rec.offset}`,
+      key: rec.key,
+      value: rec.value,
+      headers: headersToStrings(rec.headers),
+      cost,
+      priority,
+      enqueuedAt: now,
+      partition: rec.partition,
+      offset: BigInt(rec.offset),
+    };
+  }
+
+  private async closeProducer(): Promise<void> {
+    const p = this.producer;
+    this.producer = undefined;
+    await p?.close().catch(() => undefined);
+  }
+
+  private async close(): Promise<void> {
+    await this.consumer.stop().catch((err: unknown) => this.logger.warn({ err }, 'consumer stop failed'));
+    await this.closeProducer();
+    await this.offsets.close().catch(() => undefined);
+  }
+
+  private async fail(err: Error): Promise<void> {
+    if (!this.lifecycle.can('failed')) return;
+    this.logger.error({ err }, 'dispatcher failed');
+    this.lifecycle.to('failed', err.message);
+    this.stopping.abort(err);
+    this.poke();
+    await this.close().catch(() => undefined);
+    this.failure?.(err);
+  }
+}
+
+function storedOf(e: Entry): Stored {
+  return { k: e.key, v: e.value ? e.value.toString('base64') : null, h: e.headers, c: e.cost, p: e.priority, t: e.enqueuedAt };
+}
+
+function finite(n: number, dflt: number): number {
+  return Number.isFinite(n) ? n : dflt;
+}
