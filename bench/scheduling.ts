@@ -53,8 +53,14 @@
  * `bench.start <id> <ms>` with BURST_LOG_STARTS), and reports `failover`: the time from the kill
  * to that task's handler start on another worker (from its output's headers) and to its output.
  *
- *   node --import tsx bench/scheduling.ts [--tasks 300] [--workers 4] [--partitions 4] [--service-ms 200] [--mix equal|lognormal] [--failover]
- *   node --import tsx bench/scheduling.ts --workers 1-12 [--mix equal,lognormal] [--systems sonicflow,bullmq] [--partitions 12]
+ * Dispatch (`dispatch`, --dispatch; the sweep's system 'dispatch'): the same burst with a
+ * dispatcher between prep and infer (bench/fixtures/burst.ts with BURST_DISPATCH=1; two dispatch
+ * processes, the active one and a standby), infer reading `dispatched` (24 partitions): work goes
+ * to a worker when it has room, not by partition ownership (docs/architecture.md, "How work
+ * reaches a GPU"). --session-timeout-ms sets the stage processes' session timeout (failover).
+ *
+ *   node --import tsx bench/scheduling.ts [--tasks 300] [--workers 4] [--partitions 4] [--service-ms 200] [--mix equal|lognormal] [--failover] [--dispatch] [--session-timeout-ms N]
+ *   node --import tsx bench/scheduling.ts --workers 1-12 [--mix equal,lognormal] [--systems sonicflow,dispatch,bullmq] [--partitions 12]
  *       [--tasks 300] [--service-ms 200] [--seed 1] [--sigma 0.6]
  */
 import { randomUUID } from 'node:crypto';
@@ -109,6 +115,8 @@ export interface SchedulingOptions {
   dispatch?: boolean;
   /** Partitions of `dispatched` (default 24). */
   slots?: number;
+  /** The stage processes' consumer session timeout, ms (SONIC_SESSION_TIMEOUT_MS; default: the processes' own, 30 s); heartbeats every sixth of it. */
+  sessionTimeoutMs?: number;
 }
 
 export interface FailoverResult {
@@ -274,6 +282,12 @@ export async function run(opts: SchedulingOptions = {}): Promise<SchedulingResul
     SONIC_LOG_LEVEL: 'warn',
     ...(opts.killWorkerMidTask ? { BURST_LOG_STARTS: '1' } : {}),
     ...(dispatch ? { BURST_DISPATCH: '1', BURST_SLOTS: String(opts.slots ?? 24) } : {}),
+    ...(opts.sessionTimeoutMs
+      ? {
+          SONIC_SESSION_TIMEOUT_MS: String(opts.sessionTimeoutMs),
+          SONIC_HEARTBEAT_INTERVAL_MS: String(Math.max(100, Math.floor(opts.sessionTimeoutMs / 6))),
+        }
+      : {}),
   };
   for (const k of ['SONIC_BATCH_MAX_RECORDS', 'SONIC_BATCH_MAX_WAIT_MS', 'SONIC_CONCURRENCY']) delete env[k];
   const ctx = new Context({ ...env, SONIC_LOG_LEVEL: 'fatal' }, 'bench');
@@ -656,6 +670,7 @@ if (import.meta.filename === process.argv[1]) {
       sigma: { type: 'string', default: '0.6' },
       systems: { type: 'string', default: 'sonicflow,dispatch,bullmq' },
       dispatch: { type: 'boolean', default: false },
+      'session-timeout-ms': { type: 'string' },
       sweep: { type: 'boolean', default: false },
       failover: { type: 'boolean', default: false },
     },
@@ -692,6 +707,7 @@ if (import.meta.filename === process.argv[1]) {
     mix: (a.mix ?? 'equal') as Mix,
     killWorkerMidTask: a.failover,
     dispatch: a.dispatch,
+    ...(a['session-timeout-ms'] ? { sessionTimeoutMs: Number(a['session-timeout-ms']) } : {}),
   });
   console.log(JSON.stringify(r, null, 2));
   process.exit(0);
