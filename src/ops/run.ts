@@ -25,18 +25,22 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
   const c = ctx.config;
   const registry = createRegistry();
   const metrics = createStageMetrics(registry);
+  // what every stage process's group member and producers share
+  const group = {
+    clientId: c.clientId,
+    sessionTimeoutMs: c.sessionTimeoutMs,
+    heartbeatIntervalMs: c.heartbeatIntervalMs,
+    rebalanceTimeoutMs: c.rebalanceTimeoutMs,
+    fetchMaxWaitMs: c.fetchMaxWaitMs,
+    transactionTimeoutMs: c.transactionTimeoutMs,
+    reconnect: { initialMs: c.reconnectBackoffMs, maxMs: Math.max(c.reconnectBackoffMs, c.reconnectBackoffMaxMs) },
+  };
   const runners = names.map((name) => {
     const stage = findStage(topology, name);
     if (!stage) throw new SonicError('TOPOLOGY_INVALID', `no stage named "${name}" (stages: ${topology.stages.map((s) => s.name).join(', ')})`);
     if (stage.dispatch) {
       const dispatcher = new Dispatcher(ctx.kafka, ctx.serde, topology, stage, ctx.logger.child({ stage: name }), {
-        clientId: c.clientId,
-        sessionTimeoutMs: c.sessionTimeoutMs,
-        heartbeatIntervalMs: c.heartbeatIntervalMs,
-        rebalanceTimeoutMs: c.rebalanceTimeoutMs,
-        fetchMaxWaitMs: c.fetchMaxWaitMs,
-        transactionTimeoutMs: c.transactionTimeoutMs,
-        reconnect: { initialMs: c.reconnectBackoffMs, maxMs: Math.max(c.reconnectBackoffMs, c.reconnectBackoffMaxMs) },
+        ...group,
         queuePerWorker: c.dispatchQueuePerWorker,
         agingMs: c.dispatchAgingMs,
         pollMs: c.dispatchPollMs,
@@ -58,17 +62,11 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
       handler,
       ctx.logger.child({ stage: name }),
       {
-        clientId: c.clientId,
-        sessionTimeoutMs: c.sessionTimeoutMs,
-        heartbeatIntervalMs: c.heartbeatIntervalMs,
-        rebalanceTimeoutMs: c.rebalanceTimeoutMs,
-        fetchMaxWaitMs: c.fetchMaxWaitMs,
-        transactionTimeoutMs: c.transactionTimeoutMs,
+        ...group,
         drainTimeoutMs: c.drainTimeoutMs,
         batchMaxRecords: c.batchMaxRecords,
         batchMaxWaitMs: c.batchMaxWaitMs,
         concurrency: c.concurrency,
-        reconnect: { initialMs: c.reconnectBackoffMs, maxMs: Math.max(c.reconnectBackoffMs, c.reconnectBackoffMaxMs) },
         storeDir: join(c.stateDir, 'stores'),
         ...(c.kafkaSaslUsername ? { principal: `User:${c.kafkaSaslUsername}` } : {}),
       },
@@ -114,7 +112,7 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
           (problems = await deployedProblems(topology, names, admin, c.kafkaSaslUsername ? `User:${c.kafkaSaslUsername}` : undefined))
         ),
         {
-          backoff: { initialMs: c.reconnectBackoffMs, maxMs: Math.max(c.reconnectBackoffMs, c.reconnectBackoffMaxMs) },
+          backoff: group.reconnect,
           logger: ctx.logger,
           signal: stopped.signal,
         },
