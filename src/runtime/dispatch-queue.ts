@@ -52,10 +52,6 @@ export class DispatchQueue<T extends Waiting = Waiting> {
     return this.items.size;
   }
 
-  has(id: string): boolean {
-    return this.items.has(id);
-  }
-
   add(item: T): void {
     this.items.set(item.id, item);
   }
@@ -68,24 +64,12 @@ export class DispatchQueue<T extends Waiting = Waiting> {
     this.items.clear();
   }
 
-  /** Sum of the waiting records' estimated work. */
-  totalCost(): number {
-    let sum = 0;
-    for (const w of this.items.values()) sum += w.cost;
-    return sum;
-  }
-
   /** The best `n` records at `now`, best first, taken out of the queue. */
   take(n: number, now: number): T[] {
     if (n <= 0 || this.items.size === 0) return [];
     const best = [...this.items.values()].sort((a, b) => compareWaiting(a, b, now, this.agingMs)).slice(0, n);
     for (const w of best) this.items.delete(w.id);
     return best;
-  }
-
-  /** Every waiting record, unordered. */
-  values(): IterableIterator<T> {
-    return this.items.values();
   }
 }
 

@@ -161,16 +161,6 @@ export class Dispatcher {
     });
   }
 
-  /** Records waiting in the backlog (this member's, when it is the active one). */
-  get backlog(): number {
-    return this.queue.size;
-  }
-
-  /** Their estimated work, summed. */
-  get backlogCost(): number {
-    return this.queue.totalCost();
-  }
-
   /** Running and a member of the group: active or standing by. */
   get ready(): boolean {
     return this.lifecycle.state === 'running' && this.consumer.joined;
@@ -325,8 +315,7 @@ export class Dispatcher {
   }
 
   private async restoreBacklog(): Promise<void> {
-    const meta = await this.offsets.offsets([this.changelog]);
-    for (const { partition } of meta) {
+    for (let partition = 0; partition < this.topology.topics[this.changelog]!.partitions; partition++) {
       const { start, end } = await this.partitions.range(this.changelog, partition);
       if (end <= start) continue;
       await this.partitions.read(this.changelog, partition, start, end, (records) => {
@@ -356,8 +345,7 @@ export class Dispatcher {
 
   private async restoreOutstanding(): Promise<void> {
     const committed = await this.offsets.committed(this.workersGroup, [this.output]);
-    const meta = await this.offsets.offsets([this.output]);
-    for (const { partition } of meta) {
+    for (let partition = 0; partition < this.topology.topics[this.output]!.partitions; partition++) {
       const { start, end } = await this.partitions.range(this.output, partition);
       const done = committed.get(`${this.output}:${partition}`) ?? -1n;
       const from = done > start ? done : start;
@@ -370,7 +358,9 @@ export class Dispatcher {
   /** Reads the workers' progress (every pollMs), takes in what was read, dispatches to workers with room: one transaction. */
   private async step(): Promise<void> {
     const now = Date.now();
-    if (now - this.lastPoll >= this.options.pollMs) {
+    // nothing waiting and nothing out: the workers have nothing to tell
+    const busy = this.queue.size > 0 || this.intake.length > 0 || [...this.outstanding.values()].some((o) => o.length > 0);
+    if (busy && now - this.lastPoll >= this.options.pollMs) {
       this.lastPoll = now;
       const [committed, workers] = await Promise.all([
         this.offsets.committed(this.workersGroup, [this.output]),
