@@ -1,6 +1,9 @@
 /**
  * The Sonic talking-head pipeline:
- * api → tasks.requested → validate → preprocess → infer → encode → publish → tasks.completed → notify.
+ * api → tasks.requested → validate → preprocess → dispatch → infer → encode → publish → tasks.completed → notify.
+ * dispatch holds the backlog of prepared tasks and hands each to an infer worker (a GPU) when it
+ * is free (src/runtime/dispatcher.ts); it writes no task state, so a task goes from PREPROCESSING
+ * to INFERRING.
  * Each stage is declared once, in its own file under src/stages/; this file composes the stages
  * (one line each, in task order: the task states follow it) with the topics. Every stage of the
  * task path writes tasks.status; every stage has its retry tiers and DLQ (derived by defineTopology).
@@ -9,6 +12,7 @@ import type { TaskState } from '../src/domain/records.js';
 import type { StageDeclaration } from '../src/runtime/stage.js';
 import type { StageDeps } from '../src/stages/common.js';
 import { defineTopology, type EnvironmentProfile, type Topology } from '../src/runtime/topology.js';
+import { dispatch } from '../src/stages/dispatch.js';
 import { encode } from '../src/stages/encode.js';
 import { infer } from '../src/stages/infer.js';
 import { notify } from '../src/stages/notify.js';
@@ -22,7 +26,7 @@ import { validate } from '../src/stages/validate.js';
 export type SonicStage = StageDeclaration<StageDeps, any, any, any> & { state?: TaskState };
 
 /** The stages, in task order. */
-export const SONIC_STAGES: readonly SonicStage[] = [validate, preprocess, infer, encode, publish, notify];
+export const SONIC_STAGES: readonly SonicStage[] = [validate, preprocess, dispatch, infer, encode, publish, notify];
 
 const DAY_MS = 86_400_000;
 const stream = { 'cleanup.policy': 'delete', 'retention.ms': String(7 * DAY_MS) };
@@ -50,8 +54,13 @@ export const SONIC_PROFILES: Record<string, EnvironmentProfile> = {
 export interface SonicTopologyOptions {
   /** Topic prefix (env SONIC_TOPIC_PREFIX). */
   prefix?: string;
-  /** Partitions of every topic (12 by default). */
+  /** Partitions of every topic but tasks.dispatched (12 by default). */
   partitions?: number;
+  /**
+   * Partitions of tasks.dispatched, infer's input, written by dispatch (24 by default): each infer
+   * worker needs one at least, so this bounds infer's replicas; any count up to it is useful.
+   */
+  slots?: number;
   /** Replication factor of every topic (1 on a single local broker). */
   replicationFactor?: number;
   /** Multiplies every retry delay (tests shrink them; the tiers stay the same topics). */
@@ -84,10 +93,15 @@ export function sonicTopology(options: SonicTopologyOptions = {}): Topology {
       'tasks.prepared': {
         valueSchema: 'task-prepared',
         configs: stream,
-        // infer's input: each task is one record here, so key order is moot, and dealing the tasks
-        // evenly keeps every GPU worker busy while a backlog lasts (random task ids do not)
+        // dispatch's input: each task is one record here, so key order is moot
         partitioning: 'balanced',
-        doc: 'Tasks with model-ready audio and image.',
+        doc: 'Tasks with model-ready audio and image; dispatch keeps them until an infer worker is free.',
+      },
+      'tasks.dispatched': {
+        valueSchema: 'task-prepared',
+        partitions: options.slots ?? 24,
+        configs: stream,
+        doc: "Infer's input: dispatch writes each task to a partition of the infer worker it chose (a worker holds one or more), at most two per worker at a time.",
       },
       'tasks.rendered': { valueSchema: 'task-rendered', configs: stream, doc: 'Tasks with a rendered silent video.' },
       'tasks.encoded': { valueSchema: 'task-encoded', configs: stream, doc: 'Tasks with the deliverable MP4.' },

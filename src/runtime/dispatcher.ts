@@ -174,6 +174,8 @@ export class Dispatcher {
           this.assignment = a;
           this.generation += 1;
           this.active = false;
+          // the line every stage process logs when it has joined its group (the demo and the tests wait for it)
+          this.logger.info({ assignment: a.map((tp) => `${tp.topic}:${tp.partition}`).sort(), standby: a.length === 0 }, 'partitions assigned');
           // nothing is taken until the new assignment is set up
           for (const tp of a) this.consumer.pause(tp);
           this.poke();
@@ -192,7 +194,7 @@ export class Dispatcher {
     );
     if (this.lifecycle.can('running')) this.lifecycle.to('running');
     this.loop = this.run();
-    this.logger.info({ group: this.groupId, input: this.stage.input, output: this.output, workers: this.workersGroup }, 'dispatcher running');
+    this.logger.info({ group: this.groupId, input: this.stage.input, output: this.output, workers: this.workersGroup, dispatcher: true }, 'stage running');
   }
 
   async stop(reason: string): Promise<void> {

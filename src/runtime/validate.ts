@@ -143,6 +143,15 @@ export function validateTopology(t: Topology, schemaExists?: (name: string) => b
     }
   }
 
+  // a dispatcher hands records to the partitions its workers hold in their group: the workers must read its one sink
+  for (const s of t.stages) {
+    if (!s.dispatch) continue;
+    const workers = t.stages.find((w) => w.name === s.dispatch?.workers);
+    const sink = Object.values(s.outputs)[0];
+    if (!workers) add(`stage:${s.name}`, `dispatcher ${s.name} dispatches to stage ${s.dispatch.workers}, which is not declared`);
+    else if (workers.input !== sink) add(`stage:${s.name}`, `dispatcher ${s.name} writes ${sink}, but its workers (stage ${workers.name}) read ${workers.input}`);
+  }
+
   for (const topic of Object.values(t.topics)) {
     const consumed = t.stages.some((s) => s.input === topic.name || s.retry.topics.includes(topic.name) || s.stores.some((st) => st.changelog === topic.name));
     if (!consumed && !producers.has(topic.name) && !topic.external) {

@@ -31,7 +31,7 @@ export const infer = taskStage({
   name: 'infer',
   doc: 'Renders the talking head (builtin preview, Sonic CLI, or a Cog server); one task per GPU.',
   state: 'INFERRING',
-  input: TOPICS.prepared,
+  input: TOPICS.dispatched,
   sinks: { rendered: TOPICS.rendered, failed: TOPICS.completed },
   concurrency: 1,
   retry: { delaysMs: [10_000, 60_000, 300_000], maxAttempts: 3 },

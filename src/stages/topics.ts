@@ -14,6 +14,7 @@ export const TOPICS = {
   requested: topic('tasks.requested', 'task-request'),
   validated: topic('tasks.validated', 'task-validated'),
   prepared: topic('tasks.prepared', 'task-prepared'),
+  dispatched: topic('tasks.dispatched', 'task-prepared'),
   rendered: topic('tasks.rendered', 'task-rendered'),
   encoded: topic('tasks.encoded', 'task-encoded'),
   completed: topic('tasks.completed', 'task-completed'),

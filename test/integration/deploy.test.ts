@@ -38,7 +38,8 @@ describe('topology deploy (real broker and registry)', () => {
     for (const t of topics) expect(listed).toContain(t.name);
     const state = await admin.describe([`${prefix}.tasks.status`, `${prefix}.infer.retry.3`]);
     expect(state.get(`${prefix}.tasks.status`)).toMatchObject({ partitions: 12, configs: { 'cleanup.policy': 'compact' } });
-    expect(state.get(`${prefix}.infer.retry.3`)?.partitions).toBe(12);
+    // a retry tier is partitioned like its stage's input: infer reads tasks.dispatched, one partition per worker slot
+    expect(state.get(`${prefix}.infer.retry.3`)?.partitions).toBe(24);
     await admin.close();
 
     const subjects = await ctx.registryAdmin.subjects();

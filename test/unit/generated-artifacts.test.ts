@@ -54,7 +54,8 @@ describe('generated files', () => {
   it('lists in the topic table who writes and who reads each topic', () => {
     const table = renderTopicTable(topology);
     expect(table).toContain('| `sonic.tasks.requested` | `task-request` | BACKWARD | api (external) | validate |');
-    expect(table).toContain('| `sonic.tasks.prepared` | `task-prepared` | BACKWARD | preprocess | infer | ');
+    expect(table).toContain('| `sonic.tasks.prepared` | `task-prepared` | BACKWARD | preprocess | dispatch | ');
+    expect(table).toContain('| `sonic.tasks.dispatched` | `task-prepared` | BACKWARD | dispatch | infer | ');
     expect(table).toMatch(/\| `sonic\.tasks\.prepared` .*Partitioned `balanced`\. \|$/m);
     expect(table).not.toMatch(/`sonic\.[a-z-]+\.(retry\.\d+|dlq)`/);
   });

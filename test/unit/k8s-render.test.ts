@@ -259,10 +259,13 @@ describe('k8s render: local state on a writable volume', () => {
       (m) => !(m as { readOnly?: boolean }).readOnly && volumes.has(m.name) && (dir === m.mountPath || dir.startsWith(`${m.mountPath}/`)),
     );
   };
-  /** The containers that open a state store: the API (its status view) and every stage that declares stores. */
+  /** The containers that open a state store: the API (its status view) and every stage that declares stores (a dispatcher keeps its backlog in memory). */
   const storeOpeners = (t: Topology, objs: K8sObject[]): [Workload, Container][] =>
     workloads(objs)
-      .filter((w) => component(w) === 'api' || (t.stages.find((s) => s.name === component(w))?.stores.length ?? 0) > 0)
+      .filter((w) => {
+        const stage = t.stages.find((s) => s.name === component(w));
+        return component(w) === 'api' || (stage !== undefined && stage.stores.length > 0 && !stage.dispatch);
+      })
       .map((w) => [w, container(w)]);
 
   it('gives every container that opens a store SONIC_STATE_DIR on a writable mount (the API and validate here)', () => {
@@ -356,7 +359,8 @@ describe('k8s render: KEDA ScaledObjects', () => {
       expect(deploymentNames.has(so.spec.scaleTargetRef.name)).toBe(true);
       expect(so.spec.scaleTargetRef.name).toBe(`sonicflow-${stage.name}`);
       expect(so.spec.triggers.map((t) => t.metadata.topic)).toEqual([stage.input, ...stage.retry.topics]);
-      expect(so.spec.triggers.length).toBeGreaterThan(1);
+      // the input and its retry tiers (a dispatcher has none: it retries nothing itself)
+      expect(so.spec.triggers.length).toBe(1 + stage.retry.topics.length);
       for (const t of so.spec.triggers) {
         expect(t.type).toBe('kafka');
         // KEDA metadata is a map of strings

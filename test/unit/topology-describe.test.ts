@@ -55,7 +55,8 @@ describe('topology describe', () => {
     const text = describeTopology(sonicTopology());
     expect(text).not.toMatch(/KSTREAM|-\d{10}/);
     for (const stage of STAGES) {
-      expect(text).toContain(`Processor: ${stage} (stores: [${stage === 'validate' ? 'seen' : ''}])`);
+      const stores = { validate: 'seen', dispatch: 'backlog' }[stage] ?? '';
+      expect(text).toContain(`Processor: ${stage} (stores: [${stores}])`);
       expect(text).toContain(`Source: ${stage}-source (topics: [`);
     }
   });

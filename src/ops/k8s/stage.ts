@@ -63,8 +63,9 @@ export function stageDeployment(topology: Topology, stage: StageSpec, opts: Rend
   const gpu = r.gpuStages ? r.gpuStages.has(stage.name) : (stage.resources?.gpus ?? 0) > 0;
   const podLabels = labels(stage.name);
   // a stage with state stores keeps their local copies under SONIC_STATE_DIR/stores: an emptyDir
-  // (the changelog topics are the truth; a new pod restores from them, a restarted container resumes)
-  const stores = stage.stores.length > 0;
+  // (the changelog topics are the truth; a new pod restores from them, a restarted container resumes).
+  // A dispatcher's backlog is held in memory and restored from its changelog: no local copy.
+  const stores = stage.stores.length > 0 && !stage.dispatch;
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
