@@ -32,6 +32,12 @@ const int =
     return n;
   };
 
+/** 0 (the setting's "not set": another source decides), else what `parse` accepts. */
+const zeroOr =
+  (parse: Parser<number>): Parser<number> =>
+  (raw, name) =>
+    raw.trim() === '0' ? 0 : parse(raw, name);
+
 const num =
   (min: number, max: number): Parser<number> =>
   (raw, name) => {
@@ -246,11 +252,11 @@ export const SETTINGS = {
   kafkaRequestTimeoutMs: def('SONIC_KAFKA_REQUEST_TIMEOUT_MS', 30000, int(100, 600_000), 'Timeout of one Kafka request, ms.'),
   sessionTimeoutMs: def(
     'SONIC_SESSION_TIMEOUT_MS',
-    30000,
-    int(6000, 1_800_000),
-    'Consumer group session timeout, ms: how soon a dead stage process loses its partitions.',
+    0,
+    zeroOr(int(6000, 1_800_000)),
+    "Consumer group session timeout, ms: how soon a stage process that died without leaving loses its partitions. 0: the stage's own (infer and dispatch declare 6000, so a dead GPU worker's tasks go to another within seconds), else 30000.",
   ),
-  heartbeatIntervalMs: def('SONIC_HEARTBEAT_INTERVAL_MS', 3000, int(100, 600_000), 'Consumer heartbeat interval, ms (at most a third of the session timeout).'),
+  heartbeatIntervalMs: def('SONIC_HEARTBEAT_INTERVAL_MS', 3000, int(100, 600_000), 'Consumer heartbeat interval, ms; at most a third of the session timeout is used.'),
   rebalanceTimeoutMs: def('SONIC_REBALANCE_TIMEOUT_MS', 60000, int(1000, 1_800_000), 'How long the group waits for members to rejoin during a rebalance, ms.'),
   fetchMaxWaitMs: def('SONIC_FETCH_MAX_WAIT_MS', 100, int(1, 30_000), 'Longest a fetch waits for new records, ms; also the pause-poll granularity.'),
   transactionTimeoutMs: def(

@@ -44,6 +44,15 @@ export interface GroupConsumerOptions {
    * holds them keeps them, so a standby that joins never takes over from a live active member.
    */
   singleton?: { holding: () => boolean };
+  /**
+   * Sticky assignment (when neither of the above): `held` tells which partitions this member
+   * holds now; it says so when it joins, and the assignor leaves every member what it holds
+   * within an even share, moving only what must move (a member that left, a member that joined).
+   * A worker that keeps its partition through a rebalance keeps its record in hand: a render in
+   * progress is not aborted because another GPU came or went. Members that do not offer it (a
+   * rolling upgrade) make the group fall back to round robin.
+   */
+  sticky?: { held: () => Assignment };
   /** Waits between tries to reach the broker (start, restarts after a crash). */
   reconnect: BackoffOptions;
   logger: Logger;
@@ -84,6 +93,91 @@ export interface GroupConsumerEvents {
 
 /** The name (group protocol) of the co-partitioning assignor. */
 export const CO_PARTITIONED = 'SonicflowCoPartitioned';
+
+/** The name (group protocol) of the sticky assignor. */
+export const STICKY = 'SonicflowSticky';
+
+/**
+ * The sticky rule, per topic: every member gets ⌊P/n⌋ or ⌈P/n⌉ of its P partitions (the larger
+ * shares to the members already holding the most); a member keeps what it holds up to its share
+ * (a partition claimed by two, the first by member id); what is left goes one at a time to the
+ * member with the fewest. `held` maps a member id to the partitions it says it holds, by topic.
+ */
+export function stickyAssignment(
+  memberIds: readonly string[],
+  held: ReadonlyMap<string, Record<string, number[]>>,
+  partitions: Record<string, number[]>,
+): Map<string, Record<string, number[]>> {
+  const ids = [...memberIds].sort();
+  const out = new Map<string, Record<string, number[]>>(ids.map((m) => [m, {}]));
+  if (ids.length === 0) return out;
+  for (const [topic, all] of Object.entries(partitions)) {
+    const exists = new Set(all);
+    const claimed = new Set<number>();
+    const claims = new Map<string, number[]>();
+    for (const m of ids) {
+      const mine = [...new Set(held.get(m)?.[topic] ?? [])].filter((p) => exists.has(p) && !claimed.has(p)).sort((a, b) => a - b);
+      mine.forEach((p) => claimed.add(p));
+      claims.set(m, mine);
+    }
+    const base = Math.floor(all.length / ids.length);
+    let extra = all.length % ids.length;
+    const quota = new Map<string, number>();
+    for (const m of [...ids].sort((a, b) => claims.get(b)!.length - claims.get(a)!.length || (a < b ? -1 : 1))) {
+      quota.set(m, base + (extra > 0 ? 1 : 0));
+      if (extra > 0) extra -= 1;
+    }
+    const given = new Map<string, number[]>();
+    const kept = new Set<number>();
+    for (const m of ids) {
+      const keep = claims.get(m)!.slice(0, quota.get(m));
+      keep.forEach((p) => kept.add(p));
+      given.set(m, keep);
+    }
+    for (const p of [...all].filter((x) => !kept.has(x)).sort((a, b) => a - b)) {
+      const m = ids.filter((x) => given.get(x)!.length < quota.get(x)!).sort((a, b) => given.get(a)!.length - given.get(b)!.length || (a < b ? -1 : 1))[0]!;
+      given.get(m)!.push(p);
+    }
+    for (const m of ids) if (given.get(m)!.length > 0) out.get(m)![topic] = given.get(m)!.sort((a, b) => a - b);
+  }
+  return out;
+}
+
+/** See {@link GroupConsumerOptions.sticky}; the member's held partitions travel as JSON in its metadata. */
+function stickyAssigner(held: () => Assignment): PartitionAssigner {
+  return ({ cluster }) => ({
+    name: STICKY,
+    version: 0,
+    async assign({ members, topics }) {
+      const claims = new Map<string, Record<string, number[]>>();
+      for (const m of members) {
+        try {
+          const data = AssignerProtocol.MemberMetadata.decode(m.memberMetadata)?.userData;
+          const parsed: unknown = data && data.length > 0 ? JSON.parse(data.toString('utf8')) : {};
+          if (parsed && typeof parsed === 'object') claims.set(m.memberId, parsed as Record<string, number[]>);
+        } catch {
+          // a member whose claim cannot be read holds nothing: its partitions are dealt anew
+        }
+      }
+      const all: Record<string, number[]> = {};
+      for (const topic of topics) all[topic] = cluster.findTopicPartitionMetadata(topic).map((p) => p.partitionId);
+      const assignment = stickyAssignment(
+        members.map((m) => m.memberId),
+        claims,
+        all,
+      );
+      return [...assignment].map(([memberId, a]) => ({
+        memberId,
+        memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 0, assignment: a, userData: Buffer.alloc(0) }),
+      }));
+    },
+    protocol({ topics }) {
+      const mine: Record<string, number[]> = {};
+      for (const tp of held()) (mine[tp.topic] ??= []).push(tp.partition);
+      return { name: STICKY, metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.from(JSON.stringify(mine)) }) };
+    },
+  });
+}
 
 /**
  * Splits an assignment by partition number: `complete` holds the partitions whose number this
@@ -191,6 +285,9 @@ export class GroupConsumer {
       allowAutoTopicCreation: false,
       ...(options.coPartitioned ? { partitionAssigners: [coPartitionedAssigner, PartitionAssigners.roundRobin] } : {}),
       ...(options.singleton ? { partitionAssigners: [singletonAssigner(options.singleton.holding)] } : {}),
+      ...(options.sticky && !options.coPartitioned && !options.singleton
+        ? { partitionAssigners: [stickyAssigner(options.sticky.held), PartitionAssigners.roundRobin] }
+        : {}),
       // kafkajs restarts after a fixed pause, and never after some errors: we restart it ourselves
       retry: { retries: 5, restartOnFailure: async () => false },
     });

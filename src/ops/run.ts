@@ -11,12 +11,22 @@ import { createRegistry, createStageMetrics, serveMetrics } from '../core/metric
 import { BrokerHealth } from '../kafka/health.js';
 import { Dispatcher } from '../runtime/dispatcher.js';
 import { StageRunner } from '../runtime/runner.js';
-import { findStage } from '../runtime/topology.js';
+import { findStage, type StageSpec } from '../runtime/topology.js';
+import type { Config } from '../core/config.js';
 import { assertValidTopology, type TopologyProblem } from '../runtime/validate.js';
 import { TopicAdmin } from '../kafka/admin.js';
 import { untilConnected } from '../kafka/client.js';
 import { deployedProblems } from './deploy.js';
 import type { Context } from '../app/context.js';
+
+/** A stage's session timeout when neither SONIC_SESSION_TIMEOUT_MS nor the stage sets one, ms. */
+export const DEFAULT_SESSION_TIMEOUT_MS = 30_000;
+
+/** SONIC_SESSION_TIMEOUT_MS when set, else the stage's own, else 30 s; heartbeats at most a third of it apart. */
+export function groupSession(c: Pick<Config, 'sessionTimeoutMs' | 'heartbeatIntervalMs'>, stage: Pick<StageSpec, 'sessionTimeoutMs'>) {
+  const sessionTimeoutMs = c.sessionTimeoutMs || stage.sessionTimeoutMs || DEFAULT_SESSION_TIMEOUT_MS;
+  return { sessionTimeoutMs, heartbeatIntervalMs: Math.max(100, Math.min(c.heartbeatIntervalMs, Math.floor(sessionTimeoutMs / 3))) };
+}
 
 export async function runStages(ctx: Context, names: string[], file?: string): Promise<number> {
   const topology = await ctx.topology(file);
@@ -25,11 +35,9 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
   const c = ctx.config;
   const registry = createRegistry();
   const metrics = createStageMetrics(registry);
-  // what every stage process's group member and producers share
-  const group = {
+  // what every stage process's group member and producers share; the session is the stage's (below)
+  const shared = {
     clientId: c.clientId,
-    sessionTimeoutMs: c.sessionTimeoutMs,
-    heartbeatIntervalMs: c.heartbeatIntervalMs,
     rebalanceTimeoutMs: c.rebalanceTimeoutMs,
     fetchMaxWaitMs: c.fetchMaxWaitMs,
     transactionTimeoutMs: c.transactionTimeoutMs,
@@ -38,6 +46,7 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
   const runners = names.map((name) => {
     const stage = findStage(topology, name);
     if (!stage) throw new SonicError('TOPOLOGY_INVALID', `no stage named "${name}" (stages: ${topology.stages.map((s) => s.name).join(', ')})`);
+    const group = { ...shared, ...groupSession(c, stage) };
     if (stage.dispatch) {
       const dispatcher = new Dispatcher(ctx.kafka, ctx.serde, topology, stage, ctx.logger.child({ stage: name }), {
         ...group,
@@ -112,7 +121,7 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
           (problems = await deployedProblems(topology, names, admin, c.kafkaSaslUsername ? `User:${c.kafkaSaslUsername}` : undefined))
         ),
         {
-          backoff: group.reconnect,
+          backoff: shared.reconnect,
           logger: ctx.logger,
           signal: stopped.signal,
         },

@@ -125,6 +125,9 @@ export class StageRunner {
       logger,
       // store partition p is the input's and every retry tier's partition p: one member holds them all
       coPartitioned: stage.stores.length > 0,
+      // otherwise a member keeps what it holds through a rebalance: a record in hand is not aborted
+      // because another replica came or went (a render on a GPU, minutes of work)
+      sticky: { held: () => [...this.parts.values()].map((p) => p.tp) },
     });
     this.stores =
       stage.stores.length > 0

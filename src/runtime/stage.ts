@@ -198,6 +198,14 @@ export interface StageDeclaration<D = never, In = unknown, S extends Sinks = Sin
   /** Partitions processed concurrently by one process (default 1). */
   concurrency?: number;
   batch?: Partial<BatchSpec>;
+  /**
+   * The stage's consumer group session timeout, ms (6000 to 1800000): how soon a replica that died
+   * without leaving (SIGKILL, a lost node) loses its partitions to the others. Unset: 30 s.
+   * SONIC_SESSION_TIMEOUT_MS, when set, wins. Heartbeats go on while a handler works, so a long
+   * handler needs no long session; a GPU stage declares a short one so that a dead worker's tasks
+   * go to another within seconds.
+   */
+  sessionTimeoutMs?: number;
   scaling?: Partial<ScalingSpec>;
   /** What one replica needs (CPU, memory, GPUs); renderers use a small default without it. */
   resources?: ResourceSpec;
@@ -252,6 +260,8 @@ export function defineDispatch<In, S extends Sinks>(decl: {
     ...decl,
     emitsStatus: false,
     retry: { delaysMs: [], maxAttempts: 1 },
+    // a standby takes over within seconds of the active dispatcher's death
+    sessionTimeoutMs: 6000,
     scaling: { minReplicas: 2, maxReplicas: 2, ...decl.scaling },
     stores: { backlog: { doc: 'records waiting for a free worker, by input partition and offset; a tombstone once dispatched' } },
     create: () => {

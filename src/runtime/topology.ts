@@ -56,6 +56,8 @@ export interface StageSpec {
   dlq: string;
   /** Partitions processed concurrently by one process. */
   concurrency: number;
+  /** The consumer group session timeout the stage declares, ms (see `StageDeclaration.sessionTimeoutMs`). */
+  sessionTimeoutMs?: number;
   /** Records of one partition per transaction, and how long to wait to fill a batch. */
   batch: BatchSpec;
   scaling: ScalingSpec;
@@ -125,7 +127,10 @@ export interface TopicDecl {
 }
 
 /** A stage as plain data (no code): a declaration's settings, with topic keys instead of references. */
-export type StageDecl = Pick<StageDeclaration, 'doc' | 'emitsStatus' | 'retry' | 'concurrency' | 'batch' | 'scaling' | 'resources' | 'stores'> & {
+export type StageDecl = Pick<
+  StageDeclaration,
+  'doc' | 'emitsStatus' | 'retry' | 'concurrency' | 'batch' | 'scaling' | 'resources' | 'stores' | 'sessionTimeoutMs'
+> & {
   /** Topic key (without prefix) of the input. */
   input: string;
   /** Sink name → topic key (without prefix). */
@@ -259,6 +264,7 @@ export function defineTopology(decl: TopologyDecl): Topology {
       retry: { delaysMs, maxAttempts: s.retry?.maxAttempts ?? Math.max(retryDefault.maxAttempts, 1), topics: retryTopics },
       dlq,
       concurrency: s.concurrency ?? 1,
+      ...(s.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: s.sessionTimeoutMs }),
       batch: { maxRecords: s.batch?.maxRecords ?? 50, maxWaitMs: s.batch?.maxWaitMs ?? 100 },
       scaling: {
         minReplicas: s.scaling?.minReplicas ?? 1,
@@ -306,6 +312,7 @@ function stageEntries(stages: TopologyDecl['stages']): [string, StageEntry][] {
       ...(d.retry ? { retry: d.retry } : {}),
       ...(d.concurrency === undefined ? {} : { concurrency: d.concurrency }),
       ...(d.batch ? { batch: d.batch } : {}),
+      ...(d.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: d.sessionTimeoutMs }),
       ...(d.scaling ? { scaling: d.scaling } : {}),
       ...(d.resources ? { resources: d.resources } : {}),
       ...(d.stores ? { stores: d.stores } : {}),

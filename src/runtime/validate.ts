@@ -106,6 +106,11 @@ export function validateTopology(t: Topology, schemaExists?: (name: string) => b
       add(node, `stage ${s.name} scaling bounds are inconsistent: min ${minReplicas}, max ${maxReplicas}`);
     }
     if (s.concurrency < 1) add(node, `stage ${s.name} concurrency must be >= 1, got ${s.concurrency}`);
+    const session = s.sessionTimeoutMs;
+    if (session !== undefined && !(Number.isInteger(session) && session >= 6000 && session <= 1_800_000)) {
+      // the broker's group.min.session.timeout.ms is 6 s by default: a shorter one is refused at join
+      add(node, `stage ${s.name} sessionTimeoutMs must be a whole number of ms in [6000, 1800000], got ${session}`);
+    }
     const gpus = s.resources?.gpus;
     if (gpus !== undefined && !(Number.isInteger(gpus) && gpus >= 0)) add(node, `stage ${s.name} gpus must be a whole number >= 0, got ${gpus}`);
     // the schemas the stage's code is typed against must be the topics' schemas

@@ -34,6 +34,9 @@ export const infer = taskStage({
   input: TOPICS.dispatched,
   sinks: { rendered: TOPICS.rendered, failed: TOPICS.completed },
   concurrency: 1,
+  // a GPU worker killed mid-render (SIGKILL, a lost node): its partitions, and the render it held,
+  // go to another worker after 6 s, not 30 (heartbeats go on while it renders, so a long render is fine)
+  sessionTimeoutMs: 6000,
   retry: { delaysMs: [10_000, 60_000, 300_000], maxAttempts: 3 },
   batch: { maxRecords: 1, maxWaitMs: 0 },
   scaling: { maxReplicas: 8, lagThreshold: 2, targetDrainSeconds: 600 },
