@@ -303,7 +303,12 @@ export const SETTINGS = {
     int(-1, 600_000),
     'Longest a batch collects before it commits, ms (the commit interval); -1 keeps the topology value.',
   ),
-  concurrency: def('SONIC_CONCURRENCY', 0, int(0, 1024), 'Partitions a stage process works on at once; 0 keeps the topology value.'),
+  concurrency: def(
+    'SONIC_CONCURRENCY',
+    0,
+    int(0, 1024),
+    'Handlers a stage process runs at once (records of one partition stay in order; a batch commits while the next one is handled, so up to twice as many partitions are worked on); 0 keeps the topology value.',
+  ),
   reconnectBackoffMs: def(
     'SONIC_RECONNECT_BACKOFF_MS',
     500,

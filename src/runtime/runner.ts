@@ -17,17 +17,24 @@
  *   kafkajs gives up, and a partition whose transaction failed keeps trying to go back to its
  *   committed offset (clamped to the log start) with capped backoff while the broker is away.
  *
- * This file is the scheduling: which partition gets a worker slot, and the worker's loop of
- * handling records into batches. A partition's own state and steps (taking fetched batches,
+ * - Handlers overlap commits: `concurrency` bounds the handlers at work, not the workers. Up to
+ *   twice as many partitions have a worker; a worker takes a handler slot for handling its batch
+ *   and gives it back before the batch's transaction, so the next partition's batch is handled
+ *   while this one commits (a GPU stage of concurrency 1 is not idle during every commit).
+ *
+ * This file is the scheduling: which partition gets a worker and a handler slot, and the worker's
+ * loop of handling records into batches. A partition's own state and steps (taking fetched batches,
  * fencing, committing, recovering) are `Partition`'s (`partition.ts`), where its fetching restarts
  * `PartitionRecovery`'s (`recovery.ts`).
  */
+import { setMaxListeners } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
 import type { BackoffOptions } from '../core/retry.js';
+import { Slots, type Release } from '../core/slots.js';
 import { untilConnected, type KafkaClient } from '../kafka/client.js';
 import { CO_PARTITIONED, GroupConsumer, byCompleteNumber, type Assignment, type BatchInfo } from '../kafka/consumer.js';
 import { PlainProducer, TxProducer, type InRecord } from '../kafka/io.js';
@@ -38,7 +45,7 @@ import { groupId, transactionalId } from './names.js';
 import { Partition, type Handled, type PartitionHost } from './partition.js';
 import { StageProgram, type Outcome } from './program.js';
 import { PartitionRecovery, keyOf } from './recovery.js';
-import { StageStores } from './stage-stores.js';
+import { StageStores, type BatchWrites } from './stage-stores.js';
 import type { StageHandler } from './stage.js';
 import type { StageSpec, Topology } from './topology.js';
 
@@ -72,11 +79,14 @@ export class StageRunner {
   private readonly consumer: GroupConsumer;
   private readonly progress: PlainProducer;
   private readonly parts = new Map<string, Partition>();
-  /** Partitions with records to handle, waiting for a worker slot. */
+  /** Partitions with records to handle, waiting for a worker. */
   private readonly runnable: Partition[] = [];
   private readonly maxRecords: number;
   private readonly maxWaitMs: number;
+  /** Handlers at work at once (`concurrency`); workers may be twice as many. */
   private readonly concurrency: number;
+  /** The handler slots: a worker holds one while it handles a batch, not while the batch commits. */
+  private readonly handlers: Slots;
   private readonly recovery: PartitionRecovery;
   /** The stage's state stores; undefined for a stage without (which pays nothing for them). */
   private readonly stores: StageStores | undefined;
@@ -84,6 +94,7 @@ export class StageRunner {
   private readonly host: PartitionHost;
   /** Aborted by stop(): ends the waits for the broker. */
   private readonly stopping = new AbortController();
+  /** Workers (partitions being worked on): at most `2 × concurrency`. */
   private active = 0;
   /** Store partitions a worker is at (a stage with stores): one worker per store partition at a time. */
   private readonly storeBusy = new Set<number>();
@@ -110,6 +121,9 @@ export class StageRunner {
     this.maxRecords = options.batchMaxRecords || stage.batch.maxRecords;
     this.maxWaitMs = options.batchMaxWaitMs !== undefined && options.batchMaxWaitMs >= 0 ? options.batchMaxWaitMs : stage.batch.maxWaitMs;
     this.concurrency = options.concurrency || stage.concurrency;
+    this.handlers = new Slots(this.concurrency);
+    // every worker waiting for a handler slot listens to the stop signal
+    setMaxListeners(2 * this.concurrency + 20, this.stopping.signal);
     this.progress = new PlainProducer(kafka);
     this.program = new StageProgram(topology, stage, handler, codec, {
       logger,
@@ -332,7 +346,7 @@ export class StageRunner {
     return true;
   }
 
-  /** Queues a partition for a worker slot, or sets a timer when its head retry is not due yet. */
+  /** Queues a partition for a worker, or sets a timer when its head retry is not due yet. */
   private schedule(p: Partition): void {
     if (p.busy || !p.owned || p.queue.length === 0 || this.runnable.includes(p) || this.lifecycle.state !== 'running') return;
     const wait = this.program.dueAt(p.queue[0]!) - Date.now();
@@ -344,8 +358,12 @@ export class StageRunner {
     this.pump();
   }
 
+  /**
+   * Gives runnable partitions workers: up to twice the handler slots, so that while one worker
+   * commits, another already waits for (or holds) the slot it gives back.
+   */
   private pump(): void {
-    while (this.active < this.concurrency) {
+    while (this.active < 2 * this.concurrency) {
       // a stage with stores: one worker per store partition (input p and its retry tiers p take turns)
       const i = this.stores ? this.runnable.findIndex((q) => !this.storeBusy.has(q.tp.partition)) : this.runnable.length > 0 ? 0 : -1;
       if (i < 0) return;
@@ -364,7 +382,10 @@ export class StageRunner {
     }
   }
 
-  /** Handles the queued records of one partition in batches, one transaction per batch. */
+  /**
+   * Handles the queued records of one partition in batches, one transaction per batch. A batch is
+   * handled holding a handler slot, which goes back before the batch commits.
+   */
   private async work(p: Partition): Promise<void> {
     // what a refusal by the authorizer is about: the partition's own resources until a batch commits
     let writing: string[] | undefined;
@@ -380,32 +401,41 @@ export class StageRunner {
             for (const q of [...this.parts.values()]) if (q.tp.partition === n && q.owned) await q.fence();
           });
         }
+        const release = await this.handlerSlot(p);
+        if (!release) return;
         const batch: Handled[] = [];
-        const writes = this.stores?.batch(n);
-        const started = Date.now();
-        while (
-          p.queue.length > 0 &&
-          batch.length < this.maxRecords &&
-          (batch.length === 0 || (Date.now() - started < this.maxWaitMs && this.lifecycle.state === 'running'))
-        ) {
-          const raw = p.queue[0]!;
-          const due = this.program.dueAt(raw);
-          if (due > Date.now()) break; // not due: commit what we have, the timer resumes us
-          p.queue.shift();
-          if (due > 0) this.metrics?.retryLatenessSeconds.observe({ stage: this.stage.name, topic: raw.topic }, (Date.now() - due) / 1000);
-          this.metrics?.inFlight.inc({ stage: this.stage.name });
-          let outcome: Outcome;
-          try {
-            outcome = await this.program.process(raw, p.abort.signal, writes?.forRecord());
-          } finally {
-            this.metrics?.inFlight.dec({ stage: this.stage.name });
+        let writes: BatchWrites | undefined;
+        try {
+          writes = this.stores?.batch(n);
+          // the batch's wait bound runs from when it may be handled, not from when the worker began waiting
+          const started = Date.now();
+          while (
+            p.queue.length > 0 &&
+            batch.length < this.maxRecords &&
+            (batch.length === 0 || (Date.now() - started < this.maxWaitMs && this.lifecycle.state === 'running'))
+          ) {
+            const raw = p.queue[0]!;
+            const due = this.program.dueAt(raw);
+            if (due > Date.now()) break; // not due: commit what we have, the timer resumes us
+            p.queue.shift();
+            if (due > 0) this.metrics?.retryLatenessSeconds.observe({ stage: this.stage.name, topic: raw.topic }, (Date.now() - due) / 1000);
+            this.metrics?.inFlight.inc({ stage: this.stage.name });
+            let outcome: Outcome;
+            try {
+              outcome = await this.program.process(raw, p.abort.signal, writes?.forRecord());
+            } finally {
+              this.metrics?.inFlight.dec({ stage: this.stage.name });
+            }
+            this.metrics?.handlerSeconds.observe({ stage: this.stage.name, outcome: outcome.kind }, outcome.handlerMs / 1000);
+            if (outcome.kind === 'aborted') {
+              p.drop(batch.length + 1, 'handler aborted: partition revoked or process stopping');
+              return;
+            }
+            batch.push({ raw, outcome });
           }
-          this.metrics?.handlerSeconds.observe({ stage: this.stage.name, outcome: outcome.kind }, outcome.handlerMs / 1000);
-          if (outcome.kind === 'aborted') {
-            p.drop(batch.length + 1, 'handler aborted: partition revoked or process stopping');
-            return;
-          }
-          batch.push({ raw, outcome });
+        } finally {
+          // the next batch (of another partition) is handled while this one commits
+          release();
         }
         if (batch.length === 0) return;
         writing = [...new Set(batch.flatMap((b) => b.outcome.records.map((r) => r.topic)))];
@@ -424,6 +454,23 @@ export class StageRunner {
     } catch (err) {
       await this.partitionFailed(p, err, writing);
     }
+  }
+
+  /**
+   * Waits for a handler slot (FIFO among the workers). Undefined, holding nothing, when the runner
+   * stops or the partition is revoked meanwhile, or when there is nothing left to handle once the
+   * slot is ours (the worker then ends).
+   */
+  private async handlerSlot(p: Partition): Promise<Release | undefined> {
+    let release: Release;
+    try {
+      release = await this.handlers.acquire(this.stopping.signal, p.abort.signal);
+    } catch {
+      return undefined;
+    }
+    if (this.lifecycle.state === 'running' && p.owned && p.queue.length > 0) return release;
+    release();
+    return undefined;
   }
 
   /** See {@link PartitionHost.failed}. */

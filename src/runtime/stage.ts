@@ -195,7 +195,11 @@ export interface StageDeclaration<D = never, In = unknown, S extends Sinks = Sin
   /** Whether the stage writes a status event per record (default true when the topology has a status topic). */
   emitsStatus?: boolean;
   retry?: Partial<RetrySpec>;
-  /** Partitions processed concurrently by one process (default 1). */
+  /**
+   * Handlers one process runs at once (default 1); records of one partition are handled in order.
+   * A batch's transaction commits while the next batch (of another partition) is handled, so up
+   * to twice as many partitions are worked on at once.
+   */
   concurrency?: number;
   batch?: Partial<BatchSpec>;
   /**

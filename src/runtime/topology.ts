@@ -54,7 +54,7 @@ export interface StageSpec {
   emitsStatus: boolean;
   retry: RetrySpec & { topics: string[] };
   dlq: string;
-  /** Partitions processed concurrently by one process. */
+  /** Handlers one process runs at once (see `StageDeclaration.concurrency`). */
   concurrency: number;
   /** The consumer group session timeout the stage declares, ms (see `StageDeclaration.sessionTimeoutMs`). */
   sessionTimeoutMs?: number;
