@@ -68,7 +68,8 @@ describe('handlers overlap commits (real broker)', () => {
         `mean ${(gaps.reduce((s, g) => s + g, 0) / gaps.length).toFixed(2)} ms, max ${sorted.at(-1)!.toFixed(2)} ms; ` +
         `${times.at(-1)!.end_ms - times[0]!.start_ms} ms for 60 × 40 ms`,
     );
-    // before, the handler slot was held through each commit (~17 ms of idle GPU per record)
-    expect(median).toBeLessThan(3);
+    // before, the handler slot was held through each commit: a median gap of one commit (8–17 ms
+    // here); now the next handler begins while the last commit runs (under 1 ms on an idle machine)
+    expect(median).toBeLessThan(4);
   }, 180_000);
 });
