@@ -216,6 +216,10 @@ export interface SchedulingResult {
   /** Mean handler time, and mean gap between one handler's end and the same worker's next start, ms. */
   serviceMsMeasured: number;
   gapMsMean: number;
+  /** From the first task in `in` to the first handler start: the pipeline's latency before any work (prep hop, dispatch). */
+  firstStartMs: number;
+  /** Between the first and the last worker to finish its last task: the burst's ragged end. */
+  lastEndSpreadMs: number;
   /** Tasks per partition of `prepared`, and per worker with its busy and idle-while-backlog seconds. */
   perPartition: number[];
   perWorker: { worker: string; tasks: number; busyS: number; idleWhileBacklogS: number }[];
@@ -553,6 +557,10 @@ function metrics(rows: TaskRow[], o: MeasureOptions): SchedulingResult {
     idleWhileBacklogPct: (100 * idleLag) / 1000 / workerS,
     serviceMsMeasured: mean(rows.map((r) => r.end - r.start)),
     gapMsMean: mean(gaps),
+    firstStartMs: Math.min(...rows.map((r) => r.start)) - first,
+    lastEndSpreadMs:
+      Math.max(...workerIds.map((w) => Math.max(...rows.filter((r) => r.worker === w).map((r) => r.end)))) -
+      Math.min(...workerIds.map((w) => Math.max(...rows.filter((r) => r.worker === w).map((r) => r.end)))),
     perPartition,
     perWorker,
     notes: silent > 0 ? `${silent} worker(s) handled no task` : '',

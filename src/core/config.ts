@@ -271,6 +271,12 @@ export const SETTINGS = {
     int(0, 100),
     'A dispatcher stage: records queued for each worker besides the one it works on (the next one is there when it finishes).',
   ),
+  dispatchLeadMs: def(
+    'SONIC_DISPATCH_LEAD_MS',
+    500,
+    int(0, 600_000),
+    "A dispatcher stage: a worker gets more than 1 + SONIC_DISPATCH_QUEUE_PER_WORKER records (at most 32) while what it holds is estimated at less than this, so short tasks do not run out between two dispatches; 0: never more. A Sonic render is estimated at 5 s at least, so it changes nothing for infer's GPU tasks.",
+  ),
   dispatchAgingMs: def(
     'SONIC_DISPATCH_AGING_MS',
     60000,

@@ -51,6 +51,7 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
       const dispatcher = new Dispatcher(ctx.kafka, ctx.serde, topology, stage, ctx.logger.child({ stage: name }), {
         ...group,
         queuePerWorker: c.dispatchQueuePerWorker,
+        leadMs: c.dispatchLeadMs,
         agingMs: c.dispatchAgingMs,
         pollMs: c.dispatchPollMs,
         maxBacklog: c.dispatchMaxBacklog,

@@ -15,7 +15,7 @@
 export interface Waiting {
   /** Unique id of the waiting record: `<input partition>:<offset>`. */
   id: string;
-  /** Estimated work (any unit; compared only with other records'). */
+  /** Estimated work, worker-seconds (GPU-seconds for infer). */
   cost: number;
   /** 0 (lowest) to 9. */
   priority: number;
@@ -64,10 +64,15 @@ export class DispatchQueue<T extends Waiting = Waiting> {
     this.items.clear();
   }
 
+  /** The best `n` records at `now`, best first, left in the queue. */
+  best(n: number, now: number): T[] {
+    if (n <= 0 || this.items.size === 0) return [];
+    return [...this.items.values()].sort((a, b) => compareWaiting(a, b, now, this.agingMs)).slice(0, n);
+  }
+
   /** The best `n` records at `now`, best first, taken out of the queue. */
   take(n: number, now: number): T[] {
-    if (n <= 0 || this.items.size === 0) return [];
-    const best = [...this.items.values()].sort((a, b) => compareWaiting(a, b, now, this.agingMs)).slice(0, n);
+    const best = this.best(n, now);
     for (const w of best) this.items.delete(w.id);
     return best;
   }
@@ -79,32 +84,62 @@ export interface WorkerSlots {
   partitions: number[];
 }
 
+/** When a worker has room for one more record; see {@link planDispatch}. */
+export interface RoomRule {
+  /** Records a worker may always hold: the one it works on plus those queued for it (1 + SONIC_DISPATCH_QUEUE_PER_WORKER). */
+  capacity: number;
+  /**
+   * More than `capacity` while what it holds is estimated at less than this (the cost's unit,
+   * seconds): short tasks end before a dispatcher's round trip brings the next, so a worker gets
+   * enough of them to last that long. 0: never more than `capacity`.
+   */
+  lead?: number;
+  /** Never more than this many records per worker, whatever their estimates (default 32). */
+  maxPerWorker?: number;
+}
+
 /**
- * Where the next `n` records go: one partition per record, each held by a worker with room.
- * A worker has room while the records dispatched to its partitions and not yet committed by it
- * (`outstanding`) are fewer than `capacity` (the one it works on plus those queued for it). The
- * least loaded worker gets the next record (idle workers first, so the best record starts at
- * once), on its partition with the fewest outstanding records (a worker's next record on another
- * partition than the one it is finishing can start while that one commits). Ties go to the lower
- * member id and partition, so the plan is deterministic.
+ * Where the next records go, given their estimated costs best first (`costs`): one partition per
+ * record, for as many as fit, each held by a worker with room. `outstanding` holds, per partition,
+ * the costs of the records dispatched to it and not yet committed by its worker. A worker has room
+ * while it holds fewer than `capacity` records, or fewer than `maxPerWorker` estimated at less
+ * than `lead` in all. The worker that will be free first (least estimated work held; idle workers
+ * first, so the best record starts at once) gets the next record, on its partition with the
+ * fewest outstanding records (a worker's next record on another partition than the one it is
+ * finishing can start while that one commits). Ties go to the lower member id and partition, so
+ * the plan is deterministic.
  */
-export function planDispatch(workers: readonly WorkerSlots[], outstanding: ReadonlyMap<number, number>, capacity: number, n: number): number[] {
-  const load = new Map<number, number>(outstanding);
+export function planDispatch(
+  workers: readonly WorkerSlots[],
+  outstanding: ReadonlyMap<number, readonly number[]>,
+  rule: RoomRule,
+  costs: readonly number[],
+): number[] {
+  const count = new Map<number, number>([...outstanding].map(([p, c]) => [p, c.length]));
+  const lead = rule.lead ?? 0;
+  const most = Math.max(rule.capacity, rule.maxPerWorker ?? 32);
   const members = workers
     .filter((w) => w.partitions.length > 0)
-    .map((w) => ({ id: w.memberId, partitions: [...w.partitions].sort((a, b) => a - b), load: w.partitions.reduce((s, p) => s + (load.get(p) ?? 0), 0) }));
+    .map((w) => ({
+      id: w.memberId,
+      partitions: [...w.partitions].sort((a, b) => a - b),
+      held: w.partitions.reduce((s, p) => s + (count.get(p) ?? 0), 0),
+      work: w.partitions.reduce((s, p) => s + (outstanding.get(p) ?? []).reduce((a, c) => a + c, 0), 0),
+    }));
+  const room = (m: (typeof members)[number]): boolean => m.held < rule.capacity || (m.held < most && m.work < lead);
   const out: number[] = [];
-  while (out.length < n) {
+  for (const cost of costs) {
     let best: (typeof members)[number] | undefined;
     for (const m of members) {
-      if (m.load >= capacity) continue;
-      if (!best || m.load < best.load || (m.load === best.load && m.id < best.id)) best = m;
+      if (!room(m)) continue;
+      if (!best || m.work < best.work || (m.work === best.work && (m.held < best.held || (m.held === best.held && m.id < best.id)))) best = m;
     }
     if (!best) break;
     let target = best.partitions[0]!;
-    for (const p of best.partitions) if ((load.get(p) ?? 0) < (load.get(target) ?? 0)) target = p;
-    load.set(target, (load.get(target) ?? 0) + 1);
-    best.load += 1;
+    for (const p of best.partitions) if ((count.get(p) ?? 0) < (count.get(target) ?? 0)) target = p;
+    count.set(target, (count.get(target) ?? 0) + 1);
+    best.held += 1;
+    best.work += cost;
     out.push(target);
   }
   return out;

@@ -55,6 +55,11 @@ export interface DispatcherOptions {
   queuePerWorker: number;
   /** A waiting record's priority rises by one per this many ms (0: never). */
   agingMs: number;
+  /**
+   * A worker gets more than 1 + queuePerWorker records while what it holds is estimated at less
+   * than this, ms (the cost's unit is seconds): short tasks would end before the next dispatch.
+   */
+  leadMs: number;
   /** How often the workers' offsets and group are read, ms. */
   pollMs: number;
   /** Most records held in the backlog; beyond it the input is not read. */
@@ -80,6 +85,8 @@ interface Stored {
 
 /** Header on a dispatched record: when it was dispatched, ms since the epoch. */
 export const DISPATCHED_AT_HEADER = 'sonicflow.dispatched.at.ms';
+/** Most records a worker holds however short their estimates (see `RoomRule.maxPerWorker`). */
+const MAX_PER_WORKER = 32;
 
 export class Dispatcher {
   readonly lifecycle: Lifecycle;
@@ -99,8 +106,8 @@ export class Dispatcher {
   private intake: { rec: InRecord }[] = [];
   /** Per input partition, the next offset to commit once the intake is written. */
   private intakeEnds = new Map<number, bigint>();
-  /** Per partition of the sink: offsets dispatched there and not yet committed by its worker. */
-  private outstanding = new Map<number, bigint[]>();
+  /** Per partition of the sink: records dispatched there and not yet committed by its worker (offset, estimated cost). */
+  private outstanding = new Map<number, { offset: bigint; cost: number }[]>();
   /** Per input partition, the next offset to take in (records below it are in the backlog or were dispatched). */
   private positions = new Map<number, bigint>();
   /** Input partitions paused because the backlog is full. */
@@ -351,9 +358,13 @@ export class Dispatcher {
       const { start, end } = await this.partitions.range(this.output, partition);
       const done = committed.get(`${this.output}:${partition}`) ?? -1n;
       const from = done > start ? done : start;
-      const offsets: bigint[] = [];
-      if (end > from) await this.partitions.read(this.output, partition, from, end, (records) => offsets.push(...records.map((r) => BigInt(r.offset))));
-      this.outstanding.set(partition, offsets);
+      const held: InRecord[] = [];
+      if (end > from) await this.partitions.read(this.output, partition, from, end, (records) => held.push(...records));
+      const now = Date.now();
+      this.outstanding.set(
+        partition,
+        await Promise.all(held.map(async (r) => ({ offset: BigInt(r.offset), cost: (await this.entryOf(r, now)).cost }))),
+      );
     }
   }
 
@@ -369,12 +380,12 @@ export class Dispatcher {
         this.offsets.assignments(this.workersGroup, this.output),
       ]);
       this.workers = workers;
-      for (const [p, offsets] of this.outstanding) {
+      for (const [p, held] of this.outstanding) {
         const done = committed.get(`${this.output}:${p}`) ?? -1n;
-        if (offsets.length > 0 && offsets[0]! < done)
+        if (held.length > 0 && held[0]!.offset < done)
           this.outstanding.set(
             p,
-            offsets.filter((o) => o >= done),
+            held.filter((o) => o.offset >= done),
           );
       }
     }
@@ -384,11 +395,16 @@ export class Dispatcher {
     this.intakeEnds = new Map();
     const entries = await Promise.all(intake.map(({ rec }) => this.entryOf(rec, now)));
     for (const e of entries) this.queue.add(e);
-    const planned =
-      this.workers.state === 'Stable'
-        ? planDispatch(this.workers.members, new Map([...this.outstanding].map(([p, o]) => [p, o.length])), 1 + this.options.queuePerWorker, this.queue.size)
-        : [];
-    const chosen = this.queue.take(planned.length, now);
+    const rule = { capacity: 1 + this.options.queuePerWorker, lead: this.options.leadMs / 1000, maxPerWorker: MAX_PER_WORKER };
+    const candidates = this.workers.state === 'Stable' ? this.queue.best(this.workers.members.length * Math.max(rule.capacity, MAX_PER_WORKER), now) : [];
+    const planned = planDispatch(
+      this.workers.members,
+      new Map([...this.outstanding].map(([p, o]) => [p, o.map((x) => x.cost)])),
+      rule,
+      candidates.map((c) => c.cost),
+    );
+    const chosen = candidates.slice(0, planned.length);
+    for (const c of chosen) this.queue.delete(c.id);
     if (entries.length === 0 && chosen.length === 0 && ends.size === 0) return;
     const records: (OutRecord & { topic: string })[] = [];
     const dispatchedIds = new Set(chosen.map((c) => c.id));
@@ -411,12 +427,12 @@ export class Dispatcher {
     }
     // where each dispatched record landed: in order within each partition of the sink
     const next = new Map(landed.filter((l) => l.topic === this.output).map((l) => [l.partition, l.baseOffset]));
-    for (const p of planned.slice(0, chosen.length)) {
+    planned.forEach((p, i) => {
       const at = next.get(p);
-      if (at === undefined) continue;
-      (this.outstanding.get(p) ?? this.outstanding.set(p, []).get(p)!).push(at);
+      if (at === undefined) return;
+      (this.outstanding.get(p) ?? this.outstanding.set(p, []).get(p)!).push({ offset: at, cost: chosen[i]!.cost });
       next.set(p, at + 1n);
-    }
+    });
     for (const p of [...this.full]) {
       if (this.queue.size >= this.options.maxBacklog) break;
       this.full.delete(p);

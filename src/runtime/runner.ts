@@ -49,6 +49,11 @@ import { StageStores, type BatchWrites } from './stage-stores.js';
 import type { StageHandler } from './stage.js';
 import type { StageSpec, Topology } from './topology.js';
 
+/** When a partition's next record was written (its timestamp), ms; none queued: never. */
+function headTime(p: Partition): number {
+  return p.queue[0]?.timestamp ?? Number.POSITIVE_INFINITY;
+}
+
 export interface RunnerOptions {
   clientId: string;
   sessionTimeoutMs: number;
@@ -354,7 +359,11 @@ export class StageRunner {
       p.wakeIn(wait, () => this.schedule(p));
       return;
     }
-    this.runnable.push(p);
+    // the oldest head record first (Kafka Streams' rule across a task's partitions): a record a dead
+    // replica held, inherited at a rebalance, goes before this replica's newer ones
+    const at = this.runnable.findIndex((q) => headTime(q) > headTime(p));
+    if (at < 0) this.runnable.push(p);
+    else this.runnable.splice(at, 0, p);
     this.pump();
   }
 
@@ -468,7 +477,10 @@ export class StageRunner {
     } catch {
       return undefined;
     }
-    if (this.lifecycle.state === 'running' && p.owned && p.queue.length > 0) return release;
+    // while it waited, an older record became runnable on another partition: this worker steps
+    // aside (its partition is scheduled again behind that one) and the freed slot goes to it
+    const older = this.runnable.some((q) => headTime(q) < headTime(p) && (!this.stores || !this.storeBusy.has(q.tp.partition)));
+    if (this.lifecycle.state === 'running' && p.owned && p.queue.length > 0 && !older) return release;
     release();
     return undefined;
   }

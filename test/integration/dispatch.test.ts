@@ -113,6 +113,7 @@ describe('dispatch (real broker)', () => {
     const survivors = infer.slice(1);
     await waitUntil(() => survivors.some((p) => starts(p).some((s) => s.task === inHand)), 30_000, `task ${inHand} to start again`);
     const restartS = (Math.min(...survivors.flatMap((p) => starts(p).filter((s) => s.task === inHand).map((s) => s.at))) - killedAt) / 1000;
+    console.log(`task ${inHand} began again ${restartS.toFixed(1)} s after its worker was killed`);
     // the declared 6 s session, the rebalance and a dispatcher poll; not the 30 s default session
     expect(restartS).toBeLessThan(10);
     await expectExactlyOnce(chain, keys);

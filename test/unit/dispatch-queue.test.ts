@@ -39,9 +39,13 @@ describe('where records go', () => {
     { memberId: 'm-a', partitions: [0, 1, 2] },
     { memberId: 'm-b', partitions: [3, 4, 5] },
   ];
+  /** n records of estimated cost c each. */
+  const costs = (n: number, c = 1) => Array.from({ length: n }, () => c);
+  /** Per partition, the costs of its outstanding records. */
+  const held = (entries: [number, number[]][]) => new Map(entries);
 
   it('idle workers first, one record each, then the queue slot of each; never beyond capacity', () => {
-    const plan = planDispatch(workers, new Map(), 2, 10);
+    const plan = planDispatch(workers, new Map(), { capacity: 2 }, costs(10));
     expect(plan).toHaveLength(4);
     // first record to each idle worker, then the second to another partition of each
     expect(plan.slice(0, 2).sort()).toEqual([0, 3]);
@@ -51,42 +55,52 @@ describe('where records go', () => {
   it('a busy worker (outstanding records on its partitions) gets nothing until it has room', () => {
     const plan = planDispatch(
       workers,
-      new Map([
-        [0, 1],
-        [1, 1],
+      held([
+        [0, [1]],
+        [1, [1]],
       ]),
-      2,
-      10,
+      { capacity: 2 },
+      costs(10),
     );
     expect(plan.sort()).toEqual([3, 4]);
     expect(
       planDispatch(
         workers,
-        new Map([
-          [0, 2],
-          [4, 2],
+        held([
+          [0, [1, 1]],
+          [4, [1, 1]],
         ]),
-        2,
-        10,
+        { capacity: 2 },
+        costs(10),
       ),
     ).toEqual([]);
   });
 
   it('a worker holding no partition gets nothing; no workers, no plan', () => {
-    expect(planDispatch([{ memberId: 'x', partitions: [] }], new Map(), 2, 3)).toEqual([]);
-    expect(planDispatch([], new Map(), 2, 3)).toEqual([]);
+    expect(planDispatch([{ memberId: 'x', partitions: [] }], new Map(), { capacity: 2 }, costs(3))).toEqual([]);
+    expect(planDispatch([], new Map(), { capacity: 2 }, costs(3))).toEqual([]);
   });
 
-  it('the least loaded worker gets the next record, whatever the member order', () => {
-    const plan = planDispatch(
-      [
-        { memberId: 'm-a', partitions: [0] },
-        { memberId: 'm-b', partitions: [1] },
-      ],
-      new Map([[0, 1]]),
-      3,
-      1,
-    );
-    expect(plan).toEqual([1]);
+  it('the worker free first gets the next record, whatever the member order', () => {
+    const two = [
+      { memberId: 'm-a', partitions: [0] },
+      { memberId: 'm-b', partitions: [1] },
+    ];
+    expect(planDispatch(two, held([[0, [1]]]), { capacity: 3 }, costs(1))).toEqual([1]);
+    // both hold one record, m-b's is estimated longer: m-a will be free first
+    expect(planDispatch(two, held([[0, [1]], [1, [5]]]), { capacity: 3 }, costs(1))).toEqual([0]);
+  });
+
+  it('short tasks: a worker gets more than its capacity while what it holds lasts less than the lead, up to maxPerWorker', () => {
+    // 1/16 s tasks, a 0.5 s lead: each of the two workers gets eight, not two
+    const plan = planDispatch(workers, new Map(), { capacity: 2, lead: 0.5 }, costs(40, 0.0625));
+    expect(plan).toHaveLength(16);
+    expect(plan.filter((p) => p < 3)).toHaveLength(8);
+    // capped by maxPerWorker however short
+    expect(planDispatch(workers, new Map(), { capacity: 2, lead: 0.5, maxPerWorker: 4 }, costs(40, 0.001))).toHaveLength(8);
+    // long tasks (a GPU render, estimated in seconds): capacity only, the lead changes nothing
+    expect(planDispatch(workers, new Map(), { capacity: 2, lead: 0.5 }, costs(40, 30))).toHaveLength(4);
+    // a worker already holding the lead's worth gets nothing more beyond capacity
+    expect(planDispatch(workers, held([[0, [0.3, 0.3]]]), { capacity: 2, lead: 0.5 }, costs(40, 0.05)).filter((p) => p < 3)).toEqual([]);
   });
 });
