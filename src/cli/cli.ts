@@ -22,7 +22,7 @@ import { startApi } from '../api/main.js';
 import { formatList, formatShow, readDlq, replay, select } from '../ops/dlq.js';
 import { formatGcReport, runGc } from '../ops/gc.js';
 import { Autoscaler, lagOfStage } from '../ops/autoscale.js';
-import { renderK8s } from '../ops/k8s/render.js';
+import { DEFAULT_PROMETHEUS_URL, renderK8s } from '../ops/k8s/render.js';
 import { formatLag, lagSamples$, serveLagExporter, stageLag } from '../ops/lag.js';
 import { runDemo } from '../ops/demo.js';
 import { runStages } from '../ops/run.js';
@@ -277,13 +277,18 @@ function buildCli(ctx: () => Context): Command {
     .description('Render deployment manifests from the topology.')
     .command('k8s')
     .description(
-      'Kubernetes: a Deployment and a KEDA ScaledObject per stage, the API (a StatefulSet), a PodMonitor and the ConfigMap (YAML on stdout). Kafka TLS and SASL follow SONIC_KAFKA_SSL, SONIC_KAFKA_SSL_CA_FILE (its CA becomes a Secret the pods mount) and SONIC_KAFKA_SASL_MECHANISM (then a Secret with the SASL user per stage, the API and KEDA; passwords are never rendered).',
+      'Kubernetes: a Deployment and a KEDA ScaledObject per stage (on its lag; the workers of a dispatcher on the GPU-seconds it holds, queried from Prometheus), the API (a StatefulSet), a PodMonitor and the ConfigMap (YAML on stdout). Kafka TLS and SASL follow SONIC_KAFKA_SSL, SONIC_KAFKA_SSL_CA_FILE (its CA becomes a Secret the pods mount) and SONIC_KAFKA_SASL_MECHANISM (then a Secret with the SASL user per stage, the API and KEDA; passwords are never rendered).',
     )
     .option('--stage <name>', "only one stage's Deployment and ScaledObject")
     .option('--image <image>', 'container image', 'ghcr.io/sonicflow/sonicflow:latest')
     .option('--namespace <ns>', 'namespace', 'sonicflow')
     .option('--api-state-storage <size>', "size of each API replica's state volume (its status view store)", '2Gi')
     .option('--storage-class <name>', "StorageClass of the API's state volumes (default: the cluster's default class)")
+    .option(
+      '--prometheus-url <url>',
+      "Prometheus that KEDA queries to scale a dispatcher's workers on its backlog's GPU-seconds (it must scrape the rendered PodMonitor)",
+      DEFAULT_PROMETHEUS_URL,
+    )
     .addOption(prefixOpt())
     .addOption(fileOpt())
     .action(
@@ -293,6 +298,7 @@ function buildCli(ctx: () => Context): Command {
         namespace: string;
         apiStateStorage: string;
         storageClass?: string;
+        prometheusUrl: string;
         principalPrefix?: string;
         file?: string;
       }) => {
@@ -305,6 +311,7 @@ function buildCli(ctx: () => Context): Command {
             namespace: o.namespace,
             apiStateStorage: o.apiStateStorage,
             ...(o.storageClass ? { storageClass: o.storageClass } : {}),
+            prometheusUrl: o.prometheusUrl,
             drainTimeoutMs: c.config.drainTimeoutMs,
             metricsPort: c.config.metricsPort || 9464,
             brokers: c.config.kafkaBrokers,
@@ -322,7 +329,9 @@ function buildCli(ctx: () => Context): Command {
 
   program
     .command('autoscale')
-    .description('Supervise every stage as worker processes on this machine and scale each on its backlog (lag × seconds per record vs target drain time).')
+    .description(
+      "Supervise every stage as worker processes on this machine and scale each on its backlog (lag × seconds per record vs target drain time; a dispatcher's workers on its backlog and outstanding GPU-seconds).",
+    )
     .option('--stages <names>', 'comma-separated stages to supervise (default: all)')
     .option('--interval-ms <ms>', 'sampling interval', '5000')
     .option('--up-cooldown-ms <ms>', 'minimum time between two scale-ups of a stage', '15000')
@@ -339,6 +348,7 @@ function buildCli(ctx: () => Context): Command {
         downStabilizationMs: Number(o.downStabilizationMs),
         ...(o.max ? { maxReplicas: Number(o.max) } : {}),
         defaultSecondsPerRecord: 1,
+        dispatchQueuePerWorker: c.config.dispatchQueuePerWorker,
         env: process.env,
         ...(o.file ? { runArgs: ['--file', o.file] } : {}),
       });

@@ -82,6 +82,34 @@ export function createStageMetrics(registry: Registry): StageMetrics {
   };
 }
 
+/**
+ * A dispatcher stage's state (`dispatcher.ts`), for scaling its workers on the work it holds rather
+ * than on their input's lag (which a dispatcher keeps at 1 + queuePerWorker per worker by design).
+ * Seconds are the sum of the records' `cost` (estimated worker-seconds). Only the active replica
+ * reports its state; a standby reports 0 for every gauge, so a sum over the replicas is right.
+ */
+export interface DispatchMetrics {
+  backlogRecords: Gauge<'stage'>;
+  backlogSeconds: Gauge<'stage'>;
+  outstandingRecords: Gauge<'stage'>;
+  outstandingSeconds: Gauge<'stage'>;
+  workers: Gauge<'stage'>;
+  active: Gauge<'stage'>;
+}
+
+/** The dispatcher's gauges (see {@link DispatchMetrics}). */
+export function createDispatchMetrics(registry: Registry): DispatchMetrics {
+  const gauge = (name: string, help: string): Gauge<'stage'> => new Gauge({ name, help, labelNames: ['stage'], registers: [registry] });
+  return {
+    backlogRecords: gauge('sonicflow_dispatch_backlog_records', 'Records waiting in the dispatcher backlog for a free worker.'),
+    backlogSeconds: gauge('sonicflow_dispatch_backlog_seconds', 'Estimated worker-seconds (the cost) of the records waiting in the backlog.'),
+    outstandingRecords: gauge('sonicflow_dispatch_outstanding_records', 'Records dispatched to a worker and not yet committed by it.'),
+    outstandingSeconds: gauge('sonicflow_dispatch_outstanding_seconds', 'Estimated worker-seconds (the cost) of the records dispatched and not yet committed.'),
+    workers: gauge('sonicflow_dispatch_workers', "Members of the workers' consumer group, as the dispatcher last read it."),
+    active: gauge('sonicflow_dispatch_active', '1 on the active dispatcher replica, 0 on a standby (which reports 0 for the other gauges).'),
+  };
+}
+
 export interface HealthProbe {
   /** Alive: the process works (`/healthz`). */
   live(): boolean;

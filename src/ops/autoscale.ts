@@ -7,6 +7,21 @@
  * workers it removes with SIGTERM. After a scale-down it scales up again only once the backlog has
  * grown past what it was then (the rebalance of a scale-down is no reason to scale up). Each
  * decision is logged with its inputs.
+ *
+ * The workers of a dispatcher stage (`dispatcher.ts`) are scaled on the work the dispatcher holds
+ * instead (rule `work`): their input lag is at most 1 + queuePerWorker per worker by design (the
+ * backlog waits in the dispatcher), so lag would never scale them up. Desired replicas =
+ * ceil((backlog seconds + outstanding seconds) / target drain time), the seconds being the sum of
+ * the records' estimated cost that the dispatcher replicas report on their /metrics
+ * (`sonicflow_dispatch_*_seconds`, summed over the replicas: a standby reports 0), and at least
+ * the workers that can hold the records already dispatched (1 + queuePerWorker each). Any count up
+ * to the dispatcher sink's partitions is useful (each worker holds one or more of them), so the
+ * bound is min(maxReplicas, those partitions, --max). When no dispatcher answers (not supervised
+ * here, not started yet, no active replica), it falls back to the lag rule and logs why.
+ *
+ * Scale-down removes idle workers first (`sonicflow_in_flight_records` 0 on their /metrics), then
+ * those that did not say, then busy ones, newest first within each; SIGTERM lets a busy one
+ * finish and commit its record (the drain), so a scale-down never abandons a render in progress.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -42,6 +57,8 @@ export interface AutoscaleOptions {
   env: NodeJS.ProcessEnv;
   /** Extra arguments for `sonicflow run` (e.g. --file for a test topology). */
   runArgs?: string[];
+  /** The workers' SONIC_DISPATCH_QUEUE_PER_WORKER: a worker holds 1 + this many dispatched records (default 1). */
+  dispatchQueuePerWorker?: number;
 }
 
 export interface ScaleInputs {
@@ -57,10 +74,67 @@ export function desiredReplicas(i: ScaleInputs): number {
   return drainReplicas(i.lag, i.secondsPerRecord, i.targetDrainSeconds, { minReplicas: i.min, maxReplicas: i.max, partitions: i.max });
 }
 
+/** What the dispatcher replicas in front of a workers' stage report, summed over the replicas. */
+export interface DispatchLoad {
+  backlogSeconds: number;
+  outstandingSeconds: number;
+  outstandingRecords: number;
+}
+
+export interface WorkScaleInputs extends DispatchLoad {
+  /** Records one worker holds: the one it works on plus SONIC_DISPATCH_QUEUE_PER_WORKER. */
+  perWorker: number;
+  targetDrainSeconds: number;
+  min: number;
+  /** min(maxReplicas, the dispatcher sink's partitions, --max). */
+  max: number;
+}
+
+/**
+ * The rule for the workers of a dispatcher: replicas that do the work waiting and dispatched
+ * (estimated worker-seconds) within the target drain time, and at least those that can hold the
+ * records already dispatched, in [min, max]; min when idle. Any count is useful, not only
+ * divisors of the partitions: the dispatcher hands work to whichever worker is free.
+ */
+export function desiredWorkers(i: WorkScaleInputs): number {
+  const seconds = Math.max(0, i.backlogSeconds) + Math.max(0, i.outstandingSeconds);
+  // a sum of estimates lands a hair above a whole multiple (0.1 + 0.2): not a reason for one more GPU
+  const drain = i.targetDrainSeconds > 0 ? Math.ceil(seconds / i.targetDrainSeconds - 1e-9) : i.max;
+  const holding = Math.ceil(Math.max(0, i.outstandingRecords) / Math.max(1, i.perWorker));
+  const max = Math.max(1, i.max);
+  return Math.min(max, Math.max(i.min, drain, holding, 1));
+}
+
+/** A worker as scale-down sees it: its records in flight, undefined when its /metrics did not say. */
+export interface StopCandidate {
+  inFlight: number | undefined;
+}
+
+/**
+ * Which `count` of `workers` (oldest first, as they were started) to stop: idle ones first (0 in
+ * flight), then those whose metrics did not answer, then busy ones; the newest first within each
+ * (the oldest have warm caches and stable assignments). A busy one stopped still finishes its
+ * record: SIGTERM drains it.
+ */
+export function workersToStop<W extends StopCandidate>(workers: readonly W[], count: number): W[] {
+  if (count <= 0) return [];
+  const rank = (w: W): number => (w.inFlight === 0 ? 0 : w.inFlight === undefined ? 1 : 2);
+  return workers
+    .map((w, i) => ({ w, i }))
+    .sort((a, b) => rank(a.w) - rank(b.w) || b.i - a.i)
+    .slice(0, count)
+    .map((x) => x.w);
+}
+
 export interface Decision {
   stage: string;
   at: number;
+  /** `lag`: lag × seconds per record; `work`: the dispatcher's backlog and outstanding seconds. */
+  rule: 'lag' | 'work';
   lag: number;
+  /** With rule `work`: estimated worker-seconds waiting in the dispatcher's backlog, and dispatched but not done. */
+  backlogSeconds?: number;
+  outstandingSeconds?: number;
   secondsPerRecord: number;
   targetDrainSeconds: number;
   current: number;
@@ -75,6 +149,10 @@ export interface Decision {
 interface StageState {
   spec: StageSpec;
   max: number;
+  /** For the workers of a dispatcher stage: that stage's name, and the bound of the `work` rule. */
+  dispatcher: { stage: string; max: number } | undefined;
+  /** Whether the last decision could use the dispatcher's figures (to log a change of rule once). */
+  lastRule: Decision['rule'] | undefined;
   /** `port`: of the worker's metrics endpoint, once it has said (each worker picks a free one). */
   workers: { child: ChildProcess; port: number | undefined; stopping: boolean }[];
   lastUpAt: number;
@@ -83,7 +161,7 @@ interface StageState {
   lowerPeak: number;
   secondsPerRecord: number;
   handled: { sum: number; count: number };
-  /** Lag when this stage last scaled down: a scale-up after it needs the backlog to have grown. */
+  /** Backlog (lag, or work seconds under the `work` rule) when this stage last scaled down: a scale-up after it needs it to have grown. */
   lagAtLastDown: number | undefined;
 }
 
@@ -97,11 +175,38 @@ export function lagOfStage(ctx: Context, topology: Topology): LagOf {
   };
 }
 
-/** Reads a worker's handler time (sum, count) from its /metrics. */
-async function handlerTotals(port: number | undefined): Promise<{ sum: number; count: number } | undefined> {
+/** A worker's /metrics text, or undefined when it has no port yet or does not answer within a second. */
+async function metricsText(port: number | undefined): Promise<string | undefined> {
   if (port === undefined) return undefined;
   try {
-    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(1000) })).text();
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(1000) });
+    return res.ok ? await res.text() : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The sum of a metric's samples in a Prometheus text exposition, over the series with `stage="<stage>"`; undefined when there are none. */
+export function metricValue(text: string, name: string, stage: string): number | undefined {
+  let found = false;
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`)) continue;
+    const m = /^[^{]+\{([^}]*)\} (\S+)/.exec(line);
+    if (!m || !m[1]!.split(',').includes(`stage="${stage}"`)) continue;
+    const v = Number(m[2]);
+    if (!Number.isFinite(v)) continue;
+    found = true;
+    sum += v;
+  }
+  return found ? sum : undefined;
+}
+
+/** Reads a worker's handler time (sum, count) from its /metrics. */
+async function handlerTotals(port: number | undefined): Promise<{ sum: number; count: number } | undefined> {
+  const text = await metricsText(port);
+  if (text === undefined) return undefined;
+  try {
     let sum = 0;
     let count = 0;
     for (const m of text.matchAll(/^sonicflow_handler_duration_seconds_(sum|count)\{[^}]*outcome="(ok|retry|dlq)"[^}]*\} ([\d.e+-]+)$/gm)) {
@@ -129,9 +234,17 @@ export class Autoscaler {
       if (options.stages && !options.stages.includes(spec.name)) continue;
       const partitions = topology.topics[spec.input]?.partitions ?? 1;
       const max = Math.max(1, Math.min(spec.scaling.maxReplicas, partitions, options.maxReplicas ?? Number.POSITIVE_INFINITY));
+      // the workers of a dispatcher: every partition of its sink is a slot some worker holds
+      const front = topology.stages.find((d) => d.dispatch?.workers === spec.name);
+      const sink = front ? Object.values(front.outputs)[0] : undefined;
+      const slots = sink ? (topology.topics[sink]?.partitions ?? 1) : 1;
       this.states.set(spec.name, {
         spec,
         max,
+        dispatcher: front
+          ? { stage: front.name, max: Math.max(1, Math.min(spec.scaling.maxReplicas, slots, options.maxReplicas ?? Number.POSITIVE_INFINITY)) }
+          : undefined,
+        lastRule: undefined,
         workers: [],
         lastUpAt: 0,
         lowerSince: undefined,
@@ -150,7 +263,7 @@ export class Autoscaler {
 
   /** Starts min replicas of every stage and the control loop. */
   start(): void {
-    for (const s of this.states.values()) this.scaleTo(s, Math.max(1, s.spec.scaling.minReplicas));
+    for (const s of this.states.values()) void this.scaleTo(s, Math.max(1, s.spec.scaling.minReplicas));
     this.sub = interval(this.options.intervalMs)
       .pipe(exhaustMap(() => from(this.tick())))
       .subscribe({ error: (err: unknown) => this.logger.error({ err }, 'autoscaler loop failed') });
@@ -165,8 +278,39 @@ export class Autoscaler {
       });
       if (lag === undefined) continue;
       await this.measure(s);
-      this.decide(s, lag, Date.now());
+      const work = s.dispatcher ? await this.dispatchLoad(s) : undefined;
+      await this.decide(s, lag, work, Date.now());
     }
+  }
+
+  /**
+   * The dispatcher's figures for a workers' stage, summed over its replicas' /metrics, or
+   * undefined (with the reason logged when the rule changes) when no active replica answers.
+   */
+  private async dispatchLoad(s: StageState): Promise<DispatchLoad | undefined> {
+    const d = s.dispatcher!;
+    const front = this.states.get(d.stage);
+    let why: string | undefined;
+    let load: DispatchLoad | undefined;
+    if (!front) why = `dispatcher stage ${d.stage} is not supervised here`;
+    else {
+      const texts = (await Promise.all(front.workers.filter((w) => !w.stopping).map((w) => metricsText(w.port)))).filter((t) => t !== undefined);
+      const sum = (name: string): number => texts.reduce((a, t) => a + (metricValue(t, name, d.stage) ?? 0), 0);
+      if (texts.length === 0) why = `no replica of dispatcher ${d.stage} answers on its metrics endpoint`;
+      else if (sum('sonicflow_dispatch_active') < 1) why = `no replica of dispatcher ${d.stage} is active (taking over, or waiting for the broker)`;
+      else
+        load = {
+          backlogSeconds: sum('sonicflow_dispatch_backlog_seconds'),
+          outstandingSeconds: sum('sonicflow_dispatch_outstanding_seconds'),
+          outstandingRecords: sum('sonicflow_dispatch_outstanding_records'),
+        };
+    }
+    const rule: Decision['rule'] = load ? 'work' : 'lag';
+    if (rule !== s.lastRule) {
+      if (load) this.logger.info({ stage: s.spec.name, dispatcher: d.stage }, "scaling on the dispatcher's backlog and outstanding seconds");
+      else this.logger.warn({ stage: s.spec.name, dispatcher: d.stage, reason: why }, 'dispatcher figures not available: scaling on the input lag');
+    }
+    return load;
   }
 
   /** Seconds per record from the workers' handler histograms since the last sample. */
@@ -179,17 +323,35 @@ export class Autoscaler {
     s.handled = { sum, count };
   }
 
-  private decide(s: StageState, lag: number, now: number): void {
+  private async decide(s: StageState, lag: number, work: DispatchLoad | undefined, now: number): Promise<void> {
     const current = this.replicas(s.spec.name);
     const min = Math.max(1, s.spec.scaling.minReplicas);
-    const inputs = { lag, secondsPerRecord: s.secondsPerRecord, targetDrainSeconds: s.spec.scaling.targetDrainSeconds, min, max: s.max };
-    const desired = desiredReplicas(inputs);
+    const rule: Decision['rule'] = work ? 'work' : 'lag';
+    // the backlog figure hysteresis compares: in the rule's own unit, forgotten when the rule changes
+    if (rule !== s.lastRule) s.lagAtLastDown = undefined;
+    s.lastRule = rule;
+    const targetDrainSeconds = s.spec.scaling.targetDrainSeconds;
+    const inputs = work
+      ? {
+          lag,
+          backlogSeconds: work.backlogSeconds,
+          outstandingSeconds: work.outstandingSeconds,
+          secondsPerRecord: s.secondsPerRecord,
+          targetDrainSeconds,
+          min,
+          max: s.dispatcher!.max,
+        }
+      : { lag, secondsPerRecord: s.secondsPerRecord, targetDrainSeconds, min, max: s.max };
+    const desired = work
+      ? desiredWorkers({ ...work, perWorker: 1 + (this.options.dispatchQueuePerWorker ?? 1), targetDrainSeconds, min, max: inputs.max })
+      : desiredReplicas(inputs);
+    const backlog = work ? work.backlogSeconds + work.outstandingSeconds : lag;
     let action: Decision['action'] = 'hold';
     let target = current;
     let reason = 'at the desired count';
     if (desired > current) {
       s.lowerSince = undefined;
-      if (s.lagAtLastDown !== undefined && lag <= s.lagAtLastDown) {
+      if (s.lagAtLastDown !== undefined && backlog <= s.lagAtLastDown) {
         // the rebalance a scale-down causes stalls the stage for a moment; that is not new work
         reason = 'backlog has not grown since the last scale-down (hysteresis)';
       } else if (now - s.lastUpAt >= this.options.upCooldownMs) {
@@ -198,7 +360,7 @@ export class Autoscaler {
         s.lastUpAt = now;
         s.lagAtLastDown = undefined;
         target = desired;
-        this.scaleTo(s, desired);
+        await this.scaleTo(s, desired);
       } else reason = 'scale-up cooldown';
     } else if (desired < current) {
       if (s.lowerSince === undefined) {
@@ -210,22 +372,35 @@ export class Autoscaler {
         action = 'down';
         reason = `fewer needed for ${this.options.downStabilizationMs} ms`;
         target = s.lowerPeak;
-        this.scaleTo(s, s.lowerPeak);
+        await this.scaleTo(s, s.lowerPeak);
         s.lowerSince = undefined;
-        s.lagAtLastDown = lag;
+        s.lagAtLastDown = backlog;
       } else reason = 'waiting for the lower count to hold (hysteresis)';
     } else s.lowerSince = undefined;
-    const d: Decision = { stage: s.spec.name, at: now, ...inputs, current, desired, target, action, reason };
+    const d: Decision = { stage: s.spec.name, at: now, rule, ...inputs, current, desired, target, action, reason };
     this.decisions.push(d);
     this.logger.info({ decision: d }, 'autoscale decision');
   }
 
-  private scaleTo(s: StageState, n: number): void {
+  private async scaleTo(s: StageState, n: number): Promise<void> {
     const live = s.workers.filter((w) => !w.stopping);
     for (let i = live.length; i < n; i++) this.spawn(s);
-    // remove the newest first: the oldest have warm caches and stable assignments
-    for (const w of live.slice(n).reverse()) {
+    if (live.length <= n) return;
+    // idle workers first (a busy one would drain its record, but an idle one frees its GPU at once)
+    const inFlight = await Promise.all(
+      live.map(async (w) => {
+        const text = await metricsText(w.port);
+        return text === undefined ? undefined : (metricValue(text, 'sonicflow_in_flight_records', s.spec.name) ?? 0);
+      }),
+    );
+    const stop = workersToStop(
+      live.map((w, i) => ({ w, inFlight: inFlight[i] })),
+      live.length - n,
+    );
+    for (const { w, inFlight: busy } of stop) {
+      if (w.stopping) continue;
       w.stopping = true;
+      this.logger.info({ stage: s.spec.name, pid: w.child.pid, in_flight: busy ?? 'unknown' }, 'stopping worker (SIGTERM: it drains)');
       w.child.kill('SIGTERM');
     }
   }

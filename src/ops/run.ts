@@ -7,7 +7,7 @@
  */
 import { join } from 'node:path';
 import { SonicError } from '../core/errors.js';
-import { createRegistry, createStageMetrics, serveMetrics } from '../core/metrics.js';
+import { createDispatchMetrics, createRegistry, createStageMetrics, serveMetrics, type DispatchMetrics } from '../core/metrics.js';
 import { BrokerHealth } from '../kafka/health.js';
 import { Dispatcher } from '../runtime/dispatcher.js';
 import { StageRunner } from '../runtime/runner.js';
@@ -35,6 +35,8 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
   const c = ctx.config;
   const registry = createRegistry();
   const metrics = createStageMetrics(registry);
+  // registered only in a process that runs a dispatcher (each metric once per registry)
+  let dispatchMetrics: DispatchMetrics | undefined;
   // what every stage process's group member and producers share; the session is the stage's (below)
   const shared = {
     clientId: c.clientId,
@@ -48,14 +50,23 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
     if (!stage) throw new SonicError('TOPOLOGY_INVALID', `no stage named "${name}" (stages: ${topology.stages.map((s) => s.name).join(', ')})`);
     const group = { ...shared, ...groupSession(c, stage) };
     if (stage.dispatch) {
-      const dispatcher = new Dispatcher(ctx.kafka, ctx.serde, topology, stage, ctx.logger.child({ stage: name }), {
-        ...group,
-        queuePerWorker: c.dispatchQueuePerWorker,
-        leadMs: c.dispatchLeadMs,
-        agingMs: c.dispatchAgingMs,
-        pollMs: c.dispatchPollMs,
-        maxBacklog: c.dispatchMaxBacklog,
-      });
+      dispatchMetrics ??= createDispatchMetrics(registry);
+      const dispatcher = new Dispatcher(
+        ctx.kafka,
+        ctx.serde,
+        topology,
+        stage,
+        ctx.logger.child({ stage: name }),
+        {
+          ...group,
+          queuePerWorker: c.dispatchQueuePerWorker,
+          leadMs: c.dispatchLeadMs,
+          agingMs: c.dispatchAgingMs,
+          pollMs: c.dispatchPollMs,
+          maxBacklog: c.dispatchMaxBacklog,
+        },
+        dispatchMetrics,
+      );
       return { runner: dispatcher, handler: undefined };
     }
     if (!stage.create)

@@ -15,7 +15,7 @@
 export interface Waiting {
   /** Unique id of the waiting record: `<input partition>:<offset>`. */
   id: string;
-  /** Estimated work, worker-seconds (GPU-seconds for infer). */
+  /** Estimated work in worker-seconds (GPU-seconds): orders records, and the autoscaler sums it. */
   cost: number;
   /** 0 (lowest) to 9. */
   priority: number;
@@ -45,6 +45,8 @@ export function compareWaiting(a: Waiting, b: Waiting, now: number, agingMs: num
 /** The waiting records of a dispatcher, taken best first (see the header). */
 export class DispatchQueue<T extends Waiting = Waiting> {
   private readonly items = new Map<string, T>();
+  /** Sum of the held records' cost, kept as they come and go (a metrics read must not rescan the backlog). */
+  private costSum = 0;
 
   constructor(private readonly agingMs: number) {}
 
@@ -52,16 +54,33 @@ export class DispatchQueue<T extends Waiting = Waiting> {
     return this.items.size;
   }
 
+  /** Total estimated work of the held records (their `cost` summed). */
+  get cost(): number {
+    return this.costSum;
+  }
+
   add(item: T): void {
+    const old = this.items.get(item.id);
     this.items.set(item.id, item);
+    this.costSum += item.cost - (old?.cost ?? 0);
   }
 
   delete(id: string): boolean {
-    return this.items.delete(id);
+    const old = this.items.get(id);
+    if (!old) return false;
+    this.items.delete(id);
+    this.settle(old.cost);
+    return true;
   }
 
   clear(): void {
     this.items.clear();
+    this.costSum = 0;
+  }
+
+  /** Takes `cost` off the sum; an empty queue is exactly 0 (no rounding drift left behind). */
+  private settle(cost: number): void {
+    this.costSum = this.items.size === 0 ? 0 : this.costSum - cost;
   }
 
   /** The best `n` records at `now`, best first, left in the queue. */
@@ -73,7 +92,7 @@ export class DispatchQueue<T extends Waiting = Waiting> {
   /** The best `n` records at `now`, best first, taken out of the queue. */
   take(n: number, now: number): T[] {
     const best = this.best(n, now);
-    for (const w of best) this.items.delete(w.id);
+    for (const w of best) this.delete(w.id);
     return best;
   }
 }

@@ -28,9 +28,16 @@
  * What the dispatcher learns from Kafka, every `pollMs`: the workers' committed offsets of its
  * sink (a record below is done: its outputs are committed) and the workers' group (DescribeGroups:
  * who holds which partition). While that group rebalances nothing is dispatched.
+ *
+ * What it tells (optional gauges, `DispatchMetrics`): the records waiting and dispatched-not-done,
+ * each as a count and as the sum of their cost (estimated worker-seconds), and the workers it
+ * sees, kept as running sums as the state changes. The workers' autoscaler (`sonicflow autoscale`,
+ * KEDA's prometheus trigger) scales on those seconds: the workers' own input lag stays at
+ * 1 + queuePerWorker per worker by design. A standby reports 0 throughout.
  */
 import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import type { DispatchMetrics } from '../core/metrics.js';
 import { Backoff, sleep, type BackoffOptions } from '../core/retry.js';
 import { GroupConsumer, type Assignment, type BatchInfo } from '../kafka/consumer.js';
 import { headersToStrings, TxProducer, type InRecord, type OutRecord } from '../kafka/io.js';
@@ -83,6 +90,12 @@ interface Stored {
   t: number;
 }
 
+/** A record dispatched to a worker and not yet committed by it: where it is, and its cost. */
+interface Out {
+  offset: bigint;
+  cost: number;
+}
+
 /** Header on a dispatched record: when it was dispatched, ms since the epoch. */
 export const DISPATCHED_AT_HEADER = 'sonicflow.dispatched.at.ms';
 /** Most records a worker holds however short their estimates (see `RoomRule.maxPerWorker`). */
@@ -106,8 +119,11 @@ export class Dispatcher {
   private intake: { rec: InRecord }[] = [];
   /** Per input partition, the next offset to commit once the intake is written. */
   private intakeEnds = new Map<number, bigint>();
-  /** Per partition of the sink: records dispatched there and not yet committed by its worker (offset, estimated cost). */
-  private outstanding = new Map<number, { offset: bigint; cost: number }[]>();
+  /** Per partition of the sink: records dispatched there and not yet committed by its worker, in offset order. */
+  private outstanding = new Map<number, Out[]>();
+  /** Running totals of `outstanding` (count and cost), for the gauges. */
+  private outCount = 0;
+  private outCost = 0;
   /** Per input partition, the next offset to take in (records below it are in the backlog or were dispatched). */
   private positions = new Map<number, bigint>();
   /** Input partitions paused because the backlog is full. */
@@ -131,6 +147,7 @@ export class Dispatcher {
     readonly stage: StageSpec,
     private readonly logger: Logger,
     private readonly options: DispatcherOptions,
+    private readonly metrics?: DispatchMetrics,
   ) {
     const spec = stage.dispatch;
     if (!spec) throw new SonicError('INTERNAL', `stage ${stage.name} is not a dispatcher`);
@@ -259,9 +276,11 @@ export class Dispatcher {
       try {
         if (this.activeFor !== this.generation) {
           await this.activate();
+          this.report();
           continue;
         }
         if (this.active) await this.step();
+        this.report();
         await this.idle(this.active && this.intake.length > 0 ? 0 : this.options.pollMs);
       } catch (err) {
         if (this.stopping.signal.aborted) return;
@@ -271,6 +290,7 @@ export class Dispatcher {
         this.logger.warn({ err, retry_in_ms: wait }, 'dispatcher step failed: setting up again from the changelog and the offsets');
         this.active = false;
         this.activeFor = -1;
+        this.report();
         await sleep(wait, this.stopping.signal).catch(() => undefined);
       }
     }
@@ -285,6 +305,8 @@ export class Dispatcher {
     this.intakeEnds.clear();
     this.queue.clear();
     this.outstanding.clear();
+    this.outCount = 0;
+    this.outCost = 0;
     this.positions.clear();
     this.full.clear();
     if (assignment.length === 0) {
@@ -316,7 +338,7 @@ export class Dispatcher {
     this.logger.info(
       {
         backlog: this.queue.size,
-        outstanding: [...this.outstanding.values()].reduce((s, o) => s + o.length, 0),
+        outstanding: this.outCount,
         took_ms: Date.now() - started,
       },
       'dispatcher active',
@@ -358,13 +380,14 @@ export class Dispatcher {
       const { start, end } = await this.partitions.range(this.output, partition);
       const done = committed.get(`${this.output}:${partition}`) ?? -1n;
       const from = done > start ? done : start;
-      const held: InRecord[] = [];
-      if (end > from) await this.partitions.read(this.output, partition, from, end, (records) => held.push(...records));
-      const now = Date.now();
-      this.outstanding.set(
-        partition,
-        await Promise.all(held.map(async (r) => ({ offset: BigInt(r.offset), cost: (await this.entryOf(r, now)).cost }))),
-      );
+      const records: InRecord[] = [];
+      if (end > from) await this.partitions.read(this.output, partition, from, end, (batch) => records.push(...batch));
+      // the cost is not stored with a dispatched record: estimated again from its value (a few per worker)
+      const out: Out[] = [];
+      for (const r of records) out.push({ offset: BigInt(r.offset), cost: (await this.weigh(r)).cost });
+      this.outstanding.set(partition, out);
+      this.outCount += out.length;
+      for (const o of out) this.outCost += o.cost;
     }
   }
 
@@ -372,7 +395,7 @@ export class Dispatcher {
   private async step(): Promise<void> {
     const now = Date.now();
     // nothing waiting and nothing out: the workers have nothing to tell
-    const busy = this.queue.size > 0 || this.intake.length > 0 || [...this.outstanding.values()].some((o) => o.length > 0);
+    const busy = this.queue.size > 0 || this.intake.length > 0 || this.outCount > 0;
     if (busy && now - this.lastPoll >= this.options.pollMs) {
       this.lastPoll = now;
       const [committed, workers] = await Promise.all([
@@ -380,13 +403,15 @@ export class Dispatcher {
         this.offsets.assignments(this.workersGroup, this.output),
       ]);
       this.workers = workers;
-      for (const [p, held] of this.outstanding) {
+      for (const [p, out] of this.outstanding) {
         const done = committed.get(`${this.output}:${p}`) ?? -1n;
-        if (held.length > 0 && held[0]!.offset < done)
-          this.outstanding.set(
-            p,
-            held.filter((o) => o.offset >= done),
-          );
+        if (out.length > 0 && out[0]!.offset < done) {
+          const left = out.filter((o) => o.offset >= done);
+          this.outstanding.set(p, left);
+          this.outCount -= out.length - left.length;
+          for (const o of out) if (o.offset < done) this.outCost -= o.cost;
+          if (this.outCount === 0) this.outCost = 0; // no rounding drift left behind
+        }
       }
     }
     const intake = this.intake;
@@ -427,10 +452,12 @@ export class Dispatcher {
     }
     // where each dispatched record landed: in order within each partition of the sink
     const next = new Map(landed.filter((l) => l.topic === this.output).map((l) => [l.partition, l.baseOffset]));
-    planned.forEach((p, i) => {
+    planned.slice(0, chosen.length).forEach((p, i) => {
       const at = next.get(p);
       if (at === undefined) return;
       (this.outstanding.get(p) ?? this.outstanding.set(p, []).get(p)!).push({ offset: at, cost: chosen[i]!.cost });
+      this.outCount += 1;
+      this.outCost += chosen[i]!.cost;
       next.set(p, at + 1n);
     });
     for (const p of [...this.full]) {
@@ -440,7 +467,8 @@ export class Dispatcher {
     }
   }
 
-  private async entryOf(rec: InRecord, now: number): Promise<Entry> {
+  /** A record's cost and priority from the stage's estimates (cost 1, priority 0 when it has none or the record does not decode). */
+  private async weigh(rec: InRecord): Promise<{ cost: number; priority: number }> {
     let cost = 1;
     let priority = 0;
     const spec = this.stage.dispatch!;
@@ -456,6 +484,11 @@ export class Dispatcher {
         );
       }
     }
+    return { cost, priority };
+  }
+
+  private async entryOf(rec: InRecord, now: number): Promise<Entry> {
+    const { cost, priority } = await this.weigh(rec);
     return {
       id: `${rec.partition}:${rec.offset}`,
       key: rec.key,
@@ -469,6 +502,19 @@ export class Dispatcher {
     };
   }
 
+  /** Sets the gauges from the running totals: the active replica's state, zeros on a standby (or while it sets up). */
+  private report(on = this.active): void {
+    const m = this.metrics;
+    if (!m) return;
+    const labels = { stage: this.stage.name };
+    m.active.set(labels, on ? 1 : 0);
+    m.backlogRecords.set(labels, on ? this.queue.size : 0);
+    m.backlogSeconds.set(labels, on ? Math.max(0, this.queue.cost) : 0);
+    m.outstandingRecords.set(labels, on ? this.outCount : 0);
+    m.outstandingSeconds.set(labels, on ? Math.max(0, this.outCost) : 0);
+    m.workers.set(labels, on ? this.workers.members.length : 0);
+  }
+
   private async closeProducer(): Promise<void> {
     const p = this.producer;
     this.producer = undefined;
@@ -476,6 +522,7 @@ export class Dispatcher {
   }
 
   private async close(): Promise<void> {
+    this.report(false);
     await this.consumer.stop().catch((err: unknown) => this.logger.warn({ err }, 'consumer stop failed'));
     await this.closeProducer();
     await this.offsets.close().catch(() => undefined);

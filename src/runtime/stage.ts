@@ -237,7 +237,12 @@ export interface StageDeclaration<D = never, In = unknown, S extends Sinks = Sin
 export interface DispatchDecl<In = unknown> {
   /** The stage whose replicas are the workers: its input is the dispatcher's sink. */
   workers: string;
-  /** A record's estimated work (any unit, e.g. GPU-seconds); the longest of one priority goes first. Default 1. */
+  /**
+   * A record's estimated work in worker-seconds (GPU-seconds: how long one worker will take on
+   * it), default 1. The longest of one priority goes first, and the workers are scaled on the
+   * sum over the records waiting and dispatched (`sonicflow_dispatch_*_seconds`) against their
+   * `scaling.targetDrainSeconds`: a unit other than seconds scales them wrongly.
+   */
   cost?: (value: In) => number;
   /** A record's priority, 0 (lowest) to 9 (default 0). */
   priority?: (value: In) => number;

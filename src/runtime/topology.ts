@@ -79,6 +79,7 @@ export interface StageSpec {
 export interface DispatchSpec {
   /** The stage whose consumer group holds the partitions of the dispatcher's sink. */
   workers: string;
+  /** A record's estimated work in worker-seconds (GPU-seconds); see `DispatchDecl.cost` in stage.ts. */
   cost?: (value: unknown) => number;
   priority?: (value: unknown) => number;
 }

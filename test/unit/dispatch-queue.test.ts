@@ -104,3 +104,25 @@ describe('where records go', () => {
     expect(planDispatch(workers, held([[0, [0.3, 0.3]]]), { capacity: 2, lead: 0.5 }, costs(40, 0.05)).filter((p) => p < 3)).toEqual([]);
   });
 });
+
+describe('backlog cost total', () => {
+  it('follows adds, replacements, deletes, takes and clear; an empty queue is exactly 0', () => {
+    const q = new DispatchQueue(0);
+    q.add(w('a', { cost: 0.1 }));
+    q.add(w('b', { cost: 0.2 }));
+    q.add(w('c', { cost: 3 }));
+    expect(q.cost).toBeCloseTo(3.3);
+    q.add(w('c', { cost: 5 })); // the same record again: replaced, not added twice
+    expect(q.cost).toBeCloseTo(5.3);
+    expect(q.delete('missing')).toBe(false);
+    expect(q.delete('a')).toBe(true);
+    expect(q.cost).toBeCloseTo(5.2);
+    expect(q.take(1, 0).map((x) => x.id)).toEqual(['c']);
+    expect(q.cost).toBeCloseTo(0.2);
+    q.take(1, 0);
+    expect(q.cost).toBe(0);
+    q.add(w('d', { cost: 2 }));
+    q.clear();
+    expect(q.cost).toBe(0);
+  });
+});

@@ -11,7 +11,9 @@ import {
   type Container,
   type Deployment,
   type K8sObject,
+  type KafkaTrigger,
   type PodMonitor,
+  type PrometheusTrigger,
   type RenderK8sOptions,
   type ScaledObject,
   type Secret,
@@ -23,6 +25,7 @@ import { deriveAcls } from '../../src/runtime/acls.js';
 import { defineTopology, type Topology } from '../../src/runtime/topology.js';
 import { validateTopology } from '../../src/runtime/validate.js';
 import { sonicTopology } from '../../topologies/sonic.js';
+import { burstTopology } from '../../bench/fixtures/burst.js';
 
 const DRAIN_MS = 30_000;
 const BROKERS = ['kafka-0.kafka.svc:9092', 'kafka-1.kafka.svc:9092'];
@@ -33,6 +36,8 @@ const DNS_1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 const topology = sonicTopology();
 const STAGES = topology.stages.map((s) => s.name);
+/** The stages KEDA scales: all but a dispatcher, whose replicas are fixed (one active, one standby). */
+const SCALED = topology.stages.filter((s) => !s.dispatch).map((s) => s.name);
 const objects = renderK8sObjects(topology, OPTS);
 
 // a secured cluster: TLS with a private CA and SCRAM, as SONIC_KAFKA_SSL, _SSL_CA_FILE and _SASL_MECHANISM give them
@@ -48,6 +53,7 @@ const statefulSets = (objs: K8sObject[]): StatefulSet[] => objs.filter((o): o is
 /** Every workload's pod template: the stage Deployments and the API StatefulSet. */
 const workloads = (objs: K8sObject[]): (Deployment | StatefulSet)[] => [...deployments(objs), ...statefulSets(objs)];
 const scaledObjects = (objs: K8sObject[]): ScaledObject[] => objs.filter((o): o is ScaledObject => o.kind === 'ScaledObject');
+const kafkaTriggers = (so: ScaledObject): KafkaTrigger[] => so.spec.triggers.filter((t): t is KafkaTrigger => t.type === 'kafka');
 const services = (objs: K8sObject[]): Service[] => objs.filter((o): o is Service => o.kind === 'Service');
 const podMonitors = (objs: K8sObject[]): PodMonitor[] => objs.filter((o): o is PodMonitor => o.kind === 'PodMonitor');
 const configMaps = (objs: K8sObject[]): ConfigMap[] => objs.filter((o): o is ConfigMap => o.kind === 'ConfigMap');
@@ -78,13 +84,13 @@ const mib = (q: string | undefined): number => {
 describe('k8s render: object inventory', () => {
   it('renders a Deployment and ScaledObject per stage, the StatefulSet and its two Services, one PodMonitor and the ConfigMap; no Secret on a plaintext cluster', () => {
     expect(deployments(objects).map(component).sort()).toEqual([...STAGES].sort());
-    expect(scaledObjects(objects).map(component).sort()).toEqual([...STAGES].sort());
+    expect(scaledObjects(objects).map(component).sort()).toEqual([...SCALED].sort());
     expect(statefulSets(objects).map((s) => s.metadata.name)).toEqual(['sonicflow-api']);
     expect(services(objects).map((s) => s.metadata.name)).toEqual(['sonicflow-api-headless', 'sonicflow-api']);
     expect(podMonitors(objects)).toHaveLength(1);
     expect(configMaps(objects).map((c) => c.metadata.name)).toEqual(['sonicflow-config']);
     expect(secrets(objects)).toEqual([]);
-    expect(objects).toHaveLength(STAGES.length * 2 + 4 + 1);
+    expect(objects).toHaveLength(STAGES.length + SCALED.length + 4 + 1);
   });
 
   it("adds, on a secured cluster, a Kafka Secret per stage and the API, the CA Secret, and KEDA's Secret and TriggerAuthentication, each before what uses it", () => {
@@ -156,7 +162,9 @@ describe('k8s render: Deployments', () => {
       const d = stageDeployment(stage);
       expect(d.metadata.name).toBe(`sonicflow-${stage}`);
       expect(d.spec.template.metadata.labels).toEqual({ 'app.kubernetes.io/name': 'sonicflow', 'app.kubernetes.io/component': stage });
-      expect(d.spec.replicas).toBeUndefined();
+      // KEDA sets a scaled stage's replicas; a dispatcher's Deployment sets its own
+      if (SCALED.includes(stage)) expect(d.spec.replicas).toBeUndefined();
+      else expect(d.spec.replicas).toBe(topology.stages.find((s) => s.name === stage)!.scaling.maxReplicas);
       const c = container(d);
       expect(c.command).toEqual(['sonicflow', 'run', stage]);
       expect(c.ports).toEqual([{ name: 'metrics', containerPort: 9464, protocol: 'TCP' }]);
@@ -347,10 +355,11 @@ describe('k8s render: local state on a writable volume', () => {
 });
 
 describe('k8s render: KEDA ScaledObjects', () => {
-  it('scales each stage Deployment on its consumer group lag, one kafka trigger per consumed topic', () => {
+  it('scales each stage Deployment on its consumer group lag, one kafka trigger per consumed topic (infer on the dispatcher GPU-seconds)', () => {
     const deploymentNames = new Set(deployments(objects).map((d) => d.metadata.name));
     const all = scaledObjects(objects);
-    expect(all).toHaveLength(topology.stages.length);
+    // every stage but the dispatcher, whose replica count is fixed (one active, one standby)
+    expect(all.map(component).sort()).toEqual(topology.stages.filter((s) => !s.dispatch).map((s) => s.name).sort());
     for (const so of all) {
       const stage = topology.stages.find((s) => s.name === component(so))!;
       expect(so.apiVersion).toBe('keda.sh/v1alpha1');
@@ -358,10 +367,11 @@ describe('k8s render: KEDA ScaledObjects', () => {
       expect(so.spec.scaleTargetRef.kind).toBe('Deployment');
       expect(deploymentNames.has(so.spec.scaleTargetRef.name)).toBe(true);
       expect(so.spec.scaleTargetRef.name).toBe(`sonicflow-${stage.name}`);
-      expect(so.spec.triggers.map((t) => t.metadata.topic)).toEqual([stage.input, ...stage.retry.topics]);
-      // the input and its retry tiers (a dispatcher has none: it retries nothing itself)
-      expect(so.spec.triggers.length).toBe(1 + stage.retry.topics.length);
-      for (const t of so.spec.triggers) {
+      const workersOf = topology.stages.find((d) => d.dispatch?.workers === stage.name);
+      // a dispatcher's workers scale on its GPU-seconds (prometheus), and on their own retry tiers' lag
+      expect(kafkaTriggers(so).map((t) => t.metadata.topic)).toEqual(workersOf ? stage.retry.topics : [stage.input, ...stage.retry.topics]);
+      expect(so.spec.triggers.filter((t) => t.type === 'prometheus')).toHaveLength(workersOf ? 1 : 0);
+      for (const t of kafkaTriggers(so)) {
         expect(t.type).toBe('kafka');
         // KEDA metadata is a map of strings
         for (const v of Object.values(t.metadata)) expect(typeof v).toBe('string');
@@ -421,8 +431,85 @@ describe('k8s render: KEDA ScaledObjects', () => {
     const so = scaledObjects(renderK8sObjects(greedy, OPTS))[0]!;
     expect(so.spec.maxReplicaCount).toBe(3);
     expect(so.spec.minReplicaCount).toBe(3);
-    expect(so.spec.triggers.map((t) => t.metadata.topic)).toContain('greedy.in');
-    expect(so.spec.triggers.every((t) => t.metadata.consumerGroup === 'sonicflow.greedy.work')).toBe(true);
+    expect(kafkaTriggers(so).map((t) => t.metadata.topic)).toContain('greedy.in');
+    expect(kafkaTriggers(so).every((t) => t.metadata.consumerGroup === 'sonicflow.greedy.work')).toBe(true);
+  });
+});
+
+describe('k8s render: the workers of a dispatcher', () => {
+  // 4 partitions upstream, 24 slots (partitions of the dispatcher's sink, the workers' input)
+  const burst = burstTopology({ prefix: 't', dispatch: true, slots: 24 });
+  const rendered = renderK8sObjects(burst, OPTS);
+  const soOf = (stage: string, objs: K8sObject[] = rendered): ScaledObject | undefined => scaledObjects(objs).find((so) => component(so) === stage);
+  const promTriggers = (so: ScaledObject): PrometheusTrigger[] => so.spec.triggers.filter((t): t is PrometheusTrigger => t.type === 'prometheus');
+
+  it("scales infer on the dispatcher's backlog and outstanding seconds through Prometheus, threshold its targetDrainSeconds", () => {
+    const infer = burst.stages.find((s) => s.name === 'infer')!;
+    const so = soOf('infer')!;
+    const [prom, ...others] = so.spec.triggers;
+    expect(prom).toEqual({
+      type: 'prometheus',
+      metricType: 'AverageValue',
+      metadata: {
+        serverAddress: 'http://prometheus-operated.monitoring.svc:9090',
+        query:
+          'sum(sonicflow_dispatch_backlog_seconds{job="sonicflow-stages",namespace="sonicflow",stage="dispatch"})' +
+          ' + sum(sonicflow_dispatch_outstanding_seconds{job="sonicflow-stages",namespace="sonicflow",stage="dispatch"})',
+        threshold: String(infer.scaling.targetDrainSeconds),
+        activationThreshold: '0',
+        ignoreNullValues: 'false',
+      },
+    });
+    expect(infer.scaling.targetDrainSeconds).toBe(10);
+    // no kafka trigger on its input (its lag is 2 per worker at most); its retry tiers keep theirs
+    expect(others.every((t) => t.type === 'kafka')).toBe(true);
+    expect(kafkaTriggers(so).map((t) => t.metadata.topic)).toEqual(infer.retry.topics);
+    expect(kafkaTriggers(so).map((t) => t.metadata.topic)).not.toContain('t.dispatched');
+    for (const v of Object.values(promTriggers(so)[0]!.metadata)) expect(typeof v).toBe('string');
+  });
+
+  it("caps maxReplicaCount at the dispatcher sink's partitions (the slots), not the upstream partitions", () => {
+    expect(burst.topics['t.prepared']!.partitions).toBe(4);
+    expect(soOf('infer')!.spec.maxReplicaCount).toBe(24);
+    expect(soOf('infer')!.spec.minReplicaCount).toBe(1);
+    // 3 slots for a stage that allows 4: 3
+    const few = burstTopology({ prefix: 't', dispatch: true, slots: 3 });
+    expect(few.stages.find((s) => s.name === 'infer')!.scaling.maxReplicas).toBe(4);
+    expect(soOf('infer', renderK8sObjects(few, OPTS))!.spec.maxReplicaCount).toBe(3);
+  });
+
+  it('keeps kafka triggers for the other stages; the dispatcher (2 = 2 replicas) gets no ScaledObject and sets its replicas', () => {
+    const prep = soOf('prep')!;
+    expect(prep.spec.triggers.every((t) => t.type === 'kafka')).toBe(true);
+    expect(kafkaTriggers(prep)[0]!.metadata.topic).toBe('t.in');
+    expect(soOf('dispatch')).toBeUndefined();
+    expect(stageDeployment('dispatch', rendered).spec.replicas).toBe(2);
+    expect(stageDeployment('infer', rendered).spec.replicas).toBeUndefined();
+    expect(stageDeployment('prep', rendered).spec.replicas).toBeUndefined();
+    expect(renderK8sObjects(burst, { ...OPTS, stage: 'dispatch' }).map((o) => o.kind)).toEqual(['Deployment']);
+    // a dispatcher that may scale keeps its ScaledObject
+    const elastic = burstTopology({ prefix: 't', dispatch: true });
+    const d = elastic.stages.find((s) => s.name === 'dispatch')!;
+    d.scaling = { ...d.scaling, minReplicas: 1, maxReplicas: 2 };
+    expect(soOf('dispatch', renderK8sObjects(elastic, OPTS))).toBeDefined();
+  });
+
+  it('gives the workers a grace period that covers the drain, so a KEDA scale-down lets a render finish', () => {
+    const spec = stageDeployment('infer', rendered).spec.template.spec;
+    expect(spec.terminationGracePeriodSeconds).toBeGreaterThan(DRAIN_MS / 1000);
+    expect(container(stageDeployment('infer', rendered)).env).toContainEqual({ name: 'SONIC_DRAIN_TIMEOUT_MS', value: String(DRAIN_MS) });
+  });
+
+  it('takes the Prometheus address and namespace from the options, and refuses an address that is not a URL', () => {
+    const custom = renderK8sObjects(burst, { ...OPTS, namespace: 'gpu', prometheusUrl: 'https://prom.example:9443/api' });
+    const t = promTriggers(soOf('infer', custom)!)[0]!;
+    expect(t.metadata.serverAddress).toBe('https://prom.example:9443/api');
+    expect(t.metadata.query).toContain('namespace="gpu",stage="dispatch"');
+    expect(() => renderK8sObjects(burst, { ...OPTS, prometheusUrl: 'prometheus:9090' })).toThrow(/Prometheus URL/);
+    // the query carries the labels the PodMonitor gives the series
+    const pm = podMonitors(rendered)[0]!;
+    expect(pm.spec.podMetricsEndpoints[0]!.relabelings).toContainEqual({ action: 'replace', targetLabel: 'job', replacement: 'sonicflow-stages' });
+    expect(pm.spec.namespaceSelector.matchNames).toEqual(['sonicflow']);
   });
 });
 
@@ -459,7 +546,7 @@ describe('k8s render: PodMonitor and ConfigMap', () => {
       }),
     )[0]!;
     expect(full.data).toMatchObject({ SONIC_CLIENT_ID: 'acme', SCHEMA_REGISTRY_URL: 'http://registry:8080/apis/ccompat/v7', SONIC_S3_BUCKET: 'media' });
-    expect(scaledObjects(renderK8sObjects(topology, { ...OPTS, clientId: 'acme' }))[0]!.spec.triggers[0]!.metadata.consumerGroup).toBe('acme.sonic.validate');
+    expect(kafkaTriggers(scaledObjects(renderK8sObjects(topology, { ...OPTS, clientId: 'acme' }))[0]!)[0]!.metadata.consumerGroup).toBe('acme.sonic.validate');
     // the brokers KEDA watches win over a conflicting extra entry
     expect(full.data.KAFKA_BROKERS).toBe(BROKERS.join(','));
   });
@@ -513,7 +600,7 @@ describe('k8s render: Kafka security', () => {
       expect(caVolume(d)).toBeUndefined();
       expect(container(d).volumeMounts.map((m) => m.name)).not.toContain('kafka-ca');
     }
-    for (const so of scaledObjects(objects)) for (const t of so.spec.triggers) expect(t.authenticationRef).toBeUndefined();
+    for (const so of scaledObjects(objects)) for (const t of kafkaTriggers(so)) expect(t.authenticationRef).toBeUndefined();
     expect(Object.keys(configMaps(objects)[0]!.data).filter((k) => KAFKA_ENV.test(k))).toEqual([]);
     expect(renderK8s(topology, OPTS)).not.toMatch(/SASL|kafka-password|authenticationRef|TriggerAuthentication/);
   });
@@ -558,10 +645,10 @@ describe('k8s render: Kafka security', () => {
     const value = (ref: { name: string; key: string }): string | undefined => secretNamed(secured, ref.name)?.stringData[ref.key];
     const values = Object.fromEntries(auth!.spec.secretTargetRef.map((r) => [r.parameter, value(r)]));
     expect(values).toEqual({ tls: 'enable', ca: CA_PEM, sasl: 'scram_sha512', username: 'sonic-keda', password: undefined });
-    expect(scaledObjects(secured)).toHaveLength(STAGES.length);
+    expect(scaledObjects(secured)).toHaveLength(SCALED.length);
     for (const so of scaledObjects(secured)) {
-      expect(so.spec.triggers.length).toBeGreaterThan(0);
-      for (const t of so.spec.triggers) {
+      expect(kafkaTriggers(so).length).toBeGreaterThan(0);
+      for (const t of kafkaTriggers(so)) {
         expect(t.authenticationRef).toEqual({ name: auth!.metadata.name });
         // KEDA refuses tls or sasl given both in the trigger and in its TriggerAuthentication
         expect(Object.keys(t.metadata).some((k) => k === 'tls' || k === 'sasl')).toBe(false);
@@ -673,7 +760,8 @@ describe('k8s render: one stage', () => {
       const d = deployments(only)[0]!;
       expect(envNames(d)).toEqual(expect.arrayContaining(['SONIC_KAFKA_SASL_USERNAME', 'SONIC_KAFKA_SASL_PASSWORD']));
       expect(container(d).volumeMounts).toContainEqual({ name: 'kafka-ca', mountPath: '/etc/sonicflow/kafka-ca', readOnly: true });
-      expect(scaledObjects(only)[0]!.spec.triggers.every((t) => t.authenticationRef?.name === 'sonicflow-keda-kafka')).toBe(true);
+      if (SCALED.includes(stage)) expect(kafkaTriggers(scaledObjects(only)[0]!).every((t) => t.authenticationRef?.name === 'sonicflow-keda-kafka')).toBe(true);
+      else expect(scaledObjects(only)).toEqual([]);
     }
   });
 
@@ -703,7 +791,7 @@ describe('k8s render: YAML text', () => {
 
   it('quotes what YAML would read as a number or boolean, and keeps the values findable', () => {
     const keda = docs.filter((d) => /^kind: ScaledObject$/m.test(d));
-    expect(keda).toHaveLength(topology.stages.length);
+    expect(keda).toHaveLength(SCALED.length);
     expect(text).toContain('lagThreshold: "50"');
     expect(text).toContain('lagThreshold: "2"');
     expect(text).toContain('allowIdleConsumers: "false"');

@@ -10,6 +10,8 @@ import type { Container, ObjectMeta, ResourceRequirements, Volume } from './obje
 const DEFAULT_IMAGE = 'ghcr.io/sonicflow/sonicflow:latest';
 const DEFAULT_NAMESPACE = 'sonicflow';
 const DEFAULT_METRICS_PORT = 9464;
+/** The Prometheus Operator's default Service for a Prometheus named in the `monitoring` namespace (kube-prometheus-stack). */
+export const DEFAULT_PROMETHEUS_URL = 'http://prometheus-operated.monitoring.svc:9090';
 export const API_PORT = 8080;
 export const CONFIG_MAP_NAME = 'sonicflow-config';
 export const SECRET_NAME = 'sonicflow-secrets';
@@ -52,6 +54,8 @@ const KAFKA_SECURITY_KEYS = [
 ];
 
 export const NAME = 'sonicflow';
+/** The `job` label the PodMonitor gives the stage pods' series (as ops/prometheus/prometheus.yml does locally). */
+export const STAGES_JOB = `${NAME}-stages`;
 export const LABEL_NAME = 'app.kubernetes.io/name';
 const LABEL_COMPONENT = 'app.kubernetes.io/component';
 
@@ -65,6 +69,12 @@ export interface RenderK8sOptions {
   drainTimeoutMs: number;
   /** SONIC_METRICS_PORT of the stage pods (/metrics, /healthz, /readyz); 0 is not allowed here. */
   metricsPort?: number;
+  /**
+   * Where KEDA queries Prometheus for the prometheus triggers (the workers of a dispatcher stage,
+   * scaled on its backlog's worker-seconds); that Prometheus must scrape the PodMonitor rendered
+   * here. Default {@link DEFAULT_PROMETHEUS_URL}.
+   */
+  prometheusUrl?: string;
   /** Kafka bootstrap servers, for the KEDA triggers and the ConfigMap's KAFKA_BROKERS. */
   brokers: string[];
   /** SCHEMA_REGISTRY_URL in the ConfigMap; when absent the pods use their own default. */
@@ -126,6 +136,7 @@ export interface Resolved {
   namespace: string;
   metricsPort: number;
   graceSeconds: number;
+  prometheusUrl: string;
   /** The GPU stages, when the options name them (otherwise each stage's declaration decides). */
   gpuStages?: Set<string>;
   apiStateStorage: string;
@@ -175,12 +186,15 @@ export function resolve(opts: RenderK8sOptions): Resolved {
     if (KAFKA_SECURITY_KEYS.includes(key)) bad(`config key "${key}" is not taken: the Kafka security options set the pods' TLS and SASL (and KEDA's) together`);
   }
   const kafka = resolveKafka(opts, bad);
+  const prometheusUrl = opts.prometheusUrl ?? DEFAULT_PROMETHEUS_URL;
+  if (!/^https?:\/\/[^\s/]+(\/\S*)?$/.test(prometheusUrl)) bad(`Prometheus URL must be an http(s) URL, got "${prometheusUrl}"`);
   return {
     image: opts.image ?? DEFAULT_IMAGE,
     imagePullPolicy: opts.imagePullPolicy ?? 'IfNotPresent',
     namespace,
     metricsPort,
     graceSeconds: Math.ceil(opts.drainTimeoutMs / 1000) + GRACE_MARGIN_SECONDS,
+    prometheusUrl,
     apiStateStorage,
     kafka,
     ...(opts.gpuStages ? { gpuStages: new Set(opts.gpuStages) } : {}),

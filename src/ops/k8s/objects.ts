@@ -117,6 +117,24 @@ export interface KafkaTrigger {
   authenticationRef?: { name: string };
 }
 
+/**
+ * KEDA's prometheus trigger: replicas = ceil(query result / threshold) (AverageValue), for the
+ * workers of a dispatcher stage, scaled on the estimated worker-seconds it holds.
+ */
+export interface PrometheusTrigger {
+  type: 'prometheus';
+  metricType: 'AverageValue';
+  metadata: {
+    serverAddress: string;
+    /** Must return one sample (a `sum`). */
+    query: string;
+    threshold: string;
+    activationThreshold: string;
+    /** 'false': an empty result is a scaler error (KEDA's fallback replicas), not zero work. */
+    ignoreNullValues: 'true' | 'false';
+  };
+}
+
 /** KEDA's TriggerAuthentication: trigger parameters read from Secret keys. */
 export interface TriggerAuthentication {
   apiVersion: 'keda.sh/v1alpha1';
@@ -146,7 +164,7 @@ export interface ScaledObject {
       restoreToOriginalReplicaCount: boolean;
       horizontalPodAutoscalerConfig: { behavior: { scaleUp: HpaScalingRules; scaleDown: HpaScalingRules } };
     };
-    triggers: KafkaTrigger[];
+    triggers: (KafkaTrigger | PrometheusTrigger)[];
   };
 }
 

@@ -1,7 +1,8 @@
 /**
  * Kubernetes manifests for a topology: per stage a Deployment (`sonicflow run <stage>`) and a KEDA
- * ScaledObject scaling it on the consumer group's lag (`stage.ts`, where the choices behind them
- * are given), plus a PodMonitor for every sonicflow pod, the shared ConfigMap and the HTTP API
+ * ScaledObject scaling it on the consumer group's lag, or a dispatcher's workers on the
+ * worker-seconds it holds (through Prometheus; a dispatcher of fixed size gets none) (`stage.ts`,
+ * where the choices behind them are given), plus a PodMonitor for every sonicflow pod, the shared ConfigMap and the HTTP API
  * (a StatefulSet with a state volume per replica, its headless Service and the Service clients
  * use) (`shared.ts`).
  *
@@ -27,10 +28,11 @@ import { SonicError } from '../../core/errors.js';
 import { API_PARTY } from '../../runtime/acls.js';
 import { findStage, type Topology } from '../../runtime/topology.js';
 import { resolve, type RenderK8sOptions } from './common.js';
+export { DEFAULT_PROMETHEUS_URL } from './common.js';
 import { kafkaCaSecret, kafkaSecret, kedaKafkaObjects } from './kafka.js';
 import type { K8sObject } from './objects.js';
 import { apiObjects, configMap, podMonitor } from './shared.js';
-import { stageDeployment, stageScaledObject } from './stage.js';
+import { scaledByKeda, stageDeployment, stageScaledObject } from './stage.js';
 import { toYamlDocuments } from './yaml.js';
 
 export type { KafkaSaslMechanism, RenderK8sOptions } from './common.js';
@@ -39,7 +41,9 @@ export type {
   Container,
   Deployment,
   K8sObject,
+  KafkaTrigger,
   PodMonitor,
+  PrometheusTrigger,
   ResourceRequirements,
   ScaledObject,
   Secret,
@@ -69,7 +73,7 @@ export function renderK8sObjects(topology: Topology, opts: RenderK8sOptions): K8
   const perStage = stages.flatMap((s): K8sObject[] => [
     ...principalSecret(s.name),
     stageDeployment(topology, s, opts, r),
-    stageScaledObject(topology, s, opts, r),
+    ...(scaledByKeda(s) ? [stageScaledObject(topology, s, opts, r)] : []),
   ]);
   if (opts.stage !== undefined) return perStage;
   return [

@@ -12,6 +12,7 @@ import {
   NAME,
   POD_SECURITY,
   SECRET_NAME,
+  STAGES_JOB,
   STATE_MOUNT,
   STATE_VOLUME,
   envFrom,
@@ -45,7 +46,7 @@ export function podMonitor(topology: Topology, r: Resolved): PodMonitor {
           interval: '15s',
           honorLabels: true,
           relabelings: [
-            { action: 'replace', targetLabel: 'job', replacement: `${NAME}-stages` },
+            { action: 'replace', targetLabel: 'job', replacement: STAGES_JOB },
             { action: 'replace', sourceLabels: ['__meta_kubernetes_pod_label_app_kubernetes_io_component'], targetLabel: 'stage' },
           ],
         },

@@ -1,6 +1,7 @@
 /**
  * A stage's objects: its Deployment (`sonicflow run <stage>`) and the KEDA ScaledObject that
- * scales it on the consumer group's lag.
+ * scales it on the consumer group's lag (the workers of a dispatcher stage: on the work the
+ * dispatcher holds, through Prometheus).
  *
  * Choices, with their reasons:
  * - One Kafka trigger per consumed topic (the input and each retry tier), all on the stage's group.
@@ -26,6 +27,18 @@
  *   consumed topics.
  * - GPU stages (`infer` by default) get `nvidia.com/gpu: 1` and a toleration for the usual GPU
  *   node taint, and roll with `maxSurge: 0` (a surge pod would wait for a spare GPU).
+ * - The workers of a dispatcher stage (`dispatcher.ts`) are scaled by a prometheus trigger, not by
+ *   their input's lag: that lag stays at 1 + queuePerWorker per worker by design (the backlog waits
+ *   in the dispatcher), so it would never scale them up. The query is the estimated worker-seconds
+ *   the dispatcher holds, waiting and dispatched-not-done (`sonicflow_dispatch_backlog_seconds` +
+ *   `sonicflow_dispatch_outstanding_seconds`, summed over its replicas: a standby reports 0), on
+ *   the series the rendered PodMonitor scrapes (its `job`, this namespace, the dispatcher's
+ *   `stage`); the threshold is the workers' `targetDrainSeconds`, so KEDA asks for
+ *   ceil(seconds / target) workers. Any count is useful up to the partitions of the dispatcher's
+ *   sink (each worker holds one or more), which cap `maxReplicaCount`. Their retry tiers keep
+ *   kafka triggers: the workers read those directly, outside the dispatcher's count.
+ * - A dispatcher stage whose min and max replicas are equal (by default 2: one active, one standby)
+ *   gets no ScaledObject: there is nothing to scale, so its Deployment sets `replicas` itself.
  */
 import { SonicError } from '../../core/errors.js';
 import { groupId } from '../../runtime/names.js';
@@ -48,16 +61,27 @@ import {
   resourcesFor,
   stageObjectName,
   stateEnv,
+  STAGES_JOB,
   type RenderK8sOptions,
   type Resolved,
 } from './common.js';
-import type { Deployment, KafkaTrigger, ScaledObject } from './objects.js';
+import type { Deployment, KafkaTrigger, PrometheusTrigger, ScaledObject } from './objects.js';
 
 const SCALE_DOWN_STABILIZATION_SECONDS = 300;
 const SCALE_UP_STABILIZATION_SECONDS = 30;
 const POLLING_INTERVAL_SECONDS = 15;
 /** KEDA waits this long after the last active trigger before scaling to zero (only when minReplicas is 0). */
 const COOLDOWN_PERIOD_SECONDS = 300;
+
+/** The dispatcher stage whose workers `stage` is, if any. */
+export function dispatcherOf(topology: Topology, stage: StageSpec): StageSpec | undefined {
+  return topology.stages.find((d) => d.dispatch?.workers === stage.name);
+}
+
+/** Whether KEDA scales the stage: every stage but a dispatcher with a fixed replica count. */
+export function scaledByKeda(stage: StageSpec): boolean {
+  return !(stage.dispatch && stage.scaling.minReplicas === stage.scaling.maxReplicas);
+}
 
 export function stageDeployment(topology: Topology, stage: StageSpec, opts: RenderK8sOptions, r: Resolved): Deployment {
   const gpu = r.gpuStages ? r.gpuStages.has(stage.name) : (stage.resources?.gpus ?? 0) > 0;
@@ -71,12 +95,18 @@ export function stageDeployment(topology: Topology, stage: StageSpec, opts: Rend
     kind: 'Deployment',
     metadata: metadata(stageObjectName(stage.name), stage.name, r, topology),
     spec: {
+      // no ScaledObject (a dispatcher of fixed size): the Deployment holds the count itself
+      ...(scaledByKeda(stage) ? {} : { replicas: Math.max(1, stage.scaling.minReplicas) }),
       revisionHistoryLimit: 5,
       selector: { matchLabels: { ...podLabels } },
       strategy: { type: 'RollingUpdate', rollingUpdate: gpu ? { maxSurge: 0, maxUnavailable: 1 } : { maxSurge: 1, maxUnavailable: 0 } },
       template: {
         metadata: { labels: { ...podLabels } },
         spec: {
+          // the drain timeout plus a margin. A scale-down (KEDA's, as any) sends SIGTERM to a pod and
+          // the drain lets its in-flight record finish and commit: for the workers of a dispatcher, a
+          // render in progress is finished rather than abandoned, as long as SONIC_DRAIN_TIMEOUT_MS
+          // covers the longest render (beyond it the record is dispatched again and redone)
           terminationGracePeriodSeconds: r.graceSeconds,
           securityContext: POD_SECURITY,
           ...(gpu ? { tolerations: [{ key: GPU_RESOURCE, operator: 'Exists', effect: 'NoSchedule' }] } : {}),
@@ -112,7 +142,11 @@ export function stageScaledObject(topology: Topology, stage: StageSpec, opts: Re
   if (!input) throw new SonicError('TOPOLOGY_INVALID', `stage ${stage.name} reads topic ${stage.input}, which the topology does not declare`);
   const { minReplicas, maxReplicas, lagThreshold, activationLagThreshold } = stage.scaling;
   if (!(lagThreshold > 0)) throw new SonicError('TOPOLOGY_INVALID', `stage ${stage.name} lagThreshold must be > 0 for KEDA, got ${lagThreshold}`);
-  const maxReplicaCount = Math.max(1, Math.min(maxReplicas, input.partitions));
+  const front = dispatcherOf(topology, stage);
+  // behind a dispatcher, a worker per partition of its sink at most (the sink is the workers' input)
+  const sink = front ? topology.topics[Object.values(front.outputs)[0] ?? ''] : input;
+  if (!sink) throw new SonicError('TOPOLOGY_INVALID', `dispatcher ${front?.name} has no sink the topology declares`);
+  const maxReplicaCount = Math.max(1, Math.min(maxReplicas, sink.partitions));
   const minReplicaCount = Math.max(0, Math.min(minReplicas, maxReplicaCount));
   const consumerGroup = groupId(opts.clientId, topology, stage);
   const trigger = (topic: string): KafkaTrigger => ({
@@ -163,7 +197,31 @@ export function stageScaledObject(topology: Topology, stage: StageSpec, opts: Re
           },
         },
       },
-      triggers: [stage.input, ...stage.retry.topics].map(trigger),
+      triggers: front ? [workTrigger(stage, front, r), ...stage.retry.topics.map(trigger)] : [stage.input, ...stage.retry.topics].map(trigger),
+    },
+  };
+}
+
+/** The PromQL of the estimated worker-seconds a dispatcher holds (waiting and dispatched-not-done), over its replicas. */
+export function dispatchWorkQuery(dispatcher: string, namespace: string): string {
+  const sel = `{job="${STAGES_JOB}",namespace="${namespace}",stage="${dispatcher}"}`;
+  return `sum(sonicflow_dispatch_backlog_seconds${sel}) + sum(sonicflow_dispatch_outstanding_seconds${sel})`;
+}
+
+/** The workers' prometheus trigger: ceil(worker-seconds held by the dispatcher / targetDrainSeconds) replicas. */
+function workTrigger(stage: StageSpec, front: StageSpec, r: Resolved): PrometheusTrigger {
+  const target = stage.scaling.targetDrainSeconds;
+  if (!(target > 0)) throw new SonicError('TOPOLOGY_INVALID', `stage ${stage.name} targetDrainSeconds must be > 0 for KEDA, got ${target}`);
+  return {
+    type: 'prometheus',
+    metricType: 'AverageValue',
+    metadata: {
+      serverAddress: r.prometheusUrl,
+      query: dispatchWorkQuery(front.name, r.namespace),
+      threshold: String(target),
+      // active (above minReplicaCount, from zero) as soon as any work is held
+      activationThreshold: '0',
+      ignoreNullValues: 'false',
     },
   };
 }
