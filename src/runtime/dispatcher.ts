@@ -420,7 +420,10 @@ export class Dispatcher {
     this.intakeEnds = new Map();
     const entries = await Promise.all(intake.map(({ rec }) => this.entryOf(rec, now)));
     for (const e of entries) this.queue.add(e);
-    const rule = { capacity: 1 + this.options.queuePerWorker, lead: this.options.leadMs / 1000, maxPerWorker: MAX_PER_WORKER };
+    // the lead never beyond a worker's fair share of what waits: at a burst's end the last short
+    // tasks go one by one to whoever is free first, not queued behind estimates that may be off
+    const share = this.queue.cost / Math.max(1, this.workers.members.length);
+    const rule = { capacity: 1 + this.options.queuePerWorker, lead: Math.min(this.options.leadMs / 1000, share), maxPerWorker: MAX_PER_WORKER };
     const candidates = this.workers.state === 'Stable' ? this.queue.best(this.workers.members.length * Math.max(rule.capacity, MAX_PER_WORKER), now) : [];
     const planned = planDispatch(
       this.workers.members,
