@@ -5,7 +5,11 @@
  *     Kafka Streams (exactly_once_v2) and BullMQ (a five-step flow on Redis);
  *  2. the broker's own ceiling (Kafka's producer and consumer performance tools);
  *  3. the submit API under autocannon;
- *  4. scheduling efficiency of a 300-task burst on 4 fixed-time infer workers.
+ *  4. scheduling efficiency of a 300-task burst on 4 fixed-time infer workers;
+ *  5. the scheduling sweep: 300-task bursts, equal and log-normal task times, 1 to 12 workers,
+ *     partition ownership ('sonicflow'), the dispatcher ('dispatch') and BullMQ side by side
+ *     (bench/scheduling.ts; about 35 minutes), and the failover of a worker SIGKILLed mid-task
+ *     behind the dispatcher, each infer worker with the session timeout it declares.
  * Each figure is the median of --runs runs with min–max. Prints a table, writes
  * bench/results/bench.json and bench/results/bench.svg.
  *
@@ -25,7 +29,7 @@ import { run as rawKafkajs } from './baselines/raw-kafkajs.js';
 import { run as sonicflow } from './baselines/sonicflow.js';
 import { describeKafkaSecurity } from './kafka-connection.js';
 import { barChartSvg, fmt, saveResults, summarise, table, type Summary } from './lib.js';
-import { run as scheduling } from './scheduling.js';
+import { run as scheduling, sweep, sweepTable, type SchedulingResult } from './scheduling.js';
 import { run as submit } from './submit.js';
 
 const { values: args } = parseArgs({
@@ -44,7 +48,8 @@ if (args.help) {
   --records N     records of the five-hop throughput run (default 10000)
   --partitions N  partitions per topic (default 4)
   --only KEYS     comma-separated: sonicflow-batched, sonicflow-default, raw-kafkajs,
-                  kafka-streams, bullmq, broker, submit, scheduling (default: all)
+                  kafka-streams, bullmq, broker, submit, scheduling, scheduling-sweep
+                  (default: all)
 
 Environment: KAFKA_BROKERS, SCHEMA_REGISTRY_URL (npm run bench starts the local stack for what
 is unset); for a secured cluster SONIC_KAFKA_SSL, SONIC_KAFKA_SSL_CA_FILE,
@@ -159,6 +164,31 @@ if (want('scheduling')) {
   };
 }
 
+let sweepRun: { results: SchedulingResult[]; failures: string[]; failover?: SchedulingResult['failover'] } | undefined;
+if (want('scheduling-sweep')) {
+  log('scheduling sweep: 300 tasks, workers 1-12, equal and log-normal, sonicflow / dispatch / BullMQ (about 35 minutes)');
+  const common = { brokers, tasks: 300, serviceMs: 200, partitioning: 'key' as const, seed: 1, sigma: 0.6 };
+  sweepRun = await sweep(
+    {
+      ...common,
+      partitions: 12,
+      workers: Array.from({ length: 12 }, (_, i) => i + 1),
+      mixes: ['equal', 'lognormal'],
+      systems: ['sonicflow', 'dispatch', 'bullmq'],
+      redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    },
+    (what) => log(`scheduling sweep: ${what}`),
+  );
+  log('scheduling failover: a worker SIGKILLed mid-task behind the dispatcher');
+  try {
+    const r = await scheduling({ ...common, workers: 4, partitions: 12, mix: 'equal', dispatch: true, killWorkerMidTask: true });
+    sweepRun.failover = r.failover;
+  } catch (err) {
+    sweepRun.failures.push(`failover: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  saveResults('scheduling-sweep', { options: { ...common, partitions: 12, workers: '1-12', mixes: ['equal', 'lognormal'] }, ...sweepRun });
+}
+
 // ---------------------------------------------------------------- report
 const lines: string[] = [];
 const out = (s = ''): number => lines.push(s);
@@ -218,6 +248,24 @@ if (sched) {
     table(['makespan, s', 'makespan / ideal', 'worker idle while a backlog existed, s'], [[fmt(sched.makespan, 1), fmt(sched.ratio, 2), fmt(sched.idle, 1)]]),
   );
 }
+if (sweepRun) {
+  out();
+  out('5. Scheduling sweep: 300 tasks (mean 200 ms), 1-12 workers; LB = max(total work / workers, longest task); idle % of workers x makespan');
+  out(sweepTable(sweepRun.results));
+  const worst = (system: string) => {
+    const rs = sweepRun!.results.filter((r) => r.system === system);
+    return rs.length ? [system, String(rs.length), Math.max(...rs.map((r) => r.ratioLowerBound)).toFixed(3), Math.max(...rs.map((r) => r.idleWhileWaitingPct)).toFixed(1)] : undefined;
+  };
+  out(
+    table(
+      ['system', 'runs', 'worst makespan / LB (goal <= 1.05)', 'worst idle while waiting, % (goal <= 5)'],
+      ['sonicflow', 'sonicflow-dispatch', 'bullmq'].map(worst).filter((x): x is string[] => x !== undefined),
+    ),
+  );
+  const f = sweepRun.failover;
+  if (f) out(`Failover: a worker SIGKILLed ${f.killedAt - f.startedAt} ms into a task; the task began again on ${f.restartedOn} ${f.restartedAfterS.toFixed(1)} s after the kill (goal < 10 s), done ${f.completedAfterS.toFixed(1)} s after it`);
+  for (const x of sweepRun.failures) out(`FAILED ${x}`);
+}
 const report = lines.join('\n');
 console.log(report);
 const jsonPath = saveResults('bench', {
@@ -229,6 +277,7 @@ const jsonPath = saveResults('bench', {
   broker,
   api,
   scheduling: sched,
+  schedulingSweep: sweepRun,
   seconds: (Date.now() - started) / 1000,
 });
 const svg = barChartSvg(
