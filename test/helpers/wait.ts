@@ -5,6 +5,7 @@
 import type { KafkaClient } from '../../src/kafka/client.js';
 import { OffsetReader, type PartitionLag } from '../../src/kafka/lag.js';
 import { sampleOffsets } from '../../src/ops/lag.js';
+import { groupId } from '../../src/runtime/names.js';
 import type { Topology } from '../../src/runtime/topology.js';
 
 /** Polls `check` until it returns true; throws after `timeoutMs` with `what` (a function: evaluated then, for the last state seen). */
@@ -51,6 +52,22 @@ export async function waitConsumedToEnd(
       timeoutMs,
       () => `the groups of ${stages.join(', ')} to commit to the log end; behind: ${behind}`,
     );
+  } finally {
+    await reader.close();
+  }
+}
+
+/** Waits until every stage's consumer group has at least its minimum replicas as members (one at least). */
+export async function waitForMinimumMembers(ctx: { kafka: KafkaClient; config: { clientId: string } }, topology: Topology, timeoutMs = 60_000): Promise<void> {
+  const reader = new OffsetReader(ctx.kafka);
+  try {
+    const joined = async (): Promise<boolean> =>
+      (
+        await Promise.all(
+          topology.stages.map(async (s) => (await reader.members(groupId(ctx.config.clientId, topology, s))) >= Math.max(1, s.scaling.minReplicas)),
+        )
+      ).every(Boolean);
+    await waitUntil(joined, timeoutMs, 'every stage group to have its minimum members');
   } finally {
     await reader.close();
   }

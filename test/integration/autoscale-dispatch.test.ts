@@ -7,11 +7,10 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/core/logger.js';
-import { OffsetReader } from '../../src/kafka/lag.js';
 import { Autoscaler, lagOfStage, type Decision } from '../../src/ops/autoscale.js';
-import { groupId } from '../../src/runtime/names.js';
 import { deployChain, produce, readAll, countKeys, waitUntil } from '../helpers/chain.js';
 import { ROOT, testContext } from '../helpers/infra.js';
+import { waitForMinimumMembers } from '../helpers/wait.js';
 
 const BURST = join(ROOT, 'bench', 'fixtures', 'burst.ts');
 const TASKS = 60;
@@ -46,18 +45,8 @@ describe('local autoscaler behind a dispatcher (real broker, workers as processe
     scaler.start();
     let peak = 0;
     try {
-      const reader = new OffsetReader(ctx.kafka);
-      try {
-        const joined = async (): Promise<boolean> =>
-          (
-            await Promise.all(
-              topology.stages.map(async (s) => (await reader.members(groupId(ctx.config.clientId, topology, s))) >= Math.max(1, s.scaling.minReplicas)),
-            )
-          ).every(Boolean);
-        await waitUntil(joined, 60_000, 'every stage group to have its minimum members (dispatch: active and standby)');
-      } finally {
-        await reader.close();
-      }
+      // the minimum workers have joined their groups (dispatch: the active one and its standby)
+      await waitForMinimumMembers(ctx, topology);
       const keys = await produce(chain, TASKS);
       await waitUntil(
         async () => {

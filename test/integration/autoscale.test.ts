@@ -1,12 +1,11 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/core/logger.js';
-import { OffsetReader } from '../../src/kafka/lag.js';
 import { Autoscaler, desiredReplicas, lagOfStage, type Decision } from '../../src/ops/autoscale.js';
-import { groupId } from '../../src/runtime/names.js';
 import { loadTopologyFile } from '../../src/app/context.js';
 import { deployChain, produce, readAll, waitUntil } from '../helpers/chain.js';
 import { ROOT, testContext } from '../helpers/infra.js';
+import { waitForMinimumMembers } from '../helpers/wait.js';
 
 // the scheduling benchmark's pipeline serves the autoscaler test too
 const BURST = join(ROOT, 'bench', 'fixtures', 'burst.ts');
@@ -44,19 +43,8 @@ describe('local autoscaler on a burst (real broker, workers as processes)', () =
     });
     scaler.start();
     try {
-      // the minimum workers have joined their groups
-      const reader = new OffsetReader(ctx.kafka);
-      try {
-        const joined = async (): Promise<boolean> =>
-          (
-            await Promise.all(
-              topology.stages.map(async (s) => (await reader.members(groupId(ctx.config.clientId, topology, s))) >= Math.max(1, s.scaling.minReplicas)),
-            )
-          ).every(Boolean);
-        await waitUntil(joined, 60_000, 'every stage group to have its minimum members');
-      } finally {
-        await reader.close();
-      }
+      // the minimum workers have joined their groups (dispatch: the active one and its standby)
+      await waitForMinimumMembers(ctx, topology);
       const keys = await produce(chain, 200);
       await waitUntil(async () => (await readAll(chain.topic('out'), 400)).length >= 200, 150_000, 'the backlog to drain');
       await waitUntil(() => scaler.replicas('infer') === 1, 60_000, 'infer to scale back down');
