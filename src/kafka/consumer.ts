@@ -52,7 +52,7 @@ export interface GroupConsumerOptions {
    * progress is not aborted because another GPU came or went. Members that do not offer it (a
    * rolling upgrade) make the group fall back to round robin.
    */
-  sticky?: { held: () => Assignment };
+  sticky?: { claim: () => StickyClaim };
   /** Waits between tries to reach the broker (start, restarts after a crash). */
   reconnect: BackoffOptions;
   logger: Logger;
@@ -97,29 +97,70 @@ export const CO_PARTITIONED = 'SonicflowCoPartitioned';
 /** The name (group protocol) of the sticky assignor. */
 export const STICKY = 'SonicflowSticky';
 
+/** What a member tells the sticky assignor when it joins (its metadata's userData, as JSON). */
+export interface StickyClaim {
+  /** The member id under which it held them: a claim made under another id (expelled, rejoined) is stale. */
+  memberId: string;
+  /** The partitions it holds, by topic. */
+  held: Record<string, number[]>;
+  /** Of those, the ones with a record in hand (a render): kept first, moved last. */
+  busy: Record<string, number[]>;
+}
+
+/** A member as the sticky assignor sees it: its id, what it subscribes to, and its claim (if any, valid). */
+export interface StickyMember {
+  id: string;
+  topics: readonly string[];
+  claim?: Pick<StickyClaim, 'held' | 'busy'>;
+}
+
+/** Partition numbers of one topic in a claim: whole numbers >= 0 only (anything else is no claim). */
+function partitionList(v: unknown): number[] {
+  return Array.isArray(v) ? v.filter((p): p is number => Number.isInteger(p) && (p as number) >= 0) : [];
+}
+
+/** Reads a member's claim from its userData; a claim made under another member id, or unreadable, is none. */
+export function readStickyClaim(userData: Buffer | undefined, memberId: string): StickyMember['claim'] {
+  if (!userData || userData.length === 0) return undefined;
+  try {
+    const parsed: unknown = JSON.parse(userData.toString('utf8'));
+    if (!parsed || typeof parsed !== 'object') return undefined;
+    const c = parsed as Partial<Record<keyof StickyClaim, unknown>>;
+    if (c.memberId !== memberId) return undefined;
+    const byTopic = (x: unknown): Record<string, number[]> =>
+      x && typeof x === 'object' ? Object.fromEntries(Object.entries(x as Record<string, unknown>).map(([t, ps]) => [t, partitionList(ps)])) : {};
+    return { held: byTopic(c.held), busy: byTopic(c.busy) };
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * The sticky rule, per topic: every member gets ⌊P/n⌋ or ⌈P/n⌉ of its P partitions (the larger
- * shares to the members already holding the most); a member keeps what it holds up to its share
- * (a partition claimed by two, the first by member id); what is left goes one at a time to the
- * member with the fewest. `held` maps a member id to the partitions it says it holds, by topic.
+ * The sticky rule, per topic, among the members subscribed to it: every such member gets ⌊P/n⌋ or
+ * ⌈P/n⌉ of its P partitions (the larger shares to the members already holding the most); a member
+ * keeps what it holds up to its share, the partitions with a record in hand first (a partition
+ * claimed by two: the one that has it in hand, else the first by member id); what is left goes one
+ * at a time to the member with the fewest, one with nothing in hand first (a dead member's task
+ * goes to an idle GPU when there is one).
  */
-export function stickyAssignment(
-  memberIds: readonly string[],
-  held: ReadonlyMap<string, Record<string, number[]>>,
-  partitions: Record<string, number[]>,
-): Map<string, Record<string, number[]>> {
-  const ids = [...memberIds].sort();
-  const out = new Map<string, Record<string, number[]>>(ids.map((m) => [m, {}]));
-  if (ids.length === 0) return out;
+export function stickyAssignment(members: readonly StickyMember[], partitions: Record<string, number[]>): Map<string, Record<string, number[]>> {
+  const sorted = [...members].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const out = new Map<string, Record<string, number[]>>(sorted.map((m) => [m.id, {}]));
+  const idle = new Set(sorted.filter((m) => !Object.values(m.claim?.busy ?? {}).some((ps) => ps.length > 0)).map((m) => m.id));
   for (const [topic, all] of Object.entries(partitions)) {
+    const ids = sorted.filter((m) => m.topics.includes(topic)).map((m) => m.id);
+    if (ids.length === 0) continue;
+    const claimOf = new Map(sorted.map((m) => [m.id, m.claim]));
     const exists = new Set(all);
     const claimed = new Set<number>();
     const claims = new Map<string, number[]>();
-    for (const m of ids) {
-      const mine = [...new Set(held.get(m)?.[topic] ?? [])].filter((p) => exists.has(p) && !claimed.has(p)).sort((a, b) => a - b);
-      mine.forEach((p) => claimed.add(p));
-      claims.set(m, mine);
-    }
+    // partitions in hand are claimed first, so a busy holder wins over a stale or second claim
+    for (const pass of ['busy', 'held'] as const)
+      for (const m of ids) {
+        const mine = [...new Set(claimOf.get(m)?.[pass]?.[topic] ?? [])].filter((p) => exists.has(p) && !claimed.has(p)).sort((a, b) => a - b);
+        mine.forEach((p) => claimed.add(p));
+        claims.set(m, [...(claims.get(m) ?? []), ...mine]);
+      }
     const base = Math.floor(all.length / ids.length);
     let extra = all.length % ids.length;
     const quota = new Map<string, number>();
@@ -130,12 +171,15 @@ export function stickyAssignment(
     const given = new Map<string, number[]>();
     const kept = new Set<number>();
     for (const m of ids) {
+      // busy ones come first in the claim: a member over its share gives up idle partitions first
       const keep = claims.get(m)!.slice(0, quota.get(m));
       keep.forEach((p) => kept.add(p));
       given.set(m, keep);
     }
     for (const p of [...all].filter((x) => !kept.has(x)).sort((a, b) => a - b)) {
-      const m = ids.filter((x) => given.get(x)!.length < quota.get(x)!).sort((a, b) => given.get(a)!.length - given.get(b)!.length || (a < b ? -1 : 1))[0]!;
+      const m = ids
+        .filter((x) => given.get(x)!.length < quota.get(x)!)
+        .sort((a, b) => given.get(a)!.length - given.get(b)!.length || Number(idle.has(b)) - Number(idle.has(a)) || (a < b ? -1 : 1))[0]!;
       given.get(m)!.push(p);
     }
     for (const m of ids) if (given.get(m)!.length > 0) out.get(m)![topic] = given.get(m)!.sort((a, b) => a - b);
@@ -143,38 +187,30 @@ export function stickyAssignment(
   return out;
 }
 
-/** See {@link GroupConsumerOptions.sticky}; the member's held partitions travel as JSON in its metadata. */
-function stickyAssigner(held: () => Assignment): PartitionAssigner {
+/** See {@link GroupConsumerOptions.sticky}; the member's claim travels as JSON in its metadata's userData. */
+function stickyAssigner(claim: () => StickyClaim): PartitionAssigner {
   return ({ cluster }) => ({
     name: STICKY,
     version: 0,
     async assign({ members, topics }) {
-      const claims = new Map<string, Record<string, number[]>>();
-      for (const m of members) {
-        try {
-          const data = AssignerProtocol.MemberMetadata.decode(m.memberMetadata)?.userData;
-          const parsed: unknown = data && data.length > 0 ? JSON.parse(data.toString('utf8')) : {};
-          if (parsed && typeof parsed === 'object') claims.set(m.memberId, parsed as Record<string, number[]>);
-        } catch {
-          // a member whose claim cannot be read holds nothing: its partitions are dealt anew
-        }
-      }
       const all: Record<string, number[]> = {};
-      for (const topic of topics) all[topic] = cluster.findTopicPartitionMetadata(topic).map((p) => p.partitionId);
-      const assignment = stickyAssignment(
-        members.map((m) => m.memberId),
-        claims,
-        all,
-      );
-      return [...assignment].map(([memberId, a]) => ({
+      const seen: StickyMember[] = members.map((m) => {
+        const meta = AssignerProtocol.MemberMetadata.decode(m.memberMetadata);
+        const claimed = readStickyClaim(meta?.userData, m.memberId);
+        return { id: m.memberId, topics: meta?.topics ?? [], ...(claimed ? { claim: claimed } : {}) };
+      });
+      // every topic some member subscribes to (kafkajs passes the leader's own), each dealt among its subscribers
+      for (const topic of new Set([...topics, ...seen.flatMap((m) => m.topics)])) {
+        const meta = cluster.findTopicPartitionMetadata(topic);
+        if (meta.length > 0) all[topic] = meta.map((p) => p.partitionId);
+      }
+      return [...stickyAssignment(seen, all)].map(([memberId, a]) => ({
         memberId,
         memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 0, assignment: a, userData: Buffer.alloc(0) }),
       }));
     },
     protocol({ topics }) {
-      const mine: Record<string, number[]> = {};
-      for (const tp of held()) (mine[tp.topic] ??= []).push(tp.partition);
-      return { name: STICKY, metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.from(JSON.stringify(mine)) }) };
+      return { name: STICKY, metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.from(JSON.stringify(claim())) }) };
     },
   });
 }
@@ -286,7 +322,7 @@ export class GroupConsumer {
       ...(options.coPartitioned ? { partitionAssigners: [coPartitionedAssigner, PartitionAssigners.roundRobin] } : {}),
       ...(options.singleton ? { partitionAssigners: [singletonAssigner(options.singleton.holding)] } : {}),
       ...(options.sticky && !options.coPartitioned && !options.singleton
-        ? { partitionAssigners: [stickyAssigner(options.sticky.held), PartitionAssigners.roundRobin] }
+        ? { partitionAssigners: [stickyAssigner(options.sticky.claim), PartitionAssigners.roundRobin] }
         : {}),
       // kafkajs restarts after a fixed pause, and never after some errors: we restart it ourselves
       retry: { retries: 5, restartOnFailure: async () => false },

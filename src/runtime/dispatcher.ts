@@ -324,8 +324,14 @@ export class Dispatcher {
     await this.restoreBacklog();
     await this.restoreOutstanding();
     const committed = await this.offsets.committed(this.groupId, [this.stage.input]);
+    // never committed: a new dispatcher. If the workers read this topic themselves before (an
+    // upgrade from a topology without the dispatcher), what they committed is done: go on from there
+    const before = [...committed.values()].some((o) => o >= 0n) ? new Map<string, bigint>() : await this.offsets.committed(this.workersGroup, [this.stage.input]);
+    if ([...before.values()].some((o) => o >= 0n)) this.logger.info({ group: this.workersGroup }, "dispatcher starts from its workers' committed offsets on its input (an upgrade)");
     for (const tp of assignment) {
-      let next = committed.get(`${tp.topic}:${tp.partition}`) ?? -1n;
+      const key = `${tp.topic}:${tp.partition}`;
+      let next = committed.get(key) ?? -1n;
+      if (next < 0n) next = before.get(key) ?? -1n;
       if (next < 0n) next = (await this.partitions.range(tp.topic, tp.partition)).start;
       this.positions.set(tp.partition, next);
       this.consumer.seek(tp, next.toString());
@@ -363,7 +369,7 @@ export class Dispatcher {
             key: s.k,
             value: s.v === null ? null : Buffer.from(s.v, 'base64'),
             headers: s.h,
-            cost: s.c,
+            cost: boundedCost(s.c),
             priority: s.p,
             enqueuedAt: s.t,
             partition: Number(p),
@@ -424,10 +430,13 @@ export class Dispatcher {
     // tasks go one by one to whoever is free first, not queued behind estimates that may be off
     const share = this.queue.cost / Math.max(1, this.workers.members.length);
     const rule = { capacity: 1 + this.options.queuePerWorker, lead: Math.min(this.options.leadMs / 1000, share), maxPerWorker: MAX_PER_WORKER };
-    const candidates = this.workers.state === 'Stable' ? this.queue.best(this.workers.members.length * Math.max(rule.capacity, MAX_PER_WORKER), now) : [];
+    const held = new Map([...this.outstanding].map(([p, o]) => [p, o.map((x) => x.cost)]));
+    // the backlog is sorted only when some worker has room (room does not depend on the record)
+    const room = this.workers.state === 'Stable' && this.queue.size > 0 && planDispatch(this.workers.members, held, rule, [0]).length > 0;
+    const candidates = room ? this.queue.best(this.workers.members.length * Math.max(rule.capacity, MAX_PER_WORKER), now) : [];
     const planned = planDispatch(
       this.workers.members,
-      new Map([...this.outstanding].map(([p, o]) => [p, o.map((x) => x.cost)])),
+      held,
       rule,
       candidates.map((c) => c.cost),
     );
@@ -478,7 +487,7 @@ export class Dispatcher {
     if (rec.value && (spec.cost || spec.priority)) {
       try {
         const { value } = await this.codec.decode(rec.value);
-        if (spec.cost) cost = finite(spec.cost(value), 1);
+        if (spec.cost) cost = boundedCost(spec.cost(value));
         if (spec.priority) priority = Math.min(9, Math.max(0, Math.round(finite(spec.priority(value), 0))));
       } catch (err) {
         this.logger.warn(
@@ -544,6 +553,18 @@ export class Dispatcher {
 
 function storedOf(e: Entry): Stored {
   return { k: e.key, v: e.value ? e.value.toString('base64') : null, h: e.headers, c: e.cost, p: e.priority, t: e.enqueuedAt };
+}
+
+/** Most worker-seconds one record is taken to cost: a week on one GPU (an estimate beyond it is a bug, not a task). */
+export const MAX_COST_SECONDS = 7 * 86_400;
+
+/**
+ * A cost as the dispatcher uses it: a number in [0, MAX_COST_SECONDS]; anything else (NaN, a
+ * negative or absurd estimate, a changelog entry that lies) is 1. A negative cost would keep a
+ * worker under its lead for ever, a huge one would pin the autoscaler and drown the running sums.
+ */
+export function boundedCost(n: unknown): number {
+  return typeof n === 'number' && Number.isFinite(n) && n >= 0 ? Math.min(n, MAX_COST_SECONDS) : 1;
 }
 
 function finite(n: number, dflt: number): number {

@@ -55,6 +55,8 @@ export class Partition implements PartitionPosition {
   owned = true;
   /** Fetched, not yet handled. */
   queue: RawRecord[] = [];
+  /** When each queued record counts as written for the runner's oldest-first order (see `headTime`). */
+  private readonly orderAt = new WeakMap<RawRecord, number>();
   /** Next offset to hand to a worker (local de-duplication of refetches); -1 unknown. */
   position = -1n;
   /** Offset this member last committed (or found committed); -1 unknown. */
@@ -107,6 +109,8 @@ export class Partition implements PartitionPosition {
       return false;
     }
     clearTimeout(this.markerTimer);
+    const now = Date.now();
+    for (const r of fresh) this.orderAt.set(r, Math.min(r.timestamp ?? now, now));
     this.queue.push(...fresh);
     // committing past the batch's trailing markers leaves no phantom lag of 1 behind each transaction
     const last = fresh[fresh.length - 1]!;
@@ -127,6 +131,16 @@ export class Partition implements PartitionPosition {
     if (this.paused) return;
     this.paused = true;
     this.host.consumer.pause(this.tp);
+  }
+
+  /**
+   * When the next queued record counts as written, for the runner's oldest-first order: its
+   * timestamp, never later than when it was fetched (a writer whose clock runs ahead would
+   * otherwise put it behind everything fetched after it); none queued: never.
+   */
+  headTime(): number {
+    const head = this.queue[0];
+    return head ? (this.orderAt.get(head) ?? head.timestamp ?? Number.POSITIVE_INFINITY) : Number.POSITIVE_INFINITY;
   }
 
   /** Resumes a paused partition whose queue has room again; fetching goes on from the position (kafkajs resolved or was seeked to it). */

@@ -36,7 +36,7 @@ import type { StageMetrics } from '../core/metrics.js';
 import type { BackoffOptions } from '../core/retry.js';
 import { Slots, type Release } from '../core/slots.js';
 import { untilConnected, type KafkaClient } from '../kafka/client.js';
-import { CO_PARTITIONED, GroupConsumer, byCompleteNumber, type Assignment, type BatchInfo } from '../kafka/consumer.js';
+import { CO_PARTITIONED, GroupConsumer, byCompleteNumber, type Assignment, type BatchInfo, type StickyClaim } from '../kafka/consumer.js';
 import { PlainProducer, TxProducer, type InRecord } from '../kafka/io.js';
 import type { Codec } from '../serde/codec.js';
 import { explainRefusal, type RefusalContext } from './acls.js';
@@ -48,11 +48,6 @@ import { PartitionRecovery, keyOf } from './recovery.js';
 import { StageStores, type BatchWrites } from './stage-stores.js';
 import type { StageHandler } from './stage.js';
 import type { StageSpec, Topology } from './topology.js';
-
-/** When a partition's next record was written (its timestamp), ms; none queued: never. */
-function headTime(p: Partition): number {
-  return p.queue[0]?.timestamp ?? Number.POSITIVE_INFINITY;
-}
 
 export interface RunnerOptions {
   clientId: string;
@@ -146,7 +141,7 @@ export class StageRunner {
       coPartitioned: stage.stores.length > 0,
       // otherwise a member keeps what it holds through a rebalance: a record in hand is not aborted
       // because another replica came or went (a render on a GPU, minutes of work)
-      sticky: { held: () => [...this.parts.values()].map((p) => p.tp) },
+      sticky: { claim: () => this.stickyClaim() },
     });
     this.stores =
       stage.stores.length > 0
@@ -361,7 +356,7 @@ export class StageRunner {
     }
     // the oldest head record first (Kafka Streams' rule across a task's partitions): a record a dead
     // replica held, inherited at a rebalance, goes before this replica's newer ones
-    const at = this.runnable.findIndex((q) => headTime(q) > headTime(p));
+    const at = this.runnable.findIndex((q) => q.headTime() > p.headTime());
     if (at < 0) this.runnable.push(p);
     else this.runnable.splice(at, 0, p);
     this.pump();
@@ -470,6 +465,17 @@ export class StageRunner {
    * stops or the partition is revoked meanwhile, or when there is nothing left to handle once the
    * slot is ours (the worker then ends).
    */
+  /** What this member holds (and has in hand) as it joins, under the member id it held it as. */
+  private stickyClaim(): StickyClaim {
+    const byTopic = (ps: Partition[]): Record<string, number[]> => {
+      const out: Record<string, number[]> = {};
+      for (const p of ps) (out[p.tp.topic] ??= []).push(p.tp.partition);
+      return out;
+    };
+    const mine = [...this.parts.values()].filter((p) => p.owned);
+    return { memberId: this.memberId, held: byTopic(mine), busy: byTopic(mine.filter((p) => p.busy)) };
+  }
+
   private async handlerSlot(p: Partition): Promise<Release | undefined> {
     let release: Release;
     try {
@@ -479,7 +485,7 @@ export class StageRunner {
     }
     // while it waited, an older record became runnable on another partition: this worker steps
     // aside (its partition is scheduled again behind that one) and the freed slot goes to it
-    const older = this.runnable.some((q) => headTime(q) < headTime(p) && (!this.stores || !this.storeBusy.has(q.tp.partition)));
+    const older = this.runnable.some((q) => q.headTime() < p.headTime() && (!this.stores || !this.storeBusy.has(q.tp.partition)));
     if (this.lifecycle.state === 'running' && p.owned && p.queue.length > 0 && !older) return release;
     release();
     return undefined;

@@ -92,6 +92,13 @@ export interface StoreDecl {
    * the runtime sweeps the local copy. Unset: entries stay until deleted.
    */
   retentionMs?: number;
+  /**
+   * Short-lived entries (each written, then deleted soon after): the changelog rolls a segment
+   * every 10 minutes and is compacted once a tenth of it is dirty, so a restore reads little more
+   * than the live entries (the active segment is never compacted; with the broker's default of a
+   * week, a restore would read a week of writes and tombstones).
+   */
+  churn?: boolean;
 }
 
 export interface StageContext {
@@ -272,7 +279,7 @@ export function defineDispatch<In, S extends Sinks>(decl: {
     // a standby takes over within seconds of the active dispatcher's death
     sessionTimeoutMs: 6000,
     scaling: { minReplicas: 2, maxReplicas: 2, ...decl.scaling },
-    stores: { backlog: { doc: 'records waiting for a free worker, by input partition and offset; a tombstone once dispatched' } },
+    stores: { backlog: { doc: 'records waiting for a free worker, by input partition and offset; a tombstone once dispatched', churn: true } },
     create: () => {
       throw new SonicError('INTERNAL', `stage ${decl.name} is a dispatcher: \`sonicflow run\` runs it without a handler`);
     },

@@ -6,7 +6,9 @@
  */
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { kafkajsOf } from '../../src/kafka/handle.js';
 import { OffsetReader } from '../../src/kafka/lag.js';
+import { groupId } from '../../src/runtime/names.js';
 import { deployChain, produce, readAll, countKeys, waitUntil, type Chain } from '../helpers/chain.js';
 import { ROOT, startSonicflow, testContext, type SonicflowProcess } from '../helpers/infra.js';
 
@@ -122,4 +124,33 @@ describe('dispatch (real broker)', () => {
     for (const s of survivors.flatMap(starts)) begun.set(s.task, (begun.get(s.task) ?? 0) + 1);
     expect([...begun].filter(([, n]) => n > 1)).toEqual([]);
   }, 240_000);
+
+  it("an upgrade: a new dispatcher starts from the workers' committed offsets on its input, so what they rendered before is not rendered again", async () => {
+    const chain = await deployChain({ BURST_DISPATCH: '1', BURST_PARTITIONS: '4', BURST_SLOTS: '8' }, BURST);
+    start(chain, 'prep');
+    const old = await produce(chain, 20);
+    const reader = new OffsetReader(testContext().kafka);
+    let ends: { partition: number; offset: string }[] = [];
+    try {
+      // the old topology's infer read `prepared` itself: all 20 there, and done (its group committed the ends)
+      await waitUntil(async () => (await reader.offsets([`${chain.prefix}.prepared`])).reduce((n, o) => n + Number(o.stable), 0) >= 40, 60_000, 'the 20 tasks in prepared');
+      ends = (await reader.offsets([`${chain.prefix}.prepared`])).map((o) => ({ partition: o.partition, offset: o.stable.toString() }));
+    } finally {
+      await reader.close();
+    }
+    const admin = kafkajsOf(testContext().kafka).admin();
+    await admin.connect();
+    try {
+      await admin.setOffsets({ groupId: groupId(testContext().config.clientId, chain.topology, 'infer'), topic: `${chain.prefix}.prepared`, partitions: ends });
+    } finally {
+      await admin.disconnect();
+    }
+    const fresh = await produce(chain, 10);
+    start(chain, 'infer', { BURST_WORKER: 'w1' });
+    const d = start(chain, 'dispatch');
+    await d.waitForLog(/starts from its workers' committed offsets/, 60_000);
+    await expectExactlyOnce(chain, fresh);
+    const seen = new Set((await readAll(chain.topic('out'))).map((r) => r.key));
+    expect(old.filter((k) => seen.has(k))).toEqual([]);
+  }, 180_000);
 });

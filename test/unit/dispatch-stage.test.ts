@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { dispatch, estimatedGpuSeconds, GPU_SECONDS_PER_AUDIO_SECOND } from '../../src/stages/dispatch.js';
 import { sonicTopology } from '../../topologies/sonic.js';
 import { validateTopology } from '../../src/runtime/validate.js';
+import { boundedCost, MAX_COST_SECONDS } from '../../src/runtime/dispatcher.js';
 
 const task = (audio: number, params: Partial<{ inference_steps: number; min_resolution: number }> = {}, priority = 0) =>
   ({ audio_duration_s: audio, request: { priority, params: { inference_steps: 25, min_resolution: 512, ...params } } }) as never;
@@ -41,5 +42,23 @@ describe('the sonic dispatch stage', () => {
     const gone = { ...t, stages: t.stages.filter((s) => s.name !== 'infer') };
     expect(validateTopology(gone).map((p) => p.message).join('\n')).toMatch(/dispatches to stage infer, which is not declared/);
     expect(validateTopology(t)).toEqual([]);
+  });
+
+  it('a cost that lies is bounded: negative, NaN, a string -> 1; absurd -> a week', () => {
+    for (const bad of [-100, Number.NaN, Number.POSITIVE_INFINITY, '5', null, undefined]) expect(boundedCost(bad)).toBe(1);
+    expect(boundedCost(1e17)).toBe(MAX_COST_SECONDS);
+    expect(boundedCost(0)).toBe(0);
+    expect(boundedCost(12.5)).toBe(12.5);
+  });
+
+  it("the backlog's changelog rolls small segments and compacts early: a takeover reads little more than what waits", () => {
+    const t = sonicTopology();
+    expect(t.topics['sonic.dispatch.backlog-changelog']!.configs).toMatchObject({
+      'cleanup.policy': 'compact',
+      'segment.ms': '600000',
+      'min.cleanable.dirty.ratio': '0.1',
+    });
+    // other stores keep the broker's defaults
+    expect(t.topics['sonic.validate.seen-changelog']!.configs['segment.ms']).not.toBe('600000');
   });
 });
