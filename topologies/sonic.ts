@@ -101,7 +101,7 @@ export function sonicTopology(options: SonicTopologyOptions = {}): Topology {
         valueSchema: 'task-prepared',
         partitions: options.slots ?? 24,
         configs: stream,
-        doc: "Infer's input: dispatch writes each task to a partition of the infer worker it chose (a worker holds one or more), at most two per worker at a time.",
+        doc: "Infer's input: dispatch writes each task to a partition of the infer worker it chose (a worker holds one or more), the one it renders and the next (more only for tasks estimated shorter than SONIC_DISPATCH_LEAD_MS).",
       },
       'tasks.rendered': { valueSchema: 'task-rendered', configs: stream, doc: 'Tasks with a rendered silent video.' },
       'tasks.encoded': { valueSchema: 'task-encoded', configs: stream, doc: 'Tasks with the deliverable MP4.' },
