@@ -102,7 +102,7 @@ describe('dispatch (real broker)', () => {
   }, 240_000);
 
   it("SIGKILL of a worker mid-render: its task starts again on another worker within 10 s, the others' renders go on undisturbed, every task exactly once", async () => {
-    const { chain, infer } = await pipeline(3, { BURST_INFER_MS: '1500', BURST_LOG_STARTS: '1' });
+    const { chain, infer } = await pipeline(3, { BURST_INFER_MS: '1000', BURST_LOG_STARTS: '1' });
     const keys = await produce(chain, 36);
     await waitUntil(async () => (await outProgress(chain)) >= 6, 60_000, '6 tasks out before the kill');
     // kill w1 just after it begins a render
