@@ -22,7 +22,8 @@
  *   up to SONIC_MAX_AUDIO_SECONDS: 3720 s with the defaults), so the pods of a stage with GPUs
  *   and of the workers of a dispatcher get the longest render plus the drain timeout instead:
  *   a scale-down (KEDA's, a rollout's) then lets the render in progress finish rather than
- *   abandoning it to be redone from the start. An operator who sets SONIC_DRAIN_TIMEOUT_MS when
+ *   abandoning it to be redone from the start. The busy floor below bounds the count, not which pod
+ *   the ReplicaSet deletes (not the idle one first), so this drain is what saves a busy pod's render. An operator who sets SONIC_DRAIN_TIMEOUT_MS when
  *   rendering gets that value in every pod.
  * - `spec.replicas` is left out of the stage Deployments: KEDA owns it, and an apply that sets it
  *   would reset the scaler's choice.
