@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { describeSettings, displayValue, parseDurationS, publicApiUrl } from '../core/config.js';
+import { describeSettings, displayValue, isSet, longestRenderMs, parseDurationS, publicApiUrl } from '../core/config.js';
 import { isSonicError, toSonicError } from '../core/errors.js';
 import { AclAdmin } from '../kafka/acls.js';
 import { TopicAdmin } from '../kafka/admin.js';
@@ -313,6 +313,9 @@ function buildCli(ctx: () => Context): Command {
             ...(o.storageClass ? { storageClass: o.storageClass } : {}),
             prometheusUrl: o.prometheusUrl,
             drainTimeoutMs: c.config.drainTimeoutMs,
+            // a GPU stage's pods drain for the longest render this configuration allows, unless SONIC_DRAIN_TIMEOUT_MS is set
+            drainTimeoutExplicit: isSet('drainTimeoutMs'),
+            longestRenderMs: longestRenderMs(c.config),
             metricsPort: c.config.metricsPort || 9464,
             brokers: c.config.kafkaBrokers,
             schemaRegistryUrl: c.config.schemaRegistryUrl,

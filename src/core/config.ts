@@ -295,7 +295,8 @@ export const SETTINGS = {
     int(1, 10_000_000),
     'A dispatcher stage: most records held in its backlog; beyond it, its input is not read (priorities apply among those held).',
   ),
-  drainTimeoutMs: def('SONIC_DRAIN_TIMEOUT_MS', 30000, int(0, 3_600_000), 'On SIGTERM, how long in-flight work may finish before it is abandoned, ms.'),
+  // up to Node's longest timer (2^31 - 1 ms, 24.8 days): `render k8s` gives a GPU stage's pods the longest render, which may pass an hour
+  drainTimeoutMs: def('SONIC_DRAIN_TIMEOUT_MS', 30000, int(0, 2_147_483_647), 'On SIGTERM, how long in-flight work may finish before it is abandoned, ms.'),
   metricsPort: def(
     'SONIC_METRICS_PORT',
     9464,
@@ -593,6 +594,21 @@ export const SETTINGS = {
 type Settings = typeof SETTINGS;
 /** The validated configuration, one typed field per setting. */
 export type Config = { readonly [K in keyof Settings]: Settings[K]['default'] };
+
+/** Whether `env` sets the setting (a value that is not empty), rather than leaving it to its default. */
+export function isSet(key: keyof Settings, env: NodeJS.ProcessEnv = process.env): boolean {
+  const raw = env[SETTINGS[key].env];
+  return raw !== undefined && raw !== '';
+}
+
+/**
+ * The longest render the configuration lets infer run, ms: its time budget
+ * (SONIC_INFER_TIMEOUT_BASE_S + SONIC_INFER_TIMEOUT_PER_AUDIO_S per second of audio, as
+ * `inferenceBudgetMs`) for the longest audio the API accepts (SONIC_MAX_AUDIO_SECONDS).
+ */
+export function longestRenderMs(c: Pick<Config, 'inferTimeoutBaseS' | 'inferTimeoutPerAudioS' | 'maxAudioSeconds'>): number {
+  return (c.inferTimeoutBaseS + c.inferTimeoutPerAudioS * c.maxAudioSeconds) * 1000;
+}
 
 /** Reads and validates every setting. Throws `SonicError('CONFIG_INVALID')` naming the variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {

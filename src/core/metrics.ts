@@ -94,6 +94,8 @@ export interface DispatchMetrics {
   outstandingRecords: Gauge<'stage'>;
   outstandingSeconds: Gauge<'stage'>;
   workers: Gauge<'stage'>;
+  /** Members of the workers' group holding at least one record dispatched and not yet committed: a floor for any scale-down. */
+  busyWorkers: Gauge<'stage'>;
   active: Gauge<'stage'>;
 }
 
@@ -106,6 +108,10 @@ export function createDispatchMetrics(registry: Registry): DispatchMetrics {
     outstandingRecords: gauge('sonicflow_dispatch_outstanding_records', 'Records dispatched to a worker and not yet committed by it.'),
     outstandingSeconds: gauge('sonicflow_dispatch_outstanding_seconds', 'Estimated worker-seconds (the cost) of the records dispatched and not yet committed.'),
     workers: gauge('sonicflow_dispatch_workers', "Members of the workers' consumer group, as the dispatcher last read it."),
+    busyWorkers: gauge(
+      'sonicflow_dispatch_busy_workers',
+      "Members of the workers' consumer group holding at least one record dispatched and not yet committed (rendering, or next in line): scaling below it stops a busy worker.",
+    ),
     active: gauge('sonicflow_dispatch_active', '1 on the active dispatcher replica, 0 on a standby (which reports 0 for the other gauges).'),
   };
 }

@@ -13,15 +13,23 @@
  * backlog waits in the dispatcher), so lag would never scale them up. Desired replicas =
  * ceil((backlog seconds + outstanding seconds) / target drain time), the seconds being the sum of
  * the records' estimated cost that the dispatcher replicas report on their /metrics
- * (`sonicflow_dispatch_*_seconds`, summed over the replicas: a standby reports 0), and at least
- * the workers that can hold the records already dispatched (1 + queuePerWorker each). Any count up
- * to the dispatcher sink's partitions is useful (each worker holds one or more of them), so the
- * bound is min(maxReplicas, those partitions, --max). When no dispatcher answers (not supervised
+ * (`sonicflow_dispatch_*_seconds`, summed over the replicas: a standby reports 0), and never fewer
+ * than the busy workers (`sonicflow_dispatch_busy_workers`: those holding a record dispatched and
+ * not yet committed; 4 workers each on a 300 s render with nothing waiting and a 600 s target are
+ * 4, not the 2 the seconds alone give), nor than the workers that can hold the records already
+ * dispatched (1 + queuePerWorker each; the floor when a dispatcher does not report busy workers).
+ * Any count up to the dispatcher sink's partitions is useful (each worker holds one or more of
+ * them), so the bound is min(maxReplicas, those partitions, --max). When no dispatcher answers (not supervised
  * here, not started yet, no active replica), it falls back to the lag rule and logs why.
  *
  * Scale-down removes idle workers first (`sonicflow_in_flight_records` 0 on their /metrics), then
- * those that did not say, then busy ones, newest first within each; SIGTERM lets a busy one
- * finish and commit its record (the drain), so a scale-down never abandons a render in progress.
+ * those that did not say, then busy ones, newest first within each. Under the `work` rule the
+ * target is never below the busy workers, so the workers stopped are as many as the idle ones at
+ * most; a busy one is stopped only when the counts disagree (its /metrics did not answer, a render
+ * started between the dispatcher's figures and the stop) or under the `lag` rule. SIGTERM lets it
+ * finish and commit its record for up to its SONIC_DRAIN_TIMEOUT_MS (the environment given here,
+ * 30 s by default): a render longer than that is abandoned, uncommitted, and redone by another
+ * worker. Set SONIC_DRAIN_TIMEOUT_MS above the longest render for the workers of a GPU stage.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -79,6 +87,8 @@ export interface DispatchLoad {
   backlogSeconds: number;
   outstandingSeconds: number;
   outstandingRecords: number;
+  /** Workers holding a record dispatched and not yet committed (`sonicflow_dispatch_busy_workers`); undefined when no dispatcher reports it. */
+  busyWorkers?: number;
 }
 
 export interface WorkScaleInputs extends DispatchLoad {
@@ -92,17 +102,21 @@ export interface WorkScaleInputs extends DispatchLoad {
 
 /**
  * The rule for the workers of a dispatcher: replicas that do the work waiting and dispatched
- * (estimated worker-seconds) within the target drain time, and at least those that can hold the
- * records already dispatched, in [min, max]; min when idle. Any count is useful, not only
- * divisors of the partitions: the dispatcher hands work to whichever worker is free.
+ * (estimated worker-seconds) within the target drain time, and never fewer than the busy workers
+ * (a lower count would stop a worker in the middle of a render: the seconds say how many workers
+ * the work needs, not which are free) nor than those that can hold the records already
+ * dispatched, in [min, max]; min when idle. Any count is useful, not only divisors of the
+ * partitions: the dispatcher hands work to whichever worker is free.
  */
 export function desiredWorkers(i: WorkScaleInputs): number {
   const seconds = Math.max(0, i.backlogSeconds) + Math.max(0, i.outstandingSeconds);
   // a sum of estimates lands a hair above a whole multiple (0.1 + 0.2): not a reason for one more GPU
   const drain = i.targetDrainSeconds > 0 ? Math.ceil(seconds / i.targetDrainSeconds - 1e-9) : i.max;
+  // assumes every worker holds 1 + queuePerWorker: the floor when the busy count is not reported
   const holding = Math.ceil(Math.max(0, i.outstandingRecords) / Math.max(1, i.perWorker));
+  const busy = Math.max(0, Math.round(i.busyWorkers ?? 0));
   const max = Math.max(1, i.max);
-  return Math.min(max, Math.max(i.min, drain, holding, 1));
+  return Math.min(max, Math.max(i.min, drain, holding, busy, 1));
 }
 
 /** A worker as scale-down sees it: its records in flight, undefined when its /metrics did not say. */
@@ -135,6 +149,8 @@ export interface Decision {
   /** With rule `work`: estimated worker-seconds waiting in the dispatcher's backlog, and dispatched but not done. */
   backlogSeconds?: number;
   outstandingSeconds?: number;
+  /** With rule `work`: workers holding a dispatched record, the floor of the count (absent when the dispatcher does not report it). */
+  busyWorkers?: number;
   secondsPerRecord: number;
   targetDrainSeconds: number;
   current: number;
@@ -298,12 +314,16 @@ export class Autoscaler {
       const sum = (name: string): number => texts.reduce((a, t) => a + (metricValue(t, name, d.stage) ?? 0), 0);
       if (texts.length === 0) why = `no replica of dispatcher ${d.stage} answers on its metrics endpoint`;
       else if (sum('sonicflow_dispatch_active') < 1) why = `no replica of dispatcher ${d.stage} is active (taking over, or waiting for the broker)`;
-      else
+      else {
+        // a dispatcher from before the busy gauge reports none: the floor is then `holding` alone
+        const busy = texts.map((t) => metricValue(t, 'sonicflow_dispatch_busy_workers', d.stage)).filter((v) => v !== undefined);
         load = {
           backlogSeconds: sum('sonicflow_dispatch_backlog_seconds'),
           outstandingSeconds: sum('sonicflow_dispatch_outstanding_seconds'),
           outstandingRecords: sum('sonicflow_dispatch_outstanding_records'),
+          ...(busy.length > 0 ? { busyWorkers: busy.reduce((a, v) => a + v, 0) } : {}),
         };
+      }
     }
     const rule: Decision['rule'] = load ? 'work' : 'lag';
     if (rule !== s.lastRule) {
@@ -336,6 +356,7 @@ export class Autoscaler {
           lag,
           backlogSeconds: work.backlogSeconds,
           outstandingSeconds: work.outstandingSeconds,
+          ...(work.busyWorkers !== undefined ? { busyWorkers: work.busyWorkers } : {}),
           secondsPerRecord: s.secondsPerRecord,
           targetDrainSeconds,
           min,
@@ -377,6 +398,10 @@ export class Autoscaler {
         s.lagAtLastDown = backlog;
       } else reason = 'waiting for the lower count to hold (hysteresis)';
     } else s.lowerSince = undefined;
+    // say when the busy workers are what holds the count up (the seconds alone would ask for fewer)
+    if (work?.busyWorkers !== undefined && work.busyWorkers > 0 && desired === Math.round(work.busyWorkers) && desired > min) {
+      reason += `; never below the ${desired} busy workers`;
+    }
     const d: Decision = { stage: s.spec.name, at: now, rule, ...inputs, current, desired, target, action, reason };
     this.decisions.push(d);
     this.logger.info({ decision: d }, 'autoscale decision');

@@ -30,10 +30,12 @@
  * who holds which partition). While that group rebalances nothing is dispatched.
  *
  * What it tells (optional gauges, `DispatchMetrics`): the records waiting and dispatched-not-done,
- * each as a count and as the sum of their cost (estimated worker-seconds), and the workers it
- * sees, kept as running sums as the state changes. The workers' autoscaler (`sonicflow autoscale`,
- * KEDA's prometheus trigger) scales on those seconds: the workers' own input lag stays at
- * 1 + queuePerWorker per worker by design. A standby reports 0 throughout.
+ * each as a count and as the sum of their cost (estimated worker-seconds), the workers it sees,
+ * and how many of them hold a dispatched record (busy: the floor of any scale-down), set after
+ * every step from the running sums and the last poll. The workers' autoscaler (`sonicflow
+ * autoscale`, KEDA's prometheus trigger) scales on those seconds, never below the busy workers:
+ * the workers' own input lag stays at 1 + queuePerWorker per worker by design. A standby reports
+ * 0 throughout.
  */
 import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -525,6 +527,7 @@ export class Dispatcher {
     m.outstandingRecords.set(labels, on ? this.outCount : 0);
     m.outstandingSeconds.set(labels, on ? Math.max(0, this.outCost) : 0);
     m.workers.set(labels, on ? this.workers.members.length : 0);
+    m.busyWorkers.set(labels, on && this.outCount > 0 ? busyMembers(this.workers.members, this.outstanding) : 0);
   }
 
   private async closeProducer(): Promise<void> {
@@ -549,6 +552,17 @@ export class Dispatcher {
     await this.close().catch(() => undefined);
     this.failure?.(err);
   }
+}
+
+/**
+ * Members of the workers' group (as last read) holding a partition with a record dispatched and
+ * not yet committed: the workers a scale-down must not stop, whatever the seconds say (4 workers
+ * each on a 300 s render are 4 busy GPUs, though 1200 s fit in 2 × a 600 s target).
+ */
+export function busyMembers(members: readonly { partitions: readonly number[] }[], outstanding: ReadonlyMap<number, readonly unknown[]>): number {
+  let busy = 0;
+  for (const m of members) if (m.partitions.some((p) => (outstanding.get(p)?.length ?? 0) > 0)) busy += 1;
+  return busy;
 }
 
 function storedOf(e: Entry): Stored {

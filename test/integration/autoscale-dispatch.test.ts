@@ -69,7 +69,7 @@ describe('local autoscaler behind a dispatcher (real broker, workers as processe
         .filter((d) => d.action !== 'hold')
         .map(
           (d) =>
-            `${d.rule} ${d.action} ${d.current}->${d.target} (backlog ${d.backlogSeconds?.toFixed(1)} s, out ${d.outstandingSeconds?.toFixed(1)} s, lag ${d.lag})`,
+            `${d.rule} ${d.action} ${d.current}->${d.target} (backlog ${d.backlogSeconds?.toFixed(1)} s, out ${d.outstandingSeconds?.toFixed(1)} s, busy ${d.busyWorkers}, lag ${d.lag})`,
         )
         .join(', ')}; peak ${peak}`,
     );
@@ -82,8 +82,14 @@ describe('local autoscaler behind a dispatcher (real broker, workers as processe
     expect(peak).toBeGreaterThan(2);
     expect(Math.max(...infer.map((d) => Math.max(d.desired, d.target)))).toBeLessThanOrEqual(8); // the slots
     expect(Math.max(...infer.map((d) => d.backlogSeconds ?? 0))).toBeGreaterThan(20);
-    for (const d of infer.filter((x) => x.rule === 'work'))
-      expect(d).toMatchObject({ backlogSeconds: expect.any(Number), outstandingSeconds: expect.any(Number), targetDrainSeconds: 10 });
+    for (const d of infer.filter((x) => x.rule === 'work')) {
+      expect(d).toMatchObject({ backlogSeconds: expect.any(Number), outstandingSeconds: expect.any(Number), busyWorkers: expect.any(Number), targetDrainSeconds: 10 });
+      // never below the workers holding a dispatched record (within the slots)
+      expect(d.desired).toBeGreaterThanOrEqual(Math.min(d.busyWorkers!, 8));
+      expect(d.target).toBeGreaterThanOrEqual(Math.min(d.busyWorkers!, 8, d.current));
+    }
+    // some decision saw a busy worker (the burst is rendered)
+    expect(Math.max(...infer.map((d) => d.busyWorkers ?? 0))).toBeGreaterThanOrEqual(1);
     expect(downs.length).toBeGreaterThanOrEqual(1);
     expect(Math.max(...ups.map((d) => d.at))).toBeLessThan(Math.min(...downs.map((d) => d.at)));
     // the dispatcher stayed at its two replicas (active and standby)

@@ -30,6 +30,24 @@ describe('workers of a dispatcher: replicas from GPU-seconds', () => {
     expect(desiredWorkers({ ...base, min: 2 })).toBe(2);
   });
 
+  it('never goes below the busy workers: 4 workers each on one 300 s render, nothing waiting, target 600 s are 4, not 2', () => {
+    const four = { ...base, targetDrainSeconds: 600, outstandingSeconds: 4 * 300, outstandingRecords: 4, busyWorkers: 4 };
+    expect(desiredWorkers(four)).toBe(4);
+    // the seconds alone (and the records at 2 per worker) ask for 2: the two others would be stopped mid-render
+    const { busyWorkers: _ignored, ...unreported } = four;
+    expect(desiredWorkers(unreported)).toBe(2);
+    // more work than the busy workers: the seconds decide
+    expect(desiredWorkers({ ...four, backlogSeconds: 3000 })).toBe(7);
+    // within max and above min
+    expect(desiredWorkers({ ...four, max: 3 })).toBe(3);
+    expect(desiredWorkers({ ...four, busyWorkers: 1, outstandingRecords: 1, outstandingSeconds: 300, min: 2 })).toBe(2);
+  });
+
+  it('idle (nothing waiting, nothing out, no busy worker) is min, whatever was busy before', () => {
+    expect(desiredWorkers({ ...base, targetDrainSeconds: 600, busyWorkers: 0 })).toBe(1);
+    expect(desiredWorkers({ ...base, targetDrainSeconds: 600, busyWorkers: 0, min: 2 })).toBe(2);
+  });
+
   it('keeps at least the workers that hold the records already dispatched (1 + queuePerWorker each)', () => {
     // 7 short records out, 2 per worker: 4 workers hold them, though their seconds need 1
     expect(desiredWorkers({ ...base, outstandingSeconds: 7, outstandingRecords: 7 })).toBe(4);

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { describeSettings, loadConfig, publicApiUrl } from '../../src/core/config.js';
+import { describeSettings, isSet, loadConfig, longestRenderMs, publicApiUrl } from '../../src/core/config.js';
 import { ERROR_CODES, SonicError, publicError, toSonicError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/logger.js';
 import { thrown } from '../helpers/errors.js';
@@ -41,6 +41,16 @@ describe('configuration', () => {
     expect(err.code).toBe('CONFIG_INVALID');
     expect(err.message).toContain('set SONIC_API_PUBLIC_URL');
     expect(publicApiUrl(loadConfig({ SONIC_API_PORT: '0', SONIC_API_PUBLIC_URL: 'http://api:1' }))).toBe('http://api:1');
+  });
+
+  it('tells a setting the environment sets from one left to its default', () => {
+    expect(isSet('drainTimeoutMs', { SONIC_DRAIN_TIMEOUT_MS: '5000' })).toBe(true);
+    expect(isSet('drainTimeoutMs', { SONIC_DRAIN_TIMEOUT_MS: '' })).toBe(false);
+    expect(isSet('drainTimeoutMs', {})).toBe(false);
+    // a drain as long as the longest render is a valid setting (the pods of a GPU stage get one)
+    const c = loadConfig({ SONIC_MAX_AUDIO_SECONDS: '400' });
+    expect(longestRenderMs(c)).toBe((120 + 60 * 400) * 1000);
+    expect(loadConfig({ SONIC_DRAIN_TIMEOUT_MS: String(longestRenderMs(c) + 30_000) }).drainTimeoutMs).toBe(24_150_000);
   });
 
   it('lists every variable with its default in docs/configuration.md', () => {

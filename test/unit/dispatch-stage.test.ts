@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { dispatch, estimatedGpuSeconds, GPU_SECONDS_PER_AUDIO_SECOND } from '../../src/stages/dispatch.js';
 import { sonicTopology } from '../../topologies/sonic.js';
 import { validateTopology } from '../../src/runtime/validate.js';
-import { boundedCost, MAX_COST_SECONDS } from '../../src/runtime/dispatcher.js';
+import { boundedCost, busyMembers, MAX_COST_SECONDS } from '../../src/runtime/dispatcher.js';
 
 const task = (audio: number, params: Partial<{ inference_steps: number; min_resolution: number }> = {}, priority = 0) =>
   ({ audio_duration_s: audio, request: { priority, params: { inference_steps: 25, min_resolution: 512, ...params } } }) as never;
@@ -60,5 +60,28 @@ describe('the sonic dispatch stage', () => {
     });
     // other stores keep the broker's defaults
     expect(t.topics['sonic.validate.seen-changelog']!.configs['segment.ms']).not.toBe('600000');
+  });
+});
+
+describe("the dispatcher's busy workers (sonicflow_dispatch_busy_workers)", () => {
+  it('counts the members holding a partition with a record dispatched and not yet committed', () => {
+    const members = [
+      { memberId: 'a', partitions: [0, 1] },
+      { memberId: 'b', partitions: [2] },
+      { memberId: 'c', partitions: [3, 4] },
+      { memberId: 'd', partitions: [5] },
+    ];
+    // a: one on partition 1; b: none left (committed); c: two on partition 4; d: nothing dispatched
+    const out = new Map<number, unknown[]>([
+      [0, []],
+      [1, [{}]],
+      [2, []],
+      [4, [{}, {}]],
+    ]);
+    expect(busyMembers(members, out)).toBe(2);
+    expect(busyMembers(members, new Map())).toBe(0);
+    // records on a partition no member holds (a rebalance): nobody to count
+    expect(busyMembers(members, new Map([[9, [{}]]]))).toBe(0);
+    expect(busyMembers([], out)).toBe(0);
   });
 });

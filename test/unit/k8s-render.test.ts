@@ -21,6 +21,7 @@ import {
   type StatefulSet,
   type TriggerAuthentication,
 } from '../../src/ops/k8s/render.js';
+import { longestRenderMs } from '../../src/core/config.js';
 import { deriveAcls } from '../../src/runtime/acls.js';
 import { defineTopology, type Topology } from '../../src/runtime/topology.js';
 import { validateTopology } from '../../src/runtime/validate.js';
@@ -39,6 +40,11 @@ const STAGES = topology.stages.map((s) => s.name);
 /** The stages KEDA scales: all but a dispatcher, whose replicas are fixed (one active, one standby). */
 const SCALED = topology.stages.filter((s) => !s.dispatch).map((s) => s.name);
 const objects = renderK8sObjects(topology, OPTS);
+/** The longest render the default configuration allows: (SONIC_INFER_TIMEOUT_BASE_S 120 + SONIC_INFER_TIMEOUT_PER_AUDIO_S 60 × SONIC_MAX_AUDIO_SECONDS 60) s. */
+const LONGEST_RENDER_MS = (120 + 60 * 60) * 1000;
+/** The stages whose pods may hold a render (a GPU, or the workers of a dispatcher): infer. */
+const RENDERS = ['infer'];
+const drainOf = (stage: string): number => (RENDERS.includes(stage) ? LONGEST_RENDER_MS + DRAIN_MS : DRAIN_MS);
 
 // a secured cluster: TLS with a private CA and SCRAM, as SONIC_KAFKA_SSL, _SSL_CA_FILE and _SASL_MECHANISM give them
 const CA_PEM = '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUfakeCAfakeCAfakeCAfakeCA=\n-----END CERTIFICATE-----\n';
@@ -171,7 +177,7 @@ describe('k8s render: Deployments', () => {
       expect(c.livenessProbe.httpGet.port).toBe('metrics');
       expect(c.readinessProbe.httpGet.port).toBe('metrics');
       expect(c.env).toContainEqual({ name: 'SONIC_METRICS_PORT', value: '9464' });
-      expect(c.env).toContainEqual({ name: 'SONIC_DRAIN_TIMEOUT_MS', value: String(DRAIN_MS) });
+      expect(c.env).toContainEqual({ name: 'SONIC_DRAIN_TIMEOUT_MS', value: String(drainOf(stage)) });
     }
     const other = renderK8sObjects(topology, { ...OPTS, metricsPort: 9500 });
     const c = container(deployments(other).find((d) => component(d) === 'encode')!);
@@ -222,12 +228,42 @@ describe('k8s render: Deployments', () => {
     for (const d of deployments(objects).filter((x) => component(x) !== 'api')) {
       const grace = d.spec.template.spec.terminationGracePeriodSeconds;
       expect(Number.isInteger(grace)).toBe(true);
-      expect(grace).toBeGreaterThan(DRAIN_MS / 1000);
-      expect(grace).toBe(Math.ceil(DRAIN_MS / 1000) + 15);
+      expect(grace).toBeGreaterThan(drainOf(component(d)!) / 1000);
+      expect(grace).toBe(Math.ceil(drainOf(component(d)!) / 1000) + 15);
     }
-    const odd = renderK8sObjects(topology, { ...OPTS, drainTimeoutMs: 45_500, stage: 'infer' });
+    const odd = renderK8sObjects(topology, { ...OPTS, drainTimeoutMs: 45_500, drainTimeoutExplicit: true, stage: 'infer' });
     const grace = deployments(odd)[0]?.spec.template.spec.terminationGracePeriodSeconds;
     expect(grace).toBe(46 + 15);
+  });
+
+  it("drains a GPU stage's pods for the longest render the configuration allows, unless the drain timeout is set", () => {
+    const infer = stageDeployment('infer');
+    // a render in progress when KEDA scales down may take the whole budget: the pod outlives it, not just the 30 s drain
+    expect(infer.spec.template.spec.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(LONGEST_RENDER_MS / 1000 + 15);
+    expect(container(infer).env).toContainEqual({ name: 'SONIC_DRAIN_TIMEOUT_MS', value: String(LONGEST_RENDER_MS + DRAIN_MS) });
+    // the CPU stages keep the drain timeout
+    expect(stageDeployment('encode').spec.template.spec.terminationGracePeriodSeconds).toBe(30 + 15);
+    // the longest render from the configuration (SONIC_MAX_AUDIO_SECONDS=400 and the default budget)
+    const longest = longestRenderMs({ inferTimeoutBaseS: 120, inferTimeoutPerAudioS: 60, maxAudioSeconds: 400 });
+    expect(longest).toBe(24_120_000);
+    const long = deployments(renderK8sObjects(topology, { ...OPTS, longestRenderMs: longest, stage: 'infer' }))[0]!;
+    expect(long.spec.template.spec.terminationGracePeriodSeconds).toBe(24_120 + 30 + 15);
+    expect(container(long).env).toContainEqual({ name: 'SONIC_DRAIN_TIMEOUT_MS', value: String(24_150_000) });
+    // as without a GPU: the backend is the CPU builtin, the drain still covers its render budget
+    const cpuOnly = renderK8sObjects(topology, { ...OPTS, gpuStages: [], stage: 'infer' });
+    expect(deployments(cpuOnly)[0]!.spec.template.spec.terminationGracePeriodSeconds).toBe(3750 + 15);
+    // the operator's SONIC_DRAIN_TIMEOUT_MS is taken as it is
+    const explicit = deployments(renderK8sObjects(topology, { ...OPTS, drainTimeoutExplicit: true, stage: 'infer' }))[0]!;
+    expect(explicit.spec.template.spec.terminationGracePeriodSeconds).toBe(30 + 15);
+    expect(container(explicit).env).toContainEqual({ name: 'SONIC_DRAIN_TIMEOUT_MS', value: String(DRAIN_MS) });
+    // beyond what SONIC_DRAIN_TIMEOUT_MS takes (Node's longest timer): refused, saying what to lower
+    expect(() => renderK8sObjects(topology, { ...OPTS, longestRenderMs: 2 ** 31 })).toThrow(/SONIC_MAX_AUDIO_SECONDS/);
+  });
+
+  it('falls back to at least one replica, statically, for the stages scaled on their lag', () => {
+    for (const so of scaledObjects(objects).filter((x) => component(x) !== 'infer')) {
+      expect(so.spec.fallback).toEqual({ failureThreshold: 3, replicas: Math.max(1, so.spec.minReplicaCount) });
+    }
   });
 
   it('runs the API as `sonicflow api` behind a Service on port 8080 that selects exactly its pods', () => {
@@ -452,9 +488,14 @@ describe('k8s render: the workers of a dispatcher', () => {
       metricType: 'AverageValue',
       metadata: {
         serverAddress: 'http://prometheus-operated.monitoring.svc:9090',
+        // the GPU-seconds (X), or the busy workers × the target (Y) when higher: X > Y or Y or X
         query:
-          'sum(sonicflow_dispatch_backlog_seconds{job="sonicflow-stages",namespace="sonicflow",stage="dispatch"})' +
-          ' + sum(sonicflow_dispatch_outstanding_seconds{job="sonicflow-stages",namespace="sonicflow",stage="dispatch"})',
+          '(sum(sonicflow_dispatch_backlog_seconds{job="sonicflow-stages",namespace="sonicflow",stage="dispatch"})' +
+          ' + sum(sonicflow_dispatch_outstanding_seconds{job="sonicflow-stages",namespace="sonicflow",stage="dispatch"}))' +
+          ' > (sum(sonicflow_dispatch_busy_workers{job="sonicflow-stages",namespace="sonicflow",stage="dispatch"}) * 10)' +
+          ' or (sum(sonicflow_dispatch_busy_workers{job="sonicflow-stages",namespace="sonicflow",stage="dispatch"}) * 10)' +
+          ' or (sum(sonicflow_dispatch_backlog_seconds{job="sonicflow-stages",namespace="sonicflow",stage="dispatch"})' +
+          ' + sum(sonicflow_dispatch_outstanding_seconds{job="sonicflow-stages",namespace="sonicflow",stage="dispatch"}))',
         threshold: String(infer.scaling.targetDrainSeconds),
         activationThreshold: '0',
         ignoreNullValues: 'false',
@@ -494,10 +535,55 @@ describe('k8s render: the workers of a dispatcher', () => {
     expect(soOf('dispatch', renderK8sObjects(elastic, OPTS))).toBeDefined();
   });
 
-  it('gives the workers a grace period that covers the drain, so a KEDA scale-down lets a render finish', () => {
+  it('floors the workers at the busy ones: KEDA asks for ceil(result / target), and the result is at least busy × target', () => {
+    const infer = burst.stages.find((s) => s.name === 'infer')!;
+    const target = infer.scaling.targetDrainSeconds;
+    const query = promTriggers(soOf('infer')!)[0]!.metadata.query;
+    const [seconds, busy] = [
+      '(sum(sonicflow_dispatch_backlog_seconds{job="sonicflow-stages",namespace="sonicflow",stage="dispatch"}) + sum(sonicflow_dispatch_outstanding_seconds{job="sonicflow-stages",namespace="sonicflow",stage="dispatch"}))',
+      `(sum(sonicflow_dispatch_busy_workers{job="sonicflow-stages",namespace="sonicflow",stage="dispatch"}) * ${target})`,
+    ];
+    expect(query).toBe(`${seconds} > ${busy} or ${busy} or ${seconds}`);
+    // the query, evaluated as PromQL does on label-less one-sample vectors (undefined: no series)
+    const evaluate = (x: number | undefined, busyWorkers: number | undefined): number | undefined => {
+      const y = busyWorkers === undefined ? undefined : busyWorkers * target;
+      const above = x !== undefined && y !== undefined && x > y ? x : undefined;
+      return above ?? y ?? x;
+    };
+    const replicas = (x: number | undefined, b: number | undefined): number | undefined => {
+      const v = evaluate(x, b);
+      return v === undefined ? undefined : Math.ceil(v / target);
+    };
+    // 4 workers each on a render of half the target (300 s at 600), nothing waiting: 4, not the 2 the seconds give
+    expect(replicas(4 * 0.5 * target, 4)).toBe(4);
+    expect(Math.ceil((4 * 0.5 * target) / target)).toBe(2);
+    // more work waiting than the busy workers cover: the seconds decide
+    expect(replicas(10 * target, 4)).toBe(10);
+    // a dispatcher without the busy gauge (rolling upgrade): the seconds alone
+    expect(replicas(3 * target, undefined)).toBe(3);
+    // no series at all: an empty result, a scaler error for KEDA's fallback, not zero work
+    expect(replicas(undefined, undefined)).toBeUndefined();
+  });
+
+  it("never shrinks the workers on KEDA's fallback (Prometheus away): currentReplicasIfHigher, at least minReplicaCount", () => {
+    const so = soOf('infer')!;
+    expect(so.spec.fallback).toEqual({ failureThreshold: 3, replicas: Math.max(1, so.spec.minReplicaCount), behavior: 'currentReplicasIfHigher' });
+    const elastic = burstTopology({ prefix: 't', dispatch: true, slots: 24 });
+    const infer = elastic.stages.find((s) => s.name === 'infer')!;
+    infer.scaling = { ...infer.scaling, minReplicas: 3 };
+    expect(soOf('infer', renderK8sObjects(elastic, OPTS))!.spec.fallback).toEqual({ failureThreshold: 3, replicas: 3, behavior: 'currentReplicasIfHigher' });
+    // the stages on their lag keep the static fallback
+    expect(soOf('prep')!.spec.fallback.behavior).toBeUndefined();
+  });
+
+  it('gives the workers a grace period that covers the longest render, so a KEDA scale-down lets a render finish', () => {
     const spec = stageDeployment('infer', rendered).spec.template.spec;
-    expect(spec.terminationGracePeriodSeconds).toBeGreaterThan(DRAIN_MS / 1000);
-    expect(container(stageDeployment('infer', rendered)).env).toContainEqual({ name: 'SONIC_DRAIN_TIMEOUT_MS', value: String(DRAIN_MS) });
+    expect(spec.terminationGracePeriodSeconds).toBe((LONGEST_RENDER_MS + DRAIN_MS) / 1000 + 15);
+    expect(container(stageDeployment('infer', rendered)).env).toContainEqual({ name: 'SONIC_DRAIN_TIMEOUT_MS', value: String(LONGEST_RENDER_MS + DRAIN_MS) });
+    // the workers of a dispatcher drain for a render even when rendered without a GPU
+    const noGpu = renderK8sObjects(burst, { ...OPTS, gpuStages: [] });
+    expect(stageDeployment('infer', noGpu).spec.template.spec.terminationGracePeriodSeconds).toBe((LONGEST_RENDER_MS + DRAIN_MS) / 1000 + 15);
+    expect(stageDeployment('prep', noGpu).spec.template.spec.terminationGracePeriodSeconds).toBe(DRAIN_MS / 1000 + 15);
   });
 
   it('takes the Prometheus address and namespace from the options, and refuses an address that is not a URL', () => {

@@ -2,7 +2,7 @@
  * What every rendered manifest shares: the defaults, the render options as given and as checked,
  * the labels and metadata, and the parts of a pod (resources, security, probes, config).
  */
-import { readKafkaCa } from '../../core/config.js';
+import { longestRenderMs, readKafkaCa, SETTINGS } from '../../core/config.js';
 import { SonicError } from '../../core/errors.js';
 import type { ResourceSpec, Topology } from '../../runtime/topology.js';
 import type { Container, ObjectMeta, ResourceRequirements, Volume } from './objects.js';
@@ -24,6 +24,8 @@ export const STATE_VOLUME = 'state';
 const DEFAULT_API_STATE_STORAGE = '2Gi';
 /** Added to the drain timeout: leaving the group, closing producers and the blob client, flushing logs. */
 const GRACE_MARGIN_SECONDS = 15;
+/** The most SONIC_DRAIN_TIMEOUT_MS takes (Node's longest timer). */
+const MAX_DRAIN_MS = 2_147_483_647;
 export const GPU_RESOURCE = 'nvidia.com/gpu';
 
 /**
@@ -65,8 +67,20 @@ export interface RenderK8sOptions {
   image?: string;
   imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
   namespace?: string;
-  /** SONIC_DRAIN_TIMEOUT_MS of the stage pods; the grace period is derived from it. */
+  /**
+   * SONIC_DRAIN_TIMEOUT_MS of the stage pods; their grace period is derived from it. Unless
+   * `drainTimeoutExplicit`, the pods of a stage with GPUs and of the workers of a dispatcher get
+   * `longestRenderMs` + this instead (see {@link Resolved.renderDrainMs}).
+   */
   drainTimeoutMs: number;
+  /** The operator set `drainTimeoutMs` (SONIC_DRAIN_TIMEOUT_MS at render time): every stage pod gets it as it is. */
+  drainTimeoutExplicit?: boolean;
+  /**
+   * The longest render the configuration allows, ms: SONIC_INFER_TIMEOUT_BASE_S +
+   * SONIC_INFER_TIMEOUT_PER_AUDIO_S × SONIC_MAX_AUDIO_SECONDS (`longestRenderMs` of the config).
+   * Default: from those settings' defaults (120 + 60 × 60 s = 3720 s).
+   */
+  longestRenderMs?: number;
   /** SONIC_METRICS_PORT of the stage pods (/metrics, /healthz, /readyz); 0 is not allowed here. */
   metricsPort?: number;
   /**
@@ -135,7 +149,17 @@ export interface Resolved {
   imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never';
   namespace: string;
   metricsPort: number;
+  /** SONIC_DRAIN_TIMEOUT_MS of a stage pod that renders nothing long, and its grace period. */
+  drainMs: number;
   graceSeconds: number;
+  /**
+   * SONIC_DRAIN_TIMEOUT_MS of the pods of a stage with GPUs and of the workers of a dispatcher:
+   * the longest render plus the drain timeout (what surrounds the render: fetching the inputs,
+   * uploading the output, committing), so that a scale-down's SIGTERM lets the render in progress
+   * finish instead of abandoning it. Equal to `drainMs` when the operator set the drain timeout.
+   */
+  renderDrainMs: number;
+  renderGraceSeconds: number;
   prometheusUrl: string;
   /** The GPU stages, when the options name them (otherwise each stage's declaration decides). */
   gpuStages?: Set<string>;
@@ -173,6 +197,20 @@ export function resolve(opts: RenderK8sOptions): Resolved {
   const metricsPort = opts.metricsPort ?? DEFAULT_METRICS_PORT;
   if (!Number.isInteger(metricsPort) || metricsPort < 1 || metricsPort > 65535) bad(`metrics port must be 1-65535 for Kubernetes probes, got ${metricsPort}`);
   if (!Number.isFinite(opts.drainTimeoutMs) || opts.drainTimeoutMs < 0) bad(`drain timeout must be a number of ms >= 0, got ${opts.drainTimeoutMs}`);
+  const longest =
+    opts.longestRenderMs ??
+    longestRenderMs({
+      inferTimeoutBaseS: SETTINGS.inferTimeoutBaseS.default,
+      inferTimeoutPerAudioS: SETTINGS.inferTimeoutPerAudioS.default,
+      maxAudioSeconds: SETTINGS.maxAudioSeconds.default,
+    });
+  if (!Number.isFinite(longest) || longest < 0) bad(`longest render must be a number of ms >= 0, got ${longest}`);
+  const drainMs = Math.ceil(opts.drainTimeoutMs);
+  const renderDrainMs = opts.drainTimeoutExplicit ? drainMs : Math.ceil(longest) + drainMs;
+  if (renderDrainMs > MAX_DRAIN_MS)
+    bad(
+      `the drain timeout of a GPU stage (the longest render ${Math.ceil(longest)} ms + the drain timeout ${drainMs} ms) passes ${MAX_DRAIN_MS} ms, the most SONIC_DRAIN_TIMEOUT_MS takes: lower SONIC_MAX_AUDIO_SECONDS or the infer timeouts, or set SONIC_DRAIN_TIMEOUT_MS`,
+    );
   if (opts.brokers.length === 0 || opts.brokers.some((b) => !/^[^\s,]+:\d+$/.test(b)))
     bad(`brokers must be host:port entries, got [${opts.brokers.join(', ')}]`);
   const namespace = opts.namespace ?? DEFAULT_NAMESPACE;
@@ -193,7 +231,10 @@ export function resolve(opts: RenderK8sOptions): Resolved {
     imagePullPolicy: opts.imagePullPolicy ?? 'IfNotPresent',
     namespace,
     metricsPort,
-    graceSeconds: Math.ceil(opts.drainTimeoutMs / 1000) + GRACE_MARGIN_SECONDS,
+    drainMs,
+    graceSeconds: Math.ceil(drainMs / 1000) + GRACE_MARGIN_SECONDS,
+    renderDrainMs,
+    renderGraceSeconds: Math.ceil(renderDrainMs / 1000) + GRACE_MARGIN_SECONDS,
     prometheusUrl,
     apiStateStorage,
     kafka,

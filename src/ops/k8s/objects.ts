@@ -159,7 +159,16 @@ export interface ScaledObject {
     cooldownPeriod: number;
     minReplicaCount: number;
     maxReplicaCount: number;
-    fallback: { failureThreshold: number; replicas: number };
+    /**
+     * What the HPA gets from a scaler that failed `failureThreshold` polls in a row. `behavior`
+     * (KEDA 2.17+; an older KEDA drops the field and acts as `static`): `static` (default) asks for
+     * `replicas`; `currentReplicasIfHigher` for the current count when it is higher, so it never shrinks.
+     */
+    fallback: {
+      failureThreshold: number;
+      replicas: number;
+      behavior?: 'static' | 'currentReplicas' | 'currentReplicasIfHigher' | 'currentReplicasIfLower';
+    };
     advanced: {
       restoreToOriginalReplicaCount: boolean;
       horizontalPodAutoscalerConfig: { behavior: { scaleUp: HpaScalingRules; scaleDown: HpaScalingRules } };

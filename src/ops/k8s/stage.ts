@@ -15,8 +15,16 @@
  *   committed offset has the whole retained backlog ahead of it, and KEDA counts it as lag.
  * - Scale-down is slow (one pod a minute after a 300 s stabilisation window): every replica change
  *   is a consumer-group rebalance that pauses the whole stage, so the scaler must not flap.
- * - `terminationGracePeriodSeconds` is the drain timeout plus a margin, so Kubernetes never kills a
- *   pod that is still finishing and committing in-flight work after SIGTERM.
+ * - `terminationGracePeriodSeconds` is the pod's drain timeout (SONIC_DRAIN_TIMEOUT_MS) plus a
+ *   margin, so Kubernetes never kills a pod that is still finishing and committing in-flight work
+ *   after SIGTERM. The global drain timeout (30 s by default) is far shorter than a render (infer's
+ *   budget is SONIC_INFER_TIMEOUT_BASE_S + SONIC_INFER_TIMEOUT_PER_AUDIO_S per second of audio,
+ *   up to SONIC_MAX_AUDIO_SECONDS: 3720 s with the defaults), so the pods of a stage with GPUs
+ *   and of the workers of a dispatcher get the longest render plus the drain timeout instead:
+ *   a scale-down (KEDA's, a rollout's) then lets the render in progress finish rather than
+ *   abandoning it to be redone from the start. The busy floor below bounds the count, not which pod
+ *   the ReplicaSet deletes (not the idle one first), so this drain is what saves a busy pod's render. An operator who sets SONIC_DRAIN_TIMEOUT_MS when
+ *   rendering gets that value in every pod.
  * - `spec.replicas` is left out of the stage Deployments: KEDA owns it, and an apply that sets it
  *   would reset the scaler's choice.
  * - A stage that declares state stores gets SONIC_STATE_DIR on an emptyDir (the root filesystem is
@@ -34,9 +42,17 @@
  *   `sonicflow_dispatch_outstanding_seconds`, summed over its replicas: a standby reports 0), on
  *   the series the rendered PodMonitor scrapes (its `job`, this namespace, the dispatcher's
  *   `stage`); the threshold is the workers' `targetDrainSeconds`, so KEDA asks for
- *   ceil(seconds / target) workers. Any count is useful up to the partitions of the dispatcher's
+ *   ceil(seconds / target) workers, but never fewer than the busy workers: the query is those
+ *   seconds or, when higher, `sonicflow_dispatch_busy_workers` × target (4 workers each on a 300 s
+ *   render with nothing waiting are 1200 s, 2 workers at a 600 s target: KEDA would stop two of
+ *   them mid-render). Any count is useful up to the partitions of the dispatcher's
  *   sink (each worker holds one or more), which cap `maxReplicaCount`. Their retry tiers keep
  *   kafka triggers: the workers read those directly, outside the dispatcher's count.
+ * - KEDA's `fallback` (the scaler failed 3 polls in a row: Prometheus away) holds at least one
+ *   replica. For the workers of a dispatcher it never shrinks them (`behavior:
+ *   currentReplicasIfHigher`, KEDA 2.17+): a static count would drain GPUs in the middle of their
+ *   renders because the monitoring is down. An older KEDA drops the field and falls back to
+ *   `replicas` (minReplicaCount).
  * - A dispatcher stage whose min and max replicas are equal (by default 2: one active, one standby)
  *   gets no ScaledObject: there is nothing to scale, so its Deployment sets `replicas` itself.
  */
@@ -85,6 +101,10 @@ export function scaledByKeda(stage: StageSpec): boolean {
 
 export function stageDeployment(topology: Topology, stage: StageSpec, opts: RenderK8sOptions, r: Resolved): Deployment {
   const gpu = r.gpuStages ? r.gpuStages.has(stage.name) : (stage.resources?.gpus ?? 0) > 0;
+  // a GPU stage's records (and a dispatcher's workers': GPU work by design) may take the longest
+  // render: their drain covers it, unless the operator set the drain timeout
+  const renders = gpu || dispatcherOf(topology, stage) !== undefined;
+  const drainMs = renders ? r.renderDrainMs : r.drainMs;
   const podLabels = labels(stage.name);
   // a stage with state stores keeps their local copies under SONIC_STATE_DIR/stores: an emptyDir
   // (the changelog topics are the truth; a new pod restores from them, a restarted container resumes).
@@ -103,11 +123,11 @@ export function stageDeployment(topology: Topology, stage: StageSpec, opts: Rend
       template: {
         metadata: { labels: { ...podLabels } },
         spec: {
-          // the drain timeout plus a margin. A scale-down (KEDA's, as any) sends SIGTERM to a pod and
-          // the drain lets its in-flight record finish and commit: for the workers of a dispatcher, a
-          // render in progress is finished rather than abandoned, as long as SONIC_DRAIN_TIMEOUT_MS
-          // covers the longest render (beyond it the record is dispatched again and redone)
-          terminationGracePeriodSeconds: r.graceSeconds,
+          // the pod's drain timeout plus a margin. A scale-down (KEDA's, as any) sends SIGTERM to a
+          // pod and the drain lets its in-flight record finish and commit: for a GPU stage, a render
+          // in progress is finished rather than abandoned, its drain timeout being the longest
+          // render the configuration allows (beyond it the record is dispatched again and redone)
+          terminationGracePeriodSeconds: renders ? r.renderGraceSeconds : r.graceSeconds,
           securityContext: POD_SECURITY,
           ...(gpu ? { tolerations: [{ key: GPU_RESOURCE, operator: 'Exists', effect: 'NoSchedule' }] } : {}),
           containers: [
@@ -118,7 +138,7 @@ export function stageDeployment(topology: Topology, stage: StageSpec, opts: Rend
               command: [NAME, 'run', stage.name],
               env: [
                 { name: 'SONIC_METRICS_PORT', value: String(r.metricsPort) },
-                { name: 'SONIC_DRAIN_TIMEOUT_MS', value: String(opts.drainTimeoutMs) },
+                { name: 'SONIC_DRAIN_TIMEOUT_MS', value: String(drainMs) },
                 ...kafkaCredentialsEnv(stage.name, r),
                 ...(stores ? stateEnv() : []),
               ],
@@ -175,8 +195,13 @@ export function stageScaledObject(topology: Topology, stage: StageSpec, opts: Re
       cooldownPeriod: COOLDOWN_PERIOD_SECONDS,
       minReplicaCount,
       maxReplicaCount,
-      // when the scaler cannot read the lag (broker down), hold at least one replica
-      fallback: { failureThreshold: 3, replicas: Math.max(1, minReplicaCount) },
+      // when the scaler cannot read its metric (broker or Prometheus down), hold at least one
+      // replica; the workers of a dispatcher keep their count (GPUs mid-render) if it is higher
+      fallback: {
+        failureThreshold: 3,
+        replicas: Math.max(1, minReplicaCount),
+        ...(front ? { behavior: 'currentReplicasIfHigher' as const } : {}),
+      },
       advanced: {
         restoreToOriginalReplicaCount: false,
         horizontalPodAutoscalerConfig: {
@@ -202,13 +227,24 @@ export function stageScaledObject(topology: Topology, stage: StageSpec, opts: Re
   };
 }
 
-/** The PromQL of the estimated worker-seconds a dispatcher holds (waiting and dispatched-not-done), over its replicas. */
-export function dispatchWorkQuery(dispatcher: string, namespace: string): string {
+/**
+ * The PromQL the workers of a dispatcher scale on: the estimated worker-seconds it holds (waiting
+ * and dispatched-not-done, X), or the busy workers × `targetDrainSeconds` (Y) when that is higher,
+ * over its replicas, so that KEDA's ceil(result / targetDrainSeconds) is never below the busy
+ * workers. `X > Y or Y or X`: each `sum` without `by` is a vector of one sample with no labels (or
+ * none, when no series matches); `X > Y` keeps X where it is above Y, `or Y` adds Y when the left
+ * side is empty (X not above it), and `or X` keeps X when Y has no series (a dispatcher from before
+ * the busy gauge, in a rolling upgrade). No series at all stays an empty result: a scaler error,
+ * which KEDA's fallback answers, not zero work.
+ */
+export function dispatchWorkQuery(dispatcher: string, namespace: string, targetDrainSeconds: number): string {
   const sel = `{job="${STAGES_JOB}",namespace="${namespace}",stage="${dispatcher}"}`;
-  return `sum(sonicflow_dispatch_backlog_seconds${sel}) + sum(sonicflow_dispatch_outstanding_seconds${sel})`;
+  const seconds = `(sum(sonicflow_dispatch_backlog_seconds${sel}) + sum(sonicflow_dispatch_outstanding_seconds${sel}))`;
+  const busy = `(sum(sonicflow_dispatch_busy_workers${sel}) * ${targetDrainSeconds})`;
+  return `${seconds} > ${busy} or ${busy} or ${seconds}`;
 }
 
-/** The workers' prometheus trigger: ceil(worker-seconds held by the dispatcher / targetDrainSeconds) replicas. */
+/** The workers' prometheus trigger: ceil(worker-seconds held by the dispatcher / targetDrainSeconds) replicas, at least the busy ones. */
 function workTrigger(stage: StageSpec, front: StageSpec, r: Resolved): PrometheusTrigger {
   const target = stage.scaling.targetDrainSeconds;
   if (!(target > 0)) throw new SonicError('TOPOLOGY_INVALID', `stage ${stage.name} targetDrainSeconds must be > 0 for KEDA, got ${target}`);
@@ -217,7 +253,7 @@ function workTrigger(stage: StageSpec, front: StageSpec, r: Resolved): Prometheu
     metricType: 'AverageValue',
     metadata: {
       serverAddress: r.prometheusUrl,
-      query: dispatchWorkQuery(front.name, r.namespace),
+      query: dispatchWorkQuery(front.name, r.namespace, target),
       threshold: String(target),
       // active (above minReplicaCount, from zero) as soon as any work is held
       activationThreshold: '0',
