@@ -254,7 +254,9 @@ if (sweepRun) {
   out(sweepTable(sweepRun.results));
   const worst = (system: string) => {
     const rs = sweepRun!.results.filter((r) => r.system === system);
-    return rs.length ? [system, String(rs.length), Math.max(...rs.map((r) => r.ratioLowerBound)).toFixed(3), Math.max(...rs.map((r) => r.idleWhileWaitingPct)).toFixed(1)] : undefined;
+    return rs.length
+      ? [system, String(rs.length), Math.max(...rs.map((r) => r.ratioLowerBound)).toFixed(3), Math.max(...rs.map((r) => r.idleWhileWaitingPct)).toFixed(1)]
+      : undefined;
   };
   out(
     table(
@@ -263,7 +265,10 @@ if (sweepRun) {
     ),
   );
   const f = sweepRun.failover;
-  if (f) out(`Failover: a worker SIGKILLed ${f.killedAt - f.startedAt} ms into a task; the task began again on ${f.restartedOn} ${f.restartedAfterS.toFixed(1)} s after the kill (goal < 10 s), done ${f.completedAfterS.toFixed(1)} s after it`);
+  if (f)
+    out(
+      `Failover: a worker SIGKILLed ${f.killedAt - f.startedAt} ms into a task; the task began again on ${f.restartedOn} ${f.restartedAfterS.toFixed(1)} s after the kill (goal < 10 s), done ${f.completedAfterS.toFixed(1)} s after it`,
+    );
   for (const x of sweepRun.failures) out(`FAILED ${x}`);
 }
 const report = lines.join('\n');

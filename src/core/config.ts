@@ -256,7 +256,12 @@ export const SETTINGS = {
     zeroOr(int(6000, 1_800_000)),
     "Consumer group session timeout, ms: how soon a stage process that died without leaving loses its partitions. 0: the stage's own (infer and dispatch declare 6000, so a dead GPU worker's tasks go to another within seconds), else 30000.",
   ),
-  heartbeatIntervalMs: def('SONIC_HEARTBEAT_INTERVAL_MS', 3000, int(100, 600_000), 'Consumer heartbeat interval, ms; at most a third of the session timeout is used.'),
+  heartbeatIntervalMs: def(
+    'SONIC_HEARTBEAT_INTERVAL_MS',
+    3000,
+    int(100, 600_000),
+    'Consumer heartbeat interval, ms; at most a third of the session timeout is used.',
+  ),
   rebalanceTimeoutMs: def('SONIC_REBALANCE_TIMEOUT_MS', 60000, int(1000, 1_800_000), 'How long the group waits for members to rejoin during a rebalance, ms.'),
   fetchMaxWaitMs: def('SONIC_FETCH_MAX_WAIT_MS', 100, int(1, 30_000), 'Longest a fetch waits for new records, ms; also the pause-poll granularity.'),
   transactionTimeoutMs: def(

@@ -328,8 +328,11 @@ export class Dispatcher {
     const committed = await this.offsets.committed(this.groupId, [this.stage.input]);
     // never committed: a new dispatcher. If the workers read this topic themselves before (an
     // upgrade from a topology without the dispatcher), what they committed is done: go on from there
-    const before = [...committed.values()].some((o) => o >= 0n) ? new Map<string, bigint>() : await this.offsets.committed(this.workersGroup, [this.stage.input]);
-    if ([...before.values()].some((o) => o >= 0n)) this.logger.info({ group: this.workersGroup }, "dispatcher starts from its workers' committed offsets on its input (an upgrade)");
+    const before = [...committed.values()].some((o) => o >= 0n)
+      ? new Map<string, bigint>()
+      : await this.offsets.committed(this.workersGroup, [this.stage.input]);
+    if ([...before.values()].some((o) => o >= 0n))
+      this.logger.info({ group: this.workersGroup }, "dispatcher starts from its workers' committed offsets on its input (an upgrade)");
     for (const tp of assignment) {
       const key = `${tp.topic}:${tp.partition}`;
       let next = committed.get(key) ?? -1n;

@@ -245,18 +245,13 @@ export function defineTopology(decl: TopologyDecl): Topology {
       return {
         name: store,
         doc: d.doc,
-        changelog: derived(
-          `${stageName}.${store}-changelog`,
-          'changelog',
-          `Changelog of ${stageName}'s store ${store}: ${d.doc}${kept}`,
-          {
-            ...(d.retentionMs === undefined
-              ? { 'cleanup.policy': 'compact' }
-              : { 'cleanup.policy': 'compact,delete', 'retention.ms': String(d.retentionMs), 'segment.ms': String(d.retentionMs) }),
-            // entries that live minutes: small segments, compacted early, tombstones kept an hour
-            ...(d.churn ? { 'segment.ms': String(600_000), 'min.cleanable.dirty.ratio': '0.1', 'delete.retention.ms': String(3_600_000) } : {}),
-          },
-        ),
+        changelog: derived(`${stageName}.${store}-changelog`, 'changelog', `Changelog of ${stageName}'s store ${store}: ${d.doc}${kept}`, {
+          ...(d.retentionMs === undefined
+            ? { 'cleanup.policy': 'compact' }
+            : { 'cleanup.policy': 'compact,delete', 'retention.ms': String(d.retentionMs), 'segment.ms': String(d.retentionMs) }),
+          // entries that live minutes: small segments, compacted early, tombstones kept an hour
+          ...(d.churn ? { 'segment.ms': String(600_000), 'min.cleanable.dirty.ratio': '0.1', 'delete.retention.ms': String(3_600_000) } : {}),
+        }),
         ...(d.retentionMs === undefined ? {} : { retentionMs: d.retentionMs }),
       };
     });

@@ -154,7 +154,8 @@ export function validateTopology(t: Topology, schemaExists?: (name: string) => b
     const workers = t.stages.find((w) => w.name === s.dispatch?.workers);
     const sink = Object.values(s.outputs)[0];
     if (!workers) add(`stage:${s.name}`, `dispatcher ${s.name} dispatches to stage ${s.dispatch.workers}, which is not declared`);
-    else if (workers.input !== sink) add(`stage:${s.name}`, `dispatcher ${s.name} writes ${sink}, but its workers (stage ${workers.name}) read ${workers.input}`);
+    else if (workers.input !== sink)
+      add(`stage:${s.name}`, `dispatcher ${s.name} writes ${sink}, but its workers (stage ${workers.name}) read ${workers.input}`);
   }
 
   for (const topic of Object.values(t.topics)) {

@@ -83,7 +83,12 @@ describe('local autoscaler behind a dispatcher (real broker, workers as processe
     expect(Math.max(...infer.map((d) => Math.max(d.desired, d.target)))).toBeLessThanOrEqual(8); // the slots
     expect(Math.max(...infer.map((d) => d.backlogSeconds ?? 0))).toBeGreaterThan(20);
     for (const d of infer.filter((x) => x.rule === 'work')) {
-      expect(d).toMatchObject({ backlogSeconds: expect.any(Number), outstandingSeconds: expect.any(Number), busyWorkers: expect.any(Number), targetDrainSeconds: 10 });
+      expect(d).toMatchObject({
+        backlogSeconds: expect.any(Number),
+        outstandingSeconds: expect.any(Number),
+        busyWorkers: expect.any(Number),
+        targetDrainSeconds: 10,
+      });
       // never below the workers holding a dispatched record (within the slots)
       expect(d.desired).toBeGreaterThanOrEqual(Math.min(d.busyWorkers!, 8));
       expect(d.target).toBeGreaterThanOrEqual(Math.min(d.busyWorkers!, 8, d.current));

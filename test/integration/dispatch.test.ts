@@ -114,7 +114,16 @@ describe('dispatch (real broker)', () => {
     const inHand = starts(infer[0]!).at(-1)!.task;
     const survivors = infer.slice(1);
     await waitUntil(() => survivors.some((p) => starts(p).some((s) => s.task === inHand)), 30_000, `task ${inHand} to start again`);
-    const restartS = (Math.min(...survivors.flatMap((p) => starts(p).filter((s) => s.task === inHand).map((s) => s.at))) - killedAt) / 1000;
+    const restartS =
+      (Math.min(
+        ...survivors.flatMap((p) =>
+          starts(p)
+            .filter((s) => s.task === inHand)
+            .map((s) => s.at),
+        ),
+      ) -
+        killedAt) /
+      1000;
     console.log(`task ${inHand} began again ${restartS.toFixed(1)} s after its worker was killed`);
     // the declared 6 s session, the rebalance and a dispatcher poll; not the 30 s default session
     expect(restartS).toBeLessThan(10);
@@ -133,7 +142,11 @@ describe('dispatch (real broker)', () => {
     let ends: { partition: number; offset: string }[] = [];
     try {
       // the old topology's infer read `prepared` itself: all 20 there, and done (its group committed the ends)
-      await waitUntil(async () => (await reader.offsets([`${chain.prefix}.prepared`])).reduce((n, o) => n + Number(o.stable), 0) >= 40, 60_000, 'the 20 tasks in prepared');
+      await waitUntil(
+        async () => (await reader.offsets([`${chain.prefix}.prepared`])).reduce((n, o) => n + Number(o.stable), 0) >= 40,
+        60_000,
+        'the 20 tasks in prepared',
+      );
       ends = (await reader.offsets([`${chain.prefix}.prepared`])).map((o) => ({ partition: o.partition, offset: o.stable.toString() }));
     } finally {
       await reader.close();

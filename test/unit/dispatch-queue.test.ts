@@ -88,7 +88,17 @@ describe('where records go', () => {
     ];
     expect(planDispatch(two, held([[0, [1]]]), { capacity: 3 }, costs(1))).toEqual([1]);
     // both hold one record, m-b's is estimated longer: m-a will be free first
-    expect(planDispatch(two, held([[0, [1]], [1, [5]]]), { capacity: 3 }, costs(1))).toEqual([0]);
+    expect(
+      planDispatch(
+        two,
+        held([
+          [0, [1]],
+          [1, [5]],
+        ]),
+        { capacity: 3 },
+        costs(1),
+      ),
+    ).toEqual([0]);
   });
 
   it('short tasks: a worker gets more than its capacity while what it holds lasts less than the lead, up to maxPerWorker', () => {

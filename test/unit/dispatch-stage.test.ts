@@ -38,9 +38,17 @@ describe('the sonic dispatch stage', () => {
   it('refuses a dispatcher whose workers do not read its sink, or do not exist', () => {
     const t = sonicTopology();
     const wrong = { ...t, stages: t.stages.map((s) => (s.name === 'infer' ? { ...s, input: 'sonic.tasks.prepared' } : s)) };
-    expect(validateTopology(wrong).map((p) => p.message).join('\n')).toMatch(/dispatcher dispatch writes sonic\.tasks\.dispatched, but its workers \(stage infer\) read sonic\.tasks\.prepared/);
+    expect(
+      validateTopology(wrong)
+        .map((p) => p.message)
+        .join('\n'),
+    ).toMatch(/dispatcher dispatch writes sonic\.tasks\.dispatched, but its workers \(stage infer\) read sonic\.tasks\.prepared/);
     const gone = { ...t, stages: t.stages.filter((s) => s.name !== 'infer') };
-    expect(validateTopology(gone).map((p) => p.message).join('\n')).toMatch(/dispatches to stage infer, which is not declared/);
+    expect(
+      validateTopology(gone)
+        .map((p) => p.message)
+        .join('\n'),
+    ).toMatch(/dispatches to stage infer, which is not declared/);
     expect(validateTopology(t)).toEqual([]);
   });
 

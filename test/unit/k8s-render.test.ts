@@ -395,7 +395,12 @@ describe('k8s render: KEDA ScaledObjects', () => {
     const deploymentNames = new Set(deployments(objects).map((d) => d.metadata.name));
     const all = scaledObjects(objects);
     // every stage but the dispatcher, whose replica count is fixed (one active, one standby)
-    expect(all.map(component).sort()).toEqual(topology.stages.filter((s) => !s.dispatch).map((s) => s.name).sort());
+    expect(all.map(component).sort()).toEqual(
+      topology.stages
+        .filter((s) => !s.dispatch)
+        .map((s) => s.name)
+        .sort(),
+    );
     for (const so of all) {
       const stage = topology.stages.find((s) => s.name === component(so))!;
       expect(so.apiVersion).toBe('keda.sh/v1alpha1');

@@ -8,7 +8,11 @@ type Held = Map<string, Record<string, number[]>>;
 /** Members subscribed to T (and R), with what they hold and have in hand. */
 const assign = (ids: string[], held: Held = new Map(), partitions: Record<string, number[]> = { [T]: range(24) }, busy: Held = new Map()) =>
   stickyAssignment(
-    ids.map((id): StickyMember => ({ id, topics: [T, R], ...(held.has(id) || busy.has(id) ? { claim: { held: held.get(id) ?? {}, busy: busy.get(id) ?? {} } } : {}) })),
+    ids.map((id): StickyMember => ({
+      id,
+      topics: [T, R],
+      ...(held.has(id) || busy.has(id) ? { claim: { held: held.get(id) ?? {}, busy: busy.get(id) ?? {} } } : {}),
+    })),
     partitions,
   );
 const count = (a: Held) => new Map([...a].map(([m, t]) => [m, t[T]?.length ?? 0]));
@@ -100,7 +104,14 @@ describe('sticky claims', () => {
   });
 
   it('junk is no claim, and never throws: the leader must always be able to assign', () => {
-    for (const junk of [Buffer.from('{'), Buffer.alloc(0), data(null), data(5), data({ memberId: 'm', held: { [T]: 5 } }), data({ memberId: 'm', held: { [T]: {} } })]) {
+    for (const junk of [
+      Buffer.from('{'),
+      Buffer.alloc(0),
+      data(null),
+      data(5),
+      data({ memberId: 'm', held: { [T]: 5 } }),
+      data({ memberId: 'm', held: { [T]: {} } }),
+    ]) {
       const c = readStickyClaim(junk, 'm');
       expect(c === undefined || Object.values(c.held).every((ps) => Array.isArray(ps) && ps.length === 0)).toBe(true);
     }
