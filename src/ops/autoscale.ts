@@ -238,6 +238,8 @@ async function handlerTotals(port: number | undefined): Promise<{ sum: number; c
 export class Autoscaler {
   private readonly states = new Map<string, StageState>();
   private sub?: Subscription;
+  /** Set by stop(): a control step still in flight then decides nothing (its workers are draining, not gone). */
+  private stopped = false;
   readonly decisions: Decision[] = [];
 
   constructor(
@@ -344,6 +346,7 @@ export class Autoscaler {
   }
 
   private async decide(s: StageState, lag: number, work: DispatchLoad | undefined, now: number): Promise<void> {
+    if (this.stopped) return;
     const current = this.replicas(s.spec.name);
     const min = Math.max(1, s.spec.scaling.minReplicas);
     const rule: Decision['rule'] = work ? 'work' : 'lag';
@@ -431,6 +434,7 @@ export class Autoscaler {
   }
 
   private spawn(s: StageState): void {
+    if (this.stopped) return;
     // each worker's metrics endpoint takes a free port and says which on stdout
     const child = spawn(process.execPath, [BIN, 'run', s.spec.name, ...(this.options.runArgs ?? [])], {
       env: { ...this.options.env, SONIC_METRICS_PORT: '0' },
@@ -465,6 +469,7 @@ export class Autoscaler {
 
   /** Stops the loop and drains every worker. */
   async stop(): Promise<void> {
+    this.stopped = true;
     this.sub?.unsubscribe();
     const exits: Promise<void>[] = [];
     for (const s of this.states.values()) {
