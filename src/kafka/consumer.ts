@@ -45,9 +45,10 @@ export interface GroupConsumerOptions {
    */
   singleton?: { holding: () => boolean };
   /**
-   * Sticky assignment (when neither of the above): `held` tells which partitions this member
-   * holds now; it says so when it joins, and the assignor leaves every member what it holds
-   * within an even share, moving only what must move (a member that left, a member that joined).
+   * Sticky assignment (when neither of the above): `claim` tells which partitions this member
+   * holds now (and which of them have a record in hand, under which member id); it says so when it
+   * joins, and the assignor leaves every member what it holds within an even share, moving only
+   * what must move (a member that left, a member that joined).
    * A worker that keeps its partition through a rebalance keeps its record in hand: a render in
    * progress is not aborted because another GPU came or went. Members that do not offer it (a
    * rolling upgrade) make the group fall back to round robin.
@@ -147,10 +148,10 @@ export function stickyAssignment(members: readonly StickyMember[], partitions: R
   const sorted = [...members].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const out = new Map<string, Record<string, number[]>>(sorted.map((m) => [m.id, {}]));
   const idle = new Set(sorted.filter((m) => !Object.values(m.claim?.busy ?? {}).some((ps) => ps.length > 0)).map((m) => m.id));
+  const claimOf = new Map(sorted.map((m) => [m.id, m.claim]));
   for (const [topic, all] of Object.entries(partitions)) {
     const ids = sorted.filter((m) => m.topics.includes(topic)).map((m) => m.id);
     if (ids.length === 0) continue;
-    const claimOf = new Map(sorted.map((m) => [m.id, m.claim]));
     const exists = new Set(all);
     const claimed = new Set<number>();
     const claims = new Map<string, number[]>();
