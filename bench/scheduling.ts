@@ -61,7 +61,8 @@
  *
  *   node --import tsx bench/scheduling.ts [--tasks 300] [--workers 4] [--partitions 4] [--service-ms 200] [--mix equal|lognormal] [--failover] [--dispatch] [--session-timeout-ms N]
  *   node --import tsx bench/scheduling.ts --workers 1-12 [--mix equal,lognormal] [--systems sonicflow,dispatch,bullmq] [--partitions 12]
- *       [--tasks 300] [--service-ms 200] [--seed 1] [--sigma 0.6]
+ *       [--tasks 300] [--service-ms 200] [--seed 1] [--sigma 0.6] [--sweep] [--out scheduling-sweep]
+ *   (--sweep makes one worker count a sweep; --out names the results file, bench/results/<out>.json)
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -680,6 +681,7 @@ if (import.meta.filename === process.argv[1]) {
       dispatch: { type: 'boolean', default: false },
       'session-timeout-ms': { type: 'string' },
       sweep: { type: 'boolean', default: false },
+      out: { type: 'string', default: 'scheduling-sweep' },
       failover: { type: 'boolean', default: false },
     },
   });
@@ -705,7 +707,7 @@ if (import.meta.filename === process.argv[1]) {
     );
     console.log(sweepTable(results));
     for (const f of failures) console.log(`FAILED ${f}`);
-    console.log(`saved ${saveResults('scheduling-sweep', { options: { ...common, partitions, workers, mixes, systems }, results, failures })}`);
+    console.log(`saved ${saveResults(a.out, { options: { ...common, partitions, workers, mixes, systems }, results, failures })}`);
     process.exit(failures.length ? 1 : 0);
   }
   const r = await run({
