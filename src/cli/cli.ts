@@ -22,7 +22,7 @@ import { startApi } from '../api/main.js';
 import { formatList, formatShow, readDlq, replay, select } from '../ops/dlq.js';
 import { formatGcReport, runGc } from '../ops/gc.js';
 import { Autoscaler, lagOfStage } from '../ops/autoscale.js';
-import { DEFAULT_PROMETHEUS_URL, renderK8s } from '../ops/k8s/render.js';
+import { DEFAULT_PROMETHEUS_URL, DEFAULT_WEIGHTS_PATH, renderK8s, renderK8sWarnings, type RenderK8sOptions } from '../ops/k8s/render.js';
 import { formatLag, lagSamples$, serveLagExporter, stageLag } from '../ops/lag.js';
 import { runDemo } from '../ops/demo.js';
 import { runStages } from '../ops/run.js';
@@ -33,6 +33,9 @@ import { aclPlanIsEmpty, applyAcls, assertDistinctPrincipals, formatAclJson, for
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const out = (s: string): boolean => process.stdout.write(s);
+
+/** A repeatable option's values, in order. */
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
 function buildCli(ctx: () => Context): Command {
   const program = new Command('sonicflow')
@@ -289,6 +292,26 @@ function buildCli(ctx: () => Context): Command {
       "Prometheus that KEDA queries to scale a dispatcher's workers on its backlog's GPU-seconds (it must scrape the rendered PodMonitor)",
       DEFAULT_PROMETHEUS_URL,
     )
+    .option('--gpu-image <image>', 'image of the GPU stage pods (infer), e.g. the Sonic worker image (default: --image)')
+    .option(
+      '--infer-backend <name>',
+      'SONIC_INFER_BACKEND of the GPU stage pods, e.g. worker (default: none set in them: the ConfigMap or secrets decide, else builtin)',
+    )
+    .option(
+      '--weights-pvc <claim>',
+      `PersistentVolumeClaim with Sonic's weights, mounted read-only in the GPU stage pods at --weights-path; SONIC_WORKER_SONIC_DIR is its parent (default: none; the worker backend then cannot load Sonic, with a warning)`,
+    )
+    .option('--weights-path <path>', `where --weights-pvc is mounted (default ${DEFAULT_WEIGHTS_PATH})`)
+    .addOption(new Option('--gpu-node-selector <key=value>', 'node label the GPU stage pods must run on (repeatable)').argParser(collect).default([], 'none'))
+    .addOption(
+      new Option('--gpu-toleration <key[=value]:Effect>', 'node taint the GPU stage pods tolerate (repeatable; replaces the default)')
+        .argParser(collect)
+        .default([], 'nvidia.com/gpu:NoSchedule, any value'),
+    )
+    .option(
+      '--gpus <n>',
+      "GPUs the cluster has for sonicflow: caps the GPU stages' max replicas at floor(n / GPUs per pod), shared fairly between GPU stages (default: no cap but partitions and maxReplicas)",
+    )
     .addOption(prefixOpt())
     .addOption(fileOpt())
     .action(
@@ -299,34 +322,53 @@ function buildCli(ctx: () => Context): Command {
         apiStateStorage: string;
         storageClass?: string;
         prometheusUrl: string;
+        gpuImage?: string;
+        inferBackend?: string;
+        weightsPvc?: string;
+        weightsPath?: string;
+        gpuNodeSelector: string[];
+        gpuToleration: string[];
+        gpus?: string;
         principalPrefix?: string;
         file?: string;
       }) => {
         const c = ctx();
         const topology = assertNoReservedStageNames(await c.topology(o.file));
-        out(
-          renderK8s(topology, {
-            ...(o.stage ? { stage: o.stage } : {}),
-            image: o.image,
-            namespace: o.namespace,
-            apiStateStorage: o.apiStateStorage,
-            ...(o.storageClass ? { storageClass: o.storageClass } : {}),
-            prometheusUrl: o.prometheusUrl,
-            drainTimeoutMs: c.config.drainTimeoutMs,
-            // a GPU stage's pods drain for the longest render this configuration allows, unless SONIC_DRAIN_TIMEOUT_MS is set
-            drainTimeoutExplicit: isSet('drainTimeoutMs'),
-            longestRenderMs: longestRenderMs(c.config),
-            metricsPort: c.config.metricsPort || 9464,
-            brokers: c.config.kafkaBrokers,
-            schemaRegistryUrl: c.config.schemaRegistryUrl,
-            clientId: c.config.clientId,
-            ...(o.principalPrefix ? { principalPrefix: o.principalPrefix } : {}),
-            // as the product connects (SONIC_KAFKA_*); the user name and password are per principal, never taken from here
-            kafkaSsl: c.config.kafkaSsl,
-            ...(c.config.kafkaSslCaFile ? { kafkaSslCaFile: c.config.kafkaSslCaFile } : {}),
-            ...(c.config.kafkaSaslMechanism ? { kafkaSaslMechanism: c.config.kafkaSaslMechanism } : {}),
-          }),
-        );
+        const gpu: Partial<RenderK8sOptions> = {
+          ...(o.gpuImage !== undefined ? { gpuImage: o.gpuImage } : {}),
+          ...(o.inferBackend !== undefined ? { inferBackend: o.inferBackend } : {}),
+          ...(o.weightsPvc !== undefined ? { weightsPvc: o.weightsPvc } : {}),
+          ...(o.weightsPath !== undefined ? { weightsPath: o.weightsPath } : {}),
+          ...(o.gpuNodeSelector.length > 0 ? { gpuNodeSelector: o.gpuNodeSelector } : {}),
+          ...(o.gpuToleration.length > 0 ? { gpuTolerations: o.gpuToleration } : {}),
+          ...(o.gpus !== undefined ? { gpus: Number(o.gpus) } : {}),
+        };
+        const opts: RenderK8sOptions = {
+          ...gpu,
+          ...(o.stage ? { stage: o.stage } : {}),
+          image: o.image,
+          namespace: o.namespace,
+          apiStateStorage: o.apiStateStorage,
+          ...(o.storageClass ? { storageClass: o.storageClass } : {}),
+          prometheusUrl: o.prometheusUrl,
+          drainTimeoutMs: c.config.drainTimeoutMs,
+          // a GPU stage's pods drain for the longest render this configuration allows, unless SONIC_DRAIN_TIMEOUT_MS is set
+          drainTimeoutExplicit: isSet('drainTimeoutMs'),
+          longestRenderMs: longestRenderMs(c.config),
+          metricsPort: c.config.metricsPort || 9464,
+          brokers: c.config.kafkaBrokers,
+          schemaRegistryUrl: c.config.schemaRegistryUrl,
+          clientId: c.config.clientId,
+          ...(o.principalPrefix ? { principalPrefix: o.principalPrefix } : {}),
+          // as the product connects (SONIC_KAFKA_*); the user name and password are per principal, never taken from here
+          kafkaSsl: c.config.kafkaSsl,
+          ...(c.config.kafkaSslCaFile ? { kafkaSslCaFile: c.config.kafkaSslCaFile } : {}),
+          ...(c.config.kafkaSaslMechanism ? { kafkaSaslMechanism: c.config.kafkaSaslMechanism } : {}),
+        };
+        const yaml = renderK8s(topology, opts);
+        // on stderr, not in the manifests piped to kubectl
+        for (const w of renderK8sWarnings(topology, opts)) process.stderr.write(`warning: ${w}\n`);
+        out(yaml);
       },
     );
 

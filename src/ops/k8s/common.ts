@@ -5,6 +5,7 @@
 import { longestRenderMs, readKafkaCa, SETTINGS } from '../../core/config.js';
 import { SonicError } from '../../core/errors.js';
 import type { ResourceSpec, Topology } from '../../runtime/topology.js';
+import { CACHE_DIR, GPU_RESOURCE, resolveGpu, type GpuOptions, type ResolvedGpu } from './gpu.js';
 import type { Container, ObjectMeta, ResourceRequirements, Volume } from './objects.js';
 
 const DEFAULT_IMAGE = 'ghcr.io/sonicflow/sonicflow:latest';
@@ -26,7 +27,7 @@ const DEFAULT_API_STATE_STORAGE = '2Gi';
 const GRACE_MARGIN_SECONDS = 15;
 /** The most SONIC_DRAIN_TIMEOUT_MS takes (Node's longest timer). */
 const MAX_DRAIN_MS = 2_147_483_647;
-export const GPU_RESOURCE = 'nvidia.com/gpu';
+export { GPU_RESOURCE };
 
 /**
  * The brokers' CA (SONIC_KAFKA_SSL_CA_FILE at render time) as the Secret `sonicflow-kafka-ca`, key
@@ -61,7 +62,7 @@ export const STAGES_JOB = `${NAME}-stages`;
 export const LABEL_NAME = 'app.kubernetes.io/name';
 const LABEL_COMPONENT = 'app.kubernetes.io/component';
 
-export interface RenderK8sOptions {
+export interface RenderK8sOptions extends GpuOptions {
   /** Only this stage's objects: its Kafka Secret (SASL), Deployment and ScaledObject (not the shared ConfigMap, CA, KEDA objects, API or PodMonitor). */
   stage?: string;
   image?: string;
@@ -165,6 +166,8 @@ export interface Resolved {
   gpuStages?: Set<string>;
   apiStateStorage: string;
   kafka: KafkaSecurity;
+  /** The GPU stage pods' image, backend, weights, caches, placement and replica cap (`gpu.ts`). */
+  gpu: ResolvedGpu;
 }
 
 /** How the pods and KEDA reach the brokers. */
@@ -226,6 +229,7 @@ export function resolve(opts: RenderK8sOptions): Resolved {
   const kafka = resolveKafka(opts, bad);
   const prometheusUrl = opts.prometheusUrl ?? DEFAULT_PROMETHEUS_URL;
   if (!/^https?:\/\/[^\s/]+(\/\S*)?$/.test(prometheusUrl)) bad(`Prometheus URL must be an http(s) URL, got "${prometheusUrl}"`);
+  const gpu = resolveGpu(opts, opts.config?.SONIC_INFER_BACKEND, ['/tmp', STATE_DIR, KAFKA_CA_DIR, CACHE_DIR], bad);
   return {
     image: opts.image ?? DEFAULT_IMAGE,
     imagePullPolicy: opts.imagePullPolicy ?? 'IfNotPresent',
@@ -238,6 +242,7 @@ export function resolve(opts: RenderK8sOptions): Resolved {
     prometheusUrl,
     apiStateStorage,
     kafka,
+    gpu,
     ...(opts.gpuStages ? { gpuStages: new Set(opts.gpuStages) } : {}),
   };
 }

@@ -54,7 +54,8 @@ export interface Deployment {
       spec: {
         terminationGracePeriodSeconds: number;
         securityContext: Record<string, unknown>;
-        tolerations?: { key: string; operator: string; effect: string }[];
+        nodeSelector?: Record<string, string>;
+        tolerations?: Toleration[];
         containers: Container[];
         volumes: Volume[];
       };
@@ -62,9 +63,14 @@ export interface Deployment {
   };
 }
 
-/** A pod volume: an emptyDir, or the keys of a Secret as files (read-only). */
+/** A pod volume: an emptyDir, the keys of a Secret as files (read-only), or a PersistentVolumeClaim. */
 export type Volume =
-  { name: string; emptyDir: Record<string, string> } | { name: string; secret: { secretName: string; items: { key: string; path: string }[] } };
+  | { name: string; emptyDir: Record<string, string> }
+  | { name: string; secret: { secretName: string; items: { key: string; path: string }[] } }
+  | { name: string; persistentVolumeClaim: { claimName: string; readOnly?: boolean } };
+
+/** A pod's toleration of a node taint: `Exists` (any value) or `Equal` to `value`. */
+export type Toleration = { key: string; operator: 'Exists'; effect: string } | { key: string; operator: 'Equal'; value: string; effect: string };
 
 export interface PersistentVolumeClaimTemplate {
   metadata: { name: string; labels?: Record<string, string> };

@@ -26,16 +26,19 @@
  */
 import { SonicError } from '../../core/errors.js';
 import { API_PARTY } from '../../runtime/acls.js';
-import { findStage, type Topology } from '../../runtime/topology.js';
+import { findStage, type StageSpec, type Topology } from '../../runtime/topology.js';
 import { resolve, type RenderK8sOptions } from './common.js';
 export { DEFAULT_PROMETHEUS_URL } from './common.js';
+export { DEFAULT_WEIGHTS_PATH } from './gpu.js';
 import { kafkaCaSecret, kafkaSecret, kedaKafkaObjects } from './kafka.js';
 import type { K8sObject } from './objects.js';
 import { apiObjects, configMap, podMonitor } from './shared.js';
-import { scaledByKeda, stageDeployment, stageScaledObject } from './stage.js';
+import { gpuWarnings } from './gpu.js';
+import { isGpuStage, scaledByKeda, stageDeployment, stageScaledObject } from './stage.js';
 import { toYamlDocuments } from './yaml.js';
 
 export type { KafkaSaslMechanism, RenderK8sOptions } from './common.js';
+export type { GpuOptions } from './gpu.js';
 export type {
   ConfigMap,
   Container,
@@ -47,6 +50,7 @@ export type {
   ResourceRequirements,
   ScaledObject,
   Secret,
+  Toleration,
   Service,
   StatefulSet,
   TriggerAuthentication,
@@ -63,12 +67,7 @@ export { toYaml } from './yaml.js';
  */
 export function renderK8sObjects(topology: Topology, opts: RenderK8sOptions): K8sObject[] {
   const r = resolve(opts);
-  let stages = topology.stages;
-  if (opts.stage !== undefined) {
-    const one = findStage(topology, opts.stage);
-    if (!one) throw new SonicError('TOPOLOGY_INVALID', `no stage named "${opts.stage}" (stages: ${topology.stages.map((s) => s.name).join(', ')})`);
-    stages = [one];
-  }
+  const stages = renderedStages(topology, opts);
   const principalSecret = (component: string): K8sObject[] => (r.kafka.sasl ? [kafkaSecret(topology, component, opts, r)] : []);
   const perStage = stages.flatMap((s): K8sObject[] => [
     ...principalSecret(s.name),
@@ -85,6 +84,27 @@ export function renderK8sObjects(topology: Topology, opts: RenderK8sOptions): K8
     ...apiObjects(topology, opts, r),
     podMonitor(topology, r),
   ];
+}
+
+/** The stages a render covers: all, or `opts.stage` (TOPOLOGY_INVALID when the topology has no such stage). */
+function renderedStages(topology: Topology, opts: RenderK8sOptions): StageSpec[] {
+  if (opts.stage === undefined) return topology.stages;
+  const one = findStage(topology, opts.stage);
+  if (!one) throw new SonicError('TOPOLOGY_INVALID', `no stage named "${opts.stage}" (stages: ${topology.stages.map((s) => s.name).join(', ')})`);
+  return [one];
+}
+
+/**
+ * What the operator should hear about these options, for stderr (never in the manifests): GPU
+ * stage pods with the worker backend and no weights volume, which will fail to load Sonic.
+ * Throws as {@link renderK8sObjects} does on bad options.
+ */
+export function renderK8sWarnings(topology: Topology, opts: RenderK8sOptions): string[] {
+  const r = resolve(opts);
+  const gpuStages = renderedStages(topology, opts)
+    .filter((s) => isGpuStage(s, r))
+    .map((s) => s.name);
+  return gpuWarnings(r.gpu, opts.config?.SONIC_INFER_BACKEND, gpuStages);
 }
 
 /** The manifests as multi-document YAML (`---` between documents), for `kubectl apply -f -`. */

@@ -34,7 +34,9 @@
  *   (`kafka.ts`): the scaler connects as its own principal, which may only DESCRIBE the groups and
  *   consumed topics.
  * - GPU stages (`infer` by default) get `nvidia.com/gpu: 1` and a toleration for the usual GPU
- *   node taint, and roll with `maxSurge: 0` (a surge pod would wait for a spare GPU).
+ *   node taint, and roll with `maxSurge: 0` (a surge pod would wait for a spare GPU). The GPU
+ *   options (`--gpu-image`, `--infer-backend`, `--weights-pvc`, `--gpu-node-selector`,
+ *   `--gpu-toleration`, `--gpus`) change their pods and replica caps only (`gpu.ts`).
  * - The workers of a dispatcher stage (`dispatcher.ts`) are scaled by a prometheus trigger, not by
  *   their input's lag: that lag stays at 1 + queuePerWorker per worker by design (the backlog waits
  *   in the dispatcher), so it would never scale them up. The query is the estimated worker-seconds
@@ -61,7 +63,6 @@ import { groupId } from '../../runtime/names.js';
 import type { StageSpec, Topology } from '../../runtime/topology.js';
 import {
   CONTAINER_SECURITY,
-  GPU_RESOURCE,
   KEDA_TRIGGER_AUTH,
   NAME,
   POD_SECURITY,
@@ -81,6 +82,7 @@ import {
   type RenderK8sOptions,
   type Resolved,
 } from './common.js';
+import { gpuEnv, gpuMounts, gpuVolumes, shareGpus } from './gpu.js';
 import type { Deployment, KafkaTrigger, PrometheusTrigger, ScaledObject } from './objects.js';
 
 const SCALE_DOWN_STABILIZATION_SECONDS = 300;
@@ -99,8 +101,44 @@ export function scaledByKeda(stage: StageSpec): boolean {
   return !(stage.dispatch && stage.scaling.minReplicas === stage.scaling.maxReplicas);
 }
 
+/** Whether the stage's pods get GPUs: the options' GPU stages when they name them, else the stage's declaration. */
+export function isGpuStage(stage: StageSpec, r: Resolved): boolean {
+  return r.gpuStages ? r.gpuStages.has(stage.name) : (stage.resources?.gpus ?? 0) > 0;
+}
+
+/**
+ * The most replicas a stage runs before the GPU cap: a fixed dispatcher's count, else its
+ * maxReplicas capped by its input's partitions (behind a dispatcher: the dispatcher's sink's).
+ */
+function uncappedReplicas(topology: Topology, stage: StageSpec): number {
+  if (!scaledByKeda(stage)) return Math.max(1, stage.scaling.minReplicas);
+  const front = dispatcherOf(topology, stage);
+  // behind a dispatcher, a worker per partition of its sink at most (the sink is the workers' input)
+  const sink = topology.topics[front ? (Object.values(front.outputs)[0] ?? '') : stage.input];
+  if (!sink) {
+    const why = front
+      ? `dispatcher ${front.name} has no sink the topology declares`
+      : `stage ${stage.name} reads topic ${stage.input}, which the topology does not declare`;
+    throw new SonicError('TOPOLOGY_INVALID', why);
+  }
+  return Math.max(1, Math.min(stage.scaling.maxReplicas, sink.partitions));
+}
+
+/** The most replicas a stage runs: {@link uncappedReplicas}, and for a GPU stage with `--gpus` its share of the GPUs over every GPU stage of the topology. */
+function replicaCap(topology: Topology, stage: StageSpec, r: Resolved): number {
+  const own = uncappedReplicas(topology, stage);
+  if (r.gpu.gpus === undefined || !isGpuStage(stage, r)) return own;
+  const demands = topology.stages
+    .filter((s) => isGpuStage(s, r))
+    .map((s) => ({ stage: s.name, gpusPerPod: Math.max(1, s.resources?.gpus ?? 1), replicas: uncappedReplicas(topology, s) }));
+  const shares = shareGpus(r.gpu.gpus, demands, (message) => {
+    throw new SonicError('CONFIG_INVALID', message);
+  });
+  return shares.get(stage.name) ?? own;
+}
+
 export function stageDeployment(topology: Topology, stage: StageSpec, opts: RenderK8sOptions, r: Resolved): Deployment {
-  const gpu = r.gpuStages ? r.gpuStages.has(stage.name) : (stage.resources?.gpus ?? 0) > 0;
+  const gpu = isGpuStage(stage, r);
   // a GPU stage's records (and a dispatcher's workers': GPU work by design) may take the longest
   // render: their drain covers it, unless the operator set the drain timeout
   const renders = gpu || dispatcherOf(topology, stage) !== undefined;
@@ -116,7 +154,7 @@ export function stageDeployment(topology: Topology, stage: StageSpec, opts: Rend
     metadata: metadata(stageObjectName(stage.name), stage.name, r, topology),
     spec: {
       // no ScaledObject (a dispatcher of fixed size): the Deployment holds the count itself
-      ...(scaledByKeda(stage) ? {} : { replicas: Math.max(1, stage.scaling.minReplicas) }),
+      ...(scaledByKeda(stage) ? {} : { replicas: replicaCap(topology, stage, r) }),
       revisionHistoryLimit: 5,
       selector: { matchLabels: { ...podLabels } },
       strategy: { type: 'RollingUpdate', rollingUpdate: gpu ? { maxSurge: 0, maxUnavailable: 1 } : { maxSurge: 1, maxUnavailable: 0 } },
@@ -129,11 +167,12 @@ export function stageDeployment(topology: Topology, stage: StageSpec, opts: Rend
           // render the configuration allows (beyond it the record is dispatched again and redone)
           terminationGracePeriodSeconds: renders ? r.renderGraceSeconds : r.graceSeconds,
           securityContext: POD_SECURITY,
-          ...(gpu ? { tolerations: [{ key: GPU_RESOURCE, operator: 'Exists', effect: 'NoSchedule' }] } : {}),
+          ...(gpu && r.gpu.nodeSelector ? { nodeSelector: { ...r.gpu.nodeSelector } } : {}),
+          ...(gpu ? { tolerations: r.gpu.tolerations.map((t) => ({ ...t })) } : {}),
           containers: [
             {
               name: stage.name,
-              image: r.image,
+              image: (gpu ? r.gpu.image : undefined) ?? r.image,
               imagePullPolicy: r.imagePullPolicy,
               command: [NAME, 'run', stage.name],
               env: [
@@ -141,16 +180,22 @@ export function stageDeployment(topology: Topology, stage: StageSpec, opts: Rend
                 { name: 'SONIC_DRAIN_TIMEOUT_MS', value: String(drainMs) },
                 ...kafkaCredentialsEnv(stage.name, r),
                 ...(stores ? stateEnv() : []),
+                ...(gpu ? gpuEnv(r.gpu) : []),
               ],
               envFrom: envFrom(),
               ports: [{ name: 'metrics', containerPort: r.metricsPort, protocol: 'TCP' }],
               ...probes('metrics'),
               resources: resourcesFor(stage.name, opts, gpu, stage.resources),
               securityContext: CONTAINER_SECURITY,
-              volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }, ...(stores ? [STATE_MOUNT] : []), ...kafkaCaMounts(r)],
+              volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }, ...(stores ? [STATE_MOUNT] : []), ...kafkaCaMounts(r), ...(gpu ? gpuMounts(r.gpu) : [])],
             },
           ],
-          volumes: [{ name: 'tmp', emptyDir: {} }, ...(stores ? [{ name: STATE_VOLUME, emptyDir: {} }] : []), ...kafkaCaVolumes(r)],
+          volumes: [
+            { name: 'tmp', emptyDir: {} },
+            ...(stores ? [{ name: STATE_VOLUME, emptyDir: {} }] : []),
+            ...kafkaCaVolumes(r),
+            ...(gpu ? gpuVolumes(r.gpu) : []),
+          ],
         },
       },
     },
@@ -160,13 +205,11 @@ export function stageDeployment(topology: Topology, stage: StageSpec, opts: Rend
 export function stageScaledObject(topology: Topology, stage: StageSpec, opts: RenderK8sOptions, r: Resolved): ScaledObject {
   const input = topology.topics[stage.input];
   if (!input) throw new SonicError('TOPOLOGY_INVALID', `stage ${stage.name} reads topic ${stage.input}, which the topology does not declare`);
-  const { minReplicas, maxReplicas, lagThreshold, activationLagThreshold } = stage.scaling;
+  const { minReplicas, lagThreshold, activationLagThreshold } = stage.scaling;
   if (!(lagThreshold > 0)) throw new SonicError('TOPOLOGY_INVALID', `stage ${stage.name} lagThreshold must be > 0 for KEDA, got ${lagThreshold}`);
   const front = dispatcherOf(topology, stage);
-  // behind a dispatcher, a worker per partition of its sink at most (the sink is the workers' input)
-  const sink = front ? topology.topics[Object.values(front.outputs)[0] ?? ''] : input;
-  if (!sink) throw new SonicError('TOPOLOGY_INVALID', `dispatcher ${front?.name} has no sink the topology declares`);
-  const maxReplicaCount = Math.max(1, Math.min(maxReplicas, sink.partitions));
+  // never above the input's partitions (behind a dispatcher: its sink's), nor a GPU stage's share of `--gpus`
+  const maxReplicaCount = replicaCap(topology, stage, r);
   const minReplicaCount = Math.max(0, Math.min(minReplicas, maxReplicaCount));
   const consumerGroup = groupId(opts.clientId, topology, stage);
   const trigger = (topic: string): KafkaTrigger => ({
