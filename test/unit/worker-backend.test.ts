@@ -3,9 +3,11 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/core/config.js';
 import { PARAM_DEFAULTS } from '../../src/domain/params.js';
 import type { InferInput } from '../../src/stages/backends/types.js';
 import { WorkerBackend, type WorkerBackendOptions } from '../../src/stages/backends/worker.js';
+import { infer } from '../../src/stages/infer.js';
 
 const FAKE_RUNNER = join(import.meta.dirname, '..', 'fixtures', 'fake-runner.mjs');
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -252,5 +254,33 @@ describe('worker backend (runner protocol 1)', () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
     expect(alive(starts(deafDir)[0]!)).toBe(false);
     expect(existsSync(join(deafDir, `exit-${starts(deafDir)[0]!}`))).toBe(false);
+  });
+});
+
+describe('infer stage with SONIC_INFER_BACKEND=worker', () => {
+  it('starts the runner when its handler is built, before any task, and stops it on close()', async () => {
+    const dir = workDir();
+    // the interpreter is called as `<python> -u <runner> ...`: a wrapper drops the Python flag for node
+    const python = join(dir, 'python');
+    writeFileSync(python, `#!/bin/sh\n[ "$1" = "-u" ] && shift\nexec "${process.execPath}" "$@"\n`, { mode: 0o755 });
+    const config = loadConfig({
+      SONIC_INFER_BACKEND: 'worker',
+      SONIC_WORKER_PYTHON: python,
+      SONIC_WORKER_RUNNER: FAKE_RUNNER,
+      SONIC_WORKER_SONIC_DIR: dir,
+      SONIC_WORKER_DEVICE: '2',
+      SONIC_SCRATCH_DIR: join(dir, 'scratch'),
+    });
+    const handler = infer.create!({ config, blob: {} as never, logger: pino({ level: 'silent' }) });
+    await until('the runner to start', () => existsSync(join(dir, 'starts')));
+    const [pid] = starts(dir);
+    const [argv] = readFileSync(join(dir, 'argv.jsonl'), 'utf8').trim().split('\n');
+    expect(JSON.parse(argv!)).toEqual(['--sonic-dir', dir, '--device', '2']);
+    // once it is ready, close() asks it to shut down (before, it is killed)
+    await until('the runner to be ready', () => existsSync(join(dir, `ready-${pid}`)));
+    await new Promise((r) => setTimeout(r, 50));
+    await handler.close!();
+    expect(readFileSync(join(dir, `exit-${pid}`), 'utf8')).toBe('shutdown');
+    expect(alive(pid!)).toBe(false);
   });
 });
