@@ -223,6 +223,12 @@ describe('worker backend (runner protocol 1)', () => {
     expect(starts(dir)).toHaveLength(2);
   });
 
+  it('fails renders with INFERENCE_FAILED when the interpreter cannot be started', async () => {
+    const dir = workDir();
+    const b = backend(dir, { python: join(dir, 'no-such-python') });
+    await expect(b.render(input(dir, 'ok'))).rejects.toMatchObject({ code: 'INFERENCE_FAILED', message: expect.stringContaining('could not be started') });
+  });
+
   it('refuses a runner of another protocol version with CONFIG_INVALID', async () => {
     const dir = workDir('protocol2');
     const b = backend(dir);

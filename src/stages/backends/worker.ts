@@ -14,7 +14,7 @@
 import { stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ERROR_CODES, SonicError, type ErrorCode } from '../../core/errors.js';
+import { SonicError, type ErrorCode } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { Backoff } from '../../core/retry.js';
 import { inferenceBudgetMs, type InferBackend, type InferInput, type InferOutput } from './types.js';
@@ -54,6 +54,9 @@ export interface WorkerBackendOptions {
 
 type Done = Extract<RunnerMessage, { type: 'done' }>;
 type Failed = Extract<RunnerMessage, { type: 'failed' }>;
+
+/** Longest delay a timer holds (2^31 - 1 ms); Node fires a longer one at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Codes the runner may send that are ours as they are; INPUT_INVALID means we sent a bad line (a bug). */
 const RUNNER_CODES: ReadonlySet<ErrorCode> = new Set(['NO_FACE_DETECTED', 'GPU_OOM', 'CUDA_ERROR', 'INFERENCE_FAILED']);
@@ -122,19 +125,22 @@ export class WorkerBackend implements InferBackend {
         i.signal.removeEventListener('abort', onAbort);
         runner.listener = undefined;
       };
-      const timer = setTimeout(() => {
-        finish();
-        this.replace(runner, 'render past its budget', true);
-        reject(
-          new SonicError(
-            'INFERENCE_TIMEOUT',
-            `inference took longer than its budget of ${Math.round(budgetMs / 1000)} s for ${i.durationS.toFixed(1)} s of audio`,
-            {
-              safe: true,
-            },
-          ),
-        );
-      }, budgetMs);
+      const timer = setTimeout(
+        () => {
+          finish();
+          this.replace(runner, 'render past its budget', true);
+          reject(
+            new SonicError(
+              'INFERENCE_TIMEOUT',
+              `inference took longer than its budget of ${Math.round(budgetMs / 1000)} s for ${i.durationS.toFixed(1)} s of audio`,
+              {
+                safe: true,
+              },
+            ),
+          );
+        },
+        Math.min(budgetMs, MAX_TIMER_MS),
+      );
       const onAbort = (): void => {
         finish();
         this.replace(runner, 'render aborted (partition revoked or drain timeout)', true);
@@ -312,8 +318,7 @@ export class WorkerBackend implements InferBackend {
   }
 
   private failedError(runner: RunnerProcess, m: Failed): SonicError {
-    const code: ErrorCode =
-      m.code === 'INPUT_INVALID' ? 'INTERNAL' : RUNNER_CODES.has(m.code as ErrorCode) && m.code in ERROR_CODES ? (m.code as ErrorCode) : 'INFERENCE_FAILED';
+    const code: ErrorCode = m.code === 'INPUT_INVALID' ? 'INTERNAL' : RUNNER_CODES.has(m.code as ErrorCode) ? (m.code as ErrorCode) : 'INFERENCE_FAILED';
     return new SonicError(code, `Sonic runner: ${m.code}: ${String(m.message)}`, {
       details: { runner_pid: runner.pid, runner_code: m.code, restart: m.restart === true, backend_log_tail: runner.tail() },
     });
