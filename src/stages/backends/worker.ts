@@ -235,8 +235,13 @@ export class WorkerBackend implements InferBackend {
           else this.current = r;
           return r;
         },
-        (err: SonicError) => {
+        (thrown: unknown) => {
           if (this.starting === starting) this.starting = undefined;
+          const err =
+            thrown instanceof SonicError
+              ? thrown
+              : new SonicError('INFERENCE_FAILED', `the Sonic runner could not be started: ${(thrown as Error).message}`, { cause: thrown });
+          if (this.closed) throw err;
           const waitMs = this.backoff.next();
           this.loadFailure = { error: err, retryAt: Date.now() + waitMs };
           this.log.error({ err, backoff_ms: waitMs }, 'Sonic runner failed to load');
