@@ -521,11 +521,11 @@ export const SETTINGS = {
     "Scratch directory of the stage processes and of the API's upload spool; empty: `<os tmpdir>/sonicflow-scratch-<uid>`. Each process works in its own subdirectory and sweeps those of dead processes.",
   ),
   // inference
-  inferBackend: def<'builtin' | 'command' | 'cog'>(
+  inferBackend: def<'builtin' | 'command' | 'cog' | 'worker'>(
     'SONIC_INFER_BACKEND',
     'builtin',
-    oneOf('builtin', 'command', 'cog'),
-    'Inference backend: `builtin` (CPU preview renderer, not lip-sync), `command` (Sonic CLI or a script), `cog` (a Cog model server).',
+    oneOf('builtin', 'command', 'cog', 'worker'),
+    'Inference backend: `builtin` (CPU preview renderer, not lip-sync), `command` (Sonic CLI or a script), `cog` (a Cog model server), `worker` (one long-lived Sonic runner per process that loads the weights once).',
   ),
   inferCommand: def(
     'SONIC_INFER_COMMAND',
@@ -543,6 +543,32 @@ export const SETTINGS = {
     'How the `cog` backend waits: `sync` (one blocking request, stock Cog) or `poll` (async + GET polling with progress).',
   ),
   cogUrl: def('SONIC_COG_URL', 'http://localhost:5000', optionalUrl, 'Base URL of the Cog server of the `cog` backend.'),
+  workerPython: def('SONIC_WORKER_PYTHON', 'python3', str, 'Python interpreter that runs the Sonic runner of the `worker` backend.'),
+  workerRunner: def(
+    'SONIC_WORKER_RUNNER',
+    '',
+    optionalPath,
+    "The `worker` backend's runner script; empty: the package's own `ops/sonic/runner.py`, found from the package root (not the working directory).",
+  ),
+  workerSonicDir: def(
+    'SONIC_WORKER_SONIC_DIR',
+    '/opt/Sonic',
+    path,
+    "The Sonic checkout the `worker` backend's runner loads (it holds `sonic.py` and `checkpoints/`).",
+  ),
+  workerDevice: def('SONIC_WORKER_DEVICE', 0, int(0, 255), "CUDA device index the `worker` backend's runner renders on."),
+  workerInterpolate: def(
+    'SONIC_WORKER_INTERPOLATE',
+    true,
+    bool,
+    "Whether the `worker` backend's runner interpolates frames as Sonic does by default; false starts it with `--no-interpolate`.",
+  ),
+  workerLoadTimeoutS: def(
+    'SONIC_WORKER_LOAD_TIMEOUT_S',
+    900,
+    int(1, 86_400),
+    "How long the `worker` backend's runner may take to load Sonic and answer `ready`, s; past it the runner is killed and started again after a backoff (1 s doubling to 60 s).",
+  ),
   // retention
   taskRetentionS: def(
     'SONIC_TASK_RETENTION',

@@ -135,7 +135,7 @@ export interface TaskRendered {
   video: MediaRef;
   audio_original: MediaRef;
   audio_duration_s: number;
-  /** builtin, command or cog. */
+  /** builtin, command, cog or worker. */
   backend: string;
   /** Seed actually used, when the backend reports one. */
   seed: null | number;

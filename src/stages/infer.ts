@@ -1,6 +1,7 @@
 /**
  * infer: renders the talking head with the configured backend — builtin (CPU preview, not
- * lip-sync), command (Sonic's CLI or any script) or cog (a Cog model server) — from
+ * lip-sync), command (Sonic's CLI or any script), cog (a Cog model server) or worker (one
+ * long-lived Sonic runner per process, weights loaded once) — from
  * preprocess's outputs (the speech already cut at the task's limit), each under the inference
  * time budget. One task per GPU: the topology runs it with concurrency 1 and one record per
  * transaction.
@@ -13,6 +14,7 @@ import { BuiltinBackend } from './backends/builtin.js';
 import { CogBackend } from './backends/cog.js';
 import { CommandBackend } from './backends/command.js';
 import type { InferBackend } from './backends/types.js';
+import { WorkerBackend } from './backends/worker.js';
 import { TOPICS } from './topics.js';
 import { fetchTo, taskStage, mediaRef, withScratch, type StageDeps } from './common.js';
 import type { TaskRendered } from '../domain/records.js';
@@ -23,13 +25,25 @@ export function createBackend(deps: StageDeps): InferBackend {
   const timeouts = { timeoutBaseS: c.inferTimeoutBaseS, timeoutPerAudioS: c.inferTimeoutPerAudioS };
   if (c.inferBackend === 'command') return new CommandBackend(c.inferCommand, { cwd: c.inferCwd, ...timeouts });
   if (c.inferBackend === 'cog') return new CogBackend(c.cogUrl, { ...timeouts, mode: c.cogMode });
+  if (c.inferBackend === 'worker') {
+    return new WorkerBackend({
+      ...timeouts,
+      python: c.workerPython,
+      runner: c.workerRunner,
+      sonicDir: c.workerSonicDir,
+      device: c.workerDevice,
+      interpolate: c.workerInterpolate,
+      loadTimeoutMs: c.workerLoadTimeoutS * 1000,
+      logger: deps.logger.child({ stage: 'infer', backend: 'worker' }),
+    });
+  }
   return new BuiltinBackend({ ...timeouts, maxPixels: c.maxImagePixels });
 }
 
 /** The infer stage, declared once: the topology composes it by this name. */
 export const infer = taskStage({
   name: 'infer',
-  doc: 'Renders the talking head (builtin preview, Sonic CLI, or a Cog server); one task per GPU.',
+  doc: 'Renders the talking head (builtin preview, Sonic CLI, a Cog server, or a long-lived Sonic runner); one task per GPU.',
   state: 'INFERRING',
   input: TOPICS.dispatched,
   sinks: { rendered: TOPICS.rendered, failed: TOPICS.completed },
@@ -46,6 +60,7 @@ export const infer = taskStage({
     const backend = createBackend(deps);
     return {
       reportStart: true,
+      close: async () => backend.close?.(),
       async handle(rec, ctx) {
         const v = rec.value;
         const started = Date.now();

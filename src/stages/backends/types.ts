@@ -24,8 +24,10 @@ export interface InferOutput {
 }
 
 export interface InferBackend {
-  readonly name: 'builtin' | 'command' | 'cog';
+  readonly name: 'builtin' | 'command' | 'cog' | 'worker';
   render(input: InferInput): Promise<InferOutput>;
+  /** Releases what the backend holds (the `worker` backend's runner process) when the stage stops. */
+  close?(): Promise<void>;
 }
 
 /** Time budget of one inference, for every backend: a base plus a per-second-of-audio allowance, ms. */

@@ -1,0 +1,292 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/core/config.js';
+import { PARAM_DEFAULTS } from '../../src/domain/params.js';
+import type { InferInput } from '../../src/stages/backends/types.js';
+import { WorkerBackend, type WorkerBackendOptions } from '../../src/stages/backends/worker.js';
+import { infer } from '../../src/stages/infer.js';
+
+const FAKE_RUNNER = join(import.meta.dirname, '..', 'fixtures', 'fake-runner.mjs');
+const cleanups: (() => Promise<void> | void)[] = [];
+
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** A directory for the fake runner's state (its "Sonic checkout") and the renders' files. */
+function workDir(loadMode?: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'sonicflow-worker-test-'));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  if (loadMode) writeFileSync(join(dir, 'load-mode'), loadMode);
+  return dir;
+}
+
+function backend(dir: string, over: Partial<WorkerBackendOptions> = {}): WorkerBackend {
+  const b = new WorkerBackend({
+    python: process.execPath,
+    pythonArgs: [],
+    runner: FAKE_RUNNER,
+    sonicDir: dir,
+    device: 3,
+    interpolate: true,
+    loadTimeoutMs: 5000,
+    timeoutBaseS: 10,
+    timeoutPerAudioS: 0,
+    logger: pino({ level: 'silent' }),
+    backoffMs: 200,
+    maxBackoffMs: 400,
+    exitGraceMs: 1000,
+    ...over,
+  });
+  cleanups.push(() => b.close());
+  return b;
+}
+
+let n = 0;
+function input(dir: string, behaviour: string, over: Partial<InferInput> = {}): InferInput {
+  n += 1;
+  return {
+    taskId: `task-${n}`,
+    attempt: 1,
+    imagePng: join(dir, `${behaviour}-${n}.png`),
+    audio16k: join(dir, 'audio16k.wav'),
+    audioOriginal: join(dir, 'speech.flac'),
+    durationS: 1,
+    params: PARAM_DEFAULTS,
+    outputPath: join(dir, `out-${n}.mp4`),
+    workDir: dir,
+    signal: new AbortController().signal,
+    onProgress: () => undefined,
+    ...over,
+  };
+}
+
+const starts = (dir: string): number[] => readFileSync(join(dir, 'starts'), 'utf8').trim().split('\n').map(Number);
+const requests = (dir: string): { type: string; [k: string]: unknown }[] =>
+  readFileSync(join(dir, 'requests.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { type: string });
+
+/** Whether a process runs (a zombie waiting for its reaper counts as gone). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    if (existsSync('/proc/self/stat')) return false;
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
+
+async function until(what: string, cond: () => boolean, timeoutMs = 3000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('worker backend (runner protocol 1)', () => {
+  it('renders several tasks through one runner started once, relaying progress and passing params, seed 0 included', async () => {
+    const dir = workDir();
+    const b = backend(dir, { interpolate: false });
+    const seen: number[] = [];
+    const params = { ...PARAM_DEFAULTS, seed: 0, crop_to_face: false, inference_steps: 17 };
+    // a relative image path reaches the runner absolute
+    const first = input(dir, 'ok', { onProgress: (f) => seen.push(f), params });
+    const absImage = first.imagePng;
+    first.imagePng = relative(process.cwd(), absImage);
+    expect(await b.render(first)).toEqual({ seed: 0 });
+    expect(seen).toEqual([0.25, 0.5, 1]);
+    expect(readFileSync(first.outputPath, 'utf8')).toBe('not really a video');
+    expect(await b.render(input(dir, 'ok'))).toEqual({ seed: 42 });
+    expect(starts(dir)).toHaveLength(1);
+    const [argv] = readFileSync(join(dir, 'argv.jsonl'), 'utf8').trim().split('\n');
+    expect(JSON.parse(argv!)).toEqual(['--sonic-dir', dir, '--device', '3', '--no-interpolate']);
+    const [render] = requests(dir);
+    expect(render).toMatchObject({
+      type: 'render',
+      id: `${first.taskId}-1`,
+      image: absImage,
+      output: first.outputPath,
+      work_dir: dir,
+      params: { min_resolution: PARAM_DEFAULTS.min_resolution, inference_steps: 17, crop: false, seed: 0 },
+    });
+  });
+
+  it('runs a second render only after the first ends (the runner refuses a second one in flight)', async () => {
+    const dir = workDir();
+    const b = backend(dir);
+    const results = await Promise.all([b.render(input(dir, 'ok')), b.render(input(dir, 'ok')), b.render(input(dir, 'ok'))]);
+    expect(results).toEqual([{ seed: 42 }, { seed: 42 }, { seed: 42 }]);
+    expect(starts(dir)).toHaveLength(1);
+  });
+
+  it('fails a render the runner fails without restart with its code, and keeps the runner', async () => {
+    const dir = workDir();
+    const b = backend(dir);
+    await expect(b.render(input(dir, 'noface'))).rejects.toMatchObject({
+      code: 'NO_FACE_DETECTED',
+      retryable: false,
+      message: expect.stringContaining('no face'),
+    });
+    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    expect(starts(dir)).toHaveLength(1);
+  });
+
+  it('starts a new runner after a failed with restart: GPU_OOM, retryable', async () => {
+    const dir = workDir();
+    const b = backend(dir);
+    await expect(b.render(input(dir, 'oom'))).rejects.toMatchObject({ code: 'GPU_OOM', retryable: true });
+    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    const pids = starts(dir);
+    expect(pids).toHaveLength(2);
+    expect(alive(pids[0]!)).toBe(false);
+  });
+
+  it('fails a render whose runner crashes with INFERENCE_FAILED naming the exit and stderr, then starts a new runner', async () => {
+    const dir = workDir();
+    const b = backend(dir);
+    const err = await b.render(input(dir, 'crash')).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'INFERENCE_FAILED', retryable: true });
+    expect((err as Error).message).toContain('exited with code 5');
+    expect((err as Error).message).toContain('Segmentation fault in the fake kernel');
+    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    expect(starts(dir)).toHaveLength(2);
+  });
+
+  it('kills a runner past the budget, its process group included: INFERENCE_TIMEOUT, then a new runner', async () => {
+    const dir = workDir();
+    const b = backend(dir, { timeoutBaseS: 0.5 });
+    await b.render(input(dir, 'ok')); // loaded: the budget counts the render only
+    const t0 = Date.now();
+    await expect(b.render(input(dir, 'hang'))).rejects.toMatchObject({ code: 'INFERENCE_TIMEOUT' });
+    expect(Date.now() - t0).toBeLessThan(2000);
+    const [old] = starts(dir);
+    const grandchild = Number(readFileSync(join(dir, 'grandchild'), 'utf8'));
+    await until('the old runner and its child to be gone', () => !alive(old!) && !alive(grandchild));
+    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    expect(starts(dir)).toHaveLength(2);
+  });
+
+  it('kills the runner when the task is aborted mid-render and rethrows the abort reason', async () => {
+    const dir = workDir();
+    const b = backend(dir);
+    const ac = new AbortController();
+    const rendering = b.render(input(dir, 'hang', { signal: ac.signal }));
+    await until('the render to reach the runner', () => existsSync(join(dir, 'grandchild')));
+    const reason = new Error('partition revoked');
+    ac.abort(reason);
+    await expect(rendering).rejects.toBe(reason);
+    await until('the runner to be gone', () => !alive(starts(dir)[0]!));
+    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    expect(starts(dir)).toHaveLength(2);
+  });
+
+  it('fails renders at once while a runner that never gets ready backs off, and starts it again afterwards', async () => {
+    const dir = workDir('never');
+    const b = backend(dir, { loadTimeoutMs: 300, backoffMs: 1000, maxBackoffMs: 2000 });
+    const t0 = Date.now();
+    const err = await b.render(input(dir, 'ok')).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'INFERENCE_FAILED', retryable: true });
+    expect((err as Error).message).toContain('did not report ready');
+    expect((err as Error).message).toContain('loading'); // its stderr tail
+    expect(Date.now() - t0).toBeLessThan(1500);
+    await until('the runner to be gone', () => !alive(starts(dir)[0]!));
+    const t1 = Date.now();
+    await expect(b.render(input(dir, 'ok'))).rejects.toMatchObject({ code: 'INFERENCE_FAILED', message: expect.stringContaining('next start in') });
+    expect(Date.now() - t1).toBeLessThan(100);
+    expect(starts(dir)).toHaveLength(1);
+    await new Promise((r) => setTimeout(r, 1000 - (Date.now() - t1)));
+    await expect(b.render(input(dir, 'ok'))).rejects.toMatchObject({ code: 'INFERENCE_FAILED', message: expect.stringContaining('did not report ready') });
+    expect(starts(dir)).toHaveLength(2);
+  });
+
+  it('names a fatal load failure with its stderr, and renders once a later start loads', async () => {
+    const dir = workDir('fatal-first');
+    const b = backend(dir, { backoffMs: 200 });
+    const err = await b.render(input(dir, 'ok')).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'INFERENCE_FAILED', retryable: true });
+    expect((err as Error).message).toContain('cannot import Sonic');
+    expect((err as Error).message).toContain('No module named torch');
+    await new Promise((r) => setTimeout(r, 250));
+    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    expect(starts(dir)).toHaveLength(2);
+  });
+
+  it('fails renders with INFERENCE_FAILED when the interpreter cannot be started', async () => {
+    const dir = workDir();
+    const b = backend(dir, { python: join(dir, 'no-such-python') });
+    await expect(b.render(input(dir, 'ok'))).rejects.toMatchObject({ code: 'INFERENCE_FAILED', message: expect.stringContaining('could not be started') });
+  });
+
+  it('refuses a runner of another protocol version with CONFIG_INVALID', async () => {
+    const dir = workDir('protocol2');
+    const b = backend(dir);
+    await expect(b.render(input(dir, 'ok'))).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringContaining('protocol 2') });
+    expect(existsSync(join(dir, 'requests.jsonl'))).toBe(false);
+  });
+
+  it('fails a render the runner reports done without a video', async () => {
+    const dir = workDir();
+    const b = backend(dir);
+    await expect(b.render(input(dir, 'empty'))).rejects.toMatchObject({ code: 'INFERENCE_FAILED', message: expect.stringContaining('wrote no video') });
+  });
+
+  it('close() shuts the runner down, and SIGKILLs one that ignores shutdown after the grace', async () => {
+    const dir = workDir();
+    const b = backend(dir);
+    await b.render(input(dir, 'ok'));
+    await b.close();
+    const [pid] = starts(dir);
+    expect(readFileSync(join(dir, `exit-${pid}`), 'utf8')).toBe('shutdown');
+    expect(alive(pid!)).toBe(false);
+    await expect(b.render(input(dir, 'ok'))).rejects.toMatchObject({ code: 'SHUTDOWN' });
+
+    const deafDir = workDir('deaf');
+    const deaf = backend(deafDir, { exitGraceMs: 300 });
+    await deaf.render(input(deafDir, 'ok'));
+    const t0 = Date.now();
+    await deaf.close();
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
+    expect(alive(starts(deafDir)[0]!)).toBe(false);
+    expect(existsSync(join(deafDir, `exit-${starts(deafDir)[0]!}`))).toBe(false);
+  });
+});
+
+describe('infer stage with SONIC_INFER_BACKEND=worker', () => {
+  it('starts the runner when its handler is built, before any task, and stops it on close()', async () => {
+    const dir = workDir();
+    // the interpreter is called as `<python> -u <runner> ...`: a wrapper drops the Python flag for node
+    const python = join(dir, 'python');
+    writeFileSync(python, `#!/bin/sh\n[ "$1" = "-u" ] && shift\nexec "${process.execPath}" "$@"\n`, { mode: 0o755 });
+    const config = loadConfig({
+      SONIC_INFER_BACKEND: 'worker',
+      SONIC_WORKER_PYTHON: python,
+      SONIC_WORKER_RUNNER: FAKE_RUNNER,
+      SONIC_WORKER_SONIC_DIR: dir,
+      SONIC_WORKER_DEVICE: '2',
+      SONIC_SCRATCH_DIR: join(dir, 'scratch'),
+    });
+    const handler = infer.create!({ config, blob: {} as never, logger: pino({ level: 'silent' }) });
+    await until('the runner to start', () => existsSync(join(dir, 'starts')));
+    const [pid] = starts(dir);
+    const [argv] = readFileSync(join(dir, 'argv.jsonl'), 'utf8').trim().split('\n');
+    expect(JSON.parse(argv!)).toEqual(['--sonic-dir', dir, '--device', '2']);
+    // once it is ready, close() asks it to shut down (before, it is killed)
+    await until('the runner to be ready', () => existsSync(join(dir, `ready-${pid}`)));
+    await new Promise((r) => setTimeout(r, 50));
+    await handler.close!();
+    expect(readFileSync(join(dir, `exit-${pid}`), 'utf8')).toBe('shutdown');
+    expect(alive(pid!)).toBe(false);
+  });
+});
