@@ -14,7 +14,18 @@ import { makePortrait, synthSpeech } from '../../src/media/samples.js';
 import { deriveAcls } from '../../src/runtime/acls.js';
 import type { Topology } from '../../src/runtime/topology.js';
 import { sonicTopology } from '../../topologies/sonic.js';
-import { LISTENING, deployTopology, listeningPort, onCleanup, removeTopologyOnCleanup, sonicflow, startSonicflow, testContext, uniqueName } from './infra.js';
+import {
+  LISTENING,
+  deployTopology,
+  listeningPort,
+  onCleanup,
+  removeTopologyOnCleanup,
+  sonicflow,
+  startSonicflow,
+  testContext,
+  uniqueName,
+  type SonicflowProcess,
+} from './infra.js';
 import { waitConsumedToEnd } from './wait.js';
 
 export interface Pipeline {
@@ -38,6 +49,15 @@ export interface Pipeline {
   topology: Topology;
   /** Waits until every stage has committed its inputs to the log end: nothing in flight, nothing more to come. */
   drained(timeoutMs?: number): Promise<void>;
+  /** The process of a stage started in a process of its own (`ownProcess`, or every stage with a secured broker). */
+  process(stage: string): SonicflowProcess;
+}
+
+export interface PipelineOptions {
+  /** A broker that enforces ACLs: every stage then runs in a process of its own, as its own principal. */
+  secured?: SecuredBroker;
+  /** Stages to run in a process of their own (so a test can signal one); the rest share one process. */
+  ownProcess?: string[];
 }
 
 /** The stages the pipeline runs (`sonicflow run` with all of them, one process): every stage of the topology, in its order. */
@@ -84,7 +104,8 @@ export async function deployWithAcls(topology: Topology, secured: SecuredBroker,
 }
 
 /** Starts a whole pipeline; `env` overrides settings (backend, blob store, webhook secret, ...). */
-export async function startPipeline(env: Record<string, string> = {}, secured?: SecuredBroker): Promise<Pipeline> {
+export async function startPipeline(env: Record<string, string> = {}, options: PipelineOptions = {}): Promise<Pipeline> {
+  const { secured, ownProcess = [] } = options;
   const prefix = uniqueName('sonic').replace(/-/g, '_');
   const dataDir = mkdtempSync(join(tmpdir(), 'sonicflow-data-'));
   const fullEnv: Record<string, string> = {
@@ -111,9 +132,10 @@ export async function startPipeline(env: Record<string, string> = {}, secured?: 
   });
   const stageNames = pipelineStages(topology);
   // the API's links (status, video) name the port it got; the stages' video links must name it too
-  const processes = secured
-    ? stageNames.map((name) => startSonicflow(['run', name], { ...fullEnv, SONIC_API_PORT: String(port), ...as(name) }))
-    : [startSonicflow(['run', ...stageNames], { ...fullEnv, SONIC_API_PORT: String(port) })];
+  const alone = secured ? stageNames : stageNames.filter((n) => ownProcess.includes(n));
+  const shared = stageNames.filter((n) => !alone.includes(n));
+  const own = new Map(alone.map((name) => [name, startSonicflow(['run', name], { ...fullEnv, SONIC_API_PORT: String(port), ...as(name) })]));
+  const processes = [...own.values(), ...(shared.length ? [startSonicflow(['run', ...shared], { ...fullEnv, SONIC_API_PORT: String(port) })] : [])];
   const stages = {
     logs: (): string => processes.map((x) => x.logs()).join('\n'),
     proc: {
@@ -150,6 +172,11 @@ export async function startPipeline(env: Record<string, string> = {}, secured?: 
     topic: (name) => `${prefix}.${name}`,
     topology,
     drained: (timeoutMs = 60_000) => waitConsumedToEnd(secured?.ctx ?? testContext(), topology, stageNames, timeoutMs),
+    process(stage) {
+      const proc = own.get(stage);
+      if (!proc) throw new Error(`stage ${stage} does not run in a process of its own (startPipeline's ownProcess)`);
+      return proc;
+    },
     async submit(form, headers = {}) {
       const fd = new FormData();
       for (const [k, v] of Object.entries(form)) {

@@ -22,7 +22,7 @@ const derivedUsers = (principalPrefix: string): string[] => deriveAcls(sonicTopo
 /** Runs the pipeline as one principal per stage and the API's, and checks that a task succeeds exactly once, nothing dead-lettered, nothing refused. */
 async function taskSucceedsOnce(secured: SecuredBroker): Promise<void> {
   const admin = secured.ctx;
-  const p = await startPipeline({}, secured);
+  const p = await startPipeline({}, { secured });
   const r = await p.submitSample('Every stage speaks to Kafka as itself.');
   expect(r.status, JSON.stringify(r.body)).toBe(202);
   const id = String(r.body.task_id);
