@@ -9,7 +9,10 @@
  *  5. the scheduling sweep: 300-task bursts, equal and log-normal task times, 1 to 12 workers,
  *     partition ownership ('sonicflow'), the dispatcher ('dispatch') and BullMQ side by side
  *     (bench/scheduling.ts; about 35 minutes), and the failover of a worker SIGKILLed mid-task
- *     behind the dispatcher, each infer worker with the session timeout it declares.
+ *     behind the dispatcher, each infer worker with the session timeout it declares;
+ *  6. the GPU path: Sonic loaded per task (command backend, demo.py) against Sonic loaded once
+ *     (worker backend), 20 tasks on the stand-in Sonic with a 20 s load and 2 s per task
+ *     (bench/gpu.ts; about 9 minutes).
  * Each figure is the median of --runs runs with min–max. Prints a table, writes
  * bench/results/bench.json and bench/results/bench.svg.
  *
@@ -31,6 +34,7 @@ import { describeKafkaSecurity } from './kafka-connection.js';
 import { barChartSvg, fmt, saveResults, summarise, table, type Summary } from './lib.js';
 import { run as scheduling, sweep, sweepTable, type SchedulingResult } from './scheduling.js';
 import { run as submit } from './submit.js';
+import { gpuBench, gpuTable, type GpuBenchResult } from './gpu.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -48,7 +52,7 @@ if (args.help) {
   --records N     records of the five-hop throughput run (default 10000)
   --partitions N  partitions per topic (default 4)
   --only KEYS     comma-separated: sonicflow-batched, sonicflow-default, raw-kafkajs,
-                  kafka-streams, bullmq, broker, submit, scheduling, scheduling-sweep
+                  kafka-streams, bullmq, broker, submit, scheduling, scheduling-sweep, gpu
                   (default: all)
 
 Environment: KAFKA_BROKERS, SCHEMA_REGISTRY_URL (npm run bench starts the local stack for what
@@ -189,6 +193,13 @@ if (want('scheduling-sweep')) {
   saveResults('scheduling-sweep', { options: { ...common, partitions: 12, workers: '1-12', mixes: ['equal', 'lognormal'] }, ...sweepRun });
 }
 
+let gpu: GpuBenchResult[] | undefined;
+if (want('gpu')) {
+  log('GPU path: Sonic loaded per task (command) and once (worker), 20 tasks, 20 s load, 2 s per task (about 9 minutes)');
+  gpu = await gpuBench({ tasks: 20, loadS: 20, taskS: 2, backends: ['command', 'worker'] }, (s) => log(`gpu: ${s}`));
+  saveResults('gpu', { options: { tasks: 20, loadS: 20, taskS: 2 }, results: gpu });
+}
+
 // ---------------------------------------------------------------- report
 const lines: string[] = [];
 const out = (s = ''): number => lines.push(s);
@@ -271,6 +282,11 @@ if (sweepRun) {
     );
   for (const x of sweepRun.failures) out(`FAILED ${x}`);
 }
+if (gpu) {
+  out();
+  out('6. GPU path: 20 tasks in a row on one GPU, the stand-in Sonic loading in 20 s and rendering in 2 s');
+  out(gpuTable(gpu));
+}
 const report = lines.join('\n');
 console.log(report);
 const jsonPath = saveResults('bench', {
@@ -283,6 +299,7 @@ const jsonPath = saveResults('bench', {
   api,
   scheduling: sched,
   schedulingSweep: sweepRun,
+  gpu,
   seconds: (Date.now() - started) / 1000,
 });
 const svg = barChartSvg(

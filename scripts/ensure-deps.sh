@@ -17,6 +17,8 @@ command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 command -v curl >/dev/null || missing+=(curl)
 # openssl: the secured stack makes its CA and broker certificate with it (stack.sh up --secure)
 command -v openssl >/dev/null || missing+=(openssl)
+# python3 3.10+: the Sonic runner (ops/sonic/runner.py) and its stand-in in the tests and bench:gpu
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || missing+=(python3)
 # ss (the security tests count the API's connections to the broker)
 command -v ss >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then

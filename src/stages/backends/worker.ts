@@ -1,7 +1,7 @@
 /**
  * The worker backend: ONE long-lived Sonic runner per infer process (one per GPU), which loads
  * the weights once and renders one task at a time, spoken to over stdio JSON lines (runner
- * protocol 1, docs/inference.md; the runner is ops/sonic/runner.py).
+ * protocol 1, ops/sonic/README.md; the runner is ops/sonic/runner.py).
  *
  * The runner starts when the backend is built, so the weights load before the first task. A
  * render sends `render` and waits for `done` or `failed`, relaying `progress`. Past the inference
