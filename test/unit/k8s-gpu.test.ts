@@ -158,6 +158,19 @@ describe('k8s render: the missing-weights warning', () => {
     expect(renderK8sWarnings(topology, { ...opts, stage: 'encode' })).toEqual([]);
   });
 
+  it('gives a GPU image of its own the caches even without --infer-backend, and says the image decides the backend', () => {
+    // the worker image sets SONIC_INFER_BACKEND=worker in its own ENV, which the render cannot see
+    const opts: RenderK8sOptions = { ...OPTS, gpuImage: 'ghcr.io/sonicflow/sonic-worker:1' };
+    const d = deploymentOf(renderK8sObjects(topology, opts), 'infer');
+    for (const name of CACHE_VARS) expect(onWritableEmptyDir(d, envValue(container(d), name)!), name).toBe(true);
+    expect(envValue(container(d), 'SONIC_INFER_BACKEND')).toBeUndefined();
+    const [warning, ...more] = renderK8sWarnings(topology, opts);
+    expect(more).toEqual([]);
+    expect(warning).toMatch(/sonic-worker:1 without --infer-backend.*image's own SONIC_INFER_BACKEND.*no --weights-pvc/);
+    expect(renderK8sWarnings(topology, { ...opts, weightsPvc: 'sonic-weights' })[0]).not.toMatch(/weights-pvc/);
+    expect(renderK8sWarnings(topology, { ...opts, inferBackend: 'worker', weightsPvc: 'sonic-weights' })).toEqual([]);
+  });
+
   it('`render k8s` prints it on stderr and the YAML alone on stdout', () => {
     const run = (...args: string[]): ReturnType<typeof spawnSync> =>
       spawnSync(process.execPath, [join(ROOT, 'bin/sonicflow.mjs'), 'render', 'k8s', '--stage', 'infer', ...args], { encoding: 'utf8', cwd: ROOT });

@@ -14,7 +14,8 @@
  *   share one ReadOnlyMany claim and none can damage it.
  * - The root filesystem is read-only, and Python, torch, Hugging Face, matplotlib and numba write
  *   caches under HOME or their own variables: the pods of a backend that runs Sonic in the pod
- *   (`worker`, `command`) get an emptyDir for them, every variable pointing into it (a restarted
+ *   (`worker`, `command`), and the pods of a GPU image of their own (made to run Sonic: the worker
+ *   image sets SONIC_INFER_BACKEND=worker in its own ENV, which the render cannot see), get an emptyDir for them, every variable pointing into it (a restarted
  *   container keeps it; a new pod starts empty, as these are only caches).
  * - Without `--gpu-toleration` the pods tolerate the usual GPU node taint (`nvidia.com/gpu`, any
  *   value, NoSchedule); the option replaces it, so a cluster with other taints carries no stray one.
@@ -140,7 +141,8 @@ export function resolveGpu(opts: GpuOptions, configBackend: string | undefined, 
     ...(Object.keys(nodeSelector).length > 0 ? { nodeSelector } : {}),
     tolerations: tolerations.length > 0 ? tolerations : DEFAULT_GPU_TOLERATIONS,
     ...(opts.gpus !== undefined ? { gpus: opts.gpus } : {}),
-    cache: backend !== undefined && IN_POD_BACKENDS.includes(backend),
+    // a GPU image of its own is there to run Sonic in the pod (the worker image sets SONIC_INFER_BACKEND=worker itself)
+    cache: (backend !== undefined && IN_POD_BACKENDS.includes(backend)) || opts.gpuImage !== undefined,
   };
 }
 
@@ -150,7 +152,15 @@ export function resolveGpu(opts: GpuOptions, configBackend: string | undefined, 
  */
 export function gpuWarnings(g: ResolvedGpu, configBackend: string | undefined, gpuStages: string[]): string[] {
   const backend = g.inferBackend ?? configBackend;
-  if (gpuStages.length === 0 || backend !== 'worker' || g.weights) return [];
+  if (gpuStages.length === 0) return [];
+  if (backend === undefined && g.image !== undefined) {
+    // the image's own ENV decides, which the render cannot see
+    return [
+      `the ${gpuStages.join(', ')} pods run ${g.image} without --infer-backend: the image's own SONIC_INFER_BACKEND applies (the worker image's is worker)` +
+        (g.weights ? '' : `, and with no --weights-pvc a worker backend there will fail to load Sonic`),
+    ];
+  }
+  if (backend !== 'worker' || g.weights) return [];
   return [
     `the ${gpuStages.join(', ')} pods use SONIC_INFER_BACKEND=worker but get no weights volume (no --weights-pvc): they will fail to load Sonic unless their image holds its checkpoints`,
   ];
