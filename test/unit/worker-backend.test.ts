@@ -7,6 +7,7 @@ import { loadConfig } from '../../src/core/config.js';
 import { PARAM_DEFAULTS } from '../../src/domain/params.js';
 import type { InferInput } from '../../src/stages/backends/types.js';
 import { WorkerBackend, type WorkerBackendOptions } from '../../src/stages/backends/worker.js';
+import type { RunnerProcess } from '../../src/stages/backends/worker-process.js';
 import { infer } from '../../src/stages/infer.js';
 
 const FAKE_RUNNER = join(import.meta.dirname, '..', 'fixtures', 'fake-runner.mjs');
@@ -24,8 +25,8 @@ function workDir(loadMode?: string): string {
   return dir;
 }
 
-function backend(dir: string, over: Partial<WorkerBackendOptions> = {}): WorkerBackend {
-  const b = new WorkerBackend({
+function backend(dir: string, over: Partial<WorkerBackendOptions> = {}, Kind: typeof WorkerBackend = WorkerBackend): WorkerBackend {
+  const b = new Kind({
     python: process.execPath,
     pythonArgs: [],
     runner: FAKE_RUNNER,
@@ -43,6 +44,40 @@ function backend(dir: string, over: Partial<WorkerBackendOptions> = {}): WorkerB
   });
   cleanups.push(() => b.close());
   return b;
+}
+
+/** A backend whose first runner takes 700 ms to die after its SIGKILL (a loader slow to let go of the GPU). */
+class SlowToDie extends WorkerBackend {
+  private spawned = 0;
+  protected override spawnRunner(cmd: string, args: readonly string[]): RunnerProcess {
+    const r = super.spawnRunner(cmd, args);
+    if (this.spawned++ === 0) {
+      const kill = r.kill.bind(r);
+      r.kill = () => void setTimeout(kill, 700);
+    }
+    return r;
+  }
+}
+
+/** A backend whose runners no SIGKILL ends (a process stuck in the kernel on a wedged GPU). */
+class Undying extends WorkerBackend {
+  protected override spawnRunner(cmd: string, args: readonly string[]): RunnerProcess {
+    const r = super.spawnRunner(cmd, args);
+    r.kill = () => undefined;
+    return r;
+  }
+}
+
+function backendOf(Kind: typeof WorkerBackend, dir: string, over: Partial<WorkerBackendOptions>): WorkerBackend {
+  return backend(dir, over, Kind);
+}
+
+function kill(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // gone
+  }
 }
 
 let n = 0;
@@ -192,48 +227,105 @@ describe('worker backend (runner protocol 1)', () => {
     expect(starts(dir)).toHaveLength(2);
   });
 
-  it('fails renders at once while a runner that never gets ready backs off, and starts it again afterwards', async () => {
+  it('waits through failed starts with their backoff, then throws MODEL_UNAVAILABLE after three, naming the load failure', async () => {
     const dir = workDir('never');
-    const b = backend(dir, { loadTimeoutMs: 300, backoffMs: 1000, maxBackoffMs: 2000 });
+    const b = backend(dir, { loadTimeoutMs: 300, backoffMs: 200, maxBackoffMs: 400 });
     const t0 = Date.now();
     const err = await b.render(input(dir, 'ok')).catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: 'INFERENCE_FAILED', retryable: true });
+    // starts at 0, 0.5 s and 1.2 s, each given up after 0.3 s
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1400);
+    expect(err).toMatchObject({ code: 'MODEL_UNAVAILABLE', message: expect.stringContaining('failed to load 3 times in a row') });
     expect((err as Error).message).toContain('did not report ready');
     expect((err as Error).message).toContain('loading'); // its stderr tail
-    expect(Date.now() - t0).toBeLessThan(1500);
-    await until('the runner to be gone', () => !alive(starts(dir)[0]!));
+    expect(starts(dir)).toHaveLength(3);
+    expect(existsSync(join(dir, 'overlap'))).toBe(false);
+    // for good: the stage stops, no further start
     const t1 = Date.now();
-    await expect(b.render(input(dir, 'ok'))).rejects.toMatchObject({ code: 'INFERENCE_FAILED', message: expect.stringContaining('next start in') });
+    await expect(b.render(input(dir, 'ok'))).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE' });
     expect(Date.now() - t1).toBeLessThan(100);
-    expect(starts(dir)).toHaveLength(1);
-    await new Promise((r) => setTimeout(r, 1000 - (Date.now() - t1)));
-    await expect(b.render(input(dir, 'ok'))).rejects.toMatchObject({ code: 'INFERENCE_FAILED', message: expect.stringContaining('did not report ready') });
-    expect(starts(dir)).toHaveLength(2);
+    expect(starts(dir)).toHaveLength(3);
   });
 
-  it('names a fatal load failure with its stderr, and renders once a later start loads', async () => {
+  it('a render waiting for a runner to load gives up when its task is aborted', async () => {
+    const dir = workDir('never');
+    const b = backend(dir, { loadTimeoutMs: 5000 });
+    const ac = new AbortController();
+    const rendering = b.render(input(dir, 'ok', { signal: ac.signal }));
+    await until('the runner to start', () => existsSync(join(dir, 'starts')));
+    const reason = new Error('partition revoked');
+    ac.abort(reason);
+    await expect(rendering).rejects.toBe(reason);
+  });
+
+  it('names a fatal load failure and its stderr in MODEL_UNAVAILABLE', async () => {
+    const dir = workDir('fatal');
+    const b = backend(dir, { backoffMs: 50, maxBackoffMs: 50 });
+    const err = await b.render(input(dir, 'ok')).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'MODEL_UNAVAILABLE', message: expect.stringContaining('cannot import Sonic') });
+    expect((err as Error).message).toContain('No module named torch');
+    expect(starts(dir)).toHaveLength(3);
+  });
+
+  it('a render waits through a fatal load failure and renders once a later start loads', async () => {
     const dir = workDir('fatal-first');
     const b = backend(dir, { backoffMs: 200 });
-    const err = await b.render(input(dir, 'ok')).catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: 'INFERENCE_FAILED', retryable: true });
-    expect((err as Error).message).toContain('cannot import Sonic');
-    expect((err as Error).message).toContain('No module named torch');
-    await new Promise((r) => setTimeout(r, 250));
+    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    expect(starts(dir)).toHaveLength(2);
+    expect(existsSync(join(dir, 'overlap'))).toBe(false);
+  });
+
+  it('throws MODEL_UNAVAILABLE when the interpreter cannot be started', async () => {
+    const dir = workDir();
+    const b = backend(dir, { python: join(dir, 'no-such-python'), backoffMs: 50, maxBackoffMs: 50 });
+    await expect(b.render(input(dir, 'ok'))).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE', message: expect.stringContaining('could not be started') });
+  });
+
+  it('refuses a runner of another protocol version with MODEL_UNAVAILABLE at once, starting it no more', async () => {
+    const dir = workDir('protocol2');
+    const b = backend(dir);
+    await expect(b.render(input(dir, 'ok'))).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE', message: expect.stringContaining('protocol 2') });
+    await expect(b.render(input(dir, 'ok'))).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE' });
+    expect(existsSync(join(dir, 'requests.jsonl'))).toBe(false);
+    expect(starts(dir)).toHaveLength(1);
+  });
+
+  it('a runner that crashes leaving its pipes to an escaped grandchild fails its render at once, and the next render gets a new runner', async () => {
+    const dir = workDir();
+    const b = backend(dir);
+    const t0 = Date.now();
+    const err = await b.render(input(dir, 'escape')).catch((e: unknown) => e);
+    const escaped = Number(readFileSync(join(dir, 'escaped'), 'utf8'));
+    cleanups.push(() => kill(escaped));
+    expect(err).toMatchObject({ code: 'INFERENCE_FAILED', message: expect.stringContaining('exited with code 7 mid-render') });
+    // not the render's budget (10 s): the exit, plus a short wait for its pipes
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(alive(escaped)).toBe(true);
     await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
     expect(starts(dir)).toHaveLength(2);
   });
 
-  it('fails renders with INFERENCE_FAILED when the interpreter cannot be started', async () => {
-    const dir = workDir();
-    const b = backend(dir, { python: join(dir, 'no-such-python') });
-    await expect(b.render(input(dir, 'ok'))).rejects.toMatchObject({ code: 'INFERENCE_FAILED', message: expect.stringContaining('could not be started') });
+  it('starts again after a failed start only once the runner that failed is gone (it may be slow to die)', async () => {
+    const dir = workDir('never');
+    const b = backendOf(SlowToDie, dir, { loadTimeoutMs: 300, backoffMs: 100, maxBackoffMs: 100 });
+    await expect(b.render(input(dir, 'ok'))).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE' });
+    expect(starts(dir)).toHaveLength(3);
+    expect(existsSync(join(dir, 'overlap')) ? readFileSync(join(dir, 'overlap'), 'utf8') : '').toBe('');
   });
 
-  it('refuses a runner of another protocol version with CONFIG_INVALID', async () => {
-    const dir = workDir('protocol2');
-    const b = backend(dir);
-    await expect(b.render(input(dir, 'ok'))).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringContaining('protocol 2') });
-    expect(existsSync(join(dir, 'requests.jsonl'))).toBe(false);
+  it('a runner that cannot be reaped makes the model unavailable, and no runner starts beside it', async () => {
+    const dir = workDir('never');
+    const b = backendOf(Undying, dir, { loadTimeoutMs: 300, exitGraceMs: 200, reapTimeoutMs: 300 });
+    const t0 = Date.now();
+    const err = await b.render(input(dir, 'ok')).catch((e: unknown) => e);
+    cleanups.push(() => starts(dir).forEach((pid) => kill(-pid)));
+    expect(err).toMatchObject({ code: 'MODEL_UNAVAILABLE', message: expect.stringContaining('cannot be reaped') });
+    // the load timeout, then the exit grace and the reap timeout
+    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(starts(dir)).toHaveLength(1);
+    // close() does not wait for it for ever either
+    const t1 = Date.now();
+    await b.close();
+    expect(Date.now() - t1).toBeLessThan(1000);
   });
 
   it('fails a render the runner reports done without a video', async () => {
