@@ -4,6 +4,7 @@ import { join, relative } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/core/config.js';
+import { SonicError } from '../../src/core/errors.js';
 import { PARAM_DEFAULTS } from '../../src/domain/params.js';
 import type { InferInput } from '../../src/stages/backends/types.js';
 import { WorkerBackend, type WorkerBackendOptions } from '../../src/stages/backends/worker.js';
@@ -223,6 +224,23 @@ describe('worker backend (runner protocol 1)', () => {
     ac.abort(reason);
     await expect(rendering).rejects.toBe(reason);
     await until('the runner to be gone', () => !alive(starts(dir)[0]!));
+    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    expect(starts(dir)).toHaveLength(2);
+  });
+
+  it('kills the runner on a SHUTDOWN abort (drain timeout, revocation) and starts none until a render asks', async () => {
+    const dir = workDir();
+    const b = backend(dir);
+    const ac = new AbortController();
+    const rendering = b.render(input(dir, 'hang', { signal: ac.signal }));
+    await until('the render to reach the runner', () => existsSync(join(dir, 'grandchild')));
+    const reason = new SonicError('SHUTDOWN', 'stage is stopping');
+    ac.abort(reason);
+    await expect(rendering).rejects.toBe(reason);
+    await until('the runner to be gone', () => !alive(starts(dir)[0]!));
+    // a terminating pod never starts loading the weights again
+    await new Promise((r) => setTimeout(r, 500));
+    expect(starts(dir)).toHaveLength(1);
     await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
     expect(starts(dir)).toHaveLength(2);
   });

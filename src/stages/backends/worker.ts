@@ -19,7 +19,7 @@
 import { stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SonicError, type ErrorCode } from '../../core/errors.js';
+import { SonicError, isSonicError, type ErrorCode } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { Backoff } from '../../core/retry.js';
 import { inferenceBudgetMs, type InferBackend, type InferInput, type InferOutput } from './types.js';
@@ -164,8 +164,12 @@ export class WorkerBackend implements InferBackend {
       );
       const onAbort = (): void => {
         finish();
-        this.replace(runner, 'render aborted (partition revoked or drain timeout)', true);
-        reject(i.signal.reason);
+        const reason: unknown = i.signal.reason;
+        // the pod is terminating or the partition moved (partition.ts, runner.ts stop()): no 20 GB
+        // load now; the next render, if one comes, starts a runner
+        const stopping = isSonicError(reason) && reason.code === 'SHUTDOWN';
+        this.replace(runner, 'render aborted (partition revoked or drain timeout)', true, !stopping);
+        reject(reason as Error);
       };
       i.signal.addEventListener('abort', onAbort, { once: true });
       runner.listener = {
@@ -241,12 +245,18 @@ export class WorkerBackend implements InferBackend {
     }
   }
 
-  /** Retires `old` (SIGKILL when `kill`, else waits for the exit it announced) and starts a new runner. */
-  private replace(old: RunnerProcess, why: string, kill: boolean): void {
+  /**
+   * Retires `old` (SIGKILL when `kill`, else waits for the exit it announced) and starts a new
+   * runner, unless `restart` is false: then the next render starts one.
+   */
+  private replace(old: RunnerProcess, why: string, kill: boolean, restart = true): void {
     if (this.current === old) this.current = undefined;
     if (kill) old.kill();
     else void old.stop(this.graceMs, this.reapMs);
-    if (this.closed) return;
+    if (this.closed || !restart) {
+      this.log.warn({ runner_pid: old.pid, why }, 'Sonic runner: stopped; the next render starts a new one');
+      return;
+    }
     this.log.warn({ runner_pid: old.pid, why }, 'Sonic runner: restarting');
     this.start(why).catch(() => undefined);
   }
