@@ -346,6 +346,26 @@ describe('worker backend (runner protocol 1)', () => {
     expect(Date.now() - t1).toBeLessThan(1000);
   });
 
+  it('a render refused because the runner is shutting down is retryable (INFERENCE_FAILED); a malformed request is a bug (INTERNAL)', async () => {
+    const dir = workDir();
+    const b = backend(dir);
+    await expect(b.render(input(dir, 'refused-stopping'))).rejects.toMatchObject({ code: 'INFERENCE_FAILED', retryable: true });
+    await expect(b.render(input(dir, 'refused-bad'))).rejects.toMatchObject({ code: 'INTERNAL', retryable: false, message: expect.stringContaining('.mp4') });
+    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    expect(starts(dir)).toHaveLength(2);
+  });
+
+  it('refuses at construction a scratch root the runner would refuse in every path: CONFIG_INVALID, no runner started', () => {
+    const dir = workDir();
+    for (const root of [join(dir, 'scr$atch'), join(dir, 'a"b'), join(dir, 'x\\y'), join(dir, 'videos.mp4', 'scratch')]) {
+      expect(() => backend(dir, { scratchRoot: root }), root).toThrow(
+        expect.objectContaining({ code: 'CONFIG_INVALID', message: expect.stringContaining('SONIC_SCRATCH_DIR') }),
+      );
+    }
+    expect(existsSync(join(dir, 'starts'))).toBe(false);
+    expect(() => backend(dir, { scratchRoot: join(dir, 'plain scratch-dir_1') })).not.toThrow();
+  });
+
   it('fails a render the runner reports done without a video', async () => {
     const dir = workDir();
     const b = backend(dir);

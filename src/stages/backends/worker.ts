@@ -17,10 +17,12 @@
  * not the task's; the task stays uncommitted and is redone once the stage runs again).
  */
 import { stat } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SonicError, isSonicError, type ErrorCode } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
+import { defaultScratchRoot } from '../../media/scratch.js';
 import { Backoff } from '../../core/retry.js';
 import { inferenceBudgetMs, type InferBackend, type InferInput, type InferOutput } from './types.js';
 import { RunnerProcess, type RunnerExit, type RunnerMessage } from './worker-process.js';
@@ -59,7 +61,12 @@ export interface WorkerBackendOptions {
   reapTimeoutMs?: number;
   /** Failed starts in a row after which the model counts as unavailable ({@link MAX_FAILED_STARTS}). */
   maxFailedStarts?: number;
+  /** Where the stage's scratch directories live (SONIC_SCRATCH_DIR); the default scratch root when unset. */
+  scratchRoot?: string;
 }
+
+/** Characters the runner refuses in a path: Sonic's ffmpeg command line cannot quote them (runner.py UNSAFE_PATH_CHARS). */
+export const UNSAFE_PATH_CHARS: readonly string[] = ['"', '$', '`', '\\', '\n', '\r', '\0'];
 
 /** Failed starts in a row (load failures) after which renders throw MODEL_UNAVAILABLE. */
 export const MAX_FAILED_STARTS = 3;
@@ -96,6 +103,7 @@ export class WorkerBackend implements InferBackend {
   constructor(private readonly opts: WorkerBackendOptions) {
     this.backoff = new Backoff({ initialMs: opts.backoffMs ?? 1000, maxMs: opts.maxBackoffMs ?? 60_000, jitter: 'none' });
     this.log = opts.logger;
+    checkScratchRoot(opts.scratchRoot || defaultScratchRoot());
     this.graceMs = opts.exitGraceMs ?? 10_000;
     this.reapMs = opts.reapTimeoutMs ?? 5000;
     // load the weights now, not when the first task arrives
@@ -182,6 +190,7 @@ export class WorkerBackend implements InferBackend {
           } else if (m.type === 'failed' && m.id === id) {
             finish();
             if (m.restart) this.replace(runner, `runner failed ${m.code} and asked for a restart`, false);
+            else if (refusedAsStopping(m)) this.replace(runner, 'runner is shutting down', false);
             reject(this.failedError(runner, m));
           } else {
             this.log.warn({ runner_pid: runner.pid, msg: m, id }, 'Sonic runner sent an unexpected message mid-render: ignored');
@@ -398,11 +407,43 @@ export class WorkerBackend implements InferBackend {
   }
 
   private failedError(runner: RunnerProcess, m: Failed): SonicError {
-    const code: ErrorCode = m.code === 'INPUT_INVALID' ? 'INTERNAL' : RUNNER_CODES.has(m.code as ErrorCode) ? (m.code as ErrorCode) : 'INFERENCE_FAILED';
+    // a refused request is our bug (a malformed line), except a runner that is shutting down
+    const refused: ErrorCode = refusedAsStopping(m) ? 'INFERENCE_FAILED' : 'INTERNAL';
+    const code: ErrorCode = m.code === 'INPUT_INVALID' ? refused : RUNNER_CODES.has(m.code as ErrorCode) ? (m.code as ErrorCode) : 'INFERENCE_FAILED';
     return new SonicError(code, `Sonic runner: ${m.code}: ${String(m.message)}`, {
       details: { runner_pid: runner.pid, runner_code: m.code, restart: m.restart === true, backend_log_tail: runner.tail() },
     });
   }
+}
+
+/** The runner refused a render because it is shutting down (runner.py): not the request's fault. */
+function refusedAsStopping(m: Failed): boolean {
+  return m.code === 'INPUT_INVALID' && String(m.message).includes('the runner is shutting down');
+}
+
+/**
+ * Refuses a scratch root the runner would refuse in every render's paths (see
+ * {@link UNSAFE_PATH_CHARS}; an output path may name `.mp4` once only, and holds the root and the
+ * host name): an operator's setting, not a task's fault.
+ *
+ * @throws SonicError `CONFIG_INVALID` naming SONIC_SCRATCH_DIR
+ */
+function checkScratchRoot(root: string): void {
+  const abs = resolve(root);
+  const bad = UNSAFE_PATH_CHARS.filter((c) => abs.includes(c));
+  const why = bad.length
+    ? `holds ${bad.map((c) => JSON.stringify(c)).join(', ')}, which Sonic's ffmpeg command line cannot quote`
+    : abs.includes('.mp4') || hostname().includes('.mp4')
+      ? `or the host name (${hostname()}) names .mp4, which the runner allows once in an output path`
+      : undefined;
+  if (why)
+    throw new SonicError(
+      'CONFIG_INVALID',
+      `the scratch root ${JSON.stringify(abs)} ${why}: the Sonic runner refuses every render under it; set SONIC_SCRATCH_DIR to a plain path`,
+      {
+        details: { variable: 'SONIC_SCRATCH_DIR' },
+      },
+    );
 }
 
 /** MODEL_UNAVAILABLE carrying the load failure `cause` (its message holds the runner's stderr tail). */
