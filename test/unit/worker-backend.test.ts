@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -7,7 +8,7 @@ import { loadConfig } from '../../src/core/config.js';
 import { SonicError } from '../../src/core/errors.js';
 import { PARAM_DEFAULTS } from '../../src/domain/params.js';
 import type { InferInput } from '../../src/stages/backends/types.js';
-import { WorkerBackend, type WorkerBackendOptions } from '../../src/stages/backends/worker.js';
+import { WorkerBackend, derivedSeed, type WorkerBackendOptions } from '../../src/stages/backends/worker.js';
 import type { RunnerProcess } from '../../src/stages/backends/worker-process.js';
 import { infer } from '../../src/stages/infer.js';
 
@@ -81,6 +82,12 @@ function kill(pid: number): void {
   }
 }
 
+/** Renders an `ok` task (unseeded): done, with the seed derived from its task id. */
+async function renders(b: WorkerBackend, dir: string): Promise<void> {
+  const i = input(dir, 'ok');
+  await expect(b.render(i)).resolves.toEqual({ seed: derivedSeed(i.taskId) });
+}
+
 let n = 0;
 function input(dir: string, behaviour: string, over: Partial<InferInput> = {}): InferInput {
   n += 1;
@@ -144,7 +151,7 @@ describe('worker backend (runner protocol 1)', () => {
     expect(await b.render(first)).toEqual({ seed: 0 });
     expect(seen).toEqual([0.25, 0.5, 1]);
     expect(readFileSync(first.outputPath, 'utf8')).toBe('not really a video');
-    expect(await b.render(input(dir, 'ok'))).toEqual({ seed: 42 });
+    await renders(b, dir);
     expect(starts(dir)).toHaveLength(1);
     const [argv] = readFileSync(join(dir, 'argv.jsonl'), 'utf8').trim().split('\n');
     expect(JSON.parse(argv!)).toEqual(['--sonic-dir', dir, '--device', '3', '--no-interpolate']);
@@ -159,11 +166,30 @@ describe('worker backend (runner protocol 1)', () => {
     });
   });
 
+  it('sends an unseeded task a seed derived from its task id: the same on every attempt, another for another task', async () => {
+    const dir = workDir();
+    const b = backend(dir);
+    const first = input(dir, 'ok', { taskId: '3f2c9a1e-0000-4000-8000-000000000001' });
+    expect(first.params.seed).toBeNull();
+    await b.render(first);
+    await b.render(input(dir, 'ok', { taskId: first.taskId, attempt: 2 }));
+    await b.render(input(dir, 'ok', { taskId: '3f2c9a1e-0000-4000-8000-000000000002' }));
+    const sent = requests(dir).map((r) => (r.params as { seed: unknown }).seed);
+    // sha256 of the task id, first 4 bytes big-endian, top bit cleared
+    expect(sent[0]).toBe(derivedSeed(first.taskId));
+    expect(sent[0]).toBe(createHash('sha256').update(first.taskId).digest().readUInt32BE(0) & 0x7fffffff);
+    expect(sent[1]).toBe(sent[0]);
+    expect(sent[2]).not.toBe(sent[0]);
+    for (const seed of sent) expect(Number.isInteger(seed) && (seed as number) >= 0 && (seed as number) < 2 ** 31).toBe(true);
+    expect(sent).not.toContain(72589);
+  });
+
   it('runs a second render only after the first ends (the runner refuses a second one in flight)', async () => {
     const dir = workDir();
     const b = backend(dir);
-    const results = await Promise.all([b.render(input(dir, 'ok')), b.render(input(dir, 'ok')), b.render(input(dir, 'ok'))]);
-    expect(results).toEqual([{ seed: 42 }, { seed: 42 }, { seed: 42 }]);
+    const inputs = [input(dir, 'ok'), input(dir, 'ok'), input(dir, 'ok')];
+    const results = await Promise.all(inputs.map((i) => b.render(i)));
+    expect(results).toEqual(inputs.map((i) => ({ seed: derivedSeed(i.taskId) })));
     expect(starts(dir)).toHaveLength(1);
   });
 
@@ -175,7 +201,7 @@ describe('worker backend (runner protocol 1)', () => {
       retryable: false,
       message: expect.stringContaining('no face'),
     });
-    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    await renders(b, dir);
     expect(starts(dir)).toHaveLength(1);
   });
 
@@ -183,7 +209,7 @@ describe('worker backend (runner protocol 1)', () => {
     const dir = workDir();
     const b = backend(dir);
     await expect(b.render(input(dir, 'oom'))).rejects.toMatchObject({ code: 'GPU_OOM', retryable: true });
-    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    await renders(b, dir);
     const pids = starts(dir);
     expect(pids).toHaveLength(2);
     expect(alive(pids[0]!)).toBe(false);
@@ -196,7 +222,7 @@ describe('worker backend (runner protocol 1)', () => {
     expect(err).toMatchObject({ code: 'INFERENCE_FAILED', retryable: true });
     expect((err as Error).message).toContain('exited with code 5');
     expect((err as Error).message).toContain('Segmentation fault in the fake kernel');
-    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    await renders(b, dir);
     expect(starts(dir)).toHaveLength(2);
   });
 
@@ -210,7 +236,7 @@ describe('worker backend (runner protocol 1)', () => {
     const [old] = starts(dir);
     const grandchild = Number(readFileSync(join(dir, 'grandchild'), 'utf8'));
     await until('the old runner and its child to be gone', () => !alive(old!) && !alive(grandchild));
-    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    await renders(b, dir);
     expect(starts(dir)).toHaveLength(2);
   });
 
@@ -224,7 +250,7 @@ describe('worker backend (runner protocol 1)', () => {
     ac.abort(reason);
     await expect(rendering).rejects.toBe(reason);
     await until('the runner to be gone', () => !alive(starts(dir)[0]!));
-    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    await renders(b, dir);
     expect(starts(dir)).toHaveLength(2);
   });
 
@@ -241,7 +267,7 @@ describe('worker backend (runner protocol 1)', () => {
     // a terminating pod never starts loading the weights again
     await new Promise((r) => setTimeout(r, 500));
     expect(starts(dir)).toHaveLength(1);
-    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    await renders(b, dir);
     expect(starts(dir)).toHaveLength(2);
   });
 
@@ -287,7 +313,7 @@ describe('worker backend (runner protocol 1)', () => {
   it('a render waits through a fatal load failure and renders once a later start loads', async () => {
     const dir = workDir('fatal-first');
     const b = backend(dir, { backoffMs: 200 });
-    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    await renders(b, dir);
     expect(starts(dir)).toHaveLength(2);
     expect(existsSync(join(dir, 'overlap'))).toBe(false);
   });
@@ -318,7 +344,7 @@ describe('worker backend (runner protocol 1)', () => {
     // not the render's budget (10 s): the exit, plus a short wait for its pipes
     expect(Date.now() - t0).toBeLessThan(3000);
     expect(alive(escaped)).toBe(true);
-    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    await renders(b, dir);
     expect(starts(dir)).toHaveLength(2);
   });
 
@@ -351,7 +377,7 @@ describe('worker backend (runner protocol 1)', () => {
     const b = backend(dir);
     await expect(b.render(input(dir, 'refused-stopping'))).rejects.toMatchObject({ code: 'INFERENCE_FAILED', retryable: true });
     await expect(b.render(input(dir, 'refused-bad'))).rejects.toMatchObject({ code: 'INTERNAL', retryable: false, message: expect.stringContaining('.mp4') });
-    await expect(b.render(input(dir, 'ok'))).resolves.toEqual({ seed: 42 });
+    await renders(b, dir);
     expect(starts(dir)).toHaveLength(2);
   });
 

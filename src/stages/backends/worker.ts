@@ -16,6 +16,7 @@
  * unavailable: every render throws MODEL_UNAVAILABLE, which stops the stage (a deployment fault,
  * not the task's; the task stays uncommitted and is redone once the stage runs again).
  */
+import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
@@ -26,6 +27,15 @@ import { defaultScratchRoot } from '../../media/scratch.js';
 import { Backoff } from '../../core/retry.js';
 import { inferenceBudgetMs, type InferBackend, type InferInput, type InferOutput } from './types.js';
 import { RunnerProcess, type RunnerExit, type RunnerMessage } from './worker-process.js';
+
+/**
+ * The seed an unseeded task (`params.seed` null) renders with: the first 4 bytes of the sha256 of
+ * its task id, big-endian, as a non-negative 31-bit integer. Every attempt of a task gets the same
+ * one, and different tasks different noise (Sonic's own default is one fixed seed for all).
+ */
+export function derivedSeed(taskId: string): number {
+  return createHash('sha256').update(taskId, 'utf8').digest().readUInt32BE(0) & 0x7fffffff;
+}
 
 /** The runner protocol version this backend speaks. */
 export const RUNNER_PROTOCOL = 1;
@@ -148,6 +158,8 @@ export class WorkerBackend implements InferBackend {
     const id = `${i.taskId}-${i.attempt}`;
     const budgetMs = inferenceBudgetMs(i.durationS, this.opts.timeoutBaseS, this.opts.timeoutPerAudioS);
     const p = i.params;
+    // unseeded: not Sonic's one default for every task, but a seed of the task's own that a retry repeats
+    const seed = p.seed ?? derivedSeed(i.taskId);
     const done = await new Promise<Done>((resolveDone, reject) => {
       const finish = (): void => {
         clearTimeout(timer);
@@ -219,14 +231,14 @@ export class WorkerBackend implements InferBackend {
           dynamic_scale: p.dynamic_scale,
           expand_ratio: p.expand_ratio,
           crop: p.crop_to_face,
-          seed: p.seed,
+          seed,
         },
       });
     });
     const made = await stat(i.outputPath).catch(() => undefined);
     if (!made || made.size === 0)
       throw new SonicError('INFERENCE_FAILED', `the Sonic runner reported ${id} done but ${made ? 'left an empty' : 'wrote no'} video at ${i.outputPath}`);
-    return { seed: typeof done.seed === 'number' ? done.seed : p.seed };
+    return { seed: typeof done.seed === 'number' ? done.seed : seed };
   }
 
   /**
