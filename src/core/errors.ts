@@ -52,6 +52,11 @@ export const ERROR_CODES = {
   },
   TOPOLOGY_INVALID: { retryable: false, doc: 'The topology declaration is inconsistent.' },
   CONFIG_INVALID: { retryable: false, doc: 'A configuration value is invalid.' },
+  MODEL_UNAVAILABLE: {
+    retryable: true,
+    stopsStage: true,
+    doc: "The stage's model cannot be loaded or its runner is wedged (missing weights, a bad volume, a runner of another protocol, a stuck GPU): a deployment fault, not the task's. The stage stops, neither retrying nor dead-lettering the task; it stays uncommitted and is redone once a stage can load the model.",
+  },
   INTERNAL: { retryable: false, doc: 'A bug: an unexpected exception.' },
   // HTTP API answers
   UNAUTHORIZED: { retryable: false, doc: 'The API key is missing or wrong.' },
@@ -66,7 +71,7 @@ export const ERROR_CODES = {
   API_OVERLOADED: { retryable: true, doc: 'The API is at its limit of concurrent uploads or event streams; retry after the indicated time.' },
   RANGE_NOT_SATISFIABLE: { retryable: false, doc: 'The requested byte range lies outside the video.' },
   SHUTDOWN: { retryable: true, doc: 'The worker stopped or lost the partition mid-task; the next owner redoes it.' },
-} as const satisfies Record<string, { retryable: boolean; maxAttempts?: number; doc: string }>;
+} as const satisfies Record<string, { retryable: boolean; maxAttempts?: number; stopsStage?: true; doc: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
@@ -146,6 +151,17 @@ export class SonicError extends Error {
 export function maxAttemptsFor(code: ErrorCode): number | undefined {
   const def = ERROR_CODES[code] as { maxAttempts?: number };
   return def.maxAttempts;
+}
+
+/**
+ * True for an error whose code stops the stage (`stopsStage` in the catalogue): a deployment
+ * fault such as a model that cannot load. The runtime neither retries nor dead-letters the record
+ * at hand; it stops the stage with the batch uncommitted, and the process exits non-zero.
+ */
+export function stopsStage(err: unknown): boolean {
+  if (!isSonicError(err)) return false;
+  const def = ERROR_CODES[err.code] as { stopsStage?: true };
+  return def.stopsStage === true;
 }
 
 /** True when `code` names an entry of the catalogue. */

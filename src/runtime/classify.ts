@@ -2,13 +2,16 @@
  * The one place that decides what happens to a failed record: the next retry tier, or the DLQ.
  * Permanent errors (codes marked not retryable, and bugs such as TypeError, which become
  * INTERNAL) go to the DLQ at once; retryable ones go to the next tier until the stage's (or the
- * code's) attempts are used up.
+ * code's) attempts are used up. A code that stops the stage (a deployment fault such as a model
+ * that cannot load, see `stopsStage`) goes nowhere: the runner stops with the batch uncommitted.
  */
-import { maxAttemptsFor, toSonicError, type SonicError } from '../core/errors.js';
+import { maxAttemptsFor, stopsStage, toSonicError, type SonicError } from '../core/errors.js';
 import type { RetrySpec } from './topology.js';
 
 export type Decision =
-  { action: 'retry'; error: SonicError; tier: number; delayMs: number } | { action: 'dlq'; error: SonicError; reason: 'permanent' | 'exhausted' };
+  | { action: 'retry'; error: SonicError; tier: number; delayMs: number }
+  | { action: 'dlq'; error: SonicError; reason: 'permanent' | 'exhausted' }
+  | { action: 'stop'; error: SonicError };
 
 /**
  * @param attempt the attempt that failed, 1 for the first try
@@ -16,6 +19,7 @@ export type Decision =
  */
 export function classify(err: unknown, attempt: number, retry: Pick<RetrySpec, 'delaysMs' | 'maxAttempts'>): Decision {
   const error = toSonicError(err);
+  if (stopsStage(error)) return { action: 'stop', error };
   if (!error.retryable) return { action: 'dlq', error, reason: 'permanent' };
   const limit = Math.min(retry.maxAttempts, maxAttemptsFor(error.code) ?? Number.POSITIVE_INFINITY);
   if (attempt >= limit || retry.delaysMs.length === 0) return { action: 'dlq', error, reason: 'exhausted' };

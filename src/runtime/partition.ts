@@ -42,8 +42,9 @@ export interface PartitionHost {
   /** The partition may have work: give it a worker when one is free. */
   schedule(p: Partition): void;
   /**
-   * A transaction of the partition failed (`writing`: the topics it wrote to): a refusal by the
-   * broker's authorizer stops the runner (a deployment mistake, never retried); anything else
+   * A transaction of the partition failed (`writing`: the topics it wrote to), or its handler
+   * threw an error that stops the stage: a refusal by the broker's authorizer or such an error
+   * (see `stopsStage`) stops the runner (a deployment mistake, never retried); anything else
    * goes to {@link Partition.recover}.
    */
   failed(p: Partition, err: unknown, writing?: string[]): Promise<void>;

@@ -109,7 +109,7 @@ export class StageProgram<In = unknown> {
 
   /**
    * Runs one record through the handler and routes the result. Never throws for record-level
-   * failures. `stores` is the record's view of the stage's stores (stages that declare some):
+   * failures; throws a handler's error that stops the stage (`stopsStage`: a deployment fault). `stores` is the record's view of the stage's stores (stages that declare some):
    * its writes join the outcome's records when the handler succeeds, and are dropped otherwise.
    */
   async process(raw: RawRecord, signal: AbortSignal, stores?: RecordStores): Promise<Outcome> {
@@ -177,6 +177,8 @@ export class StageProgram<In = unknown> {
       const handlerMs = this.clock() - started;
       if (signal.aborted) return { kind: 'aborted', taskId, handlerMs };
       const decision = classify(err, attempt, this.stage.retry);
+      // not the record's fault: nothing is written for it, the runner stops the stage (runner.ts)
+      if (decision.action === 'stop') throw decision.error;
       if (decision.action === 'dlq') {
         log().warn({ err: decision.error, reason: decision.reason }, 'record sent to the DLQ');
         const dead = await this.toDlq(raw, attempt, decision.error, decision.reason, handlerMs, extra, decision);

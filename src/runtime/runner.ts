@@ -30,7 +30,7 @@
 import { setMaxListeners } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SonicError } from '../core/errors.js';
+import { SonicError, stopsStage, toSonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
 import type { BackoffOptions } from '../core/retry.js';
@@ -493,7 +493,9 @@ export class StageRunner {
 
   /** See {@link PartitionHost.failed}. */
   private async partitionFailed(p: Partition, err: unknown, writing?: string[]): Promise<void> {
-    // a missing ACL is a deployment mistake: stop, neither retry the batch nor dead-letter it
+    // a missing ACL, or a model that cannot load, is a deployment mistake: stop, neither retry the
+    // batch nor dead-letter it (it stays uncommitted and is redone by the next owner)
+    if (stopsStage(err)) return this.fail(toSonicError(err));
     const tp = p.tp;
     const refused = await this.refusal(err, {
       topics: writing ?? this.consumedTopics(),

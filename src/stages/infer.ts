@@ -34,6 +34,7 @@ export function createBackend(deps: StageDeps): InferBackend {
       device: c.workerDevice,
       interpolate: c.workerInterpolate,
       loadTimeoutMs: c.workerLoadTimeoutS * 1000,
+      scratchRoot: c.scratchDir,
       logger: deps.logger.child({ stage: 'infer', backend: 'worker' }),
     });
   }

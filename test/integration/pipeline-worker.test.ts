@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { makePortrait, synthSpeech } from '../../src/media/samples.js';
 import { HEADERS } from '../../src/runtime/headers.js';
+import { derivedSeed } from '../../src/stages/backends/worker.js';
 import { readAll } from '../helpers/chain.js';
 import { ROOT, testContext } from '../helpers/infra.js';
 import { startPipeline, type Pipeline } from '../helpers/pipeline.js';
@@ -28,9 +29,6 @@ interface Call {
   seed_arg?: number | null;
   used?: { seed: number; num_inference_steps: number; motion_bucket_scale: number };
 }
-
-/** Sonic's own default seed (config/inference/sonic.yaml), which the stand-in keeps too. */
-const SONIC_DEFAULT_SEED = 72589;
 
 const alive = (pid: number): boolean => {
   try {
@@ -121,7 +119,7 @@ describe('the worker backend: Sonic loaded once per infer process, every paramet
       expect(more).toHaveLength(0);
       expect(proc).toMatchObject({ pid: inits()[0]!.pid, inference_steps: t.inference_steps, min_resolution: t.min_resolution });
       expect(proc!.dynamic_scale).toBeCloseTo(t.dynamic_scale, 5);
-      expect(proc!.used).toMatchObject({ seed: t.seed ?? SONIC_DEFAULT_SEED, num_inference_steps: t.inference_steps });
+      expect(proc!.used).toMatchObject({ seed: t.seed ?? derivedSeed(id), num_inference_steps: t.inference_steps });
       // preprocess (the face box, expanded by expand_ratio) ran on this task's image; with crop, Sonic renders the crop
       const work = `infer-${id.slice(0, 8)}`;
       const pre = calls().filter((c) => c.call === 'preprocess' && (c.image_path ?? '').includes(work));
@@ -134,7 +132,7 @@ describe('the worker backend: Sonic loaded once per infer process, every paramet
       const rendered = (await readAll(p.topic('tasks.rendered'))).filter((r) => r.key === id);
       expect(rendered).toHaveLength(1);
       const value = (await testContext().serde.decode<{ seed: number | null }>(rendered[0]!.value!)).value;
-      expect(value.seed).toBe(t.seed ?? SONIC_DEFAULT_SEED);
+      expect(value.seed).toBe(t.seed ?? derivedSeed(id));
     }
   }, 180_000);
 

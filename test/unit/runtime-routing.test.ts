@@ -109,6 +109,24 @@ describe('stage routing (topology test driver, same code as the Kafka runner)', 
     expect(await driver.read('u.work.dlq')).toHaveLength(1);
   });
 
+  it('a model that cannot load (MODEL_UNAVAILABLE) stops the stage: no retry, no DLQ, no status; the record is redone later', async () => {
+    let loaded = false;
+    const { driver, calls } = driverWith(() => {
+      if (!loaded) throw new SonicError('MODEL_UNAVAILABLE', 'the Sonic runner failed to load 3 times: no checkpoints');
+    });
+    const m = msg();
+    await expect(driver.pipeInput('u.in', m.task_id, m)).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE' });
+    for (const topic of ['u.work.dlq', 'u.work.retry.1', 'u.out', topology.statusTopic]) expect(await driver.read(topic), topic).toHaveLength(0);
+    // uncommitted: once a stage can load the model, the same record is handled, as attempt 1
+    loaded = true;
+    await driver.advanceTime(0);
+    expect(calls).toEqual([
+      { taskId: m.task_id, attempt: 1 },
+      { taskId: m.task_id, attempt: 1 },
+    ]);
+    expect(await driver.read('u.out')).toHaveLength(1);
+  });
+
   it('treats a bug (TypeError) as permanent: INTERNAL, DLQ at once', async () => {
     const { driver } = driverWith((m) => {
       (m as unknown as { nope: { x: number } }).nope.x = 1;
@@ -226,6 +244,10 @@ describe('classify', () => {
     expect(classify(new SonicError('AUDIO_TOO_SHORT', 'x'), 1, retry)).toMatchObject({ action: 'dlq', reason: 'permanent' });
     expect(classify(new RangeError('bad'), 1, retry)).toMatchObject({ action: 'dlq', reason: 'permanent', error: { code: 'INTERNAL' } });
     expect(classify('a string', 1, retry)).toMatchObject({ action: 'dlq', error: { code: 'INTERNAL' } });
+  });
+  it('neither retries nor dead-letters a code that stops the stage, at any attempt', () => {
+    for (const attempt of [1, 4])
+      expect(classify(new SonicError('MODEL_UNAVAILABLE', 'x'), attempt, retry)).toMatchObject({ action: 'stop', error: { code: 'MODEL_UNAVAILABLE' } });
   });
   it('sends a retryable error to the DLQ when a stage has no tiers', () => {
     expect(classify(new SonicError('GPU_OOM', 'x'), 1, { delaysMs: [], maxAttempts: 5 })).toMatchObject({ action: 'dlq', reason: 'exhausted' });

@@ -34,13 +34,19 @@ const STDERR_TAIL_CHARS = 16_384;
 const LOG_LINE_CHARS = 1000;
 const LOG_LINES_PER_WINDOW = 200;
 const LOG_WINDOW_MS = 10_000;
+/** How long the pipes may stay open after the runner exited (held by a process it left), ms. */
+export const PIPE_DRAIN_MS = 500;
 /** Longest stdout line accepted (a protocol line is a few hundred bytes), characters. */
 const MAX_LINE_CHARS = 1024 * 1024;
 
 export class RunnerProcess {
   /** The runner's pid, which is also its process group id; undefined when it could not be started. */
   readonly pid: number | undefined;
-  /** Settles once the runner has exited and its pipes have closed (never rejects). */
+  /**
+   * Settles once the runner has exited and its pipes have closed, or {@link PIPE_DRAIN_MS} after
+   * its exit when something else holds them (never rejects). A process that cannot be reaped (a
+   * wait in the kernel on a wedged GPU) never settles it: see {@link gone}.
+   */
   readonly exited: Promise<RunnerExit>;
   /** Set once the runner has exited. */
   exit: RunnerExit | undefined;
@@ -69,8 +75,19 @@ export class RunnerProcess {
         // no process: 'close' may never come
         if (this.pid === undefined) settle({ code: null, signal: null, spawnError });
       });
-      // something the runner left running could hold the pipes (and 'close') back: gone with it
-      this.child.once('exit', () => this.kill());
+      // Gone once it has exited: 'close' (its pipes closed, every line read) normally follows at
+      // once, but something it left running outside its group (a setsid grandchild) may hold the
+      // pipes open for ever; past a short drain they are closed on our side and the exit stands.
+      this.child.once('exit', (code, signal) => {
+        this.kill(); // what it left running in its group goes with it
+        const drained = setTimeout(() => {
+          this.child.stdin?.destroy();
+          this.child.stdout?.destroy();
+          this.child.stderr?.destroy();
+          settle({ code, signal, ...(spawnError ? { spawnError } : {}) });
+        }, PIPE_DRAIN_MS);
+        this.child.once('close', () => clearTimeout(drained));
+      });
       this.child.once('close', (code, signal) => settle({ code, signal, ...(spawnError ? { spawnError } : {}) }));
       const settle = (e: RunnerExit): void => {
         if (this.exit) return;
@@ -104,16 +121,29 @@ export class RunnerProcess {
 
   /**
    * Asks the runner to finish its render and exit (`shutdown`; not stdin EOF, which makes it
-   * drop the render), and SIGKILLs its group after `graceMs`.
+   * drop the render), and SIGKILLs its group after `graceMs`. True once it is gone; false when it
+   * is still there `reapMs` after the SIGKILL (it cannot be reaped).
    */
-  async stop(graceMs: number): Promise<RunnerExit> {
+  async stop(graceMs: number, reapMs: number): Promise<boolean> {
     if (this.ready) this.send({ type: 'shutdown' });
     const timer = setTimeout(() => this.kill(), graceMs);
     try {
-      return await this.exited;
+      return await this.gone(graceMs + reapMs);
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** True once the runner is gone, false when it is still there after `ms` (it cannot be reaped). */
+  gone(ms: number): Promise<boolean> {
+    if (this.exit) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      void this.exited.then(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
   }
 
   /** The last `n` non-empty lines of stderr, joined by ` | `, for error messages. */
