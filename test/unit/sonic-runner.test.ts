@@ -257,7 +257,14 @@ describe('sonic runner (stdio protocol 1, on the stand-in)', () => {
 
   it('answers a faceless image with NO_FACE_DETECTED and keeps serving', async () => {
     const r = await startRunner({}, ['ok', 'noface']);
-    expect(await r.render({ image: noface })).toMatchObject({ type: 'failed', code: 'NO_FACE_DETECTED', restart: false });
+    // the stand-in's preprocess() fails as Sonic's does: UnboundLocalError on bbox_s
+    expect(await r.render({ image: noface })).toMatchObject({
+      type: 'failed',
+      code: 'NO_FACE_DETECTED',
+      restart: false,
+      message: expect.stringMatching(/UnboundLocalError: .*'bbox_s'/),
+    });
+    expect(await r.calls('preprocess')).toHaveLength(1);
     expect(await r.calls('process')).toHaveLength(0); // preprocess found no face: Sonic's process() is spared
     expect(await r.render()).toMatchObject({ type: 'done' });
     // process() itself finding no face returns -1 (no file)
@@ -279,6 +286,47 @@ describe('sonic runner (stdio protocol 1, on the stand-in)', () => {
     const r = await startRunner({}, ['nomux']);
     expect(await r.render()).toMatchObject({ type: 'failed', code: 'INFERENCE_FAILED', restart: false, message: expect.stringContaining('wrote no video') });
     expect(await r.render()).toMatchObject({ type: 'done' });
+  });
+
+  it("refuses paths that would break or inject into Sonic's double-quoted ffmpeg line, running nothing", async () => {
+    const marker = join(dir, 'injected');
+    const good = request();
+    const cases: [string, Record<string, string>][] = [
+      ['a " in the work dir', { work_dir: join(dir, 'work"dir') }],
+      ['$(...) in the output', { output: join(dir, `out$(touch ${marker}).mp4`) }],
+      ['a backtick in the audio', { audio: join(dir, `speech\`touch ${marker}\`.wav`) }],
+      ['$(...) in the image', { image: join(dir, `face$(touch ${marker}).png`) }],
+      ['a newline in the output', { output: join(dir, 'a\nb.mp4') }],
+      ['.mp4 twice in the output', { output: join(dir, 'clip.mp4', 'out.mp4') }],
+    ];
+    const r = await startRunner();
+    for (const [what, over] of cases) {
+      const req = { ...request(), ...over };
+      const from = r.msgs.length;
+      r.send(req);
+      const reply = await r.next((m) => m.id === req.id && (m.type === 'failed' || m.type === 'done'), 10_000, from);
+      expect(reply, what).toMatchObject({ type: 'failed', code: 'INPUT_INVALID', restart: false });
+    }
+    r.send(good);
+    expect(await r.next((m) => m.id === good.id && m.type !== 'progress')).toMatchObject({ type: 'done' });
+    // only the good request reached Sonic, and no shell ran the injected command
+    expect((await r.calls('preprocess')).map((c) => c.image_path)).toEqual([face]);
+    expect(await r.calls('process')).toHaveLength(1);
+    await expect(stat(marker)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('the stand-in muxes as Sonic does: an output path holding $(...), given to it directly, runs the command', async () => {
+    // the refusal above is only worth something if the path really injects past the runner
+    const marker = join(dir, 'injected-directly');
+    const output = join(dir, `direct$(touch ${marker}).mp4`);
+    const code = [
+      'import sys',
+      `sys.path.insert(0, ${JSON.stringify(STANDIN)})`,
+      'from sonic import Sonic',
+      `Sonic(0).process(${JSON.stringify(face)}, ${JSON.stringify(audio)}, ${JSON.stringify(output)}, min_resolution=128, inference_steps=1)`,
+    ].join('\n');
+    await run('python3', ['-c', code], { cwd: dir, env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1', SONIC_STANDIN_TASK_S: '0' } });
+    expect((await stat(marker)).isFile()).toBe(true);
   });
 
   it('dies without a reply when Sonic crashes the process', async () => {
