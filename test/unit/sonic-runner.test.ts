@@ -369,6 +369,30 @@ describe('sonic runner (stdio protocol 1, on the stand-in)', () => {
     }
   });
 
+  it.each(['shutdown', 'SIGTERM'] as const)('on %s while Sonic loads, exits 0 at once without a ready line', async (how) => {
+    const r = await startRunner({ SONIC_STANDIN_LOAD_S: '3' });
+    for (let i = 0; i < 100 && (await r.calls('init')).length === 0; i++) await new Promise((res) => setTimeout(res, 30));
+    expect(await r.calls('init')).toHaveLength(1); // the stand-in's constructor is sleeping ("loading weights")
+    const t0 = Date.now();
+    if (how === 'shutdown') {
+      // a render line ahead of it must not hold the shutdown back until the load ends
+      r.send(request());
+      r.send({ type: 'shutdown' });
+    } else r.proc.kill('SIGTERM');
+    expect(await r.exitWithin(4000)).toEqual({ code: 0, signal: null });
+    expect(Date.now() - t0).toBeLessThan(1500);
+    expect(r.msgs).toEqual([]);
+    expect(await r.calls('preprocess')).toEqual([]);
+  });
+
+  it('answers a line sent while Sonic loads only after ready', async () => {
+    const r = await startRunner({ SONIC_STANDIN_LOAD_S: '0.5' });
+    r.send('{not json\n');
+    const failed = await r.next((m) => m.type === 'failed');
+    expect(failed).toMatchObject({ id: null, code: 'INPUT_INVALID' });
+    expect(r.msgs.map((m) => m.type)).toEqual(['ready', 'failed']);
+  });
+
   it('exits at once when its stdin closes, even in the middle of a render', async () => {
     const r = await startRunner({}, ['hang']);
     await r.next((m) => m.type === 'ready');
