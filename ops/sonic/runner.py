@@ -14,6 +14,8 @@ Written against jixiaozhong/Sonic at the commit pinned in ops/sonic/SONIC_COMMIT
   `config.seed` itself (0 included) and `process()` then seeds from it.
 - `preprocess()` raises UnboundLocalError ('bbox_s') when it finds no face; `process()`
   returns -1 without raising when its own detection finds none.
+- at min_resolution 1024 Sonic fails with "CUDA error: invalid configuration argument", the same
+  way every time: reported as INFERENCE_FAILED (retried once by the stage), not CUDA_ERROR.
 - `process()` muxes with `os.system(ffmpeg ...)`: the exit code is ignored (the runner checks
   the output file), and ffmpeg inherits stdin (the runner moves the protocol off fd 0 so ffmpeg
   cannot eat request lines).
@@ -62,6 +64,16 @@ def classify(err: BaseException) -> RenderFailure:
     low = text.lower()
     if "OutOfMemoryError" in names or "out of memory" in low:
         return RenderFailure("GPU_OOM", text, restart=True)
+    # a kernel launch with sizes the GPU cannot run: the same inputs fail the same way every time
+    # (Sonic at min_resolution 1024), so not a CUDA fault worth retrying; the error is not sticky,
+    # but the failed render's allocations are freed by a restart all the same
+    if "invalid configuration argument" in low:
+        return RenderFailure(
+            "INFERENCE_FAILED",
+            f"{type(err).__name__}: the GPU refused a kernel launch (invalid configuration argument) for these"
+            " inputs; Sonic does so at min_resolution 1024, so lower it",
+            restart=True,
+        )
     if any(s in low for s in ("cuda error", "cudaerror", "device-side assert", "illegal memory access", "cublas_status", "cudnn_status")):
         return RenderFailure("CUDA_ERROR", text, restart=True)
     # Sonic's preprocess() on an image without a face: `bbox_s` is never assigned ("local variable
@@ -410,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
             state["busy"] = False
             proto.send_locked(reply)
         if reply.get("restart"):
-            print(f"sonic runner: {reply['code']}, GPU state no longer trusted; exiting {EXIT_RESTART}", file=sys.stderr)
+            print(f"sonic runner: {reply['code']} asks for a fresh process (GPU state or memory); exiting {EXIT_RESTART}", file=sys.stderr)
             _exit(EXIT_RESTART)
         if state["stopping"]:
             _exit(0)

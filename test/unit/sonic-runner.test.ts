@@ -282,6 +282,20 @@ describe('sonic runner (stdio protocol 1, on the stand-in)', () => {
     expect(await r.exitWithin(3000)).toEqual({ code: 3, signal: null });
   });
 
+  it('answers "invalid configuration argument" (Sonic at min_resolution 1024) with INFERENCE_FAILED restart:true, not as a CUDA fault', async () => {
+    const r = await startRunner({}, ['cudaconfig']);
+    const failed = await r.render();
+    expect(failed).toMatchObject({
+      type: 'failed',
+      code: 'INFERENCE_FAILED',
+      restart: true,
+      message: expect.stringContaining('invalid configuration argument'),
+    });
+    // the cog backend classifies predict.py's message text: it must not read as a CUDA error either
+    expect(classifyModelFailure(String(failed.message), 'Cog prediction failed').code).toBe('INFERENCE_FAILED');
+    expect(await r.exitWithin(3000)).toEqual({ code: 3, signal: null });
+  });
+
   it('fails a render whose video Sonic did not write (its ffmpeg exit code is ignored) with INFERENCE_FAILED', async () => {
     const r = await startRunner({}, ['nomux']);
     expect(await r.render()).toMatchObject({ type: 'failed', code: 'INFERENCE_FAILED', restart: false, message: expect.stringContaining('wrote no video') });
