@@ -425,7 +425,7 @@ describe('sonic runner (stdio protocol 1, on the stand-in)', () => {
 });
 
 describe('Cog predictor (ops/sonic/predict.py) behind the Cog shim', () => {
-  it('renders a task for the cog backend and fails a faceless one with an error classified NO_FACE_DETECTED', async () => {
+  it('renders a task for the cog backend, fails a faceless one as NO_FACE_DETECTED, serves on after an OOM and reports UNHEALTHY after a CUDA error', async () => {
     const script = join(dir, 'cog-script.json');
     await writeFile(script, '[]');
     const shim = new Runner(
@@ -437,6 +437,7 @@ describe('Cog predictor (ops/sonic/predict.py) behind the Cog shim', () => {
           PYTHONPATH: join(ROOT, 'test/fixtures/cog_shim'),
           SONIC_DIR: STANDIN,
           SONIC_STANDIN_SCRIPT: script,
+          SONIC_STANDIN_LOG: join(dir, 'cog-log.jsonl'),
           SONIC_STANDIN_TASK_S: '0.1',
         },
         stdio: ['pipe', 'pipe', 'pipe'],
@@ -497,5 +498,26 @@ describe('Cog predictor (ops/sonic/predict.py) behind the Cog shim', () => {
     expect(classifyModelFailure(failed.error ?? '', 'Cog prediction failed').code).toBe('NO_FACE_DETECTED');
     await writeFile(script, JSON.stringify(['noface']));
     await expect(backend.render({ ...common, taskId: 'cog-2', params: PARAM_DEFAULTS, outputPath })).rejects.toMatchObject({ code: 'NO_FACE_DETECTED' });
+
+    // Cog does not restart a predictor process that dies, so the predictor never exits: after an
+    // OOM it frees memory and keeps serving; after a CUDA error it refuses work and reports
+    // itself UNHEALTHY on /health-check, for the liveness probe to restart the container
+    const health = async () => ((await (await fetch(`${base}/health-check`)).json()) as { status: string }).status;
+    await writeFile(script, JSON.stringify(['oom']));
+    const oom = await put('p-3');
+    expect(classifyModelFailure(oom.error ?? '', 'Cog prediction failed').code).toBe('GPU_OOM');
+    expect(await health()).toBe('READY');
+    expect(await put('p-4')).toMatchObject({ status: 'succeeded' });
+    await writeFile(script, JSON.stringify(['cuda']));
+    const cuda = await put('p-5');
+    expect(classifyModelFailure(cuda.error ?? '', 'Cog prediction failed').code).toBe('CUDA_ERROR');
+    expect(await health()).toBe('UNHEALTHY');
+    const rendersBefore = (await shim.calls('process')).length;
+    const refused = await put('p-6');
+    expect(refused.status).toBe('failed');
+    expect(classifyModelFailure(refused.error ?? '', 'Cog prediction failed').code).toBe('CUDA_ERROR');
+    expect(await shim.calls('process')).toHaveLength(rendersBefore); // Sonic was not called on the faulted GPU
+    await new Promise((res) => setTimeout(res, 2500)); // the old predictor ended its process 2 s after a CUDA error
+    expect(shim.proc.exitCode).toBeNull();
   });
 });
