@@ -7,10 +7,19 @@ default seed); `crop` is not sent by it and defaults to on, as the task record's
 A failure raises with a message starting with its code and a phrase that
 src/stages/backends/failures.ts classifies (no face / out of memory / CUDA error).
 
+The process never ends itself: Cog runs predict() in a child of its HTTP server and does not
+restart that child when it dies (see ops/sonic/README.md, "The Cog model"). After a failure that
+asks for a restart, the predictor frees what it can (the failed render's tensors, torch's cached
+blocks) and carries on: an out-of-memory error leaves the CUDA context usable. After a CUDA error
+it cannot be trusted: every later prediction fails at once with CUDA_ERROR, and `healthcheck()`
+returns False, so Cog's /health-check answers status UNHEALTHY, which the container's liveness
+probe turns into a restart.
+
 Settings (environment): SONIC_DIR, the Sonic checkout at ops/sonic/SONIC_COMMIT with the weights
 mounted at SONIC_DIR/checkpoints (default /opt/Sonic); SONIC_DEVICE (default 0);
 SONIC_INTERPOLATE (default 1; 0 skips RIFE and gives 12.5 fps).
 """
+import gc
 import os
 import shutil
 import sys
@@ -21,7 +30,7 @@ from typing import Optional
 from cog import BasePredictor, Input, Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from runner import EXIT_RESTART, RenderFailure, SonicRunner  # noqa: E402
+from runner import RenderFailure, SonicRunner  # noqa: E402
 
 # a phrase per code that failures.ts's patterns recognise, whatever the underlying message says
 PHRASES = {
@@ -43,6 +52,12 @@ class Predictor(BasePredictor):
         self.runner.load()
         self.lock = threading.Lock()
         self.last_work: Optional[str] = None
+        # set after a CUDA error: the GPU context is no longer trusted until the container restarts
+        self.gpu_fault: Optional[str] = None
+
+    def healthcheck(self) -> bool:
+        """Cog's user health check: False once a CUDA error has made the GPU state untrustworthy."""
+        return self.gpu_fault is None
 
     def predict(
         self,
@@ -76,13 +91,30 @@ class Predictor(BasePredictor):
             },
         }
         with self.lock:
+            if self.gpu_fault is not None:
+                raise RuntimeError(f"CUDA_ERROR: {PHRASES['CUDA_ERROR']}: an earlier prediction left the GPU untrustworthy ({self.gpu_fault}); restart the container")
+            failure: Optional[RenderFailure] = None
             try:
                 result = self.runner.render(request, lambda f: print(f"sonic: {round(f * 100)}% of the diffusion steps", flush=True))
             except RenderFailure as f:
-                if f.restart:
-                    # the GPU state is no longer trusted: end this process once the failure is
-                    # answered, so Cog reports itself unhealthy and the container is restarted
-                    threading.Timer(2.0, os._exit, (EXIT_RESTART,)).start()
-                raise RuntimeError(f"{f.code}: {PHRASES.get(f.code, 'failed')}: {f.message}") from None
+                failure = f
+            if failure is not None:
+                if failure.code == "CUDA_ERROR":
+                    self.gpu_fault = failure.message[:300]
+                if failure.restart:
+                    # outside the except block, so the traceback no longer holds the render's tensors
+                    _free_gpu_memory()
+                raise RuntimeError(f"{failure.code}: {PHRASES.get(failure.code, 'failed')}: {failure.message}")
         print(f"sonic: done, seed {result['seed']}, {result['elapsed_s']} s", flush=True)
         return Path(result["output"])
+
+
+def _free_gpu_memory() -> None:
+    """Collects the failed render's objects and hands torch's cached GPU blocks back to the driver."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception as err:  # noqa: BLE001 - after a CUDA error this may fail too; the health check says so
+        print(f"sonic: freeing GPU memory failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)

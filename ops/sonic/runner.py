@@ -14,6 +14,8 @@ Written against jixiaozhong/Sonic at the commit pinned in ops/sonic/SONIC_COMMIT
   `config.seed` itself (0 included) and `process()` then seeds from it.
 - `preprocess()` raises UnboundLocalError ('bbox_s') when it finds no face; `process()`
   returns -1 without raising when its own detection finds none.
+- at min_resolution 1024 Sonic fails with "CUDA error: invalid configuration argument", the same
+  way every time: reported as INFERENCE_FAILED (retried once by the stage), not CUDA_ERROR.
 - `process()` muxes with `os.system(ffmpeg ...)`: the exit code is ignored (the runner checks
   the output file), and ffmpeg inherits stdin (the runner moves the protocol off fd 0 so ffmpeg
   cannot eat request lines).
@@ -62,9 +64,20 @@ def classify(err: BaseException) -> RenderFailure:
     low = text.lower()
     if "OutOfMemoryError" in names or "out of memory" in low:
         return RenderFailure("GPU_OOM", text, restart=True)
+    # a kernel launch with sizes the GPU cannot run: the same inputs fail the same way every time
+    # (Sonic at min_resolution 1024), so not a CUDA fault worth retrying; the error is not sticky,
+    # but the failed render's allocations are freed by a restart all the same
+    if "invalid configuration argument" in low:
+        return RenderFailure(
+            "INFERENCE_FAILED",
+            f"{type(err).__name__}: the GPU refused a kernel launch (invalid configuration argument) for these"
+            " inputs; Sonic does so at min_resolution 1024, so lower it",
+            restart=True,
+        )
     if any(s in low for s in ("cuda error", "cudaerror", "device-side assert", "illegal memory access", "cublas_status", "cudnn_status")):
         return RenderFailure("CUDA_ERROR", text, restart=True)
-    # Sonic's preprocess() on an image without a face: `bbox_s` is never assigned
+    # Sonic's preprocess() on an image without a face: `bbox_s` is never assigned ("local variable
+    # 'bbox_s' referenced before assignment" up to Python 3.10, "cannot access local variable" after)
     if isinstance(err, UnboundLocalError) and "bbox_s" in str(err):
         return RenderFailure("NO_FACE_DETECTED", f"no face found in the image ({text})")
     return RenderFailure("INFERENCE_FAILED", text)
@@ -311,46 +324,67 @@ def main(argv: list[str] | None = None) -> None:
 
     tasks: queue.Queue = queue.Queue()
     state = {"busy": False, "stopping": False}
-    # `ready` is the first line out: requests (which the stage sends only after it) wait for it
+    # `ready` is the first line out: request lines (which the stage sends only after it) wait in
+    # `inbox` until Sonic is loaded, so that no `failed` line can precede `ready`
     loaded = threading.Event()
+    inbox: queue.Queue = queue.Queue()
 
     def stop(*_: Any) -> None:
-        # only a flag: the main loop polls it (a queue call inside a signal handler could deadlock)
+        # runs in the signal handler or the reader: only a flag once Sonic is loaded (the main loop
+        # polls it; a queue call inside a signal handler could deadlock). While the weights load
+        # there is nothing to finish, so exit at once rather than after a load of minutes.
         state["stopping"] = True
+        if not loaded.is_set():
+            print("sonic runner: shutdown while loading Sonic, exiting", file=sys.stderr)
+            _exit(0)
 
     signal.signal(signal.SIGTERM, stop)
 
     def reader() -> None:
+        # never blocks on anything but stdin, so `shutdown` and EOF are seen even while loading
         with os.fdopen(stdin_fd, "r", encoding="utf-8", errors="replace") as stdin:
             for line in stdin:
                 if not line.strip():
                     continue
-                loaded.wait()
                 msg: Any = None
+                err: Exception | None = None
                 try:
                     msg = json.loads(line)
-                    if isinstance(msg, dict) and msg.get("type") == "shutdown":
-                        stop()
-                        continue
-                    _check_request(msg)
-                except (ValueError, RenderFailure) as err:
-                    rid = msg.get("id") if isinstance(msg, dict) and isinstance(msg.get("id"), str) else None
-                    text = err.message if isinstance(err, RenderFailure) else f"not a JSON line: {err}"
-                    proto.send({"type": "failed", "id": rid, "code": "INPUT_INVALID", "message": text, "restart": False})
+                except ValueError as e:
+                    err = e
+                if isinstance(msg, dict) and msg.get("type") == "shutdown":
+                    stop()
                     continue
-                with proto.lock:
-                    if state["busy"] or state["stopping"]:
-                        why = "a render is already running" if state["busy"] else "the runner is shutting down"
-                        proto.send_locked({"type": "failed", "id": msg["id"], "code": "INPUT_INVALID", "message": f"{why}; one render at a time", "restart": False})
-                        continue
-                    state["busy"] = True
-                tasks.put(msg)
+                inbox.put((msg, err))
         # stdin closed: the stage is gone; never hold the GPU as an orphan
         print("sonic runner: stdin closed, exiting", file=sys.stderr)
         _exit(0)
 
-    # started before the weights load, so a stage that dies meanwhile does not leave an orphan loading them
+    def dispatcher() -> None:
+        loaded.wait()
+        while True:
+            msg, err = inbox.get()
+            try:
+                if err is not None:
+                    raise err
+                _check_request(msg)
+            except (ValueError, RenderFailure) as e:
+                rid = msg.get("id") if isinstance(msg, dict) and isinstance(msg.get("id"), str) else None
+                text = e.message if isinstance(e, RenderFailure) else f"not a JSON line: {e}"
+                proto.send({"type": "failed", "id": rid, "code": "INPUT_INVALID", "message": text, "restart": False})
+                continue
+            with proto.lock:
+                if state["busy"] or state["stopping"]:
+                    why = "a render is already running" if state["busy"] else "the runner is shutting down"
+                    proto.send_locked({"type": "failed", "id": msg["id"], "code": "INPUT_INVALID", "message": f"{why}; one render at a time", "restart": False})
+                    continue
+                state["busy"] = True
+            tasks.put(msg)
+
+    # started before the weights load, so a stage that dies (or asks to stop) meanwhile does not
+    # leave an orphan loading them
     threading.Thread(target=reader, name="stdin-reader", daemon=True).start()
+    threading.Thread(target=dispatcher, name="dispatcher", daemon=True).start()
 
     runner = SonicRunner(args.sonic_dir, args.device, not args.no_interpolate)
     try:
@@ -359,6 +393,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"sonic runner: loading Sonic failed: {type(err).__name__}: {err}", file=sys.stderr)
         proto.send({"type": "fatal", "message": f"{type(err).__name__}: {err}"})
         _exit(EXIT_FATAL)
+    # a stop that raced the end of the load: the stage asked to stop, so no `ready`
+    if state["stopping"]:
+        _exit(0)
     proto.send({"type": "ready", "protocol": PROTOCOL, "pid": os.getpid(), "device": args.device, "load_s": round(runner.load_s, 3), "sonic": runner.sonic_version()})
     loaded.set()
 
@@ -385,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
             state["busy"] = False
             proto.send_locked(reply)
         if reply.get("restart"):
-            print(f"sonic runner: {reply['code']}, GPU state no longer trusted; exiting {EXIT_RESTART}", file=sys.stderr)
+            print(f"sonic runner: {reply['code']} asks for a fresh process (GPU state or memory); exiting {EXIT_RESTART}", file=sys.stderr)
             _exit(EXIT_RESTART)
         if state["stopping"]:
             _exit(0)

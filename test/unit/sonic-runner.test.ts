@@ -257,7 +257,14 @@ describe('sonic runner (stdio protocol 1, on the stand-in)', () => {
 
   it('answers a faceless image with NO_FACE_DETECTED and keeps serving', async () => {
     const r = await startRunner({}, ['ok', 'noface']);
-    expect(await r.render({ image: noface })).toMatchObject({ type: 'failed', code: 'NO_FACE_DETECTED', restart: false });
+    // the stand-in's preprocess() fails as Sonic's does: UnboundLocalError on bbox_s
+    expect(await r.render({ image: noface })).toMatchObject({
+      type: 'failed',
+      code: 'NO_FACE_DETECTED',
+      restart: false,
+      message: expect.stringMatching(/UnboundLocalError: .*'bbox_s'/),
+    });
+    expect(await r.calls('preprocess')).toHaveLength(1);
     expect(await r.calls('process')).toHaveLength(0); // preprocess found no face: Sonic's process() is spared
     expect(await r.render()).toMatchObject({ type: 'done' });
     // process() itself finding no face returns -1 (no file)
@@ -275,10 +282,65 @@ describe('sonic runner (stdio protocol 1, on the stand-in)', () => {
     expect(await r.exitWithin(3000)).toEqual({ code: 3, signal: null });
   });
 
+  it('answers "invalid configuration argument" (Sonic at min_resolution 1024) with INFERENCE_FAILED restart:true, not as a CUDA fault', async () => {
+    const r = await startRunner({}, ['cudaconfig']);
+    const failed = await r.render();
+    expect(failed).toMatchObject({
+      type: 'failed',
+      code: 'INFERENCE_FAILED',
+      restart: true,
+      message: expect.stringContaining('invalid configuration argument'),
+    });
+    // the cog backend classifies predict.py's message text: it must not read as a CUDA error either
+    expect(classifyModelFailure(String(failed.message), 'Cog prediction failed').code).toBe('INFERENCE_FAILED');
+    expect(await r.exitWithin(3000)).toEqual({ code: 3, signal: null });
+  });
+
   it('fails a render whose video Sonic did not write (its ffmpeg exit code is ignored) with INFERENCE_FAILED', async () => {
     const r = await startRunner({}, ['nomux']);
     expect(await r.render()).toMatchObject({ type: 'failed', code: 'INFERENCE_FAILED', restart: false, message: expect.stringContaining('wrote no video') });
     expect(await r.render()).toMatchObject({ type: 'done' });
+  });
+
+  it("refuses paths that would break or inject into Sonic's double-quoted ffmpeg line, running nothing", async () => {
+    const marker = join(dir, 'injected');
+    const good = request();
+    const cases: [string, Record<string, string>][] = [
+      ['a " in the work dir', { work_dir: join(dir, 'work"dir') }],
+      ['$(...) in the output', { output: join(dir, `out$(touch ${marker}).mp4`) }],
+      ['a backtick in the audio', { audio: join(dir, `speech\`touch ${marker}\`.wav`) }],
+      ['$(...) in the image', { image: join(dir, `face$(touch ${marker}).png`) }],
+      ['a newline in the output', { output: join(dir, 'a\nb.mp4') }],
+      ['.mp4 twice in the output', { output: join(dir, 'clip.mp4', 'out.mp4') }],
+    ];
+    const r = await startRunner();
+    for (const [what, over] of cases) {
+      const req = { ...request(), ...over };
+      const from = r.msgs.length;
+      r.send(req);
+      const reply = await r.next((m) => m.id === req.id && (m.type === 'failed' || m.type === 'done'), 10_000, from);
+      expect(reply, what).toMatchObject({ type: 'failed', code: 'INPUT_INVALID', restart: false });
+    }
+    r.send(good);
+    expect(await r.next((m) => m.id === good.id && m.type !== 'progress')).toMatchObject({ type: 'done' });
+    // only the good request reached Sonic, and no shell ran the injected command
+    expect((await r.calls('preprocess')).map((c) => c.image_path)).toEqual([face]);
+    expect(await r.calls('process')).toHaveLength(1);
+    await expect(stat(marker)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('the stand-in muxes as Sonic does: an output path holding $(...), given to it directly, runs the command', async () => {
+    // the refusal above is only worth something if the path really injects past the runner
+    const marker = join(dir, 'injected-directly');
+    const output = join(dir, `direct$(touch ${marker}).mp4`);
+    const code = [
+      'import sys',
+      `sys.path.insert(0, ${JSON.stringify(STANDIN)})`,
+      'from sonic import Sonic',
+      `Sonic(0).process(${JSON.stringify(face)}, ${JSON.stringify(audio)}, ${JSON.stringify(output)}, min_resolution=128, inference_steps=1)`,
+    ].join('\n');
+    await run('python3', ['-c', code], { cwd: dir, env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1', SONIC_STANDIN_TASK_S: '0' } });
+    expect((await stat(marker)).isFile()).toBe(true);
   });
 
   it('dies without a reply when Sonic crashes the process', async () => {
@@ -321,6 +383,30 @@ describe('sonic runner (stdio protocol 1, on the stand-in)', () => {
     }
   });
 
+  it.each(['shutdown', 'SIGTERM'] as const)('on %s while Sonic loads, exits 0 at once without a ready line', async (how) => {
+    const r = await startRunner({ SONIC_STANDIN_LOAD_S: '3' });
+    for (let i = 0; i < 100 && (await r.calls('init')).length === 0; i++) await new Promise((res) => setTimeout(res, 30));
+    expect(await r.calls('init')).toHaveLength(1); // the stand-in's constructor is sleeping ("loading weights")
+    const t0 = Date.now();
+    if (how === 'shutdown') {
+      // a render line ahead of it must not hold the shutdown back until the load ends
+      r.send(request());
+      r.send({ type: 'shutdown' });
+    } else r.proc.kill('SIGTERM');
+    expect(await r.exitWithin(4000)).toEqual({ code: 0, signal: null });
+    expect(Date.now() - t0).toBeLessThan(1500);
+    expect(r.msgs).toEqual([]);
+    expect(await r.calls('preprocess')).toEqual([]);
+  });
+
+  it('answers a line sent while Sonic loads only after ready', async () => {
+    const r = await startRunner({ SONIC_STANDIN_LOAD_S: '0.5' });
+    r.send('{not json\n');
+    const failed = await r.next((m) => m.type === 'failed');
+    expect(failed).toMatchObject({ id: null, code: 'INPUT_INVALID' });
+    expect(r.msgs.map((m) => m.type)).toEqual(['ready', 'failed']);
+  });
+
   it('exits at once when its stdin closes, even in the middle of a render', async () => {
     const r = await startRunner({}, ['hang']);
     await r.next((m) => m.type === 'ready');
@@ -339,7 +425,7 @@ describe('sonic runner (stdio protocol 1, on the stand-in)', () => {
 });
 
 describe('Cog predictor (ops/sonic/predict.py) behind the Cog shim', () => {
-  it('renders a task for the cog backend and fails a faceless one with an error classified NO_FACE_DETECTED', async () => {
+  it('renders a task for the cog backend, fails a faceless one as NO_FACE_DETECTED, serves on after an OOM and reports UNHEALTHY after a CUDA error', async () => {
     const script = join(dir, 'cog-script.json');
     await writeFile(script, '[]');
     const shim = new Runner(
@@ -351,6 +437,7 @@ describe('Cog predictor (ops/sonic/predict.py) behind the Cog shim', () => {
           PYTHONPATH: join(ROOT, 'test/fixtures/cog_shim'),
           SONIC_DIR: STANDIN,
           SONIC_STANDIN_SCRIPT: script,
+          SONIC_STANDIN_LOG: join(dir, 'cog-log.jsonl'),
           SONIC_STANDIN_TASK_S: '0.1',
         },
         stdio: ['pipe', 'pipe', 'pipe'],
@@ -411,5 +498,26 @@ describe('Cog predictor (ops/sonic/predict.py) behind the Cog shim', () => {
     expect(classifyModelFailure(failed.error ?? '', 'Cog prediction failed').code).toBe('NO_FACE_DETECTED');
     await writeFile(script, JSON.stringify(['noface']));
     await expect(backend.render({ ...common, taskId: 'cog-2', params: PARAM_DEFAULTS, outputPath })).rejects.toMatchObject({ code: 'NO_FACE_DETECTED' });
+
+    // Cog does not restart a predictor process that dies, so the predictor never exits: after an
+    // OOM it frees memory and keeps serving; after a CUDA error it refuses work and reports
+    // itself UNHEALTHY on /health-check, for the liveness probe to restart the container
+    const health = async () => ((await (await fetch(`${base}/health-check`)).json()) as { status: string }).status;
+    await writeFile(script, JSON.stringify(['oom']));
+    const oom = await put('p-3');
+    expect(classifyModelFailure(oom.error ?? '', 'Cog prediction failed').code).toBe('GPU_OOM');
+    expect(await health()).toBe('READY');
+    expect(await put('p-4')).toMatchObject({ status: 'succeeded' });
+    await writeFile(script, JSON.stringify(['cuda']));
+    const cuda = await put('p-5');
+    expect(classifyModelFailure(cuda.error ?? '', 'Cog prediction failed').code).toBe('CUDA_ERROR');
+    expect(await health()).toBe('UNHEALTHY');
+    const rendersBefore = (await shim.calls('process')).length;
+    const refused = await put('p-6');
+    expect(refused.status).toBe('failed');
+    expect(classifyModelFailure(refused.error ?? '', 'Cog prediction failed').code).toBe('CUDA_ERROR');
+    expect(await shim.calls('process')).toHaveLength(rendersBefore); // Sonic was not called on the faulted GPU
+    await new Promise((res) => setTimeout(res, 2500)); // the old predictor ended its process 2 s after a CUDA error
+    expect(shim.proc.exitCode).toBeNull();
   });
 });
