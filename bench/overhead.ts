@@ -131,13 +131,20 @@ export function workerWaits(timelines: Timeline[], slots: number): Map<string, n
   return out;
 }
 
-/** median, p90 and max of `values`, ms. */
+/** median and p90 (nearest rank), max and mean of `values`, ms. */
 export interface Spread {
   median: number;
   p90: number;
   max: number;
+  mean: number;
 }
 
 export function spread(values: number[]): Spread {
-  return { median: percentile(values, 50), p90: percentile(values, 90), max: values.length ? Math.max(...values) : Number.NaN };
+  const n = values.length;
+  return {
+    median: percentile(values, 50),
+    p90: percentile(values, 90),
+    max: n ? Math.max(...values) : Number.NaN,
+    mean: n ? values.reduce((a, b) => a + b, 0) / n : Number.NaN,
+  };
 }

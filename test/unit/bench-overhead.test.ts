@@ -4,7 +4,7 @@
  * is waiting for a busy worker.
  */
 import { describe, expect, it } from 'vitest';
-import { overheadOf, timelineOf, workerWaits, type StatusEventAt, type Timeline } from '../../bench/overhead.js';
+import { overheadOf, spread, timelineOf, workerWaits, type StatusEventAt, type Timeline } from '../../bench/overhead.js';
 
 const ID = '00000000-0000-4000-8000-000000000001';
 const ev = (state: string, stage: string | null, at: number, more: Partial<StatusEventAt> = {}): StatusEventAt => ({
@@ -80,5 +80,9 @@ describe('pipeline overhead from status events', () => {
     expect(Object.fromEntries(waits)).toEqual({ a: 0, b: 300, c: 0 });
     // with two workers, a alone never fills them: nobody waits
     expect(Object.fromEntries(workerWaits([line('a', 100, 110, 500), line('b', 200, 210, 900)], 2))).toEqual({ a: 0, b: 0 });
+  });
+
+  it('summarises with nearest-rank median and p90, and the mean', () => {
+    expect(spread([10, 1, 3, 2])).toEqual({ median: 2, p90: 10, max: 10, mean: 4 });
   });
 });
