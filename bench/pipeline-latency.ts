@@ -1,6 +1,7 @@
 /**
  * Submit latency and end-to-end latency of the Sonic pipeline on this machine (builtin backend).
- * Starts the API and every stage of the topology (one process each) under a fresh topic prefix, then
+ * Starts the API and every stage of the topology (one process each) under a fresh topic prefix
+ * (bench/pipeline.ts), then
  *  1. measures submit → SUCCEEDED for single tasks run one at a time: median (min–max);
  *  2. submits the sample N times (multipart upload, sequential) while the stages work through
  *     them on the same 2 cores: submit latency under load, p50/p99;
@@ -8,64 +9,17 @@
  *
  *   node --import tsx bench/pipeline-latency.ts [--submits 200] [--e2e 3]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { TopicAdmin } from '../src/kafka/admin.js';
 import { makePortrait, speechWithSilence } from '../src/media/samples.js';
-import { Context } from '../src/app/context.js';
-import { applyDeploy, planDeploy, removeTopology } from '../src/ops/deploy.js';
-import { sonicTopology } from '../topologies/sonic.js';
-import { API_LISTENING, fmt, percentile, printed, saveResults, startNode, summarise, table } from './lib.js';
+import { fmt, percentile, saveResults, summarise, table } from './lib.js';
+import { startPipeline } from './pipeline.js';
 
 const { values: args } = parseArgs({ options: { submits: { type: 'string', default: '200' }, e2e: { type: 'string', default: '3' } } });
-const ROOT = join(import.meta.dirname, '..');
-const prefix = `bench_${randomUUID().slice(0, 8)}`;
-const dir = mkdtempSync(join(tmpdir(), 'sonicflow-bench-'));
-const env = {
-  ...process.env,
-  SONIC_TOPIC_PREFIX: prefix,
-  SONIC_API_AUTH: 'disabled',
-  // a free port, which the API prints once it listens
-  SONIC_API_PORT: '0',
-  SONIC_DATA_DIR: join(dir, 'data'),
-  SONIC_METRICS_PORT: '0',
-  SONIC_LOG_LEVEL: 'warn',
-  SONIC_API_RATE_LIMIT_PER_MINUTE: '1000000',
-};
-const ctx = new Context({ ...env, SONIC_LOG_LEVEL: 'error' }, 'bench');
-const topology = sonicTopology({ prefix });
-const admin = await new TopicAdmin(ctx.kafka).connect();
-await applyDeploy(await planDeploy(Object.values(topology.topics), admin, ctx.registryAdmin), admin, ctx.registryAdmin);
-
-const procs: ChildProcess[] = [];
-const start = (args: string[], more: Record<string, string> = {}): ChildProcess => {
-  const p = spawn(process.execPath, [join(ROOT, 'bin/sonicflow.mjs'), ...args], { env: { ...env, ...more }, stdio: 'ignore' });
-  procs.push(p);
-  return p;
-};
-const apiProc = startNode([join(ROOT, 'bin/sonicflow.mjs'), 'api'], env, join(dir, 'api.log'));
-procs.push(apiProc.proc);
-const stages: ChildProcess[] = [];
+const p = await startPipeline();
 try {
-  const port = await printed(apiProc, API_LISTENING, { timeoutMs: 90_000, what: 'the API did not start' });
-  const api = `http://127.0.0.1:${port}`;
-  // the stages' video links name the API's port
-  stages.push(...topology.stages.map((s) => start(['run', s.name], { SONIC_API_PORT: port })));
-  const until = Date.now() + 60_000;
-  while (
-    !(await fetch(`${api}/readyz`).then(
-      (r) => r.ok,
-      () => false,
-    ))
-  ) {
-    if (Date.now() > until) throw new Error('the API did not become ready');
-    await new Promise((r) => setTimeout(r, 300));
-  }
-  await new Promise((r) => setTimeout(r, 8000)); // let every stage join its group
+  const { api, dir } = p;
   await speechWithSilence(join(dir, 'speech.wav'), {
     speech: ['Hello! I am a talking head made by sonic flow.', 'After a short pause, I keep talking.'],
     silenceS: 1,
@@ -106,7 +60,7 @@ try {
     return { p50: percentile(ms, 50), p99: percentile(ms, 99), max: Math.max(...ms), n: ms.length };
   };
   const underLoad = await measure();
-  await Promise.all(stages.map((p) => new Promise((r) => (p.once('exit', r), p.kill('SIGTERM')))));
+  await p.stopStages();
   await new Promise((r) => setTimeout(r, 2000));
   const alone = await measure();
 
@@ -131,12 +85,6 @@ try {
   );
   console.log(`\nsaved ${saveResults('pipeline-latency', results)}`);
 } finally {
-  procs.forEach((p) => p.kill('SIGTERM'));
-  await new Promise((r) => setTimeout(r, 3000));
-  try {
-    await removeTopology(topology, admin, ctx.registryAdmin);
-  } finally {
-    await admin.close();
-  }
+  await p.stop();
 }
 process.exit(0);

@@ -12,7 +12,10 @@
  *     behind the dispatcher, each infer worker with the session timeout it declares;
  *  6. the GPU path: Sonic loaded per task (command backend, demo.py) against Sonic loaded once
  *     (worker backend), 20 tasks on the stand-in Sonic with a 20 s load and 2 s per task
- *     (bench/gpu.ts; about 9 minutes).
+ *     (bench/gpu.ts; about 9 minutes);
+ *  7. the pipeline's own cost per task: submit → SUCCEEDED less the handlers' time, per hop, for
+ *     the demo sample 5 times and a burst of 100 small tasks (bench/pipeline-overhead.ts; about
+ *     5 minutes).
  * Each figure is the median of --runs runs with min–max. Prints a table, writes
  * bench/results/bench.json and bench/results/bench.svg.
  *
@@ -35,6 +38,7 @@ import { barChartSvg, fmt, saveResults, summarise, table, type Summary } from '.
 import { run as scheduling, sweep, sweepTable, type SchedulingResult } from './scheduling.js';
 import { run as submit } from './submit.js';
 import { gpuBench, gpuTable, type GpuBenchResult } from './gpu.js';
+import { overheadBench, overheadReport, type OverheadResults } from './pipeline-overhead.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -52,7 +56,8 @@ if (args.help) {
   --records N     records of the five-hop throughput run (default 10000)
   --partitions N  partitions per topic (default 4)
   --only KEYS     comma-separated: sonicflow-batched, sonicflow-default, raw-kafkajs,
-                  kafka-streams, bullmq, broker, submit, scheduling, scheduling-sweep, gpu
+                  kafka-streams, bullmq, broker, submit, scheduling, scheduling-sweep, gpu,
+                  overhead
                   (default: all)
 
 Environment: KAFKA_BROKERS, SCHEMA_REGISTRY_URL (npm run bench starts the local stack for what
@@ -200,6 +205,13 @@ if (want('gpu')) {
   saveResults('gpu', { options: { tasks: 20, loadS: 20, taskS: 2 }, results: gpu });
 }
 
+let overhead: OverheadResults | undefined;
+if (want('overhead')) {
+  log('pipeline overhead: the demo sample 5 times, then a burst of 100 small tasks (about 5 minutes)');
+  overhead = await overheadBench({ demo: 5, burst: 100 }, (s) => log(`overhead: ${s}`));
+  saveResults('pipeline-overhead', overhead);
+}
+
 // ---------------------------------------------------------------- report
 const lines: string[] = [];
 const out = (s = ''): number => lines.push(s);
@@ -287,6 +299,11 @@ if (gpu) {
   out('6. GPU path: 20 tasks in a row on one GPU, the stand-in Sonic loading in 20 s and rendering in 2 s');
   out(gpuTable(gpu));
 }
+if (overhead) {
+  out();
+  out("7. The pipeline's own cost per task (builtin backend, topology defaults): hops = gaps between handlers, ms");
+  out(overheadReport(overhead));
+}
 const report = lines.join('\n');
 console.log(report);
 const jsonPath = saveResults('bench', {
@@ -300,6 +317,7 @@ const jsonPath = saveResults('bench', {
   scheduling: sched,
   schedulingSweep: sweepRun,
   gpu,
+  overhead,
   seconds: (Date.now() - started) / 1000,
 });
 const svg = barChartSvg(
