@@ -13,6 +13,7 @@ import { derivedSeed } from '../../src/stages/backends/worker.js';
 import { readAll } from '../helpers/chain.js';
 import { ROOT, testContext } from '../helpers/infra.js';
 import { startPipeline, type Pipeline } from '../helpers/pipeline.js';
+import { alive } from '../fixtures/alive.mjs';
 
 /** One line of the stand-in's log (SONIC_STANDIN_LOG). */
 interface Call {
@@ -29,15 +30,6 @@ interface Call {
   seed_arg?: number | null;
   used?: { seed: number; num_inference_steps: number; motion_bucket_scale: number };
 }
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe('the worker backend: Sonic loaded once per infer process, every parameter honoured', () => {
   let p: Pipeline;

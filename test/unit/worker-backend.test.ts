@@ -11,6 +11,7 @@ import type { InferInput } from '../../src/stages/backends/types.js';
 import { WorkerBackend, derivedSeed, type WorkerBackendOptions } from '../../src/stages/backends/worker.js';
 import type { RunnerProcess } from '../../src/stages/backends/worker-process.js';
 import { infer } from '../../src/stages/infer.js';
+import { alive } from '../fixtures/alive.mjs';
 
 const FAKE_RUNNER = join(import.meta.dirname, '..', 'fixtures', 'fake-runner.mjs');
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -113,22 +114,6 @@ const requests = (dir: string): { type: string; [k: string]: unknown }[] =>
     .trim()
     .split('\n')
     .map((l) => JSON.parse(l) as { type: string });
-
-/** Whether a process runs (a zombie waiting for its reaper counts as gone). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    if (existsSync('/proc/self/stat')) return false;
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  }
-}
 
 async function until(what: string, cond: () => boolean, timeoutMs = 3000): Promise<void> {
   const end = Date.now() + timeoutMs;
