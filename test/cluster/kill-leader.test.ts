@@ -176,10 +176,23 @@ describe('a replicated cluster (three brokers, replicated profile)', () => {
     console.log(`${since()}: SIGKILLed a stage process with ${await succeeded()} of ${ids.length} tasks done`);
     await submit(TASKS - 2 * third);
 
+    // on a timeout, name the tasks that are not through, where each is, and what the surviving
+    // stage process logged about them
+    let last: Record<string, unknown>[] = [];
     await waitUntil(
-      async () => (await succeeded()) === TASKS,
+      async () => {
+        last = await states(bases[0]!);
+        return last.filter((s) => s.state === 'SUCCEEDED').length === TASKS;
+      },
       240_000,
-      () => `every task SUCCEEDED:\n${stages[0]!.logs().slice(-3000)}`,
+      () => {
+        const stuck = last.filter((s) => s.state !== 'SUCCEEDED');
+        const about = stages[0]!
+          .logs()
+          .split('\n')
+          .filter((l) => stuck.some((s) => typeof s.task_id === 'string' && l.includes(s.task_id)));
+        return `every task SUCCEEDED; not through: ${JSON.stringify(stuck.map((s) => ({ task_id: s.task_id, state: s.state, stage: s.stage, attempt: s.attempt, error_code: s.error_code })))}\nthe surviving stage process on them:\n${about.join('\n').slice(-4000)}\nits last lines:\n${stages[0]!.logs().slice(-3000)}`;
+      },
     );
     console.log(`${since()}: every task SUCCEEDED`);
     // nothing left in flight: no late duplicate can come after this
