@@ -26,6 +26,7 @@ import { sonicTopology } from '../../topologies/sonic.js';
 export function kafkaConnection(c: Config): KafkaConnection {
   return {
     brokers: c.kafkaBrokers,
+    client: c.kafkaClient,
     clientId: c.clientId,
     connectTimeoutMs: c.kafkaConnectTimeoutMs,
     requestTimeoutMs: c.kafkaRequestTimeoutMs,

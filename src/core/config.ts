@@ -229,6 +229,12 @@ export const SETTINGS = {
     "Environment profile of the topology: each topic's replication factor and `min.insync.replicas` (Sonic: `local` 1 replica; `replicated` 3 replicas, 2 in sync).",
   ),
   clientId: def('SONIC_CLIENT_ID', 'sonicflow', str, 'Kafka client id and prefix of consumer groups and transactional ids.'),
+  kafkaClient: def<'kafkajs' | 'platformatic'>(
+    'SONIC_KAFKA_CLIENT',
+    'kafkajs',
+    oneOf('kafkajs', 'platformatic'),
+    'Kafka client of the stage runtime: `kafkajs` (one transactional producer per input partition) or `platformatic` (@platformatic/kafka: KIP-447, one transactional producer per stage). Admin, tools and the API use kafkajs either way.',
+  ),
   kafkaRetryInitialMs: def(
     'SONIC_KAFKA_RETRY_INITIAL_MS',
     20,

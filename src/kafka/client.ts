@@ -11,6 +11,7 @@ import { explainAccessError, isAccessError, probeAccess, type AccessSettings } f
 import { installCoordinatorCache } from './coordinators.js';
 import { installTxnErrorTopics } from './txn-errors.js';
 import { authorizationFailure } from './acls.js';
+import type { KafkaConnection } from './connection.js';
 import { adoptKafkajs, type KafkaClient } from './handle.js';
 
 /** The opaque client handle every `src/kafka` function and class takes (kafkajs' own client never leaves `src/kafka`). */
@@ -28,29 +29,7 @@ export { createPartitioner } from './partitioner.js';
  */
 export const PRODUCER_RETRY = { retries: Number.MAX_SAFE_INTEGER, maxRetryTime: 5000 };
 
-export interface KafkaConnection {
-  brokers: string[];
-  clientId: string;
-  connectTimeoutMs?: number;
-  requestTimeoutMs?: number;
-  /**
-   * First retry backoff, ms (kafkajs: 100). Right after a commit the coordinator answers the next
-   * transaction's AddPartitionsToTxn with CONCURRENT_TRANSACTIONS until it has written the markers;
-   * the Java client retries that after 20 ms, kafkajs after its full backoff.
-   */
-  retryInitialMs?: number;
-  ssl?: KafkaSsl;
-  sasl?: KafkaSasl;
-}
-
-/** TLS to the brokers: `true` trusts the system CAs; `ca` trusts these CA certificates (PEM) instead. */
-export type KafkaSsl = boolean | { ca: string[] };
-
-/** SASL credentials for the brokers. */
-export type KafkaSasl =
-  | { mechanism: 'plain'; username: string; password: string }
-  | { mechanism: 'scram-sha-256'; username: string; password: string }
-  | { mechanism: 'scram-sha-512'; username: string; password: string };
+export type { KafkaConnection, KafkaSasl, KafkaSsl } from './connection.js';
 
 const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [logLevel.ERROR]: 'error',
@@ -89,7 +68,7 @@ export function createKafka(conn: KafkaConnection, logger: Logger): KafkaClient 
     ...(conn.sasl === undefined ? {} : { sasl: { mechanism: conn.sasl.mechanism, username: conn.sasl.username } }),
     timeoutMs: Math.min(conn.connectTimeoutMs ?? 5000, 5000),
   });
-  return adoptKafkajs(kafka);
+  return adoptKafkajs(kafka, { kind: conn.client ?? 'kafkajs', connection: conn });
 }
 
 type Connectable = { connect: () => Promise<void> };

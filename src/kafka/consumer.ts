@@ -301,7 +301,9 @@ export class GroupConsumer {
   /** Restarts since the last successful join: the wait before the next one grows. */
   private readonly restarts: Backoff;
   private readonly stopping = new AbortController();
-  private generation = 0;
+  /** Joins so far (kafkajs does not tell the group's generation id; it sends none with offsets either). */
+  private joins = 0;
+  private memberId: string | undefined;
   private state: 'idle' | 'connecting' | 'joining' | 'joined' | 'restarting' | 'stopped' = 'idle';
   private runConfig: ConsumerRunConfig | undefined;
   private lastStart = Promise.resolve();
@@ -350,13 +352,14 @@ export class GroupConsumer {
       if (e.payload.batchSize === 0) events.onMarkersOnly(e.payload.topic, e.payload.partition, String(e.payload.lastOffset));
     });
     this.consumer.on(GROUP_JOIN, (e) => {
-      this.generation += 1;
+      this.joins += 1;
+      this.memberId = e.payload.memberId;
       this.state = 'joined';
       this.restarts.reset();
       const assignment: Assignment = Object.entries(e.payload.memberAssignment).flatMap(([topic, partitions]) =>
         partitions.map((partition) => ({ topic, partition })),
       );
-      events.onAssignment(assignment, { generationId: this.generation, memberId: e.payload.memberId, protocol: e.payload.groupProtocol });
+      events.onAssignment(assignment, { generationId: this.joins, memberId: e.payload.memberId, protocol: e.payload.groupProtocol });
     });
     this.consumer.on(CRASH, (e) => {
       const err = e.payload.error;
@@ -446,6 +449,17 @@ export class GroupConsumer {
       // kafkajs crashed a moment ago and has no consumer group: nothing to pause or seek
       if (!/not initialized/.test((err as Error).message)) throw err;
     }
+  }
+
+  /**
+   * This member's last join: its member id, and the count of its joins in place of the group's
+   * generation id, which kafkajs keeps to itself (and never sends with a transactional offset
+   * commit: fencing on kafkajs is by transactional id, see port.ts).
+   */
+  generation(): { groupId: string; memberId: string; generationId: number } | undefined {
+    return this.memberId === undefined || this.state !== 'joined'
+      ? undefined
+      : { groupId: this.options.groupId, memberId: this.memberId, generationId: this.joins };
   }
 
   /** The group's committed offset of `tp` as the coordinator has it now (-1 when none). */

@@ -8,6 +8,7 @@
  * (tests and benchmarks, which may use kafkajs directly, too).
  */
 import type { Admin, Kafka } from 'kafkajs';
+import type { KafkaClientKind, KafkaConnection } from './connection.js';
 
 declare const opaque: unique symbol;
 
@@ -16,20 +17,42 @@ export interface KafkaClient {
   readonly [opaque]: 'KafkaClient';
 }
 
-const clients = new WeakMap<KafkaClient, Kafka>();
+/** What a handle stands for: the kafkajs client (admin, tools, and the stage runtime on kafkajs) and the settings it was built from. */
+interface Entry {
+  kafka: Kafka;
+  /** The client the stage runtime uses. */
+  kind: KafkaClientKind;
+  /** Undefined for an adopted kafkajs client (its settings are kafkajs' own). */
+  connection?: KafkaConnection;
+}
 
-/** A handle for a kafkajs client built elsewhere (tests and benchmarks that set kafkajs options of their own). */
-export function adoptKafkajs(kafka: Kafka): KafkaClient {
+const clients = new WeakMap<KafkaClient, Entry>();
+
+/**
+ * A handle for a kafkajs client: built by `createKafka` (with its settings and the runtime's client
+ * kind) or elsewhere (tests and benchmarks that set kafkajs options of their own: kafkajs only).
+ */
+export function adoptKafkajs(kafka: Kafka, settings?: { kind: KafkaClientKind; connection: KafkaConnection }): KafkaClient {
   const handle = Object.freeze({}) as KafkaClient;
-  clients.set(handle, kafka);
+  clients.set(handle, { kafka, kind: settings?.kind ?? 'kafkajs', ...(settings ? { connection: settings.connection } : {}) });
   return handle;
+}
+
+function entryOf(client: KafkaClient): Entry {
+  const entry = clients.get(client);
+  if (!entry) throw new TypeError('not a Kafka client handle (make one with createKafka)');
+  return entry;
 }
 
 /** The kafkajs client behind a handle. */
 export function kafkajsOf(client: KafkaClient): Kafka {
-  const kafka = clients.get(client);
-  if (!kafka) throw new TypeError('not a Kafka client handle (make one with createKafka)');
-  return kafka;
+  return entryOf(client).kafka;
+}
+
+/** The client the stage runtime uses with this handle, and the settings to build it from (none for an adopted kafkajs client). */
+export function settingsOf(client: KafkaClient): { kind: KafkaClientKind; connection?: KafkaConnection } {
+  const { kind, connection } = entryOf(client);
+  return connection ? { kind, connection } : { kind };
 }
 
 /** A kafkajs admin client of a handle, connected once however often `connect` is asked, and closed once. */

@@ -41,8 +41,10 @@ import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { DispatchMetrics } from '../core/metrics.js';
 import { Backoff, sleep, type BackoffOptions } from '../core/retry.js';
-import { GroupConsumer, type Assignment, type BatchInfo } from '../kafka/consumer.js';
-import { headersToStrings, TxProducer, type InRecord, type OutRecord } from '../kafka/io.js';
+import { stageConsumer, transactionalProducer } from '../kafka/clients.js';
+import type { Assignment, BatchInfo } from '../kafka/consumer.js';
+import { headersToStrings, type InRecord, type OutRecord } from '../kafka/io.js';
+import type { StageConsumer, TransactionalProducer } from '../kafka/port.js';
 import type { KafkaClient } from '../kafka/client.js';
 import { OffsetReader } from '../kafka/lag.js';
 import { PartitionReader } from '../kafka/partition-reader.js';
@@ -110,13 +112,13 @@ export class Dispatcher {
   private readonly workersGroup: string;
   private readonly output: string;
   private readonly changelog: string;
-  private readonly consumer: GroupConsumer;
+  private readonly consumer: StageConsumer;
   private readonly offsets: OffsetReader;
   private readonly partitions: PartitionReader;
   private readonly queue: DispatchQueue<Entry>;
   private readonly stopping = new AbortController();
   private readonly backoff: Backoff;
-  private producer: TxProducer | undefined;
+  private producer: TransactionalProducer | undefined;
   /** Records read from the input, not yet in the backlog's changelog. */
   private intake: { rec: InRecord }[] = [];
   /** Per input partition, the next offset to commit once the intake is written. */
@@ -169,7 +171,7 @@ export class Dispatcher {
     this.workersGroup = groupId(options.clientId, topology, workers);
     this.queue = new DispatchQueue<Entry>(options.agingMs);
     this.backoff = new Backoff({ ...options.reconnect, jitter: 'decorrelated' });
-    this.consumer = new GroupConsumer(kafka, {
+    this.consumer = stageConsumer(kafka, {
       groupId: this.groupId,
       sessionTimeoutMs: options.sessionTimeoutMs,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
@@ -322,7 +324,7 @@ export class Dispatcher {
     // fence any older active dispatcher before reading what it wrote
     await this.closeProducer();
     const id = transactionalId(this.options.clientId, { kind: 'partition', stage: this.stage, topic: this.stage.input, partition: 0 });
-    this.producer = await new TxProducer(this.kafka, id, this.options.transactionTimeoutMs).connect();
+    this.producer = await transactionalProducer(this.kafka, id, this.options.transactionTimeoutMs).connect();
     await this.restoreBacklog();
     await this.restoreOutstanding();
     const committed = await this.offsets.committed(this.groupId, [this.stage.input]);

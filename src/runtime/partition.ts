@@ -10,8 +10,9 @@
 import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
-import type { BatchInfo, GroupConsumer, TopicPartition } from '../kafka/consumer.js';
-import type { InRecord, ProducedOffset, TxProducer } from '../kafka/io.js';
+import type { BatchInfo, TopicPartition } from '../kafka/consumer.js';
+import type { InRecord, OutRecord, ProducedOffset } from '../kafka/io.js';
+import type { InputOffset, StageConsumer } from '../kafka/port.js';
 import type { Outcome, RawRecord } from './program.js';
 import { FENCING_ERRORS, clampToLogStart, keyOf, type PartitionPosition, type PartitionRecovery } from './recovery.js';
 
@@ -21,11 +22,23 @@ export interface Handled {
   outcome: Outcome & { kind: 'ok' | 'retry' | 'dlq' };
 }
 
+/**
+ * What a partition commits through: its own transactional producer (kafkajs: one per input
+ * partition, a new owner fencing the old by its id), or its share of the stage's one producer (a
+ * KIP-447 client: see `group-commit.ts`).
+ */
+export interface PartitionProducer {
+  readonly transactionalId: string;
+  /** The records and the input offset in one transaction; where the records landed. */
+  publish(records: (OutRecord & { topic: string })[], input: InputOffset): Promise<ProducedOffset[]>;
+  close(): Promise<void>;
+}
+
 /** What the partitions of one runner share with it. */
 export interface PartitionHost {
   readonly groupId: string;
   readonly stage: string;
-  readonly consumer: GroupConsumer;
+  readonly consumer: StageConsumer;
   readonly recovery: PartitionRecovery;
   readonly logger: Logger;
   readonly metrics: StageMetrics | undefined;
@@ -38,7 +51,7 @@ export interface PartitionHost {
   /** The runner is running (neither starting nor draining nor down). */
   running(): boolean;
   /** A connected transactional producer with the partition's stable id (connecting fences older owners). */
-  producerFor(tp: TopicPartition): Promise<TxProducer>;
+  producerFor(tp: TopicPartition): Promise<PartitionProducer>;
   /** The partition may have work: give it a worker when one is free. */
   schedule(p: Partition): void;
   /**
@@ -77,7 +90,7 @@ export class Partition implements PartitionPosition {
   private fencing: Promise<void> | undefined;
   /** Going back to the committed offset after a failed transaction, and not there yet. */
   private recovering = false;
-  private producer: TxProducer | undefined;
+  private producer: PartitionProducer | undefined;
   /** Wakes the partition when its head record (a retry) becomes due. */
   private dueTimer: NodeJS.Timeout | undefined;
   /** Commits a position that moved over markers only, once the partition has been idle a moment. */

@@ -7,7 +7,8 @@
  */
 import type { Logger } from '../core/logger.js';
 import { retry, sleep, type BackoffOptions } from '../core/retry.js';
-import type { GroupConsumer, TopicPartition } from '../kafka/consumer.js';
+import type { TopicPartition } from '../kafka/consumer.js';
+import type { StageConsumer } from '../kafka/port.js';
 
 /**
  * Errors that mean another producer took the partition's transactional id.
@@ -41,7 +42,7 @@ export class PartitionRecovery {
   readonly stalled = new Set<PartitionPosition>();
 
   constructor(
-    private readonly consumer: GroupConsumer,
+    private readonly consumer: StageConsumer,
     private readonly logger: Logger,
     private readonly options: { reconnect: BackoffOptions; heartbeatIntervalMs: number },
   ) {}

@@ -36,8 +36,10 @@ import type { StageMetrics } from '../core/metrics.js';
 import type { BackoffOptions } from '../core/retry.js';
 import { Slots, type Release } from '../core/slots.js';
 import { untilConnected, type KafkaClient } from '../kafka/client.js';
-import { CO_PARTITIONED, GroupConsumer, byCompleteNumber, type Assignment, type BatchInfo, type StickyClaim } from '../kafka/consumer.js';
-import { PlainProducer, TxProducer, type InRecord } from '../kafka/io.js';
+import { eventProducer, stageConsumer, transactionalProducer } from '../kafka/clients.js';
+import { CO_PARTITIONED, byCompleteNumber, type Assignment, type BatchInfo, type StickyClaim } from '../kafka/consumer.js';
+import type { InRecord } from '../kafka/io.js';
+import type { EventProducer, StageConsumer } from '../kafka/port.js';
 import type { Codec } from '../serde/codec.js';
 import { explainRefusal, type RefusalContext } from './acls.js';
 import { Lifecycle } from './lifecycle.js';
@@ -76,8 +78,8 @@ export class StageRunner {
   readonly lifecycle: Lifecycle;
   readonly groupId: string;
   private readonly program: StageProgram;
-  private readonly consumer: GroupConsumer;
-  private readonly progress: PlainProducer;
+  private readonly consumer: StageConsumer;
+  private readonly progress: EventProducer;
   private readonly parts = new Map<string, Partition>();
   /** Partitions with records to handle, waiting for a worker. */
   private readonly runnable: Partition[] = [];
@@ -124,12 +126,12 @@ export class StageRunner {
     this.handlers = new Slots(this.concurrency);
     // every worker waiting for a handler slot listens to the stop signal
     setMaxListeners(2 * this.concurrency + 20, this.stopping.signal);
-    this.progress = new PlainProducer(kafka);
+    this.progress = eventProducer(kafka);
     this.program = new StageProgram(topology, stage, handler, codec, {
       logger,
       onProgress: (r) => void this.progress.send(r.topic, [r]).catch((err: unknown) => logger.warn({ err }, 'progress event not sent')),
     });
-    this.consumer = new GroupConsumer(kafka, {
+    this.consumer = stageConsumer(kafka, {
       groupId: this.groupId,
       sessionTimeoutMs: options.sessionTimeoutMs,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
@@ -162,7 +164,7 @@ export class StageRunner {
       running: () => this.lifecycle.state === 'running',
       // one transactional id per input partition: the new owner of the id fences the old one
       producerFor: (tp) =>
-        new TxProducer(
+        transactionalProducer(
           kafka,
           transactionalId(options.clientId, { kind: 'partition', stage, topic: tp.topic, partition: tp.partition }),
           options.transactionTimeoutMs,

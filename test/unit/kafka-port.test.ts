@@ -14,13 +14,15 @@ import { adoptKafkajs, kafkajsOf } from '../../src/kafka/handle.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const KAFKA_DIR = join(ROOT, 'src', 'kafka');
+/** A declaration that imports a client library's types: kafkajs or @platformatic/kafka. */
+const CLIENT_IMPORT = /(from |import\()['"](kafkajs|@platformatic\/kafka)(\/[^'"]*)?['"]/;
 
 /** The .d.ts TypeScript emits for each module of src/kafka, by file name. */
 function kafkaDeclarations(): Map<string, string> {
   const configPath = join(ROOT, 'tsconfig.json');
   const { config } = ts.readConfigFile(configPath, (p) => ts.sys.readFile(p));
   const parsed = ts.parseJsonConfigFileContent(config, ts.sys, ROOT);
-  const files = readdirSync(KAFKA_DIR)
+  const files = readdirSync(KAFKA_DIR, { recursive: true, encoding: 'utf8' })
     .filter((f) => f.endsWith('.ts'))
     .map((f) => join(KAFKA_DIR, f));
   const program = ts.createProgram(files, {
@@ -57,23 +59,23 @@ describe('the Kafka port', () => {
     expect(() => kafkajsOf({} as KafkaClient)).toThrow(/not a Kafka client handle/);
   });
 
-  it('exports no kafkajs type from any module but the handle', () => {
+  it('exports no client library type (kafkajs, @platformatic/kafka) from any module but the handle', () => {
     const declarations = kafkaDeclarations();
     // every module of src/kafka was emitted
     expect([...declarations.keys()].sort()).toEqual(
-      readdirSync(KAFKA_DIR)
+      readdirSync(KAFKA_DIR, { recursive: true, encoding: 'utf8' })
         .filter((f) => f.endsWith('.ts'))
         .map((f) => f.replace(/\.ts$/, '.d.ts'))
         .sort(),
     );
     const leaking = [...declarations]
       .filter(([file]) => file !== 'handle.d.ts')
-      .filter(([, text]) => /['"]kafkajs(\/[^'"]*)?['"]/.test(text))
+      .filter(([, text]) => CLIENT_IMPORT.test(text))
       .map(
         ([file, text]) =>
           `${file}:\n${text
             .split('\n')
-            .filter((l) => l.includes('kafkajs'))
+            .filter((l) => CLIENT_IMPORT.test(l))
             .join('\n')}`,
       );
     expect(leaking).toEqual([]);
