@@ -431,9 +431,9 @@ describe('docker-compose and Dockerfile', () => {
     }
   });
 
-  it('builds from node:20-bookworm-slim with ffmpeg and espeak-ng, npm ci, and the sonicflow entrypoint', () => {
+  it('builds from node:24-bookworm-slim with ffmpeg and espeak-ng, npm ci, and the sonicflow entrypoint', () => {
     const dockerfile = read('ops/docker/Dockerfile');
-    expect(dockerfile).toMatch(/^FROM node:20-bookworm-slim$/m);
+    expect(dockerfile).toMatch(/^FROM node:24-bookworm-slim$/m);
     expect(dockerfile).toMatch(/apt-get install[^\n]*\bffmpeg\b[^\n]*\bespeak-ng\b/);
     expect(dockerfile).toMatch(/^RUN npm ci\b/m);
     expect(dockerfile).toMatch(/^ENTRYPOINT \["node", "bin\/sonicflow\.mjs"\]$/m);
