@@ -73,8 +73,17 @@ describe('which Node runs the CLI', () => {
 describe.skipIf(!OLD_NODE)(`bin/sonicflow.mjs started by an old Node (${OLD_NODE ?? 'no Node older than engines.node is installed here'})`, () => {
   const dirs: string[] = [];
   const started: ChildProcess[] = [];
+  /** The re-executed children: in a process group of their own, they outlive a killed parent. */
+  const children: number[] = [];
   afterEach(() => {
     for (const p of started.splice(0)) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    for (const pid of children.splice(0)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
     for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
   });
   /** A copy of the CLI's entry (bin/, package.json) with `main` as src/cli/main.ts, and node_modules linked or not. */
@@ -133,6 +142,7 @@ describe.skipIf(!OLD_NODE)(`bin/sonicflow.mjs started by an old Node (${OLD_NODE
       });
     });
     const [, pid, rest] = /^ready (\d+) (.*)\n$/.exec(stdout) ?? [];
+    children.push(Number(pid));
     expect(rest).toBe(`v${PINNED} run a b`);
     // a stage drains on its first SIGINT and dies on a second: the terminal's Ctrl-C must reach the
     // child only through the parent, so the child has a process group of its own
@@ -145,11 +155,11 @@ describe.skipIf(!OLD_NODE)(`bin/sonicflow.mjs started by an old Node (${OLD_NODE
   });
 
   it('ends the way the child ended: by its signal when SIGTERM killed it', async () => {
-    const dir = fixture("process.stdout.write('ready\\n');\nsetInterval(() => undefined, 1000);\n", true);
+    const dir = fixture('process.stdout.write(`${process.pid}\\n`);\nsetInterval(() => undefined, 1000);\n', true);
     const parent = spawn(OLD_NODE!, [join(dir, 'bin', 'sonicflow.mjs')], { stdio: ['ignore', 'pipe', 'inherit'] });
     started.push(parent);
     const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => parent.on('exit', (code, signal) => resolve([code, signal])));
-    await new Promise<void>((resolve) => parent.stdout.once('data', () => resolve()));
+    children.push(Number(await new Promise<string>((resolve) => parent.stdout.once('data', (b: Buffer) => resolve(b.toString())))));
     parent.kill('SIGTERM');
     expect(await exited).toEqual([null, 'SIGTERM']);
   });
