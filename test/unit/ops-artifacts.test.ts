@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { satisfies } from '../../bin/node-runtime.mjs';
 import { COMPOSE_STAGE_MARKERS } from '../../src/ops/compose.js';
 import { generatedSection, replaceGenerated } from '../../src/ops/generated.js';
 import { sonicTopology } from '../../topologies/sonic.js';
@@ -431,9 +432,9 @@ describe('docker-compose and Dockerfile', () => {
     }
   });
 
-  it('builds from node:20-bookworm-slim with ffmpeg and espeak-ng, npm ci, and the sonicflow entrypoint', () => {
+  it('builds from node:24-bookworm-slim with ffmpeg and espeak-ng, npm ci, and the sonicflow entrypoint', () => {
     const dockerfile = read('ops/docker/Dockerfile');
-    expect(dockerfile).toMatch(/^FROM node:20-bookworm-slim$/m);
+    expect(dockerfile).toMatch(/^FROM node:24-bookworm-slim$/m);
     expect(dockerfile).toMatch(/apt-get install[^\n]*\bffmpeg\b[^\n]*\bespeak-ng\b/);
     expect(dockerfile).toMatch(/^RUN npm ci\b/m);
     expect(dockerfile).toMatch(/^ENTRYPOINT \["node", "bin\/sonicflow\.mjs"\]$/m);
@@ -443,5 +444,15 @@ describe('docker-compose and Dockerfile', () => {
     expect(sources.length).toBeGreaterThan(0);
     for (const s of sources) expect(existsSync(join(ROOT, s)), s).toBe(true);
     expect(existsSync(join(dirname(join(OPS, 'docker', 'Dockerfile')), 'Dockerfile.dockerignore'))).toBe(true);
+  });
+
+  it("gives both images a Node that package.json's engines accept (they install no Node from npm: --omit=dev)", () => {
+    const engines = (JSON.parse(read('package.json')) as { engines: { node: string } }).engines.node;
+    const base = /^FROM node:(\d+)-bookworm-slim$/m.exec(read('ops/docker/Dockerfile'))?.[1];
+    // a floating major tag: its current release, newer than any minor the range names
+    expect(satisfies(`${base}.99.0`, engines), `node:${base}`).toBe(true);
+    const worker = /^ARG NODE_VERSION=(\S+)$/m.exec(read('ops/sonic/Dockerfile'))?.[1];
+    expect(satisfies(worker ?? '', engines), `NODE_VERSION=${worker}`).toBe(true);
+    for (const f of ['ops/docker/Dockerfile', 'ops/sonic/Dockerfile']) expect(read(f)).toMatch(/^RUN npm ci --omit=dev\b/m);
   });
 });
