@@ -2,8 +2,11 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-// src/kafka/handle.js turns the opaque client handle back into kafkajs' client
-const kafkaClient = { group: ['kafkajs', '**/kafka/handle.js'], message: 'Only src/kafka talks to the Kafka client.' };
+// src/kafka/handle.js turns the opaque client handle back into kafkajs' client; @platformatic/kafka is the second client (src/kafka/platformatic)
+const kafkaClient = {
+  group: ['kafkajs', '@platformatic/kafka', '@platformatic/kafka/**', '**/kafka/handle.js'],
+  message: 'Only src/kafka talks to the Kafka client.',
+};
 const registryClient = {
   group: ['@kafkajs/confluent-schema-registry', 'avsc'],
   message: 'Only src/serde talks to the schema registry and Avro.',
