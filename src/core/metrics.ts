@@ -17,6 +17,7 @@ export interface StageMetrics {
   transactions: Counter<'stage' | 'result'>;
   transactionSeconds: Histogram<'stage'>;
   batchRecords: Histogram<'stage'>;
+  transactionBatches: Histogram<'stage'>;
   inFlight: Gauge<'stage'>;
   retryLatenessSeconds: Histogram<'stage' | 'topic'>;
 }
@@ -69,6 +70,13 @@ export function createStageMetrics(registry: Registry): StageMetrics {
       help: 'Input records committed per transaction.',
       labelNames: ['stage'],
       buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500],
+      registers: [registry],
+    }),
+    transactionBatches: new Histogram({
+      name: 'sonicflow_transaction_batches',
+      help: 'Partition batches committed together in one transaction of the stage producer (KIP-447 client; kafkajs commits one per transaction).',
+      labelNames: ['stage'],
+      buckets: [1, 2, 3, 4, 6, 8, 12, 16, 24, 32],
       registers: [registry],
     }),
     inFlight: new Gauge({ name: 'sonicflow_in_flight_records', help: 'Records being handled now.', labelNames: ['stage'], registers: [registry] }),

@@ -17,8 +17,9 @@
  * container may have the same pid (pid 1 in every container), never the same start time as well.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { linkSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { SonicError } from '../core/errors.js';
 
 const LOCK = 'owner.pid';
 const ATTEMPTS = 200;
@@ -145,4 +146,21 @@ export function lockDir(dir: string): (() => void) | undefined {
 /** The pid named by the lock of `dir`, for messages. */
 export function lockHolder(dir: string): string {
   return read(join(dir, LOCK))?.split(' ')[0] ?? '?';
+}
+
+/**
+ * Takes the first free slot directory `<base>/<n>` (n = 0, 1, ...) with a pid lock file, so that
+ * two processes of a stage on one machine never share a slot while a restarted process gets its
+ * predecessor's (a state store's local copy, resumed from its checkpoint; a stage producer's
+ * transactional id, which fences the predecessor's open transaction). A lock whose process is gone
+ * is taken over.
+ */
+export function lockSlot(base: string, what = 'state store'): { dir: string; slot: number; release: () => void } {
+  for (let slot = 0; slot < 1000; slot++) {
+    const dir = join(base, String(slot));
+    mkdirSync(dir, { recursive: true });
+    const release = lockDir(dir);
+    if (release) return { dir, slot, release };
+  }
+  throw new SonicError('CONFIG_INVALID', `no free ${what} slot under ${base}`);
 }

@@ -61,6 +61,14 @@ export type TransactionalIdOf =
    */
   | { kind: 'partition'; stage: Named; topic: string; partition: number }
   /**
+   * A stage process's one producer on a KIP-447 client, `<clientId>.<stage>.<topic>.stage-<instance>`
+   * (the topic: the stage's input, so the stage's transactional-id ACL covers it). `instance` is
+   * the host name and a slot that a restarted process on the same host takes over from its dead
+   * predecessor (fencing its open transaction at once) and that two live processes never share;
+   * characters other than letters, digits, `.`, `_` and `-` become `_`.
+   */
+  | { kind: 'stage'; stage: Named; topic: string; instance: string }
+  /**
    * One of an API replica's producers, `<clientId>.<prefix>.api.<instance>`, then `.<lane>` when
    * the replica has more than one (SONIC_API_PRODUCERS): a restarted replica fences its
    * predecessor's open transactions. Characters other than letters, digits, `.`, `_` and `-` in
@@ -78,6 +86,8 @@ export function transactionalId(clientId: string, of: TransactionalIdOf): string
   switch (of.kind) {
     case 'partition':
       return `${clientId}.${nameOf(of.stage)}.${of.topic}.${of.partition}`;
+    case 'stage':
+      return `${clientId}.${nameOf(of.stage)}.${of.topic}.stage-${of.instance.replace(/[^A-Za-z0-9._-]/g, '_')}`;
     case 'api': {
       const base = `${clientId}.${prefixOf(of.topology)}.api.${of.instance.replace(/[^A-Za-z0-9._-]/g, '_')}`;
       return of.lane === undefined ? base : `${base}.${of.lane}`;

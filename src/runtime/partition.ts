@@ -50,8 +50,12 @@ export interface PartitionHost {
   readonly stopping: AbortSignal;
   /** The runner is running (neither starting nor draining nor down). */
   running(): boolean;
-  /** A connected transactional producer with the partition's stable id (connecting fences older owners). */
-  producerFor(tp: TopicPartition): Promise<PartitionProducer>;
+  /**
+   * The partition's producer, connected: its own with the partition's stable id (connecting fences
+   * older owners), or its share of the stage's (a KIP-447 client), which commits its batches only
+   * while `p.owned`.
+   */
+  producerFor(p: Partition): Promise<PartitionProducer>;
   /** The partition may have work: give it a worker when one is free. */
   schedule(p: Partition): void;
   /**
@@ -256,7 +260,7 @@ export class Partition implements PartitionPosition {
   }
 
   private async doFence(): Promise<void> {
-    this.producer = await this.host.producerFor(this.tp);
+    this.producer = await this.host.producerFor(this);
     const committed = await this.host.consumer.committed(this.tp);
     this.committed = committed;
     if (committed >= 0n) {

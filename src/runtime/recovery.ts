@@ -8,13 +8,17 @@
 import type { Logger } from '../core/logger.js';
 import { retry, sleep, type BackoffOptions } from '../core/retry.js';
 import type { TopicPartition } from '../kafka/consumer.js';
-import type { StageConsumer } from '../kafka/port.js';
+import { GROUP_FENCING_ERRORS, PRODUCER_FENCING_ERRORS, type StageConsumer } from '../kafka/port.js';
 
 /**
  * Errors that mean another producer took the partition's transactional id.
  * (TRANSACTIONAL_ID_AUTHORIZATION_FAILED is a missing ACL, not fencing: the runner stops on it.)
  */
-export const FENCING_ERRORS = new Set(['INVALID_PRODUCER_EPOCH', 'PRODUCER_FENCED', 'INVALID_PRODUCER_ID_MAPPING']);
+/**
+ * Errors after which another member probably owns the partition now: a newer producer took its
+ * transactional id (kafkajs), or the coordinator refused this member's generation (KIP-447).
+ */
+export const FENCING_ERRORS: ReadonlySet<string> = new Set([...PRODUCER_FENCING_ERRORS, ...GROUP_FENCING_ERRORS]);
 
 export function keyOf(tp: TopicPartition): string {
   return `${tp.topic}/${tp.partition}`;

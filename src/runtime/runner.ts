@@ -28,7 +28,7 @@
  * `PartitionRecovery`'s (`recovery.ts`).
  */
 import { setMaxListeners } from 'node:events';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SonicError, stopsStage, toSonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -36,12 +36,14 @@ import type { StageMetrics } from '../core/metrics.js';
 import type { BackoffOptions } from '../core/retry.js';
 import { Slots, type Release } from '../core/slots.js';
 import { untilConnected, type KafkaClient } from '../kafka/client.js';
-import { eventProducer, stageConsumer, transactionalProducer } from '../kafka/clients.js';
+import { eventProducer, stageConsumer, supportsKip447, transactionalProducer } from '../kafka/clients.js';
 import { CO_PARTITIONED, byCompleteNumber, type Assignment, type BatchInfo, type StickyClaim } from '../kafka/consumer.js';
 import type { InRecord } from '../kafka/io.js';
 import type { EventProducer, StageConsumer } from '../kafka/port.js';
 import type { Codec } from '../serde/codec.js';
 import { explainRefusal, type RefusalContext } from './acls.js';
+import { lockSlot } from './dir-lock.js';
+import { GroupCommit } from './group-commit.js';
 import { Lifecycle } from './lifecycle.js';
 import { groupId, transactionalId } from './names.js';
 import { Partition, type Handled, type PartitionHost } from './partition.js';
@@ -90,6 +92,10 @@ export class StageRunner {
   /** The handler slots: a worker holds one while it handles a batch, not while the batch commits. */
   private readonly handlers: Slots;
   private readonly recovery: PartitionRecovery;
+  /** The stage's one transactional producer and its shared transactions (a KIP-447 client); undefined on kafkajs. */
+  private readonly groupCommit: GroupCommit | undefined;
+  /** Gives back this process's producer slot (see `transactionalId`'s `stage` form). */
+  private releaseSlot: (() => void) | undefined;
   /** The stage's state stores; undefined for a stage without (which pays nothing for them). */
   private readonly stores: StageStores | undefined;
   /** What every partition shares with this runner. */
@@ -150,6 +156,7 @@ export class StageRunner {
         ? new StageStores({ dir: join(options.storeDir ?? join(tmpdir(), 'sonicflow-stores'), this.groupId), specs: stage.stores, kafka, logger })
         : undefined;
     this.recovery = new PartitionRecovery(this.consumer, logger, options);
+    this.groupCommit = supportsKip447(kafka) ? this.stageProducer() : undefined;
     this.host = {
       groupId: this.groupId,
       stage: stage.name,
@@ -162,11 +169,13 @@ export class StageRunner {
       prefetch: 2 * this.maxRecords,
       stopping: this.stopping.signal,
       running: () => this.lifecycle.state === 'running',
-      // one transactional id per input partition: the new owner of the id fences the old one
-      producerFor: (tp) =>
+      // KIP-447: a share of the stage's producer (fencing by generation); kafkajs: one transactional
+      // id per input partition, whose new owner fences the old one
+      producerFor: (p) =>
+        this.groupCommit?.share(() => p.owned) ??
         transactionalProducer(
           kafka,
-          transactionalId(options.clientId, { kind: 'partition', stage, topic: tp.topic, partition: tp.partition }),
+          transactionalId(options.clientId, { kind: 'partition', stage, topic: p.tp.topic, partition: p.tp.partition }),
           options.transactionTimeoutMs,
         ).connect(),
       schedule: (p) => this.schedule(p),
@@ -272,6 +281,9 @@ export class StageRunner {
 
   private async closeAll(): Promise<void> {
     await Promise.allSettled([...this.parts.values()].map((p) => p.closeProducer()));
+    await this.groupCommit?.close().catch((err: unknown) => this.logger.warn({ err }, 'stage producer close failed'));
+    this.releaseSlot?.();
+    this.releaseSlot = undefined;
     await this.consumer.stop().catch((err: unknown) => this.logger.warn({ err }, 'consumer stop failed'));
     await this.progress.close().catch(() => undefined);
     await this.stores?.close().catch((err: unknown) => this.logger.warn({ err }, 'state stores close failed'));
@@ -493,6 +505,27 @@ export class StageRunner {
     return undefined;
   }
 
+  /**
+   * The stage's one producer on a KIP-447 client: every partition's batches commit through it
+   * together. Its transactional id names this host and a slot taken under the store directory, so
+   * a process restarted on the same host fences its predecessor's open transaction at once (which
+   * would otherwise hold the partitions' offsets unstable until the transaction timeout).
+   */
+  private stageProducer(): GroupCommit {
+    const base = join(this.options.storeDir ?? join(tmpdir(), 'sonicflow-stores'), this.groupId, 'producer');
+    const slot = lockSlot(base, 'stage producer');
+    this.releaseSlot = slot.release;
+    const id = transactionalId(this.options.clientId, { kind: 'stage', stage: this.stage, topic: this.stage.input, instance: `${hostname()}-${slot.slot}` });
+    const { stage } = this;
+    return new GroupCommit({
+      transactionalId: id,
+      producer: () => transactionalProducer(this.kafka, id, this.options.transactionTimeoutMs),
+      generation: () => this.consumer.generation(),
+      maxRecords: 10 * this.maxRecords,
+      onCommit: (batches) => this.metrics?.transactionBatches.observe({ stage: stage.name }, batches),
+    });
+  }
+
   /** See {@link PartitionHost.failed}. */
   private async partitionFailed(p: Partition, err: unknown, writing?: string[]): Promise<void> {
     // a missing ACL, or a model that cannot load, is a deployment mistake: stop, neither retry the
@@ -502,7 +535,9 @@ export class StageRunner {
     const refused = await this.refusal(err, {
       topics: writing ?? this.consumedTopics(),
       ...(writing ? { action: 'write to' } : {}),
-      transactionalId: transactionalId(this.options.clientId, { kind: 'partition', stage: this.stage, topic: tp.topic, partition: tp.partition }),
+      transactionalId:
+        this.groupCommit?.transactionalId ??
+        transactionalId(this.options.clientId, { kind: 'partition', stage: this.stage, topic: tp.topic, partition: tp.partition }),
     });
     if (refused) return this.fail(refused);
     await p.recover(err);

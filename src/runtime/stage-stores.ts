@@ -34,7 +34,6 @@
  * older value over a newer one a commit applies meanwhile), so the transactions of input p and of
  * its retry tiers p do not overlap; other partitions go on in parallel.
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -43,7 +42,7 @@ import type { KafkaClient } from '../kafka/client.js';
 import { PartitionReader } from '../kafka/partition-reader.js';
 import type { Produced, RecordStores } from './program.js';
 import type { KeyValueStore } from './stage.js';
-import { lockDir } from './dir-lock.js';
+import { lockSlot } from './dir-lock.js';
 import { StateStore, type Table } from './store.js';
 import type { StoreSpec } from './topology.js';
 
@@ -161,22 +160,6 @@ export class MemoryStores implements StoreBacking {
       }
     }
   }
-}
-
-/**
- * Takes the first free slot directory `<base>/<n>` (n = 0, 1, ...) with a pid lock file, so that
- * two processes of a stage on one machine never share a local copy while a restarted process gets
- * its predecessor's copy (and resumes from its checkpoint). A lock whose process is gone is taken
- * over.
- */
-function lockSlot(base: string): { dir: string; release: () => void } {
-  for (let slot = 0; slot < 1000; slot++) {
-    const dir = join(base, String(slot));
-    mkdirSync(dir, { recursive: true });
-    const release = lockDir(dir);
-    if (release) return { dir, release };
-  }
-  throw new SonicError('CONFIG_INVALID', `no free state store slot under ${base}`);
 }
 
 /** Longest a restore waits for a commit of unknown outcome to settle (its markers written), ms. */

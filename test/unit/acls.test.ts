@@ -43,6 +43,11 @@ describe('ACLs derived from the topology', () => {
     const ownRetry = transactionalId('sonicflow', { kind: 'partition', stage: 'encode', topic: 'sonic.encode.retry.2', partition: 0 });
     const infer = transactionalId('sonicflow', { kind: 'partition', stage: 'infer', topic: 'sonic.tasks.prepared', partition: 7 });
     const replay = transactionalId('sonicflow', { kind: 'dlq-replay', topology: t, stage: 'encode' });
+    // a KIP-447 client's one producer per process
+    const ownStage = transactionalId('sonicflow', { kind: 'stage', stage: 'encode', topic: 'sonic.tasks.rendered', instance: 'host-0' });
+    const inferStage = transactionalId('sonicflow', { kind: 'stage', stage: 'infer', topic: 'sonic.tasks.prepared', instance: 'host-0' });
+    expect(allows(encode, 'TRANSACTIONAL_ID', ownStage, 'WRITE')).toBe(true);
+    expect(allows(encode, 'TRANSACTIONAL_ID', inferStage, 'WRITE')).toBe(false);
     expect(allows(encode, 'TRANSACTIONAL_ID', own, 'WRITE')).toBe(true);
     expect(allows(encode, 'TRANSACTIONAL_ID', ownRetry, 'WRITE')).toBe(true);
     expect(allows(encode, 'TRANSACTIONAL_ID', infer, 'WRITE')).toBe(false);

@@ -42,6 +42,12 @@ describe('names', () => {
     );
   });
 
+  it("a stage process's one producer (KIP-447) is <client id>.<stage>.<input topic>.stage-<instance>, the instance made safe", () => {
+    expect(transactionalId('sonicflow', { kind: 'stage', stage: infer, topic: 'sonic.tasks.prepared', instance: 'gpu-node/1 a-0' })).toBe(
+      'sonicflow.infer.sonic.tasks.prepared.stage-gpu-node_1_a-0',
+    );
+  });
+
   it("an API replica's producers are <client id>.<prefix>.api.<instance>[.<lane>], the instance made safe", () => {
     expect(transactionalId('sonicflow', { kind: 'api', topology, instance: 'api-0' })).toBe('sonicflow.sonic.api.api-0');
     expect(transactionalId('sonicflow', { kind: 'api', topology, instance: 'api-0', lane: 0 })).toBe('sonicflow.sonic.api.api-0.0');

@@ -14,7 +14,8 @@ import type { KafkaConnection } from '../connection.js';
 const RETRY_DELAY_MS = 20;
 
 /** The client options of the connection settings (brokers, client id, timeouts, TLS, SASL). */
-export function baseOptions(conn: KafkaConnection): BaseOptions {
+// (no declared return type: an exported declaration must not name the client's types)
+export function baseOptions(conn: KafkaConnection) {
   const ssl = conn.ssl;
   return {
     clientId: conn.clientId,
@@ -28,7 +29,7 @@ export function baseOptions(conn: KafkaConnection): BaseOptions {
     ...(conn.sasl === undefined
       ? {}
       : { sasl: { mechanism: SASL_MECHANISMS[conn.sasl.mechanism], username: conn.sasl.username, password: conn.sasl.password } }),
-  };
+  } satisfies BaseOptions;
 }
 
 const SASL_MECHANISMS = { plain: 'PLAIN', 'scram-sha-256': 'SCRAM-SHA-256', 'scram-sha-512': 'SCRAM-SHA-512' } as const;
