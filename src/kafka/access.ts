@@ -332,34 +332,68 @@ export async function probeAccess(settings: AccessSettings): Promise<AccessVerdi
   return verdict;
 }
 
+/** An error of either client as far as the access checks read it (kafkajs' fields and @platformatic/kafka's). */
+interface ClientErrorLike {
+  name?: string;
+  message?: string;
+  code?: unknown;
+  type?: string;
+  apiId?: string;
+  originalError?: unknown;
+  cause?: unknown;
+  errors?: unknown[];
+}
+
+/** `err` and the errors inside it, depth first: kafkajs' `originalError`, `cause`, and an aggregate's `errors`. */
+function* nested(err: unknown, depth = 0): Generator<ClientErrorLike> {
+  if (depth > 6 || err === null || typeof err !== 'object') return;
+  const e = err as ClientErrorLike;
+  yield e;
+  yield* nested(e.originalError, depth + 1);
+  yield* nested(e.cause, depth + 1);
+  for (const inner of Array.isArray(e.errors) ? e.errors : []) yield* nested(inner, depth + 1);
+}
+
 /**
- * The access error behind a kafkajs connection error, if it is one: a failed SASL authentication
- * (also when kafkajs wrapped it in its retry error) becomes `KAFKA_AUTH_FAILED`; a listener that
- * rejects the SASL handshake, `KAFKA_PROTOCOL_MISMATCH`.
+ * The access error behind a client's connection error, if it is one, however deep the client
+ * wrapped it (kafkajs in its retry error; @platformatic/kafka in a network error inside a
+ * "cannot connect to any broker" aggregate, both marked retriable):
+ * - a failed SASL authentication (kafkajs' `KafkaJSSASLAuthenticationError`, @platformatic/kafka's
+ *   `SASL authentication failed.` or the broker's SASL_AUTHENTICATION_FAILED) is `KAFKA_AUTH_FAILED`;
+ * - a listener that rejects the SASL handshake is `KAFKA_PROTOCOL_MISMATCH`;
+ * - a certificate verification error that reached the client (the probe normally finds it first)
+ *   is `KAFKA_TLS_UNTRUSTED`.
  */
 export function explainAccessError(err: unknown, settings: Pick<AccessSettings, 'brokers' | 'sasl'>): SonicError | undefined {
-  for (
-    let e = err as { name?: string; message?: string; type?: string; originalError?: unknown; cause?: unknown } | undefined, depth = 0;
-    e && depth < 5;
-    depth++
-  ) {
+  const brokers = settings.brokers.join(',');
+  for (const e of nested(err)) {
     if (isAccessError(e)) return e;
-    if (e.name === 'KafkaJSSASLAuthenticationError') {
+    const saslFailed =
+      e.name === 'KafkaJSSASLAuthenticationError' ||
+      e.apiId === 'SASL_AUTHENTICATION_FAILED' ||
+      (e.code === 'PLT_KFK_AUTHENTICATION' && /SASL authentication failed/i.test(e.message ?? ''));
+    if (saslFailed) {
       const user = settings.sasl ? `user ${settings.sasl.username} (${settings.sasl.mechanism})` : 'this client';
       return new SonicError(
         'KAFKA_AUTH_FAILED',
-        `SASL authentication failed for ${user} at ${settings.brokers.join(',')}: wrong user name or password (SONIC_KAFKA_SASL_USERNAME, SONIC_KAFKA_SASL_PASSWORD)`,
-        { retryable: false, cause: err, details: { brokers: settings.brokers.join(','), ...(settings.sasl ? { user: settings.sasl.username } : {}) } },
+        `SASL authentication failed for ${user} at ${brokers}: wrong user name or password (SONIC_KAFKA_SASL_USERNAME, SONIC_KAFKA_SASL_PASSWORD)`,
+        { retryable: false, cause: err, details: { brokers, ...(settings.sasl ? { user: settings.sasl.username } : {}) } },
       );
     }
-    if (e.type === 'ILLEGAL_SASL_STATE' && settings.sasl) {
+    if ((e.type === 'ILLEGAL_SASL_STATE' || e.apiId === 'ILLEGAL_SASL_STATE') && settings.sasl) {
       return new SonicError(
         'KAFKA_PROTOCOL_MISMATCH',
-        `the broker at ${settings.brokers.join(',')} does not use SASL on this listener: unset SONIC_KAFKA_SASL_MECHANISM, or use the broker's SASL listener`,
+        `the broker at ${brokers} does not use SASL on this listener: unset SONIC_KAFKA_SASL_MECHANISM, or use the broker's SASL listener`,
         { retryable: false, cause: err },
       );
     }
-    e = (e.originalError ?? e.cause) as typeof e;
+    if (typeof e.code === 'string' && CERT_ERRORS.has(e.code)) {
+      return new SonicError(
+        'KAFKA_TLS_UNTRUSTED',
+        `TLS to the broker at ${brokers} failed: its certificate is not trusted (${e.message ?? e.code}); set SONIC_KAFKA_SSL_CA_FILE to the PEM file of the CA that signed the broker's certificate`,
+        { retryable: false, cause: err, details: { brokers, tls_error: e.code } },
+      );
+    }
   }
   return undefined;
 }

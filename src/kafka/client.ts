@@ -62,13 +62,18 @@ export function createKafka(conn: KafkaConnection, logger: Logger): KafkaClient 
         (lvl === 'info' ? log.debug : log[lvl]).call(log, { ...rest, namespace: entry.logger }, message);
       },
   });
-  guardAccess(kafka, {
+  guardAccess(kafka, accessSettings(conn));
+  return adoptKafkajs(kafka, { kind: conn.client ?? 'kafkajs', connection: conn });
+}
+
+/** What the access probe (`access.ts`) needs of connection settings: the brokers, TLS, the SASL mechanism and user, a step timeout. */
+export function accessSettings(conn: KafkaConnection): AccessSettings {
+  return {
     brokers: conn.brokers,
     ...(conn.ssl === undefined ? {} : { ssl: conn.ssl }),
     ...(conn.sasl === undefined ? {} : { sasl: { mechanism: conn.sasl.mechanism, username: conn.sasl.username } }),
     timeoutMs: Math.min(conn.connectTimeoutMs ?? 5000, 5000),
-  });
-  return adoptKafkajs(kafka, { kind: conn.client ?? 'kafkajs', connection: conn });
+  };
 }
 
 type Connectable = { connect: () => Promise<void> };

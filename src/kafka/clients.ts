@@ -6,6 +6,7 @@ import { SonicError } from '../core/errors.js';
 import { GroupConsumer } from './consumer.js';
 import { settingsOf, type KafkaClient } from './handle.js';
 import { PlainProducer, TxProducer } from './io.js';
+import { PkEventProducer, PkTxProducer } from './platformatic/producer.js';
 import type { EventProducer, KafkaClientKind, StageConsumer, StageConsumerOptions, TransactionalProducer } from './port.js';
 
 /** The client the stage runtime uses with this handle. */
@@ -37,12 +38,12 @@ export function stageConsumer(kafka: KafkaClient, options: StageConsumerOptions)
 export function transactionalProducer(kafka: KafkaClient, transactionalId: string, transactionTimeoutMs?: number): TransactionalProducer {
   const { kind } = settingsOf(kafka);
   if (kind === 'kafkajs') return new TxProducer(kafka, transactionalId, transactionTimeoutMs);
-  return unavailable(kind);
+  return new PkTxProducer(kafka, transactionalId, transactionTimeoutMs);
 }
 
 /** An idempotent producer of events (progress). */
 export function eventProducer(kafka: KafkaClient): EventProducer {
   const { kind } = settingsOf(kafka);
   if (kind === 'kafkajs') return new PlainProducer(kafka);
-  return unavailable(kind);
+  return new PkEventProducer(kafka);
 }

@@ -13,9 +13,24 @@ import type { KafkaConnection } from '../connection.js';
  */
 const RETRY_DELAY_MS = 20;
 
+/**
+ * The options every client is built with, spelled out here so that no declaration of this module
+ * names the client's types (the `satisfies` below checks them against the client's).
+ */
+export interface ClientBaseOptions {
+  clientId: string;
+  bootstrapBrokers: string[];
+  connectTimeout: number;
+  requestTimeout: number;
+  retries: number;
+  retryDelay: number;
+  autocreateTopics: boolean;
+  tls?: { ca?: string[] };
+  sasl?: { mechanism: (typeof SASL_MECHANISMS)[keyof typeof SASL_MECHANISMS]; username: string; password: string };
+}
+
 /** The client options of the connection settings (brokers, client id, timeouts, TLS, SASL). */
-// (no declared return type: an exported declaration must not name the client's types)
-export function baseOptions(conn: KafkaConnection) {
+export function baseOptions(conn: KafkaConnection): ClientBaseOptions {
   const ssl = conn.ssl;
   return {
     clientId: conn.clientId,
@@ -56,13 +71,24 @@ export function protocolErrorName(err: unknown, depth = 0): string | undefined {
 }
 
 /**
+ * The protocol error a client error stands for when the client replaced the broker's answer by
+ * its own error: a Metadata answer of UNKNOWN_TOPIC_OR_PARTITION becomes `Unknown topic <name>.`
+ * (a user error, without the protocol error inside).
+ */
+function clientErrorName(e: Error): string | undefined {
+  const code = (e as { code?: unknown }).code;
+  if (code === 'PLT_KFK_USER' && e.message.startsWith('Unknown topic ')) return 'UNKNOWN_TOPIC_OR_PARTITION';
+  return undefined;
+}
+
+/**
  * The client's error in the port's shape: the same error, with `type` set to the Kafka protocol
  * error name it carries (as kafkajs' errors have it: the runtime's fencing and authorization checks
  * read `type`) and `retriable` as the protocol error says.
  */
 export function normalizeError(err: unknown): Error {
   const e = err instanceof Error ? err : new Error(String(err));
-  const type = protocolErrorName(e);
+  const type = protocolErrorName(e) ?? clientErrorName(e);
   if (type !== undefined && (e as { type?: unknown }).type === undefined) Object.assign(e, { type });
   return e;
 }

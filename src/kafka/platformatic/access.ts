@@ -1,0 +1,44 @@
+/**
+ * The access check of the @platformatic/kafka clients, the same as `createKafka`'s kafkajs clients
+ * get (`../access.ts`): before the first connection with a connection's settings, one probe of the
+ * bootstrap brokers (an untrusted certificate, TLS or SASL where the listener has none: refused at
+ * once); and a failed connection whose cause is a wrong password or an untrusted certificate
+ * becomes the project's access error. The client reports both as a retriable network error inside
+ * a "cannot connect to any broker" aggregate, which a caller waiting for its broker
+ * (`untilConnected`) would retry for ever.
+ */
+import { explainAccessError, probeAccess } from '../access.js';
+import { accessSettings } from '../client.js';
+import type { KafkaConnection } from '../connection.js';
+import { normalizeError } from './options.js';
+
+/** The probe's verdict per connection settings: once a broker answered, it is not asked again. */
+const verdicts = new WeakMap<KafkaConnection, Promise<void>>();
+
+/** Rejects with the access error when the broker refuses these settings; resolves when it accepts them or was not reached. */
+function probeOnce(conn: KafkaConnection): Promise<void> {
+  let verdict = verdicts.get(conn);
+  if (verdict === undefined) {
+    verdict = probeAccess(accessSettings(conn)).then((v) => {
+      // not reached: ask again next time; the connection attempt reports the network error
+      if (v.kind === 'unreachable') verdicts.delete(conn);
+      if (v.kind === 'refused') throw v.error;
+    });
+    verdicts.set(conn, verdict);
+  }
+  return verdict;
+}
+
+/**
+ * Runs `connect` (a client's first request) after the probe; its failure comes back as an access
+ * error (`KAFKA_AUTH_FAILED`, `KAFKA_TLS_UNTRUSTED`, `KAFKA_PROTOCOL_MISMATCH`: not retryable) or,
+ * otherwise, in the port's shape ({@link normalizeError}).
+ */
+export async function connectChecked<T>(conn: KafkaConnection, connect: () => Promise<T>): Promise<T> {
+  await probeOnce(conn);
+  try {
+    return await connect();
+  } catch (err) {
+    throw explainAccessError(err, accessSettings(conn)) ?? normalizeError(err);
+  }
+}
