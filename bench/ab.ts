@@ -4,7 +4,8 @@
  * trees, interleaved run by run (the order alternates), so machine drift hits both alike.
  *
  *   npm run bench:ab -- --before <rev> [--after <rev>] [--runs 5] [--records 10000]
- *                       [--variants eos-batched,eos-default] [--name <results name>]
+ *                       [--variants eos-batched,eos-default] [--client kafkajs|platformatic]
+ *                       [--name <results name>]
  *
  * `--before` and `--after` are git revisions, checked out as detached worktrees in a temporary
  * directory that share this tree's node_modules; without `--after` the after side is this working
@@ -20,7 +21,7 @@ import { parseArgs } from 'node:util';
 import { run as sonicflow, type HopBaselineResult, type SonicflowVariant } from './baselines/sonicflow.js';
 import { fmt, saveResults, summarise, table, type Summary } from './lib.js';
 
-const USAGE = `usage: npm run bench:ab -- --before <rev> [--after <rev>] [--runs 5] [--records 10000] [--variants eos-batched,eos-default] [--name <name>]
+const USAGE = `usage: npm run bench:ab -- --before <rev> [--after <rev>] [--runs 5] [--records 10000] [--variants eos-batched,eos-default] [--client kafkajs|platformatic] [--name <name>]
 
 Runs the five-hop chain of \`npm run bench\` on two revisions of sonicflow, interleaved, and prints
 records/s and hop latency for each with the after/before ratio. Without --after the after side is
@@ -34,6 +35,7 @@ const { values: args } = parseArgs({
     records: { type: 'string', default: '10000' },
     partitions: { type: 'string', default: '4' },
     variants: { type: 'string', default: 'eos-batched,eos-default' },
+    client: { type: 'string', default: 'kafkajs' },
     name: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -48,6 +50,8 @@ const RUNS = Number(args.runs);
 const N = Number(args.records);
 const P = Number(args.partitions);
 const variants = args.variants.split(',') as SonicflowVariant[];
+// the stage runtime's Kafka client on both sides (SONIC_KAFKA_CLIENT)
+const client = args.client === 'platformatic' ? 'platformatic' : 'kafkajs';
 const git = (...a: string[]): string => execFileSync('git', ['-C', ROOT, ...a], { encoding: 'utf8' }).trim();
 const started = Date.now();
 const log = (s: string): boolean => process.stderr.write(`[ab ${((Date.now() - started) / 1000).toFixed(0)}s] ${s}\n`);
@@ -83,7 +87,7 @@ try {
       // alternate the order, so neither side always runs on a warmer (or more tired) machine
       for (const side of i % 2 === 0 ? sides : [...sides].reverse()) {
         log(`${variant}, ${side.name}: run ${i + 1}/${RUNS}`);
-        const r = await sonicflow({ records: N, partitions: P, variant, root: side.root });
+        const r = await sonicflow({ records: N, partitions: P, variant, client, root: side.root });
         ((results[variant] ??= {})[side.name] ??= []).push(r);
         log(`  ${r.recordsPerSecond.toFixed(0)} records/s, hop p50 ${r.hopLatencyMs.p50.toFixed(1)} ms, p99 ${r.hopLatencyMs.p99.toFixed(1)} ms`);
       }

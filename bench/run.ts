@@ -55,7 +55,8 @@ if (args.help) {
   --runs N        runs of each system; figures are the median with min–max (default 3)
   --records N     records of the five-hop throughput run (default 10000)
   --partitions N  partitions per topic (default 4)
-  --only KEYS     comma-separated: sonicflow-batched, sonicflow-default, raw-kafkajs,
+  --only KEYS     comma-separated: sonicflow-batched, sonicflow-default,
+                  sonicflow-batched-kip447, sonicflow-default-kip447, raw-kafkajs,
                   kafka-streams, bullmq, broker, submit, scheduling, scheduling-sweep, gpu,
                   overhead
                   (default: all)
@@ -94,6 +95,16 @@ const systems: { key: string; label: string; run: () => Promise<HopResult> }[] =
     key: 'sonicflow-default',
     label: 'sonicflow, exactly-once, topology default (50 / 100 ms)',
     run: () => sonicflow({ brokers, records: N, partitions: P, variant: 'eos-default' }),
+  },
+  {
+    key: 'sonicflow-batched-kip447',
+    label: 'sonicflow, exactly-once, batched (500 / 100 ms), @platformatic/kafka (KIP-447)',
+    run: () => sonicflow({ brokers, records: N, partitions: P, variant: 'eos-batched', client: 'platformatic' }),
+  },
+  {
+    key: 'sonicflow-default-kip447',
+    label: 'sonicflow, exactly-once, topology default (50 / 100 ms), @platformatic/kafka (KIP-447)',
+    run: () => sonicflow({ brokers, records: N, partitions: P, variant: 'eos-default', client: 'platformatic' }),
   },
   { key: 'raw-kafkajs', label: 'raw kafkajs chain, at-least-once', run: () => rawKafkajs({ brokers, records: N, partitions: P }) },
   { key: 'kafka-streams', label: 'Kafka Streams 4.1, exactly_once_v2', run: () => kafkaStreams({ brokers, records: N, partitions: P }) },
@@ -243,6 +254,14 @@ out(
       ['sonicflow default / Kafka Streams', ratio('sonicflow-default', 'kafka-streams')],
       ['sonicflow default / raw kafkajs', ratio('sonicflow-default', 'raw-kafkajs')],
       ['sonicflow default / BullMQ', ratio('sonicflow-default', 'bullmq')],
+      ['sonicflow batched, KIP-447 / Kafka Streams', ratio('sonicflow-batched-kip447', 'kafka-streams')],
+      ['sonicflow batched, KIP-447 / raw kafkajs', ratio('sonicflow-batched-kip447', 'raw-kafkajs')],
+      ['sonicflow batched, KIP-447 / BullMQ', ratio('sonicflow-batched-kip447', 'bullmq')],
+      ['sonicflow default, KIP-447 / Kafka Streams', ratio('sonicflow-default-kip447', 'kafka-streams')],
+      ['sonicflow default, KIP-447 / raw kafkajs', ratio('sonicflow-default-kip447', 'raw-kafkajs')],
+      ['sonicflow default, KIP-447 / BullMQ', ratio('sonicflow-default-kip447', 'bullmq')],
+      ['sonicflow batched, KIP-447 / kafkajs', ratio('sonicflow-batched-kip447', 'sonicflow-batched')],
+      ['sonicflow default, KIP-447 / kafkajs', ratio('sonicflow-default-kip447', 'sonicflow-default')],
     ],
   ),
 );

@@ -418,6 +418,8 @@ export async function run(
   opts: HopBaselineOptions & {
     variant?: SonicflowVariant;
     statusEvents?: boolean;
+    /** The stage runtime's Kafka client (SONIC_KAFKA_CLIENT); kafkajs by default. */
+    client?: 'kafkajs' | 'platformatic';
     /** The source tree whose `bin/sonicflow.mjs` and five-hop fixture run the stages (default: this one); bench/ab.ts points it at another revision. */
     root?: string;
   } = {},
@@ -431,6 +433,8 @@ export async function run(
   const baseEnv: NodeJS.ProcessEnv = { ...process.env, KAFKA_BROKERS: brokerList(opts.brokers) };
   // the variant alone decides batching
   for (const k of ['SONIC_BATCH_MAX_RECORDS', 'SONIC_BATCH_MAX_WAIT_MS', 'SONIC_CONCURRENCY']) delete baseEnv[k];
+  const client = opts.client ?? 'kafkajs';
+  baseEnv.SONIC_KAFKA_CLIENT = client;
   const ctx = new Context({ ...baseEnv, SONIC_LOG_LEVEL: 'fatal' }, 'bench');
   const topology = fiveHopTopology({ prefix, partitions, emitsStatus: statusEvents });
   const topics = FIVE_HOP.topicKeys.map((k) => `${prefix}.${k}`);
@@ -483,7 +487,7 @@ export async function run(
         ? '500 records / 100 ms per transaction (SONIC_BATCH_MAX_RECORDS=500, SONIC_BATCH_MAX_WAIT_MS=100)'
         : 'the topology default of 50 records / 100 ms per transaction';
     return {
-      system: `sonicflow (${variant})`,
+      system: `sonicflow (${variant}${client === 'kafkajs' ? '' : `, ${client}`})`,
       records: n,
       recordsPerSecond,
       recordsPerSecondFromCommit,
@@ -491,7 +495,9 @@ export async function run(
       partitions,
       latency,
       notes: [
-        `exactly-once hops (read_committed, one transaction per batch and input partition: outputs + offsets); sonicflow has no at-least-once mode`,
+        client === 'kafkajs'
+          ? `exactly-once hops on kafkajs (read_committed, one transaction per batch and input partition: outputs + offsets); sonicflow has no at-least-once mode`
+          : `exactly-once hops on @platformatic/kafka (KIP-447: one transactional producer per stage, the batches of every partition in one transaction with the group generation); sonicflow has no at-least-once mode`,
         `batching: ${batch}`,
         `all five stages in ONE process (sonicflow run hop1 … hop5), each working on ${partitions} partitions at once`,
         `each hop decodes and re-encodes Avro (Confluent wire format)${statusEvents ? ' and writes a status event per record, so 2 records per hop' : '; status events off'}`,
@@ -521,9 +527,15 @@ if (import.meta.filename === process.argv[1]) {
       records: { type: 'string', default: '5000' },
       partitions: { type: 'string', default: '4' },
       variant: { type: 'string', default: 'eos-batched' },
+      client: { type: 'string', default: 'kafkajs' },
     },
   });
-  const r = await run({ records: Number(a.records), partitions: Number(a.partitions), variant: a.variant as SonicflowVariant });
+  const r = await run({
+    records: Number(a.records),
+    partitions: Number(a.partitions),
+    variant: a.variant as SonicflowVariant,
+    client: a.client as 'kafkajs' | 'platformatic',
+  });
   console.log(JSON.stringify(r, null, 2));
   process.exit(0);
 }
