@@ -2,7 +2,7 @@
 # `npm test`: installs what is missing, then the format check (Prettier), lint, type check, import-cycle check, and every test
 # tier: the unit tier first (pure code, the topology test driver, ffmpeg; it runs with the broker,
 # registry and store pointing nowhere), then the integration tier against the real broker,
-# registry and S3 store. Arguments go to one vitest run of both tiers instead (a file, a filter).
+# registry and S3 store, then the runtime's conformance tests again on the second Kafka client. Arguments go to one vitest run of both tiers instead (a file, a filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh
@@ -19,3 +19,10 @@ echo "== unit tests (no broker, registry or store)"; npx vitest run --project un
 # the secured stack beside it, for test/integration/secure-kafka.test.ts (which would start it too)
 echo "== stack"; bash ops/stack/stack.sh up >/dev/null; bash ops/stack/stack.sh up --secure >/dev/null
 echo "== integration tests"; npx vitest run --project integration
+# the conformance suite on the stage runtime's second Kafka client (src/kafka/port.ts): the same
+# exactly-once, crash, zombie, fencing-mid-backlog, retry/DLQ and store tests, every process of
+# them on @platformatic/kafka (KIP-447); the integration tier above ran them on kafkajs
+echo "== conformance on @platformatic/kafka (SONIC_KAFKA_CLIENT=platformatic)"
+SONIC_KAFKA_CLIENT=platformatic npx vitest run --project integration \
+  test/integration/runtime-zombie.test.ts test/integration/runtime-crash.test.ts test/integration/runtime-retry-dlq.test.ts \
+  test/integration/runtime-stores.test.ts test/integration/pipeline-e2e.test.ts

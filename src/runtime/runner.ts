@@ -517,6 +517,7 @@ export class StageRunner {
     this.releaseSlot = slot.release;
     const id = transactionalId(this.options.clientId, { kind: 'stage', stage: this.stage, topic: this.stage.input, instance: `${hostname()}-${slot.slot}` });
     const { stage } = this;
+    this.logger.info({ transactional_id: id }, 'one transactional producer for the stage (KIP-447): partitions commit together');
     return new GroupCommit({
       transactionalId: id,
       producer: () => transactionalProducer(this.kafka, id, this.options.transactionTimeoutMs),
