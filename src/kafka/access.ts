@@ -333,18 +333,20 @@ export async function probeAccess(settings: AccessSettings): Promise<AccessVerdi
 }
 
 /**
- * The access error behind a kafkajs connection error, if it is one: a failed SASL authentication
- * (also when kafkajs wrapped it in its retry error) becomes `KAFKA_AUTH_FAILED`; a listener that
+ * The access error behind a client's connection error, if it is one: a failed SASL authentication
+ * (also when the client wrapped it in its retry or aggregate error) becomes `KAFKA_AUTH_FAILED`; a listener that
  * rejects the SASL handshake, `KAFKA_PROTOCOL_MISMATCH`.
  */
 export function explainAccessError(err: unknown, settings: Pick<AccessSettings, 'brokers' | 'sasl'>): SonicError | undefined {
   for (
-    let e = err as { name?: string; message?: string; type?: string; originalError?: unknown; cause?: unknown } | undefined, depth = 0;
+    let e = err as { name?: string; code?: unknown; message?: string; type?: string; originalError?: unknown; cause?: unknown; errors?: unknown[] } | undefined,
+      depth = 0;
     e && depth < 5;
     depth++
   ) {
     if (isAccessError(e)) return e;
-    if (e.name === 'KafkaJSSASLAuthenticationError') {
+    // kafkajs' SASL failure, and @platformatic/kafka's (wrapped in its network and aggregate errors)
+    if (e.name === 'KafkaJSSASLAuthenticationError' || e.code === 'PLT_KFK_AUTHENTICATION') {
       const user = settings.sasl ? `user ${settings.sasl.username} (${settings.sasl.mechanism})` : 'this client';
       return new SonicError(
         'KAFKA_AUTH_FAILED',
@@ -359,7 +361,7 @@ export function explainAccessError(err: unknown, settings: Pick<AccessSettings, 
         { retryable: false, cause: err },
       );
     }
-    e = (e.originalError ?? e.cause) as typeof e;
+    e = (e.originalError ?? e.cause ?? e.errors?.[0]) as typeof e;
   }
   return undefined;
 }

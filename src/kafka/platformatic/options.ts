@@ -13,8 +13,12 @@ import type { KafkaConnection } from '../connection.js';
  */
 const RETRY_DELAY_MS = 20;
 
-/** The client options of the connection settings (brokers, client id, timeouts, TLS, SASL). */
-export function baseOptions(conn: KafkaConnection): BaseOptions {
+/**
+ * The client options of the connection settings (brokers, client id, timeouts, TLS, SASL). The
+ * return type is inferred (checked against the client's `BaseOptions`), so that no client type
+ * appears in this module's declaration.
+ */
+export function baseOptions(conn: KafkaConnection) {
   const ssl = conn.ssl;
   return {
     clientId: conn.clientId,
@@ -28,7 +32,7 @@ export function baseOptions(conn: KafkaConnection): BaseOptions {
     ...(conn.sasl === undefined
       ? {}
       : { sasl: { mechanism: SASL_MECHANISMS[conn.sasl.mechanism], username: conn.sasl.username, password: conn.sasl.password } }),
-  };
+  } satisfies BaseOptions;
 }
 
 const SASL_MECHANISMS = { plain: 'PLAIN', 'scram-sha-256': 'SCRAM-SHA-256', 'scram-sha-512': 'SCRAM-SHA-512' } as const;
