@@ -6,6 +6,7 @@ import { SonicError } from '../core/errors.js';
 import { GroupConsumer } from './consumer.js';
 import { settingsOf, type KafkaClient } from './handle.js';
 import { PlainProducer, TxProducer } from './io.js';
+import { PkGroupConsumer } from './platformatic/consumer.js';
 import type { EventProducer, KafkaClientKind, StageConsumer, StageConsumerOptions, TransactionalProducer } from './port.js';
 
 /** The client the stage runtime uses with this handle. */
@@ -28,8 +29,9 @@ function unavailable(kind: KafkaClientKind): never {
 
 /** A member of a stage's consumer group. */
 export function stageConsumer(kafka: KafkaClient, options: StageConsumerOptions): StageConsumer {
-  const { kind } = settingsOf(kafka);
+  const { kind, connection } = settingsOf(kafka);
   if (kind === 'kafkajs') return new GroupConsumer(kafka, options);
+  if (connection) return new PkGroupConsumer(connection, options);
   return unavailable(kind);
 }
 
