@@ -7,6 +7,7 @@ import { GroupConsumer } from './consumer.js';
 import { settingsOf, type KafkaClient } from './handle.js';
 import { PlainProducer, TxProducer } from './io.js';
 import { PkEventProducer, PkTxProducer } from './platformatic/producer.js';
+import { PkGroupConsumer } from './platformatic/consumer.js';
 import type { EventProducer, KafkaClientKind, StageConsumer, StageConsumerOptions, TransactionalProducer } from './port.js';
 
 /** The client the stage runtime uses with this handle. */
@@ -24,13 +25,14 @@ export function supportsKip447(kafka: KafkaClient): boolean {
 }
 
 function unavailable(kind: KafkaClientKind): never {
-  throw new SonicError('CONFIG_INVALID', `SONIC_KAFKA_CLIENT=${kind} is not available yet: use kafkajs`);
+  throw new SonicError('CONFIG_INVALID', `SONIC_KAFKA_CLIENT=${kind} needs the connection settings: make the client handle with createKafka`);
 }
 
 /** A member of a stage's consumer group. */
 export function stageConsumer(kafka: KafkaClient, options: StageConsumerOptions): StageConsumer {
-  const { kind } = settingsOf(kafka);
+  const { kind, connection } = settingsOf(kafka);
   if (kind === 'kafkajs') return new GroupConsumer(kafka, options);
+  if (connection) return new PkGroupConsumer(connection, options);
   return unavailable(kind);
 }
 

@@ -22,6 +22,24 @@ import { untilConnected } from './client.js';
 import { kafkajsOf, type KafkaClient } from './handle.js';
 import { authorizationFailure } from './acls.js';
 import { CONSUMER_BUGS, toInRecord, type InRecord } from './io.js';
+import {
+  CO_PARTITIONED,
+  SINGLETON,
+  STICKY,
+  coPartitionedAssignment,
+  readStickyClaim,
+  singletonAssignment,
+  singletonUserData,
+  stickyAssignment,
+  stickyUserData,
+  type Assignment,
+  type StickyClaim,
+  type StickyMember,
+  type TopicPartition,
+} from './assignors.js';
+
+/** The assignment types are the assignors' (`assignors.ts`); the runtime reaches them through here too. */
+export type { Assignment, StickyClaim, TopicPartition } from './assignors.js';
 
 export interface GroupConsumerOptions {
   groupId: string;
@@ -59,13 +77,6 @@ export interface GroupConsumerOptions {
   logger: Logger;
 }
 
-export interface TopicPartition {
-  topic: string;
-  partition: number;
-}
-
-export type Assignment = TopicPartition[];
-
 export interface BatchInfo {
   /** The batch's last offset, including control records (transaction markers) after its records. */
   endOffset: string;
@@ -92,100 +103,22 @@ export interface GroupConsumerEvents {
   onCrash(error: Error): void;
 }
 
-/** The name (group protocol) of the co-partitioning assignor. */
-export const CO_PARTITIONED = 'SonicflowCoPartitioned';
-
-/** The name (group protocol) of the sticky assignor. */
-export const STICKY = 'SonicflowSticky';
-
-/** What a member tells the sticky assignor when it joins (its metadata's userData, as JSON). */
-export interface StickyClaim {
-  /** The member id under which it held them: a claim made under another id (expelled, rejoined) is stale. */
-  memberId: string;
-  /** The partitions it holds, by topic. */
-  held: Record<string, number[]>;
-  /** Of those, the ones with a record in hand (a render): kept first, moved last. */
-  busy: Record<string, number[]>;
-}
-
-/** A member as the sticky assignor sees it: its id, what it subscribes to, and its claim (if any, valid). */
-export interface StickyMember {
-  id: string;
-  topics: readonly string[];
-  claim?: Pick<StickyClaim, 'held' | 'busy'>;
-}
-
-/** Partition numbers of one topic in a claim: whole numbers >= 0 only (anything else is no claim). */
-function partitionList(v: unknown): number[] {
-  return Array.isArray(v) ? v.filter((p): p is number => Number.isInteger(p) && (p as number) >= 0) : [];
-}
-
-/** Reads a member's claim from its userData; a claim made under another member id, or unreadable, is none. */
-export function readStickyClaim(userData: Buffer | undefined, memberId: string): StickyMember['claim'] {
-  if (!userData || userData.length === 0) return undefined;
-  try {
-    const parsed: unknown = JSON.parse(userData.toString('utf8'));
-    if (!parsed || typeof parsed !== 'object') return undefined;
-    const c = parsed as Partial<Record<keyof StickyClaim, unknown>>;
-    if (c.memberId !== memberId) return undefined;
-    const byTopic = (x: unknown): Record<string, number[]> =>
-      x && typeof x === 'object' ? Object.fromEntries(Object.entries(x as Record<string, unknown>).map(([t, ps]) => [t, partitionList(ps)])) : {};
-    return { held: byTopic(c.held), busy: byTopic(c.busy) };
-  } catch {
-    return undefined;
+/** The partitions of `topics` as kafkajs' cluster metadata has them (a topic it does not know: none). */
+function partitionsOf(cluster: Parameters<PartitionAssigner>[0]['cluster'], topics: Iterable<string>): Record<string, number[]> {
+  const all: Record<string, number[]> = {};
+  for (const topic of topics) {
+    const meta = cluster.findTopicPartitionMetadata(topic);
+    if (meta.length > 0) all[topic] = meta.map((p) => p.partitionId);
   }
+  return all;
 }
 
-/**
- * The sticky rule, per topic, among the members subscribed to it: every such member gets ⌊P/n⌋ or
- * ⌈P/n⌉ of its P partitions (the larger shares to the members already holding the most); a member
- * keeps what it holds up to its share, the partitions with a record in hand first (a partition
- * claimed by two: the one that has it in hand, else the first by member id); what is left goes one
- * at a time to the member with the fewest, one with nothing in hand first (a dead member's task
- * goes to an idle GPU when there is one).
- */
-export function stickyAssignment(members: readonly StickyMember[], partitions: Record<string, number[]>): Map<string, Record<string, number[]>> {
-  const sorted = [...members].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  const out = new Map<string, Record<string, number[]>>(sorted.map((m) => [m.id, {}]));
-  const idle = new Set(sorted.filter((m) => !Object.values(m.claim?.busy ?? {}).some((ps) => ps.length > 0)).map((m) => m.id));
-  const claimOf = new Map(sorted.map((m) => [m.id, m.claim]));
-  for (const [topic, all] of Object.entries(partitions)) {
-    const ids = sorted.filter((m) => m.topics.includes(topic)).map((m) => m.id);
-    if (ids.length === 0) continue;
-    const exists = new Set(all);
-    const claimed = new Set<number>();
-    const claims = new Map<string, number[]>();
-    // partitions in hand are claimed first, so a busy holder wins over a stale or second claim
-    for (const pass of ['busy', 'held'] as const)
-      for (const m of ids) {
-        const mine = [...new Set(claimOf.get(m)?.[pass]?.[topic] ?? [])].filter((p) => exists.has(p) && !claimed.has(p)).sort((a, b) => a - b);
-        mine.forEach((p) => claimed.add(p));
-        claims.set(m, [...(claims.get(m) ?? []), ...mine]);
-      }
-    const base = Math.floor(all.length / ids.length);
-    let extra = all.length % ids.length;
-    const quota = new Map<string, number>();
-    for (const m of [...ids].sort((a, b) => claims.get(b)!.length - claims.get(a)!.length || (a < b ? -1 : 1))) {
-      quota.set(m, base + (extra > 0 ? 1 : 0));
-      if (extra > 0) extra -= 1;
-    }
-    const given = new Map<string, number[]>();
-    const kept = new Set<number>();
-    for (const m of ids) {
-      // busy ones come first in the claim: a member over its share gives up idle partitions first
-      const keep = claims.get(m)!.slice(0, quota.get(m));
-      keep.forEach((p) => kept.add(p));
-      given.set(m, keep);
-    }
-    for (const p of [...all].filter((x) => !kept.has(x)).sort((a, b) => a - b)) {
-      const m = ids
-        .filter((x) => given.get(x)!.length < quota.get(x)!)
-        .sort((a, b) => given.get(a)!.length - given.get(b)!.length || Number(idle.has(b)) - Number(idle.has(a)) || (a < b ? -1 : 1))[0]!;
-      given.get(m)!.push(p);
-    }
-    for (const m of ids) if (given.get(m)!.length > 0) out.get(m)![topic] = given.get(m)!.sort((a, b) => a - b);
-  }
-  return out;
+/** A kafkajs assignment of each member (every member listed, an empty one included). */
+function encodeAssignments(assignment: Map<string, Record<string, number[]>>): { memberId: string; memberAssignment: Buffer }[] {
+  return [...assignment].map(([memberId, a]) => ({
+    memberId,
+    memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 0, assignment: a, userData: Buffer.alloc(0) }),
+  }));
 }
 
 /** See {@link GroupConsumerOptions.sticky}; the member's claim travels as JSON in its metadata's userData. */
@@ -194,96 +127,48 @@ function stickyAssigner(claim: () => StickyClaim): PartitionAssigner {
     name: STICKY,
     version: 0,
     async assign({ members, topics }) {
-      const all: Record<string, number[]> = {};
       const seen: StickyMember[] = members.map((m) => {
         const meta = AssignerProtocol.MemberMetadata.decode(m.memberMetadata);
         const claimed = readStickyClaim(meta?.userData, m.memberId);
         return { id: m.memberId, topics: meta?.topics ?? [], ...(claimed ? { claim: claimed } : {}) };
       });
       // every topic some member subscribes to (kafkajs passes the leader's own), each dealt among its subscribers
-      for (const topic of new Set([...topics, ...seen.flatMap((m) => m.topics)])) {
-        const meta = cluster.findTopicPartitionMetadata(topic);
-        if (meta.length > 0) all[topic] = meta.map((p) => p.partitionId);
-      }
-      return [...stickyAssignment(seen, all)].map(([memberId, a]) => ({
-        memberId,
-        memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 0, assignment: a, userData: Buffer.alloc(0) }),
-      }));
+      return encodeAssignments(stickyAssignment(seen, partitionsOf(cluster, new Set([...topics, ...seen.flatMap((m) => m.topics)]))));
     },
     protocol({ topics }) {
-      return { name: STICKY, metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.from(JSON.stringify(claim())) }) };
+      return { name: STICKY, metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: stickyUserData(claim()) }) };
     },
   });
 }
 
-/**
- * Splits an assignment by partition number: `complete` holds the partitions whose number this
- * member holds in every one of `topics` (so no other member holds any partition of that number:
- * the single writer of store partition p), `incomplete` the others (a round-robin fallback, or a
- * topic with fewer partitions).
- */
-export function byCompleteNumber(assignment: Assignment, topics: readonly string[]): { complete: Assignment; incomplete: Assignment } {
-  const held = new Map<number, Set<string>>();
-  for (const tp of assignment) {
-    let s = held.get(tp.partition);
-    if (!s) held.set(tp.partition, (s = new Set()));
-    s.add(tp.topic);
-  }
-  const whole = (n: number): boolean => topics.every((t) => held.get(n)?.has(t));
-  return { complete: assignment.filter((tp) => whole(tp.partition)), incomplete: assignment.filter((tp) => !whole(tp.partition)) };
-}
-
-/**
- * Kafka Streams' co-partitioning: members sorted by id, partition p of every topic goes to member
- * p mod n, so one member holds partition p of the input and of each retry tier together.
- */
+/** See {@link GroupConsumerOptions.coPartitioned} and {@link coPartitionedAssignment}. */
 const coPartitionedAssigner: PartitionAssigner = ({ cluster }) => ({
   name: CO_PARTITIONED,
   version: 0,
   async assign({ members, topics }) {
-    const sorted = members.map((m) => m.memberId).sort();
-    const assignment = new Map<string, Record<string, number[]>>(sorted.map((m) => [m, {}]));
-    for (const topic of topics) {
-      for (const { partitionId } of cluster.findTopicPartitionMetadata(topic)) {
-        const owner = assignment.get(sorted[partitionId % sorted.length]!)!;
-        (owner[topic] ??= []).push(partitionId);
-      }
-    }
-    return sorted.map((memberId) => ({
-      memberId,
-      memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 0, assignment: assignment.get(memberId)!, userData: Buffer.alloc(0) }),
-    }));
+    return encodeAssignments(
+      coPartitionedAssignment(
+        members.map((m) => m.memberId),
+        partitionsOf(cluster, topics),
+      ),
+    );
   },
   protocol({ topics }) {
     return { name: CO_PARTITIONED, metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.alloc(0) }) };
   },
 });
 
-/** The name (group protocol) of the singleton assignor. */
-export const SINGLETON = 'SonicflowSingleton';
-const HOLDING = Buffer.from('holding');
-
-/** See {@link GroupConsumerOptions.singleton}: all partitions to the member holding them, else to the first member by id. */
+/** See {@link GroupConsumerOptions.singleton} and {@link singletonAssignment}. */
 function singletonAssigner(holding: () => boolean): PartitionAssigner {
   return ({ cluster }) => ({
     name: SINGLETON,
     version: 0,
     async assign({ members, topics }) {
-      const ids = members.map((m) => m.memberId).sort();
-      const holders = members
-        .filter((m) => AssignerProtocol.MemberMetadata.decode(m.memberMetadata)?.userData.equals(HOLDING))
-        .map((m) => m.memberId)
-        .sort();
-      const owner = holders[0] ?? ids[0];
-      const all: Record<string, number[]> = {};
-      for (const topic of topics) all[topic] = cluster.findTopicPartitionMetadata(topic).map((p) => p.partitionId);
-      return ids.map((memberId) => ({
-        memberId,
-        memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 0, assignment: memberId === owner ? all : {}, userData: Buffer.alloc(0) }),
-      }));
+      const seen = members.map((m) => ({ id: m.memberId, userData: AssignerProtocol.MemberMetadata.decode(m.memberMetadata)?.userData }));
+      return encodeAssignments(singletonAssignment(seen, partitionsOf(cluster, topics)));
     },
     protocol({ topics }) {
-      return { name: SINGLETON, metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: holding() ? HOLDING : Buffer.alloc(0) }) };
+      return { name: SINGLETON, metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: singletonUserData(holding()) }) };
     },
   });
 }

@@ -6,7 +6,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../src/core/config.js';
 import { SonicError } from '../../src/core/errors.js';
 import type { Schemas, TaskRequest } from '../../src/domain/records.js';
-import { byCompleteNumber } from '../../src/kafka/consumer.js';
+import { byCompleteNumber } from '../../src/kafka/assignors.js';
 import { PartitionReader, committedMessages, type FetchedPartition, type InternalCluster } from '../../src/kafka/partition-reader.js';
 import { HEADERS } from '../../src/runtime/headers.js';
 import { applyDeploy, planDeploy, storePartitionedTopics } from '../../src/ops/deploy.js';

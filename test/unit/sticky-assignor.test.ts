@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { readStickyClaim, stickyAssignment, type StickyMember } from '../../src/kafka/consumer.js';
+import { readStickyClaim, stickyAssignment, type StickyMember } from '../../src/kafka/assignors.js';
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const T = 'sonic.tasks.dispatched';
