@@ -93,7 +93,7 @@ const systems: { key: string; label: string; run: () => Promise<HopResult> }[] =
   },
   {
     key: 'sonicflow-default',
-    label: 'sonicflow, exactly-once, topology default (50 / 100 ms)',
+    label: 'sonicflow, exactly-once, runtime default batching (500 / 100 ms)',
     run: () => sonicflow({ brokers, records: N, partitions: P, variant: 'eos-default' }),
   },
   {
@@ -103,7 +103,7 @@ const systems: { key: string; label: string; run: () => Promise<HopResult> }[] =
   },
   {
     key: 'sonicflow-default-kip447',
-    label: 'sonicflow, exactly-once, topology default (50 / 100 ms), @platformatic/kafka (KIP-447)',
+    label: 'sonicflow, exactly-once, runtime default batching (500 / 100 ms), @platformatic/kafka (KIP-447)',
     run: () => sonicflow({ brokers, records: N, partitions: P, variant: 'eos-default', client: 'platformatic' }),
   },
   { key: 'raw-kafkajs', label: 'raw kafkajs chain, at-least-once', run: () => rawKafkajs({ brokers, records: N, partitions: P }) },

@@ -27,7 +27,7 @@ const N = Number(args.records);
 
 const VARIANTS: { name: string; env: Record<string, string> }[] = [
   { name: 'batching on (500 records / 100 ms)', env: { SONIC_BATCH_MAX_RECORDS: '500', SONIC_BATCH_MAX_WAIT_MS: '100' } },
-  { name: 'default (topology: 50 records / 100 ms)', env: {} },
+  { name: 'default (runtime: 500 records / 100 ms)', env: {} },
   { name: 'batching off (1 record per transaction)', env: { SONIC_BATCH_MAX_RECORDS: '1', SONIC_BATCH_MAX_WAIT_MS: '0' } },
 ];
 

@@ -31,7 +31,8 @@
  *  5. Stop the stages (SIGTERM, drain), delete the topics, subjects and consumer groups.
  *
  * Variants: 'eos-batched' sets SONIC_BATCH_MAX_RECORDS=500 SONIC_BATCH_MAX_WAIT_MS=100;
- * 'eos-default' keeps the topology's 50 records / 100 ms. sonicflow has no at-least-once mode.
+ * 'eos-default' sets nothing: the runtime's default batch (500 records / 100 ms, DEFAULT_BATCH of
+ * src/runtime/topology.ts). sonicflow has no at-least-once mode.
  *
  * The Kafka helpers below (measureChain, loadInOneTransaction, warmUp, waitGroupsStable,
  * TopicCollector, latencyRun, deleteGroups) are shared with the raw kafkajs baseline, the submit
@@ -485,7 +486,7 @@ export async function run(
     const batch =
       variant === 'eos-batched'
         ? '500 records / 100 ms per transaction (SONIC_BATCH_MAX_RECORDS=500, SONIC_BATCH_MAX_WAIT_MS=100)'
-        : 'the topology default of 50 records / 100 ms per transaction';
+        : "the runtime's default batch (500 records / 100 ms per transaction)";
     return {
       system: `sonicflow (${variant}${client === 'kafkajs' ? '' : `, ${client}`})`,
       records: n,
