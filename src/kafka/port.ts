@@ -74,7 +74,9 @@ export interface TransactionalProducer {
    * Writes `records` and commits `input` (for one group) in one transaction: everything becomes
    * visible, or nothing. With `generation` (a KIP-447 client), the coordinator refuses the offsets
    * of a member no longer in that generation, and the transaction is aborted, never committed.
-   * Returns where each topic-partition's records landed (the first of them).
+   * Returns where each topic-partition's records landed (the first of them). A failure whose
+   * abort the broker did not confirm carries `abortUnconfirmed: true`: the producer must then be
+   * replaced (its transaction may still be open), whatever the error.
    */
   publish(records: (OutRecord & { topic: string })[], input: InputOffset | InputOffset[], generation?: GroupGeneration): Promise<ProducedOffset[]>;
   close(): Promise<void>;

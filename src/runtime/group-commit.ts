@@ -114,7 +114,12 @@ export class GroupCommit {
     this.connecting ??= this.options
       .producer()
       .connect()
-      .then((p) => {
+      .then(async (p) => {
+        // closed while connecting (the stage stopped): this producer must not outlive it
+        if (this.closed) {
+          await p.close().catch(() => undefined);
+          throw new Error('the stage producer is closed');
+        }
         this.producer = p;
         return p;
       })
@@ -165,7 +170,9 @@ export class GroupCommit {
     } catch (err) {
       for (const p of take) p.reject(err);
       const type = (err as { type?: string }).type ?? '';
-      if (producer && this.producer === producer && !GROUP_FENCING_ERRORS.has(type)) {
+      // a group fence leaves the producer usable (its transaction was aborted), unless the abort was not confirmed
+      const keep = GROUP_FENCING_ERRORS.has(type) && (err as { abortUnconfirmed?: boolean }).abortUnconfirmed !== true;
+      if (producer && this.producer === producer && !keep) {
         this.producer = undefined;
         await producer.close().catch(() => undefined);
       }

@@ -145,8 +145,9 @@ export class Partition implements PartitionPosition {
     return true;
   }
 
+  /** Pauses the partition's fetching; a revoked Partition touches the consumer no more (a new one may hold the partition). */
   pauseFetch(): void {
-    if (this.paused) return;
+    if (this.paused || !this.owned) return;
     this.paused = true;
     this.host.consumer.pause(this.tp);
   }
@@ -205,6 +206,7 @@ export class Partition implements PartitionPosition {
 
   /** The partition's next fetch starts at the position (in memory only: no commit). */
   private fetchFromPosition(): void {
+    if (!this.owned) return;
     this.host.consumer.seek(this.tp, this.position.toString());
   }
 

@@ -110,6 +110,8 @@ export class StageRunner {
   /** Partitions assigned but not taken (a stage with stores: their number is split across members); paused. */
   private refused: Assignment = [];
   private memberId = '';
+  /** The generation of the last assignment (-1 before the first). */
+  private generationId = -1;
   private idle: (() => void) | undefined;
   private failure: ((err: Error) => void) | undefined;
   /** Settles when the runner has stopped (resolves) or failed (rejects). */
@@ -210,7 +212,7 @@ export class StageRunner {
           onConnected: () => {
             if (this.lifecycle.state === 'starting') this.lifecycle.to('running');
           },
-          onAssignment: (a, info) => this.onAssignment(a, info.memberId, info.protocol),
+          onAssignment: (a, info) => this.onAssignment(a, info.memberId, info.protocol, info.generationId),
           onBatch: (topic, partition, records, info) => this.onBatch(topic, partition, records, info),
           onMarkersOnly: (topic, partition, last) => this.parts.get(keyOf({ topic, partition }))?.onMarkersOnly(BigInt(last)),
           onCrash: (err) => void this.refusal(err, { topics: this.consumedTopics(), action: 'read' }).then((refused) => this.fail(refused ?? err)),
@@ -305,12 +307,16 @@ export class StageRunner {
     });
   }
 
-  private onAssignment(assigned: Assignment, memberId: string, protocol: string): void {
+  private onAssignment(assigned: Assignment, memberId: string, protocol: string, generationId: number): void {
     const assignment = this.stores ? this.coPartitioned(assigned, protocol) : assigned;
     const next = new Set(assignment.map((tp) => keyOf(tp)));
-    // a new member id means this process was out of the group: whatever it held may have moved
-    const rejoined = this.memberId !== '' && memberId !== this.memberId;
+    // a new member id means this process was out of the group, and a generation skipped means it
+    // missed a rebalance (a failed sync the client mended by joining again): whatever it held may
+    // have moved meanwhile, so nothing it holds carries over
+    const skipped = this.generationId >= 0 && generationId !== this.generationId + 1;
+    const rejoined = (this.memberId !== '' && memberId !== this.memberId) || skipped;
     this.memberId = memberId;
+    this.generationId = generationId;
     for (const p of [...this.parts.values()]) {
       if (!rejoined && next.has(p.key)) continue;
       p.revoke();
@@ -321,9 +327,12 @@ export class StageRunner {
       if (i >= 0) this.runnable.splice(i, 1);
     }
     for (const tp of assignment) {
-      if (!this.parts.has(keyOf(tp))) this.parts.set(keyOf(tp), new Partition(tp, this.host));
+      if (this.parts.has(keyOf(tp))) continue;
+      this.parts.set(keyOf(tp), new Partition(tp, this.host));
+      // a new Partition starts unpaused: no pause of an earlier holder of the number may outlive it
+      this.consumer.resume(tp);
     }
-    this.logger.info({ member_id: memberId, assignment: [...next].sort(), rejoined }, 'partitions assigned');
+    this.logger.info({ member_id: memberId, generation_id: generationId, assignment: [...next].sort(), rejoined }, 'partitions assigned');
   }
 
   /**

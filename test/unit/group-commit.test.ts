@@ -158,4 +158,31 @@ describe('GroupCommit', () => {
     expect(p.closes()).toBe(1);
     await expect(gc.publish([rec('out', 0)], input(0, 2))).rejects.toThrow(/closed/);
   });
+
+  it('replaces the producer after a group fence whose abort the broker did not confirm (its transaction may still be open)', async () => {
+    const p = scripted((n) => {
+      if (n === 1) throw Object.assign(fenced('ILLEGAL_GENERATION'), { abortUnconfirmed: true });
+    });
+    const gc = new GroupCommit({ transactionalId: 'stage-1', producer: p.make, generation: () => GEN });
+    await expect(gc.publish([rec('out', 0)], input(0, 1))).rejects.toMatchObject({ type: 'ILLEGAL_GENERATION' });
+    expect(p.closes()).toBe(1);
+    await gc.publish([rec('out', 0)], input(0, 1));
+    expect(p.connects()).toBe(2);
+  });
+
+  it('closes a producer whose connection completes after the stage stopped, and shares nothing', async () => {
+    let connected!: () => void;
+    const slow = new Promise<void>((r) => (connected = r));
+    const p = scripted();
+    const make = (): TransactionalProducer => {
+      const inner = p.make();
+      return { ...inner, connect: async () => (await slow, inner.connect()) };
+    };
+    const gc = new GroupCommit({ transactionalId: 'stage-1', producer: make, generation: () => GEN });
+    const sharing = gc.share(() => true);
+    await gc.close();
+    connected();
+    await expect(sharing).rejects.toThrow(/closed/);
+    expect(p.closes()).toBe(1);
+  });
 });

@@ -13,15 +13,21 @@ import type { PartitionRecovery } from '../../src/runtime/recovery.js';
 
 afterEach(() => void vi.useRealTimers());
 
-function host(publish: TxProducer['publish']): { host: PartitionHost; failed: unknown[]; published: unknown[] } {
+function host(publish: TxProducer['publish']): { host: PartitionHost; failed: unknown[]; published: unknown[]; calls: string[] } {
+  const calls: string[] = [];
   const failed: unknown[] = [];
   const published: unknown[] = [];
-  const consumer = { committed: async () => 10n, pause: () => undefined, resume: () => undefined, seek: () => undefined } as unknown as GroupConsumer;
+  const consumer = {
+    committed: async () => 10n,
+    pause: (tp: { partition: number }) => void calls.push(`pause ${tp.partition}`),
+    resume: (tp: { partition: number }) => void calls.push(`resume ${tp.partition}`),
+    seek: (tp: { partition: number }, o: string) => void calls.push(`seek ${tp.partition} ${o}`),
+  } as unknown as GroupConsumer;
   const h: PartitionHost = {
     groupId: 'g',
     stage: 's',
     consumer,
-    recovery: { logStart: async () => 0n } as unknown as PartitionRecovery,
+    recovery: { logStart: async () => 0n, stalled: new Set(), startAfterFailure: async () => undefined } as unknown as PartitionRecovery,
     logger: createLogger('test', 'silent'),
     metrics: undefined,
     maxRecords: 10,
@@ -34,11 +40,12 @@ function host(publish: TxProducer['publish']): { host: PartitionHost; failed: un
           published.push(args[1]);
           return publish(...args);
         },
+        close: async () => undefined,
       }) as unknown as TxProducer,
     schedule: () => undefined,
     failed: async (_p, err) => void failed.push(err),
   };
-  return { host: h, failed, published };
+  return { host: h, failed, published, calls };
 }
 
 describe('offset-only commits', () => {
@@ -71,5 +78,21 @@ describe('offset-only commits', () => {
     await vi.advanceTimersByTimeAsync(1100);
     expect(failed).toEqual([]);
     expect(p.committed).toBe(12n);
+  });
+});
+
+describe('a revoked partition', () => {
+  it('touches the consumer no more: a failure of its last batch neither pauses nor seeks the partition, which a new holder may have', async () => {
+    const { host: h, calls } = host(async () => []);
+    const p = new Partition({ topic: 't', partition: 3 }, h);
+    await p.fence();
+    calls.length = 0;
+    p.revoke();
+    expect(calls).toEqual(['resume 3']);
+    // its batch in a shared transaction fails after the rebalance: recovery must not pause the
+    // partition again (the new Partition of the same number would never resume it)
+    await p.recover(Object.assign(new Error('revoked'), { type: 'REBALANCE_IN_PROGRESS' }));
+    p.pauseFetch();
+    expect(calls).toEqual(['resume 3']);
   });
 });

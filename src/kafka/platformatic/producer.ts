@@ -174,8 +174,18 @@ export class PkTxProducer implements TransactionalProducer {
       await tx.commit();
       return landed;
     } catch (err) {
-      await abandon(tx);
-      throw this.failed(err);
+      const aborted = await abandon(tx);
+      const e = this.failed(err);
+      if (!aborted) {
+        // the transaction may still be open at the broker with this producer id and epoch: a next
+        // transaction of this producer would add to it, and commit the failed one's records with it
+        this.fenced ??= Object.assign(
+          new Error(`transactional producer ${this.transactionalId}: the abort of a failed transaction was not confirmed; the producer must be replaced`),
+          { type: 'INVALID_TXN_STATE' },
+        );
+        Object.assign(e, { abortUnconfirmed: true });
+      }
+      throw e;
     }
   }
 
@@ -236,13 +246,19 @@ export class PkTxProducer implements TransactionalProducer {
   }
 }
 
-/** Aborts `tx`; when the broker will not (a fenced producer, nothing begun there), drops it locally so that the client can begin the next. */
-async function abandon(tx: Transaction): Promise<void> {
-  if (tx.completed) return;
+/**
+ * Aborts `tx`; when the broker will not (a fenced producer, the coordinator away), drops it locally
+ * so that the client can begin the next. True when the transaction is over at the broker (aborted,
+ * or already completed); false when only dropped locally: it may still be open there.
+ */
+async function abandon(tx: Transaction): Promise<boolean> {
+  if (tx.completed) return true;
   try {
     await tx.abort();
+    return true;
   } catch {
     await tx.cancel().catch(() => undefined);
+    return false;
   }
 }
 
