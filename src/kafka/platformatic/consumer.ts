@@ -12,6 +12,14 @@
  *   (read_committed), so backpressure is exact; a response is dropped when the generation
  *   changed, or the partition was paused, seeked or revoked while it was in flight. A partition
  *   starts at its committed offset, asked as a stable offset (`offsets.ts`), else at the log start.
+ * - Memberships: a join under the same member id in the next generation (previous + 1) goes on
+ *   with the partitions it retains: their fetch positions and pause flags stay. Any other join —
+ *   a new member id (a restart after a failure, or the client rejoined by itself after
+ *   UNKNOWN_MEMBER_ID or an expired session), or a skipped generation (the client retried a failed
+ *   SyncGroup by itself) — is a new membership: every partition of it, as every partition newly
+ *   assigned in a join, starts again from its committed offset and unpaused, whatever an earlier
+ *   holder of it paused or seeked. The runtime tells a new membership from `onAssignment`'s info:
+ *   a member id other than the last one, or a generation id other than the last one + 1.
  * - Failures: the broker is awaited at start; a failed join or fetch restarts the client (a new
  *   member) with capped, jittered backoff; a bug in a handler (`CONSUMER_BUGS`) or a refusal by
  *   the authorizer crashes it for good, as the kafkajs consumer does.
@@ -151,8 +159,18 @@ export class PkGroupConsumer implements StageConsumer {
     const protocol = chosenProtocol(p.memberId, generationId, true) ?? offeredProtocols(this.options)[0]!;
     const assignment: Assignment = (p.assignments ?? []).flatMap((a) => a.partitions.map((partition) => ({ topic: a.topic, partition })));
     const owned = new Set(assignment.map(key));
-    // a retained partition fetches on from its position; a revoked one forgets it
-    for (const k of [...this.positions.keys()]) if (!owned.has(k)) this.positions.delete(k);
+    // the same membership goes on only under the same member id in the very next generation: after a
+    // new member id (a restart, or the client rejoined after UNKNOWN_MEMBER_ID) or a skipped
+    // generation (a failed SyncGroup the client retried by itself) another member may have held and
+    // committed any partition meanwhile, so none of ours is retained
+    const prev = this.member;
+    const goesOn = prev !== undefined && prev.memberId === p.memberId && generationId === prev.generationId + 1;
+    const retained = (k: string): boolean => goesOn && prev.owned.has(k) && owned.has(k);
+    // a retained partition fetches on from its position and stays paused if it was; any other one
+    // starts from its committed offset, unpaused (a pause of an earlier owner of it must not outlive it)
+    for (const k of [...this.positions.keys()]) if (!retained(k)) this.positions.delete(k);
+    for (const k of [...this.paused]) if (!retained(k)) this.paused.delete(k);
+    for (const k of owned) if (!retained(k)) this.touch(k);
     this.member = { groupId: this.options.groupId, memberId: p.memberId, generationId, protocol, owned };
     this.state = 'joined';
     this.restarts.reset();
@@ -165,6 +183,8 @@ export class PkGroupConsumer implements StageConsumer {
     if (consumer !== this.consumer || this.state === 'stopped' || this.state === 'restarting') return;
     this.consumer = undefined;
     this.member = undefined;
+    // the next join is a new member: every partition starts again from its committed offset
+    this.positions.clear();
     void consumer.close(true).catch(() => undefined);
     if (CONSUMER_BUGS.has(err.name) || authorizationFailure(err)) {
       this.state = 'stopped';
@@ -308,12 +328,15 @@ export class PkGroupConsumer implements StageConsumer {
   }
 
   private async toLogStart(consumer: Consumer, tps: TopicPartition[]): Promise<void> {
+    const member = this.member;
     const low = await this.earliest(consumer, tps);
+    // a join meanwhile: the new membership starts from the committed offsets
+    if (this.member !== member) return;
     for (const tp of tps) if (low.has(key(tp))) this.positions.set(key(tp), low.get(key(tp))!);
   }
 
-  private touch(tp: TopicPartition): string {
-    const k = key(tp);
+  private touch(tp: TopicPartition | string): string {
+    const k = typeof tp === 'string' ? tp : key(tp);
     this.stamps.set(k, ++this.stampCounter);
     return k;
   }
