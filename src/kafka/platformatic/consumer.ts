@@ -20,11 +20,13 @@
  *   assigned in a join, starts again from its committed offset and unpaused, whatever an earlier
  *   holder of it paused or seeked. The runtime tells a new membership from `onAssignment`'s info:
  *   a member id other than the last one, or a generation id other than the last one + 1.
- * - Failures: the broker is awaited at start; a failed join or fetch restarts the client (a new
- *   member) with capped, jittered backoff; a bug in a handler (`CONSUMER_BUGS`) or a refusal by
+ * - Failures: the broker is awaited at start; a network failure of the fetch loop is retried in
+ *   the loop (metadata refreshed, backoff) up to {@link FETCH_NETWORK_RETRIES} times in a row,
+ *   keeping the membership; a failed join, any other fetch failure or one retry too many restarts
+ *   the client (a new member) with capped, jittered backoff; a bug in a handler (`CONSUMER_BUGS`) or a refusal by
  *   the authorizer crashes it for good, as the kafkajs consumer does.
  */
-import { Consumer, FetchIsolationLevels, type ConsumerGroupJoinPayload } from '@platformatic/kafka';
+import { Consumer, FetchIsolationLevels, NetworkError, type ConsumerGroupJoinPayload } from '@platformatic/kafka';
 import type { Logger } from '../../core/logger.js';
 import { Backoff, sleep } from '../../core/retry.js';
 import { authorizationFailure } from '../acls.js';
@@ -51,6 +53,17 @@ const STALE_LEADER = new Set([
   'UNKNOWN_TOPIC_OR_PARTITION',
   'UNKNOWN_TOPIC_ID',
 ]);
+
+/**
+ * Network failures in a row (a dropped connection, a broker restarting) that the fetch loop rides
+ * out itself, with a metadata refresh and backoff, before it restarts the client as a new member.
+ */
+const FETCH_NETWORK_RETRIES = 5;
+
+/** A network failure of the client's (not a protocol error, a refusal or a handler's bug). */
+function networkFailure(err: Error): boolean {
+  return NetworkError.isRetryable(err) && (err as { type?: string }).type === undefined && authorizationFailure(err) === undefined;
+}
 
 /** The current membership: what the last join event said. */
 interface Membership extends GroupGeneration {
@@ -213,34 +226,59 @@ export class PkGroupConsumer implements StageConsumer {
 
   /** Fetches the owned, unpaused partitions, one request per leader, until the client changes. */
   private async fetchLoop(consumer: Consumer): Promise<void> {
+    const backoff = new Backoff({ ...this.options.reconnect, jitter: 'decorrelated' });
+    let failures = 0;
     while (consumer === this.consumer && !this.stopping.signal.aborted) {
-      const member = this.member;
-      const wanted = member ? [...member.owned].filter((k) => !this.paused.has(k)) : [];
-      if (!member || wanted.length === 0) {
-        await new Promise<void>((resolve) => {
-          this.wake = resolve;
-          setTimeout(resolve, this.options.maxWaitMs);
-        });
-        this.wake = undefined;
-        continue;
+      try {
+        await this.fetchRound(consumer);
+        failures = 0;
+        backoff.reset();
+      } catch (err) {
+        const e = normalizeError(err);
+        if (!networkFailure(e) || ++failures > FETCH_NETWORK_RETRIES) throw e;
+        const delay = backoff.next();
+        this.logger.warn({ err: e, attempt: failures, retry_in_ms: delay }, 'fetch failed; refreshing metadata and fetching again');
+        try {
+          await sleep(delay, this.stopping.signal);
+        } catch {
+          return;
+        }
+        await consumer.metadata({ topics: this.topics, forceUpdate: true }).catch(() => undefined);
       }
-      const tps = wanted.map((k) => {
-        const [topic, p] = k.split('\u0000');
-        return { topic: topic!, partition: Number(p) };
-      });
-      await this.resolvePositions(
-        consumer,
-        tps.filter((tp) => !this.positions.has(key(tp))),
-      );
-      const metadata = await consumer.metadata({ topics: [...new Set(tps.map((tp) => tp.topic))] });
-      const byLeader = new Map<number, TopicPartition[]>();
-      for (const tp of tps) {
-        const leader = metadata.topics.get(tp.topic)?.partitions[tp.partition]?.leader;
-        if (leader === undefined || leader < 0) continue;
-        byLeader.set(leader, [...(byLeader.get(leader) ?? []), tp]);
-      }
-      await Promise.all([...byLeader].map(([node, list]) => this.fetchFrom(consumer, member, node, list, metadata.topics)));
     }
+  }
+
+  /** One round: the positions of newly owned partitions, then one fetch per leader of the owned, unpaused ones. */
+  private async fetchRound(consumer: Consumer): Promise<void> {
+    const member = this.member;
+    const wanted = member ? [...member.owned].filter((k) => !this.paused.has(k)) : [];
+    if (!member || wanted.length === 0) {
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        setTimeout(resolve, this.options.maxWaitMs);
+      });
+      this.wake = undefined;
+      return;
+    }
+    const tps = wanted.map((k) => {
+      const [topic, p] = k.split('\u0000');
+      return { topic: topic!, partition: Number(p) };
+    });
+    await this.resolvePositions(
+      consumer,
+      tps.filter((tp) => !this.positions.has(key(tp))),
+    );
+    const metadata = await consumer.metadata({ topics: [...new Set(tps.map((tp) => tp.topic))] });
+    const byLeader = new Map<number, TopicPartition[]>();
+    for (const tp of tps) {
+      const leader = metadata.topics.get(tp.topic)?.partitions[tp.partition]?.leader;
+      if (leader === undefined || leader < 0) continue;
+      byLeader.set(leader, [...(byLeader.get(leader) ?? []), tp]);
+    }
+    // every fetch settled before the next round: a round must never ask a partition while one is in flight
+    const settled = await Promise.allSettled([...byLeader].map(([node, list]) => this.fetchFrom(consumer, member, node, list, metadata.topics)));
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 
   /** One fetch from `node`; each partition's records go to `onBatch` unless its state moved meanwhile. */

@@ -4,7 +4,8 @@
  * it under the same member id in the next generation; a new member id (the client rejoined by
  * itself, or a restart after a failure) or a skipped generation starts every partition again from
  * its committed offset, unpaused. Otherwise the records between the committed offset and the
- * stale position would never be handled.
+ * stale position would never be handled. A dropped connection is retried in the fetch loop, under
+ * the same membership, up to a bound; past it, or on any other failure, the client restarts.
  */
 import { EventEmitter } from 'node:events';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -25,6 +26,8 @@ class FakeConsumer extends EventEmitter {
   readonly asked = new Map<number, bigint[]>();
   readonly topics = { trackAll: () => undefined };
   closed = false;
+  /** The next fetches that fail with this error. */
+  static failing: { count: number; error: () => Error } = { count: 0, error: () => new Error('none') };
   constructor() {
     super();
     FakeConsumer.instances.push(this);
@@ -46,6 +49,10 @@ class FakeConsumer extends EventEmitter {
   }
   async fetch(req: { topics: { partitions: { partition: number; fetchOffset: bigint }[] }[] }): Promise<unknown> {
     await new Promise((r) => setTimeout(r, 2));
+    if (FakeConsumer.failing.count > 0) {
+      FakeConsumer.failing.count -= 1;
+      throw FakeConsumer.failing.error();
+    }
     const partitions = req.topics[0]!.partitions.map(({ partition, fetchOffset }) => {
       this.asked.set(partition, [...(this.asked.get(partition) ?? []), fetchOffset]);
       const n = Number(LOG_END - fetchOffset < 50n ? LOG_END - fetchOffset : 50n);
@@ -80,11 +87,13 @@ vi.mock('../../src/kafka/platformatic/offsets.js', () => ({
 }));
 
 const { PkGroupConsumer } = await import('../../src/kafka/platformatic/consumer.js');
+const { NetworkError } = await import('@platformatic/kafka');
 
 const stops: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const s of stops.splice(0)) await s();
   FakeConsumer.instances.length = 0;
+  FakeConsumer.failing.count = 0;
 });
 
 async function until(what: string, cond: () => boolean, ms = 5_000): Promise<void> {
@@ -196,5 +205,36 @@ describe('PkGroupConsumer across joins', () => {
     expect(first.closed).toBe(true);
     await until('fetched', () => [0, 1].every((p) => (s.client().asked.get(p)?.length ?? 0) > 0));
     for (const p of [0, 1]) expect(s.client().asked.get(p)![0]).toBe(COMMITTED);
+  });
+});
+
+describe('PkGroupConsumer on fetch failures', () => {
+  const each = (s: Awaited<ReturnType<typeof started>>, p: number): number[] => s.got.filter((r) => r.partition === p).map((r) => Number(r.offset));
+  const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);
+
+  it('a dropped connection is fetched again under the same membership: no restart, no gap, no repeat', async () => {
+    FakeConsumer.failing = { count: 3, error: () => new NetworkError('Connection closed.') };
+    const s = await started(LOG_END + 1n);
+    await until('every record', () => s.got.length >= 2 * Number(LOG_END - COMMITTED));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(FakeConsumer.failing.count).toBe(0);
+    expect(FakeConsumer.instances).toHaveLength(1);
+    expect(s.assignments).toHaveLength(1);
+    for (const p of [0, 1]) expect(each(s, p)).toEqual(range(Number(COMMITTED), Number(LOG_END)));
+  });
+
+  it('one network failure too many restarts the client (a new member)', async () => {
+    FakeConsumer.failing = { count: 7, error: () => new NetworkError('Connection closed.') };
+    const s = await started(LOG_END + 1n);
+    await until('a new member', () => s.assignments.length === 2, 10_000);
+    expect(FakeConsumer.instances).toHaveLength(2);
+    expect(FakeConsumer.instances[0]!.closed).toBe(true);
+  });
+
+  it('any other failure restarts the client at once', async () => {
+    FakeConsumer.failing = { count: 1, error: () => new Error('not a network failure') };
+    const s = await started(LOG_END + 1n);
+    await until('a new member', () => s.assignments.length === 2);
+    expect(FakeConsumer.instances).toHaveLength(2);
   });
 });
