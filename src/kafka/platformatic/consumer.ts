@@ -12,11 +12,21 @@
  *   (read_committed), so backpressure is exact; a response is dropped when the generation
  *   changed, or the partition was paused, seeked or revoked while it was in flight. A partition
  *   starts at its committed offset, asked as a stable offset (`offsets.ts`), else at the log start.
- * - Failures: the broker is awaited at start; a failed join or fetch restarts the client (a new
- *   member) with capped, jittered backoff; a bug in a handler (`CONSUMER_BUGS`) or a refusal by
+ * - Memberships: a join under the same member id in the next generation (previous + 1) goes on
+ *   with the partitions it retains: their fetch positions and pause flags stay. Any other join —
+ *   a new member id (a restart after a failure, or the client rejoined by itself after
+ *   UNKNOWN_MEMBER_ID or an expired session), or a skipped generation (the client retried a failed
+ *   SyncGroup by itself) — is a new membership: every partition of it, as every partition newly
+ *   assigned in a join, starts again from its committed offset and unpaused, whatever an earlier
+ *   holder of it paused or seeked. The runtime tells a new membership from `onAssignment`'s info:
+ *   a member id other than the last one, or a generation id other than the last one + 1.
+ * - Failures: the broker is awaited at start; a network failure of the fetch loop is retried in
+ *   the loop (metadata refreshed, backoff) up to {@link FETCH_NETWORK_RETRIES} times in a row,
+ *   keeping the membership; a failed join, any other fetch failure or one retry too many restarts
+ *   the client (a new member) with capped, jittered backoff; a bug in a handler (`CONSUMER_BUGS`) or a refusal by
  *   the authorizer crashes it for good, as the kafkajs consumer does.
  */
-import { Consumer, FetchIsolationLevels, type ConsumerGroupJoinPayload } from '@platformatic/kafka';
+import { Consumer, FetchIsolationLevels, NetworkError, type ConsumerGroupJoinPayload } from '@platformatic/kafka';
 import type { Logger } from '../../core/logger.js';
 import { Backoff, sleep } from '../../core/retry.js';
 import { authorizationFailure } from '../acls.js';
@@ -43,6 +53,17 @@ const STALE_LEADER = new Set([
   'UNKNOWN_TOPIC_OR_PARTITION',
   'UNKNOWN_TOPIC_ID',
 ]);
+
+/**
+ * Network failures in a row (a dropped connection, a broker restarting) that the fetch loop rides
+ * out itself, with a metadata refresh and backoff, before it restarts the client as a new member.
+ */
+const FETCH_NETWORK_RETRIES = 5;
+
+/** A network failure of the client's (not a protocol error, a refusal or a handler's bug). */
+function networkFailure(err: Error): boolean {
+  return NetworkError.isRetryable(err) && (err as { type?: string }).type === undefined && authorizationFailure(err) === undefined;
+}
 
 /** The current membership: what the last join event said. */
 interface Membership extends GroupGeneration {
@@ -151,8 +172,18 @@ export class PkGroupConsumer implements StageConsumer {
     const protocol = chosenProtocol(p.memberId, generationId, true) ?? offeredProtocols(this.options)[0]!;
     const assignment: Assignment = (p.assignments ?? []).flatMap((a) => a.partitions.map((partition) => ({ topic: a.topic, partition })));
     const owned = new Set(assignment.map(key));
-    // a retained partition fetches on from its position; a revoked one forgets it
-    for (const k of [...this.positions.keys()]) if (!owned.has(k)) this.positions.delete(k);
+    // the same membership goes on only under the same member id in the very next generation: after a
+    // new member id (a restart, or the client rejoined after UNKNOWN_MEMBER_ID) or a skipped
+    // generation (a failed SyncGroup the client retried by itself) another member may have held and
+    // committed any partition meanwhile, so none of ours is retained
+    const prev = this.member;
+    const goesOn = prev !== undefined && prev.memberId === p.memberId && generationId === prev.generationId + 1;
+    const retained = (k: string): boolean => goesOn && prev.owned.has(k) && owned.has(k);
+    // a retained partition fetches on from its position and stays paused if it was; any other one
+    // starts from its committed offset, unpaused (a pause of an earlier owner of it must not outlive it)
+    for (const k of [...this.positions.keys()]) if (!retained(k)) this.positions.delete(k);
+    for (const k of [...this.paused]) if (!retained(k)) this.paused.delete(k);
+    for (const k of owned) if (!retained(k)) this.touch(k);
     this.member = { groupId: this.options.groupId, memberId: p.memberId, generationId, protocol, owned };
     this.state = 'joined';
     this.restarts.reset();
@@ -165,6 +196,8 @@ export class PkGroupConsumer implements StageConsumer {
     if (consumer !== this.consumer || this.state === 'stopped' || this.state === 'restarting') return;
     this.consumer = undefined;
     this.member = undefined;
+    // the next join is a new member: every partition starts again from its committed offset
+    this.positions.clear();
     void consumer.close(true).catch(() => undefined);
     if (CONSUMER_BUGS.has(err.name) || authorizationFailure(err)) {
       this.state = 'stopped';
@@ -193,34 +226,59 @@ export class PkGroupConsumer implements StageConsumer {
 
   /** Fetches the owned, unpaused partitions, one request per leader, until the client changes. */
   private async fetchLoop(consumer: Consumer): Promise<void> {
+    const backoff = new Backoff({ ...this.options.reconnect, jitter: 'decorrelated' });
+    let failures = 0;
     while (consumer === this.consumer && !this.stopping.signal.aborted) {
-      const member = this.member;
-      const wanted = member ? [...member.owned].filter((k) => !this.paused.has(k)) : [];
-      if (!member || wanted.length === 0) {
-        await new Promise<void>((resolve) => {
-          this.wake = resolve;
-          setTimeout(resolve, this.options.maxWaitMs);
-        });
-        this.wake = undefined;
-        continue;
+      try {
+        await this.fetchRound(consumer);
+        failures = 0;
+        backoff.reset();
+      } catch (err) {
+        const e = normalizeError(err);
+        if (!networkFailure(e) || ++failures > FETCH_NETWORK_RETRIES) throw e;
+        const delay = backoff.next();
+        this.logger.warn({ err: e, attempt: failures, retry_in_ms: delay }, 'fetch failed; refreshing metadata and fetching again');
+        try {
+          await sleep(delay, this.stopping.signal);
+        } catch {
+          return;
+        }
+        await consumer.metadata({ topics: this.topics, forceUpdate: true }).catch(() => undefined);
       }
-      const tps = wanted.map((k) => {
-        const [topic, p] = k.split('\u0000');
-        return { topic: topic!, partition: Number(p) };
-      });
-      await this.resolvePositions(
-        consumer,
-        tps.filter((tp) => !this.positions.has(key(tp))),
-      );
-      const metadata = await consumer.metadata({ topics: [...new Set(tps.map((tp) => tp.topic))] });
-      const byLeader = new Map<number, TopicPartition[]>();
-      for (const tp of tps) {
-        const leader = metadata.topics.get(tp.topic)?.partitions[tp.partition]?.leader;
-        if (leader === undefined || leader < 0) continue;
-        byLeader.set(leader, [...(byLeader.get(leader) ?? []), tp]);
-      }
-      await Promise.all([...byLeader].map(([node, list]) => this.fetchFrom(consumer, member, node, list, metadata.topics)));
     }
+  }
+
+  /** One round: the positions of newly owned partitions, then one fetch per leader of the owned, unpaused ones. */
+  private async fetchRound(consumer: Consumer): Promise<void> {
+    const member = this.member;
+    const wanted = member ? [...member.owned].filter((k) => !this.paused.has(k)) : [];
+    if (!member || wanted.length === 0) {
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        setTimeout(resolve, this.options.maxWaitMs);
+      });
+      this.wake = undefined;
+      return;
+    }
+    const tps = wanted.map((k) => {
+      const [topic, p] = k.split('\u0000');
+      return { topic: topic!, partition: Number(p) };
+    });
+    await this.resolvePositions(
+      consumer,
+      tps.filter((tp) => !this.positions.has(key(tp))),
+    );
+    const metadata = await consumer.metadata({ topics: [...new Set(tps.map((tp) => tp.topic))] });
+    const byLeader = new Map<number, TopicPartition[]>();
+    for (const tp of tps) {
+      const leader = metadata.topics.get(tp.topic)?.partitions[tp.partition]?.leader;
+      if (leader === undefined || leader < 0) continue;
+      byLeader.set(leader, [...(byLeader.get(leader) ?? []), tp]);
+    }
+    // every fetch settled before the next round: a round must never ask a partition while one is in flight
+    const settled = await Promise.allSettled([...byLeader].map(([node, list]) => this.fetchFrom(consumer, member, node, list, metadata.topics)));
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 
   /** One fetch from `node`; each partition's records go to `onBatch` unless its state moved meanwhile. */
@@ -308,12 +366,15 @@ export class PkGroupConsumer implements StageConsumer {
   }
 
   private async toLogStart(consumer: Consumer, tps: TopicPartition[]): Promise<void> {
+    const member = this.member;
     const low = await this.earliest(consumer, tps);
+    // a join meanwhile: the new membership starts from the committed offsets
+    if (this.member !== member) return;
     for (const tp of tps) if (low.has(key(tp))) this.positions.set(key(tp), low.get(key(tp))!);
   }
 
-  private touch(tp: TopicPartition): string {
-    const k = key(tp);
+  private touch(tp: TopicPartition | string): string {
+    const k = typeof tp === 'string' ? tp : key(tp);
     this.stamps.set(k, ++this.stampCounter);
     return k;
   }
