@@ -52,12 +52,18 @@ const rec = (topic: string, partition: number, key = 'k'): OutRecord & { topic: 
 const input = (partition: number, offset: number): InputOffset => ({ groupId: 'g', topic: 'in', partition, offset: String(offset) });
 const fenced = (type: string): Error => Object.assign(new Error(type), { type });
 
+/** A group commit whose first transaction waits for `release()` (so the next batches queue behind it). */
+function firstHeld(options: { maxRecords?: number } = {}) {
+  let release!: () => void;
+  const first = new Promise<void>((r) => (release = r));
+  const p = scripted((n) => (n === 1 ? first : undefined));
+  const gc = new GroupCommit({ transactionalId: 'stage-1', producer: p.make, generation: () => GEN, ...options });
+  return { p, gc, release };
+}
+
 describe('GroupCommit', () => {
   it('commits a lone batch at once, and gathers the batches handed over meanwhile into the next transaction with the current generation', async () => {
-    let release!: () => void;
-    const first = new Promise<void>((r) => (release = r));
-    const p = scripted((n) => (n === 1 ? first : undefined));
-    const gc = new GroupCommit({ transactionalId: 'stage-1', producer: p.make, generation: () => GEN });
+    const { p, gc, release } = firstHeld();
     const a = gc.publish([rec('out', 0)], input(0, 10));
     await new Promise((r) => setImmediate(r));
     expect(p.txns).toHaveLength(1);
@@ -71,10 +77,7 @@ describe('GroupCommit', () => {
   });
 
   it('keeps a transaction under maxRecords (a larger batch goes alone)', async () => {
-    let release!: () => void;
-    const first = new Promise<void>((r) => (release = r));
-    const p = scripted((n) => (n === 1 ? first : undefined));
-    const gc = new GroupCommit({ transactionalId: 'stage-1', producer: p.make, generation: () => GEN, maxRecords: 3 });
+    const { p, gc, release } = firstHeld({ maxRecords: 3 });
     const all = [gc.publish([rec('out', 0)], input(0, 1))];
     await new Promise((r) => setImmediate(r));
     all.push(
@@ -115,10 +118,7 @@ describe('GroupCommit', () => {
   });
 
   it('leaves out a batch whose partition was revoked before its transaction began (the coordinator checks only the generation)', async () => {
-    let release!: () => void;
-    const first = new Promise<void>((r) => (release = r));
-    const p = scripted((n) => (n === 1 ? first : undefined));
-    const gc = new GroupCommit({ transactionalId: 'stage-1', producer: p.make, generation: () => GEN });
+    const { p, gc, release } = firstHeld();
     const a = gc.publish([rec('out', 0)], input(0, 1));
     await new Promise((r) => setImmediate(r));
     let owned = true;
@@ -142,10 +142,7 @@ describe('GroupCommit', () => {
   });
 
   it('fails the batches still waiting when closed, and closes the producer', async () => {
-    let release!: () => void;
-    const first = new Promise<void>((r) => (release = r));
-    const p = scripted((n) => (n === 1 ? first : undefined));
-    const gc = new GroupCommit({ transactionalId: 'stage-1', producer: p.make, generation: () => GEN });
+    const { p, gc, release } = firstHeld();
     const a = gc.publish([rec('out', 0)], input(0, 1));
     await new Promise((r) => setImmediate(r));
     const b = gc.publish([rec('out', 1)], input(1, 1));
