@@ -29,6 +29,8 @@ interface Pending {
   input: InputOffset;
   /** The partition is still this member's (the Partition it came from, not a later one of the same number). */
   owned(): boolean;
+  /** Commit in a transaction of its own: a transaction it shared failed for a reason that may be its records'. */
+  alone?: boolean;
   resolve(landed: ProducedOffset[]): void;
   reject(err: unknown): void;
 }
@@ -134,7 +136,10 @@ export class GroupCommit {
       while (this.pending.length > 0 && !this.closed) {
         const take: Pending[] = [];
         let records = 0;
-        while (this.pending.length > 0 && (take.length === 0 || records + this.pending[0]!.records.length <= this.maxRecords)) {
+        while (
+          this.pending.length > 0 &&
+          (take.length === 0 || (!take[0]!.alone && !this.pending[0]!.alone && records + this.pending[0]!.records.length <= this.maxRecords))
+        ) {
           const p = this.pending.shift()!;
           records += p.records.length;
           take.push(p);
@@ -168,10 +173,19 @@ export class GroupCommit {
       this.options.onCommit?.(take.length, records, Date.now() - started);
       for (const p of take) p.resolve(landedFor(landed, p.records));
     } catch (err) {
-      for (const p of take) p.reject(err);
       const type = (err as { type?: string }).type ?? '';
+      const confirmed = (err as { abortUnconfirmed?: boolean }).abortUnconfirmed !== true;
+      if (take.length > 1 && confirmed && RECORD_ERRORS.has(type)) {
+        // one batch's records may be the cause (too large, a topic it may not write): each batch
+        // goes again in a transaction of its own, so only that batch's partition fails, as it
+        // would with a transaction per partition
+        for (const p of take) p.alone = true;
+        this.pending.unshift(...take);
+        return;
+      }
+      for (const p of take) p.reject(err);
       // a group fence leaves the producer usable (its transaction was aborted), unless the abort was not confirmed
-      const keep = GROUP_FENCING_ERRORS.has(type) && (err as { abortUnconfirmed?: boolean }).abortUnconfirmed !== true;
+      const keep = (GROUP_FENCING_ERRORS.has(type) || RECORD_ERRORS.has(type)) && confirmed;
       if (producer && this.producer === producer && !keep) {
         this.producer = undefined;
         await producer.close().catch(() => undefined);
@@ -179,6 +193,20 @@ export class GroupCommit {
     }
   }
 }
+
+/**
+ * Errors a transaction can fail with because of one batch's records or topics: a transaction that
+ * several batches shared is tried again batch by batch.
+ */
+const RECORD_ERRORS: ReadonlySet<string> = new Set([
+  'MESSAGE_TOO_LARGE',
+  'RECORD_LIST_TOO_LARGE',
+  'INVALID_RECORD',
+  'CORRUPT_MESSAGE',
+  'INVALID_TIMESTAMP',
+  'UNKNOWN_TOPIC_OR_PARTITION',
+  'TOPIC_AUTHORIZATION_FAILED',
+]);
 
 /**
  * Where one batch's records landed, from where the whole transaction's did: the batch's

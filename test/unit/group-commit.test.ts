@@ -3,7 +3,7 @@
  * batches go into which transaction, with which generation, and what a failure does to the batches
  * and to the producer. A scripted producer stands in for the client (no broker).
  */
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { OutRecord, ProducedOffset } from '../../src/kafka/io.js';
 import type { GroupGeneration, InputOffset, TransactionalProducer } from '../../src/kafka/port.js';
 import { GroupCommit, landedFor } from '../../src/runtime/group-commit.js';
@@ -13,6 +13,9 @@ interface Txn {
   inputs: InputOffset[];
   generation: GroupGeneration | undefined;
 }
+
+/** Makes a transaction fail with the error it returns (the scripted producers of these tests consult it). */
+let failWhen: (txn: Txn) => Error | false = () => false;
 
 /** A producer that records each transaction and answers as `script` says (by transaction number). */
 function scripted(script: (n: number, txn: Txn) => Promise<void> | void = () => undefined) {
@@ -30,6 +33,8 @@ function scripted(script: (n: number, txn: Txn) => Promise<void> | void = () => 
         const txn = { records, inputs: Array.isArray(input) ? input : [input], generation };
         txns.push(txn);
         await script(txns.length, txn);
+        const failure = failWhen(txn);
+        if (failure) throw failure;
         const first = new Map<string, ProducedOffset>();
         records.forEach((r, i) => {
           const k = `${r.topic}/${r.partition ?? 0}`;
@@ -60,6 +65,10 @@ function firstHeld(options: { maxRecords?: number } = {}) {
   const gc = new GroupCommit({ transactionalId: 'stage-1', producer: p.make, generation: () => GEN, ...options });
   return { p, gc, release };
 }
+
+afterEach(() => {
+  failWhen = () => false;
+});
 
 describe('GroupCommit', () => {
   it('commits a lone batch at once, and gathers the batches handed over meanwhile into the next transaction with the current generation', async () => {
@@ -181,5 +190,23 @@ describe('GroupCommit', () => {
     connected();
     await expect(sharing).rejects.toThrow(/closed/);
     expect(p.closes()).toBe(1);
+  });
+
+  it("tries a shared transaction that failed for a record's reason again batch by batch: only the batch at fault fails", async () => {
+    const { p, gc, release } = firstHeld();
+    const a = gc.publish([rec('out', 0)], input(0, 1));
+    await new Promise((r) => setImmediate(r));
+    const tooLarge = Object.assign(new Error('too large'), { type: 'MESSAGE_TOO_LARGE' });
+    const script = p.txns; // the transactions so far: the held first one
+    const b = gc.publish([rec('out', 1, 'ok-1')], input(1, 5));
+    const c = gc.publish([rec('out', 2, 'big')], input(2, 6));
+    const d = gc.publish([rec('out', 3, 'ok-3')], input(3, 7));
+    failWhen = (t) => t.records.some((r) => r.key === 'big') && tooLarge;
+    release();
+    await a;
+    await expect(c).rejects.toBe(tooLarge);
+    await Promise.all([b, d]);
+    expect(script.map((t) => t.inputs.map((i) => i.partition))).toEqual([[0], [1, 2, 3], [1], [2], [3]]);
+    expect(p.connects()).toBe(1);
   });
 });

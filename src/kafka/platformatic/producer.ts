@@ -194,7 +194,11 @@ export class PkTxProducer implements TransactionalProducer {
    * offset before the next one to read and the group membership to send, which is all it reads.
    */
   private async offsetMessage(o: InputOffset, generation: GroupGeneration | undefined): Promise<Message> {
-    const member = generation?.groupId === o.groupId ? generation : undefined;
+    // a generation of another group would commit these offsets unfenced: a caller's mistake
+    if (generation && generation.groupId !== o.groupId) {
+      throw new SonicError('INTERNAL', `offsets of group ${o.groupId} with the generation of group ${generation.groupId}`);
+    }
+    const member = generation;
     const consumer = {
       groupId: o.groupId,
       generationId: member?.generationId ?? -1,
