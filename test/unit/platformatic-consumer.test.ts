@@ -81,9 +81,16 @@ class FakeConsumer extends EventEmitter {
 
 vi.mock('@platformatic/kafka', async (original) => ({ ...(await original<typeof import('@platformatic/kafka')>()), Consumer: FakeConsumer }));
 vi.mock('../../src/kafka/platformatic/access.js', () => ({ connectChecked: async (_c: unknown, connect: () => Promise<unknown>) => connect() }));
+/** Partitions whose committed offset a previous owner's open transaction keeps unstable. */
+const unstable = new Set<number>();
 vi.mock('../../src/kafka/platformatic/offsets.js', () => ({
-  stableCommitted: async (_c: unknown, _g: string, tps: { topic: string; partition: number }[]) =>
-    new Map(tps.map((tp) => [`${tp.topic}\u0000${tp.partition}`, COMMITTED])),
+  stableCommitted: async (_c: unknown, _g: string, tps: { topic: string; partition: number }[]) => {
+    if (tps.some((tp) => unstable.has(tp.partition))) {
+      await new Promise((r) => setTimeout(r, 5)); // the real one asks for 30 s before it gives up
+      throw Object.assign(new Error('The coordinator is not available.'), { type: 'UNSTABLE_OFFSET_COMMIT' });
+    }
+    return new Map(tps.map((tp) => [`${tp.topic}\u0000${tp.partition}`, COMMITTED]));
+  },
 }));
 
 const { PkGroupConsumer } = await import('../../src/kafka/platformatic/consumer.js');
@@ -94,6 +101,7 @@ afterEach(async () => {
   for (const s of stops.splice(0)) await s();
   FakeConsumer.instances.length = 0;
   FakeConsumer.failing.count = 0;
+  unstable.clear();
 });
 
 async function until(what: string, cond: () => boolean, ms = 5_000): Promise<void> {
@@ -143,6 +151,19 @@ async function atStale(s: Awaited<ReturnType<typeof started>>): Promise<void> {
 }
 
 const askedAfter = (s: Awaited<ReturnType<typeof started>>, p: number, n: number): bigint[] => (s.client().asked.get(p) ?? []).slice(n);
+
+describe('PkGroupConsumer positions', () => {
+  it('a partition whose committed offset stays unstable holds up only itself: the others are fetched meanwhile, and it starts from its committed offset once stable, under the same member', async () => {
+    unstable.add(1);
+    const s = await started(2_000n);
+    await until('partition 0 fetched', () => s.got.some((r) => r.partition === 0 && Number(r.offset) >= 499));
+    expect(s.client().asked.get(1)).toBeUndefined();
+    unstable.delete(1);
+    await until('partition 1 fetched', () => (s.client().asked.get(1)?.length ?? 0) > 0);
+    expect(s.client().asked.get(1)![0]).toBe(COMMITTED);
+    expect(FakeConsumer.instances).toHaveLength(1);
+  });
+});
 
 describe('PkGroupConsumer across joins', () => {
   it('the same member id in the next generation keeps the position and the pause of a retained partition', async () => {

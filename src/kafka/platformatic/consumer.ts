@@ -78,6 +78,10 @@ export class PkGroupConsumer implements StageConsumer {
   private readonly stopping = new AbortController();
   private state: 'idle' | 'connecting' | 'joining' | 'joined' | 'restarting' | 'stopped' = 'idle';
   private member: Membership | undefined;
+  /** Partitions whose position is being resolved (see resolveInBackground). */
+  private readonly resolving = new Set<string>();
+  /** A failure to resolve a position, for the fetch loop to throw. */
+  private resolveFailure: unknown;
   private topics: string[] = [];
   private events: GroupConsumerEvents | undefined;
   /** Fetch positions of owned partitions (the next offset to read); absent: from the committed offset. */
@@ -253,21 +257,27 @@ export class PkGroupConsumer implements StageConsumer {
     const member = this.member;
     const wanted = member ? [...member.owned].filter((k) => !this.paused.has(k)) : [];
     if (!member || wanted.length === 0) {
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-        setTimeout(resolve, this.options.maxWaitMs);
-      });
-      this.wake = undefined;
+      await this.idle();
       return;
     }
     const tps = wanted.map((k) => {
       const [topic, p] = k.split('\u0000');
       return { topic: topic!, partition: Number(p) };
     });
-    await this.resolvePositions(
-      consumer,
-      tps.filter((tp) => !this.positions.has(key(tp))),
-    );
+    // positions resolve partition by partition, beside the fetching: one partition whose offset a
+    // previous owner's open transaction holds unstable (until that transaction ends, up to its
+    // timeout) must not hold up the others
+    if (this.resolveFailure !== undefined) {
+      const err = this.resolveFailure;
+      this.resolveFailure = undefined;
+      throw err;
+    }
+    for (const tp of tps) if (!this.positions.has(key(tp)) && !this.resolving.has(key(tp))) this.resolveInBackground(consumer, tp);
+    // nothing to fetch until a position is known: wait for one (or a pause, a seek, a join)
+    if (!tps.some((tp) => this.positions.has(key(tp)))) {
+      await this.idle();
+      return;
+    }
     const metadata = await consumer.metadata({ topics: [...new Set(tps.map((tp) => tp.topic))] });
     const byLeader = new Map<number, TopicPartition[]>();
     for (const tp of tps) {
@@ -279,6 +289,15 @@ export class PkGroupConsumer implements StageConsumer {
     const settled = await Promise.allSettled([...byLeader].map(([node, list]) => this.fetchFrom(consumer, member, node, list, metadata.topics)));
     const failed = settled.find((r) => r.status === 'rejected');
     if (failed) throw failed.reason;
+  }
+
+  /** Waits for the next fetch round: up to the fetch wait, or until something wakes the loop. */
+  private async idle(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      this.wake = resolve;
+      setTimeout(resolve, this.options.maxWaitMs);
+    });
+    this.wake = undefined;
   }
 
   /** One fetch from `node`; each partition's records go to `onBatch` unless its state moved meanwhile. */
@@ -344,6 +363,38 @@ export class PkGroupConsumer implements StageConsumer {
   }
 
   /** Positions of newly owned partitions: the committed offset (stable), else the log start (kafkajs' fromBeginning). */
+  /**
+   * Resolves one partition's position apart from the fetch loop. While a previous owner's
+   * transaction keeps the committed offset unstable, it asks again for as long as this membership
+   * lasts; any other failure goes to the fetch loop, which restarts the client as before.
+   */
+  private resolveInBackground(consumer: Consumer, tp: TopicPartition): void {
+    const k = key(tp);
+    const member = this.member;
+    this.resolving.add(k);
+    void (async () => {
+      for (;;) {
+        try {
+          await this.resolvePositions(consumer, [tp]);
+          return;
+        } catch (err) {
+          if (this.member !== member || this.stopping.signal.aborted) return;
+          if ((err as { type?: string }).type !== 'UNSTABLE_OFFSET_COMMIT') {
+            this.resolveFailure ??= err;
+            return;
+          }
+          this.logger.warn(
+            { partition: `${tp.topic}/${tp.partition}` },
+            "the partition's committed offset is still unstable (a previous owner's transaction is open): waiting for it to end",
+          );
+        }
+      }
+    })().finally(() => {
+      this.resolving.delete(k);
+      this.wake?.();
+    });
+  }
+
   private async resolvePositions(consumer: Consumer, tps: TopicPartition[]): Promise<void> {
     if (tps.length === 0) return;
     const member = this.member;
