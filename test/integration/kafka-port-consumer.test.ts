@@ -287,51 +287,54 @@ describe('stage consumers of both clients', () => {
   it.each([
     ['sticky', STICKY],
     ['coPartitioned', CO_PARTITIONED],
-  ] as const)('a kafkajs and a platformatic member share one group with the %s assignor (a rolling switch of the client)', async (kind, protocol) => {
-    const input = uniqueName('pc-mix-in');
-    const retry = uniqueName('pc-mix-retry');
-    const group = uniqueName('pc-mix-g');
-    // 3 partitions each: round robin would give partition numbers of the two topics to different members
-    await createTopics([
-      { name: input, partitions: 3 },
-      { name: retry, partitions: 3 },
-    ]);
-    const members: Member[] = [];
-    const options = (i: number): Partial<GroupConsumerOptions> =>
-      kind === 'sticky'
-        ? {
-            sticky: {
-              claim: () => ({
-                memberId: members[i]?.assignments.at(-1)?.memberId ?? '',
-                held: heldOf(members[i]),
-                busy: {},
-              }),
-            },
-          }
-        : { coPartitioned: true };
-    // the kafkajs member leads (it joined first), then the platformatic one leads after the kafkajs one left and came back
-    members.push(await member('kafkajs', [input, retry], group, options(0)));
-    await until('kafkajs joined', () => members[0]!.owned().size === 6);
-    members.push(await member('platformatic', [input, retry], group, options(1)));
-    const split = (a: Member, b: Member) => a.owned().size > 0 && b.owned().size > 0 && a.owned().size + b.owned().size === 6;
-    await until('split', () => split(members[0]!, members[1]!), 40_000);
-    for (const m of members) expect(m.assignments.at(-1)!.protocol).toBe(protocol);
-    expect(new Set([...members[0]!.owned(), ...members[1]!.owned()]).size).toBe(6);
-    await members[0]!.consumer.stop();
-    await until('platformatic holds all', () => members[1]!.owned().size === 6, 40_000);
-    members.push(await member('kafkajs', [input, retry], group, options(2)));
-    await until('split again', () => split(members[1]!, members[2]!), 40_000);
-    expect(members[2]!.assignments.at(-1)!.protocol).toBe(protocol);
-    if (kind === 'coPartitioned')
-      for (const m of members) {
-        const numbers = (t: string) =>
-          [...m.owned()]
-            .filter((k) => k.startsWith(`${t}/`))
-            .map((k) => k.split('/')[1])
-            .sort();
-        expect(numbers(input)).toEqual(numbers(retry));
-      }
-  });
+  ] as const)(
+    'a kafkajs and a platformatic member can share one group with the %s assignor (the group accepts both; switching a stage still needs it stopped first: the two fencing models do not fence each other)',
+    async (kind, protocol) => {
+      const input = uniqueName('pc-mix-in');
+      const retry = uniqueName('pc-mix-retry');
+      const group = uniqueName('pc-mix-g');
+      // 3 partitions each: round robin would give partition numbers of the two topics to different members
+      await createTopics([
+        { name: input, partitions: 3 },
+        { name: retry, partitions: 3 },
+      ]);
+      const members: Member[] = [];
+      const options = (i: number): Partial<GroupConsumerOptions> =>
+        kind === 'sticky'
+          ? {
+              sticky: {
+                claim: () => ({
+                  memberId: members[i]?.assignments.at(-1)?.memberId ?? '',
+                  held: heldOf(members[i]),
+                  busy: {},
+                }),
+              },
+            }
+          : { coPartitioned: true };
+      // the kafkajs member leads (it joined first), then the platformatic one leads after the kafkajs one left and came back
+      members.push(await member('kafkajs', [input, retry], group, options(0)));
+      await until('kafkajs joined', () => members[0]!.owned().size === 6);
+      members.push(await member('platformatic', [input, retry], group, options(1)));
+      const split = (a: Member, b: Member) => a.owned().size > 0 && b.owned().size > 0 && a.owned().size + b.owned().size === 6;
+      await until('split', () => split(members[0]!, members[1]!), 40_000);
+      for (const m of members) expect(m.assignments.at(-1)!.protocol).toBe(protocol);
+      expect(new Set([...members[0]!.owned(), ...members[1]!.owned()]).size).toBe(6);
+      await members[0]!.consumer.stop();
+      await until('platformatic holds all', () => members[1]!.owned().size === 6, 40_000);
+      members.push(await member('kafkajs', [input, retry], group, options(2)));
+      await until('split again', () => split(members[1]!, members[2]!), 40_000);
+      expect(members[2]!.assignments.at(-1)!.protocol).toBe(protocol);
+      if (kind === 'coPartitioned')
+        for (const m of members) {
+          const numbers = (t: string) =>
+            [...m.owned()]
+              .filter((k) => k.startsWith(`${t}/`))
+              .map((k) => k.split('/')[1])
+              .sort();
+          expect(numbers(input)).toEqual(numbers(retry));
+        }
+    },
+  );
 
   it('platformatic: a partition whose offset commit is pending in an open transaction starts from the offset that transaction commits (a stable offset)', async () => {
     const topic = uniqueName('pc-stable');
