@@ -332,6 +332,22 @@ export async function probeAccess(settings: AccessSettings): Promise<AccessVerdi
   return verdict;
 }
 
+/**
+ * `probeAccess` once per client settings, as a gate before a client's connections: a refusal
+ * rejects every later call with its access error, any other verdict lets them through; only
+ * "unreachable" is asked again next time (the connection attempt reports the network error).
+ */
+export function accessGate(settings: AccessSettings): () => Promise<void> {
+  let verdict: Promise<void> | undefined;
+  return () => {
+    verdict ??= probeAccess(settings).then((v) => {
+      if (v.kind === 'unreachable') verdict = undefined;
+      if (v.kind === 'refused') throw v.error;
+    });
+    return verdict;
+  };
+}
+
 /** An error of either client as far as the access checks read it (kafkajs' fields and @platformatic/kafka's). */
 interface ClientErrorLike {
   name?: string;

@@ -7,7 +7,7 @@ import kafkajs, { type LogEntry } from 'kafkajs';
 import { isSonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { retry, type BackoffOptions } from '../core/retry.js';
-import { explainAccessError, isAccessError, probeAccess, type AccessSettings } from './access.js';
+import { accessGate, explainAccessError, isAccessError, type AccessSettings } from './access.js';
 import { installCoordinatorCache } from './coordinators.js';
 import { installTxnErrorTopics } from './txn-errors.js';
 import { authorizationFailure } from './acls.js';
@@ -85,14 +85,7 @@ type Connectable = { connect: () => Promise<void> };
  * configured fails at once with an error that says why, instead of retrying.
  */
 function guardAccess(kafka: InstanceType<typeof Kafka>, settings: AccessSettings): void {
-  let verdict: Promise<void> | undefined;
-  const gate = (): Promise<void> => {
-    verdict ??= probeAccess(settings).then((v) => {
-      if (v.kind === 'unreachable') verdict = undefined;
-      if (v.kind === 'refused') throw v.error;
-    });
-    return verdict;
-  };
+  const gate = accessGate(settings);
   const guarded = <T extends Connectable>(client: T): T => {
     const connect = client.connect.bind(client);
     client.connect = async () => {

@@ -2,11 +2,10 @@
  * The stage runtime's Kafka clients, built for the client the handle was made for
  * (`SONIC_KAFKA_CLIENT`, see `port.ts`).
  */
-import { SonicError } from '../core/errors.js';
 import { GroupConsumer } from './consumer.js';
 import { settingsOf, type KafkaClient } from './handle.js';
 import { PlainProducer, TxProducer } from './io.js';
-import { PkEventProducer, PkTxProducer } from './platformatic/producer.js';
+import { PkEventProducer, PkTxProducer, connectionOf } from './platformatic/producer.js';
 import { PkGroupConsumer } from './platformatic/consumer.js';
 import type { EventProducer, KafkaClientKind, StageConsumer, StageConsumerOptions, TransactionalProducer } from './port.js';
 
@@ -24,16 +23,11 @@ export function supportsKip447(kafka: KafkaClient): boolean {
   return clientKind(kafka) === 'platformatic';
 }
 
-function unavailable(kind: KafkaClientKind): never {
-  throw new SonicError('CONFIG_INVALID', `SONIC_KAFKA_CLIENT=${kind} needs the connection settings: make the client handle with createKafka`);
-}
-
 /** A member of a stage's consumer group. */
 export function stageConsumer(kafka: KafkaClient, options: StageConsumerOptions): StageConsumer {
-  const { kind, connection } = settingsOf(kafka);
+  const { kind } = settingsOf(kafka);
   if (kind === 'kafkajs') return new GroupConsumer(kafka, options);
-  if (connection) return new PkGroupConsumer(connection, options);
-  return unavailable(kind);
+  return new PkGroupConsumer(connectionOf(kafka), options);
 }
 
 /** A transactional producer with the stable id `transactionalId`. */

@@ -7,26 +7,21 @@
  * a "cannot connect to any broker" aggregate, which a caller waiting for its broker
  * (`untilConnected`) would retry for ever.
  */
-import { explainAccessError, probeAccess } from '../access.js';
+import { accessGate, explainAccessError } from '../access.js';
 import { accessSettings } from '../client.js';
 import type { KafkaConnection } from '../connection.js';
 import { normalizeError } from './options.js';
 
-/** The probe's verdict per connection settings: once a broker answered, it is not asked again. */
-const verdicts = new WeakMap<KafkaConnection, Promise<void>>();
+/** The access gate per connection settings (one probe for every client built from them). */
+const gates = new WeakMap<KafkaConnection, () => Promise<void>>();
 
-/** Rejects with the access error when the broker refuses these settings; resolves when it accepts them or was not reached. */
 function probeOnce(conn: KafkaConnection): Promise<void> {
-  let verdict = verdicts.get(conn);
-  if (verdict === undefined) {
-    verdict = probeAccess(accessSettings(conn)).then((v) => {
-      // not reached: ask again next time; the connection attempt reports the network error
-      if (v.kind === 'unreachable') verdicts.delete(conn);
-      if (v.kind === 'refused') throw v.error;
-    });
-    verdicts.set(conn, verdict);
+  let gate = gates.get(conn);
+  if (gate === undefined) {
+    gate = accessGate(accessSettings(conn));
+    gates.set(conn, gate);
   }
-  return verdict;
+  return gate();
 }
 
 /**

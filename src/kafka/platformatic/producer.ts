@@ -35,7 +35,7 @@ import { baseOptions, normalizeError, protocolErrorName } from './options.js';
 type Transaction = Awaited<ReturnType<Producer['beginTransaction']>>;
 
 /** The connection settings behind a handle; a kafkajs client adopted without them cannot build a @platformatic/kafka client. */
-function connectionOf(kafka: KafkaClient): KafkaConnection {
+export function connectionOf(kafka: KafkaClient): KafkaConnection {
   const { connection } = settingsOf(kafka);
   if (!connection) throw new SonicError('CONFIG_INVALID', 'SONIC_KAFKA_CLIENT=platformatic needs a client made by createKafka (its connection settings)');
   return connection;
