@@ -206,6 +206,17 @@ describe('a replicated cluster (three brokers, replicated profile)', () => {
     const doubled = [...counts].filter(([, n]) => n > 1).map(([k]) => k);
     // one task per key: no two keys gave the same task id
     expect(new Set(ids).size).toBe(TASKS);
+    // a doubled or missing task: what every stage process (the killed one too) logged about it
+    for (const id of [...missing, ...doubled]) {
+      const about = stages.flatMap((p, i) =>
+        p
+          .logs()
+          .split('\n')
+          .filter((l) => l.includes(id))
+          .map((l) => `[stage process ${i}] ${l}`),
+      );
+      console.log(`task ${id} (${counts.get(id) ?? 0} times in tasks.completed):\n${about.join('\n').slice(-6000)}`);
+    }
     expect({ missing, doubled, extra: counts.size - ids.length }).toEqual({ missing: [], doubled: [], extra: 0 });
 
     // both APIs' status views say SUCCEEDED, and agree on everything but their own links
