@@ -233,6 +233,17 @@ describe.each(['kafkajs', 'platformatic'] as const)('stage consumer on %s', (cli
     const tx = await new TxProducer(ctx.kafka, uniqueName('pc-committed-p')).connect();
     await tx.inTransaction(async () => undefined, { offsets: [{ groupId: group, topic, partition: 1, offset: '17' }] });
     await tx.close();
+    if (client === 'kafkajs') {
+      // kafkajs reads offsets without require_stable: a commit is acknowledged before its markers
+      // are written, and until then the coordinator still answers the offset from before it
+      let seen = -1n;
+      const deadline = Date.now() + 10_000;
+      while (seen !== 17n && Date.now() < deadline) {
+        seen = await m.consumer.committed({ topic, partition: 1 });
+        if (seen !== 17n) await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    // platformatic asks for a stable offset: the first answer is already the new one
     expect(await m.consumer.committed({ topic, partition: 1 })).toBe(17n);
     expect(await m.consumer.committed({ topic, partition: 0 })).toBe(-1n);
     expect(await m.consumer.logStart({ topic, partition: 0 })).toBe(0n);
