@@ -2,9 +2,9 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-// src/kafka/handle.js turns the opaque client handle back into kafkajs' client; @platformatic/kafka is the second client (src/kafka/platformatic)
+// src/kafka/handle.js turns the opaque client handle back into kafkajs' client, src/kafka/kafkajs.js is kafkajs itself; @platformatic/kafka is the second client (src/kafka/platformatic)
 const kafkaClient = {
-  group: ['kafkajs', '@platformatic/kafka', '@platformatic/kafka/**', '**/kafka/handle.js'],
+  group: ['kafkajs', '@platformatic/kafka', '@platformatic/kafka/**', '**/kafka/handle.js', '**/kafka/kafkajs.js'],
   message: 'Only src/kafka talks to the Kafka client.',
 };
 const registryClient = {

@@ -18,7 +18,8 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import kafkajs, { type Kafka, type KafkaConfig } from 'kafkajs';
+import type { Kafka, KafkaConfig } from 'kafkajs';
+import * as kafkajs from '../src/kafka/kafkajs.js';
 import { kafkaConnection } from '../src/app/context.js';
 import { loadConfig, type Config } from '../src/core/config.js';
 import { guardKafkajsAccess, type KafkaConnection } from '../src/kafka/client.js';

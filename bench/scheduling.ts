@@ -70,7 +70,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeFileSync } from 'node:fs';
-import kafkajs from 'kafkajs';
+import * as kafkajs from '../src/kafka/kafkajs.js';
 import { TopicAdmin } from '../src/kafka/admin.js';
 import { PlainProducer } from '../src/kafka/io.js';
 import { Context } from '../src/app/context.js';

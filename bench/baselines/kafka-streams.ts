@@ -44,12 +44,10 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import kafkajs, { type Admin, type Kafka } from 'kafkajs';
+import type { Admin, Kafka } from 'kafkajs';
+import { logLevel, Partitioners } from '../../src/kafka/kafkajs.js';
 import { benchKafkajs, writeJavaClientProperties } from '../kafka-connection.js';
 import { percentile } from '../lib.js';
-
-// kafkajs is CommonJS: its named exports are reached through the default export under ESM
-const { logLevel, Partitioners } = kafkajs;
 
 export interface BaselineOptions {
   brokers: string;

@@ -27,7 +27,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import kafkajs, { type Consumer, type Kafka, type Producer } from 'kafkajs';
+import type { Consumer, Kafka, Producer } from 'kafkajs';
+import { logLevel } from '../../src/kafka/kafkajs.js';
 import { TopicAdmin } from '../../src/kafka/admin.js';
 import { PRODUCER_RETRY } from '../../src/kafka/client.js';
 import { adoptKafkajs } from '../../src/kafka/handle.js';
@@ -36,8 +37,6 @@ import { frameWire } from '../../src/serde/wire.js';
 import { APPEND_TIME, FIVE_HOP, benchValue } from '../fixtures/five-hop.js';
 import { benchKafkajs } from '../kafka-connection.js';
 import { brokerList, deleteGroups, measureChain, type HopBaselineOptions, type HopBaselineResult } from './sonicflow.js';
-
-const { logLevel } = kafkajs;
 
 interface Hop {
   consumer: Consumer;

@@ -3,11 +3,10 @@
  * bindings, and which of a client's topics the broker hides from it. Bindings are plain data
  * here; the kafkajs enums stay inside this file.
  */
-import kafkajs, { type Admin, type AclEntry, type AclFilter } from 'kafkajs';
+import type { Admin, AclEntry, AclFilter } from 'kafkajs';
+import { AclOperationTypes, AclPermissionTypes, AclResourceTypes, ResourcePatternTypes } from './kafkajs.js';
 import { SonicError } from '../core/errors.js';
 import { AdminConnection, type KafkaClient } from './handle.js';
-
-const { AclOperationTypes, AclPermissionTypes, AclResourceTypes, ResourcePatternTypes } = kafkajs;
 
 export type AclResourceType = 'TOPIC' | 'GROUP' | 'CLUSTER' | 'TRANSACTIONAL_ID';
 export type AclPatternType = 'LITERAL' | 'PREFIXED';

@@ -2,12 +2,11 @@
  * Topic administration: what exists, with how many partitions and which configs; create, grow
  * and reconfigure topics; delete (throw-away topologies: tests, benchmarks). Never shrinks anything.
  */
-import kafkajs, { type Admin } from 'kafkajs';
+import type { Admin } from 'kafkajs';
+import { ConfigResourceTypes } from './kafkajs.js';
 import { retry } from '../core/retry.js';
 import { authorizationFailure } from './acls.js';
 import { AdminConnection, type KafkaClient } from './handle.js';
-
-const { ConfigResourceTypes } = kafkajs;
 
 export interface TopicState {
   name: string;

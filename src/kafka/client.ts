@@ -3,7 +3,8 @@
  * Kafka through the small functions and types exported from `src/kafka/*`, none of them kafkajs'
  * own: `createKafka` returns an opaque {@link KafkaClient} handle (see `handle.ts`).
  */
-import kafkajs, { type LogEntry } from 'kafkajs';
+import type { LogEntry } from 'kafkajs';
+import { Kafka, logLevel } from './kafkajs.js';
 import { isSonicError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { retry, type BackoffOptions } from '../core/retry.js';
@@ -16,9 +17,6 @@ import { adoptKafkajs, type KafkaClient } from './handle.js';
 
 /** The opaque client handle every `src/kafka` function and class takes (kafkajs' own client never leaves `src/kafka`). */
 export type { KafkaClient } from './handle.js';
-
-// kafkajs is CommonJS: its named exports are reached through the default export under ESM
-const { Kafka, logLevel } = kafkajs;
 
 /** Java-compatible murmur2 partitioning (the Java client's default), set on every producer. */
 export { createPartitioner } from './partitioner.js';

@@ -7,15 +7,8 @@
  * when the queue is full it pauses the partition, and resumes it as the queue drains. Fetch
  * positions move in memory only (kafkajs' resolveOffset and seek with autoCommit off).
  */
-import {
-  AssignerProtocol,
-  PartitionAssigners,
-  type Admin,
-  type Consumer,
-  type ConsumerRunConfig,
-  type EachBatchPayload,
-  type PartitionAssigner,
-} from 'kafkajs';
+import { AssignerProtocol, PartitionAssigners } from './kafkajs.js';
+import type { Admin, Consumer, ConsumerRunConfig, EachBatchPayload, PartitionAssigner } from 'kafkajs';
 import type { Logger } from '../core/logger.js';
 import { Backoff, sleep, type BackoffOptions } from '../core/retry.js';
 import { untilConnected } from './client.js';

@@ -22,7 +22,8 @@
  * kafka_* series) test `committed < 0n` and print `-` / -1 instead.
  */
 import { ISOLATION, RETRIABLE_PARTITION_ERRORS, privateCluster } from './private-cluster.js';
-import { AssignerProtocol, type Admin } from 'kafkajs';
+import type { Admin } from 'kafkajs';
+import { AssignerProtocol } from './kafkajs.js';
 import { retry } from '../core/retry.js';
 import { kafkajsOf, type KafkaClient } from './handle.js';
 

@@ -1,12 +1,10 @@
 import { connect } from 'node:net';
-import kafkajs from 'kafkajs';
 import { describe, expect, it } from 'vitest';
 import { adoptKafkajs } from '../../src/kafka/handle.js';
+import { Kafka, logLevel } from '../../src/kafka/kafkajs.js';
 import { BrokerHealth } from '../../src/kafka/health.js';
 import { onCleanup } from '../helpers/infra.js';
 import { startPrivateBroker } from '../helpers/private-broker.js';
-
-const { Kafka, logLevel } = kafkajs;
 
 /** How long each of `n` checks took to answer, and what they answered. */
 async function timedChecks(health: BrokerHealth, n: number, gapMs: number): Promise<{ answers: boolean[]; slowestMs: number }> {

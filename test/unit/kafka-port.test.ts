@@ -69,7 +69,8 @@ describe('the Kafka port', () => {
         .sort(),
     );
     const leaking = [...declarations]
-      .filter(([file]) => file !== 'handle.d.ts')
+      // the handle, and kafkajs itself as src/kafka loads it (its produce path mended: send-messages.ts)
+      .filter(([file]) => file !== 'handle.d.ts' && file !== 'kafkajs.d.ts')
       .filter(([, text]) => CLIENT_IMPORT.test(text))
       .map(
         ([file, text]) =>
