@@ -82,6 +82,36 @@ export default tseslint.config(
     },
   },
   {
+    // the console's pages run in the browser (served as they are, no build step)
+    files: ['src/api/console/static/**'],
+    languageOptions: {
+      globals: Object.fromEntries(
+        [
+          'window',
+          'document',
+          'history',
+          'location',
+          'sessionStorage',
+          'navigator',
+          'URLSearchParams',
+          'Blob',
+          'File',
+          'FormData',
+          'MediaRecorder',
+          'AudioContext',
+          'PopStateEvent',
+          'dispatchEvent',
+          'addEventListener',
+          'removeEventListener',
+          'TextDecoderStream',
+          'EventSource',
+          'requestAnimationFrame',
+          'ResizeObserver',
+        ].map((g) => [g, 'readonly']),
+      ),
+    },
+  },
+  {
     // bin/node-runtime.mjs runs before any module of ours is loaded (it picks the Node to load them on)
     files: ['src/core/config.ts', 'src/cli/cli.ts', 'src/ops/demo.ts', 'bin/node-runtime.mjs', 'test/**', 'bench/**', 'scripts/**'],
     rules: { 'no-restricted-properties': 'off' },

@@ -34,6 +34,8 @@ command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 # python3 3.10+: the Sonic runner (ops/sonic/runner.py) and its stand-in in the tests and bench:gpu
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || missing+=(python3)
+# chromium: the console's browser tests drive it (playwright-core, SONIC_TEST_CHROMIUM; no browser download)
+command -v chromium >/dev/null || missing+=(chromium)
 # ss (the security tests count the API's connections to the broker)
 command -v ss >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then

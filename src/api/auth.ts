@@ -18,8 +18,19 @@ declare module 'fastify' {
     tenant: string;
     /** A short, non-reversible id of the key used (for rate limits and logs), or null. */
     keyId: string | null;
+    /** What the key may do beyond its own tenant's tasks (see {@link KeyRole}). */
+    role: KeyRole;
   }
 }
+
+/**
+ * `tenant`: the public API on its own tenant's tasks (the default). `read`: an operator who sees
+ * every tenant's tasks, the stages, backlogs and dead letters, and changes nothing. `admin`: an
+ * operator who also acts (replays dead letters). With SONIC_API_AUTH=disabled every caller is an
+ * admin: that mode is for a local demo only.
+ */
+export type KeyRole = 'tenant' | 'read' | 'admin';
+export const KEY_ROLES: readonly KeyRole[] = ['tenant', 'read', 'admin'];
 
 /** One configured key. */
 export interface ApiKey {
@@ -28,6 +39,7 @@ export interface ApiKey {
   digest: Buffer;
   /** The key is refused from this instant on; undefined: never. */
   expiresAt?: Date;
+  role: KeyRole;
 }
 
 /** Tenant names appear in blob keys and secret names: a plain word. */
@@ -37,8 +49,9 @@ const digest = (key: string): Buffer => createHash('sha256').update(key, 'utf8')
 
 /**
  * Parses SONIC_API_KEYS entries: `tenant:key`, a bare `key` (tenant `default`), either followed by
- * `;expires=<ISO-8601 instant>`. Throws CONFIG_INVALID for a bad tenant name, an empty key, a
- * key used twice or an unreadable expiry (the message never shows a key).
+ * `;expires=<ISO-8601 instant>` and/or `;role=tenant|read|admin` (default tenant). Throws
+ * CONFIG_INVALID for a bad tenant name, an empty key, a key used twice, an unreadable expiry or an
+ * unknown role (the message never shows a key).
  */
 export function parseApiKeys(entries: string[]): ApiKey[] {
   const seen = new Set<string>();
@@ -53,12 +66,19 @@ export function parseApiKeys(entries: string[]): ApiKey[] {
     const hex = digest(key).toString('hex');
     if (seen.has(hex)) throw new SonicError('CONFIG_INVALID', `${where}: the same key appears twice`);
     seen.add(hex);
-    const out: ApiKey = { tenant, digest: digest(key) };
+    const out: ApiKey = { tenant, digest: digest(key), role: 'tenant' };
     for (const a of attrs) {
+      const role = /^role=(.*)$/.exec(a.trim());
+      if (role) {
+        if (!(KEY_ROLES as readonly string[]).includes(role[1]!))
+          throw new SonicError('CONFIG_INVALID', `${where}: unknown role "${role[1]!.slice(0, 20)}" (expected role=${KEY_ROLES.join('|')})`);
+        out.role = role[1] as KeyRole;
+        continue;
+      }
       const m = /^expires=(.+)$/.exec(a.trim());
       const at = m ? new Date(m[1]!) : undefined;
       if (!at || Number.isNaN(at.getTime()))
-        throw new SonicError('CONFIG_INVALID', `${where}: unknown attribute or bad date "${a.slice(0, 40)}" (expected expires=<ISO-8601>)`);
+        throw new SonicError('CONFIG_INVALID', `${where}: unknown attribute or bad date "${a.slice(0, 40)}" (expected expires=<ISO-8601> or role=<role>)`);
       out.expiresAt = at;
     }
     return out;
@@ -66,13 +86,13 @@ export function parseApiKeys(entries: string[]): ApiKey[] {
 }
 
 /** Looks a presented key up in constant time per configured key; the tenant, or why not. */
-export function authenticate(keys: readonly ApiKey[], presented: string, now: Date): { tenant: string } | { refused: 'unknown' | 'expired' } {
+export function authenticate(keys: readonly ApiKey[], presented: string, now: Date): { tenant: string; role: KeyRole } | { refused: 'unknown' | 'expired' } {
   const d = digest(presented);
   let found: ApiKey | undefined;
   for (const k of keys) if (timingSafeEqual(k.digest, d)) found = k;
   if (!found) return { refused: 'unknown' };
   if (found.expiresAt && found.expiresAt.getTime() <= now.getTime()) return { refused: 'expired' };
-  return { tenant: found.tenant };
+  return { tenant: found.tenant, role: found.role };
 }
 
 /**
@@ -220,6 +240,7 @@ export async function guardScope(scope: FastifyInstance, o: GuardOptions): Promi
     }
     if (o.auth === 'disabled') {
       req.tenant = 'default';
+      req.role = 'admin';
       return;
     }
     const t = now();
@@ -244,6 +265,7 @@ export async function guardScope(scope: FastifyInstance, o: GuardOptions): Promi
       throw new SonicError('UNAUTHORIZED', message, { safe: true });
     }
     req.tenant = result.tenant;
+    req.role = result.role;
     req.keyId = createHash('sha256').update(m![1]!).digest('hex').slice(0, 16);
   });
   let shared: { client: Redis; store: Redis } | undefined;

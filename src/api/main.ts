@@ -18,6 +18,7 @@ import { valueSubject } from '../serde/wire.js';
 import { checkCallbackUrl, resolveWebhookSecret } from '../domain/callbacks.js';
 import { idempotencyKeysTopic } from '../domain/paths.js';
 import { startJanitor } from '../app/retention.js';
+import { decodeDeadLetter, readDlq, replay, select } from '../app/dlq.js';
 import { PlainProducer } from '../kafka/io.js';
 import { EventStreams } from './events.js';
 import { loadServerSecret } from './secret.js';
@@ -110,6 +111,13 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
     view,
     secret,
     streams,
+    deadLetters: {
+      stages: topology.stages.map((s) => s.name),
+      read: (stage) => readDlq(ctx, topology, stage, { idleMs: 500 }),
+      decode: (r) => decodeDeadLetter(ctx, r),
+      select,
+      replay: (stage, picked) => replay(ctx, topology, stage, picked),
+    },
     slots: new UploadSlots(c.apiMaxConcurrentUploads, c.apiMaxUploadsPerKey),
     // refused here, before anything is stored, rather than by notify after the video was made
     checkCallback: (tenant, callback) => {

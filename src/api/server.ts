@@ -16,8 +16,12 @@ import type { Logger } from '../core/logger.js';
 import { createRegistry, type Registry } from '../core/metrics.js';
 import { guardScope, parseApiKeys, rateLimitNamespace } from './auth.js';
 import type { EventStreams } from './events.js';
+import { PARAM_DEFAULTS, PARAM_RANGES } from '../domain/params.js';
 import { uploadRoutes } from './media.js';
 import { taskRoutes, type TaskRouteDeps } from './tasks.js';
+import { consoleDlqRoutes, type DeadLetters } from './console/dlq.js';
+import { consolePages } from './console/static.js';
+import { consoleTaskRoutes } from './console/tasks.js';
 
 const STATUS: Partial<Record<ErrorCode, number>> = {
   INVALID_REQUEST: 400,
@@ -63,6 +67,8 @@ export interface ApiDeps extends TaskRouteDeps {
   streams: EventStreams;
   /** Broker, registry and status view readiness (cheap: called per probe). */
   ready(): Promise<{ ready: boolean; checks: Record<string, boolean> }>;
+  /** The dead letters the console shows and replays; without it the console has no DLQ pages. */
+  deadLetters?: DeadLetters;
 }
 
 const MULTIPART_LIMITS: Record<string, string> = {
@@ -188,6 +194,7 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
   }
   app.decorateRequest('tenant', '');
   app.decorateRequest('keyId', null);
+  app.decorateRequest('role', 'tenant');
 
   await app.register(swagger, {
     openapi: {
@@ -223,8 +230,21 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
       await v1.register(multipart);
       await v1.register(taskRoutes({ ...deps, registry }));
       await v1.register(uploadRoutes(deps));
+      // the console's data: the same keys, rate limits and tenant boundaries as the public API
+      v1.get('/console/me', { schema: { hide: true } }, async (req) => ({
+        tenant: req.tenant,
+        role: req.role,
+        key_id: req.keyId,
+        auth: config.apiAuth,
+        dlq_stages: deps.deadLetters?.stages ?? [],
+        // the new-task form shows the ranges and defaults the submit checks
+        params: { ranges: PARAM_RANGES, defaults: PARAM_DEFAULTS },
+      }));
+      await v1.register(consoleTaskRoutes(deps));
+      if (deps.deadLetters) await v1.register(consoleDlqRoutes(deps.deadLetters, deps.logger.child({ component: 'console' })));
     },
     { prefix: '/v1' },
   );
+  await app.register(consolePages());
   return { app, registry };
 }

@@ -70,9 +70,10 @@ export function toView(e: StatusEvent): TaskView {
   };
 }
 
-/** A page of a tenant's tasks. */
+/** A page of a tenant's tasks (or, for an operator, every tenant's). */
 export interface ListQuery {
-  tenant: string;
+  /** The tenant whose tasks are listed; undefined: every tenant's (operators only). */
+  tenant: string | undefined;
   state?: TaskState;
   /** Tasks created at or after this instant. */
   since?: Date;
@@ -138,6 +139,15 @@ const TASKS = 'tasks';
 const BY_TIME = 'tasks-by-tenant-time';
 const BY_STATE = 'tasks-by-tenant-state';
 const KEYS = 'idempotency-keys';
+/** Every tenant's tasks by creation time, and by state then creation time: the operators' listings. */
+const ALL_BY_TIME = 'tasks-by-time';
+const ALL_BY_STATE = 'tasks-by-state';
+/** Each task's events as they were applied, oldest first: its timeline. */
+const HISTORY = 'task-history';
+/** Most events kept in a task's timeline (progress ticks within a state are not kept). */
+const MAX_HISTORY = 200;
+/** The tables this version of the view writes: a store written by an older version is rebuilt. */
+const LAYOUT = 2;
 /** Ended tasks and the others, by last change: what the retention janitor reads. */
 const ENDED = 'ended-by-update';
 const ACTIVE = 'active-by-update';
@@ -154,6 +164,8 @@ const timeKey = (e: StatusEvent): string => (e.created_at ?? e.at).toISOString()
 const timeIndexKey = (e: StatusEvent): string => `${e.tenant_id ?? ''}/${timeKey(e)}/${e.task_id}`;
 const stateIndexKey = (e: StatusEvent): string => `${e.tenant_id ?? ''}/${e.state}/${timeKey(e)}/${e.task_id}`;
 const updateIndexKey = (e: StatusEvent): string => `${e.at.toISOString()}/${e.task_id}`;
+const allTimeKey = (e: StatusEvent): string => `${timeKey(e)}/${e.task_id}`;
+const allStateKey = (e: StatusEvent): string => `${e.state}/${timeKey(e)}/${e.task_id}`;
 
 /**
  * Takes the store directory for this process: a second live process on the same directory would
@@ -373,6 +385,9 @@ export class StatusView {
   private readonly ended: Table<string>;
   private readonly active: Table<string>;
   private readonly meta: Table<number>;
+  private readonly allByTime: Table<string>;
+  private readonly allByState: Table<string>;
+  private readonly history: Table<StatusEvent>;
   private readonly status: Followed<StatusEvent>;
   private readonly keyLog: Followed<TaskKey>;
   private readonly release: () => void;
@@ -397,6 +412,9 @@ export class StatusView {
     this.ended = this.store.table<string>(ENDED);
     this.active = this.store.table<string>(ACTIVE);
     this.meta = this.store.table<number>(META);
+    this.allByTime = this.store.table<string>(ALL_BY_TIME);
+    this.allByState = this.store.table<string>(ALL_BY_STATE);
+    this.history = this.store.table<StatusEvent>(HISTORY);
     this.status = new Followed<StatusEvent>(
       o.topic,
       o.schema,
@@ -405,9 +423,13 @@ export class StatusView {
       (records) => {
         for (const e of records) {
           if ('tombstone' in e) this.removeTask(e.tombstone);
-          else if (this.applyOne(e)) this.pending.push(e);
+          else {
+            this.record(e);
+            if (this.applyOne(e)) this.pending.push(e);
+          }
         }
         void this.meta.put('applied_at', Date.now());
+        void this.meta.put('layout', LAYOUT);
       },
       // changes reach the event streams once their batch is in the store
       () => {
@@ -502,12 +524,16 @@ export class StatusView {
     let from = [await this.status.checkpoint(), await this.keyLog.checkpoint()];
     const appliedAt = this.meta.get('applied_at');
     const tooOld = appliedAt !== undefined && this.o.maxCheckpointAgeMs !== undefined && Date.now() - appliedAt > this.o.maxCheckpointAgeMs;
-    if (from.some((f) => f === undefined) || tooOld) {
+    // a store of an older layout lacks tables this version reads (operators' listings, timelines)
+    const oldLayout = appliedAt !== undefined && this.meta.get('layout') !== LAYOUT;
+    if (from.some((f) => f === undefined) || tooOld || oldLayout) {
       this.o.logger.warn(
         { topic: this.o.topic, store: this.o.dir, applied_at: appliedAt === undefined ? null : new Date(appliedAt).toISOString() },
         tooOld
           ? 'status view store is older than the topics keep tombstones: rebuilding it'
-          : 'status view store is ahead of its topics (were they made again?): rebuilding it',
+          : oldLayout
+            ? 'status view store was written by an older version: rebuilding it'
+            : 'status view store is ahead of its topics (were they made again?): rebuilding it',
       );
       this.store.clear();
       from = [new Map(), new Map()];
@@ -528,6 +554,8 @@ export class StatusView {
     void this.tasks.put(e.task_id, row);
     void this.byTime.put(timeIndexKey(row), row.task_id);
     void this.byState.put(stateIndexKey(row), row.task_id);
+    void this.allByTime.put(allTimeKey(row), row.task_id);
+    void this.allByState.put(allStateKey(row), row.task_id);
     void (TERMINAL.has(row.state) ? this.ended : this.active).put(updateIndexKey(row), row.task_id);
     return true;
   }
@@ -535,6 +563,8 @@ export class StatusView {
   private unindex(row: StatusEvent): void {
     void this.byTime.remove(timeIndexKey(row));
     void this.byState.remove(stateIndexKey(row));
+    void this.allByTime.remove(allTimeKey(row));
+    void this.allByState.remove(allStateKey(row));
     void (TERMINAL.has(row.state) ? this.ended : this.active).remove(updateIndexKey(row));
   }
 
@@ -543,6 +573,25 @@ export class StatusView {
     if (!current) return;
     void this.tasks.remove(taskId);
     this.unindex(current);
+    for (const { key } of this.history.scan(`${taskId}/`)) void this.history.remove(key);
+  }
+
+  /**
+   * Adds `e` to its task's timeline (inside a store transaction), whether or not it supersedes
+   * the row: a stale event still happened. A progress tick within the state the timeline is in
+   * is not kept, and a timeline holds at most MAX_HISTORY events.
+   */
+  private record(e: StatusEvent): void {
+    const prefix = `${e.task_id}/`;
+    const last = this.history.scan(prefix, { limit: 1, reverse: true })[0]?.value;
+    if (last && last.state === e.state && last.stage === e.stage && last.attempt === e.attempt && e.error_code === null && e.progress !== null) return;
+    if (this.history.scan(prefix, { limit: MAX_HISTORY }).length >= MAX_HISTORY) return;
+    void this.history.put(`${prefix}${e.at.toISOString()}/${RANK[e.state]}/${e.attempt}`, e);
+  }
+
+  /** The task's events as applied, oldest first (empty for a task the view does not know). */
+  timeline(taskId: string): StatusEvent[] {
+    return this.history.scan(`${taskId}/`, { limit: MAX_HISTORY }).map((x) => x.value);
   }
 
   /**
@@ -574,7 +623,13 @@ export class StatusView {
 
   /** Applies one event (also used by the API for its own QUEUED events: read your writes). */
   apply(e: StatusEvent): void {
-    if (this.store.transaction(() => this.applyOne(e))) this.subject.next(e);
+    if (
+      this.store.transaction(() => {
+        this.record(e);
+        return this.applyOne(e);
+      })
+    )
+      this.subject.next(e);
   }
 
   get(taskId: string): StatusEvent | undefined {
@@ -611,8 +666,9 @@ export class StatusView {
   }
 
   private listNow(q: ListQuery): ListPage {
-    const prefix = q.state ? `${q.tenant}/${q.state}/` : `${q.tenant}/`;
-    const index = q.state ? this.byState : this.byTime;
+    const scope = q.tenant === undefined ? '' : `${q.tenant}/`;
+    const prefix = q.state ? `${scope}${q.state}/` : scope;
+    const index = q.tenant === undefined ? (q.state ? this.allByState : this.allByTime) : q.state ? this.byState : this.byTime;
     let after: string | undefined;
     if (q.cursor !== undefined) {
       after = Buffer.from(q.cursor, 'base64url').toString('utf8');

@@ -138,7 +138,8 @@ export async function runDemo(ctx: Context, opts: { keep: boolean; out: (s: stri
     );
     out(`(the builtin backend is a CPU preview renderer, not lip-sync: see docs/inference.md to use Sonic on a GPU)\n`);
     if (opts.keep) {
-      out('\nThe pipeline keeps running; Ctrl-C stops every process the demo started.\n');
+      out(`\nConsole: ${apiUrl}/console/tasks/${taskId} (the demo task's timeline and video; auth is disabled in the demo)\n`);
+      out('The pipeline keeps running; Ctrl-C stops every process the demo started.\n');
       await new Promise<void>(() => undefined);
     }
     return 0;

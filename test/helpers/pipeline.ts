@@ -198,7 +198,7 @@ export async function startPipeline(env: Record<string, string> = {}, options: P
       return { ...r, dir };
     },
     async status(taskId) {
-      const key = fullEnv.SONIC_API_KEYS?.split(',')[0]?.split(':')[1];
+      const key = fullEnv.SONIC_API_KEYS?.split(',')[0]?.split(';')[0]?.split(':')[1];
       return (await (await fetch(`${base}/v1/tasks/${taskId}`, key ? { headers: { authorization: `Bearer ${key}` } } : {})).json()) as Record<string, unknown>;
     },
     async waitFor(taskId, states = ['SUCCEEDED', 'FAILED'], timeoutMs = 120_000) {

@@ -1,0 +1,103 @@
+/**
+ * The console's dead letters (under /v1/console): a stage's DLQ grouped by error code, each dead
+ * letter with its headers and its original record decoded, and replay (one, by code, all) with a
+ * dry run. Operators see; only admins replay, and each replay is logged with the acting key.
+ * Reading, selecting and replaying are src/app/dlq.ts, the code `sonicflow dlq` runs.
+ */
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
+import { SonicError } from '../../core/errors.js';
+import type { Logger } from '../../core/logger.js';
+import type { InRecord } from '../../kafka/io.js';
+import { HEADERS } from '../../runtime/headers.js';
+import type { ReplaySelection } from '../../app/dlq.js';
+import { requireAdmin, requireOperator } from './access.js';
+
+/** The DLQ operations the console uses (src/app/dlq.ts bound to the API's context and topology). */
+export interface DeadLetters {
+  stages: string[];
+  read(stage: string): Promise<InRecord[]>;
+  decode(r: InRecord): Promise<unknown>;
+  select(records: InRecord[], sel: ReplaySelection): InRecord[];
+  replay(stage: string, picked: InRecord[]): Promise<void>;
+}
+
+/** A dead letter as the console shows it: no stack traces, no local file paths. */
+export interface DeadLetterView {
+  position: string;
+  task_id: string | null;
+  code: string;
+  reason: string | null;
+  attempt: number | null;
+  failed_at: string | null;
+  message: string;
+  replays: number;
+  headers: Record<string, string>;
+}
+
+/** Local paths (a filesystem blob store's `file:` URIs) are cut to their last two segments. */
+export function redact(value: unknown): unknown {
+  if (typeof value === 'string') return /^file:/.test(value) ? `file:…/${value.split('/').slice(-2).join('/')}` : value;
+  if (Array.isArray(value)) return value.map(redact);
+  if (value instanceof Date) return value.toISOString();
+  if (Buffer.isBuffer(value)) return `(${value.length} bytes)`;
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redact(v)]));
+  return typeof value === 'bigint' ? String(value) : value;
+}
+
+export function deadLetterView(r: InRecord): DeadLetterView {
+  const h = r.headers;
+  const headers = Object.fromEntries(Object.entries(h).filter(([k]) => k !== HEADERS.errorStack));
+  return {
+    position: `${r.partition}:${r.offset}`,
+    task_id: r.key,
+    code: h[HEADERS.errorCode] ?? 'UNKNOWN',
+    reason: h[HEADERS.dlqReason] ?? null,
+    attempt: h[HEADERS.attempt] ? Number(h[HEADERS.attempt]) : null,
+    failed_at: h[HEADERS.failedAtMs] ? new Date(Number(h[HEADERS.failedAtMs])).toISOString() : null,
+    message: (h[HEADERS.errorMessage] ?? '').slice(0, 500),
+    replays: Number(h[HEADERS.replayCount] ?? 0),
+    headers: redact(headers) as Record<string, string>,
+  };
+}
+
+export function consoleDlqRoutes(dlq: DeadLetters, logger: Logger): FastifyPluginAsync {
+  const stageOf = (name: string): string => {
+    if (!dlq.stages.includes(name)) throw new SonicError('INVALID_REQUEST', `no stage ${name.slice(0, 64)} (stages: ${dlq.stages.join(', ')})`, { safe: true });
+    return name;
+  };
+  return async (app: FastifyInstance) => {
+    app.get<{ Params: { stage: string } }>('/console/dlq/:stage', { schema: { hide: true } }, async (req) => {
+      requireOperator(req);
+      const stage = stageOf(req.params.stage);
+      const records = await dlq.read(stage);
+      const letters = await Promise.all(records.map(async (r) => ({ ...deadLetterView(r), record: redact(await dlq.decode(r)) })));
+      const byCode = new Map<string, typeof letters>();
+      for (const l of letters) byCode.set(l.code, [...(byCode.get(l.code) ?? []), l]);
+      return { stage, total: letters.length, codes: [...byCode].map(([code, items]) => ({ code, count: items.length, letters: items })) };
+    });
+
+    app.post<{ Params: { stage: string }; Body: { all?: unknown; code?: unknown; task_ids?: unknown; dry_run?: unknown } }>(
+      '/console/dlq/:stage/replay',
+      { schema: { hide: true } },
+      async (req) => {
+        requireAdmin(req);
+        const stage = stageOf(req.params.stage);
+        const b = (req.body ?? {}) as Record<string, unknown>;
+        const sel: ReplaySelection = {};
+        if (b.all === true) sel.all = true;
+        if (typeof b.code === 'string' && b.code !== '') sel.code = b.code;
+        if (Array.isArray(b.task_ids)) sel.taskIds = b.task_ids.filter((x): x is string => typeof x === 'string').slice(0, 1000);
+        const dryRun = b.dry_run === true;
+        const picked = dlq.select(await dlq.read(stage), sel);
+        if (!dryRun) await dlq.replay(stage, picked);
+        const tasks = picked.map((r) => r.key);
+        // every action is logged with the key that did it
+        logger.info(
+          { action: dryRun ? 'dlq.replay.dry-run' : 'dlq.replay', key_id: req.keyId, tenant: req.tenant, stage, selection: sel, count: picked.length, tasks },
+          dryRun ? 'console: replay previewed' : 'console: dead letters replayed',
+        );
+        return { stage, dry_run: dryRun, count: picked.length, letters: picked.map(deadLetterView) };
+      },
+    );
+  };
+}
