@@ -44,7 +44,7 @@ export const ERROR_CODES = {
   },
   KAFKA_PROTOCOL_MISMATCH: {
     retryable: false,
-    doc: "The broker's listener speaks another security protocol than configured: TLS or not (SONIC_KAFKA_SSL), SASL or not, or another SASL mechanism.",
+    doc: "The broker's listener speaks another security protocol than configured: TLS or not (SONIC_KAFKA_SSL), SASL or not, or another SASL mechanism; or the broker lacks a request version the configured client needs (TxnOffsetCommit v3, Kafka 2.5, for SONIC_KAFKA_CLIENT=platformatic).",
   },
   KAFKA_NOT_AUTHORIZED: {
     retryable: false,

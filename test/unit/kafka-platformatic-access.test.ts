@@ -17,6 +17,7 @@ import { explainAccessError, isAccessError } from '../../src/kafka/access.js';
 import { eventProducer, transactionalProducer } from '../../src/kafka/clients.js';
 import { createKafka } from '../../src/kafka/client.js';
 import { normalizeError } from '../../src/kafka/platformatic/options.js';
+import { requireKip447 } from '../../src/kafka/platformatic/producer.js';
 
 const servers: Server[] = [];
 afterEach(() => {
@@ -85,5 +86,17 @@ describe('the @platformatic/kafka producers at connect', () => {
       expect(isAccessError(err) && err.code).toBe('KAFKA_TLS_UNTRUSTED');
       expect(Date.now() - started).toBeLessThan(5000);
     }
+  });
+});
+
+describe('a broker without KIP-447 offset commits', () => {
+  it('is refused before a transaction commits offsets unfenced', () => {
+    const refused = (v: number | undefined) => () =>
+      requireKip447(v === undefined ? [{ name: 'Produce', maxVersion: 9 }] : [{ name: 'TxnOffsetCommit', maxVersion: v }]);
+    expect(refused(2)).toThrow(expect.objectContaining({ code: 'KAFKA_PROTOCOL_MISMATCH', retryable: false }));
+    expect(refused(2)).toThrow(/TxnOffsetCommit is v2 at most.*KIP-447.*SONIC_KAFKA_CLIENT=kafkajs/);
+    expect(refused(undefined)).toThrow(/TxnOffsetCommit is missing/);
+    expect(refused(3)).not.toThrow();
+    expect(refused(5)).not.toThrow();
   });
 });

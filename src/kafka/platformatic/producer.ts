@@ -47,6 +47,22 @@ export function connectionOf(kafka: KafkaClient): KafkaConnection {
  * kafkajs' default partitioner does (the client's own sends every keyless record to partition 0
  * once a partitioner is set).
  */
+/** The first TxnOffsetCommit version that carries the member id and generation (KIP-447). */
+const KIP447_TXN_OFFSET_COMMIT = 3;
+
+/**
+ * Refuses a broker whose TxnOffsetCommit predates KIP-447 (Kafka < 2.5): the client would fall
+ * back to a version without member and generation, and offsets would commit unfenced.
+ */
+export function requireKip447(apis: readonly { name: string; maxVersion: number }[]): void {
+  const api = apis.find((a) => a.name === 'TxnOffsetCommit');
+  if (api && api.maxVersion >= KIP447_TXN_OFFSET_COMMIT) return;
+  throw new SonicError(
+    'KAFKA_PROTOCOL_MISMATCH',
+    `the broker's TxnOffsetCommit is ${api ? `v${api.maxVersion} at most` : 'missing'}; fencing by group generation (KIP-447) needs v${KIP447_TXN_OFFSET_COMMIT} (Kafka 2.5 or later): run this stage with SONIC_KAFKA_CLIENT=kafkajs`,
+  );
+}
+
 function javaCompatiblePartitioner(): (message: MessageToProduce, key: Buffer | undefined) => number {
   const counters = new Map<string, number>();
   return (message, key) => {
@@ -138,6 +154,7 @@ export class PkTxProducer implements TransactionalProducer {
         const tx = await producer.beginTransaction();
         await tx.cancel();
       });
+      requireKip447((await producer.listApis()) as { name: string; maxVersion: number }[]);
     } catch (err) {
       await producer.close(true).catch(() => undefined);
       throw err;
