@@ -6,6 +6,7 @@ import { defineConfig } from 'vitest/config';
  *                no broker, registry or S3 store: their settings point nowhere, and
  *                test/helpers/no-services.ts fails a test that connects to one of them.
  *   integration  test/integration and test/security: the real broker, registry and store.
+ *   conformance  the runtime's conformance files of test/integration again, on @platformatic/kafka.
  *   cluster      test/cluster: a private three-broker cluster it starts itself (minutes), with the
  *                shared registry and store; `npm run test:cluster`, not part of `npm test`.
  */
@@ -14,6 +15,15 @@ const NOWHERE: Record<string, string> = {
   SCHEMA_REGISTRY_URL: 'http://127.0.0.1:1',
   SONIC_S3_ENDPOINT: 'http://127.0.0.1:1',
 };
+
+/** The exactly-once, crash, zombie, fencing-mid-backlog, retry/DLQ, store and end-to-end tests of the stage runtime. */
+const CONFORMANCE = [
+  'test/integration/runtime-zombie.test.ts',
+  'test/integration/runtime-crash.test.ts',
+  'test/integration/runtime-retry-dlq.test.ts',
+  'test/integration/runtime-stores.test.ts',
+  'test/integration/pipeline-e2e.test.ts',
+];
 
 export default defineConfig({
   test: {
@@ -45,6 +55,17 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts', 'test/security/**/*.test.ts'],
+        },
+      },
+      {
+        // the stage runtime's conformance tests again, every process of them on the second Kafka
+        // client (@platformatic/kafka, KIP-447); `npm test` runs this project in one pool with the
+        // integration tier, which runs the same files on kafkajs
+        extends: true,
+        test: {
+          name: 'conformance',
+          include: CONFORMANCE,
+          env: { SONIC_KAFKA_CLIENT: 'platformatic' },
         },
       },
       {

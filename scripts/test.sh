@@ -18,11 +18,8 @@ fi
 echo "== unit tests (no broker, registry or store)"; npx vitest run --project unit
 # the secured stack beside it, for test/integration/secure-kafka.test.ts (which would start it too)
 echo "== stack"; bash ops/stack/stack.sh up >/dev/null; bash ops/stack/stack.sh up --secure >/dev/null
-echo "== integration tests"; npx vitest run --project integration
-# the conformance suite on the stage runtime's second Kafka client (src/kafka/port.ts): the same
-# exactly-once, crash, zombie, fencing-mid-backlog, retry/DLQ and store tests, every process of
-# them on @platformatic/kafka (KIP-447); the integration tier above ran them on kafkajs
-echo "== conformance on @platformatic/kafka (SONIC_KAFKA_CLIENT=platformatic)"
-SONIC_KAFKA_CLIENT=platformatic npx vitest run --project integration \
-  test/integration/runtime-zombie.test.ts test/integration/runtime-crash.test.ts test/integration/runtime-retry-dlq.test.ts \
-  test/integration/runtime-stores.test.ts test/integration/pipeline-e2e.test.ts
+# the integration tier, and in the same pool the conformance project: the stage runtime's
+# exactly-once, crash, zombie, fencing-mid-backlog, retry/DLQ, store and end-to-end tests again,
+# every process of them on the second Kafka client (@platformatic/kafka, KIP-447, src/kafka/port.ts)
+echo "== integration tests, and the runtime's conformance tests on @platformatic/kafka"
+npx vitest run --project integration --project conformance
