@@ -20,7 +20,7 @@ import { partitionOfKey } from '../kafka/partitioner.js';
 import { TopicTail, type InRecord, type TailBatch } from '../kafka/io.js';
 import { lockDir, lockHolder } from '../runtime/dir-lock.js';
 import { StateStore, type Table } from '../runtime/store.js';
-import type { TaskKey, TaskState, TaskStatus } from '../domain/records.js';
+import type { FaceRegion, TaskKey, TaskState, TaskStatus } from '../domain/records.js';
 import type { Codec } from '../serde/codec.js';
 import type { Topology } from '../runtime/topology.js';
 import { idempotencyKeysTopic } from '../domain/paths.js';
@@ -39,6 +39,8 @@ export interface TaskView {
   tenant_id: string | null;
   created_at: string | null;
   updated_at: string;
+  /** The face and crop preprocess chose; null before it (and for tasks older than face detection). */
+  face: FaceRegion | null;
 }
 
 export const TERMINAL: ReadonlySet<TaskState> = new Set(['SUCCEEDED', 'FAILED']);
@@ -67,6 +69,7 @@ export function toView(e: StatusEvent): TaskView {
     tenant_id: e.tenant_id,
     created_at: e.created_at ? e.created_at.toISOString() : null,
     updated_at: e.at.toISOString(),
+    face: e.face ?? null,
   };
 }
 
@@ -522,8 +525,13 @@ export class StatusView {
   private applyOne(e: StatusEvent): boolean {
     const current = this.tasks.get(e.task_id);
     if (!supersedes(current, e)) return false;
-    // stage events may not repeat what the QUEUED event said
-    const row: StatusEvent = { ...e, created_at: e.created_at ?? current?.created_at ?? null, tenant_id: e.tenant_id ?? current?.tenant_id ?? null };
+    // stage events may not repeat what the QUEUED event said, nor later ones the face preprocess found
+    const row: StatusEvent = {
+      ...e,
+      created_at: e.created_at ?? current?.created_at ?? null,
+      tenant_id: e.tenant_id ?? current?.tenant_id ?? null,
+      face: e.face ?? current?.face ?? null,
+    };
     if (current) this.unindex(current);
     void this.tasks.put(e.task_id, row);
     void this.byTime.put(timeIndexKey(row), row.task_id);
