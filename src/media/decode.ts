@@ -8,7 +8,7 @@ import { DEFAULT_MAX_PIXELS, ffmpegPrologue } from './bounds.js';
 import { failureReason, runTool } from './exec.js';
 import { uprightFilters } from './image.js';
 import { probe } from './probe.js';
-import type { RgbImage } from './warp.js';
+import type { RgbImage } from './geometry.js';
 
 /** Options of {@link decodeRgb}. */
 export interface DecodeRgbOptions {

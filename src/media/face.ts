@@ -15,36 +15,10 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { SonicError } from '../core/errors.js';
 import { decodeRgb } from './decode.js';
+import type { FaceLandmarks, Point, Rect } from './geometry.js';
 import { drawPortrait } from './portrait.js';
 
-/** A point in pixels. */
-export interface Point {
-  x: number;
-  y: number;
-}
-
-/** An axis-aligned rectangle in pixels. */
-export interface Rect {
-  x: number;
-  y: number;
-  width: number;
-  height: number;
-}
-
-/** The landmarks the preview renderer and the crop need, from the 468-point mesh. */
-export interface FaceLandmarks {
-  /** 36 points around the face, clockwise from the top of the forehead. */
-  face_oval: Point[];
-  /** 20 points around the outer edge of the lips, from the left corner (as seen) over the upper lip. */
-  lips_outer: Point[];
-  /** 20 points around the mouth opening, in the same order. */
-  lips_inner: Point[];
-  /** Centres of the eyes, left and right as seen in the picture. */
-  left_eye: Point;
-  right_eye: Point;
-  nose_tip: Point;
-  chin: Point;
-}
+export type { FaceLandmarks, Point, Rect } from './geometry.js';
 
 /** One detected face. */
 export interface DetectedFace {

@@ -4,7 +4,7 @@
  * photographs (BlazeFace) to find it. Its geometry is returned with the pixels, so tests know
  * where the mouth, the eyes and the face are without detecting anything.
  */
-import type { RgbImage } from './warp.js';
+import type { RgbImage } from './geometry.js';
 
 /** Where the drawn face is, in pixels of the picture. */
 export interface PortraitGeometry {

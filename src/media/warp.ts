@@ -6,15 +6,9 @@
  * rest of the face stays where it is. Head motion moves the head (face, hair, ears) over a still
  * neck and background. Without landmarks the rig assumes a centred, upright portrait.
  */
-import type { FaceLandmarks, Point } from './face.js';
+import type { FaceLandmarks, Point, RgbImage } from './geometry.js';
 
-/** A decoded picture: 8-bit RGB, rows top to bottom, no padding. */
-export interface RgbImage {
-  width: number;
-  height: number;
-  /** `width × height × 3` bytes. */
-  rgb: Buffer;
-}
+export type { RgbImage } from './geometry.js';
 
 /** Where the moving parts of a face are, in pixels of the picture being animated. */
 export interface FaceRig {
