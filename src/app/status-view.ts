@@ -408,7 +408,10 @@ export class StatusView {
       (records) => {
         for (const e of records) {
           if ('tombstone' in e) this.removeTask(e.tombstone);
-          else if (this.applyOne(e)) this.pending.push(e);
+          else {
+            const row = this.applyOne(e);
+            if (row) this.pending.push(row);
+          }
         }
         void this.meta.put('applied_at', Date.now());
       },
@@ -521,10 +524,13 @@ export class StatusView {
     await this.keyLog.start(from[1]!);
   }
 
-  /** Writes `e` when it supersedes the row; inside a store transaction. */
-  private applyOne(e: StatusEvent): boolean {
+  /**
+   * Writes `e` when it supersedes the row, with what earlier events said that it does not repeat;
+   * returns that row (what the event streams send), or undefined. Inside a store transaction.
+   */
+  private applyOne(e: StatusEvent): StatusEvent | undefined {
     const current = this.tasks.get(e.task_id);
-    if (!supersedes(current, e)) return false;
+    if (!supersedes(current, e)) return undefined;
     // stage events may not repeat what the QUEUED event said, nor later ones the face preprocess found
     const row: StatusEvent = {
       ...e,
@@ -537,7 +543,7 @@ export class StatusView {
     void this.byTime.put(timeIndexKey(row), row.task_id);
     void this.byState.put(stateIndexKey(row), row.task_id);
     void (TERMINAL.has(row.state) ? this.ended : this.active).put(updateIndexKey(row), row.task_id);
-    return true;
+    return row;
   }
 
   private unindex(row: StatusEvent): void {
@@ -582,7 +588,8 @@ export class StatusView {
 
   /** Applies one event (also used by the API for its own QUEUED events: read your writes). */
   apply(e: StatusEvent): void {
-    if (this.store.transaction(() => this.applyOne(e))) this.subject.next(e);
+    const row = this.store.transaction(() => this.applyOne(e));
+    if (row) this.subject.next(row);
   }
 
   get(taskId: string): StatusEvent | undefined {
