@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what sonicflow needs and is missing: node_modules (npm ci, which also brings the
 # project's Node 24, checked after), a JDK and Maven for the local Kafka and registry,
-# ffmpeg/ffprobe for media, espeak-ng for the demo's synthetic speech.
+# ffmpeg/ffprobe for media, espeak-ng for the demo's synthetic speech, python3-skimage for a real
+# photograph in the face tests.
 # Debian packages need root (or sudo); everything else stays in the project or the user's cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,10 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || mis
 command -v chromium >/dev/null || missing+=(chromium)
 # ss (the security tests count the API's connections to the broker)
 command -v ss >/dev/null || missing+=(iproute2)
+# python3-skimage: its data/astronaut.png (a NASA portrait in the public domain) is the real
+# photograph the face detection tests and bench/face.ts use (test/fixtures/media/photos.ts)
+# (Debian's own python3: a python3 of pyenv or a venv earlier on PATH does not see Debian's packages)
+[ -f /usr/lib/python3/dist-packages/skimage/data/astronaut.png ] || missing+=(python3-skimage)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -59,6 +59,23 @@ export interface TaskRouteDeps {
 
 const PLACEHOLDER: MediaRef = { uri: 'pending:', content_type: null, size_bytes: null, sha256: null };
 
+const rectSchema = {
+  type: 'object',
+  properties: { x: { type: 'number' }, y: { type: 'number' }, width: { type: 'number' }, height: { type: 'number' } },
+};
+const faceSchema = {
+  type: ['object', 'null'],
+  description: 'The face preprocess found and the crop around it, in pixels of the upright uploaded picture; null before preprocess.',
+  properties: {
+    box: rectSchema,
+    score: { type: 'number' },
+    faces: { type: 'integer' },
+    crop: { ...rectSchema, type: ['object', 'null'] },
+    picture_width: { type: 'integer' },
+    picture_height: { type: 'integer' },
+    detector: { type: 'string' },
+  },
+};
 const taskViewSchema = {
   type: 'object',
   properties: {
@@ -72,6 +89,7 @@ const taskViewSchema = {
     video_url: { type: ['string', 'null'] },
     created_at: { type: ['string', 'null'] },
     updated_at: { type: 'string' },
+    face: faceSchema,
   },
 };
 export const errorSchema = {

@@ -20,7 +20,7 @@ import { partitionOfKey } from '../kafka/partitioner.js';
 import { TopicTail, type InRecord, type TailBatch } from '../kafka/io.js';
 import { lockDir, lockHolder } from '../runtime/dir-lock.js';
 import { StateStore, type Table } from '../runtime/store.js';
-import type { TaskKey, TaskState, TaskStatus } from '../domain/records.js';
+import type { FaceRegion, TaskKey, TaskState, TaskStatus } from '../domain/records.js';
 import type { Codec } from '../serde/codec.js';
 import type { Topology } from '../runtime/topology.js';
 import { idempotencyKeysTopic } from '../domain/paths.js';
@@ -39,6 +39,8 @@ export interface TaskView {
   tenant_id: string | null;
   created_at: string | null;
   updated_at: string;
+  /** The face and crop preprocess chose; null before it (and for tasks older than face detection). */
+  face: FaceRegion | null;
 }
 
 export const TERMINAL: ReadonlySet<TaskState> = new Set(['SUCCEEDED', 'FAILED']);
@@ -67,6 +69,7 @@ export function toView(e: StatusEvent): TaskView {
     tenant_id: e.tenant_id,
     created_at: e.created_at ? e.created_at.toISOString() : null,
     updated_at: e.at.toISOString(),
+    face: e.face ?? null,
   };
 }
 
@@ -425,7 +428,8 @@ export class StatusView {
           if ('tombstone' in e) this.removeTask(e.tombstone);
           else {
             this.record(e);
-            if (this.applyOne(e)) this.pending.push(e);
+            const row = this.applyOne(e);
+            if (row) this.pending.push(row);
           }
         }
         void this.meta.put('applied_at', Date.now());
@@ -544,12 +548,20 @@ export class StatusView {
     await this.keyLog.start(from[1]!);
   }
 
-  /** Writes `e` when it supersedes the row; inside a store transaction. */
-  private applyOne(e: StatusEvent): boolean {
+  /**
+   * Writes `e` when it supersedes the row, with what earlier events said that it does not repeat;
+   * returns that row (what the event streams send), or undefined. Inside a store transaction.
+   */
+  private applyOne(e: StatusEvent): StatusEvent | undefined {
     const current = this.tasks.get(e.task_id);
-    if (!supersedes(current, e)) return false;
-    // stage events may not repeat what the QUEUED event said
-    const row: StatusEvent = { ...e, created_at: e.created_at ?? current?.created_at ?? null, tenant_id: e.tenant_id ?? current?.tenant_id ?? null };
+    if (!supersedes(current, e)) return undefined;
+    // stage events may not repeat what the QUEUED event said, nor later ones the face preprocess found
+    const row: StatusEvent = {
+      ...e,
+      created_at: e.created_at ?? current?.created_at ?? null,
+      tenant_id: e.tenant_id ?? current?.tenant_id ?? null,
+      face: e.face ?? current?.face ?? null,
+    };
     if (current) this.unindex(current);
     void this.tasks.put(e.task_id, row);
     void this.byTime.put(timeIndexKey(row), row.task_id);
@@ -557,7 +569,7 @@ export class StatusView {
     void this.allByTime.put(allTimeKey(row), row.task_id);
     void this.allByState.put(allStateKey(row), row.task_id);
     void (TERMINAL.has(row.state) ? this.ended : this.active).put(updateIndexKey(row), row.task_id);
-    return true;
+    return row;
   }
 
   private unindex(row: StatusEvent): void {
@@ -623,13 +635,11 @@ export class StatusView {
 
   /** Applies one event (also used by the API for its own QUEUED events: read your writes). */
   apply(e: StatusEvent): void {
-    if (
-      this.store.transaction(() => {
-        this.record(e);
-        return this.applyOne(e);
-      })
-    )
-      this.subject.next(e);
+    const row = this.store.transaction(() => {
+      this.record(e);
+      return this.applyOne(e);
+    });
+    if (row) this.subject.next(row);
   }
 
   get(taskId: string): StatusEvent | undefined {

@@ -28,7 +28,7 @@ import { formatLag, lagSamples$, serveLagExporter, stageLag } from '../ops/lag.j
 import { runDemo } from '../ops/demo.js';
 import { runStages } from '../ops/run.js';
 import { checkSchemas, formatChecks, formatDiffs } from '../ops/schemas.js';
-import { downloadVideo, submitTask, waitForTask } from '../ops/submit.js';
+import { describeFace, downloadVideo, getTask, submitTask, waitForTask } from '../ops/submit.js';
 import { applyDeploy, formatPlan, planDeploy, planIsEmpty, storePartitionedTopics, topicsInScope } from '../ops/deploy.js';
 import { aclPlanIsEmpty, applyAcls, assertDistinctPrincipals, formatAclJson, formatAclPlan, formatAclTable, planAcls } from '../ops/acls.js';
 
@@ -229,6 +229,7 @@ function buildCli(ctx: () => Context): Command {
         out(`task ${taskId}\n`);
         if (!o.wait) return;
         const status = await waitForTask(common, taskId);
+        if (status.face) out(`${describeFace(status.face)}\n`);
         if (status.state !== 'SUCCEEDED') {
           process.stderr.write(`task ${taskId} ${status.state}: ${status.error?.code ?? ''} ${status.error?.message ?? ''}\n`);
           process.exitCode = 1;
@@ -241,6 +242,22 @@ function buildCli(ctx: () => Context): Command {
         }
       },
     );
+
+  program
+    .command('status')
+    .description("Print a task's status: its state, error, and the face and crop preprocess chose (pixels of the uploaded picture).")
+    .argument('<task-id>', 'the id submit printed')
+    .option('--api <url>', 'API base URL (default SONIC_API_PUBLIC_URL)')
+    .option('--json', 'print the API answer as JSON')
+    .action(async (taskId: string, o: { api?: string; json?: boolean }) => {
+      const c = ctx();
+      const api = (o.api ?? publicApiUrl(c.config)).replace(/\/+$/, '');
+      const s = await getTask({ api, ...(c.config.apiKey ? { apiKey: c.config.apiKey } : {}) }, taskId);
+      if (o.json) return void out(`${JSON.stringify(s, null, 2)}\n`);
+      out(`task ${s.task_id} ${s.state}${s.error ? `: ${s.error.code} ${s.error.message}` : ''}\n`);
+      if (s.face) out(`${describeFace(s.face)}\n`);
+      if (s.video_url) out(`video ${s.video_url}\n`);
+    });
 
   program
     .command('demo')

@@ -19,7 +19,12 @@ export const ERROR_CODES = {
   IMAGE_DECODE_FAILED: { retryable: false, doc: 'The image could not be decoded.' },
   IMAGE_TOO_SMALL: { retryable: false, doc: 'The image short side is below the minimum.' },
   IMAGE_TOO_LARGE: { retryable: false, doc: 'The image has more pixels, a longer side or a longer short side than allowed.' },
-  NO_FACE_DETECTED: { retryable: false, doc: 'The model found no face in the portrait.' },
+  NO_FACE_DETECTED: { retryable: false, doc: 'No face was found in the portrait (preprocess, before any GPU work).' },
+  MULTIPLE_FACES: {
+    retryable: false,
+    doc: 'The portrait shows several faces of similar size (the second at least half the area of the largest); Sonic animates one face.',
+  },
+  FACE_TOO_SMALL: { retryable: false, doc: "The face's box is smaller than min_resolution / 8 px: its crop would be enlarged more than 4× for the model." },
   MEDIA_MISMATCH: { retryable: false, doc: 'A file is not what its field says: a video where audio belongs, or a file whose header lies about its content.' },
   // transient
   INPUT_FETCH_FAILED: { retryable: true, doc: 'A blob could not be read (timeout, 5xx).' },

@@ -124,6 +124,58 @@ export interface TaskPrepared {
   width: number;
   height: number;
   prepared_at: Date;
+  /** The face found by preprocess and its crop; null in records written before face detection. */
+  face: null | FaceRegion;
+  /** Landmarks of that face for the preview renderer; null in records written before face detection. */
+  landmarks: null | FaceLandmarks;
+}
+
+/** The face preprocess found and the crop made around it. */
+export interface FaceRegion {
+  /** Tight box around the face's 468-point mesh (forehead to chin, cheek to cheek). */
+  box: Rect;
+  /** Detector confidence, 0-1. */
+  score: number;
+  /** Faces found in the picture; the largest is used. */
+  faces: number;
+  /** Sonic's square crop: the box grown by expand_ratio per side, clamped, squared; image_png is this crop resized to min_resolution. Null without crop_to_face. */
+  crop: null | Rect;
+  /** Width of the upright uploaded picture, px. */
+  picture_width: number;
+  /** Height of the upright uploaded picture, px. */
+  picture_height: number;
+  /** The model that found the face. */
+  detector: string;
+}
+
+/** A rectangle in pixels of the upright uploaded picture (EXIF orientation applied). */
+export interface Rect {
+  /** Left edge, px. */
+  x: number;
+  /** Top edge, px. */
+  y: number;
+  width: number;
+  height: number;
+}
+
+/** Face landmarks from the mesh, in pixels of the upright uploaded picture (map them into image_png through face.crop). */
+export interface FaceLandmarks {
+  /** 36 points around the face, clockwise from the top of the forehead. */
+  face_oval: Point[];
+  /** 20 points around the outer edge of the lips, from the left corner over the upper lip. */
+  lips_outer: Point[];
+  /** 20 points around the mouth opening, in the same order. */
+  lips_inner: Point[];
+  /** Centre of the eye on the left of the picture. */
+  left_eye: Point;
+  right_eye: Point;
+  nose_tip: Point;
+  chin: Point;
+}
+
+export interface Point {
+  x: number;
+  y: number;
 }
 
 /** Output of infer: a silent rendered video. Value of <prefix>.tasks.rendered. */
@@ -163,6 +215,8 @@ export interface TaskStatus {
   tenant_id: null | string;
   /** When the task was submitted. */
   created_at: null | Date;
+  /** The face and crop preprocess chose (its events and the view after them). */
+  face: null | FaceRegion;
   /** When this state was entered. */
   at: Date;
 }

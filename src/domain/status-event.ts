@@ -2,7 +2,7 @@ import type { TaskStatus } from './records.js';
 
 /**
  * A status event: `fields` over an event that says nothing more (first attempt; no stage,
- * progress, error, result, tenant or creation time). Every producer of status events in code
+ * progress, error, result, tenant, creation time or face). Every producer of status events in code
  * (the API's QUEUED, tests and benchmarks) builds them here, so a field added to the schema is
  * added once.
  */
@@ -17,6 +17,7 @@ export function statusEvent(fields: Pick<TaskStatus, 'task_id' | 'state' | 'at'>
     result_url: null,
     tenant_id: null,
     created_at: null,
+    face: null,
     ...fields,
   };
 }

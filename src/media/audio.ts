@@ -201,6 +201,24 @@ export interface LoudnessOptions {
  * @throws SonicError `AUDIO_DECODE_FAILED` when ffmpeg cannot decode the audio; `signal.reason` on abort.
  */
 export async function loudness(input: string, fps: number, options: LoudnessOptions = {}): Promise<number[]> {
+  return (await speechFeatures(input, fps, options)).level;
+}
+
+/** Per video frame: {@link loudness}'s level and a brightness of the sound. */
+export interface SpeechFeatures {
+  level: number[];
+  /**
+   * The share of the frame's energy in its sample-to-sample differences, 0..1 (0 in silence): a
+   * cheap spectral tilt, low for vowels such as "o" and "u", high for "s", "f", "i" and "e".
+   */
+  brightness: number[];
+}
+
+/**
+ * The per-frame features of speech the preview renderer animates a mouth with: {@link loudness}
+ * and a brightness ({@link SpeechFeatures}). Options and errors as {@link loudness}.
+ */
+export async function speechFeatures(input: string, fps: number, options: LoudnessOptions = {}): Promise<SpeechFeatures> {
   if (!(fps > 0)) throw new SonicError('INTERNAL', `loudness needs fps > 0, got ${fps}`);
   const { signal, timeoutMs = DEFAULT_CONVERT_TIMEOUT_MS } = options;
   // with a frame count, only the audio those frames cover is decoded (and held in memory)
@@ -232,18 +250,25 @@ export async function loudness(input: string, fps: number, options: LoudnessOpti
   const samples = Math.floor(pcm.length / 2);
   const perFrame = MODEL_SAMPLE_RATE / fps;
   const count = options.frames ?? frameCount(samples / MODEL_SAMPLE_RATE, fps);
-  const levels: number[] = [];
+  const level: number[] = [];
+  const brightness: number[] = [];
   for (let i = 0; i < count; i++) {
     const start = Math.min(samples, Math.round(i * perFrame));
     const end = Math.min(samples, Math.round((i + 1) * perFrame));
     let sum = 0;
+    let diff = 0;
+    let prev = start > 0 ? pcm.readInt16LE((start - 1) * 2) / 32768 : 0;
     for (let s = start; s < end; s++) {
       const v = pcm.readInt16LE(s * 2) / 32768;
       sum += v * v;
+      diff += (v - prev) * (v - prev);
+      prev = v;
     }
-    levels.push(end > start ? dbfsToLevel(10 * Math.log10(sum / (end - start))) : 0);
+    const l = end > start ? dbfsToLevel(10 * Math.log10(sum / (end - start))) : 0;
+    level.push(l);
+    brightness.push(l > 0 ? Math.min(1, diff / (4 * sum)) : 0);
   }
-  return levels;
+  return { level, brightness };
 }
 
 /** Maps a level in dBFS to [0, 1] as {@link loudness} does (-Infinity, i.e. digital silence, gives 0). */

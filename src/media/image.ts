@@ -152,12 +152,16 @@ export interface ToModelPngOptions {
   signal?: AbortSignal;
   /** Kills each ffmpeg/ffprobe run after this many milliseconds; 60 000 by default. */
   timeoutMs?: number;
+  /** Keeps only this rectangle of the upright picture (pixels; it must lie inside the picture). */
+  crop?: { x: number; y: number; width: number; height: number };
+  /** Scales the (cropped) picture to exactly this size (Lanczos) instead of bounding it by `maxSide`. */
+  size?: { width: number; height: number };
 }
 
 /**
- * Converts a JPEG, PNG or WebP to the model's input: upright (EXIF orientation applied), scaled
- * down so that neither side exceeds `maxSide` (aspect kept), 8-bit RGB, one-frame PNG. Any
- * alpha channel is dropped.
+ * Converts a JPEG, PNG or WebP to the model's input: upright (EXIF orientation applied),
+ * optionally cropped (`crop`), scaled down so that neither side exceeds `maxSide` (aspect kept)
+ * or to exactly `size`, 8-bit RGB, one-frame PNG. Any alpha channel is dropped.
  *
  * @returns the output size in pixels, as probed from the written file.
  * @throws SonicError `IMAGE_DECODE_FAILED` when ffmpeg fails, times out or writes nothing
@@ -165,10 +169,11 @@ export interface ToModelPngOptions {
  *   `signal.reason` on abort.
  */
 export async function toModelPng(input: string, output: string, options: ToModelPngOptions = {}): Promise<{ width: number; height: number }> {
-  const { maxSide = 2048, maxPixels = DEFAULT_MAX_PIXELS, signal, timeoutMs = 60_000 } = options;
+  const { maxSide = 2048, maxPixels = DEFAULT_MAX_PIXELS, signal, timeoutMs = 60_000, crop, size } = options;
   const filters = [
     ...(await uprightFilters(input)),
-    `scale=w='min(iw,${maxSide})':h='min(ih,${maxSide})':force_original_aspect_ratio=decrease`,
+    ...(crop ? [`crop=${crop.width}:${crop.height}:${crop.x}:${crop.y}:exact=1`] : []),
+    size ? `scale=${size.width}:${size.height}:flags=lanczos` : `scale=w='min(iw,${maxSide})':h='min(ih,${maxSide})':force_original_aspect_ratio=decrease`,
     'format=rgb24',
   ];
   const res = await runTool(
@@ -203,11 +208,11 @@ export async function toModelPng(input: string, output: string, options: ToModel
       safe: res.timedOut ? 'converting the image took longer than allowed' : 'the image could not be decoded',
     });
   }
-  const size = await stat(output).then(
+  const bytes = await stat(output).then(
     (s) => s.size,
     () => 0,
   );
-  if (size === 0) throw new SonicError('IMAGE_DECODE_FAILED', `ffmpeg wrote no PNG for ${input}`, { details: { input, output } });
+  if (bytes === 0) throw new SonicError('IMAGE_DECODE_FAILED', `ffmpeg wrote no PNG for ${input}`, { details: { input, output } });
   const out = await probe(output, { signal, onError: 'IMAGE_DECODE_FAILED', timeoutMs });
   if (!out.video || !(out.video.width > 0))
     throw new SonicError('IMAGE_DECODE_FAILED', `the PNG written for ${input} has no picture`, { details: { input, output } });

@@ -1,16 +1,16 @@
 /**
  * The builtin CPU preview renderer: a stand-in for the Sonic model when no GPU is available
- * (demo, tests, smoke runs). It is NOT lip-sync.
+ * (demo, tests, smoke runs). It is NOT Sonic: it moves the jaw and lips of the portrait with the
+ * speech's loudness and brightness (warp.ts), at the face's landmarks.
  */
 import { stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { SonicError } from '../core/errors.js';
-import { frameCount, loudness } from './audio.js';
-import { DEFAULT_MAX_PIXELS, ffmpegPrologue } from './bounds.js';
-import { failureReason, runTool, startTool } from './exec.js';
-import { uprightFilters } from './image.js';
+import { frameCount, speechFeatures, type SpeechFeatures } from './audio.js';
+import { decodeRgb } from './decode.js';
+import { failureReason, startTool } from './exec.js';
 import { probe } from './probe.js';
-import { animateFrame, type RgbImage } from './warp.js';
+import { centredRig, FaceAnimator, rigFromLandmarks, type Pose, type RgbImage } from './warp.js';
 
 /** Options of {@link renderPreview}. */
 export interface RenderPreviewOptions {
@@ -33,9 +33,17 @@ export interface RenderPreviewOptions {
   onProgress?: (fraction: number) => void;
   /** Kills each ffmpeg/ffprobe run after this many milliseconds; the tool runner's default (10 min) otherwise. */
   timeoutMs?: number;
-  /** The decoder refuses a portrait of more pixels (`-max_pixels`); {@link DEFAULT_MAX_PIXELS} by default. */
+  /** The decoder refuses a portrait of more pixels (`-max_pixels`); the default of bounds.ts otherwise. */
   maxPixels?: number;
+  /**
+   * The face's landmarks in pixels of `image` (upright), from the face detector; without them the
+   * renderer assumes a centred portrait (mouth in the middle, two thirds down).
+   */
+  face?: FaceShape;
 }
+
+/** The landmarks the renderer uses. */
+export type FaceShape = Parameters<typeof rigFromLandmarks>[0];
 
 /** What {@link renderPreview} wrote. */
 export interface RenderResult {
@@ -51,10 +59,11 @@ export interface RenderResult {
 }
 
 /**
- * Renders a preview talking-head video WITHOUT lip-sync: each frame is the portrait deformed by
- * the loudness of that frame's audio (a "jaw" stretch of the lower middle plus a small zoom and
- * nod, proportional to loudness × `motionScale`). Frames whose audio is silent (below -50 dBFS)
- * are exactly the still portrait. The video has `ceil(audio duration × fps)` frames and no audio
+ * Renders a preview talking-head video, not Sonic: each frame is the portrait with its mouth
+ * opened by that frame's loudness, rounded or widened by the sound's brightness, and the head
+ * nodding and tilting slightly while the voice goes on (all × `motionScale`); the rest of the
+ * face stays put. Frames within two frames of silence (below -50 dBFS) are exactly the still
+ * portrait. The video has `ceil(audio duration × fps)` frames and no audio
  * track; mux the audio with `encodeDeliverable`.
  *
  * Silent frames are identical as written; after lossy coding (any `crf` > 0) they decode to
@@ -80,8 +89,12 @@ export async function renderPreview(options: RenderPreviewOptions): Promise<Rend
   if (!(audioDurationS > 0)) throw new SonicError('AUDIO_DECODE_FAILED', `${audio} has no audio of known duration`, { details: { audio } });
   const frames = frameCount(audioDurationS, fps);
 
-  const still = await decodeStill(image, size, { signal, timeoutMs, maxPixels });
-  const levels = await loudness(audio, fps, { frames, signal, timeoutMs });
+  const decoded = await decodeRgb(image, { fit: stillFit(size), signal, timeoutMs, maxPixels });
+  const still = { width: decoded.width, height: decoded.height, rgb: decoded.rgb };
+  const rig = options.face ? rigFromLandmarks(options.face, still.width / decoded.sourceWidth) : centredRig(still.width, still.height);
+  const animator = new FaceAnimator(still, rig);
+  const speech = await speechFeatures(audio, fps, { frames, signal, timeoutMs });
+  const poses = posesFromSpeech(speech, fps, motionScale);
   onProgress?.(0);
 
   const encoder = startTool(
@@ -127,7 +140,7 @@ export async function renderPreview(options: RenderPreviewOptions): Promise<Rend
   const step = Math.max(1, Math.floor(frames / 100));
   try {
     for (let i = 0; i < frames && !exited && !encoder.stdin.destroyed && !signal?.aborted; i++) {
-      const frame = animateFrame(still, (levels[i] ?? 0) * motionScale);
+      const frame = animator.frame(poses[i] ?? NEUTRAL);
       if (!encoder.stdin.write(frame)) await Promise.race([once(encoder.stdin, 'drain').catch(() => undefined), ended]);
       if (onProgress && (i + 1) % step === 0 && i + 1 < frames) onProgress((i + 1) / frames);
     }
@@ -160,51 +173,58 @@ export async function renderPreview(options: RenderPreviewOptions): Promise<Rend
  * to `size` (long side rounded to even).
  *
  * @throws SonicError `IMAGE_DECODE_FAILED` when ffprobe or ffmpeg cannot decode it (a picture of
- *   more than `maxPixels`, {@link DEFAULT_MAX_PIXELS} by default, is not decoded at all).
+ *   more than `maxPixels`, the default of bounds.ts otherwise, is not decoded at all).
  */
 export async function decodeStill(
   image: string,
   size: number,
   options: { signal?: AbortSignal; timeoutMs?: number; maxPixels?: number } = {},
 ): Promise<RgbImage> {
-  const { signal, timeoutMs, maxPixels = DEFAULT_MAX_PIXELS } = options;
-  const info = await probe(image, { signal, onError: 'IMAGE_DECODE_FAILED', timeoutMs, maxPixels });
-  const v = info.video;
-  if (!v || !(v.width > 0 && v.height > 0)) throw new SonicError('IMAGE_DECODE_FAILED', `${image} has no decodable picture`, { details: { image } });
-  const upright = await uprightFilters(image);
-  // probe reports the stored size; a quarter turn swaps it
-  const quarterTurn = upright.some((f) => f.startsWith('transpose'));
-  const [w, h] = quarterTurn ? [v.height, v.width] : [v.width, v.height];
-  const scale = size / Math.min(w, h);
+  const { width, height, rgb } = await decodeRgb(image, { ...options, fit: stillFit(size) });
+  return { width, height, rgb };
+}
+
+/** The still's size: the short side `size`, the long side scaled alike and rounded to even. */
+function stillFit(size: number): (w: number, h: number) => { width: number; height: number } {
   const even = (n: number): number => Math.max(2, Math.round(n / 2) * 2);
-  const width = w <= h ? size : even(w * scale);
-  const height = w <= h ? even(h * scale) : size;
-  const res = await runTool(
-    'ffmpeg',
-    [
-      ...ffmpegPrologue(maxPixels),
-      '-noautorotate',
-      '-i',
-      image,
-      '-map',
-      '0:v:0',
-      '-frames:v',
-      '1',
-      '-vf',
-      [...upright, `scale=${width}:${height}:flags=lanczos`, 'format=rgb24'].join(','),
-      '-f',
-      'rawvideo',
-      '-pix_fmt',
-      'rgb24',
-      '-',
-    ],
-    { signal, timeoutMs, maxStdoutBytes: width * height * 3 },
-  );
-  if (res.code !== 0) {
-    throw new SonicError('IMAGE_DECODE_FAILED', `cannot decode ${image}: ${failureReason('ffmpeg', res, timeoutMs)}`, { details: { image } });
+  return (w, h) => {
+    const scale = size / Math.min(w, h);
+    return { width: w <= h ? size : even(w * scale), height: w <= h ? even(h * scale) : size };
+  };
+}
+
+const NEUTRAL: Pose = { open: 0, shape: 0, nod: 0, tilt: 0 };
+/** Largest nod (share of the face height) and tilt (radians) of the head while speaking. */
+const NOD = 0.012;
+const TILT = 0.026;
+
+/**
+ * One pose per frame from the speech: the mouth opens with the loudness (lightly smoothed over
+ * three frames) and is wide for bright sounds, rounded for dark ones; the head nods and tilts on
+ * two slow, unrelated rhythms whose amplitude follows the loudness over five frames, so it comes
+ * to rest two frames into a silence.
+ */
+export function posesFromSpeech(f: SpeechFeatures, fps: number, motionScale: number): Pose[] {
+  const n = f.level.length;
+  const at = (v: number[], i: number): number => v[Math.min(n - 1, Math.max(0, i))] ?? 0;
+  const poses: Pose[] = [];
+  for (let i = 0; i < n; i++) {
+    const open = (0.25 * at(f.level, i - 1) + 0.5 * at(f.level, i) + 0.25 * at(f.level, i + 1)) * motionScale;
+    let env = 0;
+    for (let k = -2; k <= 2; k++) env += at(f.level, i + k) / 5;
+    env = Math.min(1, env * motionScale);
+    if (!(open > 0) && !(env > 0)) {
+      poses.push(NEUTRAL);
+      continue;
+    }
+    const bright = 0.25 * at(f.brightness, i - 1) + 0.5 * at(f.brightness, i) + 0.25 * at(f.brightness, i + 1);
+    const t = i / fps;
+    poses.push({
+      open: Math.min(1.5, open * 1.4),
+      shape: Math.max(-1, Math.min(1, (bright - 0.2) * 4)) * Math.min(1, open * 2),
+      nod: NOD * env * (0.6 * Math.sin(2 * Math.PI * 0.43 * t) + 0.4 * Math.sin(2 * Math.PI * 1.1 * t + 1)),
+      tilt: TILT * env * Math.sin(2 * Math.PI * 0.27 * t + 0.5),
+    });
   }
-  if (res.stdout.length !== width * height * 3) {
-    throw new SonicError('IMAGE_DECODE_FAILED', `decoding ${image} gave ${res.stdout.length} bytes, expected ${width * height * 3}`, { details: { image } });
-  }
-  return { width, height, rgb: res.stdout };
+  return poses;
 }

@@ -1,12 +1,15 @@
 /**
- * Generated sample media for the demo and the tests: speech from espeak-ng, test tones and a
- * drawn portrait from ffmpeg's lavfi sources. Nothing is downloaded.
+ * Generated sample media for the demo and the tests: speech from espeak-ng, test tones from
+ * ffmpeg's lavfi sources and a drawn portrait (portrait.ts). Nothing is downloaded.
  */
 import { rm } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { SonicError } from '../core/errors.js';
 import { failureReason, runTool } from './exec.js';
+import { drawPortrait, type PortraitGeometry } from './portrait.js';
 import { probe } from './probe.js';
+
+export type { PortraitGeometry } from './portrait.js';
 
 /** Options shared by the sample generators. */
 export interface SampleOptions {
@@ -147,13 +150,14 @@ export interface PortraitOptions extends SampleOptions {
 }
 
 /**
- * Draws a simple cartoon face (hair, skin-coloured oval face, eyes, nose, mouth, neck and
- * shoulders on a gradient background) with ffmpeg's `geq` filter, centred like a portrait. The
- * format follows the extension: `.png`, `.jpg`/`.jpeg` or `.webp`.
+ * Writes the generated portrait ({@link drawPortrait}: a shaded frontal face, head and shoulders,
+ * that a face detector finds from 160×200 px up) at `width` × `height`. The format follows the
+ * extension: `.png`, `.jpg`/`.jpeg` or `.webp`.
  *
+ * @returns where the face, mouth and eyes were drawn.
  * @throws SonicError `INTERNAL` for another extension or when ffmpeg fails.
  */
-export async function makePortrait(out: string, options: PortraitOptions = {}): Promise<void> {
+export async function makePortrait(out: string, options: PortraitOptions = {}): Promise<PortraitGeometry> {
   const { width = 640, height = 800, signal } = options;
   const ext = extname(out).toLowerCase();
   const codec =
@@ -165,35 +169,20 @@ export async function makePortrait(out: string, options: PortraitOptions = {}): 
           ? ['-c:v', 'libwebp', '-quality', '90']
           : undefined;
   if (!codec) throw new SonicError('INTERNAL', `no portrait format for ${out} (use .png, .jpg or .webp)`);
-  // regions are ellipses in relative coordinates, tested front to back: the first match wins
-  const ell = (cx: number, cy: number, rx: number, ry: number): string => `lte(pow((X-${cx}*W)/(${rx}*W),2)+pow((Y-${cy}*H)/(${ry}*H),2),1)`;
-  const regions: [string, [number, number, number]][] = [
-    [`${ell(0.39, 0.42, 0.045, 0.022)}+${ell(0.61, 0.42, 0.045, 0.022)}`, [35, 30, 35]], // eyes
-    [`${ell(0.39, 0.395, 0.06, 0.008)}+${ell(0.61, 0.395, 0.06, 0.008)}`, [70, 45, 30]], // brows
-    [ell(0.5, 0.645, 0.1, 0.024), [165, 45, 60]], // mouth
-    [ell(0.5, 0.535, 0.025, 0.045), [205, 145, 118]], // nose
-    [`lt(Y,0.38*H)*${ell(0.5, 0.4, 0.335, 0.3)}`, [75, 50, 35]], // hair
-    [ell(0.5, 0.47, 0.3, 0.34), [226, 176, 142]], // face
-    [`between(X,0.42*W,0.58*W)*between(Y,0.7*H,0.9*H)`, [212, 160, 128]], // neck
-    [ell(0.5, 1.08, 0.46, 0.22), [55, 85, 140]], // shoulders
-  ];
-  // geq is an interpreter, so it runs once on one plane to give each pixel a region index (or,
-  // for the background, a gradient value >= 128); lutrgb then maps those 256 values to colours
-  const index = regions.reduceRight((acc, [cond], i) => `if(${cond},${i},${acc})`, '128+100*Y/H');
-  const lut = (c: 0 | 1 | 2, gradient: string): string => regions.reduceRight((acc, [, rgb], i) => `if(eq(val,${i}),${rgb[c]},${acc})`, gradient);
-  const graph = [
-    'format=gray',
-    `geq=lum='${index}'`,
-    'format=rgb24',
-    `lutrgb=r='${lut(0, '150+(val-128)*0.6')}':g='${lut(1, '170+(val-128)*0.4')}':b='${lut(2, '200+(val-128)*0.3')}'`,
-  ].join(',');
+  const portrait = drawPortrait(width, height);
   await ffmpeg(
-    ['-f', 'lavfi', '-i', `color=c=black:s=${width}x${height}:r=1:d=1`, '-vf', graph, '-frames:v', '1', ...codec, '-f', 'image2', '-update', '1', out],
+    ['-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', `${width}x${height}`, '-i', '-', '-frames:v', '1', ...codec, '-f', 'image2', '-update', '1', out],
     signal,
+    portrait.rgb,
   );
+  return portrait.geometry;
 }
 
-async function ffmpeg(args: string[], signal: AbortSignal | undefined): Promise<void> {
-  const res = await runTool('ffmpeg', ['-nostdin', '-v', 'error', '-y', ...args], { signal, timeoutMs: 120_000 });
+async function ffmpeg(args: string[], signal: AbortSignal | undefined, input?: Buffer): Promise<void> {
+  const res = await runTool('ffmpeg', [...(input ? [] : ['-nostdin']), '-v', 'error', '-y', ...args], {
+    signal,
+    timeoutMs: 120_000,
+    ...(input ? { input } : {}),
+  });
   if (res.code !== 0) throw new SonicError('INTERNAL', `sample generation failed: ${failureReason('ffmpeg', res)}`);
 }

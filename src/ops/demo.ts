@@ -16,7 +16,7 @@ import { makePortrait, speechWithSilence } from '../media/samples.js';
 import type { Context } from '../app/context.js';
 import type { Topology } from '../runtime/topology.js';
 import { applyDeploy, formatPlan, planDeploy, storePartitionedTopics } from './deploy.js';
-import { downloadVideo, submitTask, waitForTask } from './submit.js';
+import { describeFace, downloadVideo, submitTask, waitForTask } from './submit.js';
 
 const BIN = fileURLToPath(new URL('../../bin/sonicflow.mjs', import.meta.url));
 
@@ -128,6 +128,7 @@ export async function runDemo(ctx: Context, opts: { keep: boolean; out: (s: stri
       out(`task ${taskId} ${status.state}: ${status.error?.code ?? ''} ${status.error?.message ?? ''}\n`);
       return 1;
     }
+    if (status.face) out(`   ${describeFace(status.face)}\n`);
     const mp4 = join(dir, 'sonicflow-demo.mp4');
     await downloadVideo({ api: apiUrl }, status, mp4);
     const info = await probe(mp4);
@@ -136,7 +137,9 @@ export async function runDemo(ctx: Context, opts: { keep: boolean; out: (s: stri
     out(
       `ffprobe: ${info.formatName}, ${info.durationS.toFixed(2)} s; video ${info.video?.codec} ${info.video?.width}x${info.video?.height} ${info.video?.pixFmt} ${info.video?.fps} fps; audio ${info.audio?.codec} ${info.audio?.sampleRate} Hz ${info.audio?.channels} ch\n`,
     );
-    out(`(the builtin backend is a CPU preview renderer, not lip-sync: see docs/inference.md to use Sonic on a GPU)\n`);
+    out(
+      `(the builtin backend is a CPU preview renderer that moves the jaw and lips at the face preprocess found; it is not Sonic: see docs/inference.md to use Sonic on a GPU)\n`,
+    );
     if (opts.keep) {
       out(`\nConsole: ${apiUrl}/console/tasks/${taskId} (the demo task's timeline and video; auth is disabled in the demo)\n`);
       out('The pipeline keeps running; Ctrl-C stops every process the demo started.\n');

@@ -32,6 +32,42 @@ export interface TaskStatus {
   attempt: number;
   error: { code: string; message: string } | null;
   video_url: string | null;
+  /** The face and crop preprocess chose (pixels of the upright uploaded picture); null before it. */
+  face?: TaskFace | null;
+}
+
+interface Rect {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
+/** The `face` of a task's status (see docs/api.md). */
+export interface TaskFace {
+  box: Rect;
+  score: number;
+  faces: number;
+  crop: Rect | null;
+  picture_width: number;
+  picture_height: number;
+}
+
+/**
+ * One line about the face of a task: `face 93×104 px at (178,70), score 0.87, 1 face found;
+ * crop 186×186 px at (131,23) of the 512×512 picture` (no crop without crop_to_face).
+ */
+export function describeFace(f: TaskFace): string {
+  const rect = (r: Rect): string => `${Math.round(r.width)}×${Math.round(r.height)} px at (${Math.round(r.x)},${Math.round(r.y)})`;
+  const found = `${f.faces} face${f.faces === 1 ? '' : 's'} found${f.faces > 1 ? ', the largest used' : ''}`;
+  const crop = f.crop ? `crop ${rect(f.crop)}` : 'not cropped (crop_to_face false)';
+  return `face ${rect(f.box)}, score ${f.score}, ${found}; ${crop} of the ${f.picture_width}×${f.picture_height} picture`;
+}
+
+/** The task's current status (`GET /v1/tasks/{id}`). */
+export async function getTask(o: Pick<SubmitOptions, 'api' | 'apiKey'>, taskId: string): Promise<TaskStatus> {
+  const res = await fetch(`${o.api}/v1/tasks/${encodeURIComponent(taskId)}`, { headers: headers(o) });
+  return (await answer(res)) as unknown as TaskStatus;
 }
 
 const STEPS = ['QUEUED', 'VALIDATING', 'PREPROCESSING', 'INFERRING', 'ENCODING', 'PUBLISHING', 'SUCCEEDED'];

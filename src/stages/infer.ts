@@ -17,7 +17,8 @@ import type { InferBackend } from './backends/types.js';
 import { WorkerBackend } from './backends/worker.js';
 import { TOPICS } from './topics.js';
 import { fetchTo, taskStage, mediaRef, withScratch, type StageDeps } from './common.js';
-import type { TaskRendered } from '../domain/records.js';
+import type { Point, TaskPrepared, TaskRendered } from '../domain/records.js';
+import type { FaceShape } from '../media/render.js';
 
 /** The backend chosen by SONIC_INFER_BACKEND. */
 export function createBackend(deps: StageDeps): InferBackend {
@@ -74,7 +75,9 @@ export const infer = taskStage({
             audio16k: await fetchTo(deps.blob, v.audio_16k, dir, 'audio16k.wav'),
             audioOriginal: await fetchTo(deps.blob, v.audio_original, dir, 'speech.flac'),
             durationS: v.audio_duration_s,
-            params: v.request.params,
+            // preprocess already made Sonic's crop: a backend that crops again would crop the crop
+            params: v.face?.crop ? { ...v.request.params, crop_to_face: false } : v.request.params,
+            ...faceInImage(v),
             outputPath: output,
             workDir: dir,
             signal: ctx.signal,
@@ -106,3 +109,25 @@ export const infer = taskStage({
     };
   },
 });
+
+/**
+ * The landmarks of a prepared task in pixels of its model PNG: they are recorded in pixels of the
+ * uploaded picture, and the PNG is Sonic's crop of it (resized), or the whole picture (scaled).
+ */
+export function faceInImage(v: TaskPrepared): { face?: FaceShape } {
+  if (!v.face || !v.landmarks) return {};
+  const region = v.face.crop ?? { x: 0, y: 0, width: v.face.picture_width, height: v.face.picture_height };
+  const sx = v.width / region.width;
+  const sy = v.height / region.height;
+  const map = (p: Point): Point => ({ x: (p.x - region.x) * sx, y: (p.y - region.y) * sy });
+  const l = v.landmarks;
+  return {
+    face: {
+      face_oval: l.face_oval.map(map),
+      lips_outer: l.lips_outer.map(map),
+      lips_inner: l.lips_inner.map(map),
+      nose_tip: map(l.nose_tip),
+      chin: map(l.chin),
+    },
+  };
+}

@@ -12,7 +12,7 @@ import type { TaskState, TaskStatus } from '../domain/records.js';
 import type { StatusHook, StatusTransition } from '../runtime/stage.js';
 
 /** Status fields a Sonic stage adds to its events (typed from the task-status schema). */
-export type TaskStatusFields = Partial<Pick<TaskStatus, 'result_url' | 'tenant_id' | 'created_at' | 'progress'>>;
+export type TaskStatusFields = Partial<Pick<TaskStatus, 'result_url' | 'tenant_id' | 'created_at' | 'progress' | 'face'>>;
 
 /** What the hook needs of a stage declaration. */
 export interface TaskPathStage {
@@ -80,6 +80,7 @@ export function taskStates(stages: readonly TaskPathStage[]): StatusHook<TaskSta
         result_url: f.result_url ?? null,
         tenant_id: f.tenant_id ?? null,
         created_at: f.created_at ?? null,
+        face: f.face ?? null,
         at: t.at,
       };
     },

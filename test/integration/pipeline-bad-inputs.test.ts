@@ -3,9 +3,12 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import type { TaskPrepared } from '../../src/domain/records.js';
 import { HEADERS } from '../../src/runtime/headers.js';
 import { makePortrait, synthSpeech } from '../../src/media/samples.js';
+import { astronautPng, landscape, twoAstronauts } from '../fixtures/media/photos.js';
 import { readAll } from '../helpers/chain.js';
+import { testContext } from '../helpers/infra.js';
 import { startPipeline, type Pipeline } from '../helpers/pipeline.js';
 
 const KEY = 'k-acme-1234';
@@ -49,6 +52,9 @@ describe('bad input gets a clear error and loses nothing (real pipeline)', () =>
     const idat = Buffer.concat([Buffer.from([0, 0, 0, 100]), Buffer.from('IDAT'), Buffer.alloc(100, 7), Buffer.alloc(4)]);
     writeFileSync(join(dir, 'bad-pixels.png'), Buffer.concat([png.subarray(0, 33), idat, png.subarray(png.length - 12)]));
     writeFileSync(join(dir, 'garbage.mp3'), Buffer.concat([Buffer.from('ID3\x04\x00\x00\x00\x00\x00\x00', 'latin1'), Buffer.alloc(5000, 0x55)]));
+    landscape(join(dir, 'landscape.png'));
+    twoAstronauts(join(dir, 'two.png'));
+    f.astronaut = { data: readFileSync(astronautPng()), name: 'astronaut.png' };
   }, 120_000);
 
   const submit = (form: Record<string, string | File>, headers: Record<string, string> = auth) => p.submit(form, headers);
@@ -156,6 +162,76 @@ describe('bad input gets a clear error and loses nothing (real pipeline)', () =>
     },
     120_000,
   );
+
+  // --- accepted, then failed by preprocess's face rules: before infer, never retried --------------
+  const faceless: [string, () => Record<string, string | File>, string][] = [
+    ['a landscape without a face', () => ({ audio: f.ok_wav!, image: file('landscape.png') }), 'NO_FACE_DETECTED'],
+    ['two faces of one size', () => ({ audio: f.ok_wav!, image: file('two.png'), min_resolution: '256' }), 'MULTIPLE_FACES'],
+    ['a face too small for min_resolution 768', () => ({ audio: f.ok_wav!, image: f.astronaut!, min_resolution: '768' }), 'FACE_TOO_SMALL'],
+  ];
+
+  // submitted together: each waits for preprocess, which takes them in parallel
+  it(`${faceless.map(([name, , code]) => `${name} → ${code}`).join('; ')}: FAILED at preprocess, not retried, infer never called`, async () => {
+    const ids = await Promise.all(
+      faceless.map(async ([, form]) => {
+        const r = await submit(form());
+        expect(r.status, JSON.stringify(r.body)).toBe(202);
+        return String(r.body.task_id);
+      }),
+    );
+    const statuses = await Promise.all(ids.map((id) => p.waitFor(id)));
+    const [dead, retried, prepared, dispatched] = await Promise.all(
+      ['preprocess.dlq', 'preprocess.retry.1', 'tasks.prepared', 'tasks.dispatched'].map((t) => readAll(p.topic(t), 500)),
+    );
+    faceless.forEach(([name, , code], i) => {
+      const id = ids[i]!;
+      expect(statuses[i], name).toMatchObject({ state: 'FAILED', stage: 'preprocess', attempt: 1, error: { code, retryable: false } });
+      const letters = dead!.filter((d) => d.key === id);
+      expect(letters, name).toHaveLength(1);
+      expect(letters[0]!.headers[HEADERS.errorCode]).toBe(code);
+      expect(letters[0]!.headers[HEADERS.dlqReason]).toBe('permanent');
+      expect(
+        retried!.some((d) => d.key === id),
+        name,
+      ).toBe(false);
+      // nothing reached the GPU stage: no prepared record, none dispatched to infer
+      expect(
+        prepared!.some((d) => d.key === id),
+        name,
+      ).toBe(false);
+      expect(
+        dispatched!.some((d) => d.key === id),
+        name,
+      ).toBe(false);
+    });
+    expect(String((statuses[2]!.error as { message: string }).message)).toMatch(/at min_resolution 768 it must be at least 96 px/);
+  }, 120_000);
+
+  it('crops a real photograph around its face: the box and crop in tasks.prepared and the task details, a square PNG of min_resolution', async () => {
+    const r = await submit({ audio: f.ok_wav!, image: f.astronaut!, min_resolution: '256', expand_ratio: '0.5' });
+    expect(r.status, JSON.stringify(r.body)).toBe(202);
+    const id = String(r.body.task_id);
+    const s = await p.waitFor(id, ['SUCCEEDED', 'FAILED'], 120_000);
+    expect(s.state, JSON.stringify(s)).toBe('SUCCEEDED');
+    const face = s.face as { box: { x: number; y: number; width: number; height: number }; crop: { x: number; y: number; width: number; height: number } };
+    expect(s.face).toMatchObject({ faces: 1, picture_width: 512, picture_height: 512 });
+    expect(face.box.x).toBeGreaterThan(160);
+    expect(face.box.x).toBeLessThan(200);
+    expect(face.crop.width).toBe(face.crop.height);
+    expect(face.crop.width).toBeCloseTo(2 * Math.min(face.box.width, face.box.height), -1);
+    const ctx = testContext();
+    const topic = p.topic('tasks.prepared');
+    const record = (await readAll(topic, 500)).find((d) => d.key === id)!;
+    const prepared = (await ctx.serde.decode<TaskPrepared>(record.value!, p.topology.topics[topic]!.valueSchema!)).value;
+    expect(prepared.face).toEqual(s.face);
+    expect(prepared).toMatchObject({ width: 256, height: 256 });
+    expect(prepared.landmarks?.lips_outer).toHaveLength(20);
+    // the landmarks lie in the uploaded picture, inside the crop
+    for (const pt of prepared.landmarks!.lips_outer) {
+      expect(pt.x).toBeGreaterThan(face.crop.x);
+      expect(pt.x).toBeLessThan(face.crop.x + face.crop.width);
+    }
+  }, 180_000);
 
   it('keeps tenants apart and rate-limits per key', async () => {
     const r = await submit({ audio: f.ok_wav!, image: f.ok_png! });

@@ -112,14 +112,20 @@ describe('the worker backend: Sonic loaded once per infer process, every paramet
       expect(proc).toMatchObject({ pid: inits()[0]!.pid, inference_steps: t.inference_steps, min_resolution: t.min_resolution });
       expect(proc!.dynamic_scale).toBeCloseTo(t.dynamic_scale, 5);
       expect(proc!.used).toMatchObject({ seed: t.seed ?? derivedSeed(id), num_inference_steps: t.inference_steps });
-      // preprocess (the face box, expanded by expand_ratio) ran on this task's image; with crop, Sonic renders the crop
+      // Sonic's own face detection (the face box, expanded by expand_ratio) ran on this task's image;
+      // sonicflow's preprocess already made Sonic's crop when crop_to_face is on, so the runner is
+      // told not to crop again (crop: false) and Sonic renders the picture it was given
       const work = `infer-${id.slice(0, 8)}`;
       const pre = calls().filter((c) => c.call === 'preprocess' && (c.image_path ?? '').includes(work));
       expect(pre).toHaveLength(1);
       expect(pre[0]!.expand_ratio).toBeCloseTo(t.expand_ratio, 5);
       const crops = calls().filter((c) => c.call === 'crop_image' && (c.output_image_path ?? '').includes(work));
-      expect(crops).toHaveLength(t.crop ? 1 : 0);
-      expect(proc!.image_path!.endsWith('.crop.png')).toBe(t.crop);
+      expect(crops).toHaveLength(0);
+      expect(proc!.image_path!.endsWith('.crop.png')).toBe(false);
+      // ... and with crop_to_face the status shows the crop preprocess made
+      const status = await p.status(id);
+      if (t.crop) expect((status.face as { crop: { width: number; height: number } }).crop.width).toBeGreaterThan(0);
+      else expect((status.face as { crop: unknown }).crop).toBeNull();
       // the seed actually used is on the record
       const rendered = (await readAll(p.topic('tasks.rendered'))).filter((r) => r.key === id);
       expect(rendered).toHaveLength(1);

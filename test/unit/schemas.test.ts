@@ -135,3 +135,40 @@ describe('local compatibility check', () => {
     expect(checkCompatibility(removedB, [v1, removedB], 'FORWARD_TRANSITIVE').compatible).toBe(false);
   });
 });
+
+describe('the face fields (issue 17)', () => {
+  /** The schema as it was before face detection: the same file without the new fields. */
+  const without = (name: string, fields: string[]): ReturnType<typeof avroType> => {
+    const raw = structuredClone(catalog.raw(name)) as { fields: { name: string }[] };
+    raw.fields = raw.fields.filter((f) => !fields.includes(f.name));
+    return avroType(raw as never);
+  };
+
+  it('adds face and landmarks to task-prepared and face to task-status as optional fields, compatible under their levels', () => {
+    expect(checkCompatibility(catalog.type('task-prepared'), [without('task-prepared', ['face', 'landmarks'])], 'BACKWARD')).toEqual({
+      compatible: true,
+      problems: [],
+    });
+    expect(checkCompatibility(catalog.type('task-status'), [without('task-status', ['face'])], 'FULL')).toEqual({ compatible: true, problems: [] });
+  });
+
+  it('reads a tasks.prepared record written before face detection with face and landmarks null', () => {
+    const old = without('task-prepared', ['face', 'landmarks']);
+    const media = { uri: 'blob://x', content_type: null, size_bytes: null, sha256: null };
+    const value = {
+      task_id: request.task_id,
+      request: catalog.type('task-request').clone(request, { wrapUnions: false }),
+      audio_16k: media,
+      audio_original: media,
+      image_png: media,
+      audio_duration_s: 2,
+      width: 512,
+      height: 512,
+      prepared_at: new Date(),
+    };
+    const bytes = old.toBuffer(value);
+    const resolver = catalog.type('task-prepared').createResolver(old);
+    const read = catalog.type('task-prepared').fromBuffer(bytes, resolver) as { face: unknown; landmarks: unknown; width: number };
+    expect(read).toMatchObject({ face: null, landmarks: null, width: 512 });
+  });
+});

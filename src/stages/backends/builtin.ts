@@ -1,7 +1,8 @@
 /**
- * The builtin backend: a CPU preview renderer that animates the portrait with the audio's
- * loudness (motion while speech is loud, a still frame in silence). It is not lip-sync; it lets
- * the whole pipeline run anywhere. Point the `command` or `cog` backend at Sonic for real output.
+ * The builtin backend: a CPU preview renderer that moves the portrait's jaw and lips where
+ * preprocess found them, with the audio's loudness and brightness (a still frame in silence),
+ * and the head slightly while the voice goes on. It is a preview, not Sonic; it lets the whole
+ * pipeline run anywhere. Point the `command`, `cog` or `worker` backend at Sonic for real output.
  *
  * Like the other backends it runs under the inference time budget (base + per audio second):
  * past it every tool it started is killed and the task fails with INFERENCE_TIMEOUT. It renders
@@ -49,6 +50,7 @@ export class BuiltinBackend implements InferBackend {
         signal: AbortSignal.any([i.signal, budget.signal]),
         onProgress: i.onProgress,
         timeoutMs: budgetMs,
+        ...(i.face ? { face: i.face } : {}),
         ...(this.opts.maxPixels === undefined ? {} : { maxPixels: this.opts.maxPixels }),
       });
     } finally {

@@ -1,5 +1,6 @@
 /** The inference backend interface of the `infer` stage. */
 import type { SonicParams } from '../../domain/params.js';
+import type { FaceShape } from '../../media/render.js';
 
 export interface InferInput {
   taskId: string;
@@ -11,6 +12,8 @@ export interface InferInput {
   /** Seconds of speech (after preprocess's cut); the video must last as long, and the time budget follows it. */
   durationS: number;
   params: SonicParams;
+  /** The face's landmarks in pixels of `imagePng`, when preprocess found them (the builtin preview animates them). */
+  face?: FaceShape;
   /** Where the backend must leave the rendered video (with or without audio: encode re-muxes). */
   outputPath: string;
   workDir: string;
