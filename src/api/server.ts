@@ -241,7 +241,13 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
         params: { ranges: PARAM_RANGES, defaults: PARAM_DEFAULTS },
       }));
       await v1.register(consoleTaskRoutes(deps));
-      if (deps.deadLetters) await v1.register(consoleDlqRoutes(deps.deadLetters, deps.logger.child({ component: 'console' })));
+      if (deps.deadLetters)
+        await v1.register(
+          consoleDlqRoutes(deps.deadLetters, deps.logger.child({ component: 'console' }), {
+            publicUrl: config.apiPublicUrl,
+            trustsProxy: config.apiTrustProxyHops > 0,
+          }),
+        );
     },
     { prefix: '/v1' },
   );
