@@ -28,6 +28,14 @@ function order(graph) {
   return [...graph.stages].sort((a, b) => rankOf(a) - rankOf(b));
 }
 
+/** The longest prefix ending in a dot that every name shares. */
+function commonPrefix(names) {
+  if (!names.length) return '';
+  let p = names[0];
+  for (const n of names) while (!n.startsWith(p)) p = p.slice(0, -1);
+  return p.slice(0, p.lastIndexOf('.') + 1);
+}
+
 function Box({ x, y, w, h = 44, cls, title, sub, data }) {
   return html`<g class=${`node ${cls}`} ...${data}>
     <rect x=${x} y=${y} width=${w} height=${h} rx="6" />
@@ -51,6 +59,9 @@ export function Topology() {
   if (error) return html`<${ErrorBox} error=${error} />`;
   if (!graph) return html`<p class="muted">Loading the topology…</p>`;
   const stages = order(graph);
+  // the deployment's prefix, common to every topic, is said once in the heading
+  const prefix = commonPrefix(graph.topics.map((t) => t.name));
+  const short = (name) => name.slice(prefix.length);
   const topic = new Map(graph.topics.map((t) => [t.name, t]));
   const live = new Map((snap?.stages ?? []).map((s) => [s.stage, s]));
   const inputs = new Set(stages.map((s) => s.sources[0]));
@@ -61,7 +72,7 @@ export function Topology() {
   stages.forEach((s, i) => {
     const y = 20 + i * ROW;
     const t = topic.get(s.sources[0]);
-    nodes.push(html`<${Box} x=${X.topic} y=${y} w=${W.main} h=${30} cls="topic" title=${`${s.sources[0]}`} data=${{ 'data-topic': s.sources[0] }} />`);
+    nodes.push(html`<${Box} x=${X.topic} y=${y} w=${W.main} h=${30} cls="topic" title=${short(s.sources[0])} data=${{ 'data-topic': s.sources[0] }} />`);
     nodes.push(html`<text x=${X.topic + W.main + 8} y=${y + 20} class="sub">${t ? `${t.partitions} partitions` : ''}</text>`);
     edges.push(edge(X.stage + W.main / 2, y + 30, X.stage + W.main / 2, y + 48));
     const l = live.get(s.name);
@@ -105,10 +116,10 @@ export function Topology() {
         const j = stages.findIndex((x) => x.sources[0] === k.topic);
         if (j === i + 1) edges.push(edge(X.stage + W.main / 2, y + 94, X.stage + W.main / 2, 20 + j * ROW));
         else edges.push(edge(X.stage + W.main - 20, y + 94, X.topic + W.main - 20, 20 + j * ROW, 'skip'));
-      } else nodes.push(html`<${Box} x=${X.stage + 40} y=${y + 100} w=${W.main - 80} h=${18} cls="topic out" title=${k.topic} />`);
+      } else nodes.push(html`<${Box} x=${X.stage + 40} y=${y + 100} w=${W.main - 80} h=${18} cls="topic out" title=${short(k.topic)} />`);
     }
   });
-  return html`<h1>Topology <span class="muted">${graph.name}</span></h1>
+  return html`<h1>Topology <span class="muted">${graph.name}${prefix ? ` · topics ${prefix}…` : ''}</span></h1>
     <p class="muted">From the topology itself (what <code>sonicflow topology describe</code> prints); backlog, replicas and health live.</p>
     <svg class="topology" width="940" height=${height} viewBox=${`0 0 940 ${height}`} role="img" aria-label="topology graph">
       <defs>
@@ -116,7 +127,7 @@ export function Topology() {
           <path d="M 0 0 L 10 5 L 0 10 z" />
         </marker>
       </defs>
-      ${statusTopic && html`<${Box} x=${X.status} y=${20} w=${W.status} h=${height - 40} cls="topic status" title=${statusTopic.name.split('.').slice(-2).join('.')} sub="status events" />`}
+      ${statusTopic && html`<${Box} x=${X.status} y=${20} w=${W.status} h=${height - 40} cls="topic status" title=${short(statusTopic.name)} sub="status events" />`}
       ${edges} ${nodes}
     </svg>`;
 }
