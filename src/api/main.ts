@@ -3,6 +3,7 @@
  * SIGINT closes the server (in-flight requests finish) and the Kafka clients.
  */
 import type { AddressInfo } from 'node:net';
+import { Subject, takeUntil } from 'rxjs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Config } from '../core/config.js';
@@ -19,6 +20,8 @@ import { checkCallbackUrl, resolveWebhookSecret } from '../domain/callbacks.js';
 import { idempotencyKeysTopic } from '../domain/paths.js';
 import { startJanitor } from '../app/retention.js';
 import { decodeDeadLetter, readDlq, replay, select } from '../app/dlq.js';
+import { overview$, shareOverview } from '../app/overview.js';
+import { describeGraph } from '../runtime/describe.js';
 import { PlainProducer } from '../kafka/io.js';
 import { EventStreams } from './events.js';
 import { loadServerSecret } from './secret.js';
@@ -104,6 +107,8 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
   // links without SONIC_API_PUBLIC_URL name the port the API listens on, known once it listens
   // (SONIC_API_PORT=0 picks one); routes read it per request
   const config: { -readonly [K in keyof Config]: Config[K] } = { ...c };
+  // the overview's sampler (shared by its viewers) stops with the server
+  const closing = new Subject<void>();
   const { app } = await buildApi({
     config,
     logger,
@@ -117,6 +122,14 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
       decode: (r) => decodeDeadLetter(ctx, r),
       select,
       replay: (stage, picked) => replay(ctx, topology, stage, picked),
+    },
+    overview: {
+      overview$: shareOverview(
+        overview$(ctx, topology, { intervalMs: c.consoleSampleMs, metricsUrls: c.consoleMetricsUrls, perWorker: 1 + c.dispatchQueuePerWorker }).pipe(
+          takeUntil(closing),
+        ),
+      ),
+      graph: describeGraph(topology),
     },
     slots: new UploadSlots(c.apiMaxConcurrentUploads, c.apiMaxUploadsPerKey),
     // refused here, before anything is stored, rather than by notify after the video was made
@@ -182,6 +195,7 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
     url: address,
     failed: view.failed,
     close: async () => {
+      closing.next();
       await app.close();
       await janitor?.stop().catch(() => undefined);
       await tombstones?.close().catch(() => undefined);

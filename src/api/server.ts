@@ -22,6 +22,7 @@ import { taskRoutes, type TaskRouteDeps } from './tasks.js';
 import { consoleDlqRoutes, type DeadLetters } from './console/dlq.js';
 import { consolePages } from './console/static.js';
 import { consoleTaskRoutes } from './console/tasks.js';
+import { consoleOverviewRoutes, type ConsoleOverviewDeps } from './console/overview.js';
 
 const STATUS: Partial<Record<ErrorCode, number>> = {
   INVALID_REQUEST: 400,
@@ -69,6 +70,8 @@ export interface ApiDeps extends TaskRouteDeps {
   ready(): Promise<{ ready: boolean; checks: Record<string, boolean> }>;
   /** The dead letters the console shows and replays; without it the console has no DLQ pages. */
   deadLetters?: DeadLetters;
+  /** The overview and topology pages' data; without it the console has neither. */
+  overview?: Omit<ConsoleOverviewDeps, 'view' | 'streams'>;
 }
 
 const MULTIPART_LIMITS: Record<string, string> = {
@@ -237,11 +240,19 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
         key_id: req.keyId,
         auth: config.apiAuth,
         dlq_stages: deps.deadLetters?.stages ?? [],
+        overview: deps.overview !== undefined,
         // the new-task form shows the ranges and defaults the submit checks
         params: { ranges: PARAM_RANGES, defaults: PARAM_DEFAULTS },
       }));
       await v1.register(consoleTaskRoutes(deps));
-      if (deps.deadLetters) await v1.register(consoleDlqRoutes(deps.deadLetters, deps.logger.child({ component: 'console' })));
+      if (deps.overview) await v1.register(consoleOverviewRoutes({ ...deps.overview, view: deps.view, streams: deps.streams }));
+      if (deps.deadLetters)
+        await v1.register(
+          consoleDlqRoutes(deps.deadLetters, deps.logger.child({ component: 'console' }), {
+            publicUrl: config.apiPublicUrl,
+            trustsProxy: config.apiTrustProxyHops > 0,
+          }),
+        );
     },
     { prefix: '/v1' },
   );

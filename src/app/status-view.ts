@@ -13,96 +13,21 @@
 import { Subject, type Observable } from 'rxjs';
 import type { ExpiredTask, RetentionSource } from './retention.js';
 import { SonicError } from '../core/errors.js';
-import type { Logger } from '../core/logger.js';
 import { sleep } from '../core/retry.js';
-import type { KafkaClient } from '../kafka/client.js';
-import { partitionOfKey } from '../kafka/partitioner.js';
-import { TopicTail, type InRecord, type TailBatch } from '../kafka/io.js';
-import { lockDir, lockHolder } from '../runtime/dir-lock.js';
 import { StateStore, type Table } from '../runtime/store.js';
-import type { FaceRegion, TaskKey, TaskState, TaskStatus } from '../domain/records.js';
-import type { Codec } from '../serde/codec.js';
+import type { TaskKey, TaskState } from '../domain/records.js';
 import type { Topology } from '../runtime/topology.js';
 import { idempotencyKeysTopic } from '../domain/paths.js';
+import { claim, Followed, type FollowerDeps } from './status-view/follow.js';
+import { RANK, TERMINAL, supersedes, type ListPage, type ListQuery, type StatusEvent } from './status-view/model.js';
 
-/** One status event: the value of the status topic (generated from schemas/task-status.avsc). */
-export type StatusEvent = TaskStatus;
+export { TASK_STATES, TERMINAL, supersedes, toView, type ListPage, type ListQuery, type StatusEvent, type TaskView } from './status-view/model.js';
 
-export interface TaskView {
-  task_id: string;
-  state: TaskState;
-  stage: string | null;
-  progress: number | null;
-  attempt: number;
-  error: { code: string; message: string; retryable: boolean } | null;
-  result_url: string | null;
-  tenant_id: string | null;
-  created_at: string | null;
-  updated_at: string;
-  /** The face and crop preprocess chose; null before it (and for tasks older than face detection). */
-  face: FaceRegion | null;
-}
-
-export const TERMINAL: ReadonlySet<TaskState> = new Set(['SUCCEEDED', 'FAILED']);
-export const TASK_STATES: readonly TaskState[] = ['QUEUED', 'VALIDATING', 'PREPROCESSING', 'INFERRING', 'ENCODING', 'PUBLISHING', 'SUCCEEDED', 'FAILED'];
-const RANK: Record<TaskState, number> = { QUEUED: 0, VALIDATING: 1, PREPROCESSING: 2, INFERRING: 3, ENCODING: 4, PUBLISHING: 5, SUCCEEDED: 6, FAILED: 6 };
-
-/** Whether `next` should replace `current` in the view. */
-export function supersedes(current: StatusEvent | undefined, next: StatusEvent): boolean {
-  if (!current) return true;
-  if (current.state === 'SUCCEEDED') return false;
-  // a DLQ replay restarts a FAILED task: later events win
-  if (current.state === 'FAILED') return next.at.getTime() > current.at.getTime();
-  if (RANK[next.state] < RANK[current.state] && next.error_code === null) return next.at.getTime() > current.at.getTime() && next.progress === null;
-  return true;
-}
-
-export function toView(e: StatusEvent): TaskView {
-  return {
-    task_id: e.task_id,
-    state: e.state,
-    stage: e.stage,
-    progress: e.progress,
-    attempt: e.attempt,
-    error: e.error_code ? { code: e.error_code, message: e.error_message ?? '', retryable: e.retryable ?? false } : null,
-    result_url: e.result_url,
-    tenant_id: e.tenant_id,
-    created_at: e.created_at ? e.created_at.toISOString() : null,
-    updated_at: e.at.toISOString(),
-    face: e.face ?? null,
-  };
-}
-
-/** A page of a tenant's tasks (or, for an operator, every tenant's). */
-export interface ListQuery {
-  /** The tenant whose tasks are listed; undefined: every tenant's (operators only). */
-  tenant: string | undefined;
-  state?: TaskState;
-  /** Tasks created at or after this instant. */
-  since?: Date;
-  limit: number;
-  /** The `next_cursor` of the previous page. */
-  cursor?: string;
-  /** `desc` (newest first, the default) or `asc`. */
-  order?: 'asc' | 'desc';
-}
-
-export interface ListPage {
-  tasks: StatusEvent[];
-  /** Present when more tasks may follow: pass it as `cursor` for the next page. */
-  next_cursor: string | null;
-}
-
-export interface StatusViewOptions {
-  kafka: KafkaClient;
+export interface StatusViewOptions extends FollowerDeps {
   topic: string;
-  codec: Codec;
   schema: string;
   /** The compacted topic of idempotent requests (key and body fingerprint) and its schema. */
   keys: { topic: string; schema: string };
-  logger: Logger;
-  /** Prefix of the view's private consumer groups. */
-  groupPrefix: string;
   /** Directory of the view's store: one per API process (a lock file refuses a second one). */
   dir: string;
   /**
@@ -157,11 +82,6 @@ const ACTIVE = 'active-by-update';
 /** When the store last applied a batch (ms since the epoch), under key `applied_at`. */
 const META = 'meta';
 
-type Ends = Map<number, { low: bigint; end: bigint; high: bigint }>;
-
-/** Most records a followed topic holds fetched but not applied before its tail waits (about 10 MB). */
-const MAX_QUEUED = 20_000;
-
 /** `created_at` as a fixed-width, sortable key part. */
 const timeKey = (e: StatusEvent): string => (e.created_at ?? e.at).toISOString();
 const timeIndexKey = (e: StatusEvent): string => `${e.tenant_id ?? ''}/${timeKey(e)}/${e.task_id}`;
@@ -169,214 +89,6 @@ const stateIndexKey = (e: StatusEvent): string => `${e.tenant_id ?? ''}/${e.stat
 const updateIndexKey = (e: StatusEvent): string => `${e.at.toISOString()}/${e.task_id}`;
 const allTimeKey = (e: StatusEvent): string => `${timeKey(e)}/${e.task_id}`;
 const allStateKey = (e: StatusEvent): string => `${e.state}/${timeKey(e)}/${e.task_id}`;
-
-/**
- * Takes the store directory for this process: a second live process on the same directory would
- * apply events the first one already applied, and its own SSE streams would miss them.
- */
-function claim(dir: string, hint = 'give each API replica its own SONIC_API_INSTANCE_ID (or SONIC_API_VIEW_DIR)'): () => void {
-  const release = lockDir(dir);
-  if (!release) {
-    throw new SonicError('CONFIG_INVALID', `the status view store ${dir} is in use by process ${lockHolder(dir)}: ${hint}`);
-  }
-  return release;
-}
-
-/**
- * One topic the view follows: its tail, how far the store has applied each partition, and the
- * wait for "everything committed before now" that read-your-submit needs.
- */
-class Followed<V> {
-  readonly tail: TopicTail;
-  /** Next offset to read, per partition, as far as the store has applied. */
-  readonly positions = new Map<number, bigint>();
-  partitions = 0;
-  /** Records read since start (a restart from the checkpoint reads only what is new). */
-  read = 0;
-  stopped = false;
-  /** The last end-offsets lookup: a wait may share it only when it started after the wait began. */
-  private ends: { startedAt: number; settled: boolean; promise: Promise<Ends> } | undefined;
-  /** A lookup queued to start when the one in flight settles, shared by every wait that began meanwhile. */
-  private nextEnds: Promise<Ends> | undefined;
-
-  constructor(
-    readonly topic: string,
-    readonly schema: string,
-    private readonly store: StateStore,
-    private readonly o: StatusViewOptions,
-    /** Applies the decoded records of one batch (a tombstone is the key alone); inside a store transaction. */
-    private readonly applyBatch: (records: (V | { tombstone: string })[]) => void,
-    /** Runs once the batch is committed to the store. */
-    private readonly afterBatch: () => void = () => undefined,
-  ) {
-    this.tail = new TopicTail(o.kafka, topic, o.groupPrefix);
-    this.tail.onRestart = (err, waitMs) => o.logger.warn({ err, topic, restart_in_ms: waitMs }, 'view follower stopped (kafkajs gave up); starting it again');
-    this.broken = new Promise((r) => (this.breakWith = r));
-  }
-
-  /**
-   * Starts from the store's checkpoint; `false` when the checkpoint is beyond the topic's end (the
-   * topic was deleted and made again), and the caller empties the store before starting again.
-   */
-  async checkpoint(): Promise<Map<number, bigint> | undefined> {
-    const ends = await this.tail.endOffsets();
-    this.partitions = ends.size;
-    const saved = this.store.offsets(this.topic);
-    return [...saved].some(([p, next]) => !ends.has(p) || next > ends.get(p)!.high) ? undefined : saved;
-  }
-
-  /**
-   * Settles when a batch could not be applied to the store (the disk full, the map size reached):
-   * the view applies nothing after it, so its checkpoint never passes a batch it lacks, and the
-   * process should stop (a restart resumes from the checkpoint).
-   */
-  readonly broken: Promise<SonicError>;
-  private breakWith!: (err: SonicError) => void;
-  private isBroken = false;
-
-  async start(from: Map<number, bigint>): Promise<void> {
-    for (const [p, next] of from) this.positions.set(p, next);
-    let chain = Promise.resolve();
-    /** Records fetched and not applied yet. */
-    let queued = 0;
-    await this.tail.start((batch) => {
-      // decode and apply in order, one batch after the other. Past MAX_QUEUED records behind the
-      // store, the tail waits for this batch before it fetches again: a first start reading a
-      // large topic faster than the store writes holds a bounded backlog, not the topic
-      queued += batch.records.length;
-      chain = chain
-        .then(() => (this.isBroken ? undefined : this.ingest(batch)))
-        .finally(() => (queued -= batch.records.length))
-        .catch((err: unknown) => {
-          this.o.logger.error({ err, topic: this.topic, partition: batch.partition }, 'batch not applied to the view: the view stops');
-          this.isBroken = true;
-          this.breakWith(
-            err instanceof SonicError
-              ? err
-              : new SonicError('INTERNAL', `the status view could not apply a batch of ${this.topic}: ${(err as Error).message}`, { cause: err }),
-          );
-        });
-      return queued > MAX_QUEUED ? chain : undefined;
-    }, from);
-  }
-
-  private async ingest(batch: TailBatch): Promise<void> {
-    const records: (V | { tombstone: string })[] = [];
-    for (const r of batch.records) {
-      if (!r.value) {
-        if (r.key) records.push({ tombstone: r.key });
-        continue;
-      }
-      const value = await this.decode(r);
-      if (value !== undefined) records.push(value);
-    }
-    this.read += batch.records.length;
-    this.store.transaction(() => {
-      this.applyBatch(records);
-      this.store.commitOffset(this.topic, batch.partition, batch.next);
-    });
-    this.positions.set(batch.partition, batch.next);
-    this.afterBatch();
-  }
-
-  /**
-   * The record's value; undefined for bytes that will never decode (skipped, logged). Anything
-   * else (the registry unreachable) is tried again until it works or the view stops: the
-   * checkpoint must not move past a record the view did not apply.
-   */
-  private async decode(r: InRecord): Promise<V | undefined> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return (await this.o.codec.decode<V>(r.value!, this.schema)).value;
-      } catch (err) {
-        if ((err as SonicError).code === 'DESERIALIZATION_FAILED') {
-          this.o.logger.warn({ err, topic: this.topic, offset: r.offset, partition: r.partition }, 'undecodable record skipped');
-          return undefined;
-        }
-        if (this.stopped) throw err;
-        if (attempt === 1 || attempt % 20 === 0) this.o.logger.warn({ err, topic: this.topic, attempt }, 'record not decoded yet (registry?); trying again');
-        await sleep(Math.min(5000, 100 * 2 ** Math.min(attempt, 6)));
-      }
-    }
-  }
-
-  /**
-   * Resolves once the store has applied everything committed to `key`'s partition before this
-   * call, or `found()` holds, or `waitMs` has passed.
-   */
-  async reach(key: string, waitMs: number, found: () => boolean): Promise<void> {
-    if (found() || waitMs <= 0 || this.partitions === 0) return;
-    await this.reachPartitions([partitionOfKey(key, this.partitions)], waitMs, found);
-  }
-
-  /**
-   * Resolves once the store has applied everything committed to every partition before this call,
-   * or `waitMs` has passed (a listing on one replica then holds what another replica just accepted);
-   * whether it had applied all that.
-   */
-  async reachAll(waitMs: number): Promise<boolean> {
-    if (this.partitions === 0) return true;
-    if (waitMs <= 0) return false;
-    return await this.reachPartitions(
-      Array.from({ length: this.partitions }, (_, i) => i),
-      waitMs,
-      () => false,
-    );
-  }
-
-  /** Whether the store reached the targets (not merely `found()` or the deadline). */
-  private async reachPartitions(partitions: number[], waitMs: number, found: () => boolean): Promise<boolean> {
-    const began = Date.now();
-    const deadline = began + waitMs;
-    const ends = await Promise.race([this.endOffsets(began), sleep(waitMs).then(() => undefined)]).catch(() => undefined);
-    // an empty partition is never fetched from: nothing there to wait for; without a target (the
-    // lookup failed or is slow: a broker failing over) the wait lasts until found or the deadline
-    const reached = (): boolean =>
-      ends !== undefined &&
-      partitions.every((p) => {
-        const target = ends.get(p);
-        // the high watermark, not the last stable offset: a transaction acknowledged a moment ago
-        // may not have its markers written yet, and its records lie past the last stable offset
-        return target !== undefined && (target.high <= target.low || (this.positions.get(p) ?? -1n) >= target.high);
-      });
-    while (!found() && !reached() && Date.now() < deadline) await sleep(20);
-    return reached();
-  }
-
-  /**
-   * End offsets looked up no earlier than `since` (ms). Waits share lookups: one that started
-   * after the wait began, or else the next one, which starts when the lookup in flight settles, so
-   * a flood of reads for unknown ids costs about one lookup per broker round trip, not one each.
-   */
-  private endOffsets(since: number): Promise<Ends> {
-    if (this.ends && this.ends.startedAt >= since) return this.ends.promise;
-    if (this.nextEnds) return this.nextEnds;
-    const lookup = (): Promise<Ends> => {
-      const entry: { startedAt: number; settled: boolean; promise: Promise<Ends> } = { startedAt: Date.now(), settled: false, promise: this.tail.endOffsets() };
-      this.ends = entry;
-      entry.promise.then(
-        () => (entry.settled = true),
-        () => {
-          entry.settled = true;
-          if (this.ends === entry) this.ends = undefined;
-        },
-      );
-      return entry.promise;
-    };
-    if (this.ends && !this.ends.settled) {
-      const next = this.ends.promise.then(
-        () => undefined,
-        () => undefined,
-      );
-      this.nextEnds = next.then(() => {
-        this.nextEnds = undefined;
-        return lookup();
-      });
-      return this.nextEnds;
-    }
-    return lookup();
-  }
-}
 
 export class StatusView {
   private readonly subject = new Subject<StatusEvent>();
@@ -673,6 +385,20 @@ export class StatusView {
   async list(q: ListQuery, waitMs = 0): Promise<ListPage> {
     await this.status.reachAll(waitMs);
     return this.listNow(q);
+  }
+
+  /**
+   * Tasks created at or after `since`, every tenant's, counted by their state now (the console's
+   * overview); at most `limit` tasks are examined, `complete` says whether that was all of them.
+   */
+  countByState(since: Date, limit = 100_000): { counts: Partial<Record<TaskState, number>>; complete: boolean } {
+    const counts: Partial<Record<TaskState, number>> = {};
+    const entries = this.allByTime.scan('', { from: since.toISOString(), limit: limit + 1 });
+    for (const { value } of entries.slice(0, limit)) {
+      const e = this.tasks.get(value);
+      if (e) counts[e.state] = (counts[e.state] ?? 0) + 1;
+    }
+    return { counts, complete: entries.length <= limit };
   }
 
   private listNow(q: ListQuery): ListPage {

@@ -417,6 +417,18 @@ export const SETTINGS = {
     int(10, 60_000),
     'Longest one Redis command or connection attempt of the rate limit may take, ms; past it the request is let through uncounted (fail-open) and counted in `sonicflow_api_rate_limit_store_errors_total`.',
   ),
+  consoleMetricsUrls: def(
+    'SONIC_CONSOLE_METRICS_URLS',
+    [] as string[],
+    (raw, name) => list(raw, name).map((u) => url(u, name)),
+    "Where the console's overview reads the stages' runtime figures (records/s, handler time, in flight, retries): comma-separated Prometheus text endpoints, each a stage process's `/metrics` or a Prometheus server's `/federate?match[]={__name__=~\"sonicflow_.*\"}` (a comma inside a URL as %2C); empty: the overview shows Kafka's figures only.",
+  ),
+  consoleSampleMs: def(
+    'SONIC_CONSOLE_SAMPLE_MS',
+    2000,
+    int(250, 600_000),
+    "How often the console's overview samples the stages' lag, groups and metrics while someone watches it, ms.",
+  ),
   apiKey: def('SONIC_API_KEY', '', str, 'API key the `sonicflow submit` client sends (redacted in logs).'),
   apiSecret: def(
     'SONIC_API_SECRET',

@@ -40,7 +40,7 @@ import { fetchGroupLag } from '../kafka/lag.js';
 import { groupId } from '../runtime/names.js';
 import type { StageSpec, Topology } from '../runtime/topology.js';
 import type { Context } from '../app/context.js';
-import { drainReplicas } from './lag.js';
+import { dispatchLoad, handlerTotals, metricValue, scalingBounds, wantedReplicas, workersToStop, type DispatchLoad } from '../app/scaling.js';
 
 const BIN = fileURLToPath(new URL('../../bin/sonicflow.mjs', import.meta.url));
 /** The line `sonicflow run` prints on stdout once its metrics endpoint listens (src/ops/run.ts). */
@@ -69,76 +69,16 @@ export interface AutoscaleOptions {
   dispatchQueuePerWorker?: number;
 }
 
-export interface ScaleInputs {
-  lag: number;
-  secondsPerRecord: number;
-  targetDrainSeconds: number;
-  min: number;
-  max: number;
-}
-
-/** sonicflow's rule: replicas needed to drain `lag` within the target time, in [min, max]; min when idle. */
-export function desiredReplicas(i: ScaleInputs): number {
-  return drainReplicas(i.lag, i.secondsPerRecord, i.targetDrainSeconds, { minReplicas: i.min, maxReplicas: i.max, partitions: i.max });
-}
-
-/** What the dispatcher replicas in front of a workers' stage report, summed over the replicas. */
-export interface DispatchLoad {
-  backlogSeconds: number;
-  outstandingSeconds: number;
-  outstandingRecords: number;
-  /** Workers holding a record dispatched and not yet committed (`sonicflow_dispatch_busy_workers`); undefined when no dispatcher reports it. */
-  busyWorkers?: number;
-}
-
-export interface WorkScaleInputs extends DispatchLoad {
-  /** Records one worker holds: the one it works on plus SONIC_DISPATCH_QUEUE_PER_WORKER. */
-  perWorker: number;
-  targetDrainSeconds: number;
-  min: number;
-  /** min(maxReplicas, the dispatcher sink's partitions, --max). */
-  max: number;
-}
-
-/**
- * The rule for the workers of a dispatcher: replicas that do the work waiting and dispatched
- * (estimated worker-seconds) within the target drain time, and never fewer than the busy workers
- * (a lower count would stop a worker in the middle of a render: the seconds say how many workers
- * the work needs, not which are free) nor than those that can hold the records already
- * dispatched, in [min, max]; min when idle. Any count is useful, not only divisors of the
- * partitions: the dispatcher hands work to whichever worker is free.
- */
-export function desiredWorkers(i: WorkScaleInputs): number {
-  const seconds = Math.max(0, i.backlogSeconds) + Math.max(0, i.outstandingSeconds);
-  // a sum of estimates lands a hair above a whole multiple (0.1 + 0.2): not a reason for one more GPU
-  const drain = i.targetDrainSeconds > 0 ? Math.ceil(seconds / i.targetDrainSeconds - 1e-9) : i.max;
-  // assumes every worker holds 1 + queuePerWorker: the floor when the busy count is not reported
-  const holding = Math.ceil(Math.max(0, i.outstandingRecords) / Math.max(1, i.perWorker));
-  const busy = Math.max(0, Math.round(i.busyWorkers ?? 0));
-  const max = Math.max(1, i.max);
-  return Math.min(max, Math.max(i.min, drain, holding, busy, 1));
-}
-
-/** A worker as scale-down sees it: its records in flight, undefined when its /metrics did not say. */
-export interface StopCandidate {
-  inFlight: number | undefined;
-}
-
-/**
- * Which `count` of `workers` (oldest first, as they were started) to stop: idle ones first (0 in
- * flight), then those whose metrics did not answer, then busy ones; the newest first within each
- * (the oldest have warm caches and stable assignments). A busy one stopped still finishes its
- * record: SIGTERM drains it.
- */
-export function workersToStop<W extends StopCandidate>(workers: readonly W[], count: number): W[] {
-  if (count <= 0) return [];
-  const rank = (w: W): number => (w.inFlight === 0 ? 0 : w.inFlight === undefined ? 1 : 2);
-  return workers
-    .map((w, i) => ({ w, i }))
-    .sort((a, b) => rank(a.w) - rank(b.w) || b.i - a.i)
-    .slice(0, count)
-    .map((x) => x.w);
-}
+export {
+  desiredReplicas,
+  desiredWorkers,
+  metricValue,
+  workersToStop,
+  type DispatchLoad,
+  type ScaleInputs,
+  type StopCandidate,
+  type WorkScaleInputs,
+} from '../app/scaling.js';
 
 export interface Decision {
   stage: string;
@@ -202,37 +142,10 @@ async function metricsText(port: number | undefined): Promise<string | undefined
   }
 }
 
-/** The sum of a metric's samples in a Prometheus text exposition, over the series with `stage="<stage>"`; undefined when there are none. */
-export function metricValue(text: string, name: string, stage: string): number | undefined {
-  let found = false;
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    const m = /^[^{]+\{([^}]*)\} (\S+)/.exec(line);
-    if (!m || !m[1]!.split(',').includes(`stage="${stage}"`)) continue;
-    const v = Number(m[2]);
-    if (!Number.isFinite(v)) continue;
-    found = true;
-    sum += v;
-  }
-  return found ? sum : undefined;
-}
-
 /** Reads a worker's handler time (sum, count) from its /metrics. */
-async function handlerTotals(port: number | undefined): Promise<{ sum: number; count: number } | undefined> {
+async function workerHandlerTotals(port: number | undefined): Promise<{ sum: number; count: number } | undefined> {
   const text = await metricsText(port);
-  if (text === undefined) return undefined;
-  try {
-    let sum = 0;
-    let count = 0;
-    for (const m of text.matchAll(/^sonicflow_handler_duration_seconds_(sum|count)\{[^}]*outcome="(ok|retry|dlq)"[^}]*\} ([\d.e+-]+)$/gm)) {
-      if (m[1] === 'sum') sum += Number(m[3]);
-      else count += Number(m[3]);
-    }
-    return { sum, count };
-  } catch {
-    return undefined;
-  }
+  return text === undefined ? undefined : handlerTotals(text);
 }
 
 export class Autoscaler {
@@ -250,18 +163,11 @@ export class Autoscaler {
   ) {
     for (const spec of topology.stages) {
       if (options.stages && !options.stages.includes(spec.name)) continue;
-      const partitions = topology.topics[spec.input]?.partitions ?? 1;
-      const max = Math.max(1, Math.min(spec.scaling.maxReplicas, partitions, options.maxReplicas ?? Number.POSITIVE_INFINITY));
-      // the workers of a dispatcher: every partition of its sink is a slot some worker holds
-      const front = topology.stages.find((d) => d.dispatch?.workers === spec.name);
-      const sink = front ? Object.values(front.outputs)[0] : undefined;
-      const slots = sink ? (topology.topics[sink]?.partitions ?? 1) : 1;
+      const b = scalingBounds(topology, spec, options.maxReplicas);
       this.states.set(spec.name, {
         spec,
-        max,
-        dispatcher: front
-          ? { stage: front.name, max: Math.max(1, Math.min(spec.scaling.maxReplicas, slots, options.maxReplicas ?? Number.POSITIVE_INFINITY)) }
-          : undefined,
+        max: b.max,
+        dispatcher: b.dispatcher,
         lastRule: undefined,
         workers: [],
         lastUpAt: 0,
@@ -313,19 +219,9 @@ export class Autoscaler {
     if (!front) why = `dispatcher stage ${d.stage} is not supervised here`;
     else {
       const texts = (await Promise.all(front.workers.filter((w) => !w.stopping).map((w) => metricsText(w.port)))).filter((t) => t !== undefined);
-      const sum = (name: string): number => texts.reduce((a, t) => a + (metricValue(t, name, d.stage) ?? 0), 0);
-      if (texts.length === 0) why = `no replica of dispatcher ${d.stage} answers on its metrics endpoint`;
-      else if (sum('sonicflow_dispatch_active') < 1) why = `no replica of dispatcher ${d.stage} is active (taking over, or waiting for the broker)`;
-      else {
-        // a dispatcher from before the busy gauge reports none: the floor is then `holding` alone
-        const busy = texts.map((t) => metricValue(t, 'sonicflow_dispatch_busy_workers', d.stage)).filter((v) => v !== undefined);
-        load = {
-          backlogSeconds: sum('sonicflow_dispatch_backlog_seconds'),
-          outstandingSeconds: sum('sonicflow_dispatch_outstanding_seconds'),
-          outstandingRecords: sum('sonicflow_dispatch_outstanding_records'),
-          ...(busy.length > 0 ? { busyWorkers: busy.reduce((a, v) => a + v, 0) } : {}),
-        };
-      }
+      const r = dispatchLoad(texts, d.stage);
+      if ('load' in r) load = r.load;
+      else why = r.why;
     }
     const rule: Decision['rule'] = load ? 'work' : 'lag';
     if (rule !== s.lastRule) {
@@ -337,7 +233,7 @@ export class Autoscaler {
 
   /** Seconds per record from the workers' handler histograms since the last sample. */
   private async measure(s: StageState): Promise<void> {
-    const totals = await Promise.all(s.workers.map((w) => handlerTotals(w.port)));
+    const totals = await Promise.all(s.workers.map((w) => workerHandlerTotals(w.port)));
     const sum = totals.reduce((a, t) => a + (t?.sum ?? 0), 0);
     const count = totals.reduce((a, t) => a + (t?.count ?? 0), 0);
     const dCount = count - s.handled.count;
@@ -366,9 +262,12 @@ export class Autoscaler {
           max: s.dispatcher!.max,
         }
       : { lag, secondsPerRecord: s.secondsPerRecord, targetDrainSeconds, min, max: s.max };
-    const desired = work
-      ? desiredWorkers({ ...work, perWorker: 1 + (this.options.dispatchQueuePerWorker ?? 1), targetDrainSeconds, min, max: inputs.max })
-      : desiredReplicas(inputs);
+    const wanted = wantedReplicas(
+      s.spec,
+      { min, max: s.max, dispatcher: s.dispatcher },
+      { lag, secondsPerRecord: s.secondsPerRecord, work, perWorker: 1 + (this.options.dispatchQueuePerWorker ?? 1) },
+    );
+    const desired = wanted.desired;
     const backlog = work ? work.backlogSeconds + work.outstandingSeconds : lag;
     let action: Decision['action'] = 'hold';
     let target = current;
@@ -402,9 +301,8 @@ export class Autoscaler {
       } else reason = 'waiting for the lower count to hold (hysteresis)';
     } else s.lowerSince = undefined;
     // say when the busy workers are what holds the count up (the seconds alone would ask for fewer)
-    if (work?.busyWorkers !== undefined && work.busyWorkers > 0 && desired === Math.round(work.busyWorkers) && desired > min) {
-      reason += `; never below the ${desired} busy workers`;
-    }
+    const floor = wanted.reason.indexOf('; never below');
+    if (floor >= 0) reason += wanted.reason.slice(floor);
     const d: Decision = { stage: s.spec.name, at: now, rule, ...inputs, current, desired, target, action, reason };
     this.decisions.push(d);
     this.logger.info({ decision: d }, 'autoscale decision');

@@ -21,10 +21,10 @@
  * - The exporter serves kafka_exporter's series (so Grafana dashboard 7589 works) plus
  *   sonicflow's per-stage figures, refreshed by the sampler; a scrape never reaches Kafka.
  *
- * The parts: `lag/report.ts` (the replica rules and the report, pure), `lag/sample.ts` (reading
+ * The parts: `src/app/lag/report.ts` (the replica rules and the report, pure), `src/app/lag/sample.ts` (reading
  * the groups, once or every interval), `lag/format.ts` (the text), `lag/exporter.ts` (Prometheus).
  */
 export { serveLagExporter, lagGauges, type LagExporter } from './lag/exporter.js';
 export { formatDuration, formatLag } from './lag/format.js';
-export { boundReplicas, buildReport, drainReplicas, kedaReplicas, type LagOptions, type OffsetSample, type StageLagReport } from './lag/report.js';
-export { lagSamples$, sampleOffsets, stageLag } from './lag/sample.js';
+export { boundReplicas, buildReport, drainReplicas, kedaReplicas, type LagOptions, type OffsetSample, type StageLagReport } from '../app/lag/report.js';
+export { lagSamples$, sampleOffsets, stageLag } from '../app/lag/sample.js';

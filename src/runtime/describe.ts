@@ -74,3 +74,40 @@ export function describeMermaid(t: Topology): string {
   }
   return `${lines.join('\n')}\n`;
 }
+
+/** A topology as a graph (for drawing): each stage with the topics it reads and writes, and each topic. */
+export interface TopologyGraph {
+  name: string;
+  stages: {
+    name: string;
+    /** Its input, then its retry tiers. */
+    sources: string[];
+    sinks: { node: string; topic: string; kind: 'output' | 'status' | 'retry' | 'dlq' }[];
+    /** The stage whose workers a dispatcher stage feeds. */
+    dispatchesTo: string | null;
+  }[];
+  topics: { name: string; partitions: number; kind: 'data' | 'status' | 'retry' | 'dlq' }[];
+}
+
+/** The graph of the same nodes `describeTopology` prints. */
+export function describeGraph(t: Topology): TopologyGraph {
+  const retries = new Set(t.stages.flatMap((s) => s.retry.topics));
+  const dlqs = new Set(t.stages.map((s) => s.dlq));
+  return {
+    name: t.name,
+    stages: t.stages.map((s) => ({
+      name: s.name,
+      sources: stageSources(s),
+      sinks: stageSinks(t, s).map((k) => ({
+        ...k,
+        kind: k.topic === t.statusTopic ? 'status' : retries.has(k.topic) ? 'retry' : dlqs.has(k.topic) ? 'dlq' : 'output',
+      })),
+      dispatchesTo: s.dispatch?.workers ?? null,
+    })),
+    topics: Object.values(t.topics).map((x) => ({
+      name: x.name,
+      partitions: x.partitions,
+      kind: x.name === t.statusTopic ? 'status' : retries.has(x.name) ? 'retry' : dlqs.has(x.name) ? 'dlq' : 'data',
+    })),
+  };
+}

@@ -5,6 +5,7 @@
  * renders a real video and fails on demand). Each page's screenshot goes to docs/console/.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -17,19 +18,30 @@ const KEYS = { admin: 'k-console-admin-0123456789', read: 'k-console-read-012345
 const SHOTS = join(ROOT, 'docs', 'console');
 const CHROMIUM = process.env.SONIC_TEST_CHROMIUM || '/usr/bin/chromium';
 
+/** A port free now (the stage process's metrics endpoint, which the API's overview must know before the stages start). */
+const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const srv = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+
 describe('the operator console in a browser (real API, broker, registry, stages)', () => {
   let p: Pipeline;
   let browser: Browser;
   const dir = mkdtempSync(join(tmpdir(), 'sonicflow-console-'));
-  const broken = join(dir, 'broken');
+  const brokenPrefix = join(dir, 'broken');
   const audio = join(dir, 'speech.wav');
+  const short = join(dir, 'short.wav');
   const image = join(dir, 'face.png');
 
   const api = async (path: string, key: string, init: RequestInit = {}) => {
     const res = await fetch(`${p.api}${path}`, { ...init, headers: { authorization: `Bearer ${key}`, ...(init.headers as Record<string, string>) } });
     return { status: res.status, body: (await res.json()) as Record<string, unknown> };
   };
-  const waitState = async (id: string, states: string[], timeoutMs = 60_000): Promise<Record<string, unknown>> => {
+  const waitState = async (id: string, states: string[], timeoutMs = 120_000): Promise<Record<string, unknown>> => {
     const until = Date.now() + timeoutMs;
     for (;;) {
       const r = await api(`/v1/console/tasks/${id}`, KEYS.admin);
@@ -51,16 +63,22 @@ describe('the operator console in a browser (real API, broker, registry, stages)
   };
 
   beforeAll(async () => {
-    const fake = `${process.execPath} ${join(ROOT, 'test/fixtures/fake-sonic.mjs')} {image} {audio} {output} --inference_steps {inference_steps} --attempt {attempt} --broken-if ${broken}`;
+    const metricsPort = await freePort();
+    const fake = `${process.execPath} ${join(ROOT, 'test/fixtures/fake-sonic.mjs')} {image} {audio} {output} --inference_steps {inference_steps} --attempt {attempt} --broken-if ${brokenPrefix}-{inference_steps}`;
     [p, browser] = await Promise.all([
       startPipeline({
         SONIC_API_AUTH: 'required',
         SONIC_API_KEYS: `ops:${KEYS.admin};role=admin,ops:${KEYS.read};role=read,acme:${KEYS.acme}`,
         SONIC_INFER_BACKEND: 'command',
         SONIC_INFER_COMMAND: fake,
+        // the overview reads the stages' process (all stages in one) on its metrics endpoint
+        SONIC_METRICS_PORT: String(metricsPort),
+        SONIC_CONSOLE_METRICS_URLS: `http://127.0.0.1:${metricsPort}/metrics`,
+        SONIC_CONSOLE_SAMPLE_MS: '500',
       }),
       chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] }),
       synthSpeech('Hello from the console. This video was submitted in a browser.', audio),
+      synthSpeech('One, two, three.', short),
       makePortrait(image, { width: 320, height: 400 }),
     ]);
   }, 120_000);
@@ -69,82 +87,149 @@ describe('the operator console in a browser (real API, broker, registry, stages)
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('a task submitted from the new-task page runs through the stages, and its page shows the timeline, the inputs and the video playing', async () => {
-    const page = await open(KEYS.admin, '/console/new');
-    await page.waitForSelector('form.new-task');
-    await page.setInputFiles('input[name=image]', image);
-    await page.setInputFiles('input[name=audio]', audio);
-    await page.fill('input[name=min_resolution]', '256');
-    await page.screenshot({ path: join(SHOTS, 'new-task.png'), fullPage: true });
-    await page.click('form.new-task button[type=submit]');
-    await page.waitForURL(/\/console\/tasks\/[0-9a-f-]{36}$/);
-    const id = page.url().split('/').pop()!;
-    // the page follows the task live (SSE) until its video is there, and the player loads it
-    await page.waitForSelector('#task-state.s-SUCCEEDED', { timeout: 60_000 });
-    // (browser-side code as strings: the tests compile without the DOM types)
-    const duration = await page.waitForFunction(
-      `(() => { const v = document.querySelector('video#result'); return v && v.readyState >= 1 && Number.isFinite(v.duration) && v.duration > 0 ? v.duration : false; })()`,
-      undefined,
-      { timeout: 20_000 },
-    );
-    expect(await duration.jsonValue()).toBeGreaterThan(1);
-    await page.waitForFunction(`document.querySelector('img.input')?.naturalWidth > 0`);
-    expect(await page.evaluate(`document.querySelector('img.input').naturalWidth`)).toBe(320);
-    const states = await page.$$eval('table.timeline tbody tr td:nth-child(2)', (tds) => tds.map((td) => td.textContent));
-    // each state the task entered, in order (a stage's progress ticks add rows of its state)
-    const order = ['QUEUED', 'VALIDATING', 'PREPROCESSING', 'INFERRING', 'ENCODING', 'PUBLISHING', 'SUCCEEDED'];
-    const ranks = states.map((s) => order.indexOf(String(s)));
-    expect(ranks).toEqual([...ranks].sort((a, b) => a - b));
-    expect(new Set(states)).toEqual(
-      new Set(['QUEUED', 'PREPROCESSING', 'INFERRING', 'ENCODING', 'PUBLISHING', 'SUCCEEDED'].concat(states.includes('VALIDATING') ? ['VALIDATING'] : [])),
-    );
-    await page.screenshot({ path: join(SHOTS, 'task.png'), fullPage: true });
-    // the list has it
-    await page.click('header a[href="/console/tasks"]');
-    await page.waitForSelector(`tr[data-task="${id}"]`);
-    await page.screenshot({ path: join(SHOTS, 'tasks.png'), fullPage: true });
-    // no internal path on any page
-    expect(await page.content()).not.toContain(p.dataDir);
-    await page.close();
-  }, 90_000);
+  // The three cases that wait on the pipeline run at the same time (their tasks are independent;
+  // the backlog of one is part of the burst the overview watches fall): the file takes about as
+  // long as the slowest of them.
+  it.concurrent(
+    "the overview shows a burst's backlog rise and fall, live, with every stage's figures; the topology page draws the stages with their backlog and health",
+    async ({ expect }) => {
+      const page = await open(KEYS.read, '/console/overview');
+      await page.waitForSelector('table.stages tbody tr[data-stage=validate]');
+      expect(await page.textContent('p.sampled')).toContain('metrics endpoints 1/1 answering');
+      const backlog = (): Promise<number> => page.$$eval('table.stages tbody tr td.lag', (tds) => tds.reduce((a, td) => a + Number(td.textContent), 0));
+      const burst = 4;
+      const ids = await Promise.all(
+        Array.from({ length: burst }, async () => {
+          const form = new FormData();
+          form.set('audio', new Blob([readFileSync(short)]), 'short.wav');
+          form.set('image', new Blob([readFileSync(image)]), 'face.png');
+          form.set('min_resolution', '256');
+          const r = await api('/v1/tasks', KEYS.admin, { method: 'POST', body: form });
+          expect(r.status, JSON.stringify(r.body)).toBe(202);
+          return String(r.body.task_id);
+        }),
+      );
+      // the page is updated by the server's events alone: watch its table rise
+      let peak = 0;
+      for (const until = Date.now() + 30_000; peak < 2 && Date.now() < until; await page.waitForTimeout(100)) peak = Math.max(peak, await backlog());
+      expect(peak).toBeGreaterThanOrEqual(2);
+      await Promise.all(ids.map((id) => waitState(id, ['SUCCEEDED'])));
+      // ... and fall back to nothing, the tasks counted under their state
+      // (read from Node: the console's CSP forbids the eval a string predicate needs)
+      const succeeded = (): Promise<number> => page.$eval('.count[data-state=SUCCEEDED] b', (b) => Number(b.textContent));
+      for (const until = Date.now() + 60_000; ; await page.waitForTimeout(200)) {
+        if ((await backlog()) === 0 && (await succeeded()) >= burst) break;
+        if (Date.now() > until) throw new Error(`backlog ${await backlog()}, ${await succeeded()} succeeded in the last hour`);
+      }
+      const validate = await page.$$eval('table.stages tbody tr[data-stage=validate] td', (tds) => tds.map((td) => td.textContent ?? ''));
+      // records/s, handler p50/p99 from the stage's metrics, one replica, the rule's count and its reason
+      expect(validate[3]).toMatch(/^[\d.]+ m?s \/ [\d.]+ m?s$/);
+      expect(Number(validate[7])).toBe(1);
+      expect(validate[8]).toMatch(/^1 lag: no backlog/);
+      expect(await page.$$('.chart canvas')).not.toHaveLength(0);
+      // the chart then holds the burst's records/s rising and falling
+      await page.screenshot({ path: join(SHOTS, 'overview.png'), fullPage: true });
 
-  it('a failed task appears under its code in dead letters; replay from the page (dry run, then confirm) makes it succeed, and its page shows both runs', async () => {
-    writeFileSync(broken, '');
-    const form = new FormData();
-    form.set('audio', new Blob([readFileSync(audio)]), 'speech.wav');
-    form.set('image', new Blob([readFileSync(image)]), 'face.png');
-    form.set('min_resolution', '256');
-    const r = await api('/v1/tasks', KEYS.admin, { method: 'POST', body: form });
-    expect(r.status, JSON.stringify(r.body)).toBe(202);
-    const id = String(r.body.task_id);
-    const failed = await waitState(id, ['FAILED']);
-    expect((failed.task as { error: { code: string } }).error.code).toBe('NO_FACE_DETECTED');
-    rmSync(broken);
-    expect(existsSync(broken)).toBe(false);
+      await page.click('header a[href="/console/topology"]');
+      await page.waitForSelector('svg.topology g.stage[data-stage=infer]');
+      const drawn = await page.$$eval('svg.topology g.stage', (gs) => gs.map((g) => g.getAttribute('data-stage')));
+      expect(new Set(drawn)).toEqual(new Set(p.topology.stages.map((s) => s.name)));
+      await page.waitForSelector('svg.topology g.stage[data-stage=infer] text.sub:has-text("backlog 0")');
+      expect(await page.textContent('svg.topology g.stage[data-stage=infer]')).toMatch(/replicas 1 · ok/);
+      await page.screenshot({ path: join(SHOTS, 'topology.png'), fullPage: true });
+      await page.close();
+    },
+    180_000,
+  );
 
-    const page = await open(KEYS.admin, '/console/dlq');
-    await page.click('nav.tabs button[data-stage=infer]');
-    await page.waitForSelector(`section.code-group[data-code=NO_FACE_DETECTED] details[data-task="${id}"]`, { timeout: 30_000 });
-    await page.click(`details[data-task="${id}"] summary`);
-    const shown = await page.textContent(`details[data-task="${id}"]`);
-    expect(shown).toContain('sonicflow.error.code');
-    expect(shown).not.toContain(p.dataDir);
-    await page.screenshot({ path: join(SHOTS, 'dead-letters.png'), fullPage: true });
-    await page.click(`details[data-task="${id}"] button.replay-one`);
-    await page.waitForSelector('.preview');
-    expect(await page.textContent('.preview')).toContain('Dry run');
-    await page.click('.preview button.confirm');
-    await page.waitForSelector('p.ok');
-    await waitState(id, ['SUCCEEDED']);
-    await page.goto(`${p.api}/console/tasks/${id}`);
-    await page.waitForSelector('#task-state.s-SUCCEEDED');
-    const runs = await page.$$eval('table.timeline tbody tr', (trs) => trs.map((tr) => tr.getAttribute('data-run')));
-    expect(new Set(runs)).toEqual(new Set(['1', '2']));
-    expect(await page.textContent('table.timeline')).toContain('(replay)');
-    await page.screenshot({ path: join(SHOTS, 'task-replayed.png'), fullPage: true });
-    expect(p.logs().api).toMatch(/"action":"dlq.replay".*"key_id":"[0-9a-f]{16}"/);
-    await page.close();
-  }, 90_000);
+  it.concurrent(
+    'a task submitted from the new-task page runs through the stages, and its page shows the timeline, the inputs and the video playing',
+    async ({ expect }) => {
+      const page = await open(KEYS.admin, '/console/new');
+      await page.waitForSelector('form.new-task');
+      await page.setInputFiles('input[name=image]', image);
+      await page.setInputFiles('input[name=audio]', audio);
+      await page.fill('input[name=min_resolution]', '256');
+      await page.screenshot({ path: join(SHOTS, 'new-task.png'), fullPage: true });
+      await page.click('form.new-task button[type=submit]');
+      await page.waitForURL(/\/console\/tasks\/[0-9a-f-]{36}$/);
+      const id = page.url().split('/').pop()!;
+      // the page follows the task live (SSE) until its video is there, and the player loads it
+      await page.waitForSelector('#task-state.s-SUCCEEDED', { timeout: 120_000 });
+      // (browser-side code as strings: the tests compile without the DOM types)
+      const duration = await page.waitForFunction(
+        `(() => { const v = document.querySelector('video#result'); return v && v.readyState >= 1 && Number.isFinite(v.duration) && v.duration > 0 ? v.duration : false; })()`,
+        undefined,
+        { timeout: 20_000 },
+      );
+      expect(await duration.jsonValue()).toBeGreaterThan(1);
+      await page.waitForFunction(`document.querySelector('img.input')?.naturalWidth > 0`);
+      expect(await page.evaluate(`document.querySelector('img.input').naturalWidth`)).toBe(320);
+      const states = await page.$$eval('table.timeline tbody tr td:nth-child(2)', (tds) => tds.map((td) => td.textContent));
+      // each state the task entered, in order (a stage's progress ticks add rows of its state)
+      const order = ['QUEUED', 'VALIDATING', 'PREPROCESSING', 'INFERRING', 'ENCODING', 'PUBLISHING', 'SUCCEEDED'];
+      const ranks = states.map((s) => order.indexOf(String(s)));
+      expect(ranks).toEqual([...ranks].sort((a, b) => a - b));
+      expect(new Set(states)).toEqual(
+        new Set(['QUEUED', 'PREPROCESSING', 'INFERRING', 'ENCODING', 'PUBLISHING', 'SUCCEEDED'].concat(states.includes('VALIDATING') ? ['VALIDATING'] : [])),
+      );
+      await page.screenshot({ path: join(SHOTS, 'task.png'), fullPage: true });
+      // the list has it
+      await page.click('header a[href="/console/tasks"]');
+      await page.waitForSelector(`tr[data-task="${id}"]`);
+      await page.screenshot({ path: join(SHOTS, 'tasks.png'), fullPage: true });
+      // no internal path on any page
+      expect(await page.content()).not.toContain(p.dataDir);
+      await page.close();
+    },
+    180_000,
+  );
+
+  it.concurrent(
+    'a failed task appears under its code in dead letters; replay from the page (dry run, then confirm) makes it succeed, and its page shows both runs',
+    async ({ expect }) => {
+      // the stand-in fails the tasks of this many inference steps while the file exists (no face)
+      const steps = 21;
+      const broken = `${brokenPrefix}-${steps}`;
+      writeFileSync(broken, '');
+      const form = new FormData();
+      form.set('audio', new Blob([readFileSync(short)]), 'short.wav');
+      form.set('image', new Blob([readFileSync(image)]), 'face.png');
+      form.set('min_resolution', '256');
+      form.set('inference_steps', String(steps));
+      const r = await api('/v1/tasks', KEYS.admin, { method: 'POST', body: form });
+      expect(r.status, JSON.stringify(r.body)).toBe(202);
+      const id = String(r.body.task_id);
+      const failed = await waitState(id, ['FAILED']);
+      expect((failed.task as { error: { code: string } }).error.code).toBe('NO_FACE_DETECTED');
+      rmSync(broken);
+      expect(existsSync(broken)).toBe(false);
+
+      const page = await open(KEYS.admin, '/console/dlq');
+      await page.click('nav.tabs button[data-stage=infer]');
+      await page.waitForSelector(`section.code-group[data-code=NO_FACE_DETECTED] details[data-task="${id}"]`, { timeout: 30_000 });
+      await page.click(`details[data-task="${id}"] summary`);
+      const shown = await page.textContent(`details[data-task="${id}"]`);
+      expect(shown).toContain('sonicflow.error.code');
+      expect(shown).not.toContain(p.dataDir);
+      await page.screenshot({ path: join(SHOTS, 'dead-letters.png'), fullPage: true });
+      await page.click(`details[data-task="${id}"] button.replay-one`);
+      await page.waitForSelector('.preview');
+      expect(await page.textContent('.preview')).toContain('Dry run');
+      await page.click('.preview button.confirm');
+      await page.waitForSelector('p.ok');
+      await waitState(id, ['SUCCEEDED']);
+      await page.goto(`${p.api}/console/tasks/${id}`);
+      await page.waitForSelector('#task-state.s-SUCCEEDED');
+      const runs = await page.$$eval('table.timeline tbody tr', (trs) => trs.map((tr) => tr.getAttribute('data-run')));
+      expect(new Set(runs)).toEqual(new Set(['1', '2']));
+      expect(await page.textContent('table.timeline')).toContain('(replay)');
+      await page.screenshot({ path: join(SHOTS, 'task-replayed.png'), fullPage: true });
+      expect(p.logs().api).toMatch(/"action":"dlq.replay".*"key_id":"[0-9a-f]{16}"/);
+      await page.close();
+    },
+    180_000,
+  );
 
   it('a read-only key sees dead letters but cannot replay (no button; the API answers 403); a cross-site action is refused; a tenant key sees only its own tenant', async () => {
     const page = await open(KEYS.read, '/console/dlq');

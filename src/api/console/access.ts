@@ -8,7 +8,9 @@
  * CSRF: the console authenticates every request with the bearer key in the Authorization header,
  * which a cross-site form or image cannot send; in addition an action (POST) is refused when the
  * browser says it comes from another site (`Sec-Fetch-Site: cross-site|same-site`) or names an
- * `Origin` other than the API's own. See docs/security.md.
+ * `Origin` other than the API's own: the origin of SONIC_API_PUBLIC_URL when set (the address
+ * behind a reverse proxy that rewrites `Host`), else the request's `Host` (or, with trusted proxy
+ * hops, `X-Forwarded-Host`). See docs/security.md.
  */
 import type { FastifyRequest } from 'fastify';
 import { SonicError } from '../../core/errors.js';
@@ -21,24 +23,38 @@ export function requireOperator(req: FastifyRequest): void {
   if (!isOperator(req)) throw new SonicError('FORBIDDEN', 'this page needs an operator key (role=read or role=admin)', { safe: true });
 }
 
-/** Throws 403 FORBIDDEN unless the caller is an admin, and refuses a cross-site request (CSRF). */
-export function requireAdmin(req: FastifyRequest): void {
-  if (req.role !== 'admin')
-    throw new SonicError('FORBIDDEN', 'this action needs an admin key (role=admin); a read-only key sees but does not act', { safe: true });
-  refuseCrossSite(req);
+/** Where the console is served from, as an action's `Origin` must say. */
+export interface ConsoleOrigin {
+  /** SONIC_API_PUBLIC_URL ('' when unset): when set, the only origin accepted. */
+  publicUrl: string;
+  /** Whether proxy hops are trusted (SONIC_API_TRUST_PROXY_HOPS > 0): then `X-Forwarded-Host` names the host. */
+  trustsProxy: boolean;
 }
 
+/** Throws 403 FORBIDDEN unless the caller is an admin, and refuses a cross-site request (CSRF). */
+export function requireAdmin(req: FastifyRequest, origin: ConsoleOrigin): void {
+  if (req.role !== 'admin')
+    throw new SonicError('FORBIDDEN', 'this action needs an admin key (role=admin); a read-only key sees but does not act', { safe: true });
+  refuseCrossSite(req, origin);
+}
+
+const first = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v?.split(',')[0]?.trim());
+
 /** Throws 403 FORBIDDEN when the browser says the request comes from another site. */
-export function refuseCrossSite(req: FastifyRequest): void {
+export function refuseCrossSite(req: FastifyRequest, o: ConsoleOrigin): void {
   const site = req.headers['sec-fetch-site'];
   if (site !== undefined && site !== 'same-origin' && site !== 'none')
     throw new SonicError('FORBIDDEN', 'a console action must come from the console itself (cross-site request refused)', { safe: true });
   const origin = req.headers.origin;
   if (origin === undefined) return;
-  const host = req.headers[':authority'] ?? req.headers.host;
   let same = false;
   try {
-    same = new URL(String(origin)).host === host;
+    const from = new URL(String(origin));
+    if (o.publicUrl) same = from.origin === new URL(o.publicUrl).origin;
+    else {
+      const forwarded = o.trustsProxy ? first(req.headers['x-forwarded-host']) : undefined;
+      same = from.host === (forwarded ?? req.headers[':authority'] ?? req.headers.host);
+    }
   } catch {
     same = false;
   }

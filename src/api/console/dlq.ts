@@ -10,7 +10,7 @@ import type { Logger } from '../../core/logger.js';
 import type { InRecord } from '../../kafka/io.js';
 import { HEADERS } from '../../runtime/headers.js';
 import type { ReplaySelection } from '../../app/dlq.js';
-import { requireAdmin, requireOperator } from './access.js';
+import { requireAdmin, requireOperator, type ConsoleOrigin } from './access.js';
 
 /** The DLQ operations the console uses (src/app/dlq.ts bound to the API's context and topology). */
 export interface DeadLetters {
@@ -60,7 +60,7 @@ export function deadLetterView(r: InRecord): DeadLetterView {
   };
 }
 
-export function consoleDlqRoutes(dlq: DeadLetters, logger: Logger): FastifyPluginAsync {
+export function consoleDlqRoutes(dlq: DeadLetters, logger: Logger, origin: ConsoleOrigin): FastifyPluginAsync {
   const stageOf = (name: string): string => {
     if (!dlq.stages.includes(name)) throw new SonicError('INVALID_REQUEST', `no stage ${name.slice(0, 64)} (stages: ${dlq.stages.join(', ')})`, { safe: true });
     return name;
@@ -80,7 +80,7 @@ export function consoleDlqRoutes(dlq: DeadLetters, logger: Logger): FastifyPlugi
       '/console/dlq/:stage/replay',
       { schema: { hide: true } },
       async (req) => {
-        requireAdmin(req);
+        requireAdmin(req, origin);
         const stage = stageOf(req.params.stage);
         const b = (req.body ?? {}) as Record<string, unknown>;
         const sel: ReplaySelection = {};

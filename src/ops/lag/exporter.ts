@@ -6,8 +6,8 @@ import { Gauge, Registry } from 'prom-client';
 import { serveMetrics } from '../../core/metrics.js';
 import type { Topology } from '../../runtime/topology.js';
 import type { Context } from '../../app/context.js';
-import type { LagOptions, StageLagReport } from './report.js';
-import { lagSamples$ } from './sample.js';
+import type { LagOptions, StageLagReport } from '../../app/lag/report.js';
+import { lagSamples$ } from '../../app/lag/sample.js';
 
 export interface LagExporter {
   port: number;

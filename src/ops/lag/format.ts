@@ -1,5 +1,5 @@
 /** The lag report as text, for `sonicflow lag`. */
-import type { StageLagReport } from './report.js';
+import type { StageLagReport } from '../../app/lag/report.js';
 
 const num = (n: number | null, digits = 1): string => (n === null ? '-' : n.toFixed(digits));
 

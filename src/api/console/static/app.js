@@ -6,6 +6,8 @@ import { ApiError, get, getKey, setKey } from './api.js';
 import { TaskList, TaskPage } from './tasks.js';
 import { NewTask } from './new-task.js';
 import { DeadLetters } from './dlq.js';
+import { Overview } from './overview.js';
+import { Topology } from './topology.js';
 
 function Login({ onDone, error }) {
   const [key, setValue] = useState('');
@@ -50,12 +52,24 @@ function App() {
   const r = route(path);
   const operator = me.role === 'read' || me.role === 'admin';
   const logout = () => (setKey(''), setMe(null));
-  const nav = [['tasks', 'Tasks'], ['new', 'New task'], ...(operator ? [['dlq', 'Dead letters']] : [])];
+  const nav = [
+    ...(operator && me.overview
+      ? [
+          ['overview', 'Overview'],
+          ['topology', 'Topology'],
+        ]
+      : []),
+    ['tasks', 'Tasks'],
+    ['new', 'New task'],
+    ...(operator ? [['dlq', 'Dead letters']] : []),
+  ];
   const pages = {
     tasks: () => html`<${TaskList} me=${me} />`,
     task: () => html`<${TaskPage} me=${me} id=${r.id} />`,
     new: () => html`<${NewTask} me=${me} />`,
     dlq: () => html`<${DeadLetters} me=${me} />`,
+    overview: () => html`<${Overview} />`,
+    topology: () => html`<${Topology} />`,
   };
   const body = pages[r.page] ?? (() => html`<p>No such page.</p>`);
   return html`<header>

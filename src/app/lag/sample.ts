@@ -8,7 +8,7 @@ import { SonicError } from '../../core/errors.js';
 import { OffsetReader, combineLag } from '../../kafka/lag.js';
 import { groupId as stageGroupId } from '../../runtime/names.js';
 import type { StageSpec, Topology } from '../../runtime/topology.js';
-import type { Context } from '../../app/context.js';
+import type { Context } from '../context.js';
 import { buildReport, type LagOptions, type OffsetSample, type StageLagReport } from './report.js';
 
 function selectStages(topology: Topology, only?: string[]): StageSpec[] {

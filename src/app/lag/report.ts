@@ -1,6 +1,6 @@
 /**
  * The lag report (pure): per stage its lag, rates, drain time and the replicas two rules would
- * run, built from two offset samples. See `../lag.ts` for the arithmetic and the rules.
+ * run, built from two offset samples. See `src/ops/lag.ts` for the arithmetic and the rules.
  */
 import type { PartitionLag } from '../../kafka/lag.js';
 import type { Topology } from '../../runtime/topology.js';
