@@ -62,6 +62,11 @@ export const ERROR_CODES = {
     stopsStage: true,
     doc: "The stage's model cannot be loaded or its runner is wedged (missing weights, a bad volume, a runner of another protocol, a stuck GPU): a deployment fault, not the task's. The stage stops, neither retrying nor dead-lettering the task; it stays uncommitted and is redone once a stage can load the model.",
   },
+  FACE_DETECTION_FAILED: {
+    retryable: true,
+    maxAttempts: 2,
+    doc: 'Face detection failed unexpectedly on this picture; the detector is loaded and checked again before the next detection (a broken model then stops the stage with MODEL_UNAVAILABLE). Retried once.',
+  },
   INTERNAL: { retryable: false, doc: 'A bug: an unexpected exception.' },
   // HTTP API answers
   UNAUTHORIZED: { retryable: false, doc: 'The API key is missing or wrong.' },

@@ -102,12 +102,18 @@ export class FaceDetector {
     } finally {
       dropEmscriptenHandlers();
     }
-    const missing = ['blazeface', 'facemesh'].filter((m) => !human.models.loaded().some((l) => l.toLowerCase().includes(m)));
-    if (missing.length) throw new SonicError('MODEL_UNAVAILABLE', `the face detection model did not load: ${missing.join(', ')} missing`);
-    const detector = new FaceDetector(human);
-    // the first run compiles the kernels; it is also a check that the whole chain finds a face
-    const check = drawPortrait(192, 240);
-    const found = await detector.detectPixels(check, check.width, check.height, 1);
+    let found: DetectedFace[];
+    let detector: FaceDetector;
+    try {
+      const missing = ['blazeface', 'facemesh'].filter((m) => !human.models.loaded().some((l) => l.toLowerCase().includes(m)));
+      if (missing.length) throw new Error(`${missing.join(', ')} missing`);
+      detector = new FaceDetector(human);
+      // the first run compiles the kernels; it is also a check that the whole chain finds a face
+      const check = drawPortrait(192, 240);
+      found = await detector.detectPixels(check, check.width, check.height, 1);
+    } catch (err) {
+      throw new SonicError('MODEL_UNAVAILABLE', `the face detection model did not pass its check: ${(err as Error).message}`, { cause: err });
+    }
     if (found.length !== 1) {
       throw new SonicError('MODEL_UNAVAILABLE', `the face detection model found ${found.length} faces in its check portrait instead of 1`);
     }
@@ -149,8 +155,16 @@ export class FaceDetector {
       signal?.throwIfAborted();
       const tensor = this.human.tf.tensor4d(Int32Array.from(pic.rgb), [1, pic.height, pic.width, 3], 'int32');
       try {
-        const res = await this.human.detect(tensor);
-        if (res.error) throw new SonicError('INTERNAL', `face detection failed: ${res.error}`);
+        let res: Awaited<ReturnType<HumanLike['detect']>>;
+        try {
+          res = await this.human.detect(tensor);
+          if (res.error) throw new Error(String(res.error));
+        } catch (err) {
+          // the detector may be broken: the next detection loads and checks it again (a broken model
+          // then stops the stage with MODEL_UNAVAILABLE); this task is retried once, not failed
+          shared = undefined;
+          throw new SonicError('FACE_DETECTION_FAILED', `face detection failed: ${(err as Error).message}`, { cause: err });
+        }
         return res.face
           .filter((f) => f.mesh.length >= 468 && f.boxScore >= MIN_FACE_SCORE && f.faceScore >= MIN_FACE_SCORE)
           .map((f) => toFace(f.mesh, Math.min(f.boxScore, f.faceScore), scale, width, height))
@@ -162,7 +176,12 @@ export class FaceDetector {
     const result = this.queue.then(run, run);
     this.queue = result.catch(() => undefined);
     if (!signal) return result;
-    return Promise.race([result, new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true }))]);
+    // the signal lives as long as the partition: its listener must not outlive this detection
+    return new Promise<DetectedFace[]>((resolve, reject) => {
+      const onAbort = (): void => reject(signal.reason as Error);
+      signal.addEventListener('abort', onAbort, { once: true });
+      result.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
   }
 }
 
