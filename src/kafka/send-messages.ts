@@ -181,6 +181,9 @@ export function createSendMessages({ logger, cluster, partitioner, eosManager, r
           const pending = [...byPartition.keys()].filter((p) => !acked.has(`${topic}\0${p}`));
           if (pending.length === 0) continue;
           const leaders = cluster.findLeaderForPartitions(topic, pending);
+          // a partition the metadata does not place is not sent, so the send must not resolve
+          const led = new Set(Object.values(leaders).flat().map(Number));
+          if (pending.some((p) => !led.has(p))) throw new KafkaJSMetadataNotLoaded(`no leader known for a partition of ${topic}`);
           for (const [nodeId, partitions] of Object.entries(leaders)) {
             const list = byLeader.get(Number(nodeId)) ?? [];
             for (const partition of partitions) list.push({ topic, partition: Number(partition), messages: byPartition.get(Number(partition))! });

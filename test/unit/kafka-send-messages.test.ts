@@ -21,6 +21,8 @@ interface Scenario {
   failing: number;
   /** the failing request was written before its connection closed (its answer is lost) */
   written?: boolean;
+  /** the first lookups of leaders do not place this partition (metadata without it) */
+  unplaced?: { partition: number; lookups: number };
 }
 
 class ConnectionClosed extends Error {
@@ -86,7 +88,8 @@ function world(s: Scenario) {
       findTopicPartitionMetadata: () => Object.keys(leaders).map((p) => ({ partitionId: Number(p), leader: leaders[Number(p)]! })),
       findLeaderForPartitions: (_topic, partitions) => {
         const out: Record<string, number[]> = {};
-        for (const p of partitions) (out[leaders[Number(p)]!] ??= []).push(Number(p));
+        const hide = s.unplaced && s.unplaced.lookups-- > 0 ? s.unplaced.partition : -1;
+        for (const p of partitions) if (Number(p) !== hide) (out[leaders[Number(p)]!] ??= []).push(Number(p));
         return out;
       },
       findBroker: async ({ nodeId }) => brokers.get(Number(nodeId))! as never,
@@ -166,6 +169,13 @@ describe('producing while a partition leader fails', () => {
       ['t', 1, 0],
       ['t', 2, 0],
     ]);
+  });
+
+  it('ours: a partition the metadata does not place yet is sent once it does, never skipped', async () => {
+    const w = world({ leaders: { 0: 1, 1: 2, 2: 3 }, after: { 0: 1, 1: 2, 2: 3 }, delay: {}, failing: -1, unplaced: { partition: 1, lookups: 2 } });
+    const answers = await w.send(createSendMessages);
+    expect(written(w.log)).toEqual({ 0: ['v0'], 1: ['v1'], 2: ['v2'] });
+    expect(answers.every((a) => a.errorCode === 0)).toBe(true);
   });
 
   it('ours: a request that was written although its answer was lost goes again under its sequence numbers (the broker sees a retry)', async () => {
