@@ -28,6 +28,22 @@ const freePort = (): Promise<number> =>
     srv.on('error', reject);
   });
 
+/**
+ * Polls a page-side expression until it is truthy and returns its value. Not `page.waitForFunction`:
+ * after its first try Playwright re-runs that predicate with the page's own `eval` from a timer in
+ * the page, which the console's CSP (no 'unsafe-eval') refuses, so it passed only when the first try
+ * already held; each `page.evaluate` runs inside a DevTools protocol call, where the CSP does not apply.
+ */
+const until = async (page: Page, expression: string, timeoutMs: number): Promise<unknown> => {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value: unknown = await page.evaluate(expression);
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`still false after ${timeoutMs} ms: ${expression}`);
+    await new Promise((r) => setTimeout(r, 100)); // poll interval
+  }
+};
+
 describe('the operator console in a browser (real API, broker, registry, stages)', () => {
   let p: Pipeline;
   let browser: Browser;
@@ -157,13 +173,13 @@ describe('the operator console in a browser (real API, broker, registry, stages)
       // the page follows the task live (SSE) until its video is there, and the player loads it
       await page.waitForSelector('#task-state.s-SUCCEEDED', { timeout: 120_000 });
       // (browser-side code as strings: the tests compile without the DOM types)
-      const duration = await page.waitForFunction(
+      const duration = await until(
+        page,
         `(() => { const v = document.querySelector('video#result'); return v && v.readyState >= 1 && Number.isFinite(v.duration) && v.duration > 0 ? v.duration : false; })()`,
-        undefined,
-        { timeout: 20_000 },
+        20_000,
       );
-      expect(await duration.jsonValue()).toBeGreaterThan(1);
-      await page.waitForFunction(`document.querySelector('img.input')?.naturalWidth > 0`);
+      expect(duration).toBeGreaterThan(1);
+      await until(page, `document.querySelector('img.input')?.naturalWidth > 0`, 20_000);
       expect(await page.evaluate(`document.querySelector('img.input').naturalWidth`)).toBe(320);
       const states = await page.$$eval('table.timeline tbody tr td:nth-child(2)', (tds) => tds.map((td) => td.textContent));
       // each state the task entered, in order (a stage's progress ticks add rows of its state)
