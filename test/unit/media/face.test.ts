@@ -3,6 +3,7 @@
  */
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { maxAttemptsFor } from '../../../src/core/errors.js';
 import { FaceDetector, type FaceScan, type Rect } from '../../../src/media/face.js';
 import { chooseFace, modelSize, sonicCrop } from '../../../src/media/face-crop.js';
 import { makePortrait, type PortraitGeometry } from '../../../src/media/samples.js';
@@ -103,6 +104,24 @@ describe('FaceDetector', () => {
     ac.abort(reason);
     await expect(detector.detect(astronautPng(), { signal: ac.signal })).rejects.toBe(reason);
   });
+
+  // last in this block: it drops the process's detector
+  it('an unexpected fault of the model is FACE_DETECTION_FAILED (retried once), and the next detection loads and checks a new detector', async () => {
+    const human = (detector as unknown as { human: { detect: (input: unknown) => Promise<unknown> } }).human;
+    const detect = human.detect;
+    human.detect = () => Promise.reject(new Error('memory access out of bounds'));
+    try {
+      const err = await expectSonicError(detector.detect(astronautPng()), 'FACE_DETECTION_FAILED');
+      expect(err.message).toContain('memory access out of bounds');
+      expect(err.retryable).toBe(true);
+      expect(maxAttemptsFor(err.code)).toBe(2);
+    } finally {
+      human.detect = detect;
+    }
+    const again = await FaceDetector.shared();
+    expect(again).not.toBe(detector);
+    expect((await again.detect(astronautPng())).faces).toHaveLength(1);
+  }, 120_000);
 });
 
 describe('chooseFace', () => {
