@@ -30,6 +30,14 @@ interface Proc {
   child: ChildProcess;
   log: string;
   ready: Promise<void>;
+  /** The port of its metrics endpoint, once its start-up log line has named it (`sonicflow run`). */
+  metricsPort?: number;
+}
+
+/** The port a stage process's metrics endpoint listens on, from its start-up log line. */
+export function metricsPortOf(p: Pick<Proc, 'name' | 'metricsPort'>): number {
+  if (p.metricsPort === undefined) throw new SonicError('INTERNAL', `${p.name} did not say where its metrics endpoint listens`);
+  return p.metricsPort;
 }
 
 export async function runDemo(ctx: Context, opts: { keep: boolean; out: (s: string) => void }): Promise<number> {
@@ -57,18 +65,19 @@ export async function runDemo(ctx: Context, opts: { keep: boolean; out: (s: stri
     const child = spawn(process.execPath, [BIN, ...args], { env: { ...env, ...extra }, stdio: ['ignore', 'pipe', 'pipe'] });
     const file = createWriteStream(log);
     let seen = '';
-    const ready = new Promise<void>((resolve, reject) => {
+    const p: Proc = { name, child, log, ready: Promise.resolve() };
+    p.ready = new Promise<void>((resolve, reject) => {
       const onData = (d: Buffer): void => {
         file.write(d);
         seen = (seen + d.toString()).slice(-20_000);
+        p.metricsPort ??= Number(/"metrics_port":(\d+)/.exec(seen)?.[1] ?? NaN) || undefined;
         if (readyLine.test(seen)) resolve();
       };
       child.stdout!.on('data', onData);
       child.stderr!.on('data', onData);
       child.on('exit', (code) => reject(new SonicError('INTERNAL', `${name} exited with ${code} during start-up; see ${log}:\n${seen.slice(-1500)}`)));
     });
-    ready.catch(() => undefined);
-    const p = { name, child, log, ready };
+    p.ready.catch(() => undefined);
     procs.push(p);
     return p;
   };
@@ -92,10 +101,13 @@ export async function runDemo(ctx: Context, opts: { keep: boolean; out: (s: stri
   process.once('SIGTERM', () => void stopAll().then(() => process.exit(143)));
 
   try {
-    out(`== starting the API and ${stages.length} stage processes (logs in ${dir})\n`);
-    const api = start('api', ['api'], {}, /API listening on/);
-    stages.forEach((s) => start(s, ['run', s], { SONIC_METRICS_PORT: '0' }, /"msg":"partitions assigned"/));
-    await Promise.all(procs.map((p) => p.ready));
+    out(`== starting ${stages.length} stage processes and the API (logs in ${dir})\n`);
+    // the stages first: each picks a free port for its /metrics, which the API's console overview
+    // then reads (SONIC_CONSOLE_METRICS_URLS), so `--keep` shows records/s, handler times and in flight
+    const staged = stages.map((s) => start(s, ['run', s], { SONIC_METRICS_PORT: '0' }, /"msg":"partitions assigned"/));
+    await Promise.all(staged.map((p) => p.ready));
+    const metricsUrls = staged.map((p) => `http://127.0.0.1:${metricsPortOf(p)}/metrics`);
+    const api = start('api', ['api'], { SONIC_CONSOLE_METRICS_URLS: metricsUrls.join(',') }, /API listening on/);
     await api.ready;
     const apiUrl = publicApiUrl(ctx.config);
     out(
