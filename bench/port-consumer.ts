@@ -8,7 +8,7 @@
 import { Context } from '../src/app/context.js';
 import { TopicAdmin } from '../src/kafka/admin.js';
 import { createKafka } from '../src/kafka/client.js';
-import { stageConsumer } from '../src/kafka/clients.js';
+import { loadKafkaClient, stageConsumer } from '../src/kafka/clients.js';
 import { kafkajsOf } from '../src/kafka/handle.js';
 
 const N = Number(process.argv[2] ?? 50_000);
@@ -18,6 +18,7 @@ const topic = `bench-port-consumer-${Date.now().toString(36)}`;
 
 async function consume(client: 'kafkajs' | 'platformatic', run: number): Promise<number> {
   const kafka = createKafka({ brokers: ctx.config.kafkaBrokers, clientId: `bench-${client}-${run}`, client }, ctx.logger);
+  await loadKafkaClient(kafka);
   const consumer = stageConsumer(kafka, {
     groupId: `${topic}-${client}-${run}`,
     sessionTimeoutMs: 10_000,

@@ -15,7 +15,7 @@ import { createLogger } from '../src/core/logger.js';
 import { TopicAdmin } from '../src/kafka/admin.js';
 import { createKafka } from '../src/kafka/client.js';
 import { kafkajsOf } from '../src/kafka/handle.js';
-import { transactionalProducer } from '../src/kafka/clients.js';
+import { loadKafkaClient, transactionalProducer } from '../src/kafka/clients.js';
 import type { KafkaClientKind } from '../src/kafka/port.js';
 
 const RECORDS = 50_000;
@@ -36,6 +36,7 @@ async function run(client: KafkaClientKind, i: number): Promise<number> {
   const topic = `bench-tx-producer-${client}-${i}-${suffix}`;
   await admin.create([{ name: topic, partitions: PARTITIONS, replicationFactor: 1, configs: {} }]);
   const kafka = createKafka({ ...kafkaConnection(config), client }, logger);
+  await loadKafkaClient(kafka);
   const producer = await transactionalProducer(kafka, `${topic}-tx`, 60_000).connect();
   try {
     const started = performance.now();

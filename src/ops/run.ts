@@ -16,6 +16,7 @@ import type { Config } from '../core/config.js';
 import { assertValidTopology, type TopologyProblem } from '../runtime/validate.js';
 import { TopicAdmin } from '../kafka/admin.js';
 import { untilConnected } from '../kafka/client.js';
+import { loadKafkaClient } from '../kafka/clients.js';
 import { deployedProblems } from './deploy.js';
 import type { Context } from '../app/context.js';
 
@@ -33,6 +34,7 @@ export async function runStages(ctx: Context, names: string[], file?: string): P
   // a topology that cannot work is refused before anything connects, naming its nodes
   assertValidTopology(topology, (schema) => ctx.serde.catalog.has(schema));
   const c = ctx.config;
+  await loadKafkaClient(ctx.kafka);
   const registry = createRegistry();
   const metrics = createStageMetrics(registry);
   // registered only in a process that runs a dispatcher (each metric once per registry)

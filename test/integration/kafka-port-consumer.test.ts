@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { CO_PARTITIONED, STICKY } from '../../src/kafka/assignors.js';
 import { createKafka } from '../../src/kafka/client.js';
-import { stageConsumer } from '../../src/kafka/clients.js';
+import { loadKafkaClient, stageConsumer } from '../../src/kafka/clients.js';
 import type { GroupConsumerOptions } from '../../src/kafka/consumer.js';
 import { kafkajsOf, type KafkaClient } from '../../src/kafka/handle.js';
 import { TxProducer, type InRecord } from '../../src/kafka/io.js';
@@ -105,6 +105,9 @@ function heldOf(m: Member | undefined): Record<string, number[]> {
 
 const byPartition = (rs: InRecord[], p: number): number[] => rs.filter((r) => r.partition === p).map((r) => Number(r.offset));
 const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);
+
+// the @platformatic/kafka adapter, loaded before the factories are used with it
+await loadKafkaClient('platformatic');
 
 describe.each(['kafkajs', 'platformatic'] as const)('stage consumer on %s', (client) => {
   it('(a) delivers every record once, in order per partition, with keys, headers and values intact', async () => {

@@ -10,7 +10,7 @@ import { Consumer } from '@platformatic/kafka';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/core/logger.js';
 import { kafkaConnection } from '../../src/app/context.js';
-import { eventProducer, transactionalProducer } from '../../src/kafka/clients.js';
+import { eventProducer, loadKafkaClient, transactionalProducer } from '../../src/kafka/clients.js';
 import { createKafka, type KafkaClient } from '../../src/kafka/client.js';
 import { kafkajsOf } from '../../src/kafka/handle.js';
 import { readTopic, type OutRecord } from '../../src/kafka/io.js';
@@ -56,6 +56,9 @@ function dropGroupLater(groupId: string): void {
 }
 
 const errorType = (err: unknown): string | undefined => (err as { type?: string }).type;
+
+// the @platformatic/kafka adapter, loaded before the factories are used with it
+await loadKafkaClient('platformatic');
 
 describe.each(CLIENTS)('the %s transactional producer of the client port', (client) => {
   it('publishes records and the input offset in one transaction: visible to read_committed, keys, headers and values intact, offset moved', async () => {

@@ -1,10 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { transactionalProducer } from '../../src/kafka/clients.js';
+import { loadKafkaClient, transactionalProducer } from '../../src/kafka/clients.js';
 import { createTopics, testContext, uniqueName } from '../helpers/infra.js';
 import { OffsetReader } from '../../src/kafka/lag.js';
 import { groupId, transactionalId } from '../../src/runtime/names.js';
 import { countKeys, deployChain, produce, readAll, startStage, waitUntil } from '../helpers/chain.js';
 import { waitConsumedToEnd } from '../helpers/wait.js';
+
+// the client SONIC_KAFKA_CLIENT names (the conformance project runs this file on @platformatic/kafka)
+await loadKafkaClient(testContext().kafka);
 
 describe('zombie fencing (real broker)', () => {
   it('a producer whose transactional id was taken over cannot commit: the newer owner fences it', async () => {

@@ -14,7 +14,7 @@ import { AuthenticationError, MultipleErrors, NetworkError, ProtocolError, UserE
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/core/logger.js';
 import { explainAccessError, isAccessError } from '../../src/kafka/access.js';
-import { eventProducer, transactionalProducer } from '../../src/kafka/clients.js';
+import { eventProducer, loadKafkaClient, transactionalProducer } from '../../src/kafka/clients.js';
 import { createKafka } from '../../src/kafka/client.js';
 import { normalizeError } from '../../src/kafka/platformatic/options.js';
 import { requireKip447 } from '../../src/kafka/platformatic/producer.js';
@@ -28,6 +28,9 @@ const scram = { mechanism: 'scram-sha-512', username: 'admin' };
 /** What the client reports when no bootstrap broker let it in, `cause` being why. */
 const cannotConnect = (cause: Error): Error =>
   new MultipleErrors('Cannot connect to any broker.', [new NetworkError('Connection to b:9192 failed.', { cause })]);
+
+// the @platformatic/kafka adapter, loaded before the factories are used with it
+await loadKafkaClient('platformatic');
 
 describe("explainAccessError with @platformatic/kafka's errors", () => {
   it('a wrong password (SaslAuthenticate answered SASL_AUTHENTICATION_FAILED) is KAFKA_AUTH_FAILED, not the retriable network error', () => {
