@@ -1,11 +1,13 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 /**
  * Two tiers, run together by `npx vitest run` (and `npm test`), or alone with `--project`:
  *   unit         test/unit: pure code, the topology test driver, ffmpeg and local files. It needs
  *                no broker, registry or S3 store: their settings point nowhere, and
  *                test/helpers/no-services.ts fails a test that connects to one of them.
- *   integration  test/integration and test/security: the real broker, registry and store.
+ *   integration  test/integration and test/security: the real broker, registry and store (but
+ *                the long runs of `extended`).
+ *   extended     the long runs (EXTENDED): `npm run test:extended` with conformance, after `npm test` in CI.
  *   conformance  the runtime's conformance files of test/integration again, on @platformatic/kafka.
  *   cluster      test/cluster: a private three-broker cluster it starts itself (minutes), with the
  *                shared registry and store; `npm run test:cluster`, not part of `npm test`.
@@ -15,6 +17,24 @@ const NOWHERE: Record<string, string> = {
   SCHEMA_REGISTRY_URL: 'http://127.0.0.1:1',
   SONIC_S3_ENDPOINT: 'http://127.0.0.1:1',
 };
+
+/**
+ * The long runs, beside `npm test` (CI runs them after it: `npm run test:extended`): outages of a
+ * broker lasting a minute by design, private brokers started and stopped (JVMs), the secured stack
+ * (TLS, SASL, ACLs end to end with one principal per process), the stack script's own start/stop,
+ * and the SIGKILL/SIGSTOP drills of the dispatcher and the infer workers. Each takes minutes of
+ * both cores; `npm test` keeps one functional test of every feature within its time budget.
+ */
+const EXTENDED = [
+  'test/integration/runtime-broker-outage.test.ts',
+  'test/integration/runtime-broker-health.test.ts',
+  'test/security/api-availability.test.ts',
+  'test/integration/stack.test.ts',
+  'test/integration/secure-kafka.test.ts',
+  'test/integration/pipeline-acls.test.ts',
+  'test/integration/dispatch.test.ts',
+  'test/integration/pipeline-worker.test.ts',
+];
 
 /** The exactly-once, crash, zombie, fencing-mid-backlog, retry/DLQ, store and end-to-end tests of the stage runtime. */
 const CONFORMANCE = [
@@ -55,12 +75,21 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts', 'test/security/**/*.test.ts'],
+          exclude: [...configDefaults.exclude, ...EXTENDED],
+        },
+      },
+      {
+        // the long runs (EXTENDED above): `npm run test:extended`, with the conformance project
+        extends: true,
+        test: {
+          name: 'extended',
+          include: EXTENDED,
         },
       },
       {
         // the stage runtime's conformance tests again, every process of them on the second Kafka
-        // client (@platformatic/kafka, KIP-447); `npm test` runs this project in one pool with the
-        // integration tier, which runs the same files on kafkajs
+        // client (@platformatic/kafka, KIP-447); `npm run test:extended` runs this project in one
+        // pool with the long runs (the integration tier runs the same files on kafkajs)
         extends: true,
         test: {
           name: 'conformance',
