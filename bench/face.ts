@@ -14,8 +14,13 @@
  * largest picture.
  *
  * Pictures: the astronaut photograph (512², python3-skimage), the generated portrait (640×800
- * JPEG), the astronaut enlarged to 2048² and to 4096×3072 (a phone photo's size: the detector
- * reads it scaled to 1024 px), and a landscape without a face.
+ * JPEG), the astronaut enlarged to 2048², to 4096×3072 (a phone photo's size: the detector reads
+ * it scaled to 1024 px) and to 4096×6100 (25 MP, the largest picture validate accepts by default,
+ * SONIC_MAX_IMAGE_PIXELS: the decode's memory peak is measured on it), and a landscape without a face.
+ *
+ * Verdict: a picture meets the target when the 95th percentile of the whole call (decode and
+ * model) is at most 500 ms; the run exits 1 when a picture misses it or the worst memory (the
+ * process's peak and four 25 MP decodes at once) exceeds the stage's limit.
  *
  *   node --import tsx bench/face.ts [--runs 10]
  *   npm run bench:face
@@ -44,6 +49,7 @@ try {
     ['portrait 640×800 jpg', join(dir, 'portrait.jpg')],
     ['astronaut 2048×2048 jpg', join(dir, 'a2048.jpg')],
     ['astronaut 4096×3072 jpg', join(dir, 'a4096.jpg')],
+    ['astronaut 4096×6100 jpg (25 MP)', join(dir, 'a25mp.jpg')],
     ['landscape 640×480 png (no face)', join(dir, 'landscape.png')],
   ];
   await makePortrait(join(dir, 'portrait.jpg'), { width: 640, height: 800 });
@@ -60,6 +66,18 @@ try {
     '3',
     join(dir, 'a4096.jpg'),
   ]);
+  execFileSync('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-i',
+    astronaut,
+    '-vf',
+    'scale=4096:4096:flags=lanczos,pad=4096:6100:0:1024',
+    '-q:v',
+    '3',
+    join(dir, 'a25mp.jpg'),
+  ]);
   landscape(join(dir, 'landscape.png'));
 
   const rssBefore = process.memoryUsage().rss;
@@ -69,6 +87,7 @@ try {
   const rssLoaded = process.memoryUsage().rss;
 
   const rows: string[][] = [];
+  let missed = 0;
   const results: Record<string, unknown>[] = [];
   for (const [name, path] of pictures) {
     const model: number[] = [];
@@ -88,7 +107,10 @@ try {
     const m = summarise(model);
     const w = summarise(total);
     const u = summarise(cpu);
-    results.push({ picture: name, faces, detect_ms: m, detect_p95_ms: percentile(model, 95), cpu_ms: u, total_ms: w });
+    const totalP95 = percentile(total, 95);
+    const met = totalP95 <= TARGET_MS;
+    if (!met) missed++;
+    results.push({ picture: name, faces, detect_ms: m, detect_p95_ms: percentile(model, 95), cpu_ms: u, total_ms: w, total_p95_ms: totalP95, met });
     rows.push([
       name,
       String(faces),
@@ -96,7 +118,8 @@ try {
       percentile(model, 95).toFixed(0),
       u.median.toFixed(0),
       w.median.toFixed(0),
-      Math.min(m.median, u.median) <= TARGET_MS ? 'yes' : 'NO',
+      totalP95.toFixed(0),
+      met ? 'yes' : 'NO',
     ]);
   }
 
@@ -106,15 +129,29 @@ try {
   const concurrentMs = performance.now() - t1;
 
   const rssPeak = process.resourceUsage().maxRSS * 1024;
-  const ffmpegPeak = ffmpegPeakBytes(pictures[3]![1]);
+  const ffmpegPeak = ffmpegPeakBytes(join(dir, 'a25mp.jpg'));
   const limit = memoryBytes(preprocess.resources?.limits?.memory ?? '0');
-  // four decodes at once (concurrency 4) next to the process at its peak
+  // four decodes of the largest accepted picture at once (concurrency 4) next to the process at its peak
   const worst = rssPeak + 4 * ffmpegPeak;
 
   const load = loadavg().map((l) => l.toFixed(1));
   console.log(`\nface detector: load + check ${loadMs.toFixed(0)} ms; ${runs} runs per picture; target ≤ ${TARGET_MS} ms per detection`);
   console.log(`machine load average ${load.join(' / ')} (1/5/15 min) on ${cpus().length} cores: wall times grow with it, CPU time does not\n`);
-  console.log(table(['picture', 'faces', 'detect ms (median)', 'detect ms (p95)', 'CPU ms (median)', 'with decode ms (median)', `≤ ${TARGET_MS} ms`], rows));
+  console.log(
+    table(
+      [
+        'picture',
+        'faces',
+        'model ms (median)',
+        'model ms (p95)',
+        'CPU ms (median)',
+        'with decode ms (median)',
+        'with decode ms (p95)',
+        `p95 ≤ ${TARGET_MS} ms`,
+      ],
+      rows,
+    ),
+  );
   console.log(`\nfour pictures at once (preprocess concurrency 4): ${concurrentMs.toFixed(0)} ms`);
   console.log(
     table(
@@ -123,7 +160,7 @@ try {
         ['process RSS before loading', String(mb(rssBefore))],
         ['process RSS with the model loaded', String(mb(rssLoaded))],
         ['process peak RSS (maxRSS)', String(mb(rssPeak))],
-        ['one ffmpeg decode of the 4096×3072 JPEG, peak', String(mb(ffmpegPeak))],
+        ['one ffmpeg decode of the 25 MP JPEG, peak', String(mb(ffmpegPeak))],
         ['process peak + 4 such decodes', String(mb(worst))],
         ['preprocess memory limit (Kubernetes)', String(mb(limit))],
       ],
@@ -146,7 +183,9 @@ try {
     },
   });
   console.log(`\nsaved ${path}`);
-  if (worst > limit) process.exitCode = 1;
+  if (missed > 0) console.log(`\n${missed} picture(s) above ${TARGET_MS} ms at the 95th percentile`);
+  if (worst > limit) console.log(`\nworst memory ${mb(worst)} MiB is above the limit of ${mb(limit)} MiB`);
+  if (worst > limit || missed > 0) process.exitCode = 1;
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
