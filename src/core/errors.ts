@@ -70,7 +70,10 @@ export const ERROR_CODES = {
   INTERNAL: { retryable: false, doc: 'A bug: an unexpected exception.' },
   // HTTP API answers
   UNAUTHORIZED: { retryable: false, doc: 'The API key is missing or wrong.' },
-  FORBIDDEN: { retryable: false, doc: "The resource belongs to another tenant, or lies outside the caller's own upload area." },
+  FORBIDDEN: {
+    retryable: false,
+    doc: "The resource belongs to another tenant or lies outside the caller's own upload area, or the key's role does not allow the request (a read-only key submitting or uploading, a non-admin key replaying).",
+  },
   TASK_NOT_FOUND: { retryable: false, doc: 'No task has this id.' },
   VIDEO_NOT_READY: { retryable: true, doc: 'The task has not succeeded (yet).' },
   PAYLOAD_TOO_LARGE: { retryable: false, doc: 'An upload exceeds its size limit.' },
