@@ -141,8 +141,8 @@ export function TaskPage({ id }) {
   const t = data.task;
   return html`<h1>Task <code>${t.task_id}</code> <${Reconnecting} status=${live} /></h1>
     <p class="summary">
-      <span class=${`state s-${t.state}`} id="task-state">${t.state}</span> ${t.tenant_id ? html` · tenant ${t.tenant_id}` : null} · created
-      ${fmtTime(t.created_at)} · updated ${fmtTime(t.updated_at)}
+      <span class=${`state s-${t.state}`} id="task-state">${t.state}</span> ${t.tenant_id ? html` · tenant ${t.tenant_id}` : null}
+      ${` · created ${fmtTime(t.created_at)}`} · updated ${fmtTime(t.updated_at)}
       ${t.progress != null && t.state !== 'SUCCEEDED' ? html` · ${Math.round(t.progress * 100)} %` : null}
     </p>
     ${t.error ? html`<p class="error"><b>${t.error.code}</b> ${t.error.message}</p>` : null}
