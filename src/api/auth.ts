@@ -32,6 +32,15 @@ declare module 'fastify' {
 export type KeyRole = 'tenant' | 'read' | 'admin';
 export const KEY_ROLES: readonly KeyRole[] = ['tenant', 'read', 'admin'];
 
+/**
+ * Throws 403 FORBIDDEN for a read-only key (role=read), which sees and changes nothing: the
+ * `onRequest` of the routes that create (submit a task, upload a file), so the body is not read.
+ */
+export async function refuseReadOnly(req: FastifyRequest): Promise<void> {
+  if (req.role === 'read')
+    throw new SonicError('FORBIDDEN', 'a read-only key (role=read) cannot submit tasks or upload files; use a tenant or admin key', { safe: true });
+}
+
 /** One configured key. */
 export interface ApiKey {
   tenant: string;

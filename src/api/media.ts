@@ -7,6 +7,7 @@
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { Config } from '../core/config.js';
 import { SonicError } from '../core/errors.js';
+import { refuseReadOnly } from './auth.js';
 import type { BlobStore } from '../blob/store.js';
 import { inspectLimits, inspectMedia } from '../media/inspect.js';
 import type { MediaRef } from '../domain/records.js';
@@ -47,6 +48,7 @@ export function uploadRoutes(deps: UploadRouteDeps): FastifyPluginAsync {
     app.post(
       '/uploads',
       {
+        onRequest: refuseReadOnly,
         schema: {
           summary: 'Upload a file to reference in a JSON submit',
           description:

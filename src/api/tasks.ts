@@ -8,6 +8,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import { Gauge, type Registry } from 'prom-client';
 import { publicApiUrl, type Config } from '../core/config.js';
 import { SonicError } from '../core/errors.js';
+import { refuseReadOnly } from './auth.js';
 import type { Logger } from '../core/logger.js';
 import { taskKey, type BlobStore } from '../blob/store.js';
 import { childTraceparent } from '../runtime/headers.js';
@@ -332,6 +333,7 @@ export function taskRoutes(deps: TaskRouteDeps): FastifyPluginAsync {
     app.post(
       '/tasks',
       {
+        onRequest: refuseReadOnly,
         bodyLimit: 65_536,
         schema: {
           summary: 'Submit a task',

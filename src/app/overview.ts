@@ -6,7 +6,7 @@
  * report on their metrics endpoints (src/app/stage-metrics.ts). One sampler serves every viewer
  * (see `shareOverview`); it reads Kafka and the endpoints once per interval, never per viewer.
  */
-import { EMPTY, Observable, ReplaySubject, catchError, concatMap, defer, finalize, from, share, timer } from 'rxjs';
+import { EMPTY, Observable, ReplaySubject, catchError, defer, exhaustMap, finalize, from, share, timer } from 'rxjs';
 import { OffsetReader } from '../kafka/lag.js';
 import { findStage, type StageSpec, type Topology } from '../runtime/topology.js';
 import type { Context } from './context.js';
@@ -148,7 +148,11 @@ export function buildOverview(
   return { at: report.at.toISOString(), intervalSeconds: seconds, metrics: { targets: now.targets, answered: now.answered }, stages };
 }
 
-/** A snapshot every `intervalMs` (the first at once, without rates), until unsubscribed. */
+/**
+ * A snapshot every `intervalMs` (the first at once, without rates), until unsubscribed. A tick that
+ * comes while a snapshot is still being built (slow metrics endpoints, a slow broker) is skipped,
+ * so snapshots never queue up behind each other.
+ */
 export function overview$(ctx: Context, topology: Topology, o: OverviewOptions): Observable<Overview> {
   return defer(() => {
     const reader = new OffsetReader(ctx.kafka);
@@ -156,7 +160,7 @@ export function overview$(ctx: Context, topology: Topology, o: OverviewOptions):
     const windowMs = o.windowMs ?? 60_000;
     let history: MetricsReading[] = [];
     return lagSamples$(ctx, topology, o.intervalMs).pipe(
-      concatMap((report) =>
+      exhaustMap((report) =>
         from(
           (async () => {
             const [now] = await Promise.all([
@@ -189,6 +193,6 @@ export function overview$(ctx: Context, topology: Topology, o: OverviewOptions):
  * One sampler for every viewer: it starts with the first subscriber, replays the latest snapshot
  * to each new one, and stops `idleMs` after the last one left.
  */
-export function shareOverview(source: Observable<Overview>, idleMs = 30_000): Observable<Overview> {
-  return source.pipe(share({ connector: () => new ReplaySubject<Overview>(1), resetOnRefCountZero: () => timer(idleMs), resetOnError: true }));
+export function shareOverview<T extends Overview>(source: Observable<T>, idleMs = 30_000): Observable<T> {
+  return source.pipe(share({ connector: () => new ReplaySubject<T>(1), resetOnRefCountZero: () => timer(idleMs), resetOnError: true }));
 }

@@ -4,10 +4,23 @@
  * p50/p99, records in flight, retries and dead letters sent per second. The expositions come from
  * the endpoints in SONIC_CONSOLE_METRICS_URLS: each stage process's /metrics, or a Prometheus
  * server's /federate that already scrapes them (one URL for every replica of every stage, however
- * many there are). Counters and histograms are summed over the processes; rates and quantiles are
- * taken over the change between two readings, so a process that restarted (its counters reset)
- * counts from zero again. See docs/console.md ("Where the figures come from").
+ * many there are). Rates and quantiles are taken over the change between two readings of each
+ * series (endpoint and full label set) and then summed over the processes: a series below its last
+ * reading (a process restarted) counts from zero, one that vanished (a replica gone) adds nothing.
+ * See docs/console.md ("Where the figures come from").
  */
+
+/** One counter series (a records count, a histogram bucket or sum) of one endpoint. */
+export interface CounterSeries {
+  endpoint: string;
+  kind: 'records' | 'bucket' | 'sum';
+  /** The `outcome` of a records count, the upper bound of a bucket. */
+  outcome?: string;
+  le?: number;
+  value: number;
+  /** The series of one process's metric (its labels but `outcome` and `le`): they restart together. */
+  group: string;
+}
 
 /** One stage's series, summed over every process of one reading. */
 export interface StageSeries {
@@ -18,6 +31,10 @@ export interface StageSeries {
   /** sonicflow_handler_duration_seconds_sum. */
   handlerSeconds: number;
   inFlight: number;
+  /** Every counter series behind the sums, by endpoint, metric and full label set: rates difference these. */
+  counters: Map<string, CounterSeries>;
+  /** The endpoints this stage's series came from. */
+  endpoints: Set<string>;
 }
 
 /** A reading of every endpoint: the series per stage, and how many endpoints answered. */
@@ -52,8 +69,8 @@ function labelsOf(text: string): Record<string, string> {
   return out;
 }
 
-/** Adds the stage series of one Prometheus text exposition to `into`. */
-export function parseExposition(text: string, into: Map<string, StageSeries>): void {
+/** Adds the stage series of one Prometheus text exposition, read from `endpoint`, to `into`. */
+export function parseExposition(text: string, into: Map<string, StageSeries>, endpoint = ''): void {
   for (const line of text.split('\n')) {
     const m = LINE.exec(line);
     if (!m) continue;
@@ -61,14 +78,35 @@ export function parseExposition(text: string, into: Map<string, StageSeries>): v
     const value = Number(m[3]);
     if (!labels.stage || !Number.isFinite(value)) continue;
     let s = into.get(labels.stage);
-    if (!s) into.set(labels.stage, (s = { records: {}, buckets: new Map(), handlerSeconds: 0, inFlight: 0 }));
-    if (m[1] === 'sonicflow_records_total') s.records[labels.outcome ?? ''] = (s.records[labels.outcome ?? ''] ?? 0) + value;
-    else if (m[1] === 'sonicflow_in_flight_records') s.inFlight += value;
-    else if (m[1] === 'sonicflow_handler_duration_seconds_sum') s.handlerSeconds += value;
-    else {
+    if (!s) into.set(labels.stage, (s = { records: {}, buckets: new Map(), handlerSeconds: 0, inFlight: 0, counters: new Map(), endpoints: new Set() }));
+    s.endpoints.add(endpoint);
+    let series: Omit<CounterSeries, 'endpoint' | 'value' | 'group'>;
+    if (m[1] === 'sonicflow_in_flight_records') {
+      s.inFlight += value;
+      continue;
+    } else if (m[1] === 'sonicflow_records_total') {
+      s.records[labels.outcome ?? ''] = (s.records[labels.outcome ?? ''] ?? 0) + value;
+      series = { kind: 'records', outcome: labels.outcome ?? '' };
+    } else if (m[1] === 'sonicflow_handler_duration_seconds_sum') {
+      s.handlerSeconds += value;
+      series = { kind: 'sum' };
+    } else {
       const le = labels.le === '+Inf' ? Number.POSITIVE_INFINITY : Number(labels.le);
-      if (!Number.isNaN(le)) s.buckets.set(le, (s.buckets.get(le) ?? 0) + value);
+      if (Number.isNaN(le)) continue;
+      s.buckets.set(le, (s.buckets.get(le) ?? 0) + value);
+      series = { kind: 'bucket', le };
     }
+    const id = (omit: string[]): string =>
+      Object.entries(labels)
+        .filter(([k]) => !omit.includes(k))
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .map(([k, v]) => `${k}=${v}`)
+        .join(',');
+    const key = `${endpoint}\n${m[1]}{${id([])}}`;
+    const group = `${endpoint}\n${series.kind === 'records' ? 'records' : 'handler'}{${id(['outcome', 'le'])}}`;
+    const known = s.counters.get(key);
+    if (known) known.value += value;
+    else s.counters.set(key, { ...series, endpoint, value, group });
   }
 }
 
@@ -85,8 +123,8 @@ export async function readMetrics(urls: readonly string[], timeoutMs = 2000): Pr
     }),
   );
   const stages = new Map<string, StageSeries>();
+  texts.forEach((t, i) => t !== undefined && parseExposition(t, stages, urls[i]));
   const answered = texts.filter((t) => t !== undefined);
-  for (const t of answered) parseExposition(t, stages);
   return { at: Date.now(), answered: answered.length, targets: urls.length, stages, texts: answered };
 }
 
@@ -114,8 +152,27 @@ export function bucketQuantile(q: number, buckets: Map<number, number>): number 
   return lower;
 }
 
-/** Counter change between readings; a counter below its last reading (a process restarted) counts from zero. */
-const delta = (now: number, before: number): number => (now < before ? now : now - before);
+/**
+ * What the counters of `now` grew by since `before` (everything since the processes started
+ * without it), taken per series and then summed: a series below its last reading (its process
+ * restarted) counts from zero, and so do the other series of its process and metric; a series that vanished (a replica gone) adds nothing; a new series
+ * of an endpoint read before (a new replica behind a /federate, a first outcome) counts from zero,
+ * one of an endpoint that did not answer before has no baseline and adds nothing yet.
+ */
+export function increase(now: StageSeries, before: StageSeries | undefined): Pick<StageSeries, 'records' | 'buckets' | 'handlerSeconds'> {
+  const out = { records: {} as Record<string, number>, buckets: new Map<number, number>(), handlerSeconds: 0 };
+  const restarted = new Set<string>();
+  for (const [key, c] of now.counters) if (c.value < (before?.counters.get(key)?.value ?? 0)) restarted.add(c.group);
+  for (const [key, c] of now.counters) {
+    const was = before?.counters.get(key)?.value;
+    const d = !before || restarted.has(c.group) ? c.value : was === undefined ? (before.endpoints.has(c.endpoint) ? c.value : 0) : c.value - was;
+    if (c.kind === 'records') out.records[c.outcome!] = (out.records[c.outcome!] ?? 0) + d;
+    else if (c.kind === 'sum') out.handlerSeconds += d;
+    else out.buckets.set(c.le!, (out.buckets.get(c.le!) ?? 0) + d);
+  }
+  for (const le of now.buckets.keys()) if (!out.buckets.has(le)) out.buckets.set(le, 0);
+  return out;
+}
 
 /**
  * A stage's figures: rates from the change since `previous` over `seconds` (null without it), the
@@ -133,17 +190,12 @@ export function stageRuntime(now: StageSeries | undefined, previous: StageSeries
       meanHandlerSeconds: null,
       inFlight: 0,
     };
-  const total = (s: StageSeries): number => Object.values(s.records).reduce((a, v) => a + v, 0);
-  // fewer records in all than before: a process restarted, its counters count from zero
-  const since = previous && total(now) >= total(previous) ? previous : undefined;
-  const rate = (outcomes: string[]): number | null =>
-    seconds === null || !previous ? null : outcomes.reduce((a, o) => a + delta(now.records[o] ?? 0, since?.records[o] ?? 0), 0) / seconds;
-  const inf = (s: StageSeries): number => s.buckets.get(Number.POSITIVE_INFINITY) ?? 0;
-  const from = windowStart && inf(now) >= inf(windowStart) ? windowStart : undefined;
-  const window = new Map<number, number>();
-  for (const [le, c] of now.buckets) window.set(le, from ? Math.max(0, c - (from.buckets.get(le) ?? 0)) : c);
-  const count = inf(now) - (from ? inf(from) : 0);
-  const sum = now.handlerSeconds - (from?.handlerSeconds ?? 0);
+  const handled = previous ? increase(now, previous).records : {};
+  const rate = (outcomes: string[]): number | null => (seconds === null || !previous ? null : outcomes.reduce((a, o) => a + (handled[o] ?? 0), 0) / seconds);
+  const w = increase(now, windowStart);
+  const window = w.buckets;
+  const count = window.get(Number.POSITIVE_INFINITY) ?? 0;
+  const sum = w.handlerSeconds;
   return {
     recordsPerSecond: rate(Object.keys(now.records)),
     retriesPerSecond: rate(['retry']),

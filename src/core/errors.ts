@@ -70,7 +70,10 @@ export const ERROR_CODES = {
   INTERNAL: { retryable: false, doc: 'A bug: an unexpected exception.' },
   // HTTP API answers
   UNAUTHORIZED: { retryable: false, doc: 'The API key is missing or wrong.' },
-  FORBIDDEN: { retryable: false, doc: "The resource belongs to another tenant, or lies outside the caller's own upload area." },
+  FORBIDDEN: {
+    retryable: false,
+    doc: "The resource belongs to another tenant or lies outside the caller's own upload area, or the key's role does not allow the request (a read-only key submitting or uploading, a non-admin key replaying).",
+  },
   TASK_NOT_FOUND: { retryable: false, doc: 'No task has this id.' },
   VIDEO_NOT_READY: { retryable: true, doc: 'The task has not succeeded (yet).' },
   PAYLOAD_TOO_LARGE: { retryable: false, doc: 'An upload exceeds its size limit.' },
@@ -204,4 +207,37 @@ export function publicError(err: unknown): PublicError {
   const message = typeof (e as Partial<SonicError>).publicMessage === 'string' ? e.publicMessage : ERROR_CODES[e.code].doc;
   const details = Object.fromEntries(Object.entries(e.details ?? {}).filter(([k]) => PUBLIC_DETAIL_KEYS.has(k)));
   return { code: e.code, message, retryable: e.retryable, ...(Object.keys(details).length ? { details } : {}) };
+}
+
+const lastSegment = (path: string): string =>
+  path
+    .replace(/[\\/]+$/, '')
+    .split(/[\\/]/)
+    .pop() || '[path]';
+
+/**
+ * A text cleaned of the machine's internals, for what operators read outside logs (the console's
+ * dead letters: error messages and every string of a decoded record): an `s3://bucket/key` URI
+ * becomes the blob key, a `file:` URI or an absolute path (POSIX, `~/…`, `C:\…`) its last segment,
+ * a URL's user and password `[credentials]`, a `host:port` (brokers, registries, runners) `[host]`,
+ * and a traceback or stack trace is cut to `[traceback]`. Logs and DLQ headers keep the original.
+ */
+export function scrubInternals(text: string): string {
+  return (
+    text
+      // a Python traceback (a runner's stderr) and JavaScript stack frames: everything after them
+      .replace(/\s*Traceback \(most recent call last\)[\s\S]*$/, ' [traceback]')
+      .replace(/\r?\n\s+at\s[\s\S]*$/, ' [traceback]')
+      .replace(/\bs3a?:\/\/[^/\s'"]*\/?([^\s'"]*)/gi, (_, key: string) => key || '[bucket]')
+      .replace(/\bfile:(?:\/\/)?([^\s'"]*)/gi, (_, path: string) => lastSegment(path))
+      .replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/@'"]*@/gi, '$1[credentials]@')
+      .replace(/(?<![\w.-])(?:\[[0-9a-f:.]+\]|\d{1,3}(?:\.\d{1,3}){3}|[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)*):\d{2,5}\b/gi, '[host]')
+      .replace(/(?<![\w.:/\]~-])~?(?:\/[^\s/'"`,;:()|<>]+)+\/?/g, lastSegment)
+      .replace(/(?<![\w])[a-z]:\\[^\s'"`,;|<>]+/gi, lastSegment)
+  );
+}
+
+/** The client-safe text of an error code read back from a record (DLQ headers); unknown codes read as INTERNAL. */
+export function publicMessageOf(code: string): string {
+  return isErrorCode(code) ? ERROR_CODES[code].doc : ERROR_CODES.INTERNAL.doc;
 }

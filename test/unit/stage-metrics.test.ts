@@ -54,4 +54,35 @@ describe("the stages' runtime figures from their Prometheus expositions", () => 
     expect(stageRuntime(read(exposition(5)), read(exposition(11)), 10).recordsPerSecond).toBeCloseTo(0.5);
     expect(stageRuntime(read(exposition(5)), undefined, null).recordsPerSecond).toBeNull();
   });
+
+  it('a replica that disappears takes its counters with it instead of counting everything again', () => {
+    const reading = (parts: [endpoint: string, text: string][]) => {
+      const m = new Map<string, StageSeries>();
+      for (const [endpoint, text] of parts) parseExposition(text, m, endpoint);
+      return m.get('validate')!;
+    };
+    const ok = (n: number, instance = '') => `sonicflow_records_total{stage="validate",outcome="ok"${instance}} ${n}`;
+    // one /metrics per process: b is gone, a handled 2 records over 10 s
+    const before = reading([
+      ['http://a/metrics', ok(10000)],
+      ['http://b/metrics', ok(10000)],
+    ]);
+    expect(stageRuntime(reading([['http://a/metrics', ok(10002)]]), before, 10).recordsPerSecond).toBeCloseTo(0.2);
+    // behind one /federate: the series differ by their labels
+    const fed = (...xs: [string, number][]) => reading([['http://prom/federate', xs.map(([i, n]) => ok(n, `,instance="${i}"`)).join('\n')]]);
+    expect(stageRuntime(fed(['a', 10002]), fed(['a', 10000], ['b', 10000]), 10).recordsPerSecond).toBeCloseTo(0.2);
+    // b restarted (fell to 3) and a new replica c handled 5: 2 + 3 + 5
+    expect(stageRuntime(fed(['a', 10002], ['b', 3], ['c', 5]), fed(['a', 10000], ['b', 10000]), 10).recordsPerSecond).toBeCloseTo(1);
+    // an endpoint that did not answer before has no baseline yet
+    expect(
+      stageRuntime(
+        reading([
+          ['http://a/metrics', ok(10002)],
+          ['http://c/metrics', ok(700)],
+        ]),
+        reading([['http://a/metrics', ok(10000)]]),
+        10,
+      ).recordsPerSecond,
+    ).toBeCloseTo(0.2);
+  });
 });

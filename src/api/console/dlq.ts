@@ -5,7 +5,7 @@
  * Reading, selecting and replaying are src/app/dlq.ts, the code `sonicflow dlq` runs.
  */
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
-import { SonicError } from '../../core/errors.js';
+import { SonicError, publicMessageOf, scrubInternals } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { InRecord } from '../../kafka/io.js';
 import { HEADERS } from '../../runtime/headers.js';
@@ -21,7 +21,10 @@ export interface DeadLetters {
   replay(stage: string, picked: InRecord[]): Promise<void>;
 }
 
-/** A dead letter as the console shows it: no stack traces, no local file paths. */
+/**
+ * A dead letter as the console shows it: the public message of its code, and headers without the
+ * stack, every value scrubbed of paths, buckets, credentials and hosts ({@link scrubInternals}).
+ */
 export interface DeadLetterView {
   position: string;
   task_id: string | null;
@@ -34,9 +37,9 @@ export interface DeadLetterView {
   headers: Record<string, string>;
 }
 
-/** Local paths (a filesystem blob store's `file:` URIs) are cut to their last two segments. */
+/** A decoded record or headers for the console: every string scrubbed ({@link scrubInternals}), bytes as their length. */
 export function redact(value: unknown): unknown {
-  if (typeof value === 'string') return /^file:/.test(value) ? `file:…/${value.split('/').slice(-2).join('/')}` : value;
+  if (typeof value === 'string') return scrubInternals(value);
   if (Array.isArray(value)) return value.map(redact);
   if (value instanceof Date) return value.toISOString();
   if (Buffer.isBuffer(value)) return `(${value.length} bytes)`;
@@ -46,15 +49,17 @@ export function redact(value: unknown): unknown {
 
 export function deadLetterView(r: InRecord): DeadLetterView {
   const h = r.headers;
+  const code = h[HEADERS.errorCode] ?? 'UNKNOWN';
   const headers = Object.fromEntries(Object.entries(h).filter(([k]) => k !== HEADERS.errorStack));
   return {
     position: `${r.partition}:${r.offset}`,
     task_id: r.key,
-    code: h[HEADERS.errorCode] ?? 'UNKNOWN',
+    code,
     reason: h[HEADERS.dlqReason] ?? null,
     attempt: h[HEADERS.attempt] ? Number(h[HEADERS.attempt]) : null,
     failed_at: h[HEADERS.failedAtMs] ? new Date(Number(h[HEADERS.failedAtMs])).toISOString() : null,
-    message: (h[HEADERS.errorMessage] ?? '').slice(0, 500),
+    // the raw message (paths, hosts, a runner's stderr) stays in the DLQ for `sonicflow dlq`
+    message: publicMessageOf(code),
     replays: Number(h[HEADERS.replayCount] ?? 0),
     headers: redact(headers) as Record<string, string>,
   };

@@ -8,7 +8,7 @@
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import { firstValueFrom, map, timeout, type Observable } from 'rxjs';
 import { SonicError } from '../../core/errors.js';
-import type { Overview } from '../../app/overview.js';
+import { shareOverview, type Overview } from '../../app/overview.js';
 import type { StatusView } from '../../app/status-view.js';
 import type { TopologyGraph } from '../../runtime/describe.js';
 import type { EventStreams } from '../events.js';
@@ -27,8 +27,10 @@ export type OverviewView = Overview & { tasksLastHour: { counts: Record<string, 
 
 export function consoleOverviewRoutes(deps: ConsoleOverviewDeps): FastifyPluginAsync {
   const withTasks = (o: Overview): OverviewView => ({ ...o, tasksLastHour: deps.view.countByState(new Date(Date.now() - 3_600_000)) });
+  // the tasks are counted once per sample, before the sharing, however many viewers there are
+  const views$ = shareOverview(deps.overview$.pipe(map(withTasks)));
   const latest = (): Promise<OverviewView> =>
-    firstValueFrom(deps.overview$.pipe(timeout({ first: 15_000 }), map(withTasks))).catch((err: unknown) => {
+    firstValueFrom(views$.pipe(timeout({ first: 15_000 }))).catch((err: unknown) => {
       throw new SonicError('BROKER_UNAVAILABLE', 'the overview could not be sampled (broker unreachable?)', { safe: true, cause: err });
     });
   return async (app: FastifyInstance) => {
@@ -50,7 +52,7 @@ export function consoleOverviewRoutes(deps: ConsoleOverviewDeps): FastifyPluginA
       reply.hijack();
       // the latest snapshot is replayed to a new subscriber: the stream goes on from the next one
       let seen = first.at;
-      deps.streams.serve<OverviewView>(reply.raw, owner, first, deps.overview$.pipe(map(withTasks)), {
+      deps.streams.serve<OverviewView>(reply.raw, owner, first, views$, {
         matches: (o) => (o.at === seen ? false : ((seen = o.at), true)),
         isLast: () => false,
         render: (o) => JSON.stringify(o),

@@ -82,13 +82,22 @@ export function consoleTaskRoutes(deps: ConsoleTaskDeps): FastifyPluginAsync {
       let cursor = base.cursor;
       let scanned = 0;
       for (;;) {
-        const page = await view.list({ ...base, ...(cursor ? { cursor } : {}), limit: 100 }, config.apiReadWaitMs);
+        const from = cursor ? { cursor } : {};
+        const page = await view.list({ ...base, ...from, limit: 100 }, config.apiReadWaitMs);
         scanned += page.tasks.length;
-        out.push(...page.tasks.filter((e) => e.error_code === code));
+        for (const [i, e] of page.tasks.entries()) {
+          if (e.error_code !== code) continue;
+          out.push(e);
+          if (out.length < base.limit) continue;
+          // full mid-way through this scanned page: the next page starts right after this task, not
+          // after the scanned page (that would skip its matches further down)
+          const upTo = await view.list({ ...base, ...from, limit: i + 1 });
+          return { tasks: out.map(row), next_cursor: upTo.next_cursor };
+        }
         cursor = page.next_cursor ?? undefined;
-        if (out.length >= base.limit || !cursor || scanned >= MAX_SCAN) break;
+        if (!cursor || scanned >= MAX_SCAN) break;
       }
-      return { tasks: out.slice(0, base.limit).map(row), next_cursor: cursor ?? null };
+      return { tasks: out.map(row), next_cursor: cursor ?? null };
     });
 
     app.get<{ Params: { id: string } }>('/console/tasks/:id', { schema: { hide: true } }, async (req) => {

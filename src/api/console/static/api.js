@@ -63,3 +63,43 @@ export async function stream(path, onEvent, signal) {
     }
   }
 }
+
+const FIRST_RETRY_MS = 1000;
+const LONGEST_RETRY_MS = 30_000;
+
+/**
+ * `stream` kept alive: when the stream ends or fails it connects again after 1 s, doubling up to
+ * 30 s while it keeps failing (back to 1 s once an event arrives), and says so with
+ * `onStatus('reconnecting')` / `onStatus('live')`. It stops when `signal` aborts, when
+ * `done(name, data)` said the last event came, and rejects on an answer no retry fixes (400, 401,
+ * 403, 404).
+ */
+export async function follow(path, onEvent, signal, { onStatus = () => {}, done = () => false } = {}) {
+  let delay = FIRST_RETRY_MS;
+  for (;;) {
+    let finished = false;
+    try {
+      await stream(
+        path,
+        (name, data) => {
+          delay = FIRST_RETRY_MS;
+          onStatus('live');
+          onEvent(name, data);
+          if (done(name, data)) finished = true;
+        },
+        signal,
+      );
+      if (finished) return;
+    } catch (e) {
+      if (signal.aborted) return;
+      if (e instanceof ApiError && [400, 401, 403, 404].includes(e.status)) throw e;
+    }
+    if (signal.aborted) return;
+    onStatus('reconnecting');
+    await new Promise((resolve) => {
+      const t = setTimeout(resolve, delay);
+      signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+    });
+    delay = Math.min(delay * 2, LONGEST_RETRY_MS);
+  }
+}

@@ -51,6 +51,8 @@ function App() {
   if (!me) return html`<${Login} error=${error} onDone=${() => setTries(tries + 1)} />`;
   const r = route(path);
   const operator = me.role === 'read' || me.role === 'admin';
+  // a read-only key sees and changes nothing: the API refuses its submits (403)
+  const canSubmit = me.role !== 'read';
   const logout = () => (setKey(''), setMe(null));
   const nav = [
     ...(operator && me.overview
@@ -60,13 +62,13 @@ function App() {
         ]
       : []),
     ['tasks', 'Tasks'],
-    ['new', 'New task'],
+    ...(canSubmit ? [['new', 'New task']] : []),
     ...(operator ? [['dlq', 'Dead letters']] : []),
   ];
   const pages = {
     tasks: () => html`<${TaskList} me=${me} />`,
     task: () => html`<${TaskPage} me=${me} id=${r.id} />`,
-    new: () => html`<${NewTask} me=${me} />`,
+    new: () => (canSubmit ? html`<${NewTask} me=${me} />` : html`<p>A read-only key cannot submit tasks.</p>`),
     dlq: () => html`<${DeadLetters} me=${me} />`,
     overview: () => html`<${Overview} />`,
     topology: () => html`<${Topology} />`,

@@ -3,8 +3,8 @@
 // throughput chart (uPlot). One server-sent event per sample (no polling).
 import { useEffect, useRef, useState } from 'preact/hooks';
 import uPlot from 'uplot';
-import { ErrorBox, fmtMs, html } from './ui.js';
-import { stream } from './api.js';
+import { ErrorBox, Reconnecting, fmtMs, html } from './ui.js';
+import { follow } from './api.js';
 
 const STATES = ['QUEUED', 'VALIDATING', 'PREPROCESSING', 'INFERRING', 'ENCODING', 'PUBLISHING', 'SUCCEEDED', 'FAILED'];
 const COLORS = ['#2f6fde', '#1e8e3e', '#c0392b', '#8e44ad', '#d35400', '#16a085', '#7f8c8d', '#b7950b'];
@@ -59,10 +59,11 @@ export function Overview() {
   const [o, setO] = useState(null);
   const [error, setError] = useState(null);
   const [series, setSeries] = useState(null);
+  const [live, setLive] = useState('live');
   useEffect(() => {
     const stop = new AbortController();
     let data = null;
-    stream(
+    follow(
       '/v1/console/overview/events',
       (_name, snap) => {
         setO(snap);
@@ -75,13 +76,14 @@ export function Overview() {
         setSeries({ names, unit: metrics ? 'records/s' : 'offsets/s', data: data.cols.map((c) => c.slice()) });
       },
       stop.signal,
+      { onStatus: setLive },
     ).catch((e) => e.name !== 'AbortError' && setError(e));
     return () => stop.abort();
   }, []);
   if (error) return html`<${ErrorBox} error=${error} />`;
   if (!o) return html`<p class="muted">Sampling the stages…</p>`;
   const t = o.tasksLastHour;
-  return html`<h1>Overview</h1>
+  return html`<h1>Overview <${Reconnecting} status=${live} /></h1>
     <p class="muted sampled">${sampled(o)}</p>
     <section class="task-states">
       <h2>Tasks created in the last hour${t.complete ? '' : ' (first 100,000)'}</h2>

@@ -1,7 +1,7 @@
 // Tasks: the searchable, paginated list, and a task's page (stage timeline, inputs, video).
 import { useEffect, useState } from 'preact/hooks';
-import { blobUrl, get, stream } from './api.js';
-import { ErrorBox, Link, fmtMs, fmtTime, html } from './ui.js';
+import { blobUrl, follow, get } from './api.js';
+import { ErrorBox, Link, Reconnecting, fmtMs, fmtTime, html } from './ui.js';
 
 const STATES = ['', 'QUEUED', 'VALIDATING', 'PREPROCESSING', 'INFERRING', 'ENCODING', 'PUBLISHING', 'SUCCEEDED', 'FAILED'];
 
@@ -122,22 +122,27 @@ export function TaskPage({ id }) {
   const [data, setData] = useState(null);
   const [error, setError] = useState(null);
   const [tick, setTick] = useState(0);
+  const [live, setLive] = useState('live');
   useEffect(() => {
     get(`/v1/console/tasks/${id}`).then((d) => (setData(d), setError(null)), setError);
   }, [id, tick]);
   // live: every status change reloads the page's data (one stream, no polling)
   useEffect(() => {
     const stop = new AbortController();
-    stream(`/v1/console/tasks/${id}/events`, () => setTick((t) => t + 1), stop.signal).catch(() => undefined);
+    // a finished task's stream ends for good; any other end is a lost connection, reconnected
+    const done = (_n, task) => task.state === 'SUCCEEDED' || task.state === 'FAILED';
+    follow(`/v1/console/tasks/${id}/events`, () => setTick((t) => t + 1), stop.signal, { onStatus: setLive, done }).catch(
+      (e) => e.name !== 'AbortError' && setError(e),
+    );
     return () => stop.abort();
   }, [id]);
   if (error) return html`<${ErrorBox} error=${error} />`;
   if (!data) return html`<p class="muted">Loading…</p>`;
   const t = data.task;
-  return html`<h1>Task <code>${t.task_id}</code></h1>
+  return html`<h1>Task <code>${t.task_id}</code> <${Reconnecting} status=${live} /></h1>
     <p class="summary">
-      <span class=${`state s-${t.state}`} id="task-state">${t.state}</span> ${t.tenant_id ? html` · tenant ${t.tenant_id}` : null} · created
-      ${fmtTime(t.created_at)} · updated ${fmtTime(t.updated_at)}
+      <span class=${`state s-${t.state}`} id="task-state">${t.state}</span> ${t.tenant_id ? html` · tenant ${t.tenant_id}` : null}
+      ${` · created ${fmtTime(t.created_at)}`} · updated ${fmtTime(t.updated_at)}
       ${t.progress != null && t.state !== 'SUCCEEDED' ? html` · ${Math.round(t.progress * 100)} %` : null}
     </p>
     ${t.error ? html`<p class="error"><b>${t.error.code}</b> ${t.error.message}</p>` : null}

@@ -4,8 +4,8 @@
 // to its right, the status topic on the left — each stage showing its backlog and health live
 // (the overview's server-sent events).
 import { useEffect, useState } from 'preact/hooks';
-import { ErrorBox, html } from './ui.js';
-import { get, stream } from './api.js';
+import { ErrorBox, Reconnecting, html } from './ui.js';
+import { follow, get } from './api.js';
 
 const ROW = 120;
 const X = { status: 20, topic: 230, stage: 230, retry: 520, dlq: 730 };
@@ -50,10 +50,11 @@ export function Topology() {
   const [graph, setGraph] = useState(null);
   const [snap, setSnap] = useState(null);
   const [error, setError] = useState(null);
+  const [link, setLink] = useState('live');
   useEffect(() => {
     get('/v1/console/topology').then(setGraph, setError);
     const stop = new AbortController();
-    stream('/v1/console/overview/events', (_n, o) => setSnap(o), stop.signal).catch((e) => e.name !== 'AbortError' && setError(e));
+    follow('/v1/console/overview/events', (_n, o) => setSnap(o), stop.signal, { onStatus: setLink }).catch((e) => e.name !== 'AbortError' && setError(e));
     return () => stop.abort();
   }, []);
   if (error) return html`<${ErrorBox} error=${error} />`;
@@ -119,7 +120,7 @@ export function Topology() {
       } else nodes.push(html`<${Box} x=${X.stage + 40} y=${y + 100} w=${W.main - 80} h=${18} cls="topic out" title=${short(k.topic)} />`);
     }
   });
-  return html`<h1>Topology <span class="muted">${graph.name}${prefix ? ` · topics ${prefix}…` : ''}</span></h1>
+  return html`<h1>Topology <span class="muted">${graph.name}${prefix ? ` · topics ${prefix}…` : ''}</span> <${Reconnecting} status=${link} /></h1>
     <p class="muted">From the topology itself (what <code>sonicflow topology describe</code> prints); backlog, replicas and health live.</p>
     <svg class="topology" width="940" height=${height} viewBox=${`0 0 940 ${height}`} role="img" aria-label="topology graph">
       <defs>

@@ -24,5 +24,10 @@ export function ErrorBox({ error }) {
   return html`<p class="error" role="alert"><b>${error.code ?? 'ERROR'}</b> ${error.message}</p>`;
 }
 
+/** Shown while a live page's event stream is down and being reconnected. */
+export function Reconnecting({ status }) {
+  return status === 'reconnecting' ? html`<span class="reconnecting muted" role="status">reconnecting…</span>` : null;
+}
+
 export const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString() : '–');
 export const fmtMs = (ms) => (ms == null ? '–' : ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`);
