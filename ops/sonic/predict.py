@@ -2,8 +2,9 @@
 setup(), one prediction at a time.
 
 The inputs are those the `cog` infer backend sends (src/stages/backends/cog.ts): image, audio,
-min_resolution, inference_steps, dynamic_scale, expand_ratio and seed (left out for Sonic's
-default seed); `crop` is not sent by it and defaults to on, as the task record's crop_to_face.
+min_resolution, inference_steps, dynamic_scale, expand_ratio, crop (the task's crop_to_face, off
+when preprocess has already cropped the picture to the face) and seed (left out for Sonic's
+default seed). `crop` defaults to on for other callers.
 A failure raises with a message starting with its code and a phrase that
 src/stages/backends/failures.ts classifies (no face / out of memory / CUDA error).
 

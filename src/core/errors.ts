@@ -65,7 +65,7 @@ export const ERROR_CODES = {
   FACE_DETECTION_FAILED: {
     retryable: true,
     maxAttempts: 2,
-    doc: 'Face detection failed unexpectedly on this picture; the detector is loaded and checked again before the next detection (a broken model then stops the stage with MODEL_UNAVAILABLE). Retried once.',
+    doc: 'Face detection failed unexpectedly on this picture. Retried once. The model cannot be reloaded within the process, so the next detection first runs it on its check portrait; a failed check, or a second fault in the same process, is MODEL_UNAVAILABLE (the stage stops; restarting the process reloads the model).',
   },
   INTERNAL: { retryable: false, doc: 'A bug: an unexpected exception.' },
   // HTTP API answers

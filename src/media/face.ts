@@ -5,7 +5,9 @@
  *
  * The model is loaded once per process ({@link FaceDetector.shared}) and checked on a drawn
  * portrait before its first use; one detection runs at a time (the WebAssembly backend is
- * single-threaded and Human keeps per-call state). Pictures are decoded upright, scaled so their
+ * single-threaded and Human keeps per-call state). Human keeps its models in module variables, so
+ * a model that misbehaves cannot be reloaded in the process: after an unexpected fault it is
+ * checked again, and a second fault stops the stage ({@link FaceDetector.detect}). Pictures are decoded upright, scaled so their
  * long side is at most {@link DETECT_MAX_SIDE} and padded to a square, so that the detector sees
  * faces with their true proportions; every coordinate returned is in pixels of the upright
  * source picture.
@@ -15,7 +17,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { SonicError } from '../core/errors.js';
 import { decodeRgb } from './decode.js';
-import type { FaceLandmarks, Point, Rect } from './geometry.js';
+import type { FaceLandmarks, Point, Rect, RgbImage } from './geometry.js';
 import { drawPortrait } from './portrait.js';
 
 export type { FaceLandmarks, Point, Rect } from './geometry.js';
@@ -71,9 +73,18 @@ interface HumanLike {
 let shared: Promise<FaceDetector> | undefined;
 const routed = new Set<string>();
 
+/**
+ * What the detector has been through: `ok`; `suspect` after an unexpected fault (the next detection
+ * runs the check portrait first); `rechecked` once it passed that check; `broken` after a failed
+ * re-check or a second fault: every detection then throws MODEL_UNAVAILABLE.
+ */
+type Health = 'ok' | 'suspect' | 'rechecked' | 'broken';
+
 /** The face detector of this process: its model, loaded once. */
 export class FaceDetector {
   private queue: Promise<unknown> = Promise.resolve();
+  private health: Health = 'ok';
+  private brokenBy: SonicError | undefined;
 
   private constructor(private readonly human: HumanLike) {}
 
@@ -85,10 +96,14 @@ export class FaceDetector {
    *   the check picture (a deployment fault, not a task's).
    */
   static shared(): Promise<FaceDetector> {
-    shared ??= FaceDetector.load().catch((err: unknown) => {
-      shared = undefined;
-      throw err;
-    });
+    if (!shared) {
+      const loading = FaceDetector.load().catch((err: unknown) => {
+        // only this load's own failure is forgotten, never a later one's promise
+        if (shared === loading) shared = undefined;
+        throw err;
+      });
+      shared = loading;
+    }
     return shared;
   }
 
@@ -102,22 +117,30 @@ export class FaceDetector {
     } finally {
       dropEmscriptenHandlers();
     }
+    const missing = ['blazeface', 'facemesh'].filter((m) => !human.models.loaded().some((l) => l.toLowerCase().includes(m)));
+    if (missing.length) throw new SonicError('MODEL_UNAVAILABLE', `the face detection model did not pass its check: ${missing.join(', ')} missing`);
+    const detector = new FaceDetector(human);
+    // the first run compiles the kernels; it is also a check that the whole chain finds a face
+    await detector.check();
+    return detector;
+  }
+
+  /**
+   * Runs the model on a drawn portrait: it must find exactly one face.
+   *
+   * @throws SonicError `MODEL_UNAVAILABLE` when the model fails or finds another number of faces.
+   */
+  private async check(): Promise<void> {
+    const portrait = drawPortrait(192, 240);
     let found: DetectedFace[];
-    let detector: FaceDetector;
     try {
-      const missing = ['blazeface', 'facemesh'].filter((m) => !human.models.loaded().some((l) => l.toLowerCase().includes(m)));
-      if (missing.length) throw new Error(`${missing.join(', ')} missing`);
-      detector = new FaceDetector(human);
-      // the first run compiles the kernels; it is also a check that the whole chain finds a face
-      const check = drawPortrait(192, 240);
-      found = await detector.detectPixels(check, check.width, check.height, 1);
+      found = await this.infer(portrait, portrait.width, portrait.height, { x: 1, y: 1 });
     } catch (err) {
       throw new SonicError('MODEL_UNAVAILABLE', `the face detection model did not pass its check: ${(err as Error).message}`, { cause: err });
     }
     if (found.length !== 1) {
       throw new SonicError('MODEL_UNAVAILABLE', `the face detection model found ${found.length} faces in its check portrait instead of 1`);
     }
-    return detector;
   }
 
   /**
@@ -125,8 +148,15 @@ export class FaceDetector {
    * Detection itself cannot be interrupted: `signal` and `timeoutMs` bound the decode, and an
    * abort while waiting for the model rejects at once.
    *
+   * One unexpected fault of the model is forgiven per process: it fails this detection with
+   * `FACE_DETECTION_FAILED`, and the next detection first runs the model on the check portrait.
+   * A failed re-check, or any later fault, means the model (whose weights and WebAssembly memory
+   * live as long as the process) cannot be trusted: that detection and every later one throw
+   * `MODEL_UNAVAILABLE`, which stops the stage; restarting the process is the reload.
+   *
    * @throws SonicError `IMAGE_DECODE_FAILED` when the picture cannot be decoded;
-   *   `signal.reason` on abort.
+   *   `FACE_DETECTION_FAILED` on the first unexpected fault of the model; `MODEL_UNAVAILABLE` as
+   *   above; `signal.reason` on abort.
    */
   async detect(image: string, options: { signal?: AbortSignal; timeoutMs?: number; maxPixels?: number } = {}): Promise<FaceScan> {
     const fit = (w: number, h: number): { width: number; height: number } => {
@@ -135,42 +165,44 @@ export class FaceDetector {
     };
     const square = (w: number, h: number): { width: number; height: number } => ({ width: Math.max(w, h), height: Math.max(w, h) });
     const pic = await decodeRgb(image, { ...options, fit, pad: square });
-    const scaledWidth = fit(pic.sourceWidth, pic.sourceHeight).width;
-    const scale = pic.sourceWidth / scaledWidth;
+    // per axis: rounding each side to whole pixels scales them by slightly different factors
+    const scaled = fit(pic.sourceWidth, pic.sourceHeight);
+    const scale = { x: pic.sourceWidth / scaled.width, y: pic.sourceHeight / scaled.height };
     options.signal?.throwIfAborted();
     const started = performance.now();
     const faces = await this.detectPixels(pic, pic.sourceWidth, pic.sourceHeight, scale, options.signal);
     return { width: pic.sourceWidth, height: pic.sourceHeight, faces, detectMs: performance.now() - started };
   }
 
-  /** Runs the model on RGB pixels; coordinates are multiplied by `scale` and clamped to `width` × `height`. */
-  private detectPixels(
-    pic: { width: number; height: number; rgb: Buffer },
-    width: number,
-    height: number,
-    scale: number,
-    signal?: AbortSignal,
-  ): Promise<DetectedFace[]> {
+  /** One detection in the queue: the re-check a fault asked for, then the model, its faults counted. */
+  private detectPixels(pic: RgbImage, width: number, height: number, scale: Scale, signal?: AbortSignal): Promise<DetectedFace[]> {
     const run = async (): Promise<DetectedFace[]> => {
       signal?.throwIfAborted();
-      const tensor = this.human.tf.tensor4d(Int32Array.from(pic.rgb), [1, pic.height, pic.width, 3], 'int32');
-      try {
-        let res: Awaited<ReturnType<HumanLike['detect']>>;
+      if (this.health === 'broken') throw this.unavailable();
+      if (this.health === 'suspect') {
         try {
-          res = await this.human.detect(tensor);
-          if (res.error) throw new Error(String(res.error));
+          await this.check();
         } catch (err) {
-          // the detector may be broken: the next detection loads and checks it again (a broken model
-          // then stops the stage with MODEL_UNAVAILABLE); this task is retried once, not failed
-          shared = undefined;
-          throw new SonicError('FACE_DETECTION_FAILED', `face detection failed: ${(err as Error).message}`, { cause: err });
+          this.health = 'broken';
+          this.brokenBy = err as SonicError;
+          throw err;
         }
-        return res.face
-          .filter((f) => f.mesh.length >= 468 && f.boxScore >= MIN_FACE_SCORE && f.faceScore >= MIN_FACE_SCORE)
-          .map((f) => toFace(f.mesh, Math.min(f.boxScore, f.faceScore), scale, width, height))
-          .sort((a, b) => b.box.width * b.box.height - a.box.width * a.box.height);
-      } finally {
-        tensor.dispose();
+        this.health = 'rechecked';
+      }
+      try {
+        return await this.infer(pic, width, height, scale);
+      } catch (err) {
+        const reason = (err as Error).message;
+        if (this.health === 'rechecked') {
+          this.health = 'broken';
+          this.brokenBy = new SonicError('MODEL_UNAVAILABLE', `the face detection model failed again after passing its re-check: ${reason}`, {
+            cause: err,
+          });
+          throw this.brokenBy;
+        }
+        // this task is retried once; the detector is checked again before it serves anyone
+        this.health = 'suspect';
+        throw new SonicError('FACE_DETECTION_FAILED', `face detection failed: ${reason}`, { cause: err });
       }
     };
     const result = this.queue.then(run, run);
@@ -183,12 +215,39 @@ export class FaceDetector {
       result.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
     });
   }
+
+  /** Runs the model on RGB pixels; coordinates are multiplied by `scale` and clamped to `width` × `height`. */
+  private async infer(pic: RgbImage, width: number, height: number, scale: Scale): Promise<DetectedFace[]> {
+    // allocating the input is the model's work too: the WebAssembly heap may be what failed
+    const tensor = this.human.tf.tensor4d(Int32Array.from(pic.rgb), [1, pic.height, pic.width, 3], 'int32');
+    try {
+      const res = await this.human.detect(tensor);
+      if (res.error) throw new Error(String(res.error));
+      return res.face
+        .filter((f) => f.mesh.length >= 468 && f.boxScore >= MIN_FACE_SCORE && f.faceScore >= MIN_FACE_SCORE)
+        .map((f) => toFace(f.mesh, Math.min(f.boxScore, f.faceScore), scale, width, height))
+        .sort((a, b) => b.box.width * b.box.height - a.box.width * a.box.height);
+    } finally {
+      tensor.dispose();
+    }
+  }
+
+  private unavailable(): SonicError {
+    const why = this.brokenBy?.message ?? 'it failed';
+    return new SonicError('MODEL_UNAVAILABLE', `the face detection model is unusable until the process restarts (${why})`, { cause: this.brokenBy });
+  }
 }
 
-function toFace(mesh: number[][], score: number, scale: number, width: number, height: number): DetectedFace {
+/** Source pixels per detector pixel, per axis. */
+interface Scale {
+  x: number;
+  y: number;
+}
+
+function toFace(mesh: number[][], score: number, scale: Scale, width: number, height: number): DetectedFace {
   const pt = (i: number): Point => {
     const p = mesh[i] ?? [0, 0];
-    return { x: clamp((p[0] ?? 0) * scale, 0, width), y: clamp((p[1] ?? 0) * scale, 0, height) };
+    return { x: clamp((p[0] ?? 0) * scale.x, 0, width), y: clamp((p[1] ?? 0) * scale.y, 0, height) };
   };
   const mean = (ids: number[]): Point => {
     const ps = ids.map(pt);

@@ -4,19 +4,15 @@
  * and build (ffprobe always reports the stored size), so it is read here, ffmpeg's autorotation
  * is switched off, and the rotation is applied with explicit filters: the same result everywhere.
  */
-import { open, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { SonicError } from '../core/errors.js';
 import { DEFAULT_MAX_PIXELS, ffmpegPrologue, pixelLimitHit } from './bounds.js';
 import { failureReason, runTool } from './exec.js';
-import { exifOrientation } from './exif.js';
-import { inspectMedia } from './inspect.js';
+import { imageOrientation, inspectMedia } from './inspect.js';
 import { probe } from './probe.js';
-import { sniff, type ImageFormat } from './sniff.js';
+import type { ImageFormat } from './sniff.js';
 
-export { exifOrientation } from './exif.js';
-
-/** An APP1 segment cannot exceed 64 KiB and must precede the image data, so this much suffices. */
-const EXIF_SCAN_BYTES = 128 * 1024;
+export { imageOrientation } from './inspect.js';
 
 /** Options of {@link checkImage}. */
 export interface CheckImageOptions {
@@ -135,12 +131,14 @@ export function orientationFilters(o: number): string[] {
 }
 
 /**
- * The filters that turn a picture file upright: from its EXIF orientation for a JPEG, none
- * otherwise. Use with ffmpeg's `-noautorotate` input option, or the rotation may apply twice.
+ * The filters that turn a picture file upright: from its EXIF orientation for a JPEG (read by
+ * {@link imageOrientation}, the same walk as validation's), none otherwise. Use with ffmpeg's
+ * `-noautorotate` input option, or the rotation may apply twice.
+ *
+ * @throws SonicError as {@link imageOrientation} for a corrupt JPEG header.
  */
 export async function uprightFilters(path: string): Promise<string[]> {
-  const head = await readHead(path, EXIF_SCAN_BYTES);
-  return sniff(head)?.format === 'jpeg' ? orientationFilters(exifOrientation(head)) : [];
+  return orientationFilters(await imageOrientation(path));
 }
 
 /** Options of {@link toModelPng}. */
@@ -217,16 +215,4 @@ export async function toModelPng(input: string, output: string, options: ToModel
   if (!out.video || !(out.video.width > 0))
     throw new SonicError('IMAGE_DECODE_FAILED', `the PNG written for ${input} has no picture`, { details: { input, output } });
   return { width: out.video.width, height: out.video.height };
-}
-
-/** Reads up to `n` leading bytes of a file (fs errors, e.g. ENOENT, propagate: a missing local file is a bug). */
-async function readHead(path: string, n: number): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.alloc(n);
-    const { bytesRead } = await fh.read(buf, 0, n, 0);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
 }

@@ -109,6 +109,27 @@ export async function inspectMedia(kind: 'audio' | 'image', path: string, limits
   }
 }
 
+/**
+ * The EXIF orientation of an image file, read exactly as {@link inspectMedia} reads it: a JPEG's
+ * marker segments walked up to the first scan (SOS) with the same bounded reads, however large
+ * the segments before its Exif one (ICC profiles in APP2, XMP). The format and the sizes are not
+ * checked again: this is for files {@link inspectMedia} has accepted.
+ *
+ * @returns 1..8; 1 for PNG, WebP and any other non-JPEG, and for a JPEG without a valid tag.
+ * @throws SonicError `IMAGE_DECODE_FAILED` (client-safe) for a truncated or corrupt JPEG header,
+ *   `MEDIA_MISMATCH` for a JPEG declaring two picture sizes; fs errors propagate.
+ */
+export async function imageOrientation(path: string): Promise<number> {
+  const fh = await open(path, 'r');
+  try {
+    const r = new HeaderReader(fh, (await fh.stat()).size, 'image', path);
+    if (sniff(await r.at(0, 1024))?.format !== 'jpeg') return 1;
+    return (await jpegSize(r)).orientation;
+  } finally {
+    await fh.close();
+  }
+}
+
 function decodeCode(kind: 'audio' | 'image'): ErrorCode {
   return kind === 'audio' ? 'AUDIO_DECODE_FAILED' : 'IMAGE_DECODE_FAILED';
 }

@@ -113,7 +113,7 @@ describe('the cog backend with a Cog-compatible server', () => {
     expect(cog.cancelled).not.toContain(rec?.id);
   });
 
-  it('sends the inputs as data URIs of exactly the input bytes, the numeric parameters, and the seed only when set', async () => {
+  it('sends the inputs as data URIs of exactly the input bytes, the numeric parameters, the crop flag, and the seed only when set', async () => {
     const req = request({ seed: 42 });
     await new CogBackend(cog.url, fast).render(req);
     const rec = cog.predictions.get(`${req.taskId}-1`);
@@ -128,7 +128,13 @@ describe('the cog backend with a Cog-compatible server', () => {
     expect(image?.data.equals(readFileSync(png))).toBe(true);
     expect(audio?.data.equals(readFileSync(wav16k))).toBe(true);
     const { image: _i, audio: _a, ...numeric } = rec?.input ?? {};
-    expect(numeric).toEqual({ min_resolution: 256, inference_steps: NORMAL_STEPS, dynamic_scale: 1.2, expand_ratio: 0.6, seed: 42 });
+    expect(numeric).toEqual({ min_resolution: 256, inference_steps: NORMAL_STEPS, dynamic_scale: 1.2, expand_ratio: 0.6, crop: true, seed: 42 });
+
+    // a picture preprocess already cropped (infer then sets crop_to_face false) is not cropped again
+    const precropped = request();
+    precropped.params = { ...precropped.params, crop_to_face: false };
+    await new CogBackend(cog.url, fast).render(precropped);
+    expect(cog.predictions.get(`${precropped.taskId}-1`)?.input).toMatchObject({ crop: false });
 
     // without a seed the model picks one: the field is left out, not sent as null
     const unseeded = request({ seed: null, steps: COG_STEPS.oom });

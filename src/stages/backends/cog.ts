@@ -71,6 +71,8 @@ export class CogBackend implements InferBackend {
       inference_steps: i.params.inference_steps,
       dynamic_scale: i.params.dynamic_scale,
       expand_ratio: i.params.expand_ratio,
+      // always sent: the predictor crops by default, and infer turns this off for preprocess's crop
+      crop: i.params.crop_to_face,
       ...(seed === null ? {} : { seed }),
     };
     const budgetMs = inferenceBudgetMs(i.durationS, this.opts.timeoutBaseS, this.opts.timeoutPerAudioS);

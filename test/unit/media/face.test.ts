@@ -1,11 +1,13 @@
 /**
  * Face detection on real and drawn pictures, the face rules, and Sonic's crop.
  */
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { maxAttemptsFor } from '../../../src/core/errors.js';
-import { FaceDetector, type FaceScan, type Rect } from '../../../src/media/face.js';
+import { DETECT_MAX_SIDE, FaceDetector, type FaceScan, type Rect } from '../../../src/media/face.js';
 import { chooseFace, modelSize, sonicCrop } from '../../../src/media/face-crop.js';
+import { toModelPng } from '../../../src/media/image.js';
 import { makePortrait, type PortraitGeometry } from '../../../src/media/samples.js';
 import { astronautPng, landscape, twoAstronauts } from '../../fixtures/media/photos.js';
 import { expectSonicError, tempDir } from '../../fixtures/media/util.js';
@@ -45,6 +47,21 @@ describe('FaceDetector', () => {
     expect(l.face_oval).toHaveLength(36);
     expect(l.lips_outer).toHaveLength(20);
     expect(l.lips_inner).toHaveLength(20);
+  });
+
+  it('finds the face of a picture larger than DETECT_MAX_SIDE in source pixels: the astronaut at 2048 px gives her box ×4', async () => {
+    const big = f('astronaut2048.png');
+    execFileSync('ffmpeg', ['-v', 'error', '-y', '-i', astronautPng(), '-vf', 'scale=2048:2048:flags=lanczos', '-frames:v', '1', big]);
+    const [small, large] = [await detector.detect(astronautPng()), await detector.detect(big)];
+    expect(2048).toBeGreaterThan(DETECT_MAX_SIDE);
+    expect(large).toMatchObject({ width: 2048, height: 2048 });
+    expect(large.faces).toHaveLength(1);
+    const [a, b] = [small.faces[0]!.box, large.faces[0]!.box];
+    // the detector reads the 2048 px picture at 1024 px, twice the 512 px one: not the same pixels, so 4 % of the face's size
+    const tol = 0.04 * 4 * a.width;
+    for (const k of ['x', 'y', 'width', 'height'] as const) expect(Math.abs(b[k] - 4 * a[k])).toBeLessThan(tol);
+    expect(Math.abs(large.faces[0]!.landmarks.nose_tip.x - 4 * small.faces[0]!.landmarks.nose_tip.x)).toBeLessThan(tol);
+    expect(Math.abs(large.faces[0]!.landmarks.nose_tip.y - 4 * small.faces[0]!.landmarks.nose_tip.y)).toBeLessThan(tol);
   });
 
   it('finds no face in a landscape, and the task rule says NO_FACE_DETECTED', async () => {
@@ -105,22 +122,67 @@ describe('FaceDetector', () => {
     await expect(detector.detect(astronautPng(), { signal: ac.signal })).rejects.toBe(reason);
   });
 
-  // last in this block: it drops the process's detector
-  it('an unexpected fault of the model is FACE_DETECTION_FAILED (retried once), and the next detection loads and checks a new detector', async () => {
-    const human = (detector as unknown as { human: { detect: (input: unknown) => Promise<unknown> } }).human;
-    const detect = human.detect;
-    human.detect = () => Promise.reject(new Error('memory access out of bounds'));
-    try {
-      const err = await expectSonicError(detector.detect(astronautPng()), 'FACE_DETECTION_FAILED');
-      expect(err.message).toContain('memory access out of bounds');
-      expect(err.retryable).toBe(true);
-      expect(maxAttemptsFor(err.code)).toBe(2);
-    } finally {
-      human.detect = detect;
-    }
-    const again = await FaceDetector.shared();
-    expect(again).not.toBe(detector);
-    expect((await again.detect(astronautPng())).faces).toHaveLength(1);
+  // a detector of its own (Human's models are the process's; the health is the wrapper's), so the
+  // faults injected here leave the process's detector to the other tests
+  const ownDetector = (): Promise<FaceDetector> => (FaceDetector as unknown as { load(): Promise<FaceDetector> }).load();
+  type Patchable = { detect: (input: unknown) => Promise<unknown>; tf: { tensor4d: (...a: unknown[]) => unknown } };
+  const humanOf = (d: FaceDetector): Patchable => (d as unknown as { human: Patchable }).human;
+
+  it('an unexpected fault is FACE_DETECTION_FAILED (retried once); the next detection checks the model first, and a second fault is MODEL_UNAVAILABLE for good', async () => {
+    const own = await ownDetector();
+    const human = humanOf(own);
+    const detect = human.detect.bind(human);
+    let calls = 0;
+    let fail = true;
+    human.detect = (input) => {
+      calls++;
+      return fail ? Promise.reject(new Error('memory access out of bounds')) : detect(input);
+    };
+    const err = await expectSonicError(own.detect(astronautPng()), 'FACE_DETECTION_FAILED');
+    expect(err.message).toContain('memory access out of bounds');
+    expect(err.retryable).toBe(true);
+    expect(maxAttemptsFor(err.code)).toBe(2);
+
+    // the re-check (the drawn portrait) runs before the picture, passes, and the detector works
+    fail = false;
+    calls = 0;
+    expect((await own.detect(astronautPng())).faces).toHaveLength(1);
+    expect(calls).toBe(2);
+    calls = 0;
+    expect((await own.detect(astronautPng())).faces).toHaveLength(1);
+    expect(calls).toBe(1);
+
+    // a fault after a passed re-check: the model cannot be trusted any more, even when it answers again
+    fail = true;
+    const again = await expectSonicError(own.detect(astronautPng()), 'MODEL_UNAVAILABLE');
+    expect(again.message).toMatch(/failed again after passing its re-check: memory access out of bounds/);
+    fail = false;
+    await expectSonicError(own.detect(astronautPng()), 'MODEL_UNAVAILABLE');
+    // the process's detector is another wrapper, and still the shared one
+    expect(await FaceDetector.shared()).toBe(detector);
+    expect((await detector.detect(astronautPng())).faces).toHaveLength(1);
+  }, 120_000);
+
+  it('a fault whose re-check fails is MODEL_UNAVAILABLE, for every detection queued behind it; a failed input allocation counts as a fault', async () => {
+    const own = await ownDetector();
+    const human = humanOf(own);
+    human.tf = {
+      ...human.tf,
+      tensor4d: () => {
+        throw new RangeError('Array buffer allocation failed');
+      },
+    };
+    // three detections at once: they queue for the model as their decodes end, in no fixed order;
+    // the first in the queue faults, the second's re-check fails, the third finds the model broken
+    const settled = await Promise.allSettled([own.detect(astronautPng()), own.detect(astronautPng()), own.detect(astronautPng())]);
+    const errors = settled.map((r) => (r.status === 'rejected' ? (r.reason as Error & { code?: string }) : undefined));
+    const said = errors.map((e) => `${e?.code}: ${e?.message}`).sort();
+    expect(said).toEqual([
+      'FACE_DETECTION_FAILED: face detection failed: Array buffer allocation failed',
+      'MODEL_UNAVAILABLE: the face detection model did not pass its check: Array buffer allocation failed',
+      expect.stringMatching(/^MODEL_UNAVAILABLE: the face detection model is unusable until the process restarts/),
+    ]);
+    expect(await FaceDetector.shared()).toBe(detector);
   }, 120_000);
 });
 
@@ -196,6 +258,38 @@ describe("Sonic's crop", () => {
       expect(inside({ x: b.x + b.width / 2, y: b.y + b.height / 2 }, c)).toBe(true);
     }
   });
+
+  it.each([0.5, 0.8])(
+    "makes preprocess's model PNG around the face: at expand_ratio %f the face is found again at the centre, filling its share of the square",
+    async (ratio) => {
+      const scan = await detector.detect(astronautPng());
+      const face = chooseFace(scan, 512);
+      const crop = sonicCrop(face.box, ratio, scan.width, scan.height);
+      // as preprocess calls it
+      const out = f(`crop${ratio}.png`);
+      const size = await toModelPng(astronautPng(), out, { maxSide: 2048, crop, size: modelSize(crop.width, crop.height, 512) });
+      expect(size).toEqual({ width: 512, height: 512 });
+      const again = await detector.detect(out);
+      expect(again.faces).toHaveLength(1);
+      const b = again.faces[0]!.box;
+      // grown by `ratio` per side and squared on the shorter (width): the face is 1 / (1 + 2 ratio) of
+      // the square's width, unless the picture's border clamped the crop
+      const k = 512 / crop.width;
+      const share = face.box.width / crop.width;
+      if (crop.x > 0 && crop.y > 0 && crop.x + crop.width < scan.width && crop.y + crop.height < scan.height) {
+        expect(share).toBeCloseTo(1 / (1 + 2 * ratio), 1);
+      }
+      expect(Math.abs(b.width / 512 - share)).toBeLessThan(0.05 * share + 0.02);
+      expect(Math.abs(b.height / 512 - (face.box.height * k) / 512)).toBeLessThan(0.05 * share + 0.02);
+      // the face's centre is where the crop puts it: near the square's centre (the crop is centred on the face box)
+      const centre = { x: b.x + b.width / 2, y: b.y + b.height / 2 };
+      const expected = { x: (face.box.x + face.box.width / 2 - crop.x) * k, y: (face.box.y + face.box.height / 2 - crop.y) * k };
+      expect(Math.abs(centre.x - expected.x)).toBeLessThan(0.04 * 512);
+      expect(Math.abs(centre.y - expected.y)).toBeLessThan(0.04 * 512);
+      expect(Math.abs(centre.x - 256)).toBeLessThan(0.06 * 512);
+      expect(Math.abs(centre.y - 256)).toBeLessThan(0.06 * 512);
+    },
+  );
 
   it("sizes the model's input as Sonic: short side min_resolution, both sides multiples of 64", () => {
     expect(modelSize(186, 186, 512)).toEqual({ width: 512, height: 512 });

@@ -1,10 +1,12 @@
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { crc32 } from 'node:zlib';
 import { publicError } from '../../../src/core/errors.js';
-import { checkImage, exifOrientation, toModelPng } from '../../../src/media/image.js';
+import { decodeRgb } from '../../../src/media/decode.js';
+import { checkImage, imageOrientation, toModelPng } from '../../../src/media/image.js';
 import { probe } from '../../../src/media/probe.js';
 import { decodeStill } from '../../../src/media/render.js';
 import { makePortrait } from '../../../src/media/samples.js';
@@ -37,6 +39,18 @@ function exifSegment(orientation: number, order: 'II' | 'MM'): Buffer {
 /** Inserts `segment` right after the SOI marker of a JPEG. */
 function withSegment(jpeg: Buffer, segment: Buffer): Buffer {
   return Buffer.concat([jpeg.subarray(0, 2), segment, jpeg.subarray(2)]);
+}
+
+/** `count` APP2 segments of the largest size (an ICC profile split in chunks, as large profiles are), of random bytes. */
+function app2Segments(count: number): Buffer {
+  const parts: Buffer[] = [];
+  for (let i = 1; i <= count; i++) {
+    const payload = Buffer.concat([Buffer.from('ICC_PROFILE\0', 'latin1'), Buffer.from([i, count]), randomBytes(0xffff - 2 - 14)]);
+    const head = Buffer.from([0xff, 0xe2, 0, 0]);
+    head.writeUInt16BE(payload.length + 2, 2);
+    parts.push(head, payload);
+  }
+  return Buffer.concat(parts);
 }
 
 /** Decodes a picture (with ffmpeg, not our code) and returns a pixel reader. */
@@ -74,22 +88,33 @@ beforeAll(async () => {
   ]);
   const land = await readFile(f('land.jpg'));
   for (let o = 1; o <= 8; o++) await writeFile(f(`rot${o}.jpg`), withSegment(land, exifSegment(o, o % 2 ? 'II' : 'MM')));
+  // 192 KiB of APP2 before the Exif APP1: the orientation lies past the first 128 KiB
+  await writeFile(f('icc-rot6.jpg'), withSegment(land, Buffer.concat([app2Segments(3), exifSegment(6, 'MM')])));
   const png = await readFile(f('tiny.png'));
   await writeFile(f('truncated.png'), png.subarray(0, 40));
   await writeFile(f('text.png'), 'plain text\n');
 });
 
-describe('exifOrientation', () => {
+describe('imageOrientation', () => {
   it('reads the tag in both byte orders and defaults to 1', async () => {
-    const land = await readFile(f('land.jpg'));
-    expect(exifOrientation(land)).toBe(1);
-    for (let o = 1; o <= 8; o++) {
-      expect(exifOrientation(withSegment(land, exifSegment(o, 'MM')))).toBe(o);
-      expect(exifOrientation(withSegment(land, exifSegment(o, 'II')))).toBe(o);
+    expect(await imageOrientation(f('land.jpg'))).toBe(1);
+    for (const order of ['II', 'MM'] as const) {
+      for (let o = 1; o <= 8; o++) {
+        await writeFile(f('o.jpg'), withSegment(await readFile(f('land.jpg')), exifSegment(o, order)));
+        expect(await imageOrientation(f('o.jpg'))).toBe(o);
+      }
     }
-    expect(exifOrientation(withSegment(land, exifSegment(9, 'II')))).toBe(1);
-    expect(exifOrientation(await readFile(f('tiny.png')))).toBe(1);
-    expect(exifOrientation(withSegment(land, exifSegment(6, 'MM')).subarray(0, 20))).toBe(1); // cut mid-segment
+    await writeFile(f('o9.jpg'), withSegment(await readFile(f('land.jpg')), exifSegment(9, 'II')));
+    expect(await imageOrientation(f('o9.jpg'))).toBe(1);
+    expect(await imageOrientation(f('tiny.png'))).toBe(1);
+    await writeFile(f('cut.jpg'), withSegment(await readFile(f('land.jpg')), exifSegment(6, 'MM')).subarray(0, 20));
+    await expectSonicError(imageOrientation(f('cut.jpg')), 'IMAGE_DECODE_FAILED');
+  });
+
+  it('finds the Exif segment behind 192 KiB of APP2 (ICC profile) segments, as validation does', async () => {
+    expect((await readFile(f('icc-rot6.jpg'))).indexOf('Exif\0\0', 0, 'latin1')).toBeGreaterThan(128 * 1024);
+    expect(await imageOrientation(f('icc-rot6.jpg'))).toBe(6);
+    expect(await checkImage(f('icc-rot6.jpg'))).toMatchObject({ width: 320, height: 480, orientation: 6 });
   });
 });
 
@@ -179,6 +204,15 @@ describe('toModelPng', () => {
     const at = pixels(out, width);
     expect(isRed(at(x, y))).toBe(true);
     expect(isRed(at(width - 1 - x, height - 1 - y))).toBe(false);
+  });
+
+  it('turns a JPEG upright whose orientation comes after more than 128 KiB of APP2, for the model PNG and the face detector alike', async () => {
+    expect(await toModelPng(f('icc-rot6.jpg'), f('icc-rot6.png'))).toEqual({ width: 320, height: 480 });
+    const at = pixels(f('icc-rot6.png'), 320);
+    expect(isRed(at(300, 20))).toBe(true);
+    expect(isRed(at(20, 20))).toBe(false);
+    const fit = (w: number, h: number): { width: number; height: number } => ({ width: w / 4, height: h / 4 });
+    expect(await decodeRgb(f('icc-rot6.jpg'), { fit })).toMatchObject({ sourceWidth: 320, sourceHeight: 480, width: 80, height: 120 });
   });
 
   it('scales down to maxSide keeping the aspect, never up', async () => {
