@@ -9,7 +9,8 @@
  * header, a decompression bomb) is refused as AUDIO_TOO_LONG. Every tool run has a deadline.
  *
  * The portrait's face is found here, on the CPU, before any GPU is held (see src/media/face.ts):
- * no usable face fails the task at once (NO_FACE_DETECTED, MULTIPLE_FACES, FACE_TOO_SMALL, rules
+ * first, so that no usable face fails the task at once, before the audio is converted
+ * (NO_FACE_DETECTED, MULTIPLE_FACES, FACE_TOO_SMALL, rules
  * in src/media/face-crop.ts). With `crop_to_face` the model PNG is Sonic's square crop around the
  * face, resized to min_resolution; the face, its crop and its landmarks travel in tasks.prepared,
  * and the face and crop in the task's status.
@@ -51,8 +52,14 @@ export const preprocess = taskStage({
         const v = rec.value;
         const maxS = audioLimit(v.request, c.maxAudioSeconds);
         return withScratch(rec.key, 'preprocess', async (dir) => {
-          const audioIn = await fetchTo(deps.blob, v.request.audio, dir, 'audio');
+          // the face first: a portrait without a usable one fails before the audio is converted
           const imageIn = await fetchTo(deps.blob, v.request.image, dir, 'image');
+          const detector = await FaceDetector.shared();
+          const scan = await detector.detect(imageIn, { signal: ctx.signal, timeoutMs: mediaDeadlineMs(c), maxPixels: c.maxImagePixels });
+          ctx.logger.debug({ faces: scan.faces.length, detect_ms: Math.round(scan.detectMs) }, 'faces detected');
+          const face = chooseFace(scan, v.request.params.min_resolution);
+          const region = faceRegion(scan, face, v.request.params);
+          const audioIn = await fetchTo(deps.blob, v.request.audio, dir, 'audio');
           const flac = join(dir, 'speech.flac');
           const wav = join(dir, 'audio16k.wav');
           const png = join(dir, 'image.png');
@@ -69,11 +76,6 @@ export const preprocess = taskStage({
           }
           checkDuration(durationS, 1, maxS);
           await toModelWav(flac, wav, { maxS, signal: ctx.signal, timeoutMs: mediaDeadlineMs(c, durationS) });
-          const detector = await FaceDetector.shared();
-          const scan = await detector.detect(imageIn, { signal: ctx.signal, timeoutMs: mediaDeadlineMs(c), maxPixels: c.maxImagePixels });
-          ctx.logger.debug({ faces: scan.faces.length, detect_ms: Math.round(scan.detectMs) }, 'faces detected');
-          const face = chooseFace(scan, v.request.params.min_resolution);
-          const region = faceRegion(scan, face, v.request.params);
           const crop = region.crop ?? undefined;
           const image = await toModelPng(imageIn, png, {
             maxSide: 2048,
