@@ -21,9 +21,10 @@ const NOWHERE: Record<string, string> = {
 /**
  * The long runs, beside `npm test` (CI runs them after it: `npm run test:extended`): outages of a
  * broker lasting a minute by design, private brokers started and stopped (JVMs), the secured stack
- * (TLS, SASL, ACLs end to end with one principal per process), the stack script's own start/stop,
- * and the SIGKILL/SIGSTOP drills of the dispatcher and the infer workers. Each takes minutes of
- * both cores; `npm test` keeps one functional test of every feature within its time budget.
+ * (a second broker: TLS, SASL, the derived ACLs enforced, end to end with one principal per
+ * process), the stack script's own start/stop, and the SIGKILL/SIGSTOP drills of the dispatcher
+ * and the infer workers. Each takes minutes of both cores; `npm test` keeps the rest within its
+ * time budget (the ACLs' derivation and rendering stay there as unit tests).
  */
 const EXTENDED = [
   'test/integration/runtime-broker-outage.test.ts',
@@ -31,6 +32,7 @@ const EXTENDED = [
   'test/security/api-availability.test.ts',
   'test/integration/stack.test.ts',
   'test/integration/secure-kafka.test.ts',
+  'test/integration/acls.test.ts',
   'test/integration/pipeline-acls.test.ts',
   'test/integration/dispatch.test.ts',
   'test/integration/pipeline-worker.test.ts',
