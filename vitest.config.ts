@@ -22,9 +22,11 @@ const NOWHERE: Record<string, string> = {
  * The long runs, beside `npm test` (CI runs them after it: `npm run test:extended`): outages of a
  * broker lasting a minute by design, private brokers started and stopped (JVMs), the secured stack
  * (a second broker: TLS, SASL, the derived ACLs enforced, end to end with one principal per
- * process), the stack script's own start/stop, and the SIGKILL/SIGSTOP drills of the dispatcher
- * and the infer workers. Each takes minutes of both cores; `npm test` keeps the rest within its
- * time budget (the ACLs' derivation and rendering stay there as unit tests).
+ * process), the stack script's own start/stop, the SIGKILL/SIGSTOP drills of the dispatcher and
+ * the infer workers, a handler outliving three session timeouts and SIGTERM mid-batch, and the
+ * autoscaler's bursts (hundreds of tasks scaled up and back down). Each takes minutes of both
+ * cores; `npm test` keeps the rest within its time budget (the ACLs' derivation and rendering and
+ * the autoscaler's rule stay there as unit tests, the crash and zombie tests as integration tests).
  */
 const EXTENDED = [
   'test/integration/runtime-broker-outage.test.ts',
@@ -36,6 +38,9 @@ const EXTENDED = [
   'test/integration/pipeline-acls.test.ts',
   'test/integration/dispatch.test.ts',
   'test/integration/pipeline-worker.test.ts',
+  'test/integration/runtime-lifecycle.test.ts',
+  'test/integration/autoscale.test.ts',
+  'test/integration/autoscale-dispatch.test.ts',
 ];
 
 /** The exactly-once, crash, zombie, fencing-mid-backlog, retry/DLQ, store and end-to-end tests of the stage runtime. */

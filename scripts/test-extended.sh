@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm run test:extended`: the long runs beside `npm test` (vitest.config.ts EXTENDED: a broker's
 # outages of a minute, private brokers, the secured stack with TLS, SASL and ACLs end to end, the
-# stack script's start/stop, the dispatcher's and infer workers' kill drills) and, in the same pool,
+# stack script's start/stop, the dispatcher's and infer workers' kill drills, the stage lifecycle's
+# long handler and SIGTERM drills, the autoscaler's bursts) and, in the same pool,
 # the stage runtime's conformance tests on the second Kafka client (@platformatic/kafka, KIP-447).
 # Starts the local stack and the secured one when they are not up. Arguments go to vitest.
 set -euo pipefail
