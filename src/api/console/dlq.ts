@@ -10,7 +10,9 @@ import type { Logger } from '../../core/logger.js';
 import type { InRecord } from '../../kafka/io.js';
 import { HEADERS } from '../../runtime/headers.js';
 import type { ReplaySelection } from '../../app/dlq.js';
+import type { TaskState } from '../../domain/records.js';
 import { requireAdmin, requireOperator, type ConsoleOrigin } from './access.js';
+import { confirmReplay, planReplay, positionOf, type SkipReason, type SkippedLetter, type TaskStateOf } from './dlq-plan.js';
 
 /** The DLQ operations the console uses (src/app/dlq.ts bound to the API's context and topology). */
 export interface DeadLetters {
@@ -65,7 +67,33 @@ export function deadLetterView(r: InRecord): DeadLetterView {
   };
 }
 
-export function consoleDlqRoutes(dlq: DeadLetters, logger: Logger, origin: ConsoleOrigin): FastifyPluginAsync {
+/** A dead letter of the listing: its view, its task's state now, and whether a replay would take it by default. */
+export interface ListedLetter extends DeadLetterView {
+  task_state: TaskState | null;
+  replayable: boolean;
+}
+
+/** How many selected letters a plan leaves out, per reason. */
+function skippedCounts(skipped: SkippedLetter[]): Record<SkipReason, number> {
+  const n: Record<SkipReason, number> = { 'not-failed': 0, 'unknown-task': 0, superseded: 0 };
+  for (const s of skipped) n[s.reason]++;
+  return n;
+}
+
+/** A request's replay selection: `all`, `code`, `task_ids` (at most 1000). */
+function selectionOf(b: Record<string, unknown>): ReplaySelection {
+  const sel: ReplaySelection = {};
+  if (b.all === true) sel.all = true;
+  if (typeof b.code === 'string' && b.code !== '') sel.code = b.code;
+  if (Array.isArray(b.task_ids)) sel.taskIds = b.task_ids.filter((x): x is string => typeof x === 'string').slice(0, 1000);
+  return sel;
+}
+
+/**
+ * The console's DLQ routes. `stateOf` is a task's state in the status view: a replay leaves out
+ * the letters of tasks that are not FAILED now unless asked to `force` (./dlq-plan.ts).
+ */
+export function consoleDlqRoutes(dlq: DeadLetters, stateOf: TaskStateOf, logger: Logger, origin: ConsoleOrigin): FastifyPluginAsync {
   const stageOf = (name: string): string => {
     if (!dlq.stages.includes(name)) throw new SonicError('INVALID_REQUEST', `no stage ${name.slice(0, 64)} (stages: ${dlq.stages.join(', ')})`, { safe: true });
     return name;
@@ -75,34 +103,59 @@ export function consoleDlqRoutes(dlq: DeadLetters, logger: Logger, origin: Conso
       requireOperator(req);
       const stage = stageOf(req.params.stage);
       const records = await dlq.read(stage);
-      const letters = await Promise.all(records.map(async (r) => ({ ...deadLetterView(r), record: redact(await dlq.decode(r)) })));
+      const replayable = new Set(planReplay(records, { all: true }, stateOf, { max: Infinity }).picked);
+      const letters = await Promise.all(
+        records.map(async (r) => {
+          const listed: ListedLetter = { ...deadLetterView(r), task_state: (r.key && stateOf(r.key)) || null, replayable: replayable.has(r) };
+          return { ...listed, record: redact(await dlq.decode(r)) };
+        }),
+      );
       const byCode = new Map<string, typeof letters>();
       for (const l of letters) byCode.set(l.code, [...(byCode.get(l.code) ?? []), l]);
-      return { stage, total: letters.length, codes: [...byCode].map(([code, items]) => ({ code, count: items.length, letters: items })) };
+      return {
+        stage,
+        total: letters.length,
+        replayable: replayable.size,
+        codes: [...byCode].map(([code, items]) => ({ code, count: items.length, replayable: items.filter((l) => l.replayable).length, letters: items })),
+      };
     });
 
-    app.post<{ Params: { stage: string }; Body: { all?: unknown; code?: unknown; task_ids?: unknown; dry_run?: unknown } }>(
-      '/console/dlq/:stage/replay',
-      { schema: { hide: true } },
-      async (req) => {
-        requireAdmin(req, origin);
-        const stage = stageOf(req.params.stage);
-        const b = (req.body ?? {}) as Record<string, unknown>;
-        const sel: ReplaySelection = {};
-        if (b.all === true) sel.all = true;
-        if (typeof b.code === 'string' && b.code !== '') sel.code = b.code;
-        if (Array.isArray(b.task_ids)) sel.taskIds = b.task_ids.filter((x): x is string => typeof x === 'string').slice(0, 1000);
-        const dryRun = b.dry_run === true;
-        const picked = dlq.select(await dlq.read(stage), sel);
-        if (!dryRun) await dlq.replay(stage, picked);
-        const tasks = picked.map((r) => r.key);
-        // every action is logged with the key that did it
+    // the dry run picks the letters and lists their positions; the confirmation sends exactly
+    // those positions back, and is refused (409) if any of them would no longer be picked
+    app.post<{ Params: { stage: string }; Body: Record<string, unknown> }>('/console/dlq/:stage/replay', { schema: { hide: true } }, async (req) => {
+      requireAdmin(req, origin);
+      const stage = stageOf(req.params.stage);
+      const b = (req.body ?? {}) as Record<string, unknown>;
+      const force = b.force === true;
+      const records = await dlq.read(stage);
+      if (b.dry_run === true) {
+        const sel = selectionOf(b);
+        const plan = planReplay(records, sel, stateOf, { force });
+        const skipped = skippedCounts(plan.skipped);
         logger.info(
-          { action: dryRun ? 'dlq.replay.dry-run' : 'dlq.replay', key_id: req.keyId, tenant: req.tenant, stage, selection: sel, count: picked.length, tasks },
-          dryRun ? 'console: replay previewed' : 'console: dead letters replayed',
+          { action: 'dlq.replay.dry-run', key_id: req.keyId, tenant: req.tenant, stage, selection: sel, force, count: plan.picked.length, skipped },
+          'console: replay previewed',
         );
-        return { stage, dry_run: dryRun, count: picked.length, letters: picked.map(deadLetterView) };
-      },
-    );
+        return {
+          stage,
+          dry_run: true,
+          force,
+          count: plan.picked.length,
+          positions: plan.picked.map(positionOf),
+          letters: plan.picked.map(deadLetterView),
+          skipped,
+          remaining: plan.remaining,
+        };
+      }
+      const positions = Array.isArray(b.positions) ? b.positions.filter((x): x is string => typeof x === 'string') : [];
+      const picked = confirmReplay(records, positions, stateOf, { force });
+      await dlq.replay(stage, picked);
+      // every action is logged with the key that did it
+      logger.info(
+        { action: 'dlq.replay', key_id: req.keyId, tenant: req.tenant, stage, force, positions, count: picked.length, tasks: picked.map((r) => r.key) },
+        'console: dead letters replayed',
+      );
+      return { stage, dry_run: false, force, count: picked.length, positions, letters: picked.map(deadLetterView) };
+    });
   };
 }
