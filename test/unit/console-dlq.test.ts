@@ -1,6 +1,6 @@
 import Fastify from 'fastify';
 import { describe, expect, it } from 'vitest';
-import { consoleDlqRoutes, deadLetterView, redact, type DeadLetters } from '../../src/api/console/dlq.js';
+import { consoleDlqRoutes, deadLetterView, redact, sharedReads, type DeadLetters } from '../../src/api/console/dlq.js';
 import { confirmReplay, planReplay, positionOf, type TaskStateOf } from '../../src/api/console/dlq-plan.js';
 import { httpStatus } from '../../src/api/server.js';
 import { ERROR_CODES, scrubInternals, type SonicError } from '../../src/core/errors.js';
@@ -159,6 +159,57 @@ describe("the console's replay route", () => {
       ['SUCCEEDED', false],
       ['FAILED', true],
     ]);
+    await app.close();
+  });
+});
+
+describe("the console's reads of a DLQ", () => {
+  it('concurrent requests share one read, which answers for its ttl; a failed read or a replay is not kept', async () => {
+    let clock = 0;
+    let reads = 0;
+    let fail = false;
+    const shared = sharedReads(
+      async (stage: string) => {
+        reads++;
+        await new Promise((r) => setTimeout(r, 5));
+        if (fail) throw new Error('broker down');
+        return `${stage}#${reads}`;
+      },
+      5000,
+      () => clock,
+    );
+    expect(await Promise.all([shared.read('infer'), shared.read('infer')])).toEqual(['infer#1', 'infer#1']);
+    clock = 4999;
+    expect(await shared.read('infer')).toBe('infer#1');
+    expect(await shared.read('encode')).toBe('encode#2');
+    clock = 10_000;
+    expect(await shared.read('infer')).toBe('infer#3');
+    shared.forget('infer');
+    fail = true;
+    await expect(shared.read('infer')).rejects.toThrow('broker down');
+    fail = false;
+    expect(await shared.read('infer')).toBe('infer#5');
+  });
+
+  it('an answer shows the newest 200 letters of a code, decodes only those, and says how many there are', async () => {
+    const dlq = Array.from({ length: 250 }, (_, i) => letter(i, `t${i}`));
+    let decoded = 0;
+    const deadLetters: DeadLetters = {
+      stages: ['infer'],
+      read: async () => dlq,
+      decode: async () => (decoded++, null),
+      select: () => [],
+      replay: async () => {},
+    };
+    const app = Fastify();
+    app.decorateRequest('role', 'read');
+    await app.register(consoleDlqRoutes(deadLetters, () => 'FAILED', logger, { publicUrl: '', trustsProxy: false }));
+    const body = (await app.inject({ url: '/console/dlq/infer' })).json();
+    expect(body).toMatchObject({ total: 250, replayable: 250 });
+    expect(body.codes[0]).toMatchObject({ code: 'NO_FACE_DETECTED', count: 250, more: 50 });
+    expect(body.codes[0].letters).toHaveLength(200);
+    expect(body.codes[0].letters[0].position).toBe('0:50');
+    expect(decoded).toBe(200);
     await app.close();
   });
 });

@@ -67,6 +67,35 @@ export function deadLetterView(r: InRecord): DeadLetterView {
   };
 }
 
+/** How long one read of a stage's DLQ answers the console's requests, ms. */
+export const DLQ_READ_CACHE_MS = 5000;
+/** Most dead letters one answer shows per error code (the listing) or in all (a replay's preview). */
+export const LETTERS_SHOWN = 200;
+
+/**
+ * `read` shared per stage: concurrent callers wait for one read, and its result answers for
+ * `ttlMs` after it ended (a failed read is not kept). `forget(stage)` drops it (after a replay).
+ */
+export function sharedReads<T>(read: (stage: string) => Promise<T>, ttlMs: number, now: () => number = Date.now) {
+  const reads = new Map<string, { p: Promise<T>; until: number }>();
+  return {
+    read(stage: string): Promise<T> {
+      const cached = reads.get(stage);
+      if (cached && now() < cached.until) return cached.p;
+      const entry = { p: read(stage), until: Infinity };
+      reads.set(stage, entry);
+      entry.p.then(
+        () => void (entry.until = now() + ttlMs),
+        () => reads.get(stage) === entry && reads.delete(stage),
+      );
+      return entry.p;
+    },
+    forget(stage: string): void {
+      reads.delete(stage);
+    },
+  };
+}
+
 /** A dead letter of the listing: its view, its task's state now, and whether a replay would take it by default. */
 export interface ListedLetter extends DeadLetterView {
   task_state: TaskState | null;
@@ -91,33 +120,51 @@ function selectionOf(b: Record<string, unknown>): ReplaySelection {
 
 /**
  * The console's DLQ routes. `stateOf` is a task's state in the status view: a replay leaves out
- * the letters of tasks that are not FAILED now unless asked to `force` (./dlq-plan.ts).
+ * the letters of tasks that are not FAILED now unless asked to `force` (./dlq-plan.ts). A stage's
+ * DLQ is read at most once per `cacheMs` (shared by concurrent requests); an answer shows at most
+ * {@link LETTERS_SHOWN} letters per code (the newest), with each code's total.
  */
-export function consoleDlqRoutes(dlq: DeadLetters, stateOf: TaskStateOf, logger: Logger, origin: ConsoleOrigin): FastifyPluginAsync {
+export function consoleDlqRoutes(
+  dlq: DeadLetters,
+  stateOf: TaskStateOf,
+  logger: Logger,
+  origin: ConsoleOrigin,
+  cacheMs = DLQ_READ_CACHE_MS,
+): FastifyPluginAsync {
   const stageOf = (name: string): string => {
     if (!dlq.stages.includes(name)) throw new SonicError('INVALID_REQUEST', `no stage ${name.slice(0, 64)} (stages: ${dlq.stages.join(', ')})`, { safe: true });
     return name;
   };
+  // one read of a stage's DLQ (a throw-away consumer group reading the whole topic) answers every
+  // request for a few seconds; a replay drops it, so the page reloads what the replay changed
+  const reads = sharedReads((stage) => dlq.read(stage), cacheMs);
   return async (app: FastifyInstance) => {
     app.get<{ Params: { stage: string } }>('/console/dlq/:stage', { schema: { hide: true } }, async (req) => {
       requireOperator(req);
       const stage = stageOf(req.params.stage);
-      const records = await dlq.read(stage);
+      const records = await reads.read(stage);
       const replayable = new Set(planReplay(records, { all: true }, stateOf, { max: Infinity }).picked);
-      const letters = await Promise.all(
-        records.map(async (r) => {
-          const listed: ListedLetter = { ...deadLetterView(r), task_state: (r.key && stateOf(r.key)) || null, replayable: replayable.has(r) };
-          return { ...listed, record: redact(await dlq.decode(r)) };
-        }),
+      const byCode = new Map<string, InRecord[]>();
+      for (const r of records) {
+        const code = r.headers[HEADERS.errorCode] ?? 'UNKNOWN';
+        byCode.set(code, [...(byCode.get(code) ?? []), r]);
+      }
+      // the newest letters of each code are shown, and only those are decoded
+      const codes = await Promise.all(
+        [...byCode].map(async ([code, items]) => ({
+          code,
+          count: items.length,
+          replayable: items.filter((r) => replayable.has(r)).length,
+          more: Math.max(0, items.length - LETTERS_SHOWN),
+          letters: await Promise.all(
+            items.slice(-LETTERS_SHOWN).map(async (r) => {
+              const listed: ListedLetter = { ...deadLetterView(r), task_state: (r.key && stateOf(r.key)) || null, replayable: replayable.has(r) };
+              return { ...listed, record: redact(await dlq.decode(r)) };
+            }),
+          ),
+        })),
       );
-      const byCode = new Map<string, typeof letters>();
-      for (const l of letters) byCode.set(l.code, [...(byCode.get(l.code) ?? []), l]);
-      return {
-        stage,
-        total: letters.length,
-        replayable: replayable.size,
-        codes: [...byCode].map(([code, items]) => ({ code, count: items.length, replayable: items.filter((l) => l.replayable).length, letters: items })),
-      };
+      return { stage, total: records.length, replayable: replayable.size, letters_shown_per_code: LETTERS_SHOWN, codes };
     });
 
     // the dry run picks the letters and lists their positions; the confirmation sends exactly
@@ -127,7 +174,7 @@ export function consoleDlqRoutes(dlq: DeadLetters, stateOf: TaskStateOf, logger:
       const stage = stageOf(req.params.stage);
       const b = (req.body ?? {}) as Record<string, unknown>;
       const force = b.force === true;
-      const records = await dlq.read(stage);
+      const records = await reads.read(stage);
       if (b.dry_run === true) {
         const sel = selectionOf(b);
         const plan = planReplay(records, sel, stateOf, { force });
@@ -142,20 +189,24 @@ export function consoleDlqRoutes(dlq: DeadLetters, stateOf: TaskStateOf, logger:
           force,
           count: plan.picked.length,
           positions: plan.picked.map(positionOf),
-          letters: plan.picked.map(deadLetterView),
+          letters: plan.picked.slice(0, LETTERS_SHOWN).map(deadLetterView),
           skipped,
           remaining: plan.remaining,
         };
       }
       const positions = Array.isArray(b.positions) ? b.positions.filter((x): x is string => typeof x === 'string') : [];
       const picked = confirmReplay(records, positions, stateOf, { force });
-      await dlq.replay(stage, picked);
+      try {
+        await dlq.replay(stage, picked);
+      } finally {
+        reads.forget(stage);
+      }
       // every action is logged with the key that did it
       logger.info(
         { action: 'dlq.replay', key_id: req.keyId, tenant: req.tenant, stage, force, positions, count: picked.length, tasks: picked.map((r) => r.key) },
         'console: dead letters replayed',
       );
-      return { stage, dry_run: false, force, count: picked.length, positions, letters: picked.map(deadLetterView) };
+      return { stage, dry_run: false, force, count: picked.length, positions, letters: picked.slice(0, LETTERS_SHOWN).map(deadLetterView) };
     });
   };
 }

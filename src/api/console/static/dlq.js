@@ -72,7 +72,7 @@ export function DeadLetters({ me }) {
         ? html`<div class="preview" role="dialog">
             <p>
               Dry run: this would replay <b>${preview.count}</b> dead letter(s) of ${preview.stage}:
-              ${preview.letters.map((l) => html` <code>${(l.task_id ?? l.position).slice(0, 8)}</code>`)}
+              ${preview.letters.map((l) => html` <code>${(l.task_id ?? l.position).slice(0, 8)}</code>`)}${preview.count > preview.letters.length ? ` and ${preview.count - preview.letters.length} more` : ''}
             </p>
             ${skippedNote(preview.skipped, preview.remaining)}
             <label
@@ -102,6 +102,13 @@ export function DeadLetters({ me }) {
                       ${canAct ? html`<button class="replay-code" onClick=${() => ask({ code: g.code })}>Replay ${g.code}…</button>` : null}
                     </h2>
                     ${g.letters.map((l) => html`<${Letter} l=${l} canAct=${canAct} onReplay=${ask} />`)}
+                    ${
+                      g.more
+                        ? html`<p class="muted more">
+                            Showing the newest ${g.letters.length} of ${g.count}; <code>sonicflow dlq list ${stage}</code> lists them all.
+                          </p>`
+                        : null
+                    }
                   </section>`,
               )}`
     }`;
