@@ -253,6 +253,7 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
           consoleDlqRoutes(deps.deadLetters, (id) => deps.view.get(id)?.state, deps.logger.child({ component: 'console' }), {
             publicUrl: config.apiPublicUrl,
             trustsProxy: config.apiTrustProxyHops > 0,
+            authDisabled: config.apiAuth === 'disabled',
           }),
         );
     },
