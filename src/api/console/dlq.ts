@@ -20,7 +20,8 @@ export interface DeadLetters {
   read(stage: string): Promise<InRecord[]>;
   decode(r: InRecord): Promise<unknown>;
   select(records: InRecord[], sel: ReplaySelection): InRecord[];
-  replay(stage: string, picked: InRecord[]): Promise<void>;
+  /** `by`: who replays (the acting key's id, never the key), recorded with the replay. */
+  replay(stage: string, picked: InRecord[], by: string): Promise<void>;
 }
 
 /**
@@ -197,7 +198,7 @@ export function consoleDlqRoutes(
       const positions = Array.isArray(b.positions) ? b.positions.filter((x): x is string => typeof x === 'string') : [];
       const picked = confirmReplay(records, positions, stateOf, { force });
       try {
-        await dlq.replay(stage, picked);
+        await dlq.replay(stage, picked, req.keyId ?? 'console (auth disabled)');
       } finally {
         reads.forget(stage);
       }
