@@ -121,7 +121,7 @@ export async function startApi(ctx: Context): Promise<RunningApi> {
       read: (stage) => readDlq(ctx, topology, stage, { idleMs: 500 }),
       decode: (r) => decodeDeadLetter(ctx, r),
       select,
-      replay: (stage, picked) => replay(ctx, topology, stage, picked),
+      replay: (stage, picked, by) => replay(ctx, topology, stage, picked, by),
     },
     overview: {
       overview$: shareOverview(

@@ -32,6 +32,8 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   VIDEO_NOT_READY: 409,
   // a referenced upload replaced while the submit copied it (see claimUpload): submit again
   CHECKSUM_MISMATCH: 409,
+  // a replay confirmed after its dry run's letters changed: preview again
+  DLQ_SELECTION_CHANGED: 409,
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_AUDIO_FORMAT: 415,
   UNSUPPORTED_IMAGE_FORMAT: 415,
@@ -248,9 +250,10 @@ export async function buildApi(deps: ApiDeps): Promise<{ app: FastifyInstance; r
       if (deps.overview) await v1.register(consoleOverviewRoutes({ ...deps.overview, view: deps.view, streams: deps.streams }));
       if (deps.deadLetters)
         await v1.register(
-          consoleDlqRoutes(deps.deadLetters, deps.logger.child({ component: 'console' }), {
+          consoleDlqRoutes(deps.deadLetters, (id) => deps.view.get(id)?.state, deps.logger.child({ component: 'console' }), {
             publicUrl: config.apiPublicUrl,
             trustsProxy: config.apiTrustProxyHops > 0,
+            authDisabled: config.apiAuth === 'disabled',
           }),
         );
     },

@@ -9,6 +9,10 @@ import { readTopic, TxProducer, type InRecord } from '../kafka/io.js';
 import { HEADERS, replayHeaders } from '../runtime/headers.js';
 import { readerGroupPrefix, transactionalId } from '../runtime/names.js';
 import { findStage, type StageSpec, type Topology } from '../runtime/topology.js';
+import { isTaskId } from '../domain/ids.js';
+import type { TaskStatus } from '../domain/records.js';
+import { statusEvent } from '../domain/status-event.js';
+import { valueSubject } from '../serde/wire.js';
 import type { Context } from './context.js';
 
 export interface ReplaySelection {
@@ -54,22 +58,39 @@ export function select(records: InRecord[], sel: ReplaySelection): InRecord[] {
   );
 }
 
-/** Re-injects the picked dead letters into the stage's input topic in one transaction. */
-export async function replay(ctx: Context, t: Topology, stage: string, picked: InRecord[]): Promise<void> {
+/** The status event a replay writes for a task: QUEUED again, `replayed_by` who replayed it. */
+export function replayedEvent(taskId: string, by: string, nowMs: number): TaskStatus {
+  return statusEvent({ task_id: taskId, state: 'QUEUED', at: new Date(nowMs), replayed_by: by });
+}
+
+/**
+ * Re-injects the picked dead letters into the stage's input topic in one transaction. `by` (the
+ * console key's id, never the key; `cli` for `sonicflow dlq replay`) goes in `sonicflow.replay.by`
+ * and, when the topology's status topic carries task-status events, on a QUEUED event per task
+ * written in the same transaction: the task's timeline shows who replayed it and when, and the task
+ * is no longer FAILED once the replay is committed.
+ */
+export async function replay(ctx: Context, t: Topology, stage: string, picked: InRecord[], by = 'cli'): Promise<void> {
   if (picked.length === 0) return;
   const s = stageOf(t, stage);
+  const now = Date.now();
+  const statusSchema = t.topics[t.statusTopic]?.valueSchema;
+  const tasks = statusSchema === 'task-status' ? [...new Set(picked.map((r) => r.key))].filter((k): k is string => k !== null && isTaskId(k)) : [];
+  const status = await Promise.all(
+    tasks.map(async (id) => ({ key: id, value: await ctx.serde.encode(valueSubject(t.statusTopic), statusSchema!, replayedEvent(id, by, now)) })),
+  );
   const producer = await new TxProducer(ctx.kafka, transactionalId(ctx.config.clientId, { kind: 'dlq-replay', topology: t, stage: s })).connect();
   try {
-    const now = Date.now();
     await producer.inTransaction(async (send) => {
       await send(
         s.input,
         picked.map((r) => ({
           key: r.key,
           value: r.value,
-          headers: replayHeaders(r.headers, { topic: r.topic, partition: r.partition, offset: r.offset }, now),
+          headers: replayHeaders(r.headers, { topic: r.topic, partition: r.partition, offset: r.offset }, now, by),
         })),
       );
+      if (status.length) await send(t.statusTopic, status);
     });
   } finally {
     await producer.close();

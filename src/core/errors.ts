@@ -83,6 +83,10 @@ export const ERROR_CODES = {
   CALLBACK_SECRET_UNKNOWN: { retryable: false, doc: "The callback secret_ref names no signing secret of the caller's tenant." },
   API_OVERLOADED: { retryable: true, doc: 'The API is at its limit of concurrent uploads or event streams; retry after the indicated time.' },
   RANGE_NOT_SATISFIABLE: { retryable: false, doc: 'The requested byte range lies outside the video.' },
+  DLQ_SELECTION_CHANGED: {
+    retryable: false,
+    doc: 'A confirmed replay names dead letters the dry run would no longer pick (gone from the DLQ, or their task is no longer FAILED); run the dry run again.',
+  },
   SHUTDOWN: { retryable: true, doc: 'The worker stopped or lost the partition mid-task; the next owner redoes it.' },
 } as const satisfies Record<string, { retryable: boolean; maxAttempts?: number; stopsStage?: true; doc: string }>;
 

@@ -217,6 +217,8 @@ export interface TaskStatus {
   created_at: null | Date;
   /** The face and crop preprocess chose (its events and the view after them). */
   face: null | FaceRegion;
+  /** Set on the QUEUED event a DLQ replay writes: who replayed the task (the console key's id, or `cli`); never the key itself. Null otherwise. */
+  replayed_by: null | string;
   /** When this state was entered. */
   at: Date;
 }

@@ -18,6 +18,7 @@ export function statusEvent(fields: Pick<TaskStatus, 'task_id' | 'state' | 'at'>
     tenant_id: null,
     created_at: null,
     face: null,
+    replayed_by: null,
     ...fields,
   };
 }

@@ -30,6 +30,8 @@ export const HEADERS = {
   replayCount: 'sonicflow.replay.count',
   replayAtMs: 'sonicflow.replay.at.ms',
   replayOf: 'sonicflow.replay.of',
+  /** Who replayed: the console key's id (never the key), or `cli`. */
+  replayBy: 'sonicflow.replay.by',
   /** W3C trace context. */
   traceparent: 'traceparent',
 } as const;
@@ -99,9 +101,11 @@ export function replayHeaders(
   dlqHeaders: Record<string, string>,
   of: { topic: string; partition: number; offset: string },
   nowMs: number,
+  by?: string,
 ): Record<string, string> {
   const out: Record<string, string> = { ...dlqHeaders };
-  for (const k of [...ERROR_KEYS, HEADERS.attempt, HEADERS.failedAtMs]) delete out[k];
+  for (const k of [...ERROR_KEYS, HEADERS.attempt, HEADERS.failedAtMs, HEADERS.replayBy]) delete out[k];
+  if (by !== undefined) out[HEADERS.replayBy] = by;
   out[HEADERS.replayCount] = String(Number(dlqHeaders[HEADERS.replayCount] ?? '0') + 1);
   out[HEADERS.replayAtMs] = String(nowMs);
   out[HEADERS.replayOf] = `${of.topic}:${of.partition}:${of.offset}`;

@@ -81,6 +81,7 @@ export function taskStates(stages: readonly TaskPathStage[]): StatusHook<TaskSta
         tenant_id: f.tenant_id ?? null,
         created_at: f.created_at ?? null,
         face: f.face ?? null,
+        replayed_by: null,
         at: t.at,
       };
     },

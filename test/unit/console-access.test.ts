@@ -34,3 +34,32 @@ describe("the console's CSRF guard", () => {
     expect(() => requireAdmin(req({ host: 'a', origin: 'http://a' }, 'read'), direct)).toThrow(/admin key/);
   });
 });
+
+describe('with auth disabled (everyone is an admin), an action must be addressed to the API itself (DNS rebinding)', () => {
+  const open = { publicUrl: '', trustsProxy: false, authDisabled: true };
+
+  it('accepts a loopback Host: localhost, 127.0.0.0/8, [::1]', () => {
+    for (const host of ['localhost:8080', 'localhost', '127.0.0.1:8080', '127.3.2.1', '[::1]:8080'])
+      expect(() => refuseCrossSite(req({ host, origin: `http://${host}` }), open), host).not.toThrow();
+  });
+
+  it('refuses a rebound name even though Origin and Host agree, and a forged X-Forwarded-Host does not help', () => {
+    const rebound = { host: 'attacker.example:8080', origin: 'http://attacker.example:8080' };
+    expect(() => refuseCrossSite(req(rebound), open)).toThrow(expect.objectContaining({ code: 'FORBIDDEN', message: expect.stringMatching(/Host refused/) }));
+    expect(() => refuseCrossSite(req({ host: 'attacker.example:8080' }), open)).toThrow(/Host refused/);
+    expect(() => refuseCrossSite(req({ ...rebound, 'x-forwarded-host': 'localhost:8080' }), { ...open, trustsProxy: true })).toThrow(/Host refused/);
+    for (const host of ['localhost.attacker.example', '127.0.0.1.attacker.example', '10.0.0.5:8080', ''])
+      expect(() => refuseCrossSite(req({ host }), open), host).toThrow(/Host refused/);
+  });
+
+  it("accepts SONIC_API_PUBLIC_URL's host, and only it besides loopback", () => {
+    const pub = { ...open, publicUrl: 'https://console.example.com/' };
+    expect(() => refuseCrossSite(req({ host: 'console.example.com', origin: 'https://console.example.com' }), pub)).not.toThrow();
+    expect(() => refuseCrossSite(req({ host: 'console.example.com:443' }), pub)).not.toThrow();
+    expect(() => refuseCrossSite(req({ host: 'attacker.example', origin: 'https://console.example.com' }), pub)).toThrow(/Host refused/);
+  });
+
+  it('with auth required, Host is not restricted (the key is the authority)', () => {
+    expect(() => refuseCrossSite(req({ host: 'api.internal:8080', origin: 'http://api.internal:8080' }), direct)).not.toThrow();
+  });
+});

@@ -1,6 +1,7 @@
 import Fastify from 'fastify';
 import { describe, expect, it } from 'vitest';
 import { consoleTaskRoutes, type ConsoleTaskDeps } from '../../src/api/console/tasks.js';
+import { replayedEvent } from '../../src/app/dlq.js';
 import type { ListQuery, StatusEvent } from '../../src/app/status-view.js';
 
 /** A status view over `tasks` (newest first) whose cursor is the index of the last task returned. */
@@ -49,6 +50,26 @@ describe("the console's task list filtered by error code", () => {
       if (!cursor) break;
     }
     expect(seen).toEqual(tasks.filter((t) => t.error_code).map((t) => t.task_id));
+    await app.close();
+  });
+});
+
+describe("a replayed task's page", () => {
+  it('shows who replayed it and when: the QUEUED event the replay wrote carries the key id, never the key', async () => {
+    const id = '0b9d6a4e-1c2f-4e7a-9b1d-2f3c4d5e6f70';
+    const replayed = replayedEvent(id, '3f2a9c0d1e4b5a67', Date.parse('2026-12-01T10:00:00Z'));
+    expect(replayed).toMatchObject({ task_id: id, state: 'QUEUED', stage: null, attempt: 1, error_code: null, replayed_by: '3f2a9c0d1e4b5a67' });
+    const failed = { ...task(0, 'NO_FACE_DETECTED'), task_id: id, stage: 'preprocess', replayed_by: null, at: new Date('2026-12-01T09:00:00Z') };
+    const view = { find: async () => replayed, timeline: () => [failed, replayed] };
+    const blob = { async *list() {} };
+    const app = Fastify();
+    app.decorateRequest('role', 'read');
+    await app.register(consoleTaskRoutes({ config: { apiReadWaitMs: 0, apiAuth: 'required' }, view, blob } as unknown as ConsoleTaskDeps));
+    const body = (await app.inject({ url: `/console/tasks/${id}` })).json() as { timeline: { state: string; replayed_by: string | null; at: string }[] };
+    expect(body.timeline.map((e) => [e.state, e.replayed_by, e.at])).toEqual([
+      ['FAILED', null, '2026-12-01T09:00:00.000Z'],
+      ['QUEUED', '3f2a9c0d1e4b5a67', '2026-12-01T10:00:00.000Z'],
+    ]);
     await app.close();
   });
 });

@@ -29,6 +29,8 @@ export interface TimelineEntry {
   attempt: number;
   at: string;
   error: { code: string; message: string; retryable: boolean } | null;
+  /** On the QUEUED event a DLQ replay wrote: who replayed (the key's id, or `cli`); else null. */
+  replayed_by: string | null;
 }
 
 const INPUT_KINDS = ['audio', 'image'] as const;
@@ -108,6 +110,7 @@ export function consoleTaskRoutes(deps: ConsoleTaskDeps): FastifyPluginAsync {
         attempt: x.attempt,
         at: x.at.toISOString(),
         error: x.error_code ? { code: x.error_code, message: x.error_message ?? '', retryable: x.retryable ?? false } : null,
+        replayed_by: x.replayed_by ?? null,
       }));
       const inputs: Record<string, string | null> = {};
       for (const kind of INPUT_KINDS) inputs[kind] = (await inputKey(e.task_id, kind)) ? `/v1/console/tasks/${e.task_id}/input/${kind}` : null;

@@ -52,7 +52,14 @@ function Recorder({ onRecorded }) {
     r.ondataavailable = (e) => chunks.push(e.data);
     r.onstop = async () => {
       media.getTracks().forEach((t) => t.stop());
-      const decoded = await new AudioContext().decodeAudioData(await new Blob(chunks).arrayBuffer());
+      // each AudioContext holds an audio device thread until closed (browsers allow only a few)
+      const audio = new AudioContext();
+      let decoded;
+      try {
+        decoded = await audio.decodeAudioData(await new Blob(chunks).arrayBuffer());
+      } finally {
+        void audio.close();
+      }
       onRecorded(new File([wav(decoded)], 'recording.wav', { type: 'audio/wav' }));
       setState('done');
     };

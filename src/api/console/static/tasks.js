@@ -83,14 +83,18 @@ function Timeline({ entries }) {
     <tbody>
       ${entries.map((e, i) => {
         const prev = entries[i - 1];
-        // a FAILED task that moves again was replayed from the dead letters: a new run
-        if (i === 0 || prev.state === 'FAILED') runs++;
+        // a FAILED task that moves again was replayed from the dead letters: a new run, whose first
+        // row is the QUEUED event the replay wrote (with who replayed) when the replay wrote one
+        if (i === 0 || prev.state === 'FAILED' || e.replayed_by) runs++;
         const next = entries[i + 1];
         const took = next ? new Date(next.at) - new Date(e.at) : null;
         return html`<tr class=${e.error ? 'err' : ''} data-run=${runs}>
-          <td>${runs}${runs > 1 && prev?.state === 'FAILED' ? ' (replay)' : ''}</td>
+          <td>
+            ${runs}${runs > 1 && (prev?.state === 'FAILED' || e.replayed_by) ? ' (replay)' : ''}
+            ${e.replayed_by ? html`<span class="replayed-by muted">replayed by <code>${e.replayed_by}</code> at ${fmtTime(e.at)}</span>` : null}
+          </td>
           <td><span class=${`state s-${e.state}`}>${e.state}</span></td>
-          <td>${e.stage ?? 'api'}</td>
+          <td>${e.replayed_by ? 'dlq replay' : (e.stage ?? 'api')}</td>
           <td>${e.attempt}</td>
           <td>${fmtTime(e.at)}</td>
           <td>${fmtMs(took)}</td>
